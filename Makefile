@@ -1,0 +1,47 @@
+# The project's tasks. `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+PROTO_OUT := runtime/protocol
+
+.PHONY: install install-dev proto check test demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dev]' --config-settings editable_mode=compat
+	touch $@
+
+install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+# Regenerates the betterproto2 messages and grpclib stubs from proto/ (committed).
+proto: $(DEV_STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH OUT=$(PROTO_OUT) sh scripts/gen_proto.sh
+
+check: $(DEV_STAMP)
+	$(VENV)/bin/ruff check runtime tests examples
+	$(VENV)/bin/ruff format --check runtime tests examples
+	$(VENV)/bin/mypy
+	PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/check_proto.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+bench: $(STAMP)
+	$(VENV)/bin/runtime microbenchmark
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,109 @@
+"""runtime: an asyncio-native distributed computing runtime with Ray's core API.
+
+``import runtime as ray`` and use ``ray.init``, ``@ray.remote``, ``ray.get``,
+``ray.put``, ``ray.wait``. Every blocking call has an ``await`` form:
+``await ref``, ``await runtime.get_async(refs)``, ``await runtime.wait_async(refs)``,
+``await runtime.init_async()``, ``await runtime.shutdown_async()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from . import exceptions
+from ._api import (
+    RuntimeContext,
+    available_resources,
+    available_resources_async,
+    cluster_resources,
+    cluster_resources_async,
+    get,
+    get_async,
+    get_runtime_context,
+    init,
+    init_async,
+    is_initialized,
+    nodes,
+    nodes_async,
+    put,
+    shutdown,
+    shutdown_async,
+    wait,
+    wait_async,
+)
+from ._object_ref import ObjectRef
+from ._remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if inspect.isclass(target):
+        raise TypeError(
+            f"@runtime.remote on class {target.__name__}: actors are not available in this version"
+        )
+    if not callable(target):
+        raise TypeError(f"@runtime.remote applies to functions, not {type(target).__name__}")
+    return RemoteFunction(target, options)
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Makes a function a remote function: ``@remote`` or ``@remote(num_cpus=2, ...)``."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "@runtime.remote takes either no arguments (@runtime.remote) or only keyword "
+            "options (@runtime.remote(num_cpus=2))"
+        )
+    # Validate now, so a bad option fails at the decorator, not at the first call.
+    from . import _options
+
+    _options.validate(options, _options.TASK_OPTIONS, "a remote function")
+
+    def decorator(target: Any) -> Any:
+        return _make_remote(target, options)
+
+    return decorator
+
+
+def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options for one actor method, such as ``@runtime.method(num_returns=2)``."""
+    unknown = set(options) - {"num_returns", "concurrency_group", "max_task_retries"}
+    if unknown:
+        raise ValueError(f"invalid option(s) for @runtime.method: {', '.join(sorted(unknown))}")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__runtime_method_options__ = options  # type: ignore[attr-defined]
+        return fn
+
+    return decorator
+
+
+__all__ = [
+    "ObjectRef",
+    "RemoteFunction",
+    "RuntimeContext",
+    "available_resources",
+    "available_resources_async",
+    "cluster_resources",
+    "cluster_resources_async",
+    "exceptions",
+    "get",
+    "get_async",
+    "get_runtime_context",
+    "init",
+    "init_async",
+    "is_initialized",
+    "method",
+    "nodes",
+    "nodes_async",
+    "put",
+    "remote",
+    "shutdown",
+    "shutdown_async",
+    "wait",
+    "wait_async",
+]

@@ -1,0 +1,111 @@
+"""Starting a cluster's head processes (gcs and raylet) on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from . import _process
+from ._config import Config
+from ._session import Session
+
+
+@dataclass
+class HeadProcesses:
+    session: Session
+    gcs: _process.ChildProcess
+    raylet: _process.ChildProcess
+    gcs_address: tuple[str, int]
+    raylet_address: tuple[str, int]
+
+    def stop(self) -> None:
+        # The raylet first: its workers follow it; then the gcs.
+        self.raylet.stop()
+        self.gcs.stop()
+
+
+def default_resources(
+    num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None, host: str
+) -> dict[str, float]:
+    cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+    total: dict[str, float] = {"CPU": float(cpus)}
+    if num_gpus:
+        total["GPU"] = float(num_gpus)
+    total.update(resources or {})
+    total[f"node:{host}"] = 1.0
+    return total
+
+
+def start_head(
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    resources: dict[str, float],
+    standing: bool,
+) -> HeadProcesses:
+    """Starts a gcs and a raylet; ``standing``: they outlive this process."""
+    session = Session.create(config.session_root)
+    env = config.to_env()
+    gcs = _process.spawn(
+        "runtime.gcs",
+        ["--host", host, "--port", str(port)],
+        env=env,
+        log_path=os.path.join(session.logs, "gcs.log"),
+        tie_to_parent=not standing,
+        timeout=config.process_start_timeout_s,
+    )
+    session.record_pid(gcs.pid, "gcs")
+    gcs_address = (host, int(gcs.info["port"]))
+    try:
+        raylet = _process.spawn(
+            "runtime.raylet",
+            [
+                "--host",
+                host,
+                "--gcs-address",
+                f"{gcs_address[0]}:{gcs_address[1]}",
+                "--resources",
+                json.dumps(resources),
+                "--session-dir",
+                session.path,
+            ],
+            env=env,
+            log_path=os.path.join(session.logs, "raylet.log"),
+            tie_to_parent=not standing,
+            timeout=config.process_start_timeout_s,
+        )
+    except BaseException:
+        gcs.stop()
+        raise
+    session.record_pid(raylet.pid, "raylet")
+    session.write_cluster_info(
+        {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": standing}
+    )
+    return HeadProcesses(session, gcs, raylet, gcs_address, (host, int(raylet.info["port"])))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {address!r} is not of the form HOST:PORT")
+    return host, int(port)
+
+
+def resolve_address(address: str, config: Config) -> tuple[str, int]:
+    """``"auto"`` (the newest standing cluster on this machine) or ``HOST:PORT``."""
+    if address != "auto":
+        return parse_address(address)
+    if config.address:
+        return parse_address(config.address)
+    for session in reversed(Session.all(config.session_root)):
+        info = session.cluster_info()
+        if not info or not info.get("standing"):
+            continue
+        if all(_process.pid_alive(pid) for pid, _ in session.pids()):
+            return parse_address(info["gcs_address"])
+    raise ConnectionError(
+        "address='auto' found no running cluster on this machine; start one with "
+        "'runtime start --head', or call runtime.init() with no address for a local one"
+    )

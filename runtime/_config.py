@@ -1,0 +1,93 @@
+"""The runtime's configuration: one frozen, typed object, read once.
+
+Values come from keyword arguments first, then ``RUNTIME_<NAME>`` environment
+variables, then the defaults below. Nothing else in the package reads
+``os.environ`` for settings; processes the runtime starts receive the
+driver's settings through their environment, so a whole cluster agrees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+ENV_PREFIX = "RUNTIME_"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    #: The cluster ``init(address="auto")`` joins (``HOST:PORT``); empty: look it up.
+    address: str = ""
+    #: The port a standing cluster's gcs listens on (not Redis's 6379).
+    gcs_port: int = 6385
+    #: Where session directories live: ``<session_root>/session_<time>_<pid>/``.
+    session_root: str = os.path.join(tempfile.gettempdir(), "runtime")
+    #: Seconds a child process may take to report that it is ready.
+    process_start_timeout_s: float = 30.0
+    #: Seconds a started worker may take to register with its raylet.
+    worker_register_timeout_s: float = 60.0
+    #: Idle workers beyond the node's CPU count are reaped after this long.
+    idle_worker_timeout_s: float = 1.0
+    #: At most this many workers start at once on a node (0: the CPU count).
+    max_worker_startup_concurrency: int = 0
+    #: A lease the owner has no more work for is kept this long for reuse.
+    lease_linger_s: float = 0.01
+    #: Lease requests in flight per scheduling key, at most.
+    max_pending_lease_requests: int = 10
+    #: Tasks pushed to one leased worker before the first one returns.
+    max_tasks_in_flight_per_worker: int = 1
+    #: Retries of a task whose worker died, unless the task says otherwise.
+    default_max_retries: int = 3
+    #: Seconds between resource reports from a raylet to the gcs at most.
+    resource_report_period_s: float = 0.1
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:
+        """Builds the configuration from ``overrides``, then the environment."""
+        values: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for name, field in fields.items():
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _parse(name, field.type, raw)
+        for name, value in (overrides or {}).items():
+            if name not in fields:
+                raise ValueError(f"unknown configuration option {name!r}")
+            values[name] = _check(name, fields[name].type, value)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that hands this configuration to a child process."""
+        return {
+            ENV_PREFIX + f.name.upper(): str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    kind = _TYPES[str(type_name)]
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+def _check(name: str, type_name: Any, value: Any) -> Any:
+    kind = _TYPES[str(type_name)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(
+            f"configuration option {name!r} must be {kind.__name__}, got {type(value).__name__}"
+        )
+    return value

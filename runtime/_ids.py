@@ -1,0 +1,47 @@
+"""Identifiers.
+
+Ids are plain ``bytes`` for speed (hashing and comparing them is on every hot
+path). A task id is the submitting worker's 8-byte random prefix plus an
+8-byte counter, so ids are unique without coordination; an object id is the
+id of the task that creates it plus a 4-byte index: 1..n for the task's
+returns, 0 for an object made by ``put`` (whose "task" id is drawn from the
+same counter).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+
+TASK_ID_SIZE = 16
+OBJECT_ID_SIZE = TASK_ID_SIZE + 4
+_INDEX = struct.Struct(">I")
+
+
+def random_id(size: int = 16) -> bytes:
+    return os.urandom(size)
+
+
+class IdGenerator:
+    """Makes task and object ids for one worker; safe from any thread."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8)
+        # itertools.count is atomic under the GIL: no lock needed.
+        self._counter = itertools.count(1)
+
+    def task_id(self) -> bytes:
+        return self._prefix + next(self._counter).to_bytes(8, "big")
+
+    def put_id(self) -> bytes:
+        return self.task_id() + _INDEX.pack(0)
+
+
+def return_id(task_id: bytes, index: int) -> bytes:
+    """The id of a task's ``index``-th return object (0-based)."""
+    return task_id + _INDEX.pack(index + 1)
+
+
+def task_of(object_id: bytes) -> bytes:
+    return object_id[:TASK_ID_SIZE]

@@ -1,0 +1,183 @@
+"""``ObjectRef``: the name of an immutable object somewhere in the cluster.
+
+A ref is awaitable, and it is also a duck-typed asyncio future: it has
+``add_done_callback``, ``result``, ``done``, ``cancel`` and the rest, so
+``asyncio.wait``, ``asyncio.as_completed``, ``asyncio.wait_for`` and
+``asyncio.gather`` accept refs directly and hand back the refs themselves
+(``ref in done`` holds after ``asyncio.wait``).
+
+The future state lives in a *waiter*: an asyncio future on the loop that
+first asked for it, resolved with the object's deserialized value (or its
+error). Cancelling a ref (as ``wait_for`` does on timeout) cancels only that
+local wait, never the remote task; the next ``await`` starts a fresh waiter.
+
+Each live ``ObjectRef`` counts as one local reference at its owner's
+reference counter (``__init__`` adds one, ``__del__`` drops it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Generator
+from contextvars import Context
+from typing import TYPE_CHECKING, Any
+
+from . import _context, _serialization
+
+if TYPE_CHECKING:
+    from .core_worker import CoreWorker
+
+#: (host, port, worker_id) of the core worker that owns an object.
+OwnerAddress = tuple[str, int, bytes]
+
+
+class ObjectRef:
+    __slots__ = ("__weakref__", "_blocking", "_id", "_owner", "_waiter", "_worker")
+
+    def __init__(
+        self,
+        object_id: bytes,
+        owner: OwnerAddress,
+        worker: CoreWorker,
+        *,
+        counted: bool = False,
+    ) -> None:
+        """``counted``: the creator already added this ref's local count."""
+        self._id = object_id
+        self._owner = owner
+        self._worker = worker
+        self._waiter: asyncio.Future[Any] | None = None
+        self._blocking = False
+        if not counted:
+            worker.add_local_ref(object_id, owner)
+
+    # -- identity ---------------------------------------------------------
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    @property
+    def owner_address(self) -> OwnerAddress:
+        return self._owner
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        _serialization.note_ref(self)
+        return (_rebuild, (self._id, self._owner))
+
+    def __del__(self) -> None:
+        try:
+            self._worker.remove_local_ref(self._id)
+        except Exception:  # interpreter shutdown: nothing left to count
+            pass
+
+    # -- waiting ----------------------------------------------------------
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` resolved with the object's value."""
+        return self._worker.concurrent_future(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._current_waiter(create=True).__await__()
+
+    __iter__ = __await__
+
+    def _current_waiter(self, create: bool) -> asyncio.Future[Any]:
+        waiter = self._waiter
+        if waiter is None or (create and waiter.cancelled()):
+            waiter = self._worker.waiter(self, _running_loop_or_none())
+            self._waiter = waiter
+        return waiter
+
+    # -- the asyncio future protocol ----------------------------------------
+    @property
+    def _asyncio_future_blocking(self) -> bool:
+        return self._blocking
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value: bool) -> None:
+        self._blocking = value
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._current_waiter(create=True).get_loop()
+
+    def add_done_callback(
+        self, fn: Callable[[ObjectRef], object], *, context: Context | None = None
+    ) -> None:
+        waiter = self._current_waiter(create=True)
+        waiter.add_done_callback(_Forward(self, fn), context=context)
+
+    def remove_done_callback(self, fn: Callable[[ObjectRef], object]) -> int:
+        waiter = self._waiter
+        if waiter is None:
+            return 0
+        return waiter.remove_done_callback(_Forward(self, fn))
+
+    def done(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and waiter.done()
+
+    def cancelled(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and waiter.cancelled()
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancels the local wait on this ref; the remote task goes on."""
+        waiter = self._waiter
+        return waiter is not None and waiter.cancel(msg)
+
+    def result(self) -> Any:
+        waiter = self._waiter
+        if waiter is None:
+            raise asyncio.InvalidStateError("Result is not ready.")
+        return waiter.result()
+
+    def exception(self) -> BaseException | None:
+        waiter = self._waiter
+        if waiter is None:
+            raise asyncio.InvalidStateError("Exception is not set.")
+        return waiter.exception()
+
+
+class _Forward:
+    """A done callback of a waiter that reports the ref, not the waiter.
+
+    Equal to another ``_Forward`` of the same function, so
+    ``remove_done_callback`` finds it.
+    """
+
+    __slots__ = ("fn", "ref")
+
+    def __init__(self, ref: ObjectRef, fn: Callable[[ObjectRef], object]) -> None:
+        self.ref = ref
+        self.fn = fn
+
+    def __call__(self, _waiter: object) -> None:
+        self.fn(self.ref)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Forward) and other.fn == self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+
+def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _rebuild(object_id: bytes, owner: OwnerAddress) -> ObjectRef:
+    return ObjectRef(object_id, owner, _context.current())

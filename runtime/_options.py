@@ -1,0 +1,103 @@
+"""Validation of ``@remote(...)`` and ``.options(...)`` arguments.
+
+Every option is checked when it is given, not when the task runs: an unknown
+name is a ValueError, a value of the wrong type a TypeError, a value out of
+range a ValueError, each naming the option.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_Check = Callable[[str, Any], None]
+
+
+def _number(minimum: float = 0.0) -> _Check:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"option {name!r} must be a number, got {type(value).__name__}")
+        if value < minimum:
+            raise ValueError(f"option {name!r} must be >= {minimum:g}, got {value!r}")
+
+    return check
+
+
+def _integer(minimum: int) -> _Check:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"option {name!r} must be an int, got {type(value).__name__}")
+        if value < minimum:
+            raise ValueError(f"option {name!r} must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _string(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"option {name!r} must be a str, got {type(value).__name__}")
+
+
+def _resources(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(f"option {name!r} must be a dict of resource amounts, got {type(value).__name__}")
+    for key, amount in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"option {name!r}: resource names must be str, got {key!r}")
+        if key in ("CPU", "GPU"):
+            raise ValueError(
+                f"option {name!r}: use num_cpus / num_gpus rather than {key!r} in resources"
+            )
+        _number()(f"{name}[{key!r}]", amount)
+
+
+def _retry_exceptions(name: str, value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, list | tuple) and all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in value
+    ):
+        return
+    raise TypeError(f"option {name!r} must be a bool or a list of exception classes, got {value!r}")
+
+
+def _num_returns(name: str, value: Any) -> None:
+    _integer(0)(name, value)
+
+
+TASK_OPTIONS: dict[str, _Check] = {
+    "num_cpus": _number(),
+    "num_gpus": _number(),
+    "resources": _resources,
+    "memory": _number(),
+    "num_returns": _num_returns,
+    "max_retries": _integer(-1),
+    "retry_exceptions": _retry_exceptions,
+    "name": _string,
+}
+
+
+def validate(options: Mapping[str, Any], known: Mapping[str, _Check], what: str) -> dict[str, Any]:
+    for name, value in options.items():
+        check = known.get(name)
+        if check is None:
+            valid = ", ".join(sorted(known))
+            raise ValueError(f"invalid option {name!r} for {what}; valid options are: {valid}")
+        check(name, value)
+    return dict(options)
+
+
+def task_resources(options: Mapping[str, Any], default_cpus: float) -> dict[str, float]:
+    """The resources a task asks for: CPU (1 unless told), GPU, memory, custom."""
+    cpus = options.get("num_cpus")
+    resources: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
+    if options.get("num_gpus"):
+        resources["GPU"] = float(options["num_gpus"])
+    if options.get("memory"):
+        resources["memory"] = float(options["memory"])
+    for key, amount in (options.get("resources") or {}).items():
+        resources[key] = float(amount)
+    return {k: v for k, v in resources.items() if v}

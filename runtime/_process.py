@@ -1,0 +1,201 @@
+"""Starting the runtime's processes, and making sure none outlives its parent.
+
+Every child the runtime starts (gcs, raylet, worker) may be *tied* to its
+parent: it inherits the read end of a pipe whose write end only the parent
+holds. When the parent dies, however it dies (even SIGKILL), the kernel
+closes the write end, the child's loop sees end-of-file and the child exits.
+A parent stopping a child on purpose closes the pipe the same way. Unlike
+``PR_SET_PDEATHSIG``, this follows the parent *process*, not the thread that
+forked, and works on any POSIX system.
+
+A child reports that it is ready (and where it listens) by writing one JSON
+line to an inherited *ready* pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PARENT_FD_FLAG = "--parent-fd"
+READY_FD_FLAG = "--ready-fd"
+
+
+class ChildProcess:
+    """A child started by :func:`spawn`; :meth:`stop` ends it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], tie_fd: int | None, info: dict[str, Any]):
+        self.popen = popen
+        self.info = info
+        self._tie_fd = tie_fd
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Asks the child to exit (closes its tie, sends SIGTERM), then kills it."""
+        if self._tie_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._tie_fd)
+            self._tie_fd = None
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait()
+
+
+def spawn(
+    module: str,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: str,
+    tie_to_parent: bool,
+    timeout: float,
+) -> ChildProcess:
+    """Starts ``python -m module args`` and waits until it reports ready.
+
+    Its stdout and stderr go to ``log_path``. A tied child dies with this
+    process; an untied one starts its own session (a standing cluster).
+    """
+    ready_r, ready_w = os.pipe()
+    pass_fds = [ready_w]
+    argv = [sys.executable, "-m", module, *args, READY_FD_FLAG, str(ready_w)]
+    tie_r = tie_w = None
+    if tie_to_parent:
+        tie_r, tie_w = os.pipe()
+        pass_fds.append(tie_r)
+        argv += [PARENT_FD_FLAG, str(tie_r)]
+    full_env = dict(os.environ)
+    full_env.update(env)
+    full_env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+            env=full_env,
+            start_new_session=not tie_to_parent,
+        )
+    os.close(ready_w)
+    if tie_r is not None:
+        os.close(tie_r)
+    try:
+        info = _read_ready(ready_r, popen, timeout, module, log_path)
+    except BaseException:
+        if tie_w is not None:
+            os.close(tie_w)
+        with contextlib.suppress(ProcessLookupError):
+            popen.kill()
+        popen.wait()
+        raise
+    finally:
+        os.close(ready_r)
+    return ChildProcess(popen, tie_w, info)
+
+
+def _read_ready(
+    fd: int, popen: subprocess.Popen[bytes], timeout: float, module: str, log_path: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{module} did not start within {timeout:.0f}s; see {log_path}")
+        readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if readable:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+        elif popen.poll() is not None:
+            break
+    if b"\n" not in buf:
+        popen.wait()
+        tail = _tail(log_path)
+        raise RuntimeError(
+            f"{module} exited with code {popen.returncode} before it was ready; "
+            f"see {log_path}:\n{tail}"
+        )
+    info: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+    return info
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- the child's side -------------------------------------------------------
+
+
+def report_ready(fd: int | None, info: Mapping[str, Any]) -> None:
+    """Tells the parent this process is ready, and what it should know."""
+    if fd is None:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(dict(info)) + "\n")
+
+
+def exit_with_parent(loop: asyncio.AbstractEventLoop, fd: int | None, code: int = 0) -> None:
+    """Ends this process at once when the parent's end of the tie closes.
+
+    Exiting at once is right: this process's own children are tied to it
+    the same way and follow it.
+    """
+    if fd is None:
+        return
+
+    def on_readable() -> None:
+        try:
+            data = os.read(fd, 1)
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(code)
+
+    loop.add_reader(fd, on_readable)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_runtime_process(pid: int) -> bool:
+    """Whether ``pid`` is (still) one of this package's processes."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"runtime.gcs" in cmdline or b"runtime.raylet" in cmdline or b"runtime.core_worker" in cmdline

@@ -1,0 +1,89 @@
+"""``@runtime.remote`` on a function: a :class:`RemoteFunction`."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from . import _context, _options
+from ._object_ref import ObjectRef
+
+
+class RemoteFunction:
+    """A function that runs as a task: call ``.remote(...)`` to submit it."""
+
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = _options.validate(options, _options.TASK_OPTIONS, "a remote function")
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        self._pickled: tuple[bytes, bytes] | None = None
+        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name}() cannot be called directly; "
+            f"use {self._name}.remote(...) to run it as a task"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pickled"] = None  # re-made on first use where it lands
+        return state
+
+    def options(self, **options: Any) -> _BoundOptions:
+        """The same function with some options overridden for one call."""
+        _options.validate(options, _options.TASK_OPTIONS, "a remote function")
+        return _BoundOptions(self, {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._submit(self._options, args, kwargs)
+
+    def _definition(self) -> tuple[bytes, bytes]:
+        pickled = self._pickled
+        if pickled is None:
+            try:
+                data = cloudpickle.dumps(self._function, protocol=5)
+            except Exception as e:
+                raise TypeError(f"remote function {self._name}() could not be serialized: {e}") from e
+            pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)
+        return pickled
+
+    def _submit(self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        worker = _context.current()
+        function_id, data = self._definition()
+        num_returns = options.get("num_returns", 1)
+        max_retries = options.get("max_retries")
+        retry = options.get("retry_exceptions", False)
+        refs = worker.submit_task(
+            function_id=function_id,
+            function_data=data,
+            name=options.get("name") or self._name,
+            args=args,
+            kwargs=kwargs,
+            num_returns=num_returns,
+            resources=_options.task_resources(options, 1.0),
+            max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
+            retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
+        )
+        return _returns(refs, num_returns)
+
+
+class _BoundOptions:
+    def __init__(self, function: RemoteFunction, options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function._submit(self._options, args, kwargs)
+
+
+def _returns(refs: list[ObjectRef], num_returns: int) -> ObjectRef | list[ObjectRef] | None:
+    if num_returns == 1:
+        return refs[0]
+    if num_returns == 0:
+        return None
+    return refs

@@ -1,0 +1,85 @@
+"""RPC plumbing shared by every component: channels and servers.
+
+Channels are created lazily on the loop that uses them and cached per
+address; a process has one channel per peer, and every call to that peer
+multiplexes over its one HTTP/2 connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.server import Server
+
+#: What a failed call to a peer that is gone looks like.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    OSError,
+    GRPCError,
+    StreamTerminatedError,
+    EOFError,
+)
+
+
+class ChannelPool:
+    """One grpclib channel per peer address; all used from one loop."""
+
+    def __init__(self) -> None:
+        self._channels: dict[tuple[str, int], Channel] = {}
+
+    def get(self, host: str, port: int) -> Channel:
+        key = (host, port)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = Channel(host, port)
+            self._channels[key] = channel
+        return channel
+
+    def drop(self, host: str, port: int) -> None:
+        channel = self._channels.pop((host, port), None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+async def start_server(handlers: Sequence[Any], host: str, port: int) -> tuple[Server, int]:
+    """Starts a grpclib server; returns it and the port it got (``port=0``: any)."""
+    server = Server(list(handlers))
+    await server.start(host, port, reuse_address=True)
+    sockets = server._server.sockets if server._server is not None else []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return server, int(bound)
+
+
+async def stop_server(server: Server) -> None:
+    server.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 2.0)
+
+
+def bind_socket(host: str, port: int = 0) -> Any:
+    """A listening TCP socket, bound now so its port is known before serving."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_server_on(handlers: Sequence[Any], sock: Any) -> Server:
+    server = Server(list(handlers))
+    await server.start(sock=sock)
+    return server

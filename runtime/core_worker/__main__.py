@@ -1,0 +1,51 @@
+"""``python -m runtime.core_worker``: a worker process, started by its raylet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .. import _context, _daemon, _process
+from .._config import Config
+from ._core_worker import CoreWorker, WorkerMode
+
+logger = logging.getLogger("runtime.worker")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="runtime.core_worker")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--raylet-port", type=int, required=True)
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--job-id", type=int, required=True)
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
+    args = parser.parse_args()
+    gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def serve(stop: asyncio.Event) -> None:
+        _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
+        worker = CoreWorker(
+            mode=WorkerMode.WORKER,
+            config=Config.load(),
+            host=args.host,
+            gcs_address=(gcs_host, int(gcs_port)),
+            raylet_address=(args.host, args.raylet_port),
+            job_id=args.job_id,
+            worker_id=bytes.fromhex(args.worker_id),
+            node_id=bytes.fromhex(args.node_id),
+        )
+        _context.set_current(worker)
+        await worker.start()
+        await stop.wait()
+        await worker.stop()
+
+    _daemon.run(serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,742 @@
+"""The core worker: the runtime inside every driver and worker process.
+
+It owns the objects this process creates (put and task returns), counts
+their references, submits tasks, runs tasks pushed to it (in a worker), and
+answers other processes' requests for its objects.
+
+Threads: all state here is touched only on ``self.loop``. Methods that user
+code calls from other threads (``put``, ``submit_task``, ``get``, ref
+counting from ``ObjectRef``) do their CPU work (pickling) on the calling
+thread and hand the state change to the loop with :meth:`post`, which keeps
+order. Blocking calls (``get``, ``wait``) refuse to run on a thread that runs
+an event loop and name their ``await`` form instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import _rpc, _serialization, exceptions
+from .._config import Config
+from .._ids import IdGenerator, random_id, return_id
+from .._object_ref import ObjectRef, OwnerAddress
+from .._serialization import SerializedObject
+from ..protocol.rt import (
+    AddJobRequest,
+    Address,
+    Channel,
+    CoreWorkerStub,
+    GcsStub,
+    GetAllNodesReply,
+    Empty,
+    GetObjectRequest,
+    JobRequest,
+    KvGetRequest,
+    KvPutRequest,
+    LogBatch,
+    ObjectStatus,
+    RayletStub,
+    RegisterDriverRequest,
+    RegisterWorkerRequest,
+    SubscribeRequest,
+    WorkerBlockedRequest,
+)
+from ._executor import TaskExecutor, thread_state
+from ._memory_store import MemoryStore
+from ._reference_counter import ReferenceCounter
+from ._service import CoreWorkerService
+from ._submitter import TaskSubmitter
+from ._task_spec import ArgSlot, TaskSpec, WireReply
+
+logger = logging.getLogger("runtime")
+
+FUNCTION_NAMESPACE = "fn"
+#: How long one GetObject request waits at the owner before it is renewed.
+OWNER_POLL_S = 30.0
+
+
+class WorkerMode(enum.Enum):
+    DRIVER = "driver"
+    WORKER = "worker"
+
+
+class State(enum.Enum):
+    NEW = "NEW"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        *,
+        mode: WorkerMode,
+        config: Config,
+        host: str,
+        gcs_address: tuple[str, int],
+        raylet_address: tuple[str, int],
+        job_id: int = 0,
+        worker_id: bytes | None = None,
+        node_id: bytes = b"",
+        namespace: str = "",
+        log_to_driver: bool = True,
+    ) -> None:
+        self.mode = mode
+        self.config = config
+        self.host = host
+        self.gcs_address = gcs_address
+        self.raylet_address = raylet_address
+        self.job_id = job_id
+        self.worker_id = worker_id or random_id(16)
+        self.node_id = node_id
+        self.namespace = namespace
+        self.log_to_driver = log_to_driver
+        self.state = State.NEW
+        self.ids = IdGenerator()
+        self.store = MemoryStore()
+        self.refs = ReferenceCounter()
+        self.channels = _rpc.ChannelPool()
+        self.executor: TaskExecutor | None = None
+        self._sock = _rpc.bind_socket(host)
+        self.port: int = self._sock.getsockname()[1]
+        self.address: OwnerAddress = (host, self.port, self.worker_id)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._posted: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._drain_scheduled = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._exports: dict[bytes, asyncio.Future[None]] = {}
+        self._fetches: dict[bytes, asyncio.Future[SerializedObject]] = {}
+        self._gcs: GcsStub | None = None
+        self._raylet: RayletStub | None = None
+        self._server: Any = None
+        self._started: asyncio.Future[None] | None = None
+        self.submitter = TaskSubmitter(
+            config=config,
+            job_id=lambda: self.job_id,
+            raylet=self._raylet_stub,
+            channels=self.channels,
+            on_reply=self._on_task_reply,
+            on_worker_failure=self._on_worker_failure,
+            on_new_key=self._on_new_scheduling_key,
+        )
+
+    # -- threads and the loop ---------------------------------------------------
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attaches to ``loop``; must run on the loop's thread."""
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._started = loop.create_future()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs ``fn(*args)`` on the loop, after everything posted before it."""
+        if self.on_loop_thread():
+            fn(*args)
+            return
+        self._posted.append((fn, args))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop = self.loop
+            if loop is None or loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        # Reset first: an item appended after this point schedules a new drain.
+        self._drain_scheduled = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    @staticmethod
+    def check_blocking_allowed(call: str, alternative: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise exceptions.BlockingCallOnLoopError(
+            f"runtime.{call}() blocks, and was called on a thread that runs an asyncio event "
+            f"loop, which it would stall; use `{alternative}` instead"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Serves this worker's RPCs and connects it to its gcs and raylet."""
+        if self.loop is None:
+            self.bind(asyncio.get_running_loop())
+        assert self._started is not None
+        self.state = State.STARTING
+        try:
+            self._server = await _rpc.start_server_on([CoreWorkerService(self)], self._sock)
+            self._gcs = GcsStub(self.channels.get(*self.gcs_address))
+            self._raylet = RayletStub(self.channels.get(*self.raylet_address))
+            if self.mode is WorkerMode.DRIVER:
+                reply = await self._gcs.add_job(
+                    AddJobRequest(
+                        driver=Address(host=self.host, port=self.port, worker_id=self.worker_id),
+                        namespace=self.namespace,
+                        driver_pid=os.getpid(),
+                    )
+                )
+                self.job_id = reply.job_id
+                await self._raylet.register_driver(
+                    RegisterDriverRequest(job_id=self.job_id, pid=os.getpid())
+                )
+                self._spawn(self._follow_gcs())
+            else:
+                self.executor = TaskExecutor(self)
+                self.executor.start()
+                reply_w = await self._raylet.register_worker(
+                    RegisterWorkerRequest(
+                        worker_id=self.worker_id, job_id=self.job_id, port=self.port, pid=os.getpid()
+                    )
+                )
+                self.node_id = reply_w.node_id
+        except BaseException as e:
+            if not self._started.done():
+                self._started.set_exception(e)
+                self._started.exception()  # retrieved: start() re-raises it
+            raise
+        self.state = State.RUNNING
+        self._started.set_result(None)
+
+    async def wait_started(self) -> None:
+        assert self._started is not None
+        await asyncio.shield(self._started)
+
+    async def stop(self) -> None:
+        if self.state is State.STOPPED:
+            return
+        self.state = State.STOPPED
+        await self.submitter.close()
+        if self.mode is WorkerMode.DRIVER and self._gcs is not None and self.job_id:
+            with contextlib.suppress(TimeoutError, *_rpc.CONNECTION_ERRORS):
+                await asyncio.wait_for(self._gcs.mark_job_finished(JobRequest(job_id=self.job_id)), 1.0)
+        if self.executor is not None:
+            await self.executor.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._server is not None:
+            await _rpc.stop_server(self._server)
+        self.channels.close()
+        self._drain()
+
+    def _raylet_stub(self) -> RayletStub:
+        assert self._raylet is not None
+        return self._raylet
+
+    @property
+    def gcs(self) -> GcsStub:
+        assert self._gcs is not None
+        return self._gcs
+
+    # -- the driver's subscription: job liveness and worker output ------------------
+    async def _follow_gcs(self) -> None:
+        channels = [Channel.JOBS]
+        if self.log_to_driver:
+            channels.append(Channel.LOGS)
+        request = SubscribeRequest(channels=channels, job_id=self.job_id, owns_job=self.job_id)
+        try:
+            async for message in self.gcs.subscribe(request):
+                if message.logs is not None and message.channel is Channel.LOGS:
+                    self._print_logs(message.logs)
+        except _rpc.CONNECTION_ERRORS as e:
+            if self.state is State.RUNNING:
+                logger.error("lost the connection to the gcs: %s", e)
+
+    def _print_logs(self, batch: LogBatch) -> None:
+        prefix = batch.prefix or f"pid={batch.pid}"
+        if batch.host and batch.host != self.host:
+            prefix += f", ip={batch.host}"
+        out = sys.stderr if batch.is_err else sys.stdout
+        try:
+            out.write("".join(f"({prefix}) {line}\n" for line in batch.lines))
+            out.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- reference counting (any thread) -------------------------------------------
+    def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
+        self.post(self.refs.add_local, object_id)
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        if self.state is State.STOPPED:
+            return
+        self.post(self._remove_local, object_id)
+
+    def _remove_local(self, object_id: bytes) -> None:
+        if self.refs.remove_local(object_id):
+            self.store.delete(object_id)
+
+    def note_escaped(self, refs: Sequence[ObjectRef]) -> None:
+        """Refs pickled into something that may leave this process."""
+        for ref in refs:
+            if ref._owner[2] == self.worker_id:
+                self.post(self.refs.mark_escaped, ref._id)
+
+    # -- objects ----------------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "put() of an ObjectRef is not allowed: pass the ref itself, or put a "
+                "container that holds it"
+            )
+        try:
+            obj, nested = _serialization.serialize(value)
+        except Exception as e:
+            raise TypeError(
+                f"put() could not serialize a value of type {type(value).__name__}: {e}"
+            ) from e
+        object_id = self.ids.put_id()
+        ref = ObjectRef(object_id, self.address, self, counted=True)
+        self.post(self._put_on_loop, object_id, obj, nested)
+        return ref
+
+    def _put_on_loop(self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef]) -> None:
+        self.refs.add_owned(object_id, 1)
+        self.store.put(object_id, obj)
+        for ref in nested:
+            if ref._owner[2] == self.worker_id:
+                self.refs.mark_escaped(ref._id)
+
+    def knows_object(self, object_id: bytes) -> bool:
+        return object_id in self.refs or object_id in self.store
+
+    async def serve_object(self, object_id: bytes, timeout: float) -> SerializedObject | None:
+        """An owned object for a borrower, once ready; None on timeout or if unknown."""
+        obj = self.store.get_nowait(object_id)
+        if obj is not None:
+            return obj
+        if not self.knows_object(object_id):
+            return None
+        try:
+            return await asyncio.wait_for(
+                self.store.wait_for(object_id), None if timeout < 0 else timeout
+            )
+        except TimeoutError:
+            return None
+
+    def _owned(self, ref: ObjectRef) -> bool:
+        return ref._owner[2] == self.worker_id
+
+    def _object_future(self, ref: ObjectRef) -> asyncio.Future[SerializedObject]:
+        """A future for the object's serialized value (on the loop)."""
+        if self._owned(ref):
+            return self.store.wait_for(ref._id)
+        obj = self.store.get_nowait(ref._id)
+        if obj is not None:
+            fut: asyncio.Future[SerializedObject] = asyncio.get_running_loop().create_future()
+            fut.set_result(obj)
+            return fut
+        fetch = self._fetches.get(ref._id)
+        if fetch is None:
+            fetch = self._spawn(self._fetch(ref))
+            self._fetches[ref._id] = fetch
+        return asyncio.shield(fetch)
+
+    async def _fetch(self, ref: ObjectRef) -> SerializedObject:
+        """Gets a borrowed object's value from its owner."""
+        host, port, _ = ref._owner
+        stub = CoreWorkerStub(self.channels.get(host, port))
+        try:
+            while True:
+                try:
+                    reply = await stub.get_object(
+                        GetObjectRequest(object_id=ref._id, timeout=OWNER_POLL_S)
+                    )
+                except _rpc.CONNECTION_ERRORS as e:
+                    obj = _serialization.serialize_error(
+                        exceptions.OwnerDiedError(
+                            ref.hex(), f"its owner at {host}:{port} is unreachable ({e})"
+                        )
+                    )
+                    break
+                if reply.status is ObjectStatus.READY:
+                    obj = SerializedObject(reply.metadata, reply.data)
+                    break
+                if reply.status is ObjectStatus.FREED:
+                    obj = _serialization.serialize_error(
+                        exceptions.ObjectFreedError(ref.hex(), "its owner no longer has it")
+                    )
+                    break
+        finally:
+            self._fetches.pop(ref._id, None)
+        if ref._id in self.refs:
+            self.store.put(ref._id, obj)
+        return obj
+
+    async def get_serialized(
+        self, refs: Sequence[ObjectRef], deadline: float | None, lend_cpu: bool = False
+    ) -> list[SerializedObject]:
+        """The objects' serialized values, in order; waits for those not ready."""
+        objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
+        missing = [i for i, obj in enumerate(objs) if obj is None]
+        if not missing:
+            return objs  # type: ignore[return-value]
+        await self.wait_started()
+        if lend_cpu:
+            await self._notify_blocked(True)
+        futures = [self._object_future(refs[i]) for i in missing]
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = await asyncio.wait(futures, timeout=timeout)
+            if pending:
+                for fut in pending:
+                    fut.cancel()
+                raise exceptions.GetTimeoutError(
+                    f"get() timed out: {len(pending)} of {len(refs)} objects were not ready"
+                )
+            for i, fut in zip(missing, futures, strict=True):
+                objs[i] = fut.result()
+        finally:
+            if lend_cpu:
+                await self._notify_blocked(False)
+        return objs  # type: ignore[return-value]
+
+    async def _notify_blocked(self, blocked: bool) -> None:
+        if self.mode is not WorkerMode.WORKER or self._raylet is None:
+            return
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await self._raylet.notify_worker_blocked(
+                WorkerBlockedRequest(worker_id=self.worker_id, blocked=blocked)
+            )
+
+    def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
+        """Blocking get, for threads that run no event loop."""
+        objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
+        if any(obj is None for obj in objs):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            objs = self._run_blocking(  # type: ignore[assignment]
+                self.get_serialized(refs, deadline, thread_state.in_sync_task)
+            )
+        return [_serialization.deserialize(obj) for obj in objs]  # type: ignore[arg-type]
+
+    async def get_async(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        objs = await self._on_own_loop(self.get_serialized(refs, deadline))
+        return [_serialization.deserialize(obj) for obj in objs]
+
+    async def wait_async(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        return await self._on_own_loop(self._wait(refs, num_returns, timeout))
+
+    def wait(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        return self._run_blocking(self._wait(refs, num_returns, timeout))
+
+    async def _wait(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        ready = {r._id for r in refs if self.store.get_nowait(r._id) is not None}
+        if len(ready) < num_returns:
+            await self.wait_started()
+            futures = {
+                self._object_future(r): r._id for r in refs if r._id not in ready
+            }
+            deadline = None if timeout is None else time.monotonic() + timeout
+            pending = set(futures)
+            try:
+                while len(ready) < num_returns and pending:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    done, pending = await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done:
+                        break
+                    ready.update(futures[f] for f in done)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+        ready_refs: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
+        for ref in refs:
+            if ref._id in ready and len(ready_refs) < num_returns:
+                ready_refs.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready_refs, not_ready
+
+    def _run_blocking(self, coro: Any) -> Any:
+        assert self.loop is not None
+        if self.on_loop_thread():
+            coro.close()
+            raise exceptions.BlockingCallOnLoopError("blocking call on the runtime's own loop")
+        cf = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return cf.result()
+        except BaseException:
+            cf.cancel()
+            raise
+
+    async def _on_own_loop(self, coro: Any) -> Any:
+        """Awaits a coroutine of this worker's from any loop."""
+        assert self.loop is not None
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    # -- ObjectRef's future support ----------------------------------------------
+    def waiter(self, ref: ObjectRef, loop: asyncio.AbstractEventLoop | None) -> asyncio.Future[Any]:
+        assert self.loop is not None
+        if loop is not None and loop is not self.loop:
+            return asyncio.wrap_future(self.concurrent_future(ref), loop=loop)
+        if not self.on_loop_thread():
+            return asyncio.wrap_future(self.concurrent_future(ref), loop=self.loop)
+        obj = self.store.get_nowait(ref._id)
+        if obj is not None:
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            try:
+                fut.set_result(_serialization.deserialize(obj))
+            except BaseException as e:
+                fut.set_exception(e)
+            return fut
+        return self.loop.create_task(self._value(ref))
+
+    async def _value(self, ref: ObjectRef) -> Any:
+        (obj,) = await self.get_serialized([ref], None)
+        return _serialization.deserialize(obj)
+
+    def concurrent_future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self._value(ref), self.loop)
+
+    # -- functions ----------------------------------------------------------------
+    def _ensure_exported(self, function_id: bytes, data: bytes) -> None:
+        if function_id not in self._exports:
+            self._exports[function_id] = self._spawn(self._export(function_id, data))
+
+    async def _export(self, function_id: bytes, data: bytes) -> None:
+        await self.wait_started()
+        await self.gcs.kv_put(
+            KvPutRequest(namespace=FUNCTION_NAMESPACE, key=function_id, value=data, overwrite=False)
+        )
+
+    async def fetch_function(self, function_id: bytes) -> bytes:
+        reply = await self.gcs.kv_get(KvGetRequest(namespace=FUNCTION_NAMESPACE, key=function_id))
+        if not reply.found:
+            raise exceptions.RaySystemError(f"function {function_id.hex()} is not registered")
+        return reply.value
+
+    # -- tasks: submission ------------------------------------------------------------
+    def submit_task(
+        self,
+        *,
+        function_id: bytes,
+        function_data: bytes,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: bool | tuple[type[BaseException], ...],
+    ) -> list[ObjectRef]:
+        """Submits a task from any thread; raises at once on bad arguments."""
+        args_data, arg_refs, nested = _serialize_args(name, args, kwargs)
+        task_id = self.ids.task_id()
+        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        spec = TaskSpec(
+            task_id=task_id,
+            function_id=function_id,
+            name=name,
+            args_data=args_data,
+            arg_refs=arg_refs,
+            num_returns=num_returns,
+            resources=resources,
+            max_retries=max_retries,
+            retry_exceptions=retry_exceptions,
+            return_ids=return_ids,
+            retries_left=max_retries,
+        )
+        out = [ObjectRef(oid, self.address, self, counted=True) for oid in return_ids]
+        self.post(self._submit_on_loop, spec, nested, function_data)
+        return out
+
+    def _submit_on_loop(self, spec: TaskSpec, nested: list[ObjectRef], function_data: bytes) -> None:
+        for object_id in spec.return_ids:
+            self.refs.add_owned(object_id, 1)
+        self.refs.add_submitted([r._id for r in spec.arg_refs])
+        for ref in nested:
+            if self._owned(ref):
+                self.refs.mark_escaped(ref._id)
+        self._ensure_exported(spec.function_id, function_data)
+        export = self._exports[spec.function_id]
+        if not spec.arg_refs and export.done() and not export.exception():
+            self.submitter.submit(spec)
+        else:
+            self._spawn(self._submit_when_ready(spec))
+
+    async def _submit_when_ready(self, spec: TaskSpec) -> None:
+        try:
+            await asyncio.shield(self._exports[spec.function_id])
+        except Exception as e:
+            self._fail_task(
+                spec,
+                _serialization.serialize_error(
+                    exceptions.RaySystemError(f"could not register {spec.name}(): {e}")
+                ),
+            )
+            return
+        if spec.arg_refs:
+            objs = await self.get_serialized(spec.arg_refs, None)
+            for obj in objs:
+                if _serialization.is_error(obj):
+                    # A failed dependency fails this task with the same error.
+                    self._fail_task(spec, obj)
+                    return
+            spec.resolved = objs
+        self.submitter.submit(spec)
+
+    def _on_new_scheduling_key(self, spec: TaskSpec) -> None:
+        self._spawn(self._warn_if_infeasible(spec.name, spec.resources))
+
+    async def _warn_if_infeasible(self, name: str, resources: dict[str, float]) -> None:
+        try:
+            reply: GetAllNodesReply = await self.gcs.get_all_nodes(Empty())
+        except _rpc.CONNECTION_ERRORS:
+            return
+        for node in reply.nodes:
+            if node.alive and all(
+                node.resources_total.get(k, 0.0) >= v for k, v in resources.items()
+            ):
+                return
+        totals = [dict(n.resources_total) for n in reply.nodes if n.alive]
+        logger.warning(
+            "task %s() needs resources %s, which no node in the cluster has (nodes: %s); "
+            "it is infeasible and waits until a node that fits joins",
+            name,
+            resources,
+            totals,
+        )
+
+    # -- tasks: completion --------------------------------------------------------------
+    def _on_task_reply(self, spec: TaskSpec, reply: WireReply) -> None:
+        _, ok, returns, application_error = reply
+        if not ok:
+            if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
+                if spec.retries_left > 0:
+                    spec.retries_left -= 1
+                logger.info("retrying %s() after an exception", spec.name)
+                self.submitter.submit(spec)
+                return
+            self._fail_task(spec, returns[0])
+            return
+        for object_id, obj in zip(spec.return_ids, returns, strict=False):
+            if object_id in self.refs:
+                self.store.put(object_id, obj)
+        self._finish_task(spec)
+
+    def _on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
+        if spec.retries_left != 0 and self.state is State.RUNNING:
+            if spec.retries_left > 0:
+                spec.retries_left -= 1
+            logger.warning("the worker running %s() died (%s); retrying", spec.name, error)
+            self.submitter.submit(spec)
+            return
+        self._fail_task(
+            spec,
+            _serialization.serialize_error(
+                exceptions.WorkerCrashedError(
+                    f"the worker running {spec.name}() died and no retries are left "
+                    f"(max_retries={spec.max_retries}): {error}"
+                )
+            ),
+        )
+
+    def _fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
+        for object_id in spec.return_ids:
+            if object_id in self.refs:
+                self.store.put(object_id, error)
+        self._finish_task(spec)
+
+    def _finish_task(self, spec: TaskSpec) -> None:
+        for object_id in self.refs.remove_submitted([r._id for r in spec.arg_refs]):
+            self.store.delete(object_id)
+        spec.arg_refs = []
+        spec.resolved = []
+
+
+def _should_retry(spec: TaskSpec, error: SerializedObject) -> bool:
+    policy = spec.retry_exceptions
+    if policy is True:
+        return True
+    if not policy:
+        return False
+    try:
+        err = _serialization.error_of(error)
+    except Exception:
+        return False
+    cause = getattr(err, "cause_cls", type(err))
+    return isinstance(cause, type) and issubclass(cause, policy)
+
+
+def _serialize_args(
+    name: str, args: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[bytes, list[ObjectRef], list[ObjectRef]]:
+    """Pickles a call's arguments with its top-level refs set aside.
+
+    Returns the pickled ``(args, kwargs)``, the top-level refs (resolved by
+    the owner before the task runs) and the refs nested inside values.
+    """
+    arg_refs: list[ObjectRef] = []
+
+    def slot(value: Any) -> Any:
+        if isinstance(value, ObjectRef):
+            arg_refs.append(value)
+            return ArgSlot(len(arg_refs) - 1)
+        return value
+
+    plain_args = [slot(a) for a in args]
+    plain_kwargs = {k: slot(v) for k, v in kwargs.items()}
+    try:
+        data, nested = _serialization.dumps_with_refs((plain_args, plain_kwargs))
+    except Exception as e:
+        raise _argument_error(name, args, kwargs, e) from e
+    return data, arg_refs, nested
+
+
+def _argument_error(name: str, args: Sequence[Any], kwargs: dict[str, Any], error: Exception) -> TypeError:
+    """Names the argument that could not be pickled."""
+    labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in labelled:
+        if isinstance(value, ObjectRef):
+            continue
+        try:
+            _serialization.dumps_with_refs(value)
+        except Exception as e:
+            return TypeError(
+                f"{name}(): could not serialize {label} of type {type(value).__name__}: {e}"
+            )
+    return TypeError(f"{name}(): could not serialize the arguments: {error}")

@@ -1,0 +1,61 @@
+"""The in-process store: small objects this worker owns or has fetched.
+
+Touched only from the core worker's loop, except :meth:`get_nowait`, a
+single dict read that other threads may do (atomic under the GIL) for the
+fast path of ``get`` on a ready object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .._serialization import SerializedObject
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._objects: dict[bytes, SerializedObject] = {}
+        # Invariant: no id is in both ``_objects`` and ``_waiters``.
+        self._waiters: dict[bytes, list[asyncio.Future[SerializedObject]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __contains__(self, object_id: bytes) -> bool:
+        return object_id in self._objects
+
+    def put(self, object_id: bytes, obj: SerializedObject) -> None:
+        self._objects[object_id] = obj
+        for fut in self._waiters.pop(object_id, ()):
+            if not fut.done():
+                fut.set_result(obj)
+
+    def get_nowait(self, object_id: bytes) -> SerializedObject | None:
+        return self._objects.get(object_id)
+
+    def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
+        """A future resolved when the object is put (at once if it is here)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[SerializedObject] = loop.create_future()
+        obj = self._objects.get(object_id)
+        if obj is not None:
+            fut.set_result(obj)
+            return fut
+        self._waiters.setdefault(object_id, []).append(fut)
+        fut.add_done_callback(lambda f: self._forget_waiter(object_id, f))
+        return fut
+
+    def _forget_waiter(self, object_id: bytes, fut: asyncio.Future[SerializedObject]) -> None:
+        if not fut.cancelled():
+            return
+        waiters = self._waiters.get(object_id)
+        if waiters is not None:
+            try:
+                waiters.remove(fut)
+            except ValueError:
+                pass
+            if not waiters:
+                del self._waiters[object_id]
+
+    def delete(self, object_id: bytes) -> None:
+        self._objects.pop(object_id, None)

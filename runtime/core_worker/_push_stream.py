@@ -1,0 +1,115 @@
+"""The owner's end of the long-lived task stream to one worker.
+
+Tasks pushed while a send is under way are batched into the next message,
+and replies come back in batches the same way: under load, one message
+carries many tasks. When the stream breaks (the worker died), every task
+still pending on it fails with :class:`StreamBroken`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+
+import grpclib.const
+from grpclib.client import Channel
+
+from .. import _rpc
+from ..protocol.rt import TaskBatch
+from ._task_spec import WireReply, WireTask
+
+logger = logging.getLogger(__name__)
+
+PUSH_ROUTE = "/rt.CoreWorker/PushTasks"
+
+
+class StreamBroken(ConnectionError):
+    """The stream to the worker broke; its pending tasks' fate is unknown."""
+
+
+class PushStream:
+    def __init__(self, channel: Channel, name: str) -> None:
+        self._channel = channel
+        self._name = name
+        self._outbox: list[WireTask] = []
+        self._pending: dict[bytes, asyncio.Future[WireReply]] = {}
+        self._wakeup = asyncio.Event()
+        self._broken: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    def push(self, task: WireTask) -> asyncio.Future[WireReply]:
+        fut: asyncio.Future[WireReply] = asyncio.get_running_loop().create_future()
+        if self._broken is not None:
+            fut.set_exception(StreamBroken(str(self._broken)))
+            return fut
+        self._pending[task[0]] = fut
+        self._outbox.append(task)
+        self._wakeup.set()
+        return fut
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except BaseException:
+            pass
+
+    async def _run(self) -> None:
+        try:
+            async with self._channel.request(
+                PUSH_ROUTE, grpclib.const.Cardinality.STREAM_STREAM, TaskBatch, TaskBatch
+            ) as stream:
+                await stream.send_request()
+                receiver = asyncio.ensure_future(self._receive(stream))
+                try:
+                    while True:
+                        await self._wakeup.wait()
+                        self._wakeup.clear()
+                        if receiver.done():
+                            receiver.result()
+                            raise StreamBroken("the worker closed the stream")
+                        batch, self._outbox = self._outbox, []
+                        if batch:
+                            payload = pickle.dumps(batch, protocol=5)
+                            await stream.send_message(TaskBatch(payload=payload))
+                finally:
+                    receiver.cancel()
+        except asyncio.CancelledError:
+            self._fail(StreamBroken("the stream was closed"))
+            raise
+        except (*_rpc.CONNECTION_ERRORS, StreamBroken) as e:
+            self._fail(e)
+        except BaseException as e:
+            logger.exception("task stream to %s failed", self._name)
+            self._fail(e)
+
+    async def _receive(self, stream: object) -> None:
+        try:
+            while True:
+                message = await stream.recv_message()  # type: ignore[attr-defined]
+                if message is None:
+                    raise StreamBroken("the worker ended the stream")
+                replies: list[WireReply] = pickle.loads(message.payload)
+                for reply in replies:
+                    fut = self._pending.pop(reply[0], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(reply)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._fail(e)
+            self._wakeup.set()
+            raise
+
+    def _fail(self, error: BaseException) -> None:
+        if self._broken is None:
+            self._broken = error
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(StreamBroken(f"{type(error).__name__}: {error}"))

@@ -1,0 +1,82 @@
+"""The CoreWorker service: task pushes in, object requests answered.
+
+``PushTasks`` is served on the raw grpclib stream rather than the generated
+async-generator form: receiving tasks and sending replies run concurrently
+on one stream, and replies that finish while a send is under way are
+batched into the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from typing import TYPE_CHECKING
+
+import grpclib.const
+import grpclib.server
+
+from ..protocol.rt import (
+    CoreWorkerBase,
+    GetObjectReply,
+    GetObjectRequest,
+    ObjectStatus,
+    TaskBatch,
+)
+from ._push_stream import PUSH_ROUTE
+from ._task_spec import WireReply, WireTask
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+
+class CoreWorkerService(CoreWorkerBase):
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping = super().__mapping__()
+        mapping[PUSH_ROUTE] = grpclib.const.Handler(
+            self._push_tasks,
+            grpclib.const.Cardinality.STREAM_STREAM,
+            TaskBatch,
+            TaskBatch,
+        )
+        return mapping
+
+    async def _push_tasks(self, stream: grpclib.server.Stream[TaskBatch, TaskBatch]) -> None:
+        executor = self._worker.executor
+        if executor is None:
+            raise grpclib.GRPCError(grpclib.const.Status.FAILED_PRECONDITION, "not a worker")
+        replies: list[WireReply] = []
+        ready = asyncio.Event()
+
+        def reply(result: WireReply) -> None:
+            replies.append(result)
+            ready.set()
+
+        async def send_replies() -> None:
+            nonlocal replies
+            while True:
+                await ready.wait()
+                ready.clear()
+                batch, replies = replies, []
+                if batch:
+                    await stream.send_message(TaskBatch(payload=pickle.dumps(batch, protocol=5)))
+
+        sender = asyncio.ensure_future(send_replies())
+        try:
+            async for message in stream:
+                tasks: list[WireTask] = pickle.loads(message.payload)
+                for task in tasks:
+                    executor.enqueue(task, reply)
+            # The owner closed its side: it wants no more replies.
+        finally:
+            sender.cancel()
+
+    async def get_object(self, message: GetObjectRequest) -> GetObjectReply:
+        obj = await self._worker.serve_object(message.object_id, message.timeout)
+        if obj is None:
+            known = self._worker.knows_object(message.object_id)
+            status = ObjectStatus.TIMEOUT if known else ObjectStatus.FREED
+            return GetObjectReply(status=status)
+        return GetObjectReply(status=ObjectStatus.READY, metadata=obj.metadata, data=obj.data)

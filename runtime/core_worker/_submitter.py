@@ -1,0 +1,216 @@
+"""Lease-based task submission, at the owner (design, section 5).
+
+Tasks wait in one queue per *scheduling key* (their resource shape). For a
+non-empty queue the submitter asks the local raylet for worker leases (at
+most ``max_pending_lease_requests`` at once), pushes queued tasks to the
+leased workers over their long-lived streams, and reuses a lease for the
+next queued task of the same key. A lease with nothing left to run lingers
+briefly (a sync ``get`` loop resubmits at once), then goes back to the
+raylet. Lease requests that are no longer needed are cancelled.
+
+All of it runs on the core worker's loop; the queue logic (``_pump``) is
+synchronous and the I/O (lease RPCs, stream pushes) hangs off it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import _rpc
+from .._config import Config
+from ..protocol.rt import LeaseRequest, LeaseStatus, RayletStub, ReturnWorkerRequest
+from ._push_stream import PushStream
+from ._task_spec import TaskSpec, WireReply
+
+logger = logging.getLogger(__name__)
+
+SchedulingKey = tuple[tuple[str, float], ...]
+
+
+@dataclass(eq=False)
+class Lease:
+    lease_id: bytes
+    worker_id: bytes
+    stream: PushStream
+    in_flight: int = 0
+    linger: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class KeyQueue:
+    key: SchedulingKey
+    queue: deque[TaskSpec] = field(default_factory=deque)
+    leases: list[Lease] = field(default_factory=list)
+    requests: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class TaskSubmitter:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        job_id: Callable[[], int],
+        raylet: Callable[[], RayletStub],
+        channels: _rpc.ChannelPool,
+        on_reply: Callable[[TaskSpec, WireReply], None],
+        on_worker_failure: Callable[[TaskSpec, BaseException], None],
+        on_new_key: Callable[[TaskSpec], None],
+    ) -> None:
+        self._config = config
+        self._job_id = job_id
+        self._raylet = raylet
+        self._channels = channels
+        self._on_reply = on_reply
+        self._on_worker_failure = on_worker_failure
+        self._on_new_key = on_new_key
+        self._keys: dict[SchedulingKey, KeyQueue] = {}
+        self._streams: dict[tuple[str, int], PushStream] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queued": sum(len(k.queue) for k in self._keys.values()),
+            "leases": sum(len(k.leases) for k in self._keys.values()),
+            "lease_requests": sum(len(k.requests) for k in self._keys.values()),
+        }
+
+    def submit(self, spec: TaskSpec) -> None:
+        key = spec.scheduling_key
+        kq = self._keys.get(key)
+        if kq is None:
+            kq = self._keys[key] = KeyQueue(key)
+            self._on_new_key(spec)
+        kq.queue.append(spec)
+        self._pump(kq)
+
+    # -- the synchronous core -------------------------------------------------
+    def _pump(self, kq: KeyQueue) -> None:
+        limit = self._config.max_tasks_in_flight_per_worker
+        for lease in kq.leases:
+            while kq.queue and lease.in_flight < limit:
+                self._push(kq, lease, kq.queue.popleft())
+        if self._closed:
+            return
+        if kq.queue:
+            want = min(len(kq.queue), self._config.max_pending_lease_requests)
+            while len(kq.requests) < want:
+                task = asyncio.ensure_future(self._request_lease(kq, kq.queue[0]))
+                kq.requests.add(task)
+            return
+        for task in list(kq.requests):
+            task.cancel()  # nothing left to run on the lease it would bring
+        for lease in kq.leases:
+            if lease.in_flight == 0 and lease.linger is None:
+                lease.linger = asyncio.get_running_loop().call_later(
+                    self._config.lease_linger_s, self._return_lease, kq, lease, False
+                )
+
+    def _push(self, kq: KeyQueue, lease: Lease, spec: TaskSpec) -> None:
+        if lease.linger is not None:
+            lease.linger.cancel()
+            lease.linger = None
+        lease.in_flight += 1
+        fut = lease.stream.push(spec.wire())
+        fut.add_done_callback(lambda f: self._on_done(kq, lease, spec, f))
+
+    def _on_done(self, kq: KeyQueue, lease: Lease, spec: TaskSpec, fut: asyncio.Future[WireReply]) -> None:
+        lease.in_flight -= 1
+        error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            if lease in kq.leases:
+                self._return_lease(kq, lease, True)
+            self._on_worker_failure(spec, error)
+        else:
+            self._on_reply(spec, fut.result())
+        self._pump(kq)
+
+    def _return_lease(self, kq: KeyQueue, lease: Lease, disconnect: bool) -> None:
+        if lease.linger is not None:
+            lease.linger.cancel()
+            lease.linger = None
+        if lease not in kq.leases:
+            return
+        kq.leases.remove(lease)
+        self._spawn(self._send_return(lease.lease_id, disconnect))
+
+    # -- I/O ------------------------------------------------------------------
+    async def _request_lease(self, kq: KeyQueue, spec: TaskSpec) -> None:
+        task = asyncio.current_task()
+        try:
+            reply = await self._raylet().request_worker_lease(
+                LeaseRequest(
+                    job_id=self._job_id(),
+                    resources=dict(kq.key),
+                    lease_key=repr(kq.key).encode(),
+                    task_name=spec.name,
+                )
+            )
+        except asyncio.CancelledError:
+            kq.requests.discard(task)  # type: ignore[arg-type]
+            raise
+        except _rpc.CONNECTION_ERRORS as e:
+            kq.requests.discard(task)  # type: ignore[arg-type]
+            logger.error("lease request to the raylet failed: %s", e)
+            self._fail_queue(kq, e)
+            return
+        kq.requests.discard(task)  # type: ignore[arg-type]
+        if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
+            if kq.queue and not self._closed:
+                self._fail_queue(kq, ConnectionError("the raylet cancelled the lease request"))
+            return
+        address = (reply.worker.host, reply.worker.port)
+        stream = self._streams.get(address)
+        if stream is None or stream.broken:
+            channel = self._channels.get(*address)
+            stream = self._streams[address] = PushStream(channel, f"{address[0]}:{address[1]}")
+        lease = Lease(reply.lease_id, reply.worker.worker_id, stream)
+        kq.leases.append(lease)
+        if self._closed:
+            self._return_lease(kq, lease, False)
+            return
+        self._pump(kq)
+
+    def _fail_queue(self, kq: KeyQueue, error: BaseException) -> None:
+        while kq.queue:
+            self._on_worker_failure(kq.queue.popleft(), error)
+
+    async def _send_return(self, lease_id: bytes, disconnect: bool) -> None:
+        try:
+            await self._raylet().return_worker(
+                ReturnWorkerRequest(lease_id=lease_id, disconnect=disconnect)
+            )
+        except _rpc.CONNECTION_ERRORS:
+            pass
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Cancels lease requests, returns every lease, closes the streams."""
+        self._closed = True
+        returns = []
+        for kq in self._keys.values():
+            for task in list(kq.requests):
+                task.cancel()
+            for lease in list(kq.leases):
+                if lease.linger is not None:
+                    lease.linger.cancel()
+                kq.leases.remove(lease)
+                returns.append(self._send_return(lease.lease_id, False))
+        if returns:
+            try:
+                await asyncio.wait_for(asyncio.gather(*returns, return_exceptions=True), 1.0)
+            except TimeoutError:
+                pass
+        for stream in self._streams.values():
+            await stream.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

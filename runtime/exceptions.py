@@ -1,0 +1,197 @@
+"""The exceptions the runtime raises, as in Ray's ``ray.exceptions``.
+
+Every error a user can see derives from :class:`RayError`. Ray's names are
+kept as aliases where ours differ (``RayTaskError`` is :class:`TaskError`),
+so ``import runtime as ray`` code keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RayError(Exception):
+    """Base of every error raised by the runtime."""
+
+
+class RaySystemError(RayError):
+    """An internal failure of the runtime itself."""
+
+
+class TaskError(RayError):
+    """A task or actor method raised; carries the remote traceback.
+
+    ``get`` raises an instance that is also an instance of the original
+    exception's class, so ``except ValueError`` catches a remote
+    ``ValueError``. ``cause`` is the original exception when it could be
+    pickled, else ``None``.
+    """
+
+    def __init__(
+        self,
+        function_name: str,
+        traceback_str: str,
+        cause: BaseException | None = None,
+        cause_cls: type | None = None,
+        pid: int = 0,
+        host: str = "",
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.cause_cls: type = cause_cls or (type(cause) if cause is not None else Exception)
+        self.pid = pid
+        self.host = host
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f" (pid={self.pid}, host={self.host})" if self.pid else ""
+        return f"{self.function_name}(){where} failed:\n{self.traceback_str.rstrip()}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_task_error,
+            (
+                self.function_name,
+                self.traceback_str,
+                self.cause,
+                self.cause_cls,
+                self.pid,
+                self.host,
+            ),
+        )
+
+    def as_instanceof_cause(self) -> TaskError:
+        """This error as an instance of both TaskError and the cause's class."""
+        cls = self.cause_cls
+        if not isinstance(cls, type) or issubclass(cls, TaskError) or cls is Exception:
+            return self
+        derived = _derived_class(cls)
+        if derived is None:
+            return self
+        err = derived.__new__(derived)
+        TaskError.__init__(
+            err,
+            self.function_name,
+            self.traceback_str,
+            self.cause,
+            self.cause_cls,
+            self.pid,
+            self.host,
+        )
+        if self.cause is not None:
+            # Keep the cause's own attributes (errno, custom fields) reachable.
+            try:
+                for key, value in vars(self.cause).items():
+                    err.__dict__.setdefault(key, value)
+            except TypeError:
+                pass
+        return err
+
+
+_DERIVED: dict[type, type | None] = {}
+
+
+def _derived_class(cls: type) -> type | None:
+    if cls in _DERIVED:
+        return _DERIVED[cls]
+    try:
+        derived: type | None = type(
+            f"TaskError({cls.__name__})",
+            (TaskError, cls),
+            {
+                "__init__": TaskError.__init__,
+                "__str__": TaskError.__str__,
+                "__reduce__": TaskError.__reduce__,
+                "__module__": cls.__module__,
+            },
+        )
+    except TypeError:  # a layout conflict with a builtin base
+        derived = None
+    _DERIVED[cls] = derived
+    return derived
+
+
+def _rebuild_task_error(*args: Any) -> TaskError:
+    return TaskError(*args)
+
+
+RayTaskError = TaskError
+
+
+class TaskCancelledError(RayError):
+    """The task was cancelled."""
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """``get`` did not finish within its timeout."""
+
+
+class WorkerCrashedError(RayError):
+    """The worker running the task died, and no retries were left."""
+
+
+class ObjectLostError(RayError):
+    """The object's value is gone and cannot be re-created."""
+
+    def __init__(self, object_id_hex: str = "", reason: str = "") -> None:
+        self.object_id_hex = object_id_hex
+        self.reason = reason
+        super().__init__(f"object {object_id_hex} is lost: {reason}" if reason else object_id_hex)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.object_id_hex, self.reason))
+
+
+class OwnerDiedError(ObjectLostError):
+    """The worker that owned the object died, so its value is gone."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed by its owner."""
+
+
+class ActorDiedError(RayError):
+    """The actor died; the message says why."""
+
+
+RayActorError = ActorDiedError
+
+
+class ObjectStoreFullError(RayError):
+    """The object store has no room for the object, even after spilling."""
+
+
+class PendingCallsLimitExceededError(RayError):
+    """An actor's ``max_pending_calls`` limit was reached."""
+
+
+class RuntimeNotInitializedError(RayError, RuntimeError):
+    """An API call was made before ``runtime.init()``."""
+
+
+class BlockingCallOnLoopError(RayError, RuntimeError):
+    """A blocking call was made on an event loop thread; use its ``await`` form."""
+
+
+__all__ = [
+    "ActorDiedError",
+    "BlockingCallOnLoopError",
+    "GetTimeoutError",
+    "ObjectFreedError",
+    "ObjectLostError",
+    "ObjectStoreFullError",
+    "OwnerDiedError",
+    "PendingCallsLimitExceededError",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "RuntimeNotInitializedError",
+    "TaskCancelledError",
+    "TaskError",
+    "WorkerCrashedError",
+]

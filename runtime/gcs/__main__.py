@@ -1,0 +1,36 @@
+"""``python -m runtime.gcs``: runs the gcs of one cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .. import _daemon, _process, _rpc
+from ._server import GcsService
+
+logger = logging.getLogger("runtime.gcs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="runtime.gcs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
+    parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
+    args = parser.parse_args()
+    _daemon.configure_logging("gcs")
+
+    async def serve(stop: asyncio.Event) -> None:
+        _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
+        server, port = await _rpc.start_server([GcsService()], args.host, args.port)
+        logger.info("gcs listening on %s:%d", args.host, port)
+        _process.report_ready(args.ready_fd, {"host": args.host, "port": port})
+        await stop.wait()
+        await _rpc.stop_server(server)
+
+    _daemon.run(serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Publish/subscribe channels of the gcs.
+
+A subscriber is a bounded buffer drained by its stream. A subscriber too
+slow to keep up loses the oldest messages, and is told how many it lost:
+the gcs never blocks a publisher on a slow reader, and never drops silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+
+from ..protocol.rt import Channel, LogBatch, PubMessage
+
+MAX_BUFFERED = 10_000
+
+
+class Subscriber:
+    def __init__(self, channels: set[Channel], log_job_id: int) -> None:
+        self.channels = channels
+        self.log_job_id = log_job_id
+        self._buffer: deque[PubMessage] = deque()
+        self._event = asyncio.Event()
+        self.dropped = 0
+
+    def offer(self, message: PubMessage) -> None:
+        if len(self._buffer) >= MAX_BUFFERED:
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(message)
+        self._event.set()
+
+    async def messages(self) -> AsyncIterator[PubMessage]:
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            if self.dropped:
+                lost, self.dropped = self.dropped, 0
+                yield PubMessage(
+                    channel=Channel.LOGS,
+                    logs=LogBatch(lines=[f"[gcs: {lost} messages dropped for a slow subscriber]"]),
+                )
+            while self._buffer:
+                yield self._buffer.popleft()
+
+
+class PubSub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscriber] = set()
+
+    def subscribe(self, channels: set[Channel], log_job_id: int) -> Subscriber:
+        sub = Subscriber(channels, log_job_id)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    def publish(self, message: PubMessage) -> None:
+        for sub in self._subscribers:
+            if message.channel not in sub.channels:
+                continue
+            if message.channel is Channel.LOGS and message.logs is not None:
+                if message.logs.job_id != sub.log_job_id:
+                    continue
+            sub.offer(message)

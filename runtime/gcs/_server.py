@@ -1,0 +1,114 @@
+"""The gcs service: one asyncio loop serving the cluster's control plane."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from ..protocol.rt import (
+    AddJobReply,
+    AddJobRequest,
+    Channel,
+    Empty,
+    GcsBase,
+    GetAllNodesReply,
+    JobEvent,
+    JobRequest,
+    KvGetReply,
+    KvGetRequest,
+    KvPutReply,
+    KvPutRequest,
+    LogBatch,
+    PubMessage,
+    RegisterNodeRequest,
+    ReportResourcesRequest,
+    SubscribeRequest,
+    UnregisterNodeRequest,
+)
+from ._pubsub import PubSub
+from ._tables import GcsTables
+
+logger = logging.getLogger(__name__)
+
+
+class GcsService(GcsBase):
+    def __init__(self) -> None:
+        self.tables = GcsTables()
+        self.pubsub = PubSub()
+
+    # -- nodes ----------------------------------------------------------------
+    async def register_node(self, message: RegisterNodeRequest) -> Empty:
+        node = message.node
+        assert node is not None
+        node.alive = True
+        self.tables.nodes[node.node_id] = node
+        logger.info("node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port)
+        self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
+        return Empty()
+
+    async def unregister_node(self, message: UnregisterNodeRequest) -> Empty:
+        self._mark_node_dead(message.node_id)
+        return Empty()
+
+    def _mark_node_dead(self, node_id: bytes) -> None:
+        node = self.tables.nodes.get(node_id)
+        if node is None or not node.alive:
+            return
+        node.alive = False
+        node.resources_available = {}
+        logger.info("node %s is dead", node_id.hex()[:8])
+        self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
+
+    async def get_all_nodes(self, message: Empty) -> GetAllNodesReply:
+        return GetAllNodesReply(nodes=list(self.tables.nodes.values()))
+
+    async def report_resources(self, message: ReportResourcesRequest) -> Empty:
+        node = self.tables.nodes.get(message.node_id)
+        if node is not None and node.alive:
+            node.resources_available = dict(message.resources_available)
+        return Empty()
+
+    # -- jobs -----------------------------------------------------------------
+    async def add_job(self, message: AddJobRequest) -> AddJobReply:
+        host = message.driver.host if message.driver is not None else ""
+        record = self.tables.add_job(message.namespace, message.driver_pid, host)
+        logger.info("job %d started by pid %d", record.job_id, record.driver_pid)
+        return AddJobReply(job_id=record.job_id)
+
+    async def mark_job_finished(self, message: JobRequest) -> Empty:
+        self._finish_job(message.job_id)
+        return Empty()
+
+    def _finish_job(self, job_id: int) -> None:
+        if self.tables.finish_job(job_id):
+            logger.info("job %d finished", job_id)
+            self.pubsub.publish(
+                PubMessage(channel=Channel.JOBS, job=JobEvent(job_id=job_id, finished=True))
+            )
+
+    # -- key-value store ------------------------------------------------------
+    async def kv_put(self, message: KvPutRequest) -> KvPutReply:
+        added = self.tables.kv_put(message.namespace, message.key, message.value, message.overwrite)
+        return KvPutReply(added=added)
+
+    async def kv_get(self, message: KvGetRequest) -> KvGetReply:
+        value = self.tables.kv_get(message.namespace, message.key)
+        return KvGetReply(found=value is not None, value=value or b"")
+
+    # -- pubsub ---------------------------------------------------------------
+    async def publish_logs(self, message: LogBatch) -> Empty:
+        self.pubsub.publish(PubMessage(channel=Channel.LOGS, logs=message))
+        return Empty()
+
+    async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[PubMessage]:
+        sub = self.pubsub.subscribe(set(message.channels), message.job_id)
+        try:
+            async for item in sub.messages():
+                yield item
+        finally:
+            # The stream ended: its owner (a driver, a raylet) is gone.
+            self.pubsub.unsubscribe(sub)
+            if message.owns_job:
+                self._finish_job(message.owns_job)
+            if message.owns_node:
+                self._mark_node_dead(message.owns_node)

@@ -1,0 +1,55 @@
+"""``python -m runtime.raylet``: runs the raylet of one node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+from .. import _daemon, _process
+from .._config import Config
+from ._server import Raylet
+
+logger = logging.getLogger("runtime.raylet")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="runtime.raylet")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--resources", required=True, help="JSON: name -> amount")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
+    parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
+    args = parser.parse_args()
+    _daemon.configure_logging("raylet")
+    gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
+
+    async def serve(stop: asyncio.Event) -> None:
+        _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
+        raylet = Raylet(
+            Config.load(),
+            host=args.host,
+            gcs_host=gcs_host,
+            gcs_port=int(gcs_port),
+            resources=json.loads(args.resources),
+            session_dir=args.session_dir,
+        )
+        await raylet.start(args.port)
+        _process.report_ready(
+            args.ready_fd, {"host": args.host, "port": raylet.port, "node_id": raylet.node_id.hex()}
+        )
+        lost = asyncio.ensure_future(raylet.gcs_lost.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([lost, stopped], return_when=asyncio.FIRST_COMPLETED)
+        lost.cancel()
+        stopped.cancel()
+        await raylet.stop()
+
+    _daemon.run(serve)
+
+
+if __name__ == "__main__":
+    main()

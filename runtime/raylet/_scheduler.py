@@ -1,0 +1,297 @@
+"""The raylet's lease scheduler: a synchronous state machine.
+
+It owns the node's resource accounting, its workers' states and the queue of
+lease requests. Every event (a request, a worker registering, a lease
+returned, a worker dying or blocking) is a method call that changes the
+state and returns the *actions* the caller must carry out: grant a lease,
+start a worker, kill a worker, cancel a request. It never does I/O, so it is
+tested by feeding events.
+
+Invariants (checked by :meth:`validate`):
+- ``available == total - sum(lease.resources for held leases) + released``
+  where a blocked lease has released its CPU;
+- a worker is LEASED iff exactly one lease names it;
+- every pending request is granted at most once (it leaves the queue when
+  granted or cancelled).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import _resources as res
+from ._resources import Fixed
+
+
+class WorkerState(enum.Enum):
+    STARTING = "STARTING"  # process started, not registered yet
+    IDLE = "IDLE"  # registered, holds no lease
+    LEASED = "LEASED"  # holds exactly one lease
+    DEAD = "DEAD"
+
+
+@dataclass(eq=False)
+class Worker:
+    worker_id: bytes
+    job_id: int
+    state: WorkerState = WorkerState.STARTING
+    port: int = 0
+    pid: int = 0
+    lease_id: bytes | None = None
+    idle_since: float = 0.0
+
+
+@dataclass(eq=False)
+class Lease:
+    lease_id: bytes
+    worker_id: bytes
+    job_id: int
+    resources: Fixed
+    # CPU units given back while the worker is blocked in ``get``.
+    released: Fixed = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class LeaseRequest:
+    request_id: int
+    job_id: int
+    resources: Fixed
+    task_name: str = ""
+    infeasible: bool = False
+
+
+# -- actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    request_id: int
+    lease_id: bytes
+    worker: Worker
+
+
+@dataclass(frozen=True)
+class StartWorker:
+    worker_id: bytes
+    job_id: int
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    worker_id: bytes
+
+
+@dataclass(frozen=True)
+class Cancel:
+    request_id: int
+
+
+Action = Grant | StartWorker | KillWorker | Cancel
+
+
+class LeaseScheduler:
+    def __init__(
+        self,
+        total: dict[str, float],
+        *,
+        soft_worker_limit: int,
+        max_starting: int,
+        idle_timeout_s: float,
+        new_id: "itertools.count[int] | None" = None,
+    ) -> None:
+        self.total: Fixed = res.to_fixed(total)
+        self.available: Fixed = dict(self.total)
+        self.soft_worker_limit = max(1, soft_worker_limit)
+        self.max_starting = max(1, max_starting)
+        self.idle_timeout_s = idle_timeout_s
+        self.workers: dict[bytes, Worker] = {}
+        self.leases: dict[bytes, Lease] = {}
+        self.queue: deque[LeaseRequest] = deque()
+        self.finished_jobs: set[int] = set()
+        self._ids = new_id or itertools.count(1)
+
+    def _new_id(self, prefix: bytes) -> bytes:
+        return prefix + next(self._ids).to_bytes(15, "big")
+
+    # -- events ---------------------------------------------------------------
+    def request(self, req: LeaseRequest) -> list[Action]:
+        if req.job_id in self.finished_jobs:
+            return [Cancel(req.request_id)]
+        req.infeasible = not res.fits(self.total, req.resources)
+        self.queue.append(req)
+        return self.schedule()
+
+    def cancel(self, request_id: int) -> bool:
+        for req in self.queue:
+            if req.request_id == request_id:
+                self.queue.remove(req)
+                return True
+        return False
+
+    def prestart(self, job_id: int, count: int) -> list[Action]:
+        """Starts workers for a new job up to ``count`` (the node's CPUs)."""
+        have = sum(1 for w in self.workers.values() if w.job_id == job_id and w.state is not WorkerState.DEAD)
+        return [self._start(job_id) for _ in range(max(0, count - have))]
+
+    def worker_registered(self, worker_id: bytes, port: int, pid: int, now: float) -> list[Action]:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state is not WorkerState.STARTING:
+            return [KillWorker(worker_id)]
+        worker.state = WorkerState.IDLE
+        worker.port = port
+        worker.pid = pid
+        worker.idle_since = now
+        return self.schedule()
+
+    def worker_died(self, worker_id: bytes) -> list[Action]:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        if worker.lease_id is not None:
+            self._release(worker.lease_id)
+        worker.state = WorkerState.DEAD
+        return self.schedule()
+
+    def return_lease(self, lease_id: bytes, disconnect: bool, now: float) -> list[Action]:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return []
+        self._release(lease_id)
+        worker = self.workers.get(lease.worker_id)
+        actions: list[Action] = []
+        if worker is not None:
+            if disconnect or worker.job_id in self.finished_jobs:
+                worker.state = WorkerState.DEAD
+                actions.append(KillWorker(worker.worker_id))
+            else:
+                worker.state = WorkerState.IDLE
+                worker.idle_since = now
+        return actions + self.schedule()
+
+    def set_blocked(self, worker_id: bytes, blocked: bool) -> list[Action]:
+        """A leased worker blocked in ``get`` lends its CPU back meanwhile.
+
+        When it unblocks it takes the CPU again at once, even if that puts
+        the node over its total for a while: refusing would deadlock nested
+        tasks.
+        """
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.lease_id is None:
+            return []
+        lease = self.leases[worker.lease_id]
+        if blocked and not lease.released:
+            cpu = lease.resources.get("CPU", 0)
+            if cpu:
+                lease.released = {"CPU": cpu}
+                res.add(self.available, lease.released)
+                return self.schedule()
+        elif not blocked and lease.released:
+            res.subtract(self.available, lease.released)
+            lease.released = {}
+        return []
+
+    def job_finished(self, job_id: int) -> list[Action]:
+        self.finished_jobs.add(job_id)
+        actions: list[Action] = []
+        for req in [r for r in self.queue if r.job_id == job_id]:
+            self.queue.remove(req)
+            actions.append(Cancel(req.request_id))
+        for worker in self.workers.values():
+            if worker.job_id == job_id and worker.state is not WorkerState.LEASED:
+                worker.state = WorkerState.DEAD
+                actions.append(KillWorker(worker.worker_id))
+            elif worker.job_id == job_id:
+                # Its lease ends when the process does (worker_died).
+                actions.append(KillWorker(worker.worker_id))
+        return actions
+
+    def reap_idle(self, now: float) -> list[Action]:
+        """Kills workers idle too long, beyond the soft limit of live workers."""
+        live = [w for w in self.workers.values() if w.state is not WorkerState.DEAD]
+        excess = len(live) - self.soft_worker_limit
+        if excess <= 0:
+            return []
+        idle = sorted(
+            (w for w in live if w.state is WorkerState.IDLE and now - w.idle_since >= self.idle_timeout_s),
+            key=lambda w: w.idle_since,
+        )
+        actions: list[Action] = []
+        for worker in idle[:excess]:
+            worker.state = WorkerState.DEAD
+            actions.append(KillWorker(worker.worker_id))
+        return actions
+
+    # -- the scheduling pass ------------------------------------------------------
+    def schedule(self) -> list[Action]:
+        """Grants what fits, FIFO, and starts the workers still needed."""
+        actions: list[Action] = []
+        tentative = dict(self.available)
+        waiting_for_worker: dict[int, int] = {}
+        for req in list(self.queue):
+            if req.infeasible or not res.fits(tentative, req.resources):
+                continue
+            worker = self._idle_worker(req.job_id)
+            if worker is None:
+                res.subtract(tentative, req.resources)
+                waiting_for_worker[req.job_id] = waiting_for_worker.get(req.job_id, 0) + 1
+                continue
+            self.queue.remove(req)
+            lease = Lease(self._new_id(b"L"), worker.worker_id, req.job_id, dict(req.resources))
+            self.leases[lease.lease_id] = lease
+            res.subtract(self.available, req.resources)
+            res.subtract(tentative, req.resources)
+            worker.state = WorkerState.LEASED
+            worker.lease_id = lease.lease_id
+            actions.append(Grant(req.request_id, lease.lease_id, worker))
+        starting_total = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
+        for job_id, needed in waiting_for_worker.items():
+            starting = sum(
+                1 for w in self.workers.values() if w.job_id == job_id and w.state is WorkerState.STARTING
+            )
+            for _ in range(needed - starting):
+                if starting_total >= self.max_starting:
+                    break
+                actions.append(self._start(job_id))
+                starting_total += 1
+        return actions
+
+    def _idle_worker(self, job_id: int) -> Worker | None:
+        for worker in self.workers.values():
+            if worker.job_id == job_id and worker.state is WorkerState.IDLE:
+                return worker
+        return None
+
+    def _start(self, job_id: int) -> StartWorker:
+        worker = Worker(self._new_id(b"W"), job_id)
+        self.workers[worker.worker_id] = worker
+        return StartWorker(worker.worker_id, job_id)
+
+    def _release(self, lease_id: bytes) -> None:
+        lease = self.leases.pop(lease_id)
+        held = dict(lease.resources)
+        res.subtract(held, lease.released)
+        res.add(self.available, held)
+        worker = self.workers.get(lease.worker_id)
+        if worker is not None and worker.lease_id == lease_id:
+            worker.lease_id = None
+
+    # -- introspection --------------------------------------------------------
+    def infeasible_requests(self) -> list[LeaseRequest]:
+        return [r for r in self.queue if r.infeasible]
+
+    def validate(self) -> None:
+        expected = dict(self.total)
+        for lease in self.leases.values():
+            held = dict(lease.resources)
+            res.subtract(held, lease.released)
+            res.subtract(expected, held)
+        assert {k: v for k, v in expected.items() if v} == {
+            k: v for k, v in self.available.items() if v
+        }, (expected, self.available)
+        for worker in self.workers.values():
+            holders = [lease for lease in self.leases.values() if lease.worker_id == worker.worker_id]
+            assert (worker.state is WorkerState.LEASED) == bool(holders), worker
+            assert len(holders) <= 1

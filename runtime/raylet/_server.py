@@ -1,0 +1,332 @@
+"""The raylet: one node's lease scheduler and worker pool, on one loop.
+
+The scheduling decisions live in :class:`LeaseScheduler` (synchronous, no
+I/O); this module feeds it events from RPCs, process exits and timers, and
+carries out the actions it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+from .. import _rpc
+from .._config import Config
+from ..protocol.rt import (
+    Address,
+    Channel,
+    Empty,
+    GcsStub,
+    LeaseReply,
+    LeaseRequest,
+    LeaseStatus,
+    LogBatch,
+    NodeInfo,
+    NodeStatsReply,
+    RayletBase,
+    RegisterDriverRequest,
+    RegisterNodeRequest,
+    RegisterWorkerReply,
+    RegisterWorkerRequest,
+    ReportResourcesRequest,
+    ReturnWorkerRequest,
+    SubscribeRequest,
+    UnregisterNodeRequest,
+    WorkerBlockedRequest,
+)
+from . import _resources as res
+from ._scheduler import Action, Cancel, Grant, KillWorker, LeaseScheduler, StartWorker, WorkerState
+from ._scheduler import LeaseRequest as PendingRequest
+from ._worker_pool import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+class Raylet(RayletBase):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str,
+        gcs_host: str,
+        gcs_port: int,
+        resources: dict[str, float],
+        session_dir: str,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = 0
+        self.node_id = os.urandom(16)
+        self.gcs_address = (gcs_host, gcs_port)
+        self.resources = resources
+        self.session_dir = session_dir
+        num_cpus = int(resources.get("CPU", 1))
+        self.num_cpus = max(1, num_cpus)
+        self.scheduler = LeaseScheduler(
+            resources,
+            soft_worker_limit=self.num_cpus,
+            max_starting=config.max_worker_startup_concurrency or self.num_cpus,
+            idle_timeout_s=config.idle_worker_timeout_s,
+        )
+        self._request_ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[LeaseReply]] = {}
+        self._channels = _rpc.ChannelPool()
+        self._gcs: GcsStub | None = None
+        self._pool: WorkerPool | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log_buffer: dict[tuple[int, bool], LogBatch] = {}
+        self._logs_ready = asyncio.Event()
+        self._resources_dirty = asyncio.Event()
+        self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
+        self.gcs_lost = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self, port: int) -> None:
+        self._gcs = GcsStub(self._channels.get(*self.gcs_address))
+        self._pool = WorkerPool(
+            argv=self._worker_argv,
+            env=self.config.to_env(),
+            log_dir=os.path.join(self.session_dir, "logs"),
+            host=self.host,
+            publish_logs=self._buffer_logs,
+            on_exit=self._on_worker_exit,
+        )
+        self._server, self.port = await _rpc.start_server([self], self.host, port)
+        await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
+        for coro in (self._watch_gcs(), self._flush_logs(), self._report_resources(), self._reap()):
+            self._spawn(coro)
+        logger.info(
+            "raylet %s listening on %s:%d with %s",
+            self.node_id.hex()[:8],
+            self.host,
+            self.port,
+            res.describe(self.resources),
+        )
+
+    async def stop(self) -> None:
+        if self._gcs is not None:
+            try:
+                await asyncio.wait_for(
+                    self._gcs.unregister_node(UnregisterNodeRequest(node_id=self.node_id)), 1.0
+                )
+            except (TimeoutError, *_rpc.CONNECTION_ERRORS):
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+        await _rpc.stop_server(self._server)
+        self._channels.close()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _node_info(self) -> NodeInfo:
+        return NodeInfo(
+            node_id=self.node_id,
+            host=self.host,
+            raylet_port=self.port,
+            resources_total=dict(self.resources),
+            resources_available=res.to_float(self.scheduler.available),
+            alive=True,
+            session_dir=self.session_dir,
+            pid=os.getpid(),
+        )
+
+    def _worker_argv(self, worker_id: bytes, job_id: int) -> list[str]:
+        return [
+            "--host",
+            self.host,
+            "--raylet-port",
+            str(self.port),
+            "--gcs-address",
+            f"{self.gcs_address[0]}:{self.gcs_address[1]}",
+            "--node-id",
+            self.node_id.hex(),
+            "--worker-id",
+            worker_id.hex(),
+            "--job-id",
+            str(job_id),
+            "--session-dir",
+            self.session_dir,
+        ]
+
+    # -- carrying out the scheduler's actions ---------------------------------
+    def _apply(self, actions: Iterable[Action]) -> None:
+        changed = False
+        for action in actions:
+            if isinstance(action, Grant):
+                changed = True
+                fut = self._waiting.pop(action.request_id, None)
+                worker = action.worker
+                reply = LeaseReply(
+                    status=LeaseStatus.GRANTED,
+                    lease_id=action.lease_id,
+                    worker=Address(
+                        host=self.host, port=worker.port, worker_id=worker.worker_id, node_id=self.node_id
+                    ),
+                    worker_pid=worker.pid,
+                )
+                if fut is None or fut.done():
+                    # Nobody is waiting any more: take the lease back.
+                    self._apply(self.scheduler.return_lease(action.lease_id, False, time.monotonic()))
+                else:
+                    fut.set_result(reply)
+            elif isinstance(action, StartWorker):
+                assert self._pool is not None
+                self._spawn(self._pool.start(action.worker_id, action.job_id))
+                loop = asyncio.get_running_loop()
+                self._register_deadlines[action.worker_id] = loop.call_later(
+                    self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
+                )
+            elif isinstance(action, KillWorker):
+                assert self._pool is not None
+                self._pool.kill(action.worker_id)
+            elif isinstance(action, Cancel):
+                fut = self._waiting.pop(action.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(LeaseReply(status=LeaseStatus.CANCELLED))
+        if changed:
+            self._resources_dirty.set()
+
+    def _register_timed_out(self, worker_id: bytes) -> None:
+        self._register_deadlines.pop(worker_id, None)
+        worker = self.scheduler.workers.get(worker_id)
+        if worker is not None and worker.state is WorkerState.STARTING:
+            logger.error("worker %s did not register in time; killing it", worker_id.hex()[-8:])
+            assert self._pool is not None
+            self._pool.kill(worker_id)
+            self._apply(self.scheduler.worker_died(worker_id))
+
+    def _on_worker_exit(self, worker_id: bytes, code: int | None) -> None:
+        handle = self._register_deadlines.pop(worker_id, None)
+        if handle is not None:
+            handle.cancel()
+        worker = self.scheduler.workers.get(worker_id)
+        if worker is not None and worker.state is not WorkerState.DEAD:
+            logger.info("worker %s exited with code %s", worker_id.hex()[-8:], code)
+        self._apply(self.scheduler.worker_died(worker_id))
+        self._resources_dirty.set()
+
+    # -- the Raylet service ---------------------------------------------------
+    async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
+        req = PendingRequest(
+            next(self._request_ids), message.job_id, res.to_fixed(message.resources), message.task_name
+        )
+        fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
+        self._waiting[req.request_id] = fut
+        self._apply(self.scheduler.request(req))
+        if req.infeasible:
+            logger.warning(
+                "lease for %s needs %s, more than this node has (%s); it waits",
+                message.task_name,
+                res.describe(message.resources),
+                res.describe(self.resources),
+            )
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # The owner went away (or gave up) while the request waited.
+            self._waiting.pop(req.request_id, None)
+            if fut.done() and not fut.cancelled() and fut.result().status is LeaseStatus.GRANTED:
+                self._apply(self.scheduler.return_lease(fut.result().lease_id, False, time.monotonic()))
+            else:
+                self.scheduler.cancel(req.request_id)
+            raise
+
+    async def return_worker(self, message: ReturnWorkerRequest) -> Empty:
+        self._apply(self.scheduler.return_lease(message.lease_id, message.disconnect, time.monotonic()))
+        self._resources_dirty.set()
+        return Empty()
+
+    async def register_worker(self, message: RegisterWorkerRequest) -> RegisterWorkerReply:
+        handle = self._register_deadlines.pop(message.worker_id, None)
+        if handle is not None:
+            handle.cancel()
+        self._apply(
+            self.scheduler.worker_registered(message.worker_id, message.port, message.pid, time.monotonic())
+        )
+        return RegisterWorkerReply(node_id=self.node_id)
+
+    async def notify_worker_blocked(self, message: WorkerBlockedRequest) -> Empty:
+        self._apply(self.scheduler.set_blocked(message.worker_id, message.blocked))
+        self._resources_dirty.set()
+        return Empty()
+
+    async def register_driver(self, message: RegisterDriverRequest) -> Empty:
+        self._apply(self.scheduler.prestart(message.job_id, self.num_cpus))
+        return Empty()
+
+    async def get_node_stats(self, message: Empty) -> NodeStatsReply:
+        workers = [w for w in self.scheduler.workers.values() if w.state is not WorkerState.DEAD]
+        return NodeStatsReply(
+            node=self._node_info(),
+            num_workers=len(workers),
+            num_idle_workers=sum(1 for w in workers if w.state is WorkerState.IDLE),
+            num_pending_leases=len(self.scheduler.queue),
+        )
+
+    # -- background loops -----------------------------------------------------
+    async def _watch_gcs(self) -> None:
+        """Follows job events; the stream also tells the gcs this node lives."""
+        assert self._gcs is not None
+        request = SubscribeRequest(channels=[Channel.JOBS], owns_node=self.node_id)
+        try:
+            async for message in self._gcs.subscribe(request):
+                if message.job is not None and message.job.finished:
+                    self._apply(self.scheduler.job_finished(message.job.job_id))
+        except _rpc.CONNECTION_ERRORS as e:
+            logger.error("lost the gcs (%s); stopping", e)
+        self.gcs_lost.set()
+
+    def _buffer_logs(self, batch: LogBatch) -> None:
+        key = (batch.pid, batch.is_err)
+        pending = self._log_buffer.get(key)
+        if pending is None:
+            self._log_buffer[key] = batch
+        else:
+            pending.lines.extend(batch.lines)
+        self._logs_ready.set()
+
+    async def _flush_logs(self) -> None:
+        """Sends buffered output; lines that arrive during a send go in the next batch."""
+        assert self._gcs is not None
+        while True:
+            await self._logs_ready.wait()
+            self._logs_ready.clear()
+            batches, self._log_buffer = list(self._log_buffer.values()), {}
+            for batch in batches:
+                try:
+                    await self._gcs.publish_logs(batch)
+                except _rpc.CONNECTION_ERRORS:
+                    logger.warning("could not publish %d log lines", len(batch.lines))
+
+    async def _report_resources(self) -> None:
+        assert self._gcs is not None
+        while True:
+            await self._resources_dirty.wait()
+            self._resources_dirty.clear()
+            try:
+                await self._gcs.report_resources(
+                    ReportResourcesRequest(
+                        node_id=self.node_id,
+                        resources_available=res.to_float(self.scheduler.available),
+                    )
+                )
+            except _rpc.CONNECTION_ERRORS:
+                pass
+            # At most one report per period, however busy the node is.
+            await asyncio.sleep(self.config.resource_report_period_s)
+
+    async def _reap(self) -> None:
+        period = max(0.05, self.config.idle_worker_timeout_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            self._apply(self.scheduler.reap_idle(time.monotonic()))

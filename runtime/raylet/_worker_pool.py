@@ -1,0 +1,146 @@
+"""Worker processes: starting them, streaming their output, noticing deaths.
+
+The pool does the I/O the scheduler asks for. Each worker is tied to the
+raylet (see ``_process``), so a raylet that dies takes its workers along.
+A worker's stdout and stderr are read line by line: kept in the session's
+``logs/`` and published to the gcs for the job's driver to print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+from .. import _process
+from ..protocol.rt import LogBatch
+
+logger = logging.getLogger(__name__)
+
+class WorkerProcess:
+    def __init__(self, worker_id: bytes, job_id: int, proc: asyncio.subprocess.Process, tie_fd: int):
+        self.worker_id = worker_id
+        self.job_id = job_id
+        self.proc = proc
+        self.tie_fd = tie_fd
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        argv: Callable[[bytes, int], list[str]],
+        env: Mapping[str, str],
+        log_dir: str,
+        host: str,
+        publish_logs: Callable[[LogBatch], None],
+        on_exit: Callable[[bytes, int | None], None],
+    ) -> None:
+        self._argv = argv
+        self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self._log_dir = log_dir
+        self._host = host
+        self._publish_logs = publish_logs
+        self._on_exit = on_exit
+        self.processes: dict[bytes, WorkerProcess] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, worker_id: bytes, job_id: int) -> None:
+        tie_r, tie_w = os.pipe()
+        argv = [
+            sys.executable,
+            "-m",
+            "runtime.core_worker",
+            *self._argv(worker_id, job_id),
+            _process.PARENT_FD_FLAG,
+            str(tie_r),
+        ]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=[tie_r],
+                env=self._env,
+            )
+        except OSError:
+            os.close(tie_w)
+            logger.exception("could not start a worker")
+            self._on_exit(worker_id, None)
+            return
+        finally:
+            os.close(tie_r)
+        worker = WorkerProcess(worker_id, job_id, proc, tie_w)
+        self.processes[worker_id] = worker
+        self._spawn(self._watch(worker))
+
+    def kill(self, worker_id: bytes) -> None:
+        worker = self.processes.get(worker_id)
+        if worker is not None and worker.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
+
+    async def close(self) -> None:
+        for worker in list(self.processes.values()):
+            self.kill(worker.worker_id)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: "asyncio.Future[None] | asyncio.Task[None] | object") -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        name = f"worker-{worker.worker_id.hex()[-8:]}-{worker.pid}"
+        assert worker.proc.stdout is not None and worker.proc.stderr is not None
+        try:
+            await asyncio.gather(
+                self._pump(worker, worker.proc.stdout, os.path.join(self._log_dir, name + ".out"), False),
+                self._pump(worker, worker.proc.stderr, os.path.join(self._log_dir, name + ".err"), True),
+            )
+            code = await worker.proc.wait()
+        finally:
+            os.close(worker.tie_fd)
+            self.processes.pop(worker.worker_id, None)
+        self._on_exit(worker.worker_id, code)
+
+    async def _pump(
+        self, worker: WorkerProcess, stream: asyncio.StreamReader, path: str, is_err: bool
+    ) -> None:
+        """Copies a worker's output to its log file and on towards the driver."""
+        with open(path, "ab", buffering=0) as log:
+            while True:
+                chunk = await _read_lines(stream)
+                if not chunk:
+                    return
+                log.write(chunk)
+                lines = chunk.decode("utf-8", errors="replace").splitlines()
+                self._publish_logs(
+                    LogBatch(
+                        job_id=worker.job_id,
+                        pid=worker.pid,
+                        host=self._host,
+                        is_err=is_err,
+                        lines=lines,
+                    )
+                )
+
+
+async def _read_lines(stream: asyncio.StreamReader) -> bytes:
+    """The next line (a very long one in pieces), or b"" at the end."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as e:
+        return e.partial
+    except asyncio.LimitOverrunError as e:
+        return await stream.read(e.consumed)

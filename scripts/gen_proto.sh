@@ -1,0 +1,14 @@
+#!/bin/sh
+# Generates runtime/protocol from proto/*.proto with the betterproto2 compiler.
+# OUT names the output folder (the package's protocol folder, or a scratch one for the check).
+set -eu
+OUT=${OUT:-runtime/protocol}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python -m grpc_tools.protoc -I proto \
+    --python_betterproto2_out="$tmp" \
+    --python_betterproto2_opt=client_generation=async,server_generation=async \
+    proto/*.proto >/dev/null
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cp -r "$tmp"/. "$OUT"/
