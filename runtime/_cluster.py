@@ -50,7 +50,7 @@ def start_head(
     env = config.to_env()
     gcs = _process.spawn(
         "runtime.gcs",
-        ["--host", host, "--port", str(port)],
+        ["--host", host, "--port", str(port), "--session-dir", session.path],
         env=env,
         log_path=os.path.join(session.logs, "gcs.log"),
         tie_to_parent=not standing,

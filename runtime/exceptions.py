@@ -42,7 +42,9 @@ class TaskError(RayError):
         self.cause_cls: type = cause_cls or (type(cause) if cause is not None else Exception)
         self.pid = pid
         self.host = host
-        super().__init__(self._message())
+        # Not super(): in a derived class the next base is the user's
+        # exception, whose __init__ takes other arguments.
+        Exception.__init__(self, self._message())
 
     def _message(self) -> str:
         where = f" (pid={self.pid}, host={self.host})" if self.pid else ""
@@ -86,12 +88,16 @@ class TaskError(RayError):
             # Keep the cause's own attributes (errno, custom fields) reachable.
             try:
                 for key, value in vars(self.cause).items():
-                    err.__dict__.setdefault(key, value)
+                    if key not in _TASK_ERROR_FIELDS:
+                        err.__dict__[key] = value
             except TypeError:
                 pass
         return err
 
 
+_TASK_ERROR_FIELDS = frozenset(
+    {"function_name", "traceback_str", "cause", "cause_cls", "pid", "host"}
+)
 _DERIVED: dict[type, type | None] = {}
 
 

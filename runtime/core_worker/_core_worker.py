@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
+import json
 import logging
 import os
 import sys
@@ -62,6 +63,7 @@ from ._task_spec import ArgSlot, TaskSpec, WireReply
 logger = logging.getLogger("runtime")
 
 FUNCTION_NAMESPACE = "fn"
+JOB_NAMESPACE = "job"
 #: How long one GetObject request waits at the owner before it is renewed.
 OWNER_POLL_S = 30.0
 
@@ -205,11 +207,20 @@ class CoreWorker:
                     )
                 )
                 self.job_id = reply.job_id
+                await self._gcs.kv_put(
+                    KvPutRequest(
+                        namespace=JOB_NAMESPACE,
+                        key=str(self.job_id).encode(),
+                        value=json.dumps({"sys_path": _importable_paths()}).encode(),
+                        overwrite=True,
+                    )
+                )
                 await self._raylet.register_driver(
                     RegisterDriverRequest(job_id=self.job_id, pid=os.getpid())
                 )
                 self._spawn(self._follow_gcs())
             else:
+                await self._adopt_driver_paths()
                 self.executor = TaskExecutor(self)
                 self.executor.start()
                 reply_w = await self._raylet.register_worker(
@@ -225,6 +236,15 @@ class CoreWorker:
             raise
         self.state = State.RUNNING
         self._started.set_result(None)
+
+    async def _adopt_driver_paths(self) -> None:
+        """Lets this worker import what the job's driver can (its script's folder, ...)."""
+        reply = await self.gcs.kv_get(
+            KvGetRequest(namespace=JOB_NAMESPACE, key=str(self.job_id).encode())
+        )
+        if reply.found:
+            paths = json.loads(reply.value).get("sys_path", [])
+            sys.path[:0] = [p for p in paths if p not in sys.path]
 
     async def wait_started(self) -> None:
         assert self._started is not None
@@ -685,6 +705,12 @@ class CoreWorker:
             self.store.delete(object_id)
         spec.arg_refs = []
         spec.resolved = []
+
+
+def _importable_paths() -> list[str]:
+    """The driver's import path, so its workers find the same modules."""
+    paths = [os.getcwd() if p == "" else p for p in sys.path]
+    return [p for p in paths if os.path.isdir(p)]
 
 
 def _should_retry(spec: TaskSpec, error: SerializedObject) -> bool:

@@ -153,7 +153,9 @@ class TaskExecutor:
         return (task_id, True, returns, False)
 
     def _error_reply(self, task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
-        tb = note + "".join(traceback.format_exception(error))
+        # Skip the executor's own frame: the traceback starts in user code.
+        frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
+        tb = note + "".join(traceback.format_exception(type(error), error, frames))
         err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), self._host)
         return (task_id, False, [_serialization.serialize_error(err)], True)
 

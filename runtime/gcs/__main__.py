@@ -16,6 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="runtime.gcs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--session-dir", default="", help="the cluster's session (for finding it)")
     parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
     parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()

@@ -1,0 +1,115 @@
+"""``runtime microbenchmark``: throughput rows named as in Ray's microbenchmark.
+
+Each row is timed as Ray times its own: a warm-up, then four timed runs;
+it prints ``NAME per second MEAN +- STD`` (calls per second times the
+row's multiplier). Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import runtime
+
+
+@runtime.remote
+def _noop() -> None:
+    return None
+
+
+@runtime.remote
+async def _anoop() -> None:
+    return None
+
+
+def _timeit(name: str, fn: Callable[[], Any], duration: float, multiplier: int = 1) -> dict[str, Any]:
+    def run(seconds: float) -> float:
+        count = 0
+        start = time.perf_counter()
+        while True:
+            fn()
+            count += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return count * multiplier / elapsed
+
+    run(min(1.0, duration / 2))
+    rates = [run(duration) for _ in range(4)]
+    mean, std = statistics.mean(rates), statistics.pstdev(rates)
+    print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
+    return {"name": name, "mean": mean, "std": std}
+
+
+def main(args: argparse.Namespace) -> int:
+    duration = float(args.duration)
+    rows: list[dict[str, Any]] = []
+
+    def want(name: str) -> bool:
+        return args.filter in name
+
+    start = time.perf_counter()
+    runtime.init()
+    runtime.get(_noop.remote())
+    first = time.perf_counter() - start
+    if want("init to first result"):
+        print(f"seconds from init() to the first task result {first:.3f}", flush=True)
+        rows.append({"name": "init to first result (s)", "mean": first, "std": 0.0})
+    try:
+        value = runtime.put(0)
+        table: list[tuple[str, Callable[[], Any], int]] = [
+            ("single client get calls", lambda: runtime.get(value), 1),
+            ("single client put calls", lambda: runtime.put(0), 1),
+            ("single client tasks sync", lambda: runtime.get(_noop.remote()), 1),
+            (
+                "single client tasks async",
+                lambda: runtime.get([_noop.remote() for _ in range(1000)]),
+                1000,
+            ),
+            (
+                "single client async-def tasks async",
+                lambda: runtime.get([_anoop.remote() for _ in range(1000)]),
+                1000,
+            ),
+        ]
+        for name, fn, multiplier in table:
+            if want(name):
+                rows.append(_timeit(name, fn, duration, multiplier))
+    finally:
+        runtime.shutdown()
+
+    name = "asyncio driver gather 1000 task refs"
+    if want(name):
+
+        async def bench_async() -> None:
+            await runtime.init_async()
+            try:
+                loop_rows: list[float] = []
+
+                async def batch() -> None:
+                    await asyncio.gather(*[_noop.remote() for _ in range(1000)])
+
+                await batch()
+                for _ in range(4):
+                    count, t0 = 0, time.perf_counter()
+                    while time.perf_counter() - t0 < duration:
+                        await batch()
+                        count += 1000
+                    loop_rows.append(count / (time.perf_counter() - t0))
+                mean, std = statistics.mean(loop_rows), statistics.pstdev(loop_rows)
+                print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
+                rows.append({"name": name, "mean": mean, "std": std})
+            finally:
+                await runtime.shutdown_async()
+
+        asyncio.run(bench_async())
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+    return 0

@@ -1,0 +1,159 @@
+"""The ``runtime`` command: start, stop and inspect clusters; benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from . import _cluster, _process
+from ._config import Config
+from ._session import Session
+from .protocol.rt import Empty, GcsStub
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    if not args.head:
+        print("runtime start: only --head is supported in this version", file=sys.stderr)
+        return 2
+    config = Config.load()
+    try:
+        resources = json.loads(args.resources) if args.resources else {}
+    except json.JSONDecodeError as e:
+        print(f"runtime start: --resources is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(resources, dict):
+        print("runtime start: --resources must be a JSON object", file=sys.stderr)
+        return 2
+    port = config.gcs_port if args.port is None else args.port
+    head = _cluster.start_head(
+        config,
+        host=args.host,
+        port=port,
+        resources=_cluster.default_resources(args.num_cpus, args.num_gpus, resources, args.host),
+        standing=True,
+    )
+    address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
+    print(f"Started a runtime cluster; its gcs listens on {address}.")
+    print(f"Session directory: {head.session.path}")
+    print("Connect from Python on this machine with:")
+    print("    import runtime")
+    print("    runtime.init(address='auto')")
+    print(f"or from anywhere that reaches it: runtime.init(address='{address}')")
+    print("Stop it with: runtime stop")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    config = Config.load()
+    victims: list[tuple[int, str]] = []
+    for session in Session.all(config.session_root):
+        for pid, role in session.pids():
+            if _process.pid_alive(pid) and _process.is_runtime_process(pid):
+                victims.append((pid, role))
+    # Raylets first (their workers follow them), then the gcs.
+    victims.sort(key=lambda v: v[1] == "gcs")
+    for pid, _ in victims:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + args.grace
+    while time.monotonic() < deadline and any(_process.pid_alive(p) for p, _ in victims):
+        time.sleep(0.05)
+    for pid, _ in victims:
+        if _process.pid_alive(pid) and _process.is_runtime_process(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    print(f"Stopped {len(victims)} runtime process(es).")
+    return 0
+
+
+async def _status(address: tuple[str, int]) -> list[Any]:
+    from grpclib.client import Channel
+
+    channel = Channel(*address)
+    try:
+        reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), 5.0)
+    finally:
+        channel.close()
+    return list(reply.nodes)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    config = Config.load()
+    try:
+        address = _cluster.resolve_address(args.address, config)
+        nodes = asyncio.run(_status(address))
+    except (ConnectionError, OSError, TimeoutError, ValueError) as e:
+        print(f"runtime status: {e}", file=sys.stderr)
+        return 1
+    alive = [n for n in nodes if n.alive]
+    print(f"Cluster at {address[0]}:{address[1]}")
+    print(f"Nodes: {len(alive)} alive, {len(nodes) - len(alive)} dead")
+    for node in nodes:
+        state = "alive" if node.alive else "dead"
+        print(f"  {node.node_id.hex()[:12]}  {node.host}:{node.raylet_port}  {state}")
+    totals: dict[str, float] = {}
+    avail: dict[str, float] = {}
+    for node in alive:
+        for k, v in node.resources_total.items():
+            totals[k] = totals.get(k, 0.0) + v
+        for k, v in node.resources_available.items():
+            avail[k] = avail.get(k, 0.0) + v
+    print("Resources (used / total):")
+    for name in sorted(totals):
+        if name.startswith("node:"):
+            continue
+        used = totals[name] - avail.get(name, 0.0)
+        print(f"  {used:g}/{totals[name]:g} {name}")
+    return 0
+
+
+def _cmd_microbenchmark(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    return _bench.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="start a standing cluster on this machine")
+    start.add_argument("--head", action="store_true", help="start the head node (gcs + raylet)")
+    start.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    start.add_argument("--port", type=int, default=None, help="the gcs port (default 6385)")
+    start.add_argument("--num-cpus", type=float, default=None)
+    start.add_argument("--num-gpus", type=float, default=None)
+    start.add_argument("--resources", default=None, help='custom resources as JSON: \'{"x": 2}\'')
+    start.set_defaults(func=_cmd_start)
+
+    stop = sub.add_parser("stop", help="stop the clusters started on this machine")
+    stop.add_argument("--grace", type=float, default=5.0, help="seconds before SIGKILL")
+    stop.set_defaults(func=_cmd_stop)
+
+    status = sub.add_parser("status", help="show nodes and resources")
+    status.add_argument("--address", default="auto")
+    status.set_defaults(func=_cmd_status)
+
+    bench = sub.add_parser("microbenchmark", help="measure task and object throughput")
+    bench.add_argument("--filter", default="", help="run only rows whose name contains this")
+    bench.add_argument("--duration", type=float, default=2.0, help="seconds per row")
+    bench.add_argument("--json", default=None, help="also write the rows to this file")
+    bench.set_defaults(func=_cmd_microbenchmark)
+
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

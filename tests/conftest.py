@@ -1,0 +1,78 @@
+"""Shared fixtures: real clusters of real processes, and orphan checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def runtime_pids(marker: str) -> list[int]:
+    """Pids of the runtime's processes whose command line mentions ``marker``."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and b"runtime." in cmdline and b"pytest" not in cmdline:
+            pids.append(int(name))
+    return pids
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assert_no_orphans(session_dir: str) -> None:
+    wait_until(lambda: not runtime_pids(session_dir), what=f"the processes of {session_dir} to exit")
+
+
+@pytest.fixture
+def cluster() -> Iterator[runtime.RuntimeContext]:
+    """A local cluster with 2 CPUs for one test; checks nothing outlives it."""
+    ctx = runtime.init(num_cpus=2)
+    assert ctx.session_dir is not None
+    try:
+        yield ctx
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def run_driver(code: str, timeout: float = 60.0, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Runs ``code`` as a separate driver program."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kwargs,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,104 @@
+"""Bad input: clear errors at the call site, nothing half-submitted."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import runtime
+
+
+@runtime.remote
+def f(x=None):
+    return x
+
+
+def test_calling_a_remote_function_directly():
+    with pytest.raises(TypeError, match=r"f\.remote"):
+        f(1)
+
+
+def test_unknown_option():
+    with pytest.raises(ValueError, match="num_cpu"):
+        runtime.remote(num_cpu=1)
+    with pytest.raises(ValueError, match="bogus"):
+        f.options(bogus=True)
+
+
+def test_wrong_option_types():
+    with pytest.raises(TypeError, match="num_cpus"):
+        runtime.remote(num_cpus="two")
+    with pytest.raises(TypeError, match="max_retries"):
+        f.options(max_retries=1.5)
+    with pytest.raises(ValueError, match="num_gpus"):
+        f.options(num_gpus=-1)
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        f.options(retry_exceptions=[1])
+    with pytest.raises(ValueError, match="num_cpus"):
+        f.options(resources={"CPU": 1})
+
+
+def test_decorator_with_positional_arguments():
+    with pytest.raises(TypeError, match="keyword"):
+        runtime.remote(1, 2)
+
+
+def test_api_before_init():
+    with pytest.raises(runtime.exceptions.RuntimeNotInitializedError, match="init"):
+        runtime.put(1)
+
+
+def test_unpicklable_argument_names_it_and_submits_nothing(cluster):
+    worker = runtime._context.current()
+    lock = threading.Lock()
+    before = worker.submitter.stats()
+    with pytest.raises(TypeError, match=r"argument 1 .*lock"):
+        f.remote(1, lock)
+    with pytest.raises(TypeError, match=r"keyword argument 'x'"):
+        f.remote(x=lock)
+    assert worker.submitter.stats() == before
+    assert runtime.get(f.remote(5)) == 5
+
+
+def test_get_argument_checks(cluster):
+    with pytest.raises(TypeError, match="ObjectRef"):
+        runtime.get(1)
+    with pytest.raises(TypeError, match="item 1"):
+        runtime.get([runtime.put(1), 2])
+    with pytest.raises(ValueError, match="timeout"):
+        runtime.get(runtime.put(1), timeout=-1)
+
+
+def test_wait_argument_checks(cluster):
+    ref = runtime.put(1)
+    with pytest.raises(TypeError, match="list"):
+        runtime.wait(ref)
+    with pytest.raises(ValueError, match="num_returns"):
+        runtime.wait([ref], num_returns=2)
+    with pytest.raises(ValueError, match="duplicates"):
+        runtime.wait([ref, ref])
+
+
+def test_put_of_a_ref_and_of_unpicklable(cluster):
+    ref = runtime.put(1)
+    with pytest.raises(TypeError, match="ObjectRef"):
+        runtime.put(ref)
+    with pytest.raises(TypeError, match="lock"):
+        runtime.put(threading.Lock())
+
+
+def test_init_twice(cluster):
+    with pytest.raises(RuntimeError, match="already"):
+        runtime.init()
+    assert runtime.init(ignore_reinit_error=True).job_id == cluster.job_id
+
+
+def test_init_argument_checks():
+    with pytest.raises(TypeError, match="num_cpus"):
+        runtime.init(num_cpus="4")
+    with pytest.raises(ValueError, match="joining"):
+        runtime.init(address="127.0.0.1:1", num_cpus=2)
+    with pytest.raises(TypeError):
+        runtime.init(bogus=1)  # type: ignore[call-arg]
+    assert not runtime.is_initialized()

@@ -1,0 +1,129 @@
+"""Task errors and worker deaths."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+
+import pytest
+
+import runtime
+from runtime.exceptions import TaskError, WorkerCrashedError
+
+
+class CustomError(Exception):
+    def __init__(self, code):
+        super().__init__(f"custom {code}")
+        self.code = code
+
+
+@runtime.remote
+def raises_value_error():
+    raise ValueError("the remote message")
+
+
+@runtime.remote
+def raises_custom():
+    raise CustomError(42)
+
+
+@runtime.remote
+def fail_times(path, times, how):
+    """Fails (by ``how``) the first ``times`` calls, counted in a file."""
+    with open(path, "a+") as f:
+        f.seek(0)
+        count = len(f.read())
+        f.write("x")
+    if count < times:
+        if how == "exit":
+            os._exit(1)
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"attempt {count}")
+    return count
+
+
+@pytest.fixture
+def counter_file():
+    fd, path = tempfile.mkstemp()
+    os.close(fd)
+    yield path
+    os.unlink(path)
+
+
+def test_task_error_is_an_instance_of_the_cause(cluster):
+    with pytest.raises(ValueError) as info:
+        runtime.get(raises_value_error.remote())
+    err = info.value
+    assert isinstance(err, TaskError)
+    assert "the remote message" in str(err)
+    assert "raises_value_error" in str(err) and "Traceback" in str(err)
+    assert "_executor.py" not in str(err)
+
+
+def test_custom_exception_keeps_its_fields(cluster):
+    with pytest.raises(CustomError) as info:
+        runtime.get(raises_custom.remote())
+    assert info.value.code == 42
+
+
+def test_failed_dependency_fails_the_dependent(cluster):
+    @runtime.remote
+    def use(x):
+        return x
+
+    with pytest.raises(ValueError, match="the remote message"):
+        runtime.get(use.remote(raises_value_error.remote()))
+
+
+def test_worker_exit_is_retried(cluster, counter_file):
+    assert runtime.get(fail_times.remote(counter_file, 2, "exit"), timeout=60) == 2
+
+
+def test_worker_sigkill_is_retried(cluster, counter_file):
+    assert runtime.get(fail_times.remote(counter_file, 1, "sigkill"), timeout=60) == 1
+
+
+def test_worker_crash_without_retries(cluster, counter_file):
+    with pytest.raises(WorkerCrashedError, match="fail_times"):
+        runtime.get(fail_times.options(max_retries=0).remote(counter_file, 5, "exit"), timeout=60)
+
+
+def test_worker_crash_exhausts_retries(cluster, counter_file):
+    ref = fail_times.options(max_retries=2).remote(counter_file, 10, "exit")
+    with pytest.raises(WorkerCrashedError, match="max_retries=2"):
+        runtime.get(ref, timeout=60)
+    with open(counter_file) as f:
+        assert len(f.read()) == 3
+
+
+def test_application_errors_are_not_retried_by_default(cluster, counter_file):
+    with pytest.raises(RuntimeError, match="attempt 0"):
+        runtime.get(fail_times.remote(counter_file, 1, "raise"))
+
+
+def test_retry_exceptions(cluster, counter_file):
+    ref = fail_times.options(retry_exceptions=True, max_retries=3).remote(counter_file, 2, "raise")
+    assert runtime.get(ref) == 2
+
+
+def test_retry_exceptions_list(cluster, counter_file):
+    ref = fail_times.options(retry_exceptions=[KeyError], max_retries=3).remote(
+        counter_file, 1, "raise"
+    )
+    with pytest.raises(RuntimeError, match="attempt 0"):
+        runtime.get(ref)
+    ref = fail_times.options(retry_exceptions=[RuntimeError], max_retries=3).remote(
+        counter_file, 2, "raise"
+    )
+    assert runtime.get(ref) == 2
+
+
+def test_cluster_keeps_working_after_crashes(cluster, counter_file):
+    @runtime.remote
+    def ok(i):
+        return i
+
+    runtime.get(fail_times.remote(counter_file, 3, "exit"), timeout=60)
+    assert runtime.get([ok.remote(i) for i in range(20)]) == list(range(20))

@@ -1,0 +1,111 @@
+"""put, get and wait."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import runtime
+from runtime.exceptions import GetTimeoutError
+
+
+@runtime.remote
+def sleepy(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def test_put_get_roundtrip(cluster):
+    for value in (1, "text", b"bytes", None, [1, {"a": (2, 3)}], {1, 2}, 3.5):
+        assert runtime.get(runtime.put(value)) == value
+
+
+def test_get_list_keeps_order(cluster):
+    refs = [runtime.put(i) for i in range(100)]
+    assert runtime.get(refs) == list(range(100))
+    assert runtime.get(tuple(refs[:3])) == [0, 1, 2]
+
+
+def test_object_ref_identity(cluster):
+    ref = runtime.put(1)
+    assert ref == ref and hash(ref) == hash(ref)
+    assert len(ref.hex()) == 40 and ref.binary() == bytes.fromhex(ref.hex())
+    assert ref != runtime.put(1)
+
+
+def test_get_timeout(cluster):
+    ref = sleepy.remote(2)
+    start = time.monotonic()
+    with pytest.raises(GetTimeoutError):
+        runtime.get(ref, timeout=0.1)
+    assert time.monotonic() - start < 1.5
+    with pytest.raises(TimeoutError):  # GetTimeoutError is a TimeoutError too
+        runtime.get(ref, timeout=0)
+
+
+def test_wait(cluster):
+    fast = [sleepy.remote(0, i) for i in range(3)]
+    slow = sleepy.remote(5)
+    ready, not_ready = runtime.wait([*fast, slow], num_returns=3, timeout=10)
+    assert ready == fast and not_ready == [slow]
+    ready, not_ready = runtime.wait([slow], timeout=0.1)
+    assert ready == [] and not_ready == [slow]
+    ready, not_ready = runtime.wait(fast, num_returns=0)
+    assert ready == [] and len(not_ready) == 3
+
+
+def test_wait_returns_at_most_num_returns(cluster):
+    refs = [runtime.put(i) for i in range(5)]
+    ready, not_ready = runtime.wait(refs, num_returns=2)
+    assert ready == refs[:2] and not_ready == refs[2:]
+
+
+def test_wait_one_at_a_time(cluster):
+    remaining = [sleepy.remote(0, i) for i in range(50)]
+    seen = 0
+    while remaining:
+        ready, remaining = runtime.wait(remaining)
+        seen += len(ready)
+    assert seen == 50
+
+
+def test_future(cluster):
+    fut = sleepy.remote(0, 7).future()
+    assert fut.result(timeout=10) == 7
+
+
+def test_refs_inside_put_objects(cluster):
+    inner = runtime.put("inner")
+    outer = runtime.put({"ref": inner})
+    got = runtime.get(outer)
+    assert runtime.get(got["ref"]) == "inner"
+
+
+def test_borrowed_ref_in_task(cluster):
+    @runtime.remote
+    def read(container):
+        return runtime.get(container[0]) + "!"
+
+    assert runtime.get(read.remote([runtime.put("x")])) == "x!"
+
+
+def test_object_put_by_a_task_and_returned(cluster):
+    @runtime.remote
+    def make():
+        return [runtime.put("made in a task")]
+
+    (ref,) = runtime.get(make.remote())
+    assert runtime.get(ref) == "made in a task"
+
+
+def test_dropped_refs_are_freed(cluster):
+    worker = runtime._context.current()
+    baseline = len(worker.store)
+    refs = [runtime.put(i) for i in range(100)]
+    runtime.get(refs)
+    assert len(worker.store) >= baseline + 100
+    del refs
+    from conftest import wait_until
+
+    wait_until(lambda: len(worker.store) <= baseline, what="freed objects to leave the store")

@@ -1,0 +1,195 @@
+"""Process lifecycle: no orphans, standing clusters, the CLI, worker output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from conftest import (
+    ROOT,
+    assert_no_orphans,
+    process_running,
+    run_driver,
+    runtime_pids,
+    wait_until,
+)
+
+import runtime
+
+
+@pytest.fixture
+def session_root():
+    with tempfile.TemporaryDirectory(prefix="rt-test-") as root:
+        yield root
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_no_orphans_after_shutdown():
+    ctx = runtime.init(num_cpus=2)
+
+    @runtime.remote
+    def pid():
+        return os.getpid()
+
+    worker_pid = runtime.get(pid.remote())
+    assert ctx.session_dir and runtime_pids(ctx.session_dir)
+    runtime.shutdown()
+    assert_no_orphans(ctx.session_dir)
+    wait_until(lambda: not process_running(worker_pid), what="the worker to exit")
+
+
+def test_no_orphans_after_driver_sigkill(session_root):
+    code = (
+        "import runtime, sys\n"
+        "ctx = runtime.init(num_cpus=2)\n"
+        "@runtime.remote\n"
+        "def f(): return 1\n"
+        "runtime.get([f.remote() for _ in range(4)])\n"
+        "print(ctx.session_dir, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        session_dir = proc.stdout.readline().strip()
+        assert session_dir.startswith(session_root)
+        assert len(runtime_pids(session_dir)) >= 3  # gcs, raylet, workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert_no_orphans(session_dir)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_standing_cluster_joined_by_two_drivers(session_root):
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    started = cli("start", "--head", "--port", "0", "--num-cpus", "2", env=env)
+    assert started.returncode == 0, started.stderr
+    assert "runtime.init(address='auto')" in started.stdout
+    try:
+        status = cli("status", env=env)
+        assert status.returncode == 0, status.stderr
+        assert "1 alive" in status.stdout and "0/2 CPU" in status.stdout
+        code = (
+            "import runtime\n"
+            "ctx = runtime.init(address='auto')\n"
+            "@runtime.remote\n"
+            "def f(x): return x * 2\n"
+            "print(ctx.job_id, sum(runtime.get([f.remote(i) for i in range(10)])))\n"
+            "runtime.shutdown()\n"
+        )
+        first = run_driver(code, env=env)
+        second = run_driver(code, env=env)
+        assert first.returncode == 0, first.stderr
+        assert second.returncode == 0, second.stderr
+        assert first.stdout.split() == ["1", "90"]
+        assert second.stdout.split() == ["2", "90"]
+        # The cluster outlived both drivers.
+        assert "1 alive" in cli("status", env=env).stdout
+    finally:
+        stopped = cli("stop", env=env)
+    assert stopped.returncode == 0
+    assert_no_orphans(session_root)
+
+
+def test_auto_without_a_cluster(session_root):
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    result = run_driver("import runtime; runtime.init(address='auto')", env=env)
+    assert result.returncode != 0
+    assert "runtime start --head" in result.stderr
+
+
+def test_worker_output_reaches_the_driver(session_root):
+    code = (
+        "import runtime, sys\n"
+        "ctx = runtime.init(num_cpus=1)\n"
+        "@runtime.remote\n"
+        "def talk():\n"
+        "    import os\n"
+        "    print('hello from a task')\n"
+        "    print('to stderr', file=sys.stderr)\n"
+        "    return os.getpid()\n"
+        "pid = runtime.get(talk.remote())\n"
+        "print('PID', pid, ctx.session_dir, flush=True)\n"
+        "import time\n"
+        "time.sleep(1.0)\n"  # the lines travel worker -> raylet -> gcs -> driver
+        "runtime.shutdown()\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    result = run_driver(code, env=env)
+    assert result.returncode == 0, result.stderr
+    pid_line = next(line for line in result.stdout.splitlines() if line.startswith("PID"))
+    _, pid, session_dir = pid_line.split()
+    assert f"(pid={pid}) hello from a task" in result.stdout
+    assert f"(pid={pid}) to stderr" in result.stderr
+    logs = os.listdir(os.path.join(session_dir, "logs"))
+    outs = [name for name in logs if name.endswith(f"-{pid}.out")]
+    assert outs
+    with open(os.path.join(session_dir, "logs", outs[0])) as f:
+        assert "hello from a task" in f.read()
+
+
+def test_log_to_driver_false(session_root):
+    code = (
+        "import runtime\n"
+        "runtime.init(num_cpus=1, log_to_driver=False)\n"
+        "@runtime.remote\n"
+        "def talk():\n"
+        "    print('should not be shown')\n"
+        "runtime.get(talk.remote())\n"
+        "import time\n"
+        "time.sleep(0.5)\n"
+        "runtime.shutdown()\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    result = run_driver(code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "should not be shown" not in result.stdout
+
+
+def test_idle_extra_workers_are_reaped():
+    ctx = runtime.init(num_cpus=1, _system_config={"idle_worker_timeout_s": 0.2})
+    try:
+
+        @runtime.remote
+        def outer():
+            @runtime.remote
+            def inner():
+                return os.getpid()
+
+            return runtime.get(inner.remote())
+
+        runtime.get(outer.remote())  # needs a second worker while outer blocks
+        wait_until(
+            lambda: len([p for p in runtime_pids(ctx.session_dir) if b"core_worker" in _cmd(p)]) <= 1,
+            what="the extra worker to be reaped",
+        )
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def _cmd(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -1,0 +1,158 @@
+"""Remote functions on a real local cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import pytest
+
+import runtime
+from runtime.exceptions import GetTimeoutError
+
+
+@runtime.remote
+def add(a, b=0):
+    return a + b
+
+
+@runtime.remote(num_returns=3)
+def three():
+    return 1, 2, 3
+
+
+@runtime.remote
+def identity(x):
+    return x
+
+
+@runtime.remote
+async def async_double(x):
+    await asyncio.sleep(0.001)
+    return 2 * x
+
+
+@runtime.remote
+def interval(duration):
+    start = time.time()
+    time.sleep(duration)
+    return start, time.time()
+
+
+@runtime.remote
+def depth(n):
+    if n == 0:
+        return os.getpid()
+    return runtime.get(depth.remote(n - 1))
+
+
+def test_simple_task(cluster):
+    assert runtime.get(add.remote(1, 2)) == 3
+    assert runtime.get(add.remote(1, b=5)) == 6
+
+
+def test_thousand_tasks(cluster):
+    refs = [add.remote(i, 1) for i in range(1000)]
+    assert runtime.get(refs) == [i + 1 for i in range(1000)]
+
+
+def test_num_returns(cluster):
+    refs = three.remote()
+    assert isinstance(refs, list) and len(refs) == 3
+    assert runtime.get(refs) == [1, 2, 3]
+    assert add.options(num_returns=0).remote(1) is None
+
+
+def test_num_returns_mismatch_is_an_error(cluster):
+    ref = identity.options(num_returns=2).remote([1, 2, 3])
+    with pytest.raises(ValueError, match="num_returns=2"):
+        runtime.get(ref[0])
+
+
+def test_ref_arguments_are_resolved_at_top_level_only(cluster):
+    inner = runtime.put(10)
+    assert runtime.get(add.remote(inner, inner)) == 20
+    nested = runtime.get(identity.remote([inner]))
+    assert isinstance(nested[0], runtime.ObjectRef)
+    assert runtime.get(nested[0]) == 10
+
+
+def test_chained_tasks(cluster):
+    ref = add.remote(1)
+    for _ in range(10):
+        ref = add.remote(ref, 1)
+    assert runtime.get(ref) == 11
+
+
+def test_async_def_remote_function(cluster):
+    assert runtime.get([async_double.remote(i) for i in range(50)]) == [2 * i for i in range(50)]
+
+
+def test_resources_are_enforced(cluster):
+    spans = runtime.get([interval.remote(0.3) for _ in range(6)])
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak <= 2
+
+
+def test_task_taking_two_cpus_runs_alone(cluster):
+    spans = runtime.get([interval.options(num_cpus=2).remote(0.2) for _ in range(3)])
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.01
+
+
+def test_nested_tasks_three_deep_on_one_cpu():
+    ctx = runtime.init(num_cpus=1)
+    try:
+        assert runtime.get(depth.remote(3), timeout=60) > 0
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_infeasible_task_warns_and_waits(cluster, caplog):
+    caplog.set_level(logging.WARNING, logger="runtime")
+    ref = add.options(num_cpus=64).remote(1, 1)
+    deadline = time.monotonic() + 10
+    while "infeasible" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "infeasible" in caplog.text and "add" in caplog.text and "64" in caplog.text
+    with pytest.raises(GetTimeoutError):
+        runtime.get(ref, timeout=0.2)
+
+
+def test_custom_resources():
+    ctx = runtime.init(num_cpus=2, resources={"accel": 1})
+    try:
+        assert runtime.get(add.options(resources={"accel": 1}).remote(2, 3)) == 5
+        assert runtime.cluster_resources()["accel"] == 1
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_runtime_context_in_task(cluster):
+    @runtime.remote
+    def where():
+        ctx = runtime.get_runtime_context()
+        return ctx.job_id, ctx.get_task_id(), ctx.mode
+
+    job_id, task_id, mode = runtime.get(where.remote())
+    assert job_id == cluster.job_id
+    assert task_id and mode == "worker"
+
+
+def test_closures_and_lambdas_travel(cluster):
+    factor = 7
+    fn = runtime.remote(lambda x: x * factor)
+    assert runtime.get(fn.remote(6)) == 42
