@@ -27,8 +27,8 @@ from ._config import Config
 from ._object_ref import ObjectRef
 from .core_worker import CoreWorker, WorkerMode
 from .core_worker._executor import current_task_id
-from .protocol.rt import Empty, GcsStub, NodeInfo
 from .exceptions import RuntimeNotInitializedError
+from .protocol.rt import Empty, GcsStub, NodeInfo
 
 logger = logging.getLogger("runtime")
 
@@ -126,7 +126,9 @@ def _check_init_args(
         if not isinstance(resources, dict) or not all(isinstance(k, str) for k in resources):
             raise TypeError("init(): resources must be a dict of name -> amount")
         if "CPU" in resources or "GPU" in resources:
-            raise ValueError("init(): use num_cpus / num_gpus rather than 'CPU' / 'GPU' in resources")
+            raise ValueError(
+                "init(): use num_cpus / num_gpus rather than 'CPU' / 'GPU' in resources"
+            )
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError("init(): namespace must be a str")
     if address is not None and not isinstance(address, str):
@@ -168,7 +170,9 @@ async def _find_raylet(gcs_address: tuple[str, int]) -> NodeInfo:
     try:
         reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), 10.0)
     except (OSError, TimeoutError) as e:
-        raise ConnectionError(f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}") from e
+        raise ConnectionError(
+            f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}"
+        ) from e
     finally:
         channel.close()
     alive = [n for n in reply.nodes if n.alive]
@@ -517,7 +521,9 @@ async def available_resources_async() -> dict[str, float]:
 def get_runtime_context() -> RuntimeContext:
     worker = _context.current_or_none()
     if worker is None:
-        raise RuntimeNotInitializedError("the runtime is not initialized: call runtime.init() first")
+        raise RuntimeNotInitializedError(
+            "the runtime is not initialized: call runtime.init() first"
+        )
     driver = _driver
     return RuntimeContext(
         job_id=worker.job_id,

@@ -28,7 +28,9 @@ async def _anoop() -> None:
     return None
 
 
-def _timeit(name: str, fn: Callable[[], Any], duration: float, multiplier: int = 1) -> dict[str, Any]:
+def _timeit(
+    name: str, fn: Callable[[], Any], duration: float, multiplier: int = 1
+) -> dict[str, Any]:
     def run(seconds: float) -> float:
         count = 0
         start = time.perf_counter()

@@ -78,7 +78,8 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
         return kind(raw)
     except ValueError:
         raise ValueError(
-            f"environment variable {ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+            f"environment variable {ENV_PREFIX}{name.upper()}={raw!r} "
+            f"is not a valid {kind.__name__}"
         ) from None
 
 

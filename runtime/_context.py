@@ -31,6 +31,7 @@ def current() -> CoreWorker:
     worker = _current
     if worker is None:
         raise RuntimeNotInitializedError(
-            "the runtime is not initialized: call runtime.init() (or await runtime.init_async()) first"
+            "the runtime is not initialized: call runtime.init() "
+            "(or await runtime.init_async()) first"
         )
     return worker

@@ -43,7 +43,9 @@ def _resources(name: str, value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, Mapping):
-        raise TypeError(f"option {name!r} must be a dict of resource amounts, got {type(value).__name__}")
+        raise TypeError(
+            f"option {name!r} must be a dict of resource amounts, got {type(value).__name__}"
+        )
     for key, amount in value.items():
         if not isinstance(key, str):
             raise TypeError(f"option {name!r}: resource names must be str, got {key!r}")

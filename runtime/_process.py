@@ -198,4 +198,8 @@ def is_runtime_process(pid: int) -> bool:
             cmdline = f.read()
     except OSError:
         return False
-    return b"runtime.gcs" in cmdline or b"runtime.raylet" in cmdline or b"runtime.core_worker" in cmdline
+    return (
+        b"runtime.gcs" in cmdline
+        or b"runtime.raylet" in cmdline
+        or b"runtime.core_worker" in cmdline
+    )

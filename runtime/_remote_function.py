@@ -21,7 +21,7 @@ class RemoteFunction:
         self._options = _options.validate(options, _options.TASK_OPTIONS, "a remote function")
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._pickled: tuple[bytes, bytes] | None = None
-        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+        functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -48,11 +48,15 @@ class RemoteFunction:
             try:
                 data = cloudpickle.dumps(self._function, protocol=5)
             except Exception as e:
-                raise TypeError(f"remote function {self._name}() could not be serialized: {e}") from e
+                raise TypeError(
+                    f"remote function {self._name}() could not be serialized: {e}"
+                ) from e
             pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)
         return pickled
 
-    def _submit(self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _submit(
+        self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         worker = _context.current()
         function_id, data = self._definition()
         num_returns = options.get("num_returns", 1)

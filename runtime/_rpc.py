@@ -51,15 +51,6 @@ class ChannelPool:
         self._channels.clear()
 
 
-async def start_server(handlers: Sequence[Any], host: str, port: int) -> tuple[Server, int]:
-    """Starts a grpclib server; returns it and the port it got (``port=0``: any)."""
-    server = Server(list(handlers))
-    await server.start(host, port, reuse_address=True)
-    sockets = server._server.sockets if server._server is not None else []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return server, int(bound)
-
-
 async def stop_server(server: Server) -> None:
     server.close()
     with contextlib.suppress(Exception):

@@ -78,7 +78,12 @@ def serialize_error(error: BaseException) -> SerializedObject:
         # The user's exception did not pickle: keep its class and traceback.
         try:
             stripped = exceptions.TaskError(
-                error.function_name, error.traceback_str, None, error.cause_cls, error.pid, error.host
+                error.function_name,
+                error.traceback_str,
+                None,
+                error.cause_cls,
+                error.pid,
+                error.host,
             )
             return SerializedObject(METADATA_ERROR, cloudpickle.dumps(stripped, protocol=5))
         except Exception:

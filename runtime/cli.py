@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--port", type=int, default=None, help="the gcs port (default 6385)")
     start.add_argument("--num-cpus", type=float, default=None)
     start.add_argument("--num-gpus", type=float, default=None)
-    start.add_argument("--resources", default=None, help='custom resources as JSON: \'{"x": 2}\'')
+    start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
     start.set_defaults(func=_cmd_start)
 
     stop = sub.add_parser("stop", help="stop the clusters started on this machine")

@@ -74,7 +74,7 @@ class TaskError(RayError):
         derived = _derived_class(cls)
         if derived is None:
             return self
-        err = derived.__new__(derived)
+        err: TaskError = BaseException.__new__(derived)
         TaskError.__init__(
             err,
             self.function_name,

@@ -8,7 +8,7 @@ trap 'rm -rf "$tmp"' EXIT
 python -m grpc_tools.protoc -I proto \
     --python_betterproto2_out="$tmp" \
     --python_betterproto2_opt=client_generation=async,server_generation=async \
-    proto/*.proto >/dev/null
+    proto/*.proto 2>&1 | grep -v "^Writing " >&2 || true
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cp -r "$tmp"/. "$OUT"/

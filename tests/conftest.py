@@ -41,7 +41,9 @@ def process_running(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -51,7 +53,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str =
 
 
 def assert_no_orphans(session_dir: str) -> None:
-    wait_until(lambda: not runtime_pids(session_dir), what=f"the processes of {session_dir} to exit")
+    wait_until(
+        lambda: not runtime_pids(session_dir), what=f"the processes of {session_dir} to exit"
+    )
 
 
 @pytest.fixture
@@ -66,7 +70,9 @@ def cluster() -> Iterator[runtime.RuntimeContext]:
         assert_no_orphans(ctx.session_dir)
 
 
-def run_driver(code: str, timeout: float = 60.0, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_driver(
+    code: str, timeout: float = 60.0, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Runs ``code`` as a separate driver program."""
     return subprocess.run(
         [sys.executable, "-c", code],

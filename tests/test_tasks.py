@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -103,7 +104,7 @@ def test_resources_are_enforced(cluster):
 def test_task_taking_two_cpus_runs_alone(cluster):
     spans = runtime.get([interval.options(num_cpus=2).remote(0.2) for _ in range(3)])
     spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end - 0.01
 
 

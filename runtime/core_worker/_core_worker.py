@@ -33,14 +33,15 @@ from .._config import Config
 from .._ids import IdGenerator, random_id, return_id
 from .._object_ref import ObjectRef, OwnerAddress
 from .._serialization import SerializedObject
+from .._tasks import TaskSet
 from ..protocol.rt import (
     AddJobRequest,
     Address,
     Channel,
     CoreWorkerStub,
+    Empty,
     GcsStub,
     GetAllNodesReply,
-    Empty,
     GetObjectRequest,
     JobRequest,
     KvGetRequest,
@@ -118,7 +119,7 @@ class CoreWorker:
         self._loop_thread: int | None = None
         self._posted: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._drain_scheduled = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet()
         self._exports: dict[bytes, asyncio.Future[None]] = {}
         self._fetches: dict[bytes, asyncio.Future[SerializedObject]] = {}
         self._gcs: GcsStub | None = None
@@ -170,12 +171,6 @@ class CoreWorker:
             except Exception:
                 logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     @staticmethod
     def check_blocking_allowed(call: str, alternative: str) -> None:
         try:
@@ -218,14 +213,17 @@ class CoreWorker:
                 await self._raylet.register_driver(
                     RegisterDriverRequest(job_id=self.job_id, pid=os.getpid())
                 )
-                self._spawn(self._follow_gcs())
+                self._background.spawn(self._follow_gcs())
             else:
                 await self._adopt_driver_paths()
                 self.executor = TaskExecutor(self)
                 self.executor.start()
                 reply_w = await self._raylet.register_worker(
                     RegisterWorkerRequest(
-                        worker_id=self.worker_id, job_id=self.job_id, port=self.port, pid=os.getpid()
+                        worker_id=self.worker_id,
+                        job_id=self.job_id,
+                        port=self.port,
+                        pid=os.getpid(),
                     )
                 )
                 self.node_id = reply_w.node_id
@@ -257,12 +255,12 @@ class CoreWorker:
         await self.submitter.close()
         if self.mode is WorkerMode.DRIVER and self._gcs is not None and self.job_id:
             with contextlib.suppress(TimeoutError, *_rpc.CONNECTION_ERRORS):
-                await asyncio.wait_for(self._gcs.mark_job_finished(JobRequest(job_id=self.job_id)), 1.0)
+                await asyncio.wait_for(
+                    self._gcs.mark_job_finished(JobRequest(job_id=self.job_id)), 1.0
+                )
         if self.executor is not None:
             await self.executor.close()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
         if self._server is not None:
             await _rpc.stop_server(self._server)
         self.channels.close()
@@ -339,7 +337,9 @@ class CoreWorker:
         self.post(self._put_on_loop, object_id, obj, nested)
         return ref
 
-    def _put_on_loop(self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef]) -> None:
+    def _put_on_loop(
+        self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef]
+    ) -> None:
         self.refs.add_owned(object_id, 1)
         self.store.put(object_id, obj)
         for ref in nested:
@@ -377,7 +377,7 @@ class CoreWorker:
             return fut
         fetch = self._fetches.get(ref._id)
         if fetch is None:
-            fetch = self._spawn(self._fetch(ref))
+            fetch = self._background.spawn(self._fetch(ref))
             self._fetches[ref._id] = fetch
         return asyncio.shield(fetch)
 
@@ -426,7 +426,7 @@ class CoreWorker:
         futures = [self._object_future(refs[i]) for i in missing]
         try:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, pending = await asyncio.wait(futures, timeout=timeout)
+            _, pending = await asyncio.wait(futures, timeout=timeout)
             if pending:
                 for fut in pending:
                     fut.cancel()
@@ -450,13 +450,16 @@ class CoreWorker:
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         """Blocking get, for threads that run no event loop."""
-        objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
-        if any(obj is None for obj in objs):
+        ready = [self.store.get_nowait(r._id) for r in refs]
+        objs: list[SerializedObject]
+        if any(obj is None for obj in ready):
             deadline = None if timeout is None else time.monotonic() + timeout
-            objs = self._run_blocking(  # type: ignore[assignment]
+            objs = self._run_blocking(
                 self.get_serialized(refs, deadline, thread_state.in_sync_task)
             )
-        return [_serialization.deserialize(obj) for obj in objs]  # type: ignore[arg-type]
+        else:
+            objs = ready  # type: ignore[assignment]
+        return [_serialization.deserialize(obj) for obj in objs]
 
     async def get_async(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -479,9 +482,7 @@ class CoreWorker:
         ready = {r._id for r in refs if self.store.get_nowait(r._id) is not None}
         if len(ready) < num_returns:
             await self.wait_started()
-            futures = {
-                self._object_future(r): r._id for r in refs if r._id not in ready
-            }
+            futures = {self._object_future(r): r._id for r in refs if r._id not in ready}
             deadline = None if timeout is None else time.monotonic() + timeout
             pending = set(futures)
             try:
@@ -554,7 +555,7 @@ class CoreWorker:
     # -- functions ----------------------------------------------------------------
     def _ensure_exported(self, function_id: bytes, data: bytes) -> None:
         if function_id not in self._exports:
-            self._exports[function_id] = self._spawn(self._export(function_id, data))
+            self._exports[function_id] = self._background.spawn(self._export(function_id, data))
 
     async def _export(self, function_id: bytes, data: bytes) -> None:
         await self.wait_started()
@@ -603,7 +604,9 @@ class CoreWorker:
         self.post(self._submit_on_loop, spec, nested, function_data)
         return out
 
-    def _submit_on_loop(self, spec: TaskSpec, nested: list[ObjectRef], function_data: bytes) -> None:
+    def _submit_on_loop(
+        self, spec: TaskSpec, nested: list[ObjectRef], function_data: bytes
+    ) -> None:
         for object_id in spec.return_ids:
             self.refs.add_owned(object_id, 1)
         self.refs.add_submitted([r._id for r in spec.arg_refs])
@@ -615,7 +618,7 @@ class CoreWorker:
         if not spec.arg_refs and export.done() and not export.exception():
             self.submitter.submit(spec)
         else:
-            self._spawn(self._submit_when_ready(spec))
+            self._background.spawn(self._submit_when_ready(spec))
 
     async def _submit_when_ready(self, spec: TaskSpec) -> None:
         try:
@@ -639,7 +642,7 @@ class CoreWorker:
         self.submitter.submit(spec)
 
     def _on_new_scheduling_key(self, spec: TaskSpec) -> None:
-        self._spawn(self._warn_if_infeasible(spec.name, spec.resources))
+        self._background.spawn(self._warn_if_infeasible(spec.name, spec.resources))
 
     async def _warn_if_infeasible(self, name: str, resources: dict[str, float]) -> None:
         try:
@@ -752,7 +755,9 @@ def _serialize_args(
     return data, arg_refs, nested
 
 
-def _argument_error(name: str, args: Sequence[Any], kwargs: dict[str, Any], error: Exception) -> TypeError:
+def _argument_error(
+    name: str, args: Sequence[Any], kwargs: dict[str, Any], error: Exception
+) -> TypeError:
     """Names the argument that could not be pickled."""
     labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
     labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

@@ -82,11 +82,13 @@ class TaskExecutor:
             reply(result)
 
     async def _load(self, function_id: bytes) -> Callable[..., Any]:
-        fn = self._functions.get(function_id)
-        if fn is None:
-            data = await self._worker.fetch_function(function_id)
-            fn = await asyncio.get_running_loop().run_in_executor(self._thread, pickle.loads, data)
-            self._functions[function_id] = fn
+        cached = self._functions.get(function_id)
+        if cached is not None:
+            return cached
+        data = await self._worker.fetch_function(function_id)
+        loop = asyncio.get_running_loop()
+        fn: Callable[..., Any] = await loop.run_in_executor(self._thread, pickle.loads, data)
+        self._functions[function_id] = fn
         return fn
 
     async def _execute(self, task: WireTask) -> WireReply:
@@ -127,6 +129,7 @@ class TaskExecutor:
 
     def _result_reply(self, task: WireTask, result: Any) -> WireReply:
         task_id, _, name, _, _, num_returns = task
+        values: list[Any] | None
         if num_returns == 1:
             values = [result]
         elif num_returns == 0:
@@ -135,7 +138,7 @@ class TaskExecutor:
             try:
                 values = list(result)
             except TypeError:
-                values = None  # type: ignore[assignment]
+                values = None
             if values is None or len(values) != num_returns:
                 err = ValueError(
                     f"{name}() was declared with num_returns={num_returns} "
@@ -143,6 +146,7 @@ class TaskExecutor:
                 )
                 return self._error_reply(task_id, name, err)
         returns: list[SerializedObject] = []
+        assert values is not None
         for value in values:
             try:
                 obj, refs = _serialization.serialize(value)
@@ -152,7 +156,9 @@ class TaskExecutor:
             returns.append(obj)
         return (task_id, True, returns, False)
 
-    def _error_reply(self, task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
+    def _error_reply(
+        self, task_id: bytes, name: str, error: BaseException, note: str = ""
+    ) -> WireReply:
         # Skip the executor's own frame: the traceback starts in user code.
         frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
         tb = note + "".join(traceback.format_exception(type(error), error, frames))

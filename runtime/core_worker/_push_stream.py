@@ -82,7 +82,7 @@ class PushStream:
         except asyncio.CancelledError:
             self._fail(StreamBroken("the stream was closed"))
             raise
-        except (*_rpc.CONNECTION_ERRORS, StreamBroken) as e:
+        except _rpc.CONNECTION_ERRORS as e:  # StreamBroken is a ConnectionError
             self._fail(e)
         except BaseException as e:
             logger.exception("task stream to %s failed", self._name)

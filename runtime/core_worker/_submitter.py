@@ -19,9 +19,11 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import _rpc
 from .._config import Config
+from .._tasks import TaskSet
 from ..protocol.rt import LeaseRequest, LeaseStatus, RayletStub, ReturnWorkerRequest
 from ._push_stream import PushStream
 from ._task_spec import TaskSpec, WireReply
@@ -45,7 +47,7 @@ class KeyQueue:
     key: SchedulingKey
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
-    requests: set[asyncio.Task[None]] = field(default_factory=set)
+    requests: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class TaskSubmitter:
@@ -69,7 +71,7 @@ class TaskSubmitter:
         self._on_new_key = on_new_key
         self._keys: dict[SchedulingKey, KeyQueue] = {}
         self._streams: dict[tuple[str, int], PushStream] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskSet()
         self._closed = False
 
     def stats(self) -> dict[str, int]:
@@ -118,7 +120,9 @@ class TaskSubmitter:
         fut = lease.stream.push(spec.wire())
         fut.add_done_callback(lambda f: self._on_done(kq, lease, spec, f))
 
-    def _on_done(self, kq: KeyQueue, lease: Lease, spec: TaskSpec, fut: asyncio.Future[WireReply]) -> None:
+    def _on_done(
+        self, kq: KeyQueue, lease: Lease, spec: TaskSpec, fut: asyncio.Future[WireReply]
+    ) -> None:
         lease.in_flight -= 1
         error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if error is not None:
@@ -136,11 +140,12 @@ class TaskSubmitter:
         if lease not in kq.leases:
             return
         kq.leases.remove(lease)
-        self._spawn(self._send_return(lease.lease_id, disconnect))
+        self._background.spawn(self._send_return(lease.lease_id, disconnect))
 
     # -- I/O ------------------------------------------------------------------
     async def _request_lease(self, kq: KeyQueue, spec: TaskSpec) -> None:
         task = asyncio.current_task()
+        assert task is not None
         try:
             reply = await self._raylet().request_worker_lease(
                 LeaseRequest(
@@ -151,14 +156,14 @@ class TaskSubmitter:
                 )
             )
         except asyncio.CancelledError:
-            kq.requests.discard(task)  # type: ignore[arg-type]
+            kq.requests.discard(task)
             raise
         except _rpc.CONNECTION_ERRORS as e:
-            kq.requests.discard(task)  # type: ignore[arg-type]
+            kq.requests.discard(task)
             logger.error("lease request to the raylet failed: %s", e)
             self._fail_queue(kq, e)
             return
-        kq.requests.discard(task)  # type: ignore[arg-type]
+        kq.requests.discard(task)
         if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
             if kq.queue and not self._closed:
                 self._fail_queue(kq, ConnectionError("the raylet cancelled the lease request"))
@@ -187,11 +192,6 @@ class TaskSubmitter:
         except _rpc.CONNECTION_ERRORS:
             pass
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def close(self) -> None:
         """Cancels lease requests, returns every lease, closes the streams."""
         self._closed = True
@@ -211,6 +211,4 @@ class TaskSubmitter:
                 pass
         for stream in self._streams.values():
             await stream.close()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()

@@ -24,7 +24,9 @@ def main() -> None:
 
     async def serve(stop: asyncio.Event) -> None:
         _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
-        server, port = await _rpc.start_server([GcsService()], args.host, args.port)
+        sock = _rpc.bind_socket(args.host, args.port)
+        port = sock.getsockname()[1]
+        server = await _rpc.start_server_on([GcsService()], sock)
         logger.info("gcs listening on %s:%d", args.host, port)
         _process.report_ready(args.ready_fd, {"host": args.host, "port": port})
         await stop.wait()

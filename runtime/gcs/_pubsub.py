@@ -61,7 +61,7 @@ class PubSub:
         for sub in self._subscribers:
             if message.channel not in sub.channels:
                 continue
-            if message.channel is Channel.LOGS and message.logs is not None:
-                if message.logs.job_id != sub.log_job_id:
-                    continue
+            logs = message.logs if message.channel is Channel.LOGS else None
+            if logs is not None and logs.job_id != sub.log_job_id:
+                continue
             sub.offer(message)

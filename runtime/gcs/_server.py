@@ -42,7 +42,9 @@ class GcsService(GcsBase):
         assert node is not None
         node.alive = True
         self.tables.nodes[node.node_id] = node
-        logger.info("node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port)
+        logger.info(
+            "node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port
+        )
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
         return Empty()
 

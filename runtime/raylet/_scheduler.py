@@ -100,7 +100,7 @@ class LeaseScheduler:
         soft_worker_limit: int,
         max_starting: int,
         idle_timeout_s: float,
-        new_id: "itertools.count[int] | None" = None,
+        new_id: itertools.count[int] | None = None,
     ) -> None:
         self.total: Fixed = res.to_fixed(total)
         self.available: Fixed = dict(self.total)
@@ -133,7 +133,11 @@ class LeaseScheduler:
 
     def prestart(self, job_id: int, count: int) -> list[Action]:
         """Starts workers for a new job up to ``count`` (the node's CPUs)."""
-        have = sum(1 for w in self.workers.values() if w.job_id == job_id and w.state is not WorkerState.DEAD)
+        have = sum(
+            1
+            for w in self.workers.values()
+            if w.job_id == job_id and w.state is not WorkerState.DEAD
+        )
         return [self._start(job_id) for _ in range(max(0, count - have))]
 
     def worker_registered(self, worker_id: bytes, port: int, pid: int, now: float) -> list[Action]:
@@ -215,7 +219,11 @@ class LeaseScheduler:
         if excess <= 0:
             return []
         idle = sorted(
-            (w for w in live if w.state is WorkerState.IDLE and now - w.idle_since >= self.idle_timeout_s),
+            (
+                w
+                for w in live
+                if w.state is WorkerState.IDLE and now - w.idle_since >= self.idle_timeout_s
+            ),
             key=lambda w: w.idle_since,
         )
         actions: list[Action] = []
@@ -249,7 +257,9 @@ class LeaseScheduler:
         starting_total = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         for job_id, needed in waiting_for_worker.items():
             starting = sum(
-                1 for w in self.workers.values() if w.job_id == job_id and w.state is WorkerState.STARTING
+                1
+                for w in self.workers.values()
+                if w.job_id == job_id and w.state is WorkerState.STARTING
             )
             for _ in range(needed - starting):
                 if starting_total >= self.max_starting:
@@ -292,6 +302,8 @@ class LeaseScheduler:
             k: v for k, v in self.available.items() if v
         }, (expected, self.available)
         for worker in self.workers.values():
-            holders = [lease for lease in self.leases.values() if lease.worker_id == worker.worker_id]
+            holders = [
+                lease for lease in self.leases.values() if lease.worker_id == worker.worker_id
+            ]
             assert (worker.state is WorkerState.LEASED) == bool(holders), worker
             assert len(holders) <= 1

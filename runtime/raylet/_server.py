@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from .. import _rpc
 from .._config import Config
+from .._tasks import TaskSet
 from ..protocol.rt import (
     Address,
     Channel,
@@ -77,7 +78,7 @@ class Raylet(RayletBase):
         self._channels = _rpc.ChannelPool()
         self._gcs: GcsStub | None = None
         self._pool: WorkerPool | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._log_buffer: dict[tuple[int, bool], LogBatch] = {}
         self._logs_ready = asyncio.Event()
         self._resources_dirty = asyncio.Event()
@@ -95,10 +96,12 @@ class Raylet(RayletBase):
             publish_logs=self._buffer_logs,
             on_exit=self._on_worker_exit,
         )
-        self._server, self.port = await _rpc.start_server([self], self.host, port)
+        sock = _rpc.bind_socket(self.host, port)
+        self.port = sock.getsockname()[1]
+        self._server = await _rpc.start_server_on([self], sock)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
         for coro in (self._watch_gcs(), self._flush_logs(), self._report_resources(), self._reap()):
-            self._spawn(coro)
+            self._tasks.spawn(coro)
         logger.info(
             "raylet %s listening on %s:%d with %s",
             self.node_id.hex()[:8],
@@ -113,20 +116,13 @@ class Raylet(RayletBase):
                 await asyncio.wait_for(
                     self._gcs.unregister_node(UnregisterNodeRequest(node_id=self.node_id)), 1.0
                 )
-            except (TimeoutError, *_rpc.CONNECTION_ERRORS):
+            except _rpc.CONNECTION_ERRORS:  # TimeoutError is an OSError
                 pass
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._pool is not None:
             await self._pool.close()
         await _rpc.stop_server(self._server)
         self._channels.close()
-
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _node_info(self) -> NodeInfo:
         return NodeInfo(
@@ -170,21 +166,28 @@ class Raylet(RayletBase):
                     status=LeaseStatus.GRANTED,
                     lease_id=action.lease_id,
                     worker=Address(
-                        host=self.host, port=worker.port, worker_id=worker.worker_id, node_id=self.node_id
+                        host=self.host,
+                        port=worker.port,
+                        worker_id=worker.worker_id,
+                        node_id=self.node_id,
                     ),
                     worker_pid=worker.pid,
                 )
                 if fut is None or fut.done():
                     # Nobody is waiting any more: take the lease back.
-                    self._apply(self.scheduler.return_lease(action.lease_id, False, time.monotonic()))
+                    self._apply(
+                        self.scheduler.return_lease(action.lease_id, False, time.monotonic())
+                    )
                 else:
                     fut.set_result(reply)
             elif isinstance(action, StartWorker):
                 assert self._pool is not None
-                self._spawn(self._pool.start(action.worker_id, action.job_id))
+                self._tasks.spawn(self._pool.start(action.worker_id, action.job_id))
                 loop = asyncio.get_running_loop()
                 self._register_deadlines[action.worker_id] = loop.call_later(
-                    self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
+                    self.config.worker_register_timeout_s,
+                    self._register_timed_out,
+                    action.worker_id,
                 )
             elif isinstance(action, KillWorker):
                 assert self._pool is not None
@@ -218,7 +221,10 @@ class Raylet(RayletBase):
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
         req = PendingRequest(
-            next(self._request_ids), message.job_id, res.to_fixed(message.resources), message.task_name
+            next(self._request_ids),
+            message.job_id,
+            res.to_fixed(message.resources),
+            message.task_name,
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
@@ -236,13 +242,17 @@ class Raylet(RayletBase):
             # The owner went away (or gave up) while the request waited.
             self._waiting.pop(req.request_id, None)
             if fut.done() and not fut.cancelled() and fut.result().status is LeaseStatus.GRANTED:
-                self._apply(self.scheduler.return_lease(fut.result().lease_id, False, time.monotonic()))
+                self._apply(
+                    self.scheduler.return_lease(fut.result().lease_id, False, time.monotonic())
+                )
             else:
                 self.scheduler.cancel(req.request_id)
             raise
 
     async def return_worker(self, message: ReturnWorkerRequest) -> Empty:
-        self._apply(self.scheduler.return_lease(message.lease_id, message.disconnect, time.monotonic()))
+        self._apply(
+            self.scheduler.return_lease(message.lease_id, message.disconnect, time.monotonic())
+        )
         self._resources_dirty.set()
         return Empty()
 
@@ -251,7 +261,9 @@ class Raylet(RayletBase):
         if handle is not None:
             handle.cancel()
         self._apply(
-            self.scheduler.worker_registered(message.worker_id, message.port, message.pid, time.monotonic())
+            self.scheduler.worker_registered(
+                message.worker_id, message.port, message.pid, time.monotonic()
+            )
         )
         return RegisterWorkerReply(node_id=self.node_id)
 

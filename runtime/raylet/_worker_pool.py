@@ -16,12 +16,16 @@ import sys
 from collections.abc import Callable, Mapping
 
 from .. import _process
+from .._tasks import TaskSet
 from ..protocol.rt import LogBatch
 
 logger = logging.getLogger(__name__)
 
+
 class WorkerProcess:
-    def __init__(self, worker_id: bytes, job_id: int, proc: asyncio.subprocess.Process, tie_fd: int):
+    def __init__(
+        self, worker_id: bytes, job_id: int, proc: asyncio.subprocess.Process, tie_fd: int
+    ):
         self.worker_id = worker_id
         self.job_id = job_id
         self.proc = proc
@@ -50,7 +54,7 @@ class WorkerPool:
         self._publish_logs = publish_logs
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     async def start(self, worker_id: bytes, job_id: int) -> None:
         tie_r, tie_w = os.pipe()
@@ -80,7 +84,7 @@ class WorkerPool:
             os.close(tie_r)
         worker = WorkerProcess(worker_id, job_id, proc, tie_w)
         self.processes[worker_id] = worker
-        self._spawn(self._watch(worker))
+        self._tasks.spawn(self._watch(worker))
 
     def kill(self, worker_id: bytes) -> None:
         worker = self.processes.get(worker_id)
@@ -91,22 +95,19 @@ class WorkerPool:
     async def close(self) -> None:
         for worker in list(self.processes.values()):
             self.kill(worker.worker_id)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, coro: "asyncio.Future[None] | asyncio.Task[None] | object") -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self._tasks.close()
 
     async def _watch(self, worker: WorkerProcess) -> None:
         name = f"worker-{worker.worker_id.hex()[-8:]}-{worker.pid}"
         assert worker.proc.stdout is not None and worker.proc.stderr is not None
         try:
             await asyncio.gather(
-                self._pump(worker, worker.proc.stdout, os.path.join(self._log_dir, name + ".out"), False),
-                self._pump(worker, worker.proc.stderr, os.path.join(self._log_dir, name + ".err"), True),
+                self._pump(
+                    worker, worker.proc.stdout, os.path.join(self._log_dir, name + ".out"), False
+                ),
+                self._pump(
+                    worker, worker.proc.stderr, os.path.join(self._log_dir, name + ".err"), True
+                ),
             )
             code = await worker.proc.wait()
         finally:
@@ -118,7 +119,8 @@ class WorkerPool:
         self, worker: WorkerProcess, stream: asyncio.StreamReader, path: str, is_err: bool
     ) -> None:
         """Copies a worker's output to its log file and on towards the driver."""
-        with open(path, "ab", buffering=0) as log:
+        # Appends of a few lines to a local file: cheaper than a thread hop.
+        with open(path, "ab", buffering=0) as log:  # noqa: ASYNC230
             while True:
                 chunk = await _read_lines(stream)
                 if not chunk:
