@@ -4,11 +4,15 @@
 set -eu
 OUT=${OUT:-runtime/protocol}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-python -m grpc_tools.protoc -I proto \
+log=$(mktemp)
+trap 'rm -rf "$tmp" "$log"' EXIT
+if ! python -m grpc_tools.protoc -I proto \
     --python_betterproto2_out="$tmp" \
     --python_betterproto2_opt=client_generation=async,server_generation=async \
-    proto/*.proto 2>&1 | grep -v "^Writing " >&2 || true
+    proto/*.proto 2>"$log"; then
+    cat "$log" >&2
+    exit 1
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cp -r "$tmp"/. "$OUT"/
