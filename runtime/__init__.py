@@ -12,19 +12,24 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import exceptions
+from . import _options, exceptions, util
+from ._actor import ActorClass, ActorHandle
 from ._api import (
     RuntimeContext,
     available_resources,
     available_resources_async,
+    cancel,
     cluster_resources,
     cluster_resources_async,
     get,
+    get_actor,
+    get_actor_async,
     get_async,
     get_runtime_context,
     init,
     init_async,
     is_initialized,
+    kill,
     nodes,
     nodes_async,
     put,
@@ -41,9 +46,7 @@ __version__ = "0.1.0"
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if inspect.isclass(target):
-        raise TypeError(
-            f"@runtime.remote on class {target.__name__}: actors are not available in this version"
-        )
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@runtime.remote applies to functions, not {type(target).__name__}")
     return RemoteFunction(target, options)
@@ -58,10 +61,10 @@ def remote(*args: Any, **options: Any) -> Any:
             "@runtime.remote takes either no arguments (@runtime.remote) or only keyword "
             "options (@runtime.remote(num_cpus=2))"
         )
-    # Validate now, so a bad option fails at the decorator, not at the first call.
-    from . import _options
 
-    _options.validate(options, _options.TASK_OPTIONS, "a remote function")
+    # Checked now, so a bad option fails at the decorator; whether it suits a
+    # function or a class is checked when the decorator is applied.
+    _options.validate(options, _options.ANY_OPTIONS, "@runtime.remote")
 
     def decorator(target: Any) -> Any:
         return _make_remote(target, options)
@@ -83,20 +86,26 @@ def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "RemoteFunction",
     "RuntimeContext",
     "available_resources",
     "available_resources_async",
+    "cancel",
     "cluster_resources",
     "cluster_resources_async",
     "exceptions",
     "get",
+    "get_actor",
+    "get_actor_async",
     "get_async",
     "get_runtime_context",
     "init",
     "init_async",
     "is_initialized",
+    "kill",
     "method",
     "nodes",
     "nodes_async",
@@ -104,6 +113,7 @@ __all__ = [
     "remote",
     "shutdown",
     "shutdown_async",
+    "util",
     "wait",
     "wait_async",
 ]

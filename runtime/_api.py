@@ -534,3 +534,66 @@ def get_runtime_context() -> RuntimeContext:
         session_dir=driver.head.session.path if driver and driver.head else None,
         mode=worker.mode.value,
     )
+
+
+# -- actors and cancellation -----------------------------------------------------------
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kills an actor at once: calls in flight and later calls raise ActorDiedError.
+
+    With ``no_restart=False`` the actor is restarted (if ``max_restarts``
+    allows), as if its process had died.
+    """
+    from ._actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
+    worker = _context.current()
+    worker.post(worker.kill_actor, actor._key, no_restart)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task (or actor call) that makes ``object_ref``.
+
+    A queued task is dropped; a running ``async def`` task or async actor call
+    gets ``asyncio.CancelledError``; a running sync task gets
+    ``TaskCancelledError`` raised in its thread, or with ``force=True`` its
+    worker is killed. ``get`` then raises ``TaskCancelledError``. Only the
+    ref's owner can cancel it. Cancelling an asyncio task that awaits a ref
+    does not cancel the remote task: call this for that.
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
+    worker = _context.current()
+    if object_ref.owner_address[2] != worker.worker_id:
+        raise ValueError(
+            "only the owner of a ref (the process that submitted its task) can cancel it"
+        )
+    worker.post(_spawn_on, worker, worker.cancel(object_ref, force))
+
+
+def _spawn_on(worker: CoreWorker, coro: Any) -> None:
+    task = worker._background.spawn(coro)
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s", task.exception())
+
+
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the named actor; ValueError if there is none."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("get_actor() takes the actor's name, a non-empty str")
+    CoreWorker.check_blocking_allowed("get_actor", "await runtime.get_actor_async(name)")
+    worker = _context.current()
+    return worker._run_blocking(worker.get_actor(name, namespace))
+
+
+async def get_actor_async(name: str, namespace: str | None = None) -> Any:
+    if not isinstance(name, str) or not name:
+        raise TypeError("get_actor_async() takes the actor's name, a non-empty str")
+    worker = _context.current()
+    return await worker._on_own_loop(worker.get_actor(name, namespace))

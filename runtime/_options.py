@@ -82,6 +82,40 @@ TASK_OPTIONS: dict[str, _Check] = {
 }
 
 
+def _lifetime(name: str, value: Any) -> None:
+    if value not in (None, "detached", "non_detached"):
+        raise ValueError(
+            f"option {name!r} must be None, 'detached' or 'non_detached', got {value!r}"
+        )
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"option {name!r} must be a bool, got {type(value).__name__}")
+
+
+ACTOR_OPTIONS: dict[str, _Check] = {
+    "num_cpus": _number(),
+    "num_gpus": _number(),
+    "resources": _resources,
+    "memory": _number(),
+    "name": _string,
+    "namespace": _string,
+    "lifetime": _lifetime,
+    "get_if_exists": _bool,
+    "max_restarts": _integer(-1),
+    "max_task_retries": _integer(-1),
+    "max_concurrency": _integer(1),
+    "max_pending_calls": _integer(-1),
+}
+
+
+def check_actor_options(options: Mapping[str, Any]) -> None:
+    """Checks that hold between actor options."""
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("option 'get_if_exists' needs a 'name' for the actor")
+
+
 def validate(options: Mapping[str, Any], known: Mapping[str, _Check], what: str) -> dict[str, Any]:
     for name, value in options.items():
         check = known.get(name)
@@ -103,3 +137,7 @@ def task_resources(options: Mapping[str, Any], default_cpus: float) -> dict[str,
     for key, amount in (options.get("resources") or {}).items():
         resources[key] = float(amount)
     return {k: v for k, v in resources.items() if v}
+
+
+#: Every option of either kind, for checks made before the kind is known.
+ANY_OPTIONS: dict[str, _Check] = {**ACTOR_OPTIONS, **TASK_OPTIONS}

@@ -195,3 +195,46 @@ def _cmd(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def test_detached_named_actor_across_drivers(session_root):
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    started = cli("start", "--head", "--port", "0", "--num-cpus", "2", env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        define = (
+            "import runtime\n"
+            "runtime.init(address='auto', namespace='shared')\n"
+            "@runtime.remote\n"
+            "class Store:\n"
+            "    def __init__(self): self.items = []\n"
+            "    def add(self, x):\n"
+            "        self.items.append(x)\n"
+            "        return list(self.items)\n"
+        )
+        first = run_driver(
+            define
+            + "s = Store.options(name='store', lifetime='detached').remote()\n"
+            + "print(runtime.get(s.add.remote(1)))\n"
+            + "t = Store.options(name='temp').remote()\n"
+            + "runtime.get(t.add.remote(0))\n",
+            env=env,
+        )
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == "[1]"
+        second = run_driver(
+            define
+            + "s = runtime.get_actor('store')\n"
+            + "print(runtime.get(s.add.remote(2)))\n"
+            + "try:\n"
+            + "    runtime.get_actor('temp')\n"
+            + "except ValueError:\n"
+            + "    print('temp is gone')\n"
+            + "runtime.kill(s)\n",
+            env=env,
+        )
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.split("\n")[:2] == ["[1, 2]", "temp is gone"]
+    finally:
+        cli("stop", env=env)
+    assert_no_orphans(session_root)

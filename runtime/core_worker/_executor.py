@@ -5,6 +5,9 @@ CPU's worth of work). A sync function runs on the executor thread, so the
 loop keeps serving RPCs (object requests, new pushes) meanwhile; an
 ``async def`` function runs on the loop itself. Arguments are unpickled and
 results pickled on the thread that runs the function.
+
+An actor creation task turns the worker into that actor's host: from then
+on, actor calls go to its :class:`ActorExecutor`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import ctypes
 import inspect
 import logging
 import os
@@ -24,22 +28,34 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _serialization, exceptions
 from .._serialization import SerializedObject
-from ._task_spec import ArgSlot, WireReply, WireTask
+from ._task_spec import (
+    KIND_ACTOR_CALL,
+    KIND_ACTOR_CREATION,
+    ArgSlot,
+    CancelRequest,
+    WireReply,
+    WireTask,
+)
 
 if TYPE_CHECKING:
+    from ._actor_executor import ActorExecutor
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
+
+Reply = Callable[[WireReply], None]
 
 #: The id of the task running in this context (thread or coroutine).
 current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "runtime_current_task_id", default=None
 )
 
+_HOST = socket.gethostname()
+
 
 class _ThreadState(threading.local):
-    #: True on the executor thread while it runs a sync task: a blocking
-    #: ``get`` there lends the task's CPU back to the raylet.
+    #: True on a thread while it runs a sync task: a blocking ``get`` there
+    #: lends the task's CPU back to the raylet.
     in_sync_task = False
 
 
@@ -49,11 +65,16 @@ thread_state = _ThreadState()
 class TaskExecutor:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
-        self._queue: asyncio.Queue[tuple[WireTask, Callable[[WireReply], None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[WireTask, Reply]] = asyncio.Queue()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="runtime-task")
-        self._functions: dict[bytes, Callable[..., Any]] = {}
+        self._functions: dict[bytes, Any] = {}
         self._runner: asyncio.Task[None] | None = None
-        self._host = socket.gethostname()
+        self._cancelled: set[bytes] = set()
+        # The task being run: its id, and how to interrupt it.
+        self._running: bytes | None = None
+        self._running_async: asyncio.Task[Any] | None = None
+        self._running_thread: int | None = None
+        self.actor: ActorExecutor | None = None
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -65,42 +86,84 @@ class TaskExecutor:
                 await self._runner
             except BaseException:
                 pass
+        if self.actor is not None:
+            await self.actor.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, task: WireTask, reply: Callable[[WireReply], None]) -> None:
-        self._queue.put_nowait((task, reply))
+    def enqueue(self, item: WireTask | CancelRequest, reply: Reply) -> None:
+        if isinstance(item, CancelRequest):
+            self.cancel(item.task_id)
+            return
+        if item[6] == KIND_ACTOR_CALL:
+            if self.actor is None:
+                error = exceptions.RaySystemError("this worker hosts no actor")
+                reply((item[0], False, [_serialization.serialize_error(error)], False))
+            else:
+                self.actor.submit(item, reply)
+            return
+        self._queue.put_nowait((item, reply))
+
+    def cancel(self, task_id: bytes) -> None:
+        if self.actor is not None and self.actor.cancel(task_id):
+            return
+        if self._running == task_id:
+            if self._running_async is not None:
+                self._running_async.cancel()
+            elif self._running_thread is not None:
+                interrupt_thread(self._running_thread)
+        else:
+            self._cancelled.add(task_id)
 
     async def _run(self) -> None:
         while True:
             task, reply = await self._queue.get()
+            task_id = task[0]
+            if task_id in self._cancelled:
+                self._cancelled.discard(task_id)
+                reply(cancelled_reply(task_id, task[2]))
+                continue
+            self._running = task_id
             try:
                 result = await self._execute(task)
             except Exception as e:  # the runtime's own failure, not the task's
                 logger.exception("executing task %s failed", task[2])
                 error = _serialization.serialize_error(exceptions.RaySystemError(repr(e)))
-                result = (task[0], False, [error], False)
+                result = (task_id, False, [error], False)
+            finally:
+                self._running = None
+                self._running_async = None
+                self._running_thread = None
             reply(result)
 
-    async def _load(self, function_id: bytes) -> Callable[..., Any]:
+    async def load(self, function_id: bytes) -> Any:
+        """The function (or class) with this id, fetched from the gcs once."""
         cached = self._functions.get(function_id)
         if cached is not None:
             return cached
         data = await self._worker.fetch_function(function_id)
         loop = asyncio.get_running_loop()
-        fn: Callable[..., Any] = await loop.run_in_executor(self._thread, pickle.loads, data)
+        fn = await loop.run_in_executor(self._thread, pickle.loads, data)
         self._functions[function_id] = fn
         return fn
 
     async def _execute(self, task: WireTask) -> WireReply:
-        task_id, function_id, name, _, _, _ = task
+        task_id, function_id, name = task[0], task[1], task[2]
         try:
-            fn = await self._load(function_id)
+            fn = await self.load(function_id)
         except Exception as e:
-            return self._error_reply(task_id, name, e)
+            return error_reply(task_id, name, e)
+        if task[6] == KIND_ACTOR_CREATION:
+            return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
         try:
             if inspect.iscoroutinefunction(fn):
-                return await self._execute_async(fn, task)
+                self._running_async = asyncio.ensure_future(self._execute_async(fn, task))
+                try:
+                    return await self._running_async
+                except asyncio.CancelledError:
+                    if self._runner is not None and self._runner.cancelling():
+                        raise
+                    return cancelled_reply(task_id, name)
             loop = asyncio.get_running_loop()
             ctx = contextvars.copy_context()
             return await loop.run_in_executor(self._thread, ctx.run, self._execute_sync, fn, task)
@@ -108,62 +171,112 @@ class TaskExecutor:
             current_task_id.reset(token)
 
     def _execute_sync(self, fn: Callable[..., Any], task: WireTask) -> WireReply:
+        self._running_thread = threading.get_ident()
         thread_state.in_sync_task = True
         try:
-            try:
-                args, kwargs = _load_args(task)
-                result = fn(*args, **kwargs)
-            except Exception as e:
-                return self._error_reply(task[0], task[2], e)
-            return self._result_reply(task, result)
+            return run_sync(self._worker, fn, task)
         finally:
             thread_state.in_sync_task = False
+            self._running_thread = None
 
     async def _execute_async(self, fn: Callable[..., Awaitable[Any]], task: WireTask) -> WireReply:
+        return await run_async(self._worker, fn, task)
+
+    async def _create_actor(self, cls: type, task: WireTask) -> WireReply:
+        from ._actor_executor import ActorExecutor
+
+        options = task[7]
+        token = current_task_id.set(task[0])
         try:
-            args, kwargs = _load_args(task)
-            result = await fn(*args, **kwargs)
+            actor = await ActorExecutor.create(self._worker, cls, task, options)
         except Exception as e:
-            return self._error_reply(task[0], task[2], e)
-        return self._result_reply(task, result)
+            # Told as text: the gcs, which reads it, may not import the user's classes.
+            frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
+            tb = "".join(traceback.format_exception(type(e), e, frames))
+            error = exceptions.ActorDiedError(
+                f"the constructor of actor {options.get('class_name', '?')} raised "
+                f"(pid={os.getpid()}):\n{tb.rstrip()}"
+            )
+            return (task[0], False, [_serialization.serialize_error(error)], True)
+        finally:
+            current_task_id.reset(token)
+        self.actor = actor
+        await self._worker.on_actor_created(actor, options)
+        return (task[0], True, [], False)
 
-    def _result_reply(self, task: WireTask, result: Any) -> WireReply:
-        task_id, _, name, _, _, num_returns = task
-        values: list[Any] | None
-        if num_returns == 1:
-            values = [result]
-        elif num_returns == 0:
-            values = []
-        else:
-            try:
-                values = list(result)
-            except TypeError:
-                values = None
-            if values is None or len(values) != num_returns:
-                err = ValueError(
-                    f"{name}() was declared with num_returns={num_returns} "
-                    f"but returned {type(result).__name__} {_len_of(result)}"
-                )
-                return self._error_reply(task_id, name, err)
-        returns: list[SerializedObject] = []
-        assert values is not None
-        for value in values:
-            try:
-                obj, refs = _serialization.serialize(value)
-            except Exception as e:
-                return self._error_reply(task_id, name, e, "could not serialize the result: ")
-            self._worker.note_escaped(refs)
-            returns.append(obj)
-        return (task_id, True, returns, False)
 
-    def _error_reply(
-        self, task_id: bytes, name: str, error: BaseException, note: str = ""
-    ) -> WireReply:
-        # Skip the executor's own frame: the traceback starts in user code.
-        frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
-        tb = note + "".join(traceback.format_exception(type(error), error, frames))
-        err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), self._host)
-        return (task_id, False, [_serialization.serialize_error(err)], True)
+# -- shared by tasks and actor calls -------------------------------------------------
+
+
+def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> WireReply:
+    try:
+        args, kwargs = load_args(task)
+        result = fn(*args, **kwargs)
+    except exceptions.TaskCancelledError:
+        return cancelled_reply(task[0], task[2])
+    except Exception as e:
+        return error_reply(task[0], task[2], e)
+    return result_reply(worker, task, result)
+
+
+async def run_async(
+    worker: CoreWorker, fn: Callable[..., Awaitable[Any]], task: WireTask
+) -> WireReply:
+    try:
+        args, kwargs = load_args(task)
+        result = await fn(*args, **kwargs)
+    except Exception as e:
+        return error_reply(task[0], task[2], e)
+    return result_reply(worker, task, result)
+
+
+def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
+    task_id, name, num_returns = task[0], task[2], task[5]
+    values: list[Any] | None
+    if num_returns == 1:
+        values = [result]
+    elif num_returns == 0:
+        values = []
+    else:
+        try:
+            values = list(result)
+        except TypeError:
+            values = None
+        if values is None or len(values) != num_returns:
+            err = ValueError(
+                f"{name}() was declared with num_returns={num_returns} "
+                f"but returned {type(result).__name__} {_len_of(result)}"
+            )
+            return error_reply(task_id, name, err)
+    returns: list[SerializedObject] = []
+    for value in values:
+        try:
+            obj, refs = _serialization.serialize(value)
+        except Exception as e:
+            return error_reply(task_id, name, e, "could not serialize the result: ")
+        worker.note_escaped(refs)
+        returns.append(obj)
+    return (task_id, True, returns, False)
+
+
+def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
+    # Skip the executor's own frame: the traceback starts in user code.
+    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    tb = note + "".join(traceback.format_exception(type(error), error, frames))
+    err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), _HOST)
+    return (task_id, False, [_serialization.serialize_error(err)], True)
+
+
+def cancelled_reply(task_id: bytes, name: str) -> WireReply:
+    error = exceptions.TaskCancelledError(f"{name}() was cancelled")
+    return (task_id, False, [_serialization.serialize_error(error)], False)
+
+
+def interrupt_thread(thread_id: int) -> None:
+    """Raises TaskCancelledError in a thread at its next bytecode (as Ray does)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exceptions.TaskCancelledError)
+    )
 
 
 def _len_of(value: Any) -> str:
@@ -173,8 +286,8 @@ def _len_of(value: Any) -> str:
         return "(not a sequence)"
 
 
-def _load_args(task: WireTask) -> tuple[list[Any], dict[str, Any]]:
-    _, _, _, args_data, resolved, _ = task
+def load_args(task: WireTask) -> tuple[list[Any], dict[str, Any]]:
+    args_data, resolved = task[3], task[4]
     args, kwargs = pickle.loads(args_data)
     if resolved:
         values = [_serialization.deserialize(obj) for obj in resolved]

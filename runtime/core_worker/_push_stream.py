@@ -17,7 +17,7 @@ from grpclib.client import Channel
 
 from .. import _rpc
 from ..protocol.rt import TaskBatch
-from ._task_spec import WireReply, WireTask
+from ._task_spec import CancelRequest, WireReply, WireTask
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ class PushStream:
     def __init__(self, channel: Channel, name: str) -> None:
         self._channel = channel
         self._name = name
-        self._outbox: list[WireTask] = []
+        self._outbox: list[WireTask | CancelRequest] = []
         self._pending: dict[bytes, asyncio.Future[WireReply]] = {}
         self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
+        self._broken_event = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
@@ -51,6 +52,12 @@ class PushStream:
         self._outbox.append(task)
         self._wakeup.set()
         return fut
+
+    def send(self, item: CancelRequest) -> None:
+        """Sends a control item (a cancel request) that gets no reply."""
+        if self._broken is None:
+            self._outbox.append(item)
+            self._wakeup.set()
 
     async def close(self) -> None:
         self._task.cancel()
@@ -106,9 +113,14 @@ class PushStream:
             self._wakeup.set()
             raise
 
+    async def wait_broken(self) -> None:
+        """Returns when the stream has broken (the worker died or closed it)."""
+        await self._broken_event.wait()
+
     def _fail(self, error: BaseException) -> None:
         if self._broken is None:
             self._broken = error
+            self._broken_event.set()
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():

@@ -26,7 +26,7 @@ from .._config import Config
 from .._tasks import TaskSet
 from ..protocol.rt import LeaseRequest, LeaseStatus, RayletStub, ReturnWorkerRequest
 from ._push_stream import PushStream
-from ._task_spec import TaskSpec, WireReply
+from ._task_spec import CancelRequest, TaskSpec, TaskState, WireReply
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class TaskSubmitter:
         self._on_new_key = on_new_key
         self._keys: dict[SchedulingKey, KeyQueue] = {}
         self._streams: dict[tuple[str, int], PushStream] = {}
+        # Tasks pushed and not answered yet, with where they went.
+        self._pushed: dict[bytes, tuple[KeyQueue, Lease]] = {}
         self._background = TaskSet()
         self._closed = False
 
@@ -117,6 +119,8 @@ class TaskSubmitter:
             lease.linger.cancel()
             lease.linger = None
         lease.in_flight += 1
+        spec.state = TaskState.PUSHED
+        self._pushed[spec.task_id] = (kq, lease)
         fut = lease.stream.push(spec.wire())
         fut.add_done_callback(lambda f: self._on_done(kq, lease, spec, f))
 
@@ -124,6 +128,7 @@ class TaskSubmitter:
         self, kq: KeyQueue, lease: Lease, spec: TaskSpec, fut: asyncio.Future[WireReply]
     ) -> None:
         lease.in_flight -= 1
+        self._pushed.pop(spec.task_id, None)
         error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if error is not None:
             if lease in kq.leases:
@@ -132,6 +137,23 @@ class TaskSubmitter:
         else:
             self._on_reply(spec, fut.result())
         self._pump(kq)
+
+    def cancel(self, spec: TaskSpec, force: bool) -> None:
+        """Cancels a queued task here, or asks (or forces) its worker to stop it."""
+        kq = self._keys.get(spec.scheduling_key)
+        if kq is not None and spec in kq.queue:
+            kq.queue.remove(spec)
+            self._on_worker_failure(spec, ConnectionError("cancelled"))  # spec.cancelled is set
+            self._pump(kq)
+            return
+        pushed = self._pushed.get(spec.task_id)
+        if pushed is None:
+            return
+        kq, lease = pushed
+        if force:
+            self._return_lease(kq, lease, True)  # the raylet kills the worker
+        else:
+            lease.stream.send(CancelRequest(spec.task_id))
 
     def _return_lease(self, kq: KeyQueue, lease: Lease, disconnect: bool) -> None:
         if lease.linger is not None:

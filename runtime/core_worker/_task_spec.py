@@ -3,21 +3,43 @@
 The owner keeps a :class:`TaskSpec` per pending task. What travels to the
 executing worker is a plain tuple (:data:`WireTask`), pickled in batches:
 the fields the worker needs, with every top-level ``ObjectRef`` argument
-already resolved to its serialized value.
+already resolved to its serialized value. A batch may also carry
+:class:`CancelRequest` items.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._object_ref import ObjectRef
 from .._serialization import SerializedObject
 
-#: (task_id, function_id, name, args_data, resolved_args, num_returns)
-WireTask = tuple[bytes, bytes, str, bytes, list[SerializedObject], int]
+# Kinds of wire task (plain ints: they are pickled with every task).
+KIND_TASK = 0
+KIND_ACTOR_CREATION = 1
+KIND_ACTOR_CALL = 2
+
+#: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra)
+#: ``extra``: the method name for an actor call; for an actor creation a dict
+#: (actor_id, class_name, max_concurrency); else None.
+WireTask = tuple[bytes, bytes, str, bytes, list[SerializedObject], int, int, Any]
 #: (task_id, ok, returns or [error], application_error)
 WireReply = tuple[bytes, bool, list[SerializedObject], bool]
+
+
+class CancelRequest:
+    """Asks the executing worker to cancel a task it has (queued or running)."""
+
+    __slots__ = ("force", "task_id")
+
+    def __init__(self, task_id: bytes, force: bool = False) -> None:
+        self.task_id = task_id
+        self.force = force
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CancelRequest, (self.task_id, self.force))
 
 
 class ArgSlot:
@@ -30,6 +52,13 @@ class ArgSlot:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ArgSlot, (self.index,))
+
+
+class TaskState(enum.Enum):
+    RESOLVING = "RESOLVING"  # waiting for its function export or ref arguments
+    QUEUED = "QUEUED"  # waiting for a lease (or, for an actor call, its turn)
+    PUSHED = "PUSHED"  # sent to a worker
+    FINISHED = "FINISHED"
 
 
 @dataclass(eq=False, slots=True)
@@ -46,6 +75,11 @@ class TaskSpec:
     return_ids: list[bytes]
     retries_left: int = 0
     resolved: list[SerializedObject] = field(default_factory=list)
+    kind: int = KIND_TASK
+    extra: Any = None
+    state: TaskState = TaskState.RESOLVING
+    cancelled: bool = False
+    actor_key: bytes = b""  # for an actor call: the handle's key
 
     @property
     def scheduling_key(self) -> tuple[tuple[str, float], ...]:
@@ -59,4 +93,6 @@ class TaskSpec:
             self.args_data,
             self.resolved,
             self.num_returns,
+            self.kind,
+            self.extra,
         )

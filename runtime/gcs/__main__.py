@@ -26,10 +26,12 @@ def main() -> None:
         _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         sock = _rpc.bind_socket(args.host, args.port)
         port = sock.getsockname()[1]
-        server = await _rpc.start_server_on([GcsService()], sock)
+        service = GcsService()
+        server = await _rpc.start_server_on([service], sock)
         logger.info("gcs listening on %s:%d", args.host, port)
         _process.report_ready(args.ready_fd, {"host": args.host, "port": port})
         await stop.wait()
+        await service.close()
         await _rpc.stop_server(server)
 
     _daemon.run(serve)

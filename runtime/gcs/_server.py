@@ -5,28 +5,37 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from .. import _rpc
 from ..protocol.rt import (
+    ActorReply,
     AddJobReply,
     AddJobRequest,
     Channel,
+    CreateActorReply,
+    CreateActorRequest,
     Empty,
     GcsBase,
     GetAllNodesReply,
+    GetNamedActorRequest,
     JobEvent,
     JobRequest,
+    KillActorRequest,
     KvGetReply,
     KvGetRequest,
     KvPutReply,
     KvPutRequest,
+    ListActorsReply,
     LogBatch,
     PubMessage,
     RegisterNodeRequest,
     ReportResourcesRequest,
     SubscribeRequest,
     UnregisterNodeRequest,
+    WaitActorRequest,
 )
+from ._actors import ActorManager
 from ._pubsub import PubSub
-from ._tables import GcsTables
+from ._tables import GcsTables, JobState
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,20 @@ class GcsService(GcsBase):
     def __init__(self) -> None:
         self.tables = GcsTables()
         self.pubsub = PubSub()
+        self.channels = _rpc.ChannelPool()
+        self.actors = ActorManager(
+            channels=self.channels,
+            nodes=lambda: list(self.tables.nodes.values()),
+            job_running=self._job_running,
+        )
+
+    def _job_running(self, job_id: int) -> bool:
+        record = self.tables.jobs.get(job_id)
+        return record is not None and record.state is JobState.RUNNING
+
+    async def close(self) -> None:
+        await self.actors.close()
+        self.channels.close()
 
     # -- nodes ----------------------------------------------------------------
     async def register_node(self, message: RegisterNodeRequest) -> Empty:
@@ -84,6 +107,7 @@ class GcsService(GcsBase):
     def _finish_job(self, job_id: int) -> None:
         if self.tables.finish_job(job_id):
             logger.info("job %d finished", job_id)
+            self.actors.job_finished(job_id)
             self.pubsub.publish(
                 PubMessage(channel=Channel.JOBS, job=JobEvent(job_id=job_id, finished=True))
             )
@@ -96,6 +120,23 @@ class GcsService(GcsBase):
     async def kv_get(self, message: KvGetRequest) -> KvGetReply:
         value = self.tables.kv_get(message.namespace, message.key)
         return KvGetReply(found=value is not None, value=value or b"")
+
+    # -- actors -----------------------------------------------------------------
+    async def create_actor(self, message: CreateActorRequest) -> CreateActorReply:
+        return self.actors.create(message)
+
+    async def wait_actor(self, message: WaitActorRequest) -> ActorReply:
+        return await self.actors.wait(message.actor_id, message.min_restarts)
+
+    async def get_named_actor(self, message: GetNamedActorRequest) -> ActorReply:
+        return self.actors.get_named(message.name, message.namespace)
+
+    async def kill_actor(self, message: KillActorRequest) -> Empty:
+        await self.actors.kill(message.actor_id, message.no_restart, message.cause)
+        return Empty()
+
+    async def list_actors(self, message: Empty) -> ListActorsReply:
+        return ListActorsReply(actors=[r.info for r in self.actors.actors.values()])
 
     # -- pubsub ---------------------------------------------------------------
     async def publish_logs(self, message: LogBatch) -> Empty:

@@ -42,6 +42,8 @@ class Worker:
     pid: int = 0
     lease_id: bytes | None = None
     idle_since: float = 0.0
+    # Hosts a detached actor: survives the end of its job.
+    detached: bool = False
 
 
 @dataclass(eq=False)
@@ -61,6 +63,7 @@ class LeaseRequest:
     resources: Fixed
     task_name: str = ""
     infeasible: bool = False
+    detached: bool = False
 
 
 # -- actions ------------------------------------------------------------------
@@ -204,12 +207,12 @@ class LeaseScheduler:
             self.queue.remove(req)
             actions.append(Cancel(req.request_id))
         for worker in self.workers.values():
-            if worker.job_id == job_id and worker.state is not WorkerState.LEASED:
+            if worker.job_id != job_id or worker.detached:
+                continue
+            if worker.state is not WorkerState.LEASED:
                 worker.state = WorkerState.DEAD
-                actions.append(KillWorker(worker.worker_id))
-            elif worker.job_id == job_id:
-                # Its lease ends when the process does (worker_died).
-                actions.append(KillWorker(worker.worker_id))
+            # A leased worker's lease ends when its process does (worker_died).
+            actions.append(KillWorker(worker.worker_id))
         return actions
 
     def reap_idle(self, now: float) -> list[Action]:
@@ -253,6 +256,7 @@ class LeaseScheduler:
             res.subtract(tentative, req.resources)
             worker.state = WorkerState.LEASED
             worker.lease_id = lease.lease_id
+            worker.detached = req.detached
             actions.append(Grant(req.request_id, lease.lease_id, worker))
         starting_total = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         for job_id, needed in waiting_for_worker.items():

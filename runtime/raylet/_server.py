@@ -38,6 +38,7 @@ from ..protocol.rt import (
     SubscribeRequest,
     UnregisterNodeRequest,
     WorkerBlockedRequest,
+    WorkerLabelRequest,
 )
 from . import _resources as res
 from ._scheduler import Action, Cancel, Grant, KillWorker, LeaseScheduler, StartWorker, WorkerState
@@ -83,6 +84,8 @@ class Raylet(RayletBase):
         self._logs_ready = asyncio.Event()
         self._resources_dirty = asyncio.Event()
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
+        # Output prefixes by pid, such as "Counter pid=12" for an actor.
+        self._labels: dict[int, str] = {}
         self.gcs_lost = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------
@@ -213,6 +216,8 @@ class Raylet(RayletBase):
         if handle is not None:
             handle.cancel()
         worker = self.scheduler.workers.get(worker_id)
+        if worker is not None:
+            self._labels.pop(worker.pid, None)
         if worker is not None and worker.state is not WorkerState.DEAD:
             logger.info("worker %s exited with code %s", worker_id.hex()[-8:], code)
         self._apply(self.scheduler.worker_died(worker_id))
@@ -225,6 +230,7 @@ class Raylet(RayletBase):
             message.job_id,
             res.to_fixed(message.resources),
             message.task_name,
+            detached=message.detached,
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
@@ -298,7 +304,14 @@ class Raylet(RayletBase):
             logger.error("lost the gcs (%s); stopping", e)
         self.gcs_lost.set()
 
+    async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
+        worker = self.scheduler.workers.get(message.worker_id)
+        if worker is not None:
+            self._labels[worker.pid] = message.label
+        return Empty()
+
     def _buffer_logs(self, batch: LogBatch) -> None:
+        batch.prefix = self._labels.get(batch.pid, "")
         key = (batch.pid, batch.is_err)
         pending = self._log_buffer.get(key)
         if pending is None:

@@ -4,20 +4,27 @@
 # This file has been @generated
 
 __all__ = (
+    "ActorInfo",
+    "ActorReply",
+    "ActorState",
     "AddJobReply",
     "AddJobRequest",
     "Address",
     "Channel",
     "CoreWorkerBase",
     "CoreWorkerStub",
+    "CreateActorReply",
+    "CreateActorRequest",
     "Empty",
     "GcsBase",
     "GcsStub",
     "GetAllNodesReply",
+    "GetNamedActorRequest",
     "GetObjectReply",
     "GetObjectRequest",
     "JobEvent",
     "JobRequest",
+    "KillActorRequest",
     "KvGetReply",
     "KvGetRequest",
     "KvPutReply",
@@ -25,6 +32,7 @@ __all__ = (
     "LeaseReply",
     "LeaseRequest",
     "LeaseStatus",
+    "ListActorsReply",
     "LogBatch",
     "NodeInfo",
     "NodeStatsReply",
@@ -41,7 +49,9 @@ __all__ = (
     "SubscribeRequest",
     "TaskBatch",
     "UnregisterNodeRequest",
+    "WaitActorRequest",
     "WorkerBlockedRequest",
+    "WorkerLabelRequest",
 )
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -61,6 +71,42 @@ if TYPE_CHECKING:
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+class ActorState(betterproto2.Enum):
+    """
+    -- actors ----------------------------------------------------------------
+    """
+
+    UNSPECIFIED = 0
+
+    PENDING_CREATION = 1
+
+    ALIVE = 2
+
+    RESTARTING = 3
+
+    DEAD = 4
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ACTOR_STATE_UNSPECIFIED",
+            1: "ACTOR_STATE_PENDING_CREATION",
+            2: "ACTOR_STATE_ALIVE",
+            3: "ACTOR_STATE_RESTARTING",
+            4: "ACTOR_STATE_DEAD",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ACTOR_STATE_UNSPECIFIED": 0,
+            "ACTOR_STATE_PENDING_CREATION": 1,
+            "ACTOR_STATE_ALIVE": 2,
+            "ACTOR_STATE_RESTARTING": 3,
+            "ACTOR_STATE_DEAD": 4,
+        }
 
 
 class Channel(betterproto2.Enum):
@@ -150,6 +196,59 @@ class ObjectStatus(betterproto2.Enum):
 
 
 @dataclass(eq=False, repr=False)
+class ActorInfo(betterproto2.Message):
+    actor_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    class_name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    name: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    namespace: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    job_id: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+
+    state: "ActorState" = betterproto2.field(
+        6, betterproto2.TYPE_ENUM, default_factory=lambda: ActorState(0)
+    )
+
+    address: "Address | None" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, optional=True)
+
+    pid: "int" = betterproto2.field(8, betterproto2.TYPE_INT32)
+
+    num_restarts: "int" = betterproto2.field(9, betterproto2.TYPE_INT32)
+
+    max_restarts: "int" = betterproto2.field(10, betterproto2.TYPE_INT32)
+
+    detached: "bool" = betterproto2.field(11, betterproto2.TYPE_BOOL)
+
+    death_cause: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+
+    resources: "dict[str, float]" = betterproto2.field(
+        13,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+
+    handle_state: "bytes" = betterproto2.field(14, betterproto2.TYPE_BYTES)
+    """
+    opaque to the gcs: what a handle needs (methods, ...)
+    """
+
+
+default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
+
+
+@dataclass(eq=False, repr=False)
+class ActorReply(betterproto2.Message):
+    found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    actor: "ActorInfo | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("rt", "ActorReply", ActorReply)
+
+
+@dataclass(eq=False, repr=False)
 class AddJobReply(betterproto2.Message):
     job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
 
@@ -188,6 +287,44 @@ default_message_pool.register_message("rt", "Address", Address)
 
 
 @dataclass(eq=False, repr=False)
+class CreateActorReply(betterproto2.Message):
+    ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    why not (a name taken), when not ok
+    """
+
+    actor: "ActorInfo | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the actor: new, or the existing one (get_if_exists)
+    """
+
+    existed: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message("rt", "CreateActorReply", CreateActorReply)
+
+
+@dataclass(eq=False, repr=False)
+class CreateActorRequest(betterproto2.Message):
+    actor: "ActorInfo | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the fields the creator knows
+    """
+
+    get_if_exists: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    creation_task: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    the pickled constructor call, arguments resolved
+    """
+
+
+default_message_pool.register_message("rt", "CreateActorRequest", CreateActorRequest)
+
+
+@dataclass(eq=False, repr=False)
 class Empty(betterproto2.Message):
     pass
 
@@ -201,6 +338,16 @@ class GetAllNodesReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "GetAllNodesReply", GetAllNodesReply)
+
+
+@dataclass(eq=False, repr=False)
+class GetNamedActorRequest(betterproto2.Message):
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    namespace: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "GetNamedActorRequest", GetNamedActorRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -246,6 +393,18 @@ class JobRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "JobRequest", JobRequest)
+
+
+@dataclass(eq=False, repr=False)
+class KillActorRequest(betterproto2.Message):
+    actor_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    no_restart: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    cause: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "KillActorRequest", KillActorRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -323,8 +482,21 @@ class LeaseRequest(betterproto2.Message):
 
     task_name: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
+    detached: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    an actor that outlives its job: keep its worker
+    """
+
 
 default_message_pool.register_message("rt", "LeaseRequest", LeaseRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ListActorsReply(betterproto2.Message):
+    actors: "list[ActorInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ListActorsReply", ListActorsReply)
 
 
 @dataclass(eq=False, repr=False)
@@ -528,6 +700,20 @@ default_message_pool.register_message("rt", "UnregisterNodeRequest", UnregisterN
 
 
 @dataclass(eq=False, repr=False)
+class WaitActorRequest(betterproto2.Message):
+    """
+    Answers once the actor is alive with at least min_restarts restarts, or dead.
+    """
+
+    actor_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    min_restarts: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+
+default_message_pool.register_message("rt", "WaitActorRequest", WaitActorRequest)
+
+
+@dataclass(eq=False, repr=False)
 class WorkerBlockedRequest(betterproto2.Message):
     worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -535,6 +721,20 @@ class WorkerBlockedRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "WorkerBlockedRequest", WorkerBlockedRequest)
+
+
+@dataclass(eq=False, repr=False)
+class WorkerLabelRequest(betterproto2.Message):
+    """
+    What the worker's output lines are prefixed with, such as "Counter pid=12".
+    """
+
+    worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    label: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "WorkerLabelRequest", WorkerLabelRequest)
 
 
 class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
@@ -762,6 +962,99 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def create_actor(
+        self,
+        message: "CreateActorRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateActorReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/CreateActor",
+            message,
+            CreateActorReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def wait_actor(
+        self,
+        message: "WaitActorRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ActorReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/WaitActor",
+            message,
+            ActorReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_named_actor(
+        self,
+        message: "GetNamedActorRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ActorReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/GetNamedActor",
+            message,
+            ActorReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def kill_actor(
+        self,
+        message: "KillActorRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Gcs/KillActor",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_actors(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListActorsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Gcs/ListActors",
+            message,
+            ListActorsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class RayletStub(betterproto2_grpclib.ServiceStub):
     async def request_worker_lease(
@@ -875,6 +1168,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def set_worker_label(
+        self,
+        message: "WorkerLabelRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/SetWorkerLabel",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -961,6 +1272,26 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield PubMessage()
 
+    async def create_actor(self, message: "CreateActorRequest") -> "CreateActorReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def wait_actor(self, message: "WaitActorRequest") -> "ActorReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_named_actor(self, message: "GetNamedActorRequest") -> "ActorReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def kill_actor(self, message: "KillActorRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_actors(self, message: "Empty") -> "ListActorsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_register_node(
         self, stream: "grpclib.server.Stream[RegisterNodeRequest, Empty]"
     ) -> None:
@@ -1038,6 +1369,46 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_create_actor(
+        self, stream: "grpclib.server.Stream[CreateActorRequest, CreateActorReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.create_actor(request)
+        await stream.send_message(response)
+
+    async def __rpc_wait_actor(
+        self, stream: "grpclib.server.Stream[WaitActorRequest, ActorReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.wait_actor(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_named_actor(
+        self, stream: "grpclib.server.Stream[GetNamedActorRequest, ActorReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_named_actor(request)
+        await stream.send_message(response)
+
+    async def __rpc_kill_actor(
+        self, stream: "grpclib.server.Stream[KillActorRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.kill_actor(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_actors(
+        self, stream: "grpclib.server.Stream[Empty, ListActorsReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_actors(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Gcs/RegisterNode": grpclib.const.Handler(
@@ -1100,6 +1471,36 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 SubscribeRequest,
                 PubMessage,
             ),
+            "/rt.Gcs/CreateActor": grpclib.const.Handler(
+                self.__rpc_create_actor,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreateActorRequest,
+                CreateActorReply,
+            ),
+            "/rt.Gcs/WaitActor": grpclib.const.Handler(
+                self.__rpc_wait_actor,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WaitActorRequest,
+                ActorReply,
+            ),
+            "/rt.Gcs/GetNamedActor": grpclib.const.Handler(
+                self.__rpc_get_named_actor,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                GetNamedActorRequest,
+                ActorReply,
+            ),
+            "/rt.Gcs/KillActor": grpclib.const.Handler(
+                self.__rpc_kill_actor,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                KillActorRequest,
+                Empty,
+            ),
+            "/rt.Gcs/ListActors": grpclib.const.Handler(
+                self.__rpc_list_actors,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListActorsReply,
+            ),
         }
 
 
@@ -1125,6 +1526,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def get_node_stats(self, message: "Empty") -> "NodeStatsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def set_worker_label(self, message: "WorkerLabelRequest") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1176,6 +1581,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.get_node_stats(request)
         await stream.send_message(response)
 
+    async def __rpc_set_worker_label(
+        self, stream: "grpclib.server.Stream[WorkerLabelRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.set_worker_label(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -1213,5 +1626,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 NodeStatsReply,
+            ),
+            "/rt.Raylet/SetWorkerLabel": grpclib.const.Handler(
+                self.__rpc_set_worker_label,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WorkerLabelRequest,
+                Empty,
             ),
         }

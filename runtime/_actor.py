@@ -1,0 +1,235 @@
+"""``@runtime.remote`` on a class: actors, their handles and methods."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from . import _context, _options
+from ._object_ref import ObjectRef
+
+
+@dataclass(frozen=True)
+class MethodMeta:
+    num_returns: int = 1
+    is_async: bool = False
+
+
+def method_table(cls: type) -> dict[str, MethodMeta]:
+    table = {}
+    for name, member in inspect.getmembers(cls, inspect.isfunction):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        options = getattr(member, "__runtime_method_options__", {})
+        table[name] = MethodMeta(
+            num_returns=options.get("num_returns", 1),
+            is_async=inspect.iscoroutinefunction(member),
+        )
+    return table
+
+
+class ActorClass:
+    """A class whose instances are actors: ``Cls.remote(...)`` creates one."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = _options.validate(options, _options.ACTOR_OPTIONS, "an actor class")
+        _options.check_actor_options(self._options)
+        self._name = cls.__name__
+        self._methods = method_table(cls)
+        self._pickled: tuple[bytes, bytes] | None = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor class {self._name} cannot be instantiated directly; "
+            f"use {self._name}.remote(...) to create an actor"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pickled"] = None
+        return state
+
+    def options(self, **options: Any) -> _ActorClassOptions:
+        merged = {**self._options, **options}
+        _options.validate(options, _options.ACTOR_OPTIONS, "an actor class")
+        _options.check_actor_options(merged)
+        return _ActorClassOptions(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._create(self._options, args, kwargs)
+
+    def _definition(self) -> tuple[bytes, bytes]:
+        pickled = self._pickled
+        if pickled is None:
+            try:
+                data = cloudpickle.dumps(self._cls, protocol=5)
+            except Exception as e:
+                raise TypeError(f"actor class {self._name} could not be serialized: {e}") from e
+            pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)
+        return pickled
+
+    def _create(
+        self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ActorHandle:
+        worker = _context.current()
+        class_id, data = self._definition()
+        return worker.create_actor(
+            class_name=self._name,
+            class_id=class_id,
+            class_data=data,
+            methods=self._methods,
+            args=args,
+            kwargs=kwargs,
+            options=options,
+        )
+
+
+class _ActorClassOptions:
+    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._actor_class._create(self._options, args, kwargs)
+
+
+class ActorHandle:
+    """A reference to an actor; call its methods with ``handle.method.remote()``.
+
+    Handles can be passed to tasks and other actors. Each process's calls
+    through its handles run in the order that process made them.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        class_name: str,
+        methods: dict[str, MethodMeta],
+        max_task_retries: int,
+        max_pending_calls: int,
+        *,
+        owned: bool,
+    ) -> None:
+        self._key = key
+        self._class_name = class_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+        self._max_pending_calls = max_pending_calls
+        self._owned = owned
+        if owned:
+            _context.current().actor_handle_created(key)
+
+    @property
+    def _actor_id(self) -> bytes:
+        return _context.current().actor_id_of(self._key)
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        meta = self.__dict__.get("_methods", {}).get(name)
+        if meta is None:
+            raise AttributeError(f"actor {self.__dict__.get('_class_name')} has no method {name!r}")
+        return ActorMethod(self, name, meta)
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._key.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        worker = _context.current()
+        worker.actor_handle_escaped(self._key)
+        state = (
+            worker.actor_id_of(self._key),
+            self._class_name,
+            self._methods,
+            self._max_task_retries,
+            self._max_pending_calls,
+        )
+        return (_rebuild_handle, state)
+
+    def __del__(self) -> None:
+        if self.__dict__.get("_owned"):
+            worker = _context.current_or_none()
+            if worker is not None:
+                try:
+                    worker.actor_handle_dropped(self._key)
+                except Exception:
+                    pass
+
+    def _call(
+        self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
+    ) -> Any:
+        worker = _context.current()
+        num_returns = options.get("num_returns", meta.num_returns)
+        refs = worker.submit_actor_call(
+            self,
+            method,
+            args,
+            kwargs,
+            num_returns=num_returns,
+            name=options.get("name") or f"{self._class_name}.{method}",
+        )
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def _rebuild_handle(
+    actor_id: bytes,
+    class_name: str,
+    methods: dict[str, MethodMeta],
+    max_task_retries: int,
+    max_pending_calls: int,
+) -> ActorHandle:
+    return ActorHandle(
+        actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
+    )
+
+
+class ActorMethod:
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        meta: MethodMeta,
+        options: dict[str, Any] | None = None,
+    ):
+        self._handle = handle
+        self._name = name
+        self._meta = meta
+        self._options = options or {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor method {self._name}() cannot be called directly; use .{self._name}.remote(...)"
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | None:
+        result: ObjectRef | list[ObjectRef] | None = self._handle._call(
+            self._name, self._meta, self._options, args, kwargs
+        )
+        return result
+
+    def options(self, **options: Any) -> ActorMethod:
+        unknown = set(options) - {"num_returns", "name"}
+        if unknown:
+            raise ValueError(f"invalid option(s) for an actor method: {', '.join(sorted(unknown))}")
+        if "num_returns" in options:
+            _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
+        return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})

@@ -1,0 +1,240 @@
+"""Actor calls, at the caller: ordered, straight to the actor's worker.
+
+Per actor, this process keeps one :class:`ActorQueue`: calls in submission
+order. A call leaves the queue only when it is at the head and its ref
+arguments are resolved, so a call waiting for an argument holds back the
+calls after it: one caller's calls run in the order they were made. Calls go
+over one long-lived stream to the actor's worker, never through a scheduler.
+
+The actor's address comes from the gcs (``WaitActor``). When the stream
+breaks (the actor's process died), calls in flight are retried on the
+restarted actor within ``max_task_retries``, or fail with ActorDiedError;
+the queue then waits for the actor's next incarnation or its death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import _rpc, _serialization, exceptions
+from .._serialization import SerializedObject
+from .._tasks import TaskSet
+from ..protocol.rt import ActorState, GcsStub, WaitActorRequest
+from ._push_stream import PushStream
+from ._task_spec import CancelRequest, TaskSpec, TaskState, WireReply
+
+logger = logging.getLogger(__name__)
+
+
+class QueueState(enum.Enum):
+    REGISTERING = "REGISTERING"  # the creation request is on its way to the gcs
+    RESOLVING = "RESOLVING"  # asking the gcs where the actor is
+    CONNECTED = "CONNECTED"  # calls flow to the actor's worker
+    DEAD = "DEAD"
+
+
+@dataclass(eq=False)
+class ActorQueue:
+    key: bytes  # the id this process first knew the actor by
+    actor_id: bytes
+    name: str
+    state: QueueState = QueueState.RESOLVING
+    # Invariant: ``waiting`` is sorted by task id, i.e. by submission order.
+    waiting: deque[TaskSpec] = field(default_factory=deque)
+    in_flight: dict[bytes, TaskSpec] = field(default_factory=dict)
+    # Calls lost with a dead incarnation, with no retries left: they fail once
+    # the gcs says why the actor died (or that it restarted).
+    lost: list[TaskSpec] = field(default_factory=list)
+    stream: PushStream | None = None
+    restarts_seen: int = 0
+    death_cause: str = ""
+    # Set once the gcs has the actor (or its creation failed).
+    known: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def idle(self) -> bool:
+        return not self.waiting and not self.in_flight and not self.lost
+
+
+class ActorSubmitter:
+    def __init__(
+        self,
+        *,
+        gcs: Callable[[], GcsStub],
+        channels: _rpc.ChannelPool,
+        on_reply: Callable[[TaskSpec, WireReply], None],
+        on_failure: Callable[[TaskSpec, SerializedObject], None],
+        on_idle: Callable[[bytes], None],
+    ) -> None:
+        self._gcs = gcs
+        self._channels = channels
+        self._on_reply = on_reply
+        self._on_failure = on_failure
+        self._on_idle = on_idle
+        self._queues: dict[bytes, ActorQueue] = {}
+        self._streams: dict[tuple[str, int], PushStream] = {}
+        self._tasks = TaskSet()
+
+    def queue(
+        self, key: bytes, actor_id: bytes, name: str, registering: bool = False
+    ) -> ActorQueue:
+        q = self._queues.get(key)
+        if q is None:
+            state = QueueState.REGISTERING if registering else QueueState.RESOLVING
+            q = self._queues[key] = ActorQueue(key, actor_id, name, state)
+            if state is QueueState.RESOLVING:
+                q.known.set()
+                self._tasks.spawn(self._resolve(q, 0))
+        return q
+
+    def pending(self, key: bytes) -> int:
+        q = self._queues.get(key)
+        return 0 if q is None else len(q.waiting) + len(q.in_flight)
+
+    # -- events -----------------------------------------------------------------
+    def submit(self, q: ActorQueue, spec: TaskSpec) -> None:
+        if q.state is QueueState.DEAD:
+            self._fail(spec, q)
+            return
+        bisect.insort(q.waiting, spec, key=lambda s: s.task_id)
+        self._flush(q)
+
+    def ready(self, q: ActorQueue) -> None:
+        """A waiting call's arguments are resolved."""
+        self._flush(q)
+
+    async def wait_registered(self, q: ActorQueue) -> None:
+        await q.known.wait()
+
+    def registered(self, q: ActorQueue, actor_id: bytes) -> None:
+        q.actor_id = actor_id
+        q.known.set()
+        q.state = QueueState.RESOLVING
+        self._tasks.spawn(self._resolve(q, 0))
+
+    def mark_dead(self, q: ActorQueue, cause: str) -> None:
+        q.known.set()
+        q.state = QueueState.DEAD
+        q.death_cause = cause
+        lost, q.lost = q.lost, []
+        for spec in lost:
+            self._fail(spec, q)
+        while q.waiting:
+            self._fail(q.waiting.popleft(), q)
+        self._on_idle(q.key)
+
+    def killed(self, q: ActorQueue, no_restart: bool, cause: str) -> None:
+        """This process killed the actor: later calls never reach the old incarnation."""
+        if no_restart:
+            q.death_cause = cause
+            if q.state is QueueState.REGISTERING:
+                return  # the gcs kills it once registered; calls fail then
+            self.mark_dead(q, cause)
+        elif q.state is QueueState.CONNECTED:
+            q.state = QueueState.RESOLVING
+            q.stream = None
+            self._tasks.spawn(self._resolve(q, q.restarts_seen + 1))
+
+    def cancel(self, q: ActorQueue, task_id: bytes) -> bool:
+        """Cancels a call: dropped if it waits here, else the worker is asked."""
+        for spec in q.waiting:
+            if spec.task_id == task_id:
+                q.waiting.remove(spec)
+                spec.cancelled = True
+                error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
+                self._on_failure(spec, _serialization.serialize_error(error))
+                self._flush(q)
+                return True
+        running = q.in_flight.get(task_id)
+        if running is None or q.stream is None:
+            return False
+        running.cancelled = True
+        q.stream.send(CancelRequest(task_id))
+        return True
+
+    # -- the synchronous core -----------------------------------------------------
+    def _flush(self, q: ActorQueue) -> None:
+        if q.state is not QueueState.CONNECTED or q.stream is None:
+            return
+        while q.waiting and q.waiting[0].state is TaskState.QUEUED:
+            spec = q.waiting.popleft()
+            spec.state = TaskState.PUSHED
+            q.in_flight[spec.task_id] = spec
+            fut = q.stream.push(spec.wire())
+            fut.add_done_callback(lambda f, s=spec: self._on_done(q, s, f))  # type: ignore[misc]
+
+    def _on_done(self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[WireReply]) -> None:
+        q.in_flight.pop(spec.task_id, None)
+        if fut.cancelled() or fut.exception() is not None:
+            self._on_stream_broken(q)
+            if spec.cancelled:
+                error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
+                self._on_failure(spec, _serialization.serialize_error(error))
+            elif spec.retries_left != 0 and q.state is not QueueState.DEAD:
+                if spec.retries_left > 0:
+                    spec.retries_left -= 1
+                spec.state = TaskState.QUEUED
+                bisect.insort(q.waiting, spec, key=lambda s: s.task_id)
+            elif q.state is QueueState.DEAD:
+                self._fail(spec, q)
+            else:
+                q.lost.append(spec)
+        else:
+            self._on_reply(spec, fut.result())
+        self._flush(q)
+        if q.idle():
+            self._on_idle(q.key)
+
+    def _on_stream_broken(self, q: ActorQueue) -> None:
+        if q.state is QueueState.CONNECTED:
+            q.state = QueueState.RESOLVING
+            q.stream = None
+            self._tasks.spawn(self._resolve(q, q.restarts_seen + 1))
+
+    def _fail(self, spec: TaskSpec, q: ActorQueue) -> None:
+        cause = q.death_cause or "its process died and no retries were left"
+        error = exceptions.ActorDiedError(f"actor {q.name} is dead: {cause}")
+        self._on_failure(spec, _serialization.serialize_error(error))
+
+    # -- I/O ------------------------------------------------------------------------
+    async def _resolve(self, q: ActorQueue, min_restarts: int) -> None:
+        try:
+            reply = await self._gcs().wait_actor(
+                WaitActorRequest(actor_id=q.actor_id, min_restarts=min_restarts)
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            self.mark_dead(q, f"the gcs is unreachable ({e})")
+            return
+        info = reply.actor
+        if not reply.found or info is None:
+            self.mark_dead(q, "the gcs does not know this actor")
+            return
+        if info.state is ActorState.DEAD or info.address is None:
+            self.mark_dead(q, info.death_cause or "it died")
+            return
+        lost, q.lost = q.lost, []
+        for spec in lost:
+            error = exceptions.ActorDiedError(
+                f"actor {q.name} died while running {spec.name}() and was restarted; the call "
+                f"is not retried (max_task_retries={spec.max_retries})"
+            )
+            self._on_failure(spec, _serialization.serialize_error(error))
+        q.restarts_seen = info.num_restarts
+        address = (info.address.host, info.address.port)
+        stream = self._streams.get(address)
+        if stream is None or stream.broken:
+            stream = PushStream(self._channels.get(*address), q.name)
+            self._streams[address] = stream
+        q.stream = stream
+        q.state = QueueState.CONNECTED
+        self._flush(q)
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        for stream in self._streams.values():
+            await stream.close()

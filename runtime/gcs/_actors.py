@@ -1,0 +1,267 @@
+"""The gcs's actor manager: creating, watching, restarting and killing actors.
+
+Each actor moves through ``PENDING_CREATION -> ALIVE -> (RESTARTING ->
+ALIVE)* -> DEAD``. One supervising coroutine per actor does the work: lease a
+worker from a raylet, push the creation task over a task stream, then hold
+that stream open. The stream breaking is how the gcs learns that the actor's
+process died; it then restarts the actor (within ``max_restarts``) or marks
+it dead with the cause. Callers learn of states with ``WaitActor``.
+
+Invariants:
+- ``state is ALIVE`` iff the actor's worker ran the constructor and its
+  stream to the gcs is open;
+- a name maps to at most one actor that is not DEAD in its namespace; a
+  dead actor's name is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import _rpc, exceptions
+from .._tasks import TaskSet
+from ..core_worker._push_stream import PushStream
+from ..protocol.rt import (
+    ActorInfo,
+    ActorReply,
+    ActorState,
+    CreateActorReply,
+    CreateActorRequest,
+    LeaseRequest,
+    LeaseStatus,
+    NodeInfo,
+    RayletStub,
+    ReturnWorkerRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class ActorRecord:
+    info: ActorInfo
+    creation_task: bytes
+    lease: tuple[tuple[str, int], bytes] | None = None  # (raylet address, lease id)
+    stop_restarts: bool = False
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def dead(self) -> bool:
+        return self.info.state is ActorState.DEAD
+
+
+class ActorManager:
+    def __init__(
+        self,
+        *,
+        channels: _rpc.ChannelPool,
+        nodes: Callable[[], list[NodeInfo]],
+        job_running: Callable[[int], bool],
+    ) -> None:
+        self._channels = channels
+        self._nodes = nodes
+        self._job_running = job_running
+        self.actors: dict[bytes, ActorRecord] = {}
+        self._names: dict[tuple[str, str], bytes] = {}
+        self._tasks = TaskSet()
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    # -- requests -------------------------------------------------------------
+    def create(self, request: CreateActorRequest) -> CreateActorReply:
+        info = request.actor
+        assert info is not None
+        if info.name:
+            key = (info.namespace, info.name)
+            existing_id = self._names.get(key)
+            existing = self.actors.get(existing_id) if existing_id else None
+            if existing is not None and not existing.dead:
+                if request.get_if_exists:
+                    return CreateActorReply(ok=True, actor=existing.info, existed=True)
+                return CreateActorReply(
+                    ok=False,
+                    error=f"an actor named {info.name!r} already exists in namespace "
+                    f"{info.namespace!r}",
+                )
+            self._names[key] = info.actor_id
+        info.state = ActorState.PENDING_CREATION
+        record = ActorRecord(info, request.creation_task)
+        self.actors[info.actor_id] = record
+        record.supervisor = self._tasks.spawn(self._supervise(record))
+        return CreateActorReply(ok=True, actor=info)
+
+    async def wait(self, actor_id: bytes, min_restarts: int) -> ActorReply:
+        record = self.actors.get(actor_id)
+        if record is None:
+            return ActorReply(found=False)
+        while not (
+            record.dead
+            or (record.info.state is ActorState.ALIVE and record.info.num_restarts >= min_restarts)
+        ):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            record.waiters.append(waiter)
+            await waiter
+        return ActorReply(found=True, actor=record.info)
+
+    def get_named(self, name: str, namespace: str) -> ActorReply:
+        actor_id = self._names.get((namespace, name))
+        record = self.actors.get(actor_id) if actor_id else None
+        if record is None or record.dead:
+            return ActorReply(found=False)
+        return ActorReply(found=True, actor=record.info)
+
+    async def kill(self, actor_id: bytes, no_restart: bool, cause: str) -> None:
+        record = self.actors.get(actor_id)
+        if record is None or record.dead:
+            return
+        if no_restart:
+            record.stop_restarts = True
+            record.info.death_cause = cause
+        if record.lease is None:
+            # Not placed yet: stop the supervisor before it leases a worker.
+            if no_restart and record.supervisor is not None:
+                record.supervisor.cancel()
+                self._set_dead(record, cause)
+            return
+        await self._return_lease(record, disconnect=True)
+
+    def job_finished(self, job_id: int) -> None:
+        """The raylets kill a finished job's workers; pending actors die here."""
+        for record in list(self.actors.values()):
+            if record.info.job_id == job_id and not record.info.detached and not record.dead:
+                record.stop_restarts = True
+                record.info.death_cause = record.info.death_cause or "its owner's job finished"
+                if record.lease is None and record.supervisor is not None:
+                    record.supervisor.cancel()
+                    self._set_dead(record, record.info.death_cause)
+
+    # -- supervision ------------------------------------------------------------
+    async def _supervise(self, record: ActorRecord) -> None:
+        info = record.info
+        try:
+            while True:
+                stream = await self._place(record)
+                if stream is None:
+                    return
+                await stream.wait_broken()
+                await stream.close()
+                await self._return_lease(record, disconnect=True)
+                if record.stop_restarts or not self._restartable(record):
+                    cause = info.death_cause or (
+                        f"the actor's worker process (pid={info.pid}) died"
+                        + (
+                            f" and it was restarted {info.num_restarts} time(s) already"
+                            if info.max_restarts
+                            else ""
+                        )
+                    )
+                    self._set_dead(record, cause)
+                    return
+                info.num_restarts += 1
+                self._set_state(record, ActorState.RESTARTING)
+                logger.info("restarting actor %s (%d)", info.class_name, info.num_restarts)
+        except asyncio.CancelledError:
+            if record.lease is not None:
+                await self._return_lease(record, disconnect=True)
+            raise
+
+    def _restartable(self, record: ActorRecord) -> bool:
+        info = record.info
+        if not info.detached and not self._job_running(info.job_id):
+            info.death_cause = info.death_cause or "its owner's job finished"
+            return False
+        return info.max_restarts < 0 or info.num_restarts < info.max_restarts
+
+    async def _place(self, record: ActorRecord) -> PushStream | None:
+        """Leases a worker and runs the constructor; the open stream, or None if dead."""
+        info = record.info
+        node = self._pick_node(info)
+        if node is None:
+            self._set_dead(record, "the cluster has no live node")
+            return None
+        raylet_address = (node.host, node.raylet_port)
+        raylet = RayletStub(self._channels.get(*raylet_address))
+        try:
+            reply = await raylet.request_worker_lease(
+                LeaseRequest(
+                    job_id=info.job_id,
+                    resources=dict(info.resources),
+                    task_name=info.class_name,
+                    detached=info.detached,
+                )
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            self._set_dead(record, f"could not lease a worker: {e}")
+            return None
+        if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
+            self._set_dead(record, info.death_cause or "its owner's job finished")
+            return None
+        record.lease = (raylet_address, reply.lease_id)
+        address = reply.worker
+        stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
+        try:
+            result = await stream.push(pickle.loads(record.creation_task))
+        except ConnectionError:
+            # The worker died while constructing: a restart, if any remain.
+            return stream
+        _, ok, returns, _ = result
+        if not ok:
+            await stream.close()
+            await self._return_lease(record, disconnect=True)
+            self._set_dead(record, _error_text(returns[0].data))
+            return None
+        info.address = address
+        info.pid = reply.worker_pid
+        self._set_state(record, ActorState.ALIVE)
+        return stream
+
+    def _pick_node(self, info: ActorInfo) -> NodeInfo | None:
+        alive = [n for n in self._nodes() if n.alive]
+        for node in alive:
+            if all(node.resources_total.get(k, 0.0) >= v for k, v in info.resources.items()):
+                return node
+        return alive[0] if alive else None
+
+    async def _return_lease(self, record: ActorRecord, disconnect: bool) -> None:
+        lease, record.lease = record.lease, None
+        if lease is None:
+            return
+        address, lease_id = lease
+        try:
+            await RayletStub(self._channels.get(*address)).return_worker(
+                ReturnWorkerRequest(lease_id=lease_id, disconnect=disconnect)
+            )
+        except _rpc.CONNECTION_ERRORS:
+            pass
+
+    def _set_state(self, record: ActorRecord, state: ActorState) -> None:
+        record.info.state = state
+        waiters, record.waiters = record.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _set_dead(self, record: ActorRecord, cause: str) -> None:
+        info = record.info
+        info.death_cause = info.death_cause or cause
+        info.address = None
+        if info.name and self._names.get((info.namespace, info.name)) == info.actor_id:
+            del self._names[(info.namespace, info.name)]
+        logger.info("actor %s is dead: %s", info.class_name, info.death_cause.splitlines()[0])
+        self._set_state(record, ActorState.DEAD)
+
+
+def _error_text(data: bytes) -> str:
+    try:
+        error = pickle.loads(data)
+    except Exception as e:
+        return f"the constructor failed (its error could not be read: {e})"
+    if isinstance(error, exceptions.ActorDiedError):
+        return str(error)
+    return f"the constructor failed: {error}"

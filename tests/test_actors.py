@@ -1,0 +1,393 @@
+"""Actors of every kind, on real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+from conftest import process_running, wait_until
+
+import runtime
+from runtime.exceptions import (
+    ActorDiedError,
+    PendingCallsLimitExceededError,
+    TaskCancelledError,
+    TaskError,
+)
+
+
+@runtime.remote
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+
+    def incr(self, by=1):
+        self.value += by
+        return self.value
+
+    def get(self):
+        return self.value
+
+    def fail(self):
+        raise ValueError("method failed")
+
+    def pid(self):
+        return os.getpid()
+
+    def exit(self):
+        os._exit(1)
+
+    def exit_once(self, marker):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return self.value
+
+    @runtime.method(num_returns=2)
+    def pair(self):
+        return self.value, -self.value
+
+
+@runtime.remote
+class AsyncActor:
+    async def __init__(self, delay=0.0):
+        await asyncio.sleep(delay)
+        self.in_flight = 0
+        self.peak = 0
+        self.initialized = True
+
+    async def sleep(self, seconds):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.in_flight -= 1
+        return True
+
+    async def get_peak(self):
+        return self.peak
+
+    async def is_initialized(self):
+        return self.initialized
+
+    async def wait_forever(self):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.saw_cancel = True
+            raise
+
+    async def saw_cancelled(self):
+        return getattr(self, "saw_cancel", False)
+
+    def blocking(self):
+        time.sleep(0.2)
+        return threading.current_thread().name
+
+
+@runtime.remote
+class Threaded:
+    def __init__(self):
+        self.barrier = threading.Barrier(2, timeout=10)
+
+    def meet(self):
+        # Returns only if two calls run at the same time.
+        self.barrier.wait()
+        return threading.get_ident()
+
+
+@runtime.remote
+class Broken:
+    def __init__(self):
+        raise RuntimeError("constructor exploded")
+
+    def method(self):
+        return 1
+
+
+@runtime.remote
+def call_counter(counter, n):
+    return runtime.get([counter.incr.remote() for _ in range(n)])
+
+
+def test_sync_actor_state_and_order(cluster):
+    counter = Counter.remote(10)
+    refs = [counter.incr.remote() for _ in range(10_000)]
+    assert runtime.get(refs) == list(range(11, 10_011))
+
+
+def test_order_per_caller_through_passed_handles(cluster):
+    counter = Counter.remote()
+    results = runtime.get([call_counter.remote(counter, 500) for _ in range(3)])
+    for seq in results:
+        assert seq == sorted(seq) and len(seq) == 500
+    assert runtime.get(counter.get.remote()) == 1500
+
+
+def test_method_errors_leave_the_actor_alive(cluster):
+    counter = Counter.remote()
+    with pytest.raises(ValueError, match="method failed") as info:
+        runtime.get(counter.fail.remote())
+    assert isinstance(info.value, TaskError)
+    assert runtime.get(counter.incr.remote()) == 1
+
+
+def test_num_returns_on_methods(cluster):
+    counter = Counter.remote(3)
+    a, b = counter.pair.remote()
+    assert runtime.get([a, b]) == [3, -3]
+    x, y, z = counter.incr.options(num_returns=1).remote(), *counter.pair.remote()
+    assert runtime.get([x, y, z]) == [4, 4, -4]
+
+
+def test_direct_calls_are_type_errors(cluster):
+    with pytest.raises(TypeError, match=r"Counter\.remote"):
+        Counter()
+    counter = Counter.remote()
+    with pytest.raises(TypeError, match=r"\.incr\.remote"):
+        counter.incr()
+    with pytest.raises(AttributeError, match="nope"):
+        counter.nope.remote()
+
+
+def test_actor_option_errors():
+    with pytest.raises(ValueError, match="bogus"):
+        Counter.options(bogus=1)
+    with pytest.raises(TypeError, match="max_restarts"):
+        Counter.options(max_restarts="x")
+    with pytest.raises(ValueError, match="lifetime"):
+        Counter.options(lifetime="forever")
+    with pytest.raises(ValueError, match="get_if_exists"):
+        Counter.options(get_if_exists=True)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Counter.options(max_concurrency=0)
+
+
+def test_async_actor_runs_a_thousand_coroutines_at_once(cluster):
+    actor = AsyncActor.remote()
+    assert all(runtime.get([actor.sleep.remote(0.5) for _ in range(1000)], timeout=60))
+    assert runtime.get(actor.get_peak.remote()) == 1000
+
+
+def test_async_actor_max_concurrency(cluster):
+    actor = AsyncActor.options(max_concurrency=3).remote()
+    runtime.get([actor.sleep.remote(0.05) for _ in range(20)])
+    assert runtime.get(actor.get_peak.remote()) == 3
+
+
+def test_async_init_is_awaited_first(cluster):
+    actor = AsyncActor.remote(0.2)
+    assert runtime.get(actor.is_initialized.remote()) is True
+
+
+def test_sync_method_of_async_actor_runs_off_the_loop(cluster):
+    actor = AsyncActor.remote()
+    blocking = actor.blocking.remote()
+    # While the sync method sleeps on its thread, coroutines still run.
+    assert runtime.get(actor.sleep.remote(0.0)) is True
+    assert runtime.get(blocking).startswith("runtime-actor")
+
+
+def test_threaded_actor_runs_calls_in_parallel(cluster):
+    actor = Threaded.options(max_concurrency=2).remote()
+    a, b = runtime.get([actor.meet.remote(), actor.meet.remote()], timeout=30)
+    assert a != b
+
+
+def test_constructor_failure(cluster):
+    actor = Broken.remote()
+    with pytest.raises(ActorDiedError, match="constructor exploded") as info:
+        runtime.get(actor.method.remote(), timeout=30)
+    assert "Traceback" in str(info.value)
+
+
+def test_named_actor_and_get_actor(cluster):
+    # As in Ray, a non-detached named actor lives while its creator's handle does.
+    original = Counter.options(name="counter").remote(5)
+    handle = runtime.get_actor("counter")
+    assert handle == runtime.get_actor("counter") and original is not None
+    assert runtime.get(handle.incr.remote()) == 6
+    with pytest.raises(ValueError, match="already exists"):
+        Counter.options(name="counter").remote()
+    with pytest.raises(ValueError, match="no actor named"):
+        runtime.get_actor("missing")
+
+
+def test_get_if_exists_is_race_free(cluster):
+    @runtime.remote
+    def make():
+        handle = Counter.options(name="shared", get_if_exists=True, lifetime="detached").remote()
+        return runtime.get(handle.pid.remote())
+
+    pids = runtime.get([make.remote() for _ in range(8)], timeout=60)
+    assert len(set(pids)) == 1
+    named = [a for a in runtime.util.list_actors() if a["name"] == "shared"]
+    assert len(named) == 1
+
+
+def test_kill_without_restart(cluster):
+    counter = Counter.remote()
+    runtime.get(counter.incr.remote())
+    runtime.kill(counter)
+    with pytest.raises(ActorDiedError, match=r"runtime\.kill"):
+        runtime.get(counter.incr.remote(), timeout=30)
+
+    def dead_rows():
+        return [a for a in runtime.util.list_actors() if a["state"] == "DEAD"]
+
+    wait_until(lambda: bool(dead_rows()), what="the gcs to record the kill")
+    assert "runtime.kill" in dead_rows()[0]["death_cause"]
+
+
+def test_kill_with_restart_resets_state(cluster):
+    counter = Counter.options(max_restarts=1).remote(100)
+    assert runtime.get(counter.incr.remote()) == 101
+    pid = runtime.get(counter.pid.remote())
+    runtime.kill(counter, no_restart=False)
+    wait_until(lambda: not process_running(pid), what="the actor's process to die")
+    assert runtime.get(counter.incr.remote(), timeout=30) == 101
+    row = next(a for a in runtime.util.list_actors() if a["class_name"] == "Counter")
+    assert row["num_restarts"] == 1 and row["state"] == "ALIVE"
+
+
+def test_restart_retries_calls_in_flight(cluster, tmp_path):
+    counter = Counter.options(max_restarts=1, max_task_retries=1).remote()
+    assert runtime.get(counter.incr.remote()) == 1
+    dies_once = counter.exit_once.remote(str(tmp_path / "marker"))
+    after = counter.incr.remote()
+    # Both calls were lost with the first incarnation and retried on the second,
+    # whose state starts over.
+    assert runtime.get(dies_once, timeout=60) == 0
+    assert runtime.get(after, timeout=60) == 1
+    row = next(a for a in runtime.util.list_actors() if a["class_name"] == "Counter")
+    assert row["num_restarts"] == 1
+
+
+def test_restarts_run_out(cluster):
+    counter = Counter.options(max_restarts=2, max_task_retries=-1).remote()
+    with pytest.raises(ActorDiedError, match="restarted 2 time"):
+        runtime.get(counter.exit.remote(), timeout=60)
+
+
+def test_death_without_retries(cluster):
+    counter = Counter.remote()
+    with pytest.raises(ActorDiedError):
+        runtime.get(counter.exit.remote(), timeout=30)
+    with pytest.raises(ActorDiedError):
+        runtime.get(counter.incr.remote(), timeout=30)
+
+
+def test_cancel_async_actor_call(cluster):
+    actor = AsyncActor.remote()
+    ref = actor.wait_forever.remote()
+    runtime.get(actor.sleep.remote(0.05))  # the long call is running now
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    assert runtime.get(actor.saw_cancelled.remote()) is True
+
+
+def test_cancel_queued_task():
+    ctx = runtime.init(num_cpus=1)
+    try:
+
+        @runtime.remote
+        def slow():
+            time.sleep(1.0)
+            return "done"
+
+        running = slow.remote()
+        queued = slow.remote()
+        runtime.cancel(queued)
+        with pytest.raises(TaskCancelledError):
+            runtime.get(queued, timeout=30)
+        assert runtime.get(running, timeout=30) == "done"
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_cancel_running_task(cluster):
+    @runtime.remote
+    def spin():
+        while True:
+            time.sleep(0.01)
+
+    @runtime.remote
+    def block():
+        time.sleep(3600)
+
+    ref = spin.remote()
+    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    forced = block.remote()
+    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
+    runtime.cancel(forced, force=True)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(forced, timeout=30)
+
+
+def test_max_pending_calls(cluster):
+    actor = AsyncActor.options(max_pending_calls=2, max_concurrency=1).remote()
+    first = actor.sleep.remote(0.5)
+    second = actor.sleep.remote(0.5)
+    with pytest.raises(PendingCallsLimitExceededError, match="max_pending_calls=2"):
+        actor.sleep.remote(0)
+    runtime.get([first, second])
+    assert runtime.get(actor.sleep.remote(0)) is True
+
+
+def test_handle_out_of_scope_kills_the_actor(cluster):
+    counter = Counter.remote()
+    pid = runtime.get(counter.pid.remote())
+    del counter
+    wait_until(lambda: not process_running(pid), what="the unreferenced actor to exit")
+
+
+def test_temporary_handle_keeps_its_pending_call(cluster):
+    assert runtime.get(Counter.remote(41).incr.remote()) == 42
+
+
+def test_actor_output_prefix(tmp_path):
+    from conftest import run_driver
+
+    code = (
+        "import runtime\n"
+        "runtime.init(num_cpus=1)\n"
+        "@runtime.remote\n"
+        "class Talker:\n"
+        "    def talk(self):\n"
+        "        import os\n"
+        "        print('actor says hi')\n"
+        "        return os.getpid()\n"
+        "t = Talker.remote()\n"
+        "print('PID', runtime.get(t.talk.remote()), flush=True)\n"
+        "import time\n"
+        "time.sleep(1.0)\n"
+        "runtime.shutdown()\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": str(tmp_path)}
+    result = run_driver(code, env=env)
+    assert result.returncode == 0, result.stderr
+    pid = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("PID"))
+    assert f"(Talker pid={pid}) actor says hi" in result.stdout
+
+
+def test_no_orphan_actor_processes():
+    ctx = runtime.init(num_cpus=1)
+    actors = [Counter.remote() for _ in range(3)]
+    pids = runtime.get([a.pid.remote() for a in actors])
+    runtime.shutdown()
+    from conftest import assert_no_orphans
+
+    assert_no_orphans(ctx.session_dir)
+    for pid in pids:
+        wait_until(lambda p=pid: not process_running(p), what=f"actor {pid} to exit")
