@@ -28,6 +28,18 @@ async def _anoop() -> None:
     return None
 
 
+@runtime.remote
+class _Actor:
+    def small_value(self) -> bytes:
+        return b"ok"
+
+
+@runtime.remote
+class _AsyncActor:
+    async def small_value(self) -> bytes:
+        return b"ok"
+
+
 def _timeit(
     name: str, fn: Callable[[], Any], duration: float, multiplier: int = 1
 ) -> dict[str, Any]:
@@ -76,6 +88,33 @@ def main(args: argparse.Namespace) -> int:
             (
                 "single client async-def tasks async",
                 lambda: runtime.get([_anoop.remote() for _ in range(1000)]),
+                1000,
+            ),
+        ]
+        actor = _Actor.remote()
+        concurrent_actor = _Actor.options(max_concurrency=16).remote()
+        async_actor = _AsyncActor.remote()
+        runtime.get([actor.small_value.remote(), async_actor.small_value.remote()])
+        table += [
+            ("1:1 actor calls sync", lambda: runtime.get(actor.small_value.remote()), 1),
+            (
+                "1:1 actor calls async",
+                lambda: runtime.get([actor.small_value.remote() for _ in range(1000)]),
+                1000,
+            ),
+            (
+                "1:1 actor calls concurrent",
+                lambda: runtime.get([concurrent_actor.small_value.remote() for _ in range(1000)]),
+                1000,
+            ),
+            (
+                "1:1 async-actor calls sync",
+                lambda: runtime.get(async_actor.small_value.remote()),
+                1,
+            ),
+            (
+                "1:1 async-actor calls async",
+                lambda: runtime.get([async_actor.small_value.remote() for _ in range(1000)]),
                 1000,
             ),
         ]
