@@ -97,18 +97,6 @@ class RuntimeContext:
 
 # -- init and shutdown ---------------------------------------------------------------
 
-_INIT_KWARGS = {
-    "address",
-    "num_cpus",
-    "num_gpus",
-    "resources",
-    "namespace",
-    "log_to_driver",
-    "ignore_reinit_error",
-    "include_dashboard",
-    "_system_config",
-}
-
 
 def _check_init_args(
     address: str | None,
@@ -116,7 +104,14 @@ def _check_init_args(
     num_gpus: float | None,
     resources: dict[str, float] | None,
     namespace: str | None,
+    object_store_memory: int | None = None,
 ) -> None:
+    if object_store_memory is not None and (
+        isinstance(object_store_memory, bool)
+        or not isinstance(object_store_memory, int)
+        or object_store_memory <= 0
+    ):
+        raise TypeError("init(): object_store_memory must be a positive int (bytes)")
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise TypeError(f"init(): {name} must be a number, got {type(value).__name__}")
@@ -133,7 +128,9 @@ def _check_init_args(
         raise TypeError("init(): namespace must be a str")
     if address is not None and not isinstance(address, str):
         raise TypeError("init(): address must be a str such as 'auto' or 'HOST:PORT'")
-    if address is not None and (num_cpus is not None or num_gpus is not None or resources):
+    if address is not None and (
+        num_cpus is not None or num_gpus is not None or resources or object_store_memory
+    ):
         raise ValueError(
             "init(): num_cpus, num_gpus and resources describe a new local cluster; "
             "they cannot be given when joining an existing one (address=...)"
@@ -146,6 +143,7 @@ def _start_processes(
     num_cpus: float | None,
     num_gpus: float | None,
     resources: dict[str, float] | None,
+    object_store_memory: int | None,
 ) -> tuple[_cluster.HeadProcesses | None, tuple[str, int]]:
     if address is None and config.address:
         address = config.address
@@ -157,6 +155,7 @@ def _start_processes(
             port=0,
             resources=_cluster.default_resources(num_cpus, num_gpus, resources, host),
             standing=False,
+            object_store_memory=object_store_memory,
         )
         return head, head.gcs_address
     return None, _cluster.resolve_address(address, config)
@@ -187,11 +186,13 @@ def _make_worker(
     gcs_address: tuple[str, int],
     raylet: tuple[str, int],
     node_id: bytes,
+    store_socket: str,
     namespace: str | None,
     log_to_driver: bool,
 ) -> CoreWorker:
     return CoreWorker(
         node_id=node_id,
+        store_socket=store_socket,
         mode=WorkerMode.DRIVER,
         config=config,
         host=raylet[0],
@@ -208,6 +209,7 @@ def init(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
@@ -228,22 +230,28 @@ def init(
             "runtime.init() was already called; call runtime.shutdown() first, or pass "
             "ignore_reinit_error=True"
         )
-    _check_init_args(address, num_cpus, num_gpus, resources, namespace)
+    _check_init_args(address, num_cpus, num_gpus, resources, namespace, object_store_memory)
     config = Config.load(_system_config)
     try:
         user_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         user_loop = None
-    head, gcs_address = _start_processes(address, config, num_cpus, num_gpus, resources)
+    head, gcs_address = _start_processes(
+        address, config, num_cpus, num_gpus, resources, object_store_memory
+    )
     try:
         if head is not None:
             raylet, node_id = head.raylet_address, bytes.fromhex(head.raylet.info["node_id"])
+            store_socket = head.raylet.info["store_socket"]
         else:
             # A one-off lookup before the driver's loop exists (or is ours to use).
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 node = pool.submit(asyncio.run, _find_raylet(gcs_address)).result()
             raylet, node_id = (node.host, node.raylet_port), node.node_id
-        worker = _make_worker(config, gcs_address, raylet, node_id, namespace, log_to_driver)
+            store_socket = node.store_socket
+        worker = _make_worker(
+            config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
+        )
         if user_loop is not None:
             worker.bind(user_loop)
             start = user_loop.create_task(worker.start())
@@ -277,6 +285,7 @@ async def init_async(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
@@ -288,19 +297,30 @@ async def init_async(
         if ignore_reinit_error:
             return get_runtime_context()
         raise RuntimeError("runtime.init_async() was already called; call shutdown first")
-    _check_init_args(address, num_cpus, num_gpus, resources, namespace)
+    _check_init_args(address, num_cpus, num_gpus, resources, namespace, object_store_memory)
     config = Config.load(_system_config)
     loop = asyncio.get_running_loop()
     head, gcs_address = await loop.run_in_executor(
-        None, _start_processes, address, config, num_cpus, num_gpus, resources
+        None,
+        _start_processes,
+        address,
+        config,
+        num_cpus,
+        num_gpus,
+        resources,
+        object_store_memory,
     )
     try:
         if head is not None:
             raylet, node_id = head.raylet_address, bytes.fromhex(head.raylet.info["node_id"])
+            store_socket = head.raylet.info["store_socket"]
         else:
             node = await _find_raylet(gcs_address)
             raylet, node_id = (node.host, node.raylet_port), node.node_id
-        worker = _make_worker(config, gcs_address, raylet, node_id, namespace, log_to_driver)
+            store_socket = node.store_socket
+        worker = _make_worker(
+            config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
+        )
         worker.bind(loop)
         await worker.start()
     except BaseException:

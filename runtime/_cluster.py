@@ -25,6 +25,18 @@ class HeadProcesses:
         self.gcs.stop()
 
 
+def default_object_store_memory() -> int:
+    """30% of the machine's memory, at most the size of /dev/shm (as in Ray)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = int(total * 0.3)
+    try:
+        shm = os.statvfs("/dev/shm")
+        memory = min(memory, int(shm.f_frsize * shm.f_blocks * 0.95))
+    except OSError:
+        pass
+    return memory
+
+
 def default_resources(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None, host: str
 ) -> dict[str, float]:
@@ -44,6 +56,7 @@ def start_head(
     port: int,
     resources: dict[str, float],
     standing: bool,
+    object_store_memory: int | None = None,
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process."""
     session = Session.create(config.session_root)
@@ -70,6 +83,8 @@ def start_head(
                 json.dumps(resources),
                 "--session-dir",
                 session.path,
+                "--object-store-memory",
+                str(object_store_memory or default_object_store_memory()),
             ],
             env=env,
             log_path=os.path.join(session.logs, "raylet.log"),

@@ -41,6 +41,10 @@ class Config:
     max_tasks_in_flight_per_worker: int = 1
     #: Retries of a task whose worker died, unless the task says otherwise.
     default_max_retries: int = 3
+    #: Serialized values this large or larger go to the shared-memory store.
+    max_inline_object_size: int = 100 * 1024
+    #: The store spills to disk down to this fraction of its capacity.
+    object_spilling_threshold: float = 0.8
     #: Seconds between resource reports from a raylet to the gcs at most.
     resource_report_period_s: float = 0.1
 

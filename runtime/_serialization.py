@@ -1,9 +1,17 @@
 """Turning values into bytes and back.
 
-A serialized object is ``(metadata, data)``: ``metadata`` says whether
-``data`` is a pickled value or a pickled error (a failed task's result).
-Values are pickled with cloudpickle (so lambdas and classes defined in a
-driver script travel), protocol 5.
+A serialized object is ``(metadata, data)``:
+- ``VALUE``: ``data`` is a plain pickle;
+- ``VALUE_OOB``: ``data`` is a pickle with its out-of-band buffers (protocol 5),
+  laid out as in ``_layout``;
+- ``IN_STORE``: the value lives in the node's shared-memory store; ``data`` is
+  its object id;
+- ``ERROR``: ``data`` is a pickled error to raise (a failed task's result).
+
+Values are pickled with cloudpickle (lambdas and classes defined in a driver
+script travel). Large buffers (numpy arrays and anything else that supports
+pickle protocol 5) are kept out of band, so a value bound for the store is
+copied once, straight into shared memory, and read back without a copy.
 
 While a value is pickled, every ``ObjectRef`` inside it is noted: the owner
 of such a ref must learn that it escaped into another object or process,
@@ -14,17 +22,20 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cloudpickle
 
-from . import exceptions
+from . import _layout, exceptions
 
 if TYPE_CHECKING:
     from ._object_ref import ObjectRef
 
 METADATA_VALUE = 0
 METADATA_ERROR = 1
+METADATA_VALUE_OOB = 2
+METADATA_IN_STORE = 3
 
 # Values of these exact types pickle identically with the stdlib pickler,
 # which is several times faster than cloudpickle's for small values.
@@ -34,6 +45,23 @@ _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 class SerializedObject(NamedTuple):
     metadata: int
     data: bytes
+
+
+class Pickled(NamedTuple):
+    """A value pickled with its out-of-band buffers kept apart."""
+
+    inband: bytes
+    buffers: list[memoryview]
+    refs: list[ObjectRef]
+
+    @property
+    def size(self) -> int:
+        return _layout.plan(len(self.inband), [b.nbytes for b in self.buffers])[0]
+
+    def inline(self) -> SerializedObject:
+        if not self.buffers:
+            return SerializedObject(METADATA_VALUE, self.inband)
+        return SerializedObject(METADATA_VALUE_OOB, _layout.encode(self.inband, self.buffers))
 
 
 class _Context(threading.local):
@@ -50,8 +78,23 @@ def note_ref(ref: ObjectRef) -> None:
         refs.append(ref)
 
 
+def pickle_value(value: Any) -> Pickled:
+    """Pickles ``value``, keeping large buffers out of band and noting its refs."""
+    if type(value) in _PLAIN_TYPES:
+        return Pickled(pickle.dumps(value, protocol=5), [], [])
+    outer = _context.refs
+    refs: list[ObjectRef] = []
+    buffers: list[pickle.PickleBuffer] = []
+    _context.refs = refs
+    try:
+        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    finally:
+        _context.refs = outer
+    return Pickled(inband, [b.raw() for b in buffers], refs)
+
+
 def dumps_with_refs(value: Any) -> tuple[bytes, list[ObjectRef]]:
-    """Pickles ``value``; returns the bytes and the refs found inside it."""
+    """Pickles ``value`` in band; returns the bytes and the refs found inside it."""
     if type(value) in _PLAIN_TYPES:
         return pickle.dumps(value, protocol=5), []
     outer = _context.refs
@@ -64,8 +107,9 @@ def dumps_with_refs(value: Any) -> tuple[bytes, list[ObjectRef]]:
 
 
 def serialize(value: Any) -> tuple[SerializedObject, list[ObjectRef]]:
-    data, refs = dumps_with_refs(value)
-    return SerializedObject(METADATA_VALUE, data), refs
+    """The value as an inline object (never in the store)."""
+    pickled = pickle_value(value)
+    return pickled.inline(), pickled.refs
 
 
 def serialize_error(error: BaseException) -> SerializedObject:
@@ -101,10 +145,24 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def deserialize(obj: SerializedObject) -> Any:
-    """The value, or raises the error the object holds."""
-    if obj.metadata == METADATA_VALUE:
+StoreReader = Callable[[bytes], Any]
+
+
+def deserialize(obj: SerializedObject, store: StoreReader | None = None) -> Any:
+    """The value, or raises the error the object holds.
+
+    ``store`` reads an ``IN_STORE`` value from this node's object store.
+    """
+    metadata = obj.metadata
+    if metadata == METADATA_VALUE:
         return pickle.loads(obj.data)
+    if metadata == METADATA_VALUE_OOB:
+        inband, buffers = _layout.read(memoryview(obj.data))
+        return pickle.loads(inband, buffers=buffers)
+    if metadata == METADATA_IN_STORE:
+        if store is None:
+            raise exceptions.RaySystemError("an object in the store was read with no store client")
+        return store(obj.data)
     raise error_of(obj)
 
 

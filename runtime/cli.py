@@ -37,6 +37,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         port=port,
         resources=_cluster.default_resources(args.num_cpus, args.num_gpus, resources, args.host),
         standing=True,
+        object_store_memory=args.object_store_memory,
     )
     address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
     print(f"Started a runtime cluster; its gcs listens on {address}.")
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--num-cpus", type=float, default=None)
     start.add_argument("--num-gpus", type=float, default=None)
     start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
+    start.add_argument(
+        "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"
+    )
     start.set_defaults(func=_cmd_start)
 
     stop = sub.add_parser("stop", help="stop the clusters started on this machine")

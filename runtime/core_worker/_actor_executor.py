@@ -89,13 +89,13 @@ class ActorExecutor:
         loop = asyncio.get_running_loop()
         init = getattr(actor_cls, "__init__", None)
         if inspect.iscoroutinefunction(init):
-            args, kwargs = load_args(task)
+            args, kwargs = load_args(worker, task)
             instance: Any = object.__new__(actor_cls)
             await init(instance, *args, **kwargs)
         else:
             ctx = contextvars.copy_context()
             instance = await loop.run_in_executor(
-                executor._pool, ctx.run, _construct, actor_cls, task
+                executor._pool, ctx.run, _construct, worker, actor_cls, task
             )
         executor.instance = instance
         return executor
@@ -178,6 +178,6 @@ class ActorExecutor:
             reply(call.result())
 
 
-def _construct(actor_cls: type, task: WireTask) -> Any:
-    args, kwargs = load_args(task)
+def _construct(worker: CoreWorker, actor_cls: type, task: WireTask) -> Any:
+    args, kwargs = load_args(worker, task)
     return actor_cls(*args, **kwargs)

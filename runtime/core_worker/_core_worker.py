@@ -67,6 +67,7 @@ from ._executor import TaskExecutor, thread_state
 from ._memory_store import MemoryStore
 from ._reference_counter import ReferenceCounter
 from ._service import CoreWorkerService
+from ._store_client import StoreClient
 from ._submitter import TaskSubmitter
 from ._task_spec import (
     KIND_ACTOR_CALL,
@@ -111,6 +112,7 @@ class CoreWorker:
         node_id: bytes = b"",
         namespace: str = "",
         log_to_driver: bool = True,
+        store_socket: str = "",
     ) -> None:
         self.mode = mode
         self.config = config
@@ -165,6 +167,12 @@ class CoreWorker:
         self._actor_calls: dict[bytes, _ActorCalls] = {}
         self._actor_ids: dict[bytes, bytes] = {}
         self.actor_id: bytes | None = None
+        # The node's shared-memory store (None until connected).
+        self.store_socket = store_socket
+        self.store_client: StoreClient | None = None
+        self._release_scheduled = False
+        self._store_deletes: list[bytes] = []
+        self._delete_scheduled = False
 
     # -- threads and the loop ---------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -261,11 +269,16 @@ class CoreWorker:
                     )
                 )
                 self.node_id = reply_w.node_id
+                self.store_socket = reply_w.store_socket
         except BaseException as e:
             if not self._started.done():
                 self._started.set_exception(e)
                 self._started.exception()  # retrieved: start() re-raises it
             raise
+        if self.store_socket:
+            self.store_client = StoreClient(
+                self.store_socket, self.worker_id, self._release_pending
+            )
         self.state = State.RUNNING
         self._started.set_result(None)
 
@@ -302,6 +315,9 @@ class CoreWorker:
             await _rpc.stop_server(self._server)
         self.channels.close()
         self._drain()
+        if self.store_client is not None:
+            self._flush_deletes()
+            self.store_client.close()
 
     def _raylet_stub(self) -> RayletStub:
         assert self._raylet is not None
@@ -347,8 +363,12 @@ class CoreWorker:
         self.post(self._remove_local, object_id)
 
     def _remove_local(self, object_id: bytes) -> None:
+        owned = self.refs.owns(object_id)
         if self.refs.remove_local(object_id):
-            self.store.delete(object_id)
+            if owned:
+                self._free([object_id])
+            else:
+                self.store.delete(object_id)  # a borrowed value cached here
 
     def note_escaped(self, refs: Sequence[ObjectRef]) -> None:
         """Refs pickled into something that may leave this process."""
@@ -363,16 +383,75 @@ class CoreWorker:
                 "put() of an ObjectRef is not allowed: pass the ref itself, or put a "
                 "container that holds it"
             )
+        object_id = self.ids.put_id()
         try:
-            obj, nested = _serialization.serialize(value)
+            pickled = _serialization.pickle_value(value)
         except Exception as e:
             raise TypeError(
                 f"put() could not serialize a value of type {type(value).__name__}: {e}"
             ) from e
-        object_id = self.ids.put_id()
+        obj = self.store_or_inline(object_id, pickled)
+        nested = pickled.refs
         ref = ObjectRef(object_id, self.address, self, counted=True)
         self.post(self._put_on_loop, object_id, obj, nested)
         return ref
+
+    def store_or_inline(
+        self, object_id: bytes, pickled: _serialization.Pickled
+    ) -> SerializedObject:
+        """Small values stay inline; large ones go to this node's shared-memory store."""
+        if self.store_client is None or pickled.size < self.config.max_inline_object_size:
+            return pickled.inline()
+        self.store_client.put(object_id, pickled.inband, pickled.buffers)
+        return SerializedObject(_serialization.METADATA_IN_STORE, object_id)
+
+    def serialize_value(
+        self, value: Any, object_id: bytes
+    ) -> tuple[SerializedObject, list[ObjectRef]]:
+        pickled = _serialization.pickle_value(value)
+        return self.store_or_inline(object_id, pickled), pickled.refs
+
+    def deserialize(self, obj: SerializedObject) -> Any:
+        return _serialization.deserialize(obj, self._read_store)
+
+    def _read_store(self, object_id: bytes) -> Any:
+        if self.store_client is None:
+            raise exceptions.RaySystemError("this process has no object store client")
+        return self.store_client.get_value(object_id)
+
+    def _release_pending(self) -> None:
+        """From a finalizer, on any thread: have the loop send the releases."""
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self.post(self._flush_releases)
+
+    def _flush_releases(self) -> None:
+        self._release_scheduled = False
+        if self.store_client is not None:
+            with contextlib.suppress(exceptions.RayError, OSError):
+                self.store_client.flush_releases()
+
+    def _free(self, object_ids: list[bytes]) -> None:
+        """Owned objects nobody uses any more: out of memory, and out of the store."""
+        in_store = []
+        for object_id in object_ids:
+            obj = self.store.get_nowait(object_id)
+            if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
+                in_store.append(object_id)
+            self.store.delete(object_id)
+        if in_store:
+            self._store_deletes.extend(in_store)
+            if not self._delete_scheduled:
+                self._delete_scheduled = True
+                assert self.loop is not None
+                self.loop.call_soon(self._flush_deletes)
+
+    def _flush_deletes(self) -> None:
+        self._delete_scheduled = False
+        ids, self._store_deletes = self._store_deletes, []
+        if self.store_client is not None and ids:
+            with contextlib.suppress(exceptions.RayError, OSError):
+                self.store_client.delete(ids)
 
     def _put_on_loop(
         self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef]
@@ -496,12 +575,12 @@ class CoreWorker:
             )
         else:
             objs = ready  # type: ignore[assignment]
-        return [_serialization.deserialize(obj) for obj in objs]
+        return [self.deserialize(obj) for obj in objs]
 
     async def get_async(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         objs = await self._on_own_loop(self.get_serialized(refs, deadline))
-        return [_serialization.deserialize(obj) for obj in objs]
+        return [self.deserialize(obj) for obj in objs]
 
     async def wait_async(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
@@ -575,7 +654,7 @@ class CoreWorker:
         if obj is not None:
             fut: asyncio.Future[Any] = self.loop.create_future()
             try:
-                fut.set_result(_serialization.deserialize(obj))
+                fut.set_result(self.deserialize(obj))
             except BaseException as e:
                 fut.set_exception(e)
             return fut
@@ -583,7 +662,7 @@ class CoreWorker:
 
     async def _value(self, ref: ObjectRef) -> Any:
         (obj,) = await self.get_serialized([ref], None)
-        return _serialization.deserialize(obj)
+        return self.deserialize(obj)
 
     def concurrent_future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         assert self.loop is not None
@@ -606,6 +685,45 @@ class CoreWorker:
             raise exceptions.RaySystemError(f"function {function_id.hex()} is not registered")
         return reply.value
 
+    def _serialize_args(
+        self, name: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[SerializedObject, list[ObjectRef], list[ObjectRef]]:
+        """Pickles a call's arguments with its top-level refs set aside.
+
+        Returns the pickled ``(args, kwargs)``, the top-level refs (resolved by
+        the owner before the task runs) and the refs nested inside values.
+        Arguments too large to travel inline are put into the store first and
+        passed by ref, so the worker reads them from shared memory.
+        """
+        arg_refs: list[ObjectRef] = []
+
+        def slot(value: Any) -> Any:
+            if isinstance(value, ObjectRef):
+                arg_refs.append(value)
+                return ArgSlot(len(arg_refs) - 1)
+            return value
+
+        plain_args = [slot(a) for a in args]
+        plain_kwargs = {k: slot(v) for k, v in kwargs.items()}
+        try:
+            pickled = _serialization.pickle_value((plain_args, plain_kwargs))
+        except Exception as e:
+            raise _argument_error(name, args, kwargs, e) from e
+        limit = self.config.max_inline_object_size
+        if pickled.size >= limit and self.store_client is not None:
+            plain_args = [slot(self._maybe_put(a, limit)) for a in plain_args]
+            plain_kwargs = {k: slot(self._maybe_put(v, limit)) for k, v in plain_kwargs.items()}
+            pickled = _serialization.pickle_value((plain_args, plain_kwargs))
+        return pickled.inline(), arg_refs, pickled.refs
+
+    def _maybe_put(self, value: Any, limit: int) -> Any:
+        """A large argument becomes a ref to it in the store."""
+        if isinstance(value, ArgSlot) or type(value) in (int, float, bool, type(None)):
+            return value
+        if _serialization.pickle_value(value).size < limit:
+            return value
+        return self.put(value)
+
     # -- tasks: submission ------------------------------------------------------------
     def submit_task(
         self,
@@ -621,7 +739,7 @@ class CoreWorker:
         retry_exceptions: bool | tuple[type[BaseException], ...],
     ) -> list[ObjectRef]:
         """Submits a task from any thread; raises at once on bad arguments."""
-        args_data, arg_refs, nested = _serialize_args(name, args, kwargs)
+        args_data, arg_refs, nested = self._serialize_args(name, args, kwargs)
         task_id = self.ids.task_id()
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         spec = TaskSpec(
@@ -732,7 +850,7 @@ class CoreWorker:
         from .._actor import ActorHandle
         from .._options import task_resources
 
-        args_data, arg_refs, nested = _serialize_args(class_name, args, kwargs)
+        args_data, arg_refs, nested = self._serialize_args(class_name, args, kwargs)
         key = random_id(16)
         detached = options.get("lifetime") == "detached"
         max_task_retries = options.get("max_task_retries", 0)
@@ -861,7 +979,7 @@ class CoreWorker:
                 f"(max_pending_calls={limit}); wait for some to finish before making more"
             )
         try:
-            args_data, arg_refs, nested = _serialize_args(name, args, kwargs)
+            args_data, arg_refs, nested = self._serialize_args(name, args, kwargs)
         except BaseException:
             self.post(self._count_finished_call, key)
             raise
@@ -1069,11 +1187,15 @@ class CoreWorker:
         self._finish_task(spec)
 
     def _finish_task(self, spec: TaskSpec) -> None:
+        """The task is done: it no longer holds its arguments."""
         spec.state = TaskState.FINISHED
         self._pending.pop(spec.task_id, None)
         if spec.kind == KIND_ACTOR_CALL:
             self._count_finished_call(spec.actor_key)
-        for object_id in self.refs.remove_submitted([r._id for r in spec.arg_refs]):
+        owned = [r._id for r in spec.arg_refs if self._owned(r)]
+        freed = self.refs.remove_submitted([r._id for r in spec.arg_refs])
+        self._free([o for o in freed if o in owned])
+        for object_id in freed:
             self.store.delete(object_id)
         spec.arg_refs = []
         spec.resolved = []
@@ -1111,31 +1233,6 @@ def _should_retry(spec: TaskSpec, error: SerializedObject) -> bool:
         return False
     cause = getattr(err, "cause_cls", type(err))
     return isinstance(cause, type) and issubclass(cause, policy)
-
-
-def _serialize_args(
-    name: str, args: Sequence[Any], kwargs: dict[str, Any]
-) -> tuple[bytes, list[ObjectRef], list[ObjectRef]]:
-    """Pickles a call's arguments with its top-level refs set aside.
-
-    Returns the pickled ``(args, kwargs)``, the top-level refs (resolved by
-    the owner before the task runs) and the refs nested inside values.
-    """
-    arg_refs: list[ObjectRef] = []
-
-    def slot(value: Any) -> Any:
-        if isinstance(value, ObjectRef):
-            arg_refs.append(value)
-            return ArgSlot(len(arg_refs) - 1)
-        return value
-
-    plain_args = [slot(a) for a in args]
-    plain_kwargs = {k: slot(v) for k, v in kwargs.items()}
-    try:
-        data, nested = _serialization.dumps_with_refs((plain_args, plain_kwargs))
-    except Exception as e:
-        raise _argument_error(name, args, kwargs, e) from e
-    return data, arg_refs, nested
 
 
 def _argument_error(

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _serialization, exceptions
+from .._ids import return_id
 from .._serialization import SerializedObject
 from ._task_spec import (
     KIND_ACTOR_CALL,
@@ -210,7 +211,7 @@ class TaskExecutor:
 
 def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> WireReply:
     try:
-        args, kwargs = load_args(task)
+        args, kwargs = load_args(worker, task)
         result = fn(*args, **kwargs)
     except exceptions.TaskCancelledError:
         return cancelled_reply(task[0], task[2])
@@ -223,7 +224,7 @@ async def run_async(
     worker: CoreWorker, fn: Callable[..., Awaitable[Any]], task: WireTask
 ) -> WireReply:
     try:
-        args, kwargs = load_args(task)
+        args, kwargs = load_args(worker, task)
         result = await fn(*args, **kwargs)
     except Exception as e:
         return error_reply(task[0], task[2], e)
@@ -249,9 +250,10 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
             )
             return error_reply(task_id, name, err)
     returns: list[SerializedObject] = []
-    for value in values:
+    for index, value in enumerate(values):
         try:
-            obj, refs = _serialization.serialize(value)
+            # A large result goes into this node's store under the return's id.
+            obj, refs = worker.serialize_value(value, return_id(task_id, index))
         except Exception as e:
             return error_reply(task_id, name, e, "could not serialize the result: ")
         worker.note_escaped(refs)
@@ -286,11 +288,11 @@ def _len_of(value: Any) -> str:
         return "(not a sequence)"
 
 
-def load_args(task: WireTask) -> tuple[list[Any], dict[str, Any]]:
+def load_args(worker: CoreWorker, task: WireTask) -> tuple[list[Any], dict[str, Any]]:
     args_data, resolved = task[3], task[4]
-    args, kwargs = pickle.loads(args_data)
+    args, kwargs = worker.deserialize(args_data)
     if resolved:
-        values = [_serialization.deserialize(obj) for obj in resolved]
+        values = [worker.deserialize(obj) for obj in resolved]
         args = [values[a.index] if type(a) is ArgSlot else a for a in args]
         kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
     return list(args), kwargs

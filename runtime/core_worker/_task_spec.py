@@ -24,7 +24,7 @@ KIND_ACTOR_CALL = 2
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra)
 #: ``extra``: the method name for an actor call; for an actor creation a dict
 #: (actor_id, class_name, max_concurrency); else None.
-WireTask = tuple[bytes, bytes, str, bytes, list[SerializedObject], int, int, Any]
+WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any]
 #: (task_id, ok, returns or [error], application_error)
 WireReply = tuple[bytes, bool, list[SerializedObject], bool]
 
@@ -66,7 +66,7 @@ class TaskSpec:
     task_id: bytes
     function_id: bytes
     name: str
-    args_data: bytes
+    args_data: SerializedObject
     arg_refs: list[ObjectRef]
     num_returns: int
     resources: dict[str, float]

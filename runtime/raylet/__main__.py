@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--resources", required=True, help="JSON: name -> amount")
     parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--object-store-memory", type=int, required=True)
     parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
     parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
@@ -36,10 +37,17 @@ def main() -> None:
             gcs_port=int(gcs_port),
             resources=json.loads(args.resources),
             session_dir=args.session_dir,
+            object_store_memory=args.object_store_memory,
         )
         await raylet.start(args.port)
         _process.report_ready(
-            args.ready_fd, {"host": args.host, "port": raylet.port, "node_id": raylet.node_id.hex()}
+            args.ready_fd,
+            {
+                "host": args.host,
+                "port": raylet.port,
+                "node_id": raylet.node_id.hex(),
+                "store_socket": raylet.store_socket,
+            },
         )
         lost = asyncio.ensure_future(raylet.gcs_lost.wait())
         stopped = asyncio.ensure_future(stop.wait())

@@ -44,6 +44,7 @@ from . import _resources as res
 from ._scheduler import Action, Cancel, Grant, KillWorker, LeaseScheduler, StartWorker, WorkerState
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
+from .store import ObjectStore, StoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Raylet(RayletBase):
         gcs_port: int,
         resources: dict[str, float],
         session_dir: str,
+        object_store_memory: int,
     ) -> None:
         self.config = config
         self.host = host
@@ -87,6 +89,12 @@ class Raylet(RayletBase):
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self._labels: dict[int, str] = {}
         self.gcs_lost = asyncio.Event()
+        self.store_socket = _store_socket_path(session_dir, self.node_id)
+        self.object_store = StoreServer(
+            ObjectStore(object_store_memory, config.object_spilling_threshold),
+            self.store_socket,
+            os.path.join(session_dir, "spill"),
+        )
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> None:
@@ -99,6 +107,7 @@ class Raylet(RayletBase):
             publish_logs=self._buffer_logs,
             on_exit=self._on_worker_exit,
         )
+        await self.object_store.start()
         sock = _rpc.bind_socket(self.host, port)
         self.port = sock.getsockname()[1]
         self._server = await _rpc.start_server_on([self], sock)
@@ -125,6 +134,7 @@ class Raylet(RayletBase):
         if self._pool is not None:
             await self._pool.close()
         await _rpc.stop_server(self._server)
+        await self.object_store.close()
         self._channels.close()
 
     def _node_info(self) -> NodeInfo:
@@ -137,6 +147,8 @@ class Raylet(RayletBase):
             alive=True,
             session_dir=self.session_dir,
             pid=os.getpid(),
+            store_socket=self.store_socket,
+            object_store_memory=self.object_store.store.capacity,
         )
 
     def _worker_argv(self, worker_id: bytes, job_id: int) -> list[str]:
@@ -271,7 +283,7 @@ class Raylet(RayletBase):
                 message.worker_id, message.port, message.pid, time.monotonic()
             )
         )
-        return RegisterWorkerReply(node_id=self.node_id)
+        return RegisterWorkerReply(node_id=self.node_id, store_socket=self.store_socket)
 
     async def notify_worker_blocked(self, message: WorkerBlockedRequest) -> Empty:
         self._apply(self.scheduler.set_blocked(message.worker_id, message.blocked))
@@ -355,3 +367,17 @@ class Raylet(RayletBase):
         while True:
             await asyncio.sleep(period)
             self._apply(self.scheduler.reap_idle(time.monotonic()))
+
+
+#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
+_MAX_SOCKET_PATH = 100
+
+
+def _store_socket_path(session_dir: str, node_id: bytes) -> str:
+    """The store's socket in the session's ``sockets/``, or, when that path is
+    too long for a Unix socket, a Linux abstract socket (a leading NUL)."""
+    name = f"store-{node_id.hex()[:12]}"
+    path = os.path.join(session_dir, "sockets", name)
+    if len(path.encode()) <= _MAX_SOCKET_PATH:
+        return path
+    return f"\0runtime-{os.getpid()}-{name}"

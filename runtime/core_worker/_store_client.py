@@ -1,0 +1,202 @@
+"""The core worker's client of its node's object store.
+
+Each thread that touches the store has its own connection (a blocking Unix
+socket), so no lock is needed; all connections of a process introduce
+themselves with one token, and the store treats them as one client: the
+segments mapped and the objects being read are the process's.
+
+Segments are mapped once per process and the mappings cached: two gets of an
+object return views of the same memory (zero copy), and putting into a
+reused segment that is already mapped copies at memory speed. A get pins the
+object at the store while anything built from its buffers lives: each get
+wraps the object's bytes in a fresh ctypes array over the cached mapping;
+every buffer handed to the unpickler derives from that array, so its
+finalizer runs exactly when the last of them is garbage-collected, and the
+object is released then (released ids are queued and sent by the loop, as a
+finalizer may run in the middle of any other call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import pickle
+import socket
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import _layout, exceptions
+from .._framing import LENGTH, FrameDecoder, frame
+from ..protocol.rt import ObjectLocation, StoreOp, StoreReply, StoreRequest, StoreStats
+
+_MAX_FDS = 64
+
+
+class _Connection:
+    def __init__(self, path: str, token: bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self._decoder = FrameDecoder()
+        self._seq = 0
+        self.call(StoreRequest(op=StoreOp.HELLO, object_ids=[token]))
+
+    def call(self, request: StoreRequest) -> tuple[StoreReply, list[int]]:
+        self._seq += 1
+        request.seq = self._seq
+        self.sock.sendall(frame(bytes(request)))
+        fds: list[int] = []
+        while True:
+            data, received, _, _ = socket.recv_fds(self.sock, 1 << 16, _MAX_FDS)
+            fds.extend(received)
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                raise ConnectionError("the object store closed the connection")
+            frames = self._decoder.feed(data)
+            if frames:
+                return StoreReply.parse(frames[0]), fds
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Local(threading.local):
+    conn: _Connection | None = None
+
+
+class StoreClient:
+    def __init__(self, path: str, token: bytes, on_release_pending: Callable[[], None]) -> None:
+        self.path = path
+        self._token = token
+        self._local = _Local()
+        self._connections: list[_Connection] = []
+        # segment id -> mapping; shared by this process's threads (dict ops are atomic).
+        self._mappings: dict[int, mmap.mmap] = {}
+        self._releases: deque[bytes] = deque()
+        self._on_release_pending = on_release_pending
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------
+    def _conn(self) -> _Connection:
+        conn = self._local.conn
+        if conn is None:
+            if self._closed:
+                raise exceptions.RaySystemError("the object store client is closed")
+            conn = self._local.conn = _Connection(self.path, self._token)
+            self._connections.append(conn)
+        return conn
+
+    def _call(
+        self, op: StoreOp, ids: Sequence[bytes], size: int = 0
+    ) -> tuple[StoreReply, list[int]]:
+        reply, fds = self._conn().call(StoreRequest(op=op, object_ids=list(ids), size=size))
+        for segment_id in reply.unmap:
+            self._mappings.pop(segment_id, None)
+        if reply.error:
+            for fd in fds:
+                os.close(fd)
+            if reply.store_full:
+                raise exceptions.ObjectStoreFullError(reply.error)
+            raise exceptions.RaySystemError(f"object store: {reply.error}")
+        return reply, fds
+
+    def _mapping(self, loc: ObjectLocation, fds: list[int], populate: bool = False) -> mmap.mmap:
+        """The cached mapping of a located object's segment (mapping it if new).
+
+        ``populate`` (for writing) faults the whole segment in with one call,
+        several times faster than page by page; a reader maps lazily, so a get
+        costs the same whatever the object's size.
+        """
+        segment = loc.segment
+        assert segment is not None
+        if segment.has_fd:
+            fd = fds.pop(0)
+            try:
+                cached = self._mappings.get(segment.segment_id)
+                if cached is None:
+                    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
+                    cached = mmap.mmap(fd, segment.size, flags=flags)
+                    self._mappings[segment.segment_id] = cached
+                return cached
+            finally:
+                os.close(fd)
+        cached = self._mappings.get(segment.segment_id)
+        if cached is None:
+            # Another thread of ours got the descriptor and has not cached it yet.
+            reply, more = self._call(StoreOp.MAP, [loc.object_id])
+            return self._mapping(reply.objects[0], more)
+        return cached
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
+        self._mappings.clear()
+
+    # -- operations -----------------------------------------------------------------
+    def put(self, object_id: bytes, inband: bytes, buffers: Sequence[memoryview]) -> None:
+        """Creates, writes and seals an object: one copy, into shared memory."""
+        size, _ = _layout.plan(len(inband), [b.nbytes for b in buffers])
+        reply, fds = self._call(StoreOp.CREATE, [object_id], size)
+        try:
+            mapping = self._mapping(reply.objects[0], fds, populate=True)
+            view = memoryview(mapping)
+            try:
+                _layout.write(view[:size], inband, buffers)
+            finally:
+                view.release()
+        except BaseException:
+            self._call(StoreOp.ABORT, [object_id])
+            raise
+        self._call(StoreOp.SEAL, [object_id])
+
+    def get_value(self, object_id: bytes) -> Any:
+        """The object's value; its arrays are read-only views of shared memory."""
+        reply, fds = self._call(StoreOp.GET, [object_id])
+        loc = reply.objects[0]
+        if not loc.found:
+            raise exceptions.ObjectLostError(
+                object_id.hex(), "it is not in this node's object store"
+            )
+        try:
+            mapping = self._mapping(loc, fds)
+        except BaseException:
+            self.release_later(object_id)
+            raise
+        anchor = (ctypes.c_char * loc.size).from_buffer(mapping, 0)
+        weakref.finalize(anchor, self.release_later, object_id)
+        root = memoryview(anchor).cast("B").toreadonly()
+        del anchor  # from here on, only views derived from it keep it alive
+        inband, buffers = _layout.read(root)
+        return pickle.loads(inband, buffers=buffers)
+
+    def release_later(self, object_id: bytes) -> None:
+        """Queues a release; runs in finalizers, on any thread, at any time."""
+        self._releases.append(object_id)
+        self._on_release_pending()
+
+    def flush_releases(self) -> None:
+        releases = self._releases
+        ids = []
+        while releases:
+            ids.append(releases.popleft())
+        if ids and not self._closed:
+            self._call(StoreOp.RELEASE, ids)
+
+    def delete(self, object_ids: Sequence[bytes]) -> None:
+        if object_ids and not self._closed:
+            self._call(StoreOp.DELETE, object_ids)
+
+    def stats(self) -> StoreStats:
+        reply, _ = self._call(StoreOp.STATS, [])
+        assert reply.stats is not None
+        return reply.stats
+
+
+# LENGTH is re-exported for tests that speak the protocol by hand.
+__all__ = ["LENGTH", "StoreClient"]

@@ -1,0 +1,414 @@
+"""The object store server: the raylet's Unix socket, on the raylet's loop.
+
+Each client connection is read with ``add_reader`` (no reader task per
+connection); requests of one client are handled in order by one task, so a
+create that waits for spilling holds back only that client. File
+descriptors of segments go back as SCM_RIGHTS data with the reply. Spill
+and restore I/O runs on a thread, never on the loop.
+
+Bad input (a malformed frame or message, a file descriptor sent to us)
+disconnects that client; a request the store refuses (unknown object, sealing
+twice, a size that cannot fit) gets an error reply. Either way the store goes
+on serving everyone else.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import socket
+from typing import Any
+
+from ..._framing import FrameDecoder, FrameError, frame
+from ..._tasks import TaskSet
+from ...protocol.rt import (
+    ObjectLocation,
+    SegmentInfo,
+    StoreOp,
+    StoreReply,
+    StoreRequest,
+    StoreStats,
+)
+from ._store import ObjectState, ObjectStore, SpillFile, StoredObject, StoreError, StoreFullError
+
+logger = logging.getLogger(__name__)
+
+#: Spill files are written in chunks of this size, and objects read back so.
+IO_CHUNK = 8 << 20
+
+
+class StoreServer:
+    def __init__(self, store: ObjectStore, path: str, spill_dir: str) -> None:
+        self.store = store
+        self.path = path
+        self.spill_dir = spill_dir
+        self._sock: socket.socket | None = None
+        self._clients: dict[int, _Client] = {}
+        self._ids = itertools.count(1)
+        # A process's connections share one store client record (by its token).
+        self._records: dict[bytes, int] = {}
+        self._record_connections: dict[int, int] = {}
+        self._spill_ids = itertools.count(1)
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-io")
+        self._restoring: dict[bytes, asyncio.Future[None]] = {}
+        self._room = asyncio.Lock()  # one room-making pass at a time
+        self._tasks = TaskSet()
+
+    async def start(self) -> None:
+        abstract = self.path.startswith("\0")
+        if not abstract:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        sock.listen(512)
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for client in list(self._clients.values()):
+            client.close()
+        await self._tasks.close()
+        self._io.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+        for file in list(self.store.spill_files):
+            with contextlib.suppress(OSError):
+                os.unlink(file.path)
+        if not self.path.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def stats(self) -> StoreStats:
+        s = self.store
+        return StoreStats(
+            capacity=s.capacity,
+            used=s.used,
+            pooled=s.pool.pooled_bytes,
+            num_objects=len(s.objects),
+            spilled_bytes=s.spilled_bytes,
+            num_spilled=sum(1 for o in s.objects.values() if o.state is ObjectState.SPILLED),
+            spill_files=len(s.spill_files),
+            num_restored=s.num_restored,
+            num_clients=len(self._clients),
+        )
+
+    # -- connections ------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(False)
+            client = _Client(self, next(self._ids), conn)
+            self._clients[client.client_id] = client
+
+    def _hello(self, client: _Client, token: bytes) -> int:
+        record = self._records.get(token)
+        if record is None:
+            record = self._records[token] = next(self._ids)
+            self.store.connect(record)
+        self._record_connections[record] = self._record_connections.get(record, 0) + 1
+        return record
+
+    def _disconnected(self, client: _Client) -> None:
+        if self._clients.pop(client.client_id, None) is None or client.record is None:
+            return
+        record = client.record
+        left = self._record_connections[record] - 1
+        if left:
+            self._record_connections[record] = left
+            return
+        del self._record_connections[record]
+        for token, rid in list(self._records.items()):
+            if rid == record:
+                del self._records[token]
+        self.store.disconnect(record)
+        self._delete_dead_spill_files()
+
+    # -- requests -------------------------------------------------------------------
+    async def handle(self, client: _Client, request: StoreRequest) -> tuple[StoreReply, list[int]]:
+        reply = StoreReply(seq=request.seq)
+        fds: list[int] = []
+        ids = list(request.object_ids)
+        try:
+            op = request.op
+            if op is StoreOp.HELLO:
+                if client.record is not None or len(ids) != 1:
+                    raise StoreError("hello takes one token, once")
+                client.record = self._hello(client, ids[0])
+                return reply, fds
+            if client.record is None:
+                raise StoreError("the first request must be hello")
+            client_id = client.record
+            if op is StoreOp.CREATE:
+                if len(ids) != 1:
+                    raise StoreError("create takes exactly one object id")
+                obj = await self._create(client_id, ids[0], request.size)
+                reply.objects = [self._locate(client_id, obj, fds)]
+            elif op is StoreOp.SEAL:
+                for object_id in ids:
+                    self.store.seal(client_id, object_id)
+            elif op is StoreOp.ABORT:
+                for object_id in ids:
+                    self.store.abort(client_id, object_id)
+            elif op is StoreOp.GET:
+                reply.objects = [await self._get(client_id, oid, fds) for oid in ids]
+            elif op is StoreOp.RELEASE:
+                for object_id in ids:
+                    self.store.release(client_id, object_id)
+            elif op is StoreOp.DELETE:
+                for object_id in ids:
+                    self.store.delete(object_id)
+                self._delete_dead_spill_files()
+            elif op is StoreOp.STATS:
+                reply.stats = self.stats()
+            elif op is StoreOp.MAP:
+                for object_id in ids:
+                    stored = self.store.objects.get(object_id)
+                    segment = stored.segment if stored is not None else None
+                    if stored is None or segment is None:
+                        raise StoreError(f"object {object_id.hex()} is not in memory")
+                    self.store.hand_out(client_id, segment)
+                    fds.append(segment.fd)
+                    info = SegmentInfo(
+                        segment_id=segment.segment_id, size=segment.size, has_fd=True
+                    )
+                    reply.objects.append(
+                        ObjectLocation(
+                            object_id=object_id, found=True, segment=info, size=stored.size
+                        )
+                    )
+            else:
+                raise StoreError(f"unknown operation {op!r}")
+        except StoreFullError as e:
+            reply.error = str(e)
+            reply.store_full = True
+        except StoreError as e:
+            reply.error = str(e)
+        if client.record is not None:
+            reply.unmap = self.store.take_unmaps(client.record)
+        return reply, fds
+
+    def _locate(self, client_id: int, obj: StoredObject, fds: list[int]) -> ObjectLocation:
+        segment = obj.segment
+        assert segment is not None
+        has_fd = self.store.hand_out(client_id, segment)
+        if has_fd:
+            fds.append(segment.fd)
+        return ObjectLocation(
+            object_id=obj.object_id,
+            found=True,
+            segment=SegmentInfo(segment_id=segment.segment_id, size=segment.size, has_fd=has_fd),
+            size=obj.size,
+        )
+
+    async def _create(self, client_id: int, object_id: bytes, size: int) -> StoredObject:
+        if object_id in self.store.objects:
+            raise StoreError(f"object {object_id.hex()} already exists")
+        await self._make_room(size)
+        return self.store.create(client_id, object_id, size)
+
+    async def _get(self, client_id: int, object_id: bytes, fds: list[int]) -> ObjectLocation:
+        obj = self.store.lookup(object_id)
+        if obj is not None and (obj.state is ObjectState.SPILLED or object_id in self._restoring):
+            await self._restore(obj)
+            obj = self.store.lookup(object_id)
+        if obj is None or obj.state is not ObjectState.SEALED:
+            return ObjectLocation(object_id=object_id, found=False)
+        self.store.pin(client_id, obj)
+        return self._locate(client_id, obj, fds)
+
+    # -- making room, spilling, restoring ---------------------------------------------
+    async def _make_room(self, size: int) -> None:
+        async with self._room:
+            while True:
+                missing = self.store.room_for(size)  # raises StoreFullError
+                if missing <= 0:
+                    return
+                victims = self.store.spill_candidates(missing)
+                if victims:
+                    await self._spill(victims)
+
+    async def _spill(self, victims: list[StoredObject]) -> None:
+        """Writes objects into one new spill file (small ones fused together)."""
+        path = os.path.join(self.spill_dir, f"spill-{os.getpid()}-{next(self._spill_ids)}")
+        file = SpillFile(path)
+        jobs = [(obj, obj.segment.mapping(), obj.size) for obj in victims if obj.segment]
+        loop = asyncio.get_running_loop()
+        try:
+            offsets = await loop.run_in_executor(self._io, _write_spill_file, path, jobs)
+        except OSError as e:
+            logger.error("spilling %d objects to %s failed: %s", len(victims), path, e)
+            for obj in victims:
+                self.store.spill_failed(obj)
+            raise StoreFullError(f"spilling to disk failed: {e}") from e
+        for obj, offset in zip(victims, offsets, strict=True):
+            self.store.spilled(obj, file, offset)
+        self._delete_dead_spill_files()
+        total = sum(obj.size for obj in victims)
+        logger.info("spilled %d objects (%d bytes) to %s", len(victims), total, path)
+
+    async def _restore(self, obj: StoredObject) -> None:
+        pending = self._restoring.get(obj.object_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._restoring[obj.object_id] = fut
+        try:
+            await self._make_room(obj.size)
+            assert obj.spill is not None
+            file, offset = obj.spill
+            segment = self.store.begin_restore(obj)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(
+                    self._io, _read_spilled, file.path, offset, obj.size, segment.mapping()
+                )
+            except OSError as e:
+                self.store.restore_failed(obj)
+                raise StoreError(f"restoring object {obj.object_id.hex()} failed: {e}") from e
+            self.store.restored(obj)
+        finally:
+            del self._restoring[obj.object_id]
+            fut.set_result(None)
+
+    def _delete_dead_spill_files(self) -> None:
+        for file in self.store.dead_spill_files():
+            with contextlib.suppress(OSError):
+                os.unlink(file.path)
+
+
+def _write_spill_file(path: str, jobs: list[tuple[Any, Any, int]]) -> list[int]:
+    offsets = []
+    with open(path, "wb") as f:
+        for _, mapping, size in jobs:
+            offsets.append(f.tell())
+            view = memoryview(mapping)
+            try:
+                for start in range(0, size, IO_CHUNK):
+                    f.write(view[start : min(size, start + IO_CHUNK)])
+            finally:
+                view.release()
+    return offsets
+
+
+def _read_spilled(path: str, offset: int, size: int, mapping: Any) -> None:
+    view = memoryview(mapping)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            done = 0
+            while done < size:
+                n = f.readinto(view[done : min(size, done + IO_CHUNK)])
+                if not n:
+                    raise OSError(f"{path} is truncated")
+                done += n
+    finally:
+        view.release()
+
+
+class _Client:
+    """One connection: reads frames as they come, answers requests in order."""
+
+    def __init__(self, server: StoreServer, client_id: int, conn: socket.socket) -> None:
+        self.server = server
+        self.client_id = client_id
+        self.conn = conn
+        self.record: int | None = None  # the process's store client record, after hello
+        self._decoder = FrameDecoder()
+        self._queue: asyncio.Queue[StoreRequest] = asyncio.Queue()
+        self._closed = False
+        loop = asyncio.get_running_loop()
+        loop.add_reader(conn.fileno(), self._on_readable)
+        self._worker = server._tasks.spawn(self._serve())
+
+    def _on_readable(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.conn, 1 << 16, 8)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if fds:
+            for fd in fds:
+                os.close(fd)
+            logger.warning(
+                "store client %d sent file descriptors; disconnecting it", self.client_id
+            )
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        try:
+            for payload in self._decoder.feed(data):
+                self._queue.put_nowait(StoreRequest.parse(payload))
+        except (FrameError, ValueError, TypeError, IndexError) as e:
+            logger.warning(
+                "malformed input from store client %d (%s); disconnecting it", self.client_id, e
+            )
+            self.close()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            request = await self._queue.get()
+            reply, fds = await self.server.handle(self, request)
+            if self._closed:
+                return
+            data = frame(bytes(reply))
+            ancillary = (
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            )
+            try:
+                while True:
+                    try:
+                        # The descriptors ride with the first byte sent.
+                        sent = self.conn.sendmsg([data], ancillary)
+                        break
+                    except BlockingIOError:
+                        await self._writable(loop)
+                if sent < len(data):
+                    await loop.sock_sendall(self.conn, data[sent:])
+            except OSError:
+                self.close()
+                return
+
+    async def _writable(self, loop: asyncio.AbstractEventLoop) -> None:
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = self.conn.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_writer(fd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_writer(fd)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+        self.conn.close()
+        self._worker.cancel()
+        self.server._disconnected(self)
