@@ -38,13 +38,25 @@ class _AsyncActorImpl:
         return b"ok"
 
 
+@runtime.remote
+def _produce(n: int) -> Any:
+    import numpy as np
+
+    return np.ones(n, dtype=np.int64)
+
+
+@runtime.remote
+def _consume(array: Any) -> int:
+    return int(array[-1])
+
+
 # Wrapped rather than decorated: type checkers do not see class decorators.
 _Actor = runtime.remote(_SyncActorImpl)
 _AsyncActor = runtime.remote(_AsyncActorImpl)
 
 
 def _timeit(
-    name: str, fn: Callable[[], Any], duration: float, multiplier: int = 1
+    name: str, fn: Callable[[], Any], duration: float, multiplier: float = 1
 ) -> dict[str, Any]:
     def run(seconds: float) -> float:
         count = 0
@@ -63,6 +75,31 @@ def _timeit(
     return {"name": name, "mean": mean, "std": std}
 
 
+def _store_rows(want: Callable[[str], bool]) -> list[tuple[str, Callable[[], Any], float]]:
+    """Rows that move large arrays through the shared-memory store."""
+    try:
+        import numpy as np
+    except ImportError:  # numpy is optional for the runtime
+        return []
+    rows: list[tuple[str, Callable[[], Any], float]] = []
+    if want("single client put gigabytes"):
+        big = np.zeros(100 * 1024 * 1024, dtype=np.int64)  # 800 MiB
+        rows.append(("single client put gigabytes", lambda: runtime.put(big), 0.8))
+    if want("single client get gigabytes"):
+        stored = runtime.put(np.zeros(100 * 1024 * 1024, dtype=np.int64))
+        rows.append(("single client get gigabytes", lambda: runtime.get(stored), 0.8))
+    if want("task passing 100 MB array"):
+        n = 100 * 1024 * 1024 // 8
+        rows.append(
+            (
+                "task passing 100 MB array to another",
+                lambda: runtime.get(_consume.remote(_produce.remote(n))),
+                1,
+            )
+        )
+    return rows
+
+
 def main(args: argparse.Namespace) -> int:
     duration = float(args.duration)
     rows: list[dict[str, Any]] = []
@@ -79,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         rows.append({"name": "init to first result (s)", "mean": first, "std": 0.0})
     try:
         value = runtime.put(0)
-        table: list[tuple[str, Callable[[], Any], int]] = [
+        table: list[tuple[str, Callable[[], Any], float]] = [
             ("single client get calls", lambda: runtime.get(value), 1),
             ("single client put calls", lambda: runtime.put(0), 1),
             ("single client tasks sync", lambda: runtime.get(_noop.remote()), 1),
@@ -121,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
                 1000,
             ),
         ]
+        table += _store_rows(want)
         for name, fn, multiplier in table:
             if want(name):
                 rows.append(_timeit(name, fn, duration, multiplier))

@@ -321,6 +321,24 @@ def _read_spilled(path: str, offset: int, size: int, mapping: Any) -> None:
         view.release()
 
 
+_OPS = frozenset(op for op in StoreOp if op is not StoreOp.UNSPECIFIED)
+_MAX_ID = 64
+
+
+def _parse(payload: bytes) -> StoreRequest:
+    """A request, checked: the protobuf decoder accepts much that is no request."""
+    request = StoreRequest.parse(payload)
+    if not isinstance(request.op, StoreOp) or request.op not in _OPS:
+        raise FrameError(f"not a store request (op {request.op!r})")
+    if not isinstance(request.object_ids, list) or any(
+        not isinstance(i, bytes) or not i or len(i) > _MAX_ID for i in request.object_ids
+    ):
+        raise FrameError("malformed object ids")
+    if not isinstance(request.size, int) or request.size < 0:
+        raise FrameError("malformed size")
+    return request
+
+
 class _Client:
     """One connection: reads frames as they come, answers requests in order."""
 
@@ -357,8 +375,8 @@ class _Client:
             return
         try:
             for payload in self._decoder.feed(data):
-                self._queue.put_nowait(StoreRequest.parse(payload))
-        except (FrameError, ValueError, TypeError, IndexError) as e:
+                self._queue.put_nowait(_parse(payload))
+        except Exception as e:  # whatever the bytes were, only this client suffers
             logger.warning(
                 "malformed input from store client %d (%s); disconnecting it", self.client_id, e
             )

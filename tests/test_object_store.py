@@ -1,0 +1,223 @@
+"""The shared-memory object store on real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, assert_no_orphans, wait_until
+
+import runtime
+from runtime._framing import frame
+from runtime.exceptions import ObjectStoreFullError
+from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
+
+MB = 1 << 20
+
+
+def worker():
+    return runtime._context.current()
+
+
+def stats():
+    return worker().store_client.stats()
+
+
+@pytest.fixture
+def small_store():
+    ctx = runtime.init(num_cpus=2, object_store_memory=200 * MB)
+    try:
+        yield ctx
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+@runtime.remote
+def same_memory(a, b):
+    return bool(np.shares_memory(a, b)), a.flags.writeable, int(a.sum())
+
+
+@runtime.remote
+def array_sum(x):
+    return int(x.sum())
+
+
+@runtime.remote
+def make_array(n, value):
+    return np.full(n, value, dtype=np.int64)
+
+
+def test_zero_copy_gets(cluster):
+    data = np.arange(5 * MB, dtype=np.int64)
+    ref = runtime.put(data)
+    first, second = runtime.get(ref), runtime.get(ref)
+    assert np.shares_memory(first, second)
+    assert not first.flags.writeable
+    assert np.array_equal(first, data)
+
+
+def test_zero_copy_inside_a_task(cluster):
+    data = np.ones(4 * MB, dtype=np.int64)
+    ref = runtime.put(data)
+    shared, writeable, total = runtime.get(same_memory.remote(ref, ref))
+    assert shared and not writeable and total == 4 * MB
+
+
+def test_large_arguments_go_through_the_store(cluster):
+    data = np.ones(2 * MB, dtype=np.int64)
+    before = stats().num_objects
+    assert runtime.get(array_sum.remote(data)) == 2 * MB
+    wait_until(lambda: stats().num_objects == before, what="the argument to be freed")
+
+
+def test_large_results_are_stored_and_freed(cluster):
+    ref = make_array.remote(MB, 7)
+    result = runtime.get(ref)
+    assert result[0] == 7 and len(result) == MB and not result.flags.writeable
+    assert stats().num_objects == 1
+    del ref, result
+    wait_until(lambda: stats().num_objects == 0 and stats().used == 0, what="the result's freeing")
+
+
+def test_memory_returns_after_freeing(cluster):
+    baseline = stats().used
+    refs = [runtime.put(np.zeros(MB, dtype=np.int64)) for _ in range(10)]
+    assert stats().used >= baseline + 80 * MB
+    del refs
+    wait_until(lambda: stats().used == baseline, what="the store usage to go back")
+
+
+def test_small_objects_stay_inline(cluster):
+    runtime.get(runtime.put(np.zeros(100, dtype=np.int64)))
+    assert stats().num_objects == 0
+
+
+def test_spilling_under_pressure_reads_back_identical(small_store):
+    spill_dir = os.path.join(small_store.session_dir, "spill")
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 1 << 62, size=10 * MB // 8, dtype=np.int64) for _ in range(100)]
+    refs = [runtime.put(a) for a in arrays]  # 1 GB into a 200 MB store
+    s = stats()
+    assert s.used <= 200 * MB and s.num_spilled > 0 and os.listdir(spill_dir)
+    for ref, original in zip(refs, arrays, strict=True):
+        assert np.array_equal(runtime.get(ref), original)
+    assert stats().num_restored > 0
+    del refs, ref
+    wait_until(lambda: stats().num_objects == 0, what="every object to be freed")
+    wait_until(lambda: not os.listdir(spill_dir), what="the spill files to be deleted")
+
+
+def test_restore_after_spill_inside_tasks(small_store):
+    refs = [runtime.put(np.full(20 * MB // 8, i, dtype=np.int64)) for i in range(20)]
+    assert stats().num_spilled > 0
+    sums = runtime.get([array_sum.remote(r) for r in refs])
+    assert sums == [i * (20 * MB // 8) for i in range(20)]
+
+
+def test_put_that_can_never_fit(small_store):
+    with pytest.raises(ObjectStoreFullError, match=r"\d+ bytes"):
+        runtime.put(np.zeros(300 * MB // 8))
+    assert runtime.get(runtime.put(1)) == 1
+
+
+def test_put_fails_when_nothing_can_be_spilled(small_store):
+    held = [runtime.get(runtime.put(np.zeros(60 * MB // 8))) for _ in range(3)]  # read: pinned
+    with pytest.raises(ObjectStoreFullError, match="could be spilled"):
+        runtime.put(np.zeros(60 * MB // 8))
+    del held
+
+
+def test_several_workers_read_one_object(cluster):
+    ref = runtime.put(np.ones(8 * MB, dtype=np.int64))
+    assert runtime.get([array_sum.remote(ref) for _ in range(8)]) == [8 * MB] * 8
+
+
+def _raw(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(10)
+    return sock
+
+
+def _call(sock: socket.socket, request: StoreRequest) -> StoreReply:
+    sock.sendall(frame(bytes(request)))
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 8)
+    for fd in fds:
+        os.close(fd)
+    return StoreReply.parse(data[4:])
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_malformed_input_disconnects_only_that_client(cluster):
+    path = worker().store_socket
+    garbage = _raw(path)
+    garbage.sendall(b"\x00\x00\x00\x05\xff\xff\xff\xff\xff")
+    assert _closed_by_server(garbage)
+    huge = _raw(path)
+    huge.sendall(b"\x7f\xff\xff\xff")
+    assert _closed_by_server(huge)
+    rude = _raw(path)
+    assert _call(rude, StoreRequest(op=StoreOp.CREATE, object_ids=[b"x"], size=1)).error
+    # The store still serves everyone else.
+    assert np.array_equal(runtime.get(runtime.put(np.arange(MB))), np.arange(MB))
+
+
+def test_protocol_errors_get_error_replies(cluster):
+    sock = _raw(worker().store_socket)
+    assert not _call(sock, StoreRequest(op=StoreOp.HELLO, object_ids=[b"token"])).error
+    oid = b"o" * 20
+    assert not _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[oid], size=100)).error
+    assert not _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[oid])).error
+    assert "already sealed" in _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[oid])).error
+    assert "unknown" in _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[b"n" * 20])).error
+    assert "exists" in _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[oid], size=1)).error
+    too_big = _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[b"b" * 20], size=1 << 50))
+    assert too_big.store_full and "cannot fit" in too_big.error
+    reply = _call(sock, StoreRequest(op=StoreOp.GET, object_ids=[b"n" * 20]))
+    assert not reply.error and not reply.objects[0].found
+    sock.close()
+
+
+def test_client_killed_mid_create_leaks_nothing(cluster):
+    baseline = stats().used
+    code = (
+        "import socket, sys, time\n"
+        "from runtime._framing import frame\n"
+        "from runtime.protocol.rt import StoreOp, StoreRequest\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "s.connect(sys.argv[1])\n"
+        "for op, size in ((StoreOp.HELLO, 0), (StoreOp.CREATE, 50 << 20)):\n"
+        "    ids = [b'killed-token'] if op is StoreOp.HELLO else [b'k' * 20]\n"
+        "    s.sendall(frame(bytes(StoreRequest(op=op, object_ids=ids, size=size))))\n"
+        "    socket.recv_fds(s, 65536, 8)\n"
+        "print('created', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, worker().store_socket],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "created"
+        assert stats().used >= baseline + 50 * MB
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: stats().used == baseline, what="the aborted create to be freed")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert runtime.get(runtime.put(np.ones(MB)))[0] == 1
