@@ -658,7 +658,11 @@ class CoreWorker:
             except BaseException as e:
                 fut.set_exception(e)
             return fut
-        return self.loop.create_task(self._value(ref))
+        task = self.loop.create_task(self._value(ref))
+        # A waiter nobody looks at again (a ref abandoned at shutdown) must not
+        # log "exception was never retrieved": its error belongs to the ref.
+        task.add_done_callback(_retrieve)
+        return task
 
     async def _value(self, ref: ObjectRef) -> Any:
         (obj,) = await self.get_serialized([ref], None)
@@ -1199,6 +1203,11 @@ class CoreWorker:
             self.store.delete(object_id)
         spec.arg_refs = []
         spec.resolved = []
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _on_a_loop_thread() -> bool:
