@@ -21,6 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import _rpc, _serialization, exceptions
 from .._serialization import SerializedObject
@@ -54,6 +55,8 @@ class ActorQueue:
     stream: PushStream | None = None
     restarts_seen: int = 0
     death_cause: str = ""
+    # Refs nested in the constructor's arguments, held until it ran.
+    creation_refs: list[Any] = field(default_factory=list)
     # Set once the gcs has the actor (or its creation failed).
     known: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,7 +70,7 @@ class ActorSubmitter:
         *,
         gcs: Callable[[], GcsStub],
         channels: _rpc.ChannelPool,
-        on_reply: Callable[[TaskSpec, WireReply], None],
+        on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_failure: Callable[[TaskSpec, SerializedObject], None],
         on_idle: Callable[[bytes], None],
     ) -> None:
@@ -118,6 +121,7 @@ class ActorSubmitter:
         self._tasks.spawn(self._resolve(q, 0))
 
     def mark_dead(self, q: ActorQueue, cause: str) -> None:
+        q.creation_refs = []
         q.known.set()
         q.state = QueueState.DEAD
         q.death_cause = cause
@@ -165,10 +169,13 @@ class ActorSubmitter:
             spec = q.waiting.popleft()
             spec.state = TaskState.PUSHED
             q.in_flight[spec.task_id] = spec
-            fut = q.stream.push(spec.wire())
-            fut.add_done_callback(lambda f, s=spec: self._on_done(q, s, f))  # type: ignore[misc]
+            stream = q.stream
+            fut = stream.push(spec.wire())
+            fut.add_done_callback(lambda f, s=spec, st=stream: self._on_done(q, s, f, st))  # type: ignore[misc]
 
-    def _on_done(self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[WireReply]) -> None:
+    def _on_done(
+        self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[WireReply], stream: PushStream
+    ) -> None:
         q.in_flight.pop(spec.task_id, None)
         if fut.cancelled() or fut.exception() is not None:
             self._on_stream_broken(q)
@@ -185,7 +192,7 @@ class ActorSubmitter:
             else:
                 q.lost.append(spec)
         else:
-            self._on_reply(spec, fut.result())
+            self._on_reply(spec, fut.result(), stream)
         self._flush(q)
         if q.idle():
             self._on_idle(q.key)
@@ -225,6 +232,7 @@ class ActorSubmitter:
             )
             self._on_failure(spec, _serialization.serialize_error(error))
         q.restarts_seen = info.num_restarts
+        q.creation_refs = []
         address = (info.address.host, info.address.port)
         stream = self._streams.get(address)
         if stream is None or stream.broken:

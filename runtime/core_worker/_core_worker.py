@@ -65,6 +65,8 @@ from ..protocol.rt import (
 from ._actor_submitter import ActorQueue, ActorSubmitter
 from ._executor import TaskExecutor, thread_state
 from ._memory_store import MemoryStore
+from ._ownership import Ownership, ReleasePins
+from ._push_stream import PushStream
 from ._reference_counter import ReferenceCounter
 from ._service import CoreWorkerService
 from ._store_client import StoreClient
@@ -128,6 +130,7 @@ class CoreWorker:
         self.ids = IdGenerator()
         self.store = MemoryStore()
         self.refs = ReferenceCounter()
+        self.ownership = Ownership(self)
         self.channels = _rpc.ChannelPool()
         self.executor: TaskExecutor | None = None
         self._sock = _rpc.bind_socket(host)
@@ -303,6 +306,7 @@ class CoreWorker:
         self.state = State.STOPPED
         await self.submitter.close()
         await self.actors.close()
+        await self.ownership.close()
         if self.mode is WorkerMode.DRIVER and self._gcs is not None and self.job_id:
             with contextlib.suppress(TimeoutError, *_rpc.CONNECTION_ERRORS):
                 await asyncio.wait_for(
@@ -355,7 +359,11 @@ class CoreWorker:
 
     # -- reference counting (any thread) -------------------------------------------
     def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
-        self.post(self.refs.add_local, object_id)
+        self.post(self._add_local, object_id, owner)
+
+    def _add_local(self, object_id: bytes, owner: OwnerAddress) -> None:
+        if self.refs.add_local(object_id, owned=owner[2] == self.worker_id):
+            self.ownership.borrowed(object_id, owner)
 
     def remove_local_ref(self, object_id: bytes) -> None:
         if self.state is State.STOPPED:
@@ -363,18 +371,17 @@ class CoreWorker:
         self.post(self._remove_local, object_id)
 
     def _remove_local(self, object_id: bytes) -> None:
-        owned = self.refs.owns(object_id)
-        if self.refs.remove_local(object_id):
-            if owned:
-                self._free([object_id])
-            else:
-                self.store.delete(object_id)  # a borrowed value cached here
+        dropped = self.refs.remove_local(object_id)
+        if dropped is not None:
+            self._dropped(object_id, dropped.owned)
 
-    def note_escaped(self, refs: Sequence[ObjectRef]) -> None:
-        """Refs pickled into something that may leave this process."""
-        for ref in refs:
-            if ref._owner[2] == self.worker_id:
-                self.post(self.refs.mark_escaped, ref._id)
+    def _dropped(self, object_id: bytes, owned: bool) -> None:
+        """No count holds the object here any more."""
+        if owned:
+            self.free_owned([object_id])
+        else:
+            self.store.delete(object_id)  # a borrowed value cached here
+            self.ownership.borrow_ended(object_id)
 
     # -- objects ----------------------------------------------------------------
     def put(self, value: Any) -> ObjectRef:
@@ -431,10 +438,11 @@ class CoreWorker:
             with contextlib.suppress(exceptions.RayError, OSError):
                 self.store_client.flush_releases()
 
-    def _free(self, object_ids: list[bytes]) -> None:
+    def free_owned(self, object_ids: list[bytes]) -> None:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
         in_store = []
         for object_id in object_ids:
+            self.ownership.release_contained(object_id)
             obj = self.store.get_nowait(object_id)
             if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
                 in_store.append(object_id)
@@ -458,9 +466,7 @@ class CoreWorker:
     ) -> None:
         self.refs.add_owned(object_id, 1)
         self.store.put(object_id, obj)
-        for ref in nested:
-            if ref._owner[2] == self.worker_id:
-                self.refs.mark_escaped(ref._id)
+        self.ownership.contain(object_id, nested)
 
     def knows_object(self, object_id: bytes) -> bool:
         return object_id in self.refs or object_id in self.store
@@ -770,9 +776,7 @@ class CoreWorker:
         for object_id in spec.return_ids:
             self.refs.add_owned(object_id, 1)
         self.refs.add_submitted([r._id for r in spec.arg_refs])
-        for ref in nested:
-            if self._owned(ref):
-                self.refs.mark_escaped(ref._id)
+        spec.nested = nested  # held until the reply: the worker registers by then
         self._ensure_exported(spec.function_id, function_data)
         export = self._exports[spec.function_id]
         if not spec.arg_refs and export.done() and not export.exception():
@@ -916,9 +920,7 @@ class CoreWorker:
         queue = self.actors.queue(key, key, info.class_name, registering=True)
         self._pending[spec.task_id] = spec
         self.refs.add_submitted([r._id for r in spec.arg_refs])
-        for ref in nested:
-            if self._owned(ref):
-                self.refs.mark_escaped(ref._id)
+        queue.creation_refs = nested  # held until the constructor ran
         self._ensure_exported(spec.function_id, class_data)
         self._background.spawn(self._register_actor(spec, info, get_if_exists, queue, registered))
 
@@ -1021,9 +1023,7 @@ class CoreWorker:
         for object_id in spec.return_ids:
             self.refs.add_owned(object_id, 1)
         self.refs.add_submitted([r._id for r in spec.arg_refs])
-        for ref in nested:
-            if self._owned(ref):
-                self.refs.mark_escaped(ref._id)
+        spec.nested = nested  # held until the reply: the actor registers by then
         key = spec.actor_key
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
         if spec.arg_refs:
@@ -1046,14 +1046,11 @@ class CoreWorker:
         spec.state = TaskState.QUEUED
         self.actors.ready(queue)
 
-    def _on_actor_reply(self, spec: TaskSpec, reply: WireReply) -> None:
-        _, ok, returns, _ = reply
-        if not ok:
-            self._fail_task(spec, returns[0])
+    def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        if not reply[1]:
+            self._fail_task(spec, reply[2][0])
             return
-        for object_id, obj in zip(spec.return_ids, returns, strict=False):
-            if object_id in self.refs:
-                self.store.put(object_id, obj)
+        self._store_returns(spec, reply, stream)
         self._finish_task(spec)
 
     # The handles this process created keep their actor alive: when the last one
@@ -1148,8 +1145,8 @@ class CoreWorker:
         self.submitter.cancel(spec, force)
 
     # -- tasks: completion --------------------------------------------------------------
-    def _on_task_reply(self, spec: TaskSpec, reply: WireReply) -> None:
-        _, ok, returns, application_error = reply
+    def _on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        _, ok, returns, application_error, _ = reply
         if not ok:
             if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
                 if spec.retries_left > 0:
@@ -1159,10 +1156,27 @@ class CoreWorker:
                 return
             self._fail_task(spec, returns[0])
             return
-        for object_id, obj in zip(spec.return_ids, returns, strict=False):
-            if object_id in self.refs:
-                self.store.put(object_id, obj)
+        self._store_returns(spec, reply, stream)
         self._finish_task(spec)
+
+    def _store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        """Keeps a task's results, and takes over the refs nested in them."""
+        returns, nested = reply[2], reply[4]
+        for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
+            if object_id not in self.refs:
+                continue  # nobody wants this result any more
+            self.store.put(object_id, obj)
+            inner = nested[index] if index < len(nested) else []
+            if inner:
+                # Ownership rule 3: the result holds the refs it contains.
+                self.ownership.contain(
+                    object_id, [ObjectRef(oid, owner, self) for oid, owner in inner]
+                )
+        if any(nested):
+            # Rule 2: the worker held them for us until now; let it go once
+            # our own registrations (for refs we do not own) are done.
+            task_id = spec.task_id
+            self.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
 
     def _on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
         if spec.cancelled:
@@ -1196,12 +1210,10 @@ class CoreWorker:
         self._pending.pop(spec.task_id, None)
         if spec.kind == KIND_ACTOR_CALL:
             self._count_finished_call(spec.actor_key)
-        owned = [r._id for r in spec.arg_refs if self._owned(r)]
-        freed = self.refs.remove_submitted([r._id for r in spec.arg_refs])
-        self._free([o for o in freed if o in owned])
-        for object_id in freed:
-            self.store.delete(object_id)
+        for object_id, ref in self.refs.remove_submitted([r._id for r in spec.arg_refs]):
+            self._dropped(object_id, ref.owned)
         spec.arg_refs = []
+        spec.nested = []
         spec.resolved = []
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _serialization, exceptions
 from .._ids import return_id
 from .._serialization import SerializedObject
+from ._ownership import ReleasePins
 from ._task_spec import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
@@ -91,14 +92,17 @@ class TaskExecutor:
             await self.actor.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, item: WireTask | CancelRequest, reply: Reply) -> None:
+    def enqueue(self, item: WireTask | CancelRequest | ReleasePins, reply: Reply) -> None:
         if isinstance(item, CancelRequest):
             self.cancel(item.task_id)
+            return
+        if isinstance(item, ReleasePins):
+            self._worker.ownership.unpin(item.task_id)
             return
         if item[6] == KIND_ACTOR_CALL:
             if self.actor is None:
                 error = exceptions.RaySystemError("this worker hosts no actor")
-                reply((item[0], False, [_serialization.serialize_error(error)], False))
+                reply((item[0], False, [_serialization.serialize_error(error)], False, []))
             else:
                 self.actor.submit(item, reply)
             return
@@ -136,7 +140,7 @@ class TaskExecutor:
             except Exception as e:  # the runtime's own failure, not the task's
                 logger.exception("executing task %s failed", task[2])
                 error = _serialization.serialize_error(exceptions.RaySystemError(repr(e)))
-                result = (task_id, False, [error], False)
+                result = (task_id, False, [error], False, [])
             finally:
                 self._running = None
                 self._running_async = None
@@ -213,12 +217,12 @@ class TaskExecutor:
                 f"the constructor of actor {options.get('class_name', '?')} raised "
                 f"(pid={os.getpid()}):\n{tb.rstrip()}"
             )
-            return (task[0], False, [_serialization.serialize_error(error)], True)
+            return (task[0], False, [_serialization.serialize_error(error)], True, [])
         finally:
             current_task_id.reset(token)
         self.actor = actor
         await self._worker.on_actor_created(actor, options)
-        return (task[0], True, [], False)
+        return (task[0], True, [], False, [])
 
 
 # -- shared by tasks and actor calls -------------------------------------------------
@@ -265,15 +269,21 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
             )
             return error_reply(task_id, name, err)
     returns: list[SerializedObject] = []
+    nested: list[list[tuple[bytes, tuple[str, int, bytes]]]] = []
+    pins: list[Any] = []
     for index, value in enumerate(values):
         try:
             # A large result goes into this node's store under the return's id.
             obj, refs = worker.serialize_value(value, return_id(task_id, index))
         except Exception as e:
             return error_reply(task_id, name, e, "could not serialize the result: ")
-        worker.note_escaped(refs)
         returns.append(obj)
-    return (task_id, True, returns, False)
+        nested.append([(r.binary(), r.owner_address) for r in refs])
+        pins.extend(refs)
+    if pins:
+        # Held until the result's owner has taken the refs over (ReleasePins).
+        worker.post(worker.ownership.pin, task_id, pins)
+    return (task_id, True, returns, False, nested)
 
 
 def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
@@ -281,12 +291,12 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
     frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
     tb = note + "".join(traceback.format_exception(type(error), error, frames))
     err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), _HOST)
-    return (task_id, False, [_serialization.serialize_error(err)], True)
+    return (task_id, False, [_serialization.serialize_error(err)], True, [])
 
 
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     error = exceptions.TaskCancelledError(f"{name}() was cancelled")
-    return (task_id, False, [_serialization.serialize_error(error)], False)
+    return (task_id, False, [_serialization.serialize_error(error)], False, [])
 
 
 def interrupt_thread(

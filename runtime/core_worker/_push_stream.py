@@ -17,6 +17,7 @@ from grpclib.client import Channel
 
 from .. import _rpc
 from ..protocol.rt import TaskBatch
+from ._ownership import ReleasePins
 from ._task_spec import CancelRequest, WireReply, WireTask
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class PushStream:
     def __init__(self, channel: Channel, name: str) -> None:
         self._channel = channel
         self._name = name
-        self._outbox: list[WireTask | CancelRequest] = []
+        self._outbox: list[WireTask | CancelRequest | ReleasePins] = []
         self._pending: dict[bytes, asyncio.Future[WireReply]] = {}
         self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
@@ -53,7 +54,7 @@ class PushStream:
         self._wakeup.set()
         return fut
 
-    def send(self, item: CancelRequest) -> None:
+    def send(self, item: CancelRequest | ReleasePins) -> None:
         """Sends a control item (a cancel request) that gets no reply."""
         if self._broken is None:
             self._outbox.append(item)

@@ -1,20 +1,27 @@
-"""Reference counts, at the owner: a synchronous table, no I/O.
+"""Reference counts: a synchronous table, no I/O (design, section 6).
 
-This first version counts what one process can see:
-- ``local``: live ``ObjectRef`` objects in this process;
-- ``submitted``: pending tasks that take the object as an argument;
-- ``escaped``: the ref was pickled into another object, task or reply, so
-  another process may hold it. Until borrowers report back to the owner (the
-  distributed protocol), an escaped object is kept for the owner's lifetime:
-  never freed too early, at the cost of keeping it.
+At an object's **owner**, an entry counts
+- ``local``: live ``ObjectRef`` objects in this process, including those
+  held on behalf of others (refs nested in a stored value, refs pinned until
+  a receiver has registered);
+- ``submitted``: pending tasks that take the object as a top-level argument;
+- ``borrowers``: other processes that hold refs to it. A borrower registers
+  itself when it first gets a ref (``AddBorrower``) and the owner then waits
+  for it to let go (``WaitForRefRemoved``), or to die.
 
-An entry exists while any count holds. The caller frees an object's value
-when a method returns its id.
+In a **borrower**, an entry counts its live refs to an object owned
+elsewhere; when it reaches zero the owner is told.
+
+An entry exists while any count holds; when a method reports it dropped,
+the caller frees the value (owned) or forgets its cached copy (borrowed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: (host, port, worker_id) of a core worker.
+Address = tuple[str, int, bytes]
 
 
 @dataclass(slots=True)
@@ -22,10 +29,10 @@ class Reference:
     owned: bool
     local: int = 0
     submitted: int = 0
-    escaped: bool = False
+    borrowers: set[Address] = field(default_factory=set)
 
     def unused(self) -> bool:
-        return self.local <= 0 and self.submitted <= 0 and not self.escaped
+        return self.local <= 0 and self.submitted <= 0 and not self.borrowers
 
 
 class ReferenceCounter:
@@ -37,6 +44,12 @@ class ReferenceCounter:
 
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self._refs
+
+    def get(self, object_id: bytes) -> Reference | None:
+        return self._refs.get(object_id)
+
+    def items(self) -> list[tuple[bytes, Reference]]:
+        return list(self._refs.items())
 
     def owns(self, object_id: bytes) -> bool:
         ref = self._refs.get(object_id)
@@ -51,18 +64,20 @@ class ReferenceCounter:
             ref.owned = True
             ref.local += local
 
-    def add_local(self, object_id: bytes) -> None:
+    def add_local(self, object_id: bytes, owned: bool) -> bool:
+        """One more local ref; True if this process now borrows the object anew."""
         ref = self._refs.get(object_id)
         if ref is None:
-            self._refs[object_id] = Reference(owned=False, local=1)
-        else:
-            ref.local += 1
+            self._refs[object_id] = Reference(owned=owned, local=1)
+            return not owned
+        ref.local += 1
+        return False
 
-    def remove_local(self, object_id: bytes) -> bool:
-        """Drops one local ref; True when the object is no longer used here."""
+    def remove_local(self, object_id: bytes) -> Reference | None:
+        """Drops one local ref; returns the entry if it is no longer used here."""
         ref = self._refs.get(object_id)
         if ref is None:
-            return False
+            return None
         ref.local -= 1
         return self._maybe_drop(object_id, ref)
 
@@ -73,24 +88,34 @@ class ReferenceCounter:
                 ref = self._refs[object_id] = Reference(owned=False)
             ref.submitted += 1
 
-    def remove_submitted(self, object_ids: list[bytes]) -> list[bytes]:
-        freed = []
+    def remove_submitted(self, object_ids: list[bytes]) -> list[tuple[bytes, Reference]]:
+        dropped = []
         for object_id in object_ids:
             ref = self._refs.get(object_id)
             if ref is None:
                 continue
             ref.submitted -= 1
-            if self._maybe_drop(object_id, ref):
-                freed.append(object_id)
-        return freed
+            if self._maybe_drop(object_id, ref) is not None:
+                dropped.append((object_id, ref))
+        return dropped
 
-    def mark_escaped(self, object_id: bytes) -> None:
+    def add_borrower(self, object_id: bytes, borrower: Address) -> bool:
+        """Records a borrower of an owned object; True if it is new."""
         ref = self._refs.get(object_id)
-        if ref is not None and ref.owned:
-            ref.escaped = True
+        if ref is None or not ref.owned or borrower in ref.borrowers:
+            return False
+        ref.borrowers.add(borrower)
+        return True
 
-    def _maybe_drop(self, object_id: bytes, ref: Reference) -> bool:
+    def remove_borrower(self, object_id: bytes, borrower: Address) -> Reference | None:
+        ref = self._refs.get(object_id)
+        if ref is None:
+            return None
+        ref.borrowers.discard(borrower)
+        return self._maybe_drop(object_id, ref)
+
+    def _maybe_drop(self, object_id: bytes, ref: Reference) -> Reference | None:
         if ref.unused():
             del self._refs[object_id]
-            return True
-        return False
+            return ref
+        return None

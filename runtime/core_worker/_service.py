@@ -16,11 +16,14 @@ import grpclib.const
 import grpclib.server
 
 from ..protocol.rt import (
+    AddBorrowerRequest,
     CoreWorkerBase,
+    Empty,
     GetObjectReply,
     GetObjectRequest,
     ObjectStatus,
     TaskBatch,
+    WaitForRefRemovedRequest,
 )
 from ._push_stream import PUSH_ROUTE
 from ._task_spec import WireReply, WireTask
@@ -50,9 +53,14 @@ class CoreWorkerService(CoreWorkerBase):
         replies: list[WireReply] = []
         ready = asyncio.Event()
 
-        def reply(result: WireReply) -> None:
+        def send(result: WireReply) -> None:
             replies.append(result)
             ready.set()
+
+        def reply(result: WireReply) -> None:
+            # Refs borrowed while running the task are registered with their
+            # owners before the submitter hears that the task is done.
+            self._worker.ownership.after_registrations(lambda: send(result))
 
         async def send_replies() -> None:
             nonlocal replies
@@ -72,6 +80,18 @@ class CoreWorkerService(CoreWorkerBase):
             # The owner closed its side: it wants no more replies.
         finally:
             sender.cancel()
+
+    async def add_borrower(self, message: AddBorrowerRequest) -> Empty:
+        borrower = message.borrower
+        if borrower is not None:
+            address = (borrower.host, borrower.port, borrower.worker_id)
+            for object_id in message.object_ids:
+                self._worker.ownership.add_borrower(object_id, address)
+        return Empty()
+
+    async def wait_for_ref_removed(self, message: WaitForRefRemovedRequest) -> Empty:
+        await self._worker.ownership.wait_ref_removed(message.object_id)
+        return Empty()
 
     async def get_object(self, message: GetObjectRequest) -> GetObjectReply:
         obj = await self._worker.serve_object(message.object_id, message.timeout)

@@ -58,7 +58,7 @@ class TaskSubmitter:
         job_id: Callable[[], int],
         raylet: Callable[[], RayletStub],
         channels: _rpc.ChannelPool,
-        on_reply: Callable[[TaskSpec, WireReply], None],
+        on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
     ) -> None:
@@ -135,7 +135,7 @@ class TaskSubmitter:
                 self._return_lease(kq, lease, True)
             self._on_worker_failure(spec, error)
         else:
-            self._on_reply(spec, fut.result())
+            self._on_reply(spec, fut.result(), lease.stream)
         self._pump(kq)
 
     def cancel(self, spec: TaskSpec, force: bool) -> None:

@@ -25,8 +25,11 @@ KIND_ACTOR_CALL = 2
 #: ``extra``: the method name for an actor call; for an actor creation a dict
 #: (actor_id, class_name, max_concurrency); else None.
 WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any]
-#: (task_id, ok, returns or [error], application_error)
-WireReply = tuple[bytes, bool, list[SerializedObject], bool]
+#: (task_id, ok, returns or [error], application_error, nested): ``nested``
+#: lists, per return, the (object id, owner) of each ref inside it.
+WireReply = tuple[
+    bytes, bool, list[SerializedObject], bool, list[list[tuple[bytes, tuple[str, int, bytes]]]]
+]
 
 
 class CancelRequest:
@@ -80,6 +83,8 @@ class TaskSpec:
     state: TaskState = TaskState.RESOLVING
     cancelled: bool = False
     actor_key: bytes = b""  # for an actor call: the handle's key
+    # Refs nested in the arguments, held until the reply (ownership rule 2).
+    nested: list[ObjectRef] = field(default_factory=list)
 
     @property
     def scheduling_key(self) -> tuple[tuple[str, float], ...]:

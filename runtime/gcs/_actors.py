@@ -210,7 +210,7 @@ class ActorManager:
         except ConnectionError:
             # The worker died while constructing: a restart, if any remain.
             return stream
-        _, ok, returns, _ = result
+        ok, returns = result[1], result[2]
         if not ok:
             await stream.close()
             await self._return_lease(record, disconnect=True)

@@ -7,6 +7,7 @@ __all__ = (
     "ActorInfo",
     "ActorReply",
     "ActorState",
+    "AddBorrowerRequest",
     "AddJobReply",
     "AddJobRequest",
     "Address",
@@ -41,6 +42,10 @@ __all__ = (
     "PubMessage",
     "RayletBase",
     "RayletStub",
+    "ReconstructReply",
+    "ReconstructRequest",
+    "ReferenceRow",
+    "ReferenceTableReply",
     "RegisterDriverRequest",
     "RegisterNodeRequest",
     "RegisterWorkerReply",
@@ -56,6 +61,7 @@ __all__ = (
     "TaskBatch",
     "UnregisterNodeRequest",
     "WaitActorRequest",
+    "WaitForRefRemovedRequest",
     "WorkerBlockedRequest",
     "WorkerLabelRequest",
 )
@@ -328,6 +334,20 @@ class ActorReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ActorReply", ActorReply)
+
+
+@dataclass(eq=False, repr=False)
+class AddBorrowerRequest(betterproto2.Message):
+    """
+    A borrower registers with the owner when it first holds refs to its objects.
+    """
+
+    object_ids: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+    borrower: "Address | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("rt", "AddBorrowerRequest", AddBorrowerRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -691,6 +711,80 @@ default_message_pool.register_message("rt", "PubMessage", PubMessage)
 
 
 @dataclass(eq=False, repr=False)
+class ReconstructReply(betterproto2.Message):
+    ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "ReconstructReply", ReconstructReply)
+
+
+@dataclass(eq=False, repr=False)
+class ReconstructRequest(betterproto2.Message):
+    """
+    Asks an owner to re-create an object a borrower found lost.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "ReconstructRequest", ReconstructRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ReferenceRow(betterproto2.Message):
+    """
+    An owner's view of one object, for `runtime memory`.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    local: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    submitted: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+    borrowers: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    contained: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    refs nested in other objects this process holds
+    """
+
+    owned: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+
+    in_store: "bool" = betterproto2.field(7, betterproto2.TYPE_BOOL)
+
+    size: "int" = betterproto2.field(8, betterproto2.TYPE_INT64)
+    """
+    bytes, -1 if unknown here
+    """
+
+    call_site: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+
+    reconstructable: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message("rt", "ReferenceRow", ReferenceRow)
+
+
+@dataclass(eq=False, repr=False)
+class ReferenceTableReply(betterproto2.Message):
+    worker: "Address | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    job_id: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+    rows: "list[ReferenceRow]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    lineage_bytes: "int" = betterproto2.field(5, betterproto2.TYPE_INT64)
+
+
+default_message_pool.register_message("rt", "ReferenceTableReply", ReferenceTableReply)
+
+
+@dataclass(eq=False, repr=False)
 class RegisterDriverRequest(betterproto2.Message):
     job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
 
@@ -915,6 +1009,20 @@ default_message_pool.register_message("rt", "WaitActorRequest", WaitActorRequest
 
 
 @dataclass(eq=False, repr=False)
+class WaitForRefRemovedRequest(betterproto2.Message):
+    """
+    Sent by the owner to a borrower: answered once the borrower holds no ref
+    to the object (at once if it holds none now). A failed call means the
+    borrower died, which lets go just as well.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "WaitForRefRemovedRequest", WaitForRefRemovedRequest)
+
+
+@dataclass(eq=False, repr=False)
 class WorkerBlockedRequest(betterproto2.Message):
     worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -972,6 +1080,81 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             "/rt.CoreWorker/GetObject",
             message,
             GetObjectReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def add_borrower(
+        self,
+        message: "AddBorrowerRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/AddBorrower",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def wait_for_ref_removed(
+        self,
+        message: "WaitForRefRemovedRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/WaitForRefRemoved",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_reference_table(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReferenceTableReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/GetReferenceTable",
+            message,
+            ReferenceTableReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def reconstruct(
+        self,
+        message: "ReconstructRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ReconstructReply":
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/Reconstruct",
+            message,
+            ReconstructReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1398,6 +1581,22 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def add_borrower(self, message: "AddBorrowerRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def wait_for_ref_removed(self, message: "WaitForRefRemovedRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_reference_table(self, message: "Empty") -> "ReferenceTableReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def reconstruct(self, message: "ReconstructRequest") -> "ReconstructReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_push_tasks(self, stream: "grpclib.server.Stream[TaskBatch, TaskBatch]") -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
@@ -1414,6 +1613,38 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         response = await self.get_object(request)
         await stream.send_message(response)
 
+    async def __rpc_add_borrower(
+        self, stream: "grpclib.server.Stream[AddBorrowerRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.add_borrower(request)
+        await stream.send_message(response)
+
+    async def __rpc_wait_for_ref_removed(
+        self, stream: "grpclib.server.Stream[WaitForRefRemovedRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.wait_for_ref_removed(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_reference_table(
+        self, stream: "grpclib.server.Stream[Empty, ReferenceTableReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_reference_table(request)
+        await stream.send_message(response)
+
+    async def __rpc_reconstruct(
+        self, stream: "grpclib.server.Stream[ReconstructRequest, ReconstructReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.reconstruct(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.CoreWorker/PushTasks": grpclib.const.Handler(
@@ -1427,6 +1658,30 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 GetObjectRequest,
                 GetObjectReply,
+            ),
+            "/rt.CoreWorker/AddBorrower": grpclib.const.Handler(
+                self.__rpc_add_borrower,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AddBorrowerRequest,
+                Empty,
+            ),
+            "/rt.CoreWorker/WaitForRefRemoved": grpclib.const.Handler(
+                self.__rpc_wait_for_ref_removed,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WaitForRefRemovedRequest,
+                Empty,
+            ),
+            "/rt.CoreWorker/GetReferenceTable": grpclib.const.Handler(
+                self.__rpc_get_reference_table,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ReferenceTableReply,
+            ),
+            "/rt.CoreWorker/Reconstruct": grpclib.const.Handler(
+                self.__rpc_reconstruct,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ReconstructRequest,
+                ReconstructReply,
             ),
         }
 

@@ -1,0 +1,163 @@
+"""The distributed half of reference counting: borrowers, containment, pins.
+
+The rules that keep an object alive exactly while someone can use it:
+
+1. **Borrowers register.** A process that gets a ref to an object owned
+   elsewhere (by unpickling it) registers with the owner (``AddBorrower``).
+   The owner then asks it to say when it lets go (``WaitForRefRemoved``, a
+   long poll answered when the borrower's count reaches zero, or failing
+   when the borrower dies).
+2. **Senders hold until receivers registered.** A ref sent to another
+   process stays held by the sender until the receiver has registered:
+   - refs nested in task arguments: the submitter holds them until the reply,
+     and a worker sends a reply only once its registrations are done;
+   - refs nested in a task's result: the executing worker pins them until the
+     result's owner has taken them over (``ReleasePins`` on the task stream).
+3. **Containers hold what they contain.** A stored value (a put, a task
+   result) that contains refs keeps them alive while it lives: its owner
+   holds those refs until it frees the value.
+
+All state here lives on the core worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import _rpc
+from .._object_ref import ObjectRef, OwnerAddress
+from .._tasks import TaskSet
+from ..protocol.rt import (
+    AddBorrowerRequest,
+    Address,
+    CoreWorkerStub,
+    WaitForRefRemovedRequest,
+)
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+
+class ReleasePins:
+    """Tells a worker that the owner of a task's result took over its nested refs."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: bytes) -> None:
+        self.task_id = task_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReleasePins, (self.task_id,))
+
+
+class Ownership:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        self._tasks = TaskSet()
+        # Borrower side: registrations under way, and owners waiting for us to let go.
+        self._registrations: set[asyncio.Future[None]] = set()
+        self._removal_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Owner side: refs held by the values that contain them.
+        self.contained: dict[bytes, list[ObjectRef]] = {}
+        # Executing side: refs in results, held until the result's owner has them.
+        self._pins: dict[bytes, list[ObjectRef]] = {}
+
+    async def close(self) -> None:
+        for waiters in self._removal_waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        await self._tasks.close()
+
+    # -- borrower side ------------------------------------------------------------
+    def borrowed(self, object_id: bytes, owner: OwnerAddress) -> None:
+        """This process holds a ref to ``owner``'s object for the first time."""
+        task = self._tasks.spawn(self._register(object_id, owner))
+        self._registrations.add(task)
+        task.add_done_callback(self._registrations.discard)
+
+    async def _register(self, object_id: bytes, owner: OwnerAddress) -> None:
+        worker = self._worker
+        host, port, _ = owner
+        me = Address(host=worker.host, port=worker.port, worker_id=worker.worker_id)
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            # An unreachable owner is a dead one: its objects are lost anyway.
+            await CoreWorkerStub(worker.channels.get(host, port)).add_borrower(
+                AddBorrowerRequest(object_ids=[object_id], borrower=me)
+            )
+
+    def after_registrations(self, callback: Callable[[], None]) -> None:
+        """Runs ``callback`` once every registration started so far is done."""
+        pending = [f for f in self._registrations if not f.done()]
+        if not pending:
+            callback()
+            return
+
+        async def wait() -> None:
+            await asyncio.gather(*pending, return_exceptions=True)
+            callback()
+
+        self._tasks.spawn(wait())
+
+    def borrow_ended(self, object_id: bytes) -> None:
+        for fut in self._removal_waiters.pop(object_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_ref_removed(self, object_id: bytes) -> None:
+        """Serves an owner's long poll: returns once we hold no ref to the object."""
+        if object_id not in self._worker.refs:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._removal_waiters.setdefault(object_id, []).append(fut)
+        await fut
+
+    # -- owner side -------------------------------------------------------------------
+    def add_borrower(self, object_id: bytes, borrower: OwnerAddress) -> None:
+        refs = self._worker.refs
+        if object_id not in refs:
+            logger.warning("a borrower registered for %s, which is already freed", object_id.hex())
+            return
+        if refs.add_borrower(object_id, borrower):
+            self._tasks.spawn(self._watch(object_id, borrower))
+
+    async def _watch(self, object_id: bytes, borrower: OwnerAddress) -> None:
+        host, port, _ = borrower
+        worker = self._worker
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            # Returns when the borrower lets go; fails when it dies: the same to us.
+            await CoreWorkerStub(worker.channels.get(host, port)).wait_for_ref_removed(
+                WaitForRefRemovedRequest(object_id=object_id)
+            )
+        dropped = worker.refs.remove_borrower(object_id, borrower)
+        if dropped is not None:
+            worker.free_owned([object_id])
+
+    def contain(self, outer_id: bytes, refs: list[ObjectRef]) -> None:
+        if refs:
+            self.contained[outer_id] = refs
+
+    def release_contained(self, outer_id: bytes) -> None:
+        self.contained.pop(outer_id, None)
+
+    # -- executing side -----------------------------------------------------------------
+    def pin(self, task_id: bytes, refs: list[ObjectRef]) -> None:
+        if refs:
+            self._pins.setdefault(task_id, []).extend(refs)
+
+    def unpin(self, task_id: bytes) -> None:
+        self._pins.pop(task_id, None)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "contained": sum(len(v) for v in self.contained.values()),
+            "pinned": sum(len(v) for v in self._pins.values()),
+            "registrations": len(self._registrations),
+            "removal_waiters": sum(len(v) for v in self._removal_waiters.values()),
+        }
