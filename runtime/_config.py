@@ -45,6 +45,8 @@ class Config:
     max_inline_object_size: int = 100 * 1024
     #: The store spills to disk down to this fraction of its capacity.
     object_spilling_threshold: float = 0.8
+    #: Lineage kept by one owner to rebuild lost objects, at most (bytes).
+    max_lineage_bytes: int = 1024 * 1024 * 1024
     #: Seconds between resource reports from a raylet to the gcs at most.
     resource_report_period_s: float = 0.1
 

@@ -56,6 +56,7 @@ from ..protocol.rt import (
     LogBatch,
     ObjectStatus,
     RayletStub,
+    ReconstructRequest,
     RegisterDriverRequest,
     RegisterWorkerRequest,
     SubscribeRequest,
@@ -64,16 +65,18 @@ from ..protocol.rt import (
 )
 from ._actor_submitter import ActorQueue, ActorSubmitter
 from ._executor import TaskExecutor, thread_state
+from ._lineage import Lineage
 from ._memory_store import MemoryStore
 from ._ownership import Ownership, ReleasePins
 from ._push_stream import PushStream
 from ._reference_counter import ReferenceCounter
 from ._service import CoreWorkerService
-from ._store_client import StoreClient
+from ._store_client import LostInStore, StoreClient
 from ._submitter import TaskSubmitter
 from ._task_spec import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
+    KIND_TASK,
     ArgSlot,
     TaskSpec,
     TaskState,
@@ -131,6 +134,8 @@ class CoreWorker:
         self.store = MemoryStore()
         self.refs = ReferenceCounter()
         self.ownership = Ownership(self)
+        self.lineage = Lineage(config.max_lineage_bytes)
+        self._reconstructions: dict[bytes, asyncio.Future[None]] = {}
         self.channels = _rpc.ChannelPool()
         self.executor: TaskExecutor | None = None
         self._sock = _rpc.bind_socket(host)
@@ -256,7 +261,9 @@ class CoreWorker:
                     )
                 )
                 await self._raylet.register_driver(
-                    RegisterDriverRequest(job_id=self.job_id, pid=os.getpid())
+                    RegisterDriverRequest(
+                        job_id=self.job_id, pid=os.getpid(), worker_id=self.worker_id
+                    )
                 )
                 self._background.spawn(self._follow_gcs())
             else:
@@ -404,19 +411,19 @@ class CoreWorker:
         return ref
 
     def store_or_inline(
-        self, object_id: bytes, pickled: _serialization.Pickled
+        self, object_id: bytes, pickled: _serialization.Pickled, owner: bytes = b""
     ) -> SerializedObject:
         """Small values stay inline; large ones go to this node's shared-memory store."""
         if self.store_client is None or pickled.size < self.config.max_inline_object_size:
             return pickled.inline()
-        self.store_client.put(object_id, pickled.inband, pickled.buffers)
+        self.store_client.put(object_id, pickled.inband, pickled.buffers, owner or self.worker_id)
         return SerializedObject(_serialization.METADATA_IN_STORE, object_id)
 
     def serialize_value(
-        self, value: Any, object_id: bytes
+        self, value: Any, object_id: bytes, owner: bytes = b""
     ) -> tuple[SerializedObject, list[ObjectRef]]:
         pickled = _serialization.pickle_value(value)
-        return self.store_or_inline(object_id, pickled), pickled.refs
+        return self.store_or_inline(object_id, pickled, owner), pickled.refs
 
     def deserialize(self, obj: SerializedObject) -> Any:
         return _serialization.deserialize(obj, self._read_store)
@@ -443,6 +450,7 @@ class CoreWorker:
         in_store = []
         for object_id in object_ids:
             self.ownership.release_contained(object_id)
+            self.lineage.result_freed(object_id)
             obj = self.store.get_nowait(object_id)
             if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
                 in_store.append(object_id)
@@ -581,12 +589,29 @@ class CoreWorker:
             )
         else:
             objs = ready  # type: ignore[assignment]
-        return [self.deserialize(obj) for obj in objs]
+        values = []
+        for ref, obj in zip(refs, objs, strict=True):
+            while True:
+                try:
+                    values.append(self.deserialize(obj))
+                    break
+                except LostInStore:
+                    # Rebuilt from lineage, or the owner says why it cannot be.
+                    obj = self._run_blocking(self._recover(ref))
+        return values
 
     async def get_async(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         objs = await self._on_own_loop(self.get_serialized(refs, deadline))
-        return [self.deserialize(obj) for obj in objs]
+        values = []
+        for ref, obj in zip(refs, objs, strict=True):
+            while True:
+                try:
+                    values.append(self.deserialize(obj))
+                    break
+                except LostInStore:
+                    obj = await self._on_own_loop(self._recover(ref))
+        return values
 
     async def wait_async(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
@@ -661,9 +686,12 @@ class CoreWorker:
             fut: asyncio.Future[Any] = self.loop.create_future()
             try:
                 fut.set_result(self.deserialize(obj))
+            except LostInStore:
+                pass  # the slow path rebuilds it
             except BaseException as e:
                 fut.set_exception(e)
-            return fut
+            if fut.done():
+                return fut
         task = self.loop.create_task(self._value(ref))
         # A waiter nobody looks at again (a ref abandoned at shutdown) must not
         # log "exception was never retrieved": its error belongs to the ref.
@@ -672,11 +700,121 @@ class CoreWorker:
 
     async def _value(self, ref: ObjectRef) -> Any:
         (obj,) = await self.get_serialized([ref], None)
-        return self.deserialize(obj)
+        while True:
+            try:
+                return self.deserialize(obj)
+            except LostInStore:
+                obj = await self._recover(ref)
 
     def concurrent_future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(self._value(ref), self.loop)
+
+    # -- lost objects ---------------------------------------------------------------
+    async def _recover(self, ref: ObjectRef) -> SerializedObject:
+        """A get found ``ref``'s value gone from the store: rebuild it or explain.
+
+        Returns what to deserialize next: the rebuilt object's marker, or the
+        error to raise (kept, so later gets raise it at once).
+        """
+        if self._owned(ref):
+            try:
+                await self.reconstruct(ref._id)
+            except exceptions.ObjectLostError as e:
+                return self._settle_lost(ref._id, e)
+            return self.store.get_nowait(ref._id) or _serialization.serialize_error(
+                exceptions.ObjectLostError(ref.hex(), "it was freed while being rebuilt")
+            )
+        host, port, _ = ref._owner
+        try:
+            reply = await CoreWorkerStub(self.channels.get(host, port)).reconstruct(
+                ReconstructRequest(object_id=ref._id)
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            error: exceptions.ObjectLostError = exceptions.OwnerDiedError(
+                ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
+            )
+            return self._settle_lost(ref._id, error)
+        if not reply.ok:
+            return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
+        obj = self.store.get_nowait(ref._id)
+        return obj or SerializedObject(_serialization.METADATA_IN_STORE, ref._id)
+
+    def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
+        obj = _serialization.serialize_error(error)
+        if object_id in self.refs:
+            self.store.put(object_id, obj)
+        return obj
+
+    async def reconstruct(self, object_id: bytes) -> None:
+        """Runs again the task that made an owned object lost from the store."""
+        task_id = task_of(object_id)
+        running = self._reconstructions.get(task_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        entry = self.lineage.entry_for(object_id)
+        if entry is None or object_id not in self.refs:
+            raise exceptions.ObjectLostError(object_id.hex(), self.lineage.why_not(object_id))
+        spec = entry.spec
+        if spec.retries_left == 0:
+            raise exceptions.ObjectLostError(
+                object_id.hex(),
+                f"it is lost and {spec.name}() has no retries left to rebuild it "
+                f"(max_retries={spec.max_retries})",
+            )
+        assert self.loop is not None
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._reconstructions[task_id] = done
+        try:
+            for arg in entry.resolved:
+                # Lost arguments first, recursively.
+                if arg.metadata == _serialization.METADATA_IN_STORE:
+                    assert self.store_client is not None
+                    if not self.store_client.contains(arg.data):
+                        await self.reconstruct(arg.data)
+            if spec.retries_left > 0:
+                spec.retries_left -= 1
+            logger.warning("rebuilding a lost object by running %s() again", spec.name)
+            spec.resolved = entry.resolved
+            spec.state = TaskState.QUEUED
+            spec.cancelled = False
+            self._pending[task_id] = spec
+            self.submitter.submit(spec)
+            await asyncio.shield(done)
+        finally:
+            if self._reconstructions.get(task_id) is done:
+                del self._reconstructions[task_id]
+            if not done.done():
+                done.set_result(None)
+
+    def _lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
+        """A task failed because an argument was lost: rebuild it, then run again."""
+        if not _serialization.is_error(error) or spec.retries_left == 0:
+            return False
+        try:
+            err = _serialization.error_of(error)
+        except Exception:
+            return False
+        cause = getattr(err, "cause", None)
+        if not isinstance(cause, LostInStore):
+            return False
+        lost = bytes.fromhex(cause.object_id_hex)
+        if not self.refs.owns(lost) or self.lineage.entry_for(lost) is None:
+            return False
+        if spec.retries_left > 0:
+            spec.retries_left -= 1
+
+        async def rebuild_then_retry() -> None:
+            try:
+                await self.reconstruct(lost)
+            except exceptions.ObjectLostError:
+                self._fail_task(spec, error)
+                return
+            self.submitter.submit(spec)
+
+        self._background.spawn(rebuild_then_retry())
+        return True
 
     # -- functions ----------------------------------------------------------------
     def _ensure_exported(self, function_id: bytes, data: bytes) -> None:
@@ -764,6 +902,7 @@ class CoreWorker:
             retry_exceptions=retry_exceptions,
             return_ids=return_ids,
             retries_left=max_retries,
+            owner_id=self.worker_id,
         )
         out = [ObjectRef(oid, self.address, self, counted=True) for oid in return_ids]
         self.post(self._submit_on_loop, spec, nested, function_data)
@@ -1006,6 +1145,7 @@ class CoreWorker:
             kind=KIND_ACTOR_CALL,
             extra=method,
             actor_key=key,
+            owner_id=self.worker_id,
         )
         out = [ObjectRef(oid, self.address, self, counted=True) for oid in return_ids]
         self.post(self._submit_actor_call_on_loop, handle._class_name, spec, nested)
@@ -1147,6 +1287,8 @@ class CoreWorker:
     # -- tasks: completion --------------------------------------------------------------
     def _on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         _, ok, returns, application_error, _ = reply
+        if not ok and self._lost_argument(spec, returns[0]):
+            return
         if not ok:
             if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
                 if spec.retries_left > 0:
@@ -1162,6 +1304,13 @@ class CoreWorker:
     def _store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         """Keeps a task's results, and takes over the refs nested in them."""
         returns, nested = reply[2], reply[4]
+        in_store = [
+            oid
+            for oid, obj in zip(spec.return_ids, returns, strict=False)
+            if obj.metadata == _serialization.METADATA_IN_STORE and oid in self.refs
+        ]
+        if spec.kind == KIND_TASK:
+            self.lineage.record(spec, in_store)
         for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
             if object_id not in self.refs:
                 continue  # nobody wants this result any more
@@ -1208,6 +1357,9 @@ class CoreWorker:
         """The task is done: it no longer holds its arguments."""
         spec.state = TaskState.FINISHED
         self._pending.pop(spec.task_id, None)
+        rebuilt = self._reconstructions.pop(spec.task_id, None)
+        if rebuilt is not None and not rebuilt.done():
+            rebuilt.set_result(None)
         if spec.kind == KIND_ACTOR_CALL:
             self._count_finished_call(spec.actor_key)
         for object_id, ref in self.refs.remove_submitted([r._id for r in spec.arg_refs]):

@@ -274,7 +274,7 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     for index, value in enumerate(values):
         try:
             # A large result goes into this node's store under the return's id.
-            obj, refs = worker.serialize_value(value, return_id(task_id, index))
+            obj, refs = worker.serialize_value(value, return_id(task_id, index), owner=task[8])
         except Exception as e:
             return error_reply(task_id, name, e, "could not serialize the result: ")
         returns.append(obj)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import grpclib.const
 import grpclib.server
 
+from ..exceptions import ObjectLostError
 from ..protocol.rt import (
     AddBorrowerRequest,
     CoreWorkerBase,
@@ -22,6 +23,8 @@ from ..protocol.rt import (
     GetObjectReply,
     GetObjectRequest,
     ObjectStatus,
+    ReconstructReply,
+    ReconstructRequest,
     TaskBatch,
     WaitForRefRemovedRequest,
 )
@@ -92,6 +95,13 @@ class CoreWorkerService(CoreWorkerBase):
     async def wait_for_ref_removed(self, message: WaitForRefRemovedRequest) -> Empty:
         await self._worker.ownership.wait_ref_removed(message.object_id)
         return Empty()
+
+    async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
+        try:
+            await self._worker.reconstruct(message.object_id)
+        except ObjectLostError as e:
+            return ReconstructReply(ok=False, error=e.reason or str(e))
+        return ReconstructReply(ok=True)
 
     async def get_object(self, message: GetObjectRequest) -> GetObjectReply:
         obj = await self._worker.serve_object(message.object_id, message.timeout)

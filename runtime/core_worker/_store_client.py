@@ -36,6 +36,10 @@ from ..protocol.rt import ObjectLocation, StoreOp, StoreReply, StoreRequest, Sto
 _MAX_FDS = 64
 
 
+class LostInStore(exceptions.ObjectLostError):
+    """The store does not have the object: the owner may rebuild it, or explain."""
+
+
 class _Connection:
     def __init__(self, path: str, token: bytes) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -91,9 +95,10 @@ class StoreClient:
         return conn
 
     def _call(
-        self, op: StoreOp, ids: Sequence[bytes], size: int = 0
+        self, op: StoreOp, ids: Sequence[bytes], size: int = 0, owner: bytes = b""
     ) -> tuple[StoreReply, list[int]]:
-        reply, fds = self._conn().call(StoreRequest(op=op, object_ids=list(ids), size=size))
+        request = StoreRequest(op=op, object_ids=list(ids), size=size, owner=owner)
+        reply, fds = self._conn().call(request)
         for segment_id in reply.unmap:
             self._mappings.pop(segment_id, None)
         if reply.error:
@@ -139,10 +144,12 @@ class StoreClient:
         self._mappings.clear()
 
     # -- operations -----------------------------------------------------------------
-    def put(self, object_id: bytes, inband: bytes, buffers: Sequence[memoryview]) -> None:
+    def put(
+        self, object_id: bytes, inband: bytes, buffers: Sequence[memoryview], owner: bytes
+    ) -> None:
         """Creates, writes and seals an object: one copy, into shared memory."""
         size, _ = _layout.plan(len(inband), [b.nbytes for b in buffers])
-        reply, fds = self._call(StoreOp.CREATE, [object_id], size)
+        reply, fds = self._call(StoreOp.CREATE, [object_id], size, owner)
         try:
             mapping = self._mapping(reply.objects[0], fds, populate=True)
             view = memoryview(mapping)
@@ -160,9 +167,7 @@ class StoreClient:
         reply, fds = self._call(StoreOp.GET, [object_id])
         loc = reply.objects[0]
         if not loc.found:
-            raise exceptions.ObjectLostError(
-                object_id.hex(), "it is not in this node's object store"
-            )
+            raise LostInStore(object_id.hex(), "it is not in this node's object store")
         try:
             mapping = self._mapping(loc, fds)
         except BaseException:
@@ -191,6 +196,10 @@ class StoreClient:
     def delete(self, object_ids: Sequence[bytes]) -> None:
         if object_ids and not self._closed:
             self._call(StoreOp.DELETE, object_ids)
+
+    def contains(self, object_id: bytes) -> bool:
+        reply, _ = self._call(StoreOp.CONTAINS, [object_id])
+        return bool(reply.objects and reply.objects[0].found)
 
     def stats(self) -> StoreStats:
         reply, _ = self._call(StoreOp.STATS, [])

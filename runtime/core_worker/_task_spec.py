@@ -21,10 +21,11 @@ KIND_TASK = 0
 KIND_ACTOR_CREATION = 1
 KIND_ACTOR_CALL = 2
 
-#: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra)
-#: ``extra``: the method name for an actor call; for an actor creation a dict
-#: (actor_id, class_name, max_concurrency); else None.
-WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any]
+#: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
+#: owner_id). ``extra``: the method name for an actor call; for an actor
+#: creation a dict (actor_id, class_name, max_concurrency); else None.
+#: ``owner_id``: the worker id of the task's owner (its results' owner).
+WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``
 #: lists, per return, the (object id, owner) of each ref inside it.
 WireReply = tuple[
@@ -85,6 +86,7 @@ class TaskSpec:
     actor_key: bytes = b""  # for an actor call: the handle's key
     # Refs nested in the arguments, held until the reply (ownership rule 2).
     nested: list[ObjectRef] = field(default_factory=list)
+    owner_id: bytes = b""
 
     @property
     def scheduling_key(self) -> tuple[tuple[str, float], ...]:
@@ -100,4 +102,5 @@ class TaskSpec:
             self.num_returns,
             self.kind,
             self.extra,
+            self.owner_id,
         )

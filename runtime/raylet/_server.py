@@ -86,6 +86,8 @@ class Raylet(RayletBase):
         self._logs_ready = asyncio.Event()
         self._resources_dirty = asyncio.Event()
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
+        # The drivers of this node's jobs (their objects die with them).
+        self._drivers: dict[int, bytes] = {}
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self._labels: dict[int, str] = {}
         self.gcs_lost = asyncio.Event()
@@ -230,6 +232,7 @@ class Raylet(RayletBase):
         worker = self.scheduler.workers.get(worker_id)
         if worker is not None:
             self._labels.pop(worker.pid, None)
+        self.object_store.owner_died(worker_id)
         if worker is not None and worker.state is not WorkerState.DEAD:
             logger.info("worker %s exited with code %s", worker_id.hex()[-8:], code)
         self._apply(self.scheduler.worker_died(worker_id))
@@ -291,6 +294,8 @@ class Raylet(RayletBase):
         return Empty()
 
     async def register_driver(self, message: RegisterDriverRequest) -> Empty:
+        if message.worker_id:
+            self._drivers[message.job_id] = message.worker_id
         self._apply(self.scheduler.prestart(message.job_id, self.num_cpus))
         return Empty()
 
@@ -312,6 +317,9 @@ class Raylet(RayletBase):
             async for message in self._gcs.subscribe(request):
                 if message.job is not None and message.job.finished:
                     self._apply(self.scheduler.job_finished(message.job.job_id))
+                    driver = self._drivers.pop(message.job.job_id, None)
+                    if driver is not None:
+                        self.object_store.owner_died(driver)
         except _rpc.CONNECTION_ERRORS as e:
             logger.error("lost the gcs (%s); stopping", e)
         self.gcs_lost.set()

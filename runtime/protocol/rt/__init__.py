@@ -252,6 +252,11 @@ class StoreOp(betterproto2.Enum):
     object_ids: the segments' descriptors again, whatever was sent
     """
 
+    CONTAINS = 10
+    """
+    object_ids: which are here (sealed, in memory or spilled)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -265,6 +270,7 @@ class StoreOp(betterproto2.Enum):
             7: "STORE_OP_STATS",
             8: "STORE_OP_HELLO",
             9: "STORE_OP_MAP",
+            10: "STORE_OP_CONTAINS",
         }
 
     @classmethod
@@ -280,6 +286,7 @@ class StoreOp(betterproto2.Enum):
             "STORE_OP_STATS": 7,
             "STORE_OP_HELLO": 8,
             "STORE_OP_MAP": 9,
+            "STORE_OP_CONTAINS": 10,
         }
 
 
@@ -790,6 +797,8 @@ class RegisterDriverRequest(betterproto2.Message):
 
     pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
+    worker_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
 
 default_message_pool.register_message("rt", "RegisterDriverRequest", RegisterDriverRequest)
 
@@ -908,6 +917,11 @@ class StoreRequest(betterproto2.Message):
     object_ids: "list[bytes]" = betterproto2.field(3, betterproto2.TYPE_BYTES, repeated=True)
 
     size: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+
+    owner: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+    """
+    create: the owner's worker id; its objects die with it
+    """
 
 
 default_message_pool.register_message("rt", "StoreRequest", StoreRequest)

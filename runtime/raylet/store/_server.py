@@ -156,7 +156,7 @@ class StoreServer:
             if op is StoreOp.CREATE:
                 if len(ids) != 1:
                     raise StoreError("create takes exactly one object id")
-                obj = await self._create(client_id, ids[0], request.size)
+                obj = await self._create(client_id, ids[0], request.size, request.owner)
                 reply.objects = [self._locate(client_id, obj, fds)]
             elif op is StoreOp.SEAL:
                 for object_id in ids:
@@ -175,6 +175,10 @@ class StoreServer:
                 self._delete_dead_spill_files()
             elif op is StoreOp.STATS:
                 reply.stats = self.stats()
+            elif op is StoreOp.CONTAINS:
+                reply.objects = [
+                    ObjectLocation(object_id=oid, found=self.store.contains(oid)) for oid in ids
+                ]
             elif op is StoreOp.MAP:
                 for object_id in ids:
                     stored = self.store.objects.get(object_id)
@@ -215,11 +219,17 @@ class StoreServer:
             size=obj.size,
         )
 
-    async def _create(self, client_id: int, object_id: bytes, size: int) -> StoredObject:
+    async def _create(
+        self, client_id: int, object_id: bytes, size: int, owner: bytes
+    ) -> StoredObject:
         if object_id in self.store.objects:
             raise StoreError(f"object {object_id.hex()} already exists")
         await self._make_room(size)
-        return self.store.create(client_id, object_id, size)
+        return self.store.create(client_id, object_id, size, owner)
+
+    def owner_died(self, owner: bytes) -> None:
+        if self.store.owner_died(owner):
+            self._delete_dead_spill_files()
 
     async def _get(self, client_id: int, object_id: bytes, fds: list[int]) -> ObjectLocation:
         obj = self.store.lookup(object_id)
@@ -336,6 +346,8 @@ def _parse(payload: bytes) -> StoreRequest:
         raise FrameError("malformed object ids")
     if not isinstance(request.size, int) or request.size < 0:
         raise FrameError("malformed size")
+    if not isinstance(request.owner, bytes) or len(request.owner) > _MAX_ID:
+        raise FrameError("malformed owner")
     return request
 
 

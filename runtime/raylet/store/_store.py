@@ -54,6 +54,7 @@ class StoredObject:
     spill: tuple[SpillFile, int] | None = None  # (file, offset) once written to disk
     deleted: bool = False  # the owner freed it; gone once the last reader leaves
     busy: bool = False  # being spilled or restored
+    owner: bytes = b""  # the owner's worker id: the object dies with it
 
 
 @dataclass(eq=False)
@@ -162,7 +163,20 @@ class ObjectStore:
         return out
 
     # -- the object life cycle ------------------------------------------------------
-    def create(self, client_id: int, object_id: bytes, size: int) -> StoredObject:
+    def owner_died(self, owner: bytes) -> int:
+        """Objects share their owner's fate: deletes those of a dead owner."""
+        doomed = [o.object_id for o in self.objects.values() if o.owner == owner and owner]
+        for object_id in doomed:
+            self.delete(object_id)
+        return len(doomed)
+
+    def contains(self, object_id: bytes) -> bool:
+        obj = self.objects.get(object_id)
+        return obj is not None and not obj.deleted and obj.state is not ObjectState.CREATED
+
+    def create(
+        self, client_id: int, object_id: bytes, size: int, owner: bytes = b""
+    ) -> StoredObject:
         """Allocates an object; the caller made room first (``room_for``)."""
         if object_id in self.objects:
             raise StoreError(f"object {object_id.hex()} already exists")
@@ -172,7 +186,7 @@ class ObjectStore:
             raise StoreFullError(f"no room for {size} bytes ({self.used}/{self.capacity} used)")
         segment = self.pool.take(size) or self.pool.new(size)
         self.used += segment.size
-        obj = StoredObject(object_id, size, ObjectState.CREATED, client_id, segment)
+        obj = StoredObject(object_id, size, ObjectState.CREATED, client_id, segment, owner=owner)
         self.objects[object_id] = obj
         return obj
 

@@ -1,0 +1,164 @@
+"""Ownership and distributed reference counting, on real processes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import process_running, wait_until
+
+import runtime
+from runtime.exceptions import OwnerDiedError
+
+MB = 1 << 20
+
+
+def worker():
+    return runtime._context.current()
+
+
+def store_objects() -> int:
+    return worker().store_client.stats().num_objects
+
+
+def settled(baseline_refs: int = 0) -> bool:
+    w = worker()
+    return store_objects() == 0 and len(w.refs) <= baseline_refs
+
+
+@runtime.remote
+def read_nested(box, depth):
+    if depth > 0:
+        return runtime.get(read_nested.remote(box, depth - 1))
+    return int(runtime.get(box[0])[0])
+
+
+@runtime.remote
+def make_inner(value):
+    return [runtime.put(np.full(MB // 8, value, dtype=np.int64))]
+
+
+@runtime.remote
+def unwrap(box):
+    return int(runtime.get(box[0])[0])
+
+
+@runtime.remote
+class Keeper:
+    def __init__(self):
+        self.kept = []
+
+    def keep(self, box):
+        self.kept.append(box[0])
+        return len(self.kept)
+
+    def read(self):
+        return [int(runtime.get(ref)[0]) for ref in self.kept]
+
+    def drop(self):
+        self.kept.clear()
+        return True
+
+    def make(self):
+        return [runtime.put(np.full(MB // 8, 9, dtype=np.int64))]
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_borrow_chain_through_two_levels(cluster):
+    ref = runtime.put(np.full(MB // 8, 5, dtype=np.int64))
+    assert runtime.get(read_nested.remote([ref], 2)) == 5
+    del ref
+    wait_until(settled, what="the object to be freed after the chain")
+
+
+def test_ref_in_actor_state_outlives_the_owner_handle(cluster):
+    keeper = Keeper.remote()
+    ref = runtime.put(np.full(MB // 8, 7, dtype=np.int64))
+    assert runtime.get(keeper.keep.remote([ref])) == 1
+    del ref
+    # The driver let go, the actor did not: still there.
+    assert runtime.get(keeper.read.remote()) == [7]
+    assert store_objects() == 1
+    runtime.get(keeper.drop.remote())
+    wait_until(lambda: store_objects() == 0, what="the object to be freed by the actor's drop")
+
+
+def test_refs_in_returned_containers(cluster):
+    box = runtime.get(make_inner.remote(3))
+    # The worker that made (and owns) it moves on to other work.
+    runtime.get([unwrap.remote(make_inner.remote(i)) for i in range(4)])
+    assert int(runtime.get(box[0])[0]) == 3
+    assert runtime.get(unwrap.remote(box)) == 3
+    del box
+    wait_until(lambda: store_objects() == 0, what="the worker-owned object to be freed")
+
+
+def test_refs_inside_put_objects(cluster):
+    inner = runtime.put(np.full(MB // 8, 4, dtype=np.int64))
+    outer = runtime.put({"inner": inner})
+    del inner
+    got = runtime.get(outer)
+    assert int(runtime.get(got["inner"])[0]) == 4
+    del got
+    assert store_objects() == 1
+    del outer
+    wait_until(lambda: store_objects() == 0, what="the inner object to follow its container")
+
+
+def test_nested_refs_passed_through_a_task_and_returned(cluster):
+    @runtime.remote
+    def relay(box):
+        return box
+
+    ref = runtime.put(np.full(MB // 8, 6, dtype=np.int64))
+    back = runtime.get(relay.remote([ref]))
+    del ref
+    assert int(runtime.get(back[0])[0]) == 6
+    del back
+    wait_until(lambda: store_objects() == 0, what="the relayed object to be freed")
+
+
+def test_owner_death_raises_owner_died(cluster):
+    keeper = Keeper.remote()
+    pid = runtime.get(keeper.pid.remote())
+    box = runtime.get(keeper.make.remote())
+    assert int(runtime.get(box[0])[0]) == 9
+    runtime.kill(keeper)
+    wait_until(lambda: not process_running(pid), what="the owner to die")
+    # A fresh ref to the object: its cached copy died with the first.
+    ref = runtime.get(runtime.put(box))[0]
+    del box
+    with pytest.raises(OwnerDiedError):
+        runtime.get(ref, timeout=10)
+
+
+def test_soak_returns_to_baseline(cluster):
+    w = worker()
+    baseline_refs = len(w.refs)
+    baseline_memory = len(w.store)
+
+    @runtime.remote
+    def step(box, i):
+        value = runtime.get(box[0])
+        return [runtime.put(value + 1)] if i % 2 else [box[0]]
+
+    keepers = [Keeper.remote() for _ in range(2)]
+    for round_ in range(10):
+        box = [runtime.put(np.zeros(MB // 8, dtype=np.int64))]
+        for i in range(10):
+            box = runtime.get(step.remote(box, i))
+        runtime.get([k.keep.remote(box) for k in keepers])
+        if round_ % 3 == 2:
+            runtime.get([k.drop.remote() for k in keepers])
+        assert int(runtime.get(box[0])[0]) == 5
+    del box
+    runtime.get([k.drop.remote() for k in keepers])
+    wait_until(lambda: store_objects() == 0, timeout=30, what="every object to be freed")
+    wait_until(
+        lambda: len(w.refs) <= baseline_refs and len(w.store) <= baseline_memory,
+        what="the driver's tables to return to their baseline",
+    )
+    assert w.ownership.stats()["contained"] == 0

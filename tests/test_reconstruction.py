@@ -1,0 +1,124 @@
+"""Lost objects rebuilt from lineage, on real processes."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+from conftest import assert_no_orphans
+
+import runtime
+from runtime._framing import frame
+from runtime.exceptions import ObjectLostError
+from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
+
+MB = 1 << 20
+
+
+def lose(*refs: runtime.ObjectRef) -> None:
+    """Deletes objects' copies behind their owners' backs, as a lost node would."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(runtime._context.current().store_socket)
+    for op, ids in ((StoreOp.HELLO, [b"test-loser"]), (StoreOp.DELETE, [r.binary() for r in refs])):
+        sock.sendall(frame(bytes(StoreRequest(op=op, object_ids=ids))))
+        data = sock.recv(65536)
+        assert not StoreReply.parse(data[4:]).error
+    contains = StoreRequest(op=StoreOp.CONTAINS, object_ids=[r.binary() for r in refs])
+    sock.sendall(frame(bytes(contains)))
+    reply = StoreReply.parse(sock.recv(65536)[4:])
+    assert not any(o.found for o in reply.objects)
+    sock.close()
+
+
+@runtime.remote
+def make(value):
+    return np.full(MB // 8, value, dtype=np.int64)
+
+
+@runtime.remote
+def plus_one(array):
+    return array + 1
+
+
+@runtime.remote
+def first(array):
+    return int(array[0])
+
+
+def test_lost_task_result_is_rebuilt(cluster):
+    ref = make.remote(3)
+    runtime.wait([ref])
+    lose(ref)
+    assert int(runtime.get(ref)[0]) == 3
+
+
+def test_lost_arguments_are_rebuilt_recursively(cluster):
+    base = make.remote(1)
+    derived = plus_one.remote(base)
+    runtime.wait([derived])
+    lose(base, derived)
+    assert int(runtime.get(derived)[0]) == 2
+
+
+def test_task_with_a_lost_argument_runs_after_rebuilding_it(cluster):
+    base = make.remote(5)
+    runtime.wait([base])
+    lose(base)
+    assert runtime.get(first.remote(base)) == 5
+
+
+async def test_await_rebuilds_too():
+    ctx = await runtime.init_async(num_cpus=1)
+    try:
+        ref = make.remote(8)
+        await runtime.wait_async([ref])
+        lose(ref)
+        assert int((await ref)[0]) == 8
+    finally:
+        await runtime.shutdown_async()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_lost_put_object_raises(cluster):
+    ref = runtime.put(np.zeros(MB // 8))
+    lose(ref)
+    with pytest.raises(ObjectLostError, match="put"):
+        runtime.get(ref)
+    with pytest.raises(ObjectLostError):  # and again, at once
+        runtime.get(ref)
+
+
+def test_no_retries_means_no_rebuild(cluster):
+    ref = make.options(max_retries=0).remote(1)
+    runtime.wait([ref])
+    lose(ref)
+    with pytest.raises(ObjectLostError, match="not reconstructable"):
+        runtime.get(ref)
+
+
+def test_lineage_cap(tmp_path):
+    ctx = runtime.init(num_cpus=1, _system_config={"max_lineage_bytes": 2000})
+    try:
+        refs = [make.remote(i) for i in range(10)]
+        runtime.wait(refs, num_returns=10)
+        worker = runtime._context.current()
+        assert worker.lineage.total_bytes <= 2000
+        lose(refs[0], refs[-1])
+        with pytest.raises(ObjectLostError, match="max_lineage_bytes"):
+            runtime.get(refs[0])
+        assert int(runtime.get(refs[-1])[0]) == 9  # recent lineage is kept
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_lineage_is_dropped_with_its_objects(cluster):
+    worker = runtime._context.current()
+    refs = [make.remote(i) for i in range(5)]
+    runtime.wait(refs, num_returns=5)
+    assert len(worker.lineage) == 5
+    del refs
+    from conftest import wait_until
+
+    wait_until(lambda: len(worker.lineage) == 0, what="the lineage to be dropped")
