@@ -39,6 +39,11 @@ class _AsyncActorImpl:
 
 
 @runtime.remote
+def _object_containing_refs() -> Any:
+    return runtime.put([runtime.put(1) for _ in range(10_000)])
+
+
+@runtime.remote
 def _produce(n: int) -> Any:
     import numpy as np
 
@@ -157,6 +162,21 @@ def main(args: argparse.Namespace) -> int:
                 lambda: runtime.get([async_actor.small_value.remote() for _ in range(1000)]),
                 1000,
             ),
+        ]
+        containing = runtime.get(_object_containing_refs.remote())
+
+        def wait_one_at_a_time() -> None:
+            pending = [_noop.remote() for _ in range(1000)]
+            while pending:
+                _, pending = runtime.wait(pending)
+
+        table += [
+            (
+                "single client get object containing 10k refs",
+                lambda: runtime.get(containing),
+                1,
+            ),
+            ("single client wait 1k refs", wait_one_at_a_time, 1),
         ]
         table += _store_rows(want)
         for name, fn, multiplier in table:

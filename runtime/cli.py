@@ -118,6 +118,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_memory(args: argparse.Namespace) -> int:
+    from . import _memory
+
+    config = Config.load()
+    try:
+        address = _cluster.resolve_address(args.address, config)
+        tables = asyncio.run(_memory.collect(address))
+    except (ConnectionError, OSError, TimeoutError, ValueError) as e:
+        print(f"runtime memory: {e}", file=sys.stderr)
+        return 1
+    print(_memory.render(tables))
+    return 0
+
+
 def _cmd_microbenchmark(args: argparse.Namespace) -> int:
     from . import _bench
 
@@ -147,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="show nodes and resources")
     status.add_argument("--address", default="auto")
     status.set_defaults(func=_cmd_status)
+
+    memory = sub.add_parser("memory", help="list every live object reference, by process")
+    memory.add_argument("--address", default="auto")
+    memory.set_defaults(func=_cmd_memory)
 
     bench = sub.add_parser("microbenchmark", help="measure task and object throughput")
     bench.add_argument("--filter", default="", help="run only rows whose name contains this")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _context
+from . import _context, _memory
 from .core_worker import CoreWorker
 from .protocol.rt import ActorInfo
 
@@ -43,3 +43,27 @@ async def list_actors_async() -> list[dict[str, Any]]:
     worker = _context.current()
     infos: list[ActorInfo] = await worker._on_own_loop(worker.list_actors())
     return [_actor_row(info) for info in infos]
+
+
+def memory_summary() -> str:
+    """Every live reference in the cluster, grouped by process (``runtime memory``)."""
+    CoreWorker.check_blocking_allowed("util.memory_summary", "await runtime.util.memory_async()")
+    worker = _context.current()
+    tables = worker._run_blocking(_memory.collect(worker.gcs_address))
+    return _memory.render(tables)
+
+
+async def memory_async() -> list[_memory.WorkerTable]:
+    worker = _context.current()
+    tables: list[_memory.WorkerTable] = await worker._on_own_loop(
+        _memory.collect(worker.gcs_address)
+    )
+    return tables
+
+
+def memory_tables() -> list[_memory.WorkerTable]:
+    """The reference tables behind ``memory_summary``, one per process."""
+    CoreWorker.check_blocking_allowed("util.memory_tables", "await runtime.util.memory_async()")
+    worker = _context.current()
+    tables: list[_memory.WorkerTable] = worker._run_blocking(_memory.collect(worker.gcs_address))
+    return tables

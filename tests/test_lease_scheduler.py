@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runtime.raylet._resources import to_fixed
 from runtime.raylet._scheduler import (
+    AskExit,
     Cancel,
     Grant,
     KillWorker,
@@ -124,8 +125,16 @@ def test_idle_workers_beyond_the_soft_limit_are_reaped():
     for w in [a for a in s.prestart(1, 3) if isinstance(a, StartWorker)]:
         s.worker_registered(w.worker_id, 1, 1, 0.0)
     assert s.reap_idle(0.5) == []
-    kills = s.reap_idle(5.0)
-    assert len(kills) == 2
+    asks = s.reap_idle(5.0)
+    assert [type(a) for a in asks] == [AskExit, AskExit]
+    assert s.reap_idle(6.0) == []  # asked already
+    kept, gone = asks
+    assert s.exit_answered(gone.worker_id, True, 6.0) == [KillWorker(gone.worker_id)]
+    # A worker that still owns objects in use stays, idle again.
+    assert s.exit_answered(kept.worker_id, False, 6.0) == []
+    assert s.workers[kept.worker_id].state is WorkerState.IDLE
+    # Its idle time starts over: the next ask goes to the other idle worker.
+    assert kept.worker_id not in [a.worker_id for a in s.reap_idle(6.5)]
 
 
 def test_workers_are_per_job():

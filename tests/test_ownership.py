@@ -162,3 +162,38 @@ def test_soak_returns_to_baseline(cluster):
         what="the driver's tables to return to their baseline",
     )
     assert w.ownership.stats()["contained"] == 0
+
+
+def test_memory_summary_lists_references_by_process(cluster):
+    ref = runtime.put(np.zeros(MB // 8))
+    box = runtime.put([ref])
+    keeper = Keeper.remote()
+    runtime.get(keeper.keep.remote([ref]))
+    tables = runtime.util.memory_tables()
+    driver = next(t for t in tables if t.info.is_driver)
+    rows = {row.object_id: row for row in driver.rows}
+    from runtime._memory import kinds
+
+    ref_kinds = kinds(rows[ref.binary()])
+    assert "LOCAL_REFERENCE" in ref_kinds and "PINNED_IN_STORE" in ref_kinds
+    assert "CAPTURED_IN_OBJECT" in ref_kinds and "BORROWED_BY(1)" in ref_kinds
+    assert rows[ref.binary()].call_site.startswith("put at test_ownership.py:")
+    assert kinds(rows[box.binary()]) == ["LOCAL_REFERENCE"]
+    actor_rows = [row for t in tables if t.info.label.startswith("Keeper") for row in t.rows]
+    assert [kinds(r) for r in actor_rows] == [["BORROWED"]]
+    text = runtime.util.memory_summary()
+    assert ref.hex() in text and "driver" in text
+
+
+def test_memory_command(cluster, monkeypatch):
+    from runtime import cli
+
+    ref = runtime.put(np.zeros(MB // 8))
+    monkeypatch.setattr("sys.argv", ["runtime"])
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["memory", "--address", cluster.gcs_address]) == 0
+    assert ref.hex() in out.getvalue()

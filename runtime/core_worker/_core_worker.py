@@ -135,6 +135,8 @@ class CoreWorker:
         self.refs = ReferenceCounter()
         self.ownership = Ownership(self)
         self.lineage = Lineage(config.max_lineage_bytes)
+        # Where each owned object was made, for `runtime memory`.
+        self.call_sites: dict[bytes, str] = {}
         self._reconstructions: dict[bytes, asyncio.Future[None]] = {}
         self.channels = _rpc.ChannelPool()
         self.executor: TaskExecutor | None = None
@@ -262,7 +264,10 @@ class CoreWorker:
                 )
                 await self._raylet.register_driver(
                     RegisterDriverRequest(
-                        job_id=self.job_id, pid=os.getpid(), worker_id=self.worker_id
+                        job_id=self.job_id,
+                        pid=os.getpid(),
+                        worker_id=self.worker_id,
+                        port=self.port,
                     )
                 )
                 self._background.spawn(self._follow_gcs())
@@ -407,7 +412,7 @@ class CoreWorker:
         obj = self.store_or_inline(object_id, pickled)
         nested = pickled.refs
         ref = ObjectRef(object_id, self.address, self, counted=True)
-        self.post(self._put_on_loop, object_id, obj, nested)
+        self.post(self._put_on_loop, object_id, obj, nested, _user_call_site("put"))
         return ref
 
     def store_or_inline(
@@ -451,6 +456,7 @@ class CoreWorker:
         for object_id in object_ids:
             self.ownership.release_contained(object_id)
             self.lineage.result_freed(object_id)
+            self.call_sites.pop(object_id, None)
             obj = self.store.get_nowait(object_id)
             if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
                 in_store.append(object_id)
@@ -470,8 +476,9 @@ class CoreWorker:
                 self.store_client.delete(ids)
 
     def _put_on_loop(
-        self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef]
+        self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef], site: str
     ) -> None:
+        self.call_sites[object_id] = site
         self.refs.add_owned(object_id, 1)
         self.store.put(object_id, obj)
         self.ownership.contain(object_id, nested)
@@ -621,6 +628,12 @@ class CoreWorker:
     def wait(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        # Fast path on the caller's thread (dict reads): enough refs are ready.
+        objects = self.store
+        ready = [r for r in refs if r._id in objects]
+        if len(ready) >= num_returns:
+            chosen = {r._id for r in ready[:num_returns]}
+            return ready[:num_returns], [r for r in refs if r._id not in chosen]
         return self._run_blocking(self._wait(refs, num_returns, timeout))
 
     async def _wait(
@@ -709,6 +722,17 @@ class CoreWorker:
     def concurrent_future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(self._value(ref), self.loop)
+
+    def exit_blocker(self) -> str:
+        """Why this idle worker must not be stopped now ("" if it may)."""
+        owned = sum(1 for _, entry in self.refs.items() if entry.owned)
+        if owned:
+            return f"it owns {owned} object(s) still in use"
+        if self.ownership.stats()["pinned"]:
+            return "it holds refs for a result's owner"
+        if self.actor_id is not None:
+            return "it hosts an actor"
+        return ""
 
     # -- lost objects ---------------------------------------------------------------
     async def _recover(self, ref: ObjectRef) -> SerializedObject:
@@ -914,6 +938,7 @@ class CoreWorker:
         self._pending[spec.task_id] = spec
         for object_id in spec.return_ids:
             self.refs.add_owned(object_id, 1)
+            self.call_sites[object_id] = f"{spec.name}() result"
         self.refs.add_submitted([r._id for r in spec.arg_refs])
         spec.nested = nested  # held until the reply: the worker registers by then
         self._ensure_exported(spec.function_id, function_data)
@@ -1367,6 +1392,19 @@ class CoreWorker:
         spec.arg_refs = []
         spec.nested = []
         spec.resolved = []
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_call_site(what: str) -> str:
+    """``what`` at the first frame outside this package (file:line)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return what
+    return f"{what} at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

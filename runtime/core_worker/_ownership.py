@@ -25,16 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _rpc
 from .._object_ref import ObjectRef, OwnerAddress
+from .._serialization import METADATA_IN_STORE
 from .._tasks import TaskSet
 from ..protocol.rt import (
     AddBorrowerRequest,
     Address,
     CoreWorkerStub,
+    ReferenceRow,
+    ReferenceTableReply,
     WaitForRefRemovedRequest,
 )
 
@@ -153,6 +157,39 @@ class Ownership:
 
     def unpin(self, task_id: bytes) -> None:
         self._pins.pop(task_id, None)
+
+    def table(self) -> ReferenceTableReply:
+        """This process's references, for `runtime memory`."""
+        worker = self._worker
+        nested: dict[bytes, int] = {}
+        for held in self.contained.values():
+            for inner in held:
+                nested[inner.binary()] = nested.get(inner.binary(), 0) + 1
+        rows = []
+        for object_id, entry in worker.refs.items():
+            obj = worker.store.get_nowait(object_id)
+            in_store = obj is not None and obj.metadata == METADATA_IN_STORE
+            rows.append(
+                ReferenceRow(
+                    object_id=object_id,
+                    local=entry.local,
+                    submitted=entry.submitted,
+                    borrowers=len(entry.borrowers),
+                    contained=nested.get(object_id, 0),
+                    owned=entry.owned,
+                    in_store=in_store,
+                    size=len(obj.data) if obj is not None and not in_store else -1,
+                    call_site=worker.call_sites.get(object_id, ""),
+                    reconstructable=worker.lineage.entry_for(object_id) is not None,
+                )
+            )
+        return ReferenceTableReply(
+            worker=Address(host=worker.host, port=worker.port, worker_id=worker.worker_id),
+            pid=os.getpid(),
+            job_id=worker.job_id,
+            rows=rows,
+            lineage_bytes=worker.lineage.total_bytes,
+        )
 
     def stats(self) -> dict[str, int]:
         return {

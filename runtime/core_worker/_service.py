@@ -20,11 +20,13 @@ from ..protocol.rt import (
     AddBorrowerRequest,
     CoreWorkerBase,
     Empty,
+    ExitReply,
     GetObjectReply,
     GetObjectRequest,
     ObjectStatus,
     ReconstructReply,
     ReconstructRequest,
+    ReferenceTableReply,
     TaskBatch,
     WaitForRefRemovedRequest,
 )
@@ -95,6 +97,13 @@ class CoreWorkerService(CoreWorkerBase):
     async def wait_for_ref_removed(self, message: WaitForRefRemovedRequest) -> Empty:
         await self._worker.ownership.wait_ref_removed(message.object_id)
         return Empty()
+
+    async def ask_exit(self, message: Empty) -> ExitReply:
+        reason = self._worker.exit_blocker()
+        return ExitReply(accepted=not reason, reason=reason)
+
+    async def get_reference_table(self, message: Empty) -> ReferenceTableReply:
+        return self._worker.ownership.table()
 
     async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
         try:

@@ -30,6 +30,7 @@ class WorkerState(enum.Enum):
     STARTING = "STARTING"  # process started, not registered yet
     IDLE = "IDLE"  # registered, holds no lease
     LEASED = "LEASED"  # holds exactly one lease
+    EXITING = "EXITING"  # idle too long; asked whether it may stop
     DEAD = "DEAD"
 
 
@@ -92,7 +93,14 @@ class Cancel:
     request_id: int
 
 
-Action = Grant | StartWorker | KillWorker | Cancel
+@dataclass(frozen=True)
+class AskExit:
+    """Ask an idle worker whether it may stop (not while it owns live objects)."""
+
+    worker_id: bytes
+
+
+Action = Grant | StartWorker | KillWorker | Cancel | AskExit
 
 
 class LeaseScheduler:
@@ -218,7 +226,8 @@ class LeaseScheduler:
     def reap_idle(self, now: float) -> list[Action]:
         """Kills workers idle too long, beyond the soft limit of live workers."""
         live = [w for w in self.workers.values() if w.state is not WorkerState.DEAD]
-        excess = len(live) - self.soft_worker_limit
+        exiting = sum(1 for w in live if w.state is WorkerState.EXITING)
+        excess = len(live) - exiting - self.soft_worker_limit
         if excess <= 0:
             return []
         idle = sorted(
@@ -231,9 +240,21 @@ class LeaseScheduler:
         )
         actions: list[Action] = []
         for worker in idle[:excess]:
-            worker.state = WorkerState.DEAD
-            actions.append(KillWorker(worker.worker_id))
+            worker.state = WorkerState.EXITING
+            actions.append(AskExit(worker.worker_id))
         return actions
+
+    def exit_answered(self, worker_id: bytes, accepted: bool, now: float) -> list[Action]:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state is not WorkerState.EXITING:
+            return []
+        if accepted:
+            worker.state = WorkerState.DEAD
+            return [KillWorker(worker_id)]
+        # It still owns objects in use: idle again, asked again later.
+        worker.state = WorkerState.IDLE
+        worker.idle_since = now
+        return self.schedule()
 
     # -- the scheduling pass ------------------------------------------------------
     def schedule(self) -> list[Action]:

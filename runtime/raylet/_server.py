@@ -20,11 +20,13 @@ from .._tasks import TaskSet
 from ..protocol.rt import (
     Address,
     Channel,
+    CoreWorkerStub,
     Empty,
     GcsStub,
     LeaseReply,
     LeaseRequest,
     LeaseStatus,
+    ListWorkersReply,
     LogBatch,
     NodeInfo,
     NodeStatsReply,
@@ -38,10 +40,20 @@ from ..protocol.rt import (
     SubscribeRequest,
     UnregisterNodeRequest,
     WorkerBlockedRequest,
+    WorkerInfo,
     WorkerLabelRequest,
 )
 from . import _resources as res
-from ._scheduler import Action, Cancel, Grant, KillWorker, LeaseScheduler, StartWorker, WorkerState
+from ._scheduler import (
+    Action,
+    AskExit,
+    Cancel,
+    Grant,
+    KillWorker,
+    LeaseScheduler,
+    StartWorker,
+    WorkerState,
+)
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
 from .store import ObjectStore, StoreServer
@@ -88,6 +100,7 @@ class Raylet(RayletBase):
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
         # The drivers of this node's jobs (their objects die with them).
         self._drivers: dict[int, bytes] = {}
+        self._driver_info: dict[int, WorkerInfo] = {}
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self._labels: dict[int, str] = {}
         self.gcs_lost = asyncio.Event()
@@ -209,12 +222,27 @@ class Raylet(RayletBase):
             elif isinstance(action, KillWorker):
                 assert self._pool is not None
                 self._pool.kill(action.worker_id)
+            elif isinstance(action, AskExit):
+                self._tasks.spawn(self._ask_exit(action.worker_id))
             elif isinstance(action, Cancel):
                 fut = self._waiting.pop(action.request_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(LeaseReply(status=LeaseStatus.CANCELLED))
         if changed:
             self._resources_dirty.set()
+
+    async def _ask_exit(self, worker_id: bytes) -> None:
+        worker = self.scheduler.workers.get(worker_id)
+        if worker is None:
+            return
+        try:
+            reply = await asyncio.wait_for(
+                CoreWorkerStub(self._channels.get(self.host, worker.port)).ask_exit(Empty()), 5.0
+            )
+            accepted = reply.accepted
+        except _rpc.CONNECTION_ERRORS:
+            accepted = True  # gone or stuck: stop it
+        self._apply(self.scheduler.exit_answered(worker_id, accepted, time.monotonic()))
 
     def _register_timed_out(self, worker_id: bytes) -> None:
         self._register_deadlines.pop(worker_id, None)
@@ -296,8 +324,36 @@ class Raylet(RayletBase):
     async def register_driver(self, message: RegisterDriverRequest) -> Empty:
         if message.worker_id:
             self._drivers[message.job_id] = message.worker_id
+            self._driver_info[message.job_id] = WorkerInfo(
+                address=Address(
+                    host=self.host,
+                    port=message.port,
+                    worker_id=message.worker_id,
+                    node_id=self.node_id,
+                ),
+                pid=message.pid,
+                job_id=message.job_id,
+                is_driver=True,
+            )
         self._apply(self.scheduler.prestart(message.job_id, self.num_cpus))
         return Empty()
+
+    async def list_workers(self, message: Empty) -> ListWorkersReply:
+        """This node's drivers and registered workers (for `runtime memory`)."""
+        rows = list(self._driver_info.values())
+        rows += [
+            WorkerInfo(
+                address=Address(
+                    host=self.host, port=w.port, worker_id=w.worker_id, node_id=self.node_id
+                ),
+                pid=w.pid,
+                job_id=w.job_id,
+                label=self._labels.get(w.pid, ""),
+            )
+            for w in self.scheduler.workers.values()
+            if w.state in (WorkerState.IDLE, WorkerState.LEASED)
+        ]
+        return ListWorkersReply(workers=rows)
 
     async def get_node_stats(self, message: Empty) -> NodeStatsReply:
         workers = [w for w in self.scheduler.workers.values() if w.state is not WorkerState.DEAD]
@@ -317,6 +373,7 @@ class Raylet(RayletBase):
             async for message in self._gcs.subscribe(request):
                 if message.job is not None and message.job.finished:
                     self._apply(self.scheduler.job_finished(message.job.job_id))
+                    self._driver_info.pop(message.job.job_id, None)
                     driver = self._drivers.pop(message.job.job_id, None)
                     if driver is not None:
                         self.object_store.owner_died(driver)

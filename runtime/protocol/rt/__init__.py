@@ -17,6 +17,7 @@ __all__ = (
     "CreateActorReply",
     "CreateActorRequest",
     "Empty",
+    "ExitReply",
     "GcsBase",
     "GcsStub",
     "GetAllNodesReply",
@@ -34,6 +35,7 @@ __all__ = (
     "LeaseRequest",
     "LeaseStatus",
     "ListActorsReply",
+    "ListWorkersReply",
     "LogBatch",
     "NodeInfo",
     "NodeStatsReply",
@@ -63,6 +65,7 @@ __all__ = (
     "WaitActorRequest",
     "WaitForRefRemovedRequest",
     "WorkerBlockedRequest",
+    "WorkerInfo",
     "WorkerLabelRequest",
 )
 
@@ -442,6 +445,21 @@ default_message_pool.register_message("rt", "Empty", Empty)
 
 
 @dataclass(eq=False, repr=False)
+class ExitReply(betterproto2.Message):
+    """
+    The raylet asks an idle worker whether it may be stopped: not while it
+    owns objects someone may still use.
+    """
+
+    accepted: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "ExitReply", ExitReply)
+
+
+@dataclass(eq=False, repr=False)
 class GetAllNodesReply(betterproto2.Message):
     nodes: "list[NodeInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
@@ -606,6 +624,14 @@ class ListActorsReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ListActorsReply", ListActorsReply)
+
+
+@dataclass(eq=False, repr=False)
+class ListWorkersReply(betterproto2.Message):
+    workers: "list[WorkerInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ListWorkersReply", ListWorkersReply)
 
 
 @dataclass(eq=False, repr=False)
@@ -798,6 +824,11 @@ class RegisterDriverRequest(betterproto2.Message):
     pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
     worker_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+    port: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+    """
+    where the driver's core worker listens
+    """
 
 
 default_message_pool.register_message("rt", "RegisterDriverRequest", RegisterDriverRequest)
@@ -1047,6 +1078,22 @@ default_message_pool.register_message("rt", "WorkerBlockedRequest", WorkerBlocke
 
 
 @dataclass(eq=False, repr=False)
+class WorkerInfo(betterproto2.Message):
+    address: "Address | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    job_id: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+    is_driver: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+    label: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "WorkerInfo", WorkerInfo)
+
+
+@dataclass(eq=False, repr=False)
 class WorkerLabelRequest(betterproto2.Message):
     """
     What the worker's output lines are prefixed with, such as "Counter pid=12".
@@ -1169,6 +1216,27 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             "/rt.CoreWorker/Reconstruct",
             message,
             ReconstructReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def ask_exit(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ExitReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/AskExit",
+            message,
+            ExitReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1584,6 +1652,27 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def list_workers(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListWorkersReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Raylet/ListWorkers",
+            message,
+            ListWorkersReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -1608,6 +1697,10 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def reconstruct(self, message: "ReconstructRequest") -> "ReconstructReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def ask_exit(self, message: "Empty") -> "ExitReply":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1659,6 +1752,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         response = await self.reconstruct(request)
         await stream.send_message(response)
 
+    async def __rpc_ask_exit(self, stream: "grpclib.server.Stream[Empty, ExitReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.ask_exit(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.CoreWorker/PushTasks": grpclib.const.Handler(
@@ -1696,6 +1795,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ReconstructRequest,
                 ReconstructReply,
+            ),
+            "/rt.CoreWorker/AskExit": grpclib.const.Handler(
+                self.__rpc_ask_exit,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ExitReply,
             ),
         }
 
@@ -2003,6 +2108,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def list_workers(self, message: "Empty") -> "ListWorkersReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -2059,6 +2168,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.set_worker_label(request)
         await stream.send_message(response)
 
+    async def __rpc_list_workers(
+        self, stream: "grpclib.server.Stream[Empty, ListWorkersReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_workers(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -2102,5 +2219,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 WorkerLabelRequest,
                 Empty,
+            ),
+            "/rt.Raylet/ListWorkers": grpclib.const.Handler(
+                self.__rpc_list_workers,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListWorkersReply,
             ),
         }
