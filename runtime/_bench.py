@@ -1,8 +1,12 @@
-"""``runtime microbenchmark``: throughput rows named as in Ray's microbenchmark.
+"""``runtime microbenchmark``: Ray's microbenchmark workloads, under Ray's names.
 
-Each row is timed as Ray times its own: a warm-up, then four timed runs;
-it prints ``NAME per second MEAN +- STD`` (calls per second times the
-row's multiplier). Figures are printed, never asserted.
+Each row is timed as Ray times its own: a 1 s warm-up, then four runs of
+2 s; it prints ``NAME per second MEAN +- STD``, the calls per second times
+the row's multiplier, so the two can be read side by side. Rows marked
+*(ours)* measure what Ray's does not: asyncio drivers, start-up, memory.
+
+``--smoke`` runs every row once at a small scale (for CI: the command never
+breaks); figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -10,60 +14,110 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import runtime
 
-
-@runtime.remote
-def _noop() -> None:
-    return None
+# -- the workloads' remote functions and actors --------------------------------------
 
 
 @runtime.remote
-async def _anoop() -> None:
-    return None
+def small_value() -> bytes:
+    return b"ok"
 
 
-class _SyncActorImpl:
+@runtime.remote
+def small_value_batch(n: int) -> int:
+    runtime.get([small_value.remote() for _ in range(n)])
+    return 0
+
+
+@runtime.remote
+def create_object_containing_ref(n: int) -> list[Any]:
+    return [runtime.put(1) for _ in range(n)]
+
+
+@runtime.remote
+def do_put_small(n: int) -> None:
+    for _ in range(n):
+        runtime.put(0)
+
+
+@runtime.remote
+def do_put(n: int, size: int) -> None:
+    import numpy as np
+
+    for _ in range(n):
+        runtime.put(np.zeros(size, dtype=np.int64))
+
+
+class _Actor:
     def small_value(self) -> bytes:
         return b"ok"
 
+    def small_value_arg(self, x: Any) -> bytes:
+        return b"ok"
 
-class _AsyncActorImpl:
+    def small_value_batch(self, n: int) -> None:
+        runtime.get([small_value.remote() for _ in range(n)])
+
+
+class _AsyncActor:
     async def small_value(self) -> bytes:
         return b"ok"
 
-
-@runtime.remote
-def _object_containing_refs() -> Any:
-    return runtime.put([runtime.put(1) for _ in range(10_000)])
+    async def small_value_with_arg(self, x: Any) -> bytes:
+        return b"ok"
 
 
-@runtime.remote
-def _produce(n: int) -> Any:
-    import numpy as np
+class _Client:
+    def __init__(self, servers: Any) -> None:
+        self.servers = servers if isinstance(servers, list) else [servers]
 
-    return np.ones(n, dtype=np.int64)
+    def small_value_batch(self, n: int) -> None:
+        refs = []
+        for server in self.servers:
+            refs.extend([server.small_value.remote() for _ in range(n)])
+        runtime.get(refs)
 
-
-@runtime.remote
-def _consume(array: Any) -> int:
-    return int(array[-1])
+    def small_value_batch_arg(self, n: int) -> None:
+        x = runtime.put(0)
+        refs = []
+        for server in self.servers:
+            refs.extend([server.small_value_arg.remote(x) for _ in range(n)])
+        runtime.get(refs)
 
 
 # Wrapped rather than decorated: type checkers do not see class decorators.
-_Actor = runtime.remote(_SyncActorImpl)
-_AsyncActor = runtime.remote(_AsyncActorImpl)
+Actor = runtime.remote(num_cpus=0)(_Actor)
+AsyncActor = runtime.remote(_AsyncActor)
+Client = runtime.remote(num_cpus=0)(_Client)
 
 
-def _timeit(
-    name: str, fn: Callable[[], Any], duration: float, multiplier: float = 1
+@runtime.remote
+def actor_work(actors: list[Any], n: int) -> None:
+    runtime.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+
+
+# -- timing -------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    warmup_s: float = 1.0
+    run_s: float = 2.0
+    runs: int = 4
+
+
+def timeit(
+    name: str, fn: Callable[[], Any], timing: Timing, multiplier: float = 1
 ) -> dict[str, Any]:
-    def run(seconds: float) -> float:
+    def rate(seconds: float) -> float:
         count = 0
         start = time.perf_counter()
         while True:
@@ -73,145 +127,248 @@ def _timeit(
             if elapsed >= seconds:
                 return count * multiplier / elapsed
 
-    run(min(1.0, duration / 2))
-    rates = [run(duration) for _ in range(4)]
-    mean, std = statistics.mean(rates), statistics.pstdev(rates)
+    if timing.warmup_s > 0:
+        rate(timing.warmup_s)
+    rates = [rate(timing.run_s) for _ in range(timing.runs)]
+    mean = statistics.mean(rates)
+    std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
     print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
     return {"name": name, "mean": mean, "std": std}
 
 
-def _store_rows(want: Callable[[str], bool]) -> list[tuple[str, Callable[[], Any], float]]:
-    """Rows that move large arrays through the shared-memory store."""
-    try:
-        import numpy as np
-    except ImportError:  # numpy is optional for the runtime
-        return []
-    rows: list[tuple[str, Callable[[], Any], float]] = []
-    if want("single client put gigabytes"):
-        big = np.zeros(100 * 1024 * 1024, dtype=np.int64)  # 800 MiB
-        rows.append(("single client put gigabytes", lambda: runtime.put(big), 0.8))
-    if want("single client get gigabytes"):
-        stored = runtime.put(np.zeros(100 * 1024 * 1024, dtype=np.int64))
-        rows.append(("single client get gigabytes", lambda: runtime.get(stored), 0.8))
-    if want("task passing 100 MB array"):
-        n = 100 * 1024 * 1024 // 8
-        rows.append(
-            (
-                "task passing 100 MB array to another",
-                lambda: runtime.get(_consume.remote(_produce.remote(n))),
-                1,
-            )
-        )
-    return rows
+# -- the rows --------------------------------------------------------------------------------
 
 
-def main(args: argparse.Namespace) -> int:
-    duration = float(args.duration)
-    rows: list[dict[str, Any]] = []
+def _rows(scale: float) -> list[tuple[str, Callable[[], Callable[[], Any]], float]]:
+    """(name, setup returning the timed function, multiplier) for every row, in Ray's order.
 
-    def want(name: str) -> bool:
-        return args.filter in name
+    ``scale`` shrinks the workloads (1.0: Ray's sizes).
+    """
+    import numpy as np
 
-    start = time.perf_counter()
-    runtime.init()
-    runtime.get(_noop.remote())
-    first = time.perf_counter() - start
-    if want("init to first result"):
-        print(f"seconds from init() to the first task result {first:.3f}", flush=True)
-        rows.append({"name": "init to first result (s)", "mean": first, "std": 0.0})
-    try:
+    def n(x: int) -> int:
+        return max(1, int(x * scale))
+
+    cpus = max(1, (os.cpu_count() or 2) // 2)
+    rows: list[tuple[str, Callable[[], Callable[[], Any]], float]] = []
+
+    def row(name: str, multiplier: float = 1) -> Callable[..., Any]:
+        def register(setup: Callable[[], Callable[[], Any]]) -> Callable[[], Callable[[], Any]]:
+            rows.append((name, setup, multiplier))
+            return setup
+
+        return register
+
+    @row("single client get calls (Plasma Store)")
+    def _() -> Callable[[], Any]:
         value = runtime.put(0)
-        table: list[tuple[str, Callable[[], Any], float]] = [
-            ("single client get calls", lambda: runtime.get(value), 1),
-            ("single client put calls", lambda: runtime.put(0), 1),
-            ("single client tasks sync", lambda: runtime.get(_noop.remote()), 1),
-            (
-                "single client tasks async",
-                lambda: runtime.get([_noop.remote() for _ in range(1000)]),
-                1000,
-            ),
-            (
-                "single client async-def tasks async",
-                lambda: runtime.get([_anoop.remote() for _ in range(1000)]),
-                1000,
-            ),
-        ]
-        actor = _Actor.remote()
-        concurrent_actor = _Actor.options(max_concurrency=16).remote()
-        async_actor = _AsyncActor.remote()
-        runtime.get([actor.small_value.remote(), async_actor.small_value.remote()])
-        table += [
-            ("1:1 actor calls sync", lambda: runtime.get(actor.small_value.remote()), 1),
-            (
-                "1:1 actor calls async",
-                lambda: runtime.get([actor.small_value.remote() for _ in range(1000)]),
-                1000,
-            ),
-            (
-                "1:1 actor calls concurrent",
-                lambda: runtime.get([concurrent_actor.small_value.remote() for _ in range(1000)]),
-                1000,
-            ),
-            (
-                "1:1 async-actor calls sync",
-                lambda: runtime.get(async_actor.small_value.remote()),
-                1,
-            ),
-            (
-                "1:1 async-actor calls async",
-                lambda: runtime.get([async_actor.small_value.remote() for _ in range(1000)]),
-                1000,
-            ),
-        ]
-        containing = runtime.get(_object_containing_refs.remote())
+        return lambda: runtime.get(value)
 
+    @row("single client put calls (Plasma Store)")
+    def _() -> Callable[[], Any]:
+        return lambda: runtime.put(0)
+
+    @row("multi client put calls (Plasma Store)", n(1000))
+    def _() -> Callable[[], Any]:
+        return lambda: runtime.get([do_put_small.remote(n(100)) for _ in range(10)])
+
+    @row("single client put gigabytes", 8 * 0.1 * scale)
+    def _() -> Callable[[], Any]:
+        array = np.zeros(n(100 * 1024 * 1024), dtype=np.int64)
+        return lambda: runtime.put(array)
+
+    @row("single client tasks and get batch")
+    def _() -> Callable[[], Any]:
+        return lambda: runtime.get([small_value.remote() for _ in range(n(1000))])
+
+    @row("multi client put gigabytes", 10 * 8 * 0.1 * scale)
+    def _() -> Callable[[], Any]:
+        size = n(10 * 1024 * 1024)
+        return lambda: runtime.get([do_put.remote(10, size) for _ in range(10)])
+
+    @row("single client get object containing 10k refs")
+    def _() -> Callable[[], Any]:
+        containing = create_object_containing_ref.remote(n(10_000))
+        return lambda: runtime.get(containing)
+
+    @row("single client wait 1k refs")
+    def _() -> Callable[[], Any]:
         def wait_one_at_a_time() -> None:
-            pending = [_noop.remote() for _ in range(1000)]
+            pending = [small_value.remote() for _ in range(n(1000))]
             while pending:
                 _, pending = runtime.wait(pending)
 
-        table += [
-            (
-                "single client get object containing 10k refs",
-                lambda: runtime.get(containing),
-                1,
-            ),
-            ("single client wait 1k refs", wait_one_at_a_time, 1),
-        ]
-        table += _store_rows(want)
-        for name, fn, multiplier in table:
+        return wait_one_at_a_time
+
+    @row("single client tasks sync")
+    def _() -> Callable[[], Any]:
+        return lambda: runtime.get(small_value.remote())
+
+    @row("single client tasks async", n(1000))
+    def _() -> Callable[[], Any]:
+        return lambda: runtime.get([small_value.remote() for _ in range(n(1000))])
+
+    @row("multi client tasks async", n(10_000) * 4)
+    def _() -> Callable[[], Any]:
+        actors = [Actor.remote() for _ in range(4)]
+        return lambda: runtime.get([a.small_value_batch.remote(n(10_000)) for a in actors])
+
+    @row("1:1 actor calls sync")
+    def _() -> Callable[[], Any]:
+        actor = Actor.remote()
+        return lambda: runtime.get(actor.small_value.remote())
+
+    @row("1:1 actor calls async", n(1000))
+    def _() -> Callable[[], Any]:
+        actor = Actor.remote()
+        return lambda: runtime.get([actor.small_value.remote() for _ in range(n(1000))])
+
+    @row("1:1 actor calls concurrent", n(1000))
+    def _() -> Callable[[], Any]:
+        actor = Actor.options(max_concurrency=16).remote()
+        return lambda: runtime.get([actor.small_value.remote() for _ in range(n(1000))])
+
+    @row("1:n actor calls async", n(5000) * cpus)
+    def _() -> Callable[[], Any]:
+        client = Client.remote([Actor.remote() for _ in range(cpus)])
+        return lambda: runtime.get(client.small_value_batch.remote(n(5000)))
+
+    @row("n:n actor calls async", 4 * n(5000))
+    def _() -> Callable[[], Any]:
+        actors = [Actor.remote() for _ in range(cpus)]
+        return lambda: runtime.get([actor_work.remote(actors, n(5000)) for _ in range(4)])
+
+    @row("n:n actor calls with arg async", n(1000) * cpus)
+    def _() -> Callable[[], Any]:
+        clients = [Client.remote(Actor.remote()) for _ in range(cpus)]
+        return lambda: runtime.get([c.small_value_batch_arg.remote(n(1000)) for c in clients])
+
+    @row("1:1 async-actor calls sync")
+    def _() -> Callable[[], Any]:
+        actor = AsyncActor.remote()
+        return lambda: runtime.get(actor.small_value.remote())
+
+    @row("1:1 async-actor calls async", n(1000))
+    def _() -> Callable[[], Any]:
+        actor = AsyncActor.remote()
+        return lambda: runtime.get([actor.small_value.remote() for _ in range(n(1000))])
+
+    @row("1:1 async-actor calls with args async", n(1000))
+    def _() -> Callable[[], Any]:
+        actor = AsyncActor.remote()
+        return lambda: runtime.get([actor.small_value_with_arg.remote(i) for i in range(n(1000))])
+
+    @row("1:n async-actor calls async", n(5000) * cpus)
+    def _() -> Callable[[], Any]:
+        client = Client.remote([AsyncActor.remote() for _ in range(cpus)])
+        return lambda: runtime.get(client.small_value_batch.remote(n(5000)))
+
+    @row("n:n async-actor calls async", 4 * n(5000))
+    def _() -> Callable[[], Any]:
+        actors = [AsyncActor.remote() for _ in range(cpus)]
+        return lambda: runtime.get([actor_work.remote(actors, n(5000)) for _ in range(4)])
+
+    return rows
+
+
+# -- rows of our own -----------------------------------------------------------------------------
+
+
+def _cluster_rss_mb(session_dir: str | None) -> float:
+    """Resident memory of the driver and every process of its local cluster."""
+    pids = [os.getpid()]
+    if session_dir:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if session_dir.encode() in f.read():
+                        pids.append(int(name))
+            except OSError:
+                continue
+    total_kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+async def _asyncio_rows(
+    timing: Timing, scale: float, want: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    out = []
+    await runtime.init_async()
+    try:
+        actor = AsyncActor.remote()
+        await actor.small_value.remote()
+        batch = max(1, int(1000 * scale))
+
+        async def tasks() -> None:
+            await asyncio.gather(*[small_value.remote() for _ in range(batch)])
+
+        async def calls() -> None:
+            await asyncio.gather(*[actor.small_value.remote() for _ in range(batch)])
+
+        for name, fn in (
+            ("asyncio driver gather 1000 task refs (ours)", tasks),
+            ("asyncio driver gather 1000 async-actor calls (ours)", calls),
+        ):
+            if not want(name):
+                continue
+            rates = []
+            await fn()
+            for _ in range(timing.runs):
+                count, start = 0, time.perf_counter()
+                while True:
+                    await fn()
+                    count += batch
+                    if time.perf_counter() - start >= timing.run_s:
+                        break
+                rates.append(count / (time.perf_counter() - start))
+            mean = statistics.mean(rates)
+            std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
+            print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
+            out.append({"name": name, "mean": mean, "std": std})
+    finally:
+        await runtime.shutdown_async()
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    smoke = bool(getattr(args, "smoke", False))
+    timing = Timing(0.0, 0.0, 1) if smoke else Timing(run_s=float(args.duration))
+    scale = 0.01 if smoke else 1.0
+    pattern = args.filter or ""
+
+    def want(name: str) -> bool:
+        return pattern in name
+
+    results: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    ctx = runtime.init()
+    runtime.get(small_value.remote())
+    first = time.perf_counter() - start
+    try:
+        if want("init"):
+            print(f"seconds from init() to the first task result (ours) {first:.3f}", flush=True)
+            results.append({"name": "init to first result (s)", "mean": first, "std": 0.0})
+        if want("resident"):
+            rss = _cluster_rss_mb(ctx.session_dir)
+            print(f"resident memory of an idle local cluster, MB (ours) {rss:.1f}", flush=True)
+            results.append({"name": "idle cluster resident MB", "mean": rss, "std": 0.0})
+        for name, setup, multiplier in _rows(scale):
             if want(name):
-                rows.append(_timeit(name, fn, duration, multiplier))
+                results.append(timeit(name, setup(), timing, multiplier))
     finally:
         runtime.shutdown()
-
-    name = "asyncio driver gather 1000 task refs"
-    if want(name):
-
-        async def bench_async() -> None:
-            await runtime.init_async()
-            try:
-                loop_rows: list[float] = []
-
-                async def batch() -> None:
-                    await asyncio.gather(*[_noop.remote() for _ in range(1000)])
-
-                await batch()
-                for _ in range(4):
-                    count, t0 = 0, time.perf_counter()
-                    while time.perf_counter() - t0 < duration:
-                        await batch()
-                        count += 1000
-                    loop_rows.append(count / (time.perf_counter() - t0))
-                mean, std = statistics.mean(loop_rows), statistics.pstdev(loop_rows)
-                print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
-                rows.append({"name": name, "mean": mean, "std": std})
-            finally:
-                await runtime.shutdown_async()
-
-        asyncio.run(bench_async())
-
+    results += asyncio.run(_asyncio_rows(timing, scale, want))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(results, f, indent=2)
     return 0

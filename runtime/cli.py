@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--filter", default="", help="run only rows whose name contains this")
     bench.add_argument("--duration", type=float, default=2.0, help="seconds per row")
     bench.add_argument("--json", default=None, help="also write the rows to this file")
+    bench.add_argument(
+        "--smoke", action="store_true", help="every row once, at a small scale (for CI)"
+    )
     bench.set_defaults(func=_cmd_microbenchmark)
 
     args = parser.parse_args(argv)

@@ -151,3 +151,14 @@ def test_cancelled_request_leaves_the_queue():
     s.request(request(2))
     assert s.cancel(2) and not s.cancel(2)
     assert not s.queue
+
+
+def test_leases_of_a_dead_owner_end():
+    s = make(cpus=2)
+    req = LeaseRequest(1, 1, to_fixed({"CPU": 1}), owner=b"owner")
+    grant = next(a for a in register_all(s, s.request(req)) if isinstance(a, Grant))
+    s.request(LeaseRequest(2, 1, to_fixed({"CPU": 4}), owner=b"owner"))  # waits (infeasible)
+    actions = s.owner_died(b"owner", 1.0)
+    assert KillWorker(grant.worker.worker_id) in actions
+    assert s.available == s.total and not s.queue
+    s.validate()

@@ -162,6 +162,7 @@ class CoreWorker:
             on_reply=self._on_task_reply,
             on_worker_failure=self._on_worker_failure,
             on_new_key=self._on_new_scheduling_key,
+            owner_id=self.worker_id,
         )
         self.actors = ActorSubmitter(
             gcs=lambda: self.gcs,

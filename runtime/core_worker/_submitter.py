@@ -15,7 +15,9 @@ synchronous and the I/O (lease RPCs, stream pushes) hangs off it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +26,13 @@ from typing import Any
 from .. import _rpc
 from .._config import Config
 from .._tasks import TaskSet
-from ..protocol.rt import LeaseRequest, LeaseStatus, RayletStub, ReturnWorkerRequest
+from ..protocol.rt import (
+    CancelLeaseRequest,
+    LeaseRequest,
+    LeaseStatus,
+    RayletStub,
+    ReturnWorkerRequest,
+)
 from ._push_stream import PushStream
 from ._task_spec import CancelRequest, TaskSpec, TaskState, WireReply
 
@@ -47,7 +55,11 @@ class KeyQueue:
     key: SchedulingKey
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
-    requests: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Lease requests waiting at the raylet, by our id for them; ``withdrawn``:
+    # those we asked the raylet to drop (their reply still comes, and a lease
+    # granted meanwhile is returned).
+    requests: dict[bytes, asyncio.Task[Any]] = field(default_factory=dict)
+    withdrawn: set[bytes] = field(default_factory=set)
 
 
 class TaskSubmitter:
@@ -61,7 +73,9 @@ class TaskSubmitter:
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
+        owner_id: bytes = b"",
     ) -> None:
+        self._owner_id = owner_id
         self._config = config
         self._job_id = job_id
         self._raylet = raylet
@@ -73,6 +87,8 @@ class TaskSubmitter:
         self._streams: dict[tuple[str, int], PushStream] = {}
         # Tasks pushed and not answered yet, with where they went.
         self._pushed: dict[bytes, tuple[KeyQueue, Lease]] = {}
+        self._request_ids = itertools.count(1)
+        self._request_prefix = os.urandom(8)  # request ids are unique per owner
         self._background = TaskSet()
         self._closed = False
 
@@ -102,12 +118,17 @@ class TaskSubmitter:
             return
         if kq.queue:
             want = min(len(kq.queue), self._config.max_pending_lease_requests)
-            while len(kq.requests) < want:
-                task = asyncio.ensure_future(self._request_lease(kq, kq.queue[0]))
-                kq.requests.add(task)
+            while len(kq.requests) - len(kq.withdrawn) < want:
+                request_id = self._request_prefix + next(self._request_ids).to_bytes(8, "big")
+                kq.requests[request_id] = asyncio.ensure_future(
+                    self._request_lease(kq, request_id, kq.queue[0].name)
+                )
             return
-        for task in list(kq.requests):
-            task.cancel()  # nothing left to run on the lease it would bring
+        for request_id in kq.requests:
+            if request_id not in kq.withdrawn:
+                # Nothing left to run on the lease it would bring.
+                kq.withdrawn.add(request_id)
+                self._background.spawn(self._withdraw(request_id))
         for lease in kq.leases:
             if lease.in_flight == 0 and lease.linger is None:
                 lease.linger = asyncio.get_running_loop().call_later(
@@ -165,29 +186,28 @@ class TaskSubmitter:
         self._background.spawn(self._send_return(lease.lease_id, disconnect))
 
     # -- I/O ------------------------------------------------------------------
-    async def _request_lease(self, kq: KeyQueue, spec: TaskSpec) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def _request_lease(self, kq: KeyQueue, request_id: bytes, name: str) -> None:
         try:
             reply = await self._raylet().request_worker_lease(
                 LeaseRequest(
                     job_id=self._job_id(),
                     resources=dict(kq.key),
                     lease_key=repr(kq.key).encode(),
-                    task_name=spec.name,
+                    task_name=name,
+                    request_id=request_id,
+                    owner_id=self._owner_id,
                 )
             )
-        except asyncio.CancelledError:
-            kq.requests.discard(task)
-            raise
         except _rpc.CONNECTION_ERRORS as e:
-            kq.requests.discard(task)
             logger.error("lease request to the raylet failed: %s", e)
             self._fail_queue(kq, e)
             return
-        kq.requests.discard(task)
+        finally:
+            kq.requests.pop(request_id, None)
+            withdrawn = request_id in kq.withdrawn
+            kq.withdrawn.discard(request_id)
         if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
-            if kq.queue and not self._closed:
+            if not withdrawn and kq.queue and not self._closed:
                 self._fail_queue(kq, ConnectionError("the raylet cancelled the lease request"))
             return
         address = (reply.worker.host, reply.worker.port)
@@ -201,6 +221,12 @@ class TaskSubmitter:
             self._return_lease(kq, lease, False)
             return
         self._pump(kq)
+
+    async def _withdraw(self, request_id: bytes) -> None:
+        try:
+            await self._raylet().cancel_worker_lease(CancelLeaseRequest(request_id=request_id))
+        except _rpc.CONNECTION_ERRORS:
+            pass
 
     def _fail_queue(self, kq: KeyQueue, error: BaseException) -> None:
         while kq.queue:
@@ -219,7 +245,7 @@ class TaskSubmitter:
         self._closed = True
         returns = []
         for kq in self._keys.values():
-            for task in list(kq.requests):
+            for task in list(kq.requests.values()):
                 task.cancel()
             for lease in list(kq.leases):
                 if lease.linger is not None:

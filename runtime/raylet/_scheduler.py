@@ -55,6 +55,7 @@ class Lease:
     resources: Fixed
     # CPU units given back while the worker is blocked in ``get``.
     released: Fixed = field(default_factory=dict)
+    owner: bytes = b""  # the worker that requested it
 
 
 @dataclass(eq=False)
@@ -65,6 +66,7 @@ class LeaseRequest:
     task_name: str = ""
     infeasible: bool = False
     detached: bool = False
+    owner: bytes = b""
 
 
 # -- actions ------------------------------------------------------------------
@@ -186,6 +188,14 @@ class LeaseScheduler:
                 worker.idle_since = now
         return actions + self.schedule()
 
+    def owner_died(self, owner: bytes, now: float) -> list[Action]:
+        """Leases held by a dead owner end; their workers may hold its work: kill them."""
+        actions: list[Action] = []
+        for lease in [held for held in self.leases.values() if held.owner == owner and owner]:
+            actions += self.return_lease(lease.lease_id, True, now)
+        self.queue = deque(r for r in self.queue if r.owner != owner or not owner)
+        return actions
+
     def set_blocked(self, worker_id: bytes, blocked: bool) -> list[Action]:
         """A leased worker blocked in ``get`` lends its CPU back meanwhile.
 
@@ -271,7 +281,13 @@ class LeaseScheduler:
                 waiting_for_worker[req.job_id] = waiting_for_worker.get(req.job_id, 0) + 1
                 continue
             self.queue.remove(req)
-            lease = Lease(self._new_id(b"L"), worker.worker_id, req.job_id, dict(req.resources))
+            lease = Lease(
+                self._new_id(b"L"),
+                worker.worker_id,
+                req.job_id,
+                dict(req.resources),
+                owner=req.owner,
+            )
             self.leases[lease.lease_id] = lease
             res.subtract(self.available, req.resources)
             res.subtract(tentative, req.resources)

@@ -19,6 +19,7 @@ from .._config import Config
 from .._tasks import TaskSet
 from ..protocol.rt import (
     Address,
+    CancelLeaseRequest,
     Channel,
     CoreWorkerStub,
     Empty,
@@ -90,6 +91,8 @@ class Raylet(RayletBase):
         )
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[LeaseReply]] = {}
+        # Owners' ids of waiting lease requests -> ours (to withdraw them).
+        self._by_owner_id: dict[bytes, int] = {}
         self._channels = _rpc.ChannelPool()
         self._gcs: GcsStub | None = None
         self._pool: WorkerPool | None = None
@@ -261,6 +264,8 @@ class Raylet(RayletBase):
         if worker is not None:
             self._labels.pop(worker.pid, None)
         self.object_store.owner_died(worker_id)
+        # Leases this worker held as an owner end with it.
+        self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
             logger.info("worker %s exited with code %s", worker_id.hex()[-8:], code)
         self._apply(self.scheduler.worker_died(worker_id))
@@ -274,9 +279,12 @@ class Raylet(RayletBase):
             res.to_fixed(message.resources),
             message.task_name,
             detached=message.detached,
+            owner=message.owner_id,
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
+        if message.request_id:
+            self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
         if req.infeasible:
             logger.warning(
@@ -285,6 +293,22 @@ class Raylet(RayletBase):
                 res.describe(message.resources),
                 res.describe(self.resources),
             )
+        try:
+            return await self._lease_reply(req, fut)
+        finally:
+            self._by_owner_id.pop(message.request_id, None)
+
+    async def cancel_worker_lease(self, message: CancelLeaseRequest) -> Empty:
+        internal = self._by_owner_id.get(message.request_id)
+        if internal is not None and self.scheduler.cancel(internal):
+            fut = self._waiting.pop(internal, None)
+            if fut is not None and not fut.done():
+                fut.set_result(LeaseReply(status=LeaseStatus.CANCELLED))
+        return Empty()
+
+    async def _lease_reply(
+        self, req: PendingRequest, fut: asyncio.Future[LeaseReply]
+    ) -> LeaseReply:
         try:
             return await fut
         except asyncio.CancelledError:
@@ -377,6 +401,7 @@ class Raylet(RayletBase):
                     driver = self._drivers.pop(message.job.job_id, None)
                     if driver is not None:
                         self.object_store.owner_died(driver)
+                        self._apply(self.scheduler.owner_died(driver, time.monotonic()))
         except _rpc.CONNECTION_ERRORS as e:
             logger.error("lost the gcs (%s); stopping", e)
         self.gcs_lost.set()

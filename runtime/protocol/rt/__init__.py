@@ -11,6 +11,7 @@ __all__ = (
     "AddJobReply",
     "AddJobRequest",
     "Address",
+    "CancelLeaseRequest",
     "Channel",
     "CoreWorkerBase",
     "CoreWorkerStub",
@@ -399,6 +400,20 @@ default_message_pool.register_message("rt", "Address", Address)
 
 
 @dataclass(eq=False, repr=False)
+class CancelLeaseRequest(betterproto2.Message):
+    """
+    Withdraws a lease request still waiting at the raylet: its pending
+    RequestWorkerLease then answers CANCELLED. One granted meanwhile is
+    answered GRANTED as usual, and the owner returns it.
+    """
+
+    request_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "CancelLeaseRequest", CancelLeaseRequest)
+
+
+@dataclass(eq=False, repr=False)
 class CreateActorReply(betterproto2.Message):
     ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -612,6 +627,16 @@ class LeaseRequest(betterproto2.Message):
     detached: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
     """
     an actor that outlives its job: keep its worker
+    """
+
+    request_id: "bytes" = betterproto2.field(6, betterproto2.TYPE_BYTES)
+    """
+    the owner's id for it, to withdraw it
+    """
+
+    owner_id: "bytes" = betterproto2.field(7, betterproto2.TYPE_BYTES)
+    """
+    the requesting worker: its leases end when it dies
     """
 
 
@@ -1673,6 +1698,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def cancel_worker_lease(
+        self,
+        message: "CancelLeaseRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/CancelWorkerLease",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -2112,6 +2155,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def cancel_worker_lease(self, message: "CancelLeaseRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -2176,6 +2223,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_workers(request)
         await stream.send_message(response)
 
+    async def __rpc_cancel_worker_lease(
+        self, stream: "grpclib.server.Stream[CancelLeaseRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.cancel_worker_lease(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -2225,5 +2280,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 ListWorkersReply,
+            ),
+            "/rt.Raylet/CancelWorkerLease": grpclib.const.Handler(
+                self.__rpc_cancel_worker_lease,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CancelLeaseRequest,
+                Empty,
             ),
         }

@@ -1,0 +1,40 @@
+"""The microbenchmark command never breaks: every row, once, at a small scale."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, assert_no_orphans
+
+
+@pytest.mark.timeout(300)
+def test_microbenchmark_smoke(tmp_path):
+    out = tmp_path / "rows.json"
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": str(tmp_path / "sessions")}
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "microbenchmark", "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = [row["name"] for row in json.loads(out.read_text())]
+    for expected in (
+        "single client get calls (Plasma Store)",
+        "single client put gigabytes",
+        "single client tasks async",
+        "multi client tasks async",
+        "n:n actor calls with arg async",
+        "n:n async-actor calls async",
+        "asyncio driver gather 1000 async-actor calls (ours)",
+    ):
+        assert expected in names
+    assert len(names) == 26
+    assert " per second " in result.stdout
+    assert_no_orphans(str(tmp_path / "sessions"))
