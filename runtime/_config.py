@@ -37,8 +37,10 @@ class Config:
     lease_linger_s: float = 0.01
     #: Lease requests in flight per scheduling key, at most.
     max_pending_lease_requests: int = 10
-    #: Tasks pushed to one leased worker before the first one returns.
-    max_tasks_in_flight_per_worker: int = 1
+    #: Tasks pushed to one leased worker before the first one returns. Tasks
+    #: queued behind one that waits for an object are handed back to their
+    #: owner, so pipelining cannot deadlock nested tasks.
+    max_tasks_in_flight_per_worker: int = 10
     #: Retries of a task whose worker died, unless the task says otherwise.
     default_max_retries: int = 3
     #: Serialized values this large or larger go to the shared-memory store.

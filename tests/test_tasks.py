@@ -157,3 +157,41 @@ def test_closures_and_lambdas_travel(cluster):
     factor = 7
     fn = runtime.remote(lambda x: x * factor)
     assert runtime.get(fn.remote(6)) == 42
+
+
+@runtime.remote
+class Gate:
+    def __init__(self):
+        import asyncio
+
+        self.opened = asyncio.Event()
+
+    async def wait(self):
+        await self.opened.wait()
+        return True
+
+    async def open(self):
+        self.opened.set()
+
+
+@runtime.remote
+def wait_at(gate):
+    return runtime.get(gate.wait.remote())
+
+
+def test_tasks_queued_behind_a_waiting_task_run_elsewhere():
+    # One CPU: the second task is pipelined behind the first on its worker. The
+    # first waits; the worker hands the second back, which runs on another.
+    ctx = runtime.init(num_cpus=1)
+    try:
+        gate = Gate.remote()
+        blocked = wait_at.remote(gate)
+        behind = add.remote(1, 1)
+        assert runtime.get(behind, timeout=30) == 2
+        runtime.get(gate.open.remote())
+        assert runtime.get(blocked, timeout=30) is True
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)

@@ -64,7 +64,7 @@ from ..protocol.rt import (
     WorkerLabelRequest,
 )
 from ._actor_submitter import ActorQueue, ActorSubmitter
-from ._executor import TaskExecutor, thread_state
+from ._executor import TaskExecutor, current_task_id, thread_state
 from ._lineage import Lineage
 from ._memory_store import MemoryStore
 from ._ownership import Ownership, ReleasePins
@@ -559,6 +559,14 @@ class CoreWorker:
         if not missing:
             return objs  # type: ignore[return-value]
         await self.wait_started()
+        # A task that waits (sync on its thread: lend_cpu; async: in its context)
+        # hands back the tasks queued behind it, and those that arrive meanwhile.
+        executor = self.executor
+        task_waits = executor is not None and (lend_cpu or current_task_id.get() is not None)
+        if task_waits:
+            assert executor is not None
+            executor.waiting += 1
+            executor.release_queued()
         if lend_cpu:
             await self._notify_blocked(True)
         futures = [self._object_future(refs[i]) for i in missing]
@@ -574,6 +582,9 @@ class CoreWorker:
             for i, fut in zip(missing, futures, strict=True):
                 objs[i] = fut.result()
         finally:
+            if task_waits:
+                assert executor is not None
+                executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
         return objs  # type: ignore[return-value]
@@ -1329,7 +1340,7 @@ class CoreWorker:
 
     def _store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         """Keeps a task's results, and takes over the refs nested in them."""
-        returns, nested = reply[2], reply[4]
+        returns, nested = reply[2], reply[4] or []
         in_store = [
             oid
             for oid, obj in zip(spec.return_ids, returns, strict=False)

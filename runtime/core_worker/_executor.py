@@ -77,6 +77,9 @@ class TaskExecutor:
         self._running_async: asyncio.Task[Any] | None = None
         self._running_thread: int | None = None
         self.actor: ActorExecutor | None = None
+        # Running tasks now waiting for objects: while any is, new tasks are
+        # handed back at once (see release_queued).
+        self.waiting = 0
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -106,7 +109,20 @@ class TaskExecutor:
             else:
                 self.actor.submit(item, reply)
             return
+        if self.waiting:
+            reply((item[0], False, [], False, None))
+            return
         self._queue.put_nowait((item, reply))
+
+    def release_queued(self) -> None:
+        """Hands tasks not started yet back to their owners (to run elsewhere).
+
+        Called when the running task waits for an object: a task queued behind
+        it might be the one that makes that object.
+        """
+        while not self._queue.empty():
+            task, reply = self._queue.get_nowait()
+            reply((task[0], False, [], False, None))
 
     def cancel(self, task_id: bytes) -> None:
         if self.actor is not None and self.actor.cancel(task_id):

@@ -48,6 +48,9 @@ class Lease:
     stream: PushStream
     in_flight: int = 0
     linger: asyncio.TimerHandle | None = None
+    # Its worker's running task waits for an object and hands tasks back:
+    # push nothing more to it until one of its tasks finishes.
+    stalled: bool = False
 
 
 @dataclass(eq=False)
@@ -112,11 +115,12 @@ class TaskSubmitter:
     def _pump(self, kq: KeyQueue) -> None:
         limit = self._config.max_tasks_in_flight_per_worker
         for lease in kq.leases:
-            while kq.queue and lease.in_flight < limit:
+            while kq.queue and lease.in_flight < limit and not lease.stalled:
                 self._push(kq, lease, kq.queue.popleft())
         if self._closed:
             return
         if kq.queue:
+            # Requests for leases beyond what the live ones can take.
             want = min(len(kq.queue), self._config.max_pending_lease_requests)
             while len(kq.requests) - len(kq.withdrawn) < want:
                 request_id = self._request_prefix + next(self._request_ids).to_bytes(8, "big")
@@ -155,7 +159,13 @@ class TaskSubmitter:
             if lease in kq.leases:
                 self._return_lease(kq, lease, True)
             self._on_worker_failure(spec, error)
+        elif fut.result()[4] is None:
+            # Handed back unstarted: its worker waits on a running task.
+            lease.stalled = True
+            spec.state = TaskState.QUEUED
+            kq.queue.appendleft(spec)
         else:
+            lease.stalled = False
             self._on_reply(spec, fut.result(), lease.stream)
         self._pump(kq)
 

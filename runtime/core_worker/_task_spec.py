@@ -27,9 +27,14 @@ KIND_ACTOR_CALL = 2
 #: ``owner_id``: the worker id of the task's owner (its results' owner).
 WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``
-#: lists, per return, the (object id, owner) of each ref inside it.
+#: lists, per return, the (object id, owner) of each ref inside it; ``None``
+#: means the worker handed the task back unstarted (run it elsewhere).
 WireReply = tuple[
-    bytes, bool, list[SerializedObject], bool, list[list[tuple[bytes, tuple[str, int, bytes]]]]
+    bytes,
+    bool,
+    list[SerializedObject],
+    bool,
+    list[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
 ]
 
 
