@@ -602,10 +602,17 @@ class CoreWorker:
         ready = [self.store.get_nowait(r._id) for r in refs]
         objs: list[SerializedObject]
         if any(obj is None for obj in ready):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            objs = self._run_blocking(
-                self.get_serialized(refs, deadline, thread_state.in_sync_task)
-            )
+            lend_cpu = thread_state.in_sync_task
+            if not lend_cpu and all(r._owner[2] == self.worker_id for r in refs):
+                # Owned objects, nothing to lend: wait for them directly, with
+                # no coroutine on the loop (a sync get loop's hot path).
+                self._wait_owned(refs, timeout)
+                ready = [self.store.get_nowait(r._id) for r in refs]
+            if any(obj is None for obj in ready):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
+            else:
+                objs = ready  # type: ignore[assignment]
         else:
             objs = ready  # type: ignore[assignment]
         values = []
@@ -618,6 +625,26 @@ class CoreWorker:
                     # Rebuilt from lineage, or the owner says why it cannot be.
                     obj = self._run_blocking(self._recover(ref))
         return values
+
+    def _wait_owned(self, refs: Sequence[ObjectRef], timeout: float | None) -> None:
+        """Blocks this (non-loop) thread until owned objects are ready, or raises."""
+        done = threading.Event()
+        left = [len(refs)]
+
+        def one_ready() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+        def register() -> None:
+            for ref in refs:
+                self.store.on_ready(ref._id, one_ready)
+
+        self.post(register)
+        if not done.wait(timeout):
+            raise exceptions.GetTimeoutError(
+                f"get() timed out after {timeout}s: {left[0]} of {len(refs)} objects not ready"
+            )
 
     async def get_async(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -8,6 +8,7 @@ fast path of ``get`` on a ready object.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .._serialization import SerializedObject
 
@@ -15,8 +16,9 @@ from .._serialization import SerializedObject
 class MemoryStore:
     def __init__(self) -> None:
         self._objects: dict[bytes, SerializedObject] = {}
-        # Invariant: no id is in both ``_objects`` and ``_waiters``.
+        # Invariant: no id is in both ``_objects`` and ``_waiters`` (or ``_callbacks``).
         self._waiters: dict[bytes, list[asyncio.Future[SerializedObject]]] = {}
+        self._callbacks: dict[bytes, list[Callable[[], None]]] = {}
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -29,9 +31,18 @@ class MemoryStore:
         for fut in self._waiters.pop(object_id, ()):
             if not fut.done():
                 fut.set_result(obj)
+        for callback in self._callbacks.pop(object_id, ()):
+            callback()
 
     def get_nowait(self, object_id: bytes) -> SerializedObject | None:
         return self._objects.get(object_id)
+
+    def on_ready(self, object_id: bytes, callback: Callable[[], None]) -> None:
+        """Calls ``callback()`` once the object is here (now, if it is)."""
+        if object_id in self._objects:
+            callback()
+        else:
+            self._callbacks.setdefault(object_id, []).append(callback)
 
     def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
         """A future resolved when the object is put (at once if it is here)."""
