@@ -600,19 +600,16 @@ class CoreWorker:
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         """Blocking get, for threads that run no event loop."""
         ready = [self.store.get_nowait(r._id) for r in refs]
+        lend_cpu = thread_state.in_sync_task
+        if None in ready and not lend_cpu and all(r._owner[2] == self.worker_id for r in refs):
+            # Owned objects, nothing to lend: wait for them directly, with no
+            # coroutine on the loop (a sync get loop's hot path).
+            self._wait_owned(refs, timeout)
+            ready = [self.store.get_nowait(r._id) for r in refs]
         objs: list[SerializedObject]
-        if any(obj is None for obj in ready):
-            lend_cpu = thread_state.in_sync_task
-            if not lend_cpu and all(r._owner[2] == self.worker_id for r in refs):
-                # Owned objects, nothing to lend: wait for them directly, with
-                # no coroutine on the loop (a sync get loop's hot path).
-                self._wait_owned(refs, timeout)
-                ready = [self.store.get_nowait(r._id) for r in refs]
-            if any(obj is None for obj in ready):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
-            else:
-                objs = ready  # type: ignore[assignment]
+        if None in ready:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
         else:
             objs = ready  # type: ignore[assignment]
         values = []
