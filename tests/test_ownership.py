@@ -128,6 +128,12 @@ def test_owner_death_raises_owner_died(cluster):
     assert int(runtime.get(box[0])[0]) == 9
     runtime.kill(keeper)
     wait_until(lambda: not process_running(pid), what="the owner to die")
+    # The raylet saw the death and dropped the dead owner's objects.
+    object_id = box[0].binary()
+    wait_until(
+        lambda: not worker().store_client.contains(object_id),
+        what="the store to drop the dead owner's object",
+    )
     # A fresh ref to the object: its cached copy died with the first.
     ref = runtime.get(runtime.put(box))[0]
     del box
