@@ -82,7 +82,7 @@ class ActorClass:
     ) -> ActorHandle:
         worker = _context.current()
         class_id, data = self._definition()
-        return worker.create_actor(
+        return worker.actor_client.create_actor(
             class_name=self._name,
             class_id=class_id,
             class_data=data,
@@ -126,11 +126,11 @@ class ActorHandle:
         self._max_pending_calls = max_pending_calls
         self._owned = owned
         if owned:
-            _context.current().actor_handle_created(key)
+            _context.current().actor_client.actor_handle_created(key)
 
     @property
     def _actor_id(self) -> bytes:
-        return _context.current().actor_id_of(self._key)
+        return _context.current().actor_client.actor_id_of(self._key)
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("__") and name.endswith("__"):
@@ -151,9 +151,9 @@ class ActorHandle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         worker = _context.current()
-        worker.actor_handle_escaped(self._key)
+        worker.actor_client.actor_handle_escaped(self._key)
         state = (
-            worker.actor_id_of(self._key),
+            worker.actor_client.actor_id_of(self._key),
             self._class_name,
             self._methods,
             self._max_task_retries,
@@ -166,7 +166,7 @@ class ActorHandle:
             worker = _context.current_or_none()
             if worker is not None:
                 try:
-                    worker.actor_handle_dropped(self._key)
+                    worker.actor_client.actor_handle_dropped(self._key)
                 except Exception:
                     pass
 
@@ -175,7 +175,7 @@ class ActorHandle:
     ) -> Any:
         worker = _context.current()
         num_returns = options.get("num_returns", meta.num_returns)
-        refs = worker.submit_actor_call(
+        refs = worker.actor_client.submit_actor_call(
             self,
             method,
             args,

@@ -570,7 +570,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
     worker = _context.current()
-    worker.post(worker.kill_actor, actor._key, no_restart)
+    worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
@@ -609,11 +609,11 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
         raise TypeError("get_actor() takes the actor's name, a non-empty str")
     CoreWorker.check_blocking_allowed("get_actor", "await runtime.get_actor_async(name)")
     worker = _context.current()
-    return worker._run_blocking(worker.get_actor(name, namespace))
+    return worker._run_blocking(worker.actor_client.get_actor(name, namespace))
 
 
 async def get_actor_async(name: str, namespace: str | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise TypeError("get_actor_async() takes the actor's name, a non-empty str")
     worker = _context.current()
-    return await worker._on_own_loop(worker.get_actor(name, namespace))
+    return await worker._on_own_loop(worker.actor_client.get_actor(name, namespace))

@@ -35,13 +35,13 @@ def list_actors() -> list[dict[str, Any]]:
     """
     CoreWorker.check_blocking_allowed("util.list_actors", "await runtime.util.list_actors_async()")
     worker = _context.current()
-    infos: list[ActorInfo] = worker._run_blocking(worker.list_actors())
+    infos: list[ActorInfo] = worker._run_blocking(worker.actor_client.list_actors())
     return [_actor_row(info) for info in infos]
 
 
 async def list_actors_async() -> list[dict[str, Any]]:
     worker = _context.current()
-    infos: list[ActorInfo] = await worker._on_own_loop(worker.list_actors())
+    infos: list[ActorInfo] = await worker._on_own_loop(worker.actor_client.list_actors())
     return [_actor_row(info) for info in infos]
 
 

@@ -237,7 +237,7 @@ class TaskExecutor:
         finally:
             current_task_id.reset(token)
         self.actor = actor
-        await self._worker.on_actor_created(actor, options)
+        await self._worker.actor_client.on_actor_created(actor, options)
         return (task[0], True, [], False, [])
 
 

@@ -1,0 +1,379 @@
+"""The caller's side of actors: creating them, calling them, and their handles' lifetime.
+
+An :class:`ActorClient` belongs to a core worker (``worker.actor_client``) and
+runs on its loop, except the methods user threads call (``create_actor``,
+``submit_actor_call``, the handle counting), which pickle on the caller's
+thread and post the rest, as the worker's own task submission does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import os
+import pickle
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import _rpc, _serialization, exceptions
+from .._ids import random_id, return_id
+from .._object_ref import ObjectRef
+from ..protocol.rt import (
+    ActorInfo,
+    CreateActorReply,
+    CreateActorRequest,
+    Empty,
+    GetNamedActorRequest,
+    KillActorRequest,
+    WorkerLabelRequest,
+)
+from ._actor_submitter import ActorQueue, ActorSubmitter
+from ._push_stream import PushStream
+from ._states import State
+from ._task_spec import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, TaskSpec, TaskState, WireReply
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+
+class ActorClient:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        self.actors = ActorSubmitter(
+            gcs=lambda: worker.gcs,
+            channels=worker.channels,
+            on_reply=self._on_actor_reply,
+            on_failure=worker.fail_task,
+            on_idle=self._on_actor_idle,
+        )
+        # The handles this process created, and those passed elsewhere.
+        self._handle_counts: dict[bytes, int] = {}
+        self._escaped_actors: set[bytes] = set()
+        self._actor_calls: dict[bytes, _ActorCalls] = {}
+        # A handle's key -> the gcs's actor id (they differ for get_if_exists).
+        self._actor_ids: dict[bytes, bytes] = {}
+
+    async def close(self) -> None:
+        await self.actors.close()
+
+    def cancel_call(self, spec: TaskSpec) -> None:
+        key = spec.actor_key
+        self.actors.cancel(self.actors.queue(key, self.actor_id_of(key), ""), spec.task_id)
+
+    def create_actor(
+        self,
+        *,
+        class_name: str,
+        class_id: bytes,
+        class_data: bytes,
+        methods: dict[str, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> Any:
+        """Creates an actor from any thread; returns its handle.
+
+        A named actor is registered before this returns (off a loop thread),
+        so a name clash raises here and ``get_if_exists`` gives the existing
+        actor. On a loop thread it cannot wait: a clash shows at the first call.
+        """
+        from .._actor import ActorHandle
+        from .._options import task_resources
+
+        args_data, arg_refs, nested = self._worker._serialize_args(class_name, args, kwargs)
+        key = random_id(16)
+        detached = options.get("lifetime") == "detached"
+        max_task_retries = options.get("max_task_retries", 0)
+        max_pending_calls = options.get("max_pending_calls", -1)
+        info = ActorInfo(
+            actor_id=key,
+            class_name=class_name,
+            name=options.get("name") or "",
+            namespace=options.get("namespace") or "",
+            detached=detached,
+            max_restarts=options.get("max_restarts", 0),
+            resources=task_resources(options, 0.0),
+            handle_state=pickle.dumps((class_name, methods, max_task_retries, max_pending_calls)),
+        )
+        spec = TaskSpec(
+            task_id=self._worker.ids.task_id(),
+            function_id=class_id,
+            name=f"{class_name}.__init__",
+            args_data=args_data,
+            arg_refs=arg_refs,
+            num_returns=0,
+            resources=dict(info.resources),
+            max_retries=0,
+            retry_exceptions=False,
+            return_ids=[],
+            kind=KIND_ACTOR_CREATION,
+            extra={
+                "actor_id": key,
+                "class_name": class_name,
+                "max_concurrency": options.get("max_concurrency"),
+            },
+        )
+        registered: concurrent.futures.Future[CreateActorReply] = concurrent.futures.Future()
+        get_if_exists = bool(options.get("get_if_exists"))
+        self._worker.post(
+            self._create_actor_on_loop, spec, info, get_if_exists, nested, class_data, registered
+        )
+        owned = not detached
+        if info.name and not on_a_loop_thread():
+            reply = registered.result()
+            if not reply.ok:
+                raise ValueError(reply.error)
+            if reply.existed:
+                owned = False
+        return ActorHandle(
+            key, class_name, methods, max_task_retries, max_pending_calls, owned=owned
+        )
+
+    def _create_actor_on_loop(
+        self,
+        spec: TaskSpec,
+        info: ActorInfo,
+        get_if_exists: bool,
+        nested: list[ObjectRef],
+        class_data: bytes,
+        registered: concurrent.futures.Future[CreateActorReply],
+    ) -> None:
+        key = info.actor_id
+        queue = self.actors.queue(key, key, info.class_name, registering=True)
+        self._worker._pending[spec.task_id] = spec
+        self._worker.refs.add_submitted([r._id for r in spec.arg_refs])
+        queue.creation_refs = nested  # held until the constructor ran
+        self._worker._ensure_exported(spec.function_id, class_data)
+        self._worker._background.spawn(
+            self._register_actor(spec, info, get_if_exists, queue, registered)
+        )
+
+    async def _register_actor(
+        self,
+        spec: TaskSpec,
+        info: ActorInfo,
+        get_if_exists: bool,
+        queue: ActorQueue,
+        registered: concurrent.futures.Future[CreateActorReply],
+    ) -> None:
+        reply = CreateActorReply(ok=False, error="the actor could not be created")
+        try:
+            await self._worker.wait_started()
+            info.job_id = self._worker.job_id
+            info.namespace = info.namespace or self._worker.namespace
+            if not await self._worker._prepare(spec):
+                reply.error = "its constructor's arguments could not be resolved"
+                self.actors.mark_dead(queue, reply.error)
+                return
+            wire = pickle.dumps(spec.wire(), protocol=5)
+            self._worker._finish_task(spec)
+            reply = await self._worker.gcs.create_actor(
+                CreateActorRequest(actor=info, get_if_exists=get_if_exists, creation_task=wire)
+            )
+            if not reply.ok or reply.actor is None:
+                self.actors.mark_dead(queue, reply.error)
+                return
+            self._actor_ids[queue.key] = reply.actor.actor_id
+            self.actors.registered(queue, reply.actor.actor_id)
+        except _rpc.CONNECTION_ERRORS as e:
+            reply = CreateActorReply(ok=False, error=f"the gcs is unreachable: {e}")
+            self.actors.mark_dead(queue, reply.error)
+        finally:
+            if not registered.done():
+                registered.set_result(reply)
+
+    def actor_id_of(self, key: bytes) -> bytes:
+        """The gcs's id of the actor a handle names (they differ for get_if_exists)."""
+        return self._actor_ids.get(key, key)
+
+    def submit_actor_call(
+        self,
+        handle: Any,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        num_returns: int,
+        name: str,
+    ) -> list[ObjectRef]:
+        key: bytes = handle._key
+        calls = self._actor_calls.get(key)
+        if calls is None:
+            calls = self._actor_calls.setdefault(key, _ActorCalls())
+        limit: int = handle._max_pending_calls
+        index = next(calls.submitted)
+        if limit >= 0 and index - calls.finished >= limit:
+            self._worker.post(self.count_finished_call, key)
+            raise exceptions.PendingCallsLimitExceededError(
+                f"actor {handle._class_name} has {limit} unfinished calls from this process "
+                f"(max_pending_calls={limit}); wait for some to finish before making more"
+            )
+        try:
+            args_data, arg_refs, nested = self._worker._serialize_args(name, args, kwargs)
+        except BaseException:
+            self._worker.post(self.count_finished_call, key)
+            raise
+        task_id = self._worker.ids.task_id()
+        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        spec = TaskSpec(
+            task_id=task_id,
+            function_id=b"",
+            name=name,
+            args_data=args_data,
+            arg_refs=arg_refs,
+            num_returns=num_returns,
+            resources={},
+            max_retries=handle._max_task_retries,
+            retry_exceptions=False,
+            return_ids=return_ids,
+            retries_left=handle._max_task_retries,
+            kind=KIND_ACTOR_CALL,
+            extra=method,
+            actor_key=key,
+            owner_id=self._worker.worker_id,
+        )
+        out = [
+            ObjectRef(oid, self._worker.address, self._worker, counted=True) for oid in return_ids
+        ]
+        self._worker.post(self._submit_actor_call_on_loop, handle._class_name, spec, nested)
+        return out
+
+    def count_finished_call(self, key: bytes) -> None:
+        calls = self._actor_calls.get(key)
+        if calls is not None:
+            calls.finished += 1
+
+    def _submit_actor_call_on_loop(
+        self, class_name: str, spec: TaskSpec, nested: list[ObjectRef]
+    ) -> None:
+        self._worker._pending[spec.task_id] = spec
+        for object_id in spec.return_ids:
+            self._worker.refs.add_owned(object_id, 1)
+        self._worker.refs.add_submitted([r._id for r in spec.arg_refs])
+        spec.nested = nested  # held until the reply: the actor registers by then
+        key = spec.actor_key
+        queue = self.actors.queue(key, self.actor_id_of(key), class_name)
+        if spec.arg_refs:
+            self.actors.submit(queue, spec)
+            self._worker._background.spawn(self._resolve_actor_call(queue, spec))
+        else:
+            spec.state = TaskState.QUEUED
+            self.actors.submit(queue, spec)
+
+    async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
+        objs = await self._worker.get_serialized(spec.arg_refs, None)
+        for obj in objs:
+            if _serialization.is_error(obj):
+                if spec in queue.waiting:
+                    queue.waiting.remove(spec)
+                self._worker.fail_task(spec, obj)
+                self.actors.ready(queue)
+                return
+        spec.resolved = objs
+        spec.state = TaskState.QUEUED
+        self.actors.ready(queue)
+
+    def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        if not reply[1]:
+            self._worker.fail_task(spec, reply[2][0])
+            return
+        self._worker._store_returns(spec, reply, stream)
+        self._worker._finish_task(spec)
+
+    # The handles this process created keep their actor alive: when the last one
+    # is gone (and none was passed to another process) and no call is pending,
+    # the actor is killed. A handle passed elsewhere keeps it for the job's life.
+    def actor_handle_created(self, key: bytes) -> None:
+        self._worker.post(self._change_handle_count, key, 1)
+
+    def actor_handle_dropped(self, key: bytes) -> None:
+        if self._worker.state is not State.STOPPED:
+            self._worker.post(self._change_handle_count, key, -1)
+
+    def actor_handle_escaped(self, key: bytes) -> None:
+        self._worker.post(self._escaped_actors.add, key)
+
+    def _change_handle_count(self, key: bytes, delta: int) -> None:
+        count = self._handle_counts.get(key, 0) + delta
+        self._handle_counts[key] = count
+        if count <= 0:
+            self._on_actor_idle(key)
+
+    def _on_actor_idle(self, key: bytes) -> None:
+        count = self._handle_counts.get(key)
+        if count is None or count > 0 or key in self._escaped_actors:
+            return
+        if self.actors.pending(key) or self._worker.state is not State.RUNNING:
+            return
+        del self._handle_counts[key]
+        self._worker._background.spawn(
+            self._kill_actor(key, True, "all handles to it went out of scope")
+        )
+
+    async def _kill_actor(self, key: bytes, no_restart: bool, cause: str) -> None:
+        queue = self.actors.queue(key, self.actor_id_of(key), "")
+        await self.actors.wait_registered(queue)
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await self._worker.gcs.kill_actor(
+                KillActorRequest(actor_id=queue.actor_id, no_restart=no_restart, cause=cause)
+            )
+
+    def kill_actor(self, key: bytes, no_restart: bool) -> None:
+        """On the loop: later calls from here see the kill at once; the gcs does it."""
+        cause = "it was killed by runtime.kill()"
+        queue = self.actors.queue(key, self.actor_id_of(key), "")
+        self.actors.killed(queue, no_restart, cause)
+        self._worker._background.spawn(self._kill_actor(key, no_restart, cause))
+
+    async def get_actor(self, name: str, namespace: str | None) -> Any:
+        from .._actor import ActorHandle
+
+        await self._worker.wait_started()
+        space = namespace or self._worker.namespace
+        reply = await self._worker.gcs.get_named_actor(
+            GetNamedActorRequest(name=name, namespace=space)
+        )
+        if not reply.found or reply.actor is None:
+            raise ValueError(f"no actor named {name!r} in namespace {space!r}")
+        info = reply.actor
+        class_name, methods, max_task_retries, max_pending_calls = pickle.loads(info.handle_state)
+        return ActorHandle(
+            info.actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
+        )
+
+    async def list_actors(self) -> list[ActorInfo]:
+        await self._worker.wait_started()
+        return list((await self._worker.gcs.list_actors(Empty())).actors)
+
+    async def on_actor_created(self, actor: Any, options: dict[str, Any]) -> None:
+        """In a worker that now hosts an actor: label its output lines."""
+        self._worker.actor_id = options.get("actor_id")
+        if self._worker._raylet is not None:
+            label = f"{options.get('class_name', actor.name)} pid={os.getpid()}"
+            with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+                await self._worker._raylet.set_worker_label(
+                    WorkerLabelRequest(worker_id=self._worker.worker_id, label=label)
+                )
+
+
+def on_a_loop_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _ActorCalls:
+    """Per-actor count of this process's unfinished calls, for max_pending_calls.
+
+    ``submitted`` advances on the calling thread (itertools.count is atomic
+    under the GIL); ``finished`` only on the loop. Their difference is the
+    number of calls not finished yet, without a lock.
+    """
+
+    def __init__(self) -> None:
+        self.submitted = itertools.count()
+        self.finished = 0
