@@ -66,6 +66,7 @@ class Ownership:
         self._tasks = TaskSet()
         # Borrower side: registrations under way, and owners waiting for us to let go.
         self._registrations: set[asyncio.Future[None]] = set()
+        self._to_register: dict[OwnerAddress, list[bytes]] = {}
         self._removal_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         # Owner side: refs held by the values that contain them.
         self.contained: dict[bytes, list[ObjectRef]] = {}
@@ -81,23 +82,39 @@ class Ownership:
 
     # -- borrower side ------------------------------------------------------------
     def borrowed(self, object_id: bytes, owner: OwnerAddress) -> None:
-        """This process holds a ref to ``owner``'s object for the first time."""
-        task = self._tasks.spawn(self._register(object_id, owner))
-        self._registrations.add(task)
-        task.add_done_callback(self._registrations.discard)
+        """This process holds a ref to ``owner``'s object for the first time.
 
-    async def _register(self, object_id: bytes, owner: OwnerAddress) -> None:
+        Registrations are batched: one ``AddBorrower`` per owner per loop
+        iteration (unpickling a list of 10,000 refs sends one message).
+        """
+        batch = self._to_register.get(owner)
+        if batch is None:
+            batch = self._to_register[owner] = []
+            if len(self._to_register) == 1:
+                asyncio.get_running_loop().call_soon(self._flush_registrations)
+        batch.append(object_id)
+
+    def _flush_registrations(self) -> None:
+        batches, self._to_register = self._to_register, {}
+        for owner, object_ids in batches.items():
+            task = self._tasks.spawn(self._register(object_ids, owner))
+            self._registrations.add(task)
+            task.add_done_callback(self._registrations.discard)
+
+    async def _register(self, object_ids: list[bytes], owner: OwnerAddress) -> None:
         worker = self._worker
         host, port, _ = owner
         me = Address(host=worker.host, port=worker.port, worker_id=worker.worker_id)
         with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
             # An unreachable owner is a dead one: its objects are lost anyway.
             await CoreWorkerStub(worker.channels.get(host, port)).add_borrower(
-                AddBorrowerRequest(object_ids=[object_id], borrower=me)
+                AddBorrowerRequest(object_ids=object_ids, borrower=me)
             )
 
     def after_registrations(self, callback: Callable[[], None]) -> None:
         """Runs ``callback`` once every registration started so far is done."""
+        if self._to_register:
+            self._flush_registrations()
         pending = [f for f in self._registrations if not f.done()]
         if not pending:
             callback()
