@@ -48,7 +48,10 @@ class TaskError(RayError):
 
     def _message(self) -> str:
         where = f" (pid={self.pid}, host={self.host})" if self.pid else ""
-        return f"{self.function_name}(){where} failed:\n{self.traceback_str.rstrip()}"
+        lines = [line for line in self.traceback_str.strip().splitlines() if line.strip()]
+        summary = f": {lines[-1].strip()}" if lines else ""
+        # The first line says what failed and why; the remote traceback follows.
+        return f"{self.function_name}(){where} failed{summary}\n{self.traceback_str.rstrip()}"
 
     def __str__(self) -> str:
         return self._message()
