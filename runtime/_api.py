@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -255,7 +256,7 @@ def init(
         if user_loop is not None:
             worker.bind(user_loop)
             start = user_loop.create_task(worker.start())
-            start.add_done_callback(_log_start_failure)
+            start.add_done_callback(functools.partial(_log_failure, "the runtime failed to start"))
             loop_thread = None
         else:
             loop_thread = _LoopThread()
@@ -272,11 +273,6 @@ def init(
 async def _bind_and_start(worker: CoreWorker) -> None:
     worker.bind(asyncio.get_running_loop())
     await worker.start()
-
-
-def _log_start_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the runtime failed to start: %s", task.exception())
 
 
 async def init_async(
@@ -595,12 +591,12 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def _spawn_on(worker: CoreWorker, coro: Any) -> None:
     task = worker._background.spawn(coro)
-    task.add_done_callback(_log_failure)
+    task.add_done_callback(functools.partial(_log_failure, "a background request failed"))
 
 
-def _log_failure(task: asyncio.Task[Any]) -> None:
+def _log_failure(what: str, task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("%s", task.exception())
+        logger.error("%s: %s", what, task.exception())
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:

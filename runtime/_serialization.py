@@ -93,25 +93,6 @@ def pickle_value(value: Any) -> Pickled:
     return Pickled(inband, [b.raw() for b in buffers], refs)
 
 
-def dumps_with_refs(value: Any) -> tuple[bytes, list[ObjectRef]]:
-    """Pickles ``value`` in band; returns the bytes and the refs found inside it."""
-    if type(value) in _PLAIN_TYPES:
-        return pickle.dumps(value, protocol=5), []
-    outer = _context.refs
-    refs: list[ObjectRef] = []
-    _context.refs = refs
-    try:
-        return cloudpickle.dumps(value, protocol=5), refs
-    finally:
-        _context.refs = outer
-
-
-def serialize(value: Any) -> tuple[SerializedObject, list[ObjectRef]]:
-    """The value as an inline object (never in the store)."""
-    pickled = pickle_value(value)
-    return pickled.inline(), pickled.refs
-
-
 def serialize_error(error: BaseException) -> SerializedObject:
     """Pickles an error to be raised at ``get``; never fails."""
     try:
@@ -139,10 +120,6 @@ def serialize_error(error: BaseException) -> SerializedObject:
         METADATA_ERROR,
         pickle.dumps(exceptions.RaySystemError(f"{type(error).__name__}: {error}")),
     )
-
-
-def loads(data: bytes) -> Any:
-    return pickle.loads(data)
 
 
 StoreReader = Callable[[bytes], Any]

@@ -1164,7 +1164,7 @@ def _argument_error(
         if isinstance(value, ObjectRef):
             continue
         try:
-            _serialization.dumps_with_refs(value)
+            _serialization.pickle_value(value)
         except Exception as e:
             return TypeError(
                 f"{name}(): could not serialize {label} of type {type(value).__name__}: {e}"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import _layout, exceptions
-from .._framing import LENGTH, FrameDecoder, frame
+from .._framing import FrameDecoder, frame
 from ..protocol.rt import ObjectLocation, StoreOp, StoreReply, StoreRequest, StoreStats
 
 _MAX_FDS = 64
@@ -205,7 +205,3 @@ class StoreClient:
         reply, _ = self._call(StoreOp.STATS, [])
         assert reply.stats is not None
         return reply.stats
-
-
-# LENGTH is re-exported for tests that speak the protocol by hand.
-__all__ = ["LENGTH", "StoreClient"]
