@@ -176,10 +176,12 @@ async def _find_raylet(gcs_address: tuple[str, int]) -> NodeInfo:
     finally:
         channel.close()
     alive = [n for n in reply.nodes if n.alive]
-    local = [n for n in alive if n.host == gcs_address[0]] or alive
-    if not local:
+    if not alive:
         raise ConnectionError(f"the cluster at {gcs_address[0]}:{gcs_address[1]} has no live node")
-    return local[0]
+    # This machine's node (the head's, when several raylets share the machine).
+    here = _cluster.local_address_towards(gcs_address)
+    local = [n for n in alive if n.host == here] or alive
+    return max(local, key=lambda n: n.is_head)
 
 
 def _make_worker(
@@ -492,7 +494,11 @@ async def nodes_async() -> list[dict[str, Any]]:
             "NodeID": n.node_id.hex(),
             "Alive": n.alive,
             "NodeManagerAddress": n.host,
+            "NodeManagerHostname": n.host,
             "NodeManagerPort": n.raylet_port,
+            "ObjectManagerPort": n.object_manager_port,
+            "ObjectStoreSocketName": n.store_socket,
+            "IsHead": n.is_head,
             "Resources": dict(n.resources_total),
             "AvailableResources": dict(n.resources_available),
             "SessionDir": n.session_dir,

@@ -49,6 +49,45 @@ def default_resources(
     return total
 
 
+def start_raylet(
+    config: Config,
+    session: Session,
+    *,
+    host: str,
+    gcs_address: tuple[str, int],
+    resources: dict[str, float],
+    object_store_memory: int | None,
+    standing: bool,
+    head: bool,
+    log_name: str = "raylet",
+) -> _process.ChildProcess:
+    """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
+    args = [
+        "--host",
+        host,
+        "--gcs-address",
+        f"{gcs_address[0]}:{gcs_address[1]}",
+        "--resources",
+        json.dumps(resources),
+        "--session-dir",
+        session.path,
+        "--object-store-memory",
+        str(object_store_memory or default_object_store_memory()),
+    ]
+    if head:
+        args.append("--head")
+    raylet = _process.spawn(
+        "runtime.raylet",
+        args,
+        env=config.to_env(),
+        log_path=os.path.join(session.logs, f"{log_name}.log"),
+        tie_to_parent=not standing,
+        timeout=config.process_start_timeout_s,
+    )
+    session.record_pid(raylet.pid, "raylet")
+    return raylet
+
+
 def start_head(
     config: Config,
     *,
@@ -60,11 +99,10 @@ def start_head(
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process."""
     session = Session.create(config.session_root)
-    env = config.to_env()
     gcs = _process.spawn(
         "runtime.gcs",
         ["--host", host, "--port", str(port), "--session-dir", session.path],
-        env=env,
+        env=config.to_env(),
         log_path=os.path.join(session.logs, "gcs.log"),
         tie_to_parent=not standing,
         timeout=config.process_start_timeout_s,
@@ -72,33 +110,64 @@ def start_head(
     session.record_pid(gcs.pid, "gcs")
     gcs_address = (host, int(gcs.info["port"]))
     try:
-        raylet = _process.spawn(
-            "runtime.raylet",
-            [
-                "--host",
-                host,
-                "--gcs-address",
-                f"{gcs_address[0]}:{gcs_address[1]}",
-                "--resources",
-                json.dumps(resources),
-                "--session-dir",
-                session.path,
-                "--object-store-memory",
-                str(object_store_memory or default_object_store_memory()),
-            ],
-            env=env,
-            log_path=os.path.join(session.logs, "raylet.log"),
-            tie_to_parent=not standing,
-            timeout=config.process_start_timeout_s,
+        raylet = start_raylet(
+            config,
+            session,
+            host=host,
+            gcs_address=gcs_address,
+            resources=resources,
+            object_store_memory=object_store_memory,
+            standing=standing,
+            head=True,
         )
     except BaseException:
         gcs.stop()
         raise
-    session.record_pid(raylet.pid, "raylet")
     session.write_cluster_info(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": standing}
     )
     return HeadProcesses(session, gcs, raylet, gcs_address, (host, int(raylet.info["port"])))
+
+
+def start_worker_node(
+    config: Config,
+    *,
+    host: str,
+    gcs_address: tuple[str, int],
+    resources: dict[str, float],
+    object_store_memory: int | None = None,
+) -> tuple[Session, _process.ChildProcess]:
+    """Starts a standing raylet on this machine that joins the cluster at ``gcs_address``."""
+    session = Session.create(config.session_root)
+    raylet = start_raylet(
+        config,
+        session,
+        host=host,
+        gcs_address=gcs_address,
+        resources=resources,
+        object_store_memory=object_store_memory,
+        standing=True,
+        head=False,
+    )
+    session.write_cluster_info(
+        {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": True, "head": False}
+    )
+    return session, raylet
+
+
+def local_address_towards(remote: tuple[str, int]) -> str:
+    """This machine's address on the route to ``remote`` (no packet is sent)."""
+    import socket
+
+    if remote[0] in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(remote)
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 def parse_address(address: str) -> tuple[str, int]:

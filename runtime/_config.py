@@ -51,6 +51,14 @@ class Config:
     max_lineage_bytes: int = 1024 * 1024 * 1024
     #: Seconds between resource reports from a raylet to the gcs at most.
     resource_report_period_s: float = 0.1
+    #: The gcs checks every raylet this often (seconds; as in Ray)...
+    health_check_period_s: float = 3.0
+    #: ...waits this long for each answer...
+    health_check_timeout_s: float = 10.0
+    #: ...and marks a node dead after this many failures in a row.
+    health_check_failure_threshold: int = 5
+    #: Objects move between nodes in chunks of this many bytes.
+    object_transfer_chunk_size: int = 5 * 1024 * 1024
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:

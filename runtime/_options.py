@@ -66,6 +66,12 @@ def _retry_exceptions(name: str, value: Any) -> None:
     raise TypeError(f"option {name!r} must be a bool or a list of exception classes, got {value!r}")
 
 
+def _scheduling_strategy(name: str, value: Any) -> None:
+    from .util.scheduling_strategies import check
+
+    check(name, value)
+
+
 def _num_returns(name: str, value: Any) -> None:
     _integer(0)(name, value)
 
@@ -79,6 +85,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "max_retries": _integer(-1),
     "retry_exceptions": _retry_exceptions,
     "name": _string,
+    "scheduling_strategy": _scheduling_strategy,
 }
 
 
@@ -107,6 +114,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "max_task_retries": _integer(-1),
     "max_concurrency": _integer(1),
     "max_pending_calls": _integer(-1),
+    "scheduling_strategy": _scheduling_strategy,
 }
 
 

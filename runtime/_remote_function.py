@@ -11,6 +11,7 @@ import cloudpickle
 
 from . import _context, _options
 from ._object_ref import ObjectRef
+from .util import scheduling_strategies
 
 
 class RemoteFunction:
@@ -72,6 +73,7 @@ class RemoteFunction:
             resources=_options.task_resources(options, 1.0),
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
             retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
+            strategy=scheduling_strategies.to_message(options.get("scheduling_strategy")),
         )
         return _returns(refs, num_returns)
 

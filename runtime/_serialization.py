@@ -4,8 +4,9 @@ A serialized object is ``(metadata, data)``:
 - ``VALUE``: ``data`` is a plain pickle;
 - ``VALUE_OOB``: ``data`` is a pickle with its out-of-band buffers (protocol 5),
   laid out as in ``_layout``;
-- ``IN_STORE``: the value lives in the node's shared-memory store; ``data`` is
-  its object id;
+- ``IN_STORE``: the value lives in a node's shared-memory store; ``data`` is
+  its object id followed by the id of the node that holds it (see
+  :func:`in_store` and :func:`store_location`);
 - ``ERROR``: ``data`` is a pickled error to raise (a failed task's result).
 
 Values are pickled with cloudpickle (lambdas and classes defined in a driver
@@ -42,9 +43,24 @@ METADATA_IN_STORE = 3
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 
 
+#: Node ids are this long; an IN_STORE marker's data ends with one.
+NODE_ID_SIZE = 16
+
+
 class SerializedObject(NamedTuple):
     metadata: int
     data: bytes
+
+
+def in_store(object_id: bytes, node_id: bytes) -> SerializedObject:
+    """The marker of an object held in ``node_id``'s store."""
+    assert len(node_id) == NODE_ID_SIZE, node_id
+    return SerializedObject(METADATA_IN_STORE, object_id + node_id)
+
+
+def store_location(obj: SerializedObject) -> tuple[bytes, bytes]:
+    """An IN_STORE marker's (object id, node id)."""
+    return obj.data[:-NODE_ID_SIZE], obj.data[-NODE_ID_SIZE:]
 
 
 class Pickled(NamedTuple):
@@ -139,7 +155,7 @@ def deserialize(obj: SerializedObject, store: StoreReader | None = None) -> Any:
     if metadata == METADATA_IN_STORE:
         if store is None:
             raise exceptions.RaySystemError("an object in the store was read with no store client")
-        return store(obj.data)
+        return store(obj.data[:-NODE_ID_SIZE])
     raise error_of(obj)
 
 

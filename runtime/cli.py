@@ -18,8 +18,11 @@ from .protocol.rt import Empty, GcsStub
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    if not args.head:
-        print("runtime start: only --head is supported in this version", file=sys.stderr)
+    if args.head == bool(args.address):
+        print(
+            "runtime start: give either --head (a new cluster) or --address=HEAD:PORT (join one)",
+            file=sys.stderr,
+        )
         return 2
     config = Config.load()
     try:
@@ -30,6 +33,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if not isinstance(resources, dict):
         print("runtime start: --resources must be a JSON object", file=sys.stderr)
         return 2
+    if args.address:
+        return _join(config, args, resources)
     port = config.gcs_port if args.port is None else args.port
     head = _cluster.start_head(
         config,
@@ -46,6 +51,31 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print("    import runtime")
     print("    runtime.init(address='auto')")
     print(f"or from anywhere that reaches it: runtime.init(address='{address}')")
+    print("Stop it with: runtime stop")
+    return 0
+
+
+def _join(config: Config, args: argparse.Namespace, resources: dict[str, Any]) -> int:
+    try:
+        gcs_address = _cluster.parse_address(args.address)
+    except ValueError as e:
+        print(f"runtime start: {e}", file=sys.stderr)
+        return 2
+    host = args.host if args.host_given else _cluster.local_address_towards(gcs_address)
+    try:
+        session, raylet = _cluster.start_worker_node(
+            config,
+            host=host,
+            gcs_address=gcs_address,
+            resources=_cluster.default_resources(args.num_cpus, args.num_gpus, resources, host),
+            object_store_memory=args.object_store_memory,
+        )
+    except (OSError, RuntimeError, TimeoutError) as e:
+        print(f"runtime start: could not join {args.address}: {e}", file=sys.stderr)
+        return 1
+    print(f"Started a runtime node at {host} (node {raylet.info['node_id'][:12]}).")
+    print(f"It joined the cluster whose gcs listens on {args.address}.")
+    print(f"Session directory: {session.path}")
     print("Stop it with: runtime stop")
     return 0
 
@@ -142,9 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    start = sub.add_parser("start", help="start a standing cluster on this machine")
+    start = sub.add_parser(
+        "start", help="start a standing cluster's head, or a node that joins one, on this machine"
+    )
     start.add_argument("--head", action="store_true", help="start the head node (gcs + raylet)")
-    start.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    start.add_argument(
+        "--address", default=None, help="HEAD:PORT: start a node that joins that cluster"
+    )
+    start.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (head: 127.0.0.1; joining node: the one that reaches the head)",
+    )
     start.add_argument("--port", type=int, default=None, help="the gcs port (default 6385)")
     start.add_argument("--num-cpus", type=float, default=None)
     start.add_argument("--num-gpus", type=float, default=None)
@@ -176,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(func=_cmd_microbenchmark)
 
     args = parser.parse_args(argv)
+    if args.command == "start":
+        args.host_given = args.host is not None
+        if args.host is None:
+            args.host = "127.0.0.1"
     result: int = args.func(args)
     return result
 

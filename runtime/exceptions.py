@@ -143,6 +143,18 @@ class WorkerCrashedError(RayError):
     """The worker running the task died, and no retries were left."""
 
 
+class NodeDiedError(RayError):
+    """The node running the task died, and no retries were left."""
+
+
+class TaskUnschedulableError(RayError):
+    """No node can ever run the task as asked (a hard node affinity to a dead node)."""
+
+
+class ActorUnschedulableError(RayError):
+    """No node can ever host the actor as asked."""
+
+
 class ObjectLostError(RayError):
     """The object's value is gone and cannot be re-created."""
 
@@ -188,8 +200,10 @@ class BlockingCallOnLoopError(RayError, RuntimeError):
 
 __all__ = [
     "ActorDiedError",
+    "ActorUnschedulableError",
     "BlockingCallOnLoopError",
     "GetTimeoutError",
+    "NodeDiedError",
     "ObjectFreedError",
     "ObjectLostError",
     "ObjectStoreFullError",
@@ -202,5 +216,6 @@ __all__ = [
     "RuntimeNotInitializedError",
     "TaskCancelledError",
     "TaskError",
+    "TaskUnschedulableError",
     "WorkerCrashedError",
 ]

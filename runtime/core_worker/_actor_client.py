@@ -81,6 +81,7 @@ class ActorClient:
         """
         from .._actor import ActorHandle
         from .._options import task_resources
+        from ..util import scheduling_strategies
 
         args_data, arg_refs, nested = self._worker._serialize_args(class_name, args, kwargs)
         key = random_id(16)
@@ -95,6 +96,7 @@ class ActorClient:
             detached=detached,
             max_restarts=options.get("max_restarts", 0),
             resources=task_resources(options, 0.0),
+            strategy=scheduling_strategies.to_message(options.get("scheduling_strategy")),
             handle_state=pickle.dumps((class_name, methods, max_task_retries, max_pending_calls)),
         )
         spec = TaskSpec(

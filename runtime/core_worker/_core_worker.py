@@ -37,8 +37,10 @@ from ..protocol.rt import (
     AddJobRequest,
     Address,
     Channel,
+    ContainsObjectRequest,
     CoreWorkerStub,
     Empty,
+    FreeObjectsRequest,
     GcsStub,
     GetAllNodesReply,
     GetObjectRequest,
@@ -47,6 +49,7 @@ from ..protocol.rt import (
     KvPutRequest,
     LogBatch,
     ObjectStatus,
+    PullObjectRequest,
     RayletStub,
     ReconstructRequest,
     RegisterDriverRequest,
@@ -137,6 +140,7 @@ class CoreWorker:
             config=config,
             job_id=lambda: self.job_id,
             raylet=self._raylet_stub,
+            raylet_at=lambda host, port: RayletStub(self.channels.get(host, port)),
             channels=self.channels,
             on_reply=self._on_task_reply,
             on_worker_failure=self._on_worker_failure,
@@ -153,6 +157,8 @@ class CoreWorker:
         self._release_scheduled = False
         self._store_deletes: list[bytes] = []
         self._delete_scheduled = False
+        # Owned objects freed that other nodes hold, by node.
+        self._remote_deletes: dict[bytes, list[bytes]] = {}
 
     # -- threads and the loop ---------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -392,7 +398,7 @@ class CoreWorker:
         if self.store_client is None or pickled.size < self.config.max_inline_object_size:
             return pickled.inline()
         self.store_client.put(object_id, pickled.inband, pickled.buffers, owner or self.worker_id)
-        return SerializedObject(_serialization.METADATA_IN_STORE, object_id)
+        return _serialization.in_store(object_id, self.node_id)
 
     def serialize_value(
         self, value: Any, object_id: bytes, owner: bytes = b""
@@ -429,7 +435,15 @@ class CoreWorker:
             self.call_sites.pop(object_id, None)
             obj = self.store.get_nowait(object_id)
             if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
-                in_store.append(object_id)
+                node_id = _serialization.store_location(obj)[1]
+                if node_id == self.node_id:
+                    in_store.append(object_id)
+                else:
+                    self._remote_deletes.setdefault(node_id, []).append(object_id)
+                    if not self._delete_scheduled:
+                        self._delete_scheduled = True
+                        assert self.loop is not None
+                        self.loop.call_soon(self._flush_deletes)
             self.store.delete(object_id)
         if in_store:
             self._store_deletes.extend(in_store)
@@ -444,6 +458,70 @@ class CoreWorker:
         if self.store_client is not None and ids:
             with contextlib.suppress(exceptions.RayError, OSError):
                 self.store_client.delete(ids)
+        remote, self._remote_deletes = self._remote_deletes, {}
+        for node_id, node_ids in remote.items():
+            self._background.spawn(self._free_remote(node_id, node_ids))
+
+    async def _free_remote(self, node_id: bytes, object_ids: list[bytes]) -> None:
+        """Frees objects held by another node (through this node's raylet)."""
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await self._raylet_stub().free_objects(
+                FreeObjectsRequest(object_ids=object_ids, node_id=node_id)
+            )
+
+    # -- objects held by other nodes ---------------------------------------------------
+    def _remote_markers(self, objs: Sequence[SerializedObject | None]) -> list[SerializedObject]:
+        node_id = self.node_id
+        return [
+            obj
+            for obj in objs
+            if obj is not None
+            and obj.metadata == _serialization.METADATA_IN_STORE
+            and obj.data[-_serialization.NODE_ID_SIZE :] != node_id
+        ]
+
+    async def localize(self, objs: Sequence[SerializedObject | None]) -> None:
+        """Pulls the objects held by other nodes into this node's store.
+
+        One that cannot be pulled (its node died) stays missing here: reading
+        it raises LostInStore, and the usual recovery (lineage, or an error
+        naming why) takes over.
+        """
+        remote = self._remote_markers(objs)
+        if not remote:
+            return
+        await asyncio.gather(*(self._pull(obj) for obj in remote))
+
+    def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
+        """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
+        if self._remote_markers(objs):
+            self._run_blocking(self.localize(objs))
+
+    async def _pull(self, obj: SerializedObject) -> None:
+        object_id, node_id = _serialization.store_location(obj)
+        try:
+            reply = await self._raylet_stub().pull_object(
+                PullObjectRequest(object_id=object_id, node_id=node_id)
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            logger.warning("pulling object %s failed: %s", object_id.hex(), e)
+            return
+        if not reply.ok:
+            logger.info("object %s could not be pulled: %s", object_id.hex(), reply.error)
+
+    async def _present(self, obj: SerializedObject) -> bool:
+        """Whether the store an IN_STORE marker names still has the object."""
+        object_id, node_id = _serialization.store_location(obj)
+        if node_id == self.node_id:
+            assert self.store_client is not None
+            return self.store_client.contains(object_id)
+        try:
+            reply = await self._raylet_stub().contains_object(
+                ContainsObjectRequest(object_id=object_id, node_id=node_id)
+            )
+        except _rpc.CONNECTION_ERRORS:
+            return False
+        return reply.found
 
     def _put_on_loop(
         self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef], site: str
@@ -526,6 +604,7 @@ class CoreWorker:
         objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
         missing = [i for i, obj in enumerate(objs) if obj is None]
         if not missing:
+            await self.localize(objs)
             return objs  # type: ignore[return-value]
         await self.wait_started()
         # A task that waits (sync on its thread: lend_cpu; async: in its context)
@@ -556,6 +635,7 @@ class CoreWorker:
                 executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
+        await self.localize(objs)
         return objs  # type: ignore[return-value]
 
     async def _notify_blocked(self, blocked: bool) -> None:
@@ -581,6 +661,7 @@ class CoreWorker:
             objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
         else:
             objs = ready  # type: ignore[assignment]
+            self.localize_blocking(objs)
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -700,7 +781,7 @@ class CoreWorker:
         if not self.on_loop_thread():
             return asyncio.wrap_future(self.concurrent_future(ref), loop=self.loop)
         obj = self.store.get_nowait(ref._id)
-        if obj is not None:
+        if obj is not None and not self._remote_markers([obj]):
             fut: asyncio.Future[Any] = self.loop.create_future()
             try:
                 fut.set_result(self.deserialize(obj))
@@ -751,9 +832,11 @@ class CoreWorker:
                 await self.reconstruct(ref._id)
             except exceptions.ObjectLostError as e:
                 return self._settle_lost(ref._id, e)
-            return self.store.get_nowait(ref._id) or _serialization.serialize_error(
+            rebuilt = self.store.get_nowait(ref._id) or _serialization.serialize_error(
                 exceptions.ObjectLostError(ref.hex(), "it was freed while being rebuilt")
             )
+            await self.localize([rebuilt])
+            return rebuilt
         host, port, _ = ref._owner
         try:
             reply = await CoreWorkerStub(self.channels.get(host, port)).reconstruct(
@@ -766,8 +849,11 @@ class CoreWorker:
             return self._settle_lost(ref._id, error)
         if not reply.ok:
             return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
-        obj = self.store.get_nowait(ref._id)
-        return obj or SerializedObject(_serialization.METADATA_IN_STORE, ref._id)
+        # Rebuilt, perhaps on another node: ask the owner where it is now.
+        self.store.delete(ref._id)
+        obj = await self._fetch(ref)
+        await self.localize([obj])
+        return obj
 
     def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
         obj = _serialization.serialize_error(error)
@@ -798,10 +884,10 @@ class CoreWorker:
         try:
             for arg in entry.resolved:
                 # Lost arguments first, recursively.
-                if arg.metadata == _serialization.METADATA_IN_STORE:
-                    assert self.store_client is not None
-                    if not self.store_client.contains(arg.data):
-                        await self.reconstruct(arg.data)
+                if arg.metadata == _serialization.METADATA_IN_STORE and not await self._present(
+                    arg
+                ):
+                    await self.reconstruct(_serialization.store_location(arg)[0])
             if spec.retries_left > 0:
                 spec.retries_left -= 1
             logger.warning("rebuilding a lost object by running %s() again", spec.name)
@@ -914,6 +1000,7 @@ class CoreWorker:
         resources: dict[str, float],
         max_retries: int,
         retry_exceptions: bool | tuple[type[BaseException], ...],
+        strategy: Any = None,
     ) -> list[ObjectRef]:
         """Submits a task from any thread; raises at once on bad arguments."""
         args_data, arg_refs, nested = self._serialize_args(name, args, kwargs)
@@ -932,6 +1019,7 @@ class CoreWorker:
             return_ids=return_ids,
             retries_left=max_retries,
             owner_id=self.worker_id,
+            strategy=strategy,
         )
         out = [ObjectRef(oid, self.address, self, counted=True) for oid in return_ids]
         self.post(self._submit_on_loop, spec, nested, function_data)
@@ -1071,6 +1159,12 @@ class CoreWorker:
     def _on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
         if spec.cancelled:
             self.fail_task(spec, _cancelled(spec))
+            return
+        if isinstance(error, exceptions.TaskUnschedulableError):
+            unschedulable = exceptions.TaskUnschedulableError(
+                f"{spec.name}() cannot be scheduled: {error}"
+            )
+            self.fail_task(spec, _serialization.serialize_error(unschedulable))
             return
         if spec.retries_left != 0 and self.state is State.RUNNING:
             if spec.retries_left > 0:

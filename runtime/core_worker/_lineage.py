@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .._ids import task_of
-from .._serialization import METADATA_IN_STORE, SerializedObject
+from .._serialization import METADATA_IN_STORE, SerializedObject, store_location
 from ._task_spec import TaskSpec
 
 #: Task ids of dropped entries remembered, to explain a loss.
@@ -51,7 +51,7 @@ class Lineage:
         entry = LineageEntry(spec, list(spec.resolved), size, set(in_store))
         for arg in entry.resolved:
             if arg.metadata == METADATA_IN_STORE:
-                parent = self._entries.get(task_of(arg.data))
+                parent = self._entries.get(task_of(store_location(arg)[0]))
                 if parent is not None:
                     parent.dependents += 1
                     entry.parents.append(parent.spec.task_id)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _rpc
+from .. import _rpc, exceptions
 from .._config import Config
 from .._tasks import TaskSet
 from ..protocol.rt import (
@@ -32,13 +32,15 @@ from ..protocol.rt import (
     LeaseStatus,
     RayletStub,
     ReturnWorkerRequest,
+    SchedulingStrategy,
 )
 from ._push_stream import PushStream
-from ._task_spec import CancelRequest, TaskSpec, TaskState, WireReply
+from ._task_spec import CancelRequest, SchedulingKey, TaskSpec, TaskState, WireReply
 
 logger = logging.getLogger(__name__)
 
-SchedulingKey = tuple[tuple[str, float], ...]
+#: Spillbacks one lease request follows before it waits where it is.
+MAX_SPILLBACKS = 8
 
 
 @dataclass(eq=False)
@@ -46,6 +48,7 @@ class Lease:
     lease_id: bytes
     worker_id: bytes
     stream: PushStream
+    raylet: RayletStub  # the raylet that granted it (not always the local one)
     in_flight: int = 0
     linger: asyncio.TimerHandle | None = None
     # Its worker's running task waits for an object and hands tasks back:
@@ -56,6 +59,8 @@ class Lease:
 @dataclass(eq=False)
 class KeyQueue:
     key: SchedulingKey
+    resources: dict[str, float]
+    strategy: SchedulingStrategy | None
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     # Lease requests waiting at the raylet, by our id for them; ``withdrawn``:
@@ -63,6 +68,8 @@ class KeyQueue:
     # granted meanwhile is returned).
     requests: dict[bytes, asyncio.Task[Any]] = field(default_factory=dict)
     withdrawn: set[bytes] = field(default_factory=set)
+    # The raylet each waiting request is at now (spillbacks move it).
+    request_at: dict[bytes, RayletStub] = field(default_factory=dict)
 
 
 class TaskSubmitter:
@@ -72,6 +79,7 @@ class TaskSubmitter:
         config: Config,
         job_id: Callable[[], int],
         raylet: Callable[[], RayletStub],
+        raylet_at: Callable[[str, int], RayletStub],
         channels: _rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
@@ -82,6 +90,7 @@ class TaskSubmitter:
         self._config = config
         self._job_id = job_id
         self._raylet = raylet
+        self._raylet_at = raylet_at
         self._channels = channels
         self._on_reply = on_reply
         self._on_worker_failure = on_worker_failure
@@ -106,7 +115,7 @@ class TaskSubmitter:
         key = spec.scheduling_key
         kq = self._keys.get(key)
         if kq is None:
-            kq = self._keys[key] = KeyQueue(key)
+            kq = self._keys[key] = KeyQueue(key, dict(spec.resources), spec.strategy)
             self._on_new_key(spec)
         kq.queue.append(spec)
         self._pump(kq)
@@ -114,8 +123,17 @@ class TaskSubmitter:
     # -- the synchronous core -------------------------------------------------
     def _pump(self, kq: KeyQueue) -> None:
         limit = self._config.max_tasks_in_flight_per_worker
+        # Every lease gets a task; beyond that, only the tasks the lease
+        # requests we keep in flight will not take are pipelined: those
+        # requests may be granted (here, or on another node by spillback)
+        # and run the tasks in parallel.
+        reserve = self._config.max_pending_lease_requests
         for lease in kq.leases:
-            while kq.queue and lease.in_flight < limit and not lease.stalled:
+            while (
+                kq.queue
+                and not lease.stalled
+                and (lease.in_flight == 0 or (lease.in_flight < limit and len(kq.queue) > reserve))
+            ):
                 self._push(kq, lease, kq.queue.popleft())
         if self._closed:
             return
@@ -132,7 +150,7 @@ class TaskSubmitter:
             if request_id not in kq.withdrawn:
                 # Nothing left to run on the lease it would bring.
                 kq.withdrawn.add(request_id)
-                self._background.spawn(self._withdraw(request_id))
+                self._background.spawn(self._withdraw(kq, request_id))
         for lease in kq.leases:
             if lease.in_flight == 0 and lease.linger is None:
                 lease.linger = asyncio.get_running_loop().call_later(
@@ -193,29 +211,55 @@ class TaskSubmitter:
         if lease not in kq.leases:
             return
         kq.leases.remove(lease)
-        self._background.spawn(self._send_return(lease.lease_id, disconnect))
+        self._background.spawn(self._send_return(lease, disconnect))
 
     # -- I/O ------------------------------------------------------------------
     async def _request_lease(self, kq: KeyQueue, request_id: bytes, name: str) -> None:
+        """Asks the local raylet for a lease, following its spillbacks."""
+        raylet = self._raylet()
+        spilled = False
         try:
-            reply = await self._raylet().request_worker_lease(
-                LeaseRequest(
-                    job_id=self._job_id(),
-                    resources=dict(kq.key),
-                    lease_key=repr(kq.key).encode(),
-                    task_name=name,
-                    request_id=request_id,
-                    owner_id=self._owner_id,
-                )
-            )
-        except _rpc.CONNECTION_ERRORS as e:
-            logger.error("lease request to the raylet failed: %s", e)
-            self._fail_queue(kq, e)
-            return
+            for _ in range(MAX_SPILLBACKS + 1):
+                kq.request_at[request_id] = raylet
+                try:
+                    reply = await raylet.request_worker_lease(
+                        LeaseRequest(
+                            job_id=self._job_id(),
+                            resources=kq.resources,
+                            lease_key=repr(kq.key).encode(),
+                            task_name=name,
+                            request_id=request_id,
+                            owner_id=self._owner_id,
+                            strategy=kq.strategy,
+                            spilled=spilled,
+                        )
+                    )
+                except _rpc.CONNECTION_ERRORS as e:
+                    if raylet is self._raylet():
+                        logger.error("lease request to the raylet failed: %s", e)
+                        self._fail_queue(kq, e)
+                        return
+                    # The node it was sent to died: start over from ours.
+                    raylet, spilled = self._raylet(), False
+                    continue
+                if reply.status is not LeaseStatus.SPILLBACK or reply.retry_at is None:
+                    break
+                if request_id in kq.withdrawn:
+                    return
+                raylet = self._raylet_at(reply.retry_at.host, reply.retry_at.port)
+                spilled = True
+            else:
+                # Spilled back and forth (a stale view): ask again shortly.
+                asyncio.get_running_loop().call_later(0.1, self._pump, kq)
+                return
         finally:
             kq.requests.pop(request_id, None)
+            kq.request_at.pop(request_id, None)
             withdrawn = request_id in kq.withdrawn
             kq.withdrawn.discard(request_id)
+        if reply.status is LeaseStatus.FAILED:
+            self._fail_queue(kq, exceptions.TaskUnschedulableError(reply.error))
+            return
         if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
             if not withdrawn and kq.queue and not self._closed:
                 self._fail_queue(kq, ConnectionError("the raylet cancelled the lease request"))
@@ -225,16 +269,17 @@ class TaskSubmitter:
         if stream is None or stream.broken:
             channel = self._channels.get(*address)
             stream = self._streams[address] = PushStream(channel, f"{address[0]}:{address[1]}")
-        lease = Lease(reply.lease_id, reply.worker.worker_id, stream)
+        lease = Lease(reply.lease_id, reply.worker.worker_id, stream, raylet)
         kq.leases.append(lease)
         if self._closed:
             self._return_lease(kq, lease, False)
             return
         self._pump(kq)
 
-    async def _withdraw(self, request_id: bytes) -> None:
+    async def _withdraw(self, kq: KeyQueue, request_id: bytes) -> None:
+        raylet = kq.request_at.get(request_id, self._raylet())
         try:
-            await self._raylet().cancel_worker_lease(CancelLeaseRequest(request_id=request_id))
+            await raylet.cancel_worker_lease(CancelLeaseRequest(request_id=request_id))
         except _rpc.CONNECTION_ERRORS:
             pass
 
@@ -242,10 +287,10 @@ class TaskSubmitter:
         while kq.queue:
             self._on_worker_failure(kq.queue.popleft(), error)
 
-    async def _send_return(self, lease_id: bytes, disconnect: bool) -> None:
+    async def _send_return(self, lease: Lease, disconnect: bool) -> None:
         try:
-            await self._raylet().return_worker(
-                ReturnWorkerRequest(lease_id=lease_id, disconnect=disconnect)
+            await lease.raylet.return_worker(
+                ReturnWorkerRequest(lease_id=lease.lease_id, disconnect=disconnect)
             )
         except _rpc.CONNECTION_ERRORS:
             pass
@@ -261,7 +306,7 @@ class TaskSubmitter:
                 if lease.linger is not None:
                     lease.linger.cancel()
                 kq.leases.remove(lease)
-                returns.append(self._send_return(lease.lease_id, False))
+                returns.append(self._send_return(lease, False))
         if returns:
             try:
                 await asyncio.wait_for(asyncio.gather(*returns, return_exceptions=True), 1.0)

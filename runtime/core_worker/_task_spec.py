@@ -63,6 +63,10 @@ class ArgSlot:
         return (ArgSlot, (self.index,))
 
 
+#: Tasks that share one are interchangeable on a lease: same resources, same placement.
+SchedulingKey = tuple[tuple[tuple[str, float], ...], tuple[Any, ...]]
+
+
 class TaskState(enum.Enum):
     RESOLVING = "RESOLVING"  # waiting for its function export or ref arguments
     QUEUED = "QUEUED"  # waiting for a lease (or, for an actor call, its turn)
@@ -92,10 +96,16 @@ class TaskSpec:
     # Refs nested in the arguments, held until the reply (ownership rule 2).
     nested: list[ObjectRef] = field(default_factory=list)
     owner_id: bytes = b""
+    # Where to run it (a SchedulingStrategy message; None: the default).
+    strategy: Any = None
 
     @property
-    def scheduling_key(self) -> tuple[tuple[str, float], ...]:
-        return tuple(sorted(self.resources.items()))
+    def scheduling_key(self) -> SchedulingKey:
+        strategy = self.strategy
+        where = (
+            () if strategy is None else (int(strategy.kind), strategy.node_id, bool(strategy.soft))
+        )
+        return tuple(sorted(self.resources.items())), where
 
     def wire(self) -> WireTask:
         return (

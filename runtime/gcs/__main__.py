@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from .. import _daemon, _process, _rpc
+from .._config import Config
 from ._server import GcsService
 
 logger = logging.getLogger("runtime.gcs")
@@ -26,8 +27,9 @@ def main() -> None:
         _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         sock = _rpc.bind_socket(args.host, args.port)
         port = sock.getsockname()[1]
-        service = GcsService()
+        service = GcsService(Config.load())
         server = await _rpc.start_server_on([service], sock)
+        service.start()
         logger.info("gcs listening on %s:%d", args.host, port)
         _process.report_ready(args.ready_fd, {"host": args.host, "port": port})
         await stop.wait()

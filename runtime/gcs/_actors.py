@@ -31,14 +31,19 @@ from ..protocol.rt import (
     ActorState,
     CreateActorReply,
     CreateActorRequest,
+    LeaseReply,
     LeaseRequest,
     LeaseStatus,
     NodeInfo,
     RayletStub,
     ReturnWorkerRequest,
+    StrategyKind,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Spillbacks and retries one actor placement follows.
+_MAX_HOPS = 16
 
 
 @dataclass(eq=False)
@@ -181,29 +186,12 @@ class ActorManager:
     async def _place(self, record: ActorRecord) -> PushStream | None:
         """Leases a worker and runs the constructor; the open stream, or None if dead."""
         info = record.info
-        node = self._pick_node(info)
-        if node is None:
-            self._set_dead(record, "the cluster has no live node")
-            return None
-        raylet_address = (node.host, node.raylet_port)
-        raylet = RayletStub(self._channels.get(*raylet_address))
-        try:
-            reply = await raylet.request_worker_lease(
-                LeaseRequest(
-                    job_id=info.job_id,
-                    resources=dict(info.resources),
-                    task_name=info.class_name,
-                    detached=info.detached,
-                )
-            )
-        except _rpc.CONNECTION_ERRORS as e:
-            self._set_dead(record, f"could not lease a worker: {e}")
-            return None
-        if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
-            self._set_dead(record, info.death_cause or "its owner's job finished")
+        reply, raylet_address = await self._lease(record)
+        if reply is None or raylet_address is None:
             return None
         record.lease = (raylet_address, reply.lease_id)
         address = reply.worker
+        assert address is not None
         stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
         try:
             result = await stream.push(pickle.loads(record.creation_task))
@@ -217,16 +205,75 @@ class ActorManager:
             self._set_dead(record, _error_text(returns[0].data))
             return None
         info.address = address
+        info.node_id = address.node_id
         info.pid = reply.worker_pid
         self._set_state(record, ActorState.ALIVE)
         return stream
 
-    def _pick_node(self, info: ActorInfo) -> NodeInfo | None:
-        alive = [n for n in self._nodes() if n.alive]
-        for node in alive:
-            if all(node.resources_total.get(k, 0.0) >= v for k, v in info.resources.items()):
-                return node
-        return alive[0] if alive else None
+    async def _lease(self, record: ActorRecord) -> tuple[LeaseReply | None, tuple[str, int] | None]:
+        """A granted lease for the actor, following spillbacks; (None, None) if it died."""
+        info = record.info
+        node = self._pick_node(info)
+        if node is None:
+            self._set_dead(record, "the cluster has no live node")
+            return None, None
+        address = (node.host, node.raylet_port)
+        spilled = False
+        for _ in range(_MAX_HOPS):
+            request = LeaseRequest(
+                job_id=info.job_id,
+                resources=dict(info.resources),
+                task_name=info.class_name,
+                detached=info.detached,
+                strategy=info.strategy,
+                spilled=spilled,
+            )
+            try:
+                reply = await RayletStub(self._channels.get(*address)).request_worker_lease(request)
+            except _rpc.CONNECTION_ERRORS as e:
+                # That node died meanwhile: choose again among the live ones.
+                logger.info("leasing for actor %s at %s failed: %s", info.class_name, address, e)
+                node = self._pick_node(info, avoid=address)
+                if node is None:
+                    self._set_dead(record, f"could not lease a worker: {e}")
+                    return None, None
+                address, spilled = (node.host, node.raylet_port), False
+                continue
+            if reply.status is LeaseStatus.SPILLBACK and reply.retry_at is not None:
+                address, spilled = (reply.retry_at.host, reply.retry_at.port), True
+                continue
+            if reply.status is LeaseStatus.FAILED:
+                error = exceptions.ActorUnschedulableError(
+                    f"actor {info.class_name} cannot be scheduled: {reply.error}"
+                )
+                self._set_dead(record, str(error))
+                return None, None
+            if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
+                self._set_dead(record, info.death_cause or "its owner's job finished")
+                return None, None
+            return reply, address
+        self._set_dead(record, "its lease request was passed between nodes too many times")
+        return None, None
+
+    def _pick_node(self, info: ActorInfo, avoid: tuple[str, int] | None = None) -> NodeInfo | None:
+        """Where to ask first: the affinity node, else one with room (the raylet
+        asked spills back if its view knows better)."""
+        alive = [n for n in self._nodes() if n.alive and (n.host, n.raylet_port) != avoid]
+        strategy = info.strategy
+        if strategy is not None and strategy.kind is StrategyKind.NODE_AFFINITY:
+            for node in alive:
+                if node.node_id == strategy.node_id:
+                    return node
+        wanted = info.resources.items()
+
+        def fits(have: dict[str, float]) -> bool:
+            return all(have.get(k, 0.0) >= v for k, v in wanted)
+
+        with_room = [n for n in alive if fits(n.resources_available)]
+        if with_room:
+            return with_room[0]
+        candidates = [n for n in alive if fits(n.resources_total)] or alive
+        return candidates[0] if candidates else None
 
     async def _return_lease(self, record: ActorRecord, disconnect: bool) -> None:
         lease, record.lease = record.lease, None

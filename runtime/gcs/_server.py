@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from .. import _rpc
+from .._config import Config
 from ..protocol.rt import (
     ActorReply,
     AddJobReply,
@@ -29,11 +30,13 @@ from ..protocol.rt import (
     PubMessage,
     RegisterNodeRequest,
     ReportResourcesRequest,
+    ResourceView,
     SubscribeRequest,
     UnregisterNodeRequest,
     WaitActorRequest,
 )
 from ._actors import ActorManager
+from ._health import HealthChecker
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
 
@@ -41,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 
 class GcsService(GcsBase):
-    def __init__(self) -> None:
+    def __init__(self, config: Config | None = None) -> None:
+        config = config or Config.load()
         self.tables = GcsTables()
         self.pubsub = PubSub()
         self.channels = _rpc.ChannelPool()
@@ -50,12 +54,24 @@ class GcsService(GcsBase):
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
         )
+        self.health = HealthChecker(
+            channels=self.channels,
+            nodes=lambda: list(self.tables.nodes.values()),
+            mark_dead=self._mark_node_dead,
+            period=config.health_check_period_s,
+            timeout=config.health_check_timeout_s,
+            threshold=config.health_check_failure_threshold,
+        )
+
+    def start(self) -> None:
+        self.health.start()
 
     def _job_running(self, job_id: int) -> bool:
         record = self.tables.jobs.get(job_id)
         return record is not None and record.state is JobState.RUNNING
 
     async def close(self) -> None:
+        await self.health.close()
         await self.actors.close()
         self.channels.close()
 
@@ -72,16 +88,16 @@ class GcsService(GcsBase):
         return Empty()
 
     async def unregister_node(self, message: UnregisterNodeRequest) -> Empty:
-        self._mark_node_dead(message.node_id)
+        self._mark_node_dead(message.node_id, "it stopped")
         return Empty()
 
-    def _mark_node_dead(self, node_id: bytes) -> None:
+    def _mark_node_dead(self, node_id: bytes, why: str) -> None:
         node = self.tables.nodes.get(node_id)
         if node is None or not node.alive:
             return
         node.alive = False
         node.resources_available = {}
-        logger.info("node %s is dead", node_id.hex()[:8])
+        logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
 
     async def get_all_nodes(self, message: Empty) -> GetAllNodesReply:
@@ -91,6 +107,15 @@ class GcsService(GcsBase):
         node = self.tables.nodes.get(message.node_id)
         if node is not None and node.alive:
             node.resources_available = dict(message.resources_available)
+            self.pubsub.publish(
+                PubMessage(
+                    channel=Channel.RESOURCES,
+                    resources=ResourceView(
+                        node_id=message.node_id,
+                        resources_available=node.resources_available,
+                    ),
+                )
+            )
         return Empty()
 
     # -- jobs -----------------------------------------------------------------
@@ -154,4 +179,4 @@ class GcsService(GcsBase):
             if message.owns_job:
                 self._finish_job(message.owns_job)
             if message.owns_node:
-                self._mark_node_dead(message.owns_node)
+                self._mark_node_dead(message.owns_node, "its raylet's connection closed")

@@ -21,6 +21,7 @@ import enum
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import _resources as res
 from ._resources import Fixed
@@ -67,6 +68,10 @@ class LeaseRequest:
     infeasible: bool = False
     detached: bool = False
     owner: bytes = b""
+    # Where the owner wants it run (a SchedulingStrategy; opaque here), and
+    # whether another raylet already sent it here (the raylet's concern).
+    strategy: Any = None
+    spilled: bool = False
 
 
 # -- actions ------------------------------------------------------------------
@@ -143,6 +148,13 @@ class LeaseScheduler:
                 self.queue.remove(req)
                 return True
         return False
+
+    def withdraw(self, req: LeaseRequest) -> list[Action]:
+        """Takes a queued request away (it goes to another node); the pass
+        runs again, as the resources it was waiting for are free for others."""
+        if req in self.queue:
+            self.queue.remove(req)
+        return self.schedule()
 
     def prestart(self, job_id: int, count: int) -> list[Action]:
         """Starts workers for a new job up to ``count`` (the node's CPUs)."""
@@ -265,6 +277,14 @@ class LeaseScheduler:
         worker.state = WorkerState.IDLE
         worker.idle_since = now
         return self.schedule()
+
+    def uncommitted(self) -> Fixed:
+        """What is available once the requests queued here are granted."""
+        left = dict(self.available)
+        for req in self.queue:
+            if not req.infeasible:
+                res.subtract(left, req.resources)
+        return left
 
     # -- the scheduling pass ------------------------------------------------------
     def schedule(self) -> list[Action]:

@@ -21,17 +21,24 @@ from ..protocol.rt import (
     Address,
     CancelLeaseRequest,
     Channel,
+    ContainsObjectReply,
+    ContainsObjectRequest,
     CoreWorkerStub,
     Empty,
+    FreeObjectsRequest,
     GcsStub,
     LeaseReply,
     LeaseRequest,
     LeaseStatus,
     ListWorkersReply,
     LogBatch,
+    NodeAddress,
     NodeInfo,
     NodeStatsReply,
+    PullObjectReply,
+    PullObjectRequest,
     RayletBase,
+    RayletStub,
     RegisterDriverRequest,
     RegisterNodeRequest,
     RegisterWorkerReply,
@@ -45,6 +52,8 @@ from ..protocol.rt import (
     WorkerLabelRequest,
 )
 from . import _resources as res
+from ._cluster_view import ClusterView, Decision, Placement
+from ._object_manager import ObjectManager
 from ._scheduler import (
     Action,
     AskExit,
@@ -73,11 +82,15 @@ class Raylet(RayletBase):
         resources: dict[str, float],
         session_dir: str,
         object_store_memory: int,
+        is_head: bool = False,
     ) -> None:
         self.config = config
+        self.is_head = is_head
+        self.start_time = time.time()
         self.host = host
         self.port = 0
         self.node_id = os.urandom(16)
+        self.view = ClusterView(self.node_id)
         self.gcs_address = (gcs_host, gcs_port)
         self.resources = resources
         self.session_dir = session_dir
@@ -113,6 +126,17 @@ class Raylet(RayletBase):
             self.store_socket,
             os.path.join(session_dir, "spill"),
         )
+        self.object_manager = ObjectManager(
+            store=self.object_store,
+            node_id=self.node_id,
+            view=self.view,
+            chunk_size=config.object_transfer_chunk_size,
+            channels=self._channels,
+        )
+
+    @property
+    def object_manager_port(self) -> int:
+        return self.object_manager.port
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> None:
@@ -126,10 +150,13 @@ class Raylet(RayletBase):
             on_exit=self._on_worker_exit,
         )
         await self.object_store.start()
+        await self.object_manager.start(self.host)
         sock = _rpc.bind_socket(self.host, port)
         self.port = sock.getsockname()[1]
         self._server = await _rpc.start_server_on([self], sock)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
+        for node in (await self._gcs.get_all_nodes(Empty())).nodes:
+            self.view.update_node(node)
         for coro in (self._watch_gcs(), self._flush_logs(), self._report_resources(), self._reap()):
             self._tasks.spawn(coro)
         logger.info(
@@ -152,6 +179,7 @@ class Raylet(RayletBase):
         if self._pool is not None:
             await self._pool.close()
         await _rpc.stop_server(self._server)
+        await self.object_manager.close()
         await self.object_store.close()
         self._channels.close()
 
@@ -167,6 +195,9 @@ class Raylet(RayletBase):
             pid=os.getpid(),
             store_socket=self.store_socket,
             object_store_memory=self.object_store.store.capacity,
+            object_manager_port=self.object_manager_port,
+            is_head=self.is_head,
+            start_time=self.start_time,
         )
 
     def _worker_argv(self, worker_id: bytes, job_id: int) -> list[str]:
@@ -273,30 +304,60 @@ class Raylet(RayletBase):
 
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
+        fixed = res.to_fixed(message.resources)
+        decision = self.view.decide(
+            fixed,
+            message.strategy,
+            spilled=message.spilled,
+            local_available=self.scheduler.uncommitted(),
+        )
+        if decision.placement in (Placement.SPILL, Placement.FAIL):
+            return _redirect(decision)
         req = PendingRequest(
             next(self._request_ids),
             message.job_id,
-            res.to_fixed(message.resources),
+            fixed,
             message.task_name,
             detached=message.detached,
             owner=message.owner_id,
+            strategy=message.strategy,
+            spilled=message.spilled,
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
         if message.request_id:
             self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
-        if req.infeasible:
+        if decision.placement is Placement.INFEASIBLE:
             logger.warning(
-                "lease for %s needs %s, more than this node has (%s); it waits",
+                "lease for %s needs %s, more than any node of the cluster has; it waits "
+                "for a node that fits",
                 message.task_name,
                 res.describe(message.resources),
-                res.describe(self.resources),
             )
         try:
             return await self._lease_reply(req, fut)
         finally:
             self._by_owner_id.pop(message.request_id, None)
+
+    def _reconsider(self) -> None:
+        """The cluster changed: queued requests another node can take go there."""
+        ahead = dict(self.scheduler.available)  # what the requests before it leave
+        for req in list(self.scheduler.queue):
+            if not req.infeasible and res.fits(ahead, req.resources):
+                res.subtract(ahead, req.resources)
+                continue  # granted here soon enough
+            if req.spilled and not req.infeasible:
+                continue  # another raylet chose this node for it
+            decision = self.view.decide(
+                req.resources, req.strategy, spilled=req.spilled, local_available=ahead
+            )
+            if decision.placement not in (Placement.SPILL, Placement.FAIL):
+                continue
+            fut = self._waiting.pop(req.request_id, None)
+            self._apply(self.scheduler.withdraw(req))
+            if fut is not None and not fut.done():
+                fut.set_result(_redirect(decision))
 
     async def cancel_worker_lease(self, message: CancelLeaseRequest) -> Empty:
         internal = self._by_owner_id.get(message.request_id)
@@ -386,16 +447,66 @@ class Raylet(RayletBase):
             num_workers=len(workers),
             num_idle_workers=sum(1 for w in workers if w.state is WorkerState.IDLE),
             num_pending_leases=len(self.scheduler.queue),
+            bytes_pulled=self.object_manager.bytes_received,
+            bytes_served=self.object_manager.bytes_sent,
+            num_pulls=self.object_manager.num_pulls,
         )
+
+    # -- objects of other nodes ---------------------------------------------------
+    async def pull_object(self, message: PullObjectRequest) -> PullObjectReply:
+        error = await self.object_manager.pull(message.object_id, message.node_id, message.owner)
+        return PullObjectReply(ok=not error, error=error)
+
+    async def free_objects(self, message: FreeObjectsRequest) -> Empty:
+        ids = list(message.object_ids)
+        if message.node_id in (b"", self.node_id):
+            self.object_store.delete(ids)
+        else:
+            self._tasks.spawn(self.object_manager.send_free(message.node_id, ids))
+        return Empty()
+
+    async def contains_object(self, message: ContainsObjectRequest) -> ContainsObjectReply:
+        if message.node_id in (b"", self.node_id):
+            return ContainsObjectReply(found=self.object_store.store.contains(message.object_id))
+        node = self.view.nodes.get(message.node_id)
+        if node is None or not node.alive:
+            return ContainsObjectReply(found=False)
+        stub = RayletStub(self._channels.get(node.host, node.port))
+        try:
+            return await asyncio.wait_for(
+                stub.contains_object(ContainsObjectRequest(object_id=message.object_id)), 10.0
+            )
+        except _rpc.CONNECTION_ERRORS:
+            return ContainsObjectReply(found=False)
+
+    async def health_check(self, message: Empty) -> Empty:
+        return Empty()
 
     # -- background loops -----------------------------------------------------
     async def _watch_gcs(self) -> None:
         """Follows job events; the stream also tells the gcs this node lives."""
         assert self._gcs is not None
-        request = SubscribeRequest(channels=[Channel.JOBS], owns_node=self.node_id)
+        request = SubscribeRequest(
+            channels=[Channel.JOBS, Channel.NODES, Channel.RESOURCES], owns_node=self.node_id
+        )
         try:
             async for message in self._gcs.subscribe(request):
-                if message.job is not None and message.job.finished:
+                if message.channel is Channel.NODES and message.node is not None:
+                    if message.node.node_id == self.node_id and not message.node.alive:
+                        logger.error("the gcs marked this node dead; stopping")
+                        break
+                    if self.view.update_node(message.node):
+                        self._reconsider()
+                        if not message.node.alive:
+                            self.object_manager.node_died(message.node.node_id)
+                elif message.channel is Channel.RESOURCES and message.resources is not None:
+                    if message.resources.node_id != self.node_id:
+                        self.view.update_available(
+                            message.resources.node_id, message.resources.resources_available
+                        )
+                        if self.scheduler.queue:
+                            self._reconsider()
+                elif message.channel is Channel.JOBS and message.job and message.job.finished:
                     self._apply(self.scheduler.job_finished(message.job.job_id))
                     self._driver_info.pop(message.job.job_id, None)
                     driver = self._drivers.pop(message.job.job_id, None)
@@ -457,6 +568,18 @@ class Raylet(RayletBase):
         while True:
             await asyncio.sleep(period)
             self._apply(self.scheduler.reap_idle(time.monotonic()))
+
+
+def _redirect(decision: Decision) -> LeaseReply:
+    """The reply for a request this node does not queue."""
+    if decision.placement is Placement.FAIL:
+        return LeaseReply(status=LeaseStatus.FAILED, error=decision.error)
+    node = decision.node
+    assert node is not None
+    return LeaseReply(
+        status=LeaseStatus.SPILLBACK,
+        retry_at=NodeAddress(node_id=node.node_id, host=node.host, port=node.port),
+    )
 
 
 #: Unix socket paths longer than this do not fit in ``sockaddr_un``.

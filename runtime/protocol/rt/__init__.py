@@ -13,12 +13,15 @@ __all__ = (
     "Address",
     "CancelLeaseRequest",
     "Channel",
+    "ContainsObjectReply",
+    "ContainsObjectRequest",
     "CoreWorkerBase",
     "CoreWorkerStub",
     "CreateActorReply",
     "CreateActorRequest",
     "Empty",
     "ExitReply",
+    "FreeObjectsRequest",
     "GcsBase",
     "GcsStub",
     "GetAllNodesReply",
@@ -38,11 +41,14 @@ __all__ = (
     "ListActorsReply",
     "ListWorkersReply",
     "LogBatch",
+    "NodeAddress",
     "NodeInfo",
     "NodeStatsReply",
     "ObjectLocation",
     "ObjectStatus",
     "PubMessage",
+    "PullObjectReply",
+    "PullObjectRequest",
     "RayletBase",
     "RayletStub",
     "ReconstructReply",
@@ -54,14 +60,19 @@ __all__ = (
     "RegisterWorkerReply",
     "RegisterWorkerRequest",
     "ReportResourcesRequest",
+    "ResourceView",
     "ReturnWorkerRequest",
+    "SchedulingStrategy",
     "SegmentInfo",
     "StoreOp",
     "StoreReply",
     "StoreRequest",
     "StoreStats",
+    "StrategyKind",
     "SubscribeRequest",
     "TaskBatch",
+    "TransferHeader",
+    "TransferRequest",
     "UnregisterNodeRequest",
     "WaitActorRequest",
     "WaitForRefRemovedRequest",
@@ -134,6 +145,11 @@ class Channel(betterproto2.Enum):
 
     NODES = 3
 
+    RESOURCES = 4
+    """
+    nodes' available resources (the raylets' cluster view)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -141,6 +157,7 @@ class Channel(betterproto2.Enum):
             1: "CHANNEL_LOGS",
             2: "CHANNEL_JOBS",
             3: "CHANNEL_NODES",
+            4: "CHANNEL_RESOURCES",
         }
 
     @classmethod
@@ -150,6 +167,7 @@ class Channel(betterproto2.Enum):
             "CHANNEL_LOGS": 1,
             "CHANNEL_JOBS": 2,
             "CHANNEL_NODES": 3,
+            "CHANNEL_RESOURCES": 4,
         }
 
 
@@ -163,12 +181,24 @@ class LeaseStatus(betterproto2.Enum):
     the raylet is shutting down or the job finished
     """
 
+    SPILLBACK = 3
+    """
+    ask the raylet at retry_at instead
+    """
+
+    FAILED = 4
+    """
+    can never be granted (error says why)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
             0: "LEASE_STATUS_UNSPECIFIED",
             1: "LEASE_STATUS_GRANTED",
             2: "LEASE_STATUS_CANCELLED",
+            3: "LEASE_STATUS_SPILLBACK",
+            4: "LEASE_STATUS_FAILED",
         }
 
     @classmethod
@@ -177,6 +207,8 @@ class LeaseStatus(betterproto2.Enum):
             "LEASE_STATUS_UNSPECIFIED": 0,
             "LEASE_STATUS_GRANTED": 1,
             "LEASE_STATUS_CANCELLED": 2,
+            "LEASE_STATUS_SPILLBACK": 3,
+            "LEASE_STATUS_FAILED": 4,
         }
 
 
@@ -294,6 +326,39 @@ class StoreOp(betterproto2.Enum):
         }
 
 
+class StrategyKind(betterproto2.Enum):
+    DEFAULT = 0
+    """
+    local first, else a node with room
+    """
+
+    SPREAD = 1
+    """
+    round-robin over the nodes that fit
+    """
+
+    NODE_AFFINITY = 2
+    """
+    the named node (or, when soft, another)
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "STRATEGY_KIND_DEFAULT",
+            1: "STRATEGY_KIND_SPREAD",
+            2: "STRATEGY_KIND_NODE_AFFINITY",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "STRATEGY_KIND_DEFAULT": 0,
+            "STRATEGY_KIND_SPREAD": 1,
+            "STRATEGY_KIND_NODE_AFFINITY": 2,
+        }
+
+
 @dataclass(eq=False, repr=False)
 class ActorInfo(betterproto2.Message):
     actor_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
@@ -331,6 +396,15 @@ class ActorInfo(betterproto2.Message):
     handle_state: "bytes" = betterproto2.field(14, betterproto2.TYPE_BYTES)
     """
     opaque to the gcs: what a handle needs (methods, ...)
+    """
+
+    strategy: "SchedulingStrategy | None" = betterproto2.field(
+        15, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    node_id: "bytes" = betterproto2.field(16, betterproto2.TYPE_BYTES)
+    """
+    where it runs now
     """
 
 
@@ -414,6 +488,29 @@ default_message_pool.register_message("rt", "CancelLeaseRequest", CancelLeaseReq
 
 
 @dataclass(eq=False, repr=False)
+class ContainsObjectReply(betterproto2.Message):
+    found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message("rt", "ContainsObjectReply", ContainsObjectReply)
+
+
+@dataclass(eq=False, repr=False)
+class ContainsObjectRequest(betterproto2.Message):
+    """
+    Whether node_id's store has the object (asked of the local raylet, which
+    asks node_id's when it is another node).
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    node_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "ContainsObjectRequest", ContainsObjectRequest)
+
+
+@dataclass(eq=False, repr=False)
 class CreateActorReply(betterproto2.Message):
     ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -472,6 +569,22 @@ class ExitReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ExitReply", ExitReply)
+
+
+@dataclass(eq=False, repr=False)
+class FreeObjectsRequest(betterproto2.Message):
+    """
+    An owner frees objects held in node_id's store (a primary copy, and the
+    copies other nodes pulled from it). Sent to the owner's own raylet, which
+    forwards it when node_id names another node.
+    """
+
+    object_ids: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+    node_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "FreeObjectsRequest", FreeObjectsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -603,6 +716,10 @@ class LeaseReply(betterproto2.Message):
 
     worker_pid: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
 
+    retry_at: "NodeAddress | None" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, optional=True)
+
+    error: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
 
 default_message_pool.register_message("rt", "LeaseReply", LeaseReply)
 
@@ -637,6 +754,15 @@ class LeaseRequest(betterproto2.Message):
     owner_id: "bytes" = betterproto2.field(7, betterproto2.TYPE_BYTES)
     """
     the requesting worker: its leases end when it dies
+    """
+
+    strategy: "SchedulingStrategy | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    spilled: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
+    """
+    sent here by another raylet's spillback: do not spill again
     """
 
 
@@ -682,6 +808,22 @@ default_message_pool.register_message("rt", "LogBatch", LogBatch)
 
 
 @dataclass(eq=False, repr=False)
+class NodeAddress(betterproto2.Message):
+    """
+    Where a raylet listens.
+    """
+
+    node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    host: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    port: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+
+default_message_pool.register_message("rt", "NodeAddress", NodeAddress)
+
+
+@dataclass(eq=False, repr=False)
 class NodeInfo(betterproto2.Message):
     node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -717,6 +859,21 @@ class NodeInfo(betterproto2.Message):
     its capacity in bytes
     """
 
+    object_manager_port: "int" = betterproto2.field(11, betterproto2.TYPE_INT32)
+    """
+    where other raylets pull objects from (raw TCP)
+    """
+
+    is_head: "bool" = betterproto2.field(12, betterproto2.TYPE_BOOL)
+    """
+    started with the gcs
+    """
+
+    start_time: "float" = betterproto2.field(13, betterproto2.TYPE_DOUBLE)
+    """
+    seconds since the epoch
+    """
+
 
 default_message_pool.register_message("rt", "NodeInfo", NodeInfo)
 
@@ -730,6 +887,18 @@ class NodeStatsReply(betterproto2.Message):
     num_idle_workers: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
 
     num_pending_leases: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    bytes_pulled: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    objects copied here from other nodes
+    """
+
+    bytes_served: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    objects copied from here to other nodes
+    """
+
+    num_pulls: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("rt", "NodeStatsReply", NodeStatsReply)
@@ -764,8 +933,44 @@ class PubMessage(betterproto2.Message):
 
     node: "NodeInfo | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
+    resources: "ResourceView | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
 
 default_message_pool.register_message("rt", "PubMessage", PubMessage)
+
+
+@dataclass(eq=False, repr=False)
+class PullObjectReply(betterproto2.Message):
+    ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "PullObjectReply", PullObjectReply)
+
+
+@dataclass(eq=False, repr=False)
+class PullObjectRequest(betterproto2.Message):
+    """
+    A core worker asks its raylet for a copy of an object held by another node.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    node_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    the node that holds it (from the object's location)
+    """
+
+    owner: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    the owner's worker id (the copy dies with it)
+    """
+
+
+default_message_pool.register_message("rt", "PullObjectRequest", PullObjectRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -906,6 +1111,20 @@ default_message_pool.register_message("rt", "ReportResourcesRequest", ReportReso
 
 
 @dataclass(eq=False, repr=False)
+class ResourceView(betterproto2.Message):
+    node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    resources_available: "dict[str, float]" = betterproto2.field(
+        2,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+
+
+default_message_pool.register_message("rt", "ResourceView", ResourceView)
+
+
+@dataclass(eq=False, repr=False)
 class ReturnWorkerRequest(betterproto2.Message):
     lease_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -916,6 +1135,26 @@ class ReturnWorkerRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ReturnWorkerRequest", ReturnWorkerRequest)
+
+
+@dataclass(eq=False, repr=False)
+class SchedulingStrategy(betterproto2.Message):
+    kind: "StrategyKind" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: StrategyKind(0)
+    )
+
+    node_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    node affinity: the node
+    """
+
+    soft: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    node affinity: may run elsewhere if that node cannot
+    """
+
+
+default_message_pool.register_message("rt", "SchedulingStrategy", SchedulingStrategy)
 
 
 @dataclass(eq=False, repr=False)
@@ -1054,6 +1293,39 @@ class TaskBatch(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "TaskBatch", TaskBatch)
+
+
+@dataclass(eq=False, repr=False)
+class TransferHeader(betterproto2.Message):
+    found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    size: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    error: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "TransferHeader", TransferHeader)
+
+
+@dataclass(eq=False, repr=False)
+class TransferRequest(betterproto2.Message):
+    """
+    -- node-to-node transfer ---------------------------------------------------
+    Raylets pull objects from each other over a plain TCP connection (the
+    object manager port): a framed TransferRequest, a framed TransferHeader,
+    then, if found, the object's `size` bytes, sent in chunks straight from
+    the holder's shared memory into the puller's.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    node_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    the puller's node: the holder remembers the copy
+    """
+
+
+default_message_pool.register_message("rt", "TransferRequest", TransferRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1716,6 +1988,81 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def pull_object(
+        self,
+        message: "PullObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PullObjectReply":
+
+        return await self._unary_unary(
+            "/rt.Raylet/PullObject",
+            message,
+            PullObjectReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def free_objects(
+        self,
+        message: "FreeObjectsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/FreeObjects",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def contains_object(
+        self,
+        message: "ContainsObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ContainsObjectReply":
+
+        return await self._unary_unary(
+            "/rt.Raylet/ContainsObject",
+            message,
+            ContainsObjectReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def health_check(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Raylet/HealthCheck",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -2159,6 +2506,22 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def pull_object(self, message: "PullObjectRequest") -> "PullObjectReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def free_objects(self, message: "FreeObjectsRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def contains_object(self, message: "ContainsObjectRequest") -> "ContainsObjectReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def health_check(self, message: "Empty") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -2231,6 +2594,36 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.cancel_worker_lease(request)
         await stream.send_message(response)
 
+    async def __rpc_pull_object(
+        self, stream: "grpclib.server.Stream[PullObjectRequest, PullObjectReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.pull_object(request)
+        await stream.send_message(response)
+
+    async def __rpc_free_objects(
+        self, stream: "grpclib.server.Stream[FreeObjectsRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.free_objects(request)
+        await stream.send_message(response)
+
+    async def __rpc_contains_object(
+        self, stream: "grpclib.server.Stream[ContainsObjectRequest, ContainsObjectReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.contains_object(request)
+        await stream.send_message(response)
+
+    async def __rpc_health_check(self, stream: "grpclib.server.Stream[Empty, Empty]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.health_check(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -2285,6 +2678,30 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_cancel_worker_lease,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CancelLeaseRequest,
+                Empty,
+            ),
+            "/rt.Raylet/PullObject": grpclib.const.Handler(
+                self.__rpc_pull_object,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PullObjectRequest,
+                PullObjectReply,
+            ),
+            "/rt.Raylet/FreeObjects": grpclib.const.Handler(
+                self.__rpc_free_objects,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                FreeObjectsRequest,
+                Empty,
+            ),
+            "/rt.Raylet/ContainsObject": grpclib.const.Handler(
+                self.__rpc_contains_object,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ContainsObjectRequest,
+                ContainsObjectReply,
+            ),
+            "/rt.Raylet/HealthCheck": grpclib.const.Handler(
+                self.__rpc_health_check,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
                 Empty,
             ),
         }

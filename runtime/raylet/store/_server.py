@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from ..._framing import FrameDecoder, FrameError, frame
@@ -58,6 +59,11 @@ class StoreServer:
         self._restoring: dict[bytes, asyncio.Future[None]] = {}
         self._room = asyncio.Lock()  # one room-making pass at a time
         self._tasks = TaskSet()
+        # The raylet's own client record (node-to-node transfers).
+        self._internal = next(self._ids)
+        self.store.connect(self._internal)
+        #: Called with the ids an owner deleted (the raylet frees other nodes' copies).
+        self.on_delete: Callable[[list[bytes]], None] | None = None
 
     async def start(self) -> None:
         abstract = self.path.startswith("\0")
@@ -170,9 +176,7 @@ class StoreServer:
                 for object_id in ids:
                     self.store.release(client_id, object_id)
             elif op is StoreOp.DELETE:
-                for object_id in ids:
-                    self.store.delete(object_id)
-                self._delete_dead_spill_files()
+                self.delete(ids)
             elif op is StoreOp.STATS:
                 reply.stats = self.stats()
             elif op is StoreOp.CONTAINS:
@@ -226,6 +230,42 @@ class StoreServer:
             raise StoreError(f"object {object_id.hex()} already exists")
         await self._make_room(size)
         return self.store.create(client_id, object_id, size, owner)
+
+    def delete(self, object_ids: list[bytes]) -> None:
+        for object_id in object_ids:
+            self.store.delete(object_id)
+        self._delete_dead_spill_files()
+        if self.on_delete is not None:
+            self.on_delete(object_ids)
+
+    # -- the raylet's own access (transfers between nodes) ----------------------------
+    async def pin_local(self, object_id: bytes) -> memoryview | None:
+        """The sealed object's bytes (restored if spilled), pinned until
+        :meth:`unpin_local`; None if this store does not have it."""
+        loc = await self._get(self._internal, object_id, [])
+        if not loc.found:
+            return None
+        obj = self.store.objects[object_id]
+        assert obj.segment is not None
+        return memoryview(obj.segment.mapping())[: obj.size]
+
+    def unpin_local(self, object_id: bytes) -> None:
+        self.store.release(self._internal, object_id)
+        self.store.take_unmaps(self._internal)  # the raylet maps segments itself
+
+    async def create_local(self, object_id: bytes, size: int, owner: bytes) -> memoryview:
+        """Allocates a secondary copy to write into; seal or abort it after."""
+        obj = await self._create(self._internal, object_id, size, owner)
+        obj.secondary = True
+        assert obj.segment is not None
+        return memoryview(obj.segment.mapping())[:size]
+
+    def seal_local(self, object_id: bytes) -> None:
+        self.store.seal(self._internal, object_id)
+
+    def abort_local(self, object_id: bytes) -> None:
+        with contextlib.suppress(StoreError):
+            self.store.abort(self._internal, object_id)
 
     def owner_died(self, owner: bytes) -> None:
         if self.store.owner_died(owner):

@@ -11,7 +11,8 @@ and ``used + pooled <= capacity`` always holds.
 
 Spilling: sealed objects nobody is reading can be written to disk to make
 room (least recently used first); their segments are then freed. A spilled
-object is restored into memory when it is read again.
+object is restored into memory when it is read again. Secondary copies
+(pulled from another node, which keeps the primary) are evicted instead.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class StoredObject:
     deleted: bool = False  # the owner freed it; gone once the last reader leaves
     busy: bool = False  # being spilled or restored
     owner: bytes = b""  # the owner's worker id: the object dies with it
+    # A copy pulled from another node: evicted (not spilled) to make room,
+    # as the node it came from still holds the primary.
+    secondary: bool = False
 
 
 @dataclass(eq=False)
@@ -144,6 +148,9 @@ class ObjectStore:
                 break
             assert obj.segment is not None
             nbytes -= obj.segment.size
+            if obj.secondary:
+                self._remove(obj)
+                continue
             if obj.spill is not None:
                 # Restored earlier and still on disk: free the memory, no write.
                 self._free_segment(obj)

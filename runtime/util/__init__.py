@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _context, _memory
-from .core_worker import CoreWorker
-from .protocol.rt import ActorInfo
+from .. import _context, _memory
+from ..core_worker import CoreWorker
+from ..protocol.rt import ActorInfo
 
 
 def _actor_row(info: ActorInfo) -> dict[str, Any]:

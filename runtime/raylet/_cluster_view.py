@@ -1,0 +1,172 @@
+"""A raylet's view of the cluster, and where a lease request should go.
+
+The gcs broadcasts node membership and every node's available resources;
+each raylet keeps them here and decides, for each lease request, whether to
+queue it locally or to *spill it back* to another node (the owner then asks
+that node). The decision is synchronous and does no I/O.
+
+The view is a little stale (resources are reported at most once per
+``resource_report_period_s``), so spilling to a node subtracts the request
+from that node's available resources at once: a burst of requests spreads
+over the nodes with room instead of piling onto the first one, until the
+node's next report corrects the figure.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ..protocol.rt import NodeInfo, SchedulingStrategy, StrategyKind
+from . import _resources as res
+from ._resources import Fixed
+
+
+class Placement(enum.Enum):
+    LOCAL = "LOCAL"  # queue here; granted when local resources free up
+    SPILL = "SPILL"  # ask ``node`` instead
+    INFEASIBLE = "INFEASIBLE"  # no node can ever fit it: wait here for one to join
+    FAIL = "FAIL"  # can never be granted as asked (``error`` says why)
+
+
+@dataclass(frozen=True)
+class Decision:
+    placement: Placement
+    node: NodeView | None = None
+    error: str = ""
+
+
+@dataclass(eq=False)
+class NodeView:
+    node_id: bytes
+    host: str
+    port: int
+    total: Fixed
+    available: Fixed
+    alive: bool = True
+    transfer_port: int = 0  # the object manager's port
+
+    def utilization(self) -> float:
+        """The busiest resource's used fraction (0: idle), CPU and GPU only."""
+        worst = 0.0
+        for name in ("CPU", "GPU"):
+            total = self.total.get(name, 0)
+            if total:
+                worst = max(worst, 1.0 - self.available.get(name, 0) / total)
+        return worst
+
+
+class ClusterView:
+    def __init__(self, local_id: bytes) -> None:
+        self.local_id = local_id
+        self.nodes: dict[bytes, NodeView] = {}
+        self._spread_next = 0
+
+    # -- updates ----------------------------------------------------------------
+    def update_node(self, info: NodeInfo) -> bool:
+        """A node joined or died; True if the set of live nodes changed."""
+        node = self.nodes.get(info.node_id)
+        if node is None:
+            if not info.alive:
+                return False
+            self.nodes[info.node_id] = NodeView(
+                info.node_id,
+                info.host,
+                info.raylet_port,
+                res.to_fixed(info.resources_total),
+                res.to_fixed(info.resources_available),
+                transfer_port=info.object_manager_port,
+            )
+            return True
+        changed = node.alive != info.alive
+        node.alive = info.alive
+        if not info.alive:
+            node.available = {}
+        return changed
+
+    def update_available(self, node_id: bytes, available: dict[str, float]) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None and node.alive:
+            node.available = res.to_fixed(available)
+
+    def alive(self) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    # -- the decision -------------------------------------------------------------
+    def decide(
+        self,
+        request: Fixed,
+        strategy: SchedulingStrategy | None,
+        *,
+        spilled: bool,
+        local_available: Fixed,
+    ) -> Decision:
+        kind = strategy.kind if strategy is not None else StrategyKind.DEFAULT
+        if kind is StrategyKind.NODE_AFFINITY:
+            assert strategy is not None
+            return self._affinity(request, strategy, spilled, local_available)
+        if kind is StrategyKind.SPREAD:
+            return self._spread(request, spilled)
+        return self._default(request, spilled, local_available)
+
+    def _local_feasible(self, request: Fixed) -> bool:
+        local = self.nodes.get(self.local_id)
+        return local is not None and res.fits(local.total, request)
+
+    def _default(self, request: Fixed, spilled: bool, local_available: Fixed) -> Decision:
+        local_feasible = self._local_feasible(request)
+        if local_feasible and (spilled or res.fits(local_available, request)):
+            return Decision(Placement.LOCAL)
+        others = [n for n in self.alive() if n.node_id != self.local_id]
+        with_room = [n for n in others if res.fits(n.available, request)]
+        if with_room:
+            return self._spill(min(with_room, key=NodeView.utilization), request)
+        if local_feasible:
+            return Decision(Placement.LOCAL)
+        feasible = [n for n in others if res.fits(n.total, request)]
+        if feasible:
+            return self._spill(min(feasible, key=NodeView.utilization), request)
+        return Decision(Placement.INFEASIBLE)
+
+    def _spread(self, request: Fixed, spilled: bool) -> Decision:
+        if spilled and self._local_feasible(request):
+            return Decision(Placement.LOCAL)
+        feasible = sorted(
+            (n for n in self.alive() if res.fits(n.total, request)), key=lambda n: n.node_id
+        )
+        if not feasible:
+            return Decision(Placement.INFEASIBLE)
+        # Round-robin, preferring the next node that has room now.
+        start = self._spread_next % len(feasible)
+        order = feasible[start:] + feasible[:start]
+        chosen = next((n for n in order if res.fits(n.available, request)), order[0])
+        self._spread_next = (feasible.index(chosen) + 1) % len(feasible)
+        if chosen.node_id == self.local_id:
+            return Decision(Placement.LOCAL)
+        return self._spill(chosen, request)
+
+    def _affinity(
+        self, request: Fixed, strategy: SchedulingStrategy, spilled: bool, local_available: Fixed
+    ) -> Decision:
+        target = self.nodes.get(strategy.node_id)
+        why = ""
+        if target is None:
+            why = f"node {strategy.node_id.hex()} is not in the cluster"
+        elif not target.alive:
+            why = f"node {strategy.node_id.hex()} is dead"
+        elif not res.fits(target.total, request):
+            why = f"node {strategy.node_id.hex()} does not have the resources it needs"
+        if not why:
+            assert target is not None
+            if target.node_id == self.local_id:
+                return Decision(Placement.LOCAL)
+            return self._spill(target, request)
+        if strategy.soft:
+            return self._default(request, spilled, local_available)
+        return Decision(Placement.FAIL, error=f"it must run on a node that cannot: {why}")
+
+    def _spill(self, node: NodeView, request: Fixed) -> Decision:
+        if node.node_id == self.local_id:
+            return Decision(Placement.LOCAL)
+        res.subtract(node.available, request)
+        return Decision(Placement.SPILL, node)

@@ -1,0 +1,239 @@
+"""The object manager: moves objects between nodes' stores.
+
+A core worker that needs an object held by another node asks its own raylet
+(``PullObject``); the raylet pulls it from the holder's object manager port
+into a *secondary* copy in its store, and answers once it is sealed.
+Concurrent requests for one object share one pull.
+
+The transfer is plain TCP, not gRPC: HTTP/2 would cut the object into 16 KiB
+frames, each handled in Python. A request frame, a header frame, then the
+object's bytes, sent in chunks straight from the holder's shared memory
+(``sock_sendall`` of a view of the mapping) and received straight into the
+puller's (``sock_recv_into``): no process ever holds a second copy of the
+object, only the kernel's socket buffers in between.
+
+The holder remembers which nodes pulled a copy, so that when the owner frees
+the object the copies are freed with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import defaultdict
+
+from .. import _rpc
+from .._framing import LENGTH, FrameError, frame
+from .._tasks import TaskSet
+from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
+from ._cluster_view import ClusterView
+from .store import StoreServer
+from .store._store import StoreError
+
+logger = logging.getLogger(__name__)
+
+_MAX_HEADER = 4096
+
+
+class ObjectManager:
+    def __init__(
+        self,
+        *,
+        store: StoreServer,
+        node_id: bytes,
+        view: ClusterView,
+        chunk_size: int,
+        channels: _rpc.ChannelPool,
+    ) -> None:
+        self._store = store
+        self._node_id = node_id
+        self._view = view
+        self._chunk = max(64 * 1024, chunk_size)
+        self._channels = channels
+        self._pulls: dict[bytes, asyncio.Task[str]] = {}
+        # Objects held here -> the nodes that pulled a copy of them.
+        self._copies: dict[bytes, set[bytes]] = defaultdict(set)
+        self._tasks = TaskSet()
+        self._sock: socket.socket | None = None
+        self.port = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.num_pulls = 0  # transfers started (concurrent requests share one)
+        store.on_delete = self.forward_deletes
+
+    async def start(self, host: str) -> None:
+        sock = _rpc.bind_socket(host, 0)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._tasks.spawn(self._accept())
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        if self._sock is not None:
+            self._sock.close()
+
+    # -- serving copies -------------------------------------------------------------
+    async def _accept(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._sock)
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._tasks.spawn(self._serve(conn))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                payload = await _read_frame(loop, conn)
+                if payload is None:
+                    return
+                request = TransferRequest.parse(payload)
+                await self._send_object(loop, conn, request)
+        except (OSError, FrameError, ValueError) as e:
+            logger.debug("transfer connection ended: %s", e)
+        finally:
+            conn.close()
+
+    async def _send_object(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, request: TransferRequest
+    ) -> None:
+        object_id = request.object_id
+        try:
+            view = await self._store.pin_local(object_id)
+        except StoreError as e:
+            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=False, error=str(e)))))
+            return
+        if view is None:
+            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=False))))
+            return
+        try:
+            size = len(view)
+            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=True, size=size))))
+            for offset in range(0, size, self._chunk):
+                await loop.sock_sendall(conn, view[offset : offset + self._chunk])
+            self.bytes_sent += size
+        finally:
+            view.release()
+            self._store.unpin_local(object_id)
+        if request.node_id and request.node_id != self._node_id:
+            self._copies[object_id].add(request.node_id)
+
+    # -- pulling copies ---------------------------------------------------------------
+    async def pull(self, object_id: bytes, node_id: bytes, owner: bytes) -> str:
+        """Makes the object local; "" once it is, else why it cannot be."""
+        if node_id == self._node_id or self._store.store.contains(object_id):
+            return "" if self._store.store.contains(object_id) else "it is not in this node's store"
+        task = self._pulls.get(object_id)
+        if task is None:
+            self.num_pulls += 1
+            task = self._tasks.spawn(self._pull(object_id, node_id, owner))
+            self._pulls[object_id] = task
+            task.add_done_callback(lambda _: self._pulls.pop(object_id, None))
+        return await asyncio.shield(task)
+
+    async def _pull(self, object_id: bytes, node_id: bytes, owner: bytes) -> str:
+        node = self._view.nodes.get(node_id)
+        if node is None:
+            return f"node {node_id.hex()[:12]}, which held it, is not in the cluster"
+        if not node.alive:
+            return f"node {node_id.hex()[:12]}, which held it, died"
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in node.host else socket.AF_INET
+        conn = socket.socket(family, socket.SOCK_STREAM)
+        conn.setblocking(False)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(conn, (node.host, node.transfer_port))
+            request = TransferRequest(object_id=object_id, node_id=self._node_id)
+            await loop.sock_sendall(conn, frame(bytes(request)))
+            payload = await _read_frame(loop, conn)
+            if payload is None:
+                return f"node {node_id.hex()[:12]} closed the transfer"
+            header = TransferHeader.parse(payload)
+            if not header.found:
+                return header.error or f"it is not in node {node_id.hex()[:12]}'s store"
+            await self._receive(loop, conn, object_id, header.size, owner)
+            return ""
+        except (OSError, FrameError, ValueError, StoreError) as e:
+            return f"pulling it from node {node_id.hex()[:12]} failed: {e}"
+        finally:
+            conn.close()
+
+    async def _receive(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: socket.socket,
+        object_id: bytes,
+        size: int,
+        owner: bytes,
+    ) -> None:
+        dest = await self._store.create_local(object_id, size, owner)
+        try:
+            offset = 0
+            while offset < size:
+                chunk = dest[offset : min(size, offset + self._chunk)]
+                got = await loop.sock_recv_into(conn, chunk)
+                chunk.release()
+                if not got:
+                    raise ConnectionError(f"the sender closed after {offset} of {size} bytes")
+                offset += got
+        except BaseException:
+            dest.release()
+            self._store.abort_local(object_id)
+            raise
+        dest.release()
+        self._store.seal_local(object_id)
+        self.bytes_received += size
+
+    # -- freeing copies ----------------------------------------------------------------
+    def forward_deletes(self, object_ids: list[bytes]) -> None:
+        """The owner freed these here: free the copies other nodes pulled too."""
+        by_node: dict[bytes, list[bytes]] = defaultdict(list)
+        for object_id in object_ids:
+            for node_id in self._copies.pop(object_id, ()):
+                by_node[node_id].append(object_id)
+        for node_id, ids in by_node.items():
+            self._tasks.spawn(self.send_free(node_id, ids))
+
+    async def send_free(self, node_id: bytes, object_ids: list[bytes]) -> None:
+        node = self._view.nodes.get(node_id)
+        if node is None or not node.alive:
+            return
+        stub = RayletStub(self._channels.get(node.host, node.port))
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await stub.free_objects(FreeObjectsRequest(object_ids=object_ids, node_id=node_id))
+
+    def node_died(self, node_id: bytes) -> None:
+        for holders in self._copies.values():
+            holders.discard(node_id)
+
+
+async def _read_frame(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes | None:
+    """One length-prefixed frame, read exactly (the object's bytes follow it)."""
+    head = bytearray(LENGTH.size)
+    if not await _recv_exactly(loop, conn, memoryview(head), eof_ok=True):
+        return None
+    (length,) = LENGTH.unpack(head)
+    if length > _MAX_HEADER:
+        raise FrameError(f"transfer frame of {length} bytes")
+    body = bytearray(length)
+    await _recv_exactly(loop, conn, memoryview(body), eof_ok=False)
+    return bytes(body)
+
+
+async def _recv_exactly(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket, view: memoryview, *, eof_ok: bool
+) -> bool:
+    offset = 0
+    while offset < len(view):
+        got = await loop.sock_recv_into(conn, view[offset:])
+        if not got:
+            if eof_ok and offset == 0:
+                return False
+            raise ConnectionError("the peer closed the transfer connection")
+        offset += got
+    return True
