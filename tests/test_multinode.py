@@ -1,0 +1,323 @@
+"""Several nodes (separate raylets) on one machine: placement, transfer, failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import assert_no_orphans, wait_until
+
+import runtime
+from runtime import exceptions
+from runtime.testing import Cluster
+from runtime.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = pytest.mark.timeout(120)
+
+# Fast health checks, so that a hung node is declared dead within a second.
+FAST_HEALTH = {
+    "health_check_period_s": 0.2,
+    "health_check_timeout_s": 0.5,
+    "health_check_failure_threshold": 3,
+}
+
+
+@pytest.fixture
+def cluster2() -> Iterator[tuple[Cluster, str]]:
+    """A head with 1 CPU and a node with 2 CPUs and a custom resource; a driver."""
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        node = cluster.add_node(num_cpus=2, resources={"special": 1})
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        yield cluster, node.node_id
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)
+
+
+@runtime.remote(num_cpus=0)
+def node_of() -> str:
+    return runtime.get_runtime_context().get_node_id()
+
+
+def head_id(cluster: Cluster) -> str:
+    assert cluster.head_node is not None
+    return cluster.head_node.node_id
+
+
+def test_nodes_and_resources_add_up(cluster2: tuple[Cluster, str]) -> None:
+    cluster, node_id = cluster2
+    nodes = {n["NodeID"]: n for n in runtime.nodes()}
+    assert set(nodes) == {head_id(cluster), node_id}
+    assert all(n["Alive"] for n in nodes.values())
+    assert nodes[head_id(cluster)]["IsHead"] and not nodes[node_id]["IsHead"]
+    total = runtime.cluster_resources()
+    assert total["CPU"] == 3 and total["special"] == 1
+
+
+def test_custom_resource_places_tasks_and_actors(cluster2: tuple[Cluster, str]) -> None:
+    _, node_id = cluster2
+    assert runtime.get(node_of.options(resources={"special": 1}).remote()) == node_id
+
+    @runtime.remote(resources={"special": 0.5})
+    class Where:
+        def node(self) -> str:
+            return runtime.get_runtime_context().get_node_id()
+
+    assert runtime.get(Where.remote().node.remote()) == node_id
+
+
+def _gather_at(path: str, count: int) -> str:
+    """Marks this task started, then waits (not lending its CPU) until
+    ``count`` tasks have: they can only all start if they run in parallel."""
+    import time
+
+    node = runtime.get_runtime_context().get_node_id()
+    with open(os.path.join(path, f"{os.getpid()}-{time.monotonic_ns()}"), "w") as f:
+        f.write(node)
+    deadline = time.monotonic() + 60
+    while len(os.listdir(path)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the tasks did not run in parallel")
+        time.sleep(0.01)
+    return node
+
+
+def test_spillback_when_the_local_node_is_full(cluster2: tuple[Cluster, str], tmp_path) -> None:
+    cluster, node_id = cluster2
+    gather = runtime.remote(_gather_at)
+    # 3 one-CPU tasks at once: the head (1 CPU) runs one, the node (2 CPUs) two.
+    nodes = runtime.get([gather.remote(str(tmp_path), 3) for _ in range(3)], timeout=90)
+    assert sorted(nodes) == sorted([head_id(cluster), node_id, node_id])
+
+
+def test_spread_places_actors_on_every_node(cluster2: tuple[Cluster, str]) -> None:
+    cluster, node_id = cluster2
+
+    @runtime.remote
+    class Where:
+        def node(self) -> str:
+            return runtime.get_runtime_context().get_node_id()
+
+    actors = [Where.options(scheduling_strategy="SPREAD").remote() for _ in range(4)]
+    nodes = runtime.get([a.node.remote() for a in actors])
+    assert set(nodes) == {head_id(cluster), node_id}
+
+
+def test_spread_runs_parallel_tasks_on_every_node(cluster2: tuple[Cluster, str], tmp_path) -> None:
+    cluster, node_id = cluster2
+    gather = runtime.remote(_gather_at).options(num_cpus=0.5, scheduling_strategy="SPREAD")
+    nodes = runtime.get([gather.remote(str(tmp_path), 2) for _ in range(2)], timeout=90)
+    assert set(nodes) == {head_id(cluster), node_id}
+
+
+def test_node_affinity(cluster2: tuple[Cluster, str]) -> None:
+    cluster, node_id = cluster2
+    hard = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    assert runtime.get(node_of.options(scheduling_strategy=hard).remote()) == node_id
+    head = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+    assert runtime.get(node_of.options(scheduling_strategy=head).remote()) == head_id(cluster)
+    missing = "ab" * 16
+    soft = NodeAffinitySchedulingStrategy(missing, soft=True)
+    assert runtime.get(node_of.options(scheduling_strategy=soft).remote()) in {
+        head_id(cluster),
+        node_id,
+    }
+    with pytest.raises(exceptions.TaskUnschedulableError, match="not in the cluster"):
+        runtime.get(
+            node_of.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(missing, soft=False)
+            ).remote()
+        )
+
+    @runtime.remote
+    class Pinned:
+        def ping(self) -> int:
+            return 1
+
+    pinned = Pinned.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(missing, soft=False)
+    ).remote()
+    with pytest.raises(exceptions.ActorDiedError, match="cannot be scheduled"):
+        runtime.get(pinned.ping.remote())
+
+
+def test_bad_strategies_are_refused_at_the_call_site(cluster2: tuple[Cluster, str]) -> None:
+    with pytest.raises(ValueError, match="scheduling_strategy"):
+        node_of.options(scheduling_strategy="EVERYWHERE")
+    with pytest.raises(ValueError, match="not a node id"):
+        NodeAffinitySchedulingStrategy("nope", soft=False)
+    with pytest.raises(TypeError, match="hex str"):
+        NodeAffinitySchedulingStrategy(b"x" * 16, soft=False)  # type: ignore[arg-type]
+
+
+@runtime.remote(max_retries=2)
+def make_array(mb: int) -> np.ndarray:
+    return np.full(mb * 1024 * 1024 // 8, 7.0)
+
+
+def test_objects_move_between_nodes(cluster2: tuple[Cluster, str]) -> None:
+    cluster, node_id = cluster2
+    on_node = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    on_head = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+    ref = make_array.options(scheduling_strategy=on_node).remote(20)
+    # The driver (on the head) pulls it.
+    arr = runtime.get(ref)
+    assert arr.shape == (20 * 1024 * 1024 // 8,) and arr[0] == 7.0 and not arr.flags.writeable
+
+    @runtime.remote
+    def total(a: np.ndarray) -> float:
+        return float(a.sum())
+
+    expected = 7.0 * arr.size
+    # An argument held by another node is pulled before the task runs ...
+    assert runtime.get(total.options(scheduling_strategy=on_head).remote(ref)) == expected
+    # ... and a driver's put is pulled by a task on another node.
+    put = runtime.put(np.ones(3 * 1024 * 1024))
+    assert runtime.get(total.options(scheduling_strategy=on_node).remote(put)) == 3 * 1024 * 1024
+
+
+def test_concurrent_gets_share_one_pull(cluster2: tuple[Cluster, str]) -> None:
+    from runtime import _context
+    from runtime.protocol.rt import Empty
+
+    _, node_id = cluster2
+    ref = make_array.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+    ).remote(30)
+    runtime.wait([ref], fetch_local=False)
+    worker = _context.current()
+
+    async def many() -> list[float]:
+        arrays = await asyncio.gather(*(runtime.get_async(ref) for _ in range(8)))
+        return [float(a[-1]) for a in arrays]
+
+    assert asyncio.run(many()) == [7.0] * 8
+    stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+    assert stats.num_pulls == 1
+    assert stats.bytes_pulled < 2 * 30 * 1024 * 1024
+
+
+def test_infeasible_waits_for_a_node_that_fits() -> None:
+    cluster = Cluster(head_node_args={"num_cpus": 1})
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        runtime.init(address=cluster.address)
+        ref = node_of.options(resources={"accelerator": 1}).remote()
+
+        @runtime.remote(resources={"accelerator": 1})
+        class Accel:
+            def node(self) -> str:
+                return runtime.get_runtime_context().get_node_id()
+
+        actor = Accel.remote()
+        call = actor.node.remote()
+        ready, _ = runtime.wait([ref, call], num_returns=2, timeout=0.5)
+        assert ready == []
+        node = cluster.add_node(num_cpus=1, resources={"accelerator": 2})
+        assert runtime.get(ref, timeout=60) == node.node_id
+        assert runtime.get(call, timeout=60) == node.node_id
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)
+
+
+def test_node_death_retries_tasks_and_restarts_actors(tmp_path) -> None:
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        victim = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        prefer_victim = NodeAffinitySchedulingStrategy(victim.node_id, soft=True)
+        marker = tmp_path / "attempts"
+
+        @runtime.remote(max_retries=2)
+        def long_task(path: str) -> str:
+            import time
+
+            with open(path, "a") as f:
+                f.write("x")
+            with open(path) as f:
+                first = f.read() == "x"
+            while first:  # the first attempt waits until its node is killed
+                time.sleep(0.01)
+            return runtime.get_runtime_context().get_node_id()
+
+        @runtime.remote(max_restarts=1, max_task_retries=1)
+        class Where:
+            def node(self) -> str:
+                return runtime.get_runtime_context().get_node_id()
+
+        actor = Where.options(scheduling_strategy=prefer_victim).remote()
+        assert runtime.get(actor.node.remote()) == victim.node_id
+        ref = long_task.options(scheduling_strategy=prefer_victim).remote(str(marker))
+        wait_until(lambda: marker.exists(), timeout=60, what="the task to start")
+        victim.kill()
+        assert runtime.get(ref, timeout=60) == head_id(cluster)
+        assert runtime.get(actor.node.remote(), timeout=60) == head_id(cluster)
+        dead = [n for n in runtime.nodes() if n["NodeID"] == victim.node_id]
+        assert dead and not dead[0]["Alive"]
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)
+
+
+def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        victim = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        prefer_victim = NodeAffinitySchedulingStrategy(victim.node_id, soft=True)
+        rebuildable = make_array.options(scheduling_strategy=prefer_victim).remote(5)
+        once = make_array.options(scheduling_strategy=prefer_victim, max_retries=0).remote(5)
+        # Ready (held by the victim's store), but never copied to the head.
+        runtime.wait([rebuildable, once], num_returns=2, fetch_local=False)
+        victim.kill()
+        cluster.wait_for_dead(victim)
+        assert float(runtime.get(rebuildable, timeout=60)[0]) == 7.0
+        with pytest.raises(exceptions.ObjectLostError):
+            runtime.get(once, timeout=60)
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)
+
+
+def test_health_checks_mark_a_hung_node_dead() -> None:
+    import signal
+
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        hung = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        os.kill(hung.pid, signal.SIGSTOP)
+        try:
+            cluster.wait_for_dead(hung, timeout=30)
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+        # Woken up, it learns it was declared dead and exits; a new node joins anew.
+        hung.process.popen.wait(timeout=30)
+        again = cluster.add_node(num_cpus=1)
+        assert again.node_id != hung.node_id
+        cluster.nodes.remove(hung)
+        cluster.wait_for_nodes()
+    finally:
+        cluster.shutdown()
+        assert_no_orphans(session)
