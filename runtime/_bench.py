@@ -368,6 +368,10 @@ def main(args: argparse.Namespace) -> int:
     finally:
         runtime.shutdown()
     results += asyncio.run(_asyncio_rows(timing, scale, want))
+    from . import _bench_multinode
+
+    results += _bench_multinode.task_rows(scale, timing.runs, timing.run_s, want)
+    results += _bench_multinode.transfer_rows(scale, timing.runs, want)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
