@@ -33,8 +33,10 @@ def test_microbenchmark_smoke(tmp_path):
         "n:n actor calls with arg async",
         "n:n async-actor calls async",
         "asyncio driver gather 1000 async-actor calls (ours)",
+        "single client tasks async over 4 node(s) (ours)",
+        "transfer 1 GB object between two nodes, GB (ours)",
     ):
         assert expected in names
-    assert len(names) == 26
+    assert len(names) == 30
     assert " per second " in result.stdout
     assert_no_orphans(str(tmp_path / "sessions"))
