@@ -131,7 +131,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"Nodes: {len(alive)} alive, {len(nodes) - len(alive)} dead")
     for node in nodes:
         state = "alive" if node.alive else "dead"
-        print(f"  {node.node_id.hex()[:12]}  {node.host}:{node.raylet_port}  {state}")
+        role = "  head" if node.is_head else ""
+        cpus = node.resources_total.get("CPU", 0.0)
+        print(
+            f"  {node.node_id.hex()[:12]}  {node.host}:{node.raylet_port}  {state}{role}"
+            f"  ({cpus:g} CPU)"
+        )
     totals: dict[str, float] = {}
     avail: dict[str, float] = {}
     for node in alive:

@@ -238,3 +238,45 @@ def test_detached_named_actor_across_drivers(session_root):
     finally:
         cli("stop", env=env)
     assert_no_orphans(session_root)
+
+
+def test_cli_node_joins_a_standing_cluster(session_root):
+    import re
+
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    started = cli("start", "--head", "--port", "0", "--num-cpus", "1", env=env)
+    assert started.returncode == 0, started.stderr
+    address = re.search(r"gcs listens on (\S+?)\.\s", started.stdout)
+    assert address is not None, started.stdout
+    try:
+        usage = cli("start", env=env)
+        assert usage.returncode == 2 and "--address" in usage.stderr
+        joined = cli(
+            "start",
+            f"--address={address.group(1)}",
+            "--num-cpus",
+            "2",
+            "--resources",
+            '{"far": 1}',
+            env=env,
+        )
+        assert joined.returncode == 0, joined.stderr
+        assert "joined the cluster" in joined.stdout
+        status = cli("status", env=env)
+        assert "2 alive" in status.stdout and "0/3 CPU" in status.stdout, status.stdout
+        code = (
+            "import runtime\n"
+            "runtime.init(address='auto')\n"
+            "@runtime.remote(resources={'far': 1})\n"
+            "def where(): return runtime.get_runtime_context().get_node_id()\n"
+            "heads = [n['NodeID'] for n in runtime.nodes() if n['IsHead']]\n"
+            "print(runtime.get(where.remote()) not in heads)\n"
+            "runtime.shutdown()\n"
+        )
+        result = run_driver(code, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["True"]
+    finally:
+        stopped = cli("stop", env=env)
+    assert stopped.returncode == 0
+    assert_no_orphans(session_root)
