@@ -23,6 +23,22 @@ def random_id(size: int = 16) -> bytes:
     return os.urandom(size)
 
 
+#: Bytes of the node id at the start of every worker id (after one kind byte).
+NODE_PREFIX = 7
+
+
+def worker_id(kind: bytes, node_id: bytes, tail: bytes) -> bytes:
+    """A worker id that names its node: kind (b"W", b"D"), the node id's
+    first bytes, then 8 unique bytes. Objects owned by workers of a dead
+    node can then be found from their owner ids alone."""
+    return kind + node_id[:NODE_PREFIX].ljust(NODE_PREFIX, b"\0") + tail[-8:].rjust(8, b"\0")
+
+
+def node_prefix(owner: bytes) -> bytes:
+    """The node part of a worker id made by :func:`worker_id`."""
+    return owner[1 : 1 + NODE_PREFIX]
+
+
 class IdGenerator:
     """Makes task and object ids for one worker; safe from any thread."""
 

@@ -321,3 +321,47 @@ def test_health_checks_mark_a_hung_node_dead() -> None:
     finally:
         cluster.shutdown()
         assert_no_orphans(session)
+
+
+@pytest.mark.parametrize("how", ["worker", "node"])
+def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
+    from runtime import _context
+
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        far = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        store = _context.current().store_client
+        assert store is not None
+        baseline = store.stats().num_objects
+        on_head = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+
+        @runtime.remote(num_cpus=0)
+        class Owner:
+            def make(self) -> int:
+                # Owned by this actor (on the far node), held by the head's store.
+                self.ref = make_array.options(scheduling_strategy=on_head).remote(2)
+                runtime.wait([self.ref], fetch_local=False)
+                return 1
+
+        owner = Owner.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(far.node_id, soft=False)
+        ).remote()
+        assert runtime.get(owner.make.remote()) == 1
+        assert store.stats().num_objects == baseline + 1
+        if how == "worker":
+            runtime.kill(owner)
+        else:
+            far.kill()
+        wait_until(
+            lambda: store.stats().num_objects == baseline,
+            timeout=30,
+            what="the dead owner's object to leave the head's store",
+        )
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)

@@ -30,6 +30,7 @@ from typing import Any
 from .. import _rpc, _serialization, exceptions
 from .._config import Config
 from .._ids import IdGenerator, random_id, return_id, task_of
+from .._ids import worker_id as make_worker_id
 from .._object_ref import ObjectRef, OwnerAddress
 from .._serialization import SerializedObject
 from .._tasks import TaskSet
@@ -107,7 +108,7 @@ class CoreWorker:
         self.gcs_address = gcs_address
         self.raylet_address = raylet_address
         self.job_id = job_id
-        self.worker_id = worker_id or random_id(16)
+        self.worker_id = worker_id or make_worker_id(b"D", node_id, random_id(8))
         self.node_id = node_id
         self.namespace = namespace
         self.log_to_driver = log_to_driver

@@ -34,6 +34,7 @@ from ..protocol.rt import (
     SubscribeRequest,
     UnregisterNodeRequest,
     WaitActorRequest,
+    WorkerFailures,
 )
 from ._actors import ActorManager
 from ._health import HealthChecker
@@ -164,6 +165,10 @@ class GcsService(GcsBase):
         return ListActorsReply(actors=[r.info for r in self.actors.actors.values()])
 
     # -- pubsub ---------------------------------------------------------------
+    async def report_worker_failures(self, message: WorkerFailures) -> Empty:
+        self.pubsub.publish(PubMessage(channel=Channel.WORKERS, workers=message))
+        return Empty()
+
     async def publish_logs(self, message: LogBatch) -> Empty:
         self.pubsub.publish(PubMessage(channel=Channel.LOGS, logs=message))
         return Empty()

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._ids import worker_id
 from . import _resources as res
 from ._resources import Fixed
 
@@ -119,7 +120,9 @@ class LeaseScheduler:
         max_starting: int,
         idle_timeout_s: float,
         new_id: itertools.count[int] | None = None,
+        node_id: bytes = b"",
     ) -> None:
+        self.node_id = node_id
         self.total: Fixed = res.to_fixed(total)
         self.available: Fixed = dict(self.total)
         self.soft_worker_limit = max(1, soft_worker_limit)
@@ -336,7 +339,7 @@ class LeaseScheduler:
         return None
 
     def _start(self, job_id: int) -> StartWorker:
-        worker = Worker(self._new_id(b"W"), job_id)
+        worker = Worker(worker_id(b"W", self.node_id, next(self._ids).to_bytes(8, "big")), job_id)
         self.workers[worker.worker_id] = worker
         return StartWorker(worker.worker_id, job_id)
 

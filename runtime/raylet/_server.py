@@ -8,6 +8,7 @@ carries out the actions it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 
 from .. import _rpc
 from .._config import Config
+from .._ids import NODE_PREFIX, node_prefix
 from .._tasks import TaskSet
 from ..protocol.rt import (
     Address,
@@ -48,6 +50,7 @@ from ..protocol.rt import (
     SubscribeRequest,
     UnregisterNodeRequest,
     WorkerBlockedRequest,
+    WorkerFailures,
     WorkerInfo,
     WorkerLabelRequest,
 )
@@ -101,6 +104,7 @@ class Raylet(RayletBase):
             soft_worker_limit=self.num_cpus,
             max_starting=config.max_worker_startup_concurrency or self.num_cpus,
             idle_timeout_s=config.idle_worker_timeout_s,
+            node_id=self.node_id,
         )
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[LeaseReply]] = {}
@@ -119,6 +123,7 @@ class Raylet(RayletBase):
         self._driver_info: dict[int, WorkerInfo] = {}
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self._labels: dict[int, str] = {}
+        self._dead_workers: list[bytes] = []
         self.gcs_lost = asyncio.Event()
         self.store_socket = _store_socket_path(session_dir, self.node_id)
         self.object_store = StoreServer(
@@ -295,6 +300,7 @@ class Raylet(RayletBase):
         if worker is not None:
             self._labels.pop(worker.pid, None)
         self.object_store.owner_died(worker_id)
+        self._report_worker_death(worker_id)
         # Leases this worker held as an owner end with it.
         self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
@@ -487,7 +493,8 @@ class Raylet(RayletBase):
         """Follows job events; the stream also tells the gcs this node lives."""
         assert self._gcs is not None
         request = SubscribeRequest(
-            channels=[Channel.JOBS, Channel.NODES, Channel.RESOURCES], owns_node=self.node_id
+            channels=[Channel.JOBS, Channel.NODES, Channel.RESOURCES, Channel.WORKERS],
+            owns_node=self.node_id,
         )
         try:
             async for message in self._gcs.subscribe(request):
@@ -498,7 +505,11 @@ class Raylet(RayletBase):
                     if self.view.update_node(message.node):
                         self._reconsider()
                         if not message.node.alive:
-                            self.object_manager.node_died(message.node.node_id)
+                            self._node_died(message.node.node_id)
+                elif message.channel is Channel.WORKERS and message.workers is not None:
+                    if message.workers.node_id != self.node_id:
+                        for worker_id in message.workers.worker_ids:
+                            self.object_store.owner_died(worker_id)
                 elif message.channel is Channel.RESOURCES and message.resources is not None:
                     if message.resources.node_id != self.node_id:
                         self.view.update_available(
@@ -512,10 +523,33 @@ class Raylet(RayletBase):
                     driver = self._drivers.pop(message.job.job_id, None)
                     if driver is not None:
                         self.object_store.owner_died(driver)
+                        self._report_worker_death(driver)
                         self._apply(self.scheduler.owner_died(driver, time.monotonic()))
         except _rpc.CONNECTION_ERRORS as e:
             logger.error("lost the gcs (%s); stopping", e)
         self.gcs_lost.set()
+
+    def _node_died(self, node_id: bytes) -> None:
+        """Objects owned by the dead node's workers and drivers die with them."""
+        prefix = node_id[:NODE_PREFIX]
+        self.object_store.owners_died(lambda owner: node_prefix(owner) == prefix)
+        self.object_manager.node_died(node_id)
+
+    def _report_worker_death(self, worker_id: bytes) -> None:
+        """Other nodes' stores may hold objects it owned: tell them (batched)."""
+        self._dead_workers.append(worker_id)
+        if len(self._dead_workers) == 1:
+            self._tasks.spawn(self._send_worker_deaths())
+
+    async def _send_worker_deaths(self) -> None:
+        await asyncio.sleep(0)  # gather the deaths of this loop iteration
+        ids, self._dead_workers = self._dead_workers, []
+        if self._gcs is None or len(self.view.alive()) < 2:
+            return  # no other node to tell
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await self._gcs.report_worker_failures(
+                WorkerFailures(node_id=self.node_id, worker_ids=ids)
+            )
 
     async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
         worker = self.scheduler.workers.get(message.worker_id)

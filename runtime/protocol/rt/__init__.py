@@ -77,6 +77,7 @@ __all__ = (
     "WaitActorRequest",
     "WaitForRefRemovedRequest",
     "WorkerBlockedRequest",
+    "WorkerFailures",
     "WorkerInfo",
     "WorkerLabelRequest",
 )
@@ -150,6 +151,11 @@ class Channel(betterproto2.Enum):
     nodes' available resources (the raylets' cluster view)
     """
 
+    WORKERS = 5
+    """
+    workers and drivers that died (their objects die too)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -158,6 +164,7 @@ class Channel(betterproto2.Enum):
             2: "CHANNEL_JOBS",
             3: "CHANNEL_NODES",
             4: "CHANNEL_RESOURCES",
+            5: "CHANNEL_WORKERS",
         }
 
     @classmethod
@@ -168,6 +175,7 @@ class Channel(betterproto2.Enum):
             "CHANNEL_JOBS": 2,
             "CHANNEL_NODES": 3,
             "CHANNEL_RESOURCES": 4,
+            "CHANNEL_WORKERS": 5,
         }
 
 
@@ -937,6 +945,10 @@ class PubMessage(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, optional=True
     )
 
+    workers: "WorkerFailures | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
 
 default_message_pool.register_message("rt", "PubMessage", PubMessage)
 
@@ -1375,6 +1387,21 @@ default_message_pool.register_message("rt", "WorkerBlockedRequest", WorkerBlocke
 
 
 @dataclass(eq=False, repr=False)
+class WorkerFailures(betterproto2.Message):
+    """
+    Workers and drivers of one node that exited: every node's store drops the
+    objects they owned.
+    """
+
+    node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    worker_ids: "list[bytes]" = betterproto2.field(2, betterproto2.TYPE_BYTES, repeated=True)
+
+
+default_message_pool.register_message("rt", "WorkerFailures", WorkerFailures)
+
+
+@dataclass(eq=False, repr=False)
 class WorkerInfo(betterproto2.Message):
     address: "Address | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
@@ -1699,6 +1726,24 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
 
         return await self._unary_unary(
             "/rt.Gcs/PublishLogs",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def report_worker_failures(
+        self,
+        message: "WorkerFailures",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Gcs/ReportWorkerFailures",
             message,
             Empty,
             timeout=timeout,
@@ -2232,6 +2277,10 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def report_worker_failures(self, message: "WorkerFailures") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def subscribe(self, message: "SubscribeRequest") -> "AsyncIterator[PubMessage]":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2321,6 +2370,14 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.publish_logs(request)
+        await stream.send_message(response)
+
+    async def __rpc_report_worker_failures(
+        self, stream: "grpclib.server.Stream[WorkerFailures, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.report_worker_failures(request)
         await stream.send_message(response)
 
     async def __rpc_subscribe(
@@ -2428,6 +2485,12 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_publish_logs,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 LogBatch,
+                Empty,
+            ),
+            "/rt.Gcs/ReportWorkerFailures": grpclib.const.Handler(
+                self.__rpc_report_worker_failures,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WorkerFailures,
                 Empty,
             ),
             "/rt.Gcs/Subscribe": grpclib.const.Handler(

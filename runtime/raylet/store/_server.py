@@ -268,8 +268,16 @@ class StoreServer:
             self.store.abort(self._internal, object_id)
 
     def owner_died(self, owner: bytes) -> None:
-        if self.store.owner_died(owner):
+        self._deleted(self.store.owner_died(owner))
+
+    def owners_died(self, dead: Callable[[bytes], bool]) -> None:
+        self._deleted(self.store.owners_died(dead))
+
+    def _deleted(self, object_ids: list[bytes]) -> None:
+        if object_ids:
             self._delete_dead_spill_files()
+            if self.on_delete is not None:
+                self.on_delete(object_ids)
 
     async def _get(self, client_id: int, object_id: bytes, fds: list[int]) -> ObjectLocation:
         obj = self.store.lookup(object_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._segments import Segment, SegmentPool, destroy, round_up
@@ -170,12 +171,16 @@ class ObjectStore:
         return out
 
     # -- the object life cycle ------------------------------------------------------
-    def owner_died(self, owner: bytes) -> int:
+    def owner_died(self, owner: bytes) -> list[bytes]:
         """Objects share their owner's fate: deletes those of a dead owner."""
-        doomed = [o.object_id for o in self.objects.values() if o.owner == owner and owner]
+        return self.owners_died(lambda o: o == owner)
+
+    def owners_died(self, dead: Callable[[bytes], bool]) -> list[bytes]:
+        """Deletes (and returns) the objects of every owner ``dead`` says is gone."""
+        doomed = [o.object_id for o in self.objects.values() if o.owner and dead(o.owner)]
         for object_id in doomed:
             self.delete(object_id)
-        return len(doomed)
+        return doomed
 
     def contains(self, object_id: bytes) -> bool:
         obj = self.objects.get(object_id)
