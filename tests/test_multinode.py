@@ -298,7 +298,7 @@ def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
         assert_no_orphans(session)
 
 
-def test_health_checks_mark_a_hung_node_dead() -> None:
+def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
     import signal
 
     cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
@@ -307,9 +307,37 @@ def test_health_checks_mark_a_hung_node_dead() -> None:
     try:
         hung = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        prefer_hung = NodeAffinitySchedulingStrategy(hung.node_id, soft=True)
+        marker = tmp_path / "attempts"
+
+        @runtime.remote(num_cpus=0, max_restarts=1, max_task_retries=1)
+        class Where:
+            def node(self) -> str:
+                return runtime.get_runtime_context().get_node_id()
+
+        @runtime.remote(max_retries=1)
+        def stuck_first_time(path: str) -> str:
+            import time
+
+            with open(path, "a") as f:
+                f.write("x")
+            with open(path) as f:
+                first = f.read() == "x"
+            while first:  # the first attempt never ends (its node hangs)
+                time.sleep(0.01)
+            return runtime.get_runtime_context().get_node_id()
+
+        actor = Where.options(scheduling_strategy=prefer_hung).remote()
+        assert runtime.get(actor.node.remote()) == hung.node_id
+        ref = stuck_first_time.options(scheduling_strategy=prefer_hung).remote(str(marker))
+        wait_until(lambda: marker.exists(), timeout=60, what="the task to start")
+        # The raylet hangs; its workers (and the task) still run, unaware.
         os.kill(hung.pid, signal.SIGSTOP)
         try:
             cluster.wait_for_dead(hung, timeout=30)
+            assert runtime.get(ref, timeout=60) == head_id(cluster)
+            assert runtime.get(actor.node.remote(), timeout=60) == head_id(cluster)
         finally:
             os.kill(hung.pid, signal.SIGCONT)
         # Woken up, it learns it was declared dead and exits; a new node joins anew.
@@ -319,6 +347,7 @@ def test_health_checks_mark_a_hung_node_dead() -> None:
         cluster.nodes.remove(hung)
         cluster.wait_for_nodes()
     finally:
+        runtime.shutdown()
         cluster.shutdown()
         assert_no_orphans(session)
 

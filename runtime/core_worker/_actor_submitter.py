@@ -81,6 +81,7 @@ class ActorSubmitter:
         self._on_idle = on_idle
         self._queues: dict[bytes, ActorQueue] = {}
         self._streams: dict[tuple[str, int], PushStream] = {}
+        self._stream_nodes: dict[tuple[str, int], bytes] = {}
         self._tasks = TaskSet()
 
     def queue(
@@ -197,6 +198,12 @@ class ActorSubmitter:
         if q.idle():
             self._on_idle(q.key)
 
+    def node_died(self, node_id: bytes) -> None:
+        """Calls to actors on that node fail over (to the restarted actor, if any)."""
+        for address, stream in list(self._streams.items()):
+            if self._stream_nodes.get(address) == node_id:
+                stream.abandon(f"node {node_id.hex()[:12]} died")
+
     def _on_stream_broken(self, q: ActorQueue) -> None:
         if q.state is QueueState.CONNECTED:
             q.state = QueueState.RESOLVING
@@ -238,6 +245,7 @@ class ActorSubmitter:
         if stream is None or stream.broken:
             stream = PushStream(self._channels.get(*address), q.name)
             self._streams[address] = stream
+            self._stream_nodes[address] = info.address.node_id
         q.stream = stream
         q.state = QueueState.CONNECTED
         self._flush(q)

@@ -262,6 +262,7 @@ class CoreWorker:
                 )
                 self.node_id = reply_w.node_id
                 self.store_socket = reply_w.store_socket
+                self._background.spawn(self._watch_nodes())
         except BaseException as e:
             if not self._started.done():
                 self._started.set_exception(e)
@@ -323,14 +324,25 @@ class CoreWorker:
 
     # -- the driver's subscription: job liveness and worker output ------------------
     async def _follow_gcs(self) -> None:
-        channels = [Channel.JOBS]
+        """A driver's: its job lives while this stream does; output; node deaths."""
+        channels = [Channel.JOBS, Channel.NODES]
         if self.log_to_driver:
             channels.append(Channel.LOGS)
         request = SubscribeRequest(channels=channels, job_id=self.job_id, owns_job=self.job_id)
+        await self._subscribe(request)
+
+    async def _watch_nodes(self) -> None:
+        """A worker's: node deaths (its tasks and actor calls there fail over)."""
+        await self._subscribe(SubscribeRequest(channels=[Channel.NODES]))
+
+    async def _subscribe(self, request: SubscribeRequest) -> None:
         try:
             async for message in self.gcs.subscribe(request):
-                if message.logs is not None and message.channel is Channel.LOGS:
+                if message.channel is Channel.LOGS and message.logs is not None:
                     self._print_logs(message.logs)
+                elif message.channel is Channel.NODES and message.node and not message.node.alive:
+                    self.submitter.node_died(message.node.node_id)
+                    self.actor_client.actors.node_died(message.node.node_id)
         except _rpc.CONNECTION_ERRORS as e:
             if self.state is State.RUNNING:
                 logger.error("lost the connection to the gcs: %s", e)

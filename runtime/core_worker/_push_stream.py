@@ -114,6 +114,12 @@ class PushStream:
             self._wakeup.set()
             raise
 
+    def abandon(self, reason: str) -> None:
+        """Gives the stream up (its worker's node died): pending pushes fail now,
+        rather than when a connection to an unreachable machine times out."""
+        self._fail(StreamBroken(reason))
+        self._task.cancel()
+
     async def wait_broken(self) -> None:
         """Returns when the stream has broken (the worker died or closed it)."""
         await self._broken_event.wait()

@@ -97,6 +97,7 @@ class TaskSubmitter:
         self._on_new_key = on_new_key
         self._keys: dict[SchedulingKey, KeyQueue] = {}
         self._streams: dict[tuple[str, int], PushStream] = {}
+        self._stream_nodes: dict[tuple[str, int], bytes] = {}
         # Tasks pushed and not answered yet, with where they went.
         self._pushed: dict[bytes, tuple[KeyQueue, Lease]] = {}
         self._request_ids = itertools.count(1)
@@ -187,6 +188,12 @@ class TaskSubmitter:
             self._on_reply(spec, fut.result(), lease.stream)
         self._pump(kq)
 
+    def node_died(self, node_id: bytes) -> None:
+        """Tasks pushed to that node's workers fail over (retried elsewhere)."""
+        for address, stream in list(self._streams.items()):
+            if self._stream_nodes.get(address) == node_id:
+                stream.abandon(f"node {node_id.hex()[:12]} died")
+
     def cancel(self, spec: TaskSpec, force: bool) -> None:
         """Cancels a queued task here, or asks (or forces) its worker to stop it."""
         kq = self._keys.get(spec.scheduling_key)
@@ -269,6 +276,7 @@ class TaskSubmitter:
         if stream is None or stream.broken:
             channel = self._channels.get(*address)
             stream = self._streams[address] = PushStream(channel, f"{address[0]}:{address[1]}")
+            self._stream_nodes[address] = reply.worker.node_id
         lease = Lease(reply.lease_id, reply.worker.worker_id, stream, raylet)
         kq.leases.append(lease)
         if self._closed:

@@ -51,6 +51,7 @@ class ActorRecord:
     info: ActorInfo
     creation_task: bytes
     lease: tuple[tuple[str, int], bytes] | None = None  # (raylet address, lease id)
+    stream: PushStream | None = None  # to its worker, while it is alive
     stop_restarts: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     supervisor: asyncio.Task[None] | None = None
@@ -136,6 +137,13 @@ class ActorManager:
             return
         await self._return_lease(record, disconnect=True)
 
+    def node_died(self, node_id: bytes) -> None:
+        """Actors on a dead node are restarted elsewhere (or die), even if their
+        worker processes still run there (a hung raylet, a cut network)."""
+        for record in self.actors.values():
+            if record.stream is not None and record.info.node_id == node_id:
+                record.stream.abandon(f"its node {node_id.hex()[:12]} died")
+
     def job_finished(self, job_id: int) -> None:
         """The raylets kill a finished job's workers; pending actors die here."""
         for record in list(self.actors.values()):
@@ -154,7 +162,9 @@ class ActorManager:
                 stream = await self._place(record)
                 if stream is None:
                     return
+                record.stream = stream
                 await stream.wait_broken()
+                record.stream = None
                 await stream.close()
                 await self._return_lease(record, disconnect=True)
                 if record.stop_restarts or not self._restartable(record):
@@ -281,8 +291,12 @@ class ActorManager:
             return
         address, lease_id = lease
         try:
-            await RayletStub(self._channels.get(*address)).return_worker(
-                ReturnWorkerRequest(lease_id=lease_id, disconnect=disconnect)
+            # Bounded: the raylet may be on a machine that is gone.
+            await asyncio.wait_for(
+                RayletStub(self._channels.get(*address)).return_worker(
+                    ReturnWorkerRequest(lease_id=lease_id, disconnect=disconnect)
+                ),
+                5.0,
             )
         except _rpc.CONNECTION_ERRORS:
             pass

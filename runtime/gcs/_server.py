@@ -99,6 +99,7 @@ class GcsService(GcsBase):
         node.alive = False
         node.resources_available = {}
         logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
+        self.actors.node_died(node_id)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
 
     async def get_all_nodes(self, message: Empty) -> GetAllNodesReply:
