@@ -16,6 +16,7 @@ import atexit
 import concurrent.futures
 import functools
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,12 +176,24 @@ async def _find_raylet(gcs_address: tuple[str, int]) -> NodeInfo:
         ) from e
     finally:
         channel.close()
-    alive = [n for n in reply.nodes if n.alive]
+    return _local_node(list(reply.nodes), gcs_address)
+
+
+def _local_node(nodes: list[NodeInfo], gcs_address: tuple[str, int]) -> NodeInfo:
+    """This machine's node (the head's, when several raylets share the machine)."""
+    alive = [n for n in nodes if n.alive]
     if not alive:
         raise ConnectionError(f"the cluster at {gcs_address[0]}:{gcs_address[1]} has no live node")
-    # This machine's node (the head's, when several raylets share the machine).
     here = _cluster.local_address_towards(gcs_address)
-    local = [n for n in alive if n.host == here] or alive
+    local = [n for n in alive if n.host == here] or [
+        n for n in alive if n.store_socket[:1] not in ("", "\0") and os.path.exists(n.store_socket)
+    ]
+    if not local:
+        raise ConnectionError(
+            f"no node of the cluster at {gcs_address[0]}:{gcs_address[1]} runs on this machine "
+            f"({here}); a driver needs one: start it with "
+            f"'runtime start --address={gcs_address[0]}:{gcs_address[1]}'"
+        )
     return max(local, key=lambda n: n.is_head)
 
 

@@ -74,6 +74,9 @@ class PushStream:
             ) as stream:
                 await stream.send_request()
                 receiver = asyncio.ensure_future(self._receive(stream))
+                # Its error is also ours (_fail); when we are cancelled first
+                # (abandon) nobody else looks at it.
+                receiver.add_done_callback(_retrieve)
                 try:
                     while True:
                         await self._wakeup.wait()
@@ -132,3 +135,8 @@ class PushStream:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(StreamBroken(f"{type(error).__name__}: {error}"))
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
