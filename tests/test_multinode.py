@@ -394,3 +394,60 @@ def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
         runtime.shutdown()
         cluster.shutdown()
         assert_no_orphans(session)
+
+
+def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -> None:
+    import signal
+
+    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        hung = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        on_hung = NodeAffinitySchedulingStrategy(hung.node_id, soft=False)
+        prefer_hung = NodeAffinitySchedulingStrategy(hung.node_id, soft=True)
+        release = tmp_path / "release"
+
+        @runtime.remote(max_retries=0)
+        def hold(path: str, started: str) -> str:
+            import time
+
+            open(started, "w").close()
+            while not os.path.exists(path):
+                time.sleep(0.01)
+            return runtime.get_runtime_context().get_node_id()
+
+        # An object only the soon-hung node holds, not copied anywhere yet.
+        array = make_array.options(scheduling_strategy=prefer_hung).remote(4)
+        runtime.wait([array], fetch_local=False)
+        # Both CPUs busy; a task that prefers the hung node waits at its raylet.
+        on_head = hold.remote(str(release), str(tmp_path / "a"))
+        stuck = hold.options(scheduling_strategy=on_hung).remote(
+            str(tmp_path / "never"), str(tmp_path / "b")
+        )
+        wait_until(
+            lambda: (tmp_path / "a").exists() and (tmp_path / "b").exists(),
+            timeout=60,
+            what="both CPUs to be taken",
+        )
+        waiting = node_of.options(num_cpus=1, scheduling_strategy=prefer_hung).remote()
+        ready, _ = runtime.wait([waiting], timeout=0.5)
+        assert ready == []
+        os.kill(hung.pid, signal.SIGSTOP)
+        try:
+            release.write_text("go")  # the head's CPU frees up for what moves there
+            # A get started now pulls from the hung node: it must not wait forever,
+            # and rebuilds the object on the head once the node is declared dead.
+            assert float(runtime.get(array, timeout=60)[0]) == 7.0
+            assert runtime.get(on_head, timeout=60) == head_id(cluster)
+            assert runtime.get(waiting, timeout=60) == head_id(cluster)
+            with pytest.raises(exceptions.WorkerCrashedError):
+                runtime.get(stuck, timeout=60)
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)

@@ -505,6 +505,31 @@ class CoreWorker:
             return
         await asyncio.gather(*(self._pull(obj) for obj in remote))
 
+    async def _localize_until(
+        self, objs: Sequence[SerializedObject | None], deadline: float | None
+    ) -> None:
+        if not self._remote_markers(objs):
+            return
+        if deadline is None:
+            await self.localize(objs)
+            return
+        try:
+            await asyncio.wait_for(self.localize(objs), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise exceptions.GetTimeoutError(
+                "get() timed out while objects were copied from other nodes"
+            ) from None
+
+    async def _recover_until(self, ref: ObjectRef, deadline: float | None) -> SerializedObject:
+        if deadline is None:
+            return await self._recover(ref)
+        try:
+            return await asyncio.wait_for(self._recover(ref), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise exceptions.GetTimeoutError(
+                "get() timed out while the object was recovered"
+            ) from None
+
     def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
         """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
         if self._remote_markers(objs):
@@ -617,7 +642,7 @@ class CoreWorker:
         objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
         missing = [i for i, obj in enumerate(objs) if obj is None]
         if not missing:
-            await self.localize(objs)
+            await self._localize_until(objs, deadline)
             return objs  # type: ignore[return-value]
         await self.wait_started()
         # A task that waits (sync on its thread: lend_cpu; async: in its context)
@@ -648,7 +673,7 @@ class CoreWorker:
                 executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
-        await self.localize(objs)
+        await self._localize_until(objs, deadline)
         return objs  # type: ignore[return-value]
 
     async def _notify_blocked(self, blocked: bool) -> None:
@@ -661,6 +686,7 @@ class CoreWorker:
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         """Blocking get, for threads that run no event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         ready = [self.store.get_nowait(r._id) for r in refs]
         lend_cpu = thread_state.in_sync_task
         if None in ready and not lend_cpu and all(r._owner[2] == self.worker_id for r in refs):
@@ -670,11 +696,11 @@ class CoreWorker:
             ready = [self.store.get_nowait(r._id) for r in refs]
         objs: list[SerializedObject]
         if None in ready:
-            deadline = None if timeout is None else time.monotonic() + timeout
             objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
         else:
             objs = ready  # type: ignore[assignment]
-            self.localize_blocking(objs)
+            if self._remote_markers(objs):
+                self._run_blocking(self._localize_until(objs, deadline))
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -683,7 +709,7 @@ class CoreWorker:
                     break
                 except LostInStore:
                     # Rebuilt from lineage, or the owner says why it cannot be.
-                    obj = self._run_blocking(self._recover(ref))
+                    obj = self._run_blocking(self._recover(ref), deadline)
         return values
 
     def _wait_owned(self, refs: Sequence[ObjectRef], timeout: float | None) -> None:
@@ -716,7 +742,7 @@ class CoreWorker:
                     values.append(self.deserialize(obj))
                     break
                 except LostInStore:
-                    obj = await self._on_own_loop(self._recover(ref))
+                    obj = await self._on_own_loop(self._recover_until(ref, deadline))
         return values
 
     async def wait_async(
@@ -767,14 +793,21 @@ class CoreWorker:
                 not_ready.append(ref)
         return ready_refs, not_ready
 
-    def _run_blocking(self, coro: Any) -> Any:
+    def _run_blocking(self, coro: Any, deadline: float | None = None) -> Any:
+        """Runs a coroutine on the loop and waits for it (until ``deadline``:
+        then GetTimeoutError)."""
         assert self.loop is not None
         if self.on_loop_thread():
             coro.close()
             raise exceptions.BlockingCallOnLoopError("blocking call on the runtime's own loop")
         cf = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return cf.result()
+            return cf.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            cf.cancel()
+            raise exceptions.GetTimeoutError(
+                "get() timed out while the object was recovered"
+            ) from None
         except BaseException:
             cf.cancel()
             raise

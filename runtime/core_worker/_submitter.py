@@ -15,6 +15,7 @@ synchronous and the I/O (lease RPCs, stream pushes) hangs off it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -68,8 +69,10 @@ class KeyQueue:
     # granted meanwhile is returned).
     requests: dict[bytes, asyncio.Task[Any]] = field(default_factory=dict)
     withdrawn: set[bytes] = field(default_factory=set)
-    # The raylet each waiting request is at now (spillbacks move it).
+    # The raylet each waiting request is at now (spillbacks move it), and
+    # that raylet's node when it is another node's.
     request_at: dict[bytes, RayletStub] = field(default_factory=dict)
+    request_node: dict[bytes, bytes] = field(default_factory=dict)
 
 
 class TaskSubmitter:
@@ -193,6 +196,16 @@ class TaskSubmitter:
         for address, stream in list(self._streams.items()):
             if self._stream_nodes.get(address) == node_id:
                 stream.abandon(f"node {node_id.hex()[:12]} died")
+        # Lease requests waiting there (a hung raylet never answers): ask again.
+        for kq in self._keys.values():
+            for request_id, where in list(kq.request_node.items()):
+                task = kq.requests.get(request_id)
+                if where == node_id and task is not None:
+                    task.add_done_callback(functools.partial(self._pump_after, kq))
+                    task.cancel()
+
+    def _pump_after(self, kq: KeyQueue, _: asyncio.Future[Any]) -> None:
+        self._pump(kq)
 
     def cancel(self, spec: TaskSpec, force: bool) -> None:
         """Cancels a queued task here, or asks (or forces) its worker to stop it."""
@@ -254,6 +267,7 @@ class TaskSubmitter:
                 if request_id in kq.withdrawn:
                     return
                 raylet = self._raylet_at(reply.retry_at.host, reply.retry_at.port)
+                kq.request_node[request_id] = reply.retry_at.node_id
                 spilled = True
             else:
                 # Spilled back and forth (a stale view): ask again shortly.
@@ -262,6 +276,7 @@ class TaskSubmitter:
         finally:
             kq.requests.pop(request_id, None)
             kq.request_at.pop(request_id, None)
+            kq.request_node.pop(request_id, None)
             withdrawn = request_id in kq.withdrawn
             kq.withdrawn.discard(request_id)
         if reply.status is LeaseStatus.FAILED:

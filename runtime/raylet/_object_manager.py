@@ -53,6 +53,7 @@ class ObjectManager:
         self._chunk = max(64 * 1024, chunk_size)
         self._channels = channels
         self._pulls: dict[bytes, asyncio.Task[str]] = {}
+        self._pull_sources: dict[bytes, bytes] = {}
         # Objects held here -> the nodes that pulled a copy of them.
         self._copies: dict[bytes, set[bytes]] = defaultdict(set)
         self._tasks = TaskSet()
@@ -132,8 +133,19 @@ class ObjectManager:
             self.num_pulls += 1
             task = self._tasks.spawn(self._pull(object_id, node_id, owner))
             self._pulls[object_id] = task
-            task.add_done_callback(lambda _: self._pulls.pop(object_id, None))
-        return await asyncio.shield(task)
+            self._pull_sources[object_id] = node_id
+            task.add_done_callback(lambda _: self._pull_done(object_id))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current is not None and current.cancelling()):
+                return f"node {node_id.hex()[:12]}, which held it, died during the transfer"
+            raise
+
+    def _pull_done(self, object_id: bytes) -> None:
+        self._pulls.pop(object_id, None)
+        self._pull_sources.pop(object_id, None)
 
     async def _pull(self, object_id: bytes, node_id: bytes, owner: bytes) -> str:
         node = self._view.nodes.get(node_id)
@@ -210,6 +222,11 @@ class ObjectManager:
     def node_died(self, node_id: bytes) -> None:
         for holders in self._copies.values():
             holders.discard(node_id)
+        # Pulls from it end now (a hung node would keep them waiting forever).
+        for object_id, source in list(self._pull_sources.items()):
+            task = self._pulls.get(object_id)
+            if source == node_id and task is not None:
+                task.cancel()
 
 
 async def _read_frame(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes | None:
