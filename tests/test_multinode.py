@@ -399,11 +399,12 @@ def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
 def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -> None:
     import signal
 
-    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
+    slot = {"slot": 1}  # one per node: the actor below takes one, never a CPU
+    cluster = Cluster(head_node_args={"num_cpus": 1, "resources": slot}, system_config=FAST_HEALTH)
     assert cluster.head is not None
     session = cluster.head.session.path
     try:
-        hung = cluster.add_node(num_cpus=1)
+        hung = cluster.add_node(num_cpus=1, resources=slot)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
         on_hung = NodeAffinitySchedulingStrategy(hung.node_id, soft=False)
@@ -424,7 +425,7 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
         runtime.wait([array], fetch_local=False)
         # Both CPUs busy; a task that prefers the hung node waits at its raylet.
         on_head = hold.remote(str(release), str(tmp_path / "a"))
-        stuck = hold.options(scheduling_strategy=on_hung).remote(
+        stuck = hold.options(scheduling_strategy=on_hung, resources=slot).remote(
             str(tmp_path / "never"), str(tmp_path / "b")
         )
         wait_until(
@@ -433,7 +434,16 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
             what="both CPUs to be taken",
         )
         waiting = node_of.options(num_cpus=1, scheduling_strategy=prefer_hung).remote()
-        ready, _ = runtime.wait([waiting], timeout=0.5)
+
+        @runtime.remote(num_cpus=0, resources=slot)
+        class Where:
+            def node(self) -> str:
+                return runtime.get_runtime_context().get_node_id()
+
+        # The gcs's lease request for this actor waits at the hung node too.
+        actor = Where.options(scheduling_strategy=prefer_hung).remote()
+        placed = actor.node.remote()
+        ready, _ = runtime.wait([waiting, placed], timeout=0.5)
         assert ready == []
         os.kill(hung.pid, signal.SIGSTOP)
         try:
@@ -443,6 +453,7 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
             assert float(runtime.get(array, timeout=60)[0]) == 7.0
             assert runtime.get(on_head, timeout=60) == head_id(cluster)
             assert runtime.get(waiting, timeout=60) == head_id(cluster)
+            assert runtime.get(placed, timeout=60) == head_id(cluster)
             with pytest.raises(exceptions.WorkerCrashedError):
                 runtime.get(stuck, timeout=60)
         finally:

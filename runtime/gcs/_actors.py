@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 #: Spillbacks and retries one actor placement follows.
 _MAX_HOPS = 16
 
+#: What ends a lease request besides a reply: its raylet died (or was declared
+#: dead: ``node_died`` cancels the call).
+_LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_rpc.CONNECTION_ERRORS)
+
 
 @dataclass(eq=False)
 class ActorRecord:
@@ -52,6 +56,8 @@ class ActorRecord:
     creation_task: bytes
     lease: tuple[tuple[str, int], bytes] | None = None  # (raylet address, lease id)
     stream: PushStream | None = None  # to its worker, while it is alive
+    # The lease request in flight, and the node it waits at.
+    leasing: tuple[bytes, asyncio.Future[LeaseReply]] | None = None
     stop_restarts: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     supervisor: asyncio.Task[None] | None = None
@@ -143,6 +149,8 @@ class ActorManager:
         for record in self.actors.values():
             if record.stream is not None and record.info.node_id == node_id:
                 record.stream.abandon(f"its node {node_id.hex()[:12]} died")
+            if record.leasing is not None and record.leasing[0] == node_id:
+                record.leasing[1].cancel()  # a hung raylet would never answer
 
     def job_finished(self, job_id: int) -> None:
         """The raylets kill a finished job's workers; pending actors die here."""
@@ -227,7 +235,7 @@ class ActorManager:
         if node is None:
             self._set_dead(record, "the cluster has no live node")
             return None, None
-        address = (node.host, node.raylet_port)
+        address, node_id = (node.host, node.raylet_port), node.node_id
         spilled = False
         for _ in range(_MAX_HOPS):
             request = LeaseRequest(
@@ -238,19 +246,34 @@ class ActorManager:
                 strategy=info.strategy,
                 spilled=spilled,
             )
+            stub = RayletStub(self._channels.get(*address))
+            call = asyncio.ensure_future(stub.request_worker_lease(request))
+            record.leasing = (node_id, call)
             try:
-                reply = await RayletStub(self._channels.get(*address)).request_worker_lease(request)
-            except _rpc.CONNECTION_ERRORS as e:
+                reply = await call
+            except _LEASE_FAILURES as e:
+                current = asyncio.current_task()
+                if isinstance(e, asyncio.CancelledError) and (
+                    current is None or current.cancelling()
+                ):
+                    raise  # our own cancellation, not the node's death (node_died)
                 # That node died meanwhile: choose again among the live ones.
-                logger.info("leasing for actor %s at %s failed: %s", info.class_name, address, e)
+                why = str(e) or f"node {node_id.hex()[:12]} died"
+                logger.info("leasing for actor %s at %s failed: %s", info.class_name, address, why)
                 node = self._pick_node(info, avoid=address)
                 if node is None:
-                    self._set_dead(record, f"could not lease a worker: {e}")
+                    self._set_dead(record, f"could not lease a worker: {why}")
                     return None, None
-                address, spilled = (node.host, node.raylet_port), False
+                address, node_id, spilled = (node.host, node.raylet_port), node.node_id, False
                 continue
+            finally:
+                record.leasing = None
             if reply.status is LeaseStatus.SPILLBACK and reply.retry_at is not None:
-                address, spilled = (reply.retry_at.host, reply.retry_at.port), True
+                address, node_id = (
+                    (reply.retry_at.host, reply.retry_at.port),
+                    reply.retry_at.node_id,
+                )
+                spilled = True
                 continue
             if reply.status is LeaseStatus.FAILED:
                 error = exceptions.ActorUnschedulableError(
