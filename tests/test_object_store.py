@@ -182,7 +182,14 @@ def test_protocol_errors_get_error_replies(cluster):
     assert not _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[oid])).error
     assert "already sealed" in _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[oid])).error
     assert "unknown" in _call(sock, StoreRequest(op=StoreOp.SEAL, object_ids=[b"n" * 20])).error
-    assert "exists" in _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[oid], size=1)).error
+    # Creating a sealed object again (a retried task) is fine: it is there already.
+    again = _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[oid], size=1))
+    assert again.exists and not again.error and not again.objects
+    pending = b"p" * 20
+    assert not _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[pending], size=8)).error
+    assert (
+        "exists" in _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[pending], size=8)).error
+    )
     too_big = _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[b"b" * 20], size=1 << 50))
     assert too_big.store_full and "cannot fit" in too_big.error
     reply = _call(sock, StoreRequest(op=StoreOp.GET, object_ids=[b"n" * 20]))

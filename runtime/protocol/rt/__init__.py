@@ -1209,6 +1209,11 @@ class StoreReply(betterproto2.Message):
     segments this client should stop caching
     """
 
+    exists: "bool" = betterproto2.field(7, betterproto2.TYPE_BOOL)
+    """
+    create: the object is here, sealed, already (nothing to write)
+    """
+
 
 default_message_pool.register_message("rt", "StoreReply", StoreReply)
 

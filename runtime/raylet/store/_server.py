@@ -162,8 +162,16 @@ class StoreServer:
             if op is StoreOp.CREATE:
                 if len(ids) != 1:
                     raise StoreError("create takes exactly one object id")
-                obj = await self._create(client_id, ids[0], request.size, request.owner)
-                reply.objects = [self._locate(client_id, obj, fds)]
+                existing = self.store.lookup(ids[0])
+                if existing is not None:
+                    # Made by an earlier attempt of its task, or pulled from another
+                    # node: it stays, as this node's primary copy now.
+                    existing.secondary = False
+                    existing.owner = request.owner or existing.owner
+                    reply.exists = True
+                else:
+                    obj = await self._create(client_id, ids[0], request.size, request.owner)
+                    reply.objects = [self._locate(client_id, obj, fds)]
             elif op is StoreOp.SEAL:
                 for object_id in ids:
                     self.store.seal(client_id, object_id)
