@@ -141,7 +141,7 @@ class ActorExecutor:
         token = current_task_id.set(task[0])
         thread_state.in_sync_task = True
         try:
-            self._worker.localize_blocking(task[4])  # arguments other nodes hold
+            self._worker.recovery.localize_blocking(task[4])  # arguments other nodes hold
             return run_sync(self._worker, method, task)
         finally:
             thread_state.in_sync_task = False
@@ -161,7 +161,7 @@ class ActorExecutor:
             token = current_task_id.set(task[0])
             try:
                 if inspect.iscoroutinefunction(method):
-                    await self._worker.localize(task[4])
+                    await self._worker.recovery.localize(task[4])
                     return await run_async(self._worker, method, task)
                 # A sync method of an async actor: off the loop, one at a time.
                 loop = asyncio.get_running_loop()

@@ -38,10 +38,8 @@ from ..protocol.rt import (
     AddJobRequest,
     Address,
     Channel,
-    ContainsObjectRequest,
     CoreWorkerStub,
     Empty,
-    FreeObjectsRequest,
     GcsStub,
     GetAllNodesReply,
     GetObjectRequest,
@@ -50,9 +48,7 @@ from ..protocol.rt import (
     KvPutRequest,
     LogBatch,
     ObjectStatus,
-    PullObjectRequest,
     RayletStub,
-    ReconstructRequest,
     RegisterDriverRequest,
     RegisterWorkerRequest,
     SubscribeRequest,
@@ -64,6 +60,7 @@ from ._lineage import Lineage
 from ._memory_store import MemoryStore
 from ._ownership import Ownership, ReleasePins
 from ._push_stream import PushStream
+from ._recovery import ObjectRecovery
 from ._reference_counter import ReferenceCounter
 from ._service import CoreWorkerService
 from ._states import State, WorkerMode
@@ -120,7 +117,6 @@ class CoreWorker:
         self.lineage = Lineage(config.max_lineage_bytes)
         # Where each owned object was made, for `runtime memory`.
         self.call_sites: dict[bytes, str] = {}
-        self._reconstructions: dict[bytes, asyncio.Future[None]] = {}
         self.channels = _rpc.ChannelPool()
         self.executor: TaskExecutor | None = None
         self._sock = _rpc.bind_socket(host)
@@ -149,6 +145,7 @@ class CoreWorker:
             owner_id=self.worker_id,
         )
         self.actor_client = ActorClient(self)
+        self.recovery = ObjectRecovery(self)
         # Owner-side bookkeeping of pending tasks (for cancel).
         self._pending: dict[bytes, TaskSpec] = {}
         self.actor_id: bytes | None = None
@@ -473,93 +470,7 @@ class CoreWorker:
                 self.store_client.delete(ids)
         remote, self._remote_deletes = self._remote_deletes, {}
         for node_id, node_ids in remote.items():
-            self._background.spawn(self._free_remote(node_id, node_ids))
-
-    async def _free_remote(self, node_id: bytes, object_ids: list[bytes]) -> None:
-        """Frees objects held by another node (through this node's raylet)."""
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
-            await self._raylet_stub().free_objects(
-                FreeObjectsRequest(object_ids=object_ids, node_id=node_id)
-            )
-
-    # -- objects held by other nodes ---------------------------------------------------
-    def _remote_markers(self, objs: Sequence[SerializedObject | None]) -> list[SerializedObject]:
-        node_id = self.node_id
-        return [
-            obj
-            for obj in objs
-            if obj is not None
-            and obj.metadata == _serialization.METADATA_IN_STORE
-            and obj.data[-_serialization.NODE_ID_SIZE :] != node_id
-        ]
-
-    async def localize(self, objs: Sequence[SerializedObject | None]) -> None:
-        """Pulls the objects held by other nodes into this node's store.
-
-        One that cannot be pulled (its node died) stays missing here: reading
-        it raises LostInStore, and the usual recovery (lineage, or an error
-        naming why) takes over.
-        """
-        remote = self._remote_markers(objs)
-        if not remote:
-            return
-        await asyncio.gather(*(self._pull(obj) for obj in remote))
-
-    async def _localize_until(
-        self, objs: Sequence[SerializedObject | None], deadline: float | None
-    ) -> None:
-        if not self._remote_markers(objs):
-            return
-        if deadline is None:
-            await self.localize(objs)
-            return
-        try:
-            await asyncio.wait_for(self.localize(objs), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise exceptions.GetTimeoutError(
-                "get() timed out while objects were copied from other nodes"
-            ) from None
-
-    async def _recover_until(self, ref: ObjectRef, deadline: float | None) -> SerializedObject:
-        if deadline is None:
-            return await self._recover(ref)
-        try:
-            return await asyncio.wait_for(self._recover(ref), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            raise exceptions.GetTimeoutError(
-                "get() timed out while the object was recovered"
-            ) from None
-
-    def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
-        """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
-        if self._remote_markers(objs):
-            self._run_blocking(self.localize(objs))
-
-    async def _pull(self, obj: SerializedObject) -> None:
-        object_id, node_id = _serialization.store_location(obj)
-        try:
-            reply = await self._raylet_stub().pull_object(
-                PullObjectRequest(object_id=object_id, node_id=node_id)
-            )
-        except _rpc.CONNECTION_ERRORS as e:
-            logger.warning("pulling object %s failed: %s", object_id.hex(), e)
-            return
-        if not reply.ok:
-            logger.info("object %s could not be pulled: %s", object_id.hex(), reply.error)
-
-    async def _present(self, obj: SerializedObject) -> bool:
-        """Whether the store an IN_STORE marker names still has the object."""
-        object_id, node_id = _serialization.store_location(obj)
-        if node_id == self.node_id:
-            assert self.store_client is not None
-            return self.store_client.contains(object_id)
-        try:
-            reply = await self._raylet_stub().contains_object(
-                ContainsObjectRequest(object_id=object_id, node_id=node_id)
-            )
-        except _rpc.CONNECTION_ERRORS:
-            return False
-        return reply.found
+            self._background.spawn(self.recovery.free_remote(node_id, node_ids))
 
     def _put_on_loop(
         self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef], site: str
@@ -642,7 +553,7 @@ class CoreWorker:
         objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
         missing = [i for i, obj in enumerate(objs) if obj is None]
         if not missing:
-            await self._localize_until(objs, deadline)
+            await self.recovery.localize_until(objs, deadline)
             return objs  # type: ignore[return-value]
         await self.wait_started()
         # A task that waits (sync on its thread: lend_cpu; async: in its context)
@@ -673,7 +584,7 @@ class CoreWorker:
                 executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
-        await self._localize_until(objs, deadline)
+        await self.recovery.localize_until(objs, deadline)
         return objs  # type: ignore[return-value]
 
     async def _notify_blocked(self, blocked: bool) -> None:
@@ -699,8 +610,8 @@ class CoreWorker:
             objs = self._run_blocking(self.get_serialized(refs, deadline, lend_cpu))
         else:
             objs = ready  # type: ignore[assignment]
-            if self._remote_markers(objs):
-                self._run_blocking(self._localize_until(objs, deadline))
+            if self.recovery.remote_markers(objs):
+                self._run_blocking(self.recovery.localize_until(objs, deadline))
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -709,7 +620,7 @@ class CoreWorker:
                     break
                 except LostInStore:
                     # Rebuilt from lineage, or the owner says why it cannot be.
-                    obj = self._run_blocking(self._recover(ref), deadline)
+                    obj = self._run_blocking(self.recovery.recover(ref), deadline)
         return values
 
     def _wait_owned(self, refs: Sequence[ObjectRef], timeout: float | None) -> None:
@@ -742,7 +653,7 @@ class CoreWorker:
                     values.append(self.deserialize(obj))
                     break
                 except LostInStore:
-                    obj = await self._on_own_loop(self._recover_until(ref, deadline))
+                    obj = await self._on_own_loop(self.recovery.recover_until(ref, deadline))
         return values
 
     async def wait_async(
@@ -827,7 +738,7 @@ class CoreWorker:
         if not self.on_loop_thread():
             return asyncio.wrap_future(self.concurrent_future(ref), loop=self.loop)
         obj = self.store.get_nowait(ref._id)
-        if obj is not None and not self._remote_markers([obj]):
+        if obj is not None and not self.recovery.remote_markers([obj]):
             fut: asyncio.Future[Any] = self.loop.create_future()
             try:
                 fut.set_result(self.deserialize(obj))
@@ -849,7 +760,7 @@ class CoreWorker:
             try:
                 return self.deserialize(obj)
             except LostInStore:
-                obj = await self._recover(ref)
+                obj = await self.recovery.recover(ref)
 
     def concurrent_future(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         assert self.loop is not None
@@ -865,117 +776,6 @@ class CoreWorker:
         if self.actor_id is not None:
             return "it hosts an actor"
         return ""
-
-    # -- lost objects ---------------------------------------------------------------
-    async def _recover(self, ref: ObjectRef) -> SerializedObject:
-        """A get found ``ref``'s value gone from the store: rebuild it or explain.
-
-        Returns what to deserialize next: the rebuilt object's marker, or the
-        error to raise (kept, so later gets raise it at once).
-        """
-        if self._owned(ref):
-            try:
-                await self.reconstruct(ref._id)
-            except exceptions.ObjectLostError as e:
-                return self._settle_lost(ref._id, e)
-            rebuilt = self.store.get_nowait(ref._id) or _serialization.serialize_error(
-                exceptions.ObjectLostError(ref.hex(), "it was freed while being rebuilt")
-            )
-            await self.localize([rebuilt])
-            return rebuilt
-        host, port, _ = ref._owner
-        try:
-            reply = await CoreWorkerStub(self.channels.get(host, port)).reconstruct(
-                ReconstructRequest(object_id=ref._id)
-            )
-        except _rpc.CONNECTION_ERRORS as e:
-            error: exceptions.ObjectLostError = exceptions.OwnerDiedError(
-                ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
-            )
-            return self._settle_lost(ref._id, error)
-        if not reply.ok:
-            return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
-        # Rebuilt, perhaps on another node: ask the owner where it is now.
-        self.store.delete(ref._id)
-        obj = await self._fetch(ref)
-        await self.localize([obj])
-        return obj
-
-    def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
-        obj = _serialization.serialize_error(error)
-        if object_id in self.refs:
-            self.store.put(object_id, obj)
-        return obj
-
-    async def reconstruct(self, object_id: bytes) -> None:
-        """Runs again the task that made an owned object lost from the store."""
-        task_id = task_of(object_id)
-        running = self._reconstructions.get(task_id)
-        if running is not None:
-            await asyncio.shield(running)
-            return
-        entry = self.lineage.entry_for(object_id)
-        if entry is None or object_id not in self.refs:
-            raise exceptions.ObjectLostError(object_id.hex(), self.lineage.why_not(object_id))
-        spec = entry.spec
-        if spec.retries_left == 0:
-            raise exceptions.ObjectLostError(
-                object_id.hex(),
-                f"it is lost and {spec.name}() has no retries left to rebuild it "
-                f"(max_retries={spec.max_retries})",
-            )
-        assert self.loop is not None
-        done: asyncio.Future[None] = self.loop.create_future()
-        self._reconstructions[task_id] = done
-        try:
-            for arg in entry.resolved:
-                # Lost arguments first, recursively.
-                if arg.metadata == _serialization.METADATA_IN_STORE and not await self._present(
-                    arg
-                ):
-                    await self.reconstruct(_serialization.store_location(arg)[0])
-            if spec.retries_left > 0:
-                spec.retries_left -= 1
-            logger.warning("rebuilding a lost object by running %s() again", spec.name)
-            spec.resolved = entry.resolved
-            spec.state = TaskState.QUEUED
-            spec.cancelled = False
-            self._pending[task_id] = spec
-            self.submitter.submit(spec)
-            await asyncio.shield(done)
-        finally:
-            if self._reconstructions.get(task_id) is done:
-                del self._reconstructions[task_id]
-            if not done.done():
-                done.set_result(None)
-
-    def _lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
-        """A task failed because an argument was lost: rebuild it, then run again."""
-        if not _serialization.is_error(error) or spec.retries_left == 0:
-            return False
-        try:
-            err = _serialization.error_of(error)
-        except Exception:
-            return False
-        cause = getattr(err, "cause", None)
-        if not isinstance(cause, LostInStore):
-            return False
-        lost = bytes.fromhex(cause.object_id_hex)
-        if not self.refs.owns(lost) or self.lineage.entry_for(lost) is None:
-            return False
-        if spec.retries_left > 0:
-            spec.retries_left -= 1
-
-        async def rebuild_then_retry() -> None:
-            try:
-                await self.reconstruct(lost)
-            except exceptions.ObjectLostError:
-                self.fail_task(spec, error)
-                return
-            self.submitter.submit(spec)
-
-        self._background.spawn(rebuild_then_retry())
-        return True
 
     # -- functions ----------------------------------------------------------------
     def _ensure_exported(self, function_id: bytes, data: bytes) -> None:
@@ -1162,7 +962,7 @@ class CoreWorker:
     # -- tasks: completion --------------------------------------------------------------
     def _on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         _, ok, returns, application_error, _ = reply
-        if not ok and self._lost_argument(spec, returns[0]):
+        if not ok and self.recovery.lost_argument(spec, returns[0]):
             return
         if not ok:
             if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
@@ -1238,7 +1038,7 @@ class CoreWorker:
         """The task is done: it no longer holds its arguments."""
         spec.state = TaskState.FINISHED
         self._pending.pop(spec.task_id, None)
-        rebuilt = self._reconstructions.pop(spec.task_id, None)
+        rebuilt = self.recovery.reconstructions.pop(spec.task_id, None)
         if rebuilt is not None and not rebuilt.done():
             rebuilt.set_result(None)
         if spec.kind == KIND_ACTOR_CALL:

@@ -107,7 +107,7 @@ class CoreWorkerService(CoreWorkerBase):
 
     async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
         try:
-            await self._worker.reconstruct(message.object_id)
+            await self._worker.recovery.reconstruct(message.object_id)
         except ObjectLostError as e:
             return ReconstructReply(ok=False, error=e.reason or str(e))
         return ReconstructReply(ok=True)

@@ -1,0 +1,249 @@
+"""Objects held by other nodes, and objects lost from a store.
+
+Before a value in a shared-memory store is read, the core worker makes sure
+this node's store has it: the IN_STORE marker names the node that holds the
+object, and one held elsewhere is pulled through this node's raylet
+(:meth:`ObjectRecovery.localize`).
+
+A read that finds the object gone (``LostInStore``: evicted, or its node
+died) asks the owner to rebuild it by running its task again (lineage), or
+settles the error saying why it cannot be (:meth:`ObjectRecovery.recover`).
+The owner side is :meth:`ObjectRecovery.reconstruct`, which rebuilds lost
+arguments first, recursively.
+
+All of it runs on the core worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import _rpc, _serialization, exceptions
+from .._ids import task_of
+from .._object_ref import ObjectRef
+from .._serialization import SerializedObject
+from ..protocol.rt import (
+    ContainsObjectRequest,
+    CoreWorkerStub,
+    FreeObjectsRequest,
+    PullObjectRequest,
+    ReconstructRequest,
+)
+from ._store_client import LostInStore
+from ._task_spec import TaskSpec, TaskState
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+
+class ObjectRecovery:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._w = worker
+        # Tasks being run again to rebuild their results, by task id.
+        self.reconstructions: dict[bytes, asyncio.Future[None]] = {}
+
+    # -- objects held by other nodes ----------------------------------------------------
+    def remote_markers(self, objs: Sequence[SerializedObject | None]) -> list[SerializedObject]:
+        """The IN_STORE markers among ``objs`` that name another node."""
+        node_id = self._w.node_id
+        return [
+            obj
+            for obj in objs
+            if obj is not None
+            and obj.metadata == _serialization.METADATA_IN_STORE
+            and obj.data[-_serialization.NODE_ID_SIZE :] != node_id
+        ]
+
+    async def localize(self, objs: Sequence[SerializedObject | None]) -> None:
+        """Pulls the objects held by other nodes into this node's store.
+
+        One that cannot be pulled (its node died) stays missing here: reading
+        it raises LostInStore, and the usual recovery (lineage, or an error
+        naming why) takes over.
+        """
+        remote = self.remote_markers(objs)
+        if remote:
+            await asyncio.gather(*(self._pull(obj) for obj in remote))
+
+    async def localize_until(
+        self, objs: Sequence[SerializedObject | None], deadline: float | None
+    ) -> None:
+        if not self.remote_markers(objs):
+            return
+        try:
+            await asyncio.wait_for(self.localize(objs), _left(deadline))
+        except TimeoutError:
+            raise exceptions.GetTimeoutError(
+                "get() timed out while objects were copied from other nodes"
+            ) from None
+
+    def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
+        """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
+        if self.remote_markers(objs):
+            self._w._run_blocking(self.localize(objs))
+
+    async def _pull(self, obj: SerializedObject) -> None:
+        object_id, node_id = _serialization.store_location(obj)
+        try:
+            reply = await self._w._raylet_stub().pull_object(
+                PullObjectRequest(object_id=object_id, node_id=node_id)
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            logger.warning("pulling object %s failed: %s", object_id.hex(), e)
+            return
+        if not reply.ok:
+            logger.info("object %s could not be pulled: %s", object_id.hex(), reply.error)
+
+    async def present(self, obj: SerializedObject) -> bool:
+        """Whether the store an IN_STORE marker names still has the object."""
+        object_id, node_id = _serialization.store_location(obj)
+        if node_id == self._w.node_id:
+            assert self._w.store_client is not None
+            return self._w.store_client.contains(object_id)
+        try:
+            reply = await self._w._raylet_stub().contains_object(
+                ContainsObjectRequest(object_id=object_id, node_id=node_id)
+            )
+        except _rpc.CONNECTION_ERRORS:
+            return False
+        return reply.found
+
+    async def free_remote(self, node_id: bytes, object_ids: list[bytes]) -> None:
+        """Frees owned objects another node holds (through this node's raylet)."""
+        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            await self._w._raylet_stub().free_objects(
+                FreeObjectsRequest(object_ids=object_ids, node_id=node_id)
+            )
+
+    # -- lost objects: the reader's side ------------------------------------------------
+    async def recover(self, ref: ObjectRef) -> SerializedObject:
+        """A get found ``ref``'s value gone from the store: rebuild it or explain.
+
+        Returns what to deserialize next: the rebuilt object's marker (its
+        object pulled here), or the error to raise (kept, so later gets raise
+        it at once).
+        """
+        w = self._w
+        if w._owned(ref):
+            try:
+                await self.reconstruct(ref._id)
+            except exceptions.ObjectLostError as e:
+                return self._settle_lost(ref._id, e)
+            rebuilt = w.store.get_nowait(ref._id) or _serialization.serialize_error(
+                exceptions.ObjectLostError(ref.hex(), "it was freed while being rebuilt")
+            )
+            await self.localize([rebuilt])
+            return rebuilt
+        host, port, _ = ref._owner
+        try:
+            reply = await CoreWorkerStub(w.channels.get(host, port)).reconstruct(
+                ReconstructRequest(object_id=ref._id)
+            )
+        except _rpc.CONNECTION_ERRORS as e:
+            error: exceptions.ObjectLostError = exceptions.OwnerDiedError(
+                ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
+            )
+            return self._settle_lost(ref._id, error)
+        if not reply.ok:
+            return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
+        # Rebuilt, perhaps on another node: ask the owner where it is now.
+        w.store.delete(ref._id)
+        obj = await w._fetch(ref)
+        await self.localize([obj])
+        return obj
+
+    async def recover_until(self, ref: ObjectRef, deadline: float | None) -> SerializedObject:
+        try:
+            return await asyncio.wait_for(self.recover(ref), _left(deadline))
+        except TimeoutError:
+            raise exceptions.GetTimeoutError(
+                "get() timed out while the object was recovered"
+            ) from None
+
+    def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
+        obj = _serialization.serialize_error(error)
+        if object_id in self._w.refs:
+            self._w.store.put(object_id, obj)
+        return obj
+
+    # -- lost objects: the owner's side ---------------------------------------------------
+    async def reconstruct(self, object_id: bytes) -> None:
+        """Runs again the task that made an owned object lost from the store."""
+        w = self._w
+        task_id = task_of(object_id)
+        running = self.reconstructions.get(task_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        entry = w.lineage.entry_for(object_id)
+        if entry is None or object_id not in w.refs:
+            raise exceptions.ObjectLostError(object_id.hex(), w.lineage.why_not(object_id))
+        spec = entry.spec
+        if spec.retries_left == 0:
+            raise exceptions.ObjectLostError(
+                object_id.hex(),
+                f"it is lost and {spec.name}() has no retries left to rebuild it "
+                f"(max_retries={spec.max_retries})",
+            )
+        assert w.loop is not None
+        done: asyncio.Future[None] = w.loop.create_future()
+        self.reconstructions[task_id] = done
+        try:
+            for arg in entry.resolved:
+                # Lost arguments first, recursively.
+                if arg.metadata == _serialization.METADATA_IN_STORE and not await self.present(arg):
+                    await self.reconstruct(_serialization.store_location(arg)[0])
+            if spec.retries_left > 0:
+                spec.retries_left -= 1
+            logger.warning("rebuilding a lost object by running %s() again", spec.name)
+            spec.resolved = entry.resolved
+            spec.state = TaskState.QUEUED
+            spec.cancelled = False
+            w._pending[task_id] = spec
+            w.submitter.submit(spec)
+            await asyncio.shield(done)
+        finally:
+            if self.reconstructions.get(task_id) is done:
+                del self.reconstructions[task_id]
+            if not done.done():
+                done.set_result(None)
+
+    def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
+        """A task failed because an argument was lost: rebuild it, then run again."""
+        w = self._w
+        if not _serialization.is_error(error) or spec.retries_left == 0:
+            return False
+        try:
+            err = _serialization.error_of(error)
+        except Exception:
+            return False
+        cause = getattr(err, "cause", None)
+        if not isinstance(cause, LostInStore):
+            return False
+        lost = bytes.fromhex(cause.object_id_hex)
+        if not w.refs.owns(lost) or w.lineage.entry_for(lost) is None:
+            return False
+        if spec.retries_left > 0:
+            spec.retries_left -= 1
+
+        async def rebuild_then_retry() -> None:
+            try:
+                await self.reconstruct(lost)
+            except exceptions.ObjectLostError:
+                w.fail_task(spec, error)
+                return
+            w.submitter.submit(spec)
+
+        w._background.spawn(rebuild_then_retry())
+        return True
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
