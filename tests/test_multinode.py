@@ -462,3 +462,25 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
         runtime.shutdown()
         cluster.shutdown()
         assert_no_orphans(session)
+
+
+def test_tasks_run_where_their_arguments_are(cluster2: tuple[Cluster, str]) -> None:
+    from runtime import _context
+    from runtime.protocol.rt import Empty
+
+    _, node_id = cluster2
+    ref = make_array.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+    ).remote(20)
+    runtime.wait([ref], fetch_local=False)
+
+    @runtime.remote
+    def where(a: np.ndarray) -> str:
+        return runtime.get_runtime_context().get_node_id()
+
+    # The head has a free CPU, but the 20 MB argument is on the node, which has room:
+    # the lease is asked of the node's raylet, and it runs there.
+    assert [runtime.get(where.remote(ref)) for _ in range(3)] == [node_id] * 3
+    worker = _context.current()
+    stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+    assert stats.num_pulls == 0

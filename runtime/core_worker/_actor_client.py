@@ -265,7 +265,7 @@ class ActorClient:
             self.actors.submit(queue, spec)
 
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
-        objs = await self._worker.get_serialized(spec.arg_refs, None)
+        objs = await self._worker.get_serialized(spec.arg_refs, None, fetch_local=False)
         for obj in objs:
             if _serialization.is_error(obj):
                 if spec in queue.waiting:

@@ -47,6 +47,7 @@ from ..protocol.rt import (
     KvGetRequest,
     KvPutRequest,
     LogBatch,
+    NodeInfo,
     ObjectStatus,
     RayletStub,
     RegisterDriverRequest,
@@ -138,6 +139,8 @@ class CoreWorker:
             job_id=lambda: self.job_id,
             raylet=self._raylet_stub,
             raylet_at=lambda host, port: RayletStub(self.channels.get(host, port)),
+            node_id=lambda: self.node_id,
+            node_address=self._node_address,
             channels=self.channels,
             on_reply=self._on_task_reply,
             on_worker_failure=self._on_worker_failure,
@@ -146,6 +149,9 @@ class CoreWorker:
         )
         self.actor_client = ActorClient(self)
         self.recovery = ObjectRecovery(self)
+        # The cluster's nodes as last heard (NODES channel; looked up on a miss).
+        self._nodes: dict[bytes, NodeInfo] = {}
+        self._nodes_refreshing = False
         # Owner-side bookkeeping of pending tasks (for cancel).
         self._pending: dict[bytes, TaskSpec] = {}
         self.actor_id: bytes | None = None
@@ -245,6 +251,8 @@ class CoreWorker:
                     )
                 )
                 self._background.spawn(self._follow_gcs())
+                self._nodes_refreshing = True
+                self._background.spawn(self._refresh_nodes())
             else:
                 await self._adopt_driver_paths()
                 self.executor = TaskExecutor(self)
@@ -337,9 +345,11 @@ class CoreWorker:
             async for message in self.gcs.subscribe(request):
                 if message.channel is Channel.LOGS and message.logs is not None:
                     self._print_logs(message.logs)
-                elif message.channel is Channel.NODES and message.node and not message.node.alive:
-                    self.submitter.node_died(message.node.node_id)
-                    self.actor_client.actors.node_died(message.node.node_id)
+                elif message.channel is Channel.NODES and message.node is not None:
+                    self._nodes[message.node.node_id] = message.node
+                    if not message.node.alive:
+                        self.submitter.node_died(message.node.node_id)
+                        self.actor_client.actors.node_died(message.node.node_id)
         except _rpc.CONNECTION_ERRORS as e:
             if self.state is State.RUNNING:
                 logger.error("lost the connection to the gcs: %s", e)
@@ -354,6 +364,28 @@ class CoreWorker:
             out.flush()
         except (OSError, ValueError):
             pass
+
+    # -- the cluster's nodes -------------------------------------------------------------
+    def _node_address(self, node_id: bytes) -> tuple[str, int] | None:
+        """A live node's raylet address, if known here; a miss looks the nodes up
+        (for next time)."""
+        node = self._nodes.get(node_id)
+        if node is None:
+            if not self._nodes_refreshing:
+                self._nodes_refreshing = True
+                self._background.spawn(self._refresh_nodes())
+            return None
+        return (node.host, node.raylet_port) if node.alive else None
+
+    async def _refresh_nodes(self) -> None:
+        try:
+            reply = await self.gcs.get_all_nodes(Empty())
+        except _rpc.CONNECTION_ERRORS:
+            return
+        finally:
+            self._nodes_refreshing = False
+        for node in reply.nodes:
+            self._nodes.setdefault(node.node_id, node)
 
     # -- reference counting (any thread) -------------------------------------------
     def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
@@ -547,13 +579,22 @@ class CoreWorker:
         return obj
 
     async def get_serialized(
-        self, refs: Sequence[ObjectRef], deadline: float | None, lend_cpu: bool = False
+        self,
+        refs: Sequence[ObjectRef],
+        deadline: float | None,
+        lend_cpu: bool = False,
+        fetch_local: bool = True,
     ) -> list[SerializedObject]:
-        """The objects' serialized values, in order; waits for those not ready."""
+        """The objects' serialized values, in order; waits for those not ready.
+
+        ``fetch_local``: objects other nodes hold are pulled here too (to be
+        read); a task's arguments are not (they go to wherever it runs).
+        """
         objs: list[SerializedObject | None] = [self.store.get_nowait(r._id) for r in refs]
         missing = [i for i, obj in enumerate(objs) if obj is None]
         if not missing:
-            await self.recovery.localize_until(objs, deadline)
+            if fetch_local:
+                await self.recovery.localize_until(objs, deadline)
             return objs  # type: ignore[return-value]
         await self.wait_started()
         # A task that waits (sync on its thread: lend_cpu; async: in its context)
@@ -584,7 +625,8 @@ class CoreWorker:
                 executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
-        await self.recovery.localize_until(objs, deadline)
+        if fetch_local:
+            await self.recovery.localize_until(objs, deadline)
         return objs  # type: ignore[return-value]
 
     async def _notify_blocked(self, blocked: bool) -> None:
@@ -905,7 +947,7 @@ class CoreWorker:
             )
             return False
         if spec.arg_refs:
-            objs = await self.get_serialized(spec.arg_refs, None)
+            objs = await self.get_serialized(spec.arg_refs, None, fetch_local=False)
             for obj in objs:
                 if _serialization.is_error(obj):
                     # A failed dependency fails this task with the same error.

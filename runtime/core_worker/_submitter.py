@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import _rpc, exceptions
 from .._config import Config
+from .._serialization import METADATA_IN_STORE, store_location
 from .._tasks import TaskSet
 from ..protocol.rt import (
     CancelLeaseRequest,
@@ -59,9 +60,10 @@ class Lease:
 
 @dataclass(eq=False)
 class KeyQueue:
-    key: SchedulingKey
+    key: tuple[SchedulingKey, bytes]
     resources: dict[str, float]
     strategy: SchedulingStrategy | None
+    locality: bytes  # the node that holds most arguments ("" : none, or this one)
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     # Lease requests waiting at the raylet, by our id for them; ``withdrawn``:
@@ -83,6 +85,8 @@ class TaskSubmitter:
         job_id: Callable[[], int],
         raylet: Callable[[], RayletStub],
         raylet_at: Callable[[str, int], RayletStub],
+        node_id: Callable[[], bytes] = lambda: b"",
+        node_address: Callable[[bytes], tuple[str, int] | None] = lambda _: None,
         channels: _rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
@@ -94,13 +98,16 @@ class TaskSubmitter:
         self._job_id = job_id
         self._raylet = raylet
         self._raylet_at = raylet_at
+        self._node_id = node_id
+        self._node_address = node_address
         self._channels = channels
         self._on_reply = on_reply
         self._on_worker_failure = on_worker_failure
         self._on_new_key = on_new_key
-        self._keys: dict[SchedulingKey, KeyQueue] = {}
+        self._keys: dict[tuple[SchedulingKey, bytes], KeyQueue] = {}
         self._streams: dict[tuple[str, int], PushStream] = {}
         self._stream_nodes: dict[tuple[str, int], bytes] = {}
+        self._dead_nodes: set[bytes] = set()
         # Tasks pushed and not answered yet, with where they went.
         self._pushed: dict[bytes, tuple[KeyQueue, Lease]] = {}
         self._request_ids = itertools.count(1)
@@ -116,13 +123,30 @@ class TaskSubmitter:
         }
 
     def submit(self, spec: TaskSpec) -> None:
-        key = spec.scheduling_key
+        locality = self._locality(spec)
+        key = spec.queue_key = (spec.scheduling_key, locality)
         kq = self._keys.get(key)
         if kq is None:
-            kq = self._keys[key] = KeyQueue(key, dict(spec.resources), spec.strategy)
+            kq = self._keys[key] = KeyQueue(key, dict(spec.resources), spec.strategy, locality)
             self._on_new_key(spec)
         kq.queue.append(spec)
         self._pump(kq)
+
+    def _locality(self, spec: TaskSpec) -> bytes:
+        """The other node holding most of the task's store arguments ("" if none):
+        its lease is asked of that node's raylet first, which runs it there if it
+        has room (or spills it back), so the arguments need not move."""
+        if spec.strategy is not None or not spec.resolved:
+            return b""
+        counts: dict[bytes, int] = {}
+        for obj in spec.resolved:
+            if obj.metadata == METADATA_IN_STORE:
+                node_id = store_location(obj)[1]
+                counts[node_id] = counts.get(node_id, 0) + 1
+        if not counts:
+            return b""
+        best = max(counts, key=lambda n: counts[n])
+        return b"" if best == self._node_id() else best
 
     # -- the synchronous core -------------------------------------------------
     def _pump(self, kq: KeyQueue) -> None:
@@ -193,6 +217,7 @@ class TaskSubmitter:
 
     def node_died(self, node_id: bytes) -> None:
         """Tasks pushed to that node's workers fail over (retried elsewhere)."""
+        self._dead_nodes.add(node_id)
         for address, stream in list(self._streams.items()):
             if self._stream_nodes.get(address) == node_id:
                 stream.abandon(f"node {node_id.hex()[:12]} died")
@@ -209,7 +234,7 @@ class TaskSubmitter:
 
     def cancel(self, spec: TaskSpec, force: bool) -> None:
         """Cancels a queued task here, or asks (or forces) its worker to stop it."""
-        kq = self._keys.get(spec.scheduling_key)
+        kq = self._keys.get(spec.queue_key)
         if kq is not None and spec in kq.queue:
             kq.queue.remove(spec)
             self._on_worker_failure(spec, ConnectionError("cancelled"))  # spec.cancelled is set
@@ -235,8 +260,13 @@ class TaskSubmitter:
 
     # -- I/O ------------------------------------------------------------------
     async def _request_lease(self, kq: KeyQueue, request_id: bytes, name: str) -> None:
-        """Asks the local raylet for a lease, following its spillbacks."""
+        """Asks for a lease (at the arguments' node, else the local raylet),
+        following spillbacks."""
         raylet = self._raylet()
+        located = self._node_address(kq.locality) if kq.locality else None
+        if located is not None:
+            raylet = self._raylet_at(*located)
+            kq.request_node[request_id] = kq.locality
         spilled = False
         try:
             for _ in range(MAX_SPILLBACKS + 1):
@@ -261,11 +291,19 @@ class TaskSubmitter:
                         return
                     # The node it was sent to died: start over from ours.
                     raylet, spilled = self._raylet(), False
+                    kq.request_node.pop(request_id, None)
                     continue
                 if reply.status is not LeaseStatus.SPILLBACK or reply.retry_at is None:
                     break
                 if request_id in kq.withdrawn:
                     return
+                if reply.retry_at.node_id in self._dead_nodes:
+                    # The raylet has not heard of that node's death yet: ask it again
+                    # in a moment rather than wait at a dead (perhaps hung) node.
+                    await asyncio.sleep(0.05)
+                    raylet, spilled = self._raylet(), False
+                    kq.request_node.pop(request_id, None)
+                    continue
                 raylet = self._raylet_at(reply.retry_at.host, reply.retry_at.port)
                 kq.request_node[request_id] = reply.retry_at.node_id
                 spilled = True

@@ -98,6 +98,8 @@ class TaskSpec:
     owner_id: bytes = b""
     # Where to run it (a SchedulingStrategy message; None: the default).
     strategy: Any = None
+    # The submitter's queue for it (scheduling key and argument locality).
+    queue_key: Any = None
 
     @property
     def scheduling_key(self) -> SchedulingKey:

@@ -269,6 +269,15 @@ class ActorManager:
             finally:
                 record.leasing = None
             if reply.status is LeaseStatus.SPILLBACK and reply.retry_at is not None:
+                if not self._alive(reply.retry_at.node_id):
+                    # The raylet has not heard of that node's death yet: choose again.
+                    await asyncio.sleep(0.05)
+                    node = self._pick_node(info)
+                    if node is None:
+                        self._set_dead(record, "the cluster has no live node")
+                        return None, None
+                    address, node_id, spilled = (node.host, node.raylet_port), node.node_id, False
+                    continue
                 address, node_id = (
                     (reply.retry_at.host, reply.retry_at.port),
                     reply.retry_at.node_id,
@@ -287,6 +296,9 @@ class ActorManager:
             return reply, address
         self._set_dead(record, "its lease request was passed between nodes too many times")
         return None, None
+
+    def _alive(self, node_id: bytes) -> bool:
+        return any(n.node_id == node_id and n.alive for n in self._nodes())
 
     def _pick_node(self, info: ActorInfo, avoid: tuple[str, int] | None = None) -> NodeInfo | None:
         """Where to ask first: the affinity node, else one with room (the raylet
