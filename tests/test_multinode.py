@@ -485,3 +485,22 @@ def test_tasks_run_where_their_arguments_are(cluster2: tuple[Cluster, str]) -> N
     worker = _context.current()
     stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
     assert stats.num_pulls == 0
+
+
+def test_the_multinode_example_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "multinode.py")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "moved 210 MB between nodes" in result.stdout
+    assert_no_orphans(str(tmp_path))
