@@ -504,3 +504,29 @@ def test_the_multinode_example_runs(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "moved 210 MB between nodes" in result.stdout
     assert_no_orphans(str(tmp_path))
+
+
+def test_an_object_too_big_for_this_node_raises_store_full() -> None:
+    cluster = Cluster(head_node_args={"num_cpus": 1, "object_store_memory": 32 << 20})
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        big = cluster.add_node(num_cpus=1, object_store_memory=256 << 20)
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        there = NodeAffinitySchedulingStrategy(big.node_id, soft=False)
+        ref = make_array.options(scheduling_strategy=there).remote(64)
+        runtime.wait([ref], fetch_local=False)
+        with pytest.raises(exceptions.ObjectStoreFullError, match="could not be copied"):
+            runtime.get(ref, timeout=60)
+        # It is not lost: a task on its node still reads it.
+
+        @runtime.remote
+        def first(a: np.ndarray) -> float:
+            return float(a[0])
+
+        assert runtime.get(first.options(scheduling_strategy=there).remote(ref)) == 7.0
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)

@@ -19,9 +19,9 @@ CHUNK = 64 * 1024
 
 
 class Node:
-    def __init__(self, node_id: bytes, path: str) -> None:
+    def __init__(self, node_id: bytes, path: str, capacity: int = 64 << 20) -> None:
         self.node_id = node_id
-        self.store = StoreServer(ObjectStore(64 << 20), os.path.join(path, "store"), path)
+        self.store = StoreServer(ObjectStore(capacity), os.path.join(path, "store"), path)
         self.view = ClusterView(node_id)
         self.channels = _rpc.ChannelPool()
         self.manager = ObjectManager(
@@ -61,7 +61,7 @@ class Node:
 @pytest.fixture
 async def nodes(tmp_path) -> AsyncIterator[tuple[Node, Node]]:
     a = Node(A, str(tmp_path / "a"))
-    b = Node(B, str(tmp_path / "b"))
+    b = Node(B, str(tmp_path / "b"), capacity=8 << 20)
     for node in (a, b):
         os.makedirs(os.path.dirname(node.store.path), exist_ok=True)
         await node.store.start()
@@ -151,3 +151,15 @@ async def test_a_transfer_cut_short_aborts_the_copy(nodes: tuple[Node, Node]) ->
     assert "failed" in error and "closed" in error
     assert object_id not in b.store.store.objects
     assert b.store.store.used == 0
+
+
+@pytest.mark.timeout(30)
+async def test_no_room_here_is_not_a_lost_object(nodes: tuple[Node, Node]) -> None:
+    from runtime.raylet.store._store import StoreFullError
+
+    a, b = nodes
+    object_id = os.urandom(16)
+    await a.put(object_id, os.urandom(16 << 20))  # twice the puller's whole store
+    with pytest.raises(StoreFullError, match="cannot fit"):
+        await b.manager.pull(object_id, A, b"")
+    assert b.store.store.objects == {}

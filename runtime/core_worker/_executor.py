@@ -180,7 +180,10 @@ class TaskExecutor:
             fn = await self.load(function_id)
         except Exception as e:
             return error_reply(task_id, name, e)
-        await self._worker.recovery.localize(task[4])  # arguments other nodes hold
+        try:
+            await self._worker.recovery.localize(task[4])  # arguments other nodes hold
+        except exceptions.ObjectStoreFullError as e:
+            return error_reply(task_id, name, e)
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)

@@ -98,6 +98,10 @@ class ObjectRecovery:
         except _rpc.CONNECTION_ERRORS as e:
             logger.warning("pulling object %s failed: %s", object_id.hex(), e)
             return
+        if reply.store_full:
+            raise exceptions.ObjectStoreFullError(
+                f"object {object_id.hex()} could not be copied to this node: {reply.error}"
+            )
         if not reply.ok:
             logger.info("object %s could not be pulled: %s", object_id.hex(), reply.error)
 

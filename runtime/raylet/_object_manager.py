@@ -30,7 +30,7 @@ from .._tasks import TaskSet
 from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
 from ._cluster_view import ClusterView
 from .store import StoreServer
-from .store._store import StoreError
+from .store._store import StoreError, StoreFullError
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,10 @@ class ObjectManager:
 
     # -- pulling copies ---------------------------------------------------------------
     async def pull(self, object_id: bytes, node_id: bytes, owner: bytes) -> str:
-        """Makes the object local; "" once it is, else why it cannot be."""
+        """Makes the object local; "" once it is, else why it cannot be.
+
+        Raises StoreFullError when this node's store has no room for it.
+        """
         if node_id == self._node_id or self._store.store.contains(object_id):
             return "" if self._store.store.contains(object_id) else "it is not in this node's store"
         task = self._pulls.get(object_id)
@@ -170,6 +173,8 @@ class ObjectManager:
                 return header.error or f"it is not in node {node_id.hex()[:12]}'s store"
             await self._receive(loop, conn, object_id, header.size, owner)
             return ""
+        except StoreFullError:
+            raise  # the puller's problem, not the object's: the caller says so
         except (OSError, FrameError, ValueError, StoreError) as e:
             return f"pulling it from node {node_id.hex()[:12]} failed: {e}"
         finally:

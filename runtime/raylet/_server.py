@@ -70,6 +70,7 @@ from ._scheduler import (
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
 from .store import ObjectStore, StoreServer
+from .store._store import StoreFullError
 
 logger = logging.getLogger(__name__)
 
@@ -460,7 +461,12 @@ class Raylet(RayletBase):
 
     # -- objects of other nodes ---------------------------------------------------
     async def pull_object(self, message: PullObjectRequest) -> PullObjectReply:
-        error = await self.object_manager.pull(message.object_id, message.node_id, message.owner)
+        try:
+            error = await self.object_manager.pull(
+                message.object_id, message.node_id, message.owner
+            )
+        except StoreFullError as e:
+            return PullObjectReply(ok=False, error=str(e), store_full=True)
         return PullObjectReply(ok=not error, error=error)
 
     async def free_objects(self, message: FreeObjectsRequest) -> Empty:

@@ -959,6 +959,11 @@ class PullObjectReply(betterproto2.Message):
 
     error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
+    store_full: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    this node's store has no room for it (not a lost object)
+    """
+
 
 default_message_pool.register_message("rt", "PullObjectReply", PullObjectReply)
 
