@@ -507,6 +507,7 @@ async def nodes_async() -> list[dict[str, Any]]:
             "NodeID": n.node_id.hex(),
             "Alive": n.alive,
             "NodeManagerAddress": n.host,
+            "NodeName": n.host,
             "NodeManagerHostname": n.host,
             "NodeManagerPort": n.raylet_port,
             "ObjectManagerPort": n.object_manager_port,
