@@ -481,7 +481,7 @@ def wait(
     """Splits refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
     refs = _wait_args(object_refs, num_returns, timeout, "wait")
     CoreWorker.check_blocking_allowed("wait", _WAIT_ALT)
-    return _context.current().wait(refs, num_returns, timeout)
+    return _context.current().wait(refs, num_returns, timeout, fetch_local=bool(fetch_local))
 
 
 async def wait_async(
@@ -493,7 +493,9 @@ async def wait_async(
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """``wait`` for asyncio code."""
     refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
-    return await _context.current().wait_async(refs, num_returns, timeout)
+    return await _context.current().wait_async(
+        refs, num_returns, timeout, fetch_local=bool(fetch_local)
+    )
 
 
 # -- the cluster ---------------------------------------------------------------------

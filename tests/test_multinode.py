@@ -530,3 +530,32 @@ def test_an_object_too_big_for_this_node_raises_store_full() -> None:
         runtime.shutdown()
         cluster.shutdown()
         assert_no_orphans(session)
+
+
+def test_wait_fetches_ready_objects_unless_told_not_to(cluster2: tuple[Cluster, str]) -> None:
+    from runtime import _context
+    from runtime.protocol.rt import Empty
+
+    _, node_id = cluster2
+    worker = _context.current()
+
+    def pulls() -> int:
+        stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+        return int(stats.num_pulls)
+
+    there = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    kept_there = make_array.options(scheduling_strategy=there).remote(2)
+    fetched = make_array.options(scheduling_strategy=there).remote(2)
+    assert runtime.wait([kept_there], fetch_local=False)[0] == [kept_there]
+    assert pulls() == 0
+    assert runtime.wait([fetched], timeout=60)[0] == [fetched]
+    assert pulls() == 1
+    runtime.get(fetched)  # already here: no second transfer
+    assert pulls() == 1
+
+    async def waits() -> int:
+        ready, _ = await runtime.wait_async([kept_there], timeout=60)
+        return len(ready)
+
+    assert asyncio.run(waits()) == 1
+    assert pulls() == 2

@@ -699,20 +699,46 @@ class CoreWorker:
         return values
 
     async def wait_async(
-        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+        self,
+        refs: Sequence[ObjectRef],
+        num_returns: int,
+        timeout: float | None,
+        fetch_local: bool = True,
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        return await self._on_own_loop(self._wait(refs, num_returns, timeout))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = await self._on_own_loop(self._wait(refs, num_returns, timeout))
+        if fetch_local:
+            await self._on_own_loop(self._fetch_ready(result[0], deadline))
+        return result
 
     def wait(
-        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+        self,
+        refs: Sequence[ObjectRef],
+        num_returns: int,
+        timeout: float | None,
+        fetch_local: bool = True,
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         # Fast path on the caller's thread (dict reads): enough refs are ready.
         objects = self.store
         ready = [r for r in refs if r._id in objects]
         if len(ready) >= num_returns:
             chosen = {r._id for r in ready[:num_returns]}
-            return ready[:num_returns], [r for r in refs if r._id not in chosen]
-        return self._run_blocking(self._wait(refs, num_returns, timeout))
+            result = ready[:num_returns], [r for r in refs if r._id not in chosen]
+        else:
+            result = self._run_blocking(self._wait(refs, num_returns, timeout))
+        if fetch_local and self.recovery.remote_markers(
+            [self.store.get_nowait(r._id) for r in result[0]]
+        ):
+            self._run_blocking(self._fetch_ready(result[0], deadline))
+        return result
+
+    async def _fetch_ready(self, ready: Sequence[ObjectRef], deadline: float | None) -> None:
+        """``wait(fetch_local=True)``: copies the ready objects other nodes hold
+        here, within the time left (Ray's meaning of the flag, best effort)."""
+        objs = [self.store.get_nowait(r._id) for r in ready]
+        with contextlib.suppress(exceptions.GetTimeoutError, exceptions.ObjectStoreFullError):
+            await self.recovery.localize_until(objs, deadline)
 
     async def _wait(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
