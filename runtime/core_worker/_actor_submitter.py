@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -171,14 +172,18 @@ class ActorSubmitter:
             spec.state = TaskState.PUSHED
             q.in_flight[spec.task_id] = spec
             stream = q.stream
-            fut = stream.push(spec.wire())
-            fut.add_done_callback(lambda f, s=spec, st=stream: self._on_done(q, s, f, st))  # type: ignore[misc]
+            stream.push_with(spec.wire(), functools.partial(self._on_done, q, spec, stream))
 
     def _on_done(
-        self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[WireReply], stream: PushStream
+        self,
+        q: ActorQueue,
+        spec: TaskSpec,
+        stream: PushStream,
+        reply: WireReply | None,
+        error: BaseException | None,
     ) -> None:
         q.in_flight.pop(spec.task_id, None)
-        if fut.cancelled() or fut.exception() is not None:
+        if reply is None:
             self._on_stream_broken(q)
             if spec.cancelled:
                 error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
@@ -193,7 +198,7 @@ class ActorSubmitter:
             else:
                 q.lost.append(spec)
         else:
-            self._on_reply(spec, fut.result(), stream)
+            self._on_reply(spec, reply, stream)
         self._flush(q)
         if q.idle():
             self._on_idle(q.key)

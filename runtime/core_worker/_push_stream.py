@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+from collections.abc import Callable
 
 import grpclib.const
 from grpclib.client import Channel
@@ -29,12 +30,18 @@ class StreamBroken(ConnectionError):
     """The stream to the worker broke; its pending tasks' fate is unknown."""
 
 
+#: Called with the reply, or with the error that ended the stream (then reply is None).
+ReplyCallback = Callable[[WireReply | None, BaseException | None], None]
+
+
 class PushStream:
     def __init__(self, channel: Channel, name: str) -> None:
         self._channel = channel
         self._name = name
         self._outbox: list[WireTask | CancelRequest | ReleasePins] = []
-        self._pending: dict[bytes, asyncio.Future[WireReply]] = {}
+        # Tasks sent and not answered: a future, or a callback run as the reply
+        # arrives (no future, no extra loop iteration: the owner's hot path).
+        self._pending: dict[bytes, asyncio.Future[WireReply] | ReplyCallback] = {}
         self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
@@ -53,6 +60,16 @@ class PushStream:
         self._outbox.append(task)
         self._wakeup.set()
         return fut
+
+    def push_with(self, task: WireTask, on_reply: ReplyCallback) -> None:
+        """Sends a task; ``on_reply`` runs on the loop with its reply (or error)."""
+        if self._broken is not None:
+            error = StreamBroken(str(self._broken))
+            asyncio.get_running_loop().call_soon(on_reply, None, error)
+            return
+        self._pending[task[0]] = on_reply
+        self._outbox.append(task)
+        self._wakeup.set()
 
     def send(self, item: CancelRequest | ReleasePins) -> None:
         """Sends a control item (a cancel request) that gets no reply."""
@@ -107,9 +124,15 @@ class PushStream:
                     raise StreamBroken("the worker ended the stream")
                 replies: list[WireReply] = pickle.loads(message.payload)
                 for reply in replies:
-                    fut = self._pending.pop(reply[0], None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(reply)
+                    waiter = self._pending.pop(reply[0], None)
+                    if isinstance(waiter, asyncio.Future):
+                        if not waiter.done():
+                            waiter.set_result(reply)
+                    elif waiter is not None:
+                        try:
+                            waiter(reply, None)
+                        except Exception:
+                            logger.exception("handling a reply from %s failed", self._name)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -132,9 +155,14 @@ class PushStream:
             self._broken = error
             self._broken_event.set()
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(StreamBroken(f"{type(error).__name__}: {error}"))
+        loop = asyncio.get_running_loop()
+        for waiter in pending.values():
+            broken = StreamBroken(f"{type(error).__name__}: {error}")
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_exception(broken)
+            else:
+                loop.call_soon(waiter, None, broken)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

@@ -192,27 +192,32 @@ class TaskSubmitter:
         lease.in_flight += 1
         spec.state = TaskState.PUSHED
         self._pushed[spec.task_id] = (kq, lease)
-        fut = lease.stream.push(spec.wire())
-        fut.add_done_callback(lambda f: self._on_done(kq, lease, spec, f))
+        lease.stream.push_with(
+            spec.wire(), lambda reply, error: self._on_done(kq, lease, spec, reply, error)
+        )
 
     def _on_done(
-        self, kq: KeyQueue, lease: Lease, spec: TaskSpec, fut: asyncio.Future[WireReply]
+        self,
+        kq: KeyQueue,
+        lease: Lease,
+        spec: TaskSpec,
+        reply: WireReply | None,
+        error: BaseException | None,
     ) -> None:
         lease.in_flight -= 1
         self._pushed.pop(spec.task_id, None)
-        error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
-        if error is not None:
+        if reply is None:
             if lease in kq.leases:
                 self._return_lease(kq, lease, True)
-            self._on_worker_failure(spec, error)
-        elif fut.result()[4] is None:
+            self._on_worker_failure(spec, error or ConnectionError("no reply"))
+        elif reply[4] is None:
             # Handed back unstarted: its worker waits on a running task.
             lease.stalled = True
             spec.state = TaskState.QUEUED
             kq.queue.appendleft(spec)
         else:
             lease.stalled = False
-            self._on_reply(spec, fut.result(), lease.stream)
+            self._on_reply(spec, reply, lease.stream)
         self._pump(kq)
 
     def node_died(self, node_id: bytes) -> None:
