@@ -24,6 +24,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.host in ("0.0.0.0", "::", "*"):
+        suggestion = _cluster.local_address_towards(("192.0.2.1", 9))
+        print(
+            f"runtime start: --host {args.host} is not an address other machines can reach; "
+            f"give this machine's address on their network (for example --host {suggestion})",
+            file=sys.stderr,
+        )
+        return 2
     config = Config.load()
     try:
         resources = json.loads(args.resources) if args.resources else {}

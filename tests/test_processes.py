@@ -251,6 +251,8 @@ def test_cli_node_joins_a_standing_cluster(session_root):
     try:
         usage = cli("start", env=env)
         assert usage.returncode == 2 and "--address" in usage.stderr
+        wildcard = cli("start", f"--address={address.group(1)}", "--host", "0.0.0.0", env=env)
+        assert wildcard.returncode == 2 and "not an address other machines" in wildcard.stderr
         joined = cli(
             "start",
             f"--address={address.group(1)}",
