@@ -361,6 +361,15 @@ class Raylet(RayletBase):
             )
             if decision.placement not in (Placement.SPILL, Placement.FAIL):
                 continue
+            node = decision.node
+            if (
+                node is not None
+                and not req.infeasible
+                and any(node.available.get(k, 0) < 0 for k in req.resources)
+            ):
+                # Waiting there would be no better than waiting here: stay.
+                res.add(node.available, req.resources)
+                continue
             fut = self._waiting.pop(req.request_id, None)
             self._apply(self.scheduler.withdraw(req))
             if fut is not None and not fut.done():
