@@ -559,3 +559,26 @@ def test_wait_fetches_ready_objects_unless_told_not_to(cluster2: tuple[Cluster, 
 
     assert asyncio.run(waits()) == 1
     assert pulls() == 2
+
+
+def test_memory_tables_cover_every_node(cluster2: tuple[Cluster, str]) -> None:
+    from runtime import util
+
+    _, node_id = cluster2
+
+    @runtime.remote(num_cpus=0)
+    class Holder:
+        def __init__(self) -> None:
+            self.ref = runtime.put(np.zeros(1 << 18))  # owned on the far node
+
+        def node(self) -> str:
+            return runtime.get_runtime_context().get_node_id()
+
+    holder = Holder.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+    ).remote()
+    assert runtime.get(holder.node.remote()) == node_id
+    tables = util.memory_tables()
+    far = [t for t in tables if t.info.address and t.info.address.node_id.hex() == node_id]
+    assert any(row.owned and row.in_store for t in far for row in t.rows)
+    assert "LOCAL_REFERENCE" in util.memory_summary()
