@@ -232,7 +232,8 @@ def test_infeasible_waits_for_a_node_that_fits() -> None:
         assert_no_orphans(session)
 
 
-def test_node_death_retries_tasks_and_restarts_actors(tmp_path) -> None:
+@pytest.mark.parametrize("how", ["killed", "removed"])
+def test_node_death_retries_tasks_and_restarts_actors(tmp_path, how: str) -> None:
     cluster = Cluster(head_node_args={"num_cpus": 1})
     assert cluster.head is not None
     session = cluster.head.session.path
@@ -264,7 +265,10 @@ def test_node_death_retries_tasks_and_restarts_actors(tmp_path) -> None:
         assert runtime.get(actor.node.remote()) == victim.node_id
         ref = long_task.options(scheduling_strategy=prefer_victim).remote(str(marker))
         wait_until(lambda: marker.exists(), timeout=60, what="the task to start")
-        victim.kill()
+        if how == "killed":
+            victim.kill()  # a crash: SIGKILL
+        else:
+            cluster.remove_node(victim)  # a clean stop: it unregisters
         assert runtime.get(ref, timeout=60) == head_id(cluster)
         assert runtime.get(actor.node.remote(), timeout=60) == head_id(cluster)
         dead = [n for n in runtime.nodes() if n["NodeID"] == victim.node_id]
