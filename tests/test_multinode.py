@@ -206,7 +206,7 @@ def test_concurrent_gets_share_one_pull(cluster2: tuple[Cluster, str]) -> None:
     assert stats.bytes_pulled < 2 * 30 * 1024 * 1024
 
 
-def test_infeasible_waits_for_a_node_that_fits() -> None:
+def test_infeasible_waits_for_a_node_that_fits(caplog: pytest.LogCaptureFixture) -> None:
     cluster = Cluster(head_node_args={"num_cpus": 1})
     assert cluster.head is not None
     session = cluster.head.session.path
@@ -223,6 +223,13 @@ def test_infeasible_waits_for_a_node_that_fits() -> None:
         call = actor.node.remote()
         ready, _ = runtime.wait([ref, call], num_returns=2, timeout=0.5)
         assert ready == []
+        wait_until(
+            lambda: (
+                "task node_of() needs resources" in caplog.text
+                and "actor Accel needs resources" in caplog.text
+            ),
+            what="the infeasible warnings",
+        )
         node = cluster.add_node(num_cpus=1, resources={"accelerator": 2})
         assert runtime.get(ref, timeout=60) == node.node_id
         assert runtime.get(call, timeout=60) == node.node_id

@@ -151,6 +151,10 @@ class ActorClient:
         self._worker._background.spawn(
             self._register_actor(spec, info, get_if_exists, queue, registered)
         )
+        if info.resources:
+            self._worker._background.spawn(
+                self._worker._warn_if_infeasible(f"actor {info.class_name}", dict(info.resources))
+            )
 
     async def _register_actor(
         self,

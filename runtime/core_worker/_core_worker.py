@@ -987,9 +987,10 @@ class CoreWorker:
         return True
 
     def _on_new_scheduling_key(self, spec: TaskSpec) -> None:
-        self._background.spawn(self._warn_if_infeasible(spec.name, spec.resources))
+        self._background.spawn(self._warn_if_infeasible(f"task {spec.name}()", spec.resources))
 
-    async def _warn_if_infeasible(self, name: str, resources: dict[str, float]) -> None:
+    async def _warn_if_infeasible(self, what: str, resources: dict[str, float]) -> None:
+        """Warns (once per scheduling key or actor) when no live node could ever fit it."""
         try:
             reply: GetAllNodesReply = await self.gcs.get_all_nodes(Empty())
         except _rpc.CONNECTION_ERRORS:
@@ -1001,9 +1002,9 @@ class CoreWorker:
                 return
         totals = [dict(n.resources_total) for n in reply.nodes if n.alive]
         logger.warning(
-            "task %s() needs resources %s, which no node in the cluster has (nodes: %s); "
+            "%s needs resources %s, which no node in the cluster has (nodes: %s); "
             "it is infeasible and waits until a node that fits joins",
-            name,
+            what,
             resources,
             totals,
         )
