@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,6 +31,7 @@ from ..protocol.rt import (
     PubMessage,
     RegisterNodeRequest,
     ReportResourcesRequest,
+    ResourceBatch,
     ResourceView,
     SubscribeRequest,
     UnregisterNodeRequest,
@@ -55,6 +57,10 @@ class GcsService(GcsBase):
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
         )
+        # Available resources reported since the last RESOURCES batch, by node.
+        self._changed_resources: dict[bytes, dict[str, float]] = {}
+        self._resources_flush_scheduled = False
+        self._resource_period = config.resource_report_period_s
         self.health = HealthChecker(
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),
@@ -109,16 +115,27 @@ class GcsService(GcsBase):
         node = self.tables.nodes.get(message.node_id)
         if node is not None and node.alive:
             node.resources_available = dict(message.resources_available)
-            self.pubsub.publish(
-                PubMessage(
-                    channel=Channel.RESOURCES,
-                    resources=ResourceView(
-                        node_id=message.node_id,
-                        resources_available=node.resources_available,
-                    ),
+            self._changed_resources[message.node_id] = node.resources_available
+            if not self._resources_flush_scheduled:
+                self._resources_flush_scheduled = True
+                asyncio.get_running_loop().call_later(
+                    self._resource_period, self._publish_resources
                 )
-            )
         return Empty()
+
+    def _publish_resources(self) -> None:
+        """One batch per period for every subscriber, however many nodes report."""
+        self._resources_flush_scheduled = False
+        changed, self._changed_resources = self._changed_resources, {}
+        views = [
+            ResourceView(node_id=node_id, resources_available=available)
+            for node_id, available in changed.items()
+            if node_id in self.tables.nodes and self.tables.nodes[node_id].alive
+        ]
+        if views:
+            self.pubsub.publish(
+                PubMessage(channel=Channel.RESOURCES, resources=ResourceBatch(views=views))
+            )
 
     # -- jobs -----------------------------------------------------------------
     async def add_job(self, message: AddJobRequest) -> AddJobReply:

@@ -526,12 +526,11 @@ class Raylet(RayletBase):
                         for worker_id in message.workers.worker_ids:
                             self.object_store.owner_died(worker_id)
                 elif message.channel is Channel.RESOURCES and message.resources is not None:
-                    if message.resources.node_id != self.node_id:
-                        self.view.update_available(
-                            message.resources.node_id, message.resources.resources_available
-                        )
-                        if self.scheduler.queue:
-                            self._reconsider()
+                    for view in message.resources.views:
+                        if view.node_id != self.node_id:
+                            self.view.update_available(view.node_id, view.resources_available)
+                    if self.scheduler.queue:
+                        self._reconsider()
                 elif message.channel is Channel.JOBS and message.job and message.job.finished:
                     self._apply(self.scheduler.job_finished(message.job.job_id))
                     self._driver_info.pop(message.job.job_id, None)

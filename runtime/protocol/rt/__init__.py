@@ -60,6 +60,7 @@ __all__ = (
     "RegisterWorkerReply",
     "RegisterWorkerRequest",
     "ReportResourcesRequest",
+    "ResourceBatch",
     "ResourceView",
     "ReturnWorkerRequest",
     "SchedulingStrategy",
@@ -941,7 +942,7 @@ class PubMessage(betterproto2.Message):
 
     node: "NodeInfo | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
 
-    resources: "ResourceView | None" = betterproto2.field(
+    resources: "ResourceBatch | None" = betterproto2.field(
         5, betterproto2.TYPE_MESSAGE, optional=True
     )
 
@@ -1125,6 +1126,19 @@ class ReportResourcesRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ReportResourcesRequest", ReportResourcesRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ResourceBatch(betterproto2.Message):
+    """
+    The nodes whose available resources changed since the last batch: the gcs
+    sends one batch per period, whatever the number of nodes reporting.
+    """
+
+    views: "list[ResourceView]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ResourceBatch", ResourceBatch)
 
 
 @dataclass(eq=False, repr=False)
