@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,6 +15,22 @@ import pytest
 import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SESSIONS: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's sessions (logs, sockets, spill files) go to a folder of their own,
+    removed at the end, rather than piling up in the machine's <tmp>/runtime. (A hook,
+    not module code: worker processes import this module too, with the tests' functions.)"""
+    if "RUNTIME_SESSION_ROOT" not in os.environ:
+        _SESSIONS.append(tempfile.mkdtemp(prefix="rt-tests-"))
+        os.environ["RUNTIME_SESSION_ROOT"] = _SESSIONS[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _SESSIONS:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def runtime_pids(marker: str) -> list[int]:
