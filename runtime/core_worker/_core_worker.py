@@ -159,10 +159,10 @@ class CoreWorker:
         self.store_socket = store_socket
         self.store_client: StoreClient | None = None
         self._release_scheduled = False
-        self._store_deletes: list[bytes] = []
+        # Owned objects freed from shared-memory stores, by the node holding them;
+        # sent once per loop iteration.
+        self._store_deletes: dict[bytes, list[bytes]] = {}
         self._delete_scheduled = False
-        # Owned objects freed that other nodes hold, by node.
-        self._remote_deletes: dict[bytes, list[bytes]] = {}
 
     # -- threads and the loop ---------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -470,7 +470,6 @@ class CoreWorker:
 
     def free_owned(self, object_ids: list[bytes]) -> None:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
-        in_store = []
         for object_id in object_ids:
             self.ownership.release_contained(object_id)
             self.lineage.result_freed(object_id)
@@ -478,31 +477,23 @@ class CoreWorker:
             obj = self.store.get_nowait(object_id)
             if obj is not None and obj.metadata == _serialization.METADATA_IN_STORE:
                 node_id = _serialization.store_location(obj)[1]
-                if node_id == self.node_id:
-                    in_store.append(object_id)
-                else:
-                    self._remote_deletes.setdefault(node_id, []).append(object_id)
-                    if not self._delete_scheduled:
-                        self._delete_scheduled = True
-                        assert self.loop is not None
-                        self.loop.call_soon(self._flush_deletes)
+                self._store_deletes.setdefault(node_id, []).append(object_id)
             self.store.delete(object_id)
-        if in_store:
-            self._store_deletes.extend(in_store)
-            if not self._delete_scheduled:
-                self._delete_scheduled = True
-                assert self.loop is not None
-                self.loop.call_soon(self._flush_deletes)
+        if self._store_deletes and not self._delete_scheduled:
+            self._delete_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_deletes)
 
     def _flush_deletes(self) -> None:
+        """This node's store directly; other nodes' through this node's raylet."""
         self._delete_scheduled = False
-        ids, self._store_deletes = self._store_deletes, []
-        if self.store_client is not None and ids:
-            with contextlib.suppress(exceptions.RayError, OSError):
-                self.store_client.delete(ids)
-        remote, self._remote_deletes = self._remote_deletes, {}
-        for node_id, node_ids in remote.items():
-            self._background.spawn(self.recovery.free_remote(node_id, node_ids))
+        deletes, self._store_deletes = self._store_deletes, {}
+        for node_id, ids in deletes.items():
+            if node_id != self.node_id:
+                self._background.spawn(self.recovery.free_remote(node_id, ids))
+            elif self.store_client is not None:
+                with contextlib.suppress(exceptions.RayError, OSError):
+                    self.store_client.delete(ids)
 
     def _put_on_loop(
         self, object_id: bytes, obj: SerializedObject, nested: list[ObjectRef], site: str
