@@ -653,7 +653,7 @@ class CoreWorker:
                     break
                 except LostInStore:
                     # Rebuilt from lineage, or the owner says why it cannot be.
-                    obj = self._run_blocking(self.recovery.recover(ref), deadline)
+                    obj = self._run_blocking(self.recovery.recover_until(ref, deadline))
         return values
 
     def _wait_owned(self, refs: Sequence[ObjectRef], timeout: float | None) -> None:
@@ -763,21 +763,14 @@ class CoreWorker:
                 not_ready.append(ref)
         return ready_refs, not_ready
 
-    def _run_blocking(self, coro: Any, deadline: float | None = None) -> Any:
-        """Runs a coroutine on the loop and waits for it (until ``deadline``:
-        then GetTimeoutError)."""
+    def _run_blocking(self, coro: Any) -> Any:
         assert self.loop is not None
         if self.on_loop_thread():
             coro.close()
             raise exceptions.BlockingCallOnLoopError("blocking call on the runtime's own loop")
         cf = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return cf.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except concurrent.futures.TimeoutError:
-            cf.cancel()
-            raise exceptions.GetTimeoutError(
-                "get() timed out while the object was recovered"
-            ) from None
+            return cf.result()
         except BaseException:
             cf.cancel()
             raise

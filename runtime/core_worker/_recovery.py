@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _rpc, _serialization, exceptions
 from .._ids import task_of
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ObjectRecovery:
@@ -75,14 +77,8 @@ class ObjectRecovery:
     async def localize_until(
         self, objs: Sequence[SerializedObject | None], deadline: float | None
     ) -> None:
-        if not self.remote_markers(objs):
-            return
-        try:
-            await asyncio.wait_for(self.localize(objs), _left(deadline))
-        except TimeoutError:
-            raise exceptions.GetTimeoutError(
-                "get() timed out while objects were copied from other nodes"
-            ) from None
+        if self.remote_markers(objs):
+            await _until(deadline, self.localize(objs), "objects were copied from other nodes")
 
     def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
         """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
@@ -164,12 +160,7 @@ class ObjectRecovery:
         return obj
 
     async def recover_until(self, ref: ObjectRef, deadline: float | None) -> SerializedObject:
-        try:
-            return await asyncio.wait_for(self.recover(ref), _left(deadline))
-        except TimeoutError:
-            raise exceptions.GetTimeoutError(
-                "get() timed out while the object was recovered"
-            ) from None
+        return await _until(deadline, self.recover(ref), "the object was recovered")
 
     def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
         obj = _serialization.serialize_error(error)
@@ -249,5 +240,10 @@ class ObjectRecovery:
         return True
 
 
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+async def _until(deadline: float | None, work: Coroutine[Any, Any, T], what: str) -> T:
+    """``work``'s result, or GetTimeoutError at ``deadline`` (a get's)."""
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        raise exceptions.GetTimeoutError(f"get() timed out while {what}") from None
