@@ -39,9 +39,9 @@ class PushStream:
         self._channel = channel
         self._name = name
         self._outbox: list[WireTask | CancelRequest | ReleasePins] = []
-        # Tasks sent and not answered: a future, or a callback run as the reply
-        # arrives (no future, no extra loop iteration: the owner's hot path).
-        self._pending: dict[bytes, asyncio.Future[WireReply] | ReplyCallback] = {}
+        # Tasks sent and not answered: the callback run as each reply arrives
+        # (no future, no extra loop iteration: the owner's hot path).
+        self._pending: dict[bytes, ReplyCallback] = {}
         self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
@@ -52,13 +52,18 @@ class PushStream:
         return self._broken is not None
 
     def push(self, task: WireTask) -> asyncio.Future[WireReply]:
+        """Sends a task; the future holds its reply (or the stream's error)."""
         fut: asyncio.Future[WireReply] = asyncio.get_running_loop().create_future()
-        if self._broken is not None:
-            fut.set_exception(StreamBroken(str(self._broken)))
-            return fut
-        self._pending[task[0]] = fut
-        self._outbox.append(task)
-        self._wakeup.set()
+
+        def settle(reply: WireReply | None, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if reply is None:
+                fut.set_exception(error or StreamBroken("no reply"))
+            else:
+                fut.set_result(reply)
+
+        self.push_with(task, settle)
         return fut
 
     def push_with(self, task: WireTask, on_reply: ReplyCallback) -> None:
@@ -124,15 +129,13 @@ class PushStream:
                     raise StreamBroken("the worker ended the stream")
                 replies: list[WireReply] = pickle.loads(message.payload)
                 for reply in replies:
-                    waiter = self._pending.pop(reply[0], None)
-                    if isinstance(waiter, asyncio.Future):
-                        if not waiter.done():
-                            waiter.set_result(reply)
-                    elif waiter is not None:
-                        try:
-                            waiter(reply, None)
-                        except Exception:
-                            logger.exception("handling a reply from %s failed", self._name)
+                    on_reply = self._pending.pop(reply[0], None)
+                    if on_reply is None:
+                        continue
+                    try:
+                        on_reply(reply, None)
+                    except Exception:
+                        logger.exception("handling a reply from %s failed", self._name)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -156,13 +159,8 @@ class PushStream:
             self._broken_event.set()
         pending, self._pending = self._pending, {}
         loop = asyncio.get_running_loop()
-        for waiter in pending.values():
-            broken = StreamBroken(f"{type(error).__name__}: {error}")
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_exception(broken)
-            else:
-                loop.call_soon(waiter, None, broken)
+        for on_reply in pending.values():
+            loop.call_soon(on_reply, None, StreamBroken(f"{type(error).__name__}: {error}"))
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:
