@@ -52,8 +52,8 @@ class ObjectManager:
         self._view = view
         self._chunk = max(64 * 1024, chunk_size)
         self._channels = channels
-        self._pulls: dict[bytes, asyncio.Task[str]] = {}
-        self._pull_sources: dict[bytes, bytes] = {}
+        # Pulls under way: object id -> (the node it comes from, the transfer).
+        self._pulls: dict[bytes, tuple[bytes, asyncio.Task[str]]] = {}
         # Objects held here -> the nodes that pulled a copy of them.
         self._copies: dict[bytes, set[bytes]] = defaultdict(set)
         self._tasks = TaskSet()
@@ -129,15 +129,18 @@ class ObjectManager:
 
         Raises StoreFullError when this node's store has no room for it.
         """
-        if node_id == self._node_id or self._store.store.contains(object_id):
-            return "" if self._store.store.contains(object_id) else "it is not in this node's store"
-        task = self._pulls.get(object_id)
-        if task is None:
+        if self._store.store.contains(object_id):
+            return ""
+        if node_id == self._node_id:
+            return "it is not in this node's store"
+        pulling = self._pulls.get(object_id)
+        if pulling is None:
             self.num_pulls += 1
             task = self._tasks.spawn(self._pull(object_id, node_id, owner))
-            self._pulls[object_id] = task
-            self._pull_sources[object_id] = node_id
-            task.add_done_callback(lambda _: self._pull_done(object_id))
+            self._pulls[object_id] = (node_id, task)
+            task.add_done_callback(lambda _: self._pulls.pop(object_id, None))
+        else:
+            task = pulling[1]
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -145,10 +148,6 @@ class ObjectManager:
             if task.cancelled() and not (current is not None and current.cancelling()):
                 return f"node {node_id.hex()[:12]}, which held it, died during the transfer"
             raise
-
-    def _pull_done(self, object_id: bytes) -> None:
-        self._pulls.pop(object_id, None)
-        self._pull_sources.pop(object_id, None)
 
     async def _pull(self, object_id: bytes, node_id: bytes, owner: bytes) -> str:
         node = self._view.nodes.get(node_id)
@@ -228,9 +227,8 @@ class ObjectManager:
         for holders in self._copies.values():
             holders.discard(node_id)
         # Pulls from it end now (a hung node would keep them waiting forever).
-        for object_id, source in list(self._pull_sources.items()):
-            task = self._pulls.get(object_id)
-            if source == node_id and task is not None:
+        for source, task in list(self._pulls.values()):
+            if source == node_id:
                 task.cancel()
 
 
