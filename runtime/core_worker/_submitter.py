@@ -71,10 +71,9 @@ class KeyQueue:
     # granted meanwhile is returned).
     requests: dict[bytes, asyncio.Task[Any]] = field(default_factory=dict)
     withdrawn: set[bytes] = field(default_factory=set)
-    # The raylet each waiting request is at now (spillbacks move it), and
-    # that raylet's node when it is another node's.
-    request_at: dict[bytes, RayletStub] = field(default_factory=dict)
-    request_node: dict[bytes, bytes] = field(default_factory=dict)
+    # The raylet each waiting request is at now (spillbacks move it), and that
+    # raylet's node ("" for this node's own).
+    request_at: dict[bytes, tuple[RayletStub, bytes]] = field(default_factory=dict)
 
 
 class TaskSubmitter:
@@ -228,7 +227,7 @@ class TaskSubmitter:
                 stream.abandon(f"node {node_id.hex()[:12]} died")
         # Lease requests waiting there (a hung raylet never answers): ask again.
         for kq in self._keys.values():
-            for request_id, where in list(kq.request_node.items()):
+            for request_id, (_, where) in list(kq.request_at.items()):
                 task = kq.requests.get(request_id)
                 if where == node_id and task is not None:
                     task.add_done_callback(functools.partial(self._pump_after, kq))
@@ -267,15 +266,14 @@ class TaskSubmitter:
     async def _request_lease(self, kq: KeyQueue, request_id: bytes, name: str) -> None:
         """Asks for a lease (at the arguments' node, else the local raylet),
         following spillbacks."""
-        raylet = self._raylet()
+        raylet, node = self._raylet(), b""
         located = self._node_address(kq.locality) if kq.locality else None
         if located is not None:
-            raylet = self._raylet_at(*located)
-            kq.request_node[request_id] = kq.locality
+            raylet, node = self._raylet_at(*located), kq.locality
         spilled = False
         try:
             for _ in range(MAX_SPILLBACKS + 1):
-                kq.request_at[request_id] = raylet
+                kq.request_at[request_id] = (raylet, node)
                 try:
                     reply = await raylet.request_worker_lease(
                         LeaseRequest(
@@ -295,8 +293,7 @@ class TaskSubmitter:
                         self._fail_queue(kq, e)
                         return
                     # The node it was sent to died: start over from ours.
-                    raylet, spilled = self._raylet(), False
-                    kq.request_node.pop(request_id, None)
+                    raylet, node, spilled = self._raylet(), b"", False
                     continue
                 if reply.status is not LeaseStatus.SPILLBACK or reply.retry_at is None:
                     break
@@ -306,12 +303,10 @@ class TaskSubmitter:
                     # The raylet has not heard of that node's death yet: ask it again
                     # in a moment rather than wait at a dead (perhaps hung) node.
                     await asyncio.sleep(0.05)
-                    raylet, spilled = self._raylet(), False
-                    kq.request_node.pop(request_id, None)
+                    raylet, node, spilled = self._raylet(), b"", False
                     continue
                 raylet = self._raylet_at(reply.retry_at.host, reply.retry_at.port)
-                kq.request_node[request_id] = reply.retry_at.node_id
-                spilled = True
+                node, spilled = reply.retry_at.node_id, True
             else:
                 # Spilled back and forth (a stale view): ask again shortly.
                 asyncio.get_running_loop().call_later(0.1, self._pump, kq)
@@ -319,7 +314,6 @@ class TaskSubmitter:
         finally:
             kq.requests.pop(request_id, None)
             kq.request_at.pop(request_id, None)
-            kq.request_node.pop(request_id, None)
             withdrawn = request_id in kq.withdrawn
             kq.withdrawn.discard(request_id)
         if reply.status is LeaseStatus.FAILED:
@@ -343,7 +337,7 @@ class TaskSubmitter:
         self._pump(kq)
 
     async def _withdraw(self, kq: KeyQueue, request_id: bytes) -> None:
-        raylet = kq.request_at.get(request_id, self._raylet())
+        raylet = kq.request_at.get(request_id, (self._raylet(), b""))[0]
         try:
             await raylet.cancel_worker_lease(CancelLeaseRequest(request_id=request_id))
         except _rpc.CONNECTION_ERRORS:
