@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,21 +28,29 @@ FAST_HEALTH = {
 }
 
 
-@pytest.fixture
-def cluster2() -> Iterator[tuple[Cluster, str]]:
-    """A head with 1 CPU and a node with 2 CPUs and a custom resource; a driver."""
-    cluster = Cluster(head_node_args={"num_cpus": 1})
+@contextlib.contextmanager
+def cluster_of(**args: Any) -> Iterator[Cluster]:
+    """A ``Cluster(**args)`` for one test; at the end the driver and every node
+    stop, and no process of its session may outlive them."""
+    cluster = Cluster(**args)
     assert cluster.head is not None
     session = cluster.head.session.path
     try:
-        node = cluster.add_node(num_cpus=2, resources={"special": 1})
-        cluster.wait_for_nodes()
-        runtime.init(address=cluster.address)
-        yield cluster, node.node_id
+        yield cluster
     finally:
         runtime.shutdown()
         cluster.shutdown()
         assert_no_orphans(session)
+
+
+@pytest.fixture
+def cluster2() -> Iterator[tuple[Cluster, str]]:
+    """A head with 1 CPU and a node with 2 CPUs and a custom resource; a driver."""
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
+        node = cluster.add_node(num_cpus=2, resources={"special": 1})
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        yield cluster, node.node_id
 
 
 @runtime.remote(num_cpus=0)
@@ -207,10 +217,7 @@ def test_concurrent_gets_share_one_pull(cluster2: tuple[Cluster, str]) -> None:
 
 
 def test_infeasible_waits_for_a_node_that_fits(caplog: pytest.LogCaptureFixture) -> None:
-    cluster = Cluster(head_node_args={"num_cpus": 1})
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         runtime.init(address=cluster.address)
         ref = node_of.options(resources={"accelerator": 1}).remote()
 
@@ -233,18 +240,11 @@ def test_infeasible_waits_for_a_node_that_fits(caplog: pytest.LogCaptureFixture)
         node = cluster.add_node(num_cpus=1, resources={"accelerator": 2})
         assert runtime.get(ref, timeout=60) == node.node_id
         assert runtime.get(call, timeout=60) == node.node_id
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 @pytest.mark.parametrize("how", ["killed", "removed"])
 def test_node_death_retries_tasks_and_restarts_actors(tmp_path, how: str) -> None:
-    cluster = Cluster(head_node_args={"num_cpus": 1})
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         victim = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -280,17 +280,10 @@ def test_node_death_retries_tasks_and_restarts_actors(tmp_path, how: str) -> Non
         assert runtime.get(actor.node.remote(), timeout=60) == head_id(cluster)
         dead = [n for n in runtime.nodes() if n["NodeID"] == victim.node_id]
         assert dead and not dead[0]["Alive"]
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
-    cluster = Cluster(head_node_args={"num_cpus": 1})
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         victim = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -304,19 +297,12 @@ def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
         assert float(runtime.get(rebuildable, timeout=60)[0]) == 7.0
         with pytest.raises(exceptions.ObjectLostError):
             runtime.get(once, timeout=60)
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
     import signal
 
-    cluster = Cluster(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH)
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1}, system_config=FAST_HEALTH) as cluster:
         hung = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -358,20 +344,13 @@ def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
         assert again.node_id != hung.node_id
         cluster.nodes.remove(hung)
         cluster.wait_for_nodes()
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 @pytest.mark.parametrize("how", ["worker", "node"])
 def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
     from runtime import _context
 
-    cluster = Cluster(head_node_args={"num_cpus": 1})
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         far = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -402,20 +381,15 @@ def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
             timeout=30,
             what="the dead owner's object to leave the head's store",
         )
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -> None:
     import signal
 
     slot = {"slot": 1}  # one per node: the actor below takes one, never a CPU
-    cluster = Cluster(head_node_args={"num_cpus": 1, "resources": slot}, system_config=FAST_HEALTH)
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(
+        head_node_args={"num_cpus": 1, "resources": slot}, system_config=FAST_HEALTH
+    ) as cluster:
         hung = cluster.add_node(num_cpus=1, resources=slot)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -470,10 +444,6 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
                 runtime.get(stuck, timeout=60)
         finally:
             os.kill(hung.pid, signal.SIGCONT)
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 def test_tasks_run_where_their_arguments_are(cluster2: tuple[Cluster, str]) -> None:
@@ -518,10 +488,7 @@ def test_the_multinode_example_runs(tmp_path) -> None:
 
 
 def test_an_object_too_big_for_this_node_raises_store_full() -> None:
-    cluster = Cluster(head_node_args={"num_cpus": 1, "object_store_memory": 32 << 20})
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
+    with cluster_of(head_node_args={"num_cpus": 1, "object_store_memory": 32 << 20}) as cluster:
         big = cluster.add_node(num_cpus=1, object_store_memory=256 << 20)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
@@ -537,10 +504,6 @@ def test_an_object_too_big_for_this_node_raises_store_full() -> None:
             return float(a[0])
 
         assert runtime.get(first.options(scheduling_strategy=there).remote(ref)) == 7.0
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 def test_wait_fetches_ready_objects_unless_told_not_to(cluster2: tuple[Cluster, str]) -> None:
