@@ -231,13 +231,20 @@ class ActorManager:
     async def _lease(self, record: ActorRecord) -> tuple[LeaseReply | None, tuple[str, int] | None]:
         """A granted lease for the actor, following spillbacks; (None, None) if it died."""
         info = record.info
-        node = self._pick_node(info)
-        if node is None:
-            self._set_dead(record, "the cluster has no live node")
-            return None, None
-        address, node_id = (node.host, node.raylet_port), node.node_id
+        # The raylet to ask next (host, port, node id); None: pick a live node.
+        target: tuple[str, int, bytes] | None = None
+        avoid: tuple[str, int] | None = None  # a raylet that just failed
+        failure = ""  # why the last raylet asked could not answer
         spilled = False
         for _ in range(_MAX_HOPS):
+            if target is None:
+                node = self._pick_node(info, avoid=avoid)
+                if node is None:
+                    cause = f"could not lease a worker: {failure}" if failure else ""
+                    self._set_dead(record, cause or "the cluster has no live node")
+                    return None, None
+                target, spilled = (node.host, node.raylet_port, node.node_id), False
+            host, port, node_id = target
             request = LeaseRequest(
                 job_id=info.job_id,
                 resources=dict(info.resources),
@@ -246,7 +253,7 @@ class ActorManager:
                 strategy=info.strategy,
                 spilled=spilled,
             )
-            stub = RayletStub(self._channels.get(*address))
+            stub = RayletStub(self._channels.get(host, port))
             call = asyncio.ensure_future(stub.request_worker_lease(request))
             record.leasing = (node_id, call)
             try:
@@ -258,31 +265,22 @@ class ActorManager:
                 ):
                     raise  # our own cancellation, not the node's death (node_died)
                 # That node died meanwhile: choose again among the live ones.
-                why = str(e) or f"node {node_id.hex()[:12]} died"
-                logger.info("leasing for actor %s at %s failed: %s", info.class_name, address, why)
-                node = self._pick_node(info, avoid=address)
-                if node is None:
-                    self._set_dead(record, f"could not lease a worker: {why}")
-                    return None, None
-                address, node_id, spilled = (node.host, node.raylet_port), node.node_id, False
+                failure = str(e) or f"node {node_id.hex()[:12]} died"
+                logger.info(
+                    "leasing for actor %s at %s:%d failed: %s", info.class_name, host, port, failure
+                )
+                target, avoid = None, (host, port)
                 continue
             finally:
                 record.leasing = None
-            if reply.status is LeaseStatus.SPILLBACK and reply.retry_at is not None:
-                if not self._alive(reply.retry_at.node_id):
+            retry_at = reply.retry_at
+            if reply.status is LeaseStatus.SPILLBACK and retry_at is not None:
+                if self._alive(retry_at.node_id):
+                    target, spilled = (retry_at.host, retry_at.port, retry_at.node_id), True
+                else:
                     # The raylet has not heard of that node's death yet: choose again.
                     await asyncio.sleep(0.05)
-                    node = self._pick_node(info)
-                    if node is None:
-                        self._set_dead(record, "the cluster has no live node")
-                        return None, None
-                    address, node_id, spilled = (node.host, node.raylet_port), node.node_id, False
-                    continue
-                address, node_id = (
-                    (reply.retry_at.host, reply.retry_at.port),
-                    reply.retry_at.node_id,
-                )
-                spilled = True
+                    target, avoid, failure = None, None, ""
                 continue
             if reply.status is LeaseStatus.FAILED:
                 error = exceptions.ActorUnschedulableError(
@@ -293,7 +291,7 @@ class ActorManager:
             if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
                 self._set_dead(record, info.death_cause or "its owner's job finished")
                 return None, None
-            return reply, address
+            return reply, (host, port)
         self._set_dead(record, "its lease request was passed between nodes too many times")
         return None, None
 
