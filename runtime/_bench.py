@@ -129,7 +129,11 @@ def timeit(
 
     if timing.warmup_s > 0:
         rate(timing.warmup_s)
-    rates = [rate(timing.run_s) for _ in range(timing.runs)]
+    return report(name, [rate(timing.run_s) for _ in range(timing.runs)])
+
+
+def report(name: str, rates: list[float]) -> dict[str, Any]:
+    """Prints a row as Ray does (``NAME per second MEAN +- STD``) and returns it."""
     mean = statistics.mean(rates)
     std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
     print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
@@ -331,10 +335,7 @@ async def _asyncio_rows(
                     if time.perf_counter() - start >= timing.run_s:
                         break
                 rates.append(count / (time.perf_counter() - start))
-            mean = statistics.mean(rates)
-            std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
-            print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
-            out.append({"name": name, "mean": mean, "std": std})
+            out.append(report(name, rates))
     finally:
         await runtime.shutdown_async()
     return out

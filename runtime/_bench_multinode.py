@@ -8,13 +8,13 @@ the same 2 cores.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import runtime
 
+from ._bench import report
 from .testing import Cluster
 
 
@@ -28,13 +28,6 @@ def _make(nbytes: int) -> Any:
     import numpy as np
 
     return np.ones(nbytes, dtype=np.uint8)
-
-
-def _report(name: str, rates: list[float]) -> dict[str, Any]:
-    mean = statistics.mean(rates)
-    std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
-    print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
-    return {"name": name, "mean": mean, "std": std}
 
 
 def task_rows(
@@ -63,7 +56,7 @@ def task_rows(
                         if time.perf_counter() - start >= run_s:
                             break
                     rates.append(done / (time.perf_counter() - start))
-                out.append(_report(name, rates))
+                out.append(report(name, rates))
             finally:
                 runtime.shutdown()
     return out
@@ -94,6 +87,6 @@ def transfer_rows(scale: float, runs: int, want: Callable[[str], bool]) -> list[
                 assert array.nbytes == nbytes
                 del array, ref
                 rates.append(nbytes / elapsed / 1e9)
-            return [_report(name, rates)]
+            return [report(name, rates)]
         finally:
             runtime.shutdown()
