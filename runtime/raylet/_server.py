@@ -224,6 +224,10 @@ class Raylet(RayletBase):
             self.session_dir,
         ]
 
+    def _address(self, port: int, worker_id: bytes) -> Address:
+        """Where a core worker of this node (driver or worker) listens."""
+        return Address(host=self.host, port=port, worker_id=worker_id, node_id=self.node_id)
+
     # -- carrying out the scheduler's actions ---------------------------------
     def _apply(self, actions: Iterable[Action]) -> None:
         changed = False
@@ -235,12 +239,7 @@ class Raylet(RayletBase):
                 reply = LeaseReply(
                     status=LeaseStatus.GRANTED,
                     lease_id=action.lease_id,
-                    worker=Address(
-                        host=self.host,
-                        port=worker.port,
-                        worker_id=worker.worker_id,
-                        node_id=self.node_id,
-                    ),
+                    worker=self._address(worker.port, worker.worker_id),
                     worker_pid=worker.pid,
                 )
                 if fut is None or fut.done():
@@ -426,12 +425,7 @@ class Raylet(RayletBase):
         if message.worker_id:
             self._drivers[message.job_id] = message.worker_id
             self._driver_info[message.job_id] = WorkerInfo(
-                address=Address(
-                    host=self.host,
-                    port=message.port,
-                    worker_id=message.worker_id,
-                    node_id=self.node_id,
-                ),
+                address=self._address(message.port, message.worker_id),
                 pid=message.pid,
                 job_id=message.job_id,
                 is_driver=True,
@@ -444,9 +438,7 @@ class Raylet(RayletBase):
         rows = list(self._driver_info.values())
         rows += [
             WorkerInfo(
-                address=Address(
-                    host=self.host, port=w.port, worker_id=w.worker_id, node_id=self.node_id
-                ),
+                address=self._address(w.port, w.worker_id),
                 pid=w.pid,
                 job_id=w.job_id,
                 label=self._labels.get(w.pid, ""),
