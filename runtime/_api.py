@@ -30,7 +30,7 @@ from ._object_ref import ObjectRef
 from .core_worker import CoreWorker, WorkerMode
 from .core_worker._executor import current_task_id
 from .exceptions import RuntimeNotInitializedError
-from .protocol.rt import Empty, GcsStub, NodeInfo
+from .protocol.rt import Empty, NodeInfo
 
 logger = logging.getLogger("runtime")
 
@@ -165,18 +165,7 @@ def _start_processes(
 
 async def _find_raylet(gcs_address: tuple[str, int]) -> NodeInfo:
     """The raylet of this machine's node in a cluster."""
-    from grpclib.client import Channel
-
-    channel = Channel(*gcs_address)
-    try:
-        reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), 10.0)
-    except (OSError, TimeoutError) as e:
-        raise ConnectionError(
-            f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}"
-        ) from e
-    finally:
-        channel.close()
-    return _local_node(list(reply.nodes), gcs_address)
+    return _local_node(await _cluster.list_nodes(gcs_address), gcs_address)
 
 
 def _local_node(nodes: list[NodeInfo], gcs_address: tuple[str, int]) -> NodeInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from . import _process
 from ._config import Config
 from ._session import Session
+from .protocol.rt import Empty, GcsStub, NodeInfo
 
 
 @dataclass
@@ -153,6 +155,23 @@ def start_worker_node(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": True, "head": False}
     )
     return session, raylet
+
+
+async def list_nodes(gcs_address: tuple[str, int], timeout: float = 10.0) -> list[NodeInfo]:
+    """Every node the gcs at ``gcs_address`` knows, alive or dead (one-off, from
+    outside a driver); ConnectionError naming the gcs when it cannot be reached."""
+    from grpclib.client import Channel
+
+    channel = Channel(*gcs_address)
+    try:
+        reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), timeout)
+    except (OSError, TimeoutError) as e:
+        raise ConnectionError(
+            f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}"
+        ) from e
+    finally:
+        channel.close()
+    return list(reply.nodes)
 
 
 def local_address_towards(remote: tuple[str, int]) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 from . import _cluster, _process
 from ._config import Config
 from ._session import Session
-from .protocol.rt import Empty, GcsStub
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -115,22 +114,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _status(address: tuple[str, int]) -> list[Any]:
-    from grpclib.client import Channel
-
-    channel = Channel(*address)
-    try:
-        reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), 5.0)
-    finally:
-        channel.close()
-    return list(reply.nodes)
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     config = Config.load()
     try:
         address = _cluster.resolve_address(args.address, config)
-        nodes = asyncio.run(_status(address))
+        nodes = asyncio.run(_cluster.list_nodes(address, 5.0))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime status: {e}", file=sys.stderr)
         return 1

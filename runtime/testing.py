@@ -29,7 +29,7 @@ from typing import Any
 
 from . import _cluster, _process
 from ._config import Config
-from .protocol.rt import Empty, GcsStub, NodeInfo
+from .protocol.rt import NodeInfo
 
 
 class Node:
@@ -151,18 +151,10 @@ class Cluster:
     # -- watching ------------------------------------------------------------------
     def list_nodes(self) -> list[NodeInfo]:
         """Every node the gcs knows, alive or dead."""
-        return _run(self._all_nodes())
-
-    async def _all_nodes(self) -> list[NodeInfo]:
-        from grpclib.client import Channel
-
-        assert self.head is not None
-        channel = Channel(*self.head.gcs_address)
-        try:
-            reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), 10.0)
-        finally:
-            channel.close()
-        return list(reply.nodes)
+        if self.head is None:
+            raise RuntimeError("the cluster has no head")
+        nodes: list[NodeInfo] = _run(_cluster.list_nodes(self.head.gcs_address))
+        return nodes
 
     def wait_for_nodes(self, timeout: float = 30.0) -> None:
         """Waits until the gcs sees exactly this cluster's live nodes as alive."""
