@@ -166,7 +166,7 @@ class ClusterView:
         return Decision(Placement.FAIL, error=f"it must run on a node that cannot: {why}")
 
     def _spill(self, node: NodeView, request: Fixed) -> Decision:
-        if node.node_id == self.local_id:
-            return Decision(Placement.LOCAL)
+        """Sends it to another node, whose view is debited at once."""
+        assert node.node_id != self.local_id
         res.subtract(node.available, request)
         return Decision(Placement.SPILL, node)
