@@ -28,10 +28,12 @@ install-dev: $(DEV_STAMP)
 proto: $(DEV_STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH OUT=$(PROTO_OUT) sh scripts/gen_proto.sh
 
+# ruff, the formatter, mypy, the import contracts (pyproject.toml) and the generated code.
 check: $(DEV_STAMP)
 	$(VENV)/bin/ruff check runtime tests examples
 	$(VENV)/bin/ruff format --check runtime tests examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/check_proto.sh
 
 test: $(STAMP)

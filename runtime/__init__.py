@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
-
-from . import _options, exceptions, util
-from ._actor import ActorClass, ActorHandle
-from ._api import (
+from . import exceptions, util
+from .api import (
+    ActorClass,
+    ActorHandle,
+    ObjectRef,
+    RemoteFunction,
     RuntimeContext,
     available_resources,
     available_resources_async,
@@ -30,60 +29,18 @@ from ._api import (
     init_async,
     is_initialized,
     kill,
+    method,
     nodes,
     nodes_async,
     put,
+    remote,
     shutdown,
     shutdown_async,
     wait,
     wait_async,
 )
-from ._object_ref import ObjectRef
-from ._remote_function import RemoteFunction
 
 __version__ = "0.1.0"
-
-
-def _make_remote(target: Any, options: dict[str, Any]) -> Any:
-    if inspect.isclass(target):
-        return ActorClass(target, options)
-    if not callable(target):
-        raise TypeError(f"@runtime.remote applies to functions, not {type(target).__name__}")
-    return RemoteFunction(target, options)
-
-
-def remote(*args: Any, **options: Any) -> Any:
-    """Makes a function a remote function: ``@remote`` or ``@remote(num_cpus=2, ...)``."""
-    if len(args) == 1 and not options and callable(args[0]):
-        return _make_remote(args[0], {})
-    if args:
-        raise TypeError(
-            "@runtime.remote takes either no arguments (@runtime.remote) or only keyword "
-            "options (@runtime.remote(num_cpus=2))"
-        )
-
-    # Checked now, so a bad option fails at the decorator; whether it suits a
-    # function or a class is checked when the decorator is applied.
-    _options.validate(options, _options.ANY_OPTIONS, "@runtime.remote")
-
-    def decorator(target: Any) -> Any:
-        return _make_remote(target, options)
-
-    return decorator
-
-
-def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Options for one actor method, such as ``@runtime.method(num_returns=2)``."""
-    unknown = set(options) - {"num_returns", "concurrency_group", "max_task_retries"}
-    if unknown:
-        raise ValueError(f"invalid option(s) for @runtime.method: {', '.join(sorted(unknown))}")
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.__runtime_method_options__ = options  # type: ignore[attr-defined]
-        return fn
-
-    return decorator
-
 
 __all__ = [
     "ActorClass",

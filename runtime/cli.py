@@ -11,9 +11,9 @@ import sys
 import time
 from typing import Any
 
-from . import _cluster, _process
-from ._config import Config
-from ._session import Session
+from ._private import cluster, process
+from ._private.config import Config
+from ._private.session import Session
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         )
         return 2
     if args.host in ("0.0.0.0", "::", "*"):
-        suggestion = _cluster.local_address_towards(("192.0.2.1", 9))
+        suggestion = cluster.local_address_towards(("192.0.2.1", 9))
         print(
             f"runtime start: --host {args.host} is not an address other machines can reach; "
             f"give this machine's address on their network (for example --host {suggestion})",
@@ -43,11 +43,11 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if args.address:
         return _join(config, args, resources)
     port = config.gcs_port if args.port is None else args.port
-    head = _cluster.start_head(
+    head = cluster.start_head(
         config,
         host=args.host,
         port=port,
-        resources=_cluster.default_resources(args.num_cpus, args.num_gpus, resources, args.host),
+        resources=cluster.default_resources(args.num_cpus, args.num_gpus, resources, args.host),
         standing=True,
         object_store_memory=args.object_store_memory,
     )
@@ -64,17 +64,17 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _join(config: Config, args: argparse.Namespace, resources: dict[str, Any]) -> int:
     try:
-        gcs_address = _cluster.parse_address(args.address)
+        gcs_address = cluster.parse_address(args.address)
     except ValueError as e:
         print(f"runtime start: {e}", file=sys.stderr)
         return 2
-    host = args.host if args.host_given else _cluster.local_address_towards(gcs_address)
+    host = args.host if args.host_given else cluster.local_address_towards(gcs_address)
     try:
-        session, raylet = _cluster.start_worker_node(
+        session, raylet = cluster.start_worker_node(
             config,
             host=host,
             gcs_address=gcs_address,
-            resources=_cluster.default_resources(args.num_cpus, args.num_gpus, resources, host),
+            resources=cluster.default_resources(args.num_cpus, args.num_gpus, resources, host),
             object_store_memory=args.object_store_memory,
         )
     except (OSError, RuntimeError, TimeoutError) as e:
@@ -92,7 +92,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     victims: list[tuple[int, str]] = []
     for session in Session.all(config.session_root):
         for pid, role in session.pids():
-            if _process.pid_alive(pid) and _process.is_runtime_process(pid):
+            if process.pid_alive(pid) and process.is_runtime_process(pid):
                 victims.append((pid, role))
     # Raylets first (their workers follow them), then the gcs.
     victims.sort(key=lambda v: v[1] == "gcs")
@@ -102,10 +102,10 @@ def _cmd_stop(args: argparse.Namespace) -> int:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + args.grace
-    while time.monotonic() < deadline and any(_process.pid_alive(p) for p, _ in victims):
+    while time.monotonic() < deadline and any(process.pid_alive(p) for p, _ in victims):
         time.sleep(0.05)
     for pid, _ in victims:
-        if _process.pid_alive(pid) and _process.is_runtime_process(pid):
+        if process.pid_alive(pid) and process.is_runtime_process(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -117,8 +117,8 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     config = Config.load()
     try:
-        address = _cluster.resolve_address(args.address, config)
-        nodes = asyncio.run(_cluster.list_nodes(address, 5.0))
+        address = cluster.resolve_address(args.address, config)
+        nodes = asyncio.run(cluster.list_nodes(address, 5.0))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime status: {e}", file=sys.stderr)
         return 1
@@ -150,23 +150,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_memory(args: argparse.Namespace) -> int:
-    from . import _memory
+    from ._private import memory
 
     config = Config.load()
     try:
-        address = _cluster.resolve_address(args.address, config)
-        tables = asyncio.run(_memory.collect(address))
+        address = cluster.resolve_address(args.address, config)
+        tables = asyncio.run(memory.collect(address))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime memory: {e}", file=sys.stderr)
         return 1
-    print(_memory.render(tables))
+    print(memory.render(tables))
     return 0
 
 
 def _cmd_microbenchmark(args: argparse.Namespace) -> int:
-    from . import _bench
+    from . import bench
 
-    return _bench.main(args)
+    return bench.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,15 +27,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import _cluster, _process
-from ._config import Config
+from ._private import cluster, process
+from ._private.config import Config
 from .protocol.rt import NodeInfo
 
 
 class Node:
     """One node of a :class:`Cluster`: its raylet process."""
 
-    def __init__(self, process: _process.ChildProcess, head: bool) -> None:
+    def __init__(self, process: process.ChildProcess, head: bool) -> None:
         self.process = process
         self.head = head
         self.node_id: str = process.info["node_id"]
@@ -70,7 +70,7 @@ class Cluster:
         """``system_config``: settings for every process of the cluster (the
         fields of ``runtime.Config``, such as ``health_check_period_s``)."""
         self.config = Config.load(system_config)
-        self.head: _cluster.HeadProcesses | None = None
+        self.head: cluster.HeadProcesses | None = None
         self.head_node: Node | None = None
         self.nodes: list[Node] = []
         self._count = 0
@@ -80,7 +80,7 @@ class Cluster:
     # -- building ---------------------------------------------------------------------
     def _start_head(self, args: dict[str, Any]) -> None:
         host = "127.0.0.1"
-        self.head = _cluster.start_head(
+        self.head = cluster.start_head(
             self.config,
             host=host,
             port=0,
@@ -96,7 +96,7 @@ class Cluster:
         unknown = set(args) - {"num_cpus", "num_gpus", "resources", "object_store_memory"}
         if unknown:
             raise ValueError(f"unknown node argument(s): {', '.join(sorted(unknown))}")
-        return _cluster.default_resources(
+        return cluster.default_resources(
             args.get("num_cpus", 1), args.get("num_gpus"), args.get("resources"), host
         )
 
@@ -121,7 +121,7 @@ class Cluster:
             raise RuntimeError("add_node() needs the head (initialize_head=True)")
         self._count += 1
         host = "127.0.0.1"
-        process = _cluster.start_raylet(
+        process = cluster.start_raylet(
             self.config,
             self.head.session,
             host=host,
@@ -153,7 +153,7 @@ class Cluster:
         """Every node the gcs knows, alive or dead."""
         if self.head is None:
             raise RuntimeError("the cluster has no head")
-        nodes: list[NodeInfo] = _run(_cluster.list_nodes(self.head.gcs_address))
+        nodes: list[NodeInfo] = _run(cluster.list_nodes(self.head.gcs_address))
         return nodes
 
     def wait_for_nodes(self, timeout: float = 30.0) -> None:

@@ -50,7 +50,7 @@ def test_api_before_init():
 
 
 def test_unpicklable_argument_names_it_and_submits_nothing(cluster):
-    worker = runtime._context.current()
+    worker = runtime.api._context.current()
     lock = threading.Lock()
     before = worker.submitter.stats()
     with pytest.raises(TypeError, match=r"argument 1 .*lock"):

@@ -40,7 +40,7 @@ async def attached():
 
 
 async def test_attaches_to_the_running_loop(attached):
-    worker = runtime._context.current()
+    worker = runtime.api._context.current()
     assert worker.loop is asyncio.get_running_loop()
     assert not any(t.name == "runtime-loop" for t in threading.enumerate())
     assert await square.remote(4) == 16
@@ -107,7 +107,7 @@ async def test_async_forms(attached):
 async def test_sync_init_on_a_running_loop():
     ctx = runtime.init(num_cpus=1)
     try:
-        assert runtime._context.current().loop is asyncio.get_running_loop()
+        assert runtime.api._context.current().loop is asyncio.get_running_loop()
         assert await square.remote(5) == 25
     finally:
         await runtime.shutdown_async()

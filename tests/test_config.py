@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime._config import Config
+from runtime._private.config import Config
 
 
 def test_defaults_and_overrides(monkeypatch):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from runtime import _rpc
+from runtime._private import rpc
 from runtime.gcs._health import HealthChecker
 from runtime.protocol.rt import Empty, NodeInfo, RayletBase
 
@@ -40,8 +40,8 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.mark.timeout(30)
 async def test_misses_in_a_row_mark_a_node_dead_and_an_answer_resets_them() -> None:
     raylet = Answering()
-    sock = _rpc.bind_socket("127.0.0.1", 0)
-    server = await _rpc.start_server_on([raylet], sock)
+    sock = rpc.bind_socket("127.0.0.1", 0)
+    server = await rpc.start_server_on([raylet], sock)
     node = NodeInfo(node_id=NODE, host="127.0.0.1", raylet_port=sock.getsockname()[1], alive=True)
     dead: list[str] = []
 
@@ -49,7 +49,7 @@ async def test_misses_in_a_row_mark_a_node_dead_and_an_answer_resets_them() -> N
         node.alive = False
         dead.append(why)
 
-    channels = _rpc.ChannelPool()
+    channels = rpc.ChannelPool()
     checker = HealthChecker(
         channels=channels,
         nodes=lambda: [node],
@@ -74,4 +74,4 @@ async def test_misses_in_a_row_mark_a_node_dead_and_an_answer_resets_them() -> N
         raylet.answering.set()
         await checker.close()
         channels.close()
-        await _rpc.stop_server(server)
+        await rpc.stop_server(server)

@@ -196,7 +196,7 @@ def test_objects_move_between_nodes(cluster2: tuple[Cluster, str]) -> None:
 
 
 def test_concurrent_gets_share_one_pull(cluster2: tuple[Cluster, str]) -> None:
-    from runtime import _context
+    from runtime.api import _context
     from runtime.protocol.rt import Empty
 
     _, node_id = cluster2
@@ -211,7 +211,7 @@ def test_concurrent_gets_share_one_pull(cluster2: tuple[Cluster, str]) -> None:
         return [float(a[-1]) for a in arrays]
 
     assert asyncio.run(many()) == [7.0] * 8
-    stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+    stats = worker.bridge.run_blocking(worker.raylet.get_node_stats(Empty()))
     assert stats.num_pulls == 1
     assert stats.bytes_pulled < 2 * 30 * 1024 * 1024
 
@@ -348,7 +348,7 @@ def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
 
 @pytest.mark.parametrize("how", ["worker", "node"])
 def test_objects_die_with_an_owner_on_another_node(how: str) -> None:
-    from runtime import _context
+    from runtime.api import _context
 
     with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         far = cluster.add_node(num_cpus=1)
@@ -447,7 +447,7 @@ def test_a_hung_node_releases_lease_requests_and_pulls_waiting_on_it(tmp_path) -
 
 
 def test_tasks_run_where_their_arguments_are(cluster2: tuple[Cluster, str]) -> None:
-    from runtime import _context
+    from runtime.api import _context
     from runtime.protocol.rt import Empty
 
     _, node_id = cluster2
@@ -464,7 +464,7 @@ def test_tasks_run_where_their_arguments_are(cluster2: tuple[Cluster, str]) -> N
     # the lease is asked of the node's raylet, and it runs there.
     assert [runtime.get(where.remote(ref)) for _ in range(3)] == [node_id] * 3
     worker = _context.current()
-    stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+    stats = worker.bridge.run_blocking(worker.raylet.get_node_stats(Empty()))
     assert stats.num_pulls == 0
 
 
@@ -507,14 +507,14 @@ def test_an_object_too_big_for_this_node_raises_store_full() -> None:
 
 
 def test_wait_fetches_ready_objects_unless_told_not_to(cluster2: tuple[Cluster, str]) -> None:
-    from runtime import _context
+    from runtime.api import _context
     from runtime.protocol.rt import Empty
 
     _, node_id = cluster2
     worker = _context.current()
 
     def pulls() -> int:
-        stats = worker._run_blocking(worker._raylet_stub().get_node_stats(Empty()))
+        stats = worker.bridge.run_blocking(worker.raylet.get_node_stats(Empty()))
         return int(stats.num_pulls)
 
     there = NodeAffinitySchedulingStrategy(node_id, soft=False)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtime import _rpc
+from runtime._private import rpc
 from runtime.protocol.rt import NodeInfo
 from runtime.raylet._cluster_view import ClusterView
 from runtime.raylet._object_manager import ObjectManager
@@ -23,7 +23,7 @@ class Node:
         self.node_id = node_id
         self.store = StoreServer(ObjectStore(capacity), os.path.join(path, "store"), path)
         self.view = ClusterView(node_id)
-        self.channels = _rpc.ChannelPool()
+        self.channels = rpc.ChannelPool()
         self.manager = ObjectManager(
             store=self.store,
             node_id=node_id,
@@ -120,7 +120,7 @@ async def test_pull_failures_say_why(nodes: tuple[Node, Node]) -> None:
 
 @pytest.mark.timeout(30)
 async def test_a_transfer_cut_short_aborts_the_copy(nodes: tuple[Node, Node]) -> None:
-    from runtime._framing import frame
+    from runtime._private.framing import frame
     from runtime.protocol.rt import TransferHeader
 
     _, b = nodes

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, assert_no_orphans, wait_until
 
 import runtime
-from runtime._framing import frame
+from runtime._private.framing import frame
 from runtime.exceptions import ObjectStoreFullError
 from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
 
@@ -21,7 +21,7 @@ MB = 1 << 20
 
 
 def worker():
-    return runtime._context.current()
+    return runtime.api._context.current()
 
 
 def stats():
@@ -201,7 +201,7 @@ def test_client_killed_mid_create_leaks_nothing(cluster):
     baseline = stats().used
     code = (
         "import socket, sys, time\n"
-        "from runtime._framing import frame\n"
+        "from runtime._private.framing import frame\n"
         "from runtime.protocol.rt import StoreOp, StoreRequest\n"
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
         "s.connect(sys.argv[1])\n"

@@ -100,7 +100,7 @@ def test_object_put_by_a_task_and_returned(cluster):
 
 
 def test_dropped_refs_are_freed(cluster):
-    worker = runtime._context.current()
+    worker = runtime.api._context.current()
     baseline = len(worker.store)
     refs = [runtime.put(i) for i in range(100)]
     runtime.get(refs)

@@ -15,7 +15,7 @@ MB = 1 << 20
 
 
 def worker():
-    return runtime._context.current()
+    return runtime.api._context.current()
 
 
 def store_objects() -> int:
@@ -178,7 +178,7 @@ def test_memory_summary_lists_references_by_process(cluster):
     tables = runtime.util.memory_tables()
     driver = next(t for t in tables if t.info.is_driver)
     rows = {row.object_id: row for row in driver.rows}
-    from runtime._memory import kinds
+    from runtime._private.memory import kinds
 
     ref_kinds = kinds(rows[ref.binary()])
     assert "LOCAL_REFERENCE" in ref_kinds and "PINNED_IN_STORE" in ref_kinds

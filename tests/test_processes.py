@@ -180,7 +180,7 @@ def test_idle_extra_workers_are_reaped():
         runtime.get(outer.remote())  # needs a second worker while outer blocks
         wait_until(
             lambda: (
-                len([p for p in runtime_pids(ctx.session_dir) if b"core_worker" in _cmd(p)]) <= 1
+                len([p for p in runtime_pids(ctx.session_dir) if b"worker_process" in _cmd(p)]) <= 1
             ),
             what="the extra worker to be reaped",
         )

@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_no_orphans
 
 import runtime
-from runtime._framing import frame
+from runtime._private.framing import frame
 from runtime.exceptions import ObjectLostError
 from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
 
@@ -19,7 +19,7 @@ MB = 1 << 20
 def lose(*refs: runtime.ObjectRef) -> None:
     """Deletes objects' copies behind their owners' backs, as a lost node would."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(runtime._context.current().store_socket)
+    sock.connect(runtime.api._context.current().store_socket)
     for op, ids in ((StoreOp.HELLO, [b"test-loser"]), (StoreOp.DELETE, [r.binary() for r in refs])):
         sock.sendall(frame(bytes(StoreRequest(op=op, object_ids=ids))))
         data = sock.recv(65536)
@@ -102,7 +102,7 @@ def test_lineage_cap(tmp_path):
     try:
         refs = [make.remote(i) for i in range(10)]
         runtime.wait(refs, num_returns=10)
-        worker = runtime._context.current()
+        worker = runtime.api._context.current()
         assert worker.lineage.total_bytes <= 2000
         lose(refs[0], refs[-1])
         with pytest.raises(ObjectLostError, match="max_lineage_bytes"):
@@ -114,7 +114,7 @@ def test_lineage_cap(tmp_path):
 
 
 def test_lineage_is_dropped_with_its_objects(cluster):
-    worker = runtime._context.current()
+    worker = runtime.api._context.current()
     refs = [make.remote(i) for i in range(5)]
     runtime.wait(refs, num_returns=5)
     assert len(worker.lineage) == 5

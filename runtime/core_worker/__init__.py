@@ -1,5 +1,23 @@
-"""The core worker: ownership, reference counting, submission and execution."""
+"""The core worker: ownership, reference counting, submission and execution.
 
-from ._core_worker import CoreWorker, WorkerMode
+What the API layer uses: :class:`CoreWorker` (the composition root), its
+modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
+:class:`RefFactory` it is given, and ``current_task_id`` (the task running
+in this context), and ``check_blocking_allowed``.
+"""
 
-__all__ = ["CoreWorker", "WorkerMode"]
+from ._core_worker import CoreWorker
+from ._loop import check_blocking_allowed
+from ._reference import OwnerAddress, Reference, RefFactory
+from ._running import current_task_id
+from ._states import WorkerMode
+
+__all__ = [
+    "CoreWorker",
+    "OwnerAddress",
+    "RefFactory",
+    "Reference",
+    "WorkerMode",
+    "check_blocking_allowed",
+    "current_task_id",
+]

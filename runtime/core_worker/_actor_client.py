@@ -17,9 +17,11 @@ import pickle
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import _rpc, _serialization, exceptions
-from .._ids import random_id, return_id
-from .._object_ref import ObjectRef
+from .. import exceptions
+from .._private import rpc, serialization
+from .._private.ids import random_id, return_id
+from .._private.push_stream import PushStream
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
 from ..protocol.rt import (
     ActorInfo,
     CreateActorReply,
@@ -27,12 +29,14 @@ from ..protocol.rt import (
     Empty,
     GetNamedActorRequest,
     KillActorRequest,
+    SchedulingStrategy,
     WorkerLabelRequest,
 )
 from ._actor_submitter import ActorQueue, ActorSubmitter
-from ._push_stream import PushStream
-from ._states import State
-from ._task_spec import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, TaskSpec, TaskState, WireReply
+from ._arguments import serialize_args
+from ._reference import Reference
+from ._states import State, WorkerMode
+from ._task_spec import TaskSpec, TaskState
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -45,7 +49,7 @@ class ActorClient:
             gcs=lambda: worker.gcs,
             channels=worker.channels,
             on_reply=self._on_actor_reply,
-            on_failure=worker.fail_task,
+            on_failure=worker.tasks.fail_task,
             on_idle=self._on_actor_idle,
         )
         # The handles this process created, and those passed elsewhere.
@@ -68,26 +72,25 @@ class ActorClient:
         class_name: str,
         class_id: bytes,
         class_data: bytes,
-        methods: dict[str, Any],
         args: Sequence[Any],
         kwargs: dict[str, Any],
         options: dict[str, Any],
-    ) -> Any:
-        """Creates an actor from any thread; returns its handle.
+        resources: dict[str, float],
+        strategy: SchedulingStrategy | None,
+        handle_state: bytes,
+    ) -> tuple[bytes, bool]:
+        """Creates an actor from any thread; returns its handle's key and whether
+        this process owns it (its handles keep it alive).
 
-        A named actor is registered before this returns (off a loop thread),
-        so a name clash raises here and ``get_if_exists`` gives the existing
-        actor. On a loop thread it cannot wait: a clash shows at the first call.
+        ``handle_state`` is what ``get_actor`` gives back to make a handle
+        elsewhere (opaque here). A named actor is registered before this returns
+        (off a loop thread), so a name clash raises here and ``get_if_exists``
+        gives the existing actor. On a loop thread it cannot wait: a clash shows
+        at the first call.
         """
-        from .._actor import ActorHandle
-        from .._options import task_resources
-        from ..util import scheduling_strategies
-
-        args_data, arg_refs, nested = self._worker._serialize_args(class_name, args, kwargs)
+        args_data, arg_refs, nested = serialize_args(self._worker, class_name, args, kwargs)
         key = random_id(16)
         detached = options.get("lifetime") == "detached"
-        max_task_retries = options.get("max_task_retries", 0)
-        max_pending_calls = options.get("max_pending_calls", -1)
         info = ActorInfo(
             actor_id=key,
             class_name=class_name,
@@ -95,9 +98,9 @@ class ActorClient:
             namespace=options.get("namespace") or "",
             detached=detached,
             max_restarts=options.get("max_restarts", 0),
-            resources=task_resources(options, 0.0),
-            strategy=scheduling_strategies.to_message(options.get("scheduling_strategy")),
-            handle_state=pickle.dumps((class_name, methods, max_task_retries, max_pending_calls)),
+            resources=resources,
+            strategy=strategy,
+            handle_state=handle_state,
         )
         spec = TaskSpec(
             task_id=self._worker.ids.task_id(),
@@ -129,32 +132,27 @@ class ActorClient:
                 raise ValueError(reply.error)
             if reply.existed:
                 owned = False
-        return ActorHandle(
-            key, class_name, methods, max_task_retries, max_pending_calls, owned=owned
-        )
+        return key, owned
 
     def _create_actor_on_loop(
         self,
         spec: TaskSpec,
         info: ActorInfo,
         get_if_exists: bool,
-        nested: list[ObjectRef],
+        nested: list[Reference],
         class_data: bytes,
         registered: concurrent.futures.Future[CreateActorReply],
     ) -> None:
         key = info.actor_id
         queue = self.actors.queue(key, key, info.class_name, registering=True)
-        self._worker._pending[spec.task_id] = spec
-        self._worker.refs.add_submitted([r._id for r in spec.arg_refs])
+        worker = self._worker
+        worker.tasks.register(spec, [])
         queue.creation_refs = nested  # held until the constructor ran
-        self._worker._ensure_exported(spec.function_id, class_data)
-        self._worker._background.spawn(
-            self._register_actor(spec, info, get_if_exists, queue, registered)
-        )
+        worker.exports.ensure(spec.function_id, class_data)
+        worker.background.spawn(self._register_actor(spec, info, get_if_exists, queue, registered))
         if info.resources:
-            self._worker._background.spawn(
-                self._worker._warn_if_infeasible(f"actor {info.class_name}", dict(info.resources))
-            )
+            what = f"actor {info.class_name}"
+            worker.background.spawn(worker.cluster.warn_if_infeasible(what, dict(info.resources)))
 
     async def _register_actor(
         self,
@@ -169,12 +167,12 @@ class ActorClient:
             await self._worker.wait_started()
             info.job_id = self._worker.job_id
             info.namespace = info.namespace or self._worker.namespace
-            if not await self._worker._prepare(spec):
+            if not await self._worker.tasks.prepare(spec):
                 reply.error = "its constructor's arguments could not be resolved"
                 self.actors.mark_dead(queue, reply.error)
                 return
             wire = pickle.dumps(spec.wire(), protocol=5)
-            self._worker._finish_task(spec)
+            self._worker.tasks.finish_task(spec)
             reply = await self._worker.gcs.create_actor(
                 CreateActorRequest(actor=info, get_if_exists=get_if_exists, creation_task=wire)
             )
@@ -183,7 +181,7 @@ class ActorClient:
                 return
             self._actor_ids[queue.key] = reply.actor.actor_id
             self.actors.registered(queue, reply.actor.actor_id)
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             reply = CreateActorReply(ok=False, error=f"the gcs is unreachable: {e}")
             self.actors.mark_dead(queue, reply.error)
         finally:
@@ -196,28 +194,31 @@ class ActorClient:
 
     def submit_actor_call(
         self,
-        handle: Any,
+        key: bytes,
+        class_name: str,
         method: str,
         args: Sequence[Any],
         kwargs: dict[str, Any],
         *,
         num_returns: int,
         name: str,
-    ) -> list[ObjectRef]:
-        key: bytes = handle._key
+        max_task_retries: int,
+        max_pending_calls: int,
+    ) -> list[Reference]:
+        """Submits a call from any thread (``key``: the handle's); returns its refs."""
         calls = self._actor_calls.get(key)
         if calls is None:
             calls = self._actor_calls.setdefault(key, _ActorCalls())
-        limit: int = handle._max_pending_calls
+        limit = max_pending_calls
         index = next(calls.submitted)
         if limit >= 0 and index - calls.finished >= limit:
             self._worker.post(self.count_finished_call, key)
             raise exceptions.PendingCallsLimitExceededError(
-                f"actor {handle._class_name} has {limit} unfinished calls from this process "
+                f"actor {class_name} has {limit} unfinished calls from this process "
                 f"(max_pending_calls={limit}); wait for some to finish before making more"
             )
         try:
-            args_data, arg_refs, nested = self._worker._serialize_args(name, args, kwargs)
+            args_data, arg_refs, nested = serialize_args(self._worker, name, args, kwargs)
         except BaseException:
             self._worker.post(self.count_finished_call, key)
             raise
@@ -231,19 +232,18 @@ class ActorClient:
             arg_refs=arg_refs,
             num_returns=num_returns,
             resources={},
-            max_retries=handle._max_task_retries,
+            max_retries=max_task_retries,
             retry_exceptions=False,
             return_ids=return_ids,
-            retries_left=handle._max_task_retries,
+            retries_left=max_task_retries,
             kind=KIND_ACTOR_CALL,
             extra=method,
             actor_key=key,
             owner_id=self._worker.worker_id,
         )
-        out = [
-            ObjectRef(oid, self._worker.address, self._worker, counted=True) for oid in return_ids
-        ]
-        self._worker.post(self._submit_actor_call_on_loop, handle._class_name, spec, nested)
+        worker = self._worker
+        out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
+        worker.post(self._submit_actor_call_on_loop, class_name, spec, nested)
         return out
 
     def count_finished_call(self, key: bytes) -> None:
@@ -252,29 +252,25 @@ class ActorClient:
             calls.finished += 1
 
     def _submit_actor_call_on_loop(
-        self, class_name: str, spec: TaskSpec, nested: list[ObjectRef]
+        self, class_name: str, spec: TaskSpec, nested: list[Reference]
     ) -> None:
-        self._worker._pending[spec.task_id] = spec
-        for object_id in spec.return_ids:
-            self._worker.refs.add_owned(object_id, 1)
-        self._worker.refs.add_submitted([r._id for r in spec.arg_refs])
-        spec.nested = nested  # held until the reply: the actor registers by then
+        self._worker.tasks.register(spec, nested)  # nested: held until the reply
         key = spec.actor_key
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
         if spec.arg_refs:
             self.actors.submit(queue, spec)
-            self._worker._background.spawn(self._resolve_actor_call(queue, spec))
+            self._worker.background.spawn(self._resolve_actor_call(queue, spec))
         else:
             spec.state = TaskState.QUEUED
             self.actors.submit(queue, spec)
 
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
-        objs = await self._worker.get_serialized(spec.arg_refs, None, fetch_local=False)
+        objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
         for obj in objs:
-            if _serialization.is_error(obj):
+            if serialization.is_error(obj):
                 if spec in queue.waiting:
                     queue.waiting.remove(spec)
-                self._worker.fail_task(spec, obj)
+                self._worker.tasks.fail_task(spec, obj)
                 self.actors.ready(queue)
                 return
         spec.resolved = objs
@@ -283,10 +279,10 @@ class ActorClient:
 
     def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         if not reply[1]:
-            self._worker.fail_task(spec, reply[2][0])
+            self._worker.tasks.fail_task(spec, reply[2][0])
             return
-        self._worker._store_returns(spec, reply, stream)
-        self._worker._finish_task(spec)
+        self._worker.tasks.store_returns(spec, reply, stream)
+        self._worker.tasks.finish_task(spec)
 
     # The handles this process created keep their actor alive: when the last one
     # is gone (and none was passed to another process) and no call is pending,
@@ -314,14 +310,14 @@ class ActorClient:
         if self.actors.pending(key) or self._worker.state is not State.RUNNING:
             return
         del self._handle_counts[key]
-        self._worker._background.spawn(
+        self._worker.background.spawn(
             self._kill_actor(key, True, "all handles to it went out of scope")
         )
 
     async def _kill_actor(self, key: bytes, no_restart: bool, cause: str) -> None:
         queue = self.actors.queue(key, self.actor_id_of(key), "")
         await self.actors.wait_registered(queue)
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._worker.gcs.kill_actor(
                 KillActorRequest(actor_id=queue.actor_id, no_restart=no_restart, cause=cause)
             )
@@ -331,11 +327,10 @@ class ActorClient:
         cause = "it was killed by runtime.kill()"
         queue = self.actors.queue(key, self.actor_id_of(key), "")
         self.actors.killed(queue, no_restart, cause)
-        self._worker._background.spawn(self._kill_actor(key, no_restart, cause))
+        self._worker.background.spawn(self._kill_actor(key, no_restart, cause))
 
-    async def get_actor(self, name: str, namespace: str | None) -> Any:
-        from .._actor import ActorHandle
-
+    async def get_actor(self, name: str, namespace: str | None) -> ActorInfo:
+        """The named actor's record; ValueError if there is none."""
         await self._worker.wait_started()
         space = namespace or self._worker.namespace
         reply = await self._worker.gcs.get_named_actor(
@@ -343,11 +338,7 @@ class ActorClient:
         )
         if not reply.found or reply.actor is None:
             raise ValueError(f"no actor named {name!r} in namespace {space!r}")
-        info = reply.actor
-        class_name, methods, max_task_retries, max_pending_calls = pickle.loads(info.handle_state)
-        return ActorHandle(
-            info.actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
-        )
+        return reply.actor
 
     async def list_actors(self) -> list[ActorInfo]:
         await self._worker.wait_started()
@@ -356,10 +347,10 @@ class ActorClient:
     async def on_actor_created(self, actor: Any, options: dict[str, Any]) -> None:
         """In a worker that now hosts an actor: label its output lines."""
         self._worker.actor_id = options.get("actor_id")
-        if self._worker._raylet is not None:
+        if self._worker.mode is WorkerMode.WORKER:
             label = f"{options.get('class_name', actor.name)} pid={os.getpid()}"
-            with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
-                await self._worker._raylet.set_worker_label(
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                await self._worker.raylet.set_worker_label(
                     WorkerLabelRequest(worker_id=self._worker.worker_id, label=label)
                 )
 

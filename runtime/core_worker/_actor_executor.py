@@ -24,7 +24,8 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
-from ._executor import (
+from .._private.task_wire import WireReply, WireTask
+from ._running import (
     Reply,
     cancelled_reply,
     current_task_id,
@@ -34,7 +35,6 @@ from ._executor import (
     run_sync,
     thread_state,
 )
-from ._task_spec import WireReply, WireTask
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker

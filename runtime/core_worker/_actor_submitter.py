@@ -24,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _rpc, _serialization, exceptions
-from .._serialization import SerializedObject
-from .._tasks import TaskSet
+from .. import exceptions
+from .._private import rpc, serialization
+from .._private.push_stream import PushStream
+from .._private.serialization import SerializedObject
+from .._private.task_wire import CancelRequest, WireReply
+from .._private.tasks import TaskSet
 from ..protocol.rt import ActorState, GcsStub, WaitActorRequest
-from ._push_stream import PushStream
-from ._task_spec import CancelRequest, TaskSpec, TaskState, WireReply
+from ._task_spec import TaskSpec, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class ActorSubmitter:
         self,
         *,
         gcs: Callable[[], GcsStub],
-        channels: _rpc.ChannelPool,
+        channels: rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_failure: Callable[[TaskSpec, SerializedObject], None],
         on_idle: Callable[[bytes], None],
@@ -153,7 +155,7 @@ class ActorSubmitter:
                 q.waiting.remove(spec)
                 spec.cancelled = True
                 error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
-                self._on_failure(spec, _serialization.serialize_error(error))
+                self._on_failure(spec, serialization.serialize_error(error))
                 self._flush(q)
                 return True
         running = q.in_flight.get(task_id)
@@ -187,7 +189,7 @@ class ActorSubmitter:
             self._on_stream_broken(q)
             if spec.cancelled:
                 error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
-                self._on_failure(spec, _serialization.serialize_error(error))
+                self._on_failure(spec, serialization.serialize_error(error))
             elif spec.retries_left != 0 and q.state is not QueueState.DEAD:
                 if spec.retries_left > 0:
                     spec.retries_left -= 1
@@ -218,7 +220,7 @@ class ActorSubmitter:
     def _fail(self, spec: TaskSpec, q: ActorQueue) -> None:
         cause = q.death_cause or "its process died and no retries were left"
         error = exceptions.ActorDiedError(f"actor {q.name} is dead: {cause}")
-        self._on_failure(spec, _serialization.serialize_error(error))
+        self._on_failure(spec, serialization.serialize_error(error))
 
     # -- I/O ------------------------------------------------------------------------
     async def _resolve(self, q: ActorQueue, min_restarts: int) -> None:
@@ -226,7 +228,7 @@ class ActorSubmitter:
             reply = await self._gcs().wait_actor(
                 WaitActorRequest(actor_id=q.actor_id, min_restarts=min_restarts)
             )
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             self.mark_dead(q, f"the gcs is unreachable ({e})")
             return
         info = reply.actor
@@ -242,7 +244,7 @@ class ActorSubmitter:
                 f"actor {q.name} died while running {spec.name}() and was restarted; the call "
                 f"is not retried (max_task_retries={spec.max_retries})"
             )
-            self._on_failure(spec, _serialization.serialize_error(error))
+            self._on_failure(spec, serialization.serialize_error(error))
         q.restarts_seen = info.num_restarts
         q.creation_refs = []
         address = (info.address.host, info.address.port)

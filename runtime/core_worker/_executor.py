@@ -15,53 +15,41 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import ctypes
 import inspect
 import logging
 import os
 import pickle
-import socket
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _serialization, exceptions
-from .._ids import return_id
-from .._serialization import SerializedObject
-from ._ownership import ReleasePins
-from ._task_spec import (
+from .. import exceptions
+from .._private import serialization
+from .._private.task_wire import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
-    ArgSlot,
     CancelRequest,
+    ReleasePins,
     WireReply,
     WireTask,
 )
+from ._actor_executor import ActorExecutor
+from ._running import (
+    Reply,
+    cancelled_reply,
+    current_task_id,
+    error_reply,
+    interrupt_thread,
+    run_async,
+    run_sync,
+    thread_state,
+)
 
 if TYPE_CHECKING:
-    from ._actor_executor import ActorExecutor
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
-
-Reply = Callable[[WireReply], None]
-
-#: The id of the task running in this context (thread or coroutine).
-current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
-    "runtime_current_task_id", default=None
-)
-
-_HOST = socket.gethostname()
-
-
-class _ThreadState(threading.local):
-    #: True on a thread while it runs a sync task: a blocking ``get`` there
-    #: lends the task's CPU back to the raylet.
-    in_sync_task = False
-
-
-thread_state = _ThreadState()
 
 
 class TaskExecutor:
@@ -105,7 +93,7 @@ class TaskExecutor:
         if item[6] == KIND_ACTOR_CALL:
             if self.actor is None:
                 error = exceptions.RaySystemError("this worker hosts no actor")
-                reply((item[0], False, [_serialization.serialize_error(error)], False, []))
+                reply((item[0], False, [serialization.serialize_error(error)], False, []))
             else:
                 self.actor.submit(item, reply)
             return
@@ -155,7 +143,7 @@ class TaskExecutor:
                 result = await self._execute(task)
             except Exception as e:  # the runtime's own failure, not the task's
                 logger.exception("executing task %s failed", task[2])
-                error = _serialization.serialize_error(exceptions.RaySystemError(repr(e)))
+                error = serialization.serialize_error(exceptions.RaySystemError(repr(e)))
                 result = (task_id, False, [error], False, [])
             finally:
                 self._running = None
@@ -168,7 +156,7 @@ class TaskExecutor:
         cached = self._functions.get(function_id)
         if cached is not None:
             return cached
-        data = await self._worker.fetch_function(function_id)
+        data = await self._worker.exports.fetch(function_id)
         loop = asyncio.get_running_loop()
         fn = await loop.run_in_executor(self._thread, pickle.loads, data)
         self._functions[function_id] = fn
@@ -223,8 +211,6 @@ class TaskExecutor:
         return await run_async(self._worker, fn, task)
 
     async def _create_actor(self, cls: type, task: WireTask) -> WireReply:
-        from ._actor_executor import ActorExecutor
-
         options = task[7]
         token = current_task_id.set(task[0])
         try:
@@ -237,115 +223,9 @@ class TaskExecutor:
                 f"the constructor of actor {options.get('class_name', '?')} raised "
                 f"(pid={os.getpid()}):\n{tb.rstrip()}"
             )
-            return (task[0], False, [_serialization.serialize_error(error)], True, [])
+            return (task[0], False, [serialization.serialize_error(error)], True, [])
         finally:
             current_task_id.reset(token)
         self.actor = actor
         await self._worker.actor_client.on_actor_created(actor, options)
         return (task[0], True, [], False, [])
-
-
-# -- shared by tasks and actor calls -------------------------------------------------
-
-
-def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> WireReply:
-    try:
-        args, kwargs = load_args(worker, task)
-        result = fn(*args, **kwargs)
-    except exceptions.TaskCancelledError:
-        return cancelled_reply(task[0], task[2])
-    except Exception as e:
-        return error_reply(task[0], task[2], e)
-    return result_reply(worker, task, result)
-
-
-async def run_async(
-    worker: CoreWorker, fn: Callable[..., Awaitable[Any]], task: WireTask
-) -> WireReply:
-    try:
-        args, kwargs = load_args(worker, task)
-        result = await fn(*args, **kwargs)
-    except Exception as e:
-        return error_reply(task[0], task[2], e)
-    return result_reply(worker, task, result)
-
-
-def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
-    task_id, name, num_returns = task[0], task[2], task[5]
-    values: list[Any] | None
-    if num_returns == 1:
-        values = [result]
-    elif num_returns == 0:
-        values = []
-    else:
-        try:
-            values = list(result)
-        except TypeError:
-            values = None
-        if values is None or len(values) != num_returns:
-            err = ValueError(
-                f"{name}() was declared with num_returns={num_returns} "
-                f"but returned {type(result).__name__} {_len_of(result)}"
-            )
-            return error_reply(task_id, name, err)
-    returns: list[SerializedObject] = []
-    nested: list[list[tuple[bytes, tuple[str, int, bytes]]]] = []
-    pins: list[Any] = []
-    for index, value in enumerate(values):
-        try:
-            # A large result goes into this node's store under the return's id.
-            obj, refs = worker.serialize_value(value, return_id(task_id, index), owner=task[8])
-        except Exception as e:
-            return error_reply(task_id, name, e, "could not serialize the result: ")
-        returns.append(obj)
-        nested.append([(r.binary(), r.owner_address) for r in refs])
-        pins.extend(refs)
-    if pins:
-        # Held until the result's owner has taken the refs over (ReleasePins).
-        worker.post(worker.ownership.pin, task_id, pins)
-    return (task_id, True, returns, False, nested)
-
-
-def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
-    # Skip the executor's own frame: the traceback starts in user code.
-    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
-    tb = note + "".join(traceback.format_exception(type(error), error, frames))
-    err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), _HOST)
-    return (task_id, False, [_serialization.serialize_error(err)], True, [])
-
-
-def cancelled_reply(task_id: bytes, name: str) -> WireReply:
-    error = exceptions.TaskCancelledError(f"{name}() was cancelled")
-    return (task_id, False, [_serialization.serialize_error(error)], False, [])
-
-
-def interrupt_thread(
-    thread_id: int, error: type[BaseException] | None = exceptions.TaskCancelledError
-) -> None:
-    """Raises ``error`` in a thread at its next bytecode, as Ray does to cancel a
-    running sync task; ``None`` withdraws an interrupt not delivered yet.
-
-    Known limit: an interrupt sent just as the task ends may land in the code
-    that runs right after it; both sides withdraw it, which narrows that
-    window to a few bytecodes without closing it.
-    """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(error) if error is not None else None
-    )
-
-
-def _len_of(value: Any) -> str:
-    try:
-        return f"of length {len(value)}"
-    except TypeError:
-        return "(not a sequence)"
-
-
-def load_args(worker: CoreWorker, task: WireTask) -> tuple[list[Any], dict[str, Any]]:
-    args_data, resolved = task[3], task[4]
-    args, kwargs = worker.deserialize(args_data)
-    if resolved:
-        values = [worker.deserialize(obj) for obj in resolved]
-        args = [values[a.index] if type(a) is ArgSlot else a for a in args]
-        kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
-    return list(args), kwargs

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .._ids import task_of
-from .._serialization import METADATA_IN_STORE, SerializedObject, store_location
+from .._private.ids import task_of
+from .._private.serialization import METADATA_IN_STORE, SerializedObject, store_location
 from ._task_spec import TaskSpec
 
 #: Task ids of dropped entries remembered, to explain a loss.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .._serialization import SerializedObject
+from .._private.serialization import SerializedObject
 
 
 class MemoryStore:

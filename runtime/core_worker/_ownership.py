@@ -27,12 +27,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import _rpc
-from .._object_ref import ObjectRef, OwnerAddress
-from .._serialization import METADATA_IN_STORE
-from .._tasks import TaskSet
+from .._private import rpc
+from .._private.serialization import METADATA_IN_STORE
+from .._private.tasks import TaskSet
 from ..protocol.rt import (
     AddBorrowerRequest,
     Address,
@@ -41,23 +40,12 @@ from ..protocol.rt import (
     ReferenceTableReply,
     WaitForRefRemovedRequest,
 )
+from ._reference import OwnerAddress, Reference
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
-
-
-class ReleasePins:
-    """Tells a worker that the owner of a task's result took over its nested refs."""
-
-    __slots__ = ("task_id",)
-
-    def __init__(self, task_id: bytes) -> None:
-        self.task_id = task_id
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ReleasePins, (self.task_id,))
 
 
 class Ownership:
@@ -69,9 +57,9 @@ class Ownership:
         self._to_register: dict[OwnerAddress, list[bytes]] = {}
         self._removal_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         # Owner side: refs held by the values that contain them.
-        self.contained: dict[bytes, list[ObjectRef]] = {}
+        self.contained: dict[bytes, list[Reference]] = {}
         # Executing side: refs in results, held until the result's owner has them.
-        self._pins: dict[bytes, list[ObjectRef]] = {}
+        self._pins: dict[bytes, list[Reference]] = {}
 
     async def close(self) -> None:
         for waiters in self._removal_waiters.values():
@@ -105,7 +93,7 @@ class Ownership:
         worker = self._worker
         host, port, _ = owner
         me = Address(host=worker.host, port=worker.port, worker_id=worker.worker_id)
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             # An unreachable owner is a dead one: its objects are lost anyway.
             await CoreWorkerStub(worker.channels.get(host, port)).add_borrower(
                 AddBorrowerRequest(object_ids=object_ids, borrower=me)
@@ -151,16 +139,16 @@ class Ownership:
     async def _watch(self, object_id: bytes, borrower: OwnerAddress) -> None:
         host, port, _ = borrower
         worker = self._worker
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             # Returns when the borrower lets go; fails when it dies: the same to us.
             await CoreWorkerStub(worker.channels.get(host, port)).wait_for_ref_removed(
                 WaitForRefRemovedRequest(object_id=object_id)
             )
         dropped = worker.refs.remove_borrower(object_id, borrower)
         if dropped is not None:
-            worker.free_owned([object_id])
+            worker.objects.free_owned([object_id])
 
-    def contain(self, outer_id: bytes, refs: list[ObjectRef]) -> None:
+    def contain(self, outer_id: bytes, refs: list[Reference]) -> None:
         if refs:
             self.contained[outer_id] = refs
 
@@ -168,7 +156,7 @@ class Ownership:
         self.contained.pop(outer_id, None)
 
     # -- executing side -----------------------------------------------------------------
-    def pin(self, task_id: bytes, refs: list[ObjectRef]) -> None:
+    def pin(self, task_id: bytes, refs: list[Reference]) -> None:
         if refs:
             self._pins.setdefault(task_id, []).extend(refs)
 
@@ -196,7 +184,7 @@ class Ownership:
                     owned=entry.owned,
                     in_store=in_store,
                     size=len(obj.data) if obj is not None and not in_store else -1,
-                    call_site=worker.call_sites.get(object_id, ""),
+                    call_site=worker.objects.call_sites.get(object_id, ""),
                     reconstructable=worker.lineage.entry_for(object_id) is not None,
                 )
             )

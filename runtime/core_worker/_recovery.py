@@ -23,10 +23,10 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import _rpc, _serialization, exceptions
-from .._ids import task_of
-from .._object_ref import ObjectRef
-from .._serialization import SerializedObject
+from .. import exceptions
+from .._private import rpc, serialization
+from .._private.ids import task_of
+from .._private.serialization import SerializedObject
 from ..protocol.rt import (
     ContainsObjectRequest,
     CoreWorkerStub,
@@ -34,6 +34,7 @@ from ..protocol.rt import (
     PullObjectRequest,
     ReconstructRequest,
 )
+from ._reference import Reference
 from ._store_client import LostInStore
 from ._task_spec import TaskSpec, TaskState
 
@@ -59,8 +60,8 @@ class ObjectRecovery:
             obj
             for obj in objs
             if obj is not None
-            and obj.metadata == _serialization.METADATA_IN_STORE
-            and obj.data[-_serialization.NODE_ID_SIZE :] != node_id
+            and obj.metadata == serialization.METADATA_IN_STORE
+            and obj.data[-serialization.NODE_ID_SIZE :] != node_id
         ]
 
     async def localize(self, objs: Sequence[SerializedObject | None]) -> None:
@@ -83,15 +84,15 @@ class ObjectRecovery:
     def localize_blocking(self, objs: Sequence[SerializedObject | None]) -> None:
         """:meth:`localize` for a thread that runs no loop (a sync actor call)."""
         if self.remote_markers(objs):
-            self._w._run_blocking(self.localize(objs))
+            self._w.bridge.run_blocking(self.localize(objs))
 
     async def _pull(self, obj: SerializedObject) -> None:
-        object_id, node_id = _serialization.store_location(obj)
+        object_id, node_id = serialization.store_location(obj)
         try:
-            reply = await self._w._raylet_stub().pull_object(
+            reply = await self._w.raylet.pull_object(
                 PullObjectRequest(object_id=object_id, node_id=node_id)
             )
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             logger.warning("pulling object %s failed: %s", object_id.hex(), e)
             return
         if reply.store_full:
@@ -103,27 +104,27 @@ class ObjectRecovery:
 
     async def present(self, obj: SerializedObject) -> bool:
         """Whether the store an IN_STORE marker names still has the object."""
-        object_id, node_id = _serialization.store_location(obj)
+        object_id, node_id = serialization.store_location(obj)
         if node_id == self._w.node_id:
             assert self._w.store_client is not None
             return self._w.store_client.contains(object_id)
         try:
-            reply = await self._w._raylet_stub().contains_object(
+            reply = await self._w.raylet.contains_object(
                 ContainsObjectRequest(object_id=object_id, node_id=node_id)
             )
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             return False
         return reply.found
 
     async def free_remote(self, node_id: bytes, object_ids: list[bytes]) -> None:
         """Frees owned objects another node holds (through this node's raylet)."""
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
-            await self._w._raylet_stub().free_objects(
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await self._w.raylet.free_objects(
                 FreeObjectsRequest(object_ids=object_ids, node_id=node_id)
             )
 
     # -- lost objects: the reader's side ------------------------------------------------
-    async def recover(self, ref: ObjectRef) -> SerializedObject:
+    async def recover(self, ref: Reference) -> SerializedObject:
         """A get found ``ref``'s value gone from the store: rebuild it or explain.
 
         Returns what to deserialize next: the rebuilt object's marker (its
@@ -131,12 +132,12 @@ class ObjectRecovery:
         it at once).
         """
         w = self._w
-        if w._owned(ref):
+        if w.objects.owned(ref):
             try:
                 await self.reconstruct(ref._id)
             except exceptions.ObjectLostError as e:
                 return self._settle_lost(ref._id, e)
-            rebuilt = w.store.get_nowait(ref._id) or _serialization.serialize_error(
+            rebuilt = w.store.get_nowait(ref._id) or serialization.serialize_error(
                 exceptions.ObjectLostError(ref.hex(), "it was freed while being rebuilt")
             )
             await self.localize([rebuilt])
@@ -146,7 +147,7 @@ class ObjectRecovery:
             reply = await CoreWorkerStub(w.channels.get(host, port)).reconstruct(
                 ReconstructRequest(object_id=ref._id)
             )
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             error: exceptions.ObjectLostError = exceptions.OwnerDiedError(
                 ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
             )
@@ -155,15 +156,15 @@ class ObjectRecovery:
             return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
         # Rebuilt, perhaps on another node: ask the owner where it is now.
         w.store.delete(ref._id)
-        obj = await w._fetch(ref)
+        obj = await w.reader.fetch_from_owner(ref)
         await self.localize([obj])
         return obj
 
-    async def recover_until(self, ref: ObjectRef, deadline: float | None) -> SerializedObject:
+    async def recover_until(self, ref: Reference, deadline: float | None) -> SerializedObject:
         return await _until(deadline, self.recover(ref), "the object was recovered")
 
     def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
-        obj = _serialization.serialize_error(error)
+        obj = serialization.serialize_error(error)
         if object_id in self._w.refs:
             self._w.store.put(object_id, obj)
         return obj
@@ -193,15 +194,15 @@ class ObjectRecovery:
         try:
             for arg in entry.resolved:
                 # Lost arguments first, recursively.
-                if arg.metadata == _serialization.METADATA_IN_STORE and not await self.present(arg):
-                    await self.reconstruct(_serialization.store_location(arg)[0])
+                if arg.metadata == serialization.METADATA_IN_STORE and not await self.present(arg):
+                    await self.reconstruct(serialization.store_location(arg)[0])
             if spec.retries_left > 0:
                 spec.retries_left -= 1
             logger.warning("rebuilding a lost object by running %s() again", spec.name)
             spec.resolved = entry.resolved
             spec.state = TaskState.QUEUED
             spec.cancelled = False
-            w._pending[task_id] = spec
+            w.tasks.pending[task_id] = spec
             w.submitter.submit(spec)
             await asyncio.shield(done)
         finally:
@@ -213,10 +214,10 @@ class ObjectRecovery:
     def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
         """A task failed because an argument was lost: rebuild it, then run again."""
         w = self._w
-        if not _serialization.is_error(error) or spec.retries_left == 0:
+        if not serialization.is_error(error) or spec.retries_left == 0:
             return False
         try:
-            err = _serialization.error_of(error)
+            err = serialization.error_of(error)
         except Exception:
             return False
         cause = getattr(err, "cause", None)
@@ -232,11 +233,11 @@ class ObjectRecovery:
             try:
                 await self.reconstruct(lost)
             except exceptions.ObjectLostError:
-                w.fail_task(spec, error)
+                w.tasks.fail_task(spec, error)
                 return
             w.submitter.submit(spec)
 
-        w._background.spawn(rebuild_then_retry())
+        w.background.spawn(rebuild_then_retry())
         return True
 
 

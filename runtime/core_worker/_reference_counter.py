@@ -25,7 +25,7 @@ Address = tuple[str, int, bytes]
 
 
 @dataclass(slots=True)
-class Reference:
+class RefCount:
     owned: bool
     local: int = 0
     submitted: int = 0
@@ -37,7 +37,7 @@ class Reference:
 
 class ReferenceCounter:
     def __init__(self) -> None:
-        self._refs: dict[bytes, Reference] = {}
+        self._refs: dict[bytes, RefCount] = {}
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -45,10 +45,10 @@ class ReferenceCounter:
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self._refs
 
-    def get(self, object_id: bytes) -> Reference | None:
+    def get(self, object_id: bytes) -> RefCount | None:
         return self._refs.get(object_id)
 
-    def items(self) -> list[tuple[bytes, Reference]]:
+    def items(self) -> list[tuple[bytes, RefCount]]:
         return list(self._refs.items())
 
     def owns(self, object_id: bytes) -> bool:
@@ -59,7 +59,7 @@ class ReferenceCounter:
         """A new object owned here (a put or a task return), with its first refs."""
         ref = self._refs.get(object_id)
         if ref is None:
-            self._refs[object_id] = Reference(owned=True, local=local)
+            self._refs[object_id] = RefCount(owned=True, local=local)
         else:
             ref.owned = True
             ref.local += local
@@ -68,12 +68,12 @@ class ReferenceCounter:
         """One more local ref; True if this process now borrows the object anew."""
         ref = self._refs.get(object_id)
         if ref is None:
-            self._refs[object_id] = Reference(owned=owned, local=1)
+            self._refs[object_id] = RefCount(owned=owned, local=1)
             return not owned
         ref.local += 1
         return False
 
-    def remove_local(self, object_id: bytes) -> Reference | None:
+    def remove_local(self, object_id: bytes) -> RefCount | None:
         """Drops one local ref; returns the entry if it is no longer used here."""
         ref = self._refs.get(object_id)
         if ref is None:
@@ -85,10 +85,10 @@ class ReferenceCounter:
         for object_id in object_ids:
             ref = self._refs.get(object_id)
             if ref is None:
-                ref = self._refs[object_id] = Reference(owned=False)
+                ref = self._refs[object_id] = RefCount(owned=False)
             ref.submitted += 1
 
-    def remove_submitted(self, object_ids: list[bytes]) -> list[tuple[bytes, Reference]]:
+    def remove_submitted(self, object_ids: list[bytes]) -> list[tuple[bytes, RefCount]]:
         dropped = []
         for object_id in object_ids:
             ref = self._refs.get(object_id)
@@ -107,14 +107,14 @@ class ReferenceCounter:
         ref.borrowers.add(borrower)
         return True
 
-    def remove_borrower(self, object_id: bytes, borrower: Address) -> Reference | None:
+    def remove_borrower(self, object_id: bytes, borrower: Address) -> RefCount | None:
         ref = self._refs.get(object_id)
         if ref is None:
             return None
         ref.borrowers.discard(borrower)
         return self._maybe_drop(object_id, ref)
 
-    def _maybe_drop(self, object_id: bytes, ref: Reference) -> Reference | None:
+    def _maybe_drop(self, object_id: bytes, ref: RefCount) -> RefCount | None:
         if ref.unused():
             del self._refs[object_id]
             return ref

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import grpclib.const
 import grpclib.server
 
+from .._private.push_stream import PUSH_ROUTE
+from .._private.task_wire import WireReply, WireTask
 from ..exceptions import ObjectLostError
 from ..protocol.rt import (
     AddBorrowerRequest,
@@ -30,8 +32,6 @@ from ..protocol.rt import (
     TaskBatch,
     WaitForRefRemovedRequest,
 )
-from ._push_stream import PUSH_ROUTE
-from ._task_spec import WireReply, WireTask
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -113,9 +113,9 @@ class CoreWorkerService(CoreWorkerBase):
         return ReconstructReply(ok=True)
 
     async def get_object(self, message: GetObjectRequest) -> GetObjectReply:
-        obj = await self._worker.serve_object(message.object_id, message.timeout)
+        obj = await self._worker.objects.serve_object(message.object_id, message.timeout)
         if obj is None:
-            known = self._worker.knows_object(message.object_id)
+            known = self._worker.objects.knows_object(message.object_id)
             status = ObjectStatus.TIMEOUT if known else ObjectStatus.FREED
             return GetObjectReply(status=status)
         return GetObjectReply(status=ObjectStatus.READY, metadata=obj.metadata, data=obj.data)

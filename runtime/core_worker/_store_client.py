@@ -29,8 +29,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import _layout, exceptions
-from .._framing import FrameDecoder, frame
+from .. import exceptions
+from .._private import layout
+from .._private.framing import FrameDecoder, frame
 from ..protocol.rt import ObjectLocation, StoreOp, StoreReply, StoreRequest, StoreStats
 
 _MAX_FDS = 64
@@ -148,7 +149,7 @@ class StoreClient:
         self, object_id: bytes, inband: bytes, buffers: Sequence[memoryview], owner: bytes
     ) -> None:
         """Creates, writes and seals an object: one copy, into shared memory."""
-        size, _ = _layout.plan(len(inband), [b.nbytes for b in buffers])
+        size, _ = layout.plan(len(inband), [b.nbytes for b in buffers])
         reply, fds = self._call(StoreOp.CREATE, [object_id], size, owner)
         if reply.exists:
             return  # an earlier attempt of the task stored it (any attempt's value will do)
@@ -156,7 +157,7 @@ class StoreClient:
             mapping = self._mapping(reply.objects[0], fds, populate=True)
             view = memoryview(mapping)
             try:
-                _layout.write(view[:size], inband, buffers)
+                layout.write(view[:size], inband, buffers)
             finally:
                 view.release()
         except BaseException:
@@ -179,7 +180,7 @@ class StoreClient:
         weakref.finalize(anchor, self.release_later, object_id)
         root = memoryview(anchor).cast("B").toreadonly()
         del anchor  # from here on, only views derived from it keep it alive
-        inband, buffers = _layout.read(root)
+        inband, buffers = layout.read(root)
         return pickle.loads(inband, buffers=buffers)
 
     def release_later(self, object_id: bytes) -> None:

@@ -24,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _rpc, exceptions
-from .._config import Config
-from .._serialization import METADATA_IN_STORE, store_location
-from .._tasks import TaskSet
+from .. import exceptions
+from .._private import rpc
+from .._private.config import Config
+from .._private.push_stream import PushStream
+from .._private.serialization import METADATA_IN_STORE, store_location
+from .._private.task_wire import CancelRequest, WireReply
+from .._private.tasks import TaskSet
 from ..protocol.rt import (
     CancelLeaseRequest,
     LeaseRequest,
@@ -36,8 +39,7 @@ from ..protocol.rt import (
     ReturnWorkerRequest,
     SchedulingStrategy,
 )
-from ._push_stream import PushStream
-from ._task_spec import CancelRequest, SchedulingKey, TaskSpec, TaskState, WireReply
+from ._task_spec import SchedulingKey, TaskSpec, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class TaskSubmitter:
         raylet_at: Callable[[str, int], RayletStub],
         node_id: Callable[[], bytes] = lambda: b"",
         node_address: Callable[[bytes], tuple[str, int] | None] = lambda _: None,
-        channels: _rpc.ChannelPool,
+        channels: rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
@@ -287,7 +289,7 @@ class TaskSubmitter:
                             spilled=spilled,
                         )
                     )
-                except _rpc.CONNECTION_ERRORS as e:
+                except rpc.CONNECTION_ERRORS as e:
                     if raylet is self._raylet():
                         logger.error("lease request to the raylet failed: %s", e)
                         self._fail_queue(kq, e)
@@ -340,7 +342,7 @@ class TaskSubmitter:
         raylet = kq.request_at.get(request_id, (self._raylet(), b""))[0]
         try:
             await raylet.cancel_worker_lease(CancelLeaseRequest(request_id=request_id))
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             pass
 
     def _fail_queue(self, kq: KeyQueue, error: BaseException) -> None:
@@ -352,7 +354,7 @@ class TaskSubmitter:
             await lease.raylet.return_worker(
                 ReturnWorkerRequest(lease_id=lease.lease_id, disconnect=disconnect)
             )
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             pass
 
     async def close(self) -> None:

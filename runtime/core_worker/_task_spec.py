@@ -1,10 +1,7 @@
-"""What a task is, at its owner and on the wire.
+"""What a task is at its owner: a :class:`TaskSpec` per pending task.
 
-The owner keeps a :class:`TaskSpec` per pending task. What travels to the
-executing worker is a plain tuple (:data:`WireTask`), pickled in batches:
-the fields the worker needs, with every top-level ``ObjectRef`` argument
-already resolved to its serialized value. A batch may also carry
-:class:`CancelRequest` items.
+What travels to the executing worker is its :meth:`TaskSpec.wire` tuple
+(``runtime._private.task_wire``).
 """
 
 from __future__ import annotations
@@ -13,42 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._object_ref import ObjectRef
-from .._serialization import SerializedObject
-
-# Kinds of wire task (plain ints: they are pickled with every task).
-KIND_TASK = 0
-KIND_ACTOR_CREATION = 1
-KIND_ACTOR_CALL = 2
-
-#: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
-#: owner_id). ``extra``: the method name for an actor call; for an actor
-#: creation a dict (actor_id, class_name, max_concurrency); else None.
-#: ``owner_id``: the worker id of the task's owner (its results' owner).
-WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
-#: (task_id, ok, returns or [error], application_error, nested): ``nested``
-#: lists, per return, the (object id, owner) of each ref inside it; ``None``
-#: means the worker handed the task back unstarted (run it elsewhere).
-WireReply = tuple[
-    bytes,
-    bool,
-    list[SerializedObject],
-    bool,
-    list[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
-]
-
-
-class CancelRequest:
-    """Asks the executing worker to cancel a task it has (queued or running)."""
-
-    __slots__ = ("force", "task_id")
-
-    def __init__(self, task_id: bytes, force: bool = False) -> None:
-        self.task_id = task_id
-        self.force = force
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (CancelRequest, (self.task_id, self.force))
+from .._private.serialization import SerializedObject
+from .._private.task_wire import KIND_TASK, WireTask
+from ._reference import Reference
 
 
 class ArgSlot:
@@ -80,7 +44,7 @@ class TaskSpec:
     function_id: bytes
     name: str
     args_data: SerializedObject
-    arg_refs: list[ObjectRef]
+    arg_refs: list[Reference]
     num_returns: int
     resources: dict[str, float]
     max_retries: int
@@ -94,7 +58,7 @@ class TaskSpec:
     cancelled: bool = False
     actor_key: bytes = b""  # for an actor call: the handle's key
     # Refs nested in the arguments, held until the reply (ownership rule 2).
-    nested: list[ObjectRef] = field(default_factory=list)
+    nested: list[Reference] = field(default_factory=list)
     owner_id: bytes = b""
     # Where to run it (a SchedulingStrategy message; None: the default).
     strategy: Any = None

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 
-from .. import _daemon, _process, _rpc
-from .._config import Config
+from .._private import daemon, process, rpc
+from .._private.config import Config
 from ._server import GcsService
 
 logger = logging.getLogger("runtime.gcs")
@@ -18,25 +18,25 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--session-dir", default="", help="the cluster's session (for finding it)")
-    parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
-    parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
+    parser.add_argument(process.READY_FD_FLAG, dest="ready_fd", type=int)
+    parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
-    _daemon.configure_logging("gcs")
+    daemon.configure_logging("gcs")
 
     async def serve(stop: asyncio.Event) -> None:
-        _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
-        sock = _rpc.bind_socket(args.host, args.port)
+        process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
+        sock = rpc.bind_socket(args.host, args.port)
         port = sock.getsockname()[1]
         service = GcsService(Config.load())
-        server = await _rpc.start_server_on([service], sock)
+        server = await rpc.start_server_on([service], sock)
         service.start()
         logger.info("gcs listening on %s:%d", args.host, port)
-        _process.report_ready(args.ready_fd, {"host": args.host, "port": port})
+        process.report_ready(args.ready_fd, {"host": args.host, "port": port})
         await stop.wait()
         await service.close()
-        await _rpc.stop_server(server)
+        await rpc.stop_server(server)
 
-    _daemon.run(serve)
+    daemon.run(serve)
 
 
 if __name__ == "__main__":

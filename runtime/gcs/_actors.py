@@ -22,9 +22,10 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import _rpc, exceptions
-from .._tasks import TaskSet
-from ..core_worker._push_stream import PushStream
+from .. import exceptions
+from .._private import rpc
+from .._private.push_stream import PushStream
+from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorInfo,
     ActorReply,
@@ -47,7 +48,7 @@ _MAX_HOPS = 16
 
 #: What ends a lease request besides a reply: its raylet died (or was declared
 #: dead: ``node_died`` cancels the call).
-_LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_rpc.CONNECTION_ERRORS)
+_LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *rpc.CONNECTION_ERRORS)
 
 
 @dataclass(eq=False)
@@ -71,7 +72,7 @@ class ActorManager:
     def __init__(
         self,
         *,
-        channels: _rpc.ChannelPool,
+        channels: rpc.ChannelPool,
         nodes: Callable[[], list[NodeInfo]],
         job_running: Callable[[int], bool],
     ) -> None:
@@ -331,7 +332,7 @@ class ActorManager:
                 ),
                 5.0,
             )
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             pass
 
     def _set_state(self, record: ActorRecord, state: ActorState) -> None:

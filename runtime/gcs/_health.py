@@ -17,8 +17,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .. import _rpc
-from .._tasks import TaskSet
+from .._private import rpc
+from .._private.tasks import TaskSet
 from ..protocol.rt import Empty, NodeInfo, RayletStub
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class HealthChecker:
     def __init__(
         self,
         *,
-        channels: _rpc.ChannelPool,
+        channels: rpc.ChannelPool,
         nodes: Callable[[], list[NodeInfo]],
         mark_dead: Callable[[bytes, str], None],
         period: float,
@@ -65,7 +65,7 @@ class HealthChecker:
             await asyncio.wait_for(stub.health_check(Empty()), self.timeout)
             self.misses.pop(node.node_id, None)
             return
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         finally:
             self._checking.discard(node.node_id)

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from .. import _rpc
-from .._config import Config
+from .._private import rpc
+from .._private.config import Config
 from ..protocol.rt import (
     ActorReply,
     AddJobReply,
@@ -51,7 +51,7 @@ class GcsService(GcsBase):
         config = config or Config.load()
         self.tables = GcsTables()
         self.pubsub = PubSub()
-        self.channels = _rpc.ChannelPool()
+        self.channels = rpc.ChannelPool()
         self.actors = ActorManager(
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),

@@ -7,8 +7,8 @@ import asyncio
 import json
 import logging
 
-from .. import _daemon, _process
-from .._config import Config
+from .._private import daemon, process
+from .._private.config import Config
 from ._server import Raylet
 
 logger = logging.getLogger("runtime.raylet")
@@ -23,14 +23,14 @@ def main() -> None:
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--object-store-memory", type=int, required=True)
     parser.add_argument("--head", action="store_true", help="the head node (started with the gcs)")
-    parser.add_argument(_process.READY_FD_FLAG, dest="ready_fd", type=int)
-    parser.add_argument(_process.PARENT_FD_FLAG, dest="parent_fd", type=int)
+    parser.add_argument(process.READY_FD_FLAG, dest="ready_fd", type=int)
+    parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
-    _daemon.configure_logging("raylet")
+    daemon.configure_logging("raylet")
     gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
 
     async def serve(stop: asyncio.Event) -> None:
-        _process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
+        process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         raylet = Raylet(
             Config.load(),
             host=args.host,
@@ -42,7 +42,7 @@ def main() -> None:
             is_head=args.head,
         )
         await raylet.start(args.port)
-        _process.report_ready(
+        process.report_ready(
             args.ready_fd,
             {
                 "host": args.host,
@@ -58,7 +58,7 @@ def main() -> None:
         stopped.cancel()
         await raylet.stop()
 
-    _daemon.run(serve)
+    daemon.run(serve)
 
 
 if __name__ == "__main__":

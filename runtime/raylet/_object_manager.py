@@ -24,13 +24,12 @@ import logging
 import socket
 from collections import defaultdict
 
-from .. import _rpc
-from .._framing import LENGTH, FrameError, frame
-from .._tasks import TaskSet
+from .._private import rpc
+from .._private.framing import LENGTH, FrameError, frame
+from .._private.tasks import TaskSet
 from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
 from ._cluster_view import ClusterView
-from .store import StoreServer
-from .store._store import StoreError, StoreFullError
+from .store import StoreError, StoreFullError, StoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class ObjectManager:
         node_id: bytes,
         view: ClusterView,
         chunk_size: int,
-        channels: _rpc.ChannelPool,
+        channels: rpc.ChannelPool,
     ) -> None:
         self._store = store
         self._node_id = node_id
@@ -65,7 +64,7 @@ class ObjectManager:
         store.on_delete = self.forward_deletes
 
     async def start(self, host: str) -> None:
-        sock = _rpc.bind_socket(host, 0)
+        sock = rpc.bind_socket(host, 0)
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._tasks.spawn(self._accept())
@@ -220,7 +219,7 @@ class ObjectManager:
         if node is None or not node.alive:
             return
         stub = RayletStub(self._channels.get(node.host, node.port))
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await stub.free_objects(FreeObjectsRequest(object_ids=object_ids, node_id=node_id))
 
     def node_died(self, node_id: bytes) -> None:

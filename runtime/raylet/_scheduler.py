@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._ids import worker_id
+from .._private.ids import worker_id
 from . import _resources as res
 from ._resources import Fixed
 

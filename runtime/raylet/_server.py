@@ -15,10 +15,10 @@ import os
 import time
 from collections.abc import Iterable
 
-from .. import _rpc
-from .._config import Config
-from .._ids import NODE_PREFIX, node_prefix
-from .._tasks import TaskSet
+from .._private import rpc
+from .._private.config import Config
+from .._private.ids import NODE_PREFIX, node_prefix
+from .._private.tasks import TaskSet
 from ..protocol.rt import (
     Address,
     CancelLeaseRequest,
@@ -69,8 +69,7 @@ from ._scheduler import (
 )
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
-from .store import ObjectStore, StoreServer
-from .store._store import StoreFullError
+from .store import ObjectStore, StoreFullError, StoreServer
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ class Raylet(RayletBase):
         self._waiting: dict[int, asyncio.Future[LeaseReply]] = {}
         # Owners' ids of waiting lease requests -> ours (to withdraw them).
         self._by_owner_id: dict[bytes, int] = {}
-        self._channels = _rpc.ChannelPool()
+        self._channels = rpc.ChannelPool()
         self._gcs: GcsStub | None = None
         self._pool: WorkerPool | None = None
         self._tasks = TaskSet()
@@ -157,9 +156,9 @@ class Raylet(RayletBase):
         )
         await self.object_store.start()
         await self.object_manager.start(self.host)
-        sock = _rpc.bind_socket(self.host, port)
+        sock = rpc.bind_socket(self.host, port)
         self.port = sock.getsockname()[1]
-        self._server = await _rpc.start_server_on([self], sock)
+        self._server = await rpc.start_server_on([self], sock)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
         for node in (await self._gcs.get_all_nodes(Empty())).nodes:
             self.view.update_node(node)
@@ -179,12 +178,12 @@ class Raylet(RayletBase):
                 await asyncio.wait_for(
                     self._gcs.unregister_node(UnregisterNodeRequest(node_id=self.node_id)), 1.0
                 )
-            except _rpc.CONNECTION_ERRORS:  # TimeoutError is an OSError
+            except rpc.CONNECTION_ERRORS:  # TimeoutError is an OSError
                 pass
         await self._tasks.close()
         if self._pool is not None:
             await self._pool.close()
-        await _rpc.stop_server(self._server)
+        await rpc.stop_server(self._server)
         await self.object_manager.close()
         await self.object_store.close()
         self._channels.close()
@@ -279,7 +278,7 @@ class Raylet(RayletBase):
                 CoreWorkerStub(self._channels.get(self.host, worker.port)).ask_exit(Empty()), 5.0
             )
             accepted = reply.accepted
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             accepted = True  # gone or stuck: stop it
         self._apply(self.scheduler.exit_answered(worker_id, accepted, time.monotonic()))
 
@@ -489,7 +488,7 @@ class Raylet(RayletBase):
             return await asyncio.wait_for(
                 stub.contains_object(ContainsObjectRequest(object_id=message.object_id)), 10.0
             )
-        except _rpc.CONNECTION_ERRORS:
+        except rpc.CONNECTION_ERRORS:
             return ContainsObjectReply(found=False)
 
     async def health_check(self, message: Empty) -> Empty:
@@ -531,7 +530,7 @@ class Raylet(RayletBase):
                         self.object_store.owner_died(driver)
                         self._report_worker_death(driver)
                         self._apply(self.scheduler.owner_died(driver, time.monotonic()))
-        except _rpc.CONNECTION_ERRORS as e:
+        except rpc.CONNECTION_ERRORS as e:
             logger.error("lost the gcs (%s); stopping", e)
         self.gcs_lost.set()
 
@@ -552,7 +551,7 @@ class Raylet(RayletBase):
         ids, self._dead_workers = self._dead_workers, []
         if self._gcs is None or len(self.view.alive()) < 2:
             return  # no other node to tell
-        with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._gcs.report_worker_failures(
                 WorkerFailures(node_id=self.node_id, worker_ids=ids)
             )
@@ -583,7 +582,7 @@ class Raylet(RayletBase):
             for batch in batches:
                 try:
                     await self._gcs.publish_logs(batch)
-                except _rpc.CONNECTION_ERRORS:
+                except rpc.CONNECTION_ERRORS:
                     logger.warning("could not publish %d log lines", len(batch.lines))
 
     async def _report_resources(self) -> None:
@@ -598,7 +597,7 @@ class Raylet(RayletBase):
                         resources_available=res.to_float(self.scheduler.available),
                     )
                 )
-            except _rpc.CONNECTION_ERRORS:
+            except rpc.CONNECTION_ERRORS:
                 pass
             # At most one report per period, however busy the node is.
             await asyncio.sleep(self.config.resource_report_period_s)

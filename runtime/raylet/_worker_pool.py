@@ -15,8 +15,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from .. import _process
-from .._tasks import TaskSet
+from .._private import process
+from .._private.tasks import TaskSet
 from ..protocol.rt import LogBatch
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ class WorkerPool:
         argv = [
             sys.executable,
             "-m",
-            "runtime.core_worker",
+            "runtime.api.worker_process",
             *self._argv(worker_id, job_id),
-            _process.PARENT_FD_FLAG,
+            process.PARENT_FD_FLAG,
             str(tie_r),
         ]
         try:

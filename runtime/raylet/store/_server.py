@@ -25,8 +25,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from ..._framing import FrameDecoder, FrameError, frame
-from ..._tasks import TaskSet
+from ..._private.framing import FrameDecoder, FrameError, frame
+from ..._private.tasks import TaskSet
 from ...protocol.rt import (
     ObjectLocation,
     SegmentInfo,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
-from . import _context, _options
+from . import _context, _options, _scheduling
 from ._object_ref import ObjectRef
-from .util import scheduling_strategies
 
 
 class RemoteFunction:
@@ -63,7 +62,7 @@ class RemoteFunction:
         num_returns = options.get("num_returns", 1)
         max_retries = options.get("max_retries")
         retry = options.get("retry_exceptions", False)
-        refs = worker.submit_task(
+        refs = worker.tasks.submit_task(
             function_id=function_id,
             function_data=data,
             name=options.get("name") or self._name,
@@ -73,9 +72,9 @@ class RemoteFunction:
             resources=_options.task_resources(options, 1.0),
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
             retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
-            strategy=scheduling_strategies.to_message(options.get("scheduling_strategy")),
+            strategy=_scheduling.to_message(options.get("scheduling_strategy")),
         )
-        return _returns(refs, num_returns)
+        return _returns(cast(list[ObjectRef], refs), num_returns)
 
 
 class _BoundOptions:

@@ -16,10 +16,9 @@ from collections.abc import Callable
 import grpclib.const
 from grpclib.client import Channel
 
-from .. import _rpc
 from ..protocol.rt import TaskBatch
-from ._ownership import ReleasePins
-from ._task_spec import CancelRequest, WireReply, WireTask
+from . import rpc
+from .task_wire import CancelRequest, ReleasePins, WireReply, WireTask
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class PushStream:
         except asyncio.CancelledError:
             self._fail(StreamBroken("the stream was closed"))
             raise
-        except _rpc.CONNECTION_ERRORS as e:  # StreamBroken is a ConnectionError
+        except rpc.CONNECTION_ERRORS as e:  # StreamBroken is a ConnectionError
             self._fail(e)
         except BaseException as e:
             logger.exception("task stream to %s failed", self._name)

@@ -14,8 +14,8 @@ from typing import Any
 
 import runtime
 
-from ._bench import report
-from .testing import Cluster
+from ..testing import Cluster
+from ._report import report
 
 
 @runtime.remote
@@ -64,7 +64,7 @@ def task_rows(
 
 def transfer_rows(scale: float, runs: int, want: Callable[[str], bool]) -> list[dict[str, Any]]:
     """GB/s of getting a 1 GB object held by another node (pull + zero-copy read)."""
-    from .util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from ..util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     name = "transfer 1 GB object between two nodes, GB (ours)"
     if not want(name):

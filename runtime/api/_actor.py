@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-from . import _context, _options
+from ..core_worker import check_blocking_allowed
+from ..protocol.rt import ActorInfo
+from . import _context, _options, _scheduling
 from ._object_ref import ObjectRef
 
 
@@ -82,15 +85,21 @@ class ActorClass:
     ) -> ActorHandle:
         worker = _context.current()
         class_id, data = self._definition()
-        return worker.actor_client.create_actor(
+        max_task_retries = options.get("max_task_retries", 0)
+        max_pending_calls = options.get("max_pending_calls", -1)
+        handle_state = (self._name, self._methods, max_task_retries, max_pending_calls)
+        key, owned = worker.actor_client.create_actor(
             class_name=self._name,
             class_id=class_id,
             class_data=data,
-            methods=self._methods,
             args=args,
             kwargs=kwargs,
             options=options,
+            resources=_options.task_resources(options, 0.0),
+            strategy=_scheduling.to_message(options.get("scheduling_strategy")),
+            handle_state=pickle.dumps(handle_state),
         )
+        return ActorHandle(key, *handle_state, owned=owned)
 
 
 class _ActorClassOptions:
@@ -176,12 +185,15 @@ class ActorHandle:
         worker = _context.current()
         num_returns = options.get("num_returns", meta.num_returns)
         refs = worker.actor_client.submit_actor_call(
-            self,
+            self._key,
+            self._class_name,
             method,
             args,
             kwargs,
             num_returns=num_returns,
             name=options.get("name") or f"{self._class_name}.{method}",
+            max_task_retries=self._max_task_retries,
+            max_pending_calls=self._max_pending_calls,
         )
         if num_returns == 1:
             return refs[0]
@@ -233,3 +245,44 @@ class ActorMethod:
         if "num_returns" in options:
             _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+
+
+def handle_from_record(info: ActorInfo) -> ActorHandle:
+    """A handle (not owning) to the actor a gcs record describes (``get_actor``)."""
+    class_name, methods, max_task_retries, max_pending_calls = pickle.loads(info.handle_state)
+    return ActorHandle(
+        info.actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
+    )
+
+
+# -- killing and finding actors ------------------------------------------------------
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kills an actor at once: calls in flight and later calls raise ActorDiedError.
+
+    With ``no_restart=False`` the actor is restarted (if ``max_restarts``
+    allows), as if its process had died.
+    """
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
+    worker = _context.current()
+    worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
+
+
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the named actor; ValueError if there is none."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("get_actor() takes the actor's name, a non-empty str")
+    check_blocking_allowed("get_actor", "await runtime.get_actor_async(name)")
+    worker = _context.current()
+    info = worker.bridge.run_blocking(worker.actor_client.get_actor(name, namespace))
+    return handle_from_record(info)
+
+
+async def get_actor_async(name: str, namespace: str | None = None) -> Any:
+    if not isinstance(name, str) or not name:
+        raise TypeError("get_actor_async() takes the actor's name, a non-empty str")
+    worker = _context.current()
+    info = await worker.bridge.on_own_loop(worker.actor_client.get_actor(name, namespace))
+    return handle_from_record(info)

@@ -7,17 +7,17 @@ import json
 import os
 from dataclasses import dataclass
 
-from . import _process
-from ._config import Config
-from ._session import Session
-from .protocol.rt import Empty, GcsStub, NodeInfo
+from ..protocol.rt import Empty, GcsStub, NodeInfo
+from . import process
+from .config import Config
+from .session import Session
 
 
 @dataclass
 class HeadProcesses:
     session: Session
-    gcs: _process.ChildProcess
-    raylet: _process.ChildProcess
+    gcs: process.ChildProcess
+    raylet: process.ChildProcess
     gcs_address: tuple[str, int]
     raylet_address: tuple[str, int]
 
@@ -62,7 +62,7 @@ def start_raylet(
     standing: bool,
     head: bool,
     log_name: str = "raylet",
-) -> _process.ChildProcess:
+) -> process.ChildProcess:
     """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
     args = [
         "--host",
@@ -78,7 +78,7 @@ def start_raylet(
     ]
     if head:
         args.append("--head")
-    raylet = _process.spawn(
+    raylet = process.spawn(
         "runtime.raylet",
         args,
         env=config.to_env(),
@@ -101,7 +101,7 @@ def start_head(
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process."""
     session = Session.create(config.session_root)
-    gcs = _process.spawn(
+    gcs = process.spawn(
         "runtime.gcs",
         ["--host", host, "--port", str(port), "--session-dir", session.path],
         env=config.to_env(),
@@ -138,7 +138,7 @@ def start_worker_node(
     gcs_address: tuple[str, int],
     resources: dict[str, float],
     object_store_memory: int | None = None,
-) -> tuple[Session, _process.ChildProcess]:
+) -> tuple[Session, process.ChildProcess]:
     """Starts a standing raylet on this machine that joins the cluster at ``gcs_address``."""
     session = Session.create(config.session_root)
     raylet = start_raylet(
@@ -206,7 +206,7 @@ def resolve_address(address: str, config: Config) -> tuple[str, int]:
         info = session.cluster_info()
         if not info or not info.get("standing"):
             continue
-        if all(_process.pid_alive(pid) for pid, _ in session.pids()):
+        if all(process.pid_alive(pid) for pid, _ in session.pids()):
             return parse_address(info["gcs_address"])
     raise ConnectionError(
         "address='auto' found no running cluster on this machine; start one with "

@@ -201,5 +201,5 @@ def is_runtime_process(pid: int) -> bool:
     return (
         b"runtime.gcs" in cmdline
         or b"runtime.raylet" in cmdline
-        or b"runtime.core_worker" in cmdline
+        or b"runtime.api.worker_process" in cmdline
     )

@@ -11,6 +11,8 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _scheduling
+
 _Check = Callable[[str, Any], None]
 
 
@@ -67,9 +69,7 @@ def _retry_exceptions(name: str, value: Any) -> None:
 
 
 def _scheduling_strategy(name: str, value: Any) -> None:
-    from .util.scheduling_strategies import check
-
-    check(name, value)
+    _scheduling.check(name, value)
 
 
 def _num_returns(name: str, value: Any) -> None:

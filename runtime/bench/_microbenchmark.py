@@ -15,13 +15,14 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import runtime
+
+from ._report import report
 
 # -- the workloads' remote functions and actors --------------------------------------
 
@@ -130,14 +131,6 @@ def timeit(
     if timing.warmup_s > 0:
         rate(timing.warmup_s)
     return report(name, [rate(timing.run_s) for _ in range(timing.runs)])
-
-
-def report(name: str, rates: list[float]) -> dict[str, Any]:
-    """Prints a row as Ray does (``NAME per second MEAN +- STD``) and returns it."""
-    mean = statistics.mean(rates)
-    std = statistics.pstdev(rates) if len(rates) > 1 else 0.0
-    print(f"{name} per second {mean:.2f} +- {std:.2f}", flush=True)
-    return {"name": name, "mean": mean, "std": std}
 
 
 # -- the rows --------------------------------------------------------------------------------
@@ -369,10 +362,10 @@ def main(args: argparse.Namespace) -> int:
     finally:
         runtime.shutdown()
     results += asyncio.run(_asyncio_rows(timing, scale, want))
-    from . import _bench_multinode
+    from . import _multinode
 
-    results += _bench_multinode.task_rows(scale, timing.runs, timing.run_s, want)
-    results += _bench_multinode.transfer_rows(scale, timing.runs, want)
+    results += _multinode.task_rows(scale, timing.runs, timing.run_s, want)
+    results += _multinode.transfer_rows(scale, timing.runs, want)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from grpclib.client import Channel
 
-from . import _rpc
-from .protocol.rt import CoreWorkerStub, Empty, GcsStub, RayletStub, ReferenceRow, WorkerInfo
+from ..protocol.rt import CoreWorkerStub, Empty, GcsStub, RayletStub, ReferenceRow, WorkerInfo
+from . import rpc
 
 TIMEOUT_S = 5.0
 
@@ -44,7 +44,7 @@ def kinds(row: ReferenceRow) -> list[str]:
 
 
 async def collect(gcs_address: tuple[str, int]) -> list[WorkerTable]:
-    channels = _rpc.ChannelPool()
+    channels = rpc.ChannelPool()
     try:
         gcs = GcsStub(channels.get(*gcs_address))
         nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes
@@ -53,7 +53,7 @@ async def collect(gcs_address: tuple[str, int]) -> list[WorkerTable]:
             if not node.alive:
                 continue
             raylet = RayletStub(channels.get(node.host, node.raylet_port))
-            with contextlib.suppress(*_rpc.CONNECTION_ERRORS):
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
                 reply = await asyncio.wait_for(raylet.list_workers(Empty()), TIMEOUT_S)
                 workers.extend(reply.workers)
         tables = await asyncio.gather(*(_table(channels, w) for w in workers))
@@ -62,7 +62,7 @@ async def collect(gcs_address: tuple[str, int]) -> list[WorkerTable]:
         channels.close()
 
 
-async def _table(channels: _rpc.ChannelPool, info: WorkerInfo) -> WorkerTable | None:
+async def _table(channels: rpc.ChannelPool, info: WorkerInfo) -> WorkerTable | None:
     address = info.address
     if address is None or not address.port:
         return None
@@ -71,7 +71,7 @@ async def _table(channels: _rpc.ChannelPool, info: WorkerInfo) -> WorkerTable | 
         reply = await asyncio.wait_for(
             CoreWorkerStub(channel).get_reference_table(Empty()), TIMEOUT_S
         )
-    except _rpc.CONNECTION_ERRORS:
+    except rpc.CONNECTION_ERRORS:
         return None
     return WorkerTable(info, list(reply.rows), reply.lineage_bytes)
 

@@ -23,17 +23,16 @@ from collections.abc import Callable, Generator
 from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
-from . import _context, _serialization
+from .._private import serialization
+from ..core_worker import OwnerAddress, Reference
+from . import _context
 
 if TYPE_CHECKING:
-    from .core_worker import CoreWorker
-
-#: (host, port, worker_id) of the core worker that owns an object.
-OwnerAddress = tuple[str, int, bytes]
+    from ..core_worker import CoreWorker
 
 
-class ObjectRef:
-    __slots__ = ("__weakref__", "_blocking", "_id", "_owner", "_waiter", "_worker")
+class ObjectRef(Reference):
+    __slots__ = ("_blocking", "_waiter")
 
     def __init__(
         self,
@@ -44,48 +43,18 @@ class ObjectRef:
         counted: bool = False,
     ) -> None:
         """``counted``: the creator already added this ref's local count."""
-        self._id = object_id
-        self._owner = owner
-        self._worker = worker
         self._waiter: asyncio.Future[Any] | None = None
         self._blocking = False
-        if not counted:
-            worker.add_local_ref(object_id, owner)
-
-    # -- identity ---------------------------------------------------------
-    def binary(self) -> bytes:
-        return self._id
-
-    def hex(self) -> str:
-        return self._id.hex()
-
-    @property
-    def owner_address(self) -> OwnerAddress:
-        return self._owner
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ObjectRef) and other._id == self._id
-
-    def __repr__(self) -> str:
-        return f"ObjectRef({self._id.hex()})"
+        super().__init__(object_id, owner, worker, counted=counted)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        _serialization.note_ref(self)
+        serialization.note_ref(self)
         return (_rebuild, (self._id, self._owner))
-
-    def __del__(self) -> None:
-        try:
-            self._worker.remove_local_ref(self._id)
-        except Exception:  # interpreter shutdown: nothing left to count
-            pass
 
     # -- waiting ----------------------------------------------------------
     def future(self) -> concurrent.futures.Future[Any]:
         """A ``concurrent.futures.Future`` resolved with the object's value."""
-        return self._worker.concurrent_future(self)
+        return self._worker.reader.concurrent_future(self)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._current_waiter(create=True).__await__()
@@ -95,7 +64,7 @@ class ObjectRef:
     def _current_waiter(self, create: bool) -> asyncio.Future[Any]:
         waiter = self._waiter
         if waiter is None or (create and waiter.cancelled()):
-            waiter = self._worker.waiter(self, _running_loop_or_none())
+            waiter = self._worker.reader.waiter(self, _running_loop_or_none())
             self._waiter = waiter
         return waiter
 

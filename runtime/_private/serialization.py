@@ -24,14 +24,12 @@ from __future__ import annotations
 import pickle
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import cloudpickle
 
-from . import _layout, exceptions
-
-if TYPE_CHECKING:
-    from ._object_ref import ObjectRef
+from .. import exceptions
+from . import layout
 
 METADATA_VALUE = 0
 METADATA_ERROR = 1
@@ -68,26 +66,27 @@ class Pickled(NamedTuple):
 
     inband: bytes
     buffers: list[memoryview]
-    refs: list[ObjectRef]
+    #: The refs pickled inside the value (``ObjectRef``s: opaque at this layer).
+    refs: list[Any]
 
     @property
     def size(self) -> int:
-        return _layout.plan(len(self.inband), [b.nbytes for b in self.buffers])[0]
+        return layout.plan(len(self.inband), [b.nbytes for b in self.buffers])[0]
 
     def inline(self) -> SerializedObject:
         if not self.buffers:
             return SerializedObject(METADATA_VALUE, self.inband)
-        return SerializedObject(METADATA_VALUE_OOB, _layout.encode(self.inband, self.buffers))
+        return SerializedObject(METADATA_VALUE_OOB, layout.encode(self.inband, self.buffers))
 
 
 class _Context(threading.local):
-    refs: list[ObjectRef] | None = None
+    refs: list[Any] | None = None
 
 
 _context = _Context()
 
 
-def note_ref(ref: ObjectRef) -> None:
+def note_ref(ref: Any) -> None:
     """Called by ``ObjectRef.__reduce__``: records a ref pickled inside a value."""
     refs = _context.refs
     if refs is not None:
@@ -99,7 +98,7 @@ def pickle_value(value: Any) -> Pickled:
     if type(value) in _PLAIN_TYPES:
         return Pickled(pickle.dumps(value, protocol=5), [], [])
     outer = _context.refs
-    refs: list[ObjectRef] = []
+    refs: list[Any] = []
     buffers: list[pickle.PickleBuffer] = []
     _context.refs = refs
     try:
@@ -150,7 +149,7 @@ def deserialize(obj: SerializedObject, store: StoreReader | None = None) -> Any:
     if metadata == METADATA_VALUE:
         return pickle.loads(obj.data)
     if metadata == METADATA_VALUE_OOB:
-        inband, buffers = _layout.read(memoryview(obj.data))
+        inband, buffers = layout.read(memoryview(obj.data))
         return pickle.loads(inband, buffers=buffers)
     if metadata == METADATA_IN_STORE:
         if store is None:

@@ -1,0 +1,65 @@
+"""What travels on a task stream, owner to worker and back.
+
+A task is a plain tuple (:data:`WireTask`), pickled in batches: the fields
+the worker needs, with every top-level ``ObjectRef`` argument already
+resolved to its serialized value. A batch may also carry
+:class:`CancelRequest` and :class:`ReleasePins` items. Replies are
+:data:`WireReply` tuples. Plain tuples, not protobuf messages: one pickle of a
+batch costs about 1 us, encoding every field as a message 10-30 us (see
+docs/architecture.md).
+
+Both the core worker (tasks and actor calls) and the gcs (actor creation
+tasks) speak it, so it lives in the plumbing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .serialization import SerializedObject
+
+# Kinds of wire task (plain ints: they are pickled with every task).
+KIND_TASK = 0
+KIND_ACTOR_CREATION = 1
+KIND_ACTOR_CALL = 2
+
+#: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
+#: owner_id). ``extra``: the method name for an actor call; for an actor
+#: creation a dict (actor_id, class_name, max_concurrency); else None.
+#: ``owner_id``: the worker id of the task's owner (its results' owner).
+WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
+#: (task_id, ok, returns or [error], application_error, nested): ``nested``
+#: lists, per return, the (object id, owner) of each ref inside it; ``None``
+#: means the worker handed the task back unstarted (run it elsewhere).
+WireReply = tuple[
+    bytes,
+    bool,
+    list[SerializedObject],
+    bool,
+    list[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
+]
+
+
+class CancelRequest:
+    """Asks the executing worker to cancel a task it has (queued or running)."""
+
+    __slots__ = ("force", "task_id")
+
+    def __init__(self, task_id: bytes, force: bool = False) -> None:
+        self.task_id = task_id
+        self.force = force
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CancelRequest, (self.task_id, self.force))
+
+
+class ReleasePins:
+    """Tells a worker that the owner of a task's result took over its nested refs."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: bytes) -> None:
+        self.task_id = task_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReleasePins, (self.task_id,))

@@ -1,0 +1,62 @@
+"""The public API's implementation: what users import from ``runtime``.
+
+Users import from ``runtime`` itself (and ``runtime.util``, ``runtime.testing``,
+``runtime.exceptions``), which re-export the names below; the modules here
+are private. This layer may import the core worker and the plumbing; nothing
+below it imports it.
+"""
+
+from ._actor import ActorClass, ActorHandle, get_actor, get_actor_async, kill
+from ._cluster_info import (
+    available_resources,
+    available_resources_async,
+    cluster_resources,
+    cluster_resources_async,
+    nodes,
+    nodes_async,
+)
+from ._decorators import method, remote
+from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
+from ._object_ref import ObjectRef
+from ._objects import cancel, get, get_async, put, wait, wait_async
+from ._remote_function import RemoteFunction
+from ._runtime_context import RuntimeContext, get_runtime_context
+from ._scheduling import NodeAffinitySchedulingStrategy
+from ._state import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
+
+__all__ = [
+    "ActorClass",
+    "ActorHandle",
+    "NodeAffinitySchedulingStrategy",
+    "ObjectRef",
+    "RemoteFunction",
+    "RuntimeContext",
+    "available_resources",
+    "available_resources_async",
+    "cancel",
+    "cluster_resources",
+    "cluster_resources_async",
+    "get",
+    "get_actor",
+    "get_actor_async",
+    "get_async",
+    "get_runtime_context",
+    "init",
+    "init_async",
+    "is_initialized",
+    "kill",
+    "list_actors",
+    "list_actors_async",
+    "memory_async",
+    "memory_summary",
+    "memory_tables",
+    "method",
+    "nodes",
+    "nodes_async",
+    "put",
+    "remote",
+    "shutdown",
+    "shutdown_async",
+    "wait",
+    "wait_async",
+]

@@ -1,0 +1,64 @@
+"""The cluster's nodes and resources: ``nodes()``, ``cluster_resources()``, ..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core_worker import check_blocking_allowed
+from ..protocol.rt import Empty
+from . import _context
+
+
+async def nodes_async() -> list[dict[str, Any]]:
+    worker = _context.current()
+    reply = await worker.bridge.on_own_loop(worker.gcs.get_all_nodes(Empty()))
+    return [
+        {
+            "NodeID": n.node_id.hex(),
+            "Alive": n.alive,
+            "NodeManagerAddress": n.host,
+            "NodeName": n.host,
+            "NodeManagerHostname": n.host,
+            "NodeManagerPort": n.raylet_port,
+            "ObjectManagerPort": n.object_manager_port,
+            "ObjectStoreSocketName": n.store_socket,
+            "IsHead": n.is_head,
+            "Resources": dict(n.resources_total),
+            "AvailableResources": dict(n.resources_available),
+            "SessionDir": n.session_dir,
+        }
+        for n in reply.nodes
+    ]
+
+
+def nodes() -> list[dict[str, Any]]:
+    """Every node of the cluster, as in Ray's ``ray.nodes()``."""
+    check_blocking_allowed("nodes", "await runtime.nodes_async()")
+    worker = _context.current()
+    result: list[dict[str, Any]] = worker.bridge.run_blocking(nodes_async())
+    return result
+
+
+def _sum(nodes_list: list[dict[str, Any]], key: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for node in nodes_list:
+        if node["Alive"]:
+            for name, amount in node[key].items():
+                total[name] = total.get(name, 0.0) + amount
+    return total
+
+
+def cluster_resources() -> dict[str, float]:
+    return _sum(nodes(), "Resources")
+
+
+def available_resources() -> dict[str, float]:
+    return _sum(nodes(), "AvailableResources")
+
+
+async def cluster_resources_async() -> dict[str, float]:
+    return _sum(await nodes_async(), "Resources")
+
+
+async def available_resources_async() -> dict[str, float]:
+    return _sum(await nodes_async(), "AvailableResources")

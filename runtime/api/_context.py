@@ -1,0 +1,52 @@
+"""The process's current core worker.
+
+A process has at most one core worker (the driver's or the worker's). It is
+set once at the entry point (``init()`` or the worker's main) and read where
+no context object can be passed: when an ``ObjectRef`` is unpickled, and by
+the module-level API functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..core_worker import CoreWorker
+from ..exceptions import RuntimeNotInitializedError
+
+logger = logging.getLogger("runtime")
+
+_current: CoreWorker | None = None
+# The session folder of the cluster this driver started (None: joined one, or a worker).
+_session_dir: str | None = None
+
+
+def set_current(worker: CoreWorker | None, session_dir: str | None = None) -> None:
+    global _current, _session_dir
+    _current = worker
+    _session_dir = session_dir
+
+
+def current_or_none() -> CoreWorker | None:
+    return _current
+
+
+def current() -> CoreWorker:
+    worker = _current
+    if worker is None:
+        raise RuntimeNotInitializedError(
+            "the runtime is not initialized: call runtime.init() "
+            "(or await runtime.init_async()) first"
+        )
+    return worker
+
+
+def session_dir() -> str | None:
+    return _session_dir
+
+
+def log_failure(what: str, task: asyncio.Task[Any]) -> None:
+    """A done callback for background requests nobody awaits: logs their error."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s: %s", what, task.exception())

@@ -1,0 +1,143 @@
+"""Objects: ``put``, ``get``, ``wait`` (sync and asyncio) and ``cancel``.
+
+Arguments are checked here, at the call site, with errors that name the
+call; the current core worker does the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, cast
+
+from ..core_worker import CoreWorker, check_blocking_allowed
+from . import _context
+from ._object_ref import ObjectRef
+
+_GET_ALT = "await ref` or `await runtime.get_async(refs)"
+_WAIT_ALT = "await runtime.wait_async(refs)"
+
+
+def _refs_arg(object_refs: Any, call: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, list | tuple):
+        for i, ref in enumerate(object_refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
+                )
+        return list(object_refs), False
+    raise TypeError(
+        f"{call}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}"
+    )
+
+
+def _check_timeout(timeout: Any, call: str) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{call}(): timeout must be a number of seconds or None")
+    if timeout < 0:
+        raise ValueError(f"{call}(): timeout must be >= 0, got {timeout}")
+
+
+def put(value: Any) -> ObjectRef:
+    """Stores ``value`` in the object store; returns its ref (this process owns it)."""
+    ref = _context.current().objects.put(value)
+    return cast(ObjectRef, ref)
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s) of one ref or a list of refs; blocks until ready.
+
+    Raises the task's error (a :class:`~runtime.exceptions.TaskError` that is
+    also an instance of the user's exception class) and
+    :class:`~runtime.exceptions.GetTimeoutError` after ``timeout`` seconds.
+    """
+    refs, single = _refs_arg(object_refs, "get")
+    _check_timeout(timeout, "get")
+    check_blocking_allowed("get", _GET_ALT)
+    values = _context.current().reader.get(refs, timeout)
+    return values[0] if single else values
+
+
+async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """``get`` for asyncio code: awaits instead of blocking."""
+    refs, single = _refs_arg(object_refs, "get_async")
+    _check_timeout(timeout, "get_async")
+    values = await _context.current().reader.get_async(refs, timeout)
+    return values[0] if single else values
+
+
+def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> list[ObjectRef]:
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError(f"{call}() takes a list of ObjectRefs, not a single ObjectRef")
+    refs, _ = _refs_arg(object_refs, call)
+    if len({r.binary() for r in refs}) != len(refs):
+        raise ValueError(f"{call}(): the list of ObjectRefs has duplicates")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int):
+        raise TypeError(f"{call}(): num_returns must be an int")
+    if num_returns < 0 or num_returns > len(refs):
+        raise ValueError(
+            f"{call}(): num_returns must be between 0 and the number of refs ({len(refs)}), "
+            f"got {num_returns}"
+        )
+    _check_timeout(timeout, call)
+    return refs
+
+
+def wait(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Splits refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
+    refs = _wait_args(object_refs, num_returns, timeout, "wait")
+    check_blocking_allowed("wait", _WAIT_ALT)
+    result = _context.current().reader.wait(
+        refs, num_returns, timeout, fetch_local=bool(fetch_local)
+    )
+    return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
+
+
+async def wait_async(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """``wait`` for asyncio code."""
+    refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
+    result = await _context.current().reader.wait_async(
+        refs, num_returns, timeout, fetch_local=bool(fetch_local)
+    )
+    return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task (or actor call) that makes ``object_ref``.
+
+    A queued task is dropped; a running ``async def`` task or async actor call
+    gets ``asyncio.CancelledError``; a running sync task gets
+    ``TaskCancelledError`` raised in its thread, or with ``force=True`` its
+    worker is killed. ``get`` then raises ``TaskCancelledError``. Only the
+    ref's owner can cancel it. Cancelling an asyncio task that awaits a ref
+    does not cancel the remote task: call this for that.
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
+    worker = _context.current()
+    if object_ref.owner_address[2] != worker.worker_id:
+        raise ValueError(
+            "only the owner of a ref (the process that submitted its task) can cancel it"
+        )
+    worker.post(_spawn_on, worker, worker.tasks.cancel(object_ref, force))
+
+
+def _spawn_on(worker: CoreWorker, coro: Any) -> None:
+    task = worker.background.spawn(coro)
+    task.add_done_callback(functools.partial(_context.log_failure, "a background request failed"))

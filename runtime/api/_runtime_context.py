@@ -1,0 +1,52 @@
+"""``get_runtime_context()``: what a driver or task can learn about where it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core_worker import current_task_id
+from ..exceptions import RuntimeNotInitializedError
+from . import _context
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """What a driver or task can learn about where it runs."""
+
+    job_id: int
+    node_id: str
+    worker_id: str
+    namespace: str
+    gcs_address: str
+    session_dir: str | None
+    mode: str
+
+    def get_job_id(self) -> str:
+        return f"{self.job_id:08x}"
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_worker_id(self) -> str:
+        return self.worker_id
+
+    def get_task_id(self) -> str | None:
+        task_id = current_task_id.get()
+        return task_id.hex() if task_id is not None else None
+
+
+def get_runtime_context() -> RuntimeContext:
+    worker = _context.current_or_none()
+    if worker is None:
+        raise RuntimeNotInitializedError(
+            "the runtime is not initialized: call runtime.init() first"
+        )
+    return RuntimeContext(
+        job_id=worker.job_id,
+        node_id=worker.node_id.hex(),
+        worker_id=worker.worker_id.hex(),
+        namespace=worker.namespace,
+        gcs_address=f"{worker.gcs_address[0]}:{worker.gcs_address[1]}",
+        session_dir=_context.session_dir(),
+        mode=worker.mode.value,
+    )

@@ -1,0 +1,121 @@
+"""What a core worker follows of the cluster: its nodes, and its workers' output.
+
+A driver subscribes to the gcs's JOBS, NODES and (unless told not to) LOGS
+channels: its job lives while that stream does, worker output is printed
+with its ``(pid=N)`` prefix, and node deaths reach the submitters. A worker
+subscribes to NODES only. The nodes table also answers where a node's
+raylet is (for leases and locality); a miss looks the nodes up for next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from .._private import rpc
+from ..protocol.rt import Channel, Empty, GetAllNodesReply, LogBatch, NodeInfo, SubscribeRequest
+from ._states import State
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+logger = logging.getLogger("runtime")
+
+
+class ClusterWatch:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        # The cluster's nodes as last heard (NODES channel; looked up on a miss).
+        self.nodes: dict[bytes, NodeInfo] = {}
+        # Invariant: True while one lookup of every node is under way.
+        self._refreshing = False
+
+    def start(self, driver: bool) -> None:
+        """Starts following the gcs (on the loop, once the worker is connected)."""
+        worker = self._worker
+        if driver:
+            channels = [Channel.JOBS, Channel.NODES]
+            if worker.log_to_driver:
+                channels.append(Channel.LOGS)
+            job = worker.job_id
+            request = SubscribeRequest(channels=channels, job_id=job, owns_job=job)
+            worker.background.spawn(self._subscribe(request))
+            self._refresh()
+        else:
+            worker.background.spawn(self._subscribe(SubscribeRequest(channels=[Channel.NODES])))
+
+    async def _subscribe(self, request: SubscribeRequest) -> None:
+        worker = self._worker
+        try:
+            async for message in worker.gcs.subscribe(request):
+                if message.channel is Channel.LOGS and message.logs is not None:
+                    self._print_logs(message.logs)
+                elif message.channel is Channel.NODES and message.node is not None:
+                    self.on_node(message.node)
+        except rpc.CONNECTION_ERRORS as e:
+            if worker.state is State.RUNNING:
+                logger.error("lost the connection to the gcs: %s", e)
+
+    def on_node(self, node: NodeInfo) -> None:
+        """A node joined, changed or died: a dead node's tasks and actor calls fail over."""
+        self.nodes[node.node_id] = node
+        if not node.alive:
+            self._worker.submitter.node_died(node.node_id)
+            self._worker.actor_client.actors.node_died(node.node_id)
+
+    def _print_logs(self, batch: LogBatch) -> None:
+        prefix = batch.prefix or f"pid={batch.pid}"
+        if batch.host and batch.host != self._worker.host:
+            prefix += f", ip={batch.host}"
+        out = sys.stderr if batch.is_err else sys.stdout
+        try:
+            out.write("".join(f"({prefix}) {line}\n" for line in batch.lines))
+            out.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- the nodes -------------------------------------------------------------------
+    def node_address(self, node_id: bytes) -> tuple[str, int] | None:
+        """A live node's raylet address, if known here; a miss looks the nodes up
+        (for next time)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            self._refresh()
+            return None
+        return (node.host, node.raylet_port) if node.alive else None
+
+    def _refresh(self) -> None:
+        if not self._refreshing:
+            self._refreshing = True
+            self._worker.background.spawn(self._refresh_nodes())
+
+    async def _refresh_nodes(self) -> None:
+        try:
+            reply = await self._worker.gcs.get_all_nodes(Empty())
+        except rpc.CONNECTION_ERRORS:
+            return
+        finally:
+            self._refreshing = False
+        for node in reply.nodes:
+            self.nodes.setdefault(node.node_id, node)
+
+    async def warn_if_infeasible(self, what: str, resources: dict[str, float]) -> None:
+        """Warns (once per scheduling key or actor) when no live node could ever fit it."""
+        try:
+            reply: GetAllNodesReply = await self._worker.gcs.get_all_nodes(Empty())
+        except rpc.CONNECTION_ERRORS:
+            return
+        for node in reply.nodes:
+            if node.alive and all(
+                node.resources_total.get(k, 0.0) >= v for k, v in resources.items()
+            ):
+                return
+        totals = [dict(n.resources_total) for n in reply.nodes if n.alive]
+        logger.warning(
+            "%s needs resources %s, which no node in the cluster has (nodes: %s); "
+            "it is infeasible and waits until a node that fits joins",
+            what,
+            resources,
+            totals,
+        )

@@ -1,0 +1,95 @@
+"""What a job shares through the gcs's key-value store.
+
+- Definitions: a remote function's or actor class's pickled definition is put
+  once per process under its id (namespace ``fn``); workers fetch it by id.
+- The job record (namespace ``job``): the driver's import path and namespace,
+  which its workers adopt, so they import what the driver can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .. import exceptions
+from ..protocol.rt import KvGetRequest, KvPutRequest
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+FUNCTION_NAMESPACE = "fn"
+JOB_NAMESPACE = "job"
+
+
+class Exports:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        # One export per definition id, started on first use (invariant: never removed).
+        self._exports: dict[bytes, asyncio.Future[None]] = {}
+
+    def ensure(self, function_id: bytes, data: bytes) -> asyncio.Future[None]:
+        """On the loop: the definition's export, started if it was not."""
+        export = self._exports.get(function_id)
+        if export is None:
+            export = self._worker.background.spawn(self._export(function_id, data))
+            self._exports[function_id] = export
+        return export
+
+    def done(self, function_id: bytes) -> bool:
+        """Whether the definition is exported (and the export did not fail)."""
+        export = self._exports.get(function_id)
+        return export is not None and export.done() and export.exception() is None
+
+    async def wait(self, function_id: bytes) -> None:
+        """Waits for an export started by :meth:`ensure`; raises its error."""
+        await asyncio.shield(self._exports[function_id])
+
+    async def _export(self, function_id: bytes, data: bytes) -> None:
+        await self._worker.wait_started()
+        await self._worker.gcs.kv_put(
+            KvPutRequest(namespace=FUNCTION_NAMESPACE, key=function_id, value=data, overwrite=False)
+        )
+
+    async def fetch(self, function_id: bytes) -> bytes:
+        """A definition by id (in a worker, to run it)."""
+        reply = await self._worker.gcs.kv_get(
+            KvGetRequest(namespace=FUNCTION_NAMESPACE, key=function_id)
+        )
+        if not reply.found:
+            raise exceptions.RaySystemError(f"function {function_id.hex()} is not registered")
+        return reply.value
+
+    # -- the job record ------------------------------------------------------------
+    async def publish_job(self, job_id: int, namespace: str) -> None:
+        """The driver's: its import path and namespace, for its workers."""
+        record = {"sys_path": _importable_paths(), "namespace": namespace}
+        await self._worker.gcs.kv_put(
+            KvPutRequest(
+                namespace=JOB_NAMESPACE,
+                key=str(job_id).encode(),
+                value=json.dumps(record).encode(),
+                overwrite=True,
+            )
+        )
+
+    async def adopt_job(self, job_id: int) -> str:
+        """A worker's: imports what the job's driver can; returns the job's namespace."""
+        reply = await self._worker.gcs.kv_get(
+            KvGetRequest(namespace=JOB_NAMESPACE, key=str(job_id).encode())
+        )
+        if not reply.found:
+            return ""
+        job = json.loads(reply.value)
+        paths = job.get("sys_path", [])
+        sys.path[:0] = [p for p in paths if p not in sys.path]
+        namespace: str = job.get("namespace", "")
+        return namespace
+
+
+def _importable_paths() -> list[str]:
+    """The driver's import path, so its workers find the same modules."""
+    paths = [os.getcwd() if p == "" else p for p in sys.path]
+    return [p for p in paths if os.path.isdir(p)]

@@ -1,0 +1,102 @@
+"""The core worker's one loop, and the hand-offs to it from other threads and loops.
+
+Invariant: every piece of core worker state is touched only on ``loop``'s
+thread. User threads hand state changes over with :meth:`LoopBridge.post`
+(ordered, one wakeup per burst) and wait for results with
+:meth:`LoopBridge.run_blocking`; coroutines running on another event loop
+await the core worker's with :meth:`LoopBridge.on_own_loop`. A blocking call
+made on a thread that runs an event loop is refused, naming its ``await``
+form, since it would stall that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .. import exceptions
+
+logger = logging.getLogger("runtime")
+
+T = TypeVar("T")
+
+
+class LoopBridge:
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._posted: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        # Invariant: True while a drain is scheduled and has not started yet.
+        self._drain_scheduled = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attaches to ``loop``; must run on the loop's thread."""
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs ``fn(*args)`` on the loop, after everything posted before it."""
+        if self.on_loop_thread():
+            fn(*args)
+            return
+        self._posted.append((fn, args))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop = self.loop
+            if loop is None or loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """Runs what was posted (on the loop, or at teardown)."""
+        # Reset first: an item appended after this point schedules a new drain.
+        self._drain_scheduled = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+
+    def run_blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs ``coro`` on the loop and blocks this (other) thread for its result."""
+        assert self.loop is not None
+        if self.on_loop_thread():
+            coro.close()
+            raise exceptions.BlockingCallOnLoopError("blocking call on the runtime's own loop")
+        cf = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return cf.result()
+        except BaseException:
+            cf.cancel()
+            raise
+
+    async def on_own_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Awaits a coroutine of the core worker's from any loop."""
+        assert self.loop is not None
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+
+def check_blocking_allowed(call: str, alternative: str) -> None:
+    """Refuses a blocking API call (``runtime.{call}``) on a thread that runs an
+    event loop, naming its ``await`` form."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise exceptions.BlockingCallOnLoopError(
+        f"runtime.{call}() blocks, and was called on a thread that runs an asyncio event "
+        f"loop, which it would stall; use `{alternative}` instead"
+    )

@@ -1,0 +1,206 @@
+"""The objects of one process: writing them, counting them, freeing them, serving them.
+
+:class:`ObjectClient` keeps the process's side of every object it holds:
+``put`` (pickled on the caller's thread, recorded on the loop), the local
+counts that live refs hold (``add_local_ref`` / ``remove_local_ref``, from any
+thread), freeing an owned object everywhere once no count holds it (memory
+store, node store, lineage, nested refs), and serving owned objects to
+borrowers. Reads (``get``, ``wait``) are :class:`~._reads.ObjectReader`'s.
+
+Values of ``max_inline_object_size`` and more go to the node's shared-memory
+store; smaller ones stay inline in the memory store. Store deletes are sent
+once per loop iteration, in one batch per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from .._private import serialization
+from .._private.serialization import SerializedObject
+from ._reference import OwnerAddress, Reference
+from ._states import State
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+
+class ObjectClient:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        # Where each owned object was made, for `runtime memory`.
+        self.call_sites: dict[bytes, str] = {}
+        # Invariant: True while a _flush_releases is posted and has not run.
+        self._release_scheduled = False
+        # Owned objects freed from shared-memory stores, by the node holding them;
+        # sent once per loop iteration (invariant: _delete_scheduled iff non-empty
+        # and a flush is scheduled).
+        self._store_deletes: dict[bytes, list[bytes]] = {}
+        self._delete_scheduled = False
+
+    # -- local counts (any thread) ---------------------------------------------------
+    def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
+        self._worker.post(self._add_local, object_id, owner)
+
+    def _add_local(self, object_id: bytes, owner: OwnerAddress) -> None:
+        worker = self._worker
+        if worker.refs.add_local(object_id, owned=owner[2] == worker.worker_id):
+            worker.ownership.borrowed(object_id, owner)
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        if self._worker.state is State.STOPPED:
+            return
+        self._worker.post(self._remove_local, object_id)
+
+    def _remove_local(self, object_id: bytes) -> None:
+        dropped = self._worker.refs.remove_local(object_id)
+        if dropped is not None:
+            self.dropped(object_id, dropped.owned)
+
+    def dropped(self, object_id: bytes, owned: bool) -> None:
+        """No count holds the object here any more."""
+        if owned:
+            self.free_owned([object_id])
+        else:
+            self._worker.store.delete(object_id)  # a borrowed value cached here
+            self._worker.ownership.borrow_ended(object_id)
+
+    def owned(self, ref: Reference) -> bool:
+        return ref._owner[2] == self._worker.worker_id
+
+    # -- writing -------------------------------------------------------------------
+    def put(self, value: Any) -> Reference:
+        """Stores ``value`` (from any thread); this process owns the new object."""
+        if isinstance(value, Reference):
+            raise TypeError(
+                "put() of an ObjectRef is not allowed: pass the ref itself, or put a "
+                "container that holds it"
+            )
+        worker = self._worker
+        object_id = worker.ids.put_id()
+        try:
+            pickled = serialization.pickle_value(value)
+        except Exception as e:
+            raise TypeError(
+                f"put() could not serialize a value of type {type(value).__name__}: {e}"
+            ) from e
+        obj = self.store_or_inline(object_id, pickled)
+        ref = worker.make_ref(object_id, worker.address, worker, counted=True)
+        worker.post(self._put_on_loop, object_id, obj, pickled.refs, _user_call_site("put"))
+        return ref
+
+    def _put_on_loop(
+        self, object_id: bytes, obj: SerializedObject, nested: list[Reference], site: str
+    ) -> None:
+        worker = self._worker
+        self.call_sites[object_id] = site
+        worker.refs.add_owned(object_id, 1)
+        worker.store.put(object_id, obj)
+        worker.ownership.contain(object_id, nested)
+
+    def store_or_inline(
+        self, object_id: bytes, pickled: serialization.Pickled, owner: bytes = b""
+    ) -> SerializedObject:
+        """Small values stay inline; large ones go to this node's shared-memory store."""
+        worker = self._worker
+        client = worker.store_client
+        if client is None or pickled.size < worker.config.max_inline_object_size:
+            return pickled.inline()
+        client.put(object_id, pickled.inband, pickled.buffers, owner or worker.worker_id)
+        return serialization.in_store(object_id, worker.node_id)
+
+    def serialize_value(
+        self, value: Any, object_id: bytes, owner: bytes = b""
+    ) -> tuple[SerializedObject, list[Reference]]:
+        pickled = serialization.pickle_value(value)
+        return self.store_or_inline(object_id, pickled, owner), pickled.refs
+
+    def deserialize(self, obj: SerializedObject) -> Any:
+        return serialization.deserialize(obj, self._read_store)
+
+    def _read_store(self, object_id: bytes) -> Any:
+        client = self._worker.store_client
+        if client is None:
+            raise exceptions.RaySystemError("this process has no object store client")
+        return client.get_value(object_id)
+
+    # -- the store's reader pins (released by finalizers, on any thread) ----------
+    def release_pending(self) -> None:
+        """From a finalizer, on any thread: have the loop send the releases."""
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self._worker.post(self._flush_releases)
+
+    def _flush_releases(self) -> None:
+        self._release_scheduled = False
+        client = self._worker.store_client
+        if client is not None:
+            with contextlib.suppress(exceptions.RayError, OSError):
+                client.flush_releases()
+
+    # -- freeing -------------------------------------------------------------------
+    def free_owned(self, object_ids: list[bytes]) -> None:
+        """Owned objects nobody uses any more: out of memory, and out of the store."""
+        worker = self._worker
+        for object_id in object_ids:
+            worker.ownership.release_contained(object_id)
+            worker.lineage.result_freed(object_id)
+            self.call_sites.pop(object_id, None)
+            obj = worker.store.get_nowait(object_id)
+            if obj is not None and obj.metadata == serialization.METADATA_IN_STORE:
+                node_id = serialization.store_location(obj)[1]
+                self._store_deletes.setdefault(node_id, []).append(object_id)
+            worker.store.delete(object_id)
+        if self._store_deletes and not self._delete_scheduled:
+            self._delete_scheduled = True
+            assert worker.loop is not None
+            worker.loop.call_soon(self.flush_deletes)
+
+    def flush_deletes(self) -> None:
+        """This node's store directly; other nodes' through this node's raylet."""
+        self._delete_scheduled = False
+        worker = self._worker
+        deletes, self._store_deletes = self._store_deletes, {}
+        for node_id, ids in deletes.items():
+            if node_id != worker.node_id:
+                worker.background.spawn(worker.recovery.free_remote(node_id, ids))
+            elif worker.store_client is not None:
+                with contextlib.suppress(exceptions.RayError, OSError):
+                    worker.store_client.delete(ids)
+
+    # -- serving borrowers -----------------------------------------------------------
+    def knows_object(self, object_id: bytes) -> bool:
+        return object_id in self._worker.refs or object_id in self._worker.store
+
+    async def serve_object(self, object_id: bytes, timeout: float) -> SerializedObject | None:
+        """An owned object for a borrower, once ready; None on timeout or if unknown."""
+        store = self._worker.store
+        obj = store.get_nowait(object_id)
+        if obj is not None:
+            return obj
+        if not self.knows_object(object_id):
+            return None
+        try:
+            return await asyncio.wait_for(
+                store.wait_for(object_id), None if timeout < 0 else timeout
+            )
+        except TimeoutError:
+            return None
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_call_site(what: str) -> str:
+    """``what`` at the first frame outside this package (file:line)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return what
+    return f"{what} at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"

@@ -1,0 +1,344 @@
+"""Reading objects: ``get`` and ``wait`` in their blocking and asyncio forms.
+
+:class:`ObjectReader` turns refs into values. An owned object is awaited in
+the memory store; a borrowed one is fetched from its owner (``GetObject``,
+long-polled, one fetch per object however many readers); an object held in
+another node's store is pulled here first (``recovery.localize_until``); one
+lost from a store is rebuilt (``recovery.recover``) and read again.
+
+The blocking forms run on user threads: ready objects are read there (dict
+reads); the rest is handed to the loop. A sync task that blocks lends its
+CPU back to the raylet while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from .._private import rpc, serialization
+from .._private.serialization import SerializedObject
+from ..protocol.rt import CoreWorkerStub, GetObjectRequest, ObjectStatus, WorkerBlockedRequest
+from ._reference import Reference
+from ._running import current_task_id, thread_state
+from ._states import WorkerMode
+from ._store_client import LostInStore
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+#: How long one GetObject request waits at the owner before it is renewed.
+OWNER_POLL_S = 30.0
+
+
+class ObjectReader:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        # Fetches of borrowed objects under way, one per object.
+        self._fetches: dict[bytes, asyncio.Future[SerializedObject]] = {}
+
+    # -- on the loop: serialized values --------------------------------------------
+    def _object_future(self, ref: Reference) -> asyncio.Future[SerializedObject]:
+        """A future for the object's serialized value (on the loop)."""
+        worker = self._worker
+        if worker.objects.owned(ref):
+            return worker.store.wait_for(ref._id)
+        obj = worker.store.get_nowait(ref._id)
+        if obj is not None:
+            fut: asyncio.Future[SerializedObject] = asyncio.get_running_loop().create_future()
+            fut.set_result(obj)
+            return fut
+        fetch = self._fetches.get(ref._id)
+        if fetch is None:
+            fetch = worker.background.spawn(self.fetch_from_owner(ref))
+            self._fetches[ref._id] = fetch
+        return asyncio.shield(fetch)
+
+    async def fetch_from_owner(self, ref: Reference) -> SerializedObject:
+        """Gets a borrowed object's value from its owner."""
+        worker = self._worker
+        host, port, _ = ref._owner
+        stub = CoreWorkerStub(worker.channels.get(host, port))
+        try:
+            while True:
+                try:
+                    reply = await stub.get_object(
+                        GetObjectRequest(object_id=ref._id, timeout=OWNER_POLL_S)
+                    )
+                except rpc.CONNECTION_ERRORS as e:
+                    obj = serialization.serialize_error(
+                        exceptions.OwnerDiedError(
+                            ref.hex(), f"its owner at {host}:{port} is unreachable ({e})"
+                        )
+                    )
+                    break
+                if reply.status is ObjectStatus.READY:
+                    obj = SerializedObject(reply.metadata, reply.data)
+                    break
+                if reply.status is ObjectStatus.FREED:
+                    obj = serialization.serialize_error(
+                        exceptions.ObjectFreedError(ref.hex(), "its owner no longer has it")
+                    )
+                    break
+        finally:
+            self._fetches.pop(ref._id, None)
+        if ref._id in worker.refs:
+            worker.store.put(ref._id, obj)
+        return obj
+
+    async def get_serialized(
+        self,
+        refs: Sequence[Reference],
+        deadline: float | None,
+        lend_cpu: bool = False,
+        fetch_local: bool = True,
+    ) -> list[SerializedObject]:
+        """The objects' serialized values, in order; waits for those not ready.
+
+        ``fetch_local``: objects other nodes hold are pulled here too (to be
+        read); a task's arguments are not (they go to wherever it runs).
+        """
+        worker = self._worker
+        objs: list[SerializedObject | None] = [worker.store.get_nowait(r._id) for r in refs]
+        missing = [i for i, obj in enumerate(objs) if obj is None]
+        if not missing:
+            if fetch_local:
+                await worker.recovery.localize_until(objs, deadline)
+            return objs  # type: ignore[return-value]
+        await worker.wait_started()
+        # A task that waits (sync on its thread: lend_cpu; async: in its context)
+        # hands back the tasks queued behind it, and those that arrive meanwhile.
+        executor = worker.executor
+        task_waits = executor is not None and (lend_cpu or current_task_id.get() is not None)
+        if task_waits:
+            assert executor is not None
+            executor.waiting += 1
+            executor.release_queued()
+        if lend_cpu:
+            await self._notify_blocked(True)
+        futures = [self._object_future(refs[i]) for i in missing]
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            _, pending = await asyncio.wait(futures, timeout=timeout)
+            if pending:
+                for fut in pending:
+                    fut.cancel()
+                raise exceptions.GetTimeoutError(
+                    f"get() timed out: {len(pending)} of {len(refs)} objects were not ready"
+                )
+            for i, fut in zip(missing, futures, strict=True):
+                objs[i] = fut.result()
+        finally:
+            if task_waits:
+                assert executor is not None
+                executor.waiting -= 1
+            if lend_cpu:
+                await self._notify_blocked(False)
+        if fetch_local:
+            await worker.recovery.localize_until(objs, deadline)
+        return objs  # type: ignore[return-value]
+
+    async def _notify_blocked(self, blocked: bool) -> None:
+        worker = self._worker
+        if worker.mode is not WorkerMode.WORKER:
+            return
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await worker.raylet.notify_worker_blocked(
+                WorkerBlockedRequest(worker_id=worker.worker_id, blocked=blocked)
+            )
+
+    # -- get ---------------------------------------------------------------------
+    def get(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
+        """Blocking get, for threads that run no event loop."""
+        worker = self._worker
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ready = [worker.store.get_nowait(r._id) for r in refs]
+        lend_cpu = thread_state.in_sync_task
+        if None in ready and not lend_cpu and all(r._owner[2] == worker.worker_id for r in refs):
+            # Owned objects, nothing to lend: wait for them directly, with no
+            # coroutine on the loop (a sync get loop's hot path).
+            self._wait_owned(refs, timeout)
+            ready = [worker.store.get_nowait(r._id) for r in refs]
+        objs: list[SerializedObject]
+        run_blocking = worker.bridge.run_blocking
+        if None in ready:
+            objs = run_blocking(self.get_serialized(refs, deadline, lend_cpu))
+        else:
+            objs = ready  # type: ignore[assignment]
+            if worker.recovery.remote_markers(objs):
+                run_blocking(worker.recovery.localize_until(objs, deadline))
+        values = []
+        for ref, obj in zip(refs, objs, strict=True):
+            while True:
+                try:
+                    values.append(worker.objects.deserialize(obj))
+                    break
+                except LostInStore:
+                    # Rebuilt from lineage, or the owner says why it cannot be.
+                    obj = run_blocking(worker.recovery.recover_until(ref, deadline))
+        return values
+
+    def _wait_owned(self, refs: Sequence[Reference], timeout: float | None) -> None:
+        """Blocks this (non-loop) thread until owned objects are ready, or raises."""
+        store = self._worker.store
+        done = threading.Event()
+        left = [len(refs)]
+
+        def one_ready() -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+        def register() -> None:
+            for ref in refs:
+                store.on_ready(ref._id, one_ready)
+
+        self._worker.post(register)
+        if not done.wait(timeout):
+            raise exceptions.GetTimeoutError(
+                f"get() timed out after {timeout}s: {left[0]} of {len(refs)} objects not ready"
+            )
+
+    async def get_async(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
+        worker = self._worker
+        on_own_loop = worker.bridge.on_own_loop
+        deadline = None if timeout is None else time.monotonic() + timeout
+        objs = await on_own_loop(self.get_serialized(refs, deadline))
+        values = []
+        for ref, obj in zip(refs, objs, strict=True):
+            while True:
+                try:
+                    values.append(worker.objects.deserialize(obj))
+                    break
+                except LostInStore:
+                    obj = await on_own_loop(worker.recovery.recover_until(ref, deadline))
+        return values
+
+    # -- wait --------------------------------------------------------------------
+    async def wait_async(
+        self,
+        refs: Sequence[Reference],
+        num_returns: int,
+        timeout: float | None,
+        fetch_local: bool = True,
+    ) -> tuple[list[Reference], list[Reference]]:
+        on_own_loop = self._worker.bridge.on_own_loop
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = await on_own_loop(self._wait(refs, num_returns, timeout))
+        if fetch_local:
+            await on_own_loop(self._fetch_ready(result[0], deadline))
+        return result
+
+    def wait(
+        self,
+        refs: Sequence[Reference],
+        num_returns: int,
+        timeout: float | None,
+        fetch_local: bool = True,
+    ) -> tuple[list[Reference], list[Reference]]:
+        worker = self._worker
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Fast path on the caller's thread (dict reads): enough refs are ready.
+        objects = worker.store
+        ready = [r for r in refs if r._id in objects]
+        if len(ready) >= num_returns:
+            chosen = {r._id for r in ready[:num_returns]}
+            result = ready[:num_returns], [r for r in refs if r._id not in chosen]
+        else:
+            result = worker.bridge.run_blocking(self._wait(refs, num_returns, timeout))
+        if fetch_local and worker.recovery.remote_markers(
+            [objects.get_nowait(r._id) for r in result[0]]
+        ):
+            worker.bridge.run_blocking(self._fetch_ready(result[0], deadline))
+        return result
+
+    async def _fetch_ready(self, ready: Sequence[Reference], deadline: float | None) -> None:
+        """``wait(fetch_local=True)``: copies the ready objects other nodes hold
+        here, within the time left (Ray's meaning of the flag, best effort)."""
+        objs = [self._worker.store.get_nowait(r._id) for r in ready]
+        with contextlib.suppress(exceptions.GetTimeoutError, exceptions.ObjectStoreFullError):
+            await self._worker.recovery.localize_until(objs, deadline)
+
+    async def _wait(
+        self, refs: Sequence[Reference], num_returns: int, timeout: float | None
+    ) -> tuple[list[Reference], list[Reference]]:
+        store = self._worker.store
+        ready = {r._id for r in refs if store.get_nowait(r._id) is not None}
+        if len(ready) < num_returns:
+            await self._worker.wait_started()
+            futures = {self._object_future(r): r._id for r in refs if r._id not in ready}
+            deadline = None if timeout is None else time.monotonic() + timeout
+            pending = set(futures)
+            try:
+                while len(ready) < num_returns and pending:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    done, pending = await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done:
+                        break
+                    ready.update(futures[f] for f in done)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+        ready_refs: list[Reference] = []
+        not_ready: list[Reference] = []
+        for ref in refs:
+            if ref._id in ready and len(ready_refs) < num_returns:
+                ready_refs.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready_refs, not_ready
+
+    # -- an ObjectRef's future -----------------------------------------------------
+    def waiter(self, ref: Reference, loop: asyncio.AbstractEventLoop | None) -> asyncio.Future[Any]:
+        """The future behind ``await ref`` on ``loop`` (None: not on a loop)."""
+        worker = self._worker
+        own = worker.loop
+        assert own is not None
+        if loop is not None and loop is not own:
+            return asyncio.wrap_future(self.concurrent_future(ref), loop=loop)
+        if not worker.bridge.on_loop_thread():
+            return asyncio.wrap_future(self.concurrent_future(ref), loop=own)
+        obj = worker.store.get_nowait(ref._id)
+        if obj is not None and not worker.recovery.remote_markers([obj]):
+            fut: asyncio.Future[Any] = own.create_future()
+            try:
+                fut.set_result(worker.objects.deserialize(obj))
+            except LostInStore:
+                pass  # the slow path rebuilds it
+            except BaseException as e:
+                fut.set_exception(e)
+            if fut.done():
+                return fut
+        task = own.create_task(self._value(ref))
+        # A waiter nobody looks at again (a ref abandoned at shutdown) must not
+        # log "exception was never retrieved": its error belongs to the ref.
+        task.add_done_callback(_retrieve)
+        return task
+
+    async def _value(self, ref: Reference) -> Any:
+        worker = self._worker
+        (obj,) = await self.get_serialized([ref], None)
+        while True:
+            try:
+                return worker.objects.deserialize(obj)
+            except LostInStore:
+                obj = await worker.recovery.recover(ref)
+
+    def concurrent_future(self, ref: Reference) -> concurrent.futures.Future[Any]:
+        assert self._worker.loop is not None
+        return asyncio.run_coroutine_threadsafe(self._value(ref), self._worker.loop)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,153 @@
+"""Running one task or actor call: its arguments in, its reply out.
+
+Shared by the task executor and the actor executor: arguments are unpickled
+and results pickled on the thread that runs the function; an exception
+becomes a ``TaskError`` reply carrying the traceback (without the runtime's
+own frames); a large result goes into this node's store under its return
+id; refs nested in results stay pinned here until the owner took them over.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from .._private import serialization
+from .._private.ids import return_id
+from .._private.serialization import SerializedObject
+from .._private.task_wire import WireReply, WireTask
+from ._task_spec import ArgSlot
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+#: Sends a task's reply back to its owner.
+Reply = Callable[[WireReply], None]
+
+#: The id of the task running in this context (thread or coroutine).
+current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "runtime_current_task_id", default=None
+)
+
+_HOST = socket.gethostname()
+
+
+class _ThreadState(threading.local):
+    #: True on a thread while it runs a sync task: a blocking ``get`` there
+    #: lends the task's CPU back to the raylet.
+    in_sync_task = False
+
+
+thread_state = _ThreadState()
+
+
+def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> WireReply:
+    try:
+        args, kwargs = load_args(worker, task)
+        result = fn(*args, **kwargs)
+    except exceptions.TaskCancelledError:
+        return cancelled_reply(task[0], task[2])
+    except Exception as e:
+        return error_reply(task[0], task[2], e)
+    return result_reply(worker, task, result)
+
+
+async def run_async(
+    worker: CoreWorker, fn: Callable[..., Awaitable[Any]], task: WireTask
+) -> WireReply:
+    try:
+        args, kwargs = load_args(worker, task)
+        result = await fn(*args, **kwargs)
+    except Exception as e:
+        return error_reply(task[0], task[2], e)
+    return result_reply(worker, task, result)
+
+
+def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
+    task_id, name, num_returns = task[0], task[2], task[5]
+    values: list[Any] | None
+    if num_returns == 1:
+        values = [result]
+    elif num_returns == 0:
+        values = []
+    else:
+        try:
+            values = list(result)
+        except TypeError:
+            values = None
+        if values is None or len(values) != num_returns:
+            err = ValueError(
+                f"{name}() was declared with num_returns={num_returns} "
+                f"but returned {type(result).__name__} {_len_of(result)}"
+            )
+            return error_reply(task_id, name, err)
+    returns: list[SerializedObject] = []
+    nested: list[list[tuple[bytes, tuple[str, int, bytes]]]] = []
+    pins: list[Any] = []
+    for index, value in enumerate(values):
+        try:
+            # A large result goes into this node's store under the return's id.
+            obj, refs = worker.objects.serialize_value(
+                value, return_id(task_id, index), owner=task[8]
+            )
+        except Exception as e:
+            return error_reply(task_id, name, e, "could not serialize the result: ")
+        returns.append(obj)
+        nested.append([(r.binary(), r.owner_address) for r in refs])
+        pins.extend(refs)
+    if pins:
+        # Held until the result's owner has taken the refs over (ReleasePins).
+        worker.post(worker.ownership.pin, task_id, pins)
+    return (task_id, True, returns, False, nested)
+
+
+def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
+    # Skip the executor's own frame: the traceback starts in user code.
+    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    tb = note + "".join(traceback.format_exception(type(error), error, frames))
+    err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), _HOST)
+    return (task_id, False, [serialization.serialize_error(err)], True, [])
+
+
+def cancelled_reply(task_id: bytes, name: str) -> WireReply:
+    error = exceptions.TaskCancelledError(f"{name}() was cancelled")
+    return (task_id, False, [serialization.serialize_error(error)], False, [])
+
+
+def interrupt_thread(
+    thread_id: int, error: type[BaseException] | None = exceptions.TaskCancelledError
+) -> None:
+    """Raises ``error`` in a thread at its next bytecode, as Ray does to cancel a
+    running sync task; ``None`` withdraws an interrupt not delivered yet.
+
+    Known limit: an interrupt sent just as the task ends may land in the code
+    that runs right after it; both sides withdraw it, which narrows that
+    window to a few bytecodes without closing it.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(error) if error is not None else None
+    )
+
+
+def _len_of(value: Any) -> str:
+    try:
+        return f"of length {len(value)}"
+    except TypeError:
+        return "(not a sequence)"
+
+
+def load_args(worker: CoreWorker, task: WireTask) -> tuple[list[Any], dict[str, Any]]:
+    args_data, resolved = task[3], task[4]
+    args, kwargs = worker.objects.deserialize(args_data)
+    if resolved:
+        values = [worker.objects.deserialize(obj) for obj in resolved]
+        args = [values[a.index] if type(a) is ArgSlot else a for a in args]
+        kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
+    return list(args), kwargs

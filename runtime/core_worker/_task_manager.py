@@ -1,0 +1,265 @@
+"""The owner's side of its tasks: from ``.remote()`` to a stored result.
+
+:class:`TaskManager` keeps every pending task this process owns (normal
+tasks and actor calls) and moves each through its states (``TaskState``:
+RESOLVING -> QUEUED -> PUSHED -> FINISHED): it registers the task's results
+and argument counts, waits for its definition's export and its ref
+arguments, hands it to the submitter, and takes the replies: results stored
+(and their nested refs taken over), application errors retried under
+``retry_exceptions``, worker deaths retried within ``max_retries``, then
+failed with the error that names the cause. Cancellation marks or withdraws
+the task wherever it is.
+
+Invariant: a task is in ``pending`` from registration until it is FINISHED;
+while it is, its top-level ref arguments count as submitted at the
+reference counter, and its nested refs are held by ``spec.nested``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from .._private import serialization
+from .._private.ids import return_id, task_of
+from .._private.push_stream import PushStream
+from .._private.serialization import SerializedObject
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_TASK, ReleasePins, WireReply
+from ._arguments import serialize_args
+from ._reference import Reference
+from ._states import State
+from ._task_spec import TaskSpec, TaskState
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+logger = logging.getLogger("runtime")
+
+
+class TaskManager:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        self.pending: dict[bytes, TaskSpec] = {}
+
+    # -- submission (any thread) -------------------------------------------------------
+    def submit_task(
+        self,
+        *,
+        function_id: bytes,
+        function_data: bytes,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: bool | tuple[type[BaseException], ...],
+        strategy: Any = None,
+    ) -> list[Reference]:
+        """Submits a task from any thread; raises at once on bad arguments."""
+        worker = self._worker
+        args_data, arg_refs, nested = serialize_args(worker, name, args, kwargs)
+        task_id = worker.ids.task_id()
+        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        spec = TaskSpec(
+            task_id=task_id,
+            function_id=function_id,
+            name=name,
+            args_data=args_data,
+            arg_refs=arg_refs,
+            num_returns=num_returns,
+            resources=resources,
+            max_retries=max_retries,
+            retry_exceptions=retry_exceptions,
+            return_ids=return_ids,
+            retries_left=max_retries,
+            owner_id=worker.worker_id,
+            strategy=strategy,
+        )
+        out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
+        worker.post(self._submit_on_loop, spec, nested, function_data)
+        return out
+
+    def register(self, spec: TaskSpec, nested: list[Reference]) -> None:
+        """On the loop: the task is pending; its results and arguments are counted."""
+        worker = self._worker
+        self.pending[spec.task_id] = spec
+        call_sites = worker.objects.call_sites
+        for object_id in spec.return_ids:
+            worker.refs.add_owned(object_id, 1)
+            call_sites[object_id] = f"{spec.name}() result"
+        worker.refs.add_submitted([r._id for r in spec.arg_refs])
+        spec.nested = nested  # held until the reply: the worker registers by then
+
+    def _submit_on_loop(
+        self, spec: TaskSpec, nested: list[Reference], function_data: bytes
+    ) -> None:
+        self.register(spec, nested)
+        exports = self._worker.exports
+        exports.ensure(spec.function_id, function_data)
+        if not spec.arg_refs and exports.done(spec.function_id):
+            spec.state = TaskState.QUEUED
+            self._worker.submitter.submit(spec)
+        else:
+            self._worker.background.spawn(self._submit_when_ready(spec))
+
+    async def _submit_when_ready(self, spec: TaskSpec) -> None:
+        if await self.prepare(spec):
+            self._worker.submitter.submit(spec)
+
+    async def prepare(self, spec: TaskSpec) -> bool:
+        """Waits for the definition's export and the ref arguments; False if failed."""
+        try:
+            await self._worker.exports.wait(spec.function_id)
+        except Exception as e:
+            error = exceptions.RaySystemError(f"could not register {spec.name}(): {e}")
+            self.fail_task(spec, serialization.serialize_error(error))
+            return False
+        if spec.arg_refs:
+            objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
+            for obj in objs:
+                if serialization.is_error(obj):
+                    # A failed dependency fails this task with the same error.
+                    self.fail_task(spec, obj)
+                    return False
+            spec.resolved = objs
+        if spec.cancelled:
+            self.fail_task(spec, _cancelled(spec))
+            return False
+        spec.state = TaskState.QUEUED
+        return True
+
+    def on_new_scheduling_key(self, spec: TaskSpec) -> None:
+        watch = self._worker.cluster
+        self._worker.background.spawn(
+            watch.warn_if_infeasible(f"task {spec.name}()", spec.resources)
+        )
+
+    # -- cancellation --------------------------------------------------------------------
+    async def cancel(self, ref: Reference, force: bool) -> None:
+        if not self._worker.objects.owned(ref):
+            raise ValueError(
+                "only the owner of a ref (the process that submitted its task) can cancel it"
+            )
+        spec = self.pending.get(task_of(ref._id))
+        if spec is None or spec.state is TaskState.FINISHED:
+            return  # finished already: nothing to cancel
+        if spec.kind == KIND_ACTOR_CALL:
+            if force:
+                raise ValueError("force=True is not supported for actor calls; use runtime.kill()")
+            self._worker.actor_client.cancel_call(spec)
+            return
+        spec.cancelled = True
+        if spec.state is TaskState.RESOLVING:
+            return  # prepare() sees the flag
+        self._worker.submitter.cancel(spec, force)
+
+    # -- completion ----------------------------------------------------------------------
+    def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        _, ok, returns, application_error, _ = reply
+        if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
+            return
+        if not ok:
+            if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
+                if spec.retries_left > 0:
+                    spec.retries_left -= 1
+                logger.info("retrying %s() after an exception", spec.name)
+                self._worker.submitter.submit(spec)
+                return
+            self.fail_task(spec, returns[0])
+            return
+        self.store_returns(spec, reply, stream)
+        self.finish_task(spec)
+
+    def store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        """Keeps a task's results, and takes over the refs nested in them."""
+        worker = self._worker
+        returns, nested = reply[2], reply[4] or []
+        in_store = [
+            oid
+            for oid, obj in zip(spec.return_ids, returns, strict=False)
+            if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
+        ]
+        if spec.kind == KIND_TASK:
+            worker.lineage.record(spec, in_store)
+        for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
+            if object_id not in worker.refs:
+                continue  # nobody wants this result any more
+            worker.store.put(object_id, obj)
+            inner = nested[index] if index < len(nested) else []
+            if inner:
+                # Ownership rule 3: the result holds the refs it contains.
+                worker.ownership.contain(
+                    object_id, [Reference(oid, owner, worker) for oid, owner in inner]
+                )
+        if any(nested):
+            # Rule 2: the worker held them for us until now; let it go once
+            # our own registrations (for refs we do not own) are done.
+            task_id = spec.task_id
+            worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
+
+    def on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
+        if spec.cancelled:
+            self.fail_task(spec, _cancelled(spec))
+            return
+        if isinstance(error, exceptions.TaskUnschedulableError):
+            unschedulable = exceptions.TaskUnschedulableError(
+                f"{spec.name}() cannot be scheduled: {error}"
+            )
+            self.fail_task(spec, serialization.serialize_error(unschedulable))
+            return
+        if spec.retries_left != 0 and self._worker.state is State.RUNNING:
+            if spec.retries_left > 0:
+                spec.retries_left -= 1
+            logger.warning("the worker running %s() died (%s); retrying", spec.name, error)
+            self._worker.submitter.submit(spec)
+            return
+        crashed = exceptions.WorkerCrashedError(
+            f"the worker running {spec.name}() died and no retries are left "
+            f"(max_retries={spec.max_retries}): {error}"
+        )
+        self.fail_task(spec, serialization.serialize_error(crashed))
+
+    def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
+        for object_id in spec.return_ids:
+            if object_id in self._worker.refs:
+                self._worker.store.put(object_id, error)
+        self.finish_task(spec)
+
+    def finish_task(self, spec: TaskSpec) -> None:
+        """The task is done: it no longer holds its arguments."""
+        worker = self._worker
+        spec.state = TaskState.FINISHED
+        self.pending.pop(spec.task_id, None)
+        rebuilt = worker.recovery.reconstructions.pop(spec.task_id, None)
+        if rebuilt is not None and not rebuilt.done():
+            rebuilt.set_result(None)
+        if spec.kind == KIND_ACTOR_CALL:
+            worker.actor_client.count_finished_call(spec.actor_key)
+        for object_id, ref in worker.refs.remove_submitted([r._id for r in spec.arg_refs]):
+            worker.objects.dropped(object_id, ref.owned)
+        spec.arg_refs = []
+        spec.nested = []
+        spec.resolved = []
+
+
+def _cancelled(spec: TaskSpec) -> SerializedObject:
+    return serialization.serialize_error(
+        exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
+    )
+
+
+def _should_retry(spec: TaskSpec, error: SerializedObject) -> bool:
+    policy = spec.retry_exceptions
+    if policy is True:
+        return True
+    if not policy:
+        return False
+    try:
+        err = serialization.error_of(error)
+    except Exception:
+        return False
+    cause = getattr(err, "cause_cls", type(err))
+    return isinstance(cause, type) and issubclass(cause, policy)

@@ -1,0 +1,211 @@
+"""The core worker's parts, fed events in one process: no cluster, no connection.
+
+A core worker that is built and bound to the test's loop but never started
+has its tables and parts and nothing else; the submitter is replaced by a
+recorder (what would go to a raylet is only noted), so each test drives a
+part through its states by calling it as its neighbours do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from runtime import exceptions
+from runtime._private import serialization
+from runtime._private.config import Config
+from runtime._private.serialization import SerializedObject
+from runtime.api import ObjectRef
+from runtime.core_worker import CoreWorker, WorkerMode
+from runtime.core_worker._task_spec import TaskSpec, TaskState
+from runtime.protocol.rt import NodeInfo
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class RecordingSubmitter:
+    """Stands in for the lease-and-push machinery: records what it is given."""
+
+    def __init__(self) -> None:
+        self.submitted: list[TaskSpec] = []
+        self.cancelled: list[tuple[TaskSpec, bool]] = []
+        self.dead_nodes: list[bytes] = []
+
+    def submit(self, spec: TaskSpec) -> None:
+        spec.state = TaskState.PUSHED
+        self.submitted.append(spec)
+
+    def cancel(self, spec: TaskSpec, force: bool) -> None:
+        self.cancelled.append((spec, force))
+
+    def node_died(self, node_id: bytes) -> None:
+        self.dead_nodes.append(node_id)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def worker() -> Any:
+    w = CoreWorker(
+        mode=WorkerMode.DRIVER,
+        config=Config.load(),
+        host="127.0.0.1",
+        gcs_address=("127.0.0.1", 1),
+        raylet_address=("127.0.0.1", 1),
+        make_ref=ObjectRef,
+    )
+    w.bind(asyncio.get_running_loop())
+    w.submitter = RecordingSubmitter()  # type: ignore[assignment]
+    assert w._started is not None
+    w._started.set_result(None)  # as if connected: nothing here needs the gcs
+    try:
+        yield w
+    finally:
+        await w.background.close()
+        w._sock.close()
+
+
+def _spec(worker: CoreWorker, **fields: Any) -> TaskSpec:
+    task_id = worker.ids.task_id()
+    defaults: dict[str, Any] = {
+        "task_id": task_id,
+        "function_id": b"f" * 16,
+        "name": "f",
+        "args_data": serialization.pickle_value(((), {})).inline(),
+        "arg_refs": [],
+        "num_returns": 1,
+        "resources": {"CPU": 1.0},
+        "max_retries": 0,
+        "retry_exceptions": False,
+        "return_ids": [task_id + b"\x00\x00\x00\x00"],
+        "owner_id": worker.worker_id,
+    }
+    defaults.update(fields)
+    defaults.setdefault("retries_left", defaults["max_retries"])
+    return TaskSpec(**defaults)
+
+
+def _value(value: Any) -> SerializedObject:
+    return serialization.pickle_value(value).inline()
+
+
+def _error(error: BaseException) -> SerializedObject:
+    return serialization.serialize_error(error)
+
+
+async def test_put_then_get_reads_the_memory_store(worker: CoreWorker) -> None:
+    ref = worker.objects.put({"a": 1})
+    assert isinstance(ref, ObjectRef)
+    assert worker.reader.get([ref], timeout=0) == [{"a": 1}]
+    assert "put at test_core_worker_parts.py" in worker.objects.call_sites[ref.binary()]
+
+
+async def test_dropping_the_last_ref_frees_the_object(worker: CoreWorker) -> None:
+    ref = worker.objects.put(b"x" * 10)
+    object_id = ref.binary()
+    assert object_id in worker.store and object_id in worker.refs
+    del ref
+    gc.collect()
+    assert object_id not in worker.store
+    assert object_id not in worker.refs
+    assert object_id not in worker.objects.call_sites
+
+
+async def test_a_reply_stores_the_result_and_finishes_the_task(worker: CoreWorker) -> None:
+    arg = worker.objects.put(7)
+    spec = _spec(worker, arg_refs=[arg])
+    result_ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
+    worker.tasks.register(spec, [])
+    assert spec.task_id in worker.tasks.pending
+    entry = worker.refs.get(arg.binary())
+    assert entry is not None and entry.submitted == 1
+
+    worker.tasks.on_task_reply(spec, (spec.task_id, True, [_value(49)], False, [[]]), None)  # type: ignore[arg-type]
+
+    assert spec.state is TaskState.FINISHED
+    assert spec.task_id not in worker.tasks.pending
+    assert worker.reader.get([result_ref], timeout=0) == [49]
+    entry = worker.refs.get(arg.binary())
+    assert entry is not None and entry.submitted == 0  # the argument is released
+
+
+async def test_an_application_error_is_retried_only_as_allowed(worker: CoreWorker) -> None:
+    spec = _spec(worker, max_retries=1, retry_exceptions=(ValueError,))
+    ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
+    worker.tasks.register(spec, [])
+    failure = exceptions.TaskError("f", "tb", ValueError("bad"), ValueError, 1, "h")
+    reply = (spec.task_id, False, [_error(failure)], True, [])
+
+    worker.tasks.on_task_reply(spec, reply, None)  # type: ignore[arg-type]
+    assert worker.submitter.submitted == [spec]  # type: ignore[attr-defined]
+    assert spec.retries_left == 0
+
+    worker.tasks.on_task_reply(spec, reply, None)  # type: ignore[arg-type]
+    assert len(worker.submitter.submitted) == 1  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"f\(\) \(pid=1, host=h\) failed"):
+        worker.reader.get([ref], timeout=0)
+
+
+async def test_an_error_not_listed_is_not_retried(worker: CoreWorker) -> None:
+    spec = _spec(worker, max_retries=3, retry_exceptions=(KeyError,))
+    worker.tasks.register(spec, [])
+    failure = exceptions.TaskError("f", "tb", ValueError("bad"), ValueError, 1, "h")
+    worker.tasks.on_task_reply(spec, (spec.task_id, False, [_error(failure)], True, []), None)  # type: ignore[arg-type]
+    assert worker.submitter.submitted == []  # type: ignore[attr-defined]
+    assert spec.state is TaskState.FINISHED
+
+
+async def test_a_worker_death_is_retried_then_reported(worker: CoreWorker) -> None:
+    worker.state = worker.state.RUNNING
+    spec = _spec(worker, max_retries=1)
+    ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
+    worker.tasks.register(spec, [])
+
+    worker.tasks.on_worker_failure(spec, ConnectionError("stream broke"))
+    assert worker.submitter.submitted == [spec]  # type: ignore[attr-defined]
+    worker.tasks.on_worker_failure(spec, ConnectionError("stream broke"))
+    with pytest.raises(exceptions.WorkerCrashedError, match="max_retries=1"):
+        worker.reader.get([ref], timeout=0)
+
+
+async def test_cancelling_a_resolving_task_fails_it_when_prepared(worker: CoreWorker) -> None:
+    spec = _spec(worker)
+    ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
+    worker.tasks.register(spec, [])
+    export: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    export.set_result(None)
+    worker.exports._exports[spec.function_id] = export
+
+    await worker.tasks.cancel(ref, force=False)
+    assert spec.cancelled and spec.state is TaskState.RESOLVING
+    assert await worker.tasks.prepare(spec) is False
+    with pytest.raises(exceptions.TaskCancelledError):
+        worker.reader.get([ref], timeout=0)
+    assert worker.submitter.cancelled == []  # type: ignore[attr-defined]
+
+
+async def test_a_dead_node_reaches_the_submitter(worker: CoreWorker) -> None:
+    alive = NodeInfo(node_id=b"n" * 16, alive=True, host="10.0.0.2", raylet_port=7)
+    worker.cluster.on_node(alive)
+    assert worker.cluster.node_address(b"n" * 16) == ("10.0.0.2", 7)
+    worker.cluster.on_node(NodeInfo(node_id=b"n" * 16, alive=False, host="10.0.0.2"))
+    assert worker.submitter.dead_nodes == [b"n" * 16]  # type: ignore[attr-defined]
+    assert worker.cluster.node_address(b"n" * 16) is None
+
+
+async def test_posts_from_other_threads_run_in_order_on_the_loop(worker: CoreWorker) -> None:
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    def post_many() -> None:
+        for i in range(100):
+            worker.post(seen.append, i)
+        worker.post(done.set)
+
+    await asyncio.to_thread(post_many)
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == list(range(100))
