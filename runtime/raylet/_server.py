@@ -8,7 +8,6 @@ carries out the actions it returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -33,7 +32,6 @@ from ..protocol.rt import (
     LeaseRequest,
     LeaseStatus,
     ListWorkersReply,
-    LogBatch,
     NodeAddress,
     NodeInfo,
     NodeStatsReply,
@@ -45,18 +43,17 @@ from ..protocol.rt import (
     RegisterNodeRequest,
     RegisterWorkerReply,
     RegisterWorkerRequest,
-    ReportResourcesRequest,
     ReturnWorkerRequest,
     SubscribeRequest,
     UnregisterNodeRequest,
     WorkerBlockedRequest,
-    WorkerFailures,
     WorkerInfo,
     WorkerLabelRequest,
 )
 from . import _resources as res
 from ._cluster_view import ClusterView, Decision, Placement
 from ._object_manager import ObjectManager
+from ._reports import GcsReports
 from ._scheduler import (
     Action,
     AskExit,
@@ -114,16 +111,17 @@ class Raylet(RayletBase):
         self._gcs: GcsStub | None = None
         self._pool: WorkerPool | None = None
         self._tasks = TaskSet()
-        self._log_buffer: dict[tuple[int, bool], LogBatch] = {}
-        self._logs_ready = asyncio.Event()
-        self._resources_dirty = asyncio.Event()
+        self.reports = GcsReports(
+            node_id=self.node_id,
+            period_s=config.resource_report_period_s,
+            tasks=self._tasks,
+            available=lambda: res.to_float(self.scheduler.available),
+            other_nodes=lambda: len(self.view.alive()) >= 2,
+        )
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
         # The drivers of this node's jobs (their objects die with them).
         self._drivers: dict[int, bytes] = {}
         self._driver_info: dict[int, WorkerInfo] = {}
-        # Output prefixes by pid, such as "Counter pid=12" for an actor.
-        self._labels: dict[int, str] = {}
-        self._dead_workers: list[bytes] = []
         self.gcs_lost = asyncio.Event()
         self.store_socket = _store_socket_path(session_dir, self.node_id)
         self.object_store = StoreServer(
@@ -151,7 +149,7 @@ class Raylet(RayletBase):
             env=self.config.to_env(),
             log_dir=os.path.join(self.session_dir, "logs"),
             host=self.host,
-            publish_logs=self._buffer_logs,
+            publish_logs=self.reports.log,
             on_exit=self._on_worker_exit,
         )
         await self.object_store.start()
@@ -162,7 +160,8 @@ class Raylet(RayletBase):
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
         for node in (await self._gcs.get_all_nodes(Empty())).nodes:
             self.view.update_node(node)
-        for coro in (self._watch_gcs(), self._flush_logs(), self._report_resources(), self._reap()):
+        self.reports.start(self._gcs)
+        for coro in (self._watch_gcs(), self._reap()):
             self._tasks.spawn(coro)
         logger.info(
             "raylet %s listening on %s:%d with %s",
@@ -267,7 +266,7 @@ class Raylet(RayletBase):
                 if fut is not None and not fut.done():
                     fut.set_result(LeaseReply(status=LeaseStatus.CANCELLED))
         if changed:
-            self._resources_dirty.set()
+            self.reports.resources_changed()
 
     async def _ask_exit(self, worker_id: bytes) -> None:
         worker = self.scheduler.workers.get(worker_id)
@@ -297,15 +296,15 @@ class Raylet(RayletBase):
             handle.cancel()
         worker = self.scheduler.workers.get(worker_id)
         if worker is not None:
-            self._labels.pop(worker.pid, None)
+            self.reports.labels.pop(worker.pid, None)
         self.object_store.owner_died(worker_id)
-        self._report_worker_death(worker_id)
+        self.reports.worker_died(worker_id)
         # Leases this worker held as an owner end with it.
         self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
             logger.info("worker %s exited with code %s", worker_id.hex()[-8:], code)
         self._apply(self.scheduler.worker_died(worker_id))
-        self._resources_dirty.set()
+        self.reports.resources_changed()
 
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
@@ -401,7 +400,7 @@ class Raylet(RayletBase):
         self._apply(
             self.scheduler.return_lease(message.lease_id, message.disconnect, time.monotonic())
         )
-        self._resources_dirty.set()
+        self.reports.resources_changed()
         return Empty()
 
     async def register_worker(self, message: RegisterWorkerRequest) -> RegisterWorkerReply:
@@ -417,7 +416,7 @@ class Raylet(RayletBase):
 
     async def notify_worker_blocked(self, message: WorkerBlockedRequest) -> Empty:
         self._apply(self.scheduler.set_blocked(message.worker_id, message.blocked))
-        self._resources_dirty.set()
+        self.reports.resources_changed()
         return Empty()
 
     async def register_driver(self, message: RegisterDriverRequest) -> Empty:
@@ -440,7 +439,7 @@ class Raylet(RayletBase):
                 address=self._address(w.port, w.worker_id),
                 pid=w.pid,
                 job_id=w.job_id,
-                label=self._labels.get(w.pid, ""),
+                label=self.reports.labels.get(w.pid, ""),
             )
             for w in self.scheduler.workers.values()
             if w.state in (WorkerState.IDLE, WorkerState.LEASED)
@@ -528,7 +527,7 @@ class Raylet(RayletBase):
                     driver = self._drivers.pop(message.job.job_id, None)
                     if driver is not None:
                         self.object_store.owner_died(driver)
-                        self._report_worker_death(driver)
+                        self.reports.worker_died(driver)
                         self._apply(self.scheduler.owner_died(driver, time.monotonic()))
         except rpc.CONNECTION_ERRORS as e:
             logger.error("lost the gcs (%s); stopping", e)
@@ -540,67 +539,11 @@ class Raylet(RayletBase):
         self.object_store.owners_died(lambda owner: node_prefix(owner) == prefix)
         self.object_manager.node_died(node_id)
 
-    def _report_worker_death(self, worker_id: bytes) -> None:
-        """Other nodes' stores may hold objects it owned: tell them (batched)."""
-        self._dead_workers.append(worker_id)
-        if len(self._dead_workers) == 1:
-            self._tasks.spawn(self._send_worker_deaths())
-
-    async def _send_worker_deaths(self) -> None:
-        await asyncio.sleep(0)  # gather the deaths of this loop iteration
-        ids, self._dead_workers = self._dead_workers, []
-        if self._gcs is None or len(self.view.alive()) < 2:
-            return  # no other node to tell
-        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-            await self._gcs.report_worker_failures(
-                WorkerFailures(node_id=self.node_id, worker_ids=ids)
-            )
-
     async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
         worker = self.scheduler.workers.get(message.worker_id)
         if worker is not None:
-            self._labels[worker.pid] = message.label
+            self.reports.labels[worker.pid] = message.label
         return Empty()
-
-    def _buffer_logs(self, batch: LogBatch) -> None:
-        batch.prefix = self._labels.get(batch.pid, "")
-        key = (batch.pid, batch.is_err)
-        pending = self._log_buffer.get(key)
-        if pending is None:
-            self._log_buffer[key] = batch
-        else:
-            pending.lines.extend(batch.lines)
-        self._logs_ready.set()
-
-    async def _flush_logs(self) -> None:
-        """Sends buffered output; lines that arrive during a send go in the next batch."""
-        assert self._gcs is not None
-        while True:
-            await self._logs_ready.wait()
-            self._logs_ready.clear()
-            batches, self._log_buffer = list(self._log_buffer.values()), {}
-            for batch in batches:
-                try:
-                    await self._gcs.publish_logs(batch)
-                except rpc.CONNECTION_ERRORS:
-                    logger.warning("could not publish %d log lines", len(batch.lines))
-
-    async def _report_resources(self) -> None:
-        assert self._gcs is not None
-        while True:
-            await self._resources_dirty.wait()
-            self._resources_dirty.clear()
-            try:
-                await self._gcs.report_resources(
-                    ReportResourcesRequest(
-                        node_id=self.node_id,
-                        resources_available=res.to_float(self.scheduler.available),
-                    )
-                )
-            except rpc.CONNECTION_ERRORS:
-                pass
-            # At most one report per period, however busy the node is.
-            await asyncio.sleep(self.config.resource_report_period_s)
 
     async def _reap(self) -> None:
         period = max(0.05, self.config.idle_worker_timeout_s / 2)

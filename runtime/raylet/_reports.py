@@ -1,0 +1,115 @@
+"""What a raylet tells the gcs in batches, off its hot paths.
+
+- Its workers' output: lines are buffered per (pid, stream) and sent as one
+  ``LogBatch`` each; lines that arrive during a send go in the next one. Each
+  batch carries the worker's label (``Counter pid=12`` for an actor).
+- The deaths of its workers and drivers (other nodes' stores may hold objects
+  they owned): gathered over one loop iteration, sent only when there is
+  another node to tell.
+- Its available resources: at most one report per
+  ``resource_report_period_s``, however busy the node is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from .._private import rpc
+from .._private.tasks import TaskSet
+from ..protocol.rt import GcsStub, LogBatch, ReportResourcesRequest, WorkerFailures
+
+logger = logging.getLogger(__name__)
+
+
+class GcsReports:
+    def __init__(
+        self,
+        *,
+        node_id: bytes,
+        period_s: float,
+        tasks: TaskSet,
+        available: Callable[[], dict[str, float]],
+        other_nodes: Callable[[], bool],
+    ) -> None:
+        self._node_id = node_id
+        self._period_s = period_s
+        self._tasks = tasks
+        self._available = available
+        self._other_nodes = other_nodes
+        self._gcs: GcsStub | None = None
+        # Output prefixes by pid, such as "Counter pid=12" for an actor.
+        self.labels: dict[int, str] = {}
+        self._log_buffer: dict[tuple[int, bool], LogBatch] = {}
+        self._logs_ready = asyncio.Event()
+        self._resources_dirty = asyncio.Event()
+        # Invariant: non-empty iff a _send_worker_deaths is scheduled.
+        self._dead_workers: list[bytes] = []
+
+    def start(self, gcs: GcsStub) -> None:
+        self._gcs = gcs
+        self._tasks.spawn(self._flush_logs())
+        self._tasks.spawn(self._report_resources())
+
+    # -- output ------------------------------------------------------------------------
+    def log(self, batch: LogBatch) -> None:
+        batch.prefix = self.labels.get(batch.pid, "")
+        key = (batch.pid, batch.is_err)
+        pending = self._log_buffer.get(key)
+        if pending is None:
+            self._log_buffer[key] = batch
+        else:
+            pending.lines.extend(batch.lines)
+        self._logs_ready.set()
+
+    async def _flush_logs(self) -> None:
+        """Sends buffered output; lines that arrive during a send go in the next batch."""
+        assert self._gcs is not None
+        while True:
+            await self._logs_ready.wait()
+            self._logs_ready.clear()
+            batches, self._log_buffer = list(self._log_buffer.values()), {}
+            for batch in batches:
+                try:
+                    await self._gcs.publish_logs(batch)
+                except rpc.CONNECTION_ERRORS:
+                    logger.warning("could not publish %d log lines", len(batch.lines))
+
+    # -- deaths ------------------------------------------------------------------------
+    def worker_died(self, worker_id: bytes) -> None:
+        """Other nodes' stores may hold objects it owned: tell them (batched)."""
+        self._dead_workers.append(worker_id)
+        if len(self._dead_workers) == 1:
+            self._tasks.spawn(self._send_worker_deaths())
+
+    async def _send_worker_deaths(self) -> None:
+        await asyncio.sleep(0)  # gather the deaths of this loop iteration
+        ids, self._dead_workers = self._dead_workers, []
+        if self._gcs is None or not self._other_nodes():
+            return  # no other node to tell
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await self._gcs.report_worker_failures(
+                WorkerFailures(node_id=self._node_id, worker_ids=ids)
+            )
+
+    # -- resources ---------------------------------------------------------------------
+    def resources_changed(self) -> None:
+        self._resources_dirty.set()
+
+    async def _report_resources(self) -> None:
+        assert self._gcs is not None
+        while True:
+            await self._resources_dirty.wait()
+            self._resources_dirty.clear()
+            try:
+                await self._gcs.report_resources(
+                    ReportResourcesRequest(
+                        node_id=self._node_id, resources_available=self._available()
+                    )
+                )
+            except rpc.CONNECTION_ERRORS:
+                pass
+            # At most one report per period, however busy the node is.
+            await asyncio.sleep(self._period_s)
