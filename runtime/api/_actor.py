@@ -249,10 +249,7 @@ class ActorMethod:
 
 def handle_from_record(info: ActorInfo) -> ActorHandle:
     """A handle (not owning) to the actor a gcs record describes (``get_actor``)."""
-    class_name, methods, max_task_retries, max_pending_calls = pickle.loads(info.handle_state)
-    return ActorHandle(
-        info.actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
-    )
+    return _rebuild_handle(info.actor_id, *pickle.loads(info.handle_state))
 
 
 # -- killing and finding actors ------------------------------------------------------

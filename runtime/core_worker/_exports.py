@@ -30,13 +30,12 @@ class Exports:
         # One export per definition id, started on first use (invariant: never removed).
         self._exports: dict[bytes, asyncio.Future[None]] = {}
 
-    def ensure(self, function_id: bytes, data: bytes) -> asyncio.Future[None]:
-        """On the loop: the definition's export, started if it was not."""
-        export = self._exports.get(function_id)
-        if export is None:
-            export = self._worker.background.spawn(self._export(function_id, data))
-            self._exports[function_id] = export
-        return export
+    def ensure(self, function_id: bytes, data: bytes) -> None:
+        """On the loop: starts the definition's export, unless it was started."""
+        if function_id not in self._exports:
+            self._exports[function_id] = self._worker.background.spawn(
+                self._export(function_id, data)
+            )
 
     def done(self, function_id: bytes) -> bool:
         """Whether the definition is exported (and the export did not fail)."""
