@@ -14,6 +14,11 @@ def f(x=None):
     return x
 
 
+@runtime.remote
+def anything(*args, **kwargs):
+    return args, kwargs
+
+
 def test_calling_a_remote_function_directly():
     with pytest.raises(TypeError, match=r"f\.remote"):
         f(1)
@@ -54,9 +59,9 @@ def test_unpicklable_argument_names_it_and_submits_nothing(cluster):
     lock = threading.Lock()
     before = worker.submitter.stats()
     with pytest.raises(TypeError, match=r"argument 1 .*lock"):
-        f.remote(1, lock)
+        anything.remote(1, lock)
     with pytest.raises(TypeError, match=r"keyword argument 'x'"):
-        f.remote(x=lock)
+        anything.remote(x=lock)
     assert worker.submitter.stats() == before
     assert runtime.get(f.remote(5)) == 5
 

@@ -51,8 +51,11 @@ def test_wait(cluster):
     assert ready == fast and not_ready == [slow]
     ready, not_ready = runtime.wait([slow], timeout=0.1)
     assert ready == [] and not_ready == [slow]
-    ready, not_ready = runtime.wait(fast, num_returns=0)
-    assert ready == [] and len(not_ready) == 3
+    assert runtime.wait([]) == ([], [])
+    with pytest.raises(ValueError, match="num_returns=4 is more than the 3 ObjectRefs"):
+        runtime.wait(fast, num_returns=4)
+    with pytest.raises(ValueError, match="at least 1"):
+        runtime.wait(fast, num_returns=0)
 
 
 def test_wait_returns_at_most_num_returns(cluster):

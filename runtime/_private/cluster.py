@@ -39,6 +39,23 @@ def default_object_store_memory() -> int:
     return memory
 
 
+def default_memory(object_store_memory: int) -> int:
+    """The ``memory`` resource of a node: the memory available for tasks and
+    actors, that is what the machine has free less the object store (as in Ray)."""
+    available = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if not available:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return max(0, available - object_store_memory)
+
+
 def default_resources(
     num_cpus: float | None, num_gpus: float | None, resources: dict[str, float] | None, host: str
 ) -> dict[str, float]:

@@ -91,6 +91,11 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     try:
         if kind is bool:
             return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            try:
+                return int(raw)
+            except ValueError:
+                return _integral(float(raw))  # a size written as 7e8
         return kind(raw)
     except ValueError:
         raise ValueError(
@@ -103,8 +108,16 @@ def _check(name: str, type_name: Any, value: Any) -> Any:
     kind = _TYPES[str(type_name)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # sizes written as 700e6
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(
             f"configuration option {name!r} must be {kind.__name__}, got {type(value).__name__}"
         )
     return value
+
+
+def _integral(value: float) -> int:
+    if not value.is_integer():
+        raise ValueError(f"{value} is not a whole number")
+    return int(value)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -169,3 +169,11 @@ def error_of(obj: SerializedObject) -> BaseException:
 
 def is_error(obj: SerializedObject) -> bool:
     return obj.metadata == METADATA_ERROR
+
+
+def first_error(objs: Sequence[SerializedObject | None]) -> SerializedObject | None:
+    """The first error among objects read (in list order), if any."""
+    for obj in objs:
+        if obj is not None and is_error(obj):
+            return obj
+    return None

@@ -12,7 +12,7 @@ import cloudpickle
 
 from ..core_worker import check_blocking_allowed
 from ..protocol.rt import ActorInfo
-from . import _context, _options, _scheduling
+from . import _context, _options, _scheduling, _signature
 from ._object_ref import ObjectRef
 
 
@@ -20,6 +20,8 @@ from ._object_ref import ObjectRef
 class MethodMeta:
     num_returns: int = 1
     is_async: bool = False
+    # The method's parameters (without ``self``), to check calls against.
+    signature: _signature.SignatureSpec | None = None
 
 
 def method_table(cls: type) -> dict[str, MethodMeta]:
@@ -28,11 +30,21 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
         if name.startswith("__") and name.endswith("__"):
             continue
         options = getattr(member, "__runtime_method_options__", {})
+        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
         table[name] = MethodMeta(
             num_returns=options.get("num_returns", 1),
             is_async=inspect.iscoroutinefunction(member),
+            signature=_signature.spec_of(member, drop_first=not static),
         )
     return table
+
+
+def _constructor_check(cls: type) -> _signature.CallCheck | None:
+    try:
+        spec = _signature.spec_of(cls)  # the constructor's parameters, without self
+    except Exception:
+        spec = None
+    return _signature.call_check(spec, f"{cls.__name__}.__init__()")
 
 
 class ActorClass:
@@ -44,6 +56,7 @@ class ActorClass:
         _options.check_actor_options(self._options)
         self._name = cls.__name__
         self._methods = method_table(cls)
+        self._check = _constructor_check(cls)
         self._pickled: tuple[bytes, bytes] | None = None
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
@@ -83,6 +96,8 @@ class ActorClass:
     def _create(
         self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ActorHandle:
+        if self._check is not None:
+            self._check(args, kwargs)
         worker = _context.current()
         class_id, data = self._definition()
         max_task_retries = options.get("max_task_retries", 0)
@@ -134,6 +149,8 @@ class ActorHandle:
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls
         self._owned = owned
+        # Per method: the check of its calls' arguments (made on first use).
+        self._checks: dict[str, _signature.CallCheck | None] = {}
         if owned:
             _context.current().actor_client.actor_handle_created(key)
 
@@ -182,6 +199,13 @@ class ActorHandle:
     def _call(
         self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
     ) -> Any:
+        try:
+            check = self._checks[method]
+        except KeyError:
+            what = f"{self._class_name}.{method}()"
+            check = self._checks[method] = _signature.call_check(meta.signature, what)
+        if check is not None:
+            check(args, kwargs)
         worker = _context.current()
         num_returns = options.get("num_returns", meta.num_returns)
         refs = worker.actor_client.submit_actor_call(

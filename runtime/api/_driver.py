@@ -16,6 +16,7 @@ import atexit
 import concurrent.futures
 import functools
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -73,19 +74,14 @@ def _check_init_args(
     num_gpus: float | None,
     resources: dict[str, float] | None,
     namespace: str | None,
-    object_store_memory: int | None = None,
-) -> None:
-    if object_store_memory is not None and (
-        isinstance(object_store_memory, bool)
-        or not isinstance(object_store_memory, int)
-        or object_store_memory <= 0
-    ):
-        raise TypeError("init(): object_store_memory must be a positive int (bytes)")
+    object_store_memory: float | None = None,
+) -> int | None:
+    """Checks ``init``'s arguments; returns the store's size in bytes, if given."""
+    if object_store_memory is not None:
+        object_store_memory = byte_size("object_store_memory", object_store_memory)
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise TypeError(f"init(): {name} must be a number, got {type(value).__name__}")
-        if value is not None and value < 0:
-            raise ValueError(f"init(): {name} must be >= 0, got {value}")
+        if value is not None:
+            _amount(name, value)
     if resources is not None:
         if not isinstance(resources, dict) or not all(isinstance(k, str) for k in resources):
             raise TypeError("init(): resources must be a dict of name -> amount")
@@ -93,6 +89,8 @@ def _check_init_args(
             raise ValueError(
                 "init(): use num_cpus / num_gpus rather than 'CPU' / 'GPU' in resources"
             )
+        for key, amount in resources.items():
+            _amount(f"resources[{key!r}]", amount)
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError("init(): namespace must be a str")
     if address is not None and not isinstance(address, str):
@@ -104,6 +102,25 @@ def _check_init_args(
             "init(): num_cpus, num_gpus and resources describe a new local cluster; "
             "they cannot be given when joining an existing one (address=...)"
         )
+    return object_store_memory
+
+
+def _amount(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"init(): {name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"init(): {name} must be a finite number >= 0, got {value!r}")
+
+
+def byte_size(name: str, value: Any) -> int:
+    """A size in bytes: an int, or a float with an integral value (``700e6``)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"init(): {name} must be a whole number of bytes, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"init(): {name} must be positive, got {value}")
+    return value
 
 
 def _start_processes(
@@ -182,7 +199,7 @@ def init(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
-    object_store_memory: int | None = None,
+    object_store_memory: float | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
@@ -203,14 +220,16 @@ def init(
             "runtime.init() was already called; call runtime.shutdown() first, or pass "
             "ignore_reinit_error=True"
         )
-    _check_init_args(address, num_cpus, num_gpus, resources, namespace, object_store_memory)
+    store_bytes = _check_init_args(
+        address, num_cpus, num_gpus, resources, namespace, object_store_memory
+    )
     config = Config.load(_system_config)
     try:
         user_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         user_loop = None
     head, gcs_address = _start_processes(
-        address, config, num_cpus, num_gpus, resources, object_store_memory
+        address, config, num_cpus, num_gpus, resources, store_bytes
     )
     try:
         if head is not None:
@@ -255,7 +274,7 @@ async def init_async(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
-    object_store_memory: int | None = None,
+    object_store_memory: float | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
@@ -267,7 +286,9 @@ async def init_async(
         if ignore_reinit_error:
             return get_runtime_context()
         raise RuntimeError("runtime.init_async() was already called; call shutdown first")
-    _check_init_args(address, num_cpus, num_gpus, resources, namespace, object_store_memory)
+    store_bytes = _check_init_args(
+        address, num_cpus, num_gpus, resources, namespace, object_store_memory
+    )
     config = Config.load(_system_config)
     loop = asyncio.get_running_loop()
     head, gcs_address = await loop.run_in_executor(
@@ -278,7 +299,7 @@ async def init_async(
         num_cpus,
         num_gpus,
         resources,
-        object_store_memory,
+        store_bytes,
     )
     try:
         if head is not None:

@@ -78,12 +78,16 @@ def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> l
         raise ValueError(f"{call}(): the list of ObjectRefs has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"{call}(): num_returns must be an int")
-    if num_returns < 0 or num_returns > len(refs):
-        raise ValueError(
-            f"{call}(): num_returns must be between 0 and the number of refs ({len(refs)}), "
-            f"got {num_returns}"
-        )
     _check_timeout(timeout, call)
+    if not refs:
+        return refs  # as in Ray: nothing to wait for, ([], []) whatever num_returns says
+    if num_returns < 1:
+        raise ValueError(f"{call}(): num_returns must be at least 1, got {num_returns}")
+    if num_returns > len(refs):
+        raise ValueError(
+            f"{call}(): num_returns={num_returns} is more than the {len(refs)} "
+            f"ObjectRef{'s' if len(refs) != 1 else ''} given"
+        )
     return refs
 
 
@@ -96,6 +100,8 @@ def wait(
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Splits refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
     refs = _wait_args(object_refs, num_returns, timeout, "wait")
+    if not refs:
+        return [], []
     check_blocking_allowed("wait", _WAIT_ALT)
     result = _context.current().reader.wait(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)
@@ -112,6 +118,8 @@ async def wait_async(
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """``wait`` for asyncio code."""
     refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
+    if not refs:
+        return [], []
     result = await _context.current().reader.wait_async(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)
     )

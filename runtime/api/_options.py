@@ -7,6 +7,7 @@ range a ValueError, each naming the option.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,8 +21,10 @@ def _number(minimum: float = 0.0) -> _Check:
     def check(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"option {name!r} must be a number, got {type(value).__name__}")
-        if value < minimum:
-            raise ValueError(f"option {name!r} must be >= {minimum:g}, got {value!r}")
+        if not math.isfinite(value) or value < minimum:
+            raise ValueError(
+                f"option {name!r} must be a finite number >= {minimum:g}, got {value!r}"
+            )
 
     return check
 

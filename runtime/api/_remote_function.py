@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import cloudpickle
 
-from . import _context, _options, _scheduling
+from . import _context, _options, _scheduling, _signature
 from ._object_ref import ObjectRef
 
 
@@ -21,6 +21,7 @@ class RemoteFunction:
         self._options = _options.validate(options, _options.TASK_OPTIONS, "a remote function")
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._pickled: tuple[bytes, bytes] | None = None
+        self._check = _signature.call_check(_signature.spec_of(function), f"{self._name}()")
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -57,6 +58,8 @@ class RemoteFunction:
     def _submit(
         self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if self._check is not None:
+            self._check(args, kwargs)
         worker = _context.current()
         function_id, data = self._definition()
         num_returns = options.get("num_returns", 1)

@@ -266,13 +266,13 @@ class ActorClient:
 
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
         objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
-        for obj in objs:
-            if serialization.is_error(obj):
-                if spec in queue.waiting:
-                    queue.waiting.remove(spec)
-                self._worker.tasks.fail_task(spec, obj)
-                self.actors.ready(queue)
-                return
+        error = serialization.first_error(objs)
+        if error is not None:
+            if spec in queue.waiting:
+                queue.waiting.remove(spec)
+            self._worker.tasks.fail_task(spec, error)
+            self.actors.ready(queue)
+            return
         spec.resolved = objs
         spec.state = TaskState.QUEUED
         self.actors.ready(queue)

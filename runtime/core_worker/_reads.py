@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -103,10 +104,16 @@ class ObjectReader:
 
         ``fetch_local``: objects other nodes hold are pulled here too (to be
         read); a task's arguments are not (they go to wherever it runs).
+
+        Fails fast, as Ray's ``get`` does: once any object is an error, it
+        returns at once; the list then holds that error, and None for the
+        objects not waited for (see :func:`first_error`).
         """
         worker = self._worker
         objs: list[SerializedObject | None] = [worker.store.get_nowait(r._id) for r in refs]
         missing = [i for i, obj in enumerate(objs) if obj is None]
+        if missing and serialization.first_error(objs) is not None:
+            return objs  # type: ignore[return-value]
         if not missing:
             if fetch_local:
                 await worker.recovery.localize_until(objs, deadline)
@@ -122,19 +129,27 @@ class ObjectReader:
             executor.release_queued()
         if lend_cpu:
             await self._notify_blocked(True)
-        futures = [self._object_future(refs[i]) for i in missing]
+        futures = {self._object_future(refs[i]): i for i in missing}
+        pending = set(futures)
         try:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _, pending = await asyncio.wait(futures, timeout=timeout)
-            if pending:
-                for fut in pending:
-                    fut.cancel()
-                raise exceptions.GetTimeoutError(
-                    f"get() timed out: {len(pending)} of {len(refs)} objects were not ready"
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, pending = await asyncio.wait(
+                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-            for i, fut in zip(missing, futures, strict=True):
-                objs[i] = fut.result()
+                if not done:
+                    raise exceptions.GetTimeoutError(
+                        f"get() timed out: {len(pending)} of {len(refs)} objects were not ready"
+                    )
+                failed = False
+                for fut in done:
+                    obj = objs[futures[fut]] = fut.result()
+                    failed = failed or serialization.is_error(obj)
+                if failed:
+                    return objs  # type: ignore[return-value]
         finally:
+            for fut in pending:
+                fut.cancel()
             if task_waits:
                 assert executor is not None
                 executor.waiting -= 1
@@ -173,6 +188,9 @@ class ObjectReader:
             objs = ready  # type: ignore[assignment]
             if worker.recovery.remote_markers(objs):
                 run_blocking(worker.recovery.localize_until(objs, deadline))
+        error = serialization.first_error(objs)
+        if error is not None:
+            worker.objects.deserialize(error)  # raises it
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -190,14 +208,15 @@ class ObjectReader:
         done = threading.Event()
         left = [len(refs)]
 
-        def one_ready() -> None:
+        def one_ready(object_id: bytes) -> None:
             left[0] -= 1
-            if left[0] == 0:
-                done.set()
+            obj = store.get_nowait(object_id)
+            if left[0] == 0 or (obj is not None and serialization.is_error(obj)):
+                done.set()  # all here, or one failed: get fails fast
 
         def register() -> None:
             for ref in refs:
-                store.on_ready(ref._id, one_ready)
+                store.on_ready(ref._id, functools.partial(one_ready, ref._id))
 
         self._worker.post(register)
         if not done.wait(timeout):
@@ -210,6 +229,9 @@ class ObjectReader:
         on_own_loop = worker.bridge.on_own_loop
         deadline = None if timeout is None else time.monotonic() + timeout
         objs = await on_own_loop(self.get_serialized(refs, deadline))
+        error = serialization.first_error(objs)
+        if error is not None:
+            worker.objects.deserialize(error)  # raises it
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:

@@ -103,7 +103,7 @@ class TaskManager:
             spec.state = TaskState.QUEUED
             self._worker.submitter.submit(spec)
         else:
-            self._worker.background.spawn(self._submit_when_ready(spec))
+            spec.resolver = self._worker.background.spawn(self._submit_when_ready(spec))
 
     async def _submit_when_ready(self, spec: TaskSpec) -> None:
         if await self.prepare(spec):
@@ -119,11 +119,11 @@ class TaskManager:
             return False
         if spec.arg_refs:
             objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
-            for obj in objs:
-                if serialization.is_error(obj):
-                    # A failed dependency fails this task with the same error.
-                    self.fail_task(spec, obj)
-                    return False
+            failed = serialization.first_error(objs)
+            if failed is not None:
+                # A failed dependency fails this task with the same error, at once.
+                self.fail_task(spec, failed)
+                return False
             spec.resolved = objs
         if spec.cancelled:
             self.fail_task(spec, _cancelled(spec))
@@ -153,7 +153,11 @@ class TaskManager:
             return
         spec.cancelled = True
         if spec.state is TaskState.RESOLVING:
-            return  # prepare() sees the flag
+            # Still waiting for its arguments: it fails now, not when they come.
+            if spec.resolver is not None:
+                spec.resolver.cancel()
+            self.fail_task(spec, _cancelled(spec))
+            return
         self._worker.submitter.cancel(spec, force)
 
     # -- completion ----------------------------------------------------------------------
@@ -232,6 +236,7 @@ class TaskManager:
         """The task is done: it no longer holds its arguments."""
         worker = self._worker
         spec.state = TaskState.FINISHED
+        spec.resolver = None
         self.pending.pop(spec.task_id, None)
         rebuilt = worker.recovery.reconstructions.pop(spec.task_id, None)
         if rebuilt is not None and not rebuilt.done():

@@ -64,6 +64,8 @@ class TaskSpec:
     strategy: Any = None
     # The submitter's queue for it (scheduling key and argument locality).
     queue_key: Any = None
+    # While RESOLVING: the asyncio task that waits for its export and arguments.
+    resolver: Any = None
 
     @property
     def scheduling_key(self) -> SchedulingKey:

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Iterable
 
-from .._private import rpc
+from .._private import cluster, rpc
 from .._private.config import Config
 from .._private.ids import NODE_PREFIX, node_prefix
 from .._private.tasks import TaskSet
@@ -92,6 +92,12 @@ class Raylet(RayletBase):
         self.node_id = os.urandom(16)
         self.view = ClusterView(self.node_id)
         self.gcs_address = (gcs_host, gcs_port)
+        # Every node advertises its memory and its store's size, as in Ray.
+        resources = {
+            "memory": float(cluster.default_memory(object_store_memory)),
+            "object_store_memory": float(object_store_memory),
+            **resources,
+        }
         self.resources = resources
         self.session_dir = session_dir
         num_cpus = int(resources.get("CPU", 1))

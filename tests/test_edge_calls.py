@@ -1,0 +1,165 @@
+"""Ray's behaviour at the edges of calls: arguments bound at ``.remote()``,
+fail-fast ``get``, resource values checked, byte sizes as floats."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+import pytest
+
+import runtime
+from runtime.exceptions import TaskCancelledError
+
+
+@runtime.remote
+def add(a, b=1, *, c=2):
+    return a + b + c
+
+
+@runtime.remote
+def boom():
+    return 1 / 0
+
+
+@runtime.remote
+def wait_for(event_name: str):
+    # Blocks until the driver's named actor says go (no sleeps).
+    gate = runtime.get_actor(event_name)
+    runtime.get(gate.wait.remote())
+    return "done"
+
+
+@runtime.remote
+class Gate:
+    def __init__(self):
+        self._event = asyncio.Event()
+
+    async def wait(self):
+        await self._event.wait()
+
+    def open(self):
+        self._event.set()
+
+
+@runtime.remote
+class Adder:
+    def __init__(self, base):
+        self.base = base
+
+    def add(self, x, *, times=1):
+        return self.base + x * times
+
+    @staticmethod
+    def twice(x):
+        return 2 * x
+
+
+def test_arguments_are_bound_at_the_call_site(cluster):
+    worker = runtime.api._context.current()
+    before = worker.submitter.stats()
+    with pytest.raises(TypeError, match=r"add\(\): too many positional arguments"):
+        add.remote(1, 2, 3)
+    with pytest.raises(TypeError, match=r"add\(\): got an unexpected keyword argument 'd'"):
+        add.remote(1, d=3)
+    with pytest.raises(TypeError, match=r"add\(\): missing a required argument: 'a'"):
+        add.options(num_cpus=0).remote()
+    assert worker.submitter.stats() == before  # nothing was submitted
+    assert runtime.get(add.remote(1, c=5)) == 7
+
+
+def test_actor_constructor_and_method_arguments_are_bound(cluster):
+    with pytest.raises(TypeError, match=r"Adder.__init__\(\): missing a required argument"):
+        Adder.remote()
+    adder = Adder.remote(10)
+    with pytest.raises(TypeError, match=r"Adder.add\(\): missing a required argument: 'x'"):
+        adder.add.remote()
+    with pytest.raises(TypeError, match=r"Adder.add\(\): got an unexpected keyword"):
+        adder.add.remote(1, twice=2)
+    assert runtime.get(adder.add.remote(2, times=3)) == 16
+    assert runtime.get(adder.twice.remote(4)) == 8
+
+
+def test_get_of_a_list_fails_as_soon_as_one_fails(cluster):
+    gate = Gate.options(name="gate-get").remote()
+    waiting = wait_for.remote("gate-get")
+    with pytest.raises(ZeroDivisionError):
+        runtime.get([waiting, boom.remote()])
+    with pytest.raises(ZeroDivisionError):
+        runtime.get([waiting, boom.remote()], timeout=60)
+    gate.open.remote()
+    assert runtime.get(waiting) == "done"
+
+
+async def test_get_async_of_a_list_fails_fast(cluster):
+    gate = Gate.options(name="gate-async").remote()
+    waiting = wait_for.remote("gate-async")
+    with pytest.raises(ZeroDivisionError):
+        await runtime.get_async([waiting, boom.remote()])
+    await gate.open.remote()
+    assert await waiting == "done"
+
+
+def test_task_waiting_for_a_failed_argument_fails_at_once(cluster):
+    gate = Gate.options(name="gate-arg").remote()
+    waiting = wait_for.remote("gate-arg")
+    # The second argument fails while the first one still runs.
+    with pytest.raises(ZeroDivisionError):
+        runtime.get(add.remote(waiting, boom.remote()))
+    gate.open.remote()
+
+
+def test_cancel_of_a_task_waiting_for_arguments_resolves_at_once(cluster):
+    gate = Gate.options(name="gate-cancel").remote()
+    waiting = wait_for.remote("gate-cancel")
+    consumer = add.remote(waiting)
+    runtime.cancel(consumer)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(consumer, timeout=30)
+    gate.open.remote()
+    assert runtime.get(waiting) == "done"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1])
+def test_resource_values_must_be_finite_and_not_negative(bad):
+    for options in ({"num_cpus": bad}, {"num_gpus": bad}, {"memory": bad}):
+        with pytest.raises(ValueError, match=next(iter(options))):
+            add.options(**options)
+    with pytest.raises(ValueError, match="resources"):
+        add.options(resources={"x": bad})
+    with pytest.raises(ValueError, match="num_cpus"):
+        runtime.init(num_cpus=bad)
+    with pytest.raises(ValueError, match="resources"):
+        runtime.init(resources={"x": bad})
+
+
+def test_wait_edges(cluster):
+    assert runtime.wait([]) == ([], [])
+    refs = [runtime.put(i) for i in range(3)]
+    with pytest.raises(ValueError, match="num_returns=5 is more than the 3 ObjectRefs"):
+        runtime.wait(refs, num_returns=5)
+
+
+def test_byte_sizes_as_integral_floats():
+    ctx = runtime.init(num_cpus=1, object_store_memory=200e6)
+    try:
+        assert runtime.cluster_resources()["object_store_memory"] == pytest.approx(200e6)
+    finally:
+        runtime.shutdown()
+    with pytest.raises(TypeError, match="whole number of bytes"):
+        runtime.init(object_store_memory=1.5)
+    assert ctx.session_dir
+
+
+def test_unpicklable_lock_still_names_the_argument(cluster):
+    with pytest.raises(TypeError, match="argument 0"):
+        add.remote(threading.Lock())
+
+
+def test_nodes_advertise_memory_and_schedule_against_it(cluster):
+    total = runtime.cluster_resources()
+    assert total["memory"] > 0 and total["object_store_memory"] > 0
+    assert runtime.get(add.options(memory=total["memory"] / 2).remote(1)) == 4
+    node = runtime.nodes()[0]
+    assert node["Resources"]["memory"] == total["memory"]
