@@ -38,7 +38,7 @@ class RecordingSubmitter:
         spec.state = TaskState.PUSHED
         self.submitted.append(spec)
 
-    def cancel(self, spec: TaskSpec, force: bool) -> None:
+    def cancel(self, spec: TaskSpec, force: bool, recursive: bool) -> None:
         self.cancelled.append((spec, force))
 
     def node_died(self, node_id: bytes) -> None:
@@ -172,17 +172,13 @@ async def test_a_worker_death_is_retried_then_reported(worker: CoreWorker) -> No
         worker.reader.get([ref], timeout=0)
 
 
-async def test_cancelling_a_resolving_task_fails_it_when_prepared(worker: CoreWorker) -> None:
+async def test_cancelling_a_resolving_task_fails_it_at_once(worker: CoreWorker) -> None:
     spec = _spec(worker)
     ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
     worker.tasks.register(spec, [])
-    export: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    export.set_result(None)
-    worker.exports._exports[spec.function_id] = export
 
-    await worker.tasks.cancel(ref, force=False)
-    assert spec.cancelled and spec.state is TaskState.RESOLVING
-    assert await worker.tasks.prepare(spec) is False
+    worker.tasks.cancel(ref.binary(), force=False, recursive=True)
+    assert spec.cancelled and spec.state is TaskState.FINISHED
     with pytest.raises(exceptions.TaskCancelledError):
         worker.reader.get([ref], timeout=0)
     assert worker.submitter.cancelled == []  # type: ignore[attr-defined]

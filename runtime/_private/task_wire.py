@@ -41,16 +41,17 @@ WireReply = tuple[
 
 
 class CancelRequest:
-    """Asks the executing worker to cancel a task it has (queued or running)."""
+    """Asks the executing worker to cancel a task it has (queued or running);
+    ``recursive``: the tasks that task submitted too."""
 
-    __slots__ = ("force", "task_id")
+    __slots__ = ("recursive", "task_id")
 
-    def __init__(self, task_id: bytes, force: bool = False) -> None:
+    def __init__(self, task_id: bytes, recursive: bool = False) -> None:
         self.task_id = task_id
-        self.force = force
+        self.recursive = recursive
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (CancelRequest, (self.task_id, self.force))
+        return (CancelRequest, (self.task_id, self.recursive))
 
 
 class ReleasePins:

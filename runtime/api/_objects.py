@@ -129,21 +129,26 @@ async def wait_async(
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancels the task (or actor call) that makes ``object_ref``.
 
-    A queued task is dropped; a running ``async def`` task or async actor call
-    gets ``asyncio.CancelledError``; a running sync task gets
-    ``TaskCancelledError`` raised in its thread, or with ``force=True`` its
-    worker is killed. ``get`` then raises ``TaskCancelledError``. Only the
-    ref's owner can cancel it. Cancelling an asyncio task that awaits a ref
-    does not cancel the remote task: call this for that.
+    A task waiting for its arguments or for a worker is dropped; a running
+    ``async def`` task or async actor call gets ``asyncio.CancelledError``; a
+    running sync task gets ``KeyboardInterrupt`` raised in its thread, or
+    with ``force=True`` its worker is killed. ``get`` then raises
+    ``TaskCancelledError``. With ``recursive`` (the default) the tasks it
+    submitted are cancelled too. Any process holding the ref may cancel it:
+    the request goes to the ref's owner. Cancelling an asyncio task that
+    awaits a ref does not cancel the remote task: call this for that.
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
+    for name, value in (("force", force), ("recursive", recursive)):
+        if not isinstance(value, bool):
+            raise TypeError(f"cancel(): {name} must be a bool, got {type(value).__name__}")
     worker = _context.current()
-    if object_ref.owner_address[2] != worker.worker_id:
-        raise ValueError(
-            "only the owner of a ref (the process that submitted its task) can cancel it"
-        )
-    worker.post(_spawn_on, worker, worker.tasks.cancel(object_ref, force))
+    if object_ref.owner_address[2] == worker.worker_id:
+        worker.tasks.check_cancel(object_ref.binary(), force)
+        worker.post(worker.tasks.cancel, object_ref.binary(), force, recursive)
+    else:
+        worker.post(_spawn_on, worker, worker.tasks.forward_cancel(object_ref, force, recursive))
 
 
 def _spawn_on(worker: CoreWorker, coro: Any) -> None:

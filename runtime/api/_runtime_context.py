@@ -34,6 +34,15 @@ class RuntimeContext:
         task_id = current_task_id.get()
         return task_id.hex() if task_id is not None else None
 
+    def is_canceled(self) -> bool:
+        """Whether the task (or actor call) calling this was cancelled: a task
+        that catches the cancellation can look here and wind down."""
+        task_id = current_task_id.get()
+        if task_id is None:
+            raise RuntimeError("is_canceled() can only be called from inside a task")
+        executor = _context.current().executor
+        return executor is not None and executor.is_canceled(task_id)
+
 
 def get_runtime_context() -> RuntimeContext:
     worker = _context.current_or_none()

@@ -71,6 +71,8 @@ class ActorExecutor:
         # Calls not finished yet: an asyncio task (async actor) or the
         # thread pool's future (sync and threaded actors).
         self._calls: dict[bytes, asyncio.Task[Any] | concurrent.futures.Future[WireReply]] = {}
+        # Calls asked to stop (for is_canceled()); a subset of ``_calls``' keys.
+        self._cancelled: set[bytes] = set()
         self.instance: Any = None
 
     @classmethod
@@ -134,8 +136,12 @@ class ActorExecutor:
         call = self._calls.get(task_id)
         if call is None:
             return False
+        self._cancelled.add(task_id)
         call.cancel()
         return True
+
+    def is_canceled(self, task_id: bytes) -> bool:
+        return task_id in self._cancelled
 
     def _run_sync(self, method: Any, task: WireTask) -> WireReply:
         token = current_task_id.set(task[0])
@@ -151,6 +157,7 @@ class ActorExecutor:
         self, task: WireTask, future: concurrent.futures.Future[WireReply], reply: Reply
     ) -> None:
         self._calls.pop(task[0], None)
+        self._cancelled.discard(task[0])
         if future.cancelled():
             reply(cancelled_reply(task[0], task[2]))
         else:
@@ -172,7 +179,9 @@ class ActorExecutor:
 
     def _finish_async(self, task: WireTask, call: asyncio.Task[WireReply], reply: Reply) -> None:
         self._calls.pop(task[0], None)
-        if call.cancelled():
+        cancelled = task[0] in self._cancelled
+        self._cancelled.discard(task[0])
+        if call.cancelled() or (cancelled and not call.exception() and call.result()[1]):
             reply(cancelled_reply(task[0], task[2]))
         elif call.exception() is not None:
             reply(error_reply(task[0], task[2], exceptions.RaySystemError(repr(call.exception()))))

@@ -85,6 +85,9 @@ class TaskExecutor:
 
     def enqueue(self, item: WireTask | CancelRequest | ReleasePins, reply: Reply) -> None:
         if isinstance(item, CancelRequest):
+            if item.recursive:
+                # Its children first: a parent that is waiting on them sees them cancelled.
+                self._worker.tasks.cancel_children(item.task_id)
             self.cancel(item.task_id)
             return
         if isinstance(item, ReleasePins):
@@ -112,10 +115,17 @@ class TaskExecutor:
             task, reply = self._queue.get_nowait()
             reply((task[0], False, [], False, None))
 
+    def is_canceled(self, task_id: bytes) -> bool:
+        """Whether the task running here by that id was asked to stop."""
+        return task_id in self._cancelled or (
+            self.actor is not None and self.actor.is_canceled(task_id)
+        )
+
     def cancel(self, task_id: bytes) -> None:
         if self.actor is not None and self.actor.cancel(task_id):
             return
         if self._running == task_id:
+            self._cancelled.add(task_id)  # for is_canceled(); dropped when it ends
             if self._running_async is not None:
                 self._running_async.cancel()
             elif self._running_thread is not None:
@@ -149,6 +159,12 @@ class TaskExecutor:
                 self._running = None
                 self._running_async = None
                 self._running_thread = None
+            if task_id in self._cancelled:
+                # Cancelled while running: the result is the cancellation, even
+                # if the task caught it and returned (as in Ray).
+                self._cancelled.discard(task_id)
+                if result[1]:
+                    result = cancelled_reply(task_id, task[2])
             reply(result)
 
     async def load(self, function_id: bytes) -> Any:
@@ -199,7 +215,7 @@ class TaskExecutor:
         thread_state.in_sync_task = True
         try:
             return run_sync(self._worker, fn, task)
-        except exceptions.TaskCancelledError:  # interrupted outside the task's own code
+        except KeyboardInterrupt:  # interrupted outside the task's own code
             return cancelled_reply(task[0], task[2])
         finally:
             thread_state.in_sync_task = False

@@ -25,6 +25,9 @@ logger = logging.getLogger("runtime")
 
 T = TypeVar("T")
 
+#: Blocking waits on user threads wake this often to let an interrupt in.
+WAIT_SLICE_S = 0.1
+
 
 class LoopBridge:
     def __init__(self) -> None:
@@ -76,7 +79,14 @@ class LoopBridge:
             raise exceptions.BlockingCallOnLoopError("blocking call on the runtime's own loop")
         cf = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return cf.result()
+            while True:
+                # In slices: a thread parked in one long wait never sees the
+                # KeyboardInterrupt that cancels its task (see interrupt_thread).
+                try:
+                    return cf.result(WAIT_SLICE_S)
+                except TimeoutError:
+                    if cf.done():
+                        raise  # the coroutine's own TimeoutError
         except BaseException:
             cf.cancel()
             raise

@@ -26,6 +26,7 @@ from .. import exceptions
 from .._private import rpc, serialization
 from .._private.serialization import SerializedObject
 from ..protocol.rt import CoreWorkerStub, GetObjectRequest, ObjectStatus, WorkerBlockedRequest
+from ._loop import WAIT_SLICE_S
 from ._reference import Reference
 from ._running import current_task_id, thread_state
 from ._states import WorkerMode
@@ -219,7 +220,14 @@ class ObjectReader:
                 store.on_ready(ref._id, functools.partial(one_ready, ref._id))
 
         self._worker.post(register)
-        if not done.wait(timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.is_set():
+            # In slices, so that a cancelled task's interrupt gets in.
+            wait_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if wait_s <= 0:
+                break
+            done.wait(min(wait_s, WAIT_SLICE_S))
+        if not done.is_set():
             raise exceptions.GetTimeoutError(
                 f"get() timed out after {timeout}s: {left[0]} of {len(refs)} objects not ready"
             )

@@ -52,7 +52,7 @@ def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> Wire
     try:
         args, kwargs = load_args(worker, task)
         result = fn(*args, **kwargs)
-    except exceptions.TaskCancelledError:
+    except KeyboardInterrupt:  # how a running sync task is cancelled, as in Ray
         return cancelled_reply(task[0], task[2])
     except Exception as e:
         return error_reply(task[0], task[2], e)
@@ -121,9 +121,7 @@ def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     return (task_id, False, [serialization.serialize_error(error)], False, [])
 
 
-def interrupt_thread(
-    thread_id: int, error: type[BaseException] | None = exceptions.TaskCancelledError
-) -> None:
+def interrupt_thread(thread_id: int, error: type[BaseException] | None = KeyboardInterrupt) -> None:
     """Raises ``error`` in a thread at its next bytecode, as Ray does to cancel a
     running sync task; ``None`` withdraws an interrupt not delivered yet.
 

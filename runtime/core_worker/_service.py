@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 import grpclib.const
 import grpclib.server
 
+from .._private.ids import OBJECT_ID_SIZE
 from .._private.push_stream import PUSH_ROUTE
 from .._private.task_wire import WireReply, WireTask
 from ..exceptions import ObjectLostError
 from ..protocol.rt import (
     AddBorrowerRequest,
+    CancelTaskRequest,
     CoreWorkerBase,
     Empty,
     ExitReply,
@@ -111,6 +113,17 @@ class CoreWorkerService(CoreWorkerBase):
         except ObjectLostError as e:
             return ReconstructReply(ok=False, error=e.reason or str(e))
         return ReconstructReply(ok=True)
+
+    async def cancel_task(self, message: CancelTaskRequest) -> Empty:
+        if len(message.object_id) != OBJECT_ID_SIZE:
+            raise grpclib.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, f"object_id must be {OBJECT_ID_SIZE} bytes"
+            )
+        try:
+            self._worker.tasks.cancel(message.object_id, message.force, message.recursive)
+        except ValueError as e:
+            raise grpclib.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(e)) from None
+        return Empty()
 
     async def get_object(self, message: GetObjectRequest) -> GetObjectReply:
         obj = await self._worker.objects.serve_object(message.object_id, message.timeout)

@@ -238,7 +238,7 @@ class TaskSubmitter:
     def _pump_after(self, kq: KeyQueue, _: asyncio.Future[Any]) -> None:
         self._pump(kq)
 
-    def cancel(self, spec: TaskSpec, force: bool) -> None:
+    def cancel(self, spec: TaskSpec, force: bool, recursive: bool) -> None:
         """Cancels a queued task here, or asks (or forces) its worker to stop it."""
         kq = self._keys.get(spec.queue_key)
         if kq is not None and spec in kq.queue:
@@ -253,7 +253,7 @@ class TaskSubmitter:
         if force:
             self._return_lease(kq, lease, True)  # the raylet kills the worker
         else:
-            lease.stream.send(CancelRequest(spec.task_id))
+            lease.stream.send(CancelRequest(spec.task_id, recursive))
 
     def _return_lease(self, kq: KeyQueue, lease: Lease, disconnect: bool) -> None:
         if lease.linger is not None:

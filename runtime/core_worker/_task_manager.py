@@ -17,18 +17,21 @@ reference counter, and its nested refs are held by ``spec.nested``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
-from .._private import serialization
+from .._private import rpc, serialization
 from .._private.ids import return_id, task_of
 from .._private.push_stream import PushStream
 from .._private.serialization import SerializedObject
 from .._private.task_wire import KIND_ACTOR_CALL, KIND_TASK, ReleasePins, WireReply
+from ..protocol.rt import CancelTaskRequest, CoreWorkerStub
 from ._arguments import serialize_args
 from ._reference import Reference
+from ._running import current_task_id
 from ._states import State
 from ._task_spec import TaskSpec, TaskState
 
@@ -77,6 +80,7 @@ class TaskManager:
             retries_left=max_retries,
             owner_id=worker.worker_id,
             strategy=strategy,
+            parent_id=current_task_id.get(),
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)
@@ -138,13 +142,19 @@ class TaskManager:
         )
 
     # -- cancellation --------------------------------------------------------------------
-    async def cancel(self, ref: Reference, force: bool) -> None:
-        if not self._worker.objects.owned(ref):
-            raise ValueError(
-                "only the owner of a ref (the process that submitted its task) can cancel it"
-            )
-        spec = self.pending.get(task_of(ref._id))
-        if spec is None or spec.state is TaskState.FINISHED:
+    def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
+        """Cancels the task (of this process) that makes ``object_id``.
+
+        A task still resolving its arguments fails at once; a queued one is
+        withdrawn; a pushed one is asked to stop (``recursive``: with the
+        tasks it submitted), or with ``force`` its worker is killed.
+        """
+        spec = self.pending.get(task_of(object_id))
+        if spec is not None:
+            self._cancel(spec, force, recursive)
+
+    def _cancel(self, spec: TaskSpec, force: bool, recursive: bool) -> None:
+        if spec.state is TaskState.FINISHED:
             return  # finished already: nothing to cancel
         if spec.kind == KIND_ACTOR_CALL:
             if force:
@@ -158,7 +168,39 @@ class TaskManager:
                 spec.resolver.cancel()
             self.fail_task(spec, _cancelled(spec))
             return
-        self._worker.submitter.cancel(spec, force)
+        self._worker.submitter.cancel(spec, force, recursive)
+
+    def check_cancel(self, object_id: bytes, force: bool) -> None:
+        """From any thread, for the call site: a ValueError if the cancel is refused."""
+        if not force:
+            return
+        spec = self.pending.get(task_of(object_id))
+        bridge = self._worker.bridge
+        if spec is None and not bridge.on_loop_thread():
+            # Submitted from this thread a moment ago: registered once the loop
+            # has run what was posted before.
+            spec = bridge.run_blocking(self._pending_spec(object_id))
+        if spec is not None and spec.kind == KIND_ACTOR_CALL:
+            raise ValueError("force=True is not supported for actor calls; use runtime.kill()")
+
+    async def _pending_spec(self, object_id: bytes) -> TaskSpec | None:
+        return self.pending.get(task_of(object_id))
+
+    async def forward_cancel(self, ref: Reference, force: bool, recursive: bool) -> None:
+        """Asks the owner of a borrowed ref to cancel its task (only it knows where
+        the task runs); a gone owner has taken its tasks with it."""
+        host, port, _ = ref._owner
+        stub = CoreWorkerStub(self._worker.channels.get(host, port))
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await stub.cancel_task(
+                CancelTaskRequest(object_id=ref._id, force=force, recursive=recursive)
+            )
+
+    def cancel_children(self, parent_id: bytes) -> None:
+        """Cancels the tasks that the task ``parent_id`` (run here) submitted."""
+        for spec in list(self.pending.values()):
+            if spec.parent_id == parent_id and spec.kind != KIND_ACTOR_CALL:
+                self._cancel(spec, False, True)
 
     # -- completion ----------------------------------------------------------------------
     def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:

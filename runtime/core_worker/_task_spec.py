@@ -66,6 +66,8 @@ class TaskSpec:
     queue_key: Any = None
     # While RESOLVING: the asyncio task that waits for its export and arguments.
     resolver: Any = None
+    # The task of this process that submitted it (None: the driver's main code).
+    parent_id: bytes | None = None
 
     @property
     def scheduling_key(self) -> SchedulingKey:

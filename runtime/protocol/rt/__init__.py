@@ -12,6 +12,7 @@ __all__ = (
     "AddJobRequest",
     "Address",
     "CancelLeaseRequest",
+    "CancelTaskRequest",
     "Channel",
     "ContainsObjectReply",
     "ContainsObjectRequest",
@@ -494,6 +495,26 @@ class CancelLeaseRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "CancelLeaseRequest", CancelLeaseRequest)
+
+
+@dataclass(eq=False, repr=False)
+class CancelTaskRequest(betterproto2.Message):
+    """
+    Sent to the owner of an object by any process that cancels its task
+    (`runtime.cancel` of a borrowed ref): only the owner knows where it runs.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    force: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    recursive: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    also cancel the tasks that task submitted
+    """
+
+
+default_message_pool.register_message("rt", "CancelTaskRequest", CancelTaskRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1590,6 +1611,24 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def cancel_task(
+        self,
+        message: "CancelTaskRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/CancelTask",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class GcsStub(betterproto2_grpclib.ServiceStub):
     async def register_node(
@@ -2163,6 +2202,10 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def cancel_task(self, message: "CancelTaskRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_push_tasks(self, stream: "grpclib.server.Stream[TaskBatch, TaskBatch]") -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
@@ -2217,6 +2260,14 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         response = await self.ask_exit(request)
         await stream.send_message(response)
 
+    async def __rpc_cancel_task(
+        self, stream: "grpclib.server.Stream[CancelTaskRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.cancel_task(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.CoreWorker/PushTasks": grpclib.const.Handler(
@@ -2260,6 +2311,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 ExitReply,
+            ),
+            "/rt.CoreWorker/CancelTask": grpclib.const.Handler(
+                self.__rpc_cancel_task,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CancelTaskRequest,
+                Empty,
             ),
         }
 

@@ -1,0 +1,119 @@
+"""Cancellation as in Ray: recursive by default, from any process holding the
+ref, KeyboardInterrupt in a running sync task, ``is_canceled()``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import runtime
+from runtime.exceptions import TaskCancelledError
+
+
+@runtime.remote(num_cpus=0)
+class Board:
+    """Where tasks note what happened to them, and wait to be let go."""
+
+    def __init__(self):
+        self.notes = []
+        self._go = asyncio.Event()
+
+    async def wait(self):
+        await self._go.wait()
+
+    def go(self):
+        self._go.set()
+
+    def note(self, what):
+        self.notes.append(what)
+
+    def read(self):
+        return list(self.notes)
+
+
+def _board(name: str):
+    return Board.options(name=name).remote()
+
+
+@runtime.remote
+def blocked(board_name, label):
+    board = runtime.get_actor(board_name)
+    board.note.remote(f"{label} started")
+    try:
+        runtime.get(board.wait.remote())
+    except KeyboardInterrupt:
+        ctx = runtime.get_runtime_context()
+        runtime.get(board.note.remote(f"{label} interrupted, canceled={ctx.is_canceled()}"))
+        raise
+    return label
+
+
+@runtime.remote
+def parent(board_name):
+    return runtime.get(blocked.remote(board_name, "child"))
+
+
+@runtime.remote
+def canceller(refs):
+    runtime.cancel(refs[0])
+    return "asked"
+
+
+def _wait_for_note(board, note, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        notes = runtime.get(board.read.remote())
+        if note in notes:
+            return notes
+        runtime.wait([board.read.remote()], timeout=0.05)
+    raise AssertionError(f"no note {note!r} in {runtime.get(board.read.remote())}")
+
+
+def test_running_sync_task_gets_keyboard_interrupt(cluster):
+    board = _board("b-interrupt")
+    ref = blocked.remote("b-interrupt", "task")
+    _wait_for_note(board, "task started")
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    _wait_for_note(board, "task interrupted, canceled=True")
+
+
+def test_cancel_is_recursive_by_default(cluster):
+    board = _board("b-recursive")
+    ref = parent.remote("b-recursive")
+    _wait_for_note(board, "child started")
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    _wait_for_note(board, "child interrupted, canceled=True")
+
+
+def test_cancel_from_a_borrower_is_forwarded_to_the_owner(cluster):
+    board = _board("b-forward")
+    ref = blocked.remote("b-forward", "task")
+    _wait_for_note(board, "task started")
+    assert runtime.get(canceller.remote([ref])) == "asked"
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+
+
+def test_cancel_checks_its_arguments(cluster):
+    with pytest.raises(TypeError, match="ObjectRef"):
+        runtime.cancel("nope")
+    with pytest.raises(TypeError, match="force"):
+        runtime.cancel(runtime.put(1), force="yes")
+    board = _board("b-force")
+    call = board.wait.remote()
+    with pytest.raises(ValueError, match="force=True is not supported for actor calls"):
+        runtime.cancel(call, force=True)
+    board.go.remote()
+    runtime.get(call)
+
+
+def test_is_canceled_outside_a_task(cluster):
+    with pytest.raises(RuntimeError, match="inside a task"):
+        runtime.get_runtime_context().is_canceled()
