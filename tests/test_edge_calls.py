@@ -163,3 +163,63 @@ def test_nodes_advertise_memory_and_schedule_against_it(cluster):
     assert runtime.get(add.options(memory=total["memory"] / 2).remote(1)) == 4
     node = runtime.nodes()[0]
     assert node["Resources"]["memory"] == total["memory"]
+
+
+@runtime.remote
+def calls_boom():
+    return runtime.get(boom.remote())
+
+
+@runtime.remote
+def calls_calls_boom():
+    return runtime.get(calls_boom.remote())
+
+
+def test_nested_errors_keep_their_class_at_every_hop(cluster):
+    with pytest.raises(ZeroDivisionError) as info:
+        runtime.get(calls_calls_boom.remote())
+    message = str(info.value)
+    assert isinstance(info.value, runtime.exceptions.TaskError)
+    for hop in ("calls_calls_boom()", "calls_boom()", "boom()"):
+        assert hop in message
+    assert message.count("Traceback") >= 3
+
+
+def test_an_error_nobody_read_is_reported_once():
+    code = """
+import gc, logging, threading, runtime
+reported = []
+seen = threading.Event()
+class Catch(logging.Handler):
+    def emit(self, record):
+        if "Unhandled error" in record.getMessage():
+            reported.append(record.getMessage())
+            seen.set()
+logging.getLogger("runtime").addHandler(Catch())
+@runtime.remote
+def boom(what):
+    raise ValueError(what)
+runtime.init(num_cpus=1)
+handled = boom.remote("handled")
+try:
+    runtime.get(handled)
+except ValueError:
+    pass
+del handled
+ref = boom.remote("freed unread")
+runtime.wait([ref])
+del ref
+gc.collect()
+assert seen.wait(30)
+seen.clear()
+boom.remote("fire and forget")
+assert seen.wait(30)
+runtime.shutdown()
+assert len(reported) == 2, reported
+assert "freed unread" in reported[0] and "Traceback" in reported[0]
+assert "fire and forget" in reported[1]
+"""
+    from conftest import run_driver
+
+    out = run_driver(code)
+    assert out.returncode == 0, out.stderr

@@ -57,6 +57,8 @@ class Config:
     health_check_timeout_s: float = 10.0
     #: ...and marks a node dead after this many failures in a row.
     health_check_failure_threshold: int = 5
+    #: Errors of tasks nobody read are not reported when their refs are freed.
+    ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.
     object_transfer_chunk_size: int = 5 * 1024 * 1024
 

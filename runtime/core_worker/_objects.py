@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,16 @@ from ._states import State
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
+logger = logging.getLogger("runtime")
+
 
 class ObjectClient:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
         # Where each owned object was made, for `runtime memory`.
         self.call_sites: dict[bytes, str] = {}
+        # Owned objects holding an error that someone has read (any thread adds).
+        self.errors_read: set[bytes] = set()
         # Invariant: True while a _flush_releases is posted and has not run.
         self._release_scheduled = False
         # Owned objects freed from shared-memory stores, by the node holding them;
@@ -143,6 +148,27 @@ class ObjectClient:
             with contextlib.suppress(exceptions.RayError, OSError):
                 client.flush_releases()
 
+    def error_read(self, ref: Reference) -> None:
+        """Someone read the error an object holds (any thread): not unhandled."""
+        if ref._owner[2] == self._worker.worker_id:
+            self.errors_read.add(ref._id)
+
+    def report_unhandled(self, object_id: bytes, obj: SerializedObject) -> None:
+        """An error nobody read is gone: say so once, as Ray's "Unhandled error"."""
+        if self._worker.config.ignore_unhandled_errors:
+            return
+        try:
+            error: BaseException = serialization.error_of(obj)
+        except Exception as e:  # its class does not import here
+            error = exceptions.RaySystemError(f"an error that could not be read here: {e!r}")
+        if isinstance(error, exceptions.TaskCancelledError):
+            return  # asked for
+        logger.error(
+            "Unhandled error (suppress with RUNTIME_IGNORE_UNHANDLED_ERRORS=1), object %s: %s",
+            object_id.hex(),
+            error,
+        )
+
     # -- freeing -------------------------------------------------------------------
     def free_owned(self, object_ids: list[bytes]) -> None:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
@@ -152,6 +178,10 @@ class ObjectClient:
             worker.lineage.result_freed(object_id)
             self.call_sites.pop(object_id, None)
             obj = worker.store.get_nowait(object_id)
+            if obj is not None and serialization.is_error(obj):
+                if object_id not in self.errors_read:
+                    self.report_unhandled(object_id, obj)
+                self.errors_read.discard(object_id)
             if obj is not None and obj.metadata == serialization.METADATA_IN_STORE:
                 node_id = serialization.store_location(obj)[1]
                 self._store_deletes.setdefault(node_id, []).append(object_id)

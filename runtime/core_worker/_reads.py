@@ -189,9 +189,7 @@ class ObjectReader:
             objs = ready  # type: ignore[assignment]
             if worker.recovery.remote_markers(objs):
                 run_blocking(worker.recovery.localize_until(objs, deadline))
-        error = serialization.first_error(objs)
-        if error is not None:
-            worker.objects.deserialize(error)  # raises it
+        self._raise_first_error(refs, objs)
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -202,6 +200,15 @@ class ObjectReader:
                     # Rebuilt from lineage, or the owner says why it cannot be.
                     obj = run_blocking(worker.recovery.recover_until(ref, deadline))
         return values
+
+    def _raise_first_error(
+        self, refs: Sequence[Reference], objs: Sequence[SerializedObject | None]
+    ) -> None:
+        """Raises the first error among the objects read, if any (marked read)."""
+        for ref, obj in zip(refs, objs, strict=True):
+            if obj is not None and serialization.is_error(obj):
+                self._worker.objects.error_read(ref)
+                self._worker.objects.deserialize(obj)  # raises it
 
     def _wait_owned(self, refs: Sequence[Reference], timeout: float | None) -> None:
         """Blocks this (non-loop) thread until owned objects are ready, or raises."""
@@ -237,9 +244,7 @@ class ObjectReader:
         on_own_loop = worker.bridge.on_own_loop
         deadline = None if timeout is None else time.monotonic() + timeout
         objs = await on_own_loop(self.get_serialized(refs, deadline))
-        error = serialization.first_error(objs)
-        if error is not None:
-            worker.objects.deserialize(error)  # raises it
+        self._raise_first_error(refs, objs)
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -340,6 +345,8 @@ class ObjectReader:
             return asyncio.wrap_future(self.concurrent_future(ref), loop=own)
         obj = worker.store.get_nowait(ref._id)
         if obj is not None and not worker.recovery.remote_markers([obj]):
+            if serialization.is_error(obj):
+                worker.objects.error_read(ref)
             fut: asyncio.Future[Any] = own.create_future()
             try:
                 fut.set_result(worker.objects.deserialize(obj))
@@ -358,6 +365,8 @@ class ObjectReader:
     async def _value(self, ref: Reference) -> Any:
         worker = self._worker
         (obj,) = await self.get_serialized([ref], None)
+        if serialization.is_error(obj):
+            worker.objects.error_read(ref)
         while True:
             try:
                 return worker.objects.deserialize(obj)

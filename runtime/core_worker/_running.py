@@ -112,7 +112,13 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
     # Skip the executor's own frame: the traceback starts in user code.
     frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
     tb = note + "".join(traceback.format_exception(type(error), error, frames))
-    err = exceptions.TaskError(name, tb, error, type(error), os.getpid(), _HOST)
+    cause: BaseException | None = error
+    cause_cls: type = type(error)
+    if isinstance(error, exceptions.TaskError):
+        # Re-raised from a task this one called: keep the original class at
+        # every hop (the message shows each hop's traceback).
+        cause, cause_cls = error.cause, error.cause_cls
+    err = exceptions.TaskError(name, tb, cause, cause_cls, os.getpid(), _HOST)
     return (task_id, False, [serialization.serialize_error(err)], True, [])
 
 

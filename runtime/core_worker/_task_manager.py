@@ -125,7 +125,11 @@ class TaskManager:
             objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
             failed = serialization.first_error(objs)
             if failed is not None:
-                # A failed dependency fails this task with the same error, at once.
+                # A failed dependency fails this task with the same error, at once
+                # (passed on: read, as far as reporting it unhandled goes).
+                for ref, obj in zip(spec.arg_refs, objs, strict=True):
+                    if obj is failed:
+                        self._worker.objects.error_read(ref)
                 self.fail_task(spec, failed)
                 return False
             spec.resolved = objs
@@ -269,9 +273,13 @@ class TaskManager:
         self.fail_task(spec, serialization.serialize_error(crashed))
 
     def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
+        reported = False
         for object_id in spec.return_ids:
             if object_id in self._worker.refs:
                 self._worker.store.put(object_id, error)
+            elif not reported:  # nobody holds a ref to read it: say so once
+                reported = True
+                self._worker.objects.report_unhandled(object_id, error)
         self.finish_task(spec)
 
     def finish_task(self, spec: TaskSpec) -> None:
