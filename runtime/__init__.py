@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from . import exceptions, util
+from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
     ActorHandle,
@@ -39,8 +40,6 @@ from .api import (
     wait,
     wait_async,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",

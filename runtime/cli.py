@@ -117,7 +117,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     config = Config.load()
     try:
-        address = cluster.resolve_address(args.address, config)
+        address = cluster.resolve_address(args.address, config, standing_only=False)
         nodes = asyncio.run(cluster.list_nodes(address, 5.0))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime status: {e}", file=sys.stderr)
@@ -154,7 +154,7 @@ def _cmd_memory(args: argparse.Namespace) -> int:
 
     config = Config.load()
     try:
-        address = cluster.resolve_address(args.address, config)
+        address = cluster.resolve_address(args.address, config, standing_only=False)
         tables = asyncio.run(memory.collect(address))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime memory: {e}", file=sys.stderr)

@@ -21,7 +21,7 @@ _SESSIONS: list[str] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     """The suite's sessions (logs, sockets, spill files) go to a folder of their own,
-    removed at the end, rather than piling up in the machine's <tmp>/runtime. (A hook,
+    removed at the end, rather than piling up in the machine's <tmp>/runtime-sessions. (A hook,
     not module code: worker processes import this module too, with the tests' functions.)"""
     if "RUNTIME_SESSION_ROOT" not in os.environ:
         _SESSIONS.append(tempfile.mkdtemp(prefix="rt-tests-"))

@@ -49,7 +49,8 @@ def test_decorator_with_positional_arguments():
         runtime.remote(1, 2)
 
 
-def test_api_before_init():
+def test_api_before_init_without_auto_init(monkeypatch):
+    monkeypatch.setenv("RUNTIME_AUTO_INIT", "0")
     with pytest.raises(runtime.exceptions.RuntimeNotInitializedError, match="init"):
         runtime.put(1)
 
@@ -96,7 +97,7 @@ def test_put_of_a_ref_and_of_unpicklable(cluster):
 def test_init_twice(cluster):
     with pytest.raises(RuntimeError, match="already"):
         runtime.init()
-    assert runtime.init(ignore_reinit_error=True).job_id == cluster.job_id
+    assert runtime.init(ignore_reinit_error=True).address == cluster.address
 
 
 def test_init_argument_checks():

@@ -223,3 +223,24 @@ assert "fire and forget" in reported[1]
 
     out = run_driver(code)
     assert out.returncode == 0, out.stderr
+
+
+@runtime.remote(max_calls=2)
+def pid_of_worker():
+    import os
+
+    return os.getpid()
+
+
+def test_max_calls_retires_the_worker(cluster):
+    from conftest import process_running, wait_until
+
+    pids = [runtime.get(pid_of_worker.remote()) for _ in range(6)]
+    # Each worker ran the function at most twice, then exited.
+    for pid in set(pids):
+        assert pids.count(pid) <= 2
+    assert len(set(pids)) >= 3
+    for pid in set(pids[:4]):
+        wait_until(lambda pid=pid: not process_running(pid), what=f"worker {pid} to exit")
+    with pytest.raises(ValueError, match="max_calls"):
+        pid_of_worker.options(max_calls=-1)

@@ -93,7 +93,8 @@ def test_standing_cluster_joined_by_two_drivers(session_root):
             "ctx = runtime.init(address='auto')\n"
             "@runtime.remote\n"
             "def f(x): return x * 2\n"
-            "print(ctx.job_id, sum(runtime.get([f.remote(i) for i in range(10)])))\n"
+            "job = runtime.get_runtime_context().job_id\n"
+            "print(job, sum(runtime.get([f.remote(i) for i in range(10)])))\n"
             "runtime.shutdown()\n"
         )
         first = run_driver(code, env=env)

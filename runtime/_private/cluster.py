@@ -213,18 +213,30 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def resolve_address(address: str, config: Config) -> tuple[str, int]:
-    """``"auto"`` (the newest standing cluster on this machine) or ``HOST:PORT``."""
+def find_cluster(config: Config, *, standing_only: bool) -> tuple[str, int] | None:
+    """The gcs of the newest cluster on this machine whose processes all live:
+    standing ones only (``runtime start``), or also those a driver's ``init()``
+    started."""
+    for session in reversed(Session.all(config.session_root)):
+        info = session.cluster_info()
+        if not info or (standing_only and not info.get("standing")):
+            continue
+        pids = session.pids()
+        if pids and all(process.pid_alive(pid) for pid, _ in pids):
+            return parse_address(info["gcs_address"])
+    return None
+
+
+def resolve_address(address: str, config: Config, standing_only: bool = True) -> tuple[str, int]:
+    """``"auto"`` (the newest cluster on this machine; ``standing_only``: started
+    with ``runtime start``) or ``HOST:PORT``."""
     if address != "auto":
         return parse_address(address)
     if config.address:
         return parse_address(config.address)
-    for session in reversed(Session.all(config.session_root)):
-        info = session.cluster_info()
-        if not info or not info.get("standing"):
-            continue
-        if all(process.pid_alive(pid) for pid, _ in session.pids()):
-            return parse_address(info["gcs_address"])
+    found = find_cluster(config, standing_only=standing_only)
+    if found is not None:
+        return found
     raise ConnectionError(
         "address='auto' found no running cluster on this machine; start one with "
         "'runtime start --head', or call runtime.init() with no address for a local one"

@@ -24,7 +24,9 @@ class Config:
     #: The port a standing cluster's gcs listens on (not Redis's 6379).
     gcs_port: int = 6385
     #: Where session directories live: ``<session_root>/session_<time>_<pid>/``.
-    session_root: str = os.path.join(tempfile.gettempdir(), "runtime")
+    #: Not ``<tmp>/runtime``: a folder of the package's name on a script's
+    #: path (a script run from ``<tmp>``) could shadow the package.
+    session_root: str = os.path.join(tempfile.gettempdir(), "runtime-sessions")
     #: Seconds a child process may take to report that it is ready.
     process_start_timeout_s: float = 30.0
     #: Seconds a started worker may take to register with its raylet.
@@ -57,6 +59,8 @@ class Config:
     health_check_timeout_s: float = 10.0
     #: ...and marks a node dead after this many failures in a row.
     health_check_failure_threshold: int = 5
+    #: The first put/get/wait/.remote() without init() starts a local cluster.
+    auto_init: bool = True
     #: Errors of tasks nobody read are not reported when their refs are freed.
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.
@@ -71,6 +75,8 @@ class Config:
             raw = os.environ.get(ENV_PREFIX + name.upper())
             if raw is not None:
                 values[name] = _parse(name, field.type, raw)
+        if "address" not in values and os.environ.get("RAY_ADDRESS"):
+            values["address"] = os.environ["RAY_ADDRESS"]  # Ray programs set this one
         for name, value in (overrides or {}).items():
             if name not in fields:
                 raise ValueError(f"unknown configuration option {name!r}")

@@ -78,7 +78,9 @@ def spawn(
     """
     ready_r, ready_w = os.pipe()
     pass_fds = [ready_w]
-    argv = [sys.executable, "-m", module, *args, READY_FD_FLAG, str(ready_w)]
+    # -P: the current folder is not put on the child's path, so nothing in it
+    # (a folder named like the package) shadows the installed runtime.
+    argv = [sys.executable, "-P", "-m", module, *args, READY_FD_FLAG, str(ready_w)]
     tie_r = tie_w = None
     if tie_to_parent:
         tie_r, tie_w = os.pipe()

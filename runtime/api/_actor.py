@@ -98,7 +98,7 @@ class ActorClass:
     ) -> ActorHandle:
         if self._check is not None:
             self._check(args, kwargs)
-        worker = _context.current()
+        worker = _context.current_or_init()
         class_id, data = self._definition()
         max_task_retries = options.get("max_task_retries", 0)
         max_pending_calls = options.get("max_pending_calls", -1)
@@ -296,7 +296,7 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise TypeError("get_actor() takes the actor's name, a non-empty str")
     check_blocking_allowed("get_actor", "await runtime.get_actor_async(name)")
-    worker = _context.current()
+    worker = _context.current_or_init()
     info = worker.bridge.run_blocking(worker.actor_client.get_actor(name, namespace))
     return handle_from_record(info)
 
@@ -304,6 +304,6 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
 async def get_actor_async(name: str, namespace: str | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise TypeError("get_actor_async() takes the actor's name, a non-empty str")
-    worker = _context.current()
+    worker = _context.current_or_init()
     info = await worker.bridge.on_own_loop(worker.actor_client.get_actor(name, namespace))
     return handle_from_record(info)

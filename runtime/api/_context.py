@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..core_worker import CoreWorker
@@ -30,6 +32,30 @@ def set_current(worker: CoreWorker | None, session_dir: str | None = None) -> No
 
 def current_or_none() -> CoreWorker | None:
     return _current
+
+
+# What starts a local cluster when the API is used before init() (the driver's
+# module sets it; this layer cannot import it), and the lock that makes one
+# start however many threads get there at once.
+_auto_init: Callable[[], None] | None = None
+_auto_init_lock = threading.Lock()
+
+
+def set_auto_init(start: Callable[[], None]) -> None:
+    global _auto_init
+    _auto_init = start
+
+
+def current_or_init() -> CoreWorker:
+    """The current core worker; as in Ray, the first ``put``, ``get``, ``wait``
+    or ``.remote()`` without ``init()`` starts a local cluster."""
+    worker = _current
+    if worker is None and _auto_init is not None:
+        with _auto_init_lock:
+            if _current is None:
+                _auto_init()
+        worker = _current
+    return worker if worker is not None else current()
 
 
 def current() -> CoreWorker:

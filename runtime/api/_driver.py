@@ -29,8 +29,8 @@ from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode
 from ..protocol.rt import NodeInfo
 from . import _context
+from ._init_context import InitContext
 from ._object_ref import ObjectRef
-from ._runtime_context import RuntimeContext, get_runtime_context
 
 logger = logging.getLogger("runtime")
 
@@ -95,7 +95,7 @@ def _check_init_args(
         raise TypeError("init(): namespace must be a str")
     if address is not None and not isinstance(address, str):
         raise TypeError("init(): address must be a str such as 'auto' or 'HOST:PORT'")
-    if address is not None and (
+    if address not in (None, "local") and (
         num_cpus is not None or num_gpus is not None or resources or object_store_memory
     ):
         raise ValueError(
@@ -131,9 +131,27 @@ def _start_processes(
     resources: dict[str, float] | None,
     object_store_memory: int | None,
 ) -> tuple[cluster.HeadProcesses | None, tuple[str, int]]:
+    # Discovery as in Ray: the address given, then RUNTIME_ADDRESS (or
+    # RAY_ADDRESS), then a standing cluster on this machine, then a new one.
     if address is None and config.address:
         address = config.address
+        logger.info("Connecting to the cluster at %s (RUNTIME_ADDRESS)", address)
     if address is None:
+        found = cluster.find_cluster(config, standing_only=True)
+        if found is not None:
+            if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+                raise ValueError(
+                    f"init(): found a running cluster on this machine (at "
+                    f"{found[0]}:{found[1]}, started with 'runtime start'): num_cpus, "
+                    "num_gpus, resources and object_store_memory cannot be given when "
+                    "joining it; pass address='local' to start a new local cluster instead"
+                )
+            logger.info(
+                "Connecting to the running cluster at %s:%d (started with 'runtime start')",
+                *found,
+            )
+            return None, found
+    if address is None or address == "local":
         host = "127.0.0.1"
         head = cluster.start_head(
             config,
@@ -143,6 +161,7 @@ def _start_processes(
             standing=False,
             object_store_memory=object_store_memory,
         )
+        logger.info("Started a local cluster; its session is %s", head.session.path)
         return head, head.gcs_address
     return None, cluster.resolve_address(address, config)
 
@@ -205,7 +224,7 @@ def init(
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
     _system_config: dict[str, Any] | None = None,
-) -> RuntimeContext:
+) -> InitContext:
     """Starts a local cluster (no ``address``) or joins one, and connects.
 
     Called with a running event loop on this thread, the driver attaches to
@@ -213,13 +232,8 @@ def init(
     Otherwise a daemon thread runs the driver's loop.
     """
     global _driver
-    if _driver is not None:
-        if ignore_reinit_error:
-            return get_runtime_context()
-        raise RuntimeError(
-            "runtime.init() was already called; call runtime.shutdown() first, or pass "
-            "ignore_reinit_error=True"
-        )
+    if _context.current_or_none() is not None:
+        return _repeated_init("init", ignore_reinit_error)
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
@@ -260,7 +274,7 @@ def init(
         raise
     _driver = _Driver(worker, head, loop_thread, gcs_address)
     _context.set_current(worker, head.session.path if head is not None else None)
-    return get_runtime_context()
+    return init_context()
 
 
 async def _bind_and_start(worker: CoreWorker) -> None:
@@ -279,13 +293,11 @@ async def init_async(
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
     _system_config: dict[str, Any] | None = None,
-) -> RuntimeContext:
+) -> InitContext:
     """``init`` for asyncio programs: attaches to the running loop, fully started."""
     global _driver
-    if _driver is not None:
-        if ignore_reinit_error:
-            return get_runtime_context()
-        raise RuntimeError("runtime.init_async() was already called; call shutdown first")
+    if _context.current_or_none() is not None:
+        return _repeated_init("init_async", ignore_reinit_error)
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
@@ -320,7 +332,39 @@ async def init_async(
         raise
     _driver = _Driver(worker, head, None, gcs_address)
     _context.set_current(worker, head.session.path if head is not None else None)
-    return get_runtime_context()
+    return init_context()
+
+
+def _repeated_init(call: str, ignore_reinit_error: bool) -> InitContext:
+    """``init()`` where the runtime runs already: in this driver, or in a task or
+    actor (whose worker is always connected; it never starts a second cluster)."""
+    if not ignore_reinit_error:
+        where = (
+            "this process is a worker, where the runtime is always initialized"
+            if _driver is None
+            else f"runtime.{call}() was already called; call runtime.shutdown() first"
+        )
+        raise RuntimeError(f"{where}; or pass ignore_reinit_error=True")
+    return init_context()
+
+
+def init_context() -> InitContext:
+    """The context ``init()`` returns, for the runtime this process runs."""
+    worker = _context.current()
+    gcs = f"{worker.gcs_address[0]}:{worker.gcs_address[1]}"
+    raylet = worker.raylet_address
+    info = {
+        "address": gcs,
+        "gcs_address": gcs,
+        "node_ip_address": worker.address[0],
+        "raylet_ip_address": raylet[0],
+        "raylet_address": f"{raylet[0]}:{raylet[1]}",
+        "object_store_address": worker.store_socket,
+        "node_id": worker.node_id.hex(),
+        "session_dir": _context.session_dir(),
+        "webui_url": None,
+    }
+    return InitContext(info, shutdown)
 
 
 def is_initialized() -> bool:
@@ -377,4 +421,12 @@ async def shutdown_async() -> None:
             await asyncio.get_running_loop().run_in_executor(None, driver.head.stop)
 
 
+def _auto_init() -> None:
+    if not Config.load().auto_init:
+        return  # the caller raises RuntimeNotInitializedError
+    logger.info("runtime.init() was not called: starting a local cluster (auto-init)")
+    init()
+
+
+_context.set_auto_init(_auto_init)
 atexit.register(shutdown)

@@ -44,7 +44,7 @@ def _check_timeout(timeout: Any, call: str) -> None:
 
 def put(value: Any) -> ObjectRef:
     """Stores ``value`` in the object store; returns its ref (this process owns it)."""
-    ref = _context.current().objects.put(value)
+    ref = _context.current_or_init().objects.put(value)
     return cast(ObjectRef, ref)
 
 
@@ -58,7 +58,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     refs, single = _refs_arg(object_refs, "get")
     _check_timeout(timeout, "get")
     check_blocking_allowed("get", _GET_ALT)
-    values = _context.current().reader.get(refs, timeout)
+    values = _context.current_or_init().reader.get(refs, timeout)
     return values[0] if single else values
 
 
@@ -66,7 +66,7 @@ async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
     """``get`` for asyncio code: awaits instead of blocking."""
     refs, single = _refs_arg(object_refs, "get_async")
     _check_timeout(timeout, "get_async")
-    values = await _context.current().reader.get_async(refs, timeout)
+    values = await _context.current_or_init().reader.get_async(refs, timeout)
     return values[0] if single else values
 
 
@@ -103,7 +103,7 @@ def wait(
     if not refs:
         return [], []
     check_blocking_allowed("wait", _WAIT_ALT)
-    result = _context.current().reader.wait(
+    result = _context.current_or_init().reader.wait(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)
     )
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
@@ -120,7 +120,7 @@ async def wait_async(
     refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
     if not refs:
         return [], []
-    result = await _context.current().reader.wait_async(
+    result = await _context.current_or_init().reader.wait_async(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)
     )
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)

@@ -86,6 +86,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "memory": _number(),
     "num_returns": _num_returns,
     "max_retries": _integer(-1),
+    "max_calls": _integer(0),
     "retry_exceptions": _retry_exceptions,
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,

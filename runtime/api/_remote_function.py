@@ -60,11 +60,13 @@ class RemoteFunction:
     ) -> Any:
         if self._check is not None:
             self._check(args, kwargs)
-        worker = _context.current()
+        worker = _context.current_or_init()
         function_id, data = self._definition()
         num_returns = options.get("num_returns", 1)
         max_retries = options.get("max_retries")
         retry = options.get("retry_exceptions", False)
+        # As in Ray: unlimited, but 1 for GPU tasks (to free what a library holds).
+        max_calls = options.get("max_calls") or (1 if options.get("num_gpus") else 0)
         refs = worker.tasks.submit_task(
             function_id=function_id,
             function_data=data,
@@ -76,6 +78,7 @@ class RemoteFunction:
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
             retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
             strategy=_scheduling.to_message(options.get("scheduling_strategy")),
+            max_calls=max_calls,
         )
         return _returns(cast(list[ObjectRef], refs), num_returns)
 

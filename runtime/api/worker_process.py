@@ -47,7 +47,7 @@ def main() -> None:
             worker_id=bytes.fromhex(args.worker_id),
             node_id=bytes.fromhex(args.node_id),
         )
-        _context.set_current(worker)
+        _context.set_current(worker, args.session_dir)
         await worker.start()
         await stop.wait()
         await worker.stop()

@@ -29,6 +29,7 @@ from .._private import serialization
 from .._private.task_wire import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
+    KIND_TASK,
     CancelRequest,
     ReleasePins,
     WireReply,
@@ -68,6 +69,14 @@ class TaskExecutor:
         # Running tasks now waiting for objects: while any is, new tasks are
         # handed back at once (see release_queued).
         self.waiting = 0
+        # Tasks run per function that has a ``max_calls``; once one reaches
+        # it, the worker retires: it hands every other task back and exits.
+        self._calls: dict[bytes, int] = {}
+        self.retiring = False
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None or not self._queue.empty()
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -100,7 +109,7 @@ class TaskExecutor:
             else:
                 self.actor.submit(item, reply)
             return
-        if self.waiting:
+        if self.waiting or self.retiring:
             reply((item[0], False, [], False, None))
             return
         self._queue.put_nowait((item, reply))
@@ -166,6 +175,18 @@ class TaskExecutor:
                 if result[1]:
                     result = cancelled_reply(task_id, task[2])
             reply(result)
+            max_calls = task[7] if task[6] == KIND_TASK else None
+            if max_calls:
+                calls = self._calls[task[1]] = self._calls.get(task[1], 0) + 1
+                if calls >= max_calls:
+                    self._retire(task[2], max_calls)
+                    return
+
+    def _retire(self, name: str, max_calls: int) -> None:
+        logger.info("%s() ran max_calls=%d times here: this worker exits", name, max_calls)
+        self.retiring = True
+        self.release_queued()
+        self._worker.background.spawn(self._worker.retire())
 
     async def load(self, function_id: bytes) -> Any:
         """The function (or class) with this id, fetched from the gcs once."""

@@ -60,6 +60,7 @@ class TaskManager:
         max_retries: int,
         retry_exceptions: bool | tuple[type[BaseException], ...],
         strategy: Any = None,
+        max_calls: int = 0,
     ) -> list[Reference]:
         """Submits a task from any thread; raises at once on bad arguments."""
         worker = self._worker
@@ -81,6 +82,7 @@ class TaskManager:
             owner_id=worker.worker_id,
             strategy=strategy,
             parent_id=current_task_id.get(),
+            extra=max_calls or None,
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)

@@ -60,6 +60,7 @@ class WorkerPool:
         tie_r, tie_w = os.pipe()
         argv = [
             sys.executable,
+            "-P",  # see process.spawn: the current folder must not shadow the package
             "-m",
             "runtime.api.worker_process",
             *self._argv(worker_id, job_id),

@@ -1,0 +1,141 @@
+"""Drivers as in Ray: what init() returns, auto-init, init() inside tasks,
+discovery of a running cluster, drivers started from any folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, assert_no_orphans, run_driver
+
+import runtime
+
+
+def test_init_context_has_attribute_and_dict_access():
+    with runtime.init(num_cpus=1) as ctx:
+        assert ctx["address"] == ctx.address == ctx.address_info["gcs_address"]
+        assert ctx["node_id"] == runtime.get_runtime_context().get_node_id()
+        assert ctx["session_dir"] and os.path.isdir(ctx.session_dir)
+        assert "node_ip_address" in ctx and ctx.python_version
+        assert runtime.init(ignore_reinit_error=True)["address"] == ctx.address
+        with pytest.raises(RuntimeError, match="already called"):
+            runtime.init()
+    assert not runtime.is_initialized()  # the with block shut it down
+    assert_no_orphans(ctx.session_dir)
+
+
+@runtime.remote
+def init_inside():
+    ctx = runtime.init(ignore_reinit_error=True)
+    try:
+        runtime.init()
+    except RuntimeError as e:
+        refused = str(e)
+    return ctx["address"], refused, len(runtime.nodes())
+
+
+def test_init_inside_a_task_never_starts_a_second_cluster(cluster):
+    address, refused, nodes = runtime.get(init_inside.remote())
+    assert address == cluster.address
+    assert "worker" in refused and nodes == 1
+    sessions = os.listdir(os.environ["RUNTIME_SESSION_ROOT"])
+    assert len([s for s in sessions if s.startswith("session_2")]) >= 1
+
+
+def test_first_remote_call_starts_a_local_cluster():
+    code = (
+        "import logging, runtime\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "@runtime.remote\n"
+        "def f(x): return x + 1\n"
+        "assert not runtime.is_initialized()\n"
+        "print(runtime.get(f.remote(1)))\n"
+        "assert runtime.is_initialized()\n"
+        "runtime.shutdown()\n"
+    )
+    out = run_driver(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
+    assert out.stderr.count("auto-init") == 1
+
+
+def test_driver_started_from_the_temp_folder_with_a_runtime_folder(tmp_path):
+    # A folder named like the package where the script runs must not shadow it.
+    (tmp_path / "runtime").mkdir()
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import runtime\n"
+        "@runtime.remote\n"
+        "def f(x): return x * 3\n"
+        "runtime.init(num_cpus=1)\n"
+        "print(runtime.get(f.remote(2)))\n"
+        "runtime.shutdown()\n"
+    )
+    env = dict(os.environ)
+    # The package as it is installed, not through the tests' folder.
+    env.pop("PYTHONPATH", None) if ROOT in env.get("PYTHONPATH", "") else None
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "6"
+
+
+def test_init_finds_a_standing_cluster_then_env_address(tmp_path):
+    env = dict(os.environ, RUNTIME_SESSION_ROOT=str(tmp_path))
+    cli = [sys.executable, "-m", "runtime.cli"]
+    start = subprocess.run(
+        [*cli, "start", "--head", "--port", "0", "--num-cpus", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert start.returncode == 0, start.stderr
+    try:
+        code = (
+            "import logging, runtime\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "ctx = runtime.init()\n"
+            "print(ctx.address)\n"
+            "runtime.shutdown()\n"
+        )
+        joined = run_driver(code, env=env)
+        assert joined.returncode == 0, joined.stderr
+        assert "started with 'runtime start'" in joined.stderr
+        address = joined.stdout.strip()
+        refused = run_driver("import runtime; runtime.init(num_cpus=2)", env=env)
+        assert "address='local'" in refused.stderr
+        status = subprocess.run(
+            [*cli, "status"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+        )
+        assert status.returncode == 0 and "1 alive" in status.stdout
+        # RAY_ADDRESS is honoured as RUNTIME_ADDRESS is.
+        elsewhere = dict(env, RUNTIME_SESSION_ROOT=str(tmp_path / "none"), RAY_ADDRESS=address)
+        by_env = run_driver(code, env=elsewhere)
+        assert by_env.returncode == 0, by_env.stderr
+        assert by_env.stdout.strip() == address
+    finally:
+        subprocess.run([*cli, "stop"], capture_output=True, timeout=60, env=env, cwd=ROOT)
+
+
+def test_status_finds_a_driver_started_cluster(cluster):
+    env = dict(os.environ)
+    status = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "1 alive" in status.stdout
