@@ -190,6 +190,11 @@ class PendingCallsLimitExceededError(RayError):
     """An actor's ``max_pending_calls`` limit was reached."""
 
 
+class GcsLostError(RaySystemError, ConnectionError):
+    """The cluster's control service (the gcs) is gone: the cluster has ended,
+    and calls that need it fail with this, naming it."""
+
+
 class RuntimeNotInitializedError(RayError, RuntimeError):
     """An API call was made before ``runtime.init()``."""
 
@@ -202,6 +207,7 @@ __all__ = [
     "ActorDiedError",
     "ActorUnschedulableError",
     "BlockingCallOnLoopError",
+    "GcsLostError",
     "GetTimeoutError",
     "NodeDiedError",
     "ObjectFreedError",

@@ -139,3 +139,50 @@ def test_status_finds_a_driver_started_cluster(cluster):
     )
     assert status.returncode == 0, status.stderr
     assert "1 alive" in status.stdout
+
+
+def test_a_lost_gcs_is_named_by_every_call():
+    code = """
+import os, signal, runtime
+from runtime.exceptions import GcsLostError
+@runtime.remote
+def block(name):
+    runtime.get(runtime.get_actor(name).wait.remote())
+@runtime.remote(num_cpus=0)
+class Gate:
+    async def wait(self):
+        import asyncio
+        await asyncio.Event().wait()
+ctx = runtime.init(num_cpus=1)
+gate = Gate.options(name="g").remote()
+running = block.remote("g")
+runtime.wait([running], timeout=0.5)
+pid = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
+       if "gcs" in line][0]
+os.kill(pid, signal.SIGKILL)
+try:
+    runtime.get(running, timeout=30)
+except GcsLostError as e:
+    assert "control service" in str(e), e
+else:
+    raise AssertionError("get succeeded")
+for call in (lambda: runtime.put(1), lambda: runtime.nodes(), lambda: runtime.get_actor("g"),
+             lambda: block.remote("g"), lambda: gate.wait.remote()):
+    try:
+        call()
+    except GcsLostError as e:
+        assert "gcs at" in str(e)
+    else:
+        raise AssertionError("no error")
+runtime.shutdown()
+print("ok")
+"""
+    out = run_driver(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert "died" not in out.stderr  # no "the worker died" retries
+
+
+def test_get_actor_of_a_missing_name(cluster):
+    with pytest.raises(ValueError, match="no actor named 'missing'"):
+        runtime.get_actor("missing")

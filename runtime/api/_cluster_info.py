@@ -11,6 +11,7 @@ from . import _context
 
 async def nodes_async() -> list[dict[str, Any]]:
     worker = _context.current()
+    worker.check_cluster()
     reply = await worker.bridge.on_own_loop(worker.gcs.get_all_nodes(Empty()))
     return [
         {

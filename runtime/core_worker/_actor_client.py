@@ -88,6 +88,7 @@ class ActorClient:
         gives the existing actor. On a loop thread it cannot wait: a clash shows
         at the first call.
         """
+        self._worker.check_cluster()
         args_data, arg_refs, nested = serialize_args(self._worker, class_name, args, kwargs)
         key = random_id(16)
         detached = options.get("lifetime") == "detached"
@@ -206,6 +207,7 @@ class ActorClient:
         max_pending_calls: int,
     ) -> list[Reference]:
         """Submits a call from any thread (``key``: the handle's); returns its refs."""
+        self._worker.check_cluster()
         calls = self._actor_calls.get(key)
         if calls is None:
             calls = self._actor_calls.setdefault(key, _ActorCalls())
@@ -332,6 +334,7 @@ class ActorClient:
     async def get_actor(self, name: str, namespace: str | None) -> ActorInfo:
         """The named actor's record; ValueError if there is none."""
         await self._worker.wait_started()
+        self._worker.check_cluster()
         space = namespace or self._worker.namespace
         reply = await self._worker.gcs.get_named_actor(
             GetNamedActorRequest(name=name, namespace=space)

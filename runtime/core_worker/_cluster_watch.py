@@ -56,6 +56,7 @@ class ClusterWatch:
         except rpc.CONNECTION_ERRORS as e:
             if worker.state is State.RUNNING:
                 logger.error("lost the connection to the gcs: %s", e)
+                worker.on_gcs_lost(e)
 
     def on_node(self, node: NodeInfo) -> None:
         """A node joined, changed or died: a dead node's tasks and actor calls fail over."""

@@ -34,7 +34,8 @@ import os
 import signal
 from typing import Any
 
-from .._private import rpc
+from .. import exceptions
+from .._private import rpc, serialization
 from .._private.config import Config
 from .._private.ids import IdGenerator, random_id
 from .._private.ids import worker_id as make_worker_id
@@ -121,6 +122,8 @@ class CoreWorker:
         self.store_socket = store_socket
         self.store_client: StoreClient | None = None
         self.actor_id: bytes | None = None
+        # Why the cluster is gone ("" while its gcs lives); see on_gcs_lost.
+        self.gcs_lost = ""
         # The parts.
         self.objects = ObjectClient(self)
         self.reader = ObjectReader(self)
@@ -260,6 +263,22 @@ class CoreWorker:
         while self.exit_blocker(retiring=True):  # noqa: ASYNC110
             await asyncio.sleep(RETIRE_POLL_S)
         os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_gcs_lost(self, cause: BaseException) -> None:
+        """The gcs is gone (its stream broke while running): the cluster has ended.
+        Pending tasks fail now, naming it; later calls fail at their call site."""
+        host, port = self.gcs_address
+        self.gcs_lost = (
+            f"the cluster's control service (the gcs at {host}:{port}) is gone ({cause})"
+        )
+        error = serialization.serialize_error(exceptions.GcsLostError(self.gcs_lost))
+        for spec in list(self.tasks.pending.values()):
+            self.tasks.fail_task(spec, error)
+
+    def check_cluster(self) -> None:
+        """Raises GcsLostError, at the call site, once the gcs is gone."""
+        if self.gcs_lost:
+            raise exceptions.GcsLostError(self.gcs_lost)
 
     def exit_blocker(self, retiring: bool = False) -> str:
         """Why this idle worker must not be stopped now ("" if it may)."""

@@ -81,6 +81,7 @@ class ObjectClient:
     # -- writing -------------------------------------------------------------------
     def put(self, value: Any) -> Reference:
         """Stores ``value`` (from any thread); this process owns the new object."""
+        self._worker.check_cluster()
         if isinstance(value, Reference):
             raise TypeError(
                 "put() of an ObjectRef is not allowed: pass the ref itself, or put a "

@@ -64,6 +64,7 @@ class TaskManager:
     ) -> list[Reference]:
         """Submits a task from any thread; raises at once on bad arguments."""
         worker = self._worker
+        worker.check_cluster()
         args_data, arg_refs, nested = serialize_args(worker, name, args, kwargs)
         task_id = worker.ids.task_id()
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
@@ -255,6 +256,10 @@ class TaskManager:
     def on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
         if spec.cancelled:
             self.fail_task(spec, _cancelled(spec))
+            return
+        if self._worker.gcs_lost:  # not the worker's fault: no retry can help
+            lost = exceptions.GcsLostError(self._worker.gcs_lost)
+            self.fail_task(spec, serialization.serialize_error(lost))
             return
         if isinstance(error, exceptions.TaskUnschedulableError):
             unschedulable = exceptions.TaskUnschedulableError(
