@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_no_orphans, wait_until
+from conftest import ROOT, assert_no_orphans, run_driver, wait_until
 
 import runtime
 from runtime._private.framing import frame
@@ -104,13 +104,42 @@ def test_spilling_under_pressure_reads_back_identical(small_store):
     arrays = [rng.integers(0, 1 << 62, size=10 * MB // 8, dtype=np.int64) for _ in range(100)]
     refs = [runtime.put(a) for a in arrays]  # 1 GB into a 200 MB store
     s = stats()
-    assert s.used <= 200 * MB and s.num_spilled > 0 and os.listdir(spill_dir)
+    assert s.used <= 200 * MB and s.num_spilled > 0 and s.spill_files > 0
+    # Spill files have no names: nothing of them can outlive the raylet.
+    assert not os.listdir(spill_dir)
     for ref, original in zip(refs, arrays, strict=True):
         assert np.array_equal(runtime.get(ref), original)
     assert stats().num_restored > 0
     del refs, ref
     wait_until(lambda: stats().num_objects == 0, what="every object to be freed")
-    wait_until(lambda: not os.listdir(spill_dir), what="the spill files to be deleted")
+    wait_until(lambda: stats().spill_files == 0, what="the spill files to be closed")
+
+
+def test_spilled_bytes_go_with_a_killed_raylet(tmp_path):
+    """After SIGKILL of the raylet (or of the driver), no spill bytes stay on disk."""
+    code = f"""
+import os, signal, numpy as np, runtime
+ctx = runtime.init(num_cpus=1, object_store_memory=100 * 1024 * 1024,
+                   _system_config={{"session_root": {str(tmp_path)!r}}})
+refs = [runtime.put(np.ones(10 * 1024 * 1024 // 8)) for _ in range(30)]
+raylet = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
+          if "raylet" in line][0]
+deleted = [os.readlink(f"/proc/{{raylet}}/fd/{{fd}}") for fd in os.listdir(f"/proc/{{raylet}}/fd")]
+print(sum("spill" in link and "(deleted)" in link for link in deleted))
+os.kill(raylet, signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = run_driver(code)
+    assert out.returncode == -9, out.stderr
+    assert int(out.stdout.strip()) > 0  # spilled into unnamed files
+    # Nothing named stays under the session root but logs and bookkeeping.
+    left = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(tmp_path)
+        for name in names
+        if os.path.basename(folder) == "spill"
+    ]
+    assert left == []
 
 
 def test_restore_after_spill_inside_tasks(small_store):

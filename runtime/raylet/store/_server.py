@@ -90,7 +90,7 @@ class StoreServer:
         self.store.close()
         for file in list(self.store.spill_files):
             with contextlib.suppress(OSError):
-                os.unlink(file.path)
+                os.close(file.fd)
         if not self.path.startswith("\0"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
@@ -311,16 +311,16 @@ class StoreServer:
     async def _spill(self, victims: list[StoredObject]) -> None:
         """Writes objects into one new spill file (small ones fused together)."""
         path = os.path.join(self.spill_dir, f"spill-{os.getpid()}-{next(self._spill_ids)}")
-        file = SpillFile(path)
         jobs = [(obj, obj.segment.mapping(), obj.size) for obj in victims if obj.segment]
         loop = asyncio.get_running_loop()
         try:
-            offsets = await loop.run_in_executor(self._io, _write_spill_file, path, jobs)
+            fd, offsets = await loop.run_in_executor(self._io, _write_spill_file, path, jobs)
         except OSError as e:
             logger.error("spilling %d objects to %s failed: %s", len(victims), path, e)
             for obj in victims:
                 self.store.spill_failed(obj)
             raise StoreFullError(f"spilling to disk failed: {e}") from e
+        file = SpillFile(path, fd)
         for obj, offset in zip(victims, offsets, strict=True):
             self.store.spilled(obj, file, offset)
         self._delete_dead_spill_files()
@@ -342,7 +342,7 @@ class StoreServer:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(
-                    self._io, _read_spilled, file.path, offset, obj.size, segment.mapping()
+                    self._io, _read_spilled, file, offset, obj.size, segment.mapping()
                 )
             except OSError as e:
                 self.store.restore_failed(obj)
@@ -355,34 +355,55 @@ class StoreServer:
     def _delete_dead_spill_files(self) -> None:
         for file in self.store.dead_spill_files():
             with contextlib.suppress(OSError):
-                os.unlink(file.path)
+                os.close(file.fd)
 
 
-def _write_spill_file(path: str, jobs: list[tuple[Any, Any, int]]) -> list[int]:
+def _open_unlinked(path: str) -> int:
+    """A new file in ``path``'s folder with no name on disk: nothing of it can
+    outlive this process (a SIGKILL included)."""
+    folder = os.path.dirname(path)
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError:
+            pass  # a file system without unnamed files: make one and unlink it
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.unlink(path)
+    return fd
+
+
+def _write_spill_file(path: str, jobs: list[tuple[Any, Any, int]]) -> tuple[int, list[int]]:
+    fd = _open_unlinked(path)
     offsets = []
-    with open(path, "wb") as f:
+    position = 0
+    try:
         for _, mapping, size in jobs:
-            offsets.append(f.tell())
+            offsets.append(position)
             view = memoryview(mapping)
             try:
                 for start in range(0, size, IO_CHUNK):
-                    f.write(view[start : min(size, start + IO_CHUNK)])
+                    chunk = view[start : min(size, start + IO_CHUNK)]
+                    written = 0
+                    while written < len(chunk):
+                        written += os.pwrite(fd, chunk[written:], position + start + written)
             finally:
                 view.release()
-    return offsets
+            position += size
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, offsets
 
 
-def _read_spilled(path: str, offset: int, size: int, mapping: Any) -> None:
+def _read_spilled(file: SpillFile, offset: int, size: int, mapping: Any) -> None:
     view = memoryview(mapping)
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            done = 0
-            while done < size:
-                n = f.readinto(view[done : min(size, done + IO_CHUNK)])
-                if not n:
-                    raise OSError(f"{path} is truncated")
-                done += n
+        done = 0
+        while done < size:
+            n = os.preadv(file.fd, [view[done : min(size, done + IO_CHUNK)]], offset + done)
+            if not n:
+                raise OSError(f"spill file {file.path} is truncated")
+            done += n
     finally:
         view.release()
 

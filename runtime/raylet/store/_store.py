@@ -41,7 +41,11 @@ class StoreFullError(StoreError):
 
 @dataclass(eq=False)
 class SpillFile:
-    path: str
+    """A spill file, open and already unlinked: the kernel frees its bytes when
+    the store closes it or its process dies, however it dies."""
+
+    path: str  # where it was made (for messages; no name on disk any more)
+    fd: int = -1
     live: int = 0  # objects still stored in it
 
 
