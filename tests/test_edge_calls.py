@@ -244,3 +244,26 @@ def test_max_calls_retires_the_worker(cluster):
         wait_until(lambda pid=pid: not process_running(pid), what=f"worker {pid} to exit")
     with pytest.raises(ValueError, match="max_calls"):
         pid_of_worker.options(max_calls=-1)
+
+
+@runtime.remote
+def where_am_i():
+    import os
+
+    ctx = runtime.get_runtime_context()
+    return ctx.get_assigned_resources(), os.environ.get("OMP_NUM_THREADS")
+
+
+@runtime.remote(num_cpus=0)
+class Placed:
+    def resources(self):
+        return runtime.get_runtime_context().get_assigned_resources()
+
+
+def test_assigned_resources_and_omp_threads(cluster):
+    assert runtime.get(where_am_i.remote()) == ({"CPU": 1.0}, "1")
+    two = where_am_i.options(num_cpus=2, resources={"x": 0}).remote()
+    assert runtime.get(two) == ({"CPU": 2.0}, "2")
+    assert runtime.get(where_am_i.options(num_cpus=0.5).remote()) == ({"CPU": 0.5}, "1")
+    assert runtime.get(Placed.options(memory=1e6).remote().resources.remote()) == {"memory": 1e6}
+    assert runtime.get_runtime_context().get_assigned_resources() == {}

@@ -25,8 +25,8 @@ KIND_ACTOR_CALL = 2
 
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
 #: owner_id). ``extra``: the method name for an actor call; for an actor
-#: creation a dict (actor_id, class_name, max_concurrency); for a task, its
-#: function's ``max_calls`` or None.
+#: creation a dict (actor_id, class_name, max_concurrency, resources); for a
+#: task ``(max_calls, resources)``, or None for one CPU and no ``max_calls``.
 #: ``owner_id``: the worker id of the task's owner (its results' owner).
 WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``

@@ -34,6 +34,18 @@ class RuntimeContext:
         task_id = current_task_id.get()
         return task_id.hex() if task_id is not None else None
 
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources of the task or actor calling this ({} in a driver)."""
+        executor = _context.current().executor
+        if executor is None or current_task_id.get() is None:
+            return {}
+        return dict(executor.assigned)
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """Accelerator ids assigned to this task or actor, by kind (Ray's form).
+        GPU ids are not assigned per task yet (see the README): none are listed."""
+        return {"GPU": []}
+
     def is_canceled(self) -> bool:
         """Whether the task (or actor call) calling this was cancelled: a task
         that catches the cancellation can look here and wind down."""

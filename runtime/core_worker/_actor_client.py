@@ -119,6 +119,7 @@ class ActorClient:
                 "actor_id": key,
                 "class_name": class_name,
                 "max_concurrency": options.get("max_concurrency"),
+                "resources": dict(resources),
             },
         )
         registered: concurrent.futures.Future[CreateActorReply] = concurrent.futures.Future()

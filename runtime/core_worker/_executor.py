@@ -73,6 +73,8 @@ class TaskExecutor:
         # it, the worker retires: it hands every other task back and exits.
         self._calls: dict[bytes, int] = {}
         self.retiring = False
+        # The resources of the task running here (or of the actor it hosts).
+        self.assigned: dict[str, float] = {}
 
     @property
     def busy(self) -> bool:
@@ -175,7 +177,7 @@ class TaskExecutor:
                 if result[1]:
                     result = cancelled_reply(task_id, task[2])
             reply(result)
-            max_calls = task[7] if task[6] == KIND_TASK else None
+            max_calls = task[7][0] if task[6] == KIND_TASK and task[7] else None
             if max_calls:
                 calls = self._calls[task[1]] = self._calls.get(task[1], 0) + 1
                 if calls >= max_calls:
@@ -212,6 +214,8 @@ class TaskExecutor:
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
+        self.assigned = task[7][1] if task[7] else DEFAULT_RESOURCES
+        _set_omp_threads(self.assigned)
         try:
             if inspect.iscoroutinefunction(fn):
                 self._running_async = asyncio.ensure_future(self._execute_async(fn, task))
@@ -264,5 +268,23 @@ class TaskExecutor:
         finally:
             current_task_id.reset(token)
         self.actor = actor
+        self.assigned = options.get("resources") or {}
+        _set_omp_threads(self.assigned)
         await self._worker.actor_client.on_actor_created(actor, options)
         return (task[0], True, [], False, [])
+
+
+#: What a task runs with unless it says otherwise (see task_extra).
+DEFAULT_RESOURCES = {"CPU": 1.0}
+# OMP_NUM_THREADS as the worker started: the user's, if they set one.
+_USER_OMP = os.environ.get("OMP_NUM_THREADS")
+
+
+def _set_omp_threads(resources: dict[str, float]) -> None:
+    """As in Ray: native thread pools sized to the task's CPUs (at least one),
+    unless the user set OMP_NUM_THREADS themselves."""
+    if _USER_OMP is not None:
+        return
+    threads = str(max(1, int(resources.get("CPU", 1))))
+    if os.environ.get("OMP_NUM_THREADS") != threads:
+        os.environ["OMP_NUM_THREADS"] = threads

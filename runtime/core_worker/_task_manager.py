@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("runtime")
 
+#: What a task asks for unless told otherwise.
+DEFAULT_TASK_RESOURCES = {"CPU": 1.0}
+
 
 class TaskManager:
     def __init__(self, worker: CoreWorker) -> None:
@@ -83,7 +86,7 @@ class TaskManager:
             owner_id=worker.worker_id,
             strategy=strategy,
             parent_id=current_task_id.get(),
-            extra=max_calls or None,
+            extra=task_extra(resources, max_calls),
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)
@@ -305,6 +308,14 @@ class TaskManager:
         spec.arg_refs = []
         spec.nested = []
         spec.resolved = []
+
+
+def task_extra(resources: dict[str, float], max_calls: int) -> Any:
+    """A task's ``extra`` on the wire: None for the common case (one CPU, no
+    ``max_calls``), else ``(max_calls, resources)``."""
+    if not max_calls and resources == DEFAULT_TASK_RESOURCES:
+        return None
+    return (max_calls, resources)
 
 
 def _cancelled(spec: TaskSpec) -> SerializedObject:
