@@ -149,7 +149,7 @@ def test_runtime_context_in_task(cluster):
         return ctx.job_id, ctx.get_task_id(), ctx.mode
 
     job_id, task_id, mode = runtime.get(where.remote())
-    assert job_id == cluster.job_id
+    assert job_id == runtime.get_runtime_context().job_id
     assert task_id and mode == "worker"
 
 
