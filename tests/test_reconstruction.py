@@ -6,7 +6,7 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import assert_no_orphans
+from conftest import assert_no_orphans, wait_until
 
 import runtime
 from runtime._private.framing import frame
@@ -59,6 +59,20 @@ def test_lost_arguments_are_rebuilt_recursively(cluster):
     runtime.wait([derived])
     lose(base, derived)
     assert int(runtime.get(derived)[0]) == 2
+
+
+def test_a_dropped_arguments_lineage_outlives_it(cluster):
+    # b = g.remote(a); del a: rebuilding b rebuilds a, which nobody refers to.
+    base = make.remote(1)
+    derived = plus_one.remote(base)
+    runtime.wait([derived])
+    worker = runtime.api._context.current()
+    base_id = base.binary()
+    del base
+    wait_until(lambda: base_id not in worker.refs, what="the argument to be freed")
+    lose(derived)
+    assert int(runtime.get(derived)[0]) == 2
+    wait_until(lambda: base_id not in worker.refs, what="the rebuilt argument to be freed again")
 
 
 def test_task_with_a_lost_argument_runs_after_rebuilding_it(cluster):

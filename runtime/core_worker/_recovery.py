@@ -191,11 +191,18 @@ class ObjectRecovery:
         assert w.loop is not None
         done: asyncio.Future[None] = w.loop.create_future()
         self.reconstructions[task_id] = done
+        # Arguments nobody refers to any more (``del a`` after ``g.remote(a)``),
+        # held while this rebuild needs them: their lineage outlived them.
+        held: list[bytes] = []
         try:
             for arg in entry.resolved:
                 # Lost arguments first, recursively.
                 if arg.metadata == serialization.METADATA_IN_STORE and not await self.present(arg):
-                    await self.reconstruct(serialization.store_location(arg)[0])
+                    arg_id = serialization.store_location(arg)[0]
+                    if arg_id not in w.refs and w.lineage.entry_for(arg_id) is not None:
+                        w.refs.add_owned(arg_id, 1)
+                        held.append(arg_id)
+                    await self.reconstruct(arg_id)
             if spec.retries_left > 0:
                 spec.retries_left -= 1
             logger.warning("rebuilding a lost object by running %s() again", spec.name)
@@ -210,6 +217,9 @@ class ObjectRecovery:
                 del self.reconstructions[task_id]
             if not done.done():
                 done.set_result(None)
+            for arg_id in held:
+                if w.refs.remove_local(arg_id) is not None:
+                    w.objects.dropped(arg_id, True)
 
     def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
         """A task failed because an argument was lost: rebuild it, then run again."""
