@@ -130,27 +130,24 @@ class ObjectReader:
             executor.release_queued()
         if lend_cpu:
             await self._notify_blocked(True)
-        futures = {self._object_future(refs[i]): i for i in missing}
-        pending = set(futures)
+        futures = [self._object_future(refs[i]) for i in missing]
         try:
-            while pending:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, pending = await asyncio.wait(
-                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait([_all_or_first_error(futures)], timeout=timeout)
+            for i, fut in zip(missing, futures, strict=True):
+                if fut.done():
+                    objs[i] = fut.result()
+            if any(obj is None for obj in objs) and serialization.first_error(objs) is None:
+                left = sum(1 for fut in futures if not fut.done())
+                raise exceptions.GetTimeoutError(
+                    f"get() timed out: {left} of {len(refs)} objects were not ready"
                 )
-                if not done:
-                    raise exceptions.GetTimeoutError(
-                        f"get() timed out: {len(pending)} of {len(refs)} objects were not ready"
-                    )
-                failed = False
-                for fut in done:
-                    obj = objs[futures[fut]] = fut.result()
-                    failed = failed or serialization.is_error(obj)
-                if failed:
-                    return objs  # type: ignore[return-value]
+            if serialization.first_error(objs) is not None:
+                return objs  # type: ignore[return-value]
         finally:
-            for fut in pending:
-                fut.cancel()
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
             if task_waits:
                 assert executor is not None
                 executor.waiting -= 1
@@ -376,6 +373,32 @@ class ObjectReader:
     def concurrent_future(self, ref: Reference) -> concurrent.futures.Future[Any]:
         assert self._worker.loop is not None
         return asyncio.run_coroutine_threadsafe(self._value(ref), self._worker.loop)
+
+
+def _all_or_first_error(
+    futures: list[asyncio.Future[SerializedObject]],
+) -> asyncio.Future[None]:
+    """Done once every future is, or as soon as one holds an error (get fails
+    fast). One callback per future: a long list costs O(n), not a wait per item."""
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    left = len(futures)
+
+    def one_done(fut: asyncio.Future[SerializedObject]) -> None:
+        nonlocal left
+        left -= 1
+        if gate.done():
+            return
+        failed = not fut.cancelled() and (
+            fut.exception() is not None or serialization.is_error(fut.result())
+        )
+        if left == 0 or failed:
+            gate.set_result(None)
+
+    for fut in futures:
+        fut.add_done_callback(one_done)
+    if not futures:
+        gate.set_result(None)
+    return gate
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
