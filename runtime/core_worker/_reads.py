@@ -182,11 +182,11 @@ class ObjectReader:
         run_blocking = worker.bridge.run_blocking
         if None in ready:
             objs = run_blocking(self.get_serialized(refs, deadline, lend_cpu))
+            self._raise_first_error(refs, objs)  # it failed fast: some may be missing
         else:
             objs = ready  # type: ignore[assignment]
             if worker.recovery.remote_markers(objs):
                 run_blocking(worker.recovery.localize_until(objs, deadline))
-        self._raise_first_error(refs, objs)
         values = []
         for ref, obj in zip(refs, objs, strict=True):
             while True:
@@ -196,6 +196,10 @@ class ObjectReader:
                 except LostInStore:
                     # Rebuilt from lineage, or the owner says why it cannot be.
                     obj = run_blocking(worker.recovery.recover_until(ref, deadline))
+                except BaseException:
+                    if serialization.is_error(obj):
+                        worker.objects.error_read(ref)
+                    raise
         return values
 
     def _raise_first_error(
