@@ -72,24 +72,24 @@ def _wait_for_note(board, note, timeout=30.0):
     raise AssertionError(f"no note {note!r} in {runtime.get(board.read.remote())}")
 
 
-def test_running_sync_task_gets_keyboard_interrupt(cluster):
-    board = _board("b-interrupt")
-    ref = blocked.remote("b-interrupt", "task")
-    _wait_for_note(board, "task started")
+def _cancel_once_started(name, submit, label):
+    """Submits, waits until ``label`` runs, cancels; its ref then raises, and
+    ``label`` noted that it got the interrupt."""
+    board = _board(name)
+    ref = submit(name)
+    _wait_for_note(board, f"{label} started")
     runtime.cancel(ref)
     with pytest.raises(TaskCancelledError):
         runtime.get(ref, timeout=30)
-    _wait_for_note(board, "task interrupted, canceled=True")
+    _wait_for_note(board, f"{label} interrupted, canceled=True")
+
+
+def test_running_sync_task_gets_keyboard_interrupt(cluster):
+    _cancel_once_started("b-interrupt", lambda name: blocked.remote(name, "task"), "task")
 
 
 def test_cancel_is_recursive_by_default(cluster):
-    board = _board("b-recursive")
-    ref = parent.remote("b-recursive")
-    _wait_for_note(board, "child started")
-    runtime.cancel(ref)
-    with pytest.raises(TaskCancelledError):
-        runtime.get(ref, timeout=30)
-    _wait_for_note(board, "child interrupted, canceled=True")
+    _cancel_once_started("b-recursive", parent.remote, "child")
 
 
 def test_cancel_from_a_borrower_is_forwarded_to_the_owner(cluster):

@@ -13,6 +13,12 @@ from conftest import ROOT, assert_no_orphans, run_driver
 import runtime
 
 
+def _run(
+    argv: list[str], env: dict[str, str], cwd: object = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=cwd)
+
+
 def test_init_context_has_attribute_and_dict_access():
     with runtime.init(num_cpus=1) as ctx:
         assert ctx["address"] == ctx.address == ctx.address_info["gcs_address"]
@@ -73,17 +79,7 @@ def test_driver_started_from_the_temp_folder_with_a_runtime_folder(tmp_path):
         "print(runtime.get(f.remote(2)))\n"
         "runtime.shutdown()\n"
     )
-    env = dict(os.environ)
-    # The package as it is installed, not through the tests' folder.
-    env.pop("PYTHONPATH", None) if ROOT in env.get("PYTHONPATH", "") else None
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-    )
+    out = _run([sys.executable, str(script)], dict(os.environ), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "6"
 
@@ -91,14 +87,7 @@ def test_driver_started_from_the_temp_folder_with_a_runtime_folder(tmp_path):
 def test_init_finds_a_standing_cluster_then_env_address(tmp_path):
     env = dict(os.environ, RUNTIME_SESSION_ROOT=str(tmp_path))
     cli = [sys.executable, "-m", "runtime.cli"]
-    start = subprocess.run(
-        [*cli, "start", "--head", "--port", "0", "--num-cpus", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=ROOT,
-    )
+    start = _run([*cli, "start", "--head", "--port", "0", "--num-cpus", "1"], env)
     assert start.returncode == 0, start.stderr
     try:
         code = (
@@ -114,9 +103,7 @@ def test_init_finds_a_standing_cluster_then_env_address(tmp_path):
         address = joined.stdout.strip()
         refused = run_driver("import runtime; runtime.init(num_cpus=2)", env=env)
         assert "address='local'" in refused.stderr
-        status = subprocess.run(
-            [*cli, "status"], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
-        )
+        status = _run([*cli, "status"], env)
         assert status.returncode == 0 and "1 alive" in status.stdout
         # RAY_ADDRESS is honoured as RUNTIME_ADDRESS is.
         elsewhere = dict(env, RUNTIME_SESSION_ROOT=str(tmp_path / "none"), RAY_ADDRESS=address)
@@ -124,19 +111,11 @@ def test_init_finds_a_standing_cluster_then_env_address(tmp_path):
         assert by_env.returncode == 0, by_env.stderr
         assert by_env.stdout.strip() == address
     finally:
-        subprocess.run([*cli, "stop"], capture_output=True, timeout=60, env=env, cwd=ROOT)
+        _run([*cli, "stop"], env)
 
 
 def test_status_finds_a_driver_started_cluster(cluster):
-    env = dict(os.environ)
-    status = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=ROOT,
-    )
+    status = _run([sys.executable, "-m", "runtime.cli", "status"], dict(os.environ))
     assert status.returncode == 0, status.stderr
     assert "1 alive" in status.stdout
 
