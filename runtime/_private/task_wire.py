@@ -41,6 +41,18 @@ WireReply = tuple[
 ]
 
 
+#: What a task asks for unless told otherwise: its wire ``extra`` is then None.
+DEFAULT_TASK_RESOURCES = {"CPU": 1.0}
+
+
+def task_extra(resources: dict[str, float], max_calls: int) -> Any:
+    """A task's ``extra`` on the wire: None for the common case (one CPU, no
+    ``max_calls``), else ``(max_calls, resources)``."""
+    if not max_calls and resources == DEFAULT_TASK_RESOURCES:
+        return None
+    return (max_calls, resources)
+
+
 class CancelRequest:
     """Asks the executing worker to cancel a task it has (queued or running);
     ``recursive``: the tasks that task submitted too."""

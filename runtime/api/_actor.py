@@ -40,11 +40,8 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
 
 
 def _constructor_check(cls: type) -> _signature.CallCheck | None:
-    try:
-        spec = _signature.spec_of(cls)  # the constructor's parameters, without self
-    except Exception:
-        spec = None
-    return _signature.call_check(spec, f"{cls.__name__}.__init__()")
+    # spec_of(cls): the constructor's parameters, without self.
+    return _signature.call_check(_signature.spec_of(cls), f"{cls.__name__}.__init__()")
 
 
 class ActorClass:

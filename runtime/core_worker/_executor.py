@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import exceptions
 from .._private import serialization
 from .._private.task_wire import (
+    DEFAULT_TASK_RESOURCES,
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
     KIND_TASK,
@@ -135,8 +136,10 @@ class TaskExecutor:
     def cancel(self, task_id: bytes) -> None:
         if self.actor is not None and self.actor.cancel(task_id):
             return
+        # Read by a queued task when it is dequeued, by one between dequeuing and
+        # starting on its thread, and by is_canceled(); dropped when it ends.
+        self._cancelled.add(task_id)
         if self._running == task_id:
-            self._cancelled.add(task_id)  # for is_canceled(); dropped when it ends
             if self._running_async is not None:
                 self._running_async.cancel()
             elif self._running_thread is not None:
@@ -145,11 +148,6 @@ class TaskExecutor:
                 if self._running_thread != thread or self._running != task_id:
                     # The task ended meanwhile: take the interrupt back.
                     interrupt_thread(thread, None)
-            else:
-                # Between dequeuing and starting on the thread: it checks this.
-                self._cancelled.add(task_id)
-        else:
-            self._cancelled.add(task_id)
 
     async def _run(self) -> None:
         while True:
@@ -214,7 +212,7 @@ class TaskExecutor:
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
-        self.assigned = task[7][1] if task[7] else DEFAULT_RESOURCES
+        self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
         _set_omp_threads(self.assigned)
         try:
             if inspect.iscoroutinefunction(fn):
@@ -274,8 +272,6 @@ class TaskExecutor:
         return (task[0], True, [], False, [])
 
 
-#: What a task runs with unless it says otherwise (see task_extra).
-DEFAULT_RESOURCES = {"CPU": 1.0}
 # OMP_NUM_THREADS as the worker started: the user's, if they set one.
 _USER_OMP = os.environ.get("OMP_NUM_THREADS")
 

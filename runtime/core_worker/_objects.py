@@ -60,9 +60,10 @@ class ObjectClient:
     def remove_local_ref(self, object_id: bytes) -> None:
         if self._worker.state is State.STOPPED:
             return
-        self._worker.post(self._remove_local, object_id)
+        self._worker.post(self.drop_local, object_id)
 
-    def _remove_local(self, object_id: bytes) -> None:
+    def drop_local(self, object_id: bytes) -> None:
+        """On the loop: one local count less; the object goes if none is left."""
         dropped = self._worker.refs.remove_local(object_id)
         if dropped is not None:
             self.dropped(object_id, dropped.owned)

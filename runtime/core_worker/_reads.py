@@ -133,17 +133,18 @@ class ObjectReader:
         futures = [self._object_future(refs[i]) for i in missing]
         try:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await asyncio.wait([_all_or_first_error(futures)], timeout=timeout)
+            gate = _all_or_first_error(futures)
+            await asyncio.wait([gate], timeout=timeout)
             for i, fut in zip(missing, futures, strict=True):
                 if fut.done():
                     objs[i] = fut.result()
-            if any(obj is None for obj in objs) and serialization.first_error(objs) is None:
+            if serialization.first_error(objs) is not None:
+                return objs  # type: ignore[return-value]
+            if not gate.done():
                 left = sum(1 for fut in futures if not fut.done())
                 raise exceptions.GetTimeoutError(
                     f"get() timed out: {left} of {len(refs)} objects were not ready"
                 )
-            if serialization.first_error(objs) is not None:
-                return objs  # type: ignore[return-value]
         finally:
             for fut in futures:
                 if not fut.done():

@@ -218,8 +218,7 @@ class ObjectRecovery:
             if not done.done():
                 done.set_result(None)
             for arg_id in held:
-                if w.refs.remove_local(arg_id) is not None:
-                    w.objects.dropped(arg_id, True)
+                w.objects.drop_local(arg_id)
 
     def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
         """A task failed because an argument was lost: rebuild it, then run again."""

@@ -27,7 +27,13 @@ from .._private import rpc, serialization
 from .._private.ids import return_id, task_of
 from .._private.push_stream import PushStream
 from .._private.serialization import SerializedObject
-from .._private.task_wire import KIND_ACTOR_CALL, KIND_TASK, ReleasePins, WireReply
+from .._private.task_wire import (
+    KIND_ACTOR_CALL,
+    KIND_TASK,
+    ReleasePins,
+    WireReply,
+    task_extra,
+)
 from ..protocol.rt import CancelTaskRequest, CoreWorkerStub
 from ._arguments import serialize_args
 from ._reference import Reference
@@ -39,9 +45,6 @@ if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger("runtime")
-
-#: What a task asks for unless told otherwise.
-DEFAULT_TASK_RESOURCES = {"CPU": 1.0}
 
 
 class TaskManager:
@@ -308,14 +311,6 @@ class TaskManager:
         spec.arg_refs = []
         spec.nested = []
         spec.resolved = []
-
-
-def task_extra(resources: dict[str, float], max_calls: int) -> Any:
-    """A task's ``extra`` on the wire: None for the common case (one CPU, no
-    ``max_calls``), else ``(max_calls, resources)``."""
-    if not max_calls and resources == DEFAULT_TASK_RESOURCES:
-        return None
-    return (max_calls, resources)
 
 
 def _cancelled(spec: TaskSpec) -> SerializedObject:
