@@ -162,3 +162,43 @@ def test_leases_of_a_dead_owner_end():
     assert KillWorker(grant.worker.worker_id) in actions
     assert s.available == s.total and not s.queue
     s.validate()
+
+
+def grant_of(s: LeaseScheduler, rid: int, **resources: float) -> Grant:
+    actions = s.request(request(rid, **resources))
+    actions += register_all(s, actions)
+    grants = [a for a in actions if isinstance(a, Grant) and a.request_id == rid]
+    assert grants, actions
+    return grants[0]
+
+
+def test_gpu_ids_are_whole_or_shared_and_come_back():
+    s = make(cpus=8, GPU=3)
+    whole = grant_of(s, 1, CPU=1, GPU=2)
+    assert whole.gpu_ids == (0, 1)
+    # Fractions share one id, packed onto the fullest id with room.
+    half = grant_of(s, 2, CPU=1, GPU=0.5)
+    quarter = grant_of(s, 3, CPU=1, GPU=0.25)
+    assert half.gpu_ids == quarter.gpu_ids == (2,)
+    # No whole id is left: a whole request waits, even with 0.25 free overall.
+    assert not [a for a in s.request(request(4, CPU=1, GPU=1)) if isinstance(a, Grant)]
+    s.validate()
+    returned = s.return_lease(whole.lease_id, False, 1.0)
+    returned += register_all(s, returned)
+    regrant = [a for a in returned if isinstance(a, Grant)]
+    assert [g.request_id for g in regrant] == [4] and regrant[0].gpu_ids == (0,)
+    s.validate()
+
+
+def test_a_worker_keeps_its_gpu_ids():
+    s = make(cpus=4, GPU=2)
+    first = grant_of(s, 1, CPU=1, GPU=1)
+    s.return_lease(first.lease_id, False, 1.0)
+    assert first.worker.devices == (0,)
+    # A CPU task does not get the idle worker that saw GPU 0: a fresh one starts.
+    cpu = grant_of(s, 2, CPU=1)
+    assert cpu.worker is not first.worker and cpu.worker.devices == ()
+    # The same GPU id reuses the worker that saw it.
+    again = grant_of(s, 3, CPU=1, GPU=1)
+    assert again.worker is first.worker and again.gpu_ids == (0,)
+    s.validate()

@@ -25,8 +25,9 @@ KIND_ACTOR_CALL = 2
 
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
 #: owner_id). ``extra``: the method name for an actor call; for an actor
-#: creation a dict (actor_id, class_name, max_concurrency, resources); for a
-#: task ``(max_calls, resources)``, or None for one CPU and no ``max_calls``.
+#: creation a dict (actor_id, class_name, max_concurrency, resources, and
+#: gpu_ids when it has GPUs); for a task ``(max_calls, resources)``, with
+#: ``gpu_ids`` third when it has GPUs, or None for one CPU and no ``max_calls``.
 #: ``owner_id``: the worker id of the task's owner (its results' owner).
 WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``
@@ -51,6 +52,26 @@ def task_extra(resources: dict[str, float], max_calls: int) -> Any:
     if not max_calls and resources == DEFAULT_TASK_RESOURCES:
         return None
     return (max_calls, resources)
+
+
+def with_gpu_ids(task: WireTask, gpu_ids: tuple[int, ...]) -> WireTask:
+    """The task as pushed to a worker whose lease holds these GPU ids."""
+    extra = task[7]
+    if task[6] == KIND_ACTOR_CREATION:
+        extra = {**extra, "gpu_ids": gpu_ids}
+    else:
+        extra = (*(extra or (0, DEFAULT_TASK_RESOURCES))[:2], gpu_ids)
+    return (*task[:7], extra, task[8])
+
+
+def gpu_ids_of(task: WireTask) -> tuple[int, ...]:
+    """The GPU ids a pushed task (or actor creation) was given."""
+    extra = task[7]
+    if extra is None or task[6] == KIND_ACTOR_CALL:
+        return ()
+    if task[6] == KIND_ACTOR_CREATION:
+        return tuple(extra.get("gpu_ids", ()))
+    return tuple(extra[2]) if len(extra) > 2 else ()
 
 
 class CancelRequest:

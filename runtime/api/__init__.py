@@ -20,7 +20,7 @@ from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._remote_function import RemoteFunction
-from ._runtime_context import RuntimeContext, get_runtime_context
+from ._runtime_context import RuntimeContext, get_gpu_ids, get_runtime_context
 from ._scheduling import NodeAffinitySchedulingStrategy
 from ._state import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
 
@@ -40,6 +40,7 @@ __all__ = [
     "get_actor",
     "get_actor_async",
     "get_async",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "init_async",

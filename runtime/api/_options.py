@@ -29,6 +29,16 @@ def _number(minimum: float = 0.0) -> _Check:
     return check
 
 
+def _gpus(name: str, value: Any) -> None:
+    """As in Ray: a share of one GPU, or whole GPUs (a GPU id is not split
+    across more than one)."""
+    _number()(name, value)
+    if value > 1 and not float(value).is_integer():
+        raise ValueError(
+            f"option {name!r}: GPU amounts above 1 must be whole numbers, got {value!r}"
+        )
+
+
 def _integer(minimum: int) -> _Check:
     def check(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -81,7 +91,7 @@ def _num_returns(name: str, value: Any) -> None:
 
 TASK_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
-    "num_gpus": _number(),
+    "num_gpus": _gpus,
     "resources": _resources,
     "memory": _number(),
     "num_returns": _num_returns,
@@ -107,7 +117,7 @@ def _bool(name: str, value: Any) -> None:
 
 ACTOR_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
-    "num_gpus": _number(),
+    "num_gpus": _gpus,
     "resources": _resources,
     "memory": _number(),
     "name": _string,

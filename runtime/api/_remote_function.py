@@ -65,8 +65,11 @@ class RemoteFunction:
         num_returns = options.get("num_returns", 1)
         max_retries = options.get("max_retries")
         retry = options.get("retry_exceptions", False)
-        # As in Ray: unlimited, but 1 for GPU tasks (to free what a library holds).
-        max_calls = options.get("max_calls") or (1 if options.get("num_gpus") else 0)
+        # As in Ray: unlimited (0), but 1 for GPU tasks unless told (to free
+        # what a library holds).
+        max_calls = options.get("max_calls")
+        if max_calls is None:
+            max_calls = 1 if options.get("num_gpus") else 0
         refs = worker.tasks.submit_task(
             function_id=function_id,
             function_data=data,

@@ -42,9 +42,9 @@ class RuntimeContext:
         return dict(executor.assigned)
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        """Accelerator ids assigned to this task or actor, by kind (Ray's form).
-        GPU ids are not assigned per task yet (see the README): none are listed."""
-        return {"GPU": []}
+        """Accelerator ids assigned to this task or actor, by kind, as strings
+        (Ray's form); none in a driver."""
+        return {"GPU": [str(i) for i in get_gpu_ids()]}
 
     def is_canceled(self) -> bool:
         """Whether the task (or actor call) calling this was cancelled: a task
@@ -54,6 +54,15 @@ class RuntimeContext:
             raise RuntimeError("is_canceled() can only be called from inside a task")
         executor = _context.current().executor
         return executor is not None and executor.is_canceled(task_id)
+
+
+def get_gpu_ids() -> list[int] | list[str]:
+    """The GPUs this task or actor may use (as ``CUDA_VISIBLE_DEVICES`` names
+    them); [] in a driver or a task without GPUs."""
+    executor = _context.current().executor
+    if executor is None:
+        return []
+    return executor.devices.gpu_ids()
 
 
 def get_runtime_context() -> RuntimeContext:

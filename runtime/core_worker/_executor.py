@@ -35,7 +35,9 @@ from .._private.task_wire import (
     ReleasePins,
     WireReply,
     WireTask,
+    gpu_ids_of,
 )
+from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor
 from ._running import (
     Reply,
@@ -76,6 +78,7 @@ class TaskExecutor:
         self.retiring = False
         # The resources of the task running here (or of the actor it hosts).
         self.assigned: dict[str, float] = {}
+        self.devices = VisibleDevices()
 
     @property
     def busy(self) -> bool:
@@ -209,6 +212,7 @@ class TaskExecutor:
             await self._worker.recovery.localize(task[4])  # arguments other nodes hold
         except exceptions.ObjectStoreFullError as e:
             return error_reply(task_id, name, e)
+        self.devices.set(gpu_ids_of(task))
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)

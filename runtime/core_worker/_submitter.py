@@ -29,7 +29,7 @@ from .._private import rpc
 from .._private.config import Config
 from .._private.push_stream import PushStream
 from .._private.serialization import METADATA_IN_STORE, store_location
-from .._private.task_wire import CancelRequest, WireReply
+from .._private.task_wire import CancelRequest, WireReply, with_gpu_ids
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     CancelLeaseRequest,
@@ -58,6 +58,7 @@ class Lease:
     # Its worker's running task waits for an object and hands tasks back:
     # push nothing more to it until one of its tasks finishes.
     stalled: bool = False
+    gpu_ids: tuple[int, ...] = ()  # its worker's visible GPUs
 
 
 @dataclass(eq=False)
@@ -193,8 +194,11 @@ class TaskSubmitter:
         lease.in_flight += 1
         spec.state = TaskState.PUSHED
         self._pushed[spec.task_id] = (kq, lease)
+        wire = spec.wire()
+        if lease.gpu_ids:
+            wire = with_gpu_ids(wire, lease.gpu_ids)
         lease.stream.push_with(
-            spec.wire(), lambda reply, error: self._on_done(kq, lease, spec, reply, error)
+            wire, lambda reply, error: self._on_done(kq, lease, spec, reply, error)
         )
 
     def _on_done(
@@ -331,7 +335,9 @@ class TaskSubmitter:
             channel = self._channels.get(*address)
             stream = self._streams[address] = PushStream(channel, f"{address[0]}:{address[1]}")
             self._stream_nodes[address] = reply.worker.node_id
-        lease = Lease(reply.lease_id, reply.worker.worker_id, stream, raylet)
+        lease = Lease(
+            reply.lease_id, reply.worker.worker_id, stream, raylet, gpu_ids=tuple(reply.gpu_ids)
+        )
         kq.leases.append(lease)
         if self._closed:
             self._return_lease(kq, lease, False)

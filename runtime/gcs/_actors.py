@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from .. import exceptions
 from .._private import rpc
 from .._private.push_stream import PushStream
+from .._private.task_wire import with_gpu_ids
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorInfo,
@@ -213,7 +214,10 @@ class ActorManager:
         assert address is not None
         stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
         try:
-            result = await stream.push(pickle.loads(record.creation_task))
+            task = pickle.loads(record.creation_task)
+            if reply.gpu_ids:
+                task = with_gpu_ids(task, tuple(reply.gpu_ids))
+            result = await stream.push(task)
         except ConnectionError:
             # The worker died while constructing: a restart, if any remain.
             return stream

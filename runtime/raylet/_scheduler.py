@@ -12,7 +12,11 @@ Invariants (checked by :meth:`validate`):
   where a blocked lease has released its CPU;
 - a worker is LEASED iff exactly one lease names it;
 - every pending request is granted at most once (it leaves the queue when
-  granted or cancelled).
+  granted or cancelled);
+- each GPU id's free units plus what the leases hold on it equal its
+  capacity (see ``_gpus``);
+- a worker only ever runs leases with the same GPU ids (``devices``): the
+  libraries that read ``CUDA_VISIBLE_DEVICES`` read it once per process.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._private.ids import worker_id
+from . import _gpus as gpus
 from . import _resources as res
 from ._resources import Fixed
 
@@ -47,6 +52,8 @@ class Worker:
     idle_since: float = 0.0
     # Hosts a detached actor: survives the end of its job.
     detached: bool = False
+    # The GPU ids its leases get, fixed by its first lease (None: none yet).
+    devices: tuple[int, ...] | None = None
 
 
 @dataclass(eq=False)
@@ -58,6 +65,7 @@ class Lease:
     # CPU units given back while the worker is blocked in ``get``.
     released: Fixed = field(default_factory=dict)
     owner: bytes = b""  # the worker that requested it
+    gpus: gpus.Assignment = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -83,6 +91,7 @@ class Grant:
     request_id: int
     lease_id: bytes
     worker: Worker
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ class LeaseScheduler:
         self.node_id = node_id
         self.total: Fixed = res.to_fixed(total)
         self.available: Fixed = dict(self.total)
+        self.gpu_free: list[int] = gpus.instances(self.total.get("GPU", 0))
         self.soft_worker_limit = max(1, soft_worker_limit)
         self.max_starting = max(1, max_starting)
         self.idle_timeout_s = idle_timeout_s
@@ -294,13 +304,19 @@ class LeaseScheduler:
         """Grants what fits, FIFO, and starts the workers still needed."""
         actions: list[Action] = []
         tentative = dict(self.available)
+        tentative_gpus = list(self.gpu_free)
         waiting_for_worker: dict[int, int] = {}
         for req in list(self.queue):
             if req.infeasible or not res.fits(tentative, req.resources):
                 continue
-            worker = self._idle_worker(req.job_id)
+            picked = gpus.pick(tentative_gpus, req.resources.get("GPU", 0))
+            if picked is None:
+                continue
+            devices = tuple(sorted(picked))
+            worker = self._idle_worker(req.job_id, devices)
             if worker is None:
                 res.subtract(tentative, req.resources)
+                gpus.take(tentative_gpus, picked)
                 waiting_for_worker[req.job_id] = waiting_for_worker.get(req.job_id, 0) + 1
                 continue
             self.queue.remove(req)
@@ -310,14 +326,18 @@ class LeaseScheduler:
                 req.job_id,
                 dict(req.resources),
                 owner=req.owner,
+                gpus=picked,
             )
             self.leases[lease.lease_id] = lease
             res.subtract(self.available, req.resources)
             res.subtract(tentative, req.resources)
+            gpus.take(self.gpu_free, picked)
+            gpus.take(tentative_gpus, picked)
             worker.state = WorkerState.LEASED
             worker.lease_id = lease.lease_id
             worker.detached = req.detached
-            actions.append(Grant(req.request_id, lease.lease_id, worker))
+            worker.devices = devices
+            actions.append(Grant(req.request_id, lease.lease_id, worker, devices))
         starting_total = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
         for job_id, needed in waiting_for_worker.items():
             starting = sum(
@@ -332,11 +352,17 @@ class LeaseScheduler:
                 starting_total += 1
         return actions
 
-    def _idle_worker(self, job_id: int) -> Worker | None:
+    def _idle_worker(self, job_id: int, devices: tuple[int, ...]) -> Worker | None:
+        """An idle worker of the job that ran leases with these GPU ids, else a
+        fresh one (none yet); never one that saw other ids."""
+        fresh = None
         for worker in self.workers.values():
             if worker.job_id == job_id and worker.state is WorkerState.IDLE:
-                return worker
-        return None
+                if worker.devices == devices:
+                    return worker
+                if worker.devices is None and fresh is None:
+                    fresh = worker
+        return fresh
 
     def _start(self, job_id: int) -> StartWorker:
         worker = Worker(worker_id(b"W", self.node_id, next(self._ids).to_bytes(8, "big")), job_id)
@@ -348,6 +374,7 @@ class LeaseScheduler:
         held = dict(lease.resources)
         res.subtract(held, lease.released)
         res.add(self.available, held)
+        gpus.give(self.gpu_free, lease.gpus)
         worker = self.workers.get(lease.worker_id)
         if worker is not None and worker.lease_id == lease_id:
             worker.lease_id = None
@@ -365,6 +392,10 @@ class LeaseScheduler:
         assert {k: v for k, v in expected.items() if v} == {
             k: v for k, v in self.available.items() if v
         }, (expected, self.available)
+        gpu_held = list(self.gpu_free)
+        for lease in self.leases.values():
+            gpus.give(gpu_held, lease.gpus)
+        assert gpu_held == gpus.instances(self.total.get("GPU", 0)), gpu_held
         for worker in self.workers.values():
             holders = [
                 lease for lease in self.leases.values() if lease.worker_id == worker.worker_id

@@ -245,6 +245,7 @@ class Raylet(RayletBase):
                     lease_id=action.lease_id,
                     worker=self._address(worker.port, worker.worker_id),
                     worker_pid=worker.pid,
+                    gpu_ids=list(action.gpu_ids),
                 )
                 if fut is None or fut.done():
                     # Nobody is waiting any more: take the lease back.

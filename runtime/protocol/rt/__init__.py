@@ -750,6 +750,11 @@ class LeaseReply(betterproto2.Message):
 
     error: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
 
+    gpu_ids: "list[int]" = betterproto2.field(7, betterproto2.TYPE_INT32, repeated=True)
+    """
+    the GPU ids the lease holds (its worker's visible devices)
+    """
+
 
 default_message_pool.register_message("rt", "LeaseReply", LeaseReply)
 
