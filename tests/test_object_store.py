@@ -115,6 +115,27 @@ def test_spilling_under_pressure_reads_back_identical(small_store):
     wait_until(lambda: stats().spill_files == 0, what="the spill files to be closed")
 
 
+def test_restore_while_every_byte_is_read(small_store):
+    """A spilled object read while the store is full of values in use is read
+    into memory outside the store (Ray's fallback), given back when dropped; a
+    value dropped by its last reader frees its memory before the next get."""
+    refs = [runtime.put(np.full(10 * MB // 8, i, dtype=np.int64)) for i in range(30)]
+    held = [runtime.get(refs[i]) for i in range(19)]  # 190 MB of a 200 MB store
+    extra = runtime.get(refs[25])
+    assert extra[0] == extra[-1] == 25
+    assert stats().fallback_bytes >= 10 * MB and stats().used <= 200 * MB
+    del extra
+    del held[0]
+    again = runtime.get(refs[26])  # fits now: nothing goes outside the store
+    assert again[0] == again[-1] == 26
+    assert stats().fallback_bytes == 0
+    for i, value in enumerate(held, start=1):
+        assert value[0] == value[-1] == i
+    del held, again, value
+    del refs
+    wait_until(lambda: stats().num_objects == 0, what="every object to be freed")
+
+
 def test_spilled_bytes_go_with_a_killed_raylet(tmp_path):
     """After SIGKILL of the raylet (or of the driver), no spill bytes stay on disk."""
     code = f"""

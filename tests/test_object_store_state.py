@@ -116,6 +116,24 @@ def test_spilled_objects_restore_and_free_their_file(store):
     store.validate()
 
 
+def test_fallback_restore_lives_only_while_read(store):
+    store.create(1, b"a", MB)
+    store.seal(1, b"a")
+    file = SpillFile("/nonexistent")
+    (victim,) = store.spill_candidates(MB)
+    store.spilled(victim, file, 0)
+    store.begin_restore(victim, fallback=True)
+    store.restored(victim)
+    assert store.used == 0 and store.fallback_bytes == MB
+    store.pin(2, victim)
+    store.validate()
+    assert store.spill_candidates(MB) == []  # never spilled: it is on disk already
+    store.release(2, b"a")
+    assert victim.state is ObjectState.SPILLED and store.fallback_bytes == 0
+    assert store.pool.pooled_bytes == MB  # the first copy's; the fallback one is destroyed
+    store.validate()
+
+
 def test_full_when_nothing_can_be_spilled(store):
     store.create(1, b"a", 6 * MB)  # unsealed: cannot be spilled
     with pytest.raises(StoreFullError, match="only 0 could be spilled"):

@@ -150,6 +150,8 @@ class StoreClient:
     ) -> None:
         """Creates, writes and seals an object: one copy, into shared memory."""
         size, _ = layout.plan(len(inband), [b.nbytes for b in buffers])
+        if self._releases:
+            self.flush_releases()  # values freed just now make room for this one
         reply, fds = self._call(StoreOp.CREATE, [object_id], size, owner)
         if reply.exists:
             return  # an earlier attempt of the task stored it (any attempt's value will do)
@@ -167,6 +169,8 @@ class StoreClient:
 
     def get_value(self, object_id: bytes) -> Any:
         """The object's value; its arrays are read-only views of shared memory."""
+        if self._releases:
+            self.flush_releases()  # values freed just now give their memory back first
         reply, fds = self._call(StoreOp.GET, [object_id])
         loc = reply.objects[0]
         if not loc.found:
@@ -189,10 +193,15 @@ class StoreClient:
         self._on_release_pending()
 
     def flush_releases(self) -> None:
+        """Sends the queued releases (from the loop, or from a thread about to
+        get or put: any thread may drain the queue, each id goes once)."""
         releases = self._releases
         ids = []
-        while releases:
-            ids.append(releases.popleft())
+        while True:
+            try:
+                ids.append(releases.popleft())
+            except IndexError:
+                break
         if ids and not self._closed:
             self._call(StoreOp.RELEASE, ids)
 

@@ -1310,6 +1310,11 @@ class StoreStats(betterproto2.Message):
 
     num_clients: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
 
+    fallback_bytes: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+    """
+    restored outside the capacity while the store was full of reads
+    """
+
 
 default_message_pool.register_message("rt", "StoreStats", StoreStats)
 

@@ -106,6 +106,7 @@ class StoreServer:
             num_spilled=sum(1 for o in s.objects.values() if o.state is ObjectState.SPILLED),
             spill_files=len(s.spill_files),
             num_restored=s.num_restored,
+            fallback_bytes=s.fallback_bytes,
             num_clients=len(self._clients),
         )
 
@@ -289,7 +290,11 @@ class StoreServer:
 
     async def _get(self, client_id: int, object_id: bytes, fds: list[int]) -> ObjectLocation:
         obj = self.store.lookup(object_id)
-        if obj is not None and (obj.state is ObjectState.SPILLED or object_id in self._restoring):
+        # Again after a restore: a fallback copy read and released meanwhile by
+        # another client is on disk only once more.
+        while obj is not None and (
+            obj.state is ObjectState.SPILLED or object_id in self._restoring
+        ):
             await self._restore(obj)
             obj = self.store.lookup(object_id)
         if obj is None or obj.state is not ObjectState.SEALED:
@@ -335,10 +340,21 @@ class StoreServer:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._restoring[obj.object_id] = fut
         try:
-            await self._make_room(obj.size)
+            try:
+                await self._make_room(obj.size)
+                fallback = False
+            except StoreFullError:
+                # Every byte is being read: read it into memory of its own,
+                # given back when its readers are done (Ray's fallback).
+                fallback = True
+                logger.info(
+                    "object store full of objects in use: restoring %s (%d bytes) outside it",
+                    obj.object_id.hex(),
+                    obj.size,
+                )
             assert obj.spill is not None
             file, offset = obj.spill
-            segment = self.store.begin_restore(obj)
+            segment = self.store.begin_restore(obj, fallback)
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(

@@ -13,6 +13,11 @@ Spilling: sealed objects nobody is reading can be written to disk to make
 room (least recently used first); their segments are then freed. A spilled
 object is restored into memory when it is read again. Secondary copies
 (pulled from another node, which keeps the primary) are evicted instead.
+
+Fallback: when a spilled object is read while every byte of the store is
+being read, it is restored into a segment outside the capacity (Ray's
+fallback allocation), counted in ``fallback_bytes`` rather than ``used``,
+and freed as soon as its last reader lets go (it stays on disk).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class StoredObject:
     # A copy pulled from another node: evicted (not spilled) to make room,
     # as the node it came from still holds the primary.
     secondary: bool = False
+    # Its segment is a fallback allocation, outside the capacity.
+    fallback: bool = False
 
 
 @dataclass(eq=False)
@@ -84,6 +91,7 @@ class ObjectStore:
         self._lru: OrderedDict[bytes, None] = OrderedDict()
         self.clients: dict[int, ClientRecord] = {}
         self.spilled_bytes = 0
+        self.fallback_bytes = 0
         self.num_restored = 0
         self.spill_files: set[SpillFile] = set()
 
@@ -271,10 +279,16 @@ class ObjectStore:
         if obj.deleted and not obj.readers:
             self._remove(obj)
 
-    def begin_restore(self, obj: StoredObject) -> Segment:
-        """Allocates memory for a spilled object (room was made); marks it busy."""
-        segment = self.pool.take(obj.size) or self.pool.new(obj.size)
-        self.used += segment.size
+    def begin_restore(self, obj: StoredObject, fallback: bool = False) -> Segment:
+        """Allocates memory for a spilled object (room was made, or it is a
+        ``fallback`` allocation outside the capacity); marks it busy."""
+        if fallback:
+            segment = self.pool.new(obj.size)
+            self.fallback_bytes += segment.size
+            obj.fallback = True
+        else:
+            segment = self.pool.take(obj.size) or self.pool.new(obj.size)
+            self.used += segment.size
         obj.segment = segment
         obj.busy = True
         return segment
@@ -283,7 +297,8 @@ class ObjectStore:
         """Back in memory; the disk copy stays, so spilling it again costs no write."""
         obj.busy = False
         obj.state = ObjectState.SEALED
-        self._lru[obj.object_id] = None
+        if not obj.fallback:  # a fallback copy is never spilled: freed when unread
+            self._lru[obj.object_id] = None
         self.num_restored += 1
         if obj.deleted:
             self._remove(obj)
@@ -303,8 +318,14 @@ class ObjectStore:
         return obj
 
     def _after_release(self, obj: StoredObject) -> None:
-        if obj.deleted and not obj.readers and not obj.busy:
+        if obj.readers or obj.busy:
+            return
+        if obj.deleted:
             self._remove(obj)
+        elif obj.fallback and obj.segment is not None:
+            # Its memory is outside the capacity: given back at once.
+            self._free_segment(obj)
+            obj.state = ObjectState.SPILLED
 
     def _remove(self, obj: StoredObject) -> None:
         self.objects.pop(obj.object_id, None)
@@ -331,6 +352,12 @@ class ObjectStore:
         segment = obj.segment
         assert segment is not None
         obj.segment = None
+        if obj.fallback:
+            obj.fallback = False
+            self.fallback_bytes -= segment.size
+            destroy(segment)
+            self._forget_segments([segment])
+            return
         self.used -= segment.size
         if self.used + self.pool.pooled_bytes + segment.size <= self.capacity:
             self.pool.give_back(segment)
@@ -356,8 +383,14 @@ class ObjectStore:
         self.pool.close()
 
     def validate(self) -> None:
-        held = sum(o.segment.size for o in self.objects.values() if o.segment is not None)
+        held = sum(
+            o.segment.size
+            for o in self.objects.values()
+            if o.segment is not None and not o.fallback
+        )
         assert held == self.used, (held, self.used)
+        fallback = sum(o.segment.size for o in self.objects.values() if o.fallback and o.segment)
+        assert fallback == self.fallback_bytes, (fallback, self.fallback_bytes)
         assert self.used + self.pool.pooled_bytes <= self.capacity
         for obj in self.objects.values():
             if obj.state is ObjectState.SPILLED:
