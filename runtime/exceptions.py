@@ -195,6 +195,11 @@ class GcsLostError(RaySystemError, ConnectionError):
     and calls that need it fail with this, naming it."""
 
 
+class LocalRayletDiedError(RaySystemError, ConnectionError):
+    """This node's raylet (its scheduler and object store) is gone: the
+    process cannot run tasks or move objects any more, and says so, naming it."""
+
+
 class RuntimeNotInitializedError(RayError, RuntimeError):
     """An API call was made before ``runtime.init()``."""
 
@@ -209,6 +214,7 @@ __all__ = [
     "BlockingCallOnLoopError",
     "GcsLostError",
     "GetTimeoutError",
+    "LocalRayletDiedError",
     "NodeDiedError",
     "ObjectFreedError",
     "ObjectLostError",

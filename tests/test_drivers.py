@@ -162,6 +162,47 @@ print("ok")
     assert "died" not in out.stderr  # no "the worker died" retries
 
 
+def test_a_lost_raylet_is_named_by_every_call():
+    code = """
+import os, signal, numpy as np, runtime
+from runtime.exceptions import LocalRayletDiedError
+@runtime.remote
+def block():
+    import threading
+    threading.Event().wait()
+ctx = runtime.init(num_cpus=1)
+print(ctx.session_dir)
+stored = runtime.put(np.ones(1 << 20))
+running = block.options(max_retries=3).remote()
+runtime.wait([running], timeout=0.5)
+pid = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
+       if "raylet" in line][0]
+os.kill(pid, signal.SIGKILL)
+try:
+    runtime.get(running, timeout=30)
+except LocalRayletDiedError as e:
+    assert "raylet" in str(e), e
+else:
+    raise AssertionError("get succeeded")
+for call in (lambda: runtime.put(np.ones(1 << 20)), lambda: runtime.get(stored),
+             lambda: block.remote()):
+    try:
+        call()
+    except LocalRayletDiedError as e:
+        assert "this node's raylet" in str(e)
+    else:
+        raise AssertionError("no error")
+runtime.shutdown()
+print("ok")
+"""
+    out = run_driver(code)
+    assert out.returncode == 0, out.stderr
+    session_dir, ok = out.stdout.split()
+    assert ok == "ok"
+    assert "Error" not in out.stderr, out.stderr  # no bare OSError, no retry noise
+    assert_no_orphans(session_dir)
+
+
 def test_get_actor_of_a_missing_name(cluster):
     with pytest.raises(ValueError, match="no actor named 'missing'"):
         runtime.get_actor("missing")

@@ -62,6 +62,8 @@ class ClusterWatch:
         """A node joined, changed or died: a dead node's tasks and actor calls fail over."""
         self.nodes[node.node_id] = node
         if not node.alive:
+            if node.node_id == self._worker.node_id:
+                self._worker.on_raylet_lost(ConnectionError("the gcs marked this node dead"))
             self._worker.submitter.node_died(node.node_id)
             self._worker.actor_client.actors.node_died(node.node_id)
 

@@ -122,8 +122,9 @@ class CoreWorker:
         self.store_socket = store_socket
         self.store_client: StoreClient | None = None
         self.actor_id: bytes | None = None
-        # Why the cluster is gone ("" while its gcs lives); see on_gcs_lost.
-        self.gcs_lost = ""
+        # Why this process cannot go on (None while its gcs and raylet live):
+        # the error class that names the lost part, and its message. See on_lost.
+        self.lost: tuple[type[exceptions.RaySystemError], str] | None = None
         # The parts.
         self.objects = ObjectClient(self)
         self.reader = ObjectReader(self)
@@ -142,6 +143,7 @@ class CoreWorker:
             on_reply=self.tasks.on_task_reply,
             on_worker_failure=self.tasks.on_worker_failure,
             on_new_key=self.tasks.on_new_scheduling_key,
+            on_raylet_lost=self.on_raylet_lost,
             owner_id=self.worker_id,
         )
         self.actor_client = ActorClient(self)
@@ -180,7 +182,7 @@ class CoreWorker:
             raise
         if self.store_socket:
             self.store_client = StoreClient(
-                self.store_socket, self.worker_id, self.objects.release_pending
+                self.store_socket, self.worker_id, self.objects.release_pending, self.raylet_gone
             )
         self.state = State.RUNNING
         self._started.set_result(None)
@@ -264,21 +266,46 @@ class CoreWorker:
             await asyncio.sleep(RETIRE_POLL_S)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def on_gcs_lost(self, cause: BaseException) -> None:
-        """The gcs is gone (its stream broke while running): the cluster has ended.
-        Pending tasks fail now, naming it; later calls fail at their call site."""
-        host, port = self.gcs_address
-        self.gcs_lost = (
-            f"the cluster's control service (the gcs at {host}:{port}) is gone ({cause})"
-        )
-        error = serialization.serialize_error(exceptions.GcsLostError(self.gcs_lost))
+    def on_lost(self, error: type[exceptions.RaySystemError], message: str) -> None:
+        """A part this process cannot work without is gone (the first loss is
+        the one told). Pending tasks fail now, naming it; later calls fail at
+        their call site (``check_cluster``)."""
+        if self.lost is not None:
+            return
+        self.lost = (error, message)
+        failure = serialization.serialize_error(error(message))
         for spec in list(self.tasks.pending.values()):
-            self.tasks.fail_task(spec, error)
+            self.tasks.fail_task(spec, failure)
+
+    def on_gcs_lost(self, cause: BaseException) -> None:
+        """The gcs is gone (its stream broke while running): the cluster has ended."""
+        host, port = self.gcs_address
+        self.on_lost(
+            exceptions.GcsLostError,
+            f"the cluster's control service (the gcs at {host}:{port}) is gone ({cause})",
+        )
+
+    def on_raylet_lost(self, cause: BaseException) -> None:
+        """This node's raylet is gone: no task can be leased, no object stored."""
+        self.on_lost(
+            exceptions.LocalRayletDiedError,
+            f"this node's raylet (its scheduler and object store, {self.store_socket}) "
+            f"is gone ({cause!r})",
+        )
+
+    def raylet_gone(self, cause: BaseException) -> exceptions.LocalRayletDiedError:
+        """From any thread: the raylet's store is unreachable. Records the loss
+        (on the loop) and returns the error for the caller to raise."""
+        self.post(self.on_raylet_lost, cause)
+        return exceptions.LocalRayletDiedError(
+            f"this node's raylet (its scheduler and object store, {self.store_socket}) "
+            f"is gone ({cause!r})"
+        )
 
     def check_cluster(self) -> None:
-        """Raises GcsLostError, at the call site, once the gcs is gone."""
-        if self.gcs_lost:
-            raise exceptions.GcsLostError(self.gcs_lost)
+        """Raises the error naming a lost gcs or raylet, at the call site."""
+        if self.lost is not None:
+            raise self.lost[0](self.lost[1])
 
     def exit_blocker(self, retiring: bool = False) -> str:
         """Why this idle worker must not be stopped now ("" if it may)."""

@@ -74,8 +74,16 @@ class _Local(threading.local):
 
 
 class StoreClient:
-    def __init__(self, path: str, token: bytes, on_release_pending: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        token: bytes,
+        on_release_pending: Callable[[], None],
+        on_lost: Callable[[OSError], BaseException] = lambda e: e,
+    ) -> None:
         self.path = path
+        # The store (its raylet) is gone: the error to raise instead of a bare OSError.
+        self._on_lost = on_lost
         self._token = token
         self._local = _Local()
         self._connections: list[_Connection] = []
@@ -99,7 +107,12 @@ class StoreClient:
         self, op: StoreOp, ids: Sequence[bytes], size: int = 0, owner: bytes = b""
     ) -> tuple[StoreReply, list[int]]:
         request = StoreRequest(op=op, object_ids=list(ids), size=size, owner=owner)
-        reply, fds = self._conn().call(request)
+        try:
+            reply, fds = self._conn().call(request)
+        except OSError as e:
+            if self._closed:
+                raise exceptions.RaySystemError("the object store client is closed") from e
+            raise self._on_lost(e) from e
         for segment_id in reply.unmap:
             self._mappings.pop(segment_id, None)
         if reply.error:

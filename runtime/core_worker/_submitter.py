@@ -93,8 +93,10 @@ class TaskSubmitter:
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
+        on_raylet_lost: Callable[[BaseException], None] = lambda _: None,
         owner_id: bytes = b"",
     ) -> None:
+        self._on_raylet_lost = on_raylet_lost
         self._owner_id = owner_id
         self._config = config
         self._job_id = job_id
@@ -295,7 +297,7 @@ class TaskSubmitter:
                     )
                 except rpc.CONNECTION_ERRORS as e:
                     if raylet is self._raylet():
-                        logger.error("lease request to the raylet failed: %s", e)
+                        self._on_raylet_lost(e)  # the queue fails naming it
                         self._fail_queue(kq, e)
                         return
                     # The node it was sent to died: start over from ours.

@@ -263,9 +263,9 @@ class TaskManager:
         if spec.cancelled:
             self.fail_task(spec, _cancelled(spec))
             return
-        if self._worker.gcs_lost:  # not the worker's fault: no retry can help
-            lost = exceptions.GcsLostError(self._worker.gcs_lost)
-            self.fail_task(spec, serialization.serialize_error(lost))
+        lost = self._worker.lost
+        if lost is not None:  # not the worker's fault: no retry can help
+            self.fail_task(spec, serialization.serialize_error(lost[0](lost[1])))
             return
         if isinstance(error, exceptions.TaskUnschedulableError):
             unschedulable = exceptions.TaskUnschedulableError(
