@@ -10,7 +10,8 @@ from typing import Any
 
 import cloudpickle
 
-from ..core_worker import check_blocking_allowed
+from .._private import serialization
+from ..core_worker import OwnerAddress, Reference, check_blocking_allowed
 from ..protocol.rt import ActorInfo
 from . import _context, _options, _scheduling, _signature
 from ._object_ref import ObjectRef
@@ -100,7 +101,7 @@ class ActorClass:
         max_task_retries = options.get("max_task_retries", 0)
         max_pending_calls = options.get("max_pending_calls", -1)
         handle_state = (self._name, self._methods, max_task_retries, max_pending_calls)
-        key, owned = worker.actor_client.create_actor(
+        key, ref = worker.actor_client.create_actor(
             class_name=self._name,
             class_id=class_id,
             class_data=data,
@@ -111,7 +112,7 @@ class ActorClass:
             strategy=_scheduling.to_message(options.get("scheduling_strategy")),
             handle_state=pickle.dumps(handle_state),
         )
-        return ActorHandle(key, *handle_state, owned=owned)
+        return ActorHandle(key, *handle_state, ref=ref)
 
 
 class _ActorClassOptions:
@@ -138,18 +139,18 @@ class ActorHandle:
         max_task_retries: int,
         max_pending_calls: int,
         *,
-        owned: bool,
+        ref: Reference | None,
     ) -> None:
         self._key = key
         self._class_name = class_name
         self._methods = methods
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls
-        self._owned = owned
+        # A ref to the actor's handle object: while any lives, in any process,
+        # the actor does (None: not counted, as a detached actor's).
+        self._ref = ref
         # Per method: the check of its calls' arguments (made on first use).
         self._checks: dict[str, _signature.CallCheck | None] = {}
-        if owned:
-            _context.current().actor_client.actor_handle_created(key)
 
     @property
     def _actor_id(self) -> bytes:
@@ -174,24 +175,20 @@ class ActorHandle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         worker = _context.current()
-        worker.actor_client.actor_handle_escaped(self._key)
+        ref = self._ref
+        counted = None
+        if ref is not None:
+            serialization.note_ref(ref)  # passed on: borrowed where it lands
+            counted = (ref.binary(), ref.owner_address)
         state = (
             worker.actor_client.actor_id_of(self._key),
             self._class_name,
             self._methods,
             self._max_task_retries,
             self._max_pending_calls,
+            counted,
         )
         return (_rebuild_handle, state)
-
-    def __del__(self) -> None:
-        if self.__dict__.get("_owned"):
-            worker = _context.current_or_none()
-            if worker is not None:
-                try:
-                    worker.actor_client.actor_handle_dropped(self._key)
-                except Exception:
-                    pass
 
     def _call(
         self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
@@ -215,6 +212,7 @@ class ActorHandle:
             name=options.get("name") or f"{self._class_name}.{method}",
             max_task_retries=self._max_task_retries,
             max_pending_calls=self._max_pending_calls,
+            handle_ref=self._ref,
         )
         if num_returns == 1:
             return refs[0]
@@ -229,9 +227,13 @@ def _rebuild_handle(
     methods: dict[str, MethodMeta],
     max_task_retries: int,
     max_pending_calls: int,
+    counted: tuple[bytes, OwnerAddress] | None = None,
 ) -> ActorHandle:
+    ref = None
+    if counted is not None:
+        ref = Reference(counted[0], counted[1], _context.current())
     return ActorHandle(
-        actor_id, class_name, methods, max_task_retries, max_pending_calls, owned=False
+        actor_id, class_name, methods, max_task_retries, max_pending_calls, ref=ref
     )
 
 

@@ -2,8 +2,16 @@
 
 An :class:`ActorClient` belongs to a core worker (``worker.actor_client``) and
 runs on its loop, except the methods user threads call (``create_actor``,
-``submit_actor_call``, the handle counting), which pickle on the caller's
-thread and post the rest, as the worker's own task submission does.
+``submit_actor_call``), which pickle on the caller's thread and post the
+rest, as the worker's own task submission does.
+
+Lifetime, as in Ray: the creator owns a non-detached actor, and every handle
+to it holds a reference to one object the creator owns (its *handle
+object*). Handles passed to other processes are borrowed refs to it, counted
+by the reference counting protocol that objects use; a process's calls in
+flight hold its handle's reference too. When the handle object's last count
+is gone, the creator kills the actor. The gcs kills the actors of an owner
+that dies.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from .._private.push_stream import PushStream
 from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
 from ..protocol.rt import (
     ActorInfo,
+    Address,
     CreateActorReply,
     CreateActorRequest,
     Empty,
@@ -52,9 +61,9 @@ class ActorClient:
             on_failure=worker.tasks.fail_task,
             on_idle=self._on_actor_idle,
         )
-        # The handles this process created, and those passed elsewhere.
-        self._handle_counts: dict[bytes, int] = {}
-        self._escaped_actors: set[bytes] = set()
+        # A handle's reference held while this process has calls to it pending,
+        # by the handle's key (a process's calls keep the actor alive).
+        self._held: dict[bytes, Reference] = {}
         self._actor_calls: dict[bytes, _ActorCalls] = {}
         # A handle's key -> the gcs's actor id (they differ for get_if_exists).
         self._actor_ids: dict[bytes, bytes] = {}
@@ -78,9 +87,10 @@ class ActorClient:
         resources: dict[str, float],
         strategy: SchedulingStrategy | None,
         handle_state: bytes,
-    ) -> tuple[bytes, bool]:
-        """Creates an actor from any thread; returns its handle's key and whether
-        this process owns it (its handles keep it alive).
+    ) -> tuple[bytes, Reference | None]:
+        """Creates an actor from any thread; returns its handle's key and the
+        reference to its handle object (None if not owned here: detached, or
+        an existing actor by ``get_if_exists``), which its handles hold.
 
         ``handle_state`` is what ``get_actor`` gives back to make a handle
         elsewhere (opaque here). A named actor is registered before this returns
@@ -134,7 +144,24 @@ class ActorClient:
                 raise ValueError(reply.error)
             if reply.existed:
                 owned = False
-        return key, owned
+        if not owned:
+            return key, None
+        worker = self._worker
+        handle_object = return_id(spec.task_id, 0)  # creation tasks return nothing
+        ref = Reference(handle_object, worker.address, worker)
+        worker.post(self._track_handle_object, key, handle_object, class_name)
+        return key, ref
+
+    def _track_handle_object(self, key: bytes, handle_object: bytes, class_name: str) -> None:
+        self._worker.objects.call_sites[handle_object] = f"actor {class_name} handle"
+        self._worker.objects.on_free[handle_object] = lambda: self._out_of_scope(key)
+
+    def _out_of_scope(self, key: bytes) -> None:
+        """No handle to an actor owned here is left anywhere, and no call is pending."""
+        if self._worker.state is State.RUNNING:
+            self._worker.background.spawn(
+                self._kill_actor(key, True, "all handles to it went out of scope")
+            )
 
     def _create_actor_on_loop(
         self,
@@ -167,8 +194,14 @@ class ActorClient:
         reply = CreateActorReply(ok=False, error="the actor could not be created")
         try:
             await self._worker.wait_started()
-            info.job_id = self._worker.job_id
-            info.namespace = info.namespace or self._worker.namespace
+            worker = self._worker
+            info.job_id = worker.job_id
+            info.namespace = info.namespace or worker.namespace
+            if not info.detached:
+                host, port, worker_id = worker.address
+                info.owner = Address(
+                    host=host, port=port, worker_id=worker_id, node_id=worker.node_id
+                )
             if not await self._worker.tasks.prepare(spec):
                 reply.error = "its constructor's arguments could not be resolved"
                 self.actors.mark_dead(queue, reply.error)
@@ -206,8 +239,10 @@ class ActorClient:
         name: str,
         max_task_retries: int,
         max_pending_calls: int,
+        handle_ref: Reference | None = None,
     ) -> list[Reference]:
-        """Submits a call from any thread (``key``: the handle's); returns its refs."""
+        """Submits a call from any thread (``key``: the handle's, ``handle_ref``:
+        the reference it holds, kept while calls are pending); returns its refs."""
         self._worker.check_cluster()
         calls = self._actor_calls.get(key)
         if calls is None:
@@ -246,7 +281,7 @@ class ActorClient:
         )
         worker = self._worker
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
-        worker.post(self._submit_actor_call_on_loop, class_name, spec, nested)
+        worker.post(self._submit_actor_call_on_loop, class_name, spec, nested, handle_ref)
         return out
 
     def count_finished_call(self, key: bytes) -> None:
@@ -255,10 +290,16 @@ class ActorClient:
             calls.finished += 1
 
     def _submit_actor_call_on_loop(
-        self, class_name: str, spec: TaskSpec, nested: list[Reference]
+        self,
+        class_name: str,
+        spec: TaskSpec,
+        nested: list[Reference],
+        handle_ref: Reference | None,
     ) -> None:
         self._worker.tasks.register(spec, nested)  # nested: held until the reply
         key = spec.actor_key
+        if handle_ref is not None:
+            self._held.setdefault(key, handle_ref)
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
         if spec.arg_refs:
             self.actors.submit(queue, spec)
@@ -287,35 +328,10 @@ class ActorClient:
         self._worker.tasks.store_returns(spec, reply, stream)
         self._worker.tasks.finish_task(spec)
 
-    # The handles this process created keep their actor alive: when the last one
-    # is gone (and none was passed to another process) and no call is pending,
-    # the actor is killed. A handle passed elsewhere keeps it for the job's life.
-    def actor_handle_created(self, key: bytes) -> None:
-        self._worker.post(self._change_handle_count, key, 1)
-
-    def actor_handle_dropped(self, key: bytes) -> None:
-        if self._worker.state is not State.STOPPED:
-            self._worker.post(self._change_handle_count, key, -1)
-
-    def actor_handle_escaped(self, key: bytes) -> None:
-        self._worker.post(self._escaped_actors.add, key)
-
-    def _change_handle_count(self, key: bytes, delta: int) -> None:
-        count = self._handle_counts.get(key, 0) + delta
-        self._handle_counts[key] = count
-        if count <= 0:
-            self._on_actor_idle(key)
-
     def _on_actor_idle(self, key: bytes) -> None:
-        count = self._handle_counts.get(key)
-        if count is None or count > 0 or key in self._escaped_actors:
-            return
-        if self.actors.pending(key) or self._worker.state is not State.RUNNING:
-            return
-        del self._handle_counts[key]
-        self._worker.background.spawn(
-            self._kill_actor(key, True, "all handles to it went out of scope")
-        )
+        """No call of this process to the actor is pending: its handle's
+        reference is no longer held for them."""
+        self._held.pop(key, None)
 
     async def _kill_actor(self, key: bytes, no_restart: bool, cause: str) -> None:
         queue = self.actors.queue(key, self.actor_id_of(key), "")

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -47,6 +48,9 @@ class ObjectClient:
         # and a flush is scheduled).
         self._store_deletes: dict[bytes, list[bytes]] = {}
         self._delete_scheduled = False
+        # Owned objects that stand for something else (an actor's handle
+        # object): what to do when they are freed.
+        self.on_free: dict[bytes, Callable[[], None]] = {}
 
     # -- local counts (any thread) ---------------------------------------------------
     def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
@@ -176,6 +180,9 @@ class ObjectClient:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
         worker = self._worker
         for object_id in object_ids:
+            hook = self.on_free.pop(object_id, None)
+            if hook is not None:
+                hook()
             worker.ownership.release_contained(object_id)
             worker.lineage.result_freed(object_id)
             self.call_sites.pop(object_id, None)

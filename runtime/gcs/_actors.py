@@ -29,6 +29,7 @@ from .._private.task_wire import with_gpu_ids
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorInfo,
+    Address,
     ActorReply,
     ActorState,
     CreateActorReply,
@@ -153,6 +154,16 @@ class ActorManager:
                 record.stream.abandon(f"its node {node_id.hex()[:12]} died")
             if record.leasing is not None and record.leasing[0] == node_id:
                 record.leasing[1].cancel()  # a hung raylet would never answer
+
+    def owners_died(self, dead: Callable[[Address], bool]) -> None:
+        """As in Ray, an actor dies with the worker that owns it (detached
+        actors have no owner)."""
+        for record in list(self.actors.values()):
+            owner = record.info.owner
+            if owner is None or record.info.detached or record.dead or not dead(owner):
+                continue
+            cause = f"its owner (worker {owner.worker_id.hex()[:12]}) died"
+            self._tasks.spawn(self.kill(record.info.actor_id, True, cause))
 
     def job_finished(self, job_id: int) -> None:
         """The raylets kill a finished job's workers; pending actors die here."""

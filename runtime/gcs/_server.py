@@ -106,6 +106,7 @@ class GcsService(GcsBase):
         node.resources_available = {}
         logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
         self.actors.node_died(node_id)
+        self.actors.owners_died(lambda owner: owner.node_id == node_id)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
 
     async def get_all_nodes(self, message: Empty) -> GetAllNodesReply:
@@ -184,6 +185,8 @@ class GcsService(GcsBase):
 
     # -- pubsub ---------------------------------------------------------------
     async def report_worker_failures(self, message: WorkerFailures) -> Empty:
+        dead = set(message.worker_ids)
+        self.actors.owners_died(lambda owner: owner.worker_id in dead)
         self.pubsub.publish(PubMessage(channel=Channel.WORKERS, workers=message))
         return Empty()
 

@@ -32,13 +32,11 @@ class GcsReports:
         period_s: float,
         tasks: TaskSet,
         available: Callable[[], dict[str, float]],
-        other_nodes: Callable[[], bool],
     ) -> None:
         self._node_id = node_id
         self._period_s = period_s
         self._tasks = tasks
         self._available = available
-        self._other_nodes = other_nodes
         self._gcs: GcsStub | None = None
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self.labels: dict[int, str] = {}
@@ -79,7 +77,8 @@ class GcsReports:
 
     # -- deaths ------------------------------------------------------------------------
     def worker_died(self, worker_id: bytes) -> None:
-        """Other nodes' stores may hold objects it owned: tell them (batched)."""
+        """Tell the gcs (batched): other nodes' stores may hold objects it
+        owned, and the actors it owned die with it."""
         self._dead_workers.append(worker_id)
         if len(self._dead_workers) == 1:
             self._tasks.spawn(self._send_worker_deaths())
@@ -87,8 +86,8 @@ class GcsReports:
     async def _send_worker_deaths(self) -> None:
         await asyncio.sleep(0)  # gather the deaths of this loop iteration
         ids, self._dead_workers = self._dead_workers, []
-        if self._gcs is None or not self._other_nodes():
-            return  # no other node to tell
+        if self._gcs is None:
+            return
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._gcs.report_worker_failures(
                 WorkerFailures(node_id=self._node_id, worker_ids=ids)

@@ -122,7 +122,6 @@ class Raylet(RayletBase):
             period_s=config.resource_report_period_s,
             tasks=self._tasks,
             available=lambda: res.to_float(self.scheduler.available),
-            other_nodes=lambda: len(self.view.alive()) >= 2,
         )
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
         # The drivers of this node's jobs (their objects die with them).

@@ -417,6 +417,11 @@ class ActorInfo(betterproto2.Message):
     where it runs now
     """
 
+    owner: "Address | None" = betterproto2.field(17, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    the worker that owns it (not set: detached); it dies with it
+    """
+
 
 default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
 
