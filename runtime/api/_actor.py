@@ -232,9 +232,7 @@ def _rebuild_handle(
     ref = None
     if counted is not None:
         ref = Reference(counted[0], counted[1], _context.current())
-    return ActorHandle(
-        actor_id, class_name, methods, max_task_retries, max_pending_calls, ref=ref
-    )
+    return ActorHandle(actor_id, class_name, methods, max_task_retries, max_pending_calls, ref=ref)
 
 
 class ActorMethod:

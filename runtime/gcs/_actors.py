@@ -29,9 +29,9 @@ from .._private.task_wire import with_gpu_ids
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorInfo,
-    Address,
     ActorReply,
     ActorState,
+    Address,
     CreateActorReply,
     CreateActorRequest,
     LeaseReply,
