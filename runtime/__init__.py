@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import exceptions, util
+from . import actor, exceptions, util
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
@@ -48,6 +48,7 @@ __all__ = [
     "ObjectRef",
     "RemoteFunction",
     "RuntimeContext",
+    "actor",
     "available_resources",
     "available_resources_async",
     "cancel",

@@ -94,3 +94,86 @@ def test_detached_actors_outlive_their_handles(cluster):
     assert runtime.get(again.pid.remote()) == pid
     runtime.kill(again)
     gone(pid)
+
+
+class LeaverBase:
+    def __init__(self, marker: str) -> None:
+        import atexit
+
+        atexit.register(lambda: open(marker, "w").close())
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def leave(self) -> None:
+        runtime.actor.exit_actor()
+
+
+Leaver = runtime.remote(num_cpus=0)(LeaverBase)
+
+
+@runtime.remote(num_cpus=0)
+class AsyncLeaver(LeaverBase):
+    async def leave_async(self) -> None:
+        runtime.actor.exit_actor()
+
+
+@pytest.mark.parametrize(
+    "kind, options, method",
+    [
+        ("sync", {}, "leave"),
+        ("threaded", {"max_concurrency": 4}, "leave"),
+        ("async", {}, "leave_async"),
+        ("async, sync method", {}, "leave"),
+        ("terminate", {}, "__ray_terminate__"),
+    ],
+)
+def test_an_actor_exits_from_inside(cluster, tmp_path, kind, options, method):
+    marker = str(tmp_path / "atexit-ran")
+    cls = AsyncLeaver if kind.startswith("async") else Leaver
+    actor = cls.options(max_restarts=2, **options).remote(marker)
+    assert runtime.get(actor.__ray_ready__.remote()) is True
+    pid = runtime.get(actor.pid.remote())
+    with pytest.raises(runtime.exceptions.ActorDiedError, match="exited intentionally"):
+        runtime.get(getattr(actor, method).remote())
+    with pytest.raises(runtime.exceptions.ActorDiedError, match="exited intentionally"):
+        runtime.get(actor.pid.remote())  # not restarted
+    gone(pid)
+    assert os.path.exists(marker)  # atexit handlers ran
+
+
+def test_exit_actor_outside_an_actor():
+    with pytest.raises(TypeError, match="in a method of an actor"):
+        runtime.actor.exit_actor()
+
+
+@runtime.remote(num_cpus=0)
+class Introspective:
+    def describe(self):
+        ctx = runtime.get_runtime_context()
+        me = ctx.current_actor
+        return (
+            ctx.get_actor_id(),
+            ctx.get_actor_name(),
+            ctx.was_current_actor_reconstructed,
+            type(me).__name__,
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def crash(self) -> None:
+        os._exit(1)
+
+
+def test_the_runtime_context_of_an_actor(cluster):
+    actor = Introspective.options(name="intro", max_restarts=1).remote()
+    actor_id, name, restarted, handle_type = runtime.get(actor.describe.remote())
+    assert actor_id == actor._actor_id.hex() and name == "intro" and not restarted
+    assert handle_type == "ActorHandle"
+    with pytest.raises(runtime.exceptions.ActorDiedError):
+        runtime.get(actor.crash.remote())
+    assert runtime.get(actor.describe.remote())[2]  # the restarted incarnation
+    ctx = runtime.get_runtime_context()
+    assert ctx.get_actor_id() is None and ctx.get_actor_name() is None
+    assert "describe" in dir(actor) and "pid" in dir(actor)

@@ -20,7 +20,7 @@ from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._remote_function import RemoteFunction
-from ._runtime_context import RuntimeContext, get_gpu_ids, get_runtime_context
+from ._runtime_context import RuntimeContext, exit_actor, get_gpu_ids, get_runtime_context
 from ._scheduling import NodeAffinitySchedulingStrategy
 from ._state import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
 
@@ -36,6 +36,7 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "cluster_resources_async",
+    "exit_actor",
     "get",
     "get_actor",
     "get_actor_async",

@@ -5,39 +5,34 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-from .._private import serialization
-from ..core_worker import OwnerAddress, Reference, check_blocking_allowed
-from ..protocol.rt import ActorInfo
+from ..core_worker import check_blocking_allowed
 from . import _context, _options, _scheduling, _signature
-from ._object_ref import ObjectRef
-
-
-@dataclass(frozen=True)
-class MethodMeta:
-    num_returns: int = 1
-    is_async: bool = False
-    # The method's parameters (without ``self``), to check calls against.
-    signature: _signature.SignatureSpec | None = None
+from ._actor_handle import ActorHandle, MethodMeta, handle_from_record
 
 
 def method_table(cls: type) -> dict[str, MethodMeta]:
     table = {}
-    for name, member in inspect.getmembers(cls, inspect.isfunction):
+    for name, member in inspect.getmembers(cls, _is_method):
         if name.startswith("__") and name.endswith("__"):
             continue
         options = getattr(member, "__runtime_method_options__", {})
-        static = isinstance(inspect.getattr_static(cls, name, None), staticmethod)
+        raw = inspect.getattr_static(cls, name, None)
+        # A static method takes no self; a class method comes bound to the class.
+        static = isinstance(raw, staticmethod | classmethod)
         table[name] = MethodMeta(
             num_returns=options.get("num_returns", 1),
             is_async=inspect.iscoroutinefunction(member),
             signature=_signature.spec_of(member, drop_first=not static),
         )
     return table
+
+
+def _is_method(member: Any) -> bool:
+    return inspect.isfunction(member) or inspect.ismethod(member)
 
 
 def _constructor_check(cls: type) -> _signature.CallCheck | None:
@@ -71,6 +66,25 @@ class ActorClass:
         state = dict(self.__dict__)
         state["_pickled"] = None
         return state
+
+    def __getattr__(self, name: str) -> Any:
+        """The plain class's attributes (class attributes, static and class
+        methods) through the decorated class, as ``Cls.LIMIT`` reads them."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    @property
+    def __ray_actor_class__(self) -> type:
+        """The plain class (to inherit from, or to run outside the runtime)."""
+        return self._cls
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        raise TypeError(
+            f"cannot inherit from actor class {self._name}: inherit from its plain class "
+            f"({self._name}.__ray_actor_class__) and decorate the subclass with @runtime.remote"
+        )
 
     def options(self, **options: Any) -> _ActorClassOptions:
         merged = {**self._options, **options}
@@ -122,155 +136,6 @@ class _ActorClassOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._actor_class._create(self._options, args, kwargs)
-
-
-class ActorHandle:
-    """A reference to an actor; call its methods with ``handle.method.remote()``.
-
-    Handles can be passed to tasks and other actors. Each process's calls
-    through its handles run in the order that process made them.
-    """
-
-    def __init__(
-        self,
-        key: bytes,
-        class_name: str,
-        methods: dict[str, MethodMeta],
-        max_task_retries: int,
-        max_pending_calls: int,
-        *,
-        ref: Reference | None,
-    ) -> None:
-        self._key = key
-        self._class_name = class_name
-        self._methods = methods
-        self._max_task_retries = max_task_retries
-        self._max_pending_calls = max_pending_calls
-        # A ref to the actor's handle object: while any lives, in any process,
-        # the actor does (None: not counted, as a detached actor's).
-        self._ref = ref
-        # Per method: the check of its calls' arguments (made on first use).
-        self._checks: dict[str, _signature.CallCheck | None] = {}
-
-    @property
-    def _actor_id(self) -> bytes:
-        return _context.current().actor_client.actor_id_of(self._key)
-
-    def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        meta = self.__dict__.get("_methods", {}).get(name)
-        if meta is None:
-            raise AttributeError(f"actor {self.__dict__.get('_class_name')} has no method {name!r}")
-        return ActorMethod(self, name, meta)
-
-    def __repr__(self) -> str:
-        return f"Actor({self._class_name}, {self._key.hex()})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorHandle) and other._key == self._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        worker = _context.current()
-        ref = self._ref
-        counted = None
-        if ref is not None:
-            serialization.note_ref(ref)  # passed on: borrowed where it lands
-            counted = (ref.binary(), ref.owner_address)
-        state = (
-            worker.actor_client.actor_id_of(self._key),
-            self._class_name,
-            self._methods,
-            self._max_task_retries,
-            self._max_pending_calls,
-            counted,
-        )
-        return (_rebuild_handle, state)
-
-    def _call(
-        self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
-    ) -> Any:
-        try:
-            check = self._checks[method]
-        except KeyError:
-            what = f"{self._class_name}.{method}()"
-            check = self._checks[method] = _signature.call_check(meta.signature, what)
-        if check is not None:
-            check(args, kwargs)
-        worker = _context.current()
-        num_returns = options.get("num_returns", meta.num_returns)
-        refs = worker.actor_client.submit_actor_call(
-            self._key,
-            self._class_name,
-            method,
-            args,
-            kwargs,
-            num_returns=num_returns,
-            name=options.get("name") or f"{self._class_name}.{method}",
-            max_task_retries=self._max_task_retries,
-            max_pending_calls=self._max_pending_calls,
-            handle_ref=self._ref,
-        )
-        if num_returns == 1:
-            return refs[0]
-        if num_returns == 0:
-            return None
-        return refs
-
-
-def _rebuild_handle(
-    actor_id: bytes,
-    class_name: str,
-    methods: dict[str, MethodMeta],
-    max_task_retries: int,
-    max_pending_calls: int,
-    counted: tuple[bytes, OwnerAddress] | None = None,
-) -> ActorHandle:
-    ref = None
-    if counted is not None:
-        ref = Reference(counted[0], counted[1], _context.current())
-    return ActorHandle(actor_id, class_name, methods, max_task_retries, max_pending_calls, ref=ref)
-
-
-class ActorMethod:
-    def __init__(
-        self,
-        handle: ActorHandle,
-        name: str,
-        meta: MethodMeta,
-        options: dict[str, Any] | None = None,
-    ):
-        self._handle = handle
-        self._name = name
-        self._meta = meta
-        self._options = options or {}
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"actor method {self._name}() cannot be called directly; use .{self._name}.remote(...)"
-        )
-
-    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | None:
-        result: ObjectRef | list[ObjectRef] | None = self._handle._call(
-            self._name, self._meta, self._options, args, kwargs
-        )
-        return result
-
-    def options(self, **options: Any) -> ActorMethod:
-        unknown = set(options) - {"num_returns", "name"}
-        if unknown:
-            raise ValueError(f"invalid option(s) for an actor method: {', '.join(sorted(unknown))}")
-        if "num_returns" in options:
-            _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
-        return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
-
-
-def handle_from_record(info: ActorInfo) -> ActorHandle:
-    """A handle (not owning) to the actor a gcs record describes (``get_actor``)."""
-    return _rebuild_handle(info.actor_id, *pickle.loads(info.handle_state))
 
 
 # -- killing and finding actors ------------------------------------------------------

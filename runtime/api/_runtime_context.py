@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
-from ..core_worker import current_task_id
+from ..core_worker import ActorExitRequest, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _context
+from ._actor_handle import handle_from_state
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,30 @@ class RuntimeContext:
         task_id = current_task_id.get()
         return task_id.hex() if task_id is not None else None
 
+    def get_actor_id(self) -> str | None:
+        """The id of the actor this runs in (None outside an actor)."""
+        hosted = _hosted()
+        return None if hosted is None else hosted["actor_id"].hex()
+
+    def get_actor_name(self) -> str | None:
+        """The name of the actor this runs in ("" if unnamed; None outside an actor)."""
+        hosted = _hosted()
+        return None if hosted is None else hosted.get("name", "")
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this runs in (it does not keep the actor alive)."""
+        hosted = _hosted()
+        if hosted is None:
+            raise RuntimeError("current_actor can only be read inside an actor")
+        return handle_from_state(hosted["actor_id"], hosted["handle_state"])
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        """Whether this actor was restarted after a failure (its process died)."""
+        hosted = _hosted()
+        return hosted is not None and hosted.get("num_restarts", 0) > 0
+
     def get_assigned_resources(self) -> dict[str, float]:
         """The resources of the task or actor calling this ({} in a driver)."""
         executor = _context.current().executor
@@ -54,6 +80,21 @@ class RuntimeContext:
             raise RuntimeError("is_canceled() can only be called from inside a task")
         executor = _context.current().executor
         return executor is not None and executor.is_canceled(task_id)
+
+
+def _hosted() -> dict[str, Any] | None:
+    worker = _context.current_or_none()
+    return None if worker is None else worker.actor_client.hosted
+
+
+def exit_actor() -> NoReturn:
+    """Ends the actor this runs in, after the current call (as Ray's
+    ``ray.actor.exit_actor``): it is not restarted, its atexit handlers run,
+    and its pending and later calls fail with ActorDiedError saying so."""
+    worker = _context.current_or_none()
+    if worker is None or worker.actor_client.hosted is None or current_task_id.get() is None:
+        raise TypeError("exit_actor() can only be called in a method of an actor")
+    raise ActorExitRequest
 
 
 def get_gpu_ids() -> list[int] | list[str]:

@@ -3,16 +3,18 @@
 What the API layer uses: :class:`CoreWorker` (the composition root), its
 modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 :class:`RefFactory` it is given, and ``current_task_id`` (the task running
-in this context), and ``check_blocking_allowed``.
+in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
+``exit_actor()`` raises).
 """
 
 from ._core_worker import CoreWorker
 from ._loop import check_blocking_allowed
 from ._reference import OwnerAddress, Reference, RefFactory
-from ._running import current_task_id
+from ._running import ActorExitRequest, current_task_id
 from ._states import WorkerMode
 
 __all__ = [
+    "ActorExitRequest",
     "CoreWorker",
     "OwnerAddress",
     "RefFactory",

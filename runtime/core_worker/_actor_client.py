@@ -17,11 +17,13 @@ that dies.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import itertools
 import os
 import pickle
+import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +69,9 @@ class ActorClient:
         self._actor_calls: dict[bytes, _ActorCalls] = {}
         # A handle's key -> the gcs's actor id (they differ for get_if_exists).
         self._actor_ids: dict[bytes, bytes] = {}
+        # In a worker hosting an actor: its creation options (actor_id,
+        # class_name, name, handle_state, num_restarts, ...).
+        self.hosted: dict[str, Any] | None = None
 
     async def close(self) -> None:
         await self.actors.close()
@@ -130,6 +135,8 @@ class ActorClient:
                 "class_name": class_name,
                 "max_concurrency": options.get("max_concurrency"),
                 "resources": dict(resources),
+                "name": info.name,
+                "handle_state": handle_state,
             },
         )
         registered: concurrent.futures.Future[CreateActorReply] = concurrent.futures.Future()
@@ -348,6 +355,21 @@ class ActorClient:
         self.actors.killed(queue, no_restart, cause)
         self._worker.background.spawn(self._kill_actor(key, no_restart, cause))
 
+    async def exit_actor(self, cause: str) -> None:
+        """This worker's actor ends by its own will: the gcs learns it is no
+        crash (no restart; ``cause`` for its callers), the atexit handlers run,
+        then the process exits its graceful way (SIGTERM)."""
+        actor_id = self._worker.actor_id
+        if actor_id is not None:
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                await self._worker.gcs.kill_actor(
+                    KillActorRequest(actor_id=actor_id, no_restart=True, cause=cause, exiting=True)
+                )
+        # Now rather than at interpreter exit: once this process's connections
+        # close, its raylet may stop it before it gets that far.
+        await asyncio.get_running_loop().run_in_executor(None, atexit._run_exitfuncs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def get_actor(self, name: str, namespace: str | None) -> ActorInfo:
         """The named actor's record; ValueError if there is none."""
         await self._worker.wait_started()
@@ -367,6 +389,7 @@ class ActorClient:
     async def on_actor_created(self, actor: Any, options: dict[str, Any]) -> None:
         """In a worker that now hosts an actor: label its output lines."""
         self._worker.actor_id = options.get("actor_id")
+        self.hosted = options
         if self._worker.mode is WorkerMode.WORKER:
             label = f"{options.get('class_name', actor.name)} pid={os.getpid()}"
             with contextlib.suppress(*rpc.CONNECTION_ERRORS):

@@ -12,6 +12,11 @@ Three kinds, chosen from the class when the actor is created:
 
 Calls from one caller arrive in submission order (one ordered stream per
 caller), so starting calls in arrival order keeps each caller's order.
+
+An actor ends itself with ``exit_actor()`` in a method (or a
+``__ray_terminate__`` call, queued like any other): that call fails with
+ActorDiedError, later ones at once, and the worker tells the gcs (no
+restart) and exits its own graceful way, so atexit handlers run.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
+from .._private import serialization
 from .._private.task_wire import WireReply, WireTask
 from ._running import (
+    ActorExitRequest,
     Reply,
     cancelled_reply,
     current_task_id,
@@ -74,6 +81,8 @@ class ActorExecutor:
         # Calls asked to stop (for is_canceled()); a subset of ``_calls``' keys.
         self._cancelled: set[bytes] = set()
         self.instance: Any = None
+        # Why the actor is ending by its own will ("" while it is not).
+        self.exiting = ""
 
     @classmethod
     async def create(
@@ -109,7 +118,10 @@ class ActorExecutor:
 
     def submit(self, task: WireTask, reply: Reply) -> None:
         task_id, method_name = task[0], task[7]
-        method = getattr(self.instance, method_name, None)
+        if self.exiting:
+            reply(self._died_reply(task))
+            return
+        method = _BUILTIN_METHODS.get(method_name) or getattr(self.instance, method_name, None)
         if method is None:
             error = AttributeError(f"actor {self.name} has no method {method_name!r}")
             reply(error_reply(task_id, task[2], error))
@@ -160,6 +172,8 @@ class ActorExecutor:
         self._cancelled.discard(task[0])
         if future.cancelled():
             reply(cancelled_reply(task[0], task[2]))
+        elif isinstance(future.exception(), ActorExitRequest):
+            self._exit(task, reply)
         else:
             reply(future.result())
 
@@ -183,10 +197,37 @@ class ActorExecutor:
         self._cancelled.discard(task[0])
         if call.cancelled() or (cancelled and not call.exception() and call.result()[1]):
             reply(cancelled_reply(task[0], task[2]))
+        elif isinstance(call.exception(), ActorExitRequest):
+            self._exit(task, reply)
         elif call.exception() is not None:
             reply(error_reply(task[0], task[2], exceptions.RaySystemError(repr(call.exception()))))
         else:
             reply(call.result())
+
+    def _exit(self, task: WireTask, reply: Reply) -> None:
+        """The call ``task`` asked the actor to end: it is the last to run."""
+        if not self.exiting:
+            method = task[7]
+            how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
+            self.exiting = f"the actor exited intentionally ({how} in {self.name}.{method})"
+            self._worker.background.spawn(self._worker.actor_client.exit_actor(self.exiting))
+        reply(self._died_reply(task))
+
+    def _died_reply(self, task: WireTask) -> WireReply:
+        error = exceptions.ActorDiedError(self.exiting)
+        return (task[0], False, [serialization.serialize_error(error)], True, [])
+
+
+def _terminate() -> None:
+    raise ActorExitRequest
+
+
+def _ready() -> bool:
+    return True
+
+
+#: Methods every actor has, as in Ray.
+_BUILTIN_METHODS: dict[str, Any] = {"__ray_terminate__": _terminate, "__ray_ready__": _ready}
 
 
 def _construct(worker: CoreWorker, actor_cls: type, task: WireTask) -> Any:

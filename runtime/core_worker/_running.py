@@ -39,6 +39,12 @@ current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
 _HOST = socket.gethostname()
 
 
+class ActorExitRequest(BaseException):
+    """Raised by ``exit_actor()`` in an actor's method: the actor ends after
+    this call. A BaseException, so that ``except Exception`` in user code
+    does not swallow it (and not SystemExit, which would stop an event loop)."""
+
+
 class _ThreadState(threading.local):
     #: True on a thread while it runs a sync task: a blocking ``get`` there
     #: lends the task's CPU back to the raylet.

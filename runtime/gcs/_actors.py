@@ -131,13 +131,17 @@ class ActorManager:
             return ActorReply(found=False)
         return ActorReply(found=True, actor=record.info)
 
-    async def kill(self, actor_id: bytes, no_restart: bool, cause: str) -> None:
+    async def kill(
+        self, actor_id: bytes, no_restart: bool, cause: str, exiting: bool = False
+    ) -> None:
         record = self.actors.get(actor_id)
         if record is None or record.dead:
             return
         if no_restart:
             record.stop_restarts = True
             record.info.death_cause = cause
+        if exiting:
+            return  # its worker exits by itself; its end is seen as any other
         if record.lease is None:
             # Not placed yet: stop the supervisor before it leases a worker.
             if no_restart and record.supervisor is not None:
@@ -226,6 +230,7 @@ class ActorManager:
         stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
         try:
             task = pickle.loads(record.creation_task)
+            task[7]["num_restarts"] = info.num_restarts  # a fresh copy: ours to change
             if reply.gpu_ids:
                 task = with_gpu_ids(task, tuple(reply.gpu_ids))
             result = await stream.push(task)

@@ -177,7 +177,7 @@ class GcsService(GcsBase):
         return self.actors.get_named(message.name, message.namespace)
 
     async def kill_actor(self, message: KillActorRequest) -> Empty:
-        await self.actors.kill(message.actor_id, message.no_restart, message.cause)
+        await self.actors.kill(message.actor_id, message.no_restart, message.cause, message.exiting)
         return Empty()
 
     async def list_actors(self, message: Empty) -> ListActorsReply:

@@ -693,6 +693,11 @@ class KillActorRequest(betterproto2.Message):
 
     cause: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
+    exiting: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    the actor ends itself: record why, do not kill its worker
+    """
+
 
 default_message_pool.register_message("rt", "KillActorRequest", KillActorRequest)
 

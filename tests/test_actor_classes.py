@@ -1,0 +1,51 @@
+"""How an actor class behaves as a class: attributes, inheritance, methods listed."""
+
+from __future__ import annotations
+
+import pytest
+
+import runtime
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@runtime.remote(num_cpus=0)
+class Limits:
+    LIMIT = 3
+
+    @staticmethod
+    def double(x: int) -> int:
+        return 2 * x
+
+    @classmethod
+    def limit(cls) -> int:
+        return cls.LIMIT
+
+    def inside(self) -> tuple[int, int, int]:
+        # The decorated class's name, as a method would use it.
+        return Limits.LIMIT, Limits.double(2), Limits.limit()
+
+
+def test_class_attributes_static_and_class_methods(cluster):
+    assert Limits.LIMIT == 3 and Limits.double(4) == 8 and Limits.limit() == 3
+    assert runtime.get(Limits.remote().inside.remote()) == (3, 4, 3)
+
+
+def test_inherit_from_the_plain_class_not_the_actor_class(cluster):
+    with pytest.raises(TypeError, match="__ray_actor_class__"):
+
+        class Bad(Limits):  # type: ignore[misc]
+            pass
+
+    @runtime.remote(num_cpus=0)
+    class More(Limits.__ray_actor_class__):  # type: ignore[name-defined, misc]
+        def more(self) -> int:
+            return self.LIMIT + 1
+
+    actor = More.remote()
+    assert runtime.get([actor.more.remote(), actor.inside.remote()]) == [4, (3, 4, 3)]
+
+
+def test_dir_lists_the_methods(cluster):
+    names = dir(Limits.remote())
+    assert {"inside", "double", "limit"} <= set(names)
