@@ -10,9 +10,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from conftest import assert_no_orphans
 
 import runtime
-from tests.conftest import assert_no_orphans
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -85,8 +85,11 @@ class AsyncActor:
         return getattr(self, "saw_cancel", False)
 
     def blocking(self):
-        time.sleep(0.2)
+        time.sleep(0.01)
         return threading.current_thread().name
+
+    def get_inside(self):
+        return runtime.get(runtime.put(1))
 
 
 @runtime.remote
@@ -184,12 +187,13 @@ def test_async_init_is_awaited_first(cluster):
     assert runtime.get(actor.is_initialized.remote()) is True
 
 
-def test_sync_method_of_async_actor_runs_off_the_loop(cluster):
+def test_sync_method_of_async_actor_runs_on_its_loop(cluster):
+    """As in Ray: the actor's state is only touched by its loop's thread. A
+    blocking runtime call there would stall every coroutine: it raises."""
     actor = AsyncActor.remote()
-    blocking = actor.blocking.remote()
-    # While the sync method sleeps on its thread, coroutines still run.
-    assert runtime.get(actor.sleep.remote(0.0)) is True
-    assert runtime.get(blocking).startswith("runtime-actor")
+    assert runtime.get(actor.blocking.remote()) == "MainThread"
+    with pytest.raises(runtime.exceptions.BlockingCallOnLoopError, match="await"):
+        runtime.get(actor.get_inside.remote())
 
 
 def test_threaded_actor_runs_calls_in_parallel(cluster):

@@ -27,8 +27,21 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
             num_returns=options.get("num_returns", 1),
             is_async=inspect.iscoroutinefunction(member),
             signature=_signature.spec_of(member, drop_first=not static),
+            concurrency_group=options.get("concurrency_group"),
         )
     return table
+
+
+def _check_groups(class_name: str, methods: dict[str, MethodMeta], groups: tuple[str, ...]) -> None:
+    """Every method's concurrency group is one of the class's."""
+    for name, meta in methods.items():
+        group = meta.concurrency_group
+        if group is not None and group not in groups:
+            known = ", ".join(repr(g) for g in groups) or "none"
+            raise ValueError(
+                f"{class_name}.{name}: concurrency group {group!r} is not one of the "
+                f"class's concurrency_groups ({known})"
+            )
 
 
 def _is_method(member: Any) -> bool:
@@ -49,6 +62,9 @@ class ActorClass:
         _options.check_actor_options(self._options)
         self._name = cls.__name__
         self._methods = method_table(cls)
+        _check_groups(
+            self._name, self._methods, tuple(self._options.get("concurrency_groups") or {})
+        )
         self._check = _constructor_check(cls)
         self._pickled: tuple[bytes, bytes] | None = None
         self.__doc__ = cls.__doc__
@@ -114,7 +130,9 @@ class ActorClass:
         class_id, data = self._definition()
         max_task_retries = options.get("max_task_retries", 0)
         max_pending_calls = options.get("max_pending_calls", -1)
-        handle_state = (self._name, self._methods, max_task_retries, max_pending_calls)
+        groups = tuple(options.get("concurrency_groups") or {})
+        _check_groups(self._name, self._methods, groups)
+        handle_state = (self._name, self._methods, max_task_retries, max_pending_calls, groups)
         key, ref = worker.actor_client.create_actor(
             class_name=self._name,
             class_id=class_id,

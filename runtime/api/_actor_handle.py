@@ -25,6 +25,7 @@ class MethodMeta:
     is_async: bool = False
     # The method's parameters (without ``self``), to check calls against.
     signature: _signature.SignatureSpec | None = None
+    concurrency_group: str | None = None
 
 
 #: Methods every actor has, as in Ray: ``__ray_ready__`` (True once
@@ -46,6 +47,7 @@ class ActorHandle:
         methods: dict[str, MethodMeta],
         max_task_retries: int,
         max_pending_calls: int,
+        groups: tuple[str, ...] = (),
         *,
         ref: Reference | None,
     ) -> None:
@@ -54,6 +56,7 @@ class ActorHandle:
         self._methods = methods
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls
+        self._groups = groups  # the actor's concurrency groups
         # A ref to the actor's handle object: while any lives, in any process,
         # the actor does (None: not counted, as a detached actor's).
         self._ref = ref
@@ -101,6 +104,7 @@ class ActorHandle:
             self._methods,
             self._max_task_retries,
             self._max_pending_calls,
+            self._groups,
             counted,
         )
         return (_rebuild_handle, state)
@@ -128,6 +132,7 @@ class ActorHandle:
             max_task_retries=self._max_task_retries,
             max_pending_calls=self._max_pending_calls,
             handle_ref=self._ref,
+            concurrency_group=options.get("concurrency_group"),
         )
         if num_returns == 1:
             return refs[0]
@@ -142,12 +147,15 @@ def _rebuild_handle(
     methods: dict[str, MethodMeta],
     max_task_retries: int,
     max_pending_calls: int,
+    groups: tuple[str, ...] = (),
     counted: tuple[bytes, OwnerAddress] | None = None,
 ) -> ActorHandle:
     ref = None
     if counted is not None:
         ref = Reference(counted[0], counted[1], _context.current())
-    return ActorHandle(actor_id, class_name, methods, max_task_retries, max_pending_calls, ref=ref)
+    return ActorHandle(
+        actor_id, class_name, methods, max_task_retries, max_pending_calls, groups, ref=ref
+    )
 
 
 class ActorMethod:
@@ -175,11 +183,18 @@ class ActorMethod:
         return result
 
     def options(self, **options: Any) -> ActorMethod:
-        unknown = set(options) - {"num_returns", "name"}
+        unknown = set(options) - {"num_returns", "name", "concurrency_group"}
         if unknown:
             raise ValueError(f"invalid option(s) for an actor method: {', '.join(sorted(unknown))}")
         if "num_returns" in options:
             _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
+        group = options.get("concurrency_group")
+        if group is not None and group not in self._handle._groups:
+            known = ", ".join(repr(g) for g in self._handle._groups) or "none"
+            raise ValueError(
+                f"actor {self._handle._class_name} has no concurrency group {group!r} "
+                f"(its groups: {known})"
+            )
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
 
 

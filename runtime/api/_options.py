@@ -115,6 +115,17 @@ def _bool(name: str, value: Any) -> None:
         raise TypeError(f"option {name!r} must be a bool, got {type(value).__name__}")
 
 
+def _concurrency_groups(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise TypeError(f"option {name!r} must be a dict of group name -> size")
+    for group, size in value.items():
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"option {name!r}: group names must be non-empty str, got {group!r}")
+        _integer(1)(f"{name}[{group!r}]", size)
+
+
 ACTOR_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
     "num_gpus": _gpus,
@@ -127,6 +138,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "max_restarts": _integer(-1),
     "max_task_retries": _integer(-1),
     "max_concurrency": _integer(1),
+    "concurrency_groups": _concurrency_groups,
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
 }

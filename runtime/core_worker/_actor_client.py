@@ -134,6 +134,7 @@ class ActorClient:
                 "actor_id": key,
                 "class_name": class_name,
                 "max_concurrency": options.get("max_concurrency"),
+                "concurrency_groups": dict(options.get("concurrency_groups") or {}),
                 "resources": dict(resources),
                 "name": info.name,
                 "handle_state": handle_state,
@@ -247,6 +248,7 @@ class ActorClient:
         max_task_retries: int,
         max_pending_calls: int,
         handle_ref: Reference | None = None,
+        concurrency_group: str | None = None,
     ) -> list[Reference]:
         """Submits a call from any thread (``key``: the handle's, ``handle_ref``:
         the reference it holds, kept while calls are pending); returns its refs."""
@@ -282,7 +284,7 @@ class ActorClient:
             return_ids=return_ids,
             retries_left=max_task_retries,
             kind=KIND_ACTOR_CALL,
-            extra=method,
+            extra=method if concurrency_group is None else (method, concurrency_group),
             actor_key=key,
             owner_id=self._worker.worker_id,
         )

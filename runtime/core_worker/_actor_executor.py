@@ -7,8 +7,16 @@ Three kinds, chosen from the class when the actor is created:
   arrival order on that many threads;
 - **async**: a class with any ``async def`` method. Its coroutines run on the
   worker's loop, at most ``max_concurrency`` (default 1000) at once, started
-  in arrival order; its sync methods run on one thread off the loop, so they
-  never block it. An ``async def __init__`` is awaited before the first call.
+  in arrival order; its sync methods run on the loop too, as in Ray, so the
+  actor's state is only ever touched by one thread (a blocking runtime call
+  there raises, naming its ``await`` form). An ``async def __init__`` is
+  awaited before the first call.
+
+Concurrency groups (``concurrency_groups={"io": 2}`` on the class, a
+method's ``concurrency_group``, or a call's) limit calls per group: a group
+is a thread pool of its size (sync and threaded actors; a sync class with
+groups is threaded) or a semaphore (async actors). The default group ("")
+keeps ``max_concurrency``.
 
 Calls from one caller arrive in submission order (one ordered stream per
 caller), so starting calls in arrival order keeps each caller's order.
@@ -62,19 +70,43 @@ def is_async_class(cls: type) -> bool:
     )
 
 
+class _Group:
+    """A concurrency group: a pool of its size (sync, threaded) or a semaphore (async)."""
+
+    def __init__(self, name: str, size: int, kind: ActorKind) -> None:
+        self.name = name
+        self.size = size
+        threads = size if kind is ActorKind.THREADED else 1
+        # An async actor's default pool runs only its sync constructor.
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        if kind is not ActorKind.ASYNC or not name:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                threads, thread_name_prefix=f"runtime-actor{'-' + name if name else ''}"
+            )
+        self.slots = asyncio.Semaphore(size)
+
+
 class ActorExecutor:
     def __init__(
-        self, worker: CoreWorker, kind: ActorKind, max_concurrency: int, name: str
+        self,
+        worker: CoreWorker,
+        kind: ActorKind,
+        max_concurrency: int,
+        name: str,
+        groups: dict[str, int] | None = None,
     ) -> None:
         self._worker = worker
         self.kind = kind
         self.name = name
         self.max_concurrency = max_concurrency
-        threads = max_concurrency if kind is ActorKind.THREADED else 1
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            threads, thread_name_prefix="runtime-actor"
-        )
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._groups = {"": _Group("", max_concurrency, kind)}
+        for group, size in (groups or {}).items():
+            self._groups[group] = _Group(group, size, kind)
+        default_pool = self._groups[""].pool
+        assert default_pool is not None
+        self._pool = default_pool
+        # Each method's own group ("" for the default), learnt on first call.
+        self._method_groups: dict[str, str] = {}
         # Calls not finished yet: an asyncio task (async actor) or the
         # thread pool's future (sync and threaded actors).
         self._calls: dict[bytes, asyncio.Task[Any] | concurrent.futures.Future[WireReply]] = {}
@@ -90,13 +122,15 @@ class ActorExecutor:
     ) -> ActorExecutor:
         is_async = is_async_class(actor_cls)
         requested = options.get("max_concurrency")
+        groups = options.get("concurrency_groups") or {}
         if is_async:
             kind = ActorKind.ASYNC
             concurrency = requested or DEFAULT_ASYNC_CONCURRENCY
         else:
             concurrency = requested or 1
-            kind = ActorKind.THREADED if concurrency > 1 else ActorKind.SYNC
-        executor = cls(worker, kind, concurrency, actor_cls.__name__)
+            threaded = concurrency > 1 or groups
+            kind = ActorKind.THREADED if threaded else ActorKind.SYNC
+        executor = cls(worker, kind, concurrency, actor_cls.__name__, groups)
         loop = asyncio.get_running_loop()
         init = getattr(actor_cls, "__init__", None)
         if inspect.iscoroutinefunction(init):
@@ -114,25 +148,35 @@ class ActorExecutor:
     async def close(self) -> None:
         for call in list(self._calls.values()):
             call.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for group in self._groups.values():
+            if group.pool is not None:
+                group.pool.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, task: WireTask, reply: Reply) -> None:
-        task_id, method_name = task[0], task[7]
+        task_id, extra = task[0], task[7]
+        # The method's name, or (name, concurrency group) when the call names one.
+        method_name, group_name = (extra, None) if type(extra) is str else extra
         if self.exiting:
             reply(self._died_reply(task))
             return
         method = _BUILTIN_METHODS.get(method_name) or getattr(self.instance, method_name, None)
         if method is None:
-            error = AttributeError(f"actor {self.name} has no method {method_name!r}")
+            missing = AttributeError(f"actor {self.name} has no method {method_name!r}")
+            reply(error_reply(task_id, task[2], missing))
+            return
+        group = self._groups.get(self._group_of(method_name) if group_name is None else group_name)
+        if group is None:
+            error = ValueError(f"actor {self.name} has no concurrency group {group_name!r}")
             reply(error_reply(task_id, task[2], error))
             return
         if self.kind is ActorKind.ASYNC:
-            call = asyncio.get_running_loop().create_task(self._run_async(method, task))
+            call = asyncio.get_running_loop().create_task(self._run_async(method, task, group))
             self._calls[task_id] = call
             call.add_done_callback(lambda c: self._finish_async(task, c, reply))
             return
+        assert group.pool is not None
         ctx = contextvars.copy_context()
-        future = self._pool.submit(ctx.run, self._run_sync, method, task)
+        future = group.pool.submit(ctx.run, self._run_sync, method, task)
         self._calls[task_id] = future
         loop = asyncio.get_running_loop()
         future.add_done_callback(
@@ -177,17 +221,23 @@ class ActorExecutor:
         else:
             reply(future.result())
 
-    async def _run_async(self, method: Any, task: WireTask) -> WireReply:
-        async with self._slots:
+    def _group_of(self, method_name: str) -> str:
+        group = self._method_groups.get(method_name)
+        if group is None:
+            fn = getattr(type(self.instance), method_name, None)
+            options = getattr(fn, "__runtime_method_options__", None) or {}
+            group = self._method_groups[method_name] = options.get("concurrency_group") or ""
+        return group
+
+    async def _run_async(self, method: Any, task: WireTask, group: _Group) -> WireReply:
+        async with group.slots:
             token = current_task_id.set(task[0])
             try:
+                await self._worker.recovery.localize(task[4])
                 if inspect.iscoroutinefunction(method):
-                    await self._worker.recovery.localize(task[4])
                     return await run_async(self._worker, method, task)
-                # A sync method of an async actor: off the loop, one at a time.
-                loop = asyncio.get_running_loop()
-                ctx = contextvars.copy_context()
-                return await loop.run_in_executor(self._pool, ctx.run, self._run_sync, method, task)
+                # A sync method of an async actor: on the loop, as in Ray.
+                return run_sync(self._worker, method, task)
             finally:
                 current_task_id.reset(token)
 
