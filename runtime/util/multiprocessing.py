@@ -58,20 +58,32 @@ class AsyncResult:
     ) -> None:
         self._refs = refs
         self._assemble = assemble
+        self._callbacks: threading.Thread | None = None
         if callback is not None or error_callback is not None:
-            # As the standard library: callbacks run on a thread of the pool's.
-            threading.Thread(
+            # As the standard library: callbacks run on a thread of the pool's,
+            # and before get() or wait() return.
+            self._callbacks = threading.Thread(
                 target=self._call_back, args=(callback, error_callback), daemon=True
-            ).start()
+            )
+            self._callbacks.start()
 
     def get(self, timeout: float | None = None) -> Any:
         try:
-            return self._assemble(api.get(self._refs, timeout=timeout))
+            value = self._assemble(api.get(self._refs, timeout=timeout))
         except GetTimeoutError as e:
             raise multiprocessing.TimeoutError(str(e)) from e
+        finally:
+            self._after_callbacks()
+        return value
 
     def wait(self, timeout: float | None = None) -> None:
         api.wait(self._refs, num_returns=len(self._refs), timeout=timeout)
+        self._after_callbacks()
+
+    def _after_callbacks(self) -> None:
+        thread = self._callbacks
+        if thread is not None and thread is not threading.current_thread() and self.ready():
+            thread.join()
 
     def ready(self) -> bool:
         ready, _ = api.wait(self._refs, num_returns=len(self._refs), timeout=0)
