@@ -86,6 +86,21 @@ def test_actors_die_with_the_task_or_actor_that_owns_them(cluster):
     gone(inner)
 
 
+@runtime.remote
+def make_and_return_handle():
+    return Probe.remote()
+
+
+def test_a_handle_returned_by_its_owner_task(cluster):
+    """The task's worker owns the actor; the driver borrows it, and the actor
+    lives while the driver's copy does."""
+    probe = runtime.get(make_and_return_handle.remote())
+    pid = runtime.get(probe.pid.remote())
+    assert runtime.get(probe.pid.remote()) == pid
+    del probe
+    gone(pid)
+
+
 def test_detached_actors_outlive_their_handles(cluster):
     probe = Probe.options(lifetime="detached", name="stays").remote()
     pid = runtime.get(probe.pid.remote())

@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 #: Spillbacks and retries one actor placement follows.
 _MAX_HOPS = 16
 
+#: How long ``WaitActor`` waits for an actor it does not know to be registered:
+#: a handle can reach another process before its creator's CreateActor
+#: reaches the gcs (a task that makes an actor and returns its handle).
+_REGISTRATION_WAIT_S = 10.0
+
 #: What ends a lease request besides a reply: its raylet died (or was declared
 #: dead: ``node_died`` cancels the call).
 _LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *rpc.CONNECTION_ERRORS)
@@ -83,6 +88,8 @@ class ActorManager:
         self._job_running = job_running
         self.actors: dict[bytes, ActorRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
+        # WaitActor calls for actors not registered yet, by actor id.
+        self._registering: dict[bytes, list[asyncio.Future[None]]] = {}
         self._tasks = TaskSet()
 
     async def close(self) -> None:
@@ -109,12 +116,27 @@ class ActorManager:
         record = ActorRecord(info, request.creation_task)
         self.actors[info.actor_id] = record
         record.supervisor = self._tasks.spawn(self._supervise(record))
+        for waiter in self._registering.pop(info.actor_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
         return CreateActorReply(ok=True, actor=info)
 
     async def wait(self, actor_id: bytes, min_restarts: int) -> ActorReply:
         record = self.actors.get(actor_id)
         if record is None:
-            return ActorReply(found=False)
+            registered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._registering.setdefault(actor_id, []).append(registered)
+            try:
+                await asyncio.wait_for(registered, _REGISTRATION_WAIT_S)
+            except TimeoutError:
+                return ActorReply(found=False)
+            finally:
+                waiters = self._registering.get(actor_id, [])
+                if registered in waiters:
+                    waiters.remove(registered)
+                if not waiters:
+                    self._registering.pop(actor_id, None)
+            record = self.actors[actor_id]
         while not (
             record.dead
             or (record.info.state is ActorState.ALIVE and record.info.num_restarts >= min_restarts)
