@@ -2,8 +2,9 @@
 
 Tasks pushed while a send is under way are batched into the next message,
 and replies come back in batches the same way: under load, one message
-carries many tasks. When the stream breaks (the worker died), every task
-still pending on it fails with :class:`StreamBroken`.
+carries many tasks. A streaming task's items (:class:`GeneratorItem`) come
+back on the same stream before its reply. When the stream breaks (the worker
+died), every task still pending on it fails with :class:`StreamBroken`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from grpclib.client import Channel
 
 from ..protocol.rt import TaskBatch
 from . import rpc
-from .task_wire import CancelRequest, ReleasePins, WireReply, WireTask
+from .task_wire import (
+    CancelRequest,
+    GeneratorAck,
+    GeneratorItem,
+    ReleasePins,
+    WireReply,
+    WireTask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +39,22 @@ class StreamBroken(ConnectionError):
 
 #: Called with the reply, or with the error that ended the stream (then reply is None).
 ReplyCallback = Callable[[WireReply | None, BaseException | None], None]
+#: Called with each item a streaming task reports, before its reply.
+ItemCallback = Callable[[GeneratorItem], None]
+#: What the owner sends besides tasks; none gets a reply.
+Control = CancelRequest | ReleasePins | GeneratorAck
 
 
 class PushStream:
     def __init__(self, channel: Channel, name: str) -> None:
         self._channel = channel
         self._name = name
-        self._outbox: list[WireTask | CancelRequest | ReleasePins] = []
+        self._outbox: list[WireTask | Control] = []
         # Tasks sent and not answered: the callback run as each reply arrives
         # (no future, no extra loop iteration: the owner's hot path).
         self._pending: dict[bytes, ReplyCallback] = {}
+        # Streaming tasks sent and not answered: the callback run per item.
+        self._items: dict[bytes, ItemCallback] = {}
         self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
@@ -65,17 +79,22 @@ class PushStream:
         self.push_with(task, settle)
         return fut
 
-    def push_with(self, task: WireTask, on_reply: ReplyCallback) -> None:
-        """Sends a task; ``on_reply`` runs on the loop with its reply (or error)."""
+    def push_with(
+        self, task: WireTask, on_reply: ReplyCallback, on_item: ItemCallback | None = None
+    ) -> None:
+        """Sends a task; ``on_reply`` runs on the loop with its reply (or error),
+        ``on_item`` with each item of a streaming task before that."""
         if self._broken is not None:
             error = StreamBroken(str(self._broken))
             asyncio.get_running_loop().call_soon(on_reply, None, error)
             return
         self._pending[task[0]] = on_reply
+        if on_item is not None:
+            self._items[task[0]] = on_item
         self._outbox.append(task)
         self._wakeup.set()
 
-    def send(self, item: CancelRequest | ReleasePins) -> None:
+    def send(self, item: Control) -> None:
         """Sends a control item (a cancel request) that gets no reply."""
         if self._broken is None:
             self._outbox.append(item)
@@ -126,8 +145,18 @@ class PushStream:
                 message = await stream.recv_message()  # type: ignore[attr-defined]
                 if message is None:
                     raise StreamBroken("the worker ended the stream")
-                replies: list[WireReply] = pickle.loads(message.payload)
+                replies: list[WireReply | GeneratorItem] = pickle.loads(message.payload)
                 for reply in replies:
+                    if type(reply) is GeneratorItem:
+                        on_item = self._items.get(reply.task_id)
+                        if on_item is not None:
+                            try:
+                                on_item(reply)
+                            except Exception:
+                                logger.exception("handling an item from %s failed", self._name)
+                        continue
+                    assert type(reply) is tuple
+                    self._items.pop(reply[0], None)
                     on_reply = self._pending.pop(reply[0], None)
                     if on_reply is None:
                         continue
@@ -157,6 +186,7 @@ class PushStream:
             self._broken = error
             self._broken_event.set()
         pending, self._pending = self._pending, {}
+        self._items = {}
         loop = asyncio.get_running_loop()
         for on_reply in pending.values():
             loop.call_soon(on_reply, None, StreamBroken(f"{type(error).__name__}: {error}"))

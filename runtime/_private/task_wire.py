@@ -74,6 +74,55 @@ def gpu_ids_of(task: WireTask) -> tuple[int, ...]:
     return tuple(extra[2]) if len(extra) > 2 else ()
 
 
+#: ``num_returns`` on the wire of a streaming generator task (as Ray's
+#: ``num_returns="streaming"``): ``-1 - backpressure``, where ``backpressure``
+#: is the number of unconsumed items at which the generator pauses (0: never).
+def streaming_returns(backpressure: int) -> int:
+    return -1 - max(0, backpressure)
+
+
+def backpressure_of(num_returns: int) -> int | None:
+    """None for an ordinary task; else the streaming task's backpressure (0: none)."""
+    return None if num_returns >= 0 else -1 - num_returns
+
+
+class GeneratorItem:
+    """Worker to owner, on the task stream: item ``index`` of a streaming
+    task, reported as soon as it is yielded. ``nested``: the (object id,
+    owner) of each ref inside it."""
+
+    __slots__ = ("index", "nested", "obj", "task_id")
+
+    def __init__(
+        self,
+        task_id: bytes,
+        index: int,
+        obj: SerializedObject,
+        nested: list[tuple[bytes, tuple[str, int, bytes]]],
+    ) -> None:
+        self.task_id = task_id
+        self.index = index
+        self.obj = obj
+        self.nested = nested
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (GeneratorItem, (self.task_id, self.index, self.obj, self.nested))
+
+
+class GeneratorAck:
+    """Owner to worker: the caller has consumed ``consumed`` items of a
+    streaming task (what backpressure waits for)."""
+
+    __slots__ = ("consumed", "task_id")
+
+    def __init__(self, task_id: bytes, consumed: int) -> None:
+        self.task_id = task_id
+        self.consumed = consumed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (GeneratorAck, (self.task_id, self.consumed))
+
+
 class CancelRequest:
     """Asks the executing worker to cancel a task it has (queued or running);
     ``recursive``: the tasks that task submitted too."""

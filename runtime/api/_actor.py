@@ -24,7 +24,7 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
         # A static method takes no self; a class method comes bound to the class.
         static = isinstance(raw, staticmethod | classmethod)
         table[name] = MethodMeta(
-            num_returns=options.get("num_returns", 1),
+            num_returns=options.get("num_returns", "streaming" if _is_generator(member) else 1),
             is_async=inspect.iscoroutinefunction(member),
             signature=_signature.spec_of(member, drop_first=not static),
             concurrency_group=options.get("concurrency_group"),
@@ -42,6 +42,10 @@ def _check_groups(class_name: str, methods: dict[str, MethodMeta], groups: tuple
                 f"{class_name}.{name}: concurrency group {group!r} is not one of the "
                 f"class's concurrency_groups ({known})"
             )
+
+
+def _is_generator(member: Any) -> bool:
+    return inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member)
 
 
 def _is_method(member: Any) -> bool:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .._private import serialization
 from ..core_worker import OwnerAddress, Reference
 from ..protocol.rt import ActorInfo
 from . import _context, _options, _signature
+from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 
 
 @dataclass(frozen=True)
 class MethodMeta:
-    num_returns: int = 1
+    num_returns: int | str = 1  # or "streaming" (a generator method, unless told)
     is_async: bool = False
     # The method's parameters (without ``self``), to check calls against.
     signature: _signature.SignatureSpec | None = None
@@ -121,6 +122,9 @@ class ActorHandle:
             check(args, kwargs)
         worker = _context.current()
         num_returns = options.get("num_returns", meta.num_returns)
+        streaming = num_returns == "streaming"
+        if streaming:
+            num_returns = _options.streaming_returns(options)
         refs = worker.actor_client.submit_actor_call(
             self._key,
             self._class_name,
@@ -134,6 +138,8 @@ class ActorHandle:
             handle_ref=self._ref,
             concurrency_group=options.get("concurrency_group"),
         )
+        if streaming:
+            return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:
@@ -183,11 +189,24 @@ class ActorMethod:
         return result
 
     def options(self, **options: Any) -> ActorMethod:
-        unknown = set(options) - {"num_returns", "name", "concurrency_group"}
+        unknown = set(options) - {
+            "num_returns",
+            "name",
+            "concurrency_group",
+            "_generator_backpressure_num_objects",
+        }
         if unknown:
             raise ValueError(f"invalid option(s) for an actor method: {', '.join(sorted(unknown))}")
         if "num_returns" in options:
             _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
+            if options["num_returns"] == "dynamic":
+                raise ValueError(
+                    "num_returns='dynamic' is for remote functions; use 'streaming' for "
+                    "an actor method"
+                )
+        if "_generator_backpressure_num_objects" in options:
+            name = "_generator_backpressure_num_objects"
+            _options.TASK_OPTIONS[name](name, options[name])
         group = options.get("concurrency_group")
         if group is not None and group not in self._handle._groups:
             known = ", ".join(repr(g) for g in self._handle._groups) or "none"

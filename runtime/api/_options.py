@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._private import task_wire
 from . import _scheduling
 
 _Check = Callable[[str, Any], None]
@@ -86,7 +87,18 @@ def _scheduling_strategy(name: str, value: Any) -> None:
 
 
 def _num_returns(name: str, value: Any) -> None:
+    if value in ("streaming", "dynamic"):
+        return
+    if isinstance(value, str):
+        raise ValueError(
+            f"option {name!r} must be an int >= 0, 'streaming' or 'dynamic', got {value!r}"
+        )
     _integer(0)(name, value)
+
+
+def streaming_returns(options: Mapping[str, Any]) -> int:
+    """The wire's num_returns of a streaming call (with its backpressure)."""
+    return task_wire.streaming_returns(options.get("_generator_backpressure_num_objects") or 0)
 
 
 TASK_OPTIONS: dict[str, _Check] = {
@@ -95,6 +107,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "resources": _resources,
     "memory": _number(),
     "num_returns": _num_returns,
+    "_generator_backpressure_num_objects": _integer(0),
     "max_retries": _integer(-1),
     "max_calls": _integer(0),
     "retry_exceptions": _retry_exceptions,

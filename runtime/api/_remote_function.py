@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any, cast
 
 import cloudpickle
 
 from . import _context, _options, _scheduling, _signature
+from ._generator import DynamicCall, ObjectRefGenerator
 from ._object_ref import ObjectRef
 
 
@@ -21,6 +23,11 @@ class RemoteFunction:
         self._options = _options.validate(options, _options.TASK_OPTIONS, "a remote function")
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._pickled: tuple[bytes, bytes] | None = None
+        self._pickled_dynamic: tuple[bytes, bytes] | None = None
+        # A generator function streams its items unless told otherwise (as in Ray).
+        self._generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(
+            function
+        )
         self._check = _signature.call_check(_signature.spec_of(function), f"{self._name}()")
         functools.update_wrapper(self, function)
 
@@ -33,6 +40,7 @@ class RemoteFunction:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_pickled"] = None  # re-made on first use where it lands
+        state["_pickled_dynamic"] = None
         return state
 
     def options(self, **options: Any) -> _BoundOptions:
@@ -46,14 +54,22 @@ class RemoteFunction:
     def _definition(self) -> tuple[bytes, bytes]:
         pickled = self._pickled
         if pickled is None:
-            try:
-                data = cloudpickle.dumps(self._function, protocol=5)
-            except Exception as e:
-                raise TypeError(
-                    f"remote function {self._name}() could not be serialized: {e}"
-                ) from e
-            pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)
+            pickled = self._pickled = self._pickle(self._function)
         return pickled
+
+    def _dynamic_definition(self) -> tuple[bytes, bytes]:
+        """What a ``num_returns="dynamic"`` call runs: the function, each item stored."""
+        pickled = self._pickled_dynamic
+        if pickled is None:
+            pickled = self._pickled_dynamic = self._pickle(DynamicCall(self._function))
+        return pickled
+
+    def _pickle(self, function: Any) -> tuple[bytes, bytes]:
+        try:
+            data = cloudpickle.dumps(function, protocol=5)
+        except Exception as e:
+            raise TypeError(f"remote function {self._name}() could not be serialized: {e}") from e
+        return hashlib.sha256(data).digest()[:16], data
 
     def _submit(
         self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -61,8 +77,14 @@ class RemoteFunction:
         if self._check is not None:
             self._check(args, kwargs)
         worker = _context.current_or_init()
-        function_id, data = self._definition()
-        num_returns = options.get("num_returns", 1)
+        num_returns = options.get("num_returns", "streaming" if self._generator else 1)
+        if num_returns == "dynamic":
+            function_id, data = self._dynamic_definition()
+            wire_returns = 1
+        else:
+            function_id, data = self._definition()
+            streaming = num_returns == "streaming"
+            wire_returns = _options.streaming_returns(options) if streaming else num_returns
         max_retries = options.get("max_retries")
         retry = options.get("retry_exceptions", False)
         # As in Ray: unlimited (0), but 1 for GPU tasks unless told (to free
@@ -76,14 +98,16 @@ class RemoteFunction:
             name=options.get("name") or self._name,
             args=args,
             kwargs=kwargs,
-            num_returns=num_returns,
+            num_returns=wire_returns,
             resources=_options.task_resources(options, 1.0),
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
             retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
             strategy=_scheduling.to_message(options.get("scheduling_strategy")),
             max_calls=max_calls,
         )
-        return _returns(cast(list[ObjectRef], refs), num_returns)
+        if num_returns == "streaming":
+            return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)
+        return _returns(cast(list[ObjectRef], refs), wire_returns)
 
 
 class _BoundOptions:

@@ -62,6 +62,7 @@ class ActorClient:
             on_reply=self._on_actor_reply,
             on_failure=worker.tasks.fail_task,
             on_idle=self._on_actor_idle,
+            on_item=worker.generators.on_item,
         )
         # A handle's reference held while this process has calls to it pending,
         # by the handle's key (a process's calls keep the actor alive).
@@ -270,7 +271,9 @@ class ActorClient:
             self._worker.post(self.count_finished_call, key)
             raise
         task_id = self._worker.ids.task_id()
-        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        # A streaming call (num_returns < 0) returns its item count; items come apart.
+        count = 1 if num_returns < 0 else num_returns
+        return_ids = [return_id(task_id, i) for i in range(count)]
         spec = TaskSpec(
             task_id=task_id,
             function_id=b"",

@@ -50,6 +50,7 @@ from ._running import (
     run_sync,
     thread_state,
 )
+from ._streaming import GeneratorRun, run_async_stream, run_sync_stream
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -204,6 +205,9 @@ class ActorExecutor:
         thread_state.in_sync_task = True
         try:
             self._worker.recovery.localize_blocking(task[4])  # arguments other nodes hold
+            run = self._stream_of(task)
+            if run is not None:
+                return run_sync_stream(self._worker, method, task, run)
             return run_sync(self._worker, method, task)
         finally:
             thread_state.in_sync_task = False
@@ -221,6 +225,12 @@ class ActorExecutor:
         else:
             reply(future.result())
 
+    def _stream_of(self, task: WireTask) -> GeneratorRun | None:
+        executor = self._worker.executor
+        if task[5] >= 0 or executor is None:
+            return None
+        return executor.streams.get(task[0])
+
     def _group_of(self, method_name: str) -> str:
         group = self._method_groups.get(method_name)
         if group is None:
@@ -234,6 +244,9 @@ class ActorExecutor:
             token = current_task_id.set(task[0])
             try:
                 await self._worker.recovery.localize(task[4])
+                run = self._stream_of(task)
+                if run is not None:  # a generator method: on the loop, sync or async
+                    return await run_async_stream(self._worker, method, task, run)
                 if inspect.iscoroutinefunction(method):
                     return await run_async(self._worker, method, task)
                 # A sync method of an async actor: on the loop, as in Ray.

@@ -28,7 +28,7 @@ from .. import exceptions
 from .._private import rpc, serialization
 from .._private.push_stream import PushStream
 from .._private.serialization import SerializedObject
-from .._private.task_wire import CancelRequest, WireReply
+from .._private.task_wire import CancelRequest, GeneratorItem, WireReply
 from .._private.tasks import TaskSet
 from ..protocol.rt import ActorState, GcsStub, WaitActorRequest
 from ._task_spec import TaskSpec, TaskState
@@ -76,7 +76,9 @@ class ActorSubmitter:
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_failure: Callable[[TaskSpec, SerializedObject], None],
         on_idle: Callable[[bytes], None],
+        on_item: Callable[[TaskSpec, PushStream, GeneratorItem], None] = lambda *_: None,
     ) -> None:
+        self._on_item = on_item
         self._gcs = gcs
         self._channels = channels
         self._on_reply = on_reply
@@ -174,7 +176,12 @@ class ActorSubmitter:
             spec.state = TaskState.PUSHED
             q.in_flight[spec.task_id] = spec
             stream = q.stream
-            stream.push_with(spec.wire(), functools.partial(self._on_done, q, spec, stream))
+            on_item = (
+                functools.partial(self._on_item, spec, stream) if spec.num_returns < 0 else None
+            )
+            stream.push_with(
+                spec.wire(), functools.partial(self._on_done, q, spec, stream), on_item
+            )
 
     def _on_done(
         self,

@@ -53,6 +53,7 @@ from ._actor_client import ActorClient
 from ._cluster_watch import ClusterWatch
 from ._executor import TaskExecutor
 from ._exports import Exports
+from ._generators import Generators
 from ._lineage import Lineage
 from ._loop import LoopBridge
 from ._memory_store import MemoryStore
@@ -132,6 +133,7 @@ class CoreWorker:
         self.cluster = ClusterWatch(self)
         self.ownership = Ownership(self)
         self.tasks = TaskManager(self)
+        self.generators = Generators(self)
         self.submitter = TaskSubmitter(
             config=config,
             job_id=lambda: self.job_id,
@@ -143,6 +145,7 @@ class CoreWorker:
             on_reply=self.tasks.on_task_reply,
             on_worker_failure=self.tasks.on_worker_failure,
             on_new_key=self.tasks.on_new_scheduling_key,
+            on_item=self.generators.on_item,
             on_raylet_lost=self.on_raylet_lost,
             owner_id=self.worker_id,
         )

@@ -32,9 +32,11 @@ from .._private.task_wire import (
     KIND_ACTOR_CREATION,
     KIND_TASK,
     CancelRequest,
+    GeneratorAck,
     ReleasePins,
     WireReply,
     WireTask,
+    backpressure_of,
     gpu_ids_of,
 )
 from ._accelerators import VisibleDevices
@@ -49,6 +51,7 @@ from ._running import (
     run_sync,
     thread_state,
 )
+from ._streaming import GeneratorRun, run_async_stream, run_sync_stream
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -79,6 +82,8 @@ class TaskExecutor:
         # The resources of the task running here (or of the actor it hosts).
         self.assigned: dict[str, float] = {}
         self.devices = VisibleDevices()
+        # Streaming tasks (and actor calls) not finished yet, by task id.
+        self.streams: dict[bytes, GeneratorRun] = {}
 
     @property
     def busy(self) -> bool:
@@ -98,7 +103,14 @@ class TaskExecutor:
             await self.actor.close()
         self._thread.shutdown(wait=False, cancel_futures=True)
 
-    def enqueue(self, item: WireTask | CancelRequest | ReleasePins, reply: Reply) -> None:
+    def enqueue(
+        self, item: WireTask | CancelRequest | ReleasePins | GeneratorAck, reply: Reply
+    ) -> None:
+        if isinstance(item, GeneratorAck):
+            run = self.streams.get(item.task_id)
+            if run is not None:
+                run.ack(item.consumed)
+            return
         if isinstance(item, CancelRequest):
             if item.recursive:
                 # Its children first: a parent that is waiting on them sees them cancelled.
@@ -108,6 +120,8 @@ class TaskExecutor:
         if isinstance(item, ReleasePins):
             self._worker.ownership.unpin(item.task_id)
             return
+        if item[5] < 0:
+            reply = self._stream_started(item, reply)
         if item[6] == KIND_ACTOR_CALL:
             if self.actor is None:
                 error = exceptions.RaySystemError("this worker hosts no actor")
@@ -119,6 +133,20 @@ class TaskExecutor:
             reply((item[0], False, [], False, None))
             return
         self._queue.put_nowait((item, reply))
+
+    def _stream_started(self, task: WireTask, reply: Reply) -> Reply:
+        """A streaming task arrives: its items go out through ``reply`` too,
+        and its run is known here until its own reply is sent."""
+        task_id = task[0]
+        backpressure = backpressure_of(task[5]) or 0
+        run = self.streams[task_id] = GeneratorRun(reply, backpressure)
+
+        def done(result: Any) -> None:
+            if self.streams.get(task_id) is run:
+                del self.streams[task_id]
+            reply(result)
+
+        return done
 
     def release_queued(self) -> None:
         """Hands tasks not started yet back to their owners (to run elsewhere).
@@ -137,6 +165,9 @@ class TaskExecutor:
         )
 
     def cancel(self, task_id: bytes) -> None:
+        run = self.streams.get(task_id)
+        if run is not None:
+            run.cancel()  # stops it between items
         if self.actor is not None and self.actor.cancel(task_id):
             return
         # Read by a queued task when it is dequeued, by one between dequeuing and
@@ -219,7 +250,7 @@ class TaskExecutor:
         self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
         _set_omp_threads(self.assigned)
         try:
-            if inspect.iscoroutinefunction(fn):
+            if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
                 self._running_async = asyncio.ensure_future(self._execute_async(fn, task))
                 try:
                     return await self._running_async
@@ -241,6 +272,9 @@ class TaskExecutor:
             return cancelled_reply(task[0], task[2])
         thread_state.in_sync_task = True
         try:
+            run = self.streams.get(task[0]) if task[5] < 0 else None
+            if run is not None:
+                return run_sync_stream(self._worker, fn, task, run)
             return run_sync(self._worker, fn, task)
         except KeyboardInterrupt:  # interrupted outside the task's own code
             return cancelled_reply(task[0], task[2])
@@ -251,6 +285,9 @@ class TaskExecutor:
             interrupt_thread(threading.get_ident(), None)
 
     async def _execute_async(self, fn: Callable[..., Awaitable[Any]], task: WireTask) -> WireReply:
+        run = self.streams.get(task[0]) if task[5] < 0 else None
+        if run is not None:
+            return await run_async_stream(self._worker, fn, task, run)
         return await run_async(self._worker, fn, task)
 
     async def _create_actor(self, cls: type, task: WireTask) -> WireReply:

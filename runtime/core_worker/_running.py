@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 #: Sends a task's reply back to its owner.
-Reply = Callable[[WireReply], None]
+#: Sends a task's reply (or, for a streaming task, one of its items first).
+Reply = Callable[[Any], None]
 
 #: The id of the task running in this context (thread or coroutine).
 current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(

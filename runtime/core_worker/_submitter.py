@@ -29,7 +29,7 @@ from .._private import rpc
 from .._private.config import Config
 from .._private.push_stream import PushStream
 from .._private.serialization import METADATA_IN_STORE, store_location
-from .._private.task_wire import CancelRequest, WireReply, with_gpu_ids
+from .._private.task_wire import CancelRequest, GeneratorItem, WireReply, with_gpu_ids
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     CancelLeaseRequest,
@@ -93,10 +93,12 @@ class TaskSubmitter:
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
+        on_item: Callable[[TaskSpec, PushStream, GeneratorItem], None] = lambda *_: None,
         on_raylet_lost: Callable[[BaseException], None] = lambda _: None,
         owner_id: bytes = b"",
     ) -> None:
         self._on_raylet_lost = on_raylet_lost
+        self._on_item = on_item
         self._owner_id = owner_id
         self._config = config
         self._job_id = job_id
@@ -199,8 +201,12 @@ class TaskSubmitter:
         wire = spec.wire()
         if lease.gpu_ids:
             wire = with_gpu_ids(wire, lease.gpu_ids)
-        lease.stream.push_with(
-            wire, lambda reply, error: self._on_done(kq, lease, spec, reply, error)
+        stream = lease.stream
+        on_item = None
+        if spec.num_returns < 0:  # a streaming generator: items come before the reply
+            on_item = functools.partial(self._on_item, spec, stream)
+        stream.push_with(
+            wire, lambda reply, error: self._on_done(kq, lease, spec, reply, error), on_item
         )
 
     def _on_done(

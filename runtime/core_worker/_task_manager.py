@@ -73,7 +73,9 @@ class TaskManager:
         worker.check_cluster()
         args_data, arg_refs, nested = serialize_args(worker, name, args, kwargs)
         task_id = worker.ids.task_id()
-        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        # A streaming task (num_returns < 0) returns its item count; items come apart.
+        count = 1 if num_returns < 0 else num_returns
+        return_ids = [return_id(task_id, i) for i in range(count)]
         spec = TaskSpec(
             task_id=task_id,
             function_id=function_id,
@@ -105,6 +107,8 @@ class TaskManager:
             call_sites[object_id] = f"{spec.name}() result"
         worker.refs.add_submitted([r._id for r in spec.arg_refs])
         spec.nested = nested  # held until the reply: the worker registers by then
+        if spec.num_returns < 0:
+            worker.generators.track(spec)
 
     def _submit_on_loop(
         self, spec: TaskSpec, nested: list[Reference], function_data: bytes
@@ -236,6 +240,8 @@ class TaskManager:
         """Keeps a task's results, and takes over the refs nested in them."""
         worker = self._worker
         returns, nested = reply[2], reply[4] or []
+        if spec.num_returns < 0:  # a streaming generator's return: its item count
+            worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
         in_store = [
             oid
             for oid, obj in zip(spec.return_ids, returns, strict=False)
@@ -286,6 +292,8 @@ class TaskManager:
         self.fail_task(spec, serialization.serialize_error(crashed))
 
     def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
+        if spec.num_returns < 0:
+            self._worker.generators.on_end(spec, None, error)
         reported = False
         for object_id in spec.return_ids:
             if object_id in self._worker.refs:

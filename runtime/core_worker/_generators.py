@@ -1,0 +1,170 @@
+"""The owner's side of streaming generator tasks (Ray's ``num_returns="streaming"``).
+
+A streaming task's worker reports each item as it is yielded
+(:class:`GeneratorItem`, on the task stream, before the task's reply). The
+owner stores item ``i`` under ``return_id(task_id, i + 1)`` (index 0 is the
+task's own return: the number of items) and holds one local count on it
+until the caller takes its ref (``next_item``), which inherits that count;
+so each item is freed on its own once its ref is dropped.
+
+A task retried after its worker died reports its items again from the
+first: those already stored are ignored, so the caller sees one sequence.
+A task that fails after ``k`` items gets its error stored as item ``k``,
+then the stream ends. With backpressure ``N`` the worker pauses while ``N``
+items are unconsumed; the owner tells it each consumption (GeneratorAck).
+
+Invariant per stream: ``consumed <= received``; the items ``consumed ..
+received - 1`` each hold one count here; ``total`` (once known) ``>=
+received`` and the stream is over when ``received == total`` and all are
+consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .._private.ids import return_id
+from .._private.push_stream import PushStream
+from .._private.serialization import SerializedObject
+from .._private.task_wire import GeneratorAck, GeneratorItem, ReleasePins, backpressure_of
+from ._reference import Reference
+from ._task_spec import TaskSpec
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+
+#: An ack that lets a worker run to its end (the caller dropped the generator).
+_UNBOUNDED = 1 << 62
+
+
+@dataclass(eq=False)
+class StreamState:
+    task_id: bytes
+    name: str
+    backpressure: int  # 0: none
+    received: int = 0  # items stored, 0 .. received - 1
+    consumed: int = 0  # items whose refs the caller took
+    total: int | None = None  # known once the task ended
+    dropped: bool = False  # the caller's generator is gone
+    pinned: bool = False  # some item held refs the worker pins for us
+    stream: PushStream | None = None  # the current attempt's (acks go there)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def over(self) -> bool:
+        return self.total is not None and self.consumed >= self.total
+
+
+class Generators:
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        self.streams: dict[bytes, StreamState] = {}
+
+    def track(self, spec: TaskSpec) -> None:
+        """On the loop, at submission: a streaming task's items will come."""
+        backpressure = backpressure_of(spec.num_returns)
+        if backpressure is not None:
+            self.streams[spec.task_id] = StreamState(spec.task_id, spec.name, backpressure)
+
+    # -- from the worker ----------------------------------------------------------------
+    def on_item(self, spec: TaskSpec, stream: PushStream, item: GeneratorItem) -> None:
+        state = self.streams.get(spec.task_id)
+        if state is None:
+            return
+        if state.stream is not stream:
+            state.stream = stream
+            if state.backpressure and state.consumed:
+                # A new attempt: it may run as far as the caller has read.
+                stream.send(GeneratorAck(spec.task_id, state.consumed))
+        if item.index != state.received:
+            return  # reported by an earlier attempt already (or out of turn)
+        worker = self._worker
+        object_id = return_id(spec.task_id, item.index + 1)
+        if state.dropped:  # nobody will read it: out of the store at once
+            worker.store.put(object_id, item.obj)
+            worker.objects.free_owned([object_id])
+            state.received += 1
+            return
+        worker.refs.add_owned(object_id, 1)  # held until the caller takes it
+        worker.objects.call_sites[object_id] = f"{state.name}() item {item.index}"
+        worker.store.put(object_id, item.obj)
+        if item.nested:
+            state.pinned = True
+            worker.ownership.contain(
+                object_id, [Reference(oid, owner, worker) for oid, owner in item.nested]
+            )
+        state.received += 1
+        _wake(state)
+
+    def on_end(self, spec: TaskSpec, total: int | None, error: SerializedObject | None) -> None:
+        """The task ended: with ``total`` items, or with ``error`` (then stored as
+        the next item)."""
+        state = self.streams.get(spec.task_id)
+        if state is None:
+            return
+        if error is not None:
+            # The error is told as an item; the task's own return is not read.
+            self._worker.objects.errors_read.add(return_id(spec.task_id, 0))
+            index = state.received
+            state.received += 1
+            if not state.dropped:
+                object_id = return_id(spec.task_id, index + 1)
+                self._worker.refs.add_owned(object_id, 1)
+                self._worker.store.put(object_id, error)
+            total = state.received
+        state.total = state.received if total is None else max(total, state.received)
+        if state.pinned and state.stream is not None:
+            stream, task_id = state.stream, spec.task_id
+            self._worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
+        _wake(state)
+        if state.dropped:
+            del self.streams[spec.task_id]
+
+    # -- the caller -------------------------------------------------------------------------
+    def ready(self, task_id: bytes) -> bool:
+        """Whether ``next_item`` would answer at once."""
+        state = self.streams.get(task_id)
+        return state is None or state.consumed < state.received or state.over
+
+    def finished(self, task_id: bytes) -> bool:
+        state = self.streams.get(task_id)
+        return state is None or state.over
+
+    async def next_item(self, task_id: bytes) -> bytes | None:
+        """On the loop: the id of the next item (its count now the caller's), or
+        None at the end."""
+        state = self.streams.get(task_id)
+        while state is not None and state.consumed >= state.received and not state.over:
+            waiter = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            await waiter
+        if state is None or state.over:
+            return None
+        index = state.consumed
+        state.consumed += 1
+        if state.backpressure and state.stream is not None:
+            state.stream.send(GeneratorAck(task_id, state.consumed))
+        return return_id(task_id, index + 1)
+
+    def drop(self, task_id: bytes) -> None:
+        """On the loop: the caller's generator is gone; the items it did not take go."""
+        state = self.streams.get(task_id)
+        if state is None:
+            return
+        state.dropped = True
+        for index in range(state.consumed, state.received):
+            self._worker.objects.drop_local(return_id(task_id, index + 1))
+        state.consumed = state.received
+        if state.backpressure and state.stream is not None and state.total is None:
+            state.stream.send(GeneratorAck(task_id, _UNBOUNDED))
+        if state.total is not None:
+            del self.streams[task_id]
+
+
+def _wake(state: StreamState) -> None:
+    waiters, state.waiters = state.waiters, []
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
