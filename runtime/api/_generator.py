@@ -9,16 +9,49 @@ iteration ends. Dropping the generator frees the items it did not hand out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._private.ids import task_of
 from ..core_worker import check_blocking_allowed
 from ._object_ref import ObjectRef
-from ._objects import put
 
 if TYPE_CHECKING:
     from ..core_worker import CoreWorker
+
+
+async def wait_ready(
+    worker: CoreWorker, items: list[Any], num_returns: int, timeout: float | None
+) -> tuple[list[Any], list[Any]]:
+    """On the core worker's loop: ``wait`` over refs and generators (a generator
+    is ready when its next item is, or it has ended)."""
+
+    async def ready(item: Any) -> None:
+        if isinstance(item, ObjectRefGenerator):
+            await worker.generators.wait_ready(item._task_id)
+        else:
+            await worker.reader.wait_async([item], 1, None, fetch_local=False)
+
+    waits = [asyncio.ensure_future(ready(item)) for item in items]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        pending = set(waits)
+        while sum(w.done() for w in waits) < num_returns and pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = await asyncio.wait(
+                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+    finally:
+        for w in waits:
+            w.cancel()
+    chosen = [item for item, w in zip(items, waits, strict=True) if w.done() and not w.cancelled()]
+    chosen = chosen[:num_returns]
+    ids = {id(item) for item in chosen}
+    return chosen, [item for item in items if id(item) not in ids]
 
 
 class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
@@ -88,28 +121,3 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
             worker.post(worker.generators.drop, self._task_id)
         except Exception:  # interpreter shutdown
             pass
-
-
-class DynamicObjectRefGenerator:
-    """The value of a ``num_returns="dynamic"`` task (Ray's legacy form): the
-    refs of the items it yielded, iterated once the task is done."""
-
-    def __init__(self, refs: list[ObjectRef]) -> None:
-        self._refs = refs
-
-    def __iter__(self) -> Iterator[ObjectRef]:
-        return iter(self._refs)
-
-    def __len__(self) -> int:
-        return len(self._refs)
-
-
-class DynamicCall:
-    """Runs a generator function in a task and stores each item as its own
-    object: what a ``num_returns="dynamic"`` task runs."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function = function
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DynamicObjectRefGenerator:
-        return DynamicObjectRefGenerator([put(item) for item in self.function(*args, **kwargs)])

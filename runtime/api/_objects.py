@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from ..core_worker import CoreWorker, check_blocking_allowed
 from . import _context
+from ._generator import ObjectRefGenerator, wait_ready
 from ._object_ref import ObjectRef
 
 _GET_ALT = "await ref` or `await runtime.get_async(refs)"
@@ -70,11 +71,19 @@ async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
     return values[0] if single else values
 
 
-def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> list[ObjectRef]:
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError(f"{call}() takes a list of ObjectRefs, not a single ObjectRef")
-    refs, _ = _refs_arg(object_refs, call)
-    if len({r.binary() for r in refs}) != len(refs):
+def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> list[Any]:
+    """The refs (and ObjectRefGenerators, ready when their next item is) to wait for."""
+    if isinstance(object_refs, ObjectRef | ObjectRefGenerator):
+        raise TypeError(f"{call}() takes a list of ObjectRefs, not a single one")
+    if not isinstance(object_refs, list | tuple):
+        raise TypeError(f"{call}() takes a list of ObjectRefs, got {type(object_refs).__name__}")
+    refs = list(object_refs)
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, ObjectRef | ObjectRefGenerator):
+            raise TypeError(
+                f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
+            )
+    if len({_identity(r) for r in refs}) != len(refs):
         raise ValueError(f"{call}(): the list of ObjectRefs has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"{call}(): num_returns must be an int")
@@ -103,9 +112,10 @@ def wait(
     if not refs:
         return [], []
     check_blocking_allowed("wait", _WAIT_ALT)
-    result = _context.current_or_init().reader.wait(
-        refs, num_returns, timeout, fetch_local=bool(fetch_local)
-    )
+    worker = _context.current_or_init()
+    if any(isinstance(r, ObjectRefGenerator) for r in refs):
+        return worker.bridge.run_blocking(wait_ready(worker, refs, num_returns, timeout))
+    result = worker.reader.wait(refs, num_returns, timeout, fetch_local=bool(fetch_local))
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
 
 
@@ -120,7 +130,10 @@ async def wait_async(
     refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
     if not refs:
         return [], []
-    result = await _context.current_or_init().reader.wait_async(
+    worker = _context.current_or_init()
+    if any(isinstance(r, ObjectRefGenerator) for r in refs):
+        return await worker.bridge.on_own_loop(wait_ready(worker, refs, num_returns, timeout))
+    result = await worker.reader.wait_async(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)
     )
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
@@ -138,6 +151,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     the request goes to the ref's owner. Cancelling an asyncio task that
     awaits a ref does not cancel the remote task: call this for that.
     """
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()  # the generator's task
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
     for name, value in (("force", force), ("recursive", recursive)):
@@ -149,6 +164,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
         worker.post(worker.tasks.cancel, object_ref.binary(), force, recursive)
     else:
         worker.post(_spawn_on, worker, worker.tasks.forward_cancel(object_ref, force, recursive))
+
+
+def _identity(ref: ObjectRef | ObjectRefGenerator) -> Any:
+    return ref.binary() if isinstance(ref, ObjectRef) else ("generator", ref.task_id())
 
 
 def _spawn_on(worker: CoreWorker, coro: Any) -> None:

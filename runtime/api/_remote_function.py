@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import cloudpickle
 
 from . import _context, _options, _scheduling, _signature
-from ._generator import DynamicCall, ObjectRefGenerator
+from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
+from ._objects import put
 
 
 class RemoteFunction:
@@ -125,3 +126,28 @@ def _returns(refs: list[ObjectRef], num_returns: int) -> ObjectRef | list[Object
     if num_returns == 0:
         return None
     return refs
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task (Ray's legacy form): the
+    refs of the items it yielded, iterated once the task is done."""
+
+    def __init__(self, refs: list[ObjectRef]) -> None:
+        self._refs = refs
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+class DynamicCall:
+    """Runs a generator function in a task and stores each item as its own
+    object: what a ``num_returns="dynamic"`` task runs."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DynamicObjectRefGenerator:
+        return DynamicObjectRefGenerator([put(item) for item in self.function(*args, **kwargs)])

@@ -128,6 +128,14 @@ class Generators:
         state = self.streams.get(task_id)
         return state is None or state.consumed < state.received or state.over
 
+    async def wait_ready(self, task_id: bytes) -> None:
+        """On the loop: returns once ``ready(task_id)``."""
+        state = self.streams.get(task_id)
+        while state is not None and not self.ready(task_id):
+            waiter = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            await waiter
+
     def finished(self, task_id: bytes) -> bool:
         state = self.streams.get(task_id)
         return state is None or state.over

@@ -1,0 +1,250 @@
+"""Streaming generators: tasks and actor methods that yield refs as they go."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import numpy as np
+import pytest
+from conftest import wait_until
+
+import runtime
+from runtime.exceptions import TaskCancelledError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@runtime.remote
+def count(n):
+    for i in range(n):
+        yield i
+
+
+@runtime.remote
+async def count_async(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+@runtime.remote
+def fails_after(n):
+    yield from range(n)
+    raise ValueError(f"after {n}")
+
+
+def test_sync_and_async_generator_tasks(cluster):
+    assert [runtime.get(r) for r in count.remote(5)] == [0, 1, 2, 3, 4]
+    assert [runtime.get(r) for r in count_async.remote(4)] == [0, 1, 2, 3]
+    gen = count.options(num_returns="streaming").remote(2)
+    first = next(gen)
+    assert runtime.get(first) == 0 and runtime.get(next(gen)) == 1
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert runtime.get(gen.completed()) == 2 and gen.is_finished()
+
+    async def consume():
+        return [await ref async for ref in count_async.remote(3)] + [
+            await (await anext(count.remote(1)))
+        ]
+
+    assert asyncio.run(consume()) == [0, 1, 2, 0]
+
+
+def test_an_error_mid_stream(cluster):
+    refs = list(fails_after.remote(2))
+    assert len(refs) == 3
+    assert runtime.get(refs[:2]) == [0, 1]
+    with pytest.raises(ValueError, match="after 2"):
+        runtime.get(refs[2])
+
+
+def test_dynamic_and_fixed_num_returns(cluster):
+    dynamic = runtime.get(count.options(num_returns="dynamic").remote(3))
+    assert [runtime.get(r) for r in dynamic] == [0, 1, 2]
+    assert runtime.get(count.options(num_returns=2).remote(2)) == [0, 1]
+    with pytest.raises(ValueError, match="streaming"):
+        count.options(num_returns="lots")
+
+
+@runtime.remote(num_cpus=0)
+class Streams:
+    def sync_gen(self, n):
+        for i in range(n):
+            yield (i, threading.current_thread().name)
+
+    def pid(self):
+        return os.getpid()
+
+
+@runtime.remote(num_cpus=0)
+class AsyncStreams:
+    async def agen(self, n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    def sync_gen(self, n):
+        yield from range(n)
+
+
+@pytest.mark.parametrize("kind", ["sync", "threaded", "async", "async-sync"])
+def test_actor_generator_methods(cluster, kind):
+    if kind == "sync":
+        gen = Streams.remote().sync_gen.remote(3)
+        values = [runtime.get(r)[0] for r in gen]
+    elif kind == "threaded":
+        gen = Streams.options(max_concurrency=2).remote().sync_gen.remote(3)
+        values = [runtime.get(r)[0] for r in gen]
+    elif kind == "async":
+        values = [runtime.get(r) for r in AsyncStreams.remote().agen.remote(3)]
+    else:
+        values = [runtime.get(r) for r in AsyncStreams.remote().sync_gen.remote(3)]
+    assert values == [0, 1, 2]
+
+
+@runtime.remote(num_cpus=0)
+class Tally:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+
+    def get(self):
+        return self.n
+
+
+@runtime.remote
+def produce(tally, n):
+    for i in range(n):
+        runtime.get(tally.add.remote())
+        yield i
+
+
+def test_backpressure_bounds_the_unconsumed_items(cluster):
+    tally = Tally.remote()
+    gen = produce.options(_generator_backpressure_num_objects=2).remote(tally, 8)
+    wait_until(lambda: runtime.get(tally.get.remote()) >= 2, what="two items produced")
+    for taken, ref in enumerate(gen, start=1):
+        # The worker never runs more than 2 items ahead of what was taken.
+        assert runtime.get(tally.get.remote()) <= taken + 2
+        assert runtime.get(ref) == taken - 1
+    assert runtime.get(tally.get.remote()) == 8
+
+
+@runtime.remote(max_retries=1)
+def dies_once(marker, n):
+    for i in range(n):
+        if i == 3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker dies mid-stream, after 3 items
+        yield i
+
+
+def test_a_worker_dying_mid_stream_is_retried_without_duplicates(cluster, tmp_path):
+    values = [runtime.get(r) for r in dies_once.remote(str(tmp_path / "died"), 6)]
+    assert values == [0, 1, 2, 3, 4, 5]
+
+
+@runtime.remote
+def endless(marker):
+    try:
+        i = 0
+        while True:
+            yield i
+            i += 1
+    except GeneratorExit:
+        open(marker, "w").close()
+        raise
+
+
+@runtime.remote
+async def endless_async(marker):
+    try:
+        i = 0
+        while True:
+            await asyncio.sleep(0.001)
+            yield i
+            i += 1
+    except (GeneratorExit, asyncio.CancelledError):
+        open(marker, "w").close()
+        raise
+
+
+@pytest.mark.parametrize("fn", [endless, endless_async])
+def test_cancel_stops_the_generator(cluster, tmp_path, fn):
+    marker = str(tmp_path / "stopped")
+    gen = fn.options(_generator_backpressure_num_objects=3).remote(marker)
+    assert runtime.get(next(gen)) == 0
+    runtime.cancel(gen)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(gen.completed())
+    wait_until(lambda: os.path.exists(marker), what="the generator to be closed")
+
+
+@runtime.remote
+def big_items(n):
+    for i in range(n):
+        yield np.full(1 << 18, i, dtype=np.int64)  # 2 MiB each: in the store
+
+
+def test_items_are_freed_each_on_its_own(cluster):
+    worker = runtime.api._context.current()
+    gen = big_items.remote(4)
+    first = next(gen)
+    assert runtime.get(first)[0] == 0
+    second = next(gen)
+    ids = [first.binary(), second.binary()]
+    del first
+    wait_until(lambda: ids[0] not in worker.refs, what="the first item to be freed")
+    assert ids[1] in worker.refs
+    task = ids[0][:16]
+    runtime.get(gen.completed())  # every item is reported by now
+    del second, gen  # the items never taken go too
+
+    def stream_gone() -> bool:
+        return not [oid for oid, _ in worker.refs.items() if oid[:16] == task]
+
+    wait_until(stream_gone, what="every item of the stream to be freed")
+    assert worker.store_client is not None
+    wait_until(
+        lambda: worker.store_client.stats().num_objects == 0,
+        what="the store to hold none of the items",
+    )
+
+
+@runtime.remote
+def take(gen):
+    return list(gen)
+
+
+def test_a_generator_cannot_be_passed_to_a_task(cluster):
+    gen = count.remote(2)
+    with pytest.raises(TypeError, match="ObjectRefGenerator"):
+        take.remote(gen)
+    assert [runtime.get(r) for r in gen] == [0, 1]
+
+
+@runtime.remote
+def slow_second(tally):
+    yield 0
+    runtime.get(tally.get.remote())
+    yield 1
+
+
+def test_wait_treats_a_generator_as_ready_when_its_next_item_is(cluster):
+    gen = count.remote(1)
+    ready, pending = runtime.wait([gen], timeout=30)
+    assert ready == [gen] and pending == []
+    next(gen)
+    ready, _ = runtime.wait([gen], timeout=30)  # ended: ready too (next() stops)
+    assert ready == [gen]
+
+    async def main():
+        return await runtime.wait_async([count_async.remote(2)], timeout=30)
+
+    ready, _ = asyncio.run(main())
+    assert len(ready) == 1
