@@ -18,7 +18,6 @@ from aiohttp import web
 
 import runtime
 
-
 #: The model actor's handle, kept by the app.
 MODEL = web.AppKey("model", Any)
 
