@@ -39,6 +39,12 @@ def small_value_batch(n: int) -> int:
 
 
 @runtime.remote
+def small_items(n: int) -> Any:
+    for _ in range(n):
+        yield b"ok"
+
+
+@runtime.remote
 def create_object_containing_ref(n: int) -> list[Any]:
     return [runtime.put(1) for _ in range(n)]
 
@@ -71,6 +77,10 @@ class _Actor:
 class _AsyncActor:
     async def small_value(self) -> bytes:
         return b"ok"
+
+    async def small_items(self, n: int) -> Any:
+        for _ in range(n):
+            yield b"ok"
 
     async def small_value_with_arg(self, x: Any) -> bytes:
         return b"ok"
@@ -265,6 +275,14 @@ def _rows(scale: float) -> list[tuple[str, Callable[[], Callable[[], Any]], floa
         actors = [AsyncActor.remote() for _ in range(cpus)]
         return lambda: runtime.get([actor_work.remote(actors, n(5000)) for _ in range(4)])
 
+    @row("generator items from one task, read by a for loop (ours)", n(1000))
+    def _() -> Callable[[], Any]:
+        def consume() -> None:
+            for ref in small_items.remote(n(1000)):
+                runtime.get(ref)
+
+        return consume
+
     return rows
 
 
@@ -312,9 +330,22 @@ async def _asyncio_rows(
         async def calls() -> None:
             await asyncio.gather(*[actor.small_value.remote() for _ in range(batch)])
 
+        async def task_items() -> None:
+            async for ref in small_items.remote(batch):
+                await ref
+
+        async def actor_items() -> None:
+            async for ref in actor.small_items.remote(batch):
+                await ref
+
         for name, fn in (
             ("asyncio driver gather 1000 task refs (ours)", tasks),
             ("asyncio driver gather 1000 async-actor calls (ours)", calls),
+            ("generator items from one task, read by async for (ours)", task_items),
+            (
+                "generator items from an async actor's async generator, async for (ours)",
+                actor_items,
+            ),
         ):
             if not want(name):
                 continue
