@@ -247,3 +247,19 @@ def test_wait_treats_a_generator_as_ready_when_its_next_item_is(cluster):
 
     ready, _ = asyncio.run(main())
     assert len(ready) == 1
+
+
+def test_asyncio_wait_takes_generators(cluster):
+    async def main() -> list[int]:
+        streams = {count_async.remote(3), count_async.remote(2)}
+        seen = []
+        while streams:
+            done, _ = await asyncio.wait(streams, return_when=asyncio.FIRST_COMPLETED)
+            for gen in done:  # the generators themselves
+                try:
+                    seen.append(await (await anext(gen)))
+                except StopAsyncIteration:
+                    streams.discard(gen)
+        return sorted(seen)
+
+    assert asyncio.run(main()) == [0, 0, 1, 1, 2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._private.ids import task_of
@@ -55,10 +55,17 @@ async def wait_ready(
 
 
 class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
+    """Also a duck-typed asyncio future that is done when the next item is ready
+    (or the stream ended), so ``asyncio.wait`` takes generators; the wait is
+    made afresh after each item is taken."""
+
+    _asyncio_future_blocking = False
+
     def __init__(self, completed: ObjectRef, worker: CoreWorker) -> None:
         self._completed = completed
         self._task_id = task_of(completed.binary())
         self._worker = worker
+        self._waiter: asyncio.Future[None] | None = None
 
     # -- iterating ----------------------------------------------------------------------
     def __iter__(self) -> ObjectRefGenerator:
@@ -83,10 +90,48 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
         return self._ref(object_id)
 
     def _ref(self, object_id: bytes) -> ObjectRef:
+        self._waiter = None  # readiness is about the next item now
         worker = self._worker
         ref = worker.make_ref(object_id, worker.address, worker, counted=True)
         assert isinstance(ref, ObjectRef)
         return ref
+
+    # -- the asyncio future protocol (ready: the next item is) ----------------------------
+    def _current_waiter(self) -> asyncio.Future[None]:
+        waiter = self._waiter
+        if waiter is None or waiter.cancelled():
+            worker = self._worker
+            wait = worker.generators.wait_ready(self._task_id)
+            waiter = self._waiter = asyncio.ensure_future(worker.bridge.on_own_loop(wait))
+        return waiter
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._current_waiter().get_loop()
+
+    def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
+        self._current_waiter().add_done_callback(lambda _: fn(self), context=context)
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int:
+        return 0  # the waiter's callbacks only report readiness; a stale one is harmless
+
+    def done(self) -> bool:
+        return self._waiter is not None and self._waiter.done()
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancels the local wait for the next item; the generator goes on."""
+        waiter, self._waiter = self._waiter, None
+        return waiter is not None and waiter.cancel(msg)
+
+    def result(self) -> None:
+        if not self.done():
+            raise asyncio.InvalidStateError("the next item is not ready")
+
+    def exception(self) -> BaseException | None:
+        self.result()
+        return None
 
     # -- state --------------------------------------------------------------------------
     def completed(self) -> ObjectRef:
