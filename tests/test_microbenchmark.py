@@ -35,8 +35,10 @@ def test_microbenchmark_smoke(tmp_path):
         "asyncio driver gather 1000 async-actor calls (ours)",
         "single client tasks async over 4 node(s) (ours)",
         "transfer 1 GB object between two nodes, GB (ours)",
+        "generator items from one task, read by a for loop (ours)",
+        "generator items from an async actor's async generator, async for (ours)",
     ):
         assert expected in names
-    assert len(names) == 30
+    assert len(names) == 33
     assert " per second " in result.stdout
     assert_no_orphans(str(tmp_path / "sessions"))
