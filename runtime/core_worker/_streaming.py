@@ -94,15 +94,23 @@ def _not_iterable(task: WireTask, value: Any) -> WireReply:
     return error_reply(task[0], task[2], error)
 
 
-def run_sync_stream(worker: CoreWorker, fn: Any, task: WireTask, run: GeneratorRun) -> WireReply:
-    """On the task's thread: drives a sync generator to its end."""
+def _start(worker: CoreWorker, fn: Any, task: WireTask) -> tuple[Any, WireReply | None]:
+    """Calls the generator function: (what it returned, None), or (None, the
+    reply that ends the task at once)."""
     try:
         args, kwargs = load_args(worker, task)
-        produced = fn(*args, **kwargs)
+        return fn(*args, **kwargs), None
     except KeyboardInterrupt:
-        return cancelled_reply(task[0], task[2])
+        return None, cancelled_reply(task[0], task[2])
     except Exception as e:
-        return error_reply(task[0], task[2], e)
+        return None, error_reply(task[0], task[2], e)
+
+
+def run_sync_stream(worker: CoreWorker, fn: Any, task: WireTask, run: GeneratorRun) -> WireReply:
+    """On the task's thread: drives a sync generator to its end."""
+    produced, failed = _start(worker, fn, task)
+    if failed is not None:
+        return failed
     try:
         items: Iterator[Any] = iter(produced)
     except TypeError:
@@ -132,11 +140,9 @@ async def run_async_stream(
     """On the loop: drives an async generator (or a sync iterable, without
     blocking the loop on backpressure) to its end. Cancellation raises
     CancelledError out of here, as for any async task."""
-    try:
-        args, kwargs = load_args(worker, task)
-        produced = fn(*args, **kwargs)
-    except Exception as e:
-        return error_reply(task[0], task[2], e)
+    produced, failed = _start(worker, fn, task)
+    if failed is not None:
+        return failed
     agen: AsyncIterator[Any] | None = None
     items: Iterator[Any] | None = None
     if inspect.isasyncgen(produced) or hasattr(produced, "__anext__"):

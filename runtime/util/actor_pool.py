@@ -54,21 +54,22 @@ class ActorPool:
     def map(self, fn: Submit, values: Iterable[Any]) -> Iterator[Any]:
         """Results of ``fn`` over ``values``, in order (results not taken from
         earlier submissions are dropped first, as in Ray)."""
-        self._drop_results()
-        for value in values:
-            self.submit(fn, value)
+        self._submit_all(fn, values)
         return self._results(self.get_next)
 
     def map_unordered(self, fn: Submit, values: Iterable[Any]) -> Iterator[Any]:
         """Results of ``fn`` over ``values``, as they finish."""
-        self._drop_results()
-        for value in values:
-            self.submit(fn, value)
+        self._submit_all(fn, values)
         return self._results(self.get_next_unordered)
 
     def _results(self, take: Callable[[], Any]) -> Iterator[Any]:
         while self.has_next():
             yield take()
+
+    def _submit_all(self, fn: Submit, values: Iterable[Any]) -> None:
+        self._drop_results()
+        for value in values:
+            self.submit(fn, value)
 
     def _drop_results(self) -> None:
         while self.has_next():
@@ -139,17 +140,13 @@ class ActorPool:
 
     async def map_async(self, fn: Submit, values: Iterable[Any]) -> AsyncIterator[Any]:
         """``async for`` over ``fn``'s results in order."""
-        self._drop_results()
-        for value in values:
-            self.submit(fn, value)
+        self._submit_all(fn, values)
         while self.has_next():
             yield await self.get_next_async()
 
     async def map_unordered_async(self, fn: Submit, values: Iterable[Any]) -> AsyncIterator[Any]:
         """``async for`` over ``fn``'s results as they finish."""
-        self._drop_results()
-        for value in values:
-            self.submit(fn, value)
+        self._submit_all(fn, values)
         while self.has_next():
             yield await self.get_next_unordered_async()
 
