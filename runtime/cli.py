@@ -11,9 +11,10 @@ import sys
 import time
 from typing import Any
 
-from ._private import cluster, process
+from ._private import cluster, process, rpc
 from ._private.config import Config
 from ._private.session import Session
+from ._private.version import __version__
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -43,6 +44,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if args.address:
         return _join(config, args, resources)
     port = config.gcs_port if args.port is None else args.port
+    if port and not _port_free(args.host, port):
+        print(
+            f"runtime start: port {port} on {args.host} is in use (a cluster already runs "
+            "there, or another program); stop it, or choose another with --port",
+            file=sys.stderr,
+        )
+        return 1
     head = cluster.start_head(
         config,
         host=args.host,
@@ -163,15 +171,30 @@ def _cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether the gcs could listen on ``host:port`` now (checked before any
+    session folder is made)."""
+    try:
+        rpc.bind_socket(host, port).close()
+    except OSError:
+        return False
+    return True
+
+
 def _cmd_microbenchmark(args: argparse.Namespace) -> int:
     from . import bench
 
     return bench.main(args)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runtime", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The command line: every command and flag, with its help."""
+    parser = argparse.ArgumentParser(
+        prog="runtime",
+        description="Start, stop and inspect runtime clusters; measure them.",
+    )
+    parser.add_argument("--version", action="version", version=f"runtime {__version__}")
+    sub = parser.add_subparsers(dest="command")
 
     start = sub.add_parser(
         "start", help="start a standing cluster's head, or a node that joins one, on this machine"
@@ -186,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         help="address to listen on (head: 127.0.0.1; joining node: the one that reaches the head)",
     )
     start.add_argument("--port", type=int, default=None, help="the gcs port (default 6385)")
-    start.add_argument("--num-cpus", type=float, default=None)
-    start.add_argument("--num-gpus", type=float, default=None)
+    start.add_argument(
+        "--num-cpus", type=float, default=None, help="CPUs this node offers (default: all)"
+    )
+    start.add_argument(
+        "--num-gpus", type=float, default=None, help="GPUs this node offers (default: none)"
+    )
     start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
     start.add_argument(
         "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"
@@ -199,11 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     stop.set_defaults(func=_cmd_stop)
 
     status = sub.add_parser("status", help="show nodes and resources")
-    status.add_argument("--address", default="auto")
+    status.add_argument(
+        "--address", default="auto", help="HOST:PORT of the gcs (default: the newest local cluster)"
+    )
     status.set_defaults(func=_cmd_status)
 
     memory = sub.add_parser("memory", help="list every live object reference, by process")
-    memory.add_argument("--address", default="auto")
+    memory.add_argument(
+        "--address", default="auto", help="HOST:PORT of the gcs (default: the newest local cluster)"
+    )
     memory.set_defaults(func=_cmd_memory)
 
     bench = sub.add_parser("microbenchmark", help="measure task and object throughput")
@@ -214,8 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="every row once, at a small scale (for CI)"
     )
     bench.set_defaults(func=_cmd_microbenchmark)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    if args.command is None:
+        command_line.print_help()
+        return 0
     if args.command == "start":
         args.host_given = args.host is not None
         if args.host is None:

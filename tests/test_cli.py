@@ -1,0 +1,53 @@
+"""The command line's manners: help, version, clear one-line refusals."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from runtime import cli
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+
+
+def test_no_command_prints_help_and_version_is_known():
+    out = run()
+    assert out.returncode == 0 and "usage: runtime" in out.stdout and "start" in out.stdout
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("runtime ")
+
+
+def test_every_flag_has_help():
+    top = cli.parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"runtime {name} {action.option_strings[0]} has no help"
+
+
+def test_start_on_a_port_in_use_says_so_and_leaves_nothing(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        root = tmp_path / "sessions"
+        out = run("start", "--head", "--port", str(port), RUNTIME_SESSION_ROOT=str(root))
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and f"port {port}" in out.stderr
+    assert "in use" in out.stderr
+    assert not root.exists() or not list(root.iterdir())
