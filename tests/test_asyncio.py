@@ -91,7 +91,10 @@ async def test_blocking_calls_on_the_loop_name_the_await_form(attached):
         runtime.get(ref)
     with pytest.raises(BlockingCallOnLoopError, match="wait_async"):
         runtime.wait([ref])
+    with pytest.raises(BlockingCallOnLoopError, match="await ref"):
+        square.remote(3).future().result()  # would wait for this very loop
     assert await ref == 4
+    assert await asyncio.wrap_future(square.remote(3).future()) == 9
 
 
 async def test_async_forms(attached):
@@ -104,11 +107,16 @@ async def test_async_forms(attached):
     assert (await runtime.cluster_resources_async())["CPU"] == 2
 
 
-async def test_sync_init_on_a_running_loop():
+async def test_sync_init_on_a_running_loop_runs_its_own():
+    """As in a notebook cell: the kernel's loop runs, and sync calls work."""
     ctx = runtime.init(num_cpus=1)
     try:
-        assert runtime.api._context.current().loop is asyncio.get_running_loop()
-        assert await square.remote(5) == 25
+        assert runtime.api._context.current().loop is not asyncio.get_running_loop()
+        assert any(t.name == "runtime-loop" for t in threading.enumerate())
+        ref = square.remote(5)
+        assert runtime.get(ref) == 25  # blocks this loop, not the runtime's
+        assert await square.remote(6) == 36  # and awaiting works here too
+        assert runtime.wait([ref]) == ([ref], [])
     finally:
         await runtime.shutdown_async()
         from conftest import assert_no_orphans

@@ -179,7 +179,9 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     """The handle of the named actor; ValueError if there is none."""
     if not isinstance(name, str) or not name:
         raise TypeError("get_actor() takes the actor's name, a non-empty str")
-    check_blocking_allowed("get_actor", "await runtime.get_actor_async(name)")
+    check_blocking_allowed(
+        "get_actor", "await runtime.get_actor_async(name)", _context.runtime_loop()
+    )
     worker = _context.current_or_init()
     info = worker.bridge.run_blocking(worker.actor_client.get_actor(name, namespace))
     return handle_from_record(info)

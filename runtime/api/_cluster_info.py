@@ -34,7 +34,7 @@ async def nodes_async() -> list[dict[str, Any]]:
 
 def nodes() -> list[dict[str, Any]]:
     """Every node of the cluster, as in Ray's ``ray.nodes()``."""
-    check_blocking_allowed("nodes", "await runtime.nodes_async()")
+    check_blocking_allowed("nodes", "await runtime.nodes_async()", _context.runtime_loop())
     worker = _context.current()
     result: list[dict[str, Any]] = worker.bridge.run_blocking(nodes_async())
     return result

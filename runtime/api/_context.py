@@ -58,6 +58,12 @@ def current_or_init() -> CoreWorker:
     return worker if worker is not None else current()
 
 
+def runtime_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop that runs this process's runtime (None: not initialized)."""
+    worker = _current
+    return None if worker is None else worker.loop
+
+
 def current() -> CoreWorker:
     worker = _current
     if worker is None:

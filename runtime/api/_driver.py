@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import functools
 import logging
 import math
 import os
@@ -227,9 +226,10 @@ def init(
 ) -> InitContext:
     """Starts a local cluster (no ``address``) or joins one, and connects.
 
-    Called with a running event loop on this thread, the driver attaches to
-    that loop (no extra thread); ``await ref`` then resolves on it directly.
-    Otherwise a daemon thread runs the driver's loop.
+    The runtime runs on a loop of its own, on a daemon thread, even when this
+    thread runs an event loop (a notebook kernel, a framework's start-up
+    code): sync calls then work here, and ``await ref`` works on any loop.
+    ``await runtime.init_async()`` attaches to the running loop instead.
     """
     global _driver
     if _context.current_or_none() is not None:
@@ -238,10 +238,6 @@ def init(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
     config = Config.load(_system_config)
-    try:
-        user_loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        user_loop = None
     head, gcs_address = _start_processes(
         address, config, num_cpus, num_gpus, resources, store_bytes
     )
@@ -258,16 +254,8 @@ def init(
         worker = _make_worker(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
-        if user_loop is not None:
-            worker.bind(user_loop)
-            start = user_loop.create_task(worker.start())
-            start.add_done_callback(
-                functools.partial(_context.log_failure, "the runtime failed to start")
-            )
-            loop_thread = None
-        else:
-            loop_thread = _LoopThread()
-            loop_thread.run(_bind_and_start(worker))
+        loop_thread = _LoopThread()
+        loop_thread.run(_bind_and_start(worker))
     except BaseException:
         if head is not None:
             head.stop()

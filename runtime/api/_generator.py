@@ -72,7 +72,7 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
         return self
 
     def __next__(self) -> ObjectRef:
-        check_blocking_allowed("ObjectRefGenerator.__next__", "await anext(gen)")
+        check_blocking_allowed("ObjectRefGenerator.__next__", "await anext(gen)", self._worker.loop)
         worker = self._worker
         object_id = worker.bridge.run_blocking(worker.generators.next_item(self._task_id))
         if object_id is None:

@@ -58,7 +58,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """
     refs, single = _refs_arg(object_refs, "get")
     _check_timeout(timeout, "get")
-    check_blocking_allowed("get", _GET_ALT)
+    check_blocking_allowed("get", _GET_ALT, _context.runtime_loop())
     values = _context.current_or_init().reader.get(refs, timeout)
     return values[0] if single else values
 
@@ -111,7 +111,7 @@ def wait(
     refs = _wait_args(object_refs, num_returns, timeout, "wait")
     if not refs:
         return [], []
-    check_blocking_allowed("wait", _WAIT_ALT)
+    check_blocking_allowed("wait", _WAIT_ALT, _context.runtime_loop())
     worker = _context.current_or_init()
     if any(isinstance(r, ObjectRefGenerator) for r in refs):
         return worker.bridge.run_blocking(wait_ready(worker, refs, num_returns, timeout))

@@ -34,7 +34,9 @@ def list_actors() -> list[dict[str, Any]]:
     ALIVE, RESTARTING, DEAD), node_id, pid, num_restarts, detached,
     death_cause, job_id.
     """
-    check_blocking_allowed("util.list_actors", "await runtime.util.list_actors_async()")
+    check_blocking_allowed(
+        "util.list_actors", "await runtime.util.list_actors_async()", _context.runtime_loop()
+    )
     worker = _context.current()
     infos: list[ActorInfo] = worker.bridge.run_blocking(worker.actor_client.list_actors())
     return [_actor_row(info) for info in infos]
@@ -48,7 +50,9 @@ async def list_actors_async() -> list[dict[str, Any]]:
 
 def memory_summary() -> str:
     """Every live reference in the cluster, grouped by process (``runtime memory``)."""
-    check_blocking_allowed("util.memory_summary", "await runtime.util.memory_async()")
+    check_blocking_allowed(
+        "util.memory_summary", "await runtime.util.memory_async()", _context.runtime_loop()
+    )
     worker = _context.current()
     tables = worker.bridge.run_blocking(memory.collect(worker.gcs_address))
     return memory.render(tables)
@@ -64,7 +68,9 @@ async def memory_async() -> list[memory.WorkerTable]:
 
 def memory_tables() -> list[memory.WorkerTable]:
     """The reference tables behind ``memory_summary``, one per process."""
-    check_blocking_allowed("util.memory_tables", "await runtime.util.memory_async()")
+    check_blocking_allowed(
+        "util.memory_tables", "await runtime.util.memory_async()", _context.runtime_loop()
+    )
     worker = _context.current()
     tables: list[memory.WorkerTable] = worker.bridge.run_blocking(
         memory.collect(worker.gcs_address)

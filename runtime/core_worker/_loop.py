@@ -12,6 +12,7 @@ form, since it would stall that loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -99,14 +100,39 @@ class LoopBridge:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
 
-def check_blocking_allowed(call: str, alternative: str) -> None:
-    """Refuses a blocking API call (``runtime.{call}``) on a thread that runs an
-    event loop, naming its ``await`` form."""
+def check_blocking_allowed(
+    call: str, alternative: str, runtime_loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """Refuses a blocking API call (``runtime.{call}``) on the thread of the loop
+    that hosts the runtime (``runtime_loop``): it would wait for that very loop.
+    Another loop's thread (a notebook kernel's) may block, as in Ray."""
+    if runtime_loop is None:
+        return
     try:
-        asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
     except RuntimeError:
         return
-    raise exceptions.BlockingCallOnLoopError(
-        f"runtime.{call}() blocks, and was called on a thread that runs an asyncio event "
-        f"loop, which it would stall; use `{alternative}` instead"
-    )
+    if running is runtime_loop:
+        raise exceptions.BlockingCallOnLoopError(
+            f"runtime.{call}() blocks, and was called on the event loop that runs the "
+            f"runtime, which it would stall; use `{alternative}` instead"
+        )
+
+
+class LoopSafeFuture(concurrent.futures.Future[T]):
+    """A ``concurrent.futures.Future`` of the runtime's whose ``result()`` and
+    ``exception()`` refuse to wait on the runtime's own loop (a deadlock)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._runtime_loop = loop
+
+    def result(self, timeout: float | None = None) -> T:
+        if not self.done():
+            check_blocking_allowed("ObjectRef.future().result", "await ref", self._runtime_loop)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            check_blocking_allowed("ObjectRef.future().exception", "await ref", self._runtime_loop)
+        return super().exception(timeout)

@@ -26,7 +26,7 @@ from .. import exceptions
 from .._private import rpc, serialization
 from .._private.serialization import SerializedObject
 from ..protocol.rt import CoreWorkerStub, GetObjectRequest, ObjectStatus, WorkerBlockedRequest
-from ._loop import WAIT_SLICE_S
+from ._loop import WAIT_SLICE_S, LoopSafeFuture
 from ._reference import Reference
 from ._running import current_task_id, thread_state
 from ._states import WorkerMode
@@ -376,8 +376,26 @@ class ObjectReader:
                 obj = await worker.recovery.recover(ref)
 
     def concurrent_future(self, ref: Reference) -> concurrent.futures.Future[Any]:
-        assert self._worker.loop is not None
-        return asyncio.run_coroutine_threadsafe(self._value(ref), self._worker.loop)
+        loop = self._worker.loop
+        assert loop is not None
+        future: LoopSafeFuture[Any] = LoopSafeFuture(loop)
+
+        def settle(task: asyncio.Task[Any]) -> None:
+            if future.cancelled():
+                return
+            if task.cancelled():
+                future.cancel()
+            elif task.exception() is not None:
+                future.set_exception(task.exception())
+            else:
+                future.set_result(task.result())
+
+        def start() -> None:
+            if future.set_running_or_notify_cancel():
+                loop.create_task(self._value(ref)).add_done_callback(settle)
+
+        loop.call_soon_threadsafe(start)
+        return future
 
 
 def _all_or_first_error(
