@@ -25,14 +25,17 @@ def make(n_bytes: int) -> np.ndarray:
     return np.ones(n_bytes, dtype=np.uint8)
 
 
-@runtime.remote
-class Counter:
+class _Counter:
     def __init__(self) -> None:
         self.n = 0
 
     def incr(self) -> tuple[str, int]:
         self.n += 1
         return runtime.get_runtime_context().get_node_id()[:8], self.n
+
+
+# Wrapped rather than decorated: type checkers do not apply class decorators.
+Counter = runtime.remote(_Counter)
 
 
 def main() -> None:

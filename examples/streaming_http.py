@@ -19,7 +19,7 @@ from aiohttp import web
 import runtime
 
 #: The model actor's handle, kept by the app.
-MODEL = web.AppKey("model", Any)
+MODEL = web.AppKey("model", runtime.ActorHandle)
 
 
 class Model:

@@ -17,6 +17,7 @@ from ._cluster_info import (
 )
 from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
+from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._remote_function import RemoteFunction
@@ -29,6 +30,7 @@ __all__ = [
     "ActorHandle",
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "RuntimeContext",
     "available_resources",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import cloudpickle
 
@@ -57,8 +57,16 @@ def _constructor_check(cls: type) -> _signature.CallCheck | None:
     return _signature.call_check(_signature.spec_of(cls), f"{cls.__name__}.__init__()")
 
 
-class ActorClass:
-    """A class whose instances are actors: ``Cls.remote(...)`` creates one."""
+C = TypeVar("C")
+
+
+class ActorClass(Generic[C]):
+    """A class whose instances are actors: ``Cls.remote(...)`` creates one.
+
+    Typed as ``ActorClass[C]``; its handles are ``ActorHandle[C]``, whose
+    methods type checkers see as ``Any`` (``.remote`` goes through
+    ``__getattr__``): annotate the refs they return, ``ref: ObjectRef[int]``.
+    """
 
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         self._cls = cls
@@ -106,13 +114,13 @@ class ActorClass:
             f"({self._name}.__ray_actor_class__) and decorate the subclass with @runtime.remote"
         )
 
-    def options(self, **options: Any) -> _ActorClassOptions:
+    def options(self, **options: Any) -> _ActorClassOptions[C]:
         merged = {**self._options, **options}
         _options.validate(options, _options.ACTOR_OPTIONS, "an actor class")
         _options.check_actor_options(merged)
         return _ActorClassOptions(self, merged)
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[C]:
         return self._create(self._options, args, kwargs)
 
     def _definition(self) -> tuple[bytes, bytes]:
@@ -127,7 +135,7 @@ class ActorClass:
 
     def _create(
         self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ActorHandle:
+    ) -> ActorHandle[C]:
         if self._check is not None:
             self._check(args, kwargs)
         worker = _context.current_or_init()
@@ -151,12 +159,12 @@ class ActorClass:
         return ActorHandle(key, *handle_state, ref=ref)
 
 
-class _ActorClassOptions:
-    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+class _ActorClassOptions(Generic[C]):
+    def __init__(self, actor_class: ActorClass[C], options: dict[str, Any]) -> None:
         self._actor_class = actor_class
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[C]:
         return self._actor_class._create(self._options, args, kwargs)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from .._private import serialization
 from ..core_worker import OwnerAddress, Reference
@@ -34,7 +34,10 @@ class MethodMeta:
 _BUILTIN_METHODS = {"__ray_ready__": MethodMeta(), "__ray_terminate__": MethodMeta()}
 
 
-class ActorHandle:
+C = TypeVar("C")
+
+
+class ActorHandle(Generic[C]):
     """A reference to an actor; call its methods with ``handle.method.remote()``.
 
     Handles can be passed to tasks and other actors. Each process's calls
@@ -182,11 +185,10 @@ class ActorMethod:
             f"actor method {self._name}() cannot be called directly; use .{self._name}.remote(...)"
         )
 
-    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef | list[ObjectRef] | None:
-        result: ObjectRef | list[ObjectRef] | None = self._handle._call(
-            self._name, self._meta, self._options, args, kwargs
-        )
-        return result
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """An ``ObjectRef`` (a list for ``num_returns=N``, an ``ObjectRefGenerator``
+        for a generator method); typed ``Any``: annotate what you keep."""
+        return self._handle._call(self._name, self._meta, self._options, args, kwargs)
 
     def options(self, **options: Any) -> ActorMethod:
         unknown = set(options) - {

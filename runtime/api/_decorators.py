@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from . import _options
 from ._actor import ActorClass
+from ._generator import ObjectRefGenerator
+from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction
 
 
@@ -19,8 +21,48 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(target, options)
 
 
+C = TypeVar("C")
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+
+class _Decorator(Protocol):
+    """What ``@remote(**options)`` returns, typed as ``remote`` itself is."""
+
+    @overload
+    def __call__(self, target: type[C], /) -> ActorClass[C]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, target: Callable[P, Iterator[Y] | AsyncIterator[Y]], /
+    ) -> RemoteFunction[P, ObjectRefGenerator[Y]]: ...
+    @overload
+    def __call__(
+        self, target: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> RemoteFunction[P, ObjectRef[R]]: ...
+    @overload
+    def __call__(self, target: Callable[P, R], /) -> RemoteFunction[P, ObjectRef[R]]: ...
+
+
+@overload
+def remote(target: type[C], /) -> ActorClass[C]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(  # type: ignore[overload-overlap]
+    target: Callable[P, Iterator[Y] | AsyncIterator[Y]], /
+) -> RemoteFunction[P, ObjectRefGenerator[Y]]: ...
+@overload
+def remote(target: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteFunction[P, ObjectRef[R]]: ...
+@overload
+def remote(target: Callable[P, R], /) -> RemoteFunction[P, ObjectRef[R]]: ...
+@overload
+def remote(**options: Any) -> _Decorator: ...
 def remote(*args: Any, **options: Any) -> Any:
-    """Makes a function a remote function: ``@remote`` or ``@remote(num_cpus=2, ...)``."""
+    """Makes a function a remote function: ``@remote`` or ``@remote(num_cpus=2, ...)``.
+
+    Typed: ``f.remote(...)`` takes ``f``'s arguments and returns
+    ``ObjectRef[R]`` (R awaited for an ``async def``); a class becomes an
+    ``ActorClass[C]``, whose ``.remote(...)`` is an ``ActorHandle[C]``.
+    """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
     if args:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._private.ids import task_of
 from ..core_worker import check_blocking_allowed
@@ -54,7 +54,10 @@ async def wait_ready(
     return chosen, [item for item in items if id(item) not in ids]
 
 
-class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
+Y = TypeVar("Y")
+
+
+class ObjectRefGenerator(Iterator[ObjectRef[Y]], AsyncIterator[ObjectRef[Y]]):
     """Also a duck-typed asyncio future that is done when the next item is ready
     (or the stream ended), so ``asyncio.wait`` takes generators; the wait is
     made afresh after each item is taken."""
@@ -68,10 +71,10 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
         self._waiter: asyncio.Future[None] | None = None
 
     # -- iterating ----------------------------------------------------------------------
-    def __iter__(self) -> ObjectRefGenerator:
+    def __iter__(self) -> ObjectRefGenerator[Y]:
         return self
 
-    def __next__(self) -> ObjectRef:
+    def __next__(self) -> ObjectRef[Y]:
         check_blocking_allowed("ObjectRefGenerator.__next__", "await anext(gen)", self._worker.loop)
         worker = self._worker
         object_id = worker.bridge.run_blocking(worker.generators.next_item(self._task_id))
@@ -79,17 +82,17 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
             raise StopIteration
         return self._ref(object_id)
 
-    def __aiter__(self) -> ObjectRefGenerator:
+    def __aiter__(self) -> ObjectRefGenerator[Y]:
         return self
 
-    async def __anext__(self) -> ObjectRef:
+    async def __anext__(self) -> ObjectRef[Y]:
         worker = self._worker
         object_id = await worker.bridge.on_own_loop(worker.generators.next_item(self._task_id))
         if object_id is None:
             raise StopAsyncIteration
         return self._ref(object_id)
 
-    def _ref(self, object_id: bytes) -> ObjectRef:
+    def _ref(self, object_id: bytes) -> ObjectRef[Y]:
         self._waiter = None  # readiness is about the next item now
         worker = self._worker
         ref = worker.make_ref(object_id, worker.address, worker, counted=True)
@@ -134,7 +137,7 @@ class ObjectRefGenerator(Iterator[ObjectRef], AsyncIterator[ObjectRef]):
         return None
 
     # -- state --------------------------------------------------------------------------
-    def completed(self) -> ObjectRef:
+    def completed(self) -> ObjectRef[int]:
         """A ref that resolves when the task ends (to its item count), or raises its error."""
         return self._completed
 

@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Generator
 from contextvars import Context
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._private import serialization
 from ..core_worker import OwnerAddress, Reference
@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     from ..core_worker import CoreWorker
 
 
-class ObjectRef(Reference):
+T = TypeVar("T", covariant=True)
+
+
+class ObjectRef(Reference, Generic[T]):
+    """The name of an immutable object; ``ObjectRef[T]`` names one of type ``T``."""
+
     __slots__ = ("_blocking", "_waiter")
 
     def __init__(
@@ -56,7 +61,7 @@ class ObjectRef(Reference):
         """A ``concurrent.futures.Future`` resolved with the object's value."""
         return self._worker.reader.concurrent_future(self)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         return self._current_waiter(create=True).__await__()
 
     __iter__ = __await__
@@ -105,7 +110,7 @@ class ObjectRef(Reference):
         waiter = self._waiter
         return waiter is not None and waiter.cancel(msg)
 
-    def result(self) -> Any:
+    def result(self) -> T:
         waiter = self._waiter
         if waiter is None:
             raise asyncio.InvalidStateError("Result is not ready.")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 from ..core_worker import CoreWorker, check_blocking_allowed
 from . import _context
 from ._generator import ObjectRefGenerator, wait_ready
 from ._object_ref import ObjectRef
+
+T = TypeVar("T")
 
 _GET_ALT = "await ref` or `await runtime.get_async(refs)"
 _WAIT_ALT = "await runtime.wait_async(refs)"
@@ -43,12 +45,16 @@ def _check_timeout(timeout: Any, call: str) -> None:
         raise ValueError(f"{call}(): timeout must be >= 0, got {timeout}")
 
 
-def put(value: Any) -> ObjectRef:
+def put(value: T) -> ObjectRef[T]:
     """Stores ``value`` in the object store; returns its ref (this process owns it)."""
     ref = _context.current_or_init().objects.put(value)
-    return cast(ObjectRef, ref)
+    return cast(ObjectRef[T], ref)
 
 
+@overload
+def get(object_refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+def get(object_refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value(s) of one ref or a list of refs; blocks until ready.
 
@@ -63,6 +69,12 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     return values[0] if single else values
 
 
+@overload
+async def get_async(object_refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+async def get_async(
+    object_refs: Sequence[ObjectRef[T]], *, timeout: float | None = None
+) -> list[T]: ...
 async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
     """``get`` for asyncio code: awaits instead of blocking."""
     refs, single = _refs_arg(object_refs, "get_async")

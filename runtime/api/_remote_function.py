@@ -6,7 +6,7 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 import cloudpickle
 
@@ -15,9 +15,19 @@ from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._objects import put
 
+P = ParamSpec("P")
+Out = TypeVar("Out", covariant=True)
 
-class RemoteFunction:
-    """A function that runs as a task: call ``.remote(...)`` to submit it."""
+
+class RemoteFunction(Generic[P, Out]):
+    """A function that runs as a task: call ``.remote(...)`` to submit it.
+
+    Typed as ``RemoteFunction[P, Out]``: ``.remote`` takes the function's
+    arguments (P) and gives ``Out``: ``ObjectRef[R]`` for a function returning
+    R (awaited, for an ``async def``), ``ObjectRefGenerator[Y]`` for a
+    generator of Y. With ``num_returns=N`` it gives a list of refs, which type
+    checkers cannot tell: cast it.
+    """
 
     def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
         self._function = function
@@ -44,13 +54,13 @@ class RemoteFunction:
         state["_pickled_dynamic"] = None
         return state
 
-    def options(self, **options: Any) -> _BoundOptions:
+    def options(self, **options: Any) -> _BoundOptions[P, Out]:
         """The same function with some options overridden for one call."""
         _options.validate(options, _options.TASK_OPTIONS, "a remote function")
         return _BoundOptions(self, {**self._options, **options})
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._submit(self._options, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> Out:
+        return cast(Out, self._submit(self._options, args, kwargs))
 
     def _definition(self) -> tuple[bytes, bytes]:
         pickled = self._pickled
@@ -111,13 +121,13 @@ class RemoteFunction:
         return _returns(cast(list[ObjectRef], refs), wire_returns)
 
 
-class _BoundOptions:
-    def __init__(self, function: RemoteFunction, options: dict[str, Any]) -> None:
+class _BoundOptions(Generic[P, Out]):
+    def __init__(self, function: RemoteFunction[P, Out], options: dict[str, Any]) -> None:
         self._function = function
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._function._submit(self._options, args, kwargs)
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> Out:
+        return cast(Out, self._function._submit(self._options, args, kwargs))
 
 
 def _returns(refs: list[ObjectRef], num_returns: int) -> ObjectRef | list[ObjectRef] | None:
