@@ -14,23 +14,26 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
 from .._private import cluster
 from .._private.config import Config
-from ..core_worker import CoreWorker, WorkerMode
+from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import NodeInfo
 from . import _context
 from ._init_context import InitContext
 from ._object_ref import ObjectRef
 
+T = TypeVar("T")
 logger = logging.getLogger("runtime")
 
 
@@ -282,10 +285,27 @@ async def init_async(
     ignore_reinit_error: bool = False,
     _system_config: dict[str, Any] | None = None,
 ) -> InitContext:
-    """``init`` for asyncio programs: attaches to the running loop, fully started."""
+    """``init`` for asyncio programs: attaches to the running loop, fully started.
+
+    Under trio (or anyio on trio) the runtime gets its own asyncio loop thread,
+    started off this loop, as a sync ``init()`` does.
+    """
     global _driver
     if _context.current_or_none() is not None:
         return _repeated_init("init_async", ignore_reinit_error)
+    if not in_asyncio():
+        start = functools.partial(
+            init,
+            address,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            object_store_memory=object_store_memory,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            _system_config=_system_config,
+        )
+        return await _off_this_loop(start)
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
@@ -321,6 +341,23 @@ async def init_async(
     _driver = _Driver(worker, head, None, gcs_address)
     _context.set_current(worker, head.session.path if head is not None else None)
     return init_context()
+
+
+async def _off_this_loop(fn: Callable[[], T]) -> T:
+    """Runs a blocking call on a thread of its own and awaits it on this loop
+    (asyncio's or trio's)."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="runtime-start-stop", daemon=True).start()
+    if in_asyncio():
+        return await asyncio.wrap_future(future)
+    return await await_future(future)
 
 
 def _repeated_init(call: str, ignore_reinit_error: bool) -> InitContext:
@@ -398,7 +435,7 @@ async def shutdown_async() -> None:
     if driver is None:
         return
     if driver.loop_thread is not None:
-        await asyncio.get_running_loop().run_in_executor(None, shutdown)
+        await _off_this_loop(shutdown)
         return
     _driver = None
     _context.set_current(None)

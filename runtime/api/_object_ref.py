@@ -24,7 +24,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._private import serialization
-from ..core_worker import OwnerAddress, Reference
+from ..core_worker import OwnerAddress, Reference, await_future, in_asyncio
 from . import _context
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class ObjectRef(Reference, Generic[T]):
         return self._worker.reader.concurrent_future(self)
 
     def __await__(self) -> Generator[Any, None, T]:
+        if not in_asyncio():  # trio (or anyio on trio)
+            return await_future(self.future()).__await__()
         return self._current_waiter(create=True).__await__()
 
     __iter__ = __await__

@@ -8,6 +8,7 @@ in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
 """
 
 from ._core_worker import CoreWorker
+from ._foreign import await_future, in_asyncio
 from ._loop import check_blocking_allowed
 from ._reference import OwnerAddress, Reference, RefFactory
 from ._running import ActorExitRequest, current_task_id
@@ -20,6 +21,8 @@ __all__ = [
     "RefFactory",
     "Reference",
     "WorkerMode",
+    "await_future",
     "check_blocking_allowed",
     "current_task_id",
+    "in_asyncio",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .. import exceptions
+from ._foreign import await_future
 
 logger = logging.getLogger("runtime")
 
@@ -93,9 +94,13 @@ class LoopBridge:
             raise
 
     async def on_own_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Awaits a coroutine of the core worker's from any loop."""
+        """Awaits a coroutine of the core worker's from any loop (trio's too)."""
         assert self.loop is not None
-        if asyncio.get_running_loop() is self.loop:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: trio
+            return await await_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        if running is self.loop:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
