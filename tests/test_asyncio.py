@@ -131,3 +131,29 @@ def test_awaiting_from_a_foreign_loop(cluster):
         return await square.remote(6)
 
     assert asyncio.run(main()) == 36
+
+
+@runtime.remote
+def sleeper_until_cancelled():
+    import time
+
+    for _ in range(600):
+        if runtime.get_runtime_context().is_canceled():
+            return "saw it"
+        time.sleep(0.05)
+    return "never"
+
+
+async def test_cancel_remote_is_an_opt_in_per_await(attached):
+    from runtime.exceptions import TaskCancelledError
+
+    kept = slow.remote(1, 0.5)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.get_async(kept), timeout=0.05)
+    assert await kept == 1  # the default: only the local wait was cancelled
+
+    ref = sleeper_until_cancelled.remote()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.get_async(ref, cancel_remote=True), timeout=0.2)
+    with pytest.raises(TaskCancelledError):
+        await ref

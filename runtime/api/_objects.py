@@ -6,6 +6,7 @@ call; the current core worker does the rest.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast, overload
@@ -70,17 +71,45 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
 
 
 @overload
-async def get_async(object_refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+async def get_async(
+    object_refs: ObjectRef[T], *, timeout: float | None = None, cancel_remote: bool = False
+) -> T: ...
 @overload
 async def get_async(
-    object_refs: Sequence[ObjectRef[T]], *, timeout: float | None = None
+    object_refs: Sequence[ObjectRef[T]],
+    *,
+    timeout: float | None = None,
+    cancel_remote: bool = False,
 ) -> list[T]: ...
-async def get_async(object_refs: Any, *, timeout: float | None = None) -> Any:
-    """``get`` for asyncio code: awaits instead of blocking."""
+async def get_async(
+    object_refs: Any, *, timeout: float | None = None, cancel_remote: bool = False
+) -> Any:
+    """``get`` for asyncio (and trio) code: awaits instead of blocking.
+
+    Cancelling the awaiting task cancels only this wait, as in Ray; with
+    ``cancel_remote=True`` it also cancels the tasks that make the refs (and
+    the tasks they submitted): an opt-in, for this await only.
+    """
     refs, single = _refs_arg(object_refs, "get_async")
     _check_timeout(timeout, "get_async")
-    values = await _context.current_or_init().reader.get_async(refs, timeout)
+    if not isinstance(cancel_remote, bool):
+        raise TypeError("get_async(): cancel_remote must be a bool")
+    try:
+        values = await _context.current_or_init().reader.get_async(refs, timeout)
+    except BaseException as e:
+        if cancel_remote and _is_cancellation(e):
+            for ref in refs:
+                cancel(ref)
+        raise
     return values[0] if single else values
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    """asyncio's CancelledError, or trio's Cancelled."""
+    kind = type(error)
+    return isinstance(error, asyncio.CancelledError) or (
+        kind.__name__ == "Cancelled" and kind.__module__.startswith("trio")
+    )
 
 
 def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> list[Any]:
