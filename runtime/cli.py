@@ -153,8 +153,37 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if name.startswith("node:"):
             continue
         used = totals[name] - avail.get(name, 0.0)
-        print(f"  {used:g}/{totals[name]:g} {name}")
+        if name in _BYTE_RESOURCES:
+            print(f"  {_bytes(used)}/{_bytes(totals[name])} {name}")
+        else:
+            print(f"  {used:g}/{totals[name]:g} {name}")
+    stored = sum(n.object_store_used for n in alive)
+    capacity = sum(n.object_store_memory for n in alive)
+    print(f"Object store: {_bytes(stored)}/{_bytes(capacity)} in use")
+    print("Pending demands:")
+    demands = [d for n in alive for d in n.pending]
+    if not demands:
+        print("  (none)")
+    for demand in demands:
+        shape = ", ".join(
+            f"{k}: {_bytes(v) if k in _BYTE_RESOURCES else f'{v:g}'}"
+            for k, v in sorted(demand.resources.items())
+        )
+        note = "  (infeasible: no node has these resources)" if demand.infeasible else ""
+        print(f"  {{{shape}}} x {demand.count}{note}")
     return 0
+
+
+#: Resources counted in bytes (shown as such).
+_BYTE_RESOURCES = frozenset({"memory", "object_store_memory"})
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.2f}{unit}"
+        n /= 1024
+    return f"{n:.2f}GiB"
 
 
 def _cmd_memory(args: argparse.Namespace) -> int:

@@ -8,8 +8,10 @@ import socket
 import subprocess
 import sys
 
-from conftest import ROOT
+import numpy as np
+from conftest import ROOT, wait_until
 
+import runtime
 from runtime import cli
 
 
@@ -51,3 +53,23 @@ def test_start_on_a_port_in_use_says_so_and_leaves_nothing(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and f"port {port}" in out.stderr
     assert "in use" in out.stderr
     assert not root.exists() or not list(root.iterdir())
+
+
+@runtime.remote(resources={"nowhere": 1})
+def never_runs() -> int:
+    return 1
+
+
+def test_status_shows_store_use_and_pending_demands(cluster):
+    keep = runtime.put(np.ones(1 << 20))  # 8 MiB in the store
+    pending = never_runs.remote()
+    seen: list[str] = []
+
+    def shows_everything() -> bool:
+        out = run("status", "--address", cluster["address"])
+        seen[:] = [out.stdout]
+        return "{CPU: 1, nowhere: 1} x 1  (infeasible" in out.stdout and "MiB/" in out.stdout
+
+    wait_until(shows_everything, what="status to show the store and the demand")
+    assert "object_store_memory" in seen[0] and "GiB memory" in seen[0]
+    del keep, pending

@@ -116,6 +116,8 @@ class GcsService(GcsBase):
         node = self.tables.nodes.get(message.node_id)
         if node is not None and node.alive:
             node.resources_available = dict(message.resources_available)
+            node.object_store_used = message.object_store_used
+            node.pending = list(message.pending)
             self._changed_resources[message.node_id] = node.resources_available
             if not self._resources_flush_scheduled:
                 self._resources_flush_scheduled = True

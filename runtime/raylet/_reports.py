@@ -15,13 +15,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .._private import rpc
 from .._private.tasks import TaskSet
-from ..protocol.rt import GcsStub, LogBatch, ReportResourcesRequest, WorkerFailures
+from ..protocol.rt import (
+    GcsStub,
+    LogBatch,
+    ReportResourcesRequest,
+    ResourceDemand,
+    WorkerFailures,
+)
+from . import _resources as res
+from ._scheduler import LeaseRequest
 
 logger = logging.getLogger(__name__)
+
+
+def resource_report(
+    node_id: bytes, available: res.Fixed, queue: Iterable[LeaseRequest], store_used: int
+) -> ReportResourcesRequest:
+    """What the gcs shows of a node: free resources, store use, and the lease
+    requests waiting there, by shape (``runtime status``)."""
+    shapes: dict[tuple[tuple[str, int], ...], ResourceDemand] = {}
+    for req in queue:
+        key = tuple(sorted(req.resources.items()))
+        demand = shapes.get(key)
+        if demand is None:
+            demand = shapes[key] = ResourceDemand(resources=res.to_float(req.resources), count=0)
+        demand.count += 1
+        demand.infeasible = demand.infeasible or req.infeasible
+    return ReportResourcesRequest(
+        node_id=node_id,
+        resources_available=res.to_float(available),
+        object_store_used=store_used,
+        pending=list(shapes.values()),
+    )
 
 
 class GcsReports:
@@ -31,12 +60,12 @@ class GcsReports:
         node_id: bytes,
         period_s: float,
         tasks: TaskSet,
-        available: Callable[[], dict[str, float]],
+        report: Callable[[], ReportResourcesRequest],
     ) -> None:
         self._node_id = node_id
         self._period_s = period_s
         self._tasks = tasks
-        self._available = available
+        self._report = report
         self._gcs: GcsStub | None = None
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self.labels: dict[int, str] = {}
@@ -103,11 +132,7 @@ class GcsReports:
             await self._resources_dirty.wait()
             self._resources_dirty.clear()
             try:
-                await self._gcs.report_resources(
-                    ReportResourcesRequest(
-                        node_id=self._node_id, resources_available=self._available()
-                    )
-                )
+                await self._gcs.report_resources(self._report())
             except rpc.CONNECTION_ERRORS:
                 pass
             # At most one report per period, however busy the node is.

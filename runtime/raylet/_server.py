@@ -43,6 +43,7 @@ from ..protocol.rt import (
     RegisterNodeRequest,
     RegisterWorkerReply,
     RegisterWorkerRequest,
+    ReportResourcesRequest,
     ReturnWorkerRequest,
     SubscribeRequest,
     UnregisterNodeRequest,
@@ -53,7 +54,7 @@ from ..protocol.rt import (
 from . import _resources as res
 from ._cluster_view import ClusterView, Decision, Placement
 from ._object_manager import ObjectManager
-from ._reports import GcsReports
+from ._reports import GcsReports, resource_report
 from ._scheduler import (
     Action,
     AskExit,
@@ -121,7 +122,7 @@ class Raylet(RayletBase):
             node_id=self.node_id,
             period_s=config.resource_report_period_s,
             tasks=self._tasks,
-            available=lambda: res.to_float(self.scheduler.available),
+            report=self._resource_report,
         )
         self._register_deadlines: dict[bytes, asyncio.TimerHandle] = {}
         # The drivers of this node's jobs (their objects die with them).
@@ -226,6 +227,12 @@ class Raylet(RayletBase):
             "--session-dir",
             self.session_dir,
         ]
+
+    def _resource_report(self) -> ReportResourcesRequest:
+        scheduler = self.scheduler
+        return resource_report(
+            self.node_id, scheduler.available, scheduler.queue, self.object_store.store.used
+        )
 
     def _address(self, port: int, worker_id: bytes) -> Address:
         """Where a core worker of this node (driver or worker) listens."""
@@ -338,6 +345,7 @@ class Raylet(RayletBase):
         if message.request_id:
             self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
+        self.reports.resources_changed()  # a new demand, granted or not
         if decision.placement is Placement.INFEASIBLE:
             logger.warning(
                 "lease for %s needs %s, more than any node of the cluster has; it waits "

@@ -62,6 +62,7 @@ __all__ = (
     "RegisterWorkerRequest",
     "ReportResourcesRequest",
     "ResourceBatch",
+    "ResourceDemand",
     "ResourceView",
     "ReturnWorkerRequest",
     "SchedulingStrategy",
@@ -919,6 +920,18 @@ class NodeInfo(betterproto2.Message):
     seconds since the epoch
     """
 
+    object_store_used: "int" = betterproto2.field(14, betterproto2.TYPE_UINT64)
+    """
+    as last reported
+    """
+
+    pending: "list[ResourceDemand]" = betterproto2.field(
+        15, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    lease requests waiting, as last reported
+    """
+
 
 default_message_pool.register_message("rt", "NodeInfo", NodeInfo)
 
@@ -1160,6 +1173,18 @@ class ReportResourcesRequest(betterproto2.Message):
         map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
     )
 
+    object_store_used: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    bytes held by objects in the node's store
+    """
+
+    pending: "list[ResourceDemand]" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    lease requests waiting at the raylet
+    """
+
 
 default_message_pool.register_message("rt", "ReportResourcesRequest", ReportResourcesRequest)
 
@@ -1175,6 +1200,29 @@ class ResourceBatch(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ResourceBatch", ResourceBatch)
+
+
+@dataclass(eq=False, repr=False)
+class ResourceDemand(betterproto2.Message):
+    """
+    Lease requests of one shape waiting at a raylet (`runtime status`).
+    """
+
+    resources: "dict[str, float]" = betterproto2.field(
+        1,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+
+    count: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    infeasible: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    no node of the cluster could ever run them
+    """
+
+
+default_message_pool.register_message("rt", "ResourceDemand", ResourceDemand)
 
 
 @dataclass(eq=False, repr=False)
