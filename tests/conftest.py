@@ -88,6 +88,20 @@ def cluster() -> Iterator[runtime.RuntimeContext]:
         assert_no_orphans(ctx.session_dir)
 
 
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Runs the ``runtime`` command line."""
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
+
+
 def run_driver(
     code: str, timeout: float = 60.0, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:

@@ -6,24 +6,16 @@ import argparse
 import os
 import socket
 import subprocess
-import sys
 
 import numpy as np
-from conftest import ROOT, wait_until
+from conftest import run_cli, wait_until
 
 import runtime
 from runtime import cli
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
+    return run_cli(*args, env={**os.environ, **env})
 
 
 def test_no_command_prints_help_and_version_is_known():

@@ -13,6 +13,7 @@ from conftest import (
     ROOT,
     assert_no_orphans,
     process_running,
+    run_cli,
     run_driver,
     runtime_pids,
     wait_until,
@@ -28,14 +29,7 @@ def session_root():
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_no_orphans_after_shutdown():

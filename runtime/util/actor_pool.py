@@ -104,13 +104,7 @@ class ActorPool:
         if not self.has_next():
             raise StopIteration("no more results to get")
         ready, _ = api.wait(_flat(self._running), num_returns=1, timeout=timeout)
-        if not ready:
-            raise TimeoutError("timed out waiting for a result")
-        key = self._key_holding(ready[0])
-        index, _ = self._running[key]
-        ref = self._by_index[index]
-        self._taken(index, ref)
-        return api.get(ref)
+        return api.get(self._take_first(ready))
 
     async def get_next_async(self, timeout: float | None = None) -> Any:
         """``get_next`` for an event loop: the next result in submission order."""
@@ -130,13 +124,7 @@ class ActorPool:
         if not self.has_next():
             raise StopIteration("no more results to get")
         ready, _ = await api.wait_async(_flat(self._running), num_returns=1, timeout=timeout)
-        if not ready:
-            raise TimeoutError("timed out waiting for a result")
-        key = self._key_holding(ready[0])
-        index, _ = self._running[key]
-        ref = self._by_index[index]
-        self._taken(index, ref)
-        return await api.get_async(ref)
+        return await api.get_async(self._take_first(ready))
 
     async def map_async(self, fn: Submit, values: Iterable[Any]) -> AsyncIterator[Any]:
         """``async for`` over ``fn``'s results in order."""
@@ -156,6 +144,15 @@ class ActorPool:
         if self._next_return not in self._by_index:
             raise ValueError("get_next() cannot be called after get_next_unordered()")
         return self._by_index[self._next_return]
+
+    def _take_first(self, ready: list[Any]) -> Any:
+        """The call whose ref finished first (ready[0]) is taken; its ref(s)."""
+        if not ready:
+            raise TimeoutError("timed out waiting for a result")
+        index, _ = self._running[self._key_holding(ready[0])]
+        ref = self._by_index[index]
+        self._taken(index, ref)
+        return ref
 
     def _key_holding(self, ref: Any) -> Any:
         for key in self._running:
