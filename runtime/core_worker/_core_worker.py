@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from typing import Any
 
 from .. import exceptions
@@ -304,6 +305,25 @@ class CoreWorker:
             f"this node's raylet (its scheduler and object store, {self.store_socket}) "
             f"is gone ({cause!r})"
         )
+
+    def raylet_unreachable(self) -> bool:
+        """A probe, on failure paths only: does this node's store refuse
+        connections (its raylet is gone)? Then the loss is recorded."""
+        path = self.store_socket
+        if not path or self.lost is not None:
+            return self.lost is not None
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            self.on_raylet_lost(e)
+            return True
+        except OSError:
+            return False  # busy, not gone
+        finally:
+            probe.close()
+        return False
 
     def check_cluster(self) -> None:
         """Raises the error naming a lost gcs or raylet, at the call site."""

@@ -266,10 +266,14 @@ class TaskManager:
             worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
 
     def on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
+        if spec.state is TaskState.FINISHED:
+            return  # failed already: a lost gcs or raylet fails every pending task
         if spec.cancelled:
             self.fail_task(spec, _cancelled(spec))
             return
         lost = self._worker.lost
+        if lost is None and self._worker.raylet_unreachable():
+            return  # the worker died with this node's raylet: on_lost failed the task
         if lost is not None:  # not the worker's fault: no retry can help
             self.fail_task(spec, serialization.serialize_error(lost[0](lost[1])))
             return
