@@ -120,10 +120,41 @@ def test_status_finds_a_driver_started_cluster(cluster):
     assert "1 alive" in status.stdout
 
 
+def _lost_part_driver(
+    setup: str, role: str, error: str, get_says: str, calls: str, says: str
+) -> str:
+    """A driver that starts ``running`` (after ``setup``), SIGKILLs its cluster's
+    ``role`` process, then checks that the get and each of ``calls`` raise
+    ``error`` naming the lost part. Prints its session folder, then "ok"."""
+    return f"""
+import os, signal, numpy as np, runtime
+from runtime.exceptions import {error}
+{setup}
+print(ctx.session_dir)
+runtime.wait([running], timeout=0.5)
+pid = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
+       if {role!r} in line][0]
+os.kill(pid, signal.SIGKILL)
+try:
+    runtime.get(running, timeout=30)
+except {error} as e:
+    assert {get_says!r} in str(e), e
+else:
+    raise AssertionError("get succeeded")
+for call in ({calls}):
+    try:
+        call()
+    except {error} as e:
+        assert {says!r} in str(e)
+    else:
+        raise AssertionError("no error")
+runtime.shutdown()
+print("ok")
+"""
+
+
 def test_a_lost_gcs_is_named_by_every_call():
-    code = """
-import os, signal, runtime
-from runtime.exceptions import GcsLostError
+    setup = """
 @runtime.remote
 def block(name):
     runtime.get(runtime.get_actor(name).wait.remote())
@@ -135,66 +166,37 @@ class Gate:
 ctx = runtime.init(num_cpus=1)
 gate = Gate.options(name="g").remote()
 running = block.remote("g")
-runtime.wait([running], timeout=0.5)
-pid = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
-       if "gcs" in line][0]
-os.kill(pid, signal.SIGKILL)
-try:
-    runtime.get(running, timeout=30)
-except GcsLostError as e:
-    assert "control service" in str(e), e
-else:
-    raise AssertionError("get succeeded")
-for call in (lambda: runtime.put(1), lambda: runtime.nodes(), lambda: runtime.get_actor("g"),
-             lambda: block.remote("g"), lambda: gate.wait.remote()):
-    try:
-        call()
-    except GcsLostError as e:
-        assert "gcs at" in str(e)
-    else:
-        raise AssertionError("no error")
-runtime.shutdown()
-print("ok")
 """
-    out = run_driver(code)
+    calls = (
+        "lambda: runtime.put(1), lambda: runtime.nodes(), lambda: runtime.get_actor('g'), "
+        "lambda: block.remote('g'), lambda: gate.wait.remote()"
+    )
+    out = run_driver(
+        _lost_part_driver(setup, "gcs", "GcsLostError", "control service", calls, "gcs at")
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    session_dir, ok = out.stdout.split()
+    assert ok == "ok"
     assert "died" not in out.stderr  # no "the worker died" retries
+    assert_no_orphans(session_dir)
 
 
 def test_a_lost_raylet_is_named_by_every_call():
-    code = """
-import os, signal, numpy as np, runtime
-from runtime.exceptions import LocalRayletDiedError
+    setup = """
 @runtime.remote
 def block():
     import threading
     threading.Event().wait()
 ctx = runtime.init(num_cpus=1)
-print(ctx.session_dir)
 stored = runtime.put(np.ones(1 << 20))
 running = block.options(max_retries=3).remote()
-runtime.wait([running], timeout=0.5)
-pid = [int(line.split()[0]) for line in open(os.path.join(ctx.session_dir, "pids"))
-       if "raylet" in line][0]
-os.kill(pid, signal.SIGKILL)
-try:
-    runtime.get(running, timeout=30)
-except LocalRayletDiedError as e:
-    assert "raylet" in str(e), e
-else:
-    raise AssertionError("get succeeded")
-for call in (lambda: runtime.put(np.ones(1 << 20)), lambda: runtime.get(stored),
-             lambda: block.remote()):
-    try:
-        call()
-    except LocalRayletDiedError as e:
-        assert "this node's raylet" in str(e)
-    else:
-        raise AssertionError("no error")
-runtime.shutdown()
-print("ok")
 """
+    calls = (
+        "lambda: runtime.put(np.ones(1 << 20)), lambda: runtime.get(stored), lambda: block.remote()"
+    )
+    code = _lost_part_driver(
+        setup, "raylet", "LocalRayletDiedError", "raylet", calls, "this node's raylet"
+    )
     out = run_driver(code)
     assert out.returncode == 0, out.stderr
     session_dir, ok = out.stdout.split()

@@ -166,9 +166,7 @@ async def run_async_stream(
             run.reply(_item(worker, task, count, value))
             count += 1
             await run.wait_room(count)
-        raise asyncio.CancelledError
-    except asyncio.CancelledError:
-        raise
+        raise asyncio.CancelledError  # a BaseException: not caught below
     except Exception as e:
         return error_reply(task[0], task[2], e)
     finally:
