@@ -155,6 +155,14 @@ class ActorUnschedulableError(RayError):
     """No node can ever host the actor as asked."""
 
 
+class TaskPlacementGroupRemoved(TaskUnschedulableError):
+    """The placement group the task was scheduled into was removed."""
+
+
+class ActorPlacementGroupRemoved(ActorUnschedulableError):
+    """The placement group the actor was scheduled into was removed."""
+
+
 class ObjectLostError(RayError):
     """The object's value is gone and cannot be re-created."""
 
@@ -210,6 +218,7 @@ class BlockingCallOnLoopError(RayError, RuntimeError):
 
 __all__ = [
     "ActorDiedError",
+    "ActorPlacementGroupRemoved",
     "ActorUnschedulableError",
     "BlockingCallOnLoopError",
     "GcsLostError",
@@ -228,6 +237,7 @@ __all__ = [
     "RuntimeNotInitializedError",
     "TaskCancelledError",
     "TaskError",
+    "TaskPlacementGroupRemoved",
     "TaskUnschedulableError",
     "WorkerCrashedError",
 ]

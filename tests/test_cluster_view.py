@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runtime.protocol.rt import NodeInfo, SchedulingStrategy, StrategyKind
-from runtime.raylet import _resources as res
+from runtime._private import resources as res
+from runtime.protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
 from runtime.raylet._cluster_view import ClusterView, Placement
 
 A, B, C = b"a" * 16, b"b" * 16, b"c" * 16
@@ -40,7 +40,7 @@ def test_default_stays_local_while_it_fits() -> None:
 
 def test_default_spills_to_the_least_busy_node_with_room_and_debits_it() -> None:
     v = view(node(A, 1), node(B, 2), node(C, 4))
-    v.update_available(B, {"CPU": 1})
+    v.update_resources(ResourceView(node_id=B, resources_available={"CPU": 1}))
     first = v.decide(cpu(1), None, spilled=False, local_available=cpu(0))
     assert first.placement is Placement.SPILL and first.node is not None
     assert first.node.node_id == C

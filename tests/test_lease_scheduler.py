@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.raylet._resources import to_fixed
+from runtime._private.resources import to_fixed
 from runtime.raylet._scheduler import (
     AskExit,
     Cancel,

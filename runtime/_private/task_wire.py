@@ -26,8 +26,8 @@ KIND_ACTOR_CALL = 2
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
 #: owner_id). ``extra``: the method name for an actor call; for an actor
 #: creation a dict (actor_id, class_name, max_concurrency, resources, and
-#: gpu_ids when it has GPUs); for a task ``(max_calls, resources)``, with
-#: ``gpu_ids`` third when it has GPUs, or None for one CPU and no ``max_calls``.
+#: gpu_ids when it has GPUs, placement in a group); for a task see
+#: :func:`task_extra`.
 #: ``owner_id``: the worker id of the task's owner (its results' owner).
 WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``
@@ -45,10 +45,19 @@ WireReply = tuple[
 #: What a task asks for unless told otherwise: its wire ``extra`` is then None.
 DEFAULT_TASK_RESOURCES = {"CPU": 1.0}
 
+#: The placement group a task or actor runs in: (group id hex, bundle index or
+#: -1, whether the tasks it submits run in the group too).
+Placement = tuple[str, int, bool]
 
-def task_extra(resources: dict[str, float], max_calls: int) -> Any:
+
+def task_extra(
+    resources: dict[str, float], max_calls: int, placement: Placement | None = None
+) -> Any:
     """A task's ``extra`` on the wire: None for the common case (one CPU, no
-    ``max_calls``), else ``(max_calls, resources)``."""
+    ``max_calls``, no placement group), else ``(max_calls, resources, gpu_ids,
+    placement)`` (the last two may be left off)."""
+    if placement is not None:
+        return (max_calls, resources, (), placement)
     if not max_calls and resources == DEFAULT_TASK_RESOURCES:
         return None
     return (max_calls, resources)
@@ -60,8 +69,20 @@ def with_gpu_ids(task: WireTask, gpu_ids: tuple[int, ...]) -> WireTask:
     if task[6] == KIND_ACTOR_CREATION:
         extra = {**extra, "gpu_ids": gpu_ids}
     else:
-        extra = (*(extra or (0, DEFAULT_TASK_RESOURCES))[:2], gpu_ids)
+        extra = extra or (0, DEFAULT_TASK_RESOURCES)
+        extra = (extra[0], extra[1], gpu_ids, *extra[3:])
     return (*task[:7], extra, task[8])
+
+
+def placement_of(task: WireTask) -> Placement | None:
+    """The placement group a pushed task (or actor creation) runs in."""
+    extra = task[7]
+    if extra is None or task[6] == KIND_ACTOR_CALL:
+        return None
+    if task[6] == KIND_ACTOR_CREATION:
+        placement: Placement | None = extra.get("placement")
+        return placement
+    return extra[3] if len(extra) > 3 else None
 
 
 def gpu_ids_of(task: WireTask) -> tuple[int, ...]:

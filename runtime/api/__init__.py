@@ -20,9 +20,18 @@ from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
+from ._placement_group import (
+    PlacementGroup,
+    PlacementGroupID,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ._remote_function import RemoteFunction
 from ._runtime_context import RuntimeContext, exit_actor, get_gpu_ids, get_runtime_context
-from ._scheduling import NodeAffinitySchedulingStrategy
+from ._scheduling import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from ._state import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
 
 __all__ = [
@@ -31,6 +40,9 @@ __all__ = [
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
     "ObjectRefGenerator",
+    "PlacementGroup",
+    "PlacementGroupID",
+    "PlacementGroupSchedulingStrategy",
     "RemoteFunction",
     "RuntimeContext",
     "available_resources",
@@ -43,7 +55,9 @@ __all__ = [
     "get_actor",
     "get_actor_async",
     "get_async",
+    "get_current_placement_group",
     "get_gpu_ids",
+    "get_placement_group",
     "get_runtime_context",
     "init",
     "init_async",
@@ -57,8 +71,11 @@ __all__ = [
     "method",
     "nodes",
     "nodes_async",
+    "placement_group",
+    "placement_group_table",
     "put",
     "remote",
+    "remove_placement_group",
     "shutdown",
     "shutdown_async",
     "wait",

@@ -145,6 +145,12 @@ class ActorClass(Generic[C]):
         groups = tuple(options.get("concurrency_groups") or {})
         _check_groups(self._name, self._methods, groups)
         handle_state = (self._name, self._methods, max_task_retries, max_pending_calls, groups)
+        resources, strategy, placement = _scheduling.resolve(
+            options,
+            _options.task_resources(options, 0.0),
+            _context.current_placement(worker),
+            f"actor {self._name}",
+        )
         key, ref = worker.actor_client.create_actor(
             class_name=self._name,
             class_id=class_id,
@@ -152,9 +158,10 @@ class ActorClass(Generic[C]):
             args=args,
             kwargs=kwargs,
             options=options,
-            resources=_options.task_resources(options, 0.0),
-            strategy=_scheduling.to_message(options.get("scheduling_strategy")),
+            resources=resources,
+            strategy=strategy,
             handle_state=pickle.dumps(handle_state),
+            placement=placement,
         )
         return ActorHandle(key, *handle_state, ref=ref)
 

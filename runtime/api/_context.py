@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..core_worker import CoreWorker
+from .._private.task_wire import Placement
+from ..core_worker import CoreWorker, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 
 logger = logging.getLogger("runtime")
@@ -82,3 +83,11 @@ def log_failure(what: str, task: asyncio.Task[Any]) -> None:
     """A done callback for background requests nobody awaits: logs their error."""
     if not task.cancelled() and task.exception() is not None:
         logger.error("%s: %s", what, task.exception())
+
+
+def current_placement(worker: CoreWorker) -> Placement | None:
+    """The placement group of the task or actor running on this thread, if any."""
+    executor = worker.executor
+    if executor is None or current_task_id.get() is None:
+        return None
+    return executor.placement

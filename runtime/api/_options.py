@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._private import task_wire
+from .._private import placement, task_wire
 from . import _scheduling
 
 _Check = Callable[[str, Any], None]
@@ -69,6 +69,11 @@ def _resources(name: str, value: Any) -> None:
             raise ValueError(
                 f"option {name!r}: use num_cpus / num_gpus rather than {key!r} in resources"
             )
+        if placement.is_group_resource(key):
+            raise ValueError(
+                f"option {name!r}: {key!r} names a placement group's resource; use a "
+                "PlacementGroupSchedulingStrategy to run in a group"
+            )
         _number()(f"{name}[{key!r}]", amount)
 
 
@@ -101,6 +106,13 @@ def streaming_returns(options: Mapping[str, Any]) -> int:
     return task_wire.streaming_returns(options.get("_generator_backpressure_num_objects") or 0)
 
 
+#: Ray's older way to name a placement group (a strategy is the current one).
+_PLACEMENT_OPTIONS: dict[str, _Check] = {
+    "placement_group": _scheduling.check_placement_group,
+    "placement_group_bundle_index": _scheduling.check_bundle_index,
+    "placement_group_capture_child_tasks": _scheduling.check_capture,
+}
+
 TASK_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
     "num_gpus": _gpus,
@@ -113,6 +125,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "retry_exceptions": _retry_exceptions,
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,
+    **_PLACEMENT_OPTIONS,
 }
 
 
@@ -154,6 +167,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "concurrency_groups": _concurrency_groups,
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
+    **_PLACEMENT_OPTIONS,
 }
 
 

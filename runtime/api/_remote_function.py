@@ -103,6 +103,12 @@ class RemoteFunction(Generic[P, Out]):
         max_calls = options.get("max_calls")
         if max_calls is None:
             max_calls = 1 if options.get("num_gpus") else 0
+        resources, strategy, placement = _scheduling.resolve(
+            options,
+            _options.task_resources(options, 1.0),
+            _context.current_placement(worker),
+            f"{self._name}()",
+        )
         refs = worker.tasks.submit_task(
             function_id=function_id,
             function_data=data,
@@ -110,11 +116,12 @@ class RemoteFunction(Generic[P, Out]):
             args=args,
             kwargs=kwargs,
             num_returns=wire_returns,
-            resources=_options.task_resources(options, 1.0),
+            resources=resources,
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
             retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
-            strategy=_scheduling.to_message(options.get("scheduling_strategy")),
+            strategy=strategy,
             max_calls=max_calls,
+            placement=placement,
         )
         if num_returns == "streaming":
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)

@@ -31,7 +31,7 @@ from .. import exceptions
 from .._private import rpc, serialization
 from .._private.ids import random_id, return_id
 from .._private.push_stream import PushStream
-from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, Placement, WireReply
 from ..protocol.rt import (
     ActorInfo,
     Address,
@@ -93,6 +93,7 @@ class ActorClient:
         resources: dict[str, float],
         strategy: SchedulingStrategy | None,
         handle_state: bytes,
+        placement: Placement | None = None,
     ) -> tuple[bytes, Reference | None]:
         """Creates an actor from any thread; returns its handle's key and the
         reference to its handle object (None if not owned here: detached, or
@@ -118,6 +119,7 @@ class ActorClient:
             resources=resources,
             strategy=strategy,
             handle_state=handle_state,
+            placement_group_id=bytes.fromhex(placement[0]) if placement else b"",
         )
         spec = TaskSpec(
             task_id=self._worker.ids.task_id(),
@@ -139,6 +141,7 @@ class ActorClient:
                 "resources": dict(resources),
                 "name": info.name,
                 "handle_state": handle_state,
+                "placement": placement,
             },
         )
         registered: concurrent.futures.Future[CreateActorReply] = concurrent.futures.Future()

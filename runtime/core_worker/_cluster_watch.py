@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from .._private import rpc
+from .._private import placement, rpc
 from ..protocol.rt import Channel, Empty, GetAllNodesReply, LogBatch, NodeInfo, SubscribeRequest
 from ._states import State
 
@@ -105,6 +105,8 @@ class ClusterWatch:
 
     async def warn_if_infeasible(self, what: str, resources: dict[str, float]) -> None:
         """Warns (once per scheduling key or actor) when no live node could ever fit it."""
+        if placement.groups_in(resources):
+            return  # it waits for its group, which the gcs warns about if it cannot be placed
         try:
             reply: GetAllNodesReply = await self._worker.gcs.get_all_nodes(Empty())
         except rpc.CONNECTION_ERRORS:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
-from .._private import serialization
+from .._private import placement, serialization
 from .._private.task_wire import (
     DEFAULT_TASK_RESOURCES,
     KIND_ACTOR_CALL,
@@ -33,11 +33,13 @@ from .._private.task_wire import (
     KIND_TASK,
     CancelRequest,
     GeneratorAck,
+    Placement,
     ReleasePins,
     WireReply,
     WireTask,
     backpressure_of,
     gpu_ids_of,
+    placement_of,
 )
 from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor
@@ -81,6 +83,8 @@ class TaskExecutor:
         self.retiring = False
         # The resources of the task running here (or of the actor it hosts).
         self.assigned: dict[str, float] = {}
+        # The placement group of the task running here (or of the actor).
+        self.placement: Placement | None = None
         self.devices = VisibleDevices()
         # Streaming tasks (and actor calls) not finished yet, by task id.
         self.streams: dict[bytes, GeneratorRun] = {}
@@ -244,6 +248,7 @@ class TaskExecutor:
         except exceptions.ObjectStoreFullError as e:
             return error_reply(task_id, name, e)
         self.devices.set(gpu_ids_of(task))
+        self.placement = placement_of(task)
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
@@ -322,6 +327,6 @@ def _set_omp_threads(resources: dict[str, float]) -> None:
     unless the user set OMP_NUM_THREADS themselves."""
     if _USER_OMP is not None:
         return
-    threads = str(max(1, int(resources.get("CPU", 1))))
+    threads = str(max(1, int(placement.base_amounts(resources).get("CPU", 1))))
     if os.environ.get("OMP_NUM_THREADS") != threads:
         os.environ["OMP_NUM_THREADS"] = threads

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -104,6 +104,34 @@ class ObjectClient:
         ref = worker.make_ref(object_id, worker.address, worker, counted=True)
         worker.post(self._put_on_loop, object_id, obj, pickled.refs, _user_call_site("put"))
         return ref
+
+    def promise(self, fill: Callable[[], Awaitable[Any]], what: str) -> Reference:
+        """A new owned object (from any thread) whose value is what ``fill()``
+        returns once it does (run on the loop); what it raises is the error
+        ``get`` raises. A placement group's ``ready()`` is one."""
+        self._worker.check_cluster()
+        worker = self._worker
+        object_id = worker.ids.put_id()
+        ref = worker.make_ref(object_id, worker.address, worker, counted=True)
+        worker.post(self._promise_on_loop, object_id, fill, what)
+        return ref
+
+    def _promise_on_loop(
+        self, object_id: bytes, fill: Callable[[], Awaitable[Any]], what: str
+    ) -> None:
+        self.call_sites[object_id] = what
+        self._worker.refs.add_owned(object_id, 1)
+
+        async def settle() -> None:
+            try:
+                obj, nested = self.serialize_value(await fill(), object_id)
+            except Exception as e:
+                obj, nested = serialization.serialize_error(e), []
+            if object_id in self._worker.refs:  # not freed meanwhile
+                self._worker.store.put(object_id, obj)
+                self._worker.ownership.contain(object_id, nested)
+
+        self._worker.background.spawn(settle())
 
     def _put_on_loop(
         self, object_id: bytes, obj: SerializedObject, nested: list[Reference], site: str

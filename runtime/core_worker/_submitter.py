@@ -331,7 +331,12 @@ class TaskSubmitter:
             withdrawn = request_id in kq.withdrawn
             kq.withdrawn.discard(request_id)
         if reply.status is LeaseStatus.FAILED:
-            self._fail_queue(kq, exceptions.TaskUnschedulableError(reply.error))
+            kind = (
+                exceptions.TaskPlacementGroupRemoved
+                if reply.placement_group_removed
+                else exceptions.TaskUnschedulableError
+            )
+            self._fail_queue(kq, kind(reply.error))
             return
         if reply.status is not LeaseStatus.GRANTED or reply.worker is None:
             if not withdrawn and kq.queue and not self._closed:

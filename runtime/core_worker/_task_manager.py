@@ -30,6 +30,7 @@ from .._private.serialization import SerializedObject
 from .._private.task_wire import (
     KIND_ACTOR_CALL,
     KIND_TASK,
+    Placement,
     ReleasePins,
     WireReply,
     task_extra,
@@ -67,6 +68,7 @@ class TaskManager:
         retry_exceptions: bool | tuple[type[BaseException], ...],
         strategy: Any = None,
         max_calls: int = 0,
+        placement: Placement | None = None,
     ) -> list[Reference]:
         """Submits a task from any thread; raises at once on bad arguments."""
         worker = self._worker
@@ -91,7 +93,7 @@ class TaskManager:
             owner_id=worker.worker_id,
             strategy=strategy,
             parent_id=current_task_id.get(),
-            extra=task_extra(resources, max_calls),
+            extra=task_extra(resources, max_calls, placement),
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)
@@ -278,9 +280,7 @@ class TaskManager:
             self.fail_task(spec, serialization.serialize_error(lost[0](lost[1])))
             return
         if isinstance(error, exceptions.TaskUnschedulableError):
-            unschedulable = exceptions.TaskUnschedulableError(
-                f"{spec.name}() cannot be scheduled: {error}"
-            )
+            unschedulable = type(error)(f"{spec.name}() cannot be scheduled: {error}")
             self.fail_task(spec, serialization.serialize_error(unschedulable))
             return
         if spec.retries_left != 0 and self._worker.state is State.RUNNING:

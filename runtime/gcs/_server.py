@@ -15,6 +15,8 @@ from ..protocol.rt import (
     Channel,
     CreateActorReply,
     CreateActorRequest,
+    CreatePlacementGroupReply,
+    CreatePlacementGroupRequest,
     Empty,
     GcsBase,
     GetAllNodesReply,
@@ -27,7 +29,11 @@ from ..protocol.rt import (
     KvPutReply,
     KvPutRequest,
     ListActorsReply,
+    ListPlacementGroupsReply,
     LogBatch,
+    PlacementGroupReply,
+    PlacementGroupRequest,
+    PlacementGroupState,
     PubMessage,
     RegisterNodeRequest,
     ReportResourcesRequest,
@@ -40,6 +46,7 @@ from ..protocol.rt import (
 )
 from ._actors import ActorManager
 from ._health import HealthChecker
+from ._placement_groups import PlacementGroupManager
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
 
@@ -57,8 +64,14 @@ class GcsService(GcsBase):
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
         )
-        # Available resources reported since the last RESOURCES batch, by node.
-        self._changed_resources: dict[bytes, dict[str, float]] = {}
+        self.placement_groups = PlacementGroupManager(
+            channels=self.channels,
+            nodes=lambda: list(self.tables.nodes.values()),
+            publish=self.pubsub.publish,
+            group_removed=self.actors.group_removed,
+        )
+        # Nodes that reported resources since the last RESOURCES batch.
+        self._changed_resources: set[bytes] = set()
         self._resources_flush_scheduled = False
         self._resource_period = config.resource_report_period_s
         self.health = HealthChecker(
@@ -72,6 +85,7 @@ class GcsService(GcsBase):
 
     def start(self) -> None:
         self.health.start()
+        self.placement_groups.start()
 
     def _job_running(self, job_id: int) -> bool:
         record = self.tables.jobs.get(job_id)
@@ -79,6 +93,7 @@ class GcsService(GcsBase):
 
     async def close(self) -> None:
         await self.health.close()
+        await self.placement_groups.close()
         await self.actors.close()
         self.channels.close()
 
@@ -92,6 +107,7 @@ class GcsService(GcsBase):
             "node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port
         )
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
+        self.placement_groups.resources_changed()
         return Empty()
 
     async def unregister_node(self, message: UnregisterNodeRequest) -> Empty:
@@ -106,6 +122,7 @@ class GcsService(GcsBase):
         node.resources_available = {}
         logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
         self.actors.node_died(node_id)
+        self.placement_groups.node_died(node_id)
         self.actors.owners_died(lambda owner: owner.node_id == node_id)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
 
@@ -116,9 +133,12 @@ class GcsService(GcsBase):
         node = self.tables.nodes.get(message.node_id)
         if node is not None and node.alive:
             node.resources_available = dict(message.resources_available)
+            if message.resources_total:
+                node.resources_total = dict(message.resources_total)
             node.object_store_used = message.object_store_used
             node.pending = list(message.pending)
-            self._changed_resources[message.node_id] = node.resources_available
+            self._changed_resources.add(message.node_id)
+            self.placement_groups.resources_changed()
             if not self._resources_flush_scheduled:
                 self._resources_flush_scheduled = True
                 asyncio.get_running_loop().call_later(
@@ -129,11 +149,16 @@ class GcsService(GcsBase):
     def _publish_resources(self) -> None:
         """One batch per period for every subscriber, however many nodes report."""
         self._resources_flush_scheduled = False
-        changed, self._changed_resources = self._changed_resources, {}
+        changed, self._changed_resources = self._changed_resources, set()
+        nodes = [self.tables.nodes.get(node_id) for node_id in changed]
         views = [
-            ResourceView(node_id=node_id, resources_available=available)
-            for node_id, available in changed.items()
-            if node_id in self.tables.nodes and self.tables.nodes[node_id].alive
+            ResourceView(
+                node_id=node.node_id,
+                resources_available=node.resources_available,
+                resources_total=node.resources_total,
+            )
+            for node in nodes
+            if node is not None and node.alive
         ]
         if views:
             self.pubsub.publish(
@@ -155,6 +180,7 @@ class GcsService(GcsBase):
         if self.tables.finish_job(job_id):
             logger.info("job %d finished", job_id)
             self.actors.job_finished(job_id)
+            self.placement_groups.job_finished(job_id)
             self.pubsub.publish(
                 PubMessage(channel=Channel.JOBS, job=JobEvent(job_id=job_id, finished=True))
             )
@@ -170,7 +196,11 @@ class GcsService(GcsBase):
 
     # -- actors -----------------------------------------------------------------
     async def create_actor(self, message: CreateActorRequest) -> CreateActorReply:
-        return self.actors.create(message)
+        reply = self.actors.create(message)
+        pg_id = message.actor.placement_group_id if message.actor is not None else b""
+        if pg_id and self.placement_groups.state_of(pg_id) is PlacementGroupState.REMOVED:
+            self.actors.group_removed(pg_id)
+        return reply
 
     async def wait_actor(self, message: WaitActorRequest) -> ActorReply:
         return await self.actors.wait(message.actor_id, message.min_restarts)
@@ -184,6 +214,32 @@ class GcsService(GcsBase):
 
     async def list_actors(self, message: Empty) -> ListActorsReply:
         return ListActorsReply(actors=[r.info for r in self.actors.actors.values()])
+
+    # -- placement groups ---------------------------------------------------------
+    async def create_placement_group(
+        self, message: CreatePlacementGroupRequest
+    ) -> CreatePlacementGroupReply:
+        info = message.placement_group
+        if info is None or not info.bundles:
+            return CreatePlacementGroupReply(ok=False, error="a placement group needs bundles")
+        return self.placement_groups.create(info)
+
+    async def remove_placement_group(self, message: PlacementGroupRequest) -> Empty:
+        self.placement_groups.remove(message.placement_group_id)
+        return Empty()
+
+    async def wait_placement_group(self, message: PlacementGroupRequest) -> PlacementGroupReply:
+        return await self.placement_groups.wait(message.placement_group_id, message.timeout_s)
+
+    async def get_placement_group(self, message: PlacementGroupRequest) -> PlacementGroupReply:
+        return self.placement_groups.get(
+            message.placement_group_id, message.name, message.namespace
+        )
+
+    async def list_placement_groups(self, message: Empty) -> ListPlacementGroupsReply:
+        return ListPlacementGroupsReply(
+            placement_groups=[r.info for r in self.placement_groups.groups.values()]
+        )
 
     # -- pubsub ---------------------------------------------------------------
     async def report_worker_failures(self, message: WorkerFailures) -> Empty:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..protocol.rt import NodeInfo, SchedulingStrategy, StrategyKind
-from . import _resources as res
-from ._resources import Fixed
+from .._private import resources as res
+from .._private.resources import Fixed
+from ..protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
 
 
 class Placement(enum.Enum):
@@ -84,10 +84,14 @@ class ClusterView:
             node.available = {}
         return changed
 
-    def update_available(self, node_id: bytes, available: dict[str, float]) -> None:
-        node = self.nodes.get(node_id)
+    def update_resources(self, view: ResourceView) -> None:
+        """A node's report: what is free, and its totals (placement groups'
+        bundles add and remove resources)."""
+        node = self.nodes.get(view.node_id)
         if node is not None and node.alive:
-            node.available = res.to_fixed(available)
+            node.available = res.to_fixed(view.resources_available)
+            if view.resources_total:
+                node.total = res.to_fixed(view.resources_total)
 
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]

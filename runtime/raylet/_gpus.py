@@ -12,7 +12,7 @@ its free units plus the units every lease holds on it equal its capacity.
 
 from __future__ import annotations
 
-from ._resources import UNIT
+from .._private.resources import UNIT
 
 #: GPU units held on each id: id -> units.
 Assignment = dict[int, int]

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
+from .._private import resources as res
 from .._private import rpc
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
@@ -26,14 +27,17 @@ from ..protocol.rt import (
     ResourceDemand,
     WorkerFailures,
 )
-from . import _resources as res
 from ._scheduler import LeaseRequest
 
 logger = logging.getLogger(__name__)
 
 
 def resource_report(
-    node_id: bytes, available: res.Fixed, queue: Iterable[LeaseRequest], store_used: int
+    node_id: bytes,
+    total: res.Fixed,
+    available: res.Fixed,
+    queue: Iterable[LeaseRequest],
+    store_used: int,
 ) -> ReportResourcesRequest:
     """What the gcs shows of a node: free resources, store use, and the lease
     requests waiting there, by shape (``runtime status``)."""
@@ -48,6 +52,7 @@ def resource_report(
     return ReportResourcesRequest(
         node_id=node_id,
         resources_available=res.to_float(available),
+        resources_total=res.to_float(total),
         object_store_used=store_used,
         pending=list(shapes.values()),
     )

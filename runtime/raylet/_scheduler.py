@@ -8,8 +8,10 @@ start a worker, kill a worker, cancel a request. It never does I/O, so it is
 tested by feeding events.
 
 Invariants (checked by :meth:`validate`):
-- ``available == total - sum(lease.resources for held leases) + released``
-  where a blocked lease has released its CPU;
+- ``available == total - sum(lease.resources for held leases) + released
+  - sum(bundle.resources for prepared and committed bundles)``, where a
+  blocked lease has released its CPU, and ``total`` includes the group
+  resources of committed bundles (see ``_private.placement``);
 - a worker is LEASED iff exactly one lease names it;
 - every pending request is granted at most once (it leaves the queue when
   granted or cancelled);
@@ -27,10 +29,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._private import placement
+from .._private import resources as res
 from .._private.ids import worker_id
+from .._private.resources import Fixed
 from . import _gpus as gpus
-from . import _resources as res
-from ._resources import Fixed
 
 
 class WorkerState(enum.Enum):
@@ -66,6 +69,26 @@ class Lease:
     released: Fixed = field(default_factory=dict)
     owner: bytes = b""  # the worker that requested it
     gpus: gpus.Assignment = field(default_factory=dict)
+
+
+class BundleState(enum.Enum):
+    PREPARED = "PREPARED"  # its resources are set aside; no one may use them yet
+    COMMITTED = "COMMITTED"  # its group resources exist on this node
+
+
+@dataclass(eq=False)
+class Bundle:
+    """One bundle of a placement group reserved on this node."""
+
+    pg: str  # the group's id in hex
+    index: int
+    resources: Fixed  # what it takes of the node's own resources
+    state: BundleState = BundleState.PREPARED
+
+    def group_resources(self) -> Fixed:
+        return res.to_fixed(
+            placement.bundle_resources(self.pg, self.index, res.to_float(self.resources))
+        )
 
 
 @dataclass(eq=False)
@@ -108,6 +131,8 @@ class KillWorker:
 @dataclass(frozen=True)
 class Cancel:
     request_id: int
+    # Refused for good: the placement group it asks for was removed.
+    group_removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,8 @@ class LeaseScheduler:
         self.leases: dict[bytes, Lease] = {}
         self.queue: deque[LeaseRequest] = deque()
         self.finished_jobs: set[int] = set()
+        self.bundles: dict[tuple[str, int], Bundle] = {}
+        self.removed_groups: set[str] = set()
         self._ids = new_id or itertools.count(1)
 
     def _new_id(self, prefix: bytes) -> bytes:
@@ -151,6 +178,8 @@ class LeaseScheduler:
     def request(self, req: LeaseRequest) -> list[Action]:
         if req.job_id in self.finished_jobs:
             return [Cancel(req.request_id)]
+        if self.removed_groups and placement.groups_in(req.resources) & self.removed_groups:
+            return [Cancel(req.request_id, group_removed=True)]
         req.infeasible = not res.fits(self.total, req.resources)
         self.queue.append(req)
         return self.schedule()
@@ -233,9 +262,9 @@ class LeaseScheduler:
             return []
         lease = self.leases[worker.lease_id]
         if blocked and not lease.released:
-            cpu = lease.resources.get("CPU", 0)
-            if cpu:
-                lease.released = {"CPU": cpu}
+            cpus = {k: v for k, v in lease.resources.items() if _is_cpu(k)}
+            if cpus:
+                lease.released = cpus
                 res.add(self.available, lease.released)
                 return self.schedule()
         elif not blocked and lease.released:
@@ -298,6 +327,80 @@ class LeaseScheduler:
             if not req.infeasible:
                 res.subtract(left, req.resources)
         return left
+
+    # -- placement group bundles (the gcs's two-phase commit) ---------------------
+    def prepare_bundles(self, pg: str, bundles: list[tuple[int, Fixed]]) -> str:
+        """Sets the bundles' resources aside, all or none; why not, or ""."""
+        if pg in self.removed_groups:
+            return "the placement group was removed"
+        new = [(i, r) for i, r in bundles if (pg, i) not in self.bundles]  # retried: kept
+        need: Fixed = {}
+        for _, resources in new:
+            res.add(need, resources)
+        if not res.fits(self.available, need):
+            return f"not enough free resources for {res.describe(res.to_float(need))}"
+        for index, resources in new:
+            self.bundles[(pg, index)] = Bundle(pg, index, dict(resources))
+            res.subtract(self.available, resources)
+        return ""
+
+    def commit_bundles(self, pg: str, indexes: list[int]) -> list[Action]:
+        """Prepared bundles become usable: their group resources appear here."""
+        for index in indexes:
+            bundle = self.bundles.get((pg, index))
+            if bundle is None or bundle.state is BundleState.COMMITTED:
+                continue
+            bundle.state = BundleState.COMMITTED
+            added = bundle.group_resources()
+            res.add(self.total, added)
+            res.add(self.available, added)
+        return self._totals_changed()
+
+    def return_bundles(self, pg: str, indexes: list[int] | None) -> list[Action]:
+        """Gives the bundles' resources back (``None``: every bundle of the group
+        here). Committed ones first end the leases that use the group: their
+        workers are killed, as in Ray."""
+        chosen = [
+            b
+            for b in self.bundles.values()
+            if b.pg == pg and (indexes is None or b.index in indexes)
+        ]
+        actions: list[Action] = []
+        if any(b.state is BundleState.COMMITTED for b in chosen):
+            for lease in list(self.leases.values()):
+                if pg in placement.groups_in(lease.resources):
+                    # Released without a scheduling pass: nothing may take the
+                    # group's resources before they are gone.
+                    self._release(lease.lease_id)
+                    worker = self.workers.get(lease.worker_id)
+                    if worker is not None:
+                        worker.state = WorkerState.DEAD
+                        actions.append(KillWorker(worker.worker_id))
+        for bundle in chosen:
+            del self.bundles[(bundle.pg, bundle.index)]
+            if bundle.state is BundleState.COMMITTED:
+                added = bundle.group_resources()
+                res.subtract(self.total, added)
+                res.subtract(self.available, added)
+            res.add(self.available, bundle.resources)
+        _drop_zeros(self.total)
+        _drop_zeros(self.available)
+        return actions + self._totals_changed()
+
+    def group_removed(self, pg: str) -> list[Action]:
+        """The group is gone for good: its bundles here are returned, and the
+        requests waiting for it fail (later ones too)."""
+        self.removed_groups.add(pg)
+        actions: list[Action] = []
+        for req in [r for r in self.queue if pg in placement.groups_in(r.resources)]:
+            self.queue.remove(req)
+            actions.append(Cancel(req.request_id, group_removed=True))
+        return actions + self.return_bundles(pg, None)
+
+    def _totals_changed(self) -> list[Action]:
+        for req in self.queue:
+            req.infeasible = not res.fits(self.total, req.resources)
+        return self.schedule()
 
     # -- the scheduling pass ------------------------------------------------------
     def schedule(self) -> list[Action]:
@@ -389,6 +492,8 @@ class LeaseScheduler:
             held = dict(lease.resources)
             res.subtract(held, lease.released)
             res.subtract(expected, held)
+        for bundle in self.bundles.values():
+            res.subtract(expected, bundle.resources)
         assert {k: v for k, v in expected.items() if v} == {
             k: v for k, v in self.available.items() if v
         }, (expected, self.available)
@@ -402,3 +507,14 @@ class LeaseScheduler:
             ]
             assert (worker.state is WorkerState.LEASED) == bool(holders), worker
             assert len(holders) <= 1
+
+
+def _is_cpu(name: str) -> bool:
+    """CPU, or a placement group's CPU (what a blocked worker lends back)."""
+    parsed = placement.parse(name)
+    return (parsed[0] if parsed is not None else name) == "CPU"
+
+
+def _drop_zeros(resources: Fixed) -> None:
+    for name in [k for k, v in resources.items() if not v and placement.is_group_resource(k)]:
+        del resources[name]

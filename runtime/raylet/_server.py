@@ -14,12 +14,14 @@ import os
 import time
 from collections.abc import Iterable
 
-from .._private import cluster, rpc
+from .._private import cluster, placement, rpc
+from .._private import resources as res
 from .._private.config import Config
 from .._private.ids import NODE_PREFIX, node_prefix
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     Address,
+    BundlesRequest,
     CancelLeaseRequest,
     Channel,
     ContainsObjectReply,
@@ -35,6 +37,8 @@ from ..protocol.rt import (
     NodeAddress,
     NodeInfo,
     NodeStatsReply,
+    PrepareBundlesReply,
+    PrepareBundlesRequest,
     PullObjectReply,
     PullObjectRequest,
     RayletBase,
@@ -51,7 +55,6 @@ from ..protocol.rt import (
     WorkerInfo,
     WorkerLabelRequest,
 )
-from . import _resources as res
 from ._cluster_view import ClusterView, Decision, Placement
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
@@ -67,7 +70,7 @@ from ._scheduler import (
 )
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
-from .store import ObjectStore, StoreFullError, StoreServer
+from .store import ObjectStore, StoreFullError, StoreServer, store_socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ class Raylet(RayletBase):
         self._drivers: dict[int, bytes] = {}
         self._driver_info: dict[int, WorkerInfo] = {}
         self.gcs_lost = asyncio.Event()
-        self.store_socket = _store_socket_path(session_dir, self.node_id)
+        self.store_socket = store_socket_path(session_dir, self.node_id)
         self.object_store = StoreServer(
             ObjectStore(object_store_memory, config.object_spilling_threshold),
             self.store_socket,
@@ -231,7 +234,11 @@ class Raylet(RayletBase):
     def _resource_report(self) -> ReportResourcesRequest:
         scheduler = self.scheduler
         return resource_report(
-            self.node_id, scheduler.available, scheduler.queue, self.object_store.store.used
+            self.node_id,
+            scheduler.total,
+            scheduler.available,
+            scheduler.queue,
+            self.object_store.store.used,
         )
 
     def _address(self, port: int, worker_id: bytes) -> Address:
@@ -277,7 +284,7 @@ class Raylet(RayletBase):
             elif isinstance(action, Cancel):
                 fut = self._waiting.pop(action.request_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(LeaseReply(status=LeaseStatus.CANCELLED))
+                    fut.set_result(_cancelled(action))
         if changed:
             self.reports.resources_changed()
 
@@ -346,7 +353,8 @@ class Raylet(RayletBase):
             self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
         self.reports.resources_changed()  # a new demand, granted or not
-        if decision.placement is Placement.INFEASIBLE:
+        if decision.placement is Placement.INFEASIBLE and not placement.groups_in(fixed):
+            # (One for a placement group waits for the group to be placed.)
             logger.warning(
                 "lease for %s needs %s, more than any node of the cluster has; it waits "
                 "for a node that fits",
@@ -507,12 +515,47 @@ class Raylet(RayletBase):
     async def health_check(self, message: Empty) -> Empty:
         return Empty()
 
+    # -- placement group bundles (the gcs's two-phase commit) -------------------------
+    async def prepare_bundles(self, message: PrepareBundlesRequest) -> PrepareBundlesReply:
+        bundles = [(b.index, res.to_fixed(b.resources)) for b in message.bundles]
+        error = self.scheduler.prepare_bundles(message.placement_group_id.hex(), bundles)
+        self.reports.resources_changed()
+        return PrepareBundlesReply(ok=not error, error=error)
+
+    async def commit_bundles(self, message: BundlesRequest) -> Empty:
+        pg = message.placement_group_id.hex()
+        self._totals_changed(self.scheduler.commit_bundles(pg, list(message.indexes)))
+        return Empty()
+
+    async def return_bundles(self, message: BundlesRequest) -> Empty:
+        """Given indexes: a rollback; none: the group was removed."""
+        pg = message.placement_group_id.hex()
+        if message.indexes:
+            self._totals_changed(self.scheduler.return_bundles(pg, list(message.indexes)))
+        else:
+            self._totals_changed(self.scheduler.group_removed(pg))
+        return Empty()
+
+    def _totals_changed(self, actions: list[Action]) -> None:
+        self._apply(actions)
+        local = self.view.nodes.get(self.node_id)
+        if local is not None:
+            local.total = dict(self.scheduler.total)
+        self.reports.resources_changed()
+        self._reconsider()
+
     # -- background loops -----------------------------------------------------
     async def _watch_gcs(self) -> None:
         """Follows job events; the stream also tells the gcs this node lives."""
         assert self._gcs is not None
         request = SubscribeRequest(
-            channels=[Channel.JOBS, Channel.NODES, Channel.RESOURCES, Channel.WORKERS],
+            channels=[
+                Channel.JOBS,
+                Channel.NODES,
+                Channel.RESOURCES,
+                Channel.WORKERS,
+                Channel.PLACEMENT_GROUPS,
+            ],
             owns_node=self.node_id,
         )
         try:
@@ -532,9 +575,12 @@ class Raylet(RayletBase):
                 elif message.channel is Channel.RESOURCES and message.resources is not None:
                     for view in message.resources.views:
                         if view.node_id != self.node_id:
-                            self.view.update_available(view.node_id, view.resources_available)
+                            self.view.update_resources(view)
                     if self.scheduler.queue:
                         self._reconsider()
+                elif message.channel is Channel.PLACEMENT_GROUPS and message.placement_group:
+                    pg = message.placement_group.placement_group_id.hex()
+                    self._totals_changed(self.scheduler.group_removed(pg))
                 elif message.channel is Channel.JOBS and message.job and message.job.finished:
                     self._apply(self.scheduler.job_finished(message.job.job_id))
                     self._driver_info.pop(message.job.job_id, None)
@@ -566,6 +612,16 @@ class Raylet(RayletBase):
             self._apply(self.scheduler.reap_idle(time.monotonic()))
 
 
+def _cancelled(action: Cancel) -> LeaseReply:
+    if action.group_removed:
+        return LeaseReply(
+            status=LeaseStatus.FAILED,
+            error="the placement group it was scheduled into was removed",
+            placement_group_removed=True,
+        )
+    return LeaseReply(status=LeaseStatus.CANCELLED)
+
+
 def _redirect(decision: Decision) -> LeaseReply:
     """The reply for a request this node does not queue."""
     if decision.placement is Placement.FAIL:
@@ -576,17 +632,3 @@ def _redirect(decision: Decision) -> LeaseReply:
         status=LeaseStatus.SPILLBACK,
         retry_at=NodeAddress(node_id=node.node_id, host=node.host, port=node.port),
     )
-
-
-#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
-_MAX_SOCKET_PATH = 100
-
-
-def _store_socket_path(session_dir: str, node_id: bytes) -> str:
-    """The store's socket in the session's ``sockets/``, or, when that path is
-    too long for a Unix socket, a Linux abstract socket (a leading NUL)."""
-    name = f"store-{node_id.hex()[:12]}"
-    path = os.path.join(session_dir, "sockets", name)
-    if len(path.encode()) <= _MAX_SOCKET_PATH:
-        return path
-    return f"\0runtime-{os.getpid()}-{name}"

@@ -1,14 +1,30 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
-``ActorPool`` here, ``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
+``ActorPool`` here, placement groups (also in ``placement_group``), scheduling
+strategies in ``scheduling_strategies``, ``queue.Queue`` and
+``multiprocessing.Pool`` in their modules."""
 
 from ..api import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
 from .actor_pool import ActorPool
+from .placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 
 __all__ = [
     "ActorPool",
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
     "list_actors",
     "list_actors_async",
     "memory_async",
     "memory_summary",
     "memory_tables",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
 ]

@@ -11,6 +11,8 @@ __all__ = (
     "AddJobReply",
     "AddJobRequest",
     "Address",
+    "Bundle",
+    "BundlesRequest",
     "CancelLeaseRequest",
     "CancelTaskRequest",
     "Channel",
@@ -20,6 +22,8 @@ __all__ = (
     "CoreWorkerStub",
     "CreateActorReply",
     "CreateActorRequest",
+    "CreatePlacementGroupReply",
+    "CreatePlacementGroupRequest",
     "Empty",
     "ExitReply",
     "FreeObjectsRequest",
@@ -40,6 +44,7 @@ __all__ = (
     "LeaseRequest",
     "LeaseStatus",
     "ListActorsReply",
+    "ListPlacementGroupsReply",
     "ListWorkersReply",
     "LogBatch",
     "NodeAddress",
@@ -47,6 +52,13 @@ __all__ = (
     "NodeStatsReply",
     "ObjectLocation",
     "ObjectStatus",
+    "PlacementGroupInfo",
+    "PlacementGroupReply",
+    "PlacementGroupRequest",
+    "PlacementGroupState",
+    "PlacementStrategy",
+    "PrepareBundlesReply",
+    "PrepareBundlesRequest",
     "PubMessage",
     "PullObjectReply",
     "PullObjectRequest",
@@ -159,6 +171,11 @@ class Channel(betterproto2.Enum):
     workers and drivers that died (their objects die too)
     """
 
+    PLACEMENT_GROUPS = 6
+    """
+    placement groups removed (their requests fail)
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -168,6 +185,7 @@ class Channel(betterproto2.Enum):
             3: "CHANNEL_NODES",
             4: "CHANNEL_RESOURCES",
             5: "CHANNEL_WORKERS",
+            6: "CHANNEL_PLACEMENT_GROUPS",
         }
 
     @classmethod
@@ -179,6 +197,7 @@ class Channel(betterproto2.Enum):
             "CHANNEL_NODES": 3,
             "CHANNEL_RESOURCES": 4,
             "CHANNEL_WORKERS": 5,
+            "CHANNEL_PLACEMENT_GROUPS": 6,
         }
 
 
@@ -251,6 +270,87 @@ class ObjectStatus(betterproto2.Enum):
             "OBJECT_STATUS_READY": 1,
             "OBJECT_STATUS_TIMEOUT": 2,
             "OBJECT_STATUS_FREED": 3,
+        }
+
+
+class PlacementGroupState(betterproto2.Enum):
+    PENDING = 0
+    """
+    not placed yet (or retrying)
+    """
+
+    CREATED = 1
+    """
+    every bundle reserved
+    """
+
+    REMOVED = 2
+
+    RESCHEDULING = 3
+    """
+    some bundles lost with their node
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "PLACEMENT_GROUP_STATE_PENDING",
+            1: "PLACEMENT_GROUP_STATE_CREATED",
+            2: "PLACEMENT_GROUP_STATE_REMOVED",
+            3: "PLACEMENT_GROUP_STATE_RESCHEDULING",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "PLACEMENT_GROUP_STATE_PENDING": 0,
+            "PLACEMENT_GROUP_STATE_CREATED": 1,
+            "PLACEMENT_GROUP_STATE_REMOVED": 2,
+            "PLACEMENT_GROUP_STATE_RESCHEDULING": 3,
+        }
+
+
+class PlacementStrategy(betterproto2.Enum):
+    """
+    -- placement groups ---------------------------------------------------------
+    """
+
+    PACK = 0
+    """
+    as few nodes as possible (best effort)
+    """
+
+    SPREAD = 1
+    """
+    distinct nodes (best effort)
+    """
+
+    STRICT_PACK = 2
+    """
+    one node
+    """
+
+    STRICT_SPREAD = 3
+    """
+    each bundle on a different node
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "PLACEMENT_STRATEGY_PACK",
+            1: "PLACEMENT_STRATEGY_SPREAD",
+            2: "PLACEMENT_STRATEGY_STRICT_PACK",
+            3: "PLACEMENT_STRATEGY_STRICT_SPREAD",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "PLACEMENT_STRATEGY_PACK": 0,
+            "PLACEMENT_STRATEGY_SPREAD": 1,
+            "PLACEMENT_STRATEGY_STRICT_PACK": 2,
+            "PLACEMENT_STRATEGY_STRICT_SPREAD": 3,
         }
 
 
@@ -423,6 +523,11 @@ class ActorInfo(betterproto2.Message):
     the worker that owns it (not set: detached); it dies with it
     """
 
+    placement_group_id: "bytes" = betterproto2.field(18, betterproto2.TYPE_BYTES)
+    """
+    the group it runs in (removing it kills the actor)
+    """
+
 
 default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
 
@@ -487,6 +592,42 @@ class Address(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "Address", Address)
+
+
+@dataclass(eq=False, repr=False)
+class Bundle(betterproto2.Message):
+    """
+    One bundle of a group: what it reserves, and where (once placed).
+    """
+
+    index: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    resources: "dict[str, float]" = betterproto2.field(
+        2,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+
+    node_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    empty while not placed
+    """
+
+
+default_message_pool.register_message("rt", "Bundle", Bundle)
+
+
+@dataclass(eq=False, repr=False)
+class BundlesRequest(betterproto2.Message):
+    placement_group_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    indexes: "list[int]" = betterproto2.field(2, betterproto2.TYPE_INT32, repeated=True)
+    """
+    return: empty for every bundle of the group here
+    """
+
+
+default_message_pool.register_message("rt", "BundlesRequest", BundlesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -582,6 +723,35 @@ class CreateActorRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "CreateActorRequest", CreateActorRequest)
+
+
+@dataclass(eq=False, repr=False)
+class CreatePlacementGroupReply(betterproto2.Message):
+    ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    a name taken
+    """
+
+
+default_message_pool.register_message("rt", "CreatePlacementGroupReply", CreatePlacementGroupReply)
+
+
+@dataclass(eq=False, repr=False)
+class CreatePlacementGroupRequest(betterproto2.Message):
+    """
+    -- placement groups ----------------------------------------------------------
+    """
+
+    placement_group: "PlacementGroupInfo | None" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+
+default_message_pool.register_message(
+    "rt", "CreatePlacementGroupRequest", CreatePlacementGroupRequest
+)
 
 
 @dataclass(eq=False, repr=False)
@@ -766,6 +936,11 @@ class LeaseReply(betterproto2.Message):
     the GPU ids the lease holds (its worker's visible devices)
     """
 
+    placement_group_removed: "bool" = betterproto2.field(8, betterproto2.TYPE_BOOL)
+    """
+    FAILED: the group it asks to run in was removed
+    """
+
 
 default_message_pool.register_message("rt", "LeaseReply", LeaseReply)
 
@@ -821,6 +996,16 @@ class ListActorsReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ListActorsReply", ListActorsReply)
+
+
+@dataclass(eq=False, repr=False)
+class ListPlacementGroupsReply(betterproto2.Message):
+    placement_groups: "list[PlacementGroupInfo]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("rt", "ListPlacementGroupsReply", ListPlacementGroupsReply)
 
 
 @dataclass(eq=False, repr=False)
@@ -980,6 +1165,104 @@ default_message_pool.register_message("rt", "ObjectLocation", ObjectLocation)
 
 
 @dataclass(eq=False, repr=False)
+class PlacementGroupInfo(betterproto2.Message):
+    placement_group_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    namespace: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    strategy: "PlacementStrategy" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: PlacementStrategy(0)
+    )
+
+    bundles: "list[Bundle]" = betterproto2.field(5, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    state: "PlacementGroupState" = betterproto2.field(
+        6, betterproto2.TYPE_ENUM, default_factory=lambda: PlacementGroupState(0)
+    )
+
+    job_id: "int" = betterproto2.field(7, betterproto2.TYPE_INT32)
+    """
+    the creator's job (ends a non-detached group with it)
+    """
+
+    detached: "bool" = betterproto2.field(8, betterproto2.TYPE_BOOL)
+
+    pending_reason: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    why it is not placed yet (infeasible, ...)
+    """
+
+    create_time: "float" = betterproto2.field(10, betterproto2.TYPE_DOUBLE)
+    """
+    seconds since the epoch
+    """
+
+
+default_message_pool.register_message("rt", "PlacementGroupInfo", PlacementGroupInfo)
+
+
+@dataclass(eq=False, repr=False)
+class PlacementGroupReply(betterproto2.Message):
+    found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    placement_group: "PlacementGroupInfo | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+
+default_message_pool.register_message("rt", "PlacementGroupReply", PlacementGroupReply)
+
+
+@dataclass(eq=False, repr=False)
+class PlacementGroupRequest(betterproto2.Message):
+    placement_group_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    get by name (when no id)
+    """
+
+    namespace: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    timeout_s: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    wait: how long (< 0: no limit)
+    """
+
+
+default_message_pool.register_message("rt", "PlacementGroupRequest", PlacementGroupRequest)
+
+
+@dataclass(eq=False, repr=False)
+class PrepareBundlesReply(betterproto2.Message):
+    ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    error: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "PrepareBundlesReply", PrepareBundlesReply)
+
+
+@dataclass(eq=False, repr=False)
+class PrepareBundlesRequest(betterproto2.Message):
+    """
+    The gcs's two-phase commit of a placement group's bundles on one node:
+    prepare reserves the bundles' resources (all or none), commit turns them
+    into the group's resources, return gives them back (prepared or committed;
+    committed: the leases using them end).
+    """
+
+    placement_group_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    bundles: "list[Bundle]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "PrepareBundlesRequest", PrepareBundlesRequest)
+
+
+@dataclass(eq=False, repr=False)
 class PubMessage(betterproto2.Message):
     channel: "Channel" = betterproto2.field(
         1, betterproto2.TYPE_ENUM, default_factory=lambda: Channel(0)
@@ -997,6 +1280,10 @@ class PubMessage(betterproto2.Message):
 
     workers: "WorkerFailures | None" = betterproto2.field(
         6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    placement_group: "PlacementGroupInfo | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True
     )
 
 
@@ -1185,6 +1472,15 @@ class ReportResourcesRequest(betterproto2.Message):
     lease requests waiting at the raylet
     """
 
+    resources_total: "dict[str, float]" = betterproto2.field(
+        5,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+    """
+    changes as placement groups come and go
+    """
+
 
 default_message_pool.register_message("rt", "ReportResourcesRequest", ReportResourcesRequest)
 
@@ -1231,6 +1527,12 @@ class ResourceView(betterproto2.Message):
 
     resources_available: "dict[str, float]" = betterproto2.field(
         2,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
+    )
+
+    resources_total: "dict[str, float]" = betterproto2.field(
+        3,
         betterproto2.TYPE_MAP,
         map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
     )
@@ -1994,6 +2296,102 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def create_placement_group(
+        self,
+        message: "CreatePlacementGroupRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreatePlacementGroupReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/CreatePlacementGroup",
+            message,
+            CreatePlacementGroupReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def remove_placement_group(
+        self,
+        message: "PlacementGroupRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Gcs/RemovePlacementGroup",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def wait_placement_group(
+        self,
+        message: "PlacementGroupRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PlacementGroupReply":
+        """
+        Answers when the group is CREATED or REMOVED, or when timeout_s passes.
+        """
+
+        return await self._unary_unary(
+            "/rt.Gcs/WaitPlacementGroup",
+            message,
+            PlacementGroupReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_placement_group(
+        self,
+        message: "PlacementGroupRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PlacementGroupReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/GetPlacementGroup",
+            message,
+            PlacementGroupReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_placement_groups(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListPlacementGroupsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Gcs/ListPlacementGroups",
+            message,
+            ListPlacementGroupsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class RayletStub(betterproto2_grpclib.ServiceStub):
     async def request_worker_lease(
@@ -2239,6 +2637,60 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def prepare_bundles(
+        self,
+        message: "PrepareBundlesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PrepareBundlesReply":
+
+        return await self._unary_unary(
+            "/rt.Raylet/PrepareBundles",
+            message,
+            PrepareBundlesReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def commit_bundles(
+        self,
+        message: "BundlesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/CommitBundles",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def return_bundles(
+        self,
+        message: "BundlesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/ReturnBundles",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -2455,6 +2907,31 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def create_placement_group(
+        self, message: "CreatePlacementGroupRequest"
+    ) -> "CreatePlacementGroupReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def remove_placement_group(self, message: "PlacementGroupRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def wait_placement_group(self, message: "PlacementGroupRequest") -> "PlacementGroupReply":
+        """
+        Answers when the group is CREATED or REMOVED, or when timeout_s passes.
+        """
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_placement_group(self, message: "PlacementGroupRequest") -> "PlacementGroupReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_placement_groups(self, message: "Empty") -> "ListPlacementGroupsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_register_node(
         self, stream: "grpclib.server.Stream[RegisterNodeRequest, Empty]"
     ) -> None:
@@ -2580,6 +3057,47 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_actors(request)
         await stream.send_message(response)
 
+    async def __rpc_create_placement_group(
+        self,
+        stream: "grpclib.server.Stream[CreatePlacementGroupRequest, CreatePlacementGroupReply]",
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.create_placement_group(request)
+        await stream.send_message(response)
+
+    async def __rpc_remove_placement_group(
+        self, stream: "grpclib.server.Stream[PlacementGroupRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.remove_placement_group(request)
+        await stream.send_message(response)
+
+    async def __rpc_wait_placement_group(
+        self, stream: "grpclib.server.Stream[PlacementGroupRequest, PlacementGroupReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.wait_placement_group(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_placement_group(
+        self, stream: "grpclib.server.Stream[PlacementGroupRequest, PlacementGroupReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_placement_group(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_placement_groups(
+        self, stream: "grpclib.server.Stream[Empty, ListPlacementGroupsReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_placement_groups(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Gcs/RegisterNode": grpclib.const.Handler(
@@ -2678,6 +3196,36 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 Empty,
                 ListActorsReply,
             ),
+            "/rt.Gcs/CreatePlacementGroup": grpclib.const.Handler(
+                self.__rpc_create_placement_group,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                CreatePlacementGroupRequest,
+                CreatePlacementGroupReply,
+            ),
+            "/rt.Gcs/RemovePlacementGroup": grpclib.const.Handler(
+                self.__rpc_remove_placement_group,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PlacementGroupRequest,
+                Empty,
+            ),
+            "/rt.Gcs/WaitPlacementGroup": grpclib.const.Handler(
+                self.__rpc_wait_placement_group,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PlacementGroupRequest,
+                PlacementGroupReply,
+            ),
+            "/rt.Gcs/GetPlacementGroup": grpclib.const.Handler(
+                self.__rpc_get_placement_group,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PlacementGroupRequest,
+                PlacementGroupReply,
+            ),
+            "/rt.Gcs/ListPlacementGroups": grpclib.const.Handler(
+                self.__rpc_list_placement_groups,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListPlacementGroupsReply,
+            ),
         }
 
 
@@ -2731,6 +3279,18 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def health_check(self, message: "Empty") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def prepare_bundles(self, message: "PrepareBundlesRequest") -> "PrepareBundlesReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def commit_bundles(self, message: "BundlesRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def return_bundles(self, message: "BundlesRequest") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -2836,6 +3396,30 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.health_check(request)
         await stream.send_message(response)
 
+    async def __rpc_prepare_bundles(
+        self, stream: "grpclib.server.Stream[PrepareBundlesRequest, PrepareBundlesReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.prepare_bundles(request)
+        await stream.send_message(response)
+
+    async def __rpc_commit_bundles(
+        self, stream: "grpclib.server.Stream[BundlesRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.commit_bundles(request)
+        await stream.send_message(response)
+
+    async def __rpc_return_bundles(
+        self, stream: "grpclib.server.Stream[BundlesRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.return_bundles(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -2914,6 +3498,24 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_health_check,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
+                Empty,
+            ),
+            "/rt.Raylet/PrepareBundles": grpclib.const.Handler(
+                self.__rpc_prepare_bundles,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                PrepareBundlesRequest,
+                PrepareBundlesReply,
+            ),
+            "/rt.Raylet/CommitBundles": grpclib.const.Handler(
+                self.__rpc_commit_bundles,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                BundlesRequest,
+                Empty,
+            ),
+            "/rt.Raylet/ReturnBundles": grpclib.const.Handler(
+                self.__rpc_return_bundles,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                BundlesRequest,
                 Empty,
             ),
         }

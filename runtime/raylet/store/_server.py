@@ -535,3 +535,17 @@ class _Client:
         self.conn.close()
         self._worker.cancel()
         self.server._disconnected(self)
+
+
+#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
+_MAX_SOCKET_PATH = 100
+
+
+def store_socket_path(session_dir: str, node_id: bytes) -> str:
+    """The store's socket in the session's ``sockets/``, or, when that path is
+    too long for a Unix socket, a Linux abstract socket (a leading NUL)."""
+    name = f"store-{node_id.hex()[:12]}"
+    path = os.path.join(session_dir, "sockets", name)
+    if len(path.encode()) <= _MAX_SOCKET_PATH:
+        return path
+    return f"\0runtime-{os.getpid()}-{name}"

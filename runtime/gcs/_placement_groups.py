@@ -1,0 +1,348 @@
+"""The gcs's placement groups: gang reservations of bundles across nodes.
+
+A group moves through ``PENDING -> CREATED (-> RESCHEDULING -> CREATED)* ->
+REMOVED``. One placing coroutine takes the groups that wait, in the order
+they came, and for each: chooses nodes (``_bundle_policy``), asks each chosen
+raylet to *prepare* its bundles (set the resources aside), and *commits* them
+all only when every prepare succeeded; on any failure it returns what was
+prepared and tries again when resources change. So a group is reserved
+wholly or not at all, and nothing stays reserved for a group that failed.
+
+Invariants:
+- a bundle's ``node_id`` is set iff its node holds it (prepared or committed);
+- ``state is CREATED`` iff every bundle has a live node and is committed;
+- a REMOVED group holds nothing on any node: its bundles are returned, and
+  every raylet refuses leases and prepares for it from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .._private import placement, rpc
+from .._private import resources as res
+from .._private.tasks import TaskSet
+from ..protocol.rt import (
+    Bundle,
+    BundlesRequest,
+    Channel,
+    CreatePlacementGroupReply,
+    NodeInfo,
+    PlacementGroupInfo,
+    PlacementGroupReply,
+    PlacementGroupState,
+    PrepareBundlesRequest,
+    PubMessage,
+    RayletStub,
+)
+from ._bundle_policy import NodeRoom, place
+
+logger = logging.getLogger(__name__)
+
+#: How long one prepare or commit may take before the node counts as failed.
+_RPC_TIMEOUT_S = 10.0
+#: Retry delays after a prepare failed (the view was stale): doubling, capped.
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 2.0
+
+
+@dataclass(eq=False)
+class GroupRecord:
+    info: PlacementGroupInfo
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    warned: bool = False  # told the log it is infeasible
+
+    @property
+    def removed(self) -> bool:
+        return self.info.state is PlacementGroupState.REMOVED
+
+    def wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class PlacementGroupManager:
+    def __init__(
+        self,
+        *,
+        channels: rpc.ChannelPool,
+        nodes: Callable[[], list[NodeInfo]],
+        publish: Callable[[PubMessage], None],
+        group_removed: Callable[[bytes], None],
+    ) -> None:
+        self._channels = channels
+        self._nodes = nodes
+        self._publish = publish
+        self._group_removed = group_removed
+        self.groups: dict[bytes, GroupRecord] = {}
+        self._names: dict[tuple[str, str], bytes] = {}
+        self._wake = asyncio.Event()
+        self._retry_delay = _RETRY_FIRST_S
+        self._tasks = TaskSet()
+        self._placer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._placer = self._tasks.spawn(self._place_forever())
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    # -- requests -----------------------------------------------------------------
+    def create(self, info: PlacementGroupInfo) -> CreatePlacementGroupReply:
+        if info.placement_group_id in self.groups:
+            return CreatePlacementGroupReply(ok=True)  # a retried request
+        error = _invalid(info)
+        if error:
+            return CreatePlacementGroupReply(ok=False, error=error)
+        if info.name:
+            key = (info.namespace, info.name)
+            taken = self.groups.get(self._names.get(key, b""))
+            if taken is not None and not taken.removed:
+                return CreatePlacementGroupReply(
+                    ok=False,
+                    error=f"a placement group named {info.name!r} already exists in "
+                    f"namespace {info.namespace!r}",
+                )
+            self._names[key] = info.placement_group_id
+        info.state = PlacementGroupState.PENDING
+        info.create_time = time.time()
+        for bundle in info.bundles:
+            bundle.node_id = b""
+        self.groups[info.placement_group_id] = GroupRecord(info)
+        self._wake.set()
+        return CreatePlacementGroupReply(ok=True)
+
+    def remove(self, pg_id: bytes) -> None:
+        record = self.groups.get(pg_id)
+        if record is None or record.removed:
+            return
+        info = record.info
+        info.state = PlacementGroupState.REMOVED
+        holders = {b.node_id for b in info.bundles if b.node_id}
+        for bundle in info.bundles:
+            bundle.node_id = b""
+        if info.name and self._names.get((info.namespace, info.name)) == pg_id:
+            del self._names[(info.namespace, info.name)]
+        for node_id in holders:
+            self._tasks.spawn(self._return(node_id, pg_id, []))
+        # Every raylet: requests waiting for the group fail, later ones too.
+        self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=info))
+        self._group_removed(pg_id)
+        record.wake_waiters()
+        logger.info("placement group %s removed", _label(info))
+
+    async def wait(self, pg_id: bytes, timeout_s: float) -> PlacementGroupReply:
+        record = self.groups.get(pg_id)
+        if record is None:
+            return PlacementGroupReply(found=False)
+        if record.info.state not in (PlacementGroupState.CREATED, PlacementGroupState.REMOVED):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            record.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, None if timeout_s < 0 else timeout_s)
+            except TimeoutError:
+                pass
+        return PlacementGroupReply(found=True, placement_group=record.info)
+
+    def get(self, pg_id: bytes, name: str, namespace: str) -> PlacementGroupReply:
+        if not pg_id:
+            pg_id = self._names.get((namespace, name), b"")
+        record = self.groups.get(pg_id)
+        if record is None:
+            return PlacementGroupReply(found=False)
+        return PlacementGroupReply(found=True, placement_group=record.info)
+
+    def state_of(self, pg_id: bytes) -> PlacementGroupState | None:
+        record = self.groups.get(pg_id)
+        return record.info.state if record is not None else None
+
+    # -- cluster events -------------------------------------------------------------
+    def resources_changed(self) -> None:
+        """A node joined, reported or freed resources: waiting groups may fit now."""
+        if any(self._waiting()):
+            self._wake.set()
+
+    def node_died(self, node_id: bytes) -> None:
+        """Bundles on a dead node are placed again (elsewhere, by the strategy)."""
+        for record in self.groups.values():
+            info = record.info
+            lost = [b for b in info.bundles if b.node_id == node_id]
+            if not lost or record.removed:
+                continue
+            for bundle in lost:
+                bundle.node_id = b""
+            if info.state is PlacementGroupState.CREATED:
+                info.state = PlacementGroupState.RESCHEDULING
+            logger.warning(
+                "placement group %s lost %d bundle(s) with node %s; rescheduling them",
+                _label(info),
+                len(lost),
+                node_id.hex()[:8],
+            )
+        self._wake.set()
+
+    def job_finished(self, job_id: int) -> None:
+        """A group that is not detached ends with the job that made it."""
+        for record in list(self.groups.values()):
+            if record.info.job_id == job_id and not record.info.detached:
+                self.remove(record.info.placement_group_id)
+
+    # -- placing --------------------------------------------------------------------
+    def _waiting(self) -> list[GroupRecord]:
+        return [
+            r
+            for r in self.groups.values()
+            if r.info.state in (PlacementGroupState.PENDING, PlacementGroupState.RESCHEDULING)
+        ]
+
+    async def _place_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # In the order they came; one that must wait does not hold back
+            # the others (a small group may fit where a big one does not).
+            for record in self._waiting():
+                if not record.removed:
+                    await self._place(record)
+
+    async def _place(self, record: GroupRecord) -> bool:
+        """One attempt at the group's unplaced bundles; False if it must wait."""
+        info = record.info
+        live = [n for n in self._nodes() if n.alive]
+        placed = {b.index: b.node_id for b in info.bundles if b.node_id}
+        outcome = place(
+            {b.index: res.to_fixed(b.resources) for b in info.bundles},
+            placed,
+            info.strategy,
+            [NodeRoom(n.node_id, res.to_fixed(n.resources_available), _own_total(n)) for n in live],
+        )
+        if not outcome.placed:
+            info.pending_reason = ("infeasible: " if outcome.infeasible else "") + outcome.reason
+            if outcome.infeasible and not record.warned:
+                record.warned = True
+                logger.warning(
+                    "placement group %s cannot be placed: %s; it waits for nodes that fit",
+                    _label(info),
+                    outcome.reason,
+                )
+            return False
+        by_node: dict[bytes, list[int]] = {}
+        for index, node_id in outcome.assignment.items():
+            by_node.setdefault(node_id, []).append(index)
+        nodes = {n.node_id: n for n in live}
+        bundles = {b.index: b for b in info.bundles}
+        results = await asyncio.gather(
+            *(self._prepare(nodes[n], info, [bundles[i] for i in ix]) for n, ix in by_node.items())
+        )
+        prepared = [n for n, ok in zip(by_node, results, strict=True) if ok]
+        if record.removed or len(prepared) < len(by_node):
+            # All or nothing: give back what was set aside, try again later.
+            for node_id in prepared:
+                indexes = [] if record.removed else by_node[node_id]
+                self._tasks.spawn(self._return(node_id, info.placement_group_id, indexes))
+            if not record.removed:
+                info.pending_reason = "a node could not reserve its bundles; retrying"
+                self._retry_later()
+            return record.removed
+        for node_id, indexes in by_node.items():
+            for index in indexes:
+                bundles[index].node_id = node_id
+            _debit(nodes[node_id], [bundles[i] for i in indexes])
+        await asyncio.gather(
+            *(self._commit(nodes[n], info.placement_group_id, ix) for n, ix in by_node.items())
+        )
+        if record.removed:
+            return True
+        alive = {n.node_id for n in self._nodes() if n.alive}
+        for bundle in info.bundles:
+            if bundle.node_id and bundle.node_id not in alive:
+                bundle.node_id = b""  # died while committing: place it again
+        if all(b.node_id for b in info.bundles):
+            info.state = PlacementGroupState.CREATED
+            info.pending_reason = ""
+            self._retry_delay = _RETRY_FIRST_S
+            record.wake_waiters()
+        else:
+            self._wake.set()
+        return True
+
+    def _retry_later(self) -> None:
+        delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, _RETRY_MAX_S)
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _prepare(
+        self, node: NodeInfo, info: PlacementGroupInfo, bundles: list[Bundle]
+    ) -> bool:
+        stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+        request = PrepareBundlesRequest(placement_group_id=info.placement_group_id, bundles=bundles)
+        try:
+            reply = await asyncio.wait_for(stub.prepare_bundles(request), _RPC_TIMEOUT_S)
+        except rpc.CONNECTION_ERRORS as e:
+            logger.info("preparing bundles on node %s failed: %s", node.node_id.hex()[:8], e)
+            return False
+        return reply.ok
+
+    async def _commit(self, node: NodeInfo, pg_id: bytes, indexes: list[int]) -> None:
+        stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+        request = BundlesRequest(placement_group_id=pg_id, indexes=indexes)
+        try:
+            await asyncio.wait_for(stub.commit_bundles(request), _RPC_TIMEOUT_S)
+        except rpc.CONNECTION_ERRORS as e:
+            # The node died (its death reschedules the bundles) or hangs.
+            logger.info("committing bundles on node %s failed: %s", node.node_id.hex()[:8], e)
+
+    async def _return(self, node_id: bytes, pg_id: bytes, indexes: list[int]) -> None:
+        node = next((n for n in self._nodes() if n.node_id == node_id and n.alive), None)
+        if node is None:
+            return  # a dead node holds nothing
+        stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+        try:
+            await asyncio.wait_for(
+                stub.return_bundles(BundlesRequest(placement_group_id=pg_id, indexes=indexes)),
+                _RPC_TIMEOUT_S,
+            )
+        except rpc.CONNECTION_ERRORS:
+            pass
+
+
+def _invalid(info: PlacementGroupInfo) -> str:
+    """Why the group cannot be made as sent, or "" (the API checks first; this
+    guards the service against any other client)."""
+    if len(info.placement_group_id) != 16:
+        return "a placement group id has 16 bytes"
+    if sorted(b.index for b in info.bundles) != list(range(len(info.bundles))):
+        return "bundle indexes must be 0..n-1"
+    for bundle in info.bundles:
+        amounts = bundle.resources.values()
+        if not amounts or not all(math.isfinite(v) and v >= 0 for v in amounts):
+            return f"bundle {bundle.index} must hold finite, non-negative resources"
+        if not any(amounts) or any(placement.is_group_resource(k) for k in bundle.resources):
+            return f"bundle {bundle.index} holds no resources it could reserve"
+    return ""
+
+
+def _own_total(node: NodeInfo) -> res.Fixed:
+    """A node's resources of its own (what groups' bundles could take), without
+    the group resources its committed bundles added."""
+    return res.to_fixed(
+        {k: v for k, v in node.resources_total.items() if not placement.is_group_resource(k)}
+    )
+
+
+def _debit(node: NodeInfo, bundles: list[Bundle]) -> None:
+    """The gcs's view of the node, until its next report: the bundles' share taken."""
+    for bundle in bundles:
+        for name, amount in bundle.resources.items():
+            node.resources_available[name] = node.resources_available.get(name, 0.0) - amount
+
+
+def _label(info: PlacementGroupInfo) -> str:
+    short = info.placement_group_id.hex()[:12]
+    return f"{info.name!r} ({short})" if info.name else short
