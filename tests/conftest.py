@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -9,10 +10,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import runtime
+from runtime.testing import Cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,3 +117,18 @@ def run_driver(
         cwd=ROOT,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+@contextlib.contextmanager
+def cluster_of(**args: Any) -> Iterator[Cluster]:
+    """A ``Cluster(**args)`` for one test; at the end the driver and every node
+    stop, and no process of its session may outlive them."""
+    cluster = Cluster(**args)
+    assert cluster.head is not None
+    session = cluster.head.session.path
+    try:
+        yield cluster
+    finally:
+        runtime.shutdown()
+        cluster.shutdown()
+        assert_no_orphans(session)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_no_orphans, wait_until
+from conftest import assert_no_orphans, cluster_of, wait_until
 
 import runtime
 from runtime import exceptions
@@ -26,21 +24,6 @@ FAST_HEALTH = {
     "health_check_timeout_s": 1.0,
     "health_check_failure_threshold": 3,
 }
-
-
-@contextlib.contextmanager
-def cluster_of(**args: Any) -> Iterator[Cluster]:
-    """A ``Cluster(**args)`` for one test; at the end the driver and every node
-    stop, and no process of its session may outlive them."""
-    cluster = Cluster(**args)
-    assert cluster.head is not None
-    session = cluster.head.session.path
-    try:
-        yield cluster
-    finally:
-        runtime.shutdown()
-        cluster.shutdown()
-        assert_no_orphans(session)
 
 
 @pytest.fixture

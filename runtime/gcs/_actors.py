@@ -191,12 +191,16 @@ class ActorManager:
             cause = f"its owner (worker {owner.worker_id.hex()[:12]}) died"
             self._tasks.spawn(self.kill(record.info.actor_id, True, cause))
 
-    def group_removed(self, pg_id: bytes) -> None:
+    async def group_removed(self, pg_id: bytes) -> None:
         """As in Ray, removing a placement group kills the actors in it, for good."""
-        for record in list(self.actors.values()):
-            if record.info.placement_group_id == pg_id and not record.dead:
-                cause = "its placement group was removed"
-                self._tasks.spawn(self.kill(record.info.actor_id, True, cause))
+        cause = "its placement group was removed"
+        await asyncio.gather(
+            *(
+                self.kill(record.info.actor_id, True, cause)
+                for record in list(self.actors.values())
+                if record.info.placement_group_id == pg_id and not record.dead
+            )
+        )
 
     def job_finished(self, job_id: int) -> None:
         """The raylets kill a finished job's workers; pending actors die here."""

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .._private import placement, rpc
@@ -75,7 +75,7 @@ class PlacementGroupManager:
         channels: rpc.ChannelPool,
         nodes: Callable[[], list[NodeInfo]],
         publish: Callable[[PubMessage], None],
-        group_removed: Callable[[bytes], None],
+        group_removed: Callable[[bytes], Awaitable[None]],
     ) -> None:
         self._channels = channels
         self._nodes = nodes
@@ -119,7 +119,9 @@ class PlacementGroupManager:
         self._wake.set()
         return CreatePlacementGroupReply(ok=True)
 
-    def remove(self, pg_id: bytes) -> None:
+    async def remove(self, pg_id: bytes) -> None:
+        """Removes the group; returns once its actors are killed and its nodes
+        have given its bundles back (each within a bounded time)."""
         record = self.groups.get(pg_id)
         if record is None or record.removed:
             return
@@ -130,13 +132,14 @@ class PlacementGroupManager:
             bundle.node_id = b""
         if info.name and self._names.get((info.namespace, info.name)) == pg_id:
             del self._names[(info.namespace, info.name)]
-        for node_id in holders:
-            self._tasks.spawn(self._return(node_id, pg_id, []))
         # Every raylet: requests waiting for the group fail, later ones too.
         self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=info))
-        self._group_removed(pg_id)
         record.wake_waiters()
         logger.info("placement group %s removed", _label(info))
+        # Its actors first (they die for good, with the cause), then its bundles
+        # (which ends the leases of its tasks).
+        await self._group_removed(pg_id)
+        await asyncio.gather(*(self._return(node_id, pg_id, []) for node_id in holders))
 
     async def wait(self, pg_id: bytes, timeout_s: float) -> PlacementGroupReply:
         record = self.groups.get(pg_id)
@@ -192,7 +195,7 @@ class PlacementGroupManager:
         """A group that is not detached ends with the job that made it."""
         for record in list(self.groups.values()):
             if record.info.job_id == job_id and not record.info.detached:
-                self.remove(record.info.placement_group_id)
+                self._tasks.spawn(self.remove(record.info.placement_group_id))
 
     # -- placing --------------------------------------------------------------------
     def _waiting(self) -> list[GroupRecord]:
@@ -238,6 +241,8 @@ class PlacementGroupManager:
             by_node.setdefault(node_id, []).append(index)
         nodes = {n.node_id: n for n in live}
         bundles = {b.index: b for b in info.bundles}
+        # Each node's view as it stands; a report replaces it (see ``_debit``).
+        views = {node_id: nodes[node_id].resources_available for node_id in by_node}
         results = await asyncio.gather(
             *(self._prepare(nodes[n], info, [bundles[i] for i in ix]) for n, ix in by_node.items())
         )
@@ -254,7 +259,8 @@ class PlacementGroupManager:
         for node_id, indexes in by_node.items():
             for index in indexes:
                 bundles[index].node_id = node_id
-            _debit(nodes[node_id], [bundles[i] for i in indexes])
+            if nodes[node_id].resources_available is views[node_id]:
+                _debit(nodes[node_id], [bundles[i] for i in indexes])
         await asyncio.gather(
             *(self._commit(nodes[n], info.placement_group_id, ix) for n, ix in by_node.items())
         )
@@ -337,7 +343,8 @@ def _own_total(node: NodeInfo) -> res.Fixed:
 
 
 def _debit(node: NodeInfo, bundles: list[Bundle]) -> None:
-    """The gcs's view of the node, until its next report: the bundles' share taken."""
+    """The gcs's view of the node, until its next report: the bundles' share
+    taken (only when no report came since the prepare: one that did counts them)."""
     for bundle in bundles:
         for name, amount in bundle.resources.items():
             node.resources_available[name] = node.resources_available.get(name, 0.0) - amount

@@ -199,7 +199,7 @@ class GcsService(GcsBase):
         reply = self.actors.create(message)
         pg_id = message.actor.placement_group_id if message.actor is not None else b""
         if pg_id and self.placement_groups.state_of(pg_id) is PlacementGroupState.REMOVED:
-            self.actors.group_removed(pg_id)
+            await self.actors.group_removed(pg_id)
         return reply
 
     async def wait_actor(self, message: WaitActorRequest) -> ActorReply:
@@ -225,7 +225,7 @@ class GcsService(GcsBase):
         return self.placement_groups.create(info)
 
     async def remove_placement_group(self, message: PlacementGroupRequest) -> Empty:
-        self.placement_groups.remove(message.placement_group_id)
+        await self.placement_groups.remove(message.placement_group_id)
         return Empty()
 
     async def wait_placement_group(self, message: PlacementGroupRequest) -> PlacementGroupReply:
