@@ -11,10 +11,11 @@ import sys
 import time
 from typing import Any
 
-from ._private import cluster, process, rpc
+from ._private import cluster, placement, process, rpc
 from ._private.config import Config
 from ._private.session import Session
 from ._private.version import __version__
+from .protocol.rt import PlacementGroupInfo, PlacementGroupState
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -126,7 +127,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = Config.load()
     try:
         address = cluster.resolve_address(args.address, config, standing_only=False)
-        nodes = asyncio.run(cluster.list_nodes(address, 5.0))
+        nodes, groups = asyncio.run(cluster.cluster_state(address, 5.0))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime status: {e}", file=sys.stderr)
         return 1
@@ -148,15 +149,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
             totals[k] = totals.get(k, 0.0) + v
         for k, v in node.resources_available.items():
             avail[k] = avail.get(k, 0.0) + v
+    live = [g for g in groups if g.state is not PlacementGroupState.REMOVED]
+    reserved: dict[str, float] = {}
+    for group in live:
+        for bundle in group.bundles:
+            if bundle.node_id:
+                for k, v in bundle.resources.items():
+                    reserved[k] = reserved.get(k, 0.0) + v
     print("Resources (used / total):")
     for name in sorted(totals):
-        if name.startswith("node:"):
+        if name.startswith("node:") or placement.is_group_resource(name):
             continue
         used = totals[name] - avail.get(name, 0.0)
         if name in _BYTE_RESOURCES:
-            print(f"  {_bytes(used)}/{_bytes(totals[name])} {name}")
+            line = f"  {_bytes(used)}/{_bytes(totals[name])} {name}"
         else:
-            print(f"  {used:g}/{totals[name]:g} {name}")
+            line = f"  {used:g}/{totals[name]:g} {name}"
+        if reserved.get(name):
+            line += f" ({reserved[name]:g} reserved in placement groups)"
+        print(line)
     stored = sum(n.object_store_used for n in alive)
     capacity = sum(n.object_store_memory for n in alive)
     print(f"Object store: {_bytes(stored)}/{_bytes(capacity)} in use")
@@ -171,7 +182,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         note = "  (infeasible: no node has these resources)" if demand.infeasible else ""
         print(f"  {{{shape}}} x {demand.count}{note}")
+    _print_groups(live)
     return 0
+
+
+def _print_groups(groups: list[PlacementGroupInfo]) -> None:
+    """Placement groups not removed: state, strategy and each bundle's node."""
+    print("Placement groups:")
+    if not groups:
+        print("  (none)")
+    for group in groups:
+        name = f" {group.name!r}" if group.name else ""
+        state = group.state.name
+        strategy = group.strategy.name
+        print(f"  {group.placement_group_id.hex()[:12]}{name}  {state}  {strategy}")
+        for bundle in sorted(group.bundles, key=lambda b: b.index):
+            where = bundle.node_id.hex()[:12] if bundle.node_id else "(not placed)"
+            shape = ", ".join(f"{k}: {v:g}" for k, v in sorted(bundle.resources.items()))
+            print(f"    bundle {bundle.index} {{{shape}}} on {where}")
+        if group.pending_reason:
+            print(f"    {group.pending_reason}")
 
 
 #: Resources counted in bytes (shown as such).

@@ -65,3 +65,24 @@ def test_status_shows_store_use_and_pending_demands(cluster):
     wait_until(shows_everything, what="status to show the store and the demand")
     assert "object_store_memory" in seen[0] and "GiB memory" in seen[0]
     del keep, pending
+
+
+def test_status_shows_placement_groups(cluster):
+    from runtime.util.placement_group import placement_group, remove_placement_group
+
+    placed = placement_group([{"CPU": 0.5}], name="placed")
+    waiting = placement_group([{"CPU": 64}], name="waiting")
+    assert placed.wait(30)
+    seen: list[str] = []
+
+    def shows_both() -> bool:
+        out = run("status", "--address", cluster["address"])
+        seen[:] = [out.stdout]
+        return "0.5 reserved in placement groups" in out.stdout
+
+    wait_until(shows_both, what="status to show the reserved CPU")
+    assert "'placed'  CREATED  PACK" in seen[0] and "'waiting'  PENDING  PACK" in seen[0]
+    assert "(not placed)" in seen[0] and "infeasible" in seen[0]
+    assert "_group_" not in seen[0]
+    remove_placement_group(placed)
+    remove_placement_group(waiting)

@@ -37,8 +37,9 @@ def test_microbenchmark_smoke(tmp_path):
         "transfer 1 GB object between two nodes, GB (ours)",
         "generator items from one task, read by a for loop (ours)",
         "generator items from an async actor's async generator, async for (ours)",
+        "placement group create/removal",
     ):
         assert expected in names
-    assert len(names) == 33
+    assert len(names) == 34
     assert " per second " in result.stdout
     assert_no_orphans(str(tmp_path / "sessions"))

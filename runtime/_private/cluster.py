@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..protocol.rt import Empty, GcsStub, NodeInfo
+from ..protocol.rt import Empty, GcsStub, NodeInfo, PlacementGroupInfo
 from . import process
 from .config import Config
 from .session import Session
@@ -177,18 +177,28 @@ def start_worker_node(
 async def list_nodes(gcs_address: tuple[str, int], timeout: float = 10.0) -> list[NodeInfo]:
     """Every node the gcs at ``gcs_address`` knows, alive or dead (one-off, from
     outside a driver); ConnectionError naming the gcs when it cannot be reached."""
+    nodes, _ = await cluster_state(gcs_address, timeout)
+    return nodes
+
+
+async def cluster_state(
+    gcs_address: tuple[str, int], timeout: float = 10.0
+) -> tuple[list[NodeInfo], list[PlacementGroupInfo]]:
+    """The nodes and the placement groups the gcs knows (``runtime status``)."""
     from grpclib.client import Channel
 
     channel = Channel(*gcs_address)
+    stub = GcsStub(channel)
     try:
-        reply = await asyncio.wait_for(GcsStub(channel).get_all_nodes(Empty()), timeout)
+        nodes = await asyncio.wait_for(stub.get_all_nodes(Empty()), timeout)
+        groups = await asyncio.wait_for(stub.list_placement_groups(Empty()), timeout)
     except (OSError, TimeoutError) as e:
         raise ConnectionError(
             f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}"
         ) from e
     finally:
         channel.close()
-    return list(reply.nodes)
+    return list(nodes.nodes), list(groups.placement_groups)
 
 
 def local_address_towards(remote: tuple[str, int]) -> str:

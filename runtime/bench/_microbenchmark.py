@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import runtime
+from runtime.util.placement_group import placement_group, remove_placement_group
 
 from ._report import report
 
@@ -365,6 +366,30 @@ async def _asyncio_rows(
     return out
 
 
+def _placement_group_rows(
+    timing: Timing, scale: float, want: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """Ray's row on a cluster of its own: 100 one-bundle groups created,
+    waited for, then removed."""
+    name = "placement group create/removal"
+    if not want(name):
+        return []
+    count = max(1, int(100 * scale))
+    runtime.init(resources={"custom": 100})
+    try:
+
+        def create_and_remove() -> None:
+            groups = [placement_group([{"custom": 0.001}]) for _ in range(count)]
+            for group in groups:
+                group.wait(timeout_seconds=30)
+            for group in groups:
+                remove_placement_group(group)
+
+        return [timeit(name, create_and_remove, timing, count)]
+    finally:
+        runtime.shutdown()
+
+
 def main(args: argparse.Namespace) -> int:
     smoke = bool(getattr(args, "smoke", False))
     timing = Timing(0.0, 0.0, 1) if smoke else Timing(run_s=float(args.duration))
@@ -393,6 +418,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         runtime.shutdown()
     results += asyncio.run(_asyncio_rows(timing, scale, want))
+    results += _placement_group_rows(timing, scale, want)
     from . import _multinode
 
     results += _multinode.task_rows(scale, timing.runs, timing.run_s, want)

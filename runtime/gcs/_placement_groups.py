@@ -9,7 +9,8 @@ prepared and tries again when resources change. So a group is reserved
 wholly or not at all, and nothing stays reserved for a group that failed.
 
 Invariants:
-- a bundle's ``node_id`` is set iff its node holds it (prepared or committed);
+- a bundle's ``node_id`` is set iff its node holds it (prepared or committed;
+  one whose commit failed is returned and placed again);
 - ``state is CREATED`` iff every bundle has a live node and is committed;
 - a REMOVED group holds nothing on any node: its bundles are returned, and
   every raylet refuses leases and prepares for it from then on.
@@ -18,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: How long one prepare or commit may take before the node counts as failed.
 _RPC_TIMEOUT_S = 10.0
+#: Removed groups kept for ``placement_group_table`` (the oldest go first).
+_REMOVED_KEPT = 10_000
 #: Retry delays after a prepare failed (the view was stale): doubling, capped.
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
@@ -83,6 +87,7 @@ class PlacementGroupManager:
         self._group_removed = group_removed
         self.groups: dict[bytes, GroupRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
+        self._removed: collections.deque[bytes] = collections.deque()
         self._wake = asyncio.Event()
         self._retry_delay = _RETRY_FIRST_S
         self._tasks = TaskSet()
@@ -136,6 +141,9 @@ class PlacementGroupManager:
         self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=info))
         record.wake_waiters()
         logger.info("placement group %s removed", _label(info))
+        self._removed.append(pg_id)
+        while len(self._removed) > _REMOVED_KEPT:
+            self.groups.pop(self._removed.popleft(), None)
         # Its actors first (they die for good, with the cause), then its bundles
         # (which ends the leases of its tasks).
         await self._group_removed(pg_id)
@@ -261,15 +269,21 @@ class PlacementGroupManager:
                 bundles[index].node_id = node_id
             if nodes[node_id].resources_available is views[node_id]:
                 _debit(nodes[node_id], [bundles[i] for i in indexes])
-        await asyncio.gather(
+        committed = await asyncio.gather(
             *(self._commit(nodes[n], info.placement_group_id, ix) for n, ix in by_node.items())
         )
         if record.removed:
             return True
+        for (node_id, indexes), ok in zip(by_node.items(), committed, strict=True):
+            if not ok:
+                # Not committed there (hung, or died): given back, placed again.
+                self._tasks.spawn(self._return(node_id, info.placement_group_id, indexes))
+                for index in indexes:
+                    bundles[index].node_id = b""
         alive = {n.node_id for n in self._nodes() if n.alive}
         for bundle in info.bundles:
             if bundle.node_id and bundle.node_id not in alive:
-                bundle.node_id = b""  # died while committing: place it again
+                bundle.node_id = b""  # died after committing: place it again
         if all(b.node_id for b in info.bundles):
             info.state = PlacementGroupState.CREATED
             info.pending_reason = ""
@@ -295,14 +309,15 @@ class PlacementGroupManager:
             return False
         return reply.ok
 
-    async def _commit(self, node: NodeInfo, pg_id: bytes, indexes: list[int]) -> None:
+    async def _commit(self, node: NodeInfo, pg_id: bytes, indexes: list[int]) -> bool:
         stub = RayletStub(self._channels.get(node.host, node.raylet_port))
         request = BundlesRequest(placement_group_id=pg_id, indexes=indexes)
         try:
             await asyncio.wait_for(stub.commit_bundles(request), _RPC_TIMEOUT_S)
         except rpc.CONNECTION_ERRORS as e:
-            # The node died (its death reschedules the bundles) or hangs.
             logger.info("committing bundles on node %s failed: %s", node.node_id.hex()[:8], e)
+            return False
+        return True
 
     async def _return(self, node_id: bytes, pg_id: bytes, indexes: list[int]) -> None:
         node = next((n for n in self._nodes() if n.node_id == node_id and n.alive), None)

@@ -35,6 +35,9 @@ from .._private.ids import worker_id
 from .._private.resources import Fixed
 from . import _gpus as gpus
 
+#: Removed placement groups a raylet remembers (a request for one fails at once).
+_REMOVED_KEPT = 100_000
+
 
 class WorkerState(enum.Enum):
     STARTING = "STARTING"  # process started, not registered yet
@@ -168,7 +171,8 @@ class LeaseScheduler:
         self.queue: deque[LeaseRequest] = deque()
         self.finished_jobs: set[int] = set()
         self.bundles: dict[tuple[str, int], Bundle] = {}
-        self.removed_groups: set[str] = set()
+        # Groups removed (their requests fail), oldest first, up to _REMOVED_KEPT.
+        self.removed_groups: dict[str, None] = {}
         self._ids = new_id or itertools.count(1)
 
     def _new_id(self, prefix: bytes) -> bytes:
@@ -178,7 +182,7 @@ class LeaseScheduler:
     def request(self, req: LeaseRequest) -> list[Action]:
         if req.job_id in self.finished_jobs:
             return [Cancel(req.request_id)]
-        if self.removed_groups and placement.groups_in(req.resources) & self.removed_groups:
+        if self.removed_groups and placement.groups_in(req.resources) & self.removed_groups.keys():
             return [Cancel(req.request_id, group_removed=True)]
         req.infeasible = not res.fits(self.total, req.resources)
         self.queue.append(req)
@@ -390,7 +394,9 @@ class LeaseScheduler:
     def group_removed(self, pg: str) -> list[Action]:
         """The group is gone for good: its bundles here are returned, and the
         requests waiting for it fail (later ones too)."""
-        self.removed_groups.add(pg)
+        self.removed_groups[pg] = None
+        while len(self.removed_groups) > _REMOVED_KEPT:
+            del self.removed_groups[next(iter(self.removed_groups))]
         actions: list[Action] = []
         for req in [r for r in self.queue if pg in placement.groups_in(r.resources)]:
             self.queue.remove(req)

@@ -34,7 +34,6 @@ from ..protocol.rt import (
     LeaseRequest,
     LeaseStatus,
     ListWorkersReply,
-    NodeAddress,
     NodeInfo,
     NodeStatsReply,
     PrepareBundlesReply,
@@ -55,7 +54,8 @@ from ..protocol.rt import (
     WorkerInfo,
     WorkerLabelRequest,
 )
-from ._cluster_view import ClusterView, Decision, Placement
+from . import _spillback as spillback
+from ._cluster_view import ClusterView, Placement
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
 from ._scheduler import (
@@ -284,7 +284,7 @@ class Raylet(RayletBase):
             elif isinstance(action, Cancel):
                 fut = self._waiting.pop(action.request_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(_cancelled(action))
+                    fut.set_result(spillback.cancelled_reply(action.group_removed))
         if changed:
             self.reports.resources_changed()
 
@@ -336,7 +336,7 @@ class Raylet(RayletBase):
             local_available=self.scheduler.uncommitted(),
         )
         if decision.placement in (Placement.SPILL, Placement.FAIL):
-            return _redirect(decision)
+            return spillback.redirect_reply(decision)
         req = PendingRequest(
             next(self._request_ids),
             message.job_id,
@@ -368,31 +368,15 @@ class Raylet(RayletBase):
 
     def _reconsider(self) -> None:
         """The cluster changed: queued requests another node can take go there."""
-        ahead = dict(self.scheduler.available)  # what the requests before it leave
-        for req in list(self.scheduler.queue):
-            if not req.infeasible and res.fits(ahead, req.resources):
-                res.subtract(ahead, req.resources)
-                continue  # granted here soon enough
-            if req.spilled and not req.infeasible:
-                continue  # another raylet chose this node for it
-            decision = self.view.decide(
-                req.resources, req.strategy, spilled=req.spilled, local_available=ahead
-            )
-            if decision.placement not in (Placement.SPILL, Placement.FAIL):
-                continue
-            node = decision.node
-            if (
-                node is not None
-                and not req.infeasible
-                and any(node.available.get(k, 0) < 0 for k in req.resources)
-            ):
-                # Waiting there would be no better than waiting here: stay.
-                res.add(node.available, req.resources)
-                continue
+        for req, decision in spillback.redirects(
+            self.scheduler.queue, self.scheduler.available, self.view
+        ):
+            if req not in self.scheduler.queue:
+                continue  # granted meanwhile
             fut = self._waiting.pop(req.request_id, None)
             self._apply(self.scheduler.withdraw(req))
             if fut is not None and not fut.done():
-                fut.set_result(_redirect(decision))
+                fut.set_result(spillback.redirect_reply(decision))
 
     async def cancel_worker_lease(self, message: CancelLeaseRequest) -> Empty:
         internal = self._by_owner_id.get(message.request_id)
@@ -610,25 +594,3 @@ class Raylet(RayletBase):
         while True:
             await asyncio.sleep(period)
             self._apply(self.scheduler.reap_idle(time.monotonic()))
-
-
-def _cancelled(action: Cancel) -> LeaseReply:
-    if action.group_removed:
-        return LeaseReply(
-            status=LeaseStatus.FAILED,
-            error="the placement group it was scheduled into was removed",
-            placement_group_removed=True,
-        )
-    return LeaseReply(status=LeaseStatus.CANCELLED)
-
-
-def _redirect(decision: Decision) -> LeaseReply:
-    """The reply for a request this node does not queue."""
-    if decision.placement is Placement.FAIL:
-        return LeaseReply(status=LeaseStatus.FAILED, error=decision.error)
-    node = decision.node
-    assert node is not None
-    return LeaseReply(
-        status=LeaseStatus.SPILLBACK,
-        retry_at=NodeAddress(node_id=node.node_id, host=node.host, port=node.port),
-    )
