@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import numbers
 from typing import Any
@@ -31,6 +32,8 @@ from ..protocol.rt import (
     PlacementStrategy,
 )
 from . import _context
+
+logger = logging.getLogger("runtime")
 
 STRATEGIES = {
     "PACK": PlacementStrategy.PACK,
@@ -168,19 +171,23 @@ def placement_group(
 
     async def create() -> None:
         try:
-            registered.set_result(
-                await worker.gcs.create_placement_group(
-                    CreatePlacementGroupRequest(placement_group=info)
-                )
+            reply = await worker.gcs.create_placement_group(
+                CreatePlacementGroupRequest(placement_group=info)
             )
         except BaseException as e:
             registered.set_exception(e)
             raise
+        registered.set_result(reply)
+        if not reply.ok and not waited:
+            logger.error("placement group %r was not created: %s", name, reply.error)
 
+    # A named group's creator waits for the gcs's answer (off the runtime's
+    # loop), so that a name already taken raises here. An unnamed one's need
+    # not: the gcs holds a wait or a removal of a group it does not know yet
+    # until its creation arrives.
+    waited = bool(name) and not _on_runtime_loop()
     worker.post(_spawn, worker, create())
-    if not _on_runtime_loop():
-        # Off a loop thread the gcs's answer is awaited, so that a name
-        # already taken raises here (on one, it shows at ``ready()``).
+    if waited:
         reply = registered.result()
         if not reply.ok:
             raise ValueError(reply.error)

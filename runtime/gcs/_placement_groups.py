@@ -12,6 +12,7 @@ Invariants:
 - a bundle's ``node_id`` is set iff its node holds it (prepared or committed;
   one whose commit failed is returned and placed again);
 - ``state is CREATED`` iff every bundle has a live node and is committed;
+- a group is in ``_unplaced`` iff it is PENDING or RESCHEDULING;
 - a REMOVED group holds nothing on any node: its bundles are returned, and
   every raylet refuses leases and prepares for it from then on.
 """
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 #: How long one prepare or commit may take before the node counts as failed.
 _RPC_TIMEOUT_S = 10.0
+#: How long a wait or removal of an unknown group waits for it to be created.
+_REGISTRATION_WAIT_S = 10.0
 #: Removed groups kept for ``placement_group_table`` (the oldest go first).
 _REMOVED_KEPT = 10_000
 #: Retry delays after a prepare failed (the view was stale): doubling, capped.
@@ -88,6 +91,10 @@ class PlacementGroupManager:
         self.groups: dict[bytes, GroupRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
         self._removed: collections.deque[bytes] = collections.deque()
+        # The groups waiting to be placed (PENDING or RESCHEDULING), in order.
+        self._unplaced: dict[bytes, None] = {}
+        # Waits (and removals) for groups whose creation has not arrived yet.
+        self._registering: dict[bytes, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
         self._retry_delay = _RETRY_FIRST_S
         self._tasks = TaskSet()
@@ -117,21 +124,26 @@ class PlacementGroupManager:
                 )
             self._names[key] = info.placement_group_id
         info.state = PlacementGroupState.PENDING
+        self._unplaced[info.placement_group_id] = None
         info.create_time = time.time()
         for bundle in info.bundles:
             bundle.node_id = b""
         self.groups[info.placement_group_id] = GroupRecord(info)
+        for arrived in self._registering.pop(info.placement_group_id, []):
+            if not arrived.done():
+                arrived.set_result(None)
         self._wake.set()
         return CreatePlacementGroupReply(ok=True)
 
     async def remove(self, pg_id: bytes) -> None:
-        """Removes the group; returns once its actors are killed and its nodes
-        have given its bundles back (each within a bounded time)."""
-        record = self.groups.get(pg_id)
+        """Removes the group; returns once its actors are killed (its nodes give
+        its bundles back meanwhile)."""
+        record = self.groups.get(pg_id) or await self._registered(pg_id)
         if record is None or record.removed:
             return
         info = record.info
         info.state = PlacementGroupState.REMOVED
+        self._unplaced.pop(pg_id, None)
         holders = {b.node_id for b in info.bundles if b.node_id}
         for bundle in info.bundles:
             bundle.node_id = b""
@@ -144,13 +156,13 @@ class PlacementGroupManager:
         self._removed.append(pg_id)
         while len(self._removed) > _REMOVED_KEPT:
             self.groups.pop(self._removed.popleft(), None)
-        # Its actors first (they die for good, with the cause), then its bundles
-        # (which ends the leases of its tasks).
+        for node_id in holders:  # (which ends the leases of its tasks)
+            self._tasks.spawn(self._return(node_id, pg_id, []))
+        # Answered once its actors are dead for good, with the cause.
         await self._group_removed(pg_id)
-        await asyncio.gather(*(self._return(node_id, pg_id, []) for node_id in holders))
 
     async def wait(self, pg_id: bytes, timeout_s: float) -> PlacementGroupReply:
-        record = self.groups.get(pg_id)
+        record = self.groups.get(pg_id) or await self._registered(pg_id)
         if record is None:
             return PlacementGroupReply(found=False)
         if record.info.state not in (PlacementGroupState.CREATED, PlacementGroupState.REMOVED):
@@ -161,6 +173,23 @@ class PlacementGroupManager:
             except TimeoutError:
                 pass
         return PlacementGroupReply(found=True, placement_group=record.info)
+
+    async def _registered(self, pg_id: bytes) -> GroupRecord | None:
+        """A group not known yet may be on its way: an unnamed group's creator
+        does not wait for CreatePlacementGroup's answer. Waits for it a little."""
+        arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._registering.setdefault(pg_id, []).append(arrived)
+        try:
+            await asyncio.wait_for(arrived, _REGISTRATION_WAIT_S)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._registering.get(pg_id, [])
+            if arrived in waiters:
+                waiters.remove(arrived)
+            if not waiters:
+                self._registering.pop(pg_id, None)
+        return self.groups.get(pg_id)
 
     def get(self, pg_id: bytes, name: str, namespace: str) -> PlacementGroupReply:
         if not pg_id:
@@ -177,7 +206,7 @@ class PlacementGroupManager:
     # -- cluster events -------------------------------------------------------------
     def resources_changed(self) -> None:
         """A node joined, reported or freed resources: waiting groups may fit now."""
-        if any(self._waiting()):
+        if self._unplaced:
             self._wake.set()
 
     def node_died(self, node_id: bytes) -> None:
@@ -191,6 +220,7 @@ class PlacementGroupManager:
                 bundle.node_id = b""
             if info.state is PlacementGroupState.CREATED:
                 info.state = PlacementGroupState.RESCHEDULING
+            self._unplaced[info.placement_group_id] = None
             logger.warning(
                 "placement group %s lost %d bundle(s) with node %s; rescheduling them",
                 _label(info),
@@ -207,11 +237,7 @@ class PlacementGroupManager:
 
     # -- placing --------------------------------------------------------------------
     def _waiting(self) -> list[GroupRecord]:
-        return [
-            r
-            for r in self.groups.values()
-            if r.info.state in (PlacementGroupState.PENDING, PlacementGroupState.RESCHEDULING)
-        ]
+        return [self.groups[pg_id] for pg_id in self._unplaced]
 
     async def _place_forever(self) -> None:
         while True:
@@ -251,8 +277,13 @@ class PlacementGroupManager:
         bundles = {b.index: b for b in info.bundles}
         # Each node's view as it stands; a report replaces it (see ``_debit``).
         views = {node_id: nodes[node_id].resources_available for node_id in by_node}
+        # One node: nothing to agree on; it prepares and commits in one call.
+        single = len(by_node) == 1
         results = await asyncio.gather(
-            *(self._prepare(nodes[n], info, [bundles[i] for i in ix]) for n, ix in by_node.items())
+            *(
+                self._prepare(nodes[n], info, [bundles[i] for i in ix], commit=single)
+                for n, ix in by_node.items()
+            )
         )
         prepared = [n for n, ok in zip(by_node, results, strict=True) if ok]
         if record.removed or len(prepared) < len(by_node):
@@ -269,8 +300,12 @@ class PlacementGroupManager:
                 bundles[index].node_id = node_id
             if nodes[node_id].resources_available is views[node_id]:
                 _debit(nodes[node_id], [bundles[i] for i in indexes])
-        committed = await asyncio.gather(
-            *(self._commit(nodes[n], info.placement_group_id, ix) for n, ix in by_node.items())
+        committed = (
+            [True]
+            if single
+            else await asyncio.gather(
+                *(self._commit(nodes[n], info.placement_group_id, ix) for n, ix in by_node.items())
+            )
         )
         if record.removed:
             return True
@@ -286,6 +321,7 @@ class PlacementGroupManager:
                 bundle.node_id = b""  # died after committing: place it again
         if all(b.node_id for b in info.bundles):
             info.state = PlacementGroupState.CREATED
+            self._unplaced.pop(info.placement_group_id, None)
             info.pending_reason = ""
             self._retry_delay = _RETRY_FIRST_S
             record.wake_waiters()
@@ -298,10 +334,12 @@ class PlacementGroupManager:
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _prepare(
-        self, node: NodeInfo, info: PlacementGroupInfo, bundles: list[Bundle]
+        self, node: NodeInfo, info: PlacementGroupInfo, bundles: list[Bundle], *, commit: bool
     ) -> bool:
         stub = RayletStub(self._channels.get(node.host, node.raylet_port))
-        request = PrepareBundlesRequest(placement_group_id=info.placement_group_id, bundles=bundles)
+        request = PrepareBundlesRequest(
+            placement_group_id=info.placement_group_id, bundles=bundles, commit=commit
+        )
         try:
             reply = await asyncio.wait_for(stub.prepare_bundles(request), _RPC_TIMEOUT_S)
         except rpc.CONNECTION_ERRORS as e:

@@ -501,8 +501,11 @@ class Raylet(RayletBase):
 
     # -- placement group bundles (the gcs's two-phase commit) -------------------------
     async def prepare_bundles(self, message: PrepareBundlesRequest) -> PrepareBundlesReply:
+        pg = message.placement_group_id.hex()
         bundles = [(b.index, res.to_fixed(b.resources)) for b in message.bundles]
-        error = self.scheduler.prepare_bundles(message.placement_group_id.hex(), bundles)
+        error = self.scheduler.prepare_bundles(pg, bundles)
+        if not error and message.commit:
+            self._totals_changed(self.scheduler.commit_bundles(pg, [i for i, _ in bundles]))
         self.reports.resources_changed()
         return PrepareBundlesReply(ok=not error, error=error)
 

@@ -1258,6 +1258,11 @@ class PrepareBundlesRequest(betterproto2.Message):
 
     bundles: "list[Bundle]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
+    commit: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    the group's only node: commit at once if prepared
+    """
+
 
 default_message_pool.register_message("rt", "PrepareBundlesRequest", PrepareBundlesRequest)
 
