@@ -4,6 +4,7 @@ isolation of what they reserve, child capture, removal and node failure."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -79,12 +80,16 @@ def test_each_strategy_places_its_bundles(three_nodes: Cluster) -> None:
     assert table[strict_spread.id.hex()]["strategy"] == "STRICT_SPREAD"
 
 
-def test_strict_spread_waits_for_a_node_and_is_placed_when_one_joins() -> None:
+def test_strict_spread_waits_for_a_node_and_is_placed_when_one_joins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
-        pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD", name="trio")
+        with caplog.at_level(logging.WARNING, logger="runtime"):
+            pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD", name="trio")
+            wait_until(lambda: "needs 3 nodes" in caplog.text, what="the driver's warning")
         assert not pg.wait(0.5)
         row = placement_group_table(pg)
         assert row["state"] == "PENDING"

@@ -180,6 +180,13 @@ def placement_group(
         registered.set_result(reply)
         if not reply.ok and not waited:
             logger.error("placement group %r was not created: %s", name, reply.error)
+        if reply.warning:
+            # As Ray warns of a request no node can hold; the group waits for one.
+            logger.warning(
+                "placement group %s cannot be placed: %s; it waits for nodes that fit",
+                name or pg_id.hex(),
+                reply.warning,
+            )
 
     # A named group's creator waits for the gcs's answer (off the runtime's
     # loop), so that a name already taken raises here. An unnamed one's need

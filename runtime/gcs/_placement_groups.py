@@ -43,7 +43,7 @@ from ..protocol.rt import (
     PubMessage,
     RayletStub,
 )
-from ._bundle_policy import NodeRoom, place
+from ._bundle_policy import NodeRoom, Outcome, place
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +128,17 @@ class PlacementGroupManager:
         info.create_time = time.time()
         for bundle in info.bundles:
             bundle.node_id = b""
-        self.groups[info.placement_group_id] = GroupRecord(info)
+        record = self.groups[info.placement_group_id] = GroupRecord(info)
         for arrived in self._registering.pop(info.placement_group_id, []):
             if not arrived.done():
                 arrived.set_result(None)
         self._wake.set()
+        outcome = self._outcome(info)
+        if outcome.infeasible:
+            record.warned = True
+            info.pending_reason = f"infeasible: {outcome.reason}"
+            logger.warning("placement group %s cannot be placed: %s", _label(info), outcome.reason)
+            return CreatePlacementGroupReply(ok=True, warning=outcome.reason)
         return CreatePlacementGroupReply(ok=True)
 
     async def remove(self, pg_id: bytes) -> None:
@@ -253,13 +259,7 @@ class PlacementGroupManager:
         """One attempt at the group's unplaced bundles; False if it must wait."""
         info = record.info
         live = [n for n in self._nodes() if n.alive]
-        placed = {b.index: b.node_id for b in info.bundles if b.node_id}
-        outcome = place(
-            {b.index: res.to_fixed(b.resources) for b in info.bundles},
-            placed,
-            info.strategy,
-            [NodeRoom(n.node_id, res.to_fixed(n.resources_available), _own_total(n)) for n in live],
-        )
+        outcome = self._outcome(info)
         if not outcome.placed:
             info.pending_reason = ("infeasible: " if outcome.infeasible else "") + outcome.reason
             if outcome.infeasible and not record.warned:
@@ -328,6 +328,19 @@ class PlacementGroupManager:
         else:
             self._wake.set()
         return True
+
+    def _outcome(self, info: PlacementGroupInfo) -> Outcome:
+        """Where the group's unplaced bundles would go now, or why they cannot."""
+        return place(
+            {b.index: res.to_fixed(b.resources) for b in info.bundles},
+            {b.index: b.node_id for b in info.bundles if b.node_id},
+            info.strategy,
+            [
+                NodeRoom(n.node_id, res.to_fixed(n.resources_available), _own_total(n))
+                for n in self._nodes()
+                if n.alive
+            ],
+        )
 
     def _retry_later(self) -> None:
         delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, _RETRY_MAX_S)

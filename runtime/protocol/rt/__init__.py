@@ -734,6 +734,11 @@ class CreatePlacementGroupReply(betterproto2.Message):
     a name taken
     """
 
+    warning: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    why no node of the cluster as it is could ever hold it
+    """
+
 
 default_message_pool.register_message("rt", "CreatePlacementGroupReply", CreatePlacementGroupReply)
 
