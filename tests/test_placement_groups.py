@@ -176,13 +176,29 @@ class Member:
         return pg.id.hex() if pg is not None else None
 
 
-def test_removal_kills_actors_fails_tasks_and_frees_everything(three_nodes: Cluster) -> None:
+@runtime.remote(num_cpus=1)
+def sleeper(mark: str) -> None:
+    import time
+
+    open(mark, "w").close()
+    time.sleep(60)
+
+
+def test_removal_kills_actors_fails_tasks_and_frees_everything(
+    three_nodes: Cluster, tmp_path: Any
+) -> None:
     before = runtime.available_resources()["CPU"]
     pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
     assert pg.wait(30)
     actor = Member.options(**in_bundle(pg, 1)).remote()
     assert runtime.get(actor.group.remote(), timeout=30) == pg.id.hex()
+    mark = tmp_path / "started"
+    running = sleeper.options(**in_bundle(pg, 0)).remote(str(mark))
+    wait_until(mark.exists, what="the task in the group to start")
     remove_placement_group(pg)
+    # A task running in the group is killed; its retry finds the group gone.
+    with pytest.raises(exceptions.TaskPlacementGroupRemoved):
+        runtime.get(running, timeout=30)
     with pytest.raises(exceptions.ActorDiedError, match="placement group was removed"):
         runtime.get(actor.node.remote(), timeout=30)
     with pytest.raises(exceptions.TaskPlacementGroupRemoved):
