@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from ._private import cluster, placement, process, rpc
+from ._private import auth, cluster, placement, process, rpc
 from ._private.config import Config
 from ._private.session import Session
 from ._private.version import __version__
@@ -52,6 +52,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    token, token_path = _standing_token()
     head = cluster.start_head(
         config,
         host=args.host,
@@ -59,16 +60,36 @@ def _cmd_start(args: argparse.Namespace) -> int:
         resources=cluster.default_resources(args.num_cpus, args.num_gpus, resources, args.host),
         standing=True,
         object_store_memory=args.object_store_memory,
+        token=token,
     )
     address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
     print(f"Started a runtime cluster; its gcs listens on {address}.")
     print(f"Session directory: {head.session.path}")
+    if token:
+        print(f"Its token is in {token_path} (only you can read it): drivers and nodes of")
+        print("this machine find it; elsewhere, set RUNTIME_AUTH_TOKEN to its content.")
+    else:
+        print("Authentication is DISABLED (RUNTIME_AUTH_MODE=disabled): anyone who reaches")
+        print("its ports can run code in it.")
     print("Connect from Python on this machine with:")
     print("    import runtime")
     print("    runtime.init(address='auto')")
     print(f"or from anywhere that reaches it: runtime.init(address='{address}')")
     print("Stop it with: runtime stop")
     return 0
+
+
+def _standing_token() -> tuple[str, str]:
+    """A standing cluster's token and its file: RUNTIME_AUTH_TOKEN, else the
+    user's token file, else a new token written there."""
+    path = auth.user_token_path()
+    if not auth.enabled():
+        return "", path
+    token = os.environ.get(auth.TOKEN_ENV) or auth.read_token_file(path)
+    if not token:
+        token = auth.new_token()
+        auth.write_token_file(path, token)
+    return token, path
 
 
 def _join(config: Config, args: argparse.Namespace, resources: dict[str, Any]) -> int:
@@ -222,7 +243,7 @@ def _cmd_memory(args: argparse.Namespace) -> int:
     config = Config.load()
     try:
         address = cluster.resolve_address(args.address, config, standing_only=False)
-        tables = asyncio.run(memory.collect(address))
+        tables = asyncio.run(memory.collect(address, cluster.token_for(address, config)))
     except (ConnectionError, OSError, TimeoutError, ValueError) as e:
         print(f"runtime memory: {e}", file=sys.stderr)
         return 1

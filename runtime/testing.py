@@ -133,6 +133,7 @@ class Cluster:
             object_store_memory=object_store_memory or 256 * 1024 * 1024,
             standing=False,
             head=False,
+            token=self.head.token,
             log_name=f"raylet-{self._count}",
         )
         node = Node(process, head=False)

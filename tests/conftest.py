@@ -29,6 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if "RUNTIME_SESSION_ROOT" not in os.environ:
         _SESSIONS.append(tempfile.mkdtemp(prefix="rt-tests-"))
         os.environ["RUNTIME_SESSION_ROOT"] = _SESSIONS[0]
+    # A standing cluster's token file too (never the user's own ~/.runtime).
+    if "RUNTIME_AUTH_TOKEN_PATH" not in os.environ:
+        home = tempfile.mkdtemp(prefix="rt-tests-home-")
+        _SESSIONS.append(home)
+        os.environ["RUNTIME_AUTH_TOKEN_PATH"] = os.path.join(home, "auth_token")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from dataclasses import dataclass
 
+from grpclib.exceptions import GRPCError
+
 from ..protocol.rt import Empty, GcsStub, NodeInfo, PlacementGroupInfo
-from . import process
+from . import auth, process, rpc
 from .config import Config
 from .session import Session
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +25,7 @@ class HeadProcesses:
     raylet: process.ChildProcess
     gcs_address: tuple[str, int]
     raylet_address: tuple[str, int]
+    token: str  # the cluster's secret ("" with authentication disabled)
 
     def stop(self) -> None:
         # The raylet first: its workers follow it; then the gcs.
@@ -78,6 +84,7 @@ def start_raylet(
     object_store_memory: int | None,
     standing: bool,
     head: bool,
+    token: str,
     log_name: str = "raylet",
 ) -> process.ChildProcess:
     """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
@@ -98,7 +105,7 @@ def start_raylet(
     raylet = process.spawn(
         "runtime.raylet",
         args,
-        env=config.to_env(),
+        env={**config.to_env(), **auth.env(token)},
         log_path=os.path.join(session.logs, f"{log_name}.log"),
         tie_to_parent=not standing,
         timeout=config.process_start_timeout_s,
@@ -115,13 +122,26 @@ def start_head(
     resources: dict[str, float],
     standing: bool,
     object_store_memory: int | None = None,
+    token: str | None = None,
 ) -> HeadProcesses:
-    """Starts a gcs and a raylet; ``standing``: they outlive this process."""
+    """Starts a gcs and a raylet; ``standing``: they outlive this process.
+    ``token``: the cluster's secret (None: a new one, unless authentication is
+    disabled); it is kept in the session folder for drivers of this machine."""
     session = Session.create(config.session_root)
+    if token is None:
+        token = auth.new_token() if auth.enabled() else ""
+    if not auth.enabled():
+        logger.warning(
+            "authentication is disabled (%s=disabled): anyone who can reach this cluster's "
+            "ports can run code in it",
+            auth.MODE_ENV,
+        )
+    if token:
+        auth.write_token_file(os.path.join(session.path, auth.SESSION_FILE), token)
     gcs = process.spawn(
         "runtime.gcs",
         ["--host", host, "--port", str(port), "--session-dir", session.path],
-        env=config.to_env(),
+        env={**config.to_env(), **auth.env(token)},
         log_path=os.path.join(session.logs, "gcs.log"),
         tie_to_parent=not standing,
         timeout=config.process_start_timeout_s,
@@ -138,6 +158,7 @@ def start_head(
             object_store_memory=object_store_memory,
             standing=standing,
             head=True,
+            token=token,
         )
     except BaseException:
         gcs.stop()
@@ -145,7 +166,8 @@ def start_head(
     session.write_cluster_info(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": standing}
     )
-    return HeadProcesses(session, gcs, raylet, gcs_address, (host, int(raylet.info["port"])))
+    raylet_address = (host, int(raylet.info["port"]))
+    return HeadProcesses(session, gcs, raylet, gcs_address, raylet_address, token)
 
 
 def start_worker_node(
@@ -157,7 +179,10 @@ def start_worker_node(
     object_store_memory: int | None = None,
 ) -> tuple[Session, process.ChildProcess]:
     """Starts a standing raylet on this machine that joins the cluster at ``gcs_address``."""
+    token = token_for(gcs_address, config)
     session = Session.create(config.session_root)
+    if token:
+        auth.write_token_file(os.path.join(session.path, auth.SESSION_FILE), token)
     raylet = start_raylet(
         config,
         session,
@@ -167,6 +192,7 @@ def start_worker_node(
         object_store_memory=object_store_memory,
         standing=True,
         head=False,
+        token=token,
     )
     session.write_cluster_info(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": True, "head": False}
@@ -185,19 +211,18 @@ async def cluster_state(
     gcs_address: tuple[str, int], timeout: float = 10.0
 ) -> tuple[list[NodeInfo], list[PlacementGroupInfo]]:
     """The nodes and the placement groups the gcs knows (``runtime status``)."""
-    from grpclib.client import Channel
-
-    channel = Channel(*gcs_address)
-    stub = GcsStub(channel)
+    channels = rpc.ChannelPool(token_for(gcs_address, Config.load()))
+    stub = GcsStub(channels.get(*gcs_address))
     try:
         nodes = await asyncio.wait_for(stub.get_all_nodes(Empty()), timeout)
         groups = await asyncio.wait_for(stub.list_placement_groups(Empty()), timeout)
-    except (OSError, TimeoutError) as e:
-        raise ConnectionError(
-            f"could not reach the gcs at {gcs_address[0]}:{gcs_address[1]}: {e}"
-        ) from e
+    except rpc.CONNECTION_ERRORS as e:
+        where = f"the gcs at {gcs_address[0]}:{gcs_address[1]}"
+        if isinstance(e, GRPCError):
+            raise ConnectionError(f"{where} refused the call: {e.message}") from e
+        raise ConnectionError(f"could not reach {where}: {e}") from e
     finally:
-        channel.close()
+        channels.close()
     return list(nodes.nodes), list(groups.placement_groups)
 
 
@@ -216,6 +241,18 @@ def local_address_towards(remote: tuple[str, int]) -> str:
             return "127.0.0.1"
 
 
+def token_for(gcs_address: tuple[str, int], config: Config) -> str:
+    """The token of the cluster whose gcs is at ``gcs_address`` (see ``auth``):
+    sessions on this machine of that cluster are looked in."""
+    wanted = f"{gcs_address[0]}:{gcs_address[1]}"
+    sessions = [
+        s.path
+        for s in reversed(Session.all(config.session_root))
+        if s.private() and (s.cluster_info() or {}).get("gcs_address") == wanted
+    ]
+    return auth.find_token(sessions)
+
+
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -228,6 +265,8 @@ def find_cluster(config: Config, *, standing_only: bool) -> tuple[str, int] | No
     standing ones only (``runtime start``), or also those a driver's ``init()``
     started."""
     for session in reversed(Session.all(config.session_root)):
+        if not session.private():
+            continue
         info = session.cluster_info()
         if not info or (standing_only and not info.get("standing")):
             continue

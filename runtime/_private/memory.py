@@ -43,8 +43,9 @@ def kinds(row: ReferenceRow) -> list[str]:
     return out or ["PENDING"]
 
 
-async def collect(gcs_address: tuple[str, int]) -> list[WorkerTable]:
-    channels = rpc.ChannelPool()
+async def collect(gcs_address: tuple[str, int], token: str | None = None) -> list[WorkerTable]:
+    """Every worker's reference table (``token``: the cluster's, else the process's)."""
+    channels = rpc.ChannelPool(token)
     try:
         gcs = GcsStub(channels.get(*gcs_address))
         nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes

@@ -89,7 +89,7 @@ def spawn(
     full_env = dict(os.environ)
     full_env.update(env)
     full_env["PYTHONUNBUFFERED"] = "1"
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -16,6 +16,8 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
+from . import auth
+
 #: What a failed call to a peer that is gone looks like.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
@@ -27,16 +29,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class ChannelPool:
-    """One grpclib channel per peer address; all used from one loop."""
+    """One grpclib channel per peer address; all used from one loop. Every call
+    carries the cluster's token (``token``, else the process's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self._channels: dict[tuple[str, int], Channel] = {}
+        self._token = token
 
     def get(self, host: str, port: int) -> Channel:
         key = (host, port)
         channel = self._channels.get(key)
         if channel is None:
             channel = Channel(host, port)
+            auth.sign_channel(channel, auth.token() if self._token is None else self._token)
             self._channels[key] = channel
         return channel
 
@@ -71,6 +76,8 @@ def bind_socket(host: str, port: int = 0) -> Any:
 
 
 async def start_server_on(handlers: Sequence[Any], sock: Any) -> Server:
+    """Serves ``handlers`` on ``sock``, refusing calls without the cluster's token."""
     server = Server(list(handlers))
+    auth.protect_server(server)
     await server.start(sock=sock)
     return server

@@ -44,8 +44,11 @@ class Session:
         micros = int((time.time() % 1) * 1e6)
         path = os.path.join(root, f"session_{stamp}_{micros:06d}_{os.getpid()}")
         session = cls(path)
+        # Only its user may enter it: logs, sockets and spilled objects are private.
+        os.makedirs(path, mode=0o700)
+        os.chmod(path, 0o700)
         for sub in (session.logs, session.sockets, session.spill):
-            os.makedirs(sub, exist_ok=True)
+            os.makedirs(sub, mode=0o700, exist_ok=True)
         link = os.path.join(root, LATEST)
         tmp_link = f"{link}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
@@ -53,6 +56,15 @@ class Session:
         os.symlink(path, tmp_link)
         os.replace(tmp_link, link)
         return session
+
+    def private(self) -> bool:
+        """Whether this user owns the folder and no one else may enter it (only
+        such sessions are trusted by discovery: another user could plant one)."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return info.st_uid == os.getuid() and not info.st_mode & 0o077
 
     def record_pid(self, pid: int, role: str) -> None:
         with open(os.path.join(self.path, PIDS_FILE), "a", encoding="utf-8") as f:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from .._private import cluster
+from .._private import auth, cluster
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import NodeInfo
@@ -152,6 +152,7 @@ def _start_processes(
                 "Connecting to the running cluster at %s:%d (started with 'runtime start')",
                 *found,
             )
+            auth.set_token(cluster.token_for(found, config))
             return None, found
     if address is None or address == "local":
         host = "127.0.0.1"
@@ -164,8 +165,11 @@ def _start_processes(
             object_store_memory=object_store_memory,
         )
         logger.info("Started a local cluster; its session is %s", head.session.path)
+        auth.set_token(head.token)
         return head, head.gcs_address
-    return None, cluster.resolve_address(address, config)
+    gcs_address = cluster.resolve_address(address, config)
+    auth.set_token(cluster.token_for(gcs_address, config))
+    return None, gcs_address
 
 
 async def _find_raylet(gcs_address: tuple[str, int]) -> NodeInfo:
@@ -404,6 +408,7 @@ def shutdown() -> None:
         return
     _driver = None
     _context.set_current(None)
+    auth.set_token(None)
     worker = driver.worker
     try:
         if driver.loop_thread is not None:
@@ -439,6 +444,7 @@ async def shutdown_async() -> None:
         return
     _driver = None
     _context.set_current(None)
+    auth.set_token(None)
     try:
         await driver.worker.stop()
     finally:

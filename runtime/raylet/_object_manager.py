@@ -24,7 +24,7 @@ import logging
 import socket
 from collections import defaultdict
 
-from .._private import rpc
+from .._private import auth, rpc
 from .._private.framing import LENGTH, FrameError, frame
 from .._private.tasks import TaskSet
 from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
@@ -92,6 +92,11 @@ class ObjectManager:
                 if payload is None:
                     return
                 request = TransferRequest.parse(payload)
+                if not auth.check_transfer(request.token):
+                    refusal = TransferHeader(found=False, error=f"unauthenticated: {auth.HOW_TO}")
+                    await loop.sock_sendall(conn, frame(bytes(refusal)))
+                    logger.debug("refused an unauthenticated transfer request")
+                    return
                 await self._send_object(loop, conn, request)
         except (OSError, FrameError, ValueError) as e:
             logger.debug("transfer connection ended: %s", e)
@@ -161,7 +166,9 @@ class ObjectManager:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await loop.sock_connect(conn, (node.host, node.transfer_port))
-            request = TransferRequest(object_id=object_id, node_id=self._node_id)
+            request = TransferRequest(
+                object_id=object_id, node_id=self._node_id, token=auth.token().encode()
+            )
             await loop.sock_sendall(conn, frame(bytes(request)))
             payload = await _read_frame(loop, conn)
             if payload is None:

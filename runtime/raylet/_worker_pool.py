@@ -121,7 +121,8 @@ class WorkerPool:
     ) -> None:
         """Copies a worker's output to its log file and on towards the driver."""
         # Appends of a few lines to a local file: cheaper than a thread hop.
-        with open(path, "ab", buffering=0) as log:  # noqa: ASYNC230
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "ab", buffering=0) as log:  # noqa: ASYNC230
             while True:
                 chunk = await _read_lines(stream)
                 if not chunk:

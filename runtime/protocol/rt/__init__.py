@@ -1761,6 +1761,11 @@ class TransferRequest(betterproto2.Message):
     the puller's node: the holder remembers the copy
     """
 
+    token: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    the cluster's token (refused without it)
+    """
+
 
 default_message_pool.register_message("rt", "TransferRequest", TransferRequest)
 

@@ -22,6 +22,8 @@ import itertools
 import logging
 import os
 import socket
+import struct
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -66,12 +68,11 @@ class StoreServer:
         self.on_delete: Callable[[list[bytes]], None] | None = None
 
     async def start(self) -> None:
-        abstract = self.path.startswith("\0")
-        if not abstract:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(self.path)
+        os.chmod(self.path, 0o600)  # only this user's processes may connect
         sock.listen(512)
         sock.setblocking(False)
         self._sock = sock
@@ -91,7 +92,7 @@ class StoreServer:
         for file in list(self.store.spill_files):
             with contextlib.suppress(OSError):
                 os.close(file.fd)
-        if not self.path.startswith("\0"):
+        if self.path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 
@@ -118,6 +119,10 @@ class StoreServer:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            if not _same_user(conn):
+                logger.warning("refused a store client of another user")
+                conn.close()
+                continue
             conn.setblocking(False)
             client = _Client(self, next(self._ids), conn)
             self._clients[client.client_id] = client
@@ -537,15 +542,40 @@ class _Client:
         self.server._disconnected(self)
 
 
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the peer of a Unix socket runs as this process's user (its
+    credentials, as the kernel gives them)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return bool(uid == os.getuid())
+
+
 #: Unix socket paths longer than this do not fit in ``sockaddr_un``.
 _MAX_SOCKET_PATH = 100
 
 
 def store_socket_path(session_dir: str, node_id: bytes) -> str:
     """The store's socket in the session's ``sockets/``, or, when that path is
-    too long for a Unix socket, a Linux abstract socket (a leading NUL)."""
+    too long for a Unix socket, in a short folder of this user's
+    (``<tmp>/rt-<uid>``, mode 0700). Always a path, never an abstract socket:
+    those have no permissions, so any local user could connect."""
     name = f"store-{node_id.hex()[:12]}"
     path = os.path.join(session_dir, "sockets", name)
     if len(path.encode()) <= _MAX_SOCKET_PATH:
         return path
-    return f"\0runtime-{os.getpid()}-{name}"
+    folder = os.path.join(tempfile.gettempdir(), f"rt-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.stat(folder)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} must belong to this user with mode 0700")
+    _remove_stale_sockets(folder)
+    return os.path.join(folder, f"{name}-{os.getpid()}")
+
+
+def _remove_stale_sockets(folder: str) -> None:
+    """Sockets left by raylets killed before they could remove them."""
+    for entry in os.listdir(folder):
+        pid = entry.rsplit("-", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, entry))
