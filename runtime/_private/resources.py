@@ -6,6 +6,7 @@ adding and subtracting fractional amounts (``num_cpus=0.1``) never drifts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 UNIT = 10_000
@@ -38,3 +39,24 @@ def add(available: Fixed, request: Mapping[str, int]) -> None:
 
 def describe(resources: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{k!r}: {v:g}" for k, v in sorted(resources.items())) + "}"
+
+
+#: The most of any resource one request may name (a node of a million CPUs
+#: with a terabyte-sized object store still fits; 1e18 does not).
+MAX_AMOUNT = 1e15
+
+
+def invalid(resources: Mapping[str, float], *, allow_negative: bool = False) -> str:
+    """Why a resource set sent over the wire cannot be accounted, or "".
+
+    Amounts must be finite, not negative (unless ``allow_negative``: a node's
+    free resources may dip below zero for a while) and at most ``MAX_AMOUNT``;
+    names must be non-empty."""
+    for name, amount in resources.items():
+        if not name:
+            return "a resource has an empty name"
+        if not math.isfinite(amount) or abs(amount) > MAX_AMOUNT:
+            return f"resource {name!r} has an amount out of range: {amount!r}"
+        if amount < 0 and not allow_negative:
+            return f"resource {name!r} has a negative amount: {amount!r}"
+    return ""

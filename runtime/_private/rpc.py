@@ -16,7 +16,25 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
+__all__ = [
+    "CONNECTION_ERRORS",
+    "ChannelPool",
+    "GRPCError",
+    "bind_socket",
+    "start_server_on",
+    "stop_server",
+]
+
 from . import auth
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "ChannelPool",
+    "GRPCError",
+    "bind_socket",
+    "start_server_on",
+    "stop_server",
+]
 
 #: What a failed call to a peer that is gone looks like.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

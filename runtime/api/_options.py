@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._private import placement, task_wire
+from .._private.resources import MAX_AMOUNT
 from . import _scheduling
 
 _Check = Callable[[str, Any], None]
@@ -22,9 +23,10 @@ def _number(minimum: float = 0.0) -> _Check:
     def check(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"option {name!r} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < minimum:
+        if not math.isfinite(value) or value < minimum or value > MAX_AMOUNT:
             raise ValueError(
-                f"option {name!r} must be a finite number >= {minimum:g}, got {value!r}"
+                f"option {name!r} must be a finite number from {minimum:g} to {MAX_AMOUNT:g}, "
+                f"got {value!r}"
             )
 
     return check

@@ -183,6 +183,8 @@ class PlacementGroupManager:
     async def _registered(self, pg_id: bytes) -> GroupRecord | None:
         """A group not known yet may be on its way: an unnamed group's creator
         does not wait for CreatePlacementGroup's answer. Waits for it a little."""
+        if len(pg_id) != 16:
+            return None  # not an id: nothing will come
         arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._registering.setdefault(pg_id, []).append(arrived)
         try:

@@ -6,6 +6,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from .._private import resources as res
 from .._private import rpc
 from .._private.config import Config
 from ..protocol.rt import (
@@ -100,7 +104,11 @@ class GcsService(GcsBase):
     # -- nodes ----------------------------------------------------------------
     async def register_node(self, message: RegisterNodeRequest) -> Empty:
         node = message.node
-        assert node is not None
+        if node is None or len(node.node_id) != 16:
+            raise GRPCError(Status.INVALID_ARGUMENT, "a node needs a 16-byte id")
+        bad = res.invalid(node.resources_total)
+        if bad:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid node: {bad}")
         node.alive = True
         self.tables.nodes[node.node_id] = node
         logger.info(
@@ -131,6 +139,11 @@ class GcsService(GcsBase):
 
     async def report_resources(self, message: ReportResourcesRequest) -> Empty:
         node = self.tables.nodes.get(message.node_id)
+        bad = res.invalid(message.resources_available, allow_negative=True) or res.invalid(
+            message.resources_total
+        )
+        if bad:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid resource report: {bad}")
         if node is not None and node.alive:
             node.resources_available = dict(message.resources_available)
             if message.resources_total:
@@ -196,6 +209,11 @@ class GcsService(GcsBase):
 
     # -- actors -----------------------------------------------------------------
     async def create_actor(self, message: CreateActorRequest) -> CreateActorReply:
+        if message.actor is None:
+            return CreateActorReply(ok=False, error="no actor in the request")
+        bad = res.invalid(message.actor.resources)
+        if bad:
+            return CreateActorReply(ok=False, error=f"invalid actor: {bad}")
         reply = self.actors.create(message)
         pg_id = message.actor.placement_group_id if message.actor is not None else b""
         if pg_id and self.placement_groups.state_of(pg_id) is PlacementGroupState.REMOVED:

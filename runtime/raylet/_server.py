@@ -328,6 +328,9 @@ class Raylet(RayletBase):
 
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
+        bad = res.invalid(message.resources)
+        if bad:
+            return LeaseReply(status=LeaseStatus.FAILED, error=f"invalid lease request: {bad}")
         fixed = res.to_fixed(message.resources)
         decision = self.view.decide(
             fixed,
@@ -502,6 +505,9 @@ class Raylet(RayletBase):
     # -- placement group bundles (the gcs's two-phase commit) -------------------------
     async def prepare_bundles(self, message: PrepareBundlesRequest) -> PrepareBundlesReply:
         pg = message.placement_group_id.hex()
+        bad = next(filter(None, (res.invalid(b.resources) for b in message.bundles)), "")
+        if bad:
+            return PrepareBundlesReply(ok=False, error=f"invalid bundle: {bad}")
         bundles = [(b.index, res.to_fixed(b.resources)) for b in message.bundles]
         error = self.scheduler.prepare_bundles(pg, bundles)
         if not error and message.commit:

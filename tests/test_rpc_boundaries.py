@@ -1,0 +1,174 @@
+"""Every RPC boundary refuses bad values, and junk on any port leaves the
+cluster working: a bounded fuzz run against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import cluster_of
+
+import runtime
+from runtime._private import rpc
+from runtime.protocol.rt import (
+    ActorInfo,
+    Bundle,
+    CreateActorRequest,
+    Empty,
+    GcsStub,
+    LeaseRequest,
+    LeaseStatus,
+    PrepareBundlesRequest,
+    RayletStub,
+    ReportResourcesRequest,
+)
+from runtime.testing import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def one_node() -> Iterator[Cluster]:
+    with cluster_of(head_node_args={"num_cpus": 2}) as cluster:
+        runtime.init(address=cluster.address)
+        yield cluster
+
+
+def _stubs(cluster: Cluster) -> tuple[rpc.ChannelPool, GcsStub, RayletStub]:
+    assert cluster.head is not None
+    pool = rpc.ChannelPool(cluster.head.token)
+    return (
+        pool,
+        GcsStub(pool.get(*cluster.head.gcs_address)),
+        RayletStub(pool.get(*cluster.head.raylet_address)),
+    )
+
+
+def _free_cpus(cluster: Cluster) -> float:
+    async def ask() -> float:
+        pool, _, raylet = _stubs(cluster)
+        try:
+            reply = await raylet.get_node_stats(Empty())
+        finally:
+            pool.close()
+        assert reply.node is not None
+        return float(reply.node.resources_available.get("CPU", 0.0))
+
+    return asyncio.run(ask())
+
+
+BAD_AMOUNTS = [-1.0, -1e18, math.nan, math.inf, 1e18]
+
+
+def test_bad_resource_amounts_are_refused_and_change_nothing(one_node: Cluster) -> None:
+    async def run() -> None:
+        pool, gcs, raylet = _stubs(one_node)
+        try:
+            await attempts(gcs, raylet)
+        finally:
+            pool.close()
+
+    async def attempts(gcs: GcsStub, raylet: RayletStub) -> None:
+        before = (await raylet.get_node_stats(Empty())).node
+        assert before is not None
+        for amount in BAD_AMOUNTS:
+            lease = await raylet.request_worker_lease(
+                LeaseRequest(job_id=1, resources={"CPU": amount}, task_name="evil")
+            )
+            assert lease.status is LeaseStatus.FAILED and "invalid" in lease.error
+            prepared = await raylet.prepare_bundles(
+                PrepareBundlesRequest(
+                    placement_group_id=bytes(16), bundles=[Bundle(resources={"CPU": amount})]
+                )
+            )
+            assert not prepared.ok and "invalid" in prepared.error
+            created = await gcs.create_actor(
+                CreateActorRequest(
+                    actor=ActorInfo(actor_id=os.urandom(16), resources={"CPU": amount})
+                )
+            )
+            assert not created.ok and "invalid" in created.error
+            with pytest.raises(rpc.GRPCError):
+                await gcs.report_resources(
+                    ReportResourcesRequest(
+                        node_id=before.node_id, resources_total={"CPU": abs(amount) * 1e20}
+                    )
+                )
+        after = (await raylet.get_node_stats(Empty())).node
+        assert after is not None
+        assert after.resources_available == before.resources_available
+        nodes = (await gcs.get_all_nodes(Empty())).nodes
+        assert nodes[0].resources_total["CPU"] == 2.0
+
+    asyncio.run(run())
+    assert _free_cpus(one_node) == 2.0
+    assert runtime.get([runtime.remote(lambda: 1).remote() for _ in range(4)]) == [1] * 4
+
+
+def _junk(rng: random.Random) -> bytes:
+    size = rng.choice([0, 1, 9, 24, 100, 4096])
+    prefix = rng.choice([b"", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"\x00\x00\x00\x08"])
+    return prefix + rng.randbytes(size)
+
+
+def _send(address: Any, data: bytes, family: int = socket.AF_INET) -> None:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(address)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+    except OSError:
+        pass  # the peer hung up on the junk: what it should do
+
+
+def test_junk_on_every_port_leaves_the_cluster_working(one_node: Cluster) -> None:
+    assert one_node.head is not None
+    rng = random.Random(1234)
+    node = runtime.nodes()[0]
+    host, port, _ = runtime.api._context.current().address
+    tcp = [
+        one_node.head.gcs_address,
+        one_node.head.raylet_address,
+        ("127.0.0.1", node["ObjectManagerPort"]),
+        (host, port),
+    ]
+    for _ in range(25):
+        for address in tcp:
+            _send(address, _junk(rng))
+        _send(node["ObjectStoreSocketName"], _junk(rng), socket.AF_UNIX)
+
+    # Well-formed messages with wrong values, signed with the right token.
+    async def wrong_messages() -> None:
+        pool, gcs, raylet = _stubs(one_node)
+        try:
+            await send_wrong(gcs, raylet)
+        finally:
+            pool.close()
+
+    async def send_wrong(gcs: GcsStub, raylet: RayletStub) -> None:
+        calls = [
+            raylet.return_worker(Empty()),  # type: ignore[arg-type]
+            raylet.prepare_bundles(PrepareBundlesRequest(placement_group_id=b"x")),
+            gcs.kill_actor(Empty()),  # type: ignore[arg-type]
+            gcs.wait_placement_group(Empty()),  # type: ignore[arg-type]
+        ]
+        for call in calls:
+            try:
+                await asyncio.wait_for(call, 15)
+            except (rpc.GRPCError, TimeoutError, AttributeError, TypeError):
+                pass
+
+    asyncio.run(wrong_messages())
+    assert runtime.get([runtime.remote(lambda x: x * 2).remote(i) for i in range(8)]) == [
+        2 * i for i in range(8)
+    ]
+    assert runtime.get(runtime.put(b"still here")) == b"still here"
