@@ -23,7 +23,8 @@ def _number(minimum: float = 0.0) -> _Check:
     def check(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"option {name!r} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value) or value < minimum or value > MAX_AMOUNT:
+        amount = float(value)
+        if not math.isfinite(amount) or not minimum <= amount <= MAX_AMOUNT:
             raise ValueError(
                 f"option {name!r} must be a finite number from {minimum:g} to {MAX_AMOUNT:g}, "
                 f"got {value!r}"
