@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from ._private import auth, cluster, placement, process, rpc
+from ._private import auth, cluster, placement, process, rpc, tls
 from ._private.config import Config
 from ._private.session import Session
 from ._private.version import __version__
@@ -32,6 +32,18 @@ def _cmd_start(args: argparse.Namespace) -> int:
             f"give this machine's address on their network (for example --host {suggestion})",
             file=sys.stderr,
         )
+        return 2
+    for flag, name in (
+        (args.tls_cert, tls.CERT_ENV),
+        (args.tls_key, tls.KEY_ENV),
+        (args.tls_ca, tls.CA_ENV),
+    ):
+        if flag:
+            os.environ[name] = os.path.abspath(flag)  # the processes it starts inherit it
+    try:
+        tls.check()
+    except ValueError as e:
+        print(f"runtime start: {e}", file=sys.stderr)
         return 2
     config = Config.load()
     try:
@@ -298,6 +310,15 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
     start.add_argument(
         "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"
+    )
+    start.add_argument(
+        "--tls-cert", default=None, help="serve TLS with this PEM certificate (RUNTIME_TLS_CERT)"
+    )
+    start.add_argument("--tls-key", default=None, help="its private key (RUNTIME_TLS_KEY)")
+    start.add_argument(
+        "--tls-ca",
+        default=None,
+        help="require peers' certificates signed by this CA: mutual TLS (RUNTIME_TLS_CA)",
     )
     start.set_defaults(func=_cmd_start)
 

@@ -25,7 +25,7 @@ __all__ = [
     "stop_server",
 ]
 
-from . import auth
+from . import auth, tls
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -58,7 +58,7 @@ class ChannelPool:
         key = (host, port)
         channel = self._channels.get(key)
         if channel is None:
-            channel = Channel(host, port)
+            channel = Channel(host, port, ssl=tls.client_context())
             auth.sign_channel(channel, auth.token() if self._token is None else self._token)
             self._channels[key] = channel
         return channel
@@ -97,5 +97,5 @@ async def start_server_on(handlers: Sequence[Any], sock: Any) -> Server:
     """Serves ``handlers`` on ``sock``, refusing calls without the cluster's token."""
     server = Server(list(handlers))
     auth.protect_server(server)
-    await server.start(sock=sock)
+    await server.start(sock=sock, ssl=tls.server_context())
     return server

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from .._private import auth, cluster
+from .._private import auth, cluster, tls
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import NodeInfo
@@ -133,6 +133,7 @@ def _start_processes(
     resources: dict[str, float] | None,
     object_store_memory: int | None,
 ) -> tuple[cluster.HeadProcesses | None, tuple[str, int]]:
+    tls.check()  # a half TLS configuration is refused here, not at the first call
     # Discovery as in Ray: the address given, then RUNTIME_ADDRESS (or
     # RAY_ADDRESS), then a standing cluster on this machine, then a new one.
     if address is None and config.address:

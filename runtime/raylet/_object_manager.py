@@ -29,6 +29,7 @@ from .._private.framing import LENGTH, FrameError, frame
 from .._private.tasks import TaskSet
 from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
 from ._cluster_view import ClusterView
+from ._transfer_conn import Conn, accepted, connect
 from .store import StoreError, StoreFullError, StoreServer
 
 logger = logging.getLogger(__name__)
@@ -79,47 +80,49 @@ class ObjectManager:
         assert self._sock is not None
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(self._sock)
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._tasks.spawn(self._serve(conn))
+            sock, _ = await loop.sock_accept(self._sock)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._tasks.spawn(self._serve(sock))
 
-    async def _serve(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
+    async def _serve(self, sock: socket.socket) -> None:
+        conn: Conn | None = None
         try:
+            conn = await accepted(sock)
             while True:
-                payload = await _read_frame(loop, conn)
+                payload = await _read_frame(conn)
                 if payload is None:
                     return
                 request = TransferRequest.parse(payload)
                 if not auth.check_transfer(request.token):
                     refusal = TransferHeader(found=False, error=f"unauthenticated: {auth.HOW_TO}")
-                    await loop.sock_sendall(conn, frame(bytes(refusal)))
+                    await conn.sendall(frame(bytes(refusal)))
                     logger.debug("refused an unauthenticated transfer request")
                     return
-                await self._send_object(loop, conn, request)
-        except (OSError, FrameError, ValueError) as e:
+                await self._send_object(conn, request)
+        except (OSError, FrameError, ValueError) as e:  # (ssl.SSLError is an OSError)
             logger.debug("transfer connection ended: %s", e)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            else:
+                sock.close()
 
-    async def _send_object(
-        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, request: TransferRequest
-    ) -> None:
+    async def _send_object(self, conn: Conn, request: TransferRequest) -> None:
         object_id = request.object_id
         try:
             view = await self._store.pin_local(object_id)
         except StoreError as e:
-            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=False, error=str(e)))))
+            await conn.sendall(frame(bytes(TransferHeader(found=False, error=str(e)))))
             return
         if view is None:
-            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=False))))
+            await conn.sendall(frame(bytes(TransferHeader(found=False))))
             return
         try:
             size = len(view)
-            await loop.sock_sendall(conn, frame(bytes(TransferHeader(found=True, size=size))))
+            await conn.sendall(frame(bytes(TransferHeader(found=True, size=size))))
             for offset in range(0, size, self._chunk):
-                await loop.sock_sendall(conn, view[offset : offset + self._chunk])
+                await conn.sendall(view[offset : offset + self._chunk])
             self.bytes_sent += size
         finally:
             view.release()
@@ -159,46 +162,36 @@ class ObjectManager:
             return f"node {node_id.hex()[:12]}, which held it, is not in the cluster"
         if not node.alive:
             return f"node {node_id.hex()[:12]}, which held it, died"
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in node.host else socket.AF_INET
-        conn = socket.socket(family, socket.SOCK_STREAM)
-        conn.setblocking(False)
+        conn: Conn | None = None
         try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(conn, (node.host, node.transfer_port))
+            conn = await connect(node.host, node.transfer_port)
             request = TransferRequest(
                 object_id=object_id, node_id=self._node_id, token=auth.token().encode()
             )
-            await loop.sock_sendall(conn, frame(bytes(request)))
-            payload = await _read_frame(loop, conn)
+            await conn.sendall(frame(bytes(request)))
+            payload = await _read_frame(conn)
             if payload is None:
                 return f"node {node_id.hex()[:12]} closed the transfer"
             header = TransferHeader.parse(payload)
             if not header.found:
                 return header.error or f"it is not in node {node_id.hex()[:12]}'s store"
-            await self._receive(loop, conn, object_id, header.size, owner)
+            await self._receive(conn, object_id, header.size, owner)
             return ""
         except StoreFullError:
             raise  # the puller's problem, not the object's: the caller says so
         except (OSError, FrameError, ValueError, StoreError) as e:
             return f"pulling it from node {node_id.hex()[:12]} failed: {e}"
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    async def _receive(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        conn: socket.socket,
-        object_id: bytes,
-        size: int,
-        owner: bytes,
-    ) -> None:
+    async def _receive(self, conn: Conn, object_id: bytes, size: int, owner: bytes) -> None:
         dest = await self._store.create_local(object_id, size, owner)
         try:
             offset = 0
             while offset < size:
                 chunk = dest[offset : min(size, offset + self._chunk)]
-                got = await loop.sock_recv_into(conn, chunk)
+                got = await conn.recv_into(chunk)
                 chunk.release()
                 if not got:
                     raise ConnectionError(f"the sender closed after {offset} of {size} bytes")
@@ -238,25 +231,23 @@ class ObjectManager:
                 task.cancel()
 
 
-async def _read_frame(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes | None:
+async def _read_frame(conn: Conn) -> bytes | None:
     """One length-prefixed frame, read exactly (the object's bytes follow it)."""
     head = bytearray(LENGTH.size)
-    if not await _recv_exactly(loop, conn, memoryview(head), eof_ok=True):
+    if not await _recv_exactly(conn, memoryview(head), eof_ok=True):
         return None
     (length,) = LENGTH.unpack(head)
     if length > _MAX_HEADER:
         raise FrameError(f"transfer frame of {length} bytes")
     body = bytearray(length)
-    await _recv_exactly(loop, conn, memoryview(body), eof_ok=False)
+    await _recv_exactly(conn, memoryview(body), eof_ok=False)
     return bytes(body)
 
 
-async def _recv_exactly(
-    loop: asyncio.AbstractEventLoop, conn: socket.socket, view: memoryview, *, eof_ok: bool
-) -> bool:
+async def _recv_exactly(conn: Conn, view: memoryview, *, eof_ok: bool) -> bool:
     offset = 0
     while offset < len(view):
-        got = await loop.sock_recv_into(conn, view[offset:])
+        got = await conn.recv_into(view[offset:])
         if not got:
             if eof_ok and offset == 0:
                 return False
