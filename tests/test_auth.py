@@ -159,3 +159,26 @@ def test_session_files_are_private_and_strangers_sessions_are_not_trusted(tmp_pa
             assert found != cluster.head.token
         finally:
             os.chmod(session.path, 0o700)
+
+
+def test_a_store_client_cannot_change_or_delete_anothers_object() -> None:
+    from runtime.core_worker._store_client import StoreClient
+
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
+        runtime.init(address=cluster.address)
+        original = np.arange(1 << 18, dtype=np.int64)  # 2 MiB: in the store
+        ref = runtime.put(original)
+        node = runtime.nodes()[0]
+        stranger = StoreClient(node["ObjectStoreSocketName"], os.urandom(16), lambda: None)
+        try:
+            value = stranger.get_value(ref.binary())
+            assert not value.flags.writeable
+            # Even writing through the raw mapping it was handed changes only its own copy.
+            for mapping in stranger._mappings.values():
+                mapping[:4096] = b"\xff" * 4096
+            assert (runtime.get(ref) == original).all()
+            with pytest.raises(runtime.exceptions.RaySystemError, match="owner"):
+                stranger.delete([ref.binary()])
+            assert (runtime.get(ref) == original).all()
+        finally:
+            stranger.close()

@@ -136,9 +136,18 @@ class StoreClient:
             fd = fds.pop(0)
             try:
                 cached = self._mappings.get(segment.segment_id)
-                if cached is None:
-                    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
-                    cached = mmap.mmap(fd, segment.size, flags=flags)
+                if cached is None or segment.writable:
+                    # A writable fd replaces a reader's mapping (the segment was
+                    # reused for an object this process creates). Readers get
+                    # read-only fds, which cannot be mapped shared for writing:
+                    # they map them copy-on-write, so nothing they do reaches
+                    # the object, and they see what its writer puts there.
+                    if segment.writable:
+                        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
+                    else:
+                        flags = mmap.MAP_PRIVATE
+                    prot = mmap.PROT_READ | mmap.PROT_WRITE
+                    cached = mmap.mmap(fd, segment.size, flags=flags, prot=prot)
                     self._mappings[segment.segment_id] = cached
                 return cached
             finally:

@@ -1595,6 +1595,11 @@ class SegmentInfo(betterproto2.Message):
     false: the client mapped this segment before
     """
 
+    writable: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    the fd may be mapped for writing (the creator's); else read-only
+    """
+
 
 default_message_pool.register_message("rt", "SegmentInfo", SegmentInfo)
 

@@ -38,6 +38,13 @@ class Segment:
     fd: int
     size: int
     _map: mmap.mmap | None = field(default=None, repr=False)
+    _read_only: int = -1  # a read-only descriptor of the same file, for readers
+
+    def read_only_fd(self) -> int:
+        """A descriptor readers get: a mapping of it can never be made writable."""
+        if self._read_only < 0:
+            self._read_only = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return self._read_only
 
     def mapping(self) -> mmap.mmap:
         """The store's own mapping (for spilling and restoring)."""
@@ -110,3 +117,7 @@ def destroy(segment: Segment) -> None:
         segment._map = None
     with contextlib.suppress(OSError):
         os.close(segment.fd)
+    if segment._read_only >= 0:
+        with contextlib.suppress(OSError):
+            os.close(segment._read_only)
+        segment._read_only = -1

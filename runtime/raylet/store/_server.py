@@ -161,6 +161,7 @@ class StoreServer:
                 if client.record is not None or len(ids) != 1:
                     raise StoreError("hello takes one token, once")
                 client.record = self._hello(client, ids[0])
+                client.token = ids[0]
                 return reply, fds
             if client.record is None:
                 raise StoreError("the first request must be hello")
@@ -177,7 +178,7 @@ class StoreServer:
                     reply.exists = True
                 else:
                     obj = await self._create(client_id, ids[0], request.size, request.owner)
-                    reply.objects = [self._locate(client_id, obj, fds)]
+                    reply.objects = [self._locate(client_id, obj, fds, writable=True)]
             elif op is StoreOp.SEAL:
                 for object_id in ids:
                     self.store.seal(client_id, object_id)
@@ -190,7 +191,11 @@ class StoreServer:
                 for object_id in ids:
                     self.store.release(client_id, object_id)
             elif op is StoreOp.DELETE:
-                self.delete(ids)
+                # Only an object's owner may delete it (the raylet frees copies itself).
+                mine = [oid for oid in ids if self._owned_by(oid, client.token)]
+                self.delete(mine)
+                if len(mine) < len(ids):
+                    raise StoreError("only an object's owner may delete it")
             elif op is StoreOp.STATS:
                 reply.stats = self.stats()
             elif op is StoreOp.CONTAINS:
@@ -203,10 +208,14 @@ class StoreServer:
                     segment = stored.segment if stored is not None else None
                     if stored is None or segment is None:
                         raise StoreError(f"object {object_id.hex()} is not in memory")
-                    self.store.hand_out(client_id, segment)
-                    fds.append(segment.fd)
+                    writable = self.store.clients[client_id].mapped.get(segment.segment_id, False)
+                    self.store.hand_out(client_id, segment, writable)
+                    fds.append(segment.fd if writable else segment.read_only_fd())
                     info = SegmentInfo(
-                        segment_id=segment.segment_id, size=segment.size, has_fd=True
+                        segment_id=segment.segment_id,
+                        size=segment.size,
+                        has_fd=True,
+                        writable=writable,
                     )
                     reply.objects.append(
                         ObjectLocation(
@@ -224,18 +233,24 @@ class StoreServer:
             reply.unmap = self.store.take_unmaps(client.record)
         return reply, fds
 
-    def _locate(self, client_id: int, obj: StoredObject, fds: list[int]) -> ObjectLocation:
+    def _locate(
+        self, client_id: int, obj: StoredObject, fds: list[int], writable: bool = False
+    ) -> ObjectLocation:
+        """Where an object is, with an fd of its segment if the client needs one:
+        writable for its creator, read-only for readers."""
         segment = obj.segment
         assert segment is not None
-        has_fd = self.store.hand_out(client_id, segment)
+        has_fd = self.store.hand_out(client_id, segment, writable)
         if has_fd:
-            fds.append(segment.fd)
-        return ObjectLocation(
-            object_id=obj.object_id,
-            found=True,
-            segment=SegmentInfo(segment_id=segment.segment_id, size=segment.size, has_fd=has_fd),
-            size=obj.size,
+            fds.append(segment.fd if writable else segment.read_only_fd())
+        info = SegmentInfo(
+            segment_id=segment.segment_id, size=segment.size, has_fd=has_fd, writable=writable
         )
+        return ObjectLocation(object_id=obj.object_id, found=True, segment=info, size=obj.size)
+
+    def _owned_by(self, object_id: bytes, token: bytes) -> bool:
+        obj = self.store.lookup(object_id)
+        return obj is None or not obj.owner or obj.owner == token
 
     async def _create(
         self, client_id: int, object_id: bytes, size: int, owner: bytes
@@ -457,6 +472,7 @@ class _Client:
         self.client_id = client_id
         self.conn = conn
         self.record: int | None = None  # the process's store client record, after hello
+        self.token = b""  # what it said at hello: its worker id (an owner's, for deletes)
         self._decoder = FrameDecoder()
         self._queue: asyncio.Queue[StoreRequest] = asyncio.Queue()
         self._closed = False

@@ -76,7 +76,8 @@ class StoredObject:
 @dataclass(eq=False)
 class ClientRecord:
     client_id: int
-    mapped: set[int] = field(default_factory=set)  # segments it was given an fd for
+    # Segments it was given an fd for -> whether that fd was writable.
+    mapped: dict[int, bool] = field(default_factory=dict)
     unmap: list[int] = field(default_factory=list)  # segments it should drop
 
 
@@ -109,12 +110,15 @@ class ObjectStore:
                 del obj.readers[client_id]
                 self._after_release(obj)
 
-    def hand_out(self, client_id: int, segment: Segment) -> bool:
-        """Records that ``client_id`` gets ``segment``; True if it needs the fd."""
+    def hand_out(self, client_id: int, segment: Segment, writable: bool = False) -> bool:
+        """Records that ``client_id`` gets ``segment`` (to write in it, or only
+        to read); True if it needs an fd: it has none, or only a read-only one
+        and now writes (a pooled segment reused for an object it creates)."""
         client = self.clients[client_id]
-        if segment.segment_id in client.mapped:
+        had = client.mapped.get(segment.segment_id)
+        if had is not None and (had or not writable):
             return False
-        client.mapped.add(segment.segment_id)
+        client.mapped[segment.segment_id] = writable
         return True
 
     def take_unmaps(self, client_id: int) -> list[int]:
@@ -369,9 +373,10 @@ class ObjectStore:
         """Destroyed segments: tell the clients that map them to let go."""
         ids = {s.segment_id for s in segments}
         for client in self.clients.values():
-            gone = client.mapped & ids
+            gone = client.mapped.keys() & ids
             if gone:
-                client.mapped -= gone
+                for segment_id in gone:
+                    del client.mapped[segment_id]
                 client.unmap.extend(gone)
 
     def close(self) -> None:
