@@ -172,3 +172,17 @@ def test_junk_on_every_port_leaves_the_cluster_working(one_node: Cluster) -> Non
         2 * i for i in range(8)
     ]
     assert runtime.get(runtime.put(b"still here")) == b"still here"
+
+
+def test_a_store_client_that_leaves_a_frame_half_sent_is_dropped() -> None:
+    with cluster_of(
+        head_node_args={"num_cpus": 1}, system_config={"store_frame_timeout_s": 0.5}
+    ) as cluster:
+        runtime.init(address=cluster.address)
+        path = runtime.nodes()[0]["ObjectStoreSocketName"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(10)
+            client.connect(path)
+            client.sendall(b"\x00\x00\x01\x00" + b"x" * 10)  # 256 bytes promised, 10 sent
+            assert client.recv(1) == b""  # hung up on, within the timeout
+        assert runtime.get(runtime.put(b"y" * (1 << 20))) == b"y" * (1 << 20)

@@ -65,6 +65,8 @@ class Config:
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.
     object_transfer_chunk_size: int = 5 * 1024 * 1024
+    #: A store client that leaves a request frame half sent this long is dropped.
+    store_frame_timeout_s: float = 10.0
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:

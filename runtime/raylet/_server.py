@@ -137,6 +137,7 @@ class Raylet(RayletBase):
             ObjectStore(object_store_memory, config.object_spilling_threshold),
             self.store_socket,
             os.path.join(session_dir, "spill"),
+            config.store_frame_timeout_s,
         )
         self.object_manager = ObjectManager(
             store=self.object_store,

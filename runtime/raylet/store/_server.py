@@ -22,8 +22,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +35,7 @@ from ...protocol.rt import (
     StoreRequest,
     StoreStats,
 )
+from ._access import same_user
 from ._store import ObjectState, ObjectStore, SpillFile, StoredObject, StoreError, StoreFullError
 
 logger = logging.getLogger(__name__)
@@ -46,10 +45,13 @@ IO_CHUNK = 8 << 20
 
 
 class StoreServer:
-    def __init__(self, store: ObjectStore, path: str, spill_dir: str) -> None:
+    def __init__(
+        self, store: ObjectStore, path: str, spill_dir: str, frame_timeout_s: float = 10.0
+    ) -> None:
         self.store = store
         self.path = path
         self.spill_dir = spill_dir
+        self.frame_timeout_s = frame_timeout_s
         self._sock: socket.socket | None = None
         self._clients: dict[int, _Client] = {}
         self._ids = itertools.count(1)
@@ -119,7 +121,7 @@ class StoreServer:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            if not _same_user(conn):
+            if not same_user(conn):
                 logger.warning("refused a store client of another user")
                 conn.close()
                 continue
@@ -474,6 +476,7 @@ class _Client:
         self.record: int | None = None  # the process's store client record, after hello
         self.token = b""  # what it said at hello: its worker id (an owner's, for deletes)
         self._decoder = FrameDecoder()
+        self._stall: asyncio.TimerHandle | None = None  # armed while a frame is partial
         self._queue: asyncio.Queue[StoreRequest] = asyncio.Queue()
         self._closed = False
         loop = asyncio.get_running_loop()
@@ -507,6 +510,22 @@ class _Client:
                 "malformed input from store client %d (%s); disconnecting it", self.client_id, e
             )
             self.close()
+            return
+        # Part of a frame waits for the rest; a client that never sends it goes.
+        if self._decoder.pending and self._stall is None:
+            timeout = self.server.frame_timeout_s
+            self._stall = asyncio.get_running_loop().call_later(timeout, self._stalled)
+        elif not self._decoder.pending and self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        logger.warning(
+            "store client %d left a frame unfinished for %gs; disconnecting it",
+            self.client_id,
+            self.server.frame_timeout_s,
+        )
+        self.close()
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -551,47 +570,10 @@ class _Client:
         if self._closed:
             return
         self._closed = True
+        if self._stall is not None:
+            self._stall.cancel()
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self.conn.fileno())
         self.conn.close()
         self._worker.cancel()
         self.server._disconnected(self)
-
-
-def _same_user(conn: socket.socket) -> bool:
-    """Whether the peer of a Unix socket runs as this process's user (its
-    credentials, as the kernel gives them)."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return bool(uid == os.getuid())
-
-
-#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
-_MAX_SOCKET_PATH = 100
-
-
-def store_socket_path(session_dir: str, node_id: bytes) -> str:
-    """The store's socket in the session's ``sockets/``, or, when that path is
-    too long for a Unix socket, in a short folder of this user's
-    (``<tmp>/rt-<uid>``, mode 0700). Always a path, never an abstract socket:
-    those have no permissions, so any local user could connect."""
-    name = f"store-{node_id.hex()[:12]}"
-    path = os.path.join(session_dir, "sockets", name)
-    if len(path.encode()) <= _MAX_SOCKET_PATH:
-        return path
-    folder = os.path.join(tempfile.gettempdir(), f"rt-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    info = os.stat(folder)
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(f"{folder} must belong to this user with mode 0700")
-    _remove_stale_sockets(folder)
-    return os.path.join(folder, f"{name}-{os.getpid()}")
-
-
-def _remove_stale_sockets(folder: str) -> None:
-    """Sockets left by raylets killed before they could remove them."""
-    for entry in os.listdir(folder):
-        pid = entry.rsplit("-", 1)[-1]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, entry))
