@@ -100,6 +100,11 @@ def test_bad_resource_amounts_are_refused_and_change_nothing(one_node: Cluster) 
                         node_id=before.node_id, resources_total={"CPU": abs(amount) * 1e20}
                     )
                 )
+        # A lease for an owner that is no worker of the cluster is refused too.
+        stranger = await raylet.request_worker_lease(
+            LeaseRequest(job_id=1, resources={"CPU": 1}, owner_id=b"W" + os.urandom(15))
+        )
+        assert stranger.status is LeaseStatus.FAILED and "owner" in stranger.error
         after = (await raylet.get_node_stats(Empty())).node
         assert after is not None
         assert after.resources_available == before.resources_available

@@ -27,7 +27,16 @@ from collections import defaultdict
 from .._private import auth, rpc
 from .._private.framing import LENGTH, FrameError, frame
 from .._private.tasks import TaskSet
-from ..protocol.rt import FreeObjectsRequest, RayletStub, TransferHeader, TransferRequest
+from ..protocol.rt import (
+    ContainsObjectReply,
+    ContainsObjectRequest,
+    FreeObjectsRequest,
+    PullObjectReply,
+    PullObjectRequest,
+    RayletStub,
+    TransferHeader,
+    TransferRequest,
+)
 from ._cluster_view import ClusterView
 from ._transfer_conn import Conn, accepted, connect
 from .store import StoreError, StoreFullError, StoreServer
@@ -203,6 +212,37 @@ class ObjectManager:
         dest.release()
         self._store.seal_local(object_id)
         self.bytes_received += size
+
+    # -- the raylet's object RPCs ----------------------------------------------------------
+    async def pull_reply(self, message: PullObjectRequest) -> PullObjectReply:
+        try:
+            error = await self.pull(message.object_id, message.node_id, message.owner)
+        except StoreFullError as e:
+            return PullObjectReply(ok=False, error=str(e), store_full=True)
+        return PullObjectReply(ok=not error, error=error)
+
+    def free(self, message: FreeObjectsRequest) -> None:
+        """An owner frees objects in ``node_id``'s store: here, or sent on there."""
+        ids = list(message.object_ids)
+        if message.node_id in (b"", self._node_id):
+            self._store.delete(ids)
+        else:
+            self._tasks.spawn(self.send_free(message.node_id, ids))
+
+    async def contains(self, message: ContainsObjectRequest) -> ContainsObjectReply:
+        """Whether ``node_id``'s store has the object (asked of that node's raylet)."""
+        if message.node_id in (b"", self._node_id):
+            return ContainsObjectReply(found=self._store.store.contains(message.object_id))
+        node = self._view.nodes.get(message.node_id)
+        if node is None or not node.alive:
+            return ContainsObjectReply(found=False)
+        stub = RayletStub(self._channels.get(node.host, node.port))
+        try:
+            return await asyncio.wait_for(
+                stub.contains_object(ContainsObjectRequest(object_id=message.object_id)), 10.0
+            )
+        except rpc.CONNECTION_ERRORS:
+            return ContainsObjectReply(found=False)
 
     # -- freeing copies ----------------------------------------------------------------
     def forward_deletes(self, object_ids: list[bytes]) -> None:

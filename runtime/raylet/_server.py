@@ -41,7 +41,6 @@ from ..protocol.rt import (
     PullObjectReply,
     PullObjectRequest,
     RayletBase,
-    RayletStub,
     RegisterDriverRequest,
     RegisterNodeRequest,
     RegisterWorkerReply,
@@ -70,7 +69,7 @@ from ._scheduler import (
 )
 from ._scheduler import LeaseRequest as PendingRequest
 from ._worker_pool import WorkerPool
-from .store import ObjectStore, StoreFullError, StoreServer, store_socket_path
+from .store import ObjectStore, StoreServer, store_socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +329,8 @@ class Raylet(RayletBase):
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
         bad = res.invalid(message.resources)
+        if not bad and not self._owner_known(message.owner_id):
+            bad = "its owner is no live worker or driver of the cluster"
         if bad:
             return LeaseReply(status=LeaseStatus.FAILED, error=f"invalid lease request: {bad}")
         fixed = res.to_fixed(message.resources)
@@ -470,35 +471,14 @@ class Raylet(RayletBase):
 
     # -- objects of other nodes ---------------------------------------------------
     async def pull_object(self, message: PullObjectRequest) -> PullObjectReply:
-        try:
-            error = await self.object_manager.pull(
-                message.object_id, message.node_id, message.owner
-            )
-        except StoreFullError as e:
-            return PullObjectReply(ok=False, error=str(e), store_full=True)
-        return PullObjectReply(ok=not error, error=error)
+        return await self.object_manager.pull_reply(message)
 
     async def free_objects(self, message: FreeObjectsRequest) -> Empty:
-        ids = list(message.object_ids)
-        if message.node_id in (b"", self.node_id):
-            self.object_store.delete(ids)
-        else:
-            self._tasks.spawn(self.object_manager.send_free(message.node_id, ids))
+        self.object_manager.free(message)
         return Empty()
 
     async def contains_object(self, message: ContainsObjectRequest) -> ContainsObjectReply:
-        if message.node_id in (b"", self.node_id):
-            return ContainsObjectReply(found=self.object_store.store.contains(message.object_id))
-        node = self.view.nodes.get(message.node_id)
-        if node is None or not node.alive:
-            return ContainsObjectReply(found=False)
-        stub = RayletStub(self._channels.get(node.host, node.port))
-        try:
-            return await asyncio.wait_for(
-                stub.contains_object(ContainsObjectRequest(object_id=message.object_id)), 10.0
-            )
-        except rpc.CONNECTION_ERRORS:
-            return ContainsObjectReply(found=False)
+        return await self.object_manager.contains(message)
 
     async def health_check(self, message: Empty) -> Empty:
         return Empty()
@@ -566,6 +546,8 @@ class Raylet(RayletBase):
                     if message.workers.node_id != self.node_id:
                         for worker_id in message.workers.worker_ids:
                             self.object_store.owner_died(worker_id)
+                            # Leases it held here end too.
+                            self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
                 elif message.channel is Channel.RESOURCES and message.resources is not None:
                     for view in message.resources.views:
                         if view.node_id != self.node_id:
@@ -592,6 +574,22 @@ class Raylet(RayletBase):
         prefix = node_id[:NODE_PREFIX]
         self.object_store.owners_died(lambda owner: node_prefix(owner) == prefix)
         self.object_manager.node_died(node_id)
+        owners = {lease.owner for lease in self.scheduler.leases.values()}
+        for owner in owners:
+            if owner and node_prefix(owner) == prefix:
+                self._apply(self.scheduler.owner_died(owner, time.monotonic()))
+
+    def _owner_known(self, owner: bytes) -> bool:
+        """A lease's owner is a live worker or driver: registered here if of this
+        node, else of a live node. (The gcs leases for actors with no owner.)"""
+        if not owner:
+            return True
+        prefix = node_prefix(owner)
+        if prefix == self.node_id[:NODE_PREFIX]:
+            worker = self.scheduler.workers.get(owner)
+            alive = worker is not None and worker.state is not WorkerState.DEAD
+            return alive or owner in self._drivers.values()
+        return any(n.node_id[:NODE_PREFIX] == prefix for n in self.view.alive())
 
     async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
         worker = self.scheduler.workers.get(message.worker_id)
