@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PROTO_OUT := runtime/protocol
 
-.PHONY: install install-dev proto check test demo bench clean
+.PHONY: install install-dev proto check test test-newer demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -39,6 +39,20 @@ check: $(DEV_STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The suite again on the newest other Python this machine has (3.13, else 3.12; found on
+# the PATH or under pyenv), in a venv of its own; skipped, saying so, when there is none.
+NEWER_PYTHON ?= $(shell for v in 3.13 3.12; do \
+	for p in python$$v $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v*/bin/python 2>/dev/null); do \
+	$$p -c 'import sys' >/dev/null 2>&1 && echo $$p && exit 0; done; done)
+NEWER_VENV := .venv-newer
+
+test-newer:
+	@if [ -z "$(NEWER_PYTHON)" ]; then echo "test-newer: no Python 3.12 or 3.13 here; skipped"; exit 0; fi
+	$(NEWER_PYTHON) -m venv $(NEWER_VENV)
+	$(NEWER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(NEWER_VENV)/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(NEWER_VENV)/bin/python -m pytest -q
+
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
@@ -46,4 +60,4 @@ bench: $(STAMP)
 	$(VENV)/bin/runtime microbenchmark
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(NEWER_VENV) build *.egg-info
