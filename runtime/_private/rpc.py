@@ -16,15 +16,6 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
-__all__ = [
-    "CONNECTION_ERRORS",
-    "ChannelPool",
-    "GRPCError",
-    "bind_socket",
-    "start_server_on",
-    "stop_server",
-]
-
 from . import auth, tls
 
 __all__ = [
