@@ -123,7 +123,9 @@ def test_worker_output_reaches_the_driver(session_root):
         "    print('to stderr', file=sys.stderr)\n"
         "    return os.getpid()\n"
         "pid = runtime.get(talk.remote())\n"
-        "print('PID', pid, ctx.session_dir, flush=True)\n"
+        # One write: print() writes its pieces apart, and the lines of the task
+        # printed by the runtime's thread meanwhile could land between them.
+        "sys.stdout.write(f'PID {pid} {ctx.session_dir}\\n'); sys.stdout.flush()\n"
         "import time\n"
         "time.sleep(1.0)\n"  # the lines travel worker -> raylet -> gcs -> driver
         "runtime.shutdown()\n"
