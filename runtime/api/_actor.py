@@ -162,6 +162,7 @@ class ActorClass(Generic[C]):
             strategy=strategy,
             handle_state=pickle.dumps(handle_state),
             placement=placement,
+            runtime_env=_options.resolve_runtime_env(options, worker.runtime_env),
         )
         return ActorHandle(key, *handle_state, ref=ref)
 

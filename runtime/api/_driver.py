@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from .._private import auth, cluster, tls
+from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import NodeInfo
@@ -230,9 +231,13 @@ def init(
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
+    runtime_env: dict[str, Any] | None = None,
     _system_config: dict[str, Any] | None = None,
 ) -> InitContext:
     """Starts a local cluster (no ``address``) or joins one, and connects.
+
+    ``runtime_env``: the job's environment, the default of its tasks and actors
+    (see ``_private/runtime_env.py``).
 
     The runtime runs on a loop of its own, on a daemon thread, even when this
     thread runs an event loop (a notebook kernel, a framework's start-up
@@ -245,6 +250,7 @@ def init(
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
+    job_env = renv.to_wire(renv.check(runtime_env, "init()"))
     config = Config.load(_system_config)
     head, gcs_address = _start_processes(
         address, config, num_cpus, num_gpus, resources, store_bytes
@@ -262,6 +268,7 @@ def init(
         worker = _make_worker(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
+        worker.runtime_env = job_env
         loop_thread = _LoopThread()
         loop_thread.run(_bind_and_start(worker))
     except BaseException:
@@ -288,6 +295,7 @@ async def init_async(
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
+    runtime_env: dict[str, Any] | None = None,
     _system_config: dict[str, Any] | None = None,
 ) -> InitContext:
     """``init`` for asyncio programs: attaches to the running loop, fully started.
@@ -308,12 +316,14 @@ async def init_async(
             object_store_memory=object_store_memory,
             namespace=namespace,
             log_to_driver=log_to_driver,
+            runtime_env=runtime_env,
             _system_config=_system_config,
         )
         return await _off_this_loop(start)
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
+    job_env = renv.to_wire(renv.check(runtime_env, "init_async()"))
     config = Config.load(_system_config)
     loop = asyncio.get_running_loop()
     head, gcs_address = await loop.run_in_executor(
@@ -337,6 +347,7 @@ async def init_async(
         worker = _make_worker(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
+        worker.runtime_env = job_env
         worker.bind(loop)
         await worker.start()
     except BaseException:

@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._private import placement, task_wire
+from .._private import placement, runtime_env, task_wire
 from .._private.resources import MAX_AMOUNT
 from . import _scheduling
 
@@ -104,6 +104,20 @@ def _num_returns(name: str, value: Any) -> None:
     _integer(0)(name, value)
 
 
+def _runtime_env(name: str, value: Any) -> None:
+    runtime_env.check(value, f"option {name!r}")
+
+
+def resolve_runtime_env(options: Mapping[str, Any], current: str) -> str:
+    """The wire environment of a task or actor: its own over the caller's."""
+    own = options.get("runtime_env")
+    if not own:
+        return current
+    return runtime_env.to_wire(
+        runtime_env.merge(runtime_env.from_wire(current), runtime_env.check(own, "runtime_env"))
+    )
+
+
 def streaming_returns(options: Mapping[str, Any]) -> int:
     """The wire's num_returns of a streaming call (with its backpressure)."""
     return task_wire.streaming_returns(options.get("_generator_backpressure_num_objects") or 0)
@@ -128,6 +142,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "retry_exceptions": _retry_exceptions,
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,
+    "runtime_env": _runtime_env,
     **_PLACEMENT_OPTIONS,
 }
 
@@ -170,6 +185,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "concurrency_groups": _concurrency_groups,
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
+    "runtime_env": _runtime_env,
     **_PLACEMENT_OPTIONS,
 }
 

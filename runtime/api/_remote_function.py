@@ -122,6 +122,7 @@ class RemoteFunction(Generic[P, Out]):
             strategy=strategy,
             max_calls=max_calls,
             placement=placement,
+            runtime_env=_options.resolve_runtime_env(options, worker.runtime_env),
         )
         if num_returns == "streaming":
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from .._private import runtime_env as renv
 from ..core_worker import ActorExitRequest, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _context
@@ -59,6 +60,15 @@ class RuntimeContext:
         """Whether this actor was restarted after a failure (its process died)."""
         hosted = _hosted()
         return hosted is not None and hosted.get("num_restarts", 0) > 0
+
+    @property
+    def runtime_env(self) -> dict[str, Any]:
+        """The runtime environment this driver's job, or this task or actor, runs in."""
+        return renv.from_wire(_context.current().runtime_env)
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime environment as JSON (Ray's name)."""
+        return _context.current().runtime_env or "{}"
 
     def get_assigned_resources(self) -> dict[str, float]:
         """The resources of the task or actor calling this ({} in a driver)."""

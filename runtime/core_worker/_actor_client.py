@@ -94,6 +94,7 @@ class ActorClient:
         strategy: SchedulingStrategy | None,
         handle_state: bytes,
         placement: Placement | None = None,
+        runtime_env: str = "",
     ) -> tuple[bytes, Reference | None]:
         """Creates an actor from any thread; returns its handle's key and the
         reference to its handle object (None if not owned here: detached, or
@@ -120,6 +121,7 @@ class ActorClient:
             strategy=strategy,
             handle_state=handle_state,
             placement_group_id=bytes.fromhex(placement[0]) if placement else b"",
+            runtime_env=runtime_env,
         )
         spec = TaskSpec(
             task_id=self._worker.ids.task_id(),

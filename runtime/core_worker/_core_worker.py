@@ -102,6 +102,11 @@ class CoreWorker:
         self.worker_id = worker_id or make_worker_id(b"D", node_id, random_id(8))
         self.node_id = node_id
         self.namespace = namespace
+        # This process's runtime environment (canonical JSON; "" for none): a
+        # driver's is its job's; a worker's, the one it was started with.
+        self.runtime_env = (
+            os.environ.get("RUNTIME_WORKER_RUNTIME_ENV", "") if (mode is WorkerMode.WORKER) else ""
+        )
         self.log_to_driver = log_to_driver
         self.state = State.NEW
         self.ids = IdGenerator()
@@ -205,7 +210,11 @@ class CoreWorker:
         await self.exports.publish_job(self.job_id, self.namespace)
         await raylet.register_driver(
             RegisterDriverRequest(
-                job_id=self.job_id, pid=os.getpid(), worker_id=self.worker_id, port=self.port
+                job_id=self.job_id,
+                pid=os.getpid(),
+                worker_id=self.worker_id,
+                port=self.port,
+                runtime_env=self.runtime_env,
             )
         )
         self.cluster.start(driver=True)

@@ -67,6 +67,7 @@ class KeyQueue:
     resources: dict[str, float]
     strategy: SchedulingStrategy | None
     locality: bytes  # the node that holds most arguments ("" : none, or this one)
+    runtime_env: str = ""
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     # Lease requests waiting at the raylet, by our id for them; ``withdrawn``:
@@ -133,7 +134,9 @@ class TaskSubmitter:
         key = spec.queue_key = (spec.scheduling_key, locality)
         kq = self._keys.get(key)
         if kq is None:
-            kq = self._keys[key] = KeyQueue(key, dict(spec.resources), spec.strategy, locality)
+            kq = self._keys[key] = KeyQueue(
+                key, dict(spec.resources), spec.strategy, locality, spec.runtime_env
+            )
             self._on_new_key(spec)
         kq.queue.append(spec)
         self._pump(kq)
@@ -299,6 +302,7 @@ class TaskSubmitter:
                             owner_id=self._owner_id,
                             strategy=kq.strategy,
                             spilled=spilled,
+                            runtime_env=kq.runtime_env,
                         )
                     )
                 except rpc.CONNECTION_ERRORS as e:

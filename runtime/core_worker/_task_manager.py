@@ -69,6 +69,7 @@ class TaskManager:
         strategy: Any = None,
         max_calls: int = 0,
         placement: Placement | None = None,
+        runtime_env: str = "",
     ) -> list[Reference]:
         """Submits a task from any thread; raises at once on bad arguments."""
         worker = self._worker
@@ -94,6 +95,7 @@ class TaskManager:
             strategy=strategy,
             parent_id=current_task_id.get(),
             extra=task_extra(resources, max_calls, placement),
+            runtime_env=runtime_env,
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)

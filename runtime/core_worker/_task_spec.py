@@ -27,7 +27,8 @@ class ArgSlot:
         return (ArgSlot, (self.index,))
 
 
-#: Tasks that share one are interchangeable on a lease: same resources, same placement.
+#: Tasks that share one are interchangeable on a lease: same resources, same
+#: placement, same runtime environment.
 SchedulingKey = tuple[tuple[tuple[str, float], ...], tuple[Any, ...]]
 
 
@@ -60,6 +61,9 @@ class TaskSpec:
     # Refs nested in the arguments, held until the reply (ownership rule 2).
     nested: list[Reference] = field(default_factory=list)
     owner_id: bytes = b""
+    # The environment its worker needs (canonical JSON; "" for none): workers
+    # of different environments are never shared.
+    runtime_env: str = ""
     # Where to run it (a SchedulingStrategy message; None: the default).
     strategy: Any = None
     # The submitter's queue for it (scheduling key and argument locality).
@@ -75,7 +79,7 @@ class TaskSpec:
         where = (
             () if strategy is None else (int(strategy.kind), strategy.node_id, bool(strategy.soft))
         )
-        return tuple(sorted(self.resources.items())), where
+        return tuple(sorted(self.resources.items())), (*where, self.runtime_env)
 
     def wire(self) -> WireTask:
         return (

@@ -306,6 +306,7 @@ class ActorManager:
                 detached=info.detached,
                 strategy=info.strategy,
                 spilled=spilled,
+                runtime_env=info.runtime_env,
             )
             stub = RayletStub(self._channels.get(host, port))
             call = asyncio.ensure_future(stub.request_worker_lease(request))

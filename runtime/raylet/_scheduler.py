@@ -18,7 +18,9 @@ Invariants (checked by :meth:`validate`):
 - each GPU id's free units plus what the leases hold on it equal its
   capacity (see ``_gpus``);
 - a worker only ever runs leases with the same GPU ids (``devices``): the
-  libraries that read ``CUDA_VISIBLE_DEVICES`` read it once per process.
+  libraries that read ``CUDA_VISIBLE_DEVICES`` read it once per process;
+- a worker only ever runs leases of the runtime environment it was started
+  with (``env``): its variables, folders and packages are set at start.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Worker:
     detached: bool = False
     # The GPU ids its leases get, fixed by its first lease (None: none yet).
     devices: tuple[int, ...] | None = None
+    env: str = ""  # its runtime environment (canonical JSON; "" for none)
 
 
 @dataclass(eq=False)
@@ -107,6 +110,7 @@ class LeaseRequest:
     # whether another raylet already sent it here (the raylet's concern).
     strategy: Any = None
     spilled: bool = False
+    env: str = ""  # the runtime environment its worker needs
 
 
 # -- actions ------------------------------------------------------------------
@@ -124,6 +128,7 @@ class Grant:
 class StartWorker:
     worker_id: bytes
     job_id: int
+    env: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,14 +207,14 @@ class LeaseScheduler:
             self.queue.remove(req)
         return self.schedule()
 
-    def prestart(self, job_id: int, count: int) -> list[Action]:
-        """Starts workers for a new job up to ``count`` (the node's CPUs)."""
+    def prestart(self, job_id: int, count: int, env: str = "") -> list[Action]:
+        """Starts workers for a new job (in its environment) up to ``count``."""
         have = sum(
             1
             for w in self.workers.values()
-            if w.job_id == job_id and w.state is not WorkerState.DEAD
+            if w.job_id == job_id and w.env == env and w.state is not WorkerState.DEAD
         )
-        return [self._start(job_id) for _ in range(max(0, count - have))]
+        return [self._start(job_id, env) for _ in range(max(0, count - have))]
 
     def worker_registered(self, worker_id: bytes, port: int, pid: int, now: float) -> list[Action]:
         worker = self.workers.get(worker_id)
@@ -414,7 +419,7 @@ class LeaseScheduler:
         actions: list[Action] = []
         tentative = dict(self.available)
         tentative_gpus = list(self.gpu_free)
-        waiting_for_worker: dict[int, int] = {}
+        waiting_for_worker: dict[tuple[int, str], int] = {}
         for req in list(self.queue):
             if req.infeasible or not res.fits(tentative, req.resources):
                 continue
@@ -422,11 +427,12 @@ class LeaseScheduler:
             if picked is None:
                 continue
             devices = tuple(sorted(picked))
-            worker = self._idle_worker(req.job_id, devices)
+            worker = self._idle_worker(req.job_id, devices, req.env)
             if worker is None:
                 res.subtract(tentative, req.resources)
                 gpus.take(tentative_gpus, picked)
-                waiting_for_worker[req.job_id] = waiting_for_worker.get(req.job_id, 0) + 1
+                kind = (req.job_id, req.env)
+                waiting_for_worker[kind] = waiting_for_worker.get(kind, 0) + 1
                 continue
             self.queue.remove(req)
             lease = Lease(
@@ -448,35 +454,36 @@ class LeaseScheduler:
             worker.devices = devices
             actions.append(Grant(req.request_id, lease.lease_id, worker, devices))
         starting_total = sum(1 for w in self.workers.values() if w.state is WorkerState.STARTING)
-        for job_id, needed in waiting_for_worker.items():
+        for (job_id, env), needed in waiting_for_worker.items():
             starting = sum(
                 1
                 for w in self.workers.values()
-                if w.job_id == job_id and w.state is WorkerState.STARTING
+                if w.job_id == job_id and w.env == env and w.state is WorkerState.STARTING
             )
             for _ in range(needed - starting):
                 if starting_total >= self.max_starting:
                     break
-                actions.append(self._start(job_id))
+                actions.append(self._start(job_id, env))
                 starting_total += 1
         return actions
 
-    def _idle_worker(self, job_id: int, devices: tuple[int, ...]) -> Worker | None:
-        """An idle worker of the job that ran leases with these GPU ids, else a
-        fresh one (none yet); never one that saw other ids."""
+    def _idle_worker(self, job_id: int, devices: tuple[int, ...], env: str) -> Worker | None:
+        """An idle worker of the job and environment that ran leases with these
+        GPU ids, else a fresh one (none yet); never one that saw other ids."""
         fresh = None
         for worker in self.workers.values():
-            if worker.job_id == job_id and worker.state is WorkerState.IDLE:
+            if worker.job_id == job_id and worker.env == env and worker.state is WorkerState.IDLE:
                 if worker.devices == devices:
                     return worker
                 if worker.devices is None and fresh is None:
                     fresh = worker
         return fresh
 
-    def _start(self, job_id: int) -> StartWorker:
-        worker = Worker(worker_id(b"W", self.node_id, next(self._ids).to_bytes(8, "big")), job_id)
+    def _start(self, job_id: int, env: str = "") -> StartWorker:
+        wid = worker_id(b"W", self.node_id, next(self._ids).to_bytes(8, "big"))
+        worker = Worker(wid, job_id, env=env)
         self.workers[worker.worker_id] = worker
-        return StartWorker(worker.worker_id, job_id)
+        return StartWorker(worker.worker_id, job_id, env)
 
     def _release(self, lease_id: bytes) -> None:
         lease = self.leases.pop(lease_id)

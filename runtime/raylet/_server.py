@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Iterable
 
-from .._private import cluster, placement, rpc
+from .._private import cluster, placement, rpc, runtime_env
 from .._private import resources as res
 from .._private.config import Config
 from .._private.ids import NODE_PREFIX, node_prefix
@@ -269,7 +269,7 @@ class Raylet(RayletBase):
                     fut.set_result(reply)
             elif isinstance(action, StartWorker):
                 assert self._pool is not None
-                self._tasks.spawn(self._pool.start(action.worker_id, action.job_id))
+                self._tasks.spawn(self._pool.start(action.worker_id, action.job_id, action.env))
                 loop = asyncio.get_running_loop()
                 self._register_deadlines[action.worker_id] = loop.call_later(
                     self.config.worker_register_timeout_s,
@@ -328,7 +328,7 @@ class Raylet(RayletBase):
 
     # -- the Raylet service ---------------------------------------------------
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
-        bad = res.invalid(message.resources)
+        bad = res.invalid(message.resources) or runtime_env.invalid_wire(message.runtime_env)
         if not bad and not self._owner_known(message.owner_id):
             bad = "its owner is no live worker or driver of the cluster"
         if bad:
@@ -351,6 +351,7 @@ class Raylet(RayletBase):
             owner=message.owner_id,
             strategy=message.strategy,
             spilled=message.spilled,
+            env=message.runtime_env,
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
@@ -439,7 +440,7 @@ class Raylet(RayletBase):
                 job_id=message.job_id,
                 is_driver=True,
             )
-        self._apply(self.scheduler.prestart(message.job_id, self.num_cpus))
+        self._apply(self.scheduler.prestart(message.job_id, self.num_cpus, message.runtime_env))
         return Empty()
 
     async def list_workers(self, message: Empty) -> ListWorkersReply:

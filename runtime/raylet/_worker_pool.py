@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,10 @@ class WorkerProcess:
         return self.proc.pid
 
 
+#: How a worker learns its runtime environment (canonical JSON).
+RUNTIME_ENV_VAR = "RUNTIME_WORKER_RUNTIME_ENV"
+
+
 class WorkerPool:
     def __init__(
         self,
@@ -56,7 +61,10 @@ class WorkerPool:
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
 
-    async def start(self, worker_id: bytes, job_id: int) -> None:
+    async def start(self, worker_id: bytes, job_id: int, runtime_env: str = "") -> None:
+        """Starts a worker of ``job_id`` in ``runtime_env`` (canonical JSON): its
+        ``env_vars`` over the node's environment; the worker reads the whole
+        environment from ``RUNTIME_WORKER_RUNTIME_ENV``."""
         tie_r, tie_w = os.pipe()
         argv = [
             sys.executable,
@@ -74,7 +82,7 @@ class WorkerPool:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=[tie_r],
-                env=self._env,
+                env=self._worker_env(runtime_env),
             )
         except OSError:
             os.close(tie_w)
@@ -86,6 +94,12 @@ class WorkerPool:
         worker = WorkerProcess(worker_id, job_id, proc, tie_w)
         self.processes[worker_id] = worker
         self._tasks.spawn(self._watch(worker))
+
+    def _worker_env(self, runtime_env: str) -> dict[str, str]:
+        if not runtime_env:
+            return self._env
+        env_vars = json.loads(runtime_env).get("env_vars") or {}
+        return {**self._env, **env_vars, RUNTIME_ENV_VAR: runtime_env}
 
     def kill(self, worker_id: bytes) -> None:
         worker = self.processes.get(worker_id)

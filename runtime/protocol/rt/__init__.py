@@ -528,6 +528,11 @@ class ActorInfo(betterproto2.Message):
     the group it runs in (removing it kills the actor)
     """
 
+    runtime_env: "str" = betterproto2.field(19, betterproto2.TYPE_STRING)
+    """
+    its worker's environment (canonical JSON)
+    """
+
 
 default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
 
@@ -991,6 +996,11 @@ class LeaseRequest(betterproto2.Message):
     sent here by another raylet's spillback: do not spill again
     """
 
+    runtime_env: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    the worker's environment (canonical JSON; "" for none)
+    """
+
 
 default_message_pool.register_message("rt", "LeaseRequest", LeaseRequest)
 
@@ -1422,6 +1432,11 @@ class RegisterDriverRequest(betterproto2.Message):
     port: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
     """
     where the driver's core worker listens
+    """
+
+    runtime_env: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    the job's environment: prestarted workers have it
     """
 
 

@@ -1,0 +1,140 @@
+"""Runtime environments, as in Ray's ``runtime_env``: checked, merged and put
+on the wire as canonical JSON.
+
+A job's environment (``init(runtime_env=...)``) is the default of its tasks
+and actors; one given to a task or actor (``.options(runtime_env=...)``) is
+merged over the environment of the caller, as Ray merges them: each field it
+names replaces the caller's, except ``env_vars``, whose variables are merged
+one by one. The result travels as canonical JSON (sorted keys), which is also
+the key that keeps workers of different environments apart.
+
+Built so far: ``env_vars`` and ``config``. ``working_dir``, ``py_modules``
+and ``pip`` are recognised and refused with a clear error until their
+packaging lands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+#: Fields a runtime environment may have, with what each is.
+FIELDS = {
+    "env_vars": "a dict of environment variables (str -> str) set in the worker",
+    "config": "a dict: setup_timeout_seconds (number), eager_install (bool)",
+    "working_dir": "a local folder or .zip: the worker's current folder",
+    "py_modules": "a list of local packages, folders or wheels made importable",
+    "pip": "a list of requirements, or a requirements file",
+    "excludes": "a list of patterns left out of working_dir",
+}
+#: Recognised, not built yet.
+NOT_YET = frozenset({"working_dir", "py_modules", "pip", "excludes"})
+#: Ray's fields this runtime does not offer.
+UNSUPPORTED = frozenset(
+    {
+        "conda",
+        "container",
+        "image_uri",
+        "uv",
+        "java_jars",
+        "nsight",
+        "mpi",
+        "worker_process_setup_hook",
+    }
+)
+_CONFIG = {"setup_timeout_seconds", "eager_install"}
+
+#: The most bytes of canonical JSON an environment may take on the wire.
+MAX_WIRE_BYTES = 256 * 1024
+
+
+def check(value: Any, where: str) -> dict[str, Any]:
+    """A normalized copy of a user's ``runtime_env``, or a clear error naming
+    what is wrong (``where``: the call site, for the message)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where}: runtime_env must be a dict, got {type(value).__name__}")
+    env: dict[str, Any] = {}
+    for name, field in value.items():
+        if name in UNSUPPORTED:
+            raise ValueError(f"{where}: runtime_env field {name!r} is not supported")
+        if name not in FIELDS:
+            valid = ", ".join(sorted(FIELDS))
+            raise ValueError(f"{where}: unknown runtime_env field {name!r}; valid ones: {valid}")
+        if name in NOT_YET:
+            raise ValueError(
+                f"{where}: runtime_env field {name!r} is not available yet (only env_vars "
+                "and config are)"
+            )
+        if field is None:
+            continue
+        env[name] = _env_vars(field, where) if name == "env_vars" else _config(field, where)
+    return env
+
+
+def _env_vars(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where}: runtime_env['env_vars'] must be a dict of str to str")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(f"{where}: runtime_env['env_vars'] has an invalid name {key!r}")
+        if not isinstance(item, str) or "\0" in item:
+            raise TypeError(
+                f"{where}: runtime_env['env_vars'][{key!r}] must be a str, got {item!r}"
+            )
+    return dict(value)
+
+
+def _config(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where}: runtime_env['config'] must be a dict")
+    unknown = set(value) - _CONFIG
+    if unknown:
+        raise ValueError(f"{where}: unknown runtime_env['config'] keys {sorted(unknown)}")
+    timeout = value.get("setup_timeout_seconds")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, numbers.Real)
+        or not (float(timeout) == -1 or (math.isfinite(float(timeout)) and float(timeout) > 0))
+    ):
+        raise ValueError(f"{where}: setup_timeout_seconds must be > 0 (or -1), got {timeout!r}")
+    eager = value.get("eager_install")
+    if eager is not None and not isinstance(eager, bool):
+        raise TypeError(f"{where}: eager_install must be a bool, got {eager!r}")
+    return dict(value)
+
+
+def merge(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``parent``: its fields replace, its env_vars merge."""
+    merged = {**parent, **child}
+    if "env_vars" in parent and "env_vars" in child:
+        merged["env_vars"] = {**parent["env_vars"], **child["env_vars"]}
+    return merged
+
+
+def to_wire(env: Mapping[str, Any]) -> str:
+    """Canonical JSON ("" for no environment)."""
+    if not env:
+        return ""
+    return json.dumps(env, sort_keys=True, separators=(",", ":"))
+
+
+def from_wire(text: str) -> dict[str, Any]:
+    return dict(json.loads(text)) if text else {}
+
+
+def invalid_wire(text: str) -> str:
+    """Why an environment received over the wire cannot be used, or ""."""
+    if not text:
+        return ""
+    if len(text) > MAX_WIRE_BYTES:
+        return "runtime_env is too large"
+    try:
+        check(json.loads(text), "runtime_env")
+    except (ValueError, TypeError) as e:  # (json's errors are ValueErrors)
+        return str(e)
+    return ""
