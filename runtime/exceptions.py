@@ -163,6 +163,11 @@ class ActorPlacementGroupRemoved(ActorUnschedulableError):
     """The placement group the actor was scheduled into was removed."""
 
 
+class RuntimeEnvSetupError(RayError):
+    """The task's or actor's runtime environment could not be set up (the cause
+    says why: a package missing, unreadable, or a setup past its timeout)."""
+
+
 class ObjectLostError(RayError):
     """The object's value is gone and cannot be re-created."""
 
@@ -234,6 +239,7 @@ __all__ = [
     "RayError",
     "RaySystemError",
     "RayTaskError",
+    "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "TaskCancelledError",
     "TaskError",

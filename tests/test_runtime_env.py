@@ -1,9 +1,11 @@
-"""Runtime environments (env_vars so far): per job, task and actor, merged as
-Ray merges them, and never sharing a worker across environments."""
+"""Runtime environments (env_vars, working_dir, py_modules so far): per job,
+task and actor, merged as Ray merges them, packages prepared once per node, and
+never sharing a worker across environments."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from conftest import cluster_of
@@ -60,13 +62,82 @@ def test_two_environments_never_share_a_worker(cluster: runtime.RuntimeContext) 
     assert not plain & (by_env["1"] | by_env["2"])
 
 
-def test_env_vars_reach_a_task_on_another_node() -> None:
+@pytest.fixture
+def project(tmp_path: Any) -> Any:
+    """A working_dir (a data file, a module, a file to leave out) and a package."""
+    work = tmp_path / "work"
+    (work / "big").mkdir(parents=True)
+    (work / "data.txt").write_text("some data")
+    (work / "shipped.py").write_text("WHERE = 'working_dir'\n")
+    (work / "big" / "blob.bin").write_bytes(b"x" * 1000)
+    package = tmp_path / "libs" / "helperpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def hello():\n    return 'from py_modules'\n")
+    return work, package
+
+
+@runtime.remote(num_cpus=0)
+def in_working_dir() -> tuple[str, str, bool, str]:
+    import helperpkg  # type: ignore[import-not-found]
+    import shipped  # type: ignore[import-not-found]
+
+    with open("data.txt") as f:
+        data = f.read()
+    return data, shipped.WHERE, os.path.exists("big/blob.bin"), helperpkg.hello()
+
+
+def test_working_dir_and_py_modules_on_another_node(project: Any) -> None:
+    work, package = project
     with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         other = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        runtime.init(address=cluster.address, runtime_env={"env_vars": {"A": "everywhere"}})
+        env = {
+            "env_vars": {"A": "everywhere"},
+            "working_dir": str(work),
+            "excludes": ["*.bin"],
+            "py_modules": [str(package)],
+        }
+        runtime.init(address=cluster.address, runtime_env=env)
         there = NodeAffinitySchedulingStrategy(other.node_id, soft=False)
         assert runtime.get(seen.options(scheduling_strategy=there).remote())[0] == "everywhere"
+        expected = ("some data", "working_dir", False, "from py_modules")
+        for where in (there, "DEFAULT"):
+            got = runtime.get(in_working_dir.options(scheduling_strategy=where).remote())
+            assert got == expected
+        # The packages were unpacked once (these raylets share a session folder,
+        # as nodes of one machine), and later tasks reuse them.
+        assert cluster.head is not None
+        cache = os.path.join(cluster.head.session.path, "runtime_resources")
+        before = {name: os.stat(os.path.join(cache, name)).st_ino for name in os.listdir(cache)}
+        assert len(before) == 2  # the working_dir and the module
+        more = in_working_dir.options(runtime_env={"env_vars": {"B": "another env"}})
+        assert runtime.get([more.remote() for _ in range(3)]) == [expected] * 3
+        after = {name: os.stat(os.path.join(cache, name)).st_ino for name in os.listdir(cache)}
+        assert after == before
+
+
+def test_a_setup_past_its_timeout_fails_and_the_next_task_runs(
+    cluster: runtime.RuntimeContext, project: Any
+) -> None:
+    work, _ = project
+    slow = {"working_dir": str(work), "config": {"setup_timeout_seconds": 0.0001}}
+    with pytest.raises(runtime.exceptions.RuntimeEnvSetupError, match="setup_timeout_seconds"):
+        runtime.get(seen.options(runtime_env=slow).remote(), timeout=30)
+    assert runtime.get(seen.remote(), timeout=30)[2] > 0
+    actor = Holder.options(runtime_env=slow).remote()
+    with pytest.raises(runtime.exceptions.ActorDiedError, match="setup_timeout_seconds"):
+        runtime.get(actor.seen.remote(), timeout=30)
+
+
+def test_a_package_over_the_limit_is_refused_at_the_call_site(
+    cluster: runtime.RuntimeContext, project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime._private import packaging
+
+    work, _ = project
+    monkeypatch.setattr(packaging, "MAX_PACKAGE_BYTES", 100)
+    with pytest.raises(ValueError, match="larger than"):
+        seen.options(runtime_env={"working_dir": str(work)}).remote()
 
 
 def test_bad_runtime_envs_are_refused_at_the_call_site(cluster: runtime.RuntimeContext) -> None:
@@ -77,7 +148,9 @@ def test_bad_runtime_envs_are_refused_at_the_call_site(cluster: runtime.RuntimeC
     with pytest.raises(ValueError, match="not supported"):
         Holder.options(runtime_env={"conda": "env"})
     with pytest.raises(ValueError, match="not available yet"):
-        seen.options(runtime_env={"working_dir": "."})
+        seen.options(runtime_env={"pip": ["requests"]})
+    with pytest.raises(ValueError, match="is not a folder"):
+        seen.options(runtime_env={"working_dir": "/nonexistent/folder"}).remote()
     with pytest.raises(ValueError, match="setup_timeout_seconds"):
         seen.options(runtime_env={"config": {"setup_timeout_seconds": 0}})
     with pytest.raises(TypeError, match="runtime_env must be a dict"):

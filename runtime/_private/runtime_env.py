@@ -8,9 +8,10 @@ names replaces the caller's, except ``env_vars``, whose variables are merged
 one by one. The result travels as canonical JSON (sorted keys), which is also
 the key that keeps workers of different environments apart.
 
-Built so far: ``env_vars`` and ``config``. ``working_dir``, ``py_modules``
-and ``pip`` are recognised and refused with a clear error until their
-packaging lands.
+Built so far: ``env_vars``, ``config``, ``working_dir``, ``py_modules`` and
+``excludes``; local folders become package URIs (``packaging``) before the
+environment travels. ``pip`` is recognised and refused with a clear error
+until it lands.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
+
+from . import packaging
 
 #: Fields a runtime environment may have, with what each is.
 FIELDS = {
@@ -31,7 +34,7 @@ FIELDS = {
     "excludes": "a list of patterns left out of working_dir",
 }
 #: Recognised, not built yet.
-NOT_YET = frozenset({"working_dir", "py_modules", "pip", "excludes"})
+NOT_YET = frozenset({"pip"})
 #: Ray's fields this runtime does not offer.
 UNSUPPORTED = frozenset(
     {
@@ -67,13 +70,28 @@ def check(value: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: unknown runtime_env field {name!r}; valid ones: {valid}")
         if name in NOT_YET:
             raise ValueError(
-                f"{where}: runtime_env field {name!r} is not available yet (only env_vars "
-                "and config are)"
+                f"{where}: runtime_env field {name!r} is not available yet (env_vars, "
+                "working_dir, py_modules, excludes and config are)"
             )
         if field is None:
             continue
-        env[name] = _env_vars(field, where) if name == "env_vars" else _config(field, where)
+        if name == "env_vars":
+            env[name] = _env_vars(field, where)
+        elif name == "config":
+            env[name] = _config(field, where)
+        elif name == "working_dir":
+            env[name] = _path(field, where, name)
+        else:  # py_modules, excludes
+            if not isinstance(field, list | tuple):
+                raise TypeError(f"{where}: runtime_env[{name!r}] must be a list of str")
+            env[name] = [_path(item, where, name) for item in field]
     return env
+
+
+def _path(value: Any, where: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{where}: runtime_env[{name!r}] needs non-empty str paths, got {value!r}")
+    return value
 
 
 def _env_vars(value: Any, where: str) -> dict[str, str]:
@@ -128,13 +146,24 @@ def from_wire(text: str) -> dict[str, Any]:
 
 
 def invalid_wire(text: str) -> str:
-    """Why an environment received over the wire cannot be used, or ""."""
+    """Why an environment received over the wire cannot be used, or "": its
+    folders must be package URIs by now, never a path of the sender's."""
     if not text:
         return ""
     if len(text) > MAX_WIRE_BYTES:
         return "runtime_env is too large"
     try:
-        check(json.loads(text), "runtime_env")
+        env = check(json.loads(text), "runtime_env")
     except (ValueError, TypeError) as e:  # (json's errors are ValueErrors)
         return str(e)
+    for uri in packages_of(env):
+        if not packaging.is_uri(uri):
+            return f"runtime_env names {uri!r}, which is not a package URI"
     return ""
+
+
+def packages_of(env: Mapping[str, Any]) -> list[str]:
+    """The package URIs (or local paths, before upload) an environment names."""
+    return ([env["working_dir"]] if env.get("working_dir") else []) + list(
+        env.get("py_modules") or []
+    )

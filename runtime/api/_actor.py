@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import cloudpickle
 
 from ..core_worker import check_blocking_allowed
-from . import _context, _options, _scheduling, _signature
+from . import _context, _options, _runtime_env, _scheduling, _signature
 from ._actor_handle import ActorHandle, MethodMeta, handle_from_record
 
 
@@ -162,7 +162,7 @@ class ActorClass(Generic[C]):
             strategy=strategy,
             handle_state=pickle.dumps(handle_state),
             placement=placement,
-            runtime_env=_options.resolve_runtime_env(options, worker.runtime_env),
+            runtime_env=_runtime_env.resolve(options, worker),
         )
         return ActorHandle(key, *handle_state, ref=ref)
 

@@ -30,7 +30,7 @@ from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import NodeInfo
-from . import _context
+from . import _context, _runtime_env
 from ._init_context import InitContext
 from ._object_ref import ObjectRef
 
@@ -250,7 +250,7 @@ def init(
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
-    job_env = renv.to_wire(renv.check(runtime_env, "init()"))
+    job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, "init()"))
     config = Config.load(_system_config)
     head, gcs_address = _start_processes(
         address, config, num_cpus, num_gpus, resources, store_bytes
@@ -268,9 +268,10 @@ def init(
         worker = _make_worker(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
-        worker.runtime_env = job_env
+        worker.runtime_env = renv.to_wire(job_env)
         loop_thread = _LoopThread()
         loop_thread.run(_bind_and_start(worker))
+        _runtime_env.upload(worker, job_packages)
     except BaseException:
         if head is not None:
             head.stop()
@@ -323,7 +324,7 @@ async def init_async(
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
-    job_env = renv.to_wire(renv.check(runtime_env, "init_async()"))
+    job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, "init_async()"))
     config = Config.load(_system_config)
     loop = asyncio.get_running_loop()
     head, gcs_address = await loop.run_in_executor(
@@ -347,9 +348,10 @@ async def init_async(
         worker = _make_worker(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
-        worker.runtime_env = job_env
+        worker.runtime_env = renv.to_wire(job_env)
         worker.bind(loop)
         await worker.start()
+        _runtime_env.upload(worker, job_packages)
     except BaseException:
         if head is not None:
             await loop.run_in_executor(None, head.stop)

@@ -108,16 +108,6 @@ def _runtime_env(name: str, value: Any) -> None:
     runtime_env.check(value, f"option {name!r}")
 
 
-def resolve_runtime_env(options: Mapping[str, Any], current: str) -> str:
-    """The wire environment of a task or actor: its own over the caller's."""
-    own = options.get("runtime_env")
-    if not own:
-        return current
-    return runtime_env.to_wire(
-        runtime_env.merge(runtime_env.from_wire(current), runtime_env.check(own, "runtime_env"))
-    )
-
-
 def streaming_returns(options: Mapping[str, Any]) -> int:
     """The wire's num_returns of a streaming call (with its backpressure)."""
     return task_wire.streaming_returns(options.get("_generator_backpressure_num_objects") or 0)

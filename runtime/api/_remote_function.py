@@ -10,7 +10,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 import cloudpickle
 
-from . import _context, _options, _scheduling, _signature
+from . import _context, _options, _runtime_env, _scheduling, _signature
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._objects import put
@@ -122,7 +122,7 @@ class RemoteFunction(Generic[P, Out]):
             strategy=strategy,
             max_calls=max_calls,
             placement=placement,
-            runtime_env=_options.resolve_runtime_env(options, worker.runtime_env),
+            runtime_env=_runtime_env.resolve(options, worker),
         )
         if num_returns == "streaming":
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)

@@ -84,6 +84,9 @@ class Exports:
         job = json.loads(reply.value)
         paths = job.get("sys_path", [])
         sys.path[:0] = [p for p in paths if p not in sys.path]
+        # Its runtime environment's folders stay first (working_dir, py_modules).
+        own = [p for p in os.environ.get("RUNTIME_WORKER_PATHS", "").split(os.pathsep) if p]
+        sys.path[:] = own + [p for p in sys.path if p not in own]
         namespace: str = job.get("namespace", "")
         return namespace
 

@@ -335,11 +335,11 @@ class TaskSubmitter:
             withdrawn = request_id in kq.withdrawn
             kq.withdrawn.discard(request_id)
         if reply.status is LeaseStatus.FAILED:
-            kind = (
-                exceptions.TaskPlacementGroupRemoved
-                if reply.placement_group_removed
-                else exceptions.TaskUnschedulableError
-            )
+            kind: type[exceptions.RayError] = exceptions.TaskUnschedulableError
+            if reply.placement_group_removed:
+                kind = exceptions.TaskPlacementGroupRemoved
+            elif reply.runtime_env_failed:
+                kind = exceptions.RuntimeEnvSetupError
             self._fail_queue(kq, kind(reply.error))
             return
         if reply.status is not LeaseStatus.GRANTED or reply.worker is None:

@@ -281,7 +281,7 @@ class TaskManager:
         if lost is not None:  # not the worker's fault: no retry can help
             self.fail_task(spec, serialization.serialize_error(lost[0](lost[1])))
             return
-        if isinstance(error, exceptions.TaskUnschedulableError):
+        if isinstance(error, exceptions.TaskUnschedulableError | exceptions.RuntimeEnvSetupError):
             unschedulable = type(error)(f"{spec.name}() cannot be scheduled: {error}")
             self.fail_task(spec, serialization.serialize_error(unschedulable))
             return

@@ -141,6 +141,8 @@ class Cancel:
     request_id: int
     # Refused for good: the placement group it asks for was removed.
     group_removed: bool = False
+    # Refused: its runtime environment could not be set up (why).
+    env_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,18 @@ class LeaseScheduler:
         _drop_zeros(self.total)
         _drop_zeros(self.available)
         return actions + self._totals_changed()
+
+    def env_failed(self, worker_id: bytes, error: str) -> list[Action]:
+        """A starting worker's runtime environment could not be set up: it is
+        gone, and the requests waiting for a worker of that environment fail."""
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        worker.state = WorkerState.DEAD
+        failed = [r for r in self.queue if r.job_id == worker.job_id and r.env == worker.env]
+        for req in failed:
+            self.queue.remove(req)
+        return [Cancel(r.request_id, env_error=error) for r in failed] + self.schedule()
 
     def group_removed(self, pg: str) -> list[Action]:
         """The group is gone for good: its bundles here are returned, and the

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterable
 
+from .. import exceptions
 from .._private import cluster, placement, rpc, runtime_env
 from .._private import resources as res
 from .._private.config import Config
@@ -21,7 +22,6 @@ from .._private.ids import NODE_PREFIX, node_prefix
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     Address,
-    BundlesRequest,
     CancelLeaseRequest,
     Channel,
     ContainsObjectReply,
@@ -36,8 +36,6 @@ from ..protocol.rt import (
     ListWorkersReply,
     NodeInfo,
     NodeStatsReply,
-    PrepareBundlesReply,
-    PrepareBundlesRequest,
     PullObjectReply,
     PullObjectRequest,
     RayletBase,
@@ -54,9 +52,11 @@ from ..protocol.rt import (
     WorkerLabelRequest,
 )
 from . import _spillback as spillback
+from ._bundle_rpc import BundleHandlers
 from ._cluster_view import ClusterView, Placement
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
+from ._runtime_env import RuntimeEnvAgent
 from ._scheduler import (
     Action,
     AskExit,
@@ -74,7 +74,7 @@ from .store import ObjectStore, StoreServer, store_socket_path
 logger = logging.getLogger(__name__)
 
 
-class Raylet(RayletBase):
+class Raylet(BundleHandlers, RayletBase):
     def __init__(
         self,
         config: Config,
@@ -138,6 +138,9 @@ class Raylet(RayletBase):
             os.path.join(session_dir, "spill"),
             config.store_frame_timeout_s,
         )
+        self.runtime_envs = RuntimeEnvAgent(
+            os.path.join(session_dir, "runtime_resources"), lambda: self._require_gcs()
+        )
         self.object_manager = ObjectManager(
             store=self.object_store,
             node_id=self.node_id,
@@ -145,6 +148,10 @@ class Raylet(RayletBase):
             chunk_size=config.object_transfer_chunk_size,
             channels=self._channels,
         )
+
+    def _require_gcs(self) -> GcsStub:
+        assert self._gcs is not None
+        return self._gcs
 
     @property
     def object_manager_port(self) -> int:
@@ -268,14 +275,7 @@ class Raylet(RayletBase):
                 else:
                     fut.set_result(reply)
             elif isinstance(action, StartWorker):
-                assert self._pool is not None
-                self._tasks.spawn(self._pool.start(action.worker_id, action.job_id, action.env))
-                loop = asyncio.get_running_loop()
-                self._register_deadlines[action.worker_id] = loop.call_later(
-                    self.config.worker_register_timeout_s,
-                    self._register_timed_out,
-                    action.worker_id,
-                )
+                self._tasks.spawn(self._start_worker(action))
             elif isinstance(action, KillWorker):
                 assert self._pool is not None
                 self._pool.kill(action.worker_id)
@@ -284,9 +284,28 @@ class Raylet(RayletBase):
             elif isinstance(action, Cancel):
                 fut = self._waiting.pop(action.request_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result(spillback.cancelled_reply(action.group_removed))
+                    fut.set_result(
+                        spillback.cancelled_reply(action.group_removed, action.env_error)
+                    )
         if changed:
             self.reports.resources_changed()
+
+    async def _start_worker(self, action: StartWorker) -> None:
+        """Sets up its runtime environment (if it has packages), then starts it."""
+        assert self._pool is not None
+        setup = None
+        if action.env and runtime_env.packages_of(runtime_env.from_wire(action.env)):
+            try:
+                setup = await self.runtime_envs.prepare(action.env)
+            except exceptions.RuntimeEnvSetupError as e:
+                logger.warning("runtime environment setup failed: %s", e)
+                self._apply(self.scheduler.env_failed(action.worker_id, str(e)))
+                return
+        loop = asyncio.get_running_loop()
+        self._register_deadlines[action.worker_id] = loop.call_later(
+            self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
+        )
+        await self._pool.start(action.worker_id, action.job_id, action.env, setup)
 
     async def _ask_exit(self, worker_id: bytes) -> None:
         worker = self.scheduler.workers.get(worker_id)
@@ -483,41 +502,6 @@ class Raylet(RayletBase):
 
     async def health_check(self, message: Empty) -> Empty:
         return Empty()
-
-    # -- placement group bundles (the gcs's two-phase commit) -------------------------
-    async def prepare_bundles(self, message: PrepareBundlesRequest) -> PrepareBundlesReply:
-        pg = message.placement_group_id.hex()
-        bad = next(filter(None, (res.invalid(b.resources) for b in message.bundles)), "")
-        if bad:
-            return PrepareBundlesReply(ok=False, error=f"invalid bundle: {bad}")
-        bundles = [(b.index, res.to_fixed(b.resources)) for b in message.bundles]
-        error = self.scheduler.prepare_bundles(pg, bundles)
-        if not error and message.commit:
-            self._totals_changed(self.scheduler.commit_bundles(pg, [i for i, _ in bundles]))
-        self.reports.resources_changed()
-        return PrepareBundlesReply(ok=not error, error=error)
-
-    async def commit_bundles(self, message: BundlesRequest) -> Empty:
-        pg = message.placement_group_id.hex()
-        self._totals_changed(self.scheduler.commit_bundles(pg, list(message.indexes)))
-        return Empty()
-
-    async def return_bundles(self, message: BundlesRequest) -> Empty:
-        """Given indexes: a rollback; none: the group was removed."""
-        pg = message.placement_group_id.hex()
-        if message.indexes:
-            self._totals_changed(self.scheduler.return_bundles(pg, list(message.indexes)))
-        else:
-            self._totals_changed(self.scheduler.group_removed(pg))
-        return Empty()
-
-    def _totals_changed(self, actions: list[Action]) -> None:
-        self._apply(actions)
-        local = self.view.nodes.get(self.node_id)
-        if local is not None:
-            local.total = dict(self.scheduler.total)
-        self.reports.resources_changed()
-        self._reconsider()
 
     # -- background loops -----------------------------------------------------
     async def _watch_gcs(self) -> None:

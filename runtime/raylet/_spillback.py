@@ -55,9 +55,11 @@ def redirect_reply(decision: Decision) -> LeaseReply:
     )
 
 
-def cancelled_reply(group_removed: bool) -> LeaseReply:
-    """The reply for a request withdrawn here (its job finished, or its
-    placement group was removed: then it can never be granted)."""
+def cancelled_reply(group_removed: bool, env_error: str = "") -> LeaseReply:
+    """The reply for a request withdrawn here (its job finished, its placement
+    group was removed, or its runtime environment could not be set up)."""
+    if env_error:
+        return LeaseReply(status=LeaseStatus.FAILED, error=env_error, runtime_env_failed=True)
     if group_removed:
         return LeaseReply(
             status=LeaseStatus.FAILED,

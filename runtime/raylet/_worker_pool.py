@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from .._private import process
 from .._private.tasks import TaskSet
 from ..protocol.rt import LogBatch
+from ._runtime_env import Setup
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class WorkerProcess:
 
 #: How a worker learns its runtime environment (canonical JSON).
 RUNTIME_ENV_VAR = "RUNTIME_WORKER_RUNTIME_ENV"
+#: The folders of its environment, first on its sys.path (before its driver's).
+PATHS_VAR = "RUNTIME_WORKER_PATHS"
 
 
 class WorkerPool:
@@ -61,7 +64,9 @@ class WorkerPool:
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
 
-    async def start(self, worker_id: bytes, job_id: int, runtime_env: str = "") -> None:
+    async def start(
+        self, worker_id: bytes, job_id: int, runtime_env: str = "", setup: Setup | None = None
+    ) -> None:
         """Starts a worker of ``job_id`` in ``runtime_env`` (canonical JSON): its
         ``env_vars`` over the node's environment; the worker reads the whole
         environment from ``RUNTIME_WORKER_RUNTIME_ENV``."""
@@ -82,7 +87,8 @@ class WorkerPool:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=[tie_r],
-                env=self._worker_env(runtime_env),
+                env=self._worker_env(runtime_env, setup),
+                cwd=setup.cwd if setup is not None else None,
             )
         except OSError:
             os.close(tie_w)
@@ -95,11 +101,17 @@ class WorkerPool:
         self.processes[worker_id] = worker
         self._tasks.spawn(self._watch(worker))
 
-    def _worker_env(self, runtime_env: str) -> dict[str, str]:
+    def _worker_env(self, runtime_env: str, setup: Setup | None) -> dict[str, str]:
         if not runtime_env:
             return self._env
         env_vars = json.loads(runtime_env).get("env_vars") or {}
-        return {**self._env, **env_vars, RUNTIME_ENV_VAR: runtime_env}
+        env = {**self._env, **env_vars, RUNTIME_ENV_VAR: runtime_env}
+        if setup is not None and setup.paths:
+            first = os.pathsep.join(setup.paths)
+            rest = env.get("PYTHONPATH", "")
+            env["PYTHONPATH"] = f"{first}{os.pathsep}{rest}" if rest else first
+            env[PATHS_VAR] = first
+        return env
 
     def kill(self, worker_id: bytes) -> None:
         worker = self.processes.get(worker_id)

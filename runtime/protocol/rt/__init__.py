@@ -951,6 +951,11 @@ class LeaseReply(betterproto2.Message):
     FAILED: the group it asks to run in was removed
     """
 
+    runtime_env_failed: "bool" = betterproto2.field(9, betterproto2.TYPE_BOOL)
+    """
+    FAILED: its runtime environment could not be set up
+    """
+
 
 default_message_pool.register_message("rt", "LeaseReply", LeaseReply)
 
