@@ -147,8 +147,8 @@ def test_bad_runtime_envs_are_refused_at_the_call_site(cluster: runtime.RuntimeC
         seen.options(runtime_env={"env_vars": {"A": 1}})
     with pytest.raises(ValueError, match="not supported"):
         Holder.options(runtime_env={"conda": "env"})
-    with pytest.raises(ValueError, match="not available yet"):
-        seen.options(runtime_env={"pip": ["requests"]})
+    with pytest.raises(TypeError, match="pip"):
+        seen.options(runtime_env={"pip": 3})
     with pytest.raises(ValueError, match="is not a folder"):
         seen.options(runtime_env={"working_dir": "/nonexistent/folder"}).remote()
     with pytest.raises(ValueError, match="setup_timeout_seconds"):
@@ -161,3 +161,47 @@ def test_init_refuses_a_bad_runtime_env_before_starting_anything() -> None:
     with pytest.raises(ValueError, match="unknown runtime_env field"):
         runtime.init(num_cpus=1, runtime_env={"nope": 1})
     assert not runtime.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def package_index(tmp_path_factory: Any) -> None:
+    """Skips unless the package index answers (pip tests need it; CI reaches it)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("index-probe")
+    probe = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), "tabulate"],
+        capture_output=True,
+        timeout=120,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"the package index is unreachable: {probe.stderr.decode()[-300:]}")
+
+
+@runtime.remote(num_cpus=0)
+def tabulated() -> str:
+    import tabulate  # type: ignore[import-untyped]
+
+    return str(tabulate.tabulate([[1, 2]]))
+
+
+def test_pip_installs_once_per_node_and_fails_clearly(
+    cluster: runtime.RuntimeContext, package_index: None
+) -> None:
+    with pytest.raises(ImportError):
+        import tabulate  # type: ignore[import-untyped]  # noqa: F401  (not a dependency)
+    env = {"pip": ["tabulate"]}
+    assert "1  2" in runtime.get(tabulated.options(runtime_env=env).remote(), timeout=120)
+    # Another environment with the same requirements reuses the installed folder.
+    assert cluster.session_dir is not None
+    cache = os.path.join(cluster.session_dir, "runtime_resources")
+    installed = sorted(os.listdir(cache))
+    again = {"pip": ["tabulate"], "env_vars": {"X": "other"}}
+    assert "1  2" in runtime.get(tabulated.options(runtime_env=again).remote(), timeout=120)
+    assert sorted(os.listdir(cache)) == installed
+    missing = {"pip": ["this-package-does-not-exist-runtime-test"]}
+    with pytest.raises(runtime.exceptions.RuntimeEnvSetupError, match="pip could not install"):
+        runtime.get(tabulated.options(runtime_env=missing).remote(), timeout=120)
+    with pytest.raises(ValueError, match="invalid requirement"):
+        tabulated.options(runtime_env={"pip": ["--index-url=http://example.invalid"]})

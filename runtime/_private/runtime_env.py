@@ -8,10 +8,9 @@ names replaces the caller's, except ``env_vars``, whose variables are merged
 one by one. The result travels as canonical JSON (sorted keys), which is also
 the key that keeps workers of different environments apart.
 
-Built so far: ``env_vars``, ``config``, ``working_dir``, ``py_modules`` and
-``excludes``; local folders become package URIs (``packaging``) before the
-environment travels. ``pip`` is recognised and refused with a clear error
-until it lands.
+Built: ``env_vars``, ``config``, ``working_dir``, ``py_modules``,
+``excludes`` and ``pip``; local folders become package URIs (``packaging``)
+and a requirements file its lines before the environment travels.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ FIELDS = {
     "excludes": "a list of patterns left out of working_dir",
 }
 #: Recognised, not built yet.
-NOT_YET = frozenset({"pip"})
+NOT_YET: frozenset[str] = frozenset()
 #: Ray's fields this runtime does not offer.
 UNSUPPORTED = frozenset(
     {
@@ -81,11 +80,39 @@ def check(value: Any, where: str) -> dict[str, Any]:
             env[name] = _config(field, where)
         elif name == "working_dir":
             env[name] = _path(field, where, name)
+        elif name == "pip":
+            env[name] = _pip(field, where)
         else:  # py_modules, excludes
             if not isinstance(field, list | tuple):
                 raise TypeError(f"{where}: runtime_env[{name!r}] must be a list of str")
             env[name] = [_path(item, where, name) for item in field]
     return env
+
+
+def _pip(value: Any, where: str) -> list[str] | str:
+    """Requirements (a list of str, ``{"packages": [...]}``), or a requirements
+    file's path (read by ``requirements``). Options are refused: a requirement
+    is a package, never ``--index-url`` or ``-r``."""
+    if isinstance(value, Mapping):
+        value = value.get("packages", [])
+    if isinstance(value, str):
+        return _path(value, where, "pip")
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{where}: runtime_env['pip'] must be a list of requirements or a file")
+    for item in value:
+        if not isinstance(item, str) or not item.strip() or item.strip().startswith("-"):
+            raise ValueError(f"{where}: runtime_env['pip'] has an invalid requirement {item!r}")
+    return [item.strip() for item in value]
+
+
+def requirements(path: str) -> list[str]:
+    """The requirements of a file (comments and blank lines left out)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split("#", 1)[0].strip() for line in f]
+    except OSError as e:
+        raise ValueError(f"runtime_env: cannot read the requirements file {path!r}: {e}") from e
+    return _pip([line for line in lines if line], f"runtime_env pip file {path!r}")  # type: ignore[return-value]
 
 
 def _path(value: Any, where: str, name: str) -> str:
@@ -159,7 +186,14 @@ def invalid_wire(text: str) -> str:
     for uri in packages_of(env):
         if not packaging.is_uri(uri):
             return f"runtime_env names {uri!r}, which is not a package URI"
+    if isinstance(env.get("pip"), str):
+        return "runtime_env pip must be a list of requirements by now, not a file"
     return ""
+
+
+def needs_setup(env: Mapping[str, Any]) -> bool:
+    """Whether a node must prepare something before a worker of it starts."""
+    return bool(env.get("working_dir") or env.get("py_modules") or env.get("pip"))
 
 
 def packages_of(env: Mapping[str, Any]) -> list[str]:

@@ -44,6 +44,8 @@ def localize(env: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, by
         out["working_dir"] = package(env["working_dir"], keep_top=False)
     if env.get("py_modules"):
         out["py_modules"] = [package(p, keep_top=True) for p in env["py_modules"]]
+    if isinstance(env.get("pip"), str):
+        out["pip"] = renv.requirements(env["pip"])  # the file's lines travel
     out.pop("excludes", None)  # applied: the package is what travels
     return out, packages
 

@@ -13,7 +13,11 @@ cause, and is tried afresh next time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,19 +51,60 @@ class RuntimeEnvAgent:
         timeout = float((env.get("config") or {}).get("setup_timeout_seconds") or 0)
         limit = None if timeout == -1 else (timeout or DEFAULT_TIMEOUT_S)
         try:
-            return await asyncio.wait_for(self._prepare(env), limit)
+            return await asyncio.wait_for(self._prepare(env, limit), limit)
         except TimeoutError as e:
             raise exceptions.RuntimeEnvSetupError(
                 f"setting up the runtime environment took longer than {limit:g}s "
                 "(runtime_env config setup_timeout_seconds)"
             ) from e
 
-    async def _prepare(self, env: dict) -> Setup:
+    async def _prepare(self, env: dict, limit: float | None) -> Setup:
         working_dir = env.get("working_dir")
         modules = list(env.get("py_modules") or [])
-        folders = await asyncio.gather(*(self._package(u) for u in [working_dir, *modules] if u))
+        jobs = [self._package(u) for u in [working_dir, *modules] if u]
+        if env.get("pip"):
+            jobs.append(self._pip(list(env["pip"]), limit))
+        folders = await asyncio.gather(*jobs)
         cwd = folders[0] if working_dir else None
         return Setup(cwd, tuple(folders))
+
+    async def _pip(self, requirements: list[str], limit: float | None) -> str:
+        """A folder with the requirements installed (``pip install --target``),
+        one per distinct list on this node, made once."""
+        key = "pip_" + hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:32]
+        ready = self._ready.get(key)
+        if ready is None or (ready.done() and ready.exception() is not None):
+            ready = self._ready[key] = asyncio.ensure_future(
+                self._install(key, requirements, limit)
+            )
+        return await asyncio.shield(ready)
+
+    async def _install(self, key: str, requirements: list[str], limit: float | None) -> str:
+        dest = os.path.join(self.cache_dir, key)
+        if os.path.isdir(dest):  # noqa: ASYNC240 (one stat)
+            return dest
+        partial = f"{dest}.partial-{os.getpid()}"
+        await asyncio.get_running_loop().run_in_executor(None, _clear, partial)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-input",
+            "--disable-pip-version-check", "--target", partial, "--", *requirements,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), limit)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+            cause = "\n".join(lines[-12:]) or f"pip exited with {proc.returncode}"
+            raise exceptions.RuntimeEnvSetupError(f"pip could not install {requirements}:\n{cause}")
+        os.replace(partial, dest)
+        return dest
 
     async def _package(self, uri: str) -> str:
         ready = self._ready.get(uri)
@@ -91,3 +136,7 @@ class RuntimeEnvAgent:
             if reply.found:
                 return reply.value
             await asyncio.sleep(_POLL_S)  # its driver's upload is on its way
+
+
+def _clear(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

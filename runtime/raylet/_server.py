@@ -294,7 +294,7 @@ class Raylet(BundleHandlers, RayletBase):
         """Sets up its runtime environment (if it has packages), then starts it."""
         assert self._pool is not None
         setup = None
-        if action.env and runtime_env.packages_of(runtime_env.from_wire(action.env)):
+        if action.env and runtime_env.needs_setup(runtime_env.from_wire(action.env)):
             try:
                 setup = await self.runtime_envs.prepare(action.env)
             except exceptions.RuntimeEnvSetupError as e:
