@@ -205,3 +205,20 @@ def test_pip_installs_once_per_node_and_fails_clearly(
         runtime.get(tabulated.options(runtime_env=missing).remote(), timeout=120)
     with pytest.raises(ValueError, match="invalid requirement"):
         tabulated.options(runtime_env={"pip": ["--index-url=http://example.invalid"]})
+
+
+def test_a_package_nobody_used_for_a_while_is_deleted(project: Any) -> None:
+    from conftest import wait_until
+
+    work, _ = project
+    with cluster_of(
+        head_node_args={"num_cpus": 1}, system_config={"runtime_env_cache_ttl_s": 0.2}
+    ) as cluster:
+        runtime.init(address=cluster.address)
+        assert cluster.head is not None
+        cache = os.path.join(cluster.head.session.path, "runtime_resources")
+        # max_calls=1: its worker exits after the task, the last user of the package.
+        once = seen.options(runtime_env={"working_dir": str(work)}, max_calls=1)
+        runtime.get(once.remote(), timeout=60)
+        wait_until(lambda: not os.listdir(cache), what="the unused package to be deleted")
+        runtime.get(once.remote(), timeout=60)  # fetched and unpacked again

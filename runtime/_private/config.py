@@ -65,6 +65,8 @@ class Config:
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.
     object_transfer_chunk_size: int = 5 * 1024 * 1024
+    #: A node deletes a runtime environment's package no worker used for this long.
+    runtime_env_cache_ttl_s: float = 600.0
     #: A store client that leaves a request frame half sent this long is dropped.
     store_frame_timeout_s: float = 10.0
 

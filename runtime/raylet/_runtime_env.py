@@ -44,9 +44,41 @@ class RuntimeEnvAgent:
     def __init__(self, cache_dir: str, gcs: Callable[[], GcsStub]) -> None:
         self.cache_dir = cache_dir
         self._gcs = gcs
-        self._ready: dict[str, asyncio.Future[str]] = {}  # uri -> its folder
+        self._ready: dict[str, asyncio.Future[str]] = {}  # uri (or pip key) -> its folder
+        # Invariant: a folder is in ``_users`` while a live worker uses it, and in
+        # ``_idle_since`` (the time its last user went) while none does.
+        self._users: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}
+
+    def acquire(self, setup: Setup) -> None:
+        """A worker started with ``setup``: its folders are in use."""
+        for folder in setup.paths:
+            self._users[folder] = self._users.get(folder, 0) + 1
+            self._idle_since.pop(folder, None)
+
+    def release(self, setup: Setup, now: float) -> None:
+        """A worker that used ``setup`` exited."""
+        for folder in setup.paths:
+            left = self._users.get(folder, 0) - 1
+            if left > 0:
+                self._users[folder] = left
+            else:
+                self._users.pop(folder, None)
+                self._idle_since[folder] = now
+
+    def collect(self, now: float, ttl: float) -> list[str]:
+        """Forgets the folders unused for ``ttl`` seconds; returns them to delete
+        (off the loop). One being prepared again meanwhile is made afresh."""
+        stale = [f for f, since in self._idle_since.items() if now - since >= ttl]
+        for folder in stale:
+            del self._idle_since[folder]
+            for key, ready in list(self._ready.items()):
+                if ready.done() and not ready.exception() and ready.result() == folder:
+                    del self._ready[key]
+        return stale
 
     async def prepare(self, env_text: str) -> Setup:
+        """The environment's folders, ready and acquired (``release`` them)."""
         env = renv.from_wire(env_text)
         timeout = float((env.get("config") or {}).get("setup_timeout_seconds") or 0)
         limit = None if timeout == -1 else (timeout or DEFAULT_TIMEOUT_S)
@@ -65,8 +97,11 @@ class RuntimeEnvAgent:
         if env.get("pip"):
             jobs.append(self._pip(list(env["pip"]), limit))
         folders = await asyncio.gather(*jobs)
-        cwd = folders[0] if working_dir else None
-        return Setup(cwd, tuple(folders))
+        setup = Setup(folders[0] if working_dir else None, tuple(folders))
+        # In use from now (no await in between): collect() cannot delete them
+        # before the worker starts. The caller releases them when it exits.
+        self.acquire(setup)
+        return setup
 
     async def _pip(self, requirements: list[str], limit: float | None) -> str:
         """A folder with the requirements installed (``pip install --target``),
@@ -140,3 +175,8 @@ class RuntimeEnvAgent:
 
 def _clear(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_folders(folders: list[str]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -56,7 +56,7 @@ from ._bundle_rpc import BundleHandlers
 from ._cluster_view import ClusterView, Placement
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
-from ._runtime_env import RuntimeEnvAgent
+from ._runtime_env import RuntimeEnvAgent, Setup, remove_folders
 from ._scheduler import (
     Action,
     AskExit,
@@ -138,6 +138,7 @@ class Raylet(BundleHandlers, RayletBase):
             os.path.join(session_dir, "spill"),
             config.store_frame_timeout_s,
         )
+        self._setups: dict[bytes, Setup] = {}  # workers' prepared environments
         self.runtime_envs = RuntimeEnvAgent(
             os.path.join(session_dir, "runtime_resources"), lambda: self._require_gcs()
         )
@@ -305,6 +306,8 @@ class Raylet(BundleHandlers, RayletBase):
         self._register_deadlines[action.worker_id] = loop.call_later(
             self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
         )
+        if setup is not None:
+            self._setups[action.worker_id] = setup  # released when it exits
         await self._pool.start(action.worker_id, action.job_id, action.env, setup)
 
     async def _ask_exit(self, worker_id: bytes) -> None:
@@ -338,6 +341,9 @@ class Raylet(BundleHandlers, RayletBase):
             self.reports.labels.pop(worker.pid, None)
         self.object_store.owner_died(worker_id)
         self.reports.worker_died(worker_id)
+        setup = self._setups.pop(worker_id, None)
+        if setup is not None:
+            self.runtime_envs.release(setup, time.monotonic())
         # Leases this worker held as an owner end with it.
         self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
@@ -586,4 +592,9 @@ class Raylet(BundleHandlers, RayletBase):
         period = max(0.05, self.config.idle_worker_timeout_s / 2)
         while True:
             await asyncio.sleep(period)
-            self._apply(self.scheduler.reap_idle(time.monotonic()))
+            now = time.monotonic()
+            self._apply(self.scheduler.reap_idle(now))
+            stale = self.runtime_envs.collect(now, self.config.runtime_env_cache_ttl_s)
+            if stale:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, remove_folders, stale)
