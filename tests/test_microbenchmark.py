@@ -38,8 +38,10 @@ def test_microbenchmark_smoke(tmp_path):
         "generator items from one task, read by a for loop (ours)",
         "generator items from an async actor's async generator, async for (ours)",
         "placement group create/removal",
+        "single client tasks async in a working_dir environment (ours)",
     ):
         assert expected in names
-    assert len(names) == 34
+    # The two pip rows are left out (saying so) when the package index is unreachable.
+    assert len(names) in (35, 37)
     assert " per second " in result.stdout
     assert_no_orphans(str(tmp_path / "sessions"))

@@ -423,6 +423,9 @@ def main(args: argparse.Namespace) -> int:
 
     results += _multinode.task_rows(scale, timing.runs, timing.run_s, want)
     results += _multinode.transfer_rows(scale, timing.runs, want)
+    from . import _runtime_env
+
+    results += _runtime_env.rows(timing.runs, timing.run_s, scale, want)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

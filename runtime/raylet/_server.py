@@ -14,6 +14,9 @@ import os
 import time
 from collections.abc import Iterable
 
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
 from .. import exceptions
 from .._private import cluster, placement, rpc, runtime_env
 from .._private import resources as res
@@ -465,6 +468,13 @@ class Raylet(BundleHandlers, RayletBase):
                 job_id=message.job_id,
                 is_driver=True,
             )
+        bad = runtime_env.invalid_wire(message.runtime_env)
+        if bad:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid job runtime_env: {bad}")
+        env = runtime_env.from_wire(message.runtime_env)
+        eager = (env.get("config") or {}).get("eager_install", True)
+        if runtime_env.needs_setup(env) and not eager:
+            return Empty()  # set up when its first task needs it, not now
         self._apply(self.scheduler.prestart(message.job_id, self.num_cpus, message.runtime_env))
         return Empty()
 
