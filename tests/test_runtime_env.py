@@ -222,3 +222,21 @@ def test_a_package_nobody_used_for_a_while_is_deleted(project: Any) -> None:
         runtime.get(once.remote(), timeout=60)
         wait_until(lambda: not os.listdir(cache), what="the unused package to be deleted")
         runtime.get(once.remote(), timeout=60)  # fetched and unpacked again
+
+
+@runtime.remote(num_cpus=0)
+def from_wheel() -> str:
+    import wheeled  # type: ignore[import-not-found]
+
+    return str(wheeled.ANSWER)
+
+
+def test_py_modules_takes_a_wheel(cluster: runtime.RuntimeContext, tmp_path: Any) -> None:
+    import zipfile
+
+    wheel = tmp_path / "wheeled-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("wheeled/__init__.py", "ANSWER = 42\n")
+        archive.writestr("wheeled-1.0.dist-info/METADATA", "Name: wheeled\nVersion: 1.0\n")
+    env = {"py_modules": [str(wheel)]}
+    assert runtime.get(from_wheel.options(runtime_env=env).remote(), timeout=60) == "42"
