@@ -104,16 +104,20 @@ def test_working_dir_and_py_modules_on_another_node(project: Any) -> None:
         for where in (there, "DEFAULT"):
             got = runtime.get(in_working_dir.options(scheduling_strategy=where).remote())
             assert got == expected
-        # The packages were unpacked once (these raylets share a session folder,
-        # as nodes of one machine), and later tasks reuse them.
+        # Each node unpacked the packages once, and later tasks reuse them.
         assert cluster.head is not None
-        cache = os.path.join(cluster.head.session.path, "runtime_resources")
+        cache = _node_cache(cluster.head.session.path, cluster.head_node.node_id)  # type: ignore[union-attr]
         before = {name: os.stat(os.path.join(cache, name)).st_ino for name in os.listdir(cache)}
         assert len(before) == 2  # the working_dir and the module
         more = in_working_dir.options(runtime_env={"env_vars": {"B": "another env"}})
         assert runtime.get([more.remote() for _ in range(3)]) == [expected] * 3
         after = {name: os.stat(os.path.join(cache, name)).st_ino for name in os.listdir(cache)}
         assert after == before
+
+
+def _node_cache(session_dir: str, node_id: str) -> str:
+    """Where a node keeps its runtime environments' packages."""
+    return os.path.join(session_dir, "runtime_resources", node_id[:12])
 
 
 def test_a_setup_past_its_timeout_fails_and_the_next_task_runs(
@@ -195,7 +199,7 @@ def test_pip_installs_once_per_node_and_fails_clearly(
     assert "1  2" in runtime.get(tabulated.options(runtime_env=env).remote(), timeout=120)
     # Another environment with the same requirements reuses the installed folder.
     assert cluster.session_dir is not None
-    cache = os.path.join(cluster.session_dir, "runtime_resources")
+    cache = _node_cache(cluster.session_dir, runtime.get_runtime_context().get_node_id())
     installed = sorted(os.listdir(cache))
     again = {"pip": ["tabulate"], "env_vars": {"X": "other"}}
     assert "1  2" in runtime.get(tabulated.options(runtime_env=again).remote(), timeout=120)
@@ -216,7 +220,7 @@ def test_a_package_nobody_used_for_a_while_is_deleted(project: Any) -> None:
     ) as cluster:
         runtime.init(address=cluster.address)
         assert cluster.head is not None
-        cache = os.path.join(cluster.head.session.path, "runtime_resources")
+        cache = _node_cache(cluster.head.session.path, cluster.head_node.node_id)  # type: ignore[union-attr]
         # max_calls=1: its worker exits after the task, the last user of the package.
         once = seen.options(runtime_env={"working_dir": str(work)}, max_calls=1)
         runtime.get(once.remote(), timeout=60)

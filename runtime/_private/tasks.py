@@ -15,14 +15,22 @@ T = TypeVar("T")
 
 
 class TaskSet:
+    """Invariant: once ``close`` has begun, nothing new joins the set: a task
+    spawned then is cancelled at once (a task whose cancellation spawns
+    another would otherwise keep ``close`` going round forever)."""
+
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
+        if self._closing:
+            task.cancel()
+            return task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -33,6 +41,7 @@ class TaskSet:
 
     async def close(self) -> None:
         """Cancels every task and waits until all have finished."""
+        self._closing = True
         while self._tasks:
             tasks = list(self._tasks)
             for task in tasks:

@@ -1,7 +1,8 @@
 """A node's side of runtime environments: fetching and unpacking packages.
 
 Before a worker of an environment with packages starts, the raylet makes
-sure each package is unpacked in the node's cache (``<session>/runtime_resources``),
+sure each package is unpacked in the node's cache
+(``<session>/runtime_resources/<node>``),
 once per package however many workers and environments use it: concurrent
 requests share one preparation. Fetching is from the gcs's key-value store
 (a package not there yet is waited for: its driver posted it just before the

@@ -143,7 +143,10 @@ class Raylet(BundleHandlers, RayletBase):
         )
         self._setups: dict[bytes, Setup] = {}  # workers' prepared environments
         self.runtime_envs = RuntimeEnvAgent(
-            os.path.join(session_dir, "runtime_resources"), lambda: self._require_gcs()
+            # One cache per node, even when raylets share a session folder (one
+            # machine): each deletes what its own workers stopped using.
+            os.path.join(session_dir, "runtime_resources", self.node_id.hex()[:12]),
+            lambda: self._require_gcs(),
         )
         self.object_manager = ObjectManager(
             store=self.object_store,
