@@ -205,3 +205,25 @@ async def test_posts_from_other_threads_run_in_order_on_the_loop(worker: CoreWor
     await asyncio.to_thread(post_many)
     await asyncio.wait_for(done.wait(), 5)
     assert seen == list(range(100))
+
+
+async def test_a_task_set_closes_with_tasks_finished_but_not_yet_discarded() -> None:
+    """Awaiting a gather of finished tasks need not yield to the loop (Python
+    3.12+), so close() must not count on their done callbacks having run."""
+    import asyncio
+
+    from runtime._private.tasks import TaskSet
+
+    tasks = TaskSet()
+
+    async def quick() -> int:
+        return 1
+
+    tasks.spawn(quick())
+    await asyncio.sleep(0)  # it finishes; its done callback is only scheduled
+    await asyncio.wait_for(tasks.close(), 5)
+    assert len(tasks) == 0
+    late = tasks.spawn(quick())  # spawned while closed: cancelled, not kept
+    assert len(tasks) == 0
+    await asyncio.gather(late, return_exceptions=True)
+    assert late.cancelled()

@@ -47,3 +47,8 @@ class TaskSet:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Their done callbacks (which discard them) run on a later loop
+            # iteration, and awaiting a gather of finished tasks need not
+            # yield to the loop (it does not on Python 3.12+): drop them here,
+            # or this loop would spin without end.
+            self._tasks.difference_update(t for t in tasks if t.done())
