@@ -196,6 +196,12 @@ def needs_setup(env: Mapping[str, Any]) -> bool:
     return bool(env.get("working_dir") or env.get("py_modules") or env.get("pip"))
 
 
+def set_up_at_start(env: Mapping[str, Any]) -> bool:
+    """Whether a job's environment is prepared when the job starts (its first
+    workers start with it), rather than at its first task (``eager_install``)."""
+    return not needs_setup(env) or (env.get("config") or {}).get("eager_install") is not False
+
+
 def packages_of(env: Mapping[str, Any]) -> list[str]:
     """The package URIs (or local paths, before upload) an environment names."""
     return ([env["working_dir"]] if env.get("working_dir") else []) + list(

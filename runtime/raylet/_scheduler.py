@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,6 +260,14 @@ class LeaseScheduler:
         for lease in [held for held in self.leases.values() if held.owner == owner and owner]:
             actions += self.return_lease(lease.lease_id, True, now)
         self.queue = deque(r for r in self.queue if r.owner != owner or not owner)
+        return actions
+
+    def owners_died(self, dead: Callable[[bytes], bool], now: float) -> list[Action]:
+        """``owner_died`` for every owner of a lease that ``dead`` names."""
+        actions: list[Action] = []
+        for owner in {lease.owner for lease in self.leases.values() if lease.owner}:
+            if dead(owner):
+                actions += self.owner_died(owner, now)
         return actions
 
     def set_blocked(self, worker_id: bytes, blocked: bool) -> list[Action]:
@@ -510,6 +519,10 @@ class LeaseScheduler:
             worker.lease_id = None
 
     # -- introspection --------------------------------------------------------
+    def live_worker(self, worker_id: bytes) -> bool:
+        worker = self.workers.get(worker_id)
+        return worker is not None and worker.state is not WorkerState.DEAD
+
     def infeasible_requests(self) -> list[LeaseRequest]:
         return [r for r in self.queue if r.infeasible]
 

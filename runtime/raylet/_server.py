@@ -228,21 +228,11 @@ class Raylet(BundleHandlers, RayletBase):
         )
 
     def _worker_argv(self, worker_id: bytes, job_id: int) -> list[str]:
+        gcs = f"{self.gcs_address[0]}:{self.gcs_address[1]}"
         return [
-            "--host",
-            self.host,
-            "--raylet-port",
-            str(self.port),
-            "--gcs-address",
-            f"{self.gcs_address[0]}:{self.gcs_address[1]}",
-            "--node-id",
-            self.node_id.hex(),
-            "--worker-id",
-            worker_id.hex(),
-            "--job-id",
-            str(job_id),
-            "--session-dir",
-            self.session_dir,
+            *("--host", self.host, "--raylet-port", str(self.port), "--gcs-address", gcs),
+            *("--node-id", self.node_id.hex(), "--worker-id", worker_id.hex()),
+            *("--job-id", str(job_id), "--session-dir", self.session_dir),
         ]
 
     def _resource_report(self) -> ReportResourcesRequest:
@@ -463,6 +453,9 @@ class Raylet(BundleHandlers, RayletBase):
         return Empty()
 
     async def register_driver(self, message: RegisterDriverRequest) -> Empty:
+        bad = runtime_env.invalid_wire(message.runtime_env)
+        if bad:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid job runtime_env: {bad}")
         if message.worker_id:
             self._drivers[message.job_id] = message.worker_id
             self._driver_info[message.job_id] = WorkerInfo(
@@ -471,14 +464,9 @@ class Raylet(BundleHandlers, RayletBase):
                 job_id=message.job_id,
                 is_driver=True,
             )
-        bad = runtime_env.invalid_wire(message.runtime_env)
-        if bad:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid job runtime_env: {bad}")
-        env = runtime_env.from_wire(message.runtime_env)
-        eager = (env.get("config") or {}).get("eager_install", True)
-        if runtime_env.needs_setup(env) and not eager:
-            return Empty()  # set up when its first task needs it, not now
-        self._apply(self.scheduler.prestart(message.job_id, self.num_cpus, message.runtime_env))
+        if runtime_env.set_up_at_start(runtime_env.from_wire(message.runtime_env)):
+            env = message.runtime_env
+            self._apply(self.scheduler.prestart(message.job_id, self.num_cpus, env))
         return Empty()
 
     async def list_workers(self, message: Empty) -> ListWorkersReply:
@@ -578,22 +566,17 @@ class Raylet(BundleHandlers, RayletBase):
         prefix = node_id[:NODE_PREFIX]
         self.object_store.owners_died(lambda owner: node_prefix(owner) == prefix)
         self.object_manager.node_died(node_id)
-        owners = {lease.owner for lease in self.scheduler.leases.values()}
-        for owner in owners:
-            if owner and node_prefix(owner) == prefix:
-                self._apply(self.scheduler.owner_died(owner, time.monotonic()))
+        self._apply(
+            self.scheduler.owners_died(lambda o: node_prefix(o) == prefix, time.monotonic())
+        )
 
     def _owner_known(self, owner: bytes) -> bool:
         """A lease's owner is a live worker or driver: registered here if of this
         node, else of a live node. (The gcs leases for actors with no owner.)"""
-        if not owner:
-            return True
         prefix = node_prefix(owner)
-        if prefix == self.node_id[:NODE_PREFIX]:
-            worker = self.scheduler.workers.get(owner)
-            alive = worker is not None and worker.state is not WorkerState.DEAD
-            return alive or owner in self._drivers.values()
-        return any(n.node_id[:NODE_PREFIX] == prefix for n in self.view.alive())
+        if not owner or prefix != self.node_id[:NODE_PREFIX]:
+            return not owner or any(n.node_id[:NODE_PREFIX] == prefix for n in self.view.alive())
+        return self.scheduler.live_worker(owner) or owner in self._drivers.values()
 
     async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
         worker = self.scheduler.workers.get(message.worker_id)
