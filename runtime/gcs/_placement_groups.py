@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -394,9 +393,10 @@ def _invalid(info: PlacementGroupInfo) -> str:
     if sorted(b.index for b in info.bundles) != list(range(len(info.bundles))):
         return "bundle indexes must be 0..n-1"
     for bundle in info.bundles:
+        bad = res.invalid(bundle.resources)  # the check every resource boundary makes
+        if bad:
+            return f"bundle {bundle.index}: {bad}"
         amounts = bundle.resources.values()
-        if not amounts or not all(math.isfinite(v) and v >= 0 for v in amounts):
-            return f"bundle {bundle.index} must hold finite, non-negative resources"
         if not any(amounts) or any(placement.is_group_resource(k) for k in bundle.resources):
             return f"bundle {bundle.index} holds no resources it could reserve"
     return ""
