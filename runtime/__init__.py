@@ -42,6 +42,10 @@ from .api import (
     wait,
     wait_async,
 )
+from .api import state_api as _state_api
+
+timeline = _state_api.timeline
+timeline_async = _state_api.timeline_async
 
 __all__ = [
     "ActorClass",
@@ -74,6 +78,8 @@ __all__ = [
     "remote",
     "shutdown",
     "shutdown_async",
+    "timeline",
+    "timeline_async",
     "util",
     "wait",
     "wait_async",

@@ -77,7 +77,14 @@ class TaskError(RayError):
         derived = _derived_class(cls)
         if derived is None:
             return self
-        err: TaskError = BaseException.__new__(derived)
+        try:
+            err: TaskError = BaseException.__new__(derived)
+        except TypeError:
+            # A builtin with its own __new__ (OSError and its kind) must make it.
+            try:
+                err = cls.__new__(derived)
+            except Exception:
+                return self
         TaskError.__init__(
             err,
             self.function_name,
@@ -95,6 +102,9 @@ class TaskError(RayError):
                         err.__dict__[key] = value
             except TypeError:
                 pass
+            if isinstance(self.cause, OSError) and isinstance(err, OSError):
+                err.errno, err.strerror = self.cause.errno, self.cause.strerror
+                err.filename = self.cause.filename
         return err
 
 

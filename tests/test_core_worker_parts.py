@@ -227,3 +227,16 @@ async def test_a_task_set_closes_with_tasks_finished_but_not_yet_discarded() -> 
     assert len(tasks) == 0
     await asyncio.gather(late, return_exceptions=True)
     assert late.cancelled()
+
+
+def test_a_remote_oserror_is_caught_as_one_with_its_errno() -> None:
+    """OSError and its kind have their own __new__: the TaskError made to look
+    like one is still built, and keeps errno, strerror and filename."""
+    from runtime import exceptions
+
+    cause = FileNotFoundError(2, "No such file", "/nowhere")
+    error = exceptions.TaskError("read", "Traceback\nFileNotFoundError: ...", cause)
+    raised = error.as_instanceof_cause()
+    assert isinstance(raised, FileNotFoundError) and isinstance(raised, exceptions.TaskError)
+    assert (raised.errno, raised.strerror, raised.filename) == (2, "No such file", "/nowhere")
+    assert "read()" in str(raised)

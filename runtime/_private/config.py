@@ -69,6 +69,14 @@ class Config:
     runtime_env_cache_ttl_s: float = 600.0
     #: A store client that leaves a request frame half sent this long is dropped.
     store_frame_timeout_s: float = 10.0
+    #: Core workers report their tasks' state changes to the gcs (the state API).
+    enable_task_events: bool = True
+    #: Seconds between a core worker's task event batches.
+    task_events_report_interval_s: float = 1.0
+    #: Task attempts a core worker buffers between batches, at most (more are dropped).
+    task_events_max_buffer_size: int = 100_000
+    #: Task attempts the gcs keeps per job, at most (the oldest are dropped).
+    task_events_max_num_task_in_gcs: int = 100_000
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -24,12 +24,15 @@ KIND_ACTOR_CREATION = 1
 KIND_ACTOR_CALL = 2
 
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
-#: owner_id). ``extra``: the method name for an actor call; for an actor
+#: owner_id, attempt). ``extra``: the method name for an actor call; for an actor
 #: creation a dict (actor_id, class_name, max_concurrency, resources, and
 #: gpu_ids when it has GPUs, placement in a group); for a task see
 #: :func:`task_extra`.
-#: ``owner_id``: the worker id of the task's owner (its results' owner).
-WireTask = tuple[bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes]
+#: ``owner_id``: the worker id of the task's owner (its results' owner);
+#: ``attempt``: 0, then one more for each retry (what its task events name).
+WireTask = tuple[
+    bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes, int
+]
 #: (task_id, ok, returns or [error], application_error, nested): ``nested``
 #: lists, per return, the (object id, owner) of each ref inside it; ``None``
 #: means the worker handed the task back unstarted (run it elsewhere).
@@ -71,7 +74,7 @@ def with_gpu_ids(task: WireTask, gpu_ids: tuple[int, ...]) -> WireTask:
     else:
         extra = extra or (0, DEFAULT_TASK_RESOURCES)
         extra = (extra[0], extra[1], gpu_ids, *extra[3:])
-    return (*task[:7], extra, task[8])
+    return (*task[:7], extra, *task[8:])
 
 
 def placement_of(task: WireTask) -> Placement | None:

@@ -6,6 +6,7 @@ are private. This layer may import the core worker and the plumbing; nothing
 below it imports it.
 """
 
+from . import _state_api as state_api
 from ._actor import ActorClass, ActorHandle, get_actor, get_actor_async, kill
 from ._cluster_info import (
     available_resources,
@@ -32,7 +33,7 @@ from ._placement_group import (
 from ._remote_function import RemoteFunction
 from ._runtime_context import RuntimeContext, exit_actor, get_gpu_ids, get_runtime_context
 from ._scheduling import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
-from ._state import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
+from ._state import memory_async, memory_summary, memory_tables
 
 __all__ = [
     "ActorClass",
@@ -63,8 +64,6 @@ __all__ = [
     "init_async",
     "is_initialized",
     "kill",
-    "list_actors",
-    "list_actors_async",
     "memory_async",
     "memory_summary",
     "memory_tables",
@@ -78,6 +77,7 @@ __all__ = [
     "remove_placement_group",
     "shutdown",
     "shutdown_async",
+    "state_api",
     "wait",
     "wait_async",
 ]

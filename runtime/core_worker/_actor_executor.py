@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import serialization
+from .._private import task_events as te
 from .._private.task_wire import WireReply, WireTask
 from ._running import (
     ActorExitRequest,
@@ -54,6 +55,7 @@ from ._streaming import GeneratorRun, run_async_stream, run_sync_stream
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
+    from ._task_events import TaskEvents
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
@@ -160,6 +162,9 @@ class ActorExecutor:
         if self.exiting:
             reply(self._died_reply(task))
             return
+        events = self._worker.task_events
+        if events.enabled:
+            reply = _recording_end(events, task, reply)
         method = _BUILTIN_METHODS.get(method_name) or getattr(self.instance, method_name, None)
         if method is None:
             missing = AttributeError(f"actor {self.name} has no method {method_name!r}")
@@ -201,6 +206,7 @@ class ActorExecutor:
         return task_id in self._cancelled
 
     def _run_sync(self, method: Any, task: WireTask) -> WireReply:
+        self._worker.task_events.record(task[0], task[9], te.RUNNING)
         token = current_task_id.set(task[0])
         thread_state.in_sync_task = True
         try:
@@ -241,6 +247,7 @@ class ActorExecutor:
 
     async def _run_async(self, method: Any, task: WireTask, group: _Group) -> WireReply:
         async with group.slots:
+            self._worker.task_events.record(task[0], task[9], te.RUNNING)
             token = current_task_id.set(task[0])
             try:
                 await self._worker.recovery.localize(task[4])
@@ -279,6 +286,16 @@ class ActorExecutor:
     def _died_reply(self, task: WireTask) -> WireReply:
         error = exceptions.ActorDiedError(self.exiting)
         return (task[0], False, [serialization.serialize_error(error)], True, [])
+
+
+def _recording_end(events: TaskEvents, task: WireTask, reply: Reply) -> Reply:
+    """``reply``, recording first how the call ended (its task event)."""
+
+    def send(result: WireReply) -> None:
+        events.record(task[0], task[9], te.FINISHED if result[1] else te.FAILED)
+        reply(result)
+
+    return send
 
 
 def _terminate() -> None:

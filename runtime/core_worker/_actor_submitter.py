@@ -77,7 +77,9 @@ class ActorSubmitter:
         on_failure: Callable[[TaskSpec, SerializedObject], None],
         on_idle: Callable[[bytes], None],
         on_item: Callable[[TaskSpec, PushStream, GeneratorItem], None] = lambda *_: None,
+        on_pushed: Callable[[TaskSpec, bytes], None] = lambda *_: None,
     ) -> None:
+        self._on_pushed = on_pushed
         self._on_item = on_item
         self._gcs = gcs
         self._channels = channels
@@ -175,6 +177,7 @@ class ActorSubmitter:
             spec = q.waiting.popleft()
             spec.state = TaskState.PUSHED
             q.in_flight[spec.task_id] = spec
+            self._on_pushed(spec, q.actor_id)
             stream = q.stream
             on_item = (
                 functools.partial(self._on_item, spec, stream) if spec.num_returns < 0 else None

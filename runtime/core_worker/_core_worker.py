@@ -33,6 +33,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 from .. import exceptions
@@ -68,6 +69,7 @@ from ._service import CoreWorkerService
 from ._states import State, WorkerMode
 from ._store_client import StoreClient
 from ._submitter import TaskSubmitter
+from ._task_events import TaskEvents
 from ._task_manager import TaskManager
 
 #: How often a retiring worker checks whether it may exit.
@@ -133,6 +135,7 @@ class CoreWorker:
         # the error class that names the lost part, and its message. See on_lost.
         self.lost: tuple[type[exceptions.RaySystemError], str] | None = None
         # The parts.
+        self.task_events = TaskEvents(self)
         self.objects = ObjectClient(self)
         self.reader = ObjectReader(self)
         self.exports = Exports(self)
@@ -154,6 +157,7 @@ class CoreWorker:
             on_item=self.generators.on_item,
             on_raylet_lost=self.on_raylet_lost,
             owner_id=self.worker_id,
+            on_pushed=self.task_events.pushed,
         )
         self.actor_client = ActorClient(self)
         self.recovery = ObjectRecovery(self)
@@ -194,19 +198,21 @@ class CoreWorker:
                 self.store_socket, self.worker_id, self.objects.release_pending, self.raylet_gone
             )
         self.state = State.RUNNING
+        self.task_events.start()
         self._started.set_result(None)
 
     async def _register_driver(self, gcs: GcsStub, raylet: RayletStub) -> None:
+        if not self.namespace:
+            self.namespace = f"anonymous-{random_id(8).hex()}"
         reply = await gcs.add_job(
             AddJobRequest(
                 driver=Address(host=self.host, port=self.port, worker_id=self.worker_id),
                 namespace=self.namespace,
                 driver_pid=os.getpid(),
+                entrypoint=" ".join(sys.argv),
             )
         )
         self.job_id = reply.job_id
-        if not self.namespace:
-            self.namespace = f"anonymous-{random_id(8).hex()}"
         await self.exports.publish_job(self.job_id, self.namespace)
         await raylet.register_driver(
             RegisterDriverRequest(
@@ -250,6 +256,8 @@ class CoreWorker:
                 )
         if self.executor is not None:
             await self.executor.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.task_events.flush(), 2.0)
         await self.background.close()
         if self._server is not None:
             await rpc.stop_server(self._server)

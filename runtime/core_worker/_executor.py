@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import placement, serialization
+from .._private import task_events as te
 from .._private.task_wire import (
     DEFAULT_TASK_RESOURCES,
     KIND_ACTOR_CALL,
@@ -196,6 +197,8 @@ class TaskExecutor:
                 reply(cancelled_reply(task_id, task[2]))
                 continue
             self._running = task_id
+            events = self._worker.task_events
+            events.record(task_id, task[9], te.RUNNING)
             try:
                 result = await self._execute(task)
             except Exception as e:  # the runtime's own failure, not the task's
@@ -212,6 +215,7 @@ class TaskExecutor:
                 self._cancelled.discard(task_id)
                 if result[1]:
                     result = cancelled_reply(task_id, task[2])
+            events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
             reply(result)
             max_calls = task[7][0] if task[6] == KIND_TASK and task[7] else None
             if max_calls:

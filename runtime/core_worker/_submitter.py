@@ -97,7 +97,9 @@ class TaskSubmitter:
         on_item: Callable[[TaskSpec, PushStream, GeneratorItem], None] = lambda *_: None,
         on_raylet_lost: Callable[[BaseException], None] = lambda _: None,
         owner_id: bytes = b"",
+        on_pushed: Callable[[TaskSpec, bytes], None] = lambda *_: None,
     ) -> None:
+        self._on_pushed = on_pushed
         self._on_raylet_lost = on_raylet_lost
         self._on_item = on_item
         self._owner_id = owner_id
@@ -205,6 +207,7 @@ class TaskSubmitter:
         if lease.gpu_ids:
             wire = with_gpu_ids(wire, lease.gpu_ids)
         stream = lease.stream
+        self._on_pushed(spec, lease.worker_id)
         on_item = None
         if spec.num_returns < 0:  # a streaming generator: items come before the reply
             on_item = functools.partial(self._on_item, spec, stream)

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import rpc, serialization
+from .._private import task_events as te
 from .._private.ids import return_id, task_of
 from .._private.push_stream import PushStream
 from .._private.serialization import SerializedObject
 from .._private.task_wire import (
     KIND_ACTOR_CALL,
+    KIND_ACTOR_CREATION,
     KIND_TASK,
     Placement,
     ReleasePins,
@@ -113,6 +115,7 @@ class TaskManager:
         spec.nested = nested  # held until the reply: the worker registers by then
         if spec.num_returns < 0:
             worker.generators.track(spec)
+        worker.task_events.submitted(spec)
 
     def _submit_on_loop(
         self, spec: TaskSpec, nested: list[Reference], function_data: bytes
@@ -122,13 +125,25 @@ class TaskManager:
         exports.ensure(spec.function_id, function_data)
         if not spec.arg_refs and exports.done(spec.function_id):
             spec.state = TaskState.QUEUED
-            self._worker.submitter.submit(spec)
+            self._to_submitter(spec)
         else:
             spec.resolver = self._worker.background.spawn(self._submit_when_ready(spec))
 
     async def _submit_when_ready(self, spec: TaskSpec) -> None:
         if await self.prepare(spec):
-            self._worker.submitter.submit(spec)
+            self._to_submitter(spec)
+
+    def _to_submitter(self, spec: TaskSpec) -> None:
+        self._worker.task_events.record(spec.task_id, spec.attempt, te.PENDING_NODE_ASSIGNMENT)
+        self._worker.submitter.submit(spec)
+
+    def _retry(self, spec: TaskSpec, error: BaseException | None) -> None:
+        """The attempt failed and another one starts (retries were counted)."""
+        events = self._worker.task_events
+        events.failed(spec, error)
+        spec.attempt += 1
+        events.submitted(spec, te.PENDING_NODE_ASSIGNMENT)
+        self._worker.submitter.submit(spec)
 
     async def prepare(self, spec: TaskSpec) -> bool:
         """Waits for the definition's export and the ref arguments; False if failed."""
@@ -233,7 +248,7 @@ class TaskManager:
                 if spec.retries_left > 0:
                     spec.retries_left -= 1
                 logger.info("retrying %s() after an exception", spec.name)
-                self._worker.submitter.submit(spec)
+                self._retry(spec, self._error(returns[0]))
                 return
             self.fail_task(spec, returns[0])
             return
@@ -289,7 +304,7 @@ class TaskManager:
             if spec.retries_left > 0:
                 spec.retries_left -= 1
             logger.warning("the worker running %s() died (%s); retrying", spec.name, error)
-            self._worker.submitter.submit(spec)
+            self._retry(spec, exceptions.WorkerCrashedError(f"the worker died: {error}"))
             return
         crashed = exceptions.WorkerCrashedError(
             f"the worker running {spec.name}() died and no retries are left "
@@ -307,11 +322,25 @@ class TaskManager:
             elif not reported:  # nobody holds a ref to read it: say so once
                 reported = True
                 self._worker.objects.report_unhandled(object_id, error)
-        self.finish_task(spec)
+        self._worker.task_events.failed(spec, self._error(error))
+        self.finish_task(spec, failed=True)
 
-    def finish_task(self, spec: TaskSpec) -> None:
+    def _error(self, obj: SerializedObject) -> BaseException | None:
+        """The exception in a serialized error, for task events (None if unreadable)."""
+        if not self._worker.task_events.enabled:
+            return None
+        try:
+            return serialization.error_of(obj)
+        except Exception:
+            return None
+
+    def finish_task(self, spec: TaskSpec, failed: bool = False) -> None:
         """The task is done: it no longer holds its arguments."""
         worker = self._worker
+        if not failed:
+            # An actor's creation is done here once the gcs has it: it runs later.
+            state = te.PENDING_NODE_ASSIGNMENT if spec.kind == KIND_ACTOR_CREATION else te.FINISHED
+            worker.task_events.record(spec.task_id, spec.attempt, state)
         spec.state = TaskState.FINISHED
         spec.resolver = None
         self.pending.pop(spec.task_id, None)

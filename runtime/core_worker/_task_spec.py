@@ -72,6 +72,8 @@ class TaskSpec:
     resolver: Any = None
     # The task of this process that submitted it (None: the driver's main code).
     parent_id: bytes | None = None
+    # 0, then one more per retry (task events are per attempt).
+    attempt: int = 0
 
     @property
     def scheduling_key(self) -> SchedulingKey:
@@ -92,4 +94,5 @@ class TaskSpec:
             self.kind,
             self.extra,
             self.owner_id,
+            self.attempt,
         )

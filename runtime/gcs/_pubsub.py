@@ -64,4 +64,7 @@ class PubSub:
             logs = message.logs if message.channel is Channel.LOGS else None
             if logs is not None and logs.job_id != sub.log_job_id:
                 continue
+            error = message.error if message.channel is Channel.ERRORS else None
+            if error is not None and error.job_id not in (0, sub.log_job_id):
+                continue
             sub.offer(message)

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._private import resources as res
 from .._private import rpc
+from .._private import task_events as te
 from .._private.config import Config
 from ..protocol.rt import (
     ActorReply,
     AddJobReply,
     AddJobRequest,
+    AddTaskEventsRequest,
     Channel,
     CreateActorReply,
     CreateActorRequest,
     CreatePlacementGroupReply,
     CreatePlacementGroupRequest,
     Empty,
+    ErrorEvent,
     GcsBase,
     GetAllNodesReply,
     GetNamedActorRequest,
     JobEvent,
+    JobInfo,
     JobRequest,
     KillActorRequest,
     KvGetReply,
@@ -33,7 +39,10 @@ from ..protocol.rt import (
     KvPutReply,
     KvPutRequest,
     ListActorsReply,
+    ListJobsReply,
     ListPlacementGroupsReply,
+    ListTasksReply,
+    ListTasksRequest,
     LogBatch,
     PlacementGroupReply,
     PlacementGroupRequest,
@@ -53,6 +62,7 @@ from ._health import HealthChecker
 from ._placement_groups import PlacementGroupManager
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
+from ._task_events import TaskEventStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +71,7 @@ class GcsService(GcsBase):
     def __init__(self, config: Config | None = None) -> None:
         config = config or Config.load()
         self.tables = GcsTables()
+        self.task_events = TaskEventStore(config.task_events_max_num_task_in_gcs)
         self.pubsub = PubSub()
         self.channels = rpc.ChannelPool()
         self.actors = ActorManager(
@@ -181,7 +192,9 @@ class GcsService(GcsBase):
     # -- jobs -----------------------------------------------------------------
     async def add_job(self, message: AddJobRequest) -> AddJobReply:
         host = message.driver.host if message.driver is not None else ""
-        record = self.tables.add_job(message.namespace, message.driver_pid, host)
+        record = self.tables.add_job(
+            message.namespace, message.driver_pid, host, message.entrypoint[: te.MAX_MESSAGE]
+        )
         logger.info("job %d started by pid %d", record.job_id, record.driver_pid)
         return AddJobReply(job_id=record.job_id)
 
@@ -258,6 +271,67 @@ class GcsService(GcsBase):
         return ListPlacementGroupsReply(
             placement_groups=[r.info for r in self.placement_groups.groups.values()]
         )
+
+    # -- observability -----------------------------------------------------------
+    async def add_task_events(self, message: AddTaskEventsRequest) -> Empty:
+        try:
+            rows = te.decode(message.rows)
+        except ValueError as e:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(e)) from None
+        self.task_events.add(
+            message.job_id,
+            rows,
+            node_id=message.node_id.hex(),
+            worker_id=message.worker_id.hex(),
+            pid=message.pid,
+            dropped=max(0, message.dropped),
+        )
+        return Empty()
+
+    async def list_tasks(self, message: ListTasksRequest) -> ListTasksReply:
+        try:
+            filters = te.check_filters(json.loads(message.filters) if message.filters else [])
+        except (ValueError, TypeError) as e:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"bad filters: {e}") from None
+        rows: list[dict[str, Any]] = []
+        total = 0
+        limit = message.limit if message.limit > 0 else None
+        for record in self.task_events.records(message.job_id):
+            row = record.row(f"{record.job_id:08x}", message.detail or bool(filters))
+            if not te.matches(row, filters):
+                continue
+            total += 1
+            if limit is None or len(rows) < limit:
+                if not message.detail and filters:
+                    row = record.row(f"{record.job_id:08x}", False)
+                rows.append(row)
+        return ListTasksReply(
+            rows=te.encode(rows),
+            total=total,
+            dropped=self.task_events.total_dropped(message.job_id),
+        )
+
+    async def list_jobs(self, message: Empty) -> ListJobsReply:
+        return ListJobsReply(
+            jobs=[
+                JobInfo(
+                    job_id=r.job_id,
+                    namespace=r.namespace,
+                    driver_pid=r.driver_pid,
+                    driver_host=r.driver_host,
+                    finished=r.state is JobState.FINISHED,
+                    start_time=r.start_time,
+                    end_time=r.end_time,
+                    entrypoint=r.entrypoint,
+                )
+                for r in self.tables.jobs.values()
+            ]
+        )
+
+    async def publish_error(self, message: ErrorEvent) -> Empty:
+        message.message = message.message[: te.MAX_MESSAGE]
+        self.pubsub.publish(PubMessage(channel=Channel.ERRORS, error=message))
+        return Empty()
 
     # -- pubsub ---------------------------------------------------------------
     async def report_worker_failures(self, message: WorkerFailures) -> Empty:

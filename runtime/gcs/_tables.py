@@ -8,6 +8,7 @@ in-memory dicts without touching the service.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 from ..protocol.rt import NodeInfo
@@ -25,6 +26,9 @@ class JobRecord:
     driver_pid: int
     driver_host: str
     state: JobState = JobState.RUNNING
+    entrypoint: str = ""
+    start_time: float = field(default_factory=time.time)
+    end_time: float = 0.0
 
 
 @dataclass
@@ -35,8 +39,12 @@ class GcsTables:
     # Invariant: every id in ``jobs`` is below ``next_job_id``.
     next_job_id: int = 1
 
-    def add_job(self, namespace: str, driver_pid: int, driver_host: str) -> JobRecord:
-        record = JobRecord(self.next_job_id, namespace, driver_pid, driver_host)
+    def add_job(
+        self, namespace: str, driver_pid: int, driver_host: str, entrypoint: str = ""
+    ) -> JobRecord:
+        record = JobRecord(
+            self.next_job_id, namespace, driver_pid, driver_host, entrypoint=entrypoint
+        )
         self.jobs[record.job_id] = record
         self.next_job_id += 1
         return record
@@ -47,6 +55,7 @@ class GcsTables:
         if record is None or record.state is JobState.FINISHED:
             return False
         record.state = JobState.FINISHED
+        record.end_time = time.time()
         return True
 
     def kv_put(self, namespace: str, key: bytes, value: bytes, overwrite: bool) -> bool:

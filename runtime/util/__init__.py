@@ -3,7 +3,8 @@
 strategies in ``scheduling_strategies``, ``queue.Queue`` and
 ``multiprocessing.Pool`` in their modules."""
 
-from ..api import list_actors, list_actors_async, memory_async, memory_summary, memory_tables
+from ..api import memory_async, memory_summary, memory_tables
+from . import state
 from .actor_pool import ActorPool
 from .placement_group import (
     PlacementGroup,
@@ -13,6 +14,7 @@ from .placement_group import (
     placement_group_table,
     remove_placement_group,
 )
+from .state import list_actors, list_actors_async
 
 __all__ = [
     "ActorPool",
@@ -27,4 +29,5 @@ __all__ = [
     "placement_group",
     "placement_group_table",
     "remove_placement_group",
+    "state",
 ]

@@ -10,6 +10,7 @@ __all__ = (
     "AddBorrowerRequest",
     "AddJobReply",
     "AddJobRequest",
+    "AddTaskEventsRequest",
     "Address",
     "Bundle",
     "BundlesRequest",
@@ -25,6 +26,7 @@ __all__ = (
     "CreatePlacementGroupReply",
     "CreatePlacementGroupRequest",
     "Empty",
+    "ErrorEvent",
     "ExitReply",
     "FreeObjectsRequest",
     "GcsBase",
@@ -34,6 +36,7 @@ __all__ = (
     "GetObjectReply",
     "GetObjectRequest",
     "JobEvent",
+    "JobInfo",
     "JobRequest",
     "KillActorRequest",
     "KvGetReply",
@@ -44,7 +47,10 @@ __all__ = (
     "LeaseRequest",
     "LeaseStatus",
     "ListActorsReply",
+    "ListJobsReply",
     "ListPlacementGroupsReply",
+    "ListTasksReply",
+    "ListTasksRequest",
     "ListWorkersReply",
     "LogBatch",
     "NodeAddress",
@@ -176,6 +182,11 @@ class Channel(betterproto2.Enum):
     placement groups removed (their requests fail)
     """
 
+    ERRORS = 7
+    """
+    ErrorEvents, for the job's driver to print
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -186,6 +197,7 @@ class Channel(betterproto2.Enum):
             4: "CHANNEL_RESOURCES",
             5: "CHANNEL_WORKERS",
             6: "CHANNEL_PLACEMENT_GROUPS",
+            7: "CHANNEL_ERRORS",
         }
 
     @classmethod
@@ -198,6 +210,7 @@ class Channel(betterproto2.Enum):
             "CHANNEL_RESOURCES": 4,
             "CHANNEL_WORKERS": 5,
             "CHANNEL_PLACEMENT_GROUPS": 6,
+            "CHANNEL_ERRORS": 7,
         }
 
 
@@ -577,6 +590,11 @@ class AddJobRequest(betterproto2.Message):
 
     driver_pid: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
 
+    entrypoint: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    the driver's command line, for the state API
+    """
+
 
 default_message_pool.register_message("rt", "AddJobRequest", AddJobRequest)
 
@@ -597,6 +615,34 @@ class Address(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "Address", Address)
+
+
+@dataclass(eq=False, repr=False)
+class AddTaskEventsRequest(betterproto2.Message):
+    """
+    -- observability -----------------------------------------------------------
+
+    A core worker's task events since its last batch (about once a second).
+    ``rows`` is JSON; its layout is written in runtime/_private/task_events.py.
+    """
+
+    job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    worker_id: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    node_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+    pid: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    rows: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+
+    dropped: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
+    """
+    rows the reporter dropped since its last batch (buffer full)
+    """
+
+
+default_message_pool.register_message("rt", "AddTaskEventsRequest", AddTaskEventsRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -773,6 +819,31 @@ default_message_pool.register_message("rt", "Empty", Empty)
 
 
 @dataclass(eq=False, repr=False)
+class ErrorEvent(betterproto2.Message):
+    """
+    What a job's driver prints once (Ray's error channel): a worker that died
+    running its tasks, an actor that died, a request no node can satisfy.
+    """
+
+    job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    0: every driver
+    """
+
+    type: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    WORKER_DIED, ACTOR_DIED, INFEASIBLE
+    """
+
+    message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    time: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+
+
+default_message_pool.register_message("rt", "ErrorEvent", ErrorEvent)
+
+
+@dataclass(eq=False, repr=False)
 class ExitReply(betterproto2.Message):
     """
     The raylet asks an idle worker whether it may be stopped: not while it
@@ -856,6 +927,37 @@ class JobEvent(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "JobEvent", JobEvent)
+
+
+@dataclass(eq=False, repr=False)
+class JobInfo(betterproto2.Message):
+    job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    namespace: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    driver_pid: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+    driver_host: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    finished: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+
+    start_time: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    unix seconds
+    """
+
+    end_time: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
+    """
+    0 while running
+    """
+
+    entrypoint: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    the driver's command line
+    """
+
+
+default_message_pool.register_message("rt", "JobInfo", JobInfo)
 
 
 @dataclass(eq=False, repr=False)
@@ -1019,6 +1121,14 @@ default_message_pool.register_message("rt", "ListActorsReply", ListActorsReply)
 
 
 @dataclass(eq=False, repr=False)
+class ListJobsReply(betterproto2.Message):
+    jobs: "list[JobInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ListJobsReply", ListJobsReply)
+
+
+@dataclass(eq=False, repr=False)
 class ListPlacementGroupsReply(betterproto2.Message):
     placement_groups: "list[PlacementGroupInfo]" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, repeated=True
@@ -1026,6 +1136,50 @@ class ListPlacementGroupsReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ListPlacementGroupsReply", ListPlacementGroupsReply)
+
+
+@dataclass(eq=False, repr=False)
+class ListTasksReply(betterproto2.Message):
+    rows: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+    """
+    JSON: one object per task attempt, Ray's columns
+    """
+
+    total: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    attempts that matched, before the limit
+    """
+
+    dropped: "int" = betterproto2.field(3, betterproto2.TYPE_INT64)
+    """
+    attempts the gcs (or reporters) dropped: not shown
+    """
+
+
+default_message_pool.register_message("rt", "ListTasksReply", ListTasksReply)
+
+
+@dataclass(eq=False, repr=False)
+class ListTasksRequest(betterproto2.Message):
+    job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+    """
+    0: every job
+    """
+
+    filters: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+    """
+    JSON [[key, op, value], ...] (Ray's state API predicates)
+    """
+
+    limit: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+    """
+    0: no limit
+    """
+
+    detail: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+
+
+default_message_pool.register_message("rt", "ListTasksRequest", ListTasksRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -1310,6 +1464,8 @@ class PubMessage(betterproto2.Message):
     placement_group: "PlacementGroupInfo | None" = betterproto2.field(
         7, betterproto2.TYPE_MESSAGE, optional=True
     )
+
+    error: "ErrorEvent | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("rt", "PubMessage", PubMessage)
@@ -2432,6 +2588,81 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def add_task_events(
+        self,
+        message: "AddTaskEventsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Gcs/AddTaskEvents",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_tasks(
+        self,
+        message: "ListTasksRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListTasksReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/ListTasks",
+            message,
+            ListTasksReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def list_jobs(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListJobsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Gcs/ListJobs",
+            message,
+            ListJobsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def publish_error(
+        self,
+        message: "ErrorEvent",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Gcs/PublishError",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class RayletStub(betterproto2_grpclib.ServiceStub):
     async def request_worker_lease(
@@ -2972,6 +3203,22 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def add_task_events(self, message: "AddTaskEventsRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_tasks(self, message: "ListTasksRequest") -> "ListTasksReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def list_jobs(self, message: "Empty") -> "ListJobsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def publish_error(self, message: "ErrorEvent") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_register_node(
         self, stream: "grpclib.server.Stream[RegisterNodeRequest, Empty]"
     ) -> None:
@@ -3138,6 +3385,34 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_placement_groups(request)
         await stream.send_message(response)
 
+    async def __rpc_add_task_events(
+        self, stream: "grpclib.server.Stream[AddTaskEventsRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.add_task_events(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_tasks(
+        self, stream: "grpclib.server.Stream[ListTasksRequest, ListTasksReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_tasks(request)
+        await stream.send_message(response)
+
+    async def __rpc_list_jobs(self, stream: "grpclib.server.Stream[Empty, ListJobsReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_jobs(request)
+        await stream.send_message(response)
+
+    async def __rpc_publish_error(self, stream: "grpclib.server.Stream[ErrorEvent, Empty]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.publish_error(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Gcs/RegisterNode": grpclib.const.Handler(
@@ -3265,6 +3540,30 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 ListPlacementGroupsReply,
+            ),
+            "/rt.Gcs/AddTaskEvents": grpclib.const.Handler(
+                self.__rpc_add_task_events,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AddTaskEventsRequest,
+                Empty,
+            ),
+            "/rt.Gcs/ListTasks": grpclib.const.Handler(
+                self.__rpc_list_tasks,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ListTasksRequest,
+                ListTasksReply,
+            ),
+            "/rt.Gcs/ListJobs": grpclib.const.Handler(
+                self.__rpc_list_jobs,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListJobsReply,
+            ),
+            "/rt.Gcs/PublishError": grpclib.const.Handler(
+                self.__rpc_publish_error,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ErrorEvent,
+                Empty,
             ),
         }
 

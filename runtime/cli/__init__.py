@@ -11,11 +11,12 @@ import sys
 import time
 from typing import Any
 
-from ._private import auth, cluster, placement, process, rpc, tls
-from ._private.config import Config
-from ._private.session import Session
-from ._private.version import __version__
-from .protocol.rt import PlacementGroupInfo, PlacementGroupState
+from .._private import auth, cluster, placement, process, rpc, tls
+from .._private.config import Config
+from .._private.session import Session
+from .._private.version import __version__
+from ..protocol.rt import PlacementGroupInfo, PlacementGroupState
+from . import _state
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -250,7 +251,7 @@ def _bytes(n: float) -> str:
 
 
 def _cmd_memory(args: argparse.Namespace) -> int:
-    from ._private import memory
+    from .._private import memory
 
     config = Config.load()
     try:
@@ -274,7 +275,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _cmd_microbenchmark(args: argparse.Namespace) -> int:
-    from . import bench
+    from .. import bench
 
     return bench.main(args)
 
@@ -337,6 +338,8 @@ def parser() -> argparse.ArgumentParser:
         "--address", default="auto", help="HOST:PORT of the gcs (default: the newest local cluster)"
     )
     memory.set_defaults(func=_cmd_memory)
+
+    _state.add_commands(sub)
 
     bench = sub.add_parser("microbenchmark", help="measure task and object throughput")
     bench.add_argument("--filter", default="", help="run only rows whose name contains this")

@@ -1,0 +1,209 @@
+"""Task events: what core workers report about their tasks, and how the gcs reads it.
+
+A core worker gathers, per task attempt, the times at which the attempt
+entered each state (Ray's names, :data:`STATES`) and a few facts about it,
+and sends them to the gcs about once a second (``AddTaskEvents``). The rows
+travel as one JSON document, not as a message per task: a batch of a few
+thousand rows costs a few milliseconds to encode this way, a protobuf
+message per row ten times that (see docs/architecture.md).
+
+Row layout (a JSON array): ``[task_id_hex, attempt, {state: unix_ms, ...}, info]``
+where ``info`` is null or an object whose keys are among :data:`INFO_FIELDS`.
+The owner of a task reports its definition (name, type, ...) with its first
+state and where it was pushed; the worker that runs it reports RUNNING and
+the end. The gcs merges both by ``(task_id, attempt)``.
+
+This module is shared by core workers (writing rows) and the gcs (checking
+and merging them), and by the state API (filters).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Ray's task states, in the order an attempt moves through them.
+PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"
+PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"
+SUBMITTED_TO_WORKER = "SUBMITTED_TO_WORKER"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+STATES = (
+    PENDING_ARGS_AVAIL,
+    PENDING_NODE_ASSIGNMENT,
+    SUBMITTED_TO_WORKER,
+    RUNNING,
+    FINISHED,
+    FAILED,
+)
+#: An attempt's state is the furthest one it reached (FAILED beats FINISHED:
+#: a worker may finish a task whose reply its owner never got).
+STATE_ORDER = {name: i for i, name in enumerate(STATES)}
+
+# Task types (Ray's).
+NORMAL_TASK = "NORMAL_TASK"
+ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
+ACTOR_TASK = "ACTOR_TASK"
+TYPES = (NORMAL_TASK, ACTOR_CREATION_TASK, ACTOR_TASK)
+
+#: What a row's ``info`` may say, with the JSON type of each value.
+INFO_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "func_or_class_name": str,
+    "type": str,
+    "actor_id": str,
+    "parent_task_id": str,
+    "node_id": str,
+    "worker_id": str,
+    "required_resources": dict,
+    "placement_group_id": str,
+    "error_type": str,
+    "error_message": str,
+}
+
+#: Longest error message kept per task (the gcs keeps up to 100,000 tasks per job).
+MAX_MESSAGE = 4096
+MAX_TEXT = 512
+
+
+def encode(rows: Iterable[Any]) -> bytes:
+    return json.dumps(list(rows), separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> list[tuple[str, int, dict[str, float], dict[str, Any] | None]]:
+    """The rows of a batch, checked; ValueError names the first bad one."""
+    try:
+        rows = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"task events are not JSON: {e}") from None
+    if not isinstance(rows, list):
+        raise ValueError("task events must be a JSON array of rows")
+    out = []
+    for i, row in enumerate(rows):
+        problem = _check_row(row)
+        if problem:
+            raise ValueError(f"task event row {i}: {problem}")
+        out.append((row[0], row[1], row[2], row[3]))
+    return out
+
+
+def _check_row(row: Any) -> str:
+    if not isinstance(row, list) or len(row) != 4:
+        return "not [task_id, attempt, states, info]"
+    task_id, attempt, states, info = row
+    if not isinstance(task_id, str) or len(task_id) > 64 or not _is_hex(task_id):
+        return "task_id is not a hex id"
+    if type(attempt) is not int or not 0 <= attempt < 1 << 31:
+        return "attempt is not a non-negative int"
+    if not isinstance(states, dict):
+        return "states is not an object"
+    for name, when in states.items():
+        if name not in STATE_ORDER:
+            return f"unknown state {name!r}"
+        if type(when) not in (int, float) or not math.isfinite(when) or when < 0:
+            return f"state {name} has a bad time"
+    if info is None:
+        return ""
+    if not isinstance(info, dict):
+        return "info is not an object"
+    for key, value in info.items():
+        kind = INFO_FIELDS.get(key)
+        if kind is None:
+            return f"unknown info field {key!r}"
+        if not isinstance(value, kind):
+            return f"info field {key!r} has the wrong type"
+        limit = MAX_MESSAGE if key == "error_message" else MAX_TEXT
+        if isinstance(value, str) and len(value) > limit:
+            info[key] = value[:limit]
+        if key == "required_resources" and not _is_amounts(value):
+            return "required_resources is not a map of finite amounts"
+    return ""
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_amounts(value: Mapping[Any, Any]) -> bool:
+    return len(value) <= 64 and all(
+        isinstance(k, str)
+        and len(k) <= MAX_TEXT
+        and type(v) in (int, float)
+        and math.isfinite(v)
+        and v >= 0
+        for k, v in value.items()
+    )
+
+
+# -- filters (Ray's state API: [("state", "=", "RUNNING"), ...]) ----------------------
+
+FILTER_OPS = ("=", "!=", ">", ">=", "<", "<=")
+
+Filter = tuple[str, str, Any]
+
+
+def check_filters(filters: Any) -> list[Filter]:
+    """Ray's filter predicates, checked: a list of (key, op, value)."""
+    if filters is None:
+        return []
+    if not isinstance(filters, list | tuple):
+        raise TypeError("filters must be a list of (key, predicate, value) tuples")
+    out = []
+    for item in filters:
+        if not isinstance(item, list | tuple) or len(item) != 3:
+            raise TypeError(f"a filter must be a (key, predicate, value) tuple, got {item!r}")
+        key, op, value = item
+        if not isinstance(key, str):
+            raise TypeError(f"a filter's key must be a column name, got {key!r}")
+        if op not in FILTER_OPS:
+            raise ValueError(f"unsupported filter predicate {op!r}; use one of {FILTER_OPS}")
+        out.append((key, op, value))
+    return out
+
+
+def parse_filter(text: str) -> Filter:
+    """A CLI filter (``state=RUNNING``, ``name!=f``, ``attempt_number>0``)."""
+    for op in ("!=", ">=", "<=", "=", ">", "<"):
+        key, sep, value = text.partition(op)
+        if sep and key.strip():
+            return key.strip(), op, value.strip()
+    raise ValueError(f"cannot read filter {text!r}: write KEY=VALUE (or !=, >, >=, <, <=)")
+
+
+def matches(row: Mapping[str, Any], filters: list[Filter]) -> bool:
+    """Whether a row passes every filter. ``=`` on text ignores case (as Ray's CLI)."""
+    return all(_compare(row.get(key), op, want) for key, op, want in filters)
+
+
+def _compare(have: Any, op: str, want: Any) -> bool:
+    if op in ("=", "!="):
+        if isinstance(have, bool) or isinstance(want, bool):
+            equal = str(have).lower() == str(want).lower()
+        elif isinstance(have, int | float) and not isinstance(want, int | float):
+            try:
+                equal = have == float(want)
+            except (TypeError, ValueError):
+                equal = False
+        elif isinstance(have, str):
+            equal = have.lower() == str(want).lower()
+        else:
+            equal = have == want
+        return equal if op == "=" else not equal
+    try:
+        a, b = float(have), float(want)
+    except (TypeError, ValueError):
+        a, b = str(have), str(want)  # type: ignore[assignment]
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "<":
+        return a < b
+    return a <= b

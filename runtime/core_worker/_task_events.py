@@ -1,0 +1,164 @@
+"""Task events: this process's task state changes, sent to the gcs in batches.
+
+The owner of a task records its definition and its way to a worker
+(PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER) and how it
+ended (FINISHED, FAILED, with the error); the worker that runs it records
+RUNNING and when it stopped. The row layout is ``_private/task_events.py``'s.
+
+Recording is an append under an uncontended lock (executor threads record
+too); the merging into rows and the JSON happen once per period, off the
+path of the task. Invariant: at most ``task_events_max_buffer_size`` events
+wait between batches; more are dropped and counted, and the count travels
+with the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import exceptions
+from .._private import rpc
+from .._private import task_events as te
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION
+from ..protocol.rt import AddTaskEventsRequest
+
+if TYPE_CHECKING:
+    from ._core_worker import CoreWorker
+    from ._task_spec import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+_TYPES = {KIND_ACTOR_CALL: te.ACTOR_TASK, KIND_ACTOR_CREATION: te.ACTOR_CREATION_TASK}
+
+#: One recorded change: (task id, attempt, state, unix ms, info or None).
+Event = tuple[bytes, int, str, float, dict[str, Any] | None]
+
+
+class TaskEvents:
+    def __init__(self, worker: CoreWorker) -> None:
+        config = worker.config
+        self._worker = worker
+        self.enabled = config.enable_task_events
+        self._interval = config.task_events_report_interval_s
+        self._max = config.task_events_max_buffer_size
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+        self._dropped = 0
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- recording (any thread) ---------------------------------------------------------
+    def record(
+        self, task_id: bytes, attempt: int, state: str, info: dict[str, Any] | None = None
+    ) -> None:
+        if not self.enabled:
+            return
+        event = (task_id, attempt, state, time.time() * 1000.0, info)
+        with self._lock:
+            if len(self._events) < self._max:
+                self._events.append(event)
+            else:
+                self._dropped += 1
+
+    def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
+        """The owner registers a task (or retries it): its definition and first state."""
+        if not self.enabled:
+            return
+        info: dict[str, Any] = {
+            "name": spec.name,
+            "func_or_class_name": spec.name,
+            "type": _TYPES.get(spec.kind, te.NORMAL_TASK),
+            "required_resources": spec.resources,
+        }
+        if spec.parent_id:
+            info["parent_task_id"] = spec.parent_id.hex()
+        if spec.kind == KIND_ACTOR_CREATION:
+            info["actor_id"] = spec.extra["actor_id"].hex()
+            placement = spec.extra.get("placement")
+        else:
+            placement = spec.extra[3] if spec.extra and len(spec.extra) > 3 else None
+        if placement:
+            info["placement_group_id"] = placement[0]
+        self.record(spec.task_id, spec.attempt, state, info)
+
+    def failed(self, spec: TaskSpec, error: BaseException | None) -> None:
+        """The attempt failed (the owner's word): with the error's type and message."""
+        if not self.enabled:
+            return
+        info = {"error_type": error_type(error), "error_message": str(error)[: te.MAX_MESSAGE]}
+        self.record(spec.task_id, spec.attempt, te.FAILED, info)
+
+    def pushed(self, spec: TaskSpec, worker_id: bytes) -> None:
+        if self.enabled:
+            info = {"worker_id": worker_id.hex()}
+            self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
+
+    def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
+        if self.enabled:
+            info = {"actor_id": actor_id.hex()}
+            self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
+
+    # -- sending (the loop) -----------------------------------------------------------
+    def start(self) -> None:
+        if self.enabled and self._flusher is None:
+            self._flusher = self._worker.background.spawn(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    def _take(self) -> tuple[list[Event], int]:
+        with self._lock:
+            events, self._events = self._events, []
+            dropped, self._dropped = self._dropped, 0
+        return events, dropped
+
+    async def flush(self) -> None:
+        """Sends what was recorded since the last batch (a lost gcs loses it)."""
+        events, dropped = self._take()
+        if not events and not dropped:
+            return
+        rows: dict[tuple[bytes, int], list[Any]] = {}
+        for task_id, attempt, state, when, info in events:
+            row = rows.get((task_id, attempt))
+            if row is None:
+                row = rows[(task_id, attempt)] = [task_id.hex(), attempt, {}, None]
+            row[2].setdefault(state, when)
+            if info:
+                row[3] = info if row[3] is None else {**row[3], **info}
+        worker = self._worker
+        request = AddTaskEventsRequest(
+            job_id=worker.job_id,
+            worker_id=worker.worker_id,
+            node_id=worker.node_id,
+            pid=os.getpid(),
+            rows=te.encode(rows.values()),
+            dropped=dropped,
+        )
+        with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
+            await asyncio.wait_for(worker.gcs.add_task_events(request), 5.0)
+
+
+def error_type(error: BaseException | None) -> str:
+    """Ray's ``error_type`` for the exception a task failed with."""
+    table: list[tuple[type[BaseException], str]] = [
+        (exceptions.TaskCancelledError, "TASK_CANCELLED"),
+        (exceptions.WorkerCrashedError, "WORKER_DIED"),
+        (exceptions.ActorDiedError, "ACTOR_DIED"),
+        (exceptions.RuntimeEnvSetupError, "RUNTIME_ENV_SETUP_FAILED"),
+        (exceptions.TaskUnschedulableError, "TASK_UNSCHEDULABLE_ERROR"),
+        (exceptions.ObjectLostError, "OBJECT_LOST"),
+        (exceptions.LocalRayletDiedError, "LOCAL_RAYLET_DIED"),
+        (exceptions.NodeDiedError, "NODE_DIED"),
+        (exceptions.TaskError, "TASK_EXECUTION_EXCEPTION"),
+    ]
+    for kind, name in table:
+        if isinstance(error, kind):
+            return name
+    return "SYSTEM_ERROR"
