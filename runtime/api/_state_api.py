@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .._private import cluster, state
+from .._private import cluster, log_reader, state
 from .._private import task_events as te
 from .._private.config import Config
 from ..core_worker import check_blocking_allowed
@@ -224,3 +224,72 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]]:
     chrome://tracing): written to ``filename`` when given, and returned."""
     hint = "await runtime.timeline_async(...)"
     return _blocking("timeline", lambda: timeline_async(filename), hint)
+
+
+async def list_logs_async(
+    node_id: str | None = None, address: str | None = None
+) -> dict[str, list[StateRow]]:
+    async with _reader(address) as reader:
+        listing = await log_reader.list_logs(reader, node_id)
+    return {node: [StateRow(f) for f in files] for node, files in listing.items()}
+
+
+def list_logs(node_id: str | None = None, address: str | None = None) -> dict[str, list[StateRow]]:
+    """Every node's log files: node id -> rows (name, size, worker_id, pid, job_id)."""
+    return _blocking("list_logs", lambda: list_logs_async(node_id, address))
+
+
+async def get_log_async(
+    filename: str | None = None,
+    *,
+    node_id: str | None = None,
+    actor_id: str | None = None,
+    task_id: str | None = None,
+    pid: int | None = None,
+    suffix: str = "out",
+    tail: int = 1000,
+    address: str | None = None,
+) -> list[str]:
+    if suffix not in ("out", "err"):
+        raise ValueError(f"suffix must be 'out' or 'err', got {suffix!r}")
+    if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+        raise ValueError(f"tail must be a non-negative int, got {tail!r}")
+    async with _reader(address) as reader:
+        target = await log_reader.resolve(
+            reader,
+            filename=filename,
+            node_id=node_id,
+            actor_id=actor_id,
+            task_id=task_id,
+            pid=pid,
+            err=suffix == "err",
+        )
+        return [line async for chunk in log_reader.read(reader, target, tail) for line in chunk]
+
+
+def get_log(
+    filename: str | None = None,
+    *,
+    node_id: str | None = None,
+    actor_id: str | None = None,
+    task_id: str | None = None,
+    pid: int | None = None,
+    suffix: str = "out",
+    tail: int = 1000,
+    address: str | None = None,
+) -> list[str]:
+    """The lines of one log: a file by name, or an actor's, a task's (only what
+    it printed) or a worker process's output (``suffix="err"``: its stderr)."""
+    return _blocking(
+        "get_log",
+        lambda: get_log_async(
+            filename,
+            node_id=node_id,
+            actor_id=actor_id,
+            task_id=task_id,
+            pid=pid,
+            suffix=suffix,
+            tail=tail,
+            address=address,
+        ),
+    )

@@ -13,7 +13,7 @@ import logging
 
 from .._private import daemon, process
 from .._private.config import Config
-from ..core_worker import CoreWorker, WorkerMode
+from ..core_worker import CoreWorker, WorkerMode, mark_task_output
 from . import _context
 from ._object_ref import ObjectRef
 
@@ -48,6 +48,7 @@ def main() -> None:
             node_id=bytes.fromhex(args.node_id),
         )
         _context.set_current(worker, args.session_dir)
+        mark_task_output()
         await worker.start()
         await stop.wait()
         await worker.stop()

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .._private import cluster, state
+from .._private import cluster, log_reader, rpc, state
 from .._private import task_events as te
 from .._private.config import Config
 
@@ -143,6 +143,41 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_logs(args))
+    except KeyboardInterrupt:  # the way out of --follow
+        return 0
+    except (*ERRORS, rpc.GRPCError) as e:
+        message = getattr(e, "message", None) or e
+        return _fail("logs", message if isinstance(message, BaseException) else ValueError(message))
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    gcs, token = _address(args)
+    async with state.StateReader(gcs, token) as reader:
+        if not (args.filename or args.actor_id or args.task_id or args.pid is not None):
+            listing = await log_reader.list_logs(reader, args.node_id)
+            for node, files in listing.items():
+                print(f"node {node}:")
+                for f in files:
+                    print(f"  {f['name']:40} {f['size']:>10}")
+            return 0
+        target = await log_reader.resolve(
+            reader,
+            filename=args.filename,
+            node_id=args.node_id,
+            actor_id=args.actor_id,
+            task_id=args.task_id,
+            pid=args.pid,
+            err=args.err,
+        )
+        async for lines in log_reader.read(reader, target, args.tail, args.follow):
+            for line in lines:
+                print(line, flush=args.follow)
+    return 0
+
+
 def render(rows: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
@@ -200,6 +235,20 @@ def add_commands(sub: Any) -> None:
     summary.add_argument("--format", choices=formats, default=None, help="table, json or yaml")
     summary.add_argument("--address", default="auto", help=ADDRESS_HELP)
     summary.set_defaults(func=cmd_summary)
+
+    logs = sub.add_parser(
+        "logs", help="list the log files, or print one (by name, actor, task or pid)"
+    )
+    logs.add_argument("filename", nargs="?", default=None, help="a file's name (from the list)")
+    logs.add_argument("--node-id", default=None, help="the node (an id or its first characters)")
+    logs.add_argument("--actor-id", default=None, help="the output of this actor's worker")
+    logs.add_argument("--task-id", default=None, help="the lines this task printed")
+    logs.add_argument("--pid", type=int, default=None, help="the output of this worker process")
+    logs.add_argument("--err", action="store_true", help="stderr instead of stdout")
+    logs.add_argument("--tail", type=int, default=1000, help="the last N lines (0: all)")
+    logs.add_argument("--follow", "-f", action="store_true", help="then new lines as they come")
+    logs.add_argument("--address", default="auto", help=ADDRESS_HELP)
+    logs.set_defaults(func=cmd_logs)
 
     timeline = sub.add_parser("timeline", help="write a Chrome trace of the tasks that ran")
     timeline.add_argument("--output", "-o", default=None, help="file (default timeline.json)")

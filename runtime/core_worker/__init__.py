@@ -4,12 +4,14 @@ What the API layer uses: :class:`CoreWorker` (the composition root), its
 modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 :class:`RefFactory` it is given, and ``current_task_id`` (the task running
 in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
-``exit_actor()`` raises).
+``exit_actor()`` raises), ``mark_task_output`` (a worker's stdout and stderr
+mark each task's output).
 """
 
 from ._core_worker import CoreWorker
 from ._foreign import await_future, in_asyncio
 from ._loop import check_blocking_allowed
+from ._output import install as mark_task_output
 from ._reference import OwnerAddress, Reference, RefFactory
 from ._running import ActorExitRequest, current_task_id
 from ._states import WorkerMode
@@ -25,4 +27,5 @@ __all__ = [
     "check_blocking_allowed",
     "current_task_id",
     "in_asyncio",
+    "mark_task_output",
 ]

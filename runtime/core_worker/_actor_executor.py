@@ -45,6 +45,7 @@ from ._running import (
     Reply,
     cancelled_reply,
     current_task_id,
+    current_task_name,
     error_reply,
     load_args,
     run_async,
@@ -208,6 +209,7 @@ class ActorExecutor:
     def _run_sync(self, method: Any, task: WireTask) -> WireReply:
         self._worker.task_events.record(task[0], task[9], te.RUNNING)
         token = current_task_id.set(task[0])
+        name_token = current_task_name.set(task[2])
         thread_state.in_sync_task = True
         try:
             self._worker.recovery.localize_blocking(task[4])  # arguments other nodes hold
@@ -218,6 +220,7 @@ class ActorExecutor:
         finally:
             thread_state.in_sync_task = False
             current_task_id.reset(token)
+            current_task_name.reset(name_token)
 
     def _finish_sync(
         self, task: WireTask, future: concurrent.futures.Future[WireReply], reply: Reply
@@ -249,6 +252,7 @@ class ActorExecutor:
         async with group.slots:
             self._worker.task_events.record(task[0], task[9], te.RUNNING)
             token = current_task_id.set(task[0])
+            name_token = current_task_name.set(task[2])
             try:
                 await self._worker.recovery.localize(task[4])
                 run = self._stream_of(task)
@@ -260,6 +264,7 @@ class ActorExecutor:
                 return run_sync(self._worker, method, task)
             finally:
                 current_task_id.reset(token)
+                current_task_name.reset(name_token)
 
     def _finish_async(self, task: WireTask, call: asyncio.Task[WireReply], reply: Reply) -> None:
         self._calls.pop(task[0], None)

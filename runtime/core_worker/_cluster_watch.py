@@ -9,13 +9,22 @@ raylet is (for leases and locality); a miss looks the nodes up for next time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import TYPE_CHECKING
 
 from .._private import placement, rpc
-from ..protocol.rt import Channel, Empty, GetAllNodesReply, LogBatch, NodeInfo, SubscribeRequest
-from ._states import State
+from ..protocol.rt import (
+    Channel,
+    Empty,
+    ErrorEvent,
+    GetAllNodesReply,
+    LogBatch,
+    NodeInfo,
+    SubscribeRequest,
+)
+from ._states import State, WorkerMode
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -30,12 +39,14 @@ class ClusterWatch:
         self.nodes: dict[bytes, NodeInfo] = {}
         # Invariant: True while one lookup of every node is under way.
         self._refreshing = False
+        # The error channel's messages printed already (each is printed once).
+        self._errors_seen: set[tuple[str, str]] = set()
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
         worker = self._worker
         if driver:
-            channels = [Channel.JOBS, Channel.NODES]
+            channels = [Channel.JOBS, Channel.NODES, Channel.ERRORS]
             if worker.log_to_driver:
                 channels.append(Channel.LOGS)
             job = worker.job_id
@@ -53,6 +64,8 @@ class ClusterWatch:
                     self._print_logs(message.logs)
                 elif message.channel is Channel.NODES and message.node is not None:
                     self.on_node(message.node)
+                elif message.channel is Channel.ERRORS and message.error is not None:
+                    self._print_error(message.error)
         except rpc.CONNECTION_ERRORS as e:
             if worker.state is State.RUNNING:
                 logger.error("lost the connection to the gcs: %s", e)
@@ -66,6 +79,25 @@ class ClusterWatch:
                 self._worker.on_raylet_lost(ConnectionError("the gcs marked this node dead"))
             self._worker.submitter.node_died(node.node_id)
             self._worker.actor_client.actors.node_died(node.node_id)
+
+    def report_error(self, kind: str, message: str) -> None:
+        """Tells this job's driver, through the gcs (Ray's error channel)."""
+        event = ErrorEvent(job_id=self._worker.job_id, type=kind, message=message)
+        if self._worker.mode is WorkerMode.DRIVER:
+            self._print_error(event)  # no round trip to say it here
+        else:
+            self._worker.background.spawn(self._publish(event))
+
+    async def _publish(self, event: ErrorEvent) -> None:
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await self._worker.gcs.publish_error(event)
+
+    def _print_error(self, event: ErrorEvent) -> None:
+        """Ray's error channel: each distinct message once."""
+        key = (event.type, event.message)
+        if key not in self._errors_seen:
+            self._errors_seen.add(key)
+            logger.error("%s: %s", event.type, event.message)
 
     def _print_logs(self, batch: LogBatch) -> None:
         prefix = batch.prefix or f"pid={batch.pid}"

@@ -48,6 +48,7 @@ from ._running import (
     Reply,
     cancelled_reply,
     current_task_id,
+    current_task_name,
     error_reply,
     interrupt_thread,
     run_async,
@@ -256,6 +257,7 @@ class TaskExecutor:
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
+        name_token = current_task_name.set(name)
         self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
         _set_omp_threads(self.assigned)
         try:
@@ -272,6 +274,7 @@ class TaskExecutor:
             return await loop.run_in_executor(self._thread, ctx.run, self._execute_sync, fn, task)
         finally:
             current_task_id.reset(token)
+            current_task_name.reset(name_token)
 
     def _execute_sync(self, fn: Callable[..., Any], task: WireTask) -> WireReply:
         self._running_thread = threading.get_ident()
@@ -302,6 +305,7 @@ class TaskExecutor:
     async def _create_actor(self, cls: type, task: WireTask) -> WireReply:
         options = task[7]
         token = current_task_id.set(task[0])
+        name_token = current_task_name.set(task[2])
         try:
             actor = await ActorExecutor.create(self._worker, cls, task, options)
         except Exception as e:
@@ -315,6 +319,7 @@ class TaskExecutor:
             return (task[0], False, [serialization.serialize_error(error)], True, [])
         finally:
             current_task_id.reset(token)
+            current_task_name.reset(name_token)
         self.actor = actor
         self.assigned = options.get("resources") or {}
         _set_omp_threads(self.assigned)

@@ -82,7 +82,9 @@ class ActorManager:
         channels: rpc.ChannelPool,
         nodes: Callable[[], list[NodeInfo]],
         job_running: Callable[[int], bool],
+        report_error: Callable[[int, str, str], None] = lambda *_: None,
     ) -> None:
+        self._report_error = report_error
         self._channels = channels
         self._nodes = nodes
         self._job_running = job_running
@@ -225,6 +227,7 @@ class ActorManager:
                 record.stream = None
                 await stream.close()
                 await self._return_lease(record, disconnect=True)
+                unasked = not record.stop_restarts
                 if record.stop_restarts or not self._restartable(record):
                     cause = info.death_cause or (
                         f"the actor's worker process (pid={info.pid}) died"
@@ -235,7 +238,10 @@ class ActorManager:
                         )
                     )
                     self._set_dead(record, cause)
+                    if unasked and self._job_running(info.job_id):
+                        self._tell_death(info, "it will not be restarted")
                     return
+                self._tell_death(info, f"restarting it ({info.num_restarts + 1} so far)")
                 info.num_restarts += 1
                 self._set_state(record, ActorState.RESTARTING)
                 logger.info("restarting actor %s (%d)", info.class_name, info.num_restarts)
@@ -243,6 +249,15 @@ class ActorManager:
             if record.lease is not None:
                 await self._return_lease(record, disconnect=True)
             raise
+
+    def _tell_death(self, info: ActorInfo, what_next: str) -> None:
+        cause = (info.death_cause or f"its worker process (pid={info.pid}) died").splitlines()
+        self._report_error(
+            info.job_id,
+            "ACTOR_DIED",
+            f"actor {info.class_name} ({info.actor_id.hex()[:12]}) died unexpectedly: "
+            f"{cause[0]}; {what_next}",
+        )
 
     def _restartable(self, record: ActorRecord) -> bool:
         info = record.info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -78,6 +79,7 @@ class GcsService(GcsBase):
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
+            report_error=self._report_error,
         )
         self.placement_groups = PlacementGroupManager(
             channels=self.channels,
@@ -327,6 +329,10 @@ class GcsService(GcsBase):
                 for r in self.tables.jobs.values()
             ]
         )
+
+    def _report_error(self, job_id: int, kind: str, message: str) -> None:
+        event = ErrorEvent(job_id=job_id, type=kind, message=message, time=time.time())
+        self.pubsub.publish(PubMessage(channel=Channel.ERRORS, error=event))
 
     async def publish_error(self, message: ErrorEvent) -> Empty:
         message.message = message.message[: te.MAX_MESSAGE]

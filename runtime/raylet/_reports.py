@@ -74,7 +74,9 @@ class GcsReports:
         self._gcs: GcsStub | None = None
         # Output prefixes by pid, such as "Counter pid=12" for an actor.
         self.labels: dict[int, str] = {}
-        self._log_buffer: dict[tuple[int, bool], LogBatch] = {}
+        # Output waiting to be sent, per stream, in order: consecutive lines
+        # with the same prefix (task name or actor label) share a batch.
+        self._log_buffer: dict[tuple[int, bool], list[LogBatch]] = {}
         self._logs_ready = asyncio.Event()
         self._resources_dirty = asyncio.Event()
         # Invariant: non-empty iff a _send_worker_deaths is scheduled.
@@ -87,13 +89,14 @@ class GcsReports:
 
     # -- output ------------------------------------------------------------------------
     def log(self, batch: LogBatch) -> None:
-        batch.prefix = self.labels.get(batch.pid, "")
-        key = (batch.pid, batch.is_err)
-        pending = self._log_buffer.get(key)
-        if pending is None:
-            self._log_buffer[key] = batch
+        label = self.labels.get(batch.pid)
+        if label:  # an actor's: its lines show its class, as Ray's do
+            batch.prefix = label
+        pending = self._log_buffer.setdefault((batch.pid, batch.is_err), [])
+        if pending and pending[-1].prefix == batch.prefix:
+            pending[-1].lines.extend(batch.lines)
         else:
-            pending.lines.extend(batch.lines)
+            pending.append(batch)
         self._logs_ready.set()
 
     async def _flush_logs(self) -> None:
@@ -102,7 +105,8 @@ class GcsReports:
         while True:
             await self._logs_ready.wait()
             self._logs_ready.clear()
-            batches, self._log_buffer = list(self._log_buffer.values()), {}
+            streams, self._log_buffer = list(self._log_buffer.values()), {}
+            batches = [batch for stream in streams for batch in stream]
             for batch in batches:
                 try:
                     await self._gcs.publish_logs(batch)

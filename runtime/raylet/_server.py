@@ -26,7 +26,6 @@ from .._private.tasks import TaskSet
 from ..protocol.rt import (
     Address,
     CancelLeaseRequest,
-    Channel,
     ContainsObjectReply,
     ContainsObjectRequest,
     CoreWorkerStub,
@@ -48,7 +47,6 @@ from ..protocol.rt import (
     RegisterWorkerRequest,
     ReportResourcesRequest,
     ReturnWorkerRequest,
-    SubscribeRequest,
     UnregisterNodeRequest,
     WorkerBlockedRequest,
     WorkerInfo,
@@ -57,6 +55,8 @@ from ..protocol.rt import (
 from . import _spillback as spillback
 from ._bundle_rpc import BundleHandlers
 from ._cluster_view import ClusterView, Placement
+from ._gcs_watch import GcsWatch
+from ._log_rpc import LogHandlers, own_log_names
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
 from ._runtime_env import RuntimeEnvAgent, Setup, remove_folders
@@ -77,7 +77,7 @@ from .store import ObjectStore, StoreServer, store_socket_path
 logger = logging.getLogger(__name__)
 
 
-class Raylet(BundleHandlers, RayletBase):
+class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
     def __init__(
         self,
         config: Config,
@@ -106,6 +106,11 @@ class Raylet(BundleHandlers, RayletBase):
         }
         self.resources = resources
         self.session_dir = session_dir
+        logs = os.path.join(session_dir, "logs")
+        # The logs this node serves besides its workers': its own, and the gcs's.
+        self.component_logs = [
+            n for n in own_log_names() if os.path.exists(os.path.join(logs, n))
+        ] + (["gcs.log"] if is_head else [])
         num_cpus = int(resources.get("CPU", 1))
         self.num_cpus = max(1, num_cpus)
         self.scheduler = LeaseScheduler(
@@ -511,65 +516,6 @@ class Raylet(BundleHandlers, RayletBase):
         return Empty()
 
     # -- background loops -----------------------------------------------------
-    async def _watch_gcs(self) -> None:
-        """Follows job events; the stream also tells the gcs this node lives."""
-        assert self._gcs is not None
-        request = SubscribeRequest(
-            channels=[
-                Channel.JOBS,
-                Channel.NODES,
-                Channel.RESOURCES,
-                Channel.WORKERS,
-                Channel.PLACEMENT_GROUPS,
-            ],
-            owns_node=self.node_id,
-        )
-        try:
-            async for message in self._gcs.subscribe(request):
-                if message.channel is Channel.NODES and message.node is not None:
-                    if message.node.node_id == self.node_id and not message.node.alive:
-                        logger.error("the gcs marked this node dead; stopping")
-                        break
-                    if self.view.update_node(message.node):
-                        self._reconsider()
-                        if not message.node.alive:
-                            self._node_died(message.node.node_id)
-                elif message.channel is Channel.WORKERS and message.workers is not None:
-                    if message.workers.node_id != self.node_id:
-                        for worker_id in message.workers.worker_ids:
-                            self.object_store.owner_died(worker_id)
-                            # Leases it held here end too.
-                            self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
-                elif message.channel is Channel.RESOURCES and message.resources is not None:
-                    for view in message.resources.views:
-                        if view.node_id != self.node_id:
-                            self.view.update_resources(view)
-                    if self.scheduler.queue:
-                        self._reconsider()
-                elif message.channel is Channel.PLACEMENT_GROUPS and message.placement_group:
-                    pg = message.placement_group.placement_group_id.hex()
-                    self._totals_changed(self.scheduler.group_removed(pg))
-                elif message.channel is Channel.JOBS and message.job and message.job.finished:
-                    self._apply(self.scheduler.job_finished(message.job.job_id))
-                    self._driver_info.pop(message.job.job_id, None)
-                    driver = self._drivers.pop(message.job.job_id, None)
-                    if driver is not None:
-                        self.object_store.owner_died(driver)
-                        self.reports.worker_died(driver)
-                        self._apply(self.scheduler.owner_died(driver, time.monotonic()))
-        except rpc.CONNECTION_ERRORS as e:
-            logger.error("lost the gcs (%s); stopping", e)
-        self.gcs_lost.set()
-
-    def _node_died(self, node_id: bytes) -> None:
-        """Objects owned by the dead node's workers and drivers die with them."""
-        prefix = node_id[:NODE_PREFIX]
-        self.object_store.owners_died(lambda owner: node_prefix(owner) == prefix)
-        self.object_manager.node_died(node_id)
-        self._apply(
-            self.scheduler.owners_died(lambda o: node_prefix(o) == prefix, time.monotonic())
-        )
-
     def _owner_known(self, owner: bytes) -> bool:
         """A lease's owner is a live worker or driver: registered here if of this
         node, else of a live node. (The gcs leases for actors with no owner.)"""

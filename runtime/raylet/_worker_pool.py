@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from .._private import process
+from .._private import process, worker_logs
 from .._private.tasks import TaskSet
 from ..protocol.rt import LogBatch
 from ._runtime_env import Setup
@@ -58,6 +58,9 @@ class WorkerPool:
         self._argv = argv
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log_dir = log_dir
+        # The log files of every worker this pool started (alive or not):
+        # name -> (worker id, pid, job id). What this node serves as logs.
+        self.log_files: dict[str, tuple[bytes, int, int]] = {}
         self._host = host
         self._publish_logs = publish_logs
         self._on_exit = on_exit
@@ -125,16 +128,15 @@ class WorkerPool:
         await self._tasks.close()
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        name = f"worker-{worker.worker_id.hex()[-8:]}-{worker.pid}"
         assert worker.proc.stdout is not None and worker.proc.stderr is not None
+        out = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=False)
+        err = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=True)
+        for name in (out, err):
+            self.log_files[name] = (worker.worker_id, worker.pid, worker.job_id)
         try:
             await asyncio.gather(
-                self._pump(
-                    worker, worker.proc.stdout, os.path.join(self._log_dir, name + ".out"), False
-                ),
-                self._pump(
-                    worker, worker.proc.stderr, os.path.join(self._log_dir, name + ".err"), True
-                ),
+                self._pump(worker, worker.proc.stdout, os.path.join(self._log_dir, out), False),
+                self._pump(worker, worker.proc.stderr, os.path.join(self._log_dir, err), True),
             )
             code = await worker.proc.wait()
         finally:
@@ -148,20 +150,27 @@ class WorkerPool:
         """Copies a worker's output to its log file and on towards the driver."""
         # Appends of a few lines to a local file: cheaper than a thread hop.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        prefix = ""
         with open(fd, "ab", buffering=0) as log:  # noqa: ASYNC230
             while True:
                 chunk = await _read_lines(stream)
                 if not chunk:
                     return
                 log.write(chunk)
-                lines = chunk.decode("utf-8", errors="replace").splitlines()
+                text = chunk.decode("utf-8", errors="replace")
+                marker = worker_logs.parse_marker(text)
+                if marker is not None:  # the task printing now: its lines' prefix
+                    name = marker[1]
+                    prefix = f"{name} pid={worker.pid}" if name else ""
+                    continue
                 self._publish_logs(
                     LogBatch(
                         job_id=worker.job_id,
                         pid=worker.pid,
                         host=self._host,
                         is_err=is_err,
-                        lines=lines,
+                        lines=text.splitlines(),
+                        prefix=prefix,
                     )
                 )
 

@@ -5,7 +5,9 @@
 ``filters=[("state", "=", "RUNNING")]``, ``limit`` (100 by default) and
 ``detail``; ``get_task``, ``get_actor``, ``get_node``, ``get_job``,
 ``get_worker`` and ``get_placement_group`` give one row (or None);
-``summarize_tasks()`` and ``summarize_actors()`` count by name and state.
+``summarize_tasks()`` and ``summarize_actors()`` count by name and state;
+``list_logs()`` and ``get_log()`` read the nodes' log files (by name, actor,
+task or pid).
 Every function has an ``*_async`` form. ``address``: the gcs (``HOST:PORT``
 or ``"auto"``); by default this process's cluster, else the newest local one.
 """
@@ -39,6 +41,11 @@ get_placement_group = _api.get_placement_group
 get_async = _api.get_async
 list_async = _api.list_async
 
+list_logs = _api.list_logs
+list_logs_async = _api.list_logs_async
+get_log = _api.get_log
+get_log_async = _api.get_log_async
+
 summarize_tasks = _api.summarize_tasks
 summarize_actors = _api.summarize_actors
 summarize_tasks_async = _api.summarize_tasks_async
@@ -50,6 +57,8 @@ __all__ = [
     "get_actor",
     "get_async",
     "get_job",
+    "get_log",
+    "get_log_async",
     "get_node",
     "get_placement_group",
     "get_task",
@@ -59,6 +68,8 @@ __all__ = [
     "list_async",
     "list_jobs",
     "list_jobs_async",
+    "list_logs",
+    "list_logs_async",
     "list_nodes",
     "list_nodes_async",
     "list_objects",

@@ -32,6 +32,7 @@ __all__ = (
     "GcsBase",
     "GcsStub",
     "GetAllNodesReply",
+    "GetLogRequest",
     "GetNamedActorRequest",
     "GetObjectReply",
     "GetObjectRequest",
@@ -48,11 +49,14 @@ __all__ = (
     "LeaseStatus",
     "ListActorsReply",
     "ListJobsReply",
+    "ListLogsReply",
     "ListPlacementGroupsReply",
     "ListTasksReply",
     "ListTasksRequest",
     "ListWorkersReply",
     "LogBatch",
+    "LogChunk",
+    "LogFile",
     "NodeAddress",
     "NodeInfo",
     "NodeStatsReply",
@@ -883,6 +887,32 @@ default_message_pool.register_message("rt", "GetAllNodesReply", GetAllNodesReply
 
 
 @dataclass(eq=False, repr=False)
+class GetLogRequest(betterproto2.Message):
+    """
+    One file's lines (task markers dropped). ``task_id``: only the lines that
+    task wrote (see runtime/_private/worker_logs.py); ``follow``: then new lines
+    as they come, until the caller hangs up.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    tail: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    the last N lines (0: all)
+    """
+
+    follow: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+
+    task_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    hex
+    """
+
+
+default_message_pool.register_message("rt", "GetLogRequest", GetLogRequest)
+
+
+@dataclass(eq=False, repr=False)
 class GetNamedActorRequest(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1129,6 +1159,14 @@ default_message_pool.register_message("rt", "ListJobsReply", ListJobsReply)
 
 
 @dataclass(eq=False, repr=False)
+class ListLogsReply(betterproto2.Message):
+    files: "list[LogFile]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ListLogsReply", ListLogsReply)
+
+
+@dataclass(eq=False, repr=False)
 class ListPlacementGroupsReply(betterproto2.Message):
     placement_groups: "list[PlacementGroupInfo]" = betterproto2.field(
         1, betterproto2.TYPE_MESSAGE, repeated=True
@@ -1210,6 +1248,41 @@ class LogBatch(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "LogBatch", LogBatch)
+
+
+@dataclass(eq=False, repr=False)
+class LogChunk(betterproto2.Message):
+    lines: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
+
+
+default_message_pool.register_message("rt", "LogChunk", LogChunk)
+
+
+@dataclass(eq=False, repr=False)
+class LogFile(betterproto2.Message):
+    """
+    -- logs ----------------------------------------------------------------------
+
+    A log file this node serves: a worker's output, or a component's own log.
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    size: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    mtime: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+
+    worker_id: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+    """
+    empty for a component's log
+    """
+
+    pid: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+
+    job_id: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+
+
+default_message_pool.register_message("rt", "LogFile", LogFile)
 
 
 @dataclass(eq=False, repr=False)
@@ -2962,6 +3035,46 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def list_logs(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListLogsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Raylet/ListLogs",
+            message,
+            ListLogsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_log(
+        self,
+        message: "GetLogRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[LogChunk]":
+
+        async for response in self._unary_stream(
+            "/rt.Raylet/GetLog",
+            message,
+            LogChunk,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -3633,6 +3746,15 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def list_logs(self, message: "Empty") -> "ListLogsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def get_log(self, message: "GetLogRequest") -> "AsyncIterator[LogChunk]":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield LogChunk()
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -3759,6 +3881,21 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.return_bundles(request)
         await stream.send_message(response)
 
+    async def __rpc_list_logs(self, stream: "grpclib.server.Stream[Empty, ListLogsReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_logs(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_log(self, stream: "grpclib.server.Stream[GetLogRequest, LogChunk]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await self._call_rpc_handler_server_stream(
+            self.get_log,
+            stream,
+            request,
+        )
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -3856,5 +3993,17 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 BundlesRequest,
                 Empty,
+            ),
+            "/rt.Raylet/ListLogs": grpclib.const.Handler(
+                self.__rpc_list_logs,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListLogsReply,
+            ),
+            "/rt.Raylet/GetLog": grpclib.const.Handler(
+                self.__rpc_get_log,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                GetLogRequest,
+                LogChunk,
             ),
         }

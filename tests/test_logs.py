@@ -1,0 +1,188 @@
+"""Logs by task, actor and pid, on one node and on another; the driver's
+prefixes; ``runtime logs`` with --tail and --follow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import ROOT, assert_no_orphans, cluster_of, run_cli, run_driver, wait_until
+
+import runtime
+from runtime.util import state
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST_EVENTS = {"task_events_report_interval_s": 0.05}
+
+
+@runtime.remote
+def talk(i: int) -> int:
+    print(f"line {i} of talk")
+    print(f"err {i}", file=sys.stderr)
+    return os.getpid()
+
+
+@runtime.remote
+class Speaker:
+    def say(self, text: str) -> int:
+        print(text)
+        return os.getpid()
+
+
+@runtime.remote(resources={"far": 1})
+class FarSpeaker:
+    def say(self, text: str) -> str:
+        print(text)
+        return runtime.get_runtime_context().get_node_id()
+
+
+def _task_id(name: str, n: int) -> list[str]:
+    rows: list[Any] = []
+
+    def ran() -> bool:
+        rows[:] = [t for t in state.list_tasks(filters=[("name", "=", name)]) if t.worker_id]
+        return len(rows) >= n
+
+    wait_until(ran, 20, f"{n} {name} tasks reported")
+    return [t.task_id for t in rows]
+
+
+@pytest.fixture
+def one_cpu() -> Iterator[None]:
+    ctx = runtime.init(num_cpus=1, _system_config=FAST_EVENTS)
+    try:
+        yield
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_logs_by_task_actor_and_pid(one_cpu: None) -> None:
+    pids = runtime.get([talk.remote(i) for i in range(3)])
+    assert len(set(pids)) == 1  # one CPU: one worker ran them all
+    ids = _task_id("talk", 3)
+    for task_id in ids:
+        lines = state.get_log(task_id=task_id)
+        assert len(lines) == 1 and lines[0].startswith("line ") and lines[0].endswith("of talk")
+        assert state.get_log(task_id=task_id, suffix="err")[0].startswith("err ")
+    everything = state.get_log(pid=pids[0])
+    assert sorted(everything) == [f"line {i} of talk" for i in range(3)]
+    assert not any("RT-TASK" in line for line in everything)
+
+    speaker = Speaker.remote()
+    pid = runtime.get(speaker.say.remote("hello from the actor"))
+    actor_id = state.list_actors()[0].actor_id
+    wait_until(lambda: "hello from the actor" in state.get_log(actor_id=actor_id), 10)
+
+    listing = state.list_logs()
+    (files,) = listing.values()
+    names = {f.name for f in files}
+    assert {"gcs.log", "raylet.log"} <= names
+    assert any(f.pid == pid and f.name.endswith(".out") for f in files)
+
+    with pytest.raises(ValueError, match="no such log file"):
+        state.get_log("../cluster.json")
+    with pytest.raises(ValueError, match="suffix"):
+        state.get_log(pid=pid, suffix="log")
+    address = runtime.get_runtime_context().gcs_address
+    tail = run_cli("logs", "--pid", str(pid), "--tail", "1", "--address", address)
+    assert tail.returncode == 0 and tail.stdout.splitlines() == ["hello from the actor"]
+    missing = run_cli("logs", "--actor-id", "ff" * 16, "--address", address)
+    assert missing.returncode == 1 and "no actor" in missing.stderr
+
+
+def test_driver_prints_task_output_under_its_name() -> None:
+    code = (
+        "import runtime\n"
+        "@runtime.remote\n"
+        "def greet():\n"
+        "    print('hi there')\n"
+        "@runtime.remote\n"
+        "class Host:\n"
+        "    def speak(self):\n"
+        "        print('from the actor')\n"
+        "runtime.init(num_cpus=1)\n"
+        "runtime.get(greet.remote())\n"
+        "h = Host.remote()\n"
+        "runtime.get(h.speak.remote())\n"
+        "runtime.shutdown()\n"
+    )
+    done = run_driver(code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("(greet pid=") and line.endswith(") hi there") for line in lines)
+    assert any(line.startswith("(Host pid=") and "from the actor" in line for line in lines)
+    assert "RT-TASK" not in done.stdout + done.stderr
+
+
+def test_logs_of_an_actor_on_another_node_and_follow() -> None:
+    with cluster_of(head_node_args={"num_cpus": 1}, system_config=FAST_EVENTS) as c:
+        far = c.add_node(num_cpus=1, resources={"far": 1})
+        c.wait_for_nodes()
+        runtime.init(address=c.address)
+        actor = FarSpeaker.remote()
+        assert runtime.get(actor.say.remote("first words")) == far.node_id
+        actor_id = state.list_actors()[0].actor_id
+        lines = state.get_log(actor_id=actor_id)
+        assert lines == ["first words"]
+        listing = state.list_logs(node_id=far.node_id)
+        assert list(listing) == [far.node_id]
+        assert "gcs.log" not in {f.name for f in listing[far.node_id]}
+
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "logs", "--actor-id", actor_id,
+             "--follow", "--address", c.address],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            assert follow.stdout is not None
+            assert follow.stdout.readline().rstrip() == "first words"
+            runtime.get(actor.say.remote("said later"))
+            assert follow.stdout.readline().rstrip() == "said later"
+        finally:
+            follow.kill()
+            follow.wait()
+
+
+def test_error_channel_prints_each_death_once_at_the_driver() -> None:
+    """A worker that dies under a task and an actor that dies unasked are told
+    to the job's driver, once each, even when they come from a nested owner."""
+    code = (
+        "import os, runtime\n"
+        "@runtime.remote(max_retries=0)\n"
+        "def die():\n"
+        "    os._exit(3)\n"
+        "@runtime.remote\n"
+        "def nested():\n"
+        "    try:\n"
+        "        runtime.get(die.remote())\n"
+        "    except runtime.exceptions.WorkerCrashedError:\n"
+        "        return 'crashed'\n"
+        "@runtime.remote(max_restarts=1)\n"
+        "class A:\n"
+        "    def pid(self):\n"
+        "        return os.getpid()\n"
+        "    def die(self):\n"
+        "        os._exit(1)\n"
+        "runtime.init(num_cpus=2)\n"
+        "assert runtime.get(nested.remote()) == 'crashed'\n"
+        "a = A.remote()\n"
+        "runtime.get(a.pid.remote())\n"
+        "try:\n"
+        "    runtime.get(a.die.remote())\n"
+        "except runtime.exceptions.ActorDiedError:\n"
+        "    pass\n"
+        "runtime.get(a.pid.remote())\n"
+        "runtime.shutdown()\n"
+    )
+    done = run_driver(code)
+    assert done.returncode == 0, done.stderr
+    died = [line for line in done.stderr.splitlines() if "WORKER_DIED" in line]
+    assert len(died) == 1 and "die()" in died[0], done.stderr
+    actor = [line for line in done.stderr.splitlines() if "ACTOR_DIED" in line]
+    assert len(actor) == 1 and "actor A" in actor[0] and "restarting" in actor[0], done.stderr
