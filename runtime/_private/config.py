@@ -77,6 +77,12 @@ class Config:
     task_events_max_buffer_size: int = 100_000
     #: Task attempts the gcs keeps per job, at most (the oldest are dropped).
     task_events_max_num_task_in_gcs: int = 100_000
+    #: Where the gcs's and raylets' Prometheus endpoints listen (loopback unless
+    #: told otherwise), and the port of the gcs's (0: any free one).
+    metrics_export_host: str = "127.0.0.1"
+    metrics_export_port: int = 0
+    #: Seconds between a core worker's reports of its user metrics to its raylet.
+    metrics_report_interval_s: float = 5.0
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -6,6 +6,7 @@ are private. This layer may import the core worker and the plumbing; nothing
 below it imports it.
 """
 
+from . import _metrics as metrics_api
 from . import _state_api as state_api
 from ._actor import ActorClass, ActorHandle, get_actor, get_actor_async, kill
 from ._cluster_info import (
@@ -68,6 +69,7 @@ __all__ = [
     "memory_summary",
     "memory_tables",
     "method",
+    "metrics_api",
     "nodes",
     "nodes_async",
     "placement_group",

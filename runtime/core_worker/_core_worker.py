@@ -71,6 +71,7 @@ from ._store_client import StoreClient
 from ._submitter import TaskSubmitter
 from ._task_events import TaskEvents
 from ._task_manager import TaskManager
+from ._user_metrics import UserMetrics
 
 #: How often a retiring worker checks whether it may exit.
 RETIRE_POLL_S = 0.05
@@ -136,6 +137,7 @@ class CoreWorker:
         self.lost: tuple[type[exceptions.RaySystemError], str] | None = None
         # The parts.
         self.task_events = TaskEvents(self)
+        self.user_metrics = UserMetrics(self)
         self.objects = ObjectClient(self)
         self.reader = ObjectReader(self)
         self.exports = Exports(self)
@@ -258,6 +260,8 @@ class CoreWorker:
             await self.executor.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.task_events.flush(), 2.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.user_metrics.flush(), 2.0)
         await self.background.close()
         if self._server is not None:
             await rpc.stop_server(self._server)

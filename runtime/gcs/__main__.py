@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from .._private import daemon, process, rpc
+from .._private import daemon, metrics, process, rpc
 from .._private.config import Config
 from ._server import GcsService
 
@@ -27,12 +27,15 @@ def main() -> None:
         process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         sock = rpc.bind_socket(args.host, args.port)
         port = sock.getsockname()[1]
-        service = GcsService(Config.load())
+        service = GcsService(Config.load(), args.session_dir)
         server = await rpc.start_server_on([service], sock)
+        metrics.time_rpcs(server)
         service.start()
         logger.info("gcs listening on %s:%d", args.host, port)
         process.report_ready(args.ready_fd, {"host": args.host, "port": port})
+        serving = asyncio.ensure_future(service.serve_metrics())  # after ready: off the start path
         await stop.wait()
+        serving.cancel()
         await service.close()
         await rpc.stop_server(server)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .._private import metrics, rpc
 from .._private import resources as res
-from .._private import rpc
 from .._private import task_events as te
 from .._private.config import Config
 from ..protocol.rt import (
@@ -58,8 +59,10 @@ from ..protocol.rt import (
     WaitActorRequest,
     WorkerFailures,
 )
+from . import _metrics as gcs_metrics
 from ._actors import ActorManager
 from ._health import HealthChecker
+from ._metrics import ServiceDiscovery
 from ._placement_groups import PlacementGroupManager
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
@@ -69,10 +72,20 @@ logger = logging.getLogger(__name__)
 
 
 class GcsService(GcsBase):
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, session_dir: str = "") -> None:
         config = config or Config.load()
+        self.config = config
         self.tables = GcsTables()
         self.task_events = TaskEventStore(config.task_events_max_num_task_in_gcs)
+        self.discovery = ServiceDiscovery(session_dir, config.metrics_export_host)
+        self.metrics_server = metrics.MetricsServer(
+            lambda: gcs_metrics.families(
+                self.tables, self.task_events, self.actors, self.placement_groups
+            ),
+            config.metrics_export_host,
+            config.metrics_export_port,
+            common={"SessionName": os.path.basename(session_dir), "Component": "gcs"},
+        )
         self.pubsub = PubSub()
         self.channels = rpc.ChannelPool()
         self.actors = ActorManager(
@@ -108,7 +121,13 @@ class GcsService(GcsBase):
         record = self.tables.jobs.get(job_id)
         return record is not None and record.state is JobState.RUNNING
 
+    async def serve_metrics(self) -> None:
+        """Serves the gcs's metrics and names every endpoint in the session."""
+        self.discovery.gcs_port = await self.metrics_server.start()
+        self.discovery.update(list(self.tables.nodes.values()))
+
     async def close(self) -> None:
+        await self.metrics_server.close()
         await self.health.close()
         await self.placement_groups.close()
         await self.actors.close()
@@ -129,6 +148,7 @@ class GcsService(GcsBase):
         )
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
         self.placement_groups.resources_changed()
+        self.discovery.update(list(self.tables.nodes.values()))
         return Empty()
 
     async def unregister_node(self, message: UnregisterNodeRequest) -> Empty:
@@ -146,6 +166,7 @@ class GcsService(GcsBase):
         self.placement_groups.node_died(node_id)
         self.actors.owners_died(lambda owner: owner.node_id == node_id)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
+        self.discovery.update(list(self.tables.nodes.values()))
 
     async def get_all_nodes(self, message: Empty) -> GetAllNodesReply:
         return GetAllNodesReply(nodes=list(self.tables.nodes.values()))
@@ -163,6 +184,9 @@ class GcsService(GcsBase):
                 node.resources_total = dict(message.resources_total)
             node.object_store_used = message.object_store_used
             node.pending = list(message.pending)
+            if message.metrics_port and message.metrics_port != node.metrics_port:
+                node.metrics_port = message.metrics_port
+                self.discovery.update(list(self.tables.nodes.values()))
             self._changed_resources.add(message.node_id)
             self.placement_groups.resources_changed()
             if not self._resources_flush_scheduled:

@@ -17,6 +17,7 @@ from .._private import rpc
 from .._private.ids import NODE_PREFIX, node_prefix
 from ..protocol.rt import Channel, GcsStub, PubMessage, SubscribeRequest, WorkerInfo
 from ._cluster_view import ClusterView
+from ._metrics import UserMetricTable
 from ._object_manager import ObjectManager
 from ._reports import GcsReports
 from ._scheduler import Action, LeaseScheduler
@@ -44,6 +45,7 @@ class GcsWatch:
     gcs_lost: asyncio.Event
     _drivers: dict[int, bytes]
     _driver_info: dict[int, WorkerInfo]
+    user_metrics: UserMetricTable
 
     @abstractmethod
     def _apply(self, actions: Iterable[Action]) -> None: ...
@@ -100,6 +102,7 @@ class GcsWatch:
         self._driver_info.pop(job_id, None)
         driver = self._drivers.pop(job_id, None)
         if driver is not None:
+            self.user_metrics.worker_died(driver)
             self.object_store.owner_died(driver)
             self.reports.worker_died(driver)
             self._apply(self.scheduler.owner_died(driver, time.monotonic()))

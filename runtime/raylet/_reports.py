@@ -38,6 +38,7 @@ def resource_report(
     available: res.Fixed,
     queue: Iterable[LeaseRequest],
     store_used: int,
+    metrics_port: int = 0,
 ) -> ReportResourcesRequest:
     """What the gcs shows of a node: free resources, store use, and the lease
     requests waiting there, by shape (``runtime status``)."""
@@ -55,6 +56,7 @@ def resource_report(
         resources_total=res.to_float(total),
         object_store_used=store_used,
         pending=list(shapes.values()),
+        metrics_port=metrics_port,
     )
 
 

@@ -18,7 +18,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .. import exceptions
-from .._private import cluster, placement, rpc, runtime_env
+from .._private import cluster, metrics, placement, rpc, runtime_env
 from .._private import resources as res
 from .._private.config import Config
 from .._private.ids import NODE_PREFIX, node_prefix
@@ -57,6 +57,7 @@ from ._bundle_rpc import BundleHandlers
 from ._cluster_view import ClusterView, Placement
 from ._gcs_watch import GcsWatch
 from ._log_rpc import LogHandlers, own_log_names
+from ._metrics import MetricsHandlers, UserMetricTable
 from ._object_manager import ObjectManager
 from ._reports import GcsReports, resource_report
 from ._runtime_env import RuntimeEnvAgent, Setup, remove_folders
@@ -77,7 +78,7 @@ from .store import ObjectStore, StoreServer, store_socket_path
 logger = logging.getLogger(__name__)
 
 
-class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
+class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase):
     def __init__(
         self,
         config: Config,
@@ -128,6 +129,18 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
         self._gcs: GcsStub | None = None
         self._pool: WorkerPool | None = None
         self._tasks = TaskSet()
+        self.user_metrics = UserMetricTable()
+        self.metrics_port = 0
+        self.metrics_server = metrics.MetricsServer(
+            self._families,
+            config.metrics_export_host,
+            common={
+                "SessionName": os.path.basename(session_dir),
+                "NodeAddress": host,
+                "NodeId": self.node_id.hex(),
+                "Component": "raylet",
+            },
+        )
         self.reports = GcsReports(
             node_id=self.node_id,
             period_s=config.resource_report_period_s,
@@ -185,11 +198,12 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
         sock = rpc.bind_socket(self.host, port)
         self.port = sock.getsockname()[1]
         self._server = await rpc.start_server_on([self], sock)
+        metrics.time_rpcs(self._server)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
         for node in (await self._gcs.get_all_nodes(Empty())).nodes:
             self.view.update_node(node)
         self.reports.start(self._gcs)
-        for coro in (self._watch_gcs(), self._reap()):
+        for coro in (self._watch_gcs(), self._reap(), self._serve_metrics()):
             self._tasks.spawn(coro)
         logger.info(
             "raylet %s listening on %s:%d with %s",
@@ -199,7 +213,13 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
             res.describe(self.resources),
         )
 
+    async def _serve_metrics(self) -> None:
+        """Serves the node's metrics; the gcs learns the port with the next report."""
+        self.metrics_port = await self.metrics_server.start()
+        self.reports.resources_changed()
+
     async def stop(self) -> None:
+        await self.metrics_server.close()
         if self._gcs is not None:
             try:
                 await asyncio.wait_for(
@@ -248,6 +268,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
             scheduler.available,
             scheduler.queue,
             self.object_store.store.used,
+            self.metrics_port,
         )
 
     def _address(self, port: int, worker_id: bytes) -> Address:
@@ -342,6 +363,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, RayletBase):
             self.reports.labels.pop(worker.pid, None)
         self.object_store.owner_died(worker_id)
         self.reports.worker_died(worker_id)
+        self.user_metrics.worker_died(worker_id)
         setup = self._setups.pop(worker_id, None)
         if setup is not None:
             self.runtime_envs.release(setup, time.monotonic())

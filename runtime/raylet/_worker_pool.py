@@ -61,6 +61,7 @@ class WorkerPool:
         # The log files of every worker this pool started (alive or not):
         # name -> (worker id, pid, job id). What this node serves as logs.
         self.log_files: dict[str, tuple[bytes, int, int]] = {}
+        self.started = 0  # worker processes started (a metric)
         self._host = host
         self._publish_logs = publish_logs
         self._on_exit = on_exit
@@ -102,6 +103,7 @@ class WorkerPool:
             os.close(tie_r)
         worker = WorkerProcess(worker_id, job_id, proc, tie_w)
         self.processes[worker_id] = worker
+        self.started += 1
         self._tasks.spawn(self._watch(worker))
 
     def _worker_env(self, runtime_env: str, setup: Setup | None) -> dict[str, str]:

@@ -82,6 +82,7 @@ __all__ = (
     "RegisterNodeRequest",
     "RegisterWorkerReply",
     "RegisterWorkerRequest",
+    "ReportMetricsRequest",
     "ReportResourcesRequest",
     "ResourceBatch",
     "ResourceDemand",
@@ -1364,6 +1365,11 @@ class NodeInfo(betterproto2.Message):
     lease requests waiting, as last reported
     """
 
+    metrics_port: "int" = betterproto2.field(16, betterproto2.TYPE_INT32)
+    """
+    its raylet's Prometheus endpoint (0: not up yet)
+    """
+
 
 default_message_pool.register_message("rt", "NodeInfo", NodeInfo)
 
@@ -1710,6 +1716,21 @@ default_message_pool.register_message("rt", "RegisterWorkerRequest", RegisterWor
 
 
 @dataclass(eq=False, repr=False)
+class ReportMetricsRequest(betterproto2.Message):
+    """
+    A core worker's user-defined metrics (runtime.util.metrics), as JSON; the
+    layout is written in runtime/_private/metrics.py (decode_user_metrics).
+    """
+
+    worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    data: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "ReportMetricsRequest", ReportMetricsRequest)
+
+
+@dataclass(eq=False, repr=False)
 class ReportResourcesRequest(betterproto2.Message):
     node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -1738,6 +1759,11 @@ class ReportResourcesRequest(betterproto2.Message):
     )
     """
     changes as placement groups come and go
+    """
+
+    metrics_port: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
+    """
+    the raylet's Prometheus endpoint, once it serves
     """
 
 
@@ -3075,6 +3101,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
         ):
             yield response
 
+    async def report_metrics(
+        self,
+        message: "ReportMetricsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/ReportMetrics",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
@@ -3755,6 +3799,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield LogChunk()
 
+    async def report_metrics(self, message: "ReportMetricsRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -3896,6 +3944,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
             request,
         )
 
+    async def __rpc_report_metrics(
+        self, stream: "grpclib.server.Stream[ReportMetricsRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.report_metrics(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -4005,5 +4061,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 GetLogRequest,
                 LogChunk,
+            ),
+            "/rt.Raylet/ReportMetrics": grpclib.const.Handler(
+                self.__rpc_report_metrics,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ReportMetricsRequest,
+                Empty,
             ),
         }

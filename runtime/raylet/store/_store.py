@@ -91,9 +91,12 @@ class ObjectStore:
         # Sealed, in-memory objects in least-recently-used order.
         self._lru: OrderedDict[bytes, None] = OrderedDict()
         self.clients: dict[int, ClientRecord] = {}
-        self.spilled_bytes = 0
+        self.spilled_bytes = 0  # on disk now
         self.fallback_bytes = 0
         self.num_restored = 0
+        # Since the store started (the metrics' counters).
+        self.spilled_bytes_total = 0
+        self.restored_bytes_total = 0
         self.spill_files: set[SpillFile] = set()
 
     # -- clients ----------------------------------------------------------------
@@ -271,6 +274,7 @@ class ObjectStore:
         file.live += 1
         self.spill_files.add(file)
         self.spilled_bytes += obj.size
+        self.spilled_bytes_total += obj.size
         if obj.deleted and not obj.readers:
             self._remove(obj)
         elif not obj.readers and obj.segment is not None:
@@ -304,6 +308,7 @@ class ObjectStore:
         if not obj.fallback:  # a fallback copy is never spilled: freed when unread
             self._lru[obj.object_id] = None
         self.num_restored += 1
+        self.restored_bytes_total += obj.size
         if obj.deleted:
             self._remove(obj)
 
