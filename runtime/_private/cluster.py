@@ -26,9 +26,16 @@ class HeadProcesses:
     gcs_address: tuple[str, int]
     raylet_address: tuple[str, int]
     token: str  # the cluster's secret ("" with authentication disabled)
+    dashboard: process.ChildProcess | None = None
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return None if self.dashboard is None else str(self.dashboard.info["url"])
 
     def stop(self) -> None:
-        # The raylet first: its workers follow it; then the gcs.
+        # The dashboard, then the raylet (its workers follow it), then the gcs.
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.raylet.stop()
         self.gcs.stop()
 
@@ -123,6 +130,7 @@ def start_head(
     standing: bool,
     object_store_memory: int | None = None,
     token: str | None = None,
+    include_dashboard: bool = False,
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process.
     ``token``: the cluster's secret (None: a new one, unless authentication is
@@ -163,11 +171,48 @@ def start_head(
     except BaseException:
         gcs.stop()
         raise
-    session.write_cluster_info(
-        {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": standing}
-    )
     raylet_address = (host, int(raylet.info["port"]))
-    return HeadProcesses(session, gcs, raylet, gcs_address, raylet_address, token)
+    head = HeadProcesses(session, gcs, raylet, gcs_address, raylet_address, token)
+    if include_dashboard:
+        try:
+            head.dashboard = start_dashboard(config, session, gcs_address, standing, token)
+        except BaseException:
+            head.stop()
+            raise
+    info = {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": standing}
+    if head.dashboard_url:
+        info["dashboard_url"] = head.dashboard_url
+    session.write_cluster_info(info)
+    return head
+
+
+def start_dashboard(
+    config: Config,
+    session: Session,
+    gcs_address: tuple[str, int],
+    standing: bool,
+    token: str,
+) -> process.ChildProcess:
+    """Starts the dashboard (``config.dashboard_host``/``dashboard_port``)."""
+    dashboard = process.spawn(
+        "runtime.dashboard",
+        [
+            "--gcs-address",
+            f"{gcs_address[0]}:{gcs_address[1]}",
+            "--host",
+            config.dashboard_host,
+            "--port",
+            str(config.dashboard_port),
+            "--session-dir",
+            session.path,
+        ],
+        env={**config.to_env(), **auth.env(token)},
+        log_path=os.path.join(session.logs, "dashboard.log"),
+        tie_to_parent=not standing,
+        timeout=config.process_start_timeout_s,
+    )
+    session.record_pid(dashboard.pid, "dashboard")
+    return dashboard
 
 
 def start_worker_node(

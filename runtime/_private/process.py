@@ -204,4 +204,5 @@ def is_runtime_process(pid: int) -> bool:
         b"runtime.gcs" in cmdline
         or b"runtime.raylet" in cmdline
         or b"runtime.api.worker_process" in cmdline
+        or b"runtime.dashboard" in cmdline
     )

@@ -338,7 +338,8 @@ def chrome_trace(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         tid = tids.get((pid, worker))
         if tid is None:
             tid = tids[(pid, worker)] = len(tids) + 1
-            label = f"worker {worker[:12]} (pid {row.get('worker_pid') or '?'})"
+            # A worker id starts with its node's prefix: its end tells workers apart.
+            label = f"worker {worker[-8:]} (pid {row.get('worker_pid') or '?'})"
             events.append(_meta("thread_name", pid, tid, label))
         end = row.get("end_time_ms") or start
         events.append(

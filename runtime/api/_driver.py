@@ -29,7 +29,7 @@ from .._private import auth, cluster, tls
 from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
-from ..protocol.rt import NodeInfo
+from ..protocol.rt import KvGetRequest, NodeInfo
 from . import _context, _runtime_env
 from ._init_context import InitContext
 from ._object_ref import ObjectRef
@@ -66,6 +66,7 @@ class _Driver:
     head: cluster.HeadProcesses | None
     loop_thread: _LoopThread | None
     gcs_address: tuple[str, int]
+    dashboard_url: str | None = None  # host:port, as Ray's webui_url
 
 
 _driver: _Driver | None = None
@@ -133,6 +134,7 @@ def _start_processes(
     num_gpus: float | None,
     resources: dict[str, float] | None,
     object_store_memory: int | None,
+    include_dashboard: bool = False,
 ) -> tuple[cluster.HeadProcesses | None, tuple[str, int]]:
     tls.check()  # a half TLS configuration is refused here, not at the first call
     # Discovery as in Ray: the address given, then RUNTIME_ADDRESS (or
@@ -165,8 +167,11 @@ def _start_processes(
             resources=cluster.default_resources(num_cpus, num_gpus, resources, host),
             standing=False,
             object_store_memory=object_store_memory,
+            include_dashboard=include_dashboard,
         )
         logger.info("Started a local cluster; its session is %s", head.session.path)
+        if head.dashboard_url:
+            logger.info("View the dashboard at %s", head.dashboard_url)
         auth.set_token(head.token)
         return head, head.gcs_address
     gcs_address = cluster.resolve_address(address, config)
@@ -253,7 +258,7 @@ def init(
     job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, "init()"))
     config = Config.load(_system_config)
     head, gcs_address = _start_processes(
-        address, config, num_cpus, num_gpus, resources, store_bytes
+        address, config, num_cpus, num_gpus, resources, store_bytes, bool(include_dashboard)
     )
     try:
         if head is not None:
@@ -272,11 +277,12 @@ def init(
         loop_thread = _LoopThread()
         loop_thread.run(_bind_and_start(worker))
         _runtime_env.upload(worker, job_packages)
+        dashboard = loop_thread.run(_dashboard_url(worker))
     except BaseException:
         if head is not None:
             head.stop()
         raise
-    _driver = _Driver(worker, head, loop_thread, gcs_address)
+    _driver = _Driver(worker, head, loop_thread, gcs_address, dashboard)
     _context.set_current(worker, head.session.path if head is not None else None)
     return init_context()
 
@@ -284,6 +290,12 @@ def init(
 async def _bind_and_start(worker: CoreWorker) -> None:
     worker.bind(asyncio.get_running_loop())
     await worker.start()
+
+
+async def _dashboard_url(worker: CoreWorker) -> str | None:
+    """The cluster's dashboard (``host:port``), if one runs: it records itself in the gcs."""
+    reply = await worker.gcs.kv_get(KvGetRequest(namespace="dashboard", key=b"url"))
+    return reply.value.decode().removeprefix("http://") if reply.found else None
 
 
 async def init_async(
@@ -296,6 +308,7 @@ async def init_async(
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
     _system_config: dict[str, Any] | None = None,
 ) -> InitContext:
@@ -317,6 +330,7 @@ async def init_async(
             object_store_memory=object_store_memory,
             namespace=namespace,
             log_to_driver=log_to_driver,
+            include_dashboard=include_dashboard,
             runtime_env=runtime_env,
             _system_config=_system_config,
         )
@@ -336,6 +350,7 @@ async def init_async(
         num_gpus,
         resources,
         store_bytes,
+        bool(include_dashboard),
     )
     try:
         if head is not None:
@@ -352,11 +367,12 @@ async def init_async(
         worker.bind(loop)
         await worker.start()
         _runtime_env.upload(worker, job_packages)
+        dashboard = await _dashboard_url(worker)
     except BaseException:
         if head is not None:
             await loop.run_in_executor(None, head.stop)
         raise
-    _driver = _Driver(worker, head, None, gcs_address)
+    _driver = _Driver(worker, head, None, gcs_address, dashboard)
     _context.set_current(worker, head.session.path if head is not None else None)
     return init_context()
 
@@ -405,7 +421,7 @@ def init_context() -> InitContext:
         "object_store_address": worker.store_socket,
         "node_id": worker.node_id.hex(),
         "session_dir": _context.session_dir(),
-        "webui_url": None,
+        "webui_url": _driver.dashboard_url if _driver is not None else None,
     }
     return InitContext(info, shutdown)
 

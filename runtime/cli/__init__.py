@@ -46,7 +46,12 @@ def _cmd_start(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"runtime start: {e}", file=sys.stderr)
         return 2
-    config = Config.load()
+    overrides: dict[str, Any] = {}
+    if args.dashboard_host is not None:
+        overrides["dashboard_host"] = args.dashboard_host
+    if args.dashboard_port is not None:
+        overrides["dashboard_port"] = args.dashboard_port
+    config = Config.load(overrides)
     try:
         resources = json.loads(args.resources) if args.resources else {}
     except json.JSONDecodeError as e:
@@ -74,10 +79,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
         standing=True,
         object_store_memory=args.object_store_memory,
         token=token,
+        include_dashboard=args.include_dashboard,
     )
     address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
     print(f"Started a runtime cluster; its gcs listens on {address}.")
     print(f"Session directory: {head.session.path}")
+    if head.dashboard_url:
+        print(f"Dashboard: {head.dashboard_url} (open {head.dashboard_url}/?token=<the token>)")
+    sd_file = os.path.join(head.session.path, "prom_metrics_service_discovery.json")
+    print(f"Prometheus targets (file_sd_configs): {sd_file}")
     if token:
         print(f"Its token is in {token_path} (only you can read it): drivers and nodes of")
         print("this machine find it; elsewhere, set RUNTIME_AUTH_TOKEN to its content.")
@@ -90,6 +100,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"or from anywhere that reaches it: runtime.init(address='{address}')")
     print("Stop it with: runtime stop")
     return 0
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1", "on"):
+        return True
+    if text.lower() in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _standing_token() -> tuple[str, str]:
@@ -321,6 +339,16 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="require peers' certificates signed by this CA: mutual TLS (RUNTIME_TLS_CA)",
     )
+    start.add_argument(
+        "--include-dashboard",
+        type=_yes_no,
+        default=True,
+        help="start the dashboard on the head (true or false; default true)",
+    )
+    start.add_argument(
+        "--dashboard-host", default=None, help="where the dashboard listens (default 127.0.0.1)"
+    )
+    start.add_argument("--dashboard-port", type=int, default=None, help="its port (default 8265)")
     start.set_defaults(func=_cmd_start)
 
     stop = sub.add_parser("stop", help="stop the clusters started on this machine")

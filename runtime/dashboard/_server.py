@@ -1,0 +1,234 @@
+"""The dashboard's HTTP server: a page and the JSON it reads, over the state API.
+
+An aiohttp application on the dashboard process's loop. Every route but the
+login asks for the cluster's token: a browser gives it once (``/?token=...``
+or the login form) and gets an HttpOnly cookie; scripts send
+``Authorization: Bearer <token>``. The JSON comes from one long-lived
+:class:`~runtime._private.state.StateReader` (its channels are reused).
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.resources
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .._private import auth, log_reader, rpc, state, tls
+from .._private import task_events as te
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "runtime_dashboard_token"
+#: Task rows the page asks for at most (the newest attempts).
+MAX_TASK_ROWS = 1000
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _static(name: str) -> bytes:
+    return importlib.resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def _authorized(request: web.Request) -> bool:
+    wanted = auth.token()
+    if not wanted:
+        return True
+    given = request.cookies.get(COOKIE, "")
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        given = header[len("Bearer ") :]
+    return hmac.compare_digest(given.encode(), wanted.encode())
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/login" or _authorized(request):
+        return await handler(request)
+    token = request.query.get("token")
+    if token is not None and request.path == "/":
+        return _login(token)
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": f"unauthenticated: {auth.HOW_TO}"}, status=401)
+    return web.Response(text=LOGIN_PAGE, content_type="text/html", status=401)
+
+
+def _login(token: str) -> web.StreamResponse:
+    wanted = auth.token()
+    if wanted and not hmac.compare_digest(token.encode(), wanted.encode()):
+        return web.Response(text=LOGIN_PAGE, content_type="text/html", status=401)
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+    return response
+
+
+LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>runtime dashboard</title>
+<link rel="stylesheet" href="/login.css"></head><body class="login">
+<form method="post" action="/login"><h1>runtime dashboard</h1>
+<p>This cluster needs its token (<code>runtime start</code> printed where it is kept).</p>
+<input type="password" name="token" placeholder="token" autofocus>
+<button type="submit">Open</button></form></body></html>"""
+
+
+class Dashboard:
+    def __init__(self, gcs_address: tuple[str, int], session_dir: str = "") -> None:
+        self.gcs_address = gcs_address
+        self.session_dir = session_dir
+        self.reader: state.StateReader | None = None
+        self.started = time.time()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_guard])
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        get = app.router.add_get
+        get("/", self._page)
+        get("/static/{name}", self._static)
+        get("/login.css", self._login_css)
+        app.router.add_post("/login", self._login_form)
+        get("/api/cluster", self._cluster)
+        get("/api/nodes", self._list("nodes"))
+        get("/api/jobs", self._list("jobs"))
+        get("/api/actors", self._list("actors"))
+        get("/api/placement_groups", self._list("placement_groups"))
+        get("/api/workers", self._list("workers"))
+        get("/api/tasks", self._tasks)
+        get("/api/summary", self._summary)
+        get("/api/timeline", self._timeline)
+        get("/api/logs", self._logs)
+        get("/api/log", self._log)
+        return app
+
+    async def _open(self, app: web.Application) -> None:
+        self.reader = state.StateReader(self.gcs_address)
+
+    async def _close(self, app: web.Application) -> None:
+        if self.reader is not None:
+            await self.reader.__aexit__()
+
+    def _state(self) -> state.StateReader:
+        assert self.reader is not None
+        return self.reader
+
+    # -- the page ---------------------------------------------------------------------------
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=_static("index.html"), content_type="text/html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        kind = STATIC_FILES.get(name)
+        if kind is None or name == "index.html":
+            raise web.HTTPNotFound()
+        return web.Response(body=_static(name), content_type=kind)
+
+    async def _login_css(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=_static("style.css"), content_type="text/css")
+
+    async def _login_form(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = form.get("token")
+        return _login(token if isinstance(token, str) else "")
+
+    # -- the JSON -----------------------------------------------------------------------
+    async def _cluster(self, request: web.Request) -> web.StreamResponse:
+        nodes = await self._state().nodes()
+        return web.json_response(
+            {
+                "gcs_address": f"{self.gcs_address[0]}:{self.gcs_address[1]}",
+                "session": self.session_dir,
+                "nodes": nodes,
+                "now_ms": int(time.time() * 1000),
+            }
+        )
+
+    def _list(self, resource: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            rows, _, _ = await self._state().read(resource, [], 0, True)
+            return web.json_response(rows)
+
+        return handler
+
+    async def _tasks(self, request: web.Request) -> web.StreamResponse:
+        filters: list[te.Filter] = []
+        for key in ("state", "name", "job_id", "type"):
+            value = request.query.get(key)
+            if value:
+                filters.append((key, "=", value))
+        limit = _int(request.query.get("limit"), MAX_TASK_ROWS, MAX_TASK_ROWS)
+        rows, total, dropped = await self._state().tasks(filters, 0, True)
+        rows.sort(key=lambda r: r.get("creation_time_ms") or 0, reverse=True)
+        return web.json_response(
+            {"rows": rows[:limit], "total": total, "dropped": dropped}, dumps=_dumps
+        )
+
+    async def _summary(self, request: web.Request) -> web.StreamResponse:
+        tasks, _, _ = await self._state().tasks([], 0, False)
+        actors = await self._state().actors()
+        return web.json_response(
+            {"tasks": state.summarize_tasks(tasks), "actors": state.summarize_actors(actors)}
+        )
+
+    async def _timeline(self, request: web.Request) -> web.StreamResponse:
+        rows, _, _ = await self._state().tasks([], 0, True)
+        return web.json_response(state.chrome_trace(rows), dumps=_dumps)
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        node = request.query.get("node_id") or None
+        return web.json_response(await log_reader.list_logs(self._state(), node))
+
+    async def _log(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        tail = _int(query.get("tail"), 1000, 100_000)
+        try:
+            target = await log_reader.resolve(
+                self._state(),
+                filename=query.get("name") or None,
+                node_id=query.get("node_id") or None,
+                actor_id=query.get("actor_id") or None,
+                task_id=query.get("task_id") or None,
+                pid=_int(query.get("pid"), 0, 1 << 31) or None,
+                err=query.get("err") == "1",
+            )
+            lines = [
+                line
+                async for chunk in log_reader.read(self._state(), target, tail)
+                for line in chunk
+            ]
+        except ValueError as e:
+            return web.json_response({"error": str(e)}, status=404)
+        return web.json_response({"node_id": target.node_id, "name": target.name, "lines": lines})
+
+
+def _int(text: str | None, default: int, limit: int) -> int:
+    try:
+        value = int(text) if text else default
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"not a number: {text!r}") from None
+    return max(0, min(value, limit))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+async def serve(dashboard: Dashboard, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Starts serving; the runner (to clean up) and the port it listens on.
+    A taken port falls back to a free one (several clusters on one machine)."""
+    runner = web.AppRunner(dashboard.app(), access_log=None)
+    await runner.setup()
+    try:
+        sock = rpc.bind_socket(host, port)
+    except OSError as e:
+        if not port:
+            raise
+        logger.warning("dashboard port %d is taken (%s); using a free one", port, e)
+        sock = rpc.bind_socket(host, 0)
+    site = web.SockSite(runner, sock, ssl_context=tls.server_context())
+    await site.start()
+    return runner, int(sock.getsockname()[1])
