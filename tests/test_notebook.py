@@ -32,3 +32,4 @@ def test_the_notebook_runs_top_to_bottom():
     assert outputs[2].strip() == "[1, 2, 3]"
     assert outputs[3].strip() == "49"
     assert outputs[4].strip() == "4"
+    assert outputs[5].strip().endswith("2470") and "20/20" in outputs[5]  # the bar, then the sum

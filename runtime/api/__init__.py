@@ -17,6 +17,7 @@ from ._cluster_info import (
     nodes,
     nodes_async,
 )
+from ._context import runtime_loop
 from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
@@ -77,6 +78,7 @@ __all__ = [
     "put",
     "remote",
     "remove_placement_group",
+    "runtime_loop",
     "shutdown",
     "shutdown_async",
     "state_api",
