@@ -135,8 +135,9 @@ def test_worker_output_reaches_the_driver(session_root):
     assert result.returncode == 0, result.stderr
     pid_line = next(line for line in result.stdout.splitlines() if line.startswith("PID"))
     _, pid, session_dir = pid_line.split()
-    assert f"(pid={pid}) hello from a task" in result.stdout
-    assert f"(pid={pid}) to stderr" in result.stderr
+    # Prefixed with the task's name, as Ray's are.
+    assert f"(talk pid={pid}) hello from a task" in result.stdout
+    assert f"(talk pid={pid}) to stderr" in result.stderr
     logs = os.listdir(os.path.join(session_dir, "logs"))
     outs = [name for name in logs if name.endswith(f"-{pid}.out")]
     assert outs

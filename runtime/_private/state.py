@@ -92,20 +92,30 @@ class StateReader:
 
     # -- readers ------------------------------------------------------------------------
     async def tasks(
-        self, filters: list[te.Filter], limit: int, detail: bool, job_id: int = 0
+        self,
+        filters: list[te.Filter],
+        limit: int,
+        detail: bool,
+        job_id: int = 0,
+        newest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], int, int]:
         """(rows, how many matched, how many the cluster dropped)."""
-        reply = await _bounded(
-            self.gcs.list_tasks(
-                ListTasksRequest(
-                    job_id=job_id,
-                    filters=json.dumps(filters).encode(),
-                    limit=max(0, limit),
-                    detail=detail,
-                )
-            )
+        request = ListTasksRequest(
+            job_id=job_id,
+            filters=json.dumps(filters).encode(),
+            limit=max(0, limit),
+            detail=detail,
+            newest_first=newest_first,
         )
+        reply = await _bounded(self.gcs.list_tasks(request))
         return json.loads(reply.rows), reply.total, reply.dropped
+
+    async def task_summary(self, filters: list[te.Filter]) -> dict[str, Any]:
+        """``summarize_tasks`` of the matching attempts, counted by the gcs."""
+        request = ListTasksRequest(filters=json.dumps(filters).encode(), summary=True)
+        reply = await _bounded(self.gcs.list_tasks(request))
+        summary: dict[str, Any] = json.loads(reply.rows)
+        return summary
 
     async def actors(self) -> list[dict[str, Any]]:
         reply = await _bounded(self.gcs.list_actors(Empty()))

@@ -69,6 +69,17 @@ MAX_MESSAGE = 4096
 MAX_TEXT = 512
 
 
+#: The columns of a row without ``detail`` (Ray's default listing).
+BASIC_COLUMNS = (
+    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type",
+    "func_or_class_name", "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
+)  # fmt: skip
+
+
+def basic(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in BASIC_COLUMNS}
+
+
 def encode(rows: Iterable[Any]) -> bytes:
     return json.dumps(list(rows), separators=(",", ":")).encode()
 
@@ -183,6 +194,11 @@ def matches(row: Mapping[str, Any], filters: list[Filter]) -> bool:
 
 
 def _compare(have: Any, op: str, want: Any) -> bool:
+    if have is None:  # an empty column: equal to nothing but "none"; never ordered
+        if op not in ("=", "!="):
+            return False
+        empty = want is None or str(want).lower() in ("", "none", "null")
+        return empty if op == "=" else not empty
     if op in ("=", "!="):
         if isinstance(have, bool) or isinstance(want, bool):
             equal = str(have).lower() == str(want).lower()

@@ -185,8 +185,8 @@ def get_placement_group(id: str, address: str | None = None) -> StateRow | None:
 
 
 async def summarize_tasks_async(address: str | None = None) -> dict[str, Any]:
-    rows = await list_async("tasks", None, 0, False, address)
-    return state.summarize_tasks(rows)
+    async with _reader(address) as reader:
+        return await reader.task_summary([])
 
 
 async def summarize_actors_async(address: str | None = None) -> dict[str, Any]:

@@ -103,18 +103,20 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     try:
-        rows, _, _ = asyncio.run(_read(args, args.resource, [], 0, False))
+        if args.resource == "tasks":
+            summary = asyncio.run(_task_summary(args))["cluster"]
+        else:
+            rows, _, _ = asyncio.run(_read(args, args.resource, [], 0, False))
+            summary = state.summarize_actors(rows)["cluster"]
     except ERRORS as e:
         return _fail("summary", e)
     if args.resource == "tasks":
-        summary = state.summarize_tasks(rows)["cluster"]
         key, header = "func_or_class_name", "FUNC_OR_CLASS_NAME"
         print(
             f"Tasks: {summary['total_tasks']}, actor tasks: {summary['total_actor_tasks']}, "
             f"actors scheduled: {summary['total_actor_scheduled']}"
         )
     else:
-        summary = state.summarize_actors(rows)["cluster"]
         key, header = "class_name", "CLASS_NAME"
         print(f"Actors: {summary['total_actors']}")
     lines = [
@@ -123,6 +125,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     ]
     print(render(lines, args.format or "table", None))
     return 0
+
+
+async def _task_summary(args: argparse.Namespace) -> dict[str, Any]:
+    gcs, token = _address(args)
+    async with state.StateReader(gcs, token) as reader:
+        return await reader.task_summary([])
 
 
 def _counts(counts: dict[str, int]) -> str:

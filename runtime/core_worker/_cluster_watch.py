@@ -9,6 +9,7 @@ raylet is (for leases and locality); a miss looks the nodes up for next time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -88,6 +89,20 @@ class ClusterWatch:
         else:
             self._worker.background.spawn(self._publish(event))
 
+    def report_worker_death(self, message: str) -> None:
+        """``report_error`` for a worker that died under a task, once this node's
+        raylet has answered: when it is the raylet that died (taking its workers),
+        that loss is what callers are told, not each worker's death."""
+        self._worker.background.spawn(self._report_if_raylet_lives(message))
+
+    async def _report_if_raylet_lives(self, message: str) -> None:
+        try:
+            await asyncio.wait_for(self._worker.raylet.health_check(Empty()), 5.0)
+        except rpc.CONNECTION_ERRORS:  # TimeoutError is an OSError, one of them
+            return
+        if self._worker.lost is None:
+            self.report_error("WORKER_DIED", message)
+
     async def _publish(self, event: ErrorEvent) -> None:
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._worker.gcs.publish_error(event)
@@ -97,7 +112,8 @@ class ClusterWatch:
         key = (event.type, event.message)
         if key not in self._errors_seen:
             self._errors_seen.add(key)
-            logger.error("%s: %s", event.type, event.message)
+            log = logger.warning if event.type == "INFEASIBLE" else logger.error
+            log("%s: %s", event.type, event.message)
 
     def _print_logs(self, batch: LogBatch) -> None:
         prefix = batch.prefix or f"pid={batch.pid}"
@@ -149,10 +165,8 @@ class ClusterWatch:
             ):
                 return
         totals = [dict(n.resources_total) for n in reply.nodes if n.alive]
-        logger.warning(
-            "%s needs resources %s, which no node in the cluster has (nodes: %s); "
-            "it is infeasible and waits until a node that fits joins",
-            what,
-            resources,
-            totals,
+        self.report_error(
+            "INFEASIBLE",
+            f"{what} needs resources {resources}, which no node in the cluster has "
+            f"(nodes: {totals}); it is infeasible and waits until a node that fits joins",
         )

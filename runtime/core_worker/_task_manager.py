@@ -303,8 +303,8 @@ class TaskManager:
         if spec.retries_left != 0 and self._worker.state is State.RUNNING:
             if spec.retries_left > 0:
                 spec.retries_left -= 1
-            self._worker.cluster.report_error(
-                "WORKER_DIED", f"the worker running {spec.name}() died ({error}); retrying it"
+            self._worker.cluster.report_worker_death(
+                f"the worker running {spec.name}() died ({error}); retrying it"
             )
             self._retry(spec, exceptions.WorkerCrashedError(f"the worker died: {error}"))
             return
@@ -312,7 +312,7 @@ class TaskManager:
             f"the worker running {spec.name}() died and no retries are left "
             f"(max_retries={spec.max_retries}): {error}"
         )
-        self._worker.cluster.report_error("WORKER_DIED", str(crashed))
+        self._worker.cluster.report_worker_death(str(crashed))
         self.fail_task(spec, serialization.serialize_error(crashed))
 
     def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:

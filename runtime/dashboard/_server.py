@@ -25,8 +25,9 @@ from .._private import task_events as te
 logger = logging.getLogger(__name__)
 
 COOKIE = "runtime_dashboard_token"
-#: Task rows the page asks for at most (the newest attempts).
+#: Task rows the page asks for at most (the newest attempts), and the timeline's window.
 MAX_TASK_ROWS = 1000
+TIMELINE_WINDOW_MS = 60_000
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -161,22 +162,20 @@ class Dashboard:
             if value:
                 filters.append((key, "=", value))
         limit = _int(request.query.get("limit"), MAX_TASK_ROWS, MAX_TASK_ROWS)
-        rows, total, dropped = await self._state().tasks(filters, 0, True)
-        rows.sort(key=lambda r: r.get("creation_time_ms") or 0, reverse=True)
-        return web.json_response(
-            {"rows": rows[:limit], "total": total, "dropped": dropped}, dumps=_dumps
-        )
+        rows, total, dropped = await self._state().tasks(filters, limit, True, newest_first=True)
+        return web.json_response({"rows": rows, "total": total, "dropped": dropped}, dumps=_dumps)
 
     async def _summary(self, request: web.Request) -> web.StreamResponse:
-        tasks, _, _ = await self._state().tasks([], 0, False)
+        tasks = await self._state().task_summary([])
         actors = await self._state().actors()
-        return web.json_response(
-            {"tasks": state.summarize_tasks(tasks), "actors": state.summarize_actors(actors)}
-        )
+        return web.json_response({"tasks": tasks, "actors": state.summarize_actors(actors)})
 
     async def _timeline(self, request: web.Request) -> web.StreamResponse:
-        rows, _, _ = await self._state().tasks([], 0, True)
-        return web.json_response(state.chrome_trace(rows), dumps=_dumps)
+        # The chart shows the last minute: what ran then, or runs still.
+        since = int(time.time() * 1000) - TIMELINE_WINDOW_MS
+        running, _, _ = await self._state().tasks([("state", "=", "RUNNING")], 0, True)
+        ended, _, _ = await self._state().tasks([("end_time_ms", ">=", since)], 0, True)
+        return web.json_response(state.chrome_trace(running + ended), dumps=_dumps)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         node = request.query.get("node_id") or None

@@ -13,7 +13,7 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._private import metrics, rpc
+from .._private import metrics, rpc, state
 from .._private import resources as res
 from .._private import task_events as te
 from .._private.config import Config
@@ -322,20 +322,21 @@ class GcsService(GcsBase):
         rows: list[dict[str, Any]] = []
         total = 0
         limit = message.limit if message.limit > 0 else None
-        for record in self.task_events.records(message.job_id):
-            row = record.row(f"{record.job_id:08x}", message.detail or bool(filters))
+        records = self.task_events.records(message.job_id, message.newest_first)
+        for record in records:
+            # Filters may name any column: the full row is what they see.
+            row = record.row(f"{record.job_id:08x}", True)
             if not te.matches(row, filters):
                 continue
             total += 1
-            if limit is None or len(rows) < limit:
-                if not message.detail and filters:
-                    row = record.row(f"{record.job_id:08x}", False)
-                rows.append(row)
-        return ListTasksReply(
-            rows=te.encode(rows),
-            total=total,
-            dropped=self.task_events.total_dropped(message.job_id),
-        )
+            if message.summary or limit is None or len(rows) < limit:
+                rows.append(row if message.detail else te.basic(row))
+        if message.summary:
+            data = json.dumps(state.summarize_tasks(rows)).encode()
+        else:
+            data = te.encode(rows)
+        dropped = self.task_events.total_dropped(message.job_id)
+        return ListTasksReply(rows=data, total=total, dropped=dropped)
 
     async def list_jobs(self, message: Empty) -> ListJobsReply:
         return ListJobsReply(

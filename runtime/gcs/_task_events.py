@@ -110,10 +110,15 @@ class TaskEventStore:
                 record.info["worker_id"] = worker_id
                 record.worker_pid = pid
 
-    def records(self, job_id: int = 0) -> Iterator[TaskRecord]:
+    def records(self, job_id: int = 0, newest_first: bool = False) -> Iterator[TaskRecord]:
+        """The kept attempts, in the order they were first recorded (per job)."""
         jobs = [self.jobs.get(job_id, OrderedDict())] if job_id else list(self.jobs.values())
-        for records in jobs:
-            yield from records.values()
+        if newest_first:
+            for records in reversed(jobs):
+                yield from reversed(records.values())
+        else:
+            for records in jobs:
+                yield from records.values()
 
     def total_dropped(self, job_id: int = 0) -> int:
         if job_id:

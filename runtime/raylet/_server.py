@@ -8,6 +8,7 @@ carries out the actions it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -378,7 +379,11 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
         bad = res.invalid(message.resources) or runtime_env.invalid_wire(message.runtime_env)
         if not bad and not self._owner_known(message.owner_id):
-            bad = "its owner is no live worker or driver of the cluster"
+            # A node that just joined may hear of a request before it has heard
+            # of the owner's node: look the nodes up once before refusing.
+            await self._refresh_nodes()
+            if not self._owner_known(message.owner_id):
+                bad = "its owner is no live worker or driver of the cluster"
         if bad:
             return LeaseReply(status=LeaseStatus.FAILED, error=f"invalid lease request: {bad}")
         fixed = res.to_fixed(message.resources)
@@ -538,6 +543,11 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         return Empty()
 
     # -- background loops -----------------------------------------------------
+    async def _refresh_nodes(self) -> None:
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            for node in (await self._require_gcs().get_all_nodes(Empty())).nodes:
+                self.view.update_node(node)
+
     def _owner_known(self, owner: bytes) -> bool:
         """A lease's owner is a live worker or driver: registered here if of this
         node, else of a live node. (The gcs leases for actors with no owner.)"""

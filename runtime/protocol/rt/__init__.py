@@ -1217,6 +1217,16 @@ class ListTasksRequest(betterproto2.Message):
 
     detail: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
 
+    newest_first: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    the most recently recorded attempts first
+    """
+
+    summary: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    rows: the matching attempts counted by name and state
+    """
+
 
 default_message_pool.register_message("rt", "ListTasksRequest", ListTasksRequest)
 
