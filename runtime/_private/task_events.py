@@ -2,16 +2,20 @@
 
 A core worker gathers, per task attempt, the times at which the attempt
 entered each state (Ray's names, :data:`STATES`) and a few facts about it,
-and sends them to the gcs about once a second (``AddTaskEvents``). The rows
-travel as one JSON document, not as a message per task: a batch of a few
-thousand rows costs a few milliseconds to encode this way, a protobuf
-message per row ten times that (see docs/architecture.md).
+and sends them to the gcs about once a second (``AddTaskEvents``). A batch
+travels as one JSON document, not as a message per task: a few thousand rows
+cost a few milliseconds to encode this way, a protobuf message per row ten
+times that (see docs/architecture.md).
 
-Row layout (a JSON array): ``[task_id_hex, attempt, {state: unix_ms, ...}, info]``
-where ``info`` is null or an object whose keys are among :data:`INFO_FIELDS`.
-The owner of a task reports its definition (name, type, ...) with its first
-state and where it was pushed; the worker that runs it reports RUNNING and
-the end. The gcs merges both by ``(task_id, attempt)``.
+Batch layout: ``{"infos": [info, ...], "rows": [row, ...]}``. An ``info`` is an
+object whose keys are among :data:`INFO_FIELDS` (a task's definition: name,
+type, resources; an actor call's actor; a failure's error). A row is
+``[task_id_hex, attempt, times, [info index, ...]]`` where ``times`` has one
+slot per state of :data:`STATES`, in that order: when the attempt entered it,
+in integer microseconds since the epoch, 0 if it did not (or the reporter
+did not see it). The tasks of one function share one info, sent once per batch. The owner of a
+task reports its definition and its way to a worker; the worker that runs it
+reports RUNNING and the end. The gcs merges both by ``(task_id, attempt)``.
 
 This module is shared by core workers (writing rows) and the gcs (checking
 and merging them), and by the state API (filters).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +47,10 @@ STATES = (
 #: An attempt's state is the furthest one it reached (FAILED beats FINISHED:
 #: a worker may finish a task whose reply its owner never got).
 STATE_ORDER = {name: i for i, name in enumerate(STATES)}
+NUM_STATES = len(STATES)
+RUNNING_SLOT = STATE_ORDER[RUNNING]
+FINISHED_SLOT = STATE_ORDER[FINISHED]
+FAILED_SLOT = STATE_ORDER[FAILED]
 
 # Task types (Ray's).
 NORMAL_TASK = "NORMAL_TASK"
@@ -64,6 +73,10 @@ INFO_FIELDS: dict[str, type | tuple[type, ...]] = {
     "error_message": str,
 }
 
+_HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
+#: Unix microseconds beyond any real clock (year 2286).
+MAX_TIME_US = 10**16
+
 #: Longest error message kept per task (the gcs keeps up to 100,000 tasks per job).
 MAX_MESSAGE = 4096
 MAX_TEXT = 512
@@ -81,45 +94,79 @@ def basic(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode(rows: Iterable[Any]) -> bytes:
+    """JSON for a list of rows (also the gcs's replies to listings)."""
     return json.dumps(list(rows), separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> list[tuple[str, int, dict[str, float], dict[str, Any] | None]]:
-    """The rows of a batch, checked; ValueError names the first bad one."""
+def encode_batch(rows: Iterable[tuple[str, int, list[int], list[dict[str, Any]]]]) -> bytes:
+    """A reporter's batch: each distinct info object is written once."""
+    infos: list[dict[str, Any]] = []
+    index: dict[int, int] = {}
+    out = []
+    for task_hex, attempt, times, parts in rows:
+        refs = []
+        for info in parts:
+            i = index.get(id(info))
+            if i is None:
+                i = index[id(info)] = len(infos)
+                infos.append(info)
+            refs.append(i)
+        out.append([task_hex, attempt, times, refs])
+    return json.dumps({"infos": infos, "rows": out}, separators=(",", ":")).encode()
+
+
+#: A checked row: (task id hex, attempt, times per state, the infos it names).
+Row = tuple[str, int, list[int], list[dict[str, Any]]]
+
+
+def decode(data: bytes) -> list[Row]:
+    """The rows of a batch, checked; ValueError names the first bad part."""
     try:
-        rows = json.loads(data)
+        batch = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"task events are not JSON: {e}") from None
-    if not isinstance(rows, list):
-        raise ValueError("task events must be a JSON array of rows")
+    if type(batch) is not dict or set(batch) != {"infos", "rows"}:
+        raise ValueError('task events must be {"infos": [...], "rows": [...]}')
+    infos, rows = batch["infos"], batch["rows"]
+    if type(infos) is not list or type(rows) is not list:
+        raise ValueError("infos and rows must be arrays")
+    for i, info in enumerate(infos):
+        problem = _check_info(info)
+        if problem:
+            raise ValueError(f"task event info {i}: {problem}")
     out = []
     for i, row in enumerate(rows):
-        problem = _check_row(row)
+        problem = _check_row(row, len(infos))
         if problem:
             raise ValueError(f"task event row {i}: {problem}")
-        out.append((row[0], row[1], row[2], row[3]))
+        out.append((row[0], row[1], row[2], [infos[k] for k in row[3]]))
     return out
 
 
-def _check_row(row: Any) -> str:
-    if not isinstance(row, list) or len(row) != 4:
-        return "not [task_id, attempt, states, info]"
-    task_id, attempt, states, info = row
-    if not isinstance(task_id, str) or len(task_id) > 64 or not _is_hex(task_id):
+def _check_row(row: Any, infos: int) -> str:
+    if type(row) is not list or len(row) != 4:
+        return "not [task_id, attempt, times, info indexes]"
+    task_id, attempt, times, refs = row
+    if type(task_id) is not str or not _HEX_ID.fullmatch(task_id):
         return "task_id is not a hex id"
     if type(attempt) is not int or not 0 <= attempt < 1 << 31:
         return "attempt is not a non-negative int"
-    if not isinstance(states, dict):
-        return "states is not an object"
-    for name, when in states.items():
-        if name not in STATE_ORDER:
-            return f"unknown state {name!r}"
-        if type(when) not in (int, float) or not math.isfinite(when) or when < 0:
-            return f"state {name} has a bad time"
-    if info is None:
-        return ""
-    if not isinstance(info, dict):
-        return "info is not an object"
+    if type(times) is not list or len(times) != NUM_STATES:
+        return f"times is not an array of {NUM_STATES}"
+    for when in times:
+        if type(when) is not int or not 0 <= when < MAX_TIME_US:
+            return "a time is not microseconds since the epoch"
+    if type(refs) is not list or len(refs) > 8:
+        return "info indexes is not a short array"
+    for k in refs:
+        if type(k) is not int or not 0 <= k < infos:
+            return "an info index is out of range"
+    return ""
+
+
+def _check_info(info: Any) -> str:
+    if type(info) is not dict:
+        return "not an object"
     for key, value in info.items():
         kind = INFO_FIELDS.get(key)
         if kind is None:
@@ -132,14 +179,6 @@ def _check_row(row: Any) -> str:
         if key == "required_resources" and not _is_amounts(value):
             return "required_resources is not a map of finite amounts"
     return ""
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_amounts(value: Mapping[Any, Any]) -> bool:

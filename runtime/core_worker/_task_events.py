@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 _TYPES = {KIND_ACTOR_CALL: te.ACTOR_TASK, KIND_ACTOR_CREATION: te.ACTOR_CREATION_TASK}
 
-#: One recorded change: (task id, attempt, state, unix ms, info or None).
-Event = tuple[bytes, int, str, float, dict[str, Any] | None]
+#: An attempt's row while it waits for the next batch: [task id, attempt, [unix us
+#: per state], [info, ...]] (``_private/task_events.py``; the infos are shared objects).
+Row = list[Any]
 
 
 class TaskEvents:
@@ -47,10 +48,15 @@ class TaskEvents:
         self.enabled = config.enable_task_events
         self._interval = config.task_events_report_interval_s
         self._max = config.task_events_max_buffer_size
-        self._events: list[Event] = []
+        # Rows are merged as events come: one per attempt between batches.
+        self._rows: dict[tuple[bytes, int], Row] = {}
         self._lock = threading.Lock()
         self._dropped = 0
         self._flusher: asyncio.Task[None] | None = None
+        # The definitions' info, shared by the tasks of one function (the hot
+        # path builds no dict for them), and actor calls' info by actor.
+        self._definitions: dict[tuple[bytes, int, bytes | None], dict[str, Any]] = {}
+        self._actors: dict[bytes, dict[str, Any]] = {}
 
     # -- recording (any thread) ---------------------------------------------------------
     def record(
@@ -58,17 +64,40 @@ class TaskEvents:
     ) -> None:
         if not self.enabled:
             return
-        event = (task_id, attempt, state, time.time() * 1000.0, info)
+        now = time.time_ns() // 1000
+        slot = te.STATE_ORDER[state]
+        key = (task_id, attempt)
         with self._lock:
-            if len(self._events) < self._max:
-                self._events.append(event)
-            else:
-                self._dropped += 1
+            row = self._rows.get(key)
+            if row is None:
+                if len(self._rows) >= self._max:
+                    self._dropped += 1
+                    return
+                times = [0] * te.NUM_STATES
+                times[slot] = now
+                self._rows[key] = [task_id, attempt, times, [info] if info else []]
+                return
+            if not row[2][slot]:
+                row[2][slot] = now
+            if info:
+                row[3].append(info)
 
     def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
         if not self.enabled:
             return
+        shared = spec.extra is None  # the common case: one CPU, no group
+        key = (spec.function_id, spec.kind, spec.parent_id)
+        info = self._definitions.get(key) if shared else None
+        if info is None:
+            info = self._definition(spec)
+            if shared:
+                if len(self._definitions) > 10_000:
+                    self._definitions.clear()
+                self._definitions[key] = info
+        self.record(spec.task_id, spec.attempt, state, info)
+
+    def _definition(self, spec: TaskSpec) -> dict[str, Any]:
         info: dict[str, Any] = {
             "name": spec.name,
             "func_or_class_name": spec.name,
@@ -84,7 +113,7 @@ class TaskEvents:
             placement = spec.extra[3] if spec.extra and len(spec.extra) > 3 else None
         if placement:
             info["placement_group_id"] = placement[0]
-        self.record(spec.task_id, spec.attempt, state, info)
+        return info
 
     def failed(self, spec: TaskSpec, error: BaseException | None) -> None:
         """The attempt failed (the owner's word): with the error's type and message."""
@@ -94,14 +123,18 @@ class TaskEvents:
         self.record(spec.task_id, spec.attempt, te.FAILED, info)
 
     def pushed(self, spec: TaskSpec, worker_id: bytes) -> None:
-        if self.enabled:
-            info = {"worker_id": worker_id.hex()}
-            self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
+        """Sent to a worker (which tells where it runs when it starts it)."""
+        self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER)
 
     def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
-        if self.enabled:
-            info = {"actor_id": actor_id.hex()}
-            self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
+        if not self.enabled:
+            return
+        info = self._actors.get(actor_id)
+        if info is None:
+            if len(self._actors) > 10_000:
+                self._actors.clear()
+            info = self._actors[actor_id] = {"actor_id": actor_id.hex()}
+        self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
 
     # -- sending (the loop) -----------------------------------------------------------
     def start(self) -> None:
@@ -113,35 +146,23 @@ class TaskEvents:
             await asyncio.sleep(self._interval)
             await self.flush()
 
-    def _take(self) -> tuple[list[Event], int]:
-        with self._lock:
-            events, self._events = self._events, []
-            dropped, self._dropped = self._dropped, 0
-        return events, dropped
-
     async def flush(self) -> None:
         """Sends what was recorded since the last batch (a lost gcs loses it)."""
-        events, dropped = self._take()
-        if not events and not dropped:
+        with self._lock:
+            rows, self._rows = self._rows, {}
+            dropped, self._dropped = self._dropped, 0
+        if not rows and not dropped:
             return
-        rows: dict[tuple[bytes, int], list[Any]] = {}
-        for task_id, attempt, state, when, info in events:
-            row = rows.get((task_id, attempt))
-            if row is None:
-                row = rows[(task_id, attempt)] = [task_id.hex(), attempt, {}, None]
-            row[2].setdefault(state, when)
-            if info:
-                row[3] = info if row[3] is None else {**row[3], **info}
         worker = self._worker
         request = AddTaskEventsRequest(
             job_id=worker.job_id,
             worker_id=worker.worker_id,
             node_id=worker.node_id,
             pid=os.getpid(),
-            rows=te.encode(rows.values()),
+            rows=te.encode_batch((t.hex(), a, s, i) for t, a, s, i in rows.values()),
             dropped=dropped,
         )
-        with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await asyncio.wait_for(worker.gcs.add_task_events(request), 5.0)
 
 

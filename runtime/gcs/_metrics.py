@@ -38,7 +38,7 @@ def families(
     )
     counts: Counter[tuple[str, str, str, str]] = Counter()
     for record in task_events.records():
-        name = record.info.get("name", "")
+        name = record.field("name", "")
         retry = "1" if record.attempt else "0"
         counts[(name, record.state, retry, f"{record.job_id:08x}")] += 1
     for key, n in sorted(counts.items()):

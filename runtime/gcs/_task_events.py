@@ -21,16 +21,36 @@ class TaskRecord:
     task_id: str
     attempt: int
     job_id: int
-    states: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    # When it entered each state (``task_events.STATES``), unix us; 0: not seen.
+    times: list[int]
+    # What the reporters said of it, in order: info objects shared by the
+    # attempts of one batch (a definition, the reporter's place), merged when read.
+    parts: list[dict[str, Any]] = field(default_factory=list)
     worker_pid: int = 0
 
     @property
     def state(self) -> str:
-        return max(self.states, key=te.STATE_ORDER.__getitem__) if self.states else "NIL"
+        for slot in range(te.NUM_STATES - 1, -1, -1):
+            if self.times[slot]:
+                return te.STATES[slot]
+        return "NIL"
+
+    @property
+    def info(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in self.parts:
+            merged.update(part)
+        return merged
+
+    def field(self, key: str, default: Any = None) -> Any:
+        """One field of ``info`` (the latest said), without merging the rest."""
+        for part in reversed(self.parts):
+            if key in part:
+                return part[key]
+        return default
 
     def row(self, job_hex: str, detail: bool) -> dict[str, Any]:
-        info, states = self.info, self.states
+        info, times = self.info, self.times
         row: dict[str, Any] = {
             "task_id": self.task_id,
             "attempt_number": self.attempt,
@@ -47,27 +67,28 @@ class TaskRecord:
             "error_type": info.get("error_type") or None,
         }
         if detail:
-            end = states.get(te.FAILED, states.get(te.FINISHED))
+            seen = [(when, name) for name, when in zip(te.STATES, times, strict=True) if when]
+            end = times[te.FAILED_SLOT] or times[te.FINISHED_SLOT]
+            # Milliseconds, as Ray's columns, kept to the microsecond.
             row.update(
                 {
                     "language": "PYTHON",
                     "required_resources": info.get("required_resources", {}),
                     "placement_group_id": info.get("placement_group_id") or None,
                     "error_message": info.get("error_message") or None,
-                    "creation_time_ms": int(min(states.values())) if states else None,
-                    "start_time_ms": _ms(states.get(te.RUNNING)),
+                    "creation_time_ms": _ms(min(seen)[0]) if seen else None,
+                    "start_time_ms": _ms(times[te.RUNNING_SLOT]),
                     "end_time_ms": _ms(end),
                     "events": [
-                        {"state": name, "created_ms": int(when)}
-                        for name, when in sorted(states.items(), key=lambda kv: kv[1])
+                        {"state": name, "created_ms": _ms(when)} for when, name in sorted(seen)
                     ],
                 }
             )
         return row
 
 
-def _ms(value: float | None) -> int | None:
-    return None if value is None else int(value)
+def _ms(us: int) -> float | None:
+    return us / 1000.0 if us else None
 
 
 class TaskEventStore:
@@ -79,7 +100,7 @@ class TaskEventStore:
     def add(
         self,
         job_id: int,
-        rows: list[tuple[str, int, dict[str, float], dict[str, Any] | None]],
+        rows: list[te.Row],
         *,
         node_id: str,
         worker_id: str,
@@ -90,24 +111,26 @@ class TaskEventStore:
         records = self.jobs.setdefault(job_id, OrderedDict())
         if dropped > 0:
             self.dropped[job_id] = self.dropped.get(job_id, 0) + dropped
-        for task_id, attempt, states, info in rows:
+        ran_here = {"node_id": node_id, "worker_id": worker_id}  # one object per batch
+        for task_id, attempt, times, parts in rows:
             key = (task_id, attempt)
             record = records.get(key)
             if record is None:
-                record = records[key] = TaskRecord(task_id, attempt, job_id)
+                # The decoded row's own objects become the record's (no copy).
+                record = records[key] = TaskRecord(task_id, attempt, job_id, times, parts)
                 if len(records) > self.max_per_job:
                     records.popitem(last=False)
                     self.dropped[job_id] = self.dropped.get(job_id, 0) + 1
-            for name, when in states.items():
-                # The earliest report of a state wins (a reporter may repeat one).
-                if name not in record.states or when < record.states[name]:
-                    record.states[name] = when
-            if info:
-                record.info.update(info)
-            if te.RUNNING in states:
+            else:
+                known = record.times
+                for slot, when in enumerate(times):
+                    # The earliest report of a state wins (a reporter may repeat one).
+                    if when and (not known[slot] or when < known[slot]):
+                        known[slot] = when
+                record.parts.extend(parts)
+            if times[te.RUNNING_SLOT]:
                 # The reporter ran it: where it ran is the reporter.
-                record.info["node_id"] = node_id
-                record.info["worker_id"] = worker_id
+                record.parts.append(ran_here)
                 record.worker_pid = pid
 
     def records(self, job_id: int = 0, newest_first: bool = False) -> Iterator[TaskRecord]:
