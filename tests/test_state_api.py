@@ -91,9 +91,7 @@ def test_tasks_in_every_state(ctx: Any, tmp_path: Any) -> None:
     _wait_state("consumer", "FINISHED")
     _wait_state("fails", "FAILED")
     # The owner and the worker report apart: where it ran comes with the worker's batch.
-    wait_until(
-        lambda: all(t.worker_pid for t in state.list_tasks([("state", "=", "FAILED")])), 20
-    )
+    wait_until(lambda: all(t.worker_pid for t in state.list_tasks([("state", "=", "FAILED")])), 20)
     wait_until(lambda: len(state.list_tasks(filters=[("name", "=", "flaky")])) == 2, 20)
 
     attempts = sorted(
