@@ -65,6 +65,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 RESOURCES = tuple(COLUMNS)
+#: The column that identifies a row of each resource (``get``).
+ID_COLUMNS = {
+    "tasks": "task_id",
+    "actors": "actor_id",
+    "nodes": "node_id",
+    "jobs": "job_id",
+    "workers": "worker_id",
+    "objects": "object_id",
+    "placement_groups": "placement_group_id",
+}
 
 
 def job_hex(job_id: int) -> str:

@@ -137,51 +137,35 @@ list_jobs, list_jobs_async = _lister("jobs")
 list_workers, list_workers_async = _lister("workers")
 list_placement_groups, list_placement_groups_async = _lister("placement_groups")
 
-_ID_COLUMNS = {
-    "tasks": "task_id",
-    "actors": "actor_id",
-    "nodes": "node_id",
-    "jobs": "job_id",
-    "workers": "worker_id",
-    "placement_groups": "placement_group_id",
-}
-
 
 async def get_async(resource: str, id: str, address: str | None = None) -> StateRow | None:
     """The row with this id (for a task: its latest attempt), or None."""
     if not isinstance(id, str) or not id:
         raise TypeError(f"the id must be a non-empty hex string, got {id!r}")
-    column = _ID_COLUMNS.get(resource)
+    column = state.ID_COLUMNS.get(resource)
     if column is None:
-        raise ValueError(f"get: choose one of {', '.join(_ID_COLUMNS)}")
+        raise ValueError(f"get: choose one of {', '.join(state.ID_COLUMNS)}")
     rows = await list_async(resource, [(column, "=", id)], 0, True, address)
     if not rows:
         return None
     return max(rows, key=lambda r: r.get("attempt_number", 0))
 
 
-def get_task(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_task", lambda: get_async("tasks", id, address))
+def _getter(resource: str, name: str) -> Callable[..., StateRow | None]:
+    def get(id: str, address: str | None = None) -> StateRow | None:
+        return _blocking(name, lambda: get_async(resource, id, address))
+
+    get.__name__ = name
+    get.__doc__ = f"The {resource[:-1].replace('_', ' ')} with this id (hex), or None."
+    return get
 
 
-def get_actor(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_actor", lambda: get_async("actors", id, address))
-
-
-def get_node(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_node", lambda: get_async("nodes", id, address))
-
-
-def get_job(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_job", lambda: get_async("jobs", id, address))
-
-
-def get_worker(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_worker", lambda: get_async("workers", id, address))
-
-
-def get_placement_group(id: str, address: str | None = None) -> StateRow | None:
-    return _blocking("get_placement_group", lambda: get_async("placement_groups", id, address))
+get_task = _getter("tasks", "get_task")
+get_actor = _getter("actors", "get_actor")
+get_node = _getter("nodes", "get_node")
+get_job = _getter("jobs", "get_job")
+get_worker = _getter("workers", "get_worker")
+get_placement_group = _getter("placement_groups", "get_placement_group")
 
 
 async def summarize_tasks_async(address: str | None = None) -> dict[str, Any]:

@@ -15,15 +15,6 @@ from .._private.config import Config
 ADDRESS_HELP = "HOST:PORT of the gcs (default: the newest local cluster)"
 #: Ray's CLI shows this many rows unless told otherwise.
 DEFAULT_LIMIT = 100
-_ID_COLUMNS = {
-    "tasks": "task_id",
-    "actors": "actor_id",
-    "nodes": "node_id",
-    "jobs": "job_id",
-    "workers": "worker_id",
-    "objects": "object_id",
-    "placement_groups": "placement_group_id",
-}
 #: Columns a table shows (detail shows every column, as YAML).
 _TABLE = {
     "tasks": ("task_id", "attempt_number", "name", "state", "job_id", "type", "node_id",
@@ -90,7 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    column = _ID_COLUMNS[args.resource]
+    column = state.ID_COLUMNS[args.resource]
     try:
         rows, _, _ = asyncio.run(_read(args, args.resource, [(column, "=", args.id)], 0, True))
     except ERRORS as e:
