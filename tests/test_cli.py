@@ -47,6 +47,24 @@ def test_start_on_a_port_in_use_says_so_and_leaves_nothing(tmp_path):
     assert not root.exists() or not list(root.iterdir())
 
 
+def test_start_with_a_bad_storage_says_so_and_leaves_nothing(tmp_path):
+    root = tmp_path / "sessions"
+    out = run("start", "--head", "--storage", "mongodb://x", RUNTIME_SESSION_ROOT=str(root))
+    assert out.returncode == 2 and "unknown gcs storage 'mongodb://x'" in out.stderr
+    assert not root.exists() or not list(root.iterdir())
+
+
+def test_a_standing_cluster_keeps_its_gcs_tables_in_sqlite(tmp_path):
+    root, store = tmp_path / "sessions", tmp_path / "gcs"
+    env = {"RUNTIME_SESSION_ROOT": str(root), "RUNTIME_DASHBOARD_PORT": "0"}
+    out = run("start", "--head", "--port", "0", "--storage-dir", str(store), **env)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert (store / "gcs_storage.sqlite").exists()
+    finally:
+        assert run("stop", **env).returncode == 0
+
+
 @runtime.remote(resources={"nowhere": 1})
 def never_runs() -> int:
     return 1

@@ -70,3 +70,54 @@ async def test_bad_specs_and_unreachable_servers() -> None:
     unreachable = open_storage("redis://127.0.0.1:9/0")
     with pytest.raises(ConnectionError, match="cannot reach the gcs storage"):
         await unreachable.open()
+
+
+def _start_gcs(storage: str, session: Any, token: str) -> Any:
+    from runtime._private import auth, process
+
+    return process.spawn(
+        "runtime.gcs",
+        ["--port", "0", "--session-dir", str(session), "--storage", storage],
+        env=auth.env(token),
+        log_path=str(session / "gcs.log"),
+        tie_to_parent=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_gcs_killed_and_started_again_finds_what_it_acknowledged(
+    backend: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    import signal
+
+    from runtime._private import auth, rpc
+    from runtime.protocol.rt import AddJobRequest, Empty, GcsStub, KvGetRequest, KvPutRequest
+
+    storage = "sqlite" if backend == "sqlite" else request.getfixturevalue("redis_server")
+    token = auth.new_token()
+    first = _start_gcs(storage, tmp_path, token)
+    channels = rpc.ChannelPool(token)
+    try:
+        gcs = GcsStub(channels.get("127.0.0.1", int(first.info["port"])))
+        put = KvPutRequest(namespace="fn", key=b"f", value=b"\x80code", overwrite=False)
+        assert (await gcs.kv_put(put)).added
+        job = await gcs.add_job(AddJobRequest(namespace="ns", driver_pid=123))
+        os.kill(first.pid, signal.SIGKILL)  # no goodbye: only what was acknowledged stays
+        first.stop()
+
+        second = _start_gcs(storage, tmp_path, token)
+        try:
+            gcs = GcsStub(channels.get("127.0.0.1", int(second.info["port"])))
+            got = await gcs.kv_get(KvGetRequest(namespace="fn", key=b"f"))
+            assert got.found and got.value == b"\x80code"
+            jobs = (await gcs.list_jobs(Empty())).jobs
+            assert [(j.job_id, j.namespace, j.driver_pid) for j in jobs] == [
+                (job.job_id, "ns", 123)
+            ]
+            again = await gcs.add_job(AddJobRequest(namespace="ns", driver_pid=124))
+            assert again.job_id == job.job_id + 1  # ids are never reused
+        finally:
+            second.stop()
+    finally:
+        channels.close()

@@ -131,6 +131,7 @@ def start_head(
     object_store_memory: int | None = None,
     token: str | None = None,
     include_dashboard: bool = False,
+    storage: str = "",
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process.
     ``token``: the cluster's secret (None: a new one, unless authentication is
@@ -146,9 +147,11 @@ def start_head(
         )
     if token:
         auth.write_token_file(os.path.join(session.path, auth.SESSION_FILE), token)
+    # The gcs's tables: a standing cluster's survive its gcs (sqlite by default).
+    storage = storage or config.gcs_storage or ("sqlite" if standing else "memory")
     gcs = process.spawn(
         "runtime.gcs",
-        ["--host", host, "--port", str(port), "--session-dir", session.path],
+        ["--host", host, "--port", str(port), "--session-dir", session.path, "--storage", storage],
         env={**config.to_env(), **auth.env(token)},
         log_path=os.path.join(session.logs, "gcs.log"),
         tie_to_parent=not standing,

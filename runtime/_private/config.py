@@ -83,6 +83,10 @@ class Config:
     metrics_export_port: int = 0
     #: Seconds between a core worker's reports of its user metrics to its raylet.
     metrics_report_interval_s: float = 5.0
+    #: Where the gcs keeps its tables: memory (a private cluster's default),
+    #: sqlite (in the session; ``runtime start --head``'s default), sqlite:///path,
+    #: or redis://[user:password@]host:port/db.
+    gcs_storage: str = ""
     #: Where the dashboard listens (as Ray's, port 8265; loopback unless told
     #: otherwise). A taken port falls back to a free one.
     dashboard_host: str = "127.0.0.1"

@@ -15,6 +15,7 @@ from .._private import auth, cluster, placement, process, rpc, tls
 from .._private.config import Config
 from .._private.session import Session
 from .._private.version import __version__
+from ..gcs import open_storage
 from ..protocol.rt import PlacementGroupInfo, PlacementGroupState
 from . import _state
 
@@ -70,6 +71,16 @@ def _cmd_start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    storage = args.storage or (
+        f"sqlite://{os.path.abspath(args.storage_dir)}" if args.storage_dir else ""
+    )
+    try:
+        open_storage(storage, session_dir=".")  # a bad spec is told here, not by the gcs's log
+    except ValueError as e:
+        print(f"runtime start: {e}", file=sys.stderr)
+        return 2
+    if args.storage_dir:
+        os.makedirs(args.storage_dir, mode=0o700, exist_ok=True)
     token, token_path = _standing_token()
     head = cluster.start_head(
         config,
@@ -80,6 +91,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         object_store_memory=args.object_store_memory,
         token=token,
         include_dashboard=args.include_dashboard,
+        storage=storage,
     )
     address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
     print(f"Started a runtime cluster; its gcs listens on {address}.")
@@ -338,6 +350,15 @@ def parser() -> argparse.ArgumentParser:
         "--tls-ca",
         default=None,
         help="require peers' certificates signed by this CA: mutual TLS (RUNTIME_TLS_CA)",
+    )
+    start.add_argument(
+        "--storage",
+        default=None,
+        help="where the gcs keeps its tables: sqlite (default, in the session), "
+        "sqlite:///path, redis://[user:password@]host:port/db, or memory",
+    )
+    start.add_argument(
+        "--storage-dir", default=None, help="a folder for the gcs's SQLite file (sqlite storage)"
     )
     start.add_argument(
         "--include-dashboard",

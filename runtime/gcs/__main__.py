@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 from .._private import daemon, metrics, process, rpc
 from .._private.config import Config
 from ._server import GcsService
+from ._storage import open_storage
+from ._tables import GcsTables
 
 logger = logging.getLogger("runtime.gcs")
 
@@ -18,6 +21,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--session-dir", default="", help="the cluster's session (for finding it)")
+    parser.add_argument(
+        "--storage", default="", help="memory, sqlite, sqlite:///path or redis://host:port/db"
+    )
+    parser.add_argument(
+        "--storage-namespace", default="", help="the cluster's name in a shared storage"
+    )
     parser.add_argument(process.READY_FD_FLAG, dest="ready_fd", type=int)
     parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
@@ -27,7 +36,23 @@ def main() -> None:
         process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         sock = rpc.bind_socket(args.host, args.port)
         port = sock.getsockname()[1]
-        service = GcsService(Config.load(), args.session_dir)
+        config = Config.load()
+        storage = open_storage(
+            args.storage or config.gcs_storage,
+            session_dir=args.session_dir,
+            namespace=args.storage_namespace or os.path.basename(args.session_dir) or "default",
+        )
+        await storage.open()
+        tables = await GcsTables.recover(storage)
+        if tables.jobs or tables.nodes:
+            logger.info(
+                "recovered %d node(s), %d job(s) and %d kv entries from %s",
+                len(tables.nodes),
+                len(tables.jobs),
+                len(tables.kv),
+                storage.describe(),
+            )
+        service = GcsService(config, args.session_dir, tables)
         server = await rpc.start_server_on([service], sock)
         metrics.time_rpcs(server)
         service.start()
@@ -38,6 +63,7 @@ def main() -> None:
         serving.cancel()
         await service.close()
         await rpc.stop_server(server)
+        await storage.close()
 
     daemon.run(serve)
 

@@ -17,6 +17,7 @@ from .._private import metrics, rpc, state
 from .._private import resources as res
 from .._private import task_events as te
 from .._private.config import Config
+from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorReply,
     AddJobReply,
@@ -72,10 +73,18 @@ logger = logging.getLogger(__name__)
 
 
 class GcsService(GcsBase):
-    def __init__(self, config: Config | None = None, session_dir: str = "") -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        session_dir: str = "",
+        tables: GcsTables | None = None,
+    ) -> None:
+        """``tables``: recovered from the storage (``GcsTables.recover``); none: a
+        new cluster's, in memory."""
         config = config or Config.load()
         self.config = config
-        self.tables = GcsTables()
+        self.tables = tables or GcsTables()
+        self._writes = TaskSet()  # changes written through after the fact (deaths, ends)
         self.task_events = TaskEventStore(config.task_events_max_num_task_in_gcs)
         self.discovery = ServiceDiscovery(session_dir, config.metrics_export_host)
         self.metrics_server = metrics.MetricsServer(
@@ -127,6 +136,7 @@ class GcsService(GcsBase):
         self.discovery.update(list(self.tables.nodes.values()))
 
     async def close(self) -> None:
+        await self._writes.close()
         await self.metrics_server.close()
         await self.health.close()
         await self.placement_groups.close()
@@ -146,6 +156,7 @@ class GcsService(GcsBase):
         logger.info(
             "node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port
         )
+        await self.tables.save_node(node)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
         self.placement_groups.resources_changed()
         self.discovery.update(list(self.tables.nodes.values()))
@@ -161,6 +172,7 @@ class GcsService(GcsBase):
             return
         node.alive = False
         node.resources_available = {}
+        self._writes.spawn(self.tables.save_node(node))
         logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
         self.actors.node_died(node_id)
         self.placement_groups.node_died(node_id)
@@ -221,6 +233,7 @@ class GcsService(GcsBase):
         record = self.tables.add_job(
             message.namespace, message.driver_pid, host, message.entrypoint[: te.MAX_MESSAGE]
         )
+        await self.tables.save_job(record)
         logger.info("job %d started by pid %d", record.job_id, record.driver_pid)
         return AddJobReply(job_id=record.job_id)
 
@@ -230,6 +243,7 @@ class GcsService(GcsBase):
 
     def _finish_job(self, job_id: int) -> None:
         if self.tables.finish_job(job_id):
+            self._writes.spawn(self.tables.save_job(self.tables.jobs[job_id]))
             logger.info("job %d finished", job_id)
             self.actors.job_finished(job_id)
             self.placement_groups.job_finished(job_id)
@@ -240,6 +254,8 @@ class GcsService(GcsBase):
     # -- key-value store ------------------------------------------------------
     async def kv_put(self, message: KvPutRequest) -> KvPutReply:
         added = self.tables.kv_put(message.namespace, message.key, message.value, message.overwrite)
+        if added or message.overwrite:
+            await self.tables.save_kv(message.namespace, message.key)
         return KvPutReply(added=added)
 
     async def kv_get(self, message: KvGetRequest) -> KvGetReply:

@@ -1,8 +1,9 @@
 """The gcs's state: nodes, jobs and the key-value store.
 
-Plain synchronous tables, touched only from the gcs's loop. They sit
-behind this one class so that a persistent backend can replace the
-in-memory dicts without touching the service.
+Plain synchronous tables, touched only from the gcs's loop and read from
+memory; each change is written through the gcs's :class:`Storage` by the
+``save_*`` methods (which the service awaits before it answers), and
+``recover`` rebuilds the tables from it when a gcs starts again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from ..protocol.rt import NodeInfo
+from ..protocol.rt import JobInfo, NodeInfo
+from ._storage import MemoryStorage, Storage
 
 
 class JobState(enum.Enum):
@@ -38,6 +40,7 @@ class GcsTables:
     kv: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
     # Invariant: every id in ``jobs`` is below ``next_job_id``.
     next_job_id: int = 1
+    storage: Storage = field(default_factory=MemoryStorage)
 
     def add_job(
         self, namespace: str, driver_pid: int, driver_host: str, entrypoint: str = ""
@@ -68,3 +71,68 @@ class GcsTables:
 
     def kv_get(self, namespace: str, key: bytes) -> bytes | None:
         return self.kv.get((namespace, key))
+
+    # -- durability ---------------------------------------------------------------------
+    async def save_node(self, node: NodeInfo) -> None:
+        await self.storage.put("nodes", node.node_id, bytes(node))
+
+    async def save_job(self, record: JobRecord) -> None:
+        """The job, and the next id (a restarted gcs never reuses one)."""
+        await self.storage.put("meta", b"next_job_id", str(self.next_job_id).encode())
+        await self.storage.put("jobs", str(record.job_id).encode(), bytes(_job_info(record)))
+
+    async def save_kv(self, namespace: str, key: bytes) -> None:
+        value = self.kv.get((namespace, key))
+        if value is not None:
+            await self.storage.put("kv", _kv_key(namespace, key), value)
+
+    @classmethod
+    async def recover(cls, storage: Storage) -> GcsTables:
+        """The tables a previous gcs on ``storage`` acknowledged."""
+        tables = cls(storage=storage)
+        for raw in (await storage.load("nodes")).values():
+            node = NodeInfo.parse(raw)
+            tables.nodes[node.node_id] = node
+        for raw in (await storage.load("jobs")).values():
+            job = JobInfo.parse(raw)
+            tables.jobs[job.job_id] = JobRecord(
+                job.job_id,
+                job.namespace,
+                job.driver_pid,
+                job.driver_host,
+                JobState.FINISHED if job.finished else JobState.RUNNING,
+                job.entrypoint,
+                job.start_time,
+                job.end_time,
+            )
+        for raw_key, value in (await storage.load("kv")).items():
+            tables.kv[_split_kv_key(raw_key)] = value
+        meta = await storage.load("meta")
+        tables.next_job_id = max(
+            int(meta.get(b"next_job_id", b"1")), max(tables.jobs, default=0) + 1
+        )
+        return tables
+
+
+def _job_info(record: JobRecord) -> JobInfo:
+    return JobInfo(
+        job_id=record.job_id,
+        namespace=record.namespace,
+        driver_pid=record.driver_pid,
+        driver_host=record.driver_host,
+        finished=record.state is JobState.FINISHED,
+        start_time=record.start_time,
+        end_time=record.end_time,
+        entrypoint=record.entrypoint,
+    )
+
+
+def _kv_key(namespace: str, key: bytes) -> bytes:
+    """A kv entry's storage key: the namespace's length, the namespace, the key."""
+    ns = namespace.encode()
+    return len(ns).to_bytes(2, "big") + ns + key
+
+
+def _split_kv_key(raw: bytes) -> tuple[str, bytes]:
+    size = int.from_bytes(raw[:2], "big")
+    return raw[2 : 2 + size].decode(), raw[2 + size :]
