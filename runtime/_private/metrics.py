@@ -34,6 +34,9 @@ from . import auth, tls
 #: counts are not cumulative, one per bound and a last one for +Inf.
 HistogramSample = tuple[tuple[str, ...], list[int], float]
 
+#: How long closing the endpoint may wait for its thread to notice.
+SHUTDOWN_POLL_S = 0.1
+
 #: Milliseconds: the buckets of RPC handling times.
 RPC_BUCKETS_MS = (0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0)
 
@@ -142,7 +145,12 @@ class MetricsServer:
         context = tls.server_context()
         if context is not None:
             server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, name="runtime-metrics", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            name="runtime-metrics",
+            daemon=True,
+        ).start()
         self._server = server
         return int(server.server_port)
 

@@ -3,7 +3,8 @@
 Invariant: each job keeps at most ``max_per_job`` attempts; when a new one
 would exceed it the oldest recorded attempt is dropped and counted in
 ``dropped[job]`` (with the rows reporters dropped themselves), so a listing
-can say how much it does not show.
+can say how much it does not show. At most ``max_jobs`` jobs keep attempts:
+a new job's first batch drops the records of the job recorded first.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def _ms(us: int) -> float | None:
 
 
 class TaskEventStore:
-    def __init__(self, max_per_job: int = 100_000) -> None:
+    def __init__(self, max_per_job: int = 100_000, max_jobs: int = 100) -> None:
         self.max_per_job = max_per_job
+        self.max_jobs = max_jobs
         self.jobs: dict[int, OrderedDict[tuple[str, int], TaskRecord]] = {}
         self.dropped: dict[int, int] = {}
 
@@ -108,7 +110,12 @@ class TaskEventStore:
         dropped: int,
     ) -> None:
         """Merges a reporter's rows (checked by ``task_events.decode``)."""
-        records = self.jobs.setdefault(job_id, OrderedDict())
+        records = self.jobs.get(job_id)
+        if records is None:
+            records = self.jobs[job_id] = OrderedDict()
+            while len(self.jobs) > self.max_jobs:
+                oldest = next(iter(self.jobs))
+                self.dropped[oldest] = self.dropped.get(oldest, 0) + len(self.jobs.pop(oldest))
         if dropped > 0:
             self.dropped[job_id] = self.dropped.get(job_id, 0) + dropped
         ran_here = {"node_id": node_id, "worker_id": worker_id}  # one object per batch
