@@ -149,15 +149,26 @@ def start_head(
         auth.write_token_file(os.path.join(session.path, auth.SESSION_FILE), token)
     # The gcs's tables: a standing cluster's survive its gcs (sqlite by default).
     storage = storage or config.gcs_storage or ("sqlite" if standing else "memory")
+    args = [
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--session-dir",
+        session.path,
+        "--storage",
+        storage,
+    ]
+    supervised = storage != "memory"  # a gcs that dies is started again, on its storage
     gcs = process.spawn(
         "runtime.gcs",
-        ["--host", host, "--port", str(port), "--session-dir", session.path, "--storage", storage],
+        [*args, "--supervise"] if supervised else args,
         env={**config.to_env(), **auth.env(token)},
         log_path=os.path.join(session.logs, "gcs.log"),
         tie_to_parent=not standing,
         timeout=config.process_start_timeout_s,
     )
-    session.record_pid(gcs.pid, "gcs")
+    session.record_pid(gcs.pid, "gcs-supervisor" if supervised else "gcs")
     gcs_address = (host, int(gcs.info["port"]))
     try:
         raylet = start_raylet(

@@ -87,6 +87,10 @@ class Config:
     #: sqlite (in the session; ``runtime start --head``'s default), sqlite:///path,
     #: or redis://[user:password@]host:port/db.
     gcs_storage: str = ""
+    #: How long raylets and core workers wait for a lost gcs to come back (with a
+    #: durable storage; with ``memory`` a gcs death ends the cluster at once),
+    #: and how long a restarted gcs waits for a running job's driver.
+    gcs_reconnect_timeout_s: float = 60.0
     #: Where the dashboard listens (as Ray's, port 8265; loopback unless told
     #: otherwise). A taken port falls back to a free one.
     dashboard_host: str = "127.0.0.1"

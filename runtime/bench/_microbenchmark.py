@@ -426,6 +426,9 @@ def main(args: argparse.Namespace) -> int:
     from . import _runtime_env
 
     results += _runtime_env.rows(timing.runs, timing.run_s, scale, want)
+    from . import _gcs_storage
+
+    results += _gcs_storage.rows(timing.runs, timing.run_s, scale, want)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

@@ -168,7 +168,9 @@ def _cmd_stop(args: argparse.Namespace) -> int:
             if process.pid_alive(pid) and process.is_runtime_process(pid):
                 victims.append((pid, role))
     # Raylets first (their workers follow them), then the gcs.
-    victims.sort(key=lambda v: v[1] == "gcs")
+    # The supervisor before the gcs, or it would start the gcs again.
+    order = {"gcs-supervisor": 1, "gcs": 2}
+    victims.sort(key=lambda v: order.get(v[1], 0))
     for pid, _ in victims:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -58,19 +58,34 @@ class ClusterWatch:
             worker.background.spawn(self._subscribe(SubscribeRequest(channels=[Channel.NODES])))
 
     async def _subscribe(self, request: SubscribeRequest) -> None:
+        """Follows the gcs; through a restart of it (resubscribing: a driver's job
+        lives on) when its storage outlives it, else until it goes."""
         worker = self._worker
-        try:
-            async for message in worker.gcs.subscribe(request):
-                if message.channel is Channel.LOGS and message.logs is not None:
-                    self._print_logs(message.logs)
-                elif message.channel is Channel.NODES and message.node is not None:
-                    self.on_node(message.node)
-                elif message.channel is Channel.ERRORS and message.error is not None:
-                    self._print_error(message.error)
-        except rpc.CONNECTION_ERRORS as e:
-            if worker.state is State.RUNNING:
-                logger.error("lost the connection to the gcs: %s", e)
-                worker.on_gcs_lost(e)
+        while True:
+            try:
+                async for message in worker.gcs.subscribe(request):
+                    if message.channel is Channel.LOGS and message.logs is not None:
+                        self._print_logs(message.logs)
+                    elif message.channel is Channel.NODES and message.node is not None:
+                        self.on_node(message.node)
+                    elif message.channel is Channel.ERRORS and message.error is not None:
+                        self._print_error(message.error)
+                cause: BaseException = ConnectionError("the gcs ended the subscription")
+            except rpc.CONNECTION_ERRORS as e:
+                cause = e
+            if worker.state is not State.RUNNING:
+                return
+            if worker.gcs.reconnect_s > 0:
+                # Told once, by the driver; its workers keep quiet about it.
+                say = logger.warning if worker.mode is WorkerMode.DRIVER else logger.info
+                say("lost the gcs (%s); waiting for it to come back", cause)
+                if await worker.gcs.wait_reachable():
+                    logger.info("the gcs is back")
+                    self._refresh()
+                    continue
+            logger.error("lost the connection to the gcs: %s", cause)
+            worker.on_gcs_lost(cause)
+            return
 
     def on_node(self, node: NodeInfo) -> None:
         """A node joined, changed or died: a dead node's tasks and actor calls fail over."""

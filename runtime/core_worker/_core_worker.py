@@ -39,6 +39,7 @@ from typing import Any
 from .. import exceptions
 from .._private import rpc, serialization
 from .._private.config import Config
+from .._private.gcs_client import GcsClient
 from .._private.ids import IdGenerator, random_id
 from .._private.ids import worker_id as make_worker_id
 from .._private.tasks import TaskSet
@@ -120,7 +121,7 @@ class CoreWorker:
         self._sock = rpc.bind_socket(host)
         self.port: int = self._sock.getsockname()[1]
         self.address: OwnerAddress = (host, self.port, self.worker_id)
-        self._gcs: GcsStub | None = None
+        self._gcs: GcsClient | None = None
         self._raylet: RayletStub | None = None
         self._server: Any = None
         self._started: asyncio.Future[None] | None = None
@@ -184,8 +185,13 @@ class CoreWorker:
         self.state = State.STARTING
         try:
             self._server = await rpc.start_server_on([CoreWorkerService(self)], self._sock)
-            self._gcs = GcsStub(self.channels.get(*self.gcs_address))
+            # A worker may start while its gcs restarts: it waits for it, as its
+            # raylet does (which would have stopped, and this worker with it,
+            # had the gcs been one that cannot come back).
+            reconnect = self.config.gcs_reconnect_timeout_s if self.mode is WorkerMode.WORKER else 0
+            self._gcs = GcsClient(self.channels.get(*self.gcs_address), reconnect)
             self._raylet = RayletStub(self.channels.get(*self.raylet_address))
+            await self._gcs.learn_durability(self.config.gcs_reconnect_timeout_s)
             if self.mode is WorkerMode.DRIVER:
                 await self._register_driver(self._gcs, self._raylet)
             else:
@@ -272,7 +278,7 @@ class CoreWorker:
             self.store_client.close()
 
     @property
-    def gcs(self) -> GcsStub:
+    def gcs(self) -> GcsClient:
         assert self._gcs is not None
         return self._gcs
 

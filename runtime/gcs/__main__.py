@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 
 from .._private import daemon, metrics, process, rpc
 from .._private.config import Config
+from . import _supervisor as supervisor
 from ._server import GcsService
 from ._storage import open_storage
 from ._tables import GcsTables
@@ -17,6 +19,10 @@ logger = logging.getLogger("runtime.gcs")
 
 
 def main() -> None:
+    if "--supervise" in sys.argv:
+        argv = [a for a in sys.argv[1:] if a != "--supervise"]
+        supervisor.main(argv)
+        return
     parser = argparse.ArgumentParser(prog="runtime.gcs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -55,7 +61,7 @@ def main() -> None:
         service = GcsService(config, args.session_dir, tables)
         server = await rpc.start_server_on([service], sock)
         metrics.time_rpcs(server)
-        service.start()
+        await service.start()
         logger.info("gcs listening on %s:%d", args.host, port)
         process.report_ready(args.ready_fd, {"host": args.host, "port": port})
         serving = asyncio.ensure_future(service.serve_metrics())  # after ready: off the start path

@@ -7,6 +7,12 @@ that stream open. The stream breaking is how the gcs learns that the actor's
 process died; it then restarts the actor (within ``max_restarts``) or marks
 it dead with the cause. Callers learn of states with ``WaitActor``.
 
+Every change of an actor's record is written through the gcs's storage
+(``save``: the value is taken when the change is made, so writes land in the
+order of the changes). A gcs started again ``recover``s the records: it
+watches a live actor's worker again through a new stream, and places again
+an actor that was being placed (giving back the half-made worker's lease).
+
 Invariants:
 - ``state is ALIVE`` iff the actor's worker ran the constructor and its
   stream to the gcs is open;
@@ -19,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import exceptions
 from .._private import rpc
@@ -31,6 +38,7 @@ from ..protocol.rt import (
     ActorInfo,
     ActorReply,
     ActorState,
+    ActorTableEntry,
     Address,
     CreateActorReply,
     CreateActorRequest,
@@ -83,8 +91,10 @@ class ActorManager:
         nodes: Callable[[], list[NodeInfo]],
         job_running: Callable[[int], bool],
         report_error: Callable[[int, str, str], None] = lambda *_: None,
+        save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._report_error = report_error
+        self._save = save
         self._channels = channels
         self._nodes = nodes
         self._job_running = job_running
@@ -97,10 +107,68 @@ class ActorManager:
     async def close(self) -> None:
         await self._tasks.close()
 
+    # -- durability ---------------------------------------------------------------------
+    def entry(self, record: ActorRecord) -> bytes:
+        lease = record.lease
+        return bytes(
+            ActorTableEntry(
+                info=record.info,
+                creation_task=record.creation_task,
+                lease_raylet_host=lease[0][0] if lease else "",
+                lease_raylet_port=lease[0][1] if lease else 0,
+                lease_id=lease[1] if lease else b"",
+            )
+        )
+
+    def _persist(self, record: ActorRecord) -> None:
+        """Writes the record as it is now (after the writes asked before it)."""
+        if self._save is not None:
+            self._tasks.spawn(self._save(record.info.actor_id, self.entry(record)))
+
+    async def saved(self, actor_id: bytes) -> None:
+        """Writes the actor's record and returns once it is durable."""
+        record = self.actors.get(actor_id)
+        if record is not None and self._save is not None:
+            await self._save(actor_id, self.entry(record))
+
+    def recover(self, entries: list[ActorTableEntry]) -> None:
+        """The actors a previous gcs kept: supervised again from where they were."""
+        for entry in entries:
+            info = entry.info
+            if info is None:
+                continue
+            lease = None
+            if entry.lease_id:
+                lease = ((entry.lease_raylet_host, entry.lease_raylet_port), entry.lease_id)
+            record = ActorRecord(info, entry.creation_task, lease=lease)
+            self.actors[info.actor_id] = record
+            if record.dead:
+                continue
+            if info.name:
+                self._names[(info.namespace, info.name)] = info.actor_id
+            record.supervisor = self._tasks.spawn(self._resume(record))
+        logger.info("recovered %d actor(s)", len(entries))
+
+    async def _resume(self, record: ActorRecord) -> None:
+        info = record.info
+        address = info.address
+        if info.state is ActorState.ALIVE and address is not None:
+            # Its worker lived on: watch it through a new stream.
+            stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
+            await self._supervise(record, stream)
+            return
+        # It was being placed when the gcs went: the worker it had leased, if
+        # any, may hold a half-made actor; give it back and place it again.
+        await self._return_lease(record, disconnect=True)
+        await self._supervise(record)
+
     # -- requests -------------------------------------------------------------
     def create(self, request: CreateActorRequest) -> CreateActorReply:
         info = request.actor
         assert info is not None
+        known = self.actors.get(info.actor_id)
+        if known is not None:  # a creation sent again (its reply was lost with a gcs)
+            return CreateActorReply(ok=True, actor=known.info)
         if info.name:
             key = (info.namespace, info.name)
             existing_id = self._names.get(key)
@@ -215,17 +283,21 @@ class ActorManager:
                     self._set_dead(record, record.info.death_cause)
 
     # -- supervision ------------------------------------------------------------
-    async def _supervise(self, record: ActorRecord) -> None:
+    async def _supervise(self, record: ActorRecord, stream: PushStream | None = None) -> None:
+        """Places the actor (unless ``stream`` already reaches its live worker) and
+        restarts it each time its worker dies, within its ``max_restarts``."""
         info = record.info
         try:
             while True:
-                stream = await self._place(record)
+                if stream is None:
+                    stream = await self._place(record)
                 if stream is None:
                     return
                 record.stream = stream
                 await stream.wait_broken()
                 record.stream = None
                 await stream.close()
+                stream = None
                 await self._return_lease(record, disconnect=True)
                 unasked = not record.stop_restarts
                 if record.stop_restarts or not self._restartable(record):
@@ -273,6 +345,7 @@ class ActorManager:
         if reply is None or raylet_address is None:
             return None
         record.lease = (raylet_address, reply.lease_id)
+        self._persist(record)  # a restarted gcs can give the worker back
         address = reply.worker
         assert address is not None
         stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
@@ -406,6 +479,7 @@ class ActorManager:
 
     def _set_state(self, record: ActorRecord, state: ActorState) -> None:
         record.info.state = state
+        self._persist(record)
         waiters, record.waiters = record.waiters, []
         for waiter in waiters:
             if not waiter.done():

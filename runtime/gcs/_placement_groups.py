@@ -15,6 +15,11 @@ Invariants:
 - a group is in ``_unplaced`` iff it is PENDING or RESCHEDULING;
 - a REMOVED group holds nothing on any node: its bundles are returned, and
   every raylet refuses leases and prepares for it from then on.
+
+Each change of a group is written through the gcs's storage (``save``). A
+gcs started again ``recover``s the groups: created and removed ones as they
+were; one that was being placed first has every node give back what it may
+have prepared for it, then is placed again.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._private import placement, rpc
 from .._private import resources as res
@@ -82,7 +88,9 @@ class PlacementGroupManager:
         nodes: Callable[[], list[NodeInfo]],
         publish: Callable[[PubMessage], None],
         group_removed: Callable[[bytes], Awaitable[None]],
+        save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
+        self._save = save
         self._channels = channels
         self._nodes = nodes
         self._publish = publish
@@ -104,6 +112,41 @@ class PlacementGroupManager:
 
     async def close(self) -> None:
         await self._tasks.close()
+
+    # -- durability -------------------------------------------------------------------
+    def _persist(self, record: GroupRecord) -> None:
+        """Writes the group as it is now (after the writes asked before it)."""
+        if self._save is not None:
+            info = record.info
+            self._tasks.spawn(self._save(info.placement_group_id, bytes(info)))
+
+    async def saved(self, pg_id: bytes) -> None:
+        record = self.groups.get(pg_id)
+        if record is not None and self._save is not None:
+            await self._save(pg_id, bytes(record.info))
+
+    async def recover(self, infos: list[PlacementGroupInfo]) -> None:
+        """The groups a previous gcs kept (before ``start``): a group caught being
+        placed has what its nodes may hold for it given back, then waits again."""
+        returns = []
+        for info in infos:
+            pg_id = info.placement_group_id
+            record = self.groups[pg_id] = GroupRecord(info)
+            if record.removed:
+                self._removed.append(pg_id)
+                continue
+            if info.name:
+                self._names[(info.namespace, info.name)] = pg_id
+            if info.state is PlacementGroupState.CREATED:
+                continue
+            unplaced = [b.index for b in info.bundles if not b.node_id]
+            everything = len(unplaced) == len(info.bundles)
+            indexes = [] if everything else unplaced
+            returns += [self._return(n.node_id, pg_id, indexes) for n in self._nodes() if n.alive]
+            self._unplaced[pg_id] = None
+        await asyncio.gather(*returns)
+        self._wake.set()
+        logger.info("recovered %d placement group(s)", len(infos))
 
     # -- requests -----------------------------------------------------------------
     def create(self, info: PlacementGroupInfo) -> CreatePlacementGroupReply:
@@ -154,6 +197,7 @@ class PlacementGroupManager:
             bundle.node_id = b""
         if info.name and self._names.get((info.namespace, info.name)) == pg_id:
             del self._names[(info.namespace, info.name)]
+        self._persist(record)
         # Every raylet: requests waiting for the group fail, later ones too.
         self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=info))
         record.wake_waiters()
@@ -228,6 +272,7 @@ class PlacementGroupManager:
             if info.state is PlacementGroupState.CREATED:
                 info.state = PlacementGroupState.RESCHEDULING
             self._unplaced[info.placement_group_id] = None
+            self._persist(record)
             logger.warning(
                 "placement group %s lost %d bundle(s) with node %s; rescheduling them",
                 _label(info),
@@ -301,6 +346,7 @@ class PlacementGroupManager:
                 bundles[index].node_id = node_id
             if nodes[node_id].resources_available is views[node_id]:
                 _debit(nodes[node_id], [bundles[i] for i in indexes])
+        self._persist(record)  # prepared: a restarted gcs knows where
         committed = (
             [True]
             if single
@@ -324,6 +370,7 @@ class PlacementGroupManager:
             info.state = PlacementGroupState.CREATED
             self._unplaced.pop(info.placement_group_id, None)
             info.pending_reason = ""
+            self._persist(record)
             self._retry_delay = _RETRY_FIRST_S
             record.wake_waiters()
         else:

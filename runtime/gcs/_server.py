@@ -13,7 +13,7 @@ from typing import Any
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._private import metrics, rpc, state
+from .._private import gcs_client, metrics, rpc, state
 from .._private import resources as res
 from .._private import task_events as te
 from .._private.config import Config
@@ -85,6 +85,8 @@ class GcsService(GcsBase):
         self.config = config
         self.tables = tables or GcsTables()
         self._writes = TaskSet()  # changes written through after the fact (deaths, ends)
+        # Recovered running jobs, finished unless their driver subscribes again in time.
+        self._awaiting_drivers: dict[int, asyncio.TimerHandle] = {}
         self.task_events = TaskEventStore(config.task_events_max_num_task_in_gcs)
         self.discovery = ServiceDiscovery(session_dir, config.metrics_export_host)
         self.metrics_server = metrics.MetricsServer(
@@ -102,12 +104,14 @@ class GcsService(GcsBase):
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
             report_error=self._report_error,
+            save=self.tables.save_actor,
         )
         self.placement_groups = PlacementGroupManager(
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),
             publish=self.pubsub.publish,
             group_removed=self.actors.group_removed,
+            save=self.tables.save_group,
         )
         # Nodes that reported resources since the last RESOURCES batch.
         self._changed_resources: set[bytes] = set()
@@ -122,7 +126,20 @@ class GcsService(GcsBase):
             threshold=config.health_check_failure_threshold,
         )
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Takes up what a previous gcs on the same storage left, then starts."""
+        tables = self.tables
+        # Whether clients should wait for this gcs to come back if it dies.
+        tables.kv[gcs_client.STORAGE_KV] = tables.storage.kind.encode()
+        self.actors.recover(tables.recovered_actors)
+        await self.placement_groups.recover(tables.recovered_groups)
+        tables.recovered_actors, tables.recovered_groups = [], []
+        # A job whose driver does not come back to this gcs ended meanwhile.
+        for job_id, record in tables.jobs.items():
+            if record.state is JobState.RUNNING:
+                self._awaiting_drivers[job_id] = asyncio.get_running_loop().call_later(
+                    self.config.gcs_reconnect_timeout_s, self._finish_job, job_id
+                )
         self.health.start()
         self.placement_groups.start()
 
@@ -270,6 +287,8 @@ class GcsService(GcsBase):
         if bad:
             return CreateActorReply(ok=False, error=f"invalid actor: {bad}")
         reply = self.actors.create(message)
+        if reply.ok and reply.actor is not None and not reply.existed:
+            await self.actors.saved(reply.actor.actor_id)  # durable before it is told
         pg_id = message.actor.placement_group_id if message.actor is not None else b""
         if pg_id and self.placement_groups.state_of(pg_id) is PlacementGroupState.REMOVED:
             await self.actors.group_removed(pg_id)
@@ -295,7 +314,10 @@ class GcsService(GcsBase):
         info = message.placement_group
         if info is None or not info.bundles:
             return CreatePlacementGroupReply(ok=False, error="a placement group needs bundles")
-        return self.placement_groups.create(info)
+        reply = self.placement_groups.create(info)
+        if reply.ok:
+            await self.placement_groups.saved(info.placement_group_id)
+        return reply
 
     async def remove_placement_group(self, message: PlacementGroupRequest) -> Empty:
         await self.placement_groups.remove(message.placement_group_id)
@@ -392,6 +414,9 @@ class GcsService(GcsBase):
         return Empty()
 
     async def subscribe(self, message: SubscribeRequest) -> AsyncIterator[PubMessage]:
+        timer = self._awaiting_drivers.pop(message.owns_job, None)
+        if timer is not None:
+            timer.cancel()  # its driver is back
         sub = self.pubsub.subscribe(set(message.channels), message.job_id)
         try:
             async for item in sub.messages():

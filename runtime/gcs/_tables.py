@@ -12,7 +12,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from ..protocol.rt import JobInfo, NodeInfo
+from ..protocol.rt import ActorTableEntry, JobInfo, NodeInfo, PlacementGroupInfo
 from ._storage import MemoryStorage, Storage
 
 
@@ -41,6 +41,9 @@ class GcsTables:
     # Invariant: every id in ``jobs`` is below ``next_job_id``.
     next_job_id: int = 1
     storage: Storage = field(default_factory=MemoryStorage)
+    # What ``recover`` found of the managers' tables (handed to them at start).
+    recovered_actors: list[ActorTableEntry] = field(default_factory=list)
+    recovered_groups: list[PlacementGroupInfo] = field(default_factory=list)
 
     def add_job(
         self, namespace: str, driver_pid: int, driver_host: str, entrypoint: str = ""
@@ -81,6 +84,12 @@ class GcsTables:
         await self.storage.put("meta", b"next_job_id", str(self.next_job_id).encode())
         await self.storage.put("jobs", str(record.job_id).encode(), bytes(_job_info(record)))
 
+    async def save_actor(self, actor_id: bytes, entry: bytes) -> None:
+        await self.storage.put("actors", actor_id, entry)
+
+    async def save_group(self, pg_id: bytes, info: bytes) -> None:
+        await self.storage.put("placement_groups", pg_id, info)
+
     async def save_kv(self, namespace: str, key: bytes) -> None:
         value = self.kv.get((namespace, key))
         if value is not None:
@@ -107,6 +116,10 @@ class GcsTables:
             )
         for raw_key, value in (await storage.load("kv")).items():
             tables.kv[_split_kv_key(raw_key)] = value
+        actors = await storage.load("actors")
+        tables.recovered_actors = [ActorTableEntry.parse(raw) for raw in actors.values()]
+        groups = await storage.load("placement_groups")
+        tables.recovered_groups = [PlacementGroupInfo.parse(raw) for raw in groups.values()]
         meta = await storage.load("meta")
         tables.next_job_id = max(
             int(meta.get(b"next_job_id", b"1")), max(tables.jobs, default=0) + 1

@@ -1,8 +1,11 @@
 """The raylet's subscription to the gcs: what other nodes, jobs and owners do.
 
 A mixin of :class:`~._server.Raylet`. The stream is also this node's
-liveness at the gcs: when it ends, the gcs marks the node dead, and when the
-gcs goes, the raylet stops (``gcs_lost``).
+liveness at the gcs: when it ends, the gcs marks the node dead. When the gcs
+goes, the raylet keeps running what it runs and, if the gcs's storage
+outlives it, waits for it to come back (``gcs_reconnect_timeout_s``): then it
+registers again with the same node id and resubscribes; its reports, held
+meanwhile, follow. Otherwise (or past the timeout) it stops (``gcs_lost``).
 """
 
 from __future__ import annotations
@@ -14,8 +17,17 @@ from abc import abstractmethod
 from collections.abc import Iterable
 
 from .._private import rpc
+from .._private.gcs_client import GcsClient
 from .._private.ids import NODE_PREFIX, node_prefix
-from ..protocol.rt import Channel, GcsStub, PubMessage, SubscribeRequest, WorkerInfo
+from ..protocol.rt import (
+    Channel,
+    Empty,
+    NodeInfo,
+    PubMessage,
+    RegisterNodeRequest,
+    SubscribeRequest,
+    WorkerInfo,
+)
 from ._cluster_view import ClusterView
 from ._metrics import UserMetricTable
 from ._object_manager import ObjectManager
@@ -35,7 +47,7 @@ CHANNELS = [
 
 
 class GcsWatch:
-    _gcs: GcsStub | None
+    _gcs: GcsClient | None
     node_id: bytes
     view: ClusterView
     scheduler: LeaseScheduler
@@ -56,18 +68,48 @@ class GcsWatch:
     @abstractmethod
     def _totals_changed(self, actions: list[Action]) -> None: ...
 
+    @abstractmethod
+    def _node_info(self) -> NodeInfo: ...
+
     async def _watch_gcs(self) -> None:
-        """Follows the cluster's events until the gcs goes (or marks this node dead)."""
-        assert self._gcs is not None
+        """Follows the cluster's events until the gcs is gone for good (or marks
+        this node dead)."""
+        gcs = self._gcs
+        assert gcs is not None
         request = SubscribeRequest(channels=CHANNELS, owns_node=self.node_id)
+        while True:
+            try:
+                async for message in gcs.subscribe(request):
+                    if not self._on_event(message):
+                        logger.error("the gcs marked this node dead; stopping")
+                        self.gcs_lost.set()
+                        return
+                cause: BaseException = ConnectionError("the gcs ended the subscription")
+            except rpc.CONNECTION_ERRORS as e:
+                cause = e
+            if not await self._reconnect(gcs, cause):
+                logger.error("lost the gcs (%s); stopping", cause)
+                self.gcs_lost.set()
+                return
+
+    async def _reconnect(self, gcs: GcsClient, cause: BaseException) -> bool:
+        """Registers this node again with a restarted gcs; False if none came back."""
+        if gcs.reconnect_s <= 0:
+            return False
+        logger.warning(
+            "lost the gcs (%s); waiting up to %.0f s for it to come back", cause, gcs.reconnect_s
+        )
         try:
-            async for message in self._gcs.subscribe(request):
-                if not self._on_event(message):
-                    logger.error("the gcs marked this node dead; stopping")
-                    break
-        except rpc.CONNECTION_ERRORS as e:
-            logger.error("lost the gcs (%s); stopping", e)
-        self.gcs_lost.set()
+            await gcs.register_node(RegisterNodeRequest(node=self._node_info()))
+            for node in (await gcs.get_all_nodes(Empty())).nodes:
+                if node.node_id != self.node_id:
+                    self.view.update_node(node)
+        except rpc.CONNECTION_ERRORS:
+            return False
+        logger.info("the gcs is back; node %s registered again", self.node_id.hex()[:8])
+        self.reports.resources_changed()
+        self._reconsider()
+        return True
 
     def _on_event(self, message: PubMessage) -> bool:
         """Applies one event; False when it says this node is dead."""

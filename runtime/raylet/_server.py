@@ -22,6 +22,7 @@ from .. import exceptions
 from .._private import cluster, metrics, placement, rpc, runtime_env
 from .._private import resources as res
 from .._private.config import Config
+from .._private.gcs_client import GcsClient
 from .._private.ids import NODE_PREFIX, node_prefix
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
@@ -32,7 +33,6 @@ from ..protocol.rt import (
     CoreWorkerStub,
     Empty,
     FreeObjectsRequest,
-    GcsStub,
     LeaseReply,
     LeaseRequest,
     LeaseStatus,
@@ -127,7 +127,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         # Owners' ids of waiting lease requests -> ours (to withdraw them).
         self._by_owner_id: dict[bytes, int] = {}
         self._channels = rpc.ChannelPool()
-        self._gcs: GcsStub | None = None
+        self._gcs: GcsClient | None = None
         self._pool: WorkerPool | None = None
         self._tasks = TaskSet()
         self.user_metrics = UserMetricTable()
@@ -175,7 +175,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
             channels=self._channels,
         )
 
-    def _require_gcs(self) -> GcsStub:
+    def _require_gcs(self) -> GcsClient:
         assert self._gcs is not None
         return self._gcs
 
@@ -185,7 +185,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> None:
-        self._gcs = GcsStub(self._channels.get(*self.gcs_address))
+        self._gcs = GcsClient(self._channels.get(*self.gcs_address))
         self._pool = WorkerPool(
             argv=self._worker_argv,
             env=self.config.to_env(),
@@ -203,6 +203,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
         for node in (await self._gcs.get_all_nodes(Empty())).nodes:
             self.view.update_node(node)
+        await self._gcs.learn_durability(self.config.gcs_reconnect_timeout_s)
         self.reports.start(self._gcs)
         for coro in (self._watch_gcs(), self._reap(), self._serve_metrics()):
             self._tasks.spawn(coro)
@@ -241,8 +242,9 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
             node_id=self.node_id,
             host=self.host,
             raylet_port=self.port,
-            resources_total=dict(self.resources),
+            resources_total=res.to_float(self.scheduler.total),
             resources_available=res.to_float(self.scheduler.available),
+            metrics_port=self.metrics_port,
             alive=True,
             session_dir=self.session_dir,
             pid=os.getpid(),

@@ -7,6 +7,7 @@ __all__ = (
     "ActorInfo",
     "ActorReply",
     "ActorState",
+    "ActorTableEntry",
     "AddBorrowerRequest",
     "AddJobReply",
     "AddJobRequest",
@@ -563,6 +564,27 @@ class ActorReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ActorReply", ActorReply)
+
+
+@dataclass(eq=False, repr=False)
+class ActorTableEntry(betterproto2.Message):
+    """
+    An actor as the gcs's storage keeps it: what a restarted gcs needs to go on
+    supervising it (its worker's lease, to give back when the actor ends).
+    """
+
+    info: "ActorInfo | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    creation_task: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    lease_raylet_host: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+
+    lease_raylet_port: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    lease_id: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "ActorTableEntry", ActorTableEntry)
 
 
 @dataclass(eq=False, repr=False)
