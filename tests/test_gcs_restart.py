@@ -126,11 +126,15 @@ def test_a_cluster_rides_through_five_gcs_kills(durable_cluster: Cluster) -> Non
     # The detached named actor made before the kills is found, state intact.
     assert runtime.get(runtime.get_actor("keeper").incr.remote()) == 2
     assert runtime.get([a.incr.remote() for a in made_during_outages]) == [2] * 5
-    # A node joins the restarted gcs, and runs work.
+    # A node joins the restarted gcs and runs work; another starts while the
+    # gcs is down, and joins once it is back.
     joined = cluster.add_node(num_cpus=1)
+    os.kill(_gcs_pid(cluster), signal.SIGKILL)
+    late = cluster.add_node(num_cpus=1)  # returns once the new gcs knows it
     cluster.wait_for_nodes()
-    here = NodeAffinitySchedulingStrategy(joined.node_id, soft=False)
-    assert runtime.get(node_id.options(scheduling_strategy=here).remote()) == joined.node_id
+    for node in (joined, late):
+        here = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+        assert runtime.get(node_id.options(scheduling_strategy=here).remote()) == node.node_id
 
 
 def test_a_gcs_on_memory_storage_is_not_restarted(tmp_path: Any) -> None:

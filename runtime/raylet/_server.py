@@ -185,7 +185,11 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self, port: int) -> None:
-        self._gcs = GcsClient(self._channels.get(*self.gcs_address))
+        # A node may join while the gcs restarts: it waits for it (then learns
+        # whether this gcs can come back at all, for later losses).
+        self._gcs = GcsClient(
+            self._channels.get(*self.gcs_address), self.config.gcs_reconnect_timeout_s
+        )
         self._pool = WorkerPool(
             argv=self._worker_argv,
             env=self.config.to_env(),
