@@ -34,7 +34,6 @@ from ..protocol.rt import (
     GetAllNodesReply,
     GetNamedActorRequest,
     JobEvent,
-    JobInfo,
     JobRequest,
     KillActorRequest,
     KvGetReply,
@@ -377,21 +376,7 @@ class GcsService(GcsBase):
         return ListTasksReply(rows=data, total=total, dropped=dropped)
 
     async def list_jobs(self, message: Empty) -> ListJobsReply:
-        return ListJobsReply(
-            jobs=[
-                JobInfo(
-                    job_id=r.job_id,
-                    namespace=r.namespace,
-                    driver_pid=r.driver_pid,
-                    driver_host=r.driver_host,
-                    finished=r.state is JobState.FINISHED,
-                    start_time=r.start_time,
-                    end_time=r.end_time,
-                    entrypoint=r.entrypoint,
-                )
-                for r in self.tables.jobs.values()
-            ]
-        )
+        return ListJobsReply(jobs=[record.info() for record in self.tables.jobs.values()])
 
     def _report_error(self, job_id: int, kind: str, message: str) -> None:
         event = ErrorEvent(job_id=job_id, type=kind, message=message, time=time.time())

@@ -32,6 +32,19 @@ class JobRecord:
     start_time: float = field(default_factory=time.time)
     end_time: float = 0.0
 
+    def info(self) -> JobInfo:
+        """The record as the wire (and the storage) carries it."""
+        return JobInfo(
+            job_id=self.job_id,
+            namespace=self.namespace,
+            driver_pid=self.driver_pid,
+            driver_host=self.driver_host,
+            finished=self.state is JobState.FINISHED,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            entrypoint=self.entrypoint,
+        )
+
 
 @dataclass
 class GcsTables:
@@ -82,7 +95,7 @@ class GcsTables:
     async def save_job(self, record: JobRecord) -> None:
         """The job, and the next id (a restarted gcs never reuses one)."""
         await self.storage.put("meta", b"next_job_id", str(self.next_job_id).encode())
-        await self.storage.put("jobs", str(record.job_id).encode(), bytes(_job_info(record)))
+        await self.storage.put("jobs", str(record.job_id).encode(), bytes(record.info()))
 
     async def save_actor(self, actor_id: bytes, entry: bytes) -> None:
         await self.storage.put("actors", actor_id, entry)
@@ -125,19 +138,6 @@ class GcsTables:
             int(meta.get(b"next_job_id", b"1")), max(tables.jobs, default=0) + 1
         )
         return tables
-
-
-def _job_info(record: JobRecord) -> JobInfo:
-    return JobInfo(
-        job_id=record.job_id,
-        namespace=record.namespace,
-        driver_pid=record.driver_pid,
-        driver_host=record.driver_host,
-        finished=record.state is JobState.FINISHED,
-        start_time=record.start_time,
-        end_time=record.end_time,
-        entrypoint=record.entrypoint,
-    )
 
 
 def _kv_key(namespace: str, key: bytes) -> bytes:
