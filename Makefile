@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PROTO_OUT := runtime/protocol
 
-.PHONY: install install-dev proto check test test-newer demo bench clean
+.PHONY: install install-dev proto check test test-newer demo bench bench-compare clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -59,5 +59,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/runtime microbenchmark
 
+# Ray's microbenchmark (Ray installed once into .venv-ray) and ours, back to back,
+# with the ratio of each shared row. Prints; asserts nothing.
+bench-compare: $(STAMP)
+	$(PY) scripts/bench_compare.py
+
 clean:
-	rm -rf $(VENV) $(NEWER_VENV) build *.egg-info
+	rm -rf $(VENV) $(NEWER_VENV) .venv-ray build *.egg-info
