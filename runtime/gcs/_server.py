@@ -361,12 +361,15 @@ class GcsService(GcsBase):
         limit = message.limit if message.limit > 0 else None
         records = self.task_events.records(message.job_id, message.newest_first)
         for record in records:
-            # Filters may name any column: the full row is what they see.
-            row = record.row(f"{record.job_id:08x}", True)
-            if not te.matches(row, filters):
-                continue
+            row = None
+            if filters:  # they may name any column: the full row is what they see
+                row = record.row(f"{record.job_id:08x}", True)
+                if not te.matches(row, filters):
+                    continue
             total += 1
+            # Rows past the limit are counted, not built (the dashboard polls).
             if message.summary or limit is None or len(rows) < limit:
+                row = row or record.row(f"{record.job_id:08x}", message.detail)
                 rows.append(row if message.detail else te.basic(row))
         if message.summary:
             data = json.dumps(state.summarize_tasks(rows)).encode()

@@ -21,7 +21,6 @@ from .._private.gcs_client import GcsClient
 from .._private.ids import NODE_PREFIX, node_prefix
 from ..protocol.rt import (
     Channel,
-    Empty,
     NodeInfo,
     PubMessage,
     RegisterNodeRequest,
@@ -71,6 +70,9 @@ class GcsWatch:
     @abstractmethod
     def _node_info(self) -> NodeInfo: ...
 
+    @abstractmethod
+    async def _refresh_nodes(self) -> None: ...
+
     async def _watch_gcs(self) -> None:
         """Follows the cluster's events until the gcs is gone for good (or marks
         this node dead)."""
@@ -101,9 +103,7 @@ class GcsWatch:
         )
         try:
             await gcs.register_node(RegisterNodeRequest(node=self._node_info()))
-            for node in (await gcs.get_all_nodes(Empty())).nodes:
-                if node.node_id != self.node_id:
-                    self.view.update_node(node)
+            await self._refresh_nodes()
         except rpc.CONNECTION_ERRORS:
             return False
         logger.info("the gcs is back; node %s registered again", self.node_id.hex()[:8])

@@ -205,8 +205,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         self._server = await rpc.start_server_on([self], sock)
         metrics.time_rpcs(self._server)
         await self._gcs.register_node(RegisterNodeRequest(node=self._node_info()))
-        for node in (await self._gcs.get_all_nodes(Empty())).nodes:
-            self.view.update_node(node)
+        await self._refresh_nodes()
         await self._gcs.learn_durability(self.config.gcs_reconnect_timeout_s)
         self.reports.start(self._gcs)
         for coro in (self._watch_gcs(), self._reap(), self._serve_metrics()):
@@ -387,7 +386,8 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         if not bad and not self._owner_known(message.owner_id):
             # A node that just joined may hear of a request before it has heard
             # of the owner's node: look the nodes up once before refusing.
-            await self._refresh_nodes()
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                await self._refresh_nodes()
             if not self._owner_known(message.owner_id):
                 bad = "its owner is no live worker or driver of the cluster"
         if bad:
@@ -550,9 +550,9 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
 
     # -- background loops -----------------------------------------------------
     async def _refresh_nodes(self) -> None:
-        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-            for node in (await self._require_gcs().get_all_nodes(Empty())).nodes:
-                self.view.update_node(node)
+        """The cluster view takes every node as the gcs knows it now."""
+        for node in (await self._require_gcs().get_all_nodes(Empty())).nodes:
+            self.view.update_node(node)
 
     def _owner_known(self, owner: bytes) -> bool:
         """A lease's owner is a live worker or driver: registered here if of this
