@@ -1,24 +1,19 @@
 """The owner's end of the long-lived task stream to one worker.
 
-Tasks pushed while a send is under way are batched into the next message,
-and replies come back in batches the same way: under load, one message
-carries many tasks. A streaming task's items (:class:`GeneratorItem`) come
-back on the same stream before its reply. When the stream breaks (the worker
-died), every task still pending on it fails with :class:`StreamBroken`.
+It rides the task channel (``task_channel.py``): tasks pushed during one
+loop iteration leave as one batch, and replies come back batched the same
+way. A streaming task's items (:class:`GeneratorItem`) come back on the
+same stream before its reply. When the stream breaks (the worker died, or
+refused us), every task still pending on it fails with :class:`StreamBroken`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 from collections.abc import Callable
 
-import grpclib.const
-from grpclib.client import Channel
-
-from ..protocol.rt import TaskBatch
-from . import rpc
+from . import auth, task_channel, tls
 from .task_wire import (
     CancelRequest,
     GeneratorAck,
@@ -29,8 +24,6 @@ from .task_wire import (
 )
 
 logger = logging.getLogger(__name__)
-
-PUSH_ROUTE = "/rt.CoreWorker/PushTasks"
 
 
 class StreamBroken(ConnectionError):
@@ -46,19 +39,23 @@ Control = CancelRequest | ReleasePins | GeneratorAck
 
 
 class PushStream:
-    def __init__(self, channel: Channel, name: str) -> None:
-        self._channel = channel
+    """Invariant: a task is in ``_pending`` from its push until its reply or
+    the stream's failure, whichever comes first; each runs its callback once."""
+
+    def __init__(self, host: str, port: int, name: str, token: str | None = None) -> None:
         self._name = name
-        self._outbox: list[WireTask | Control] = []
+        # Items pushed before the connection is up wait here, then leave as one batch.
+        self._early: list[WireTask | Control] = []
+        self._channel: task_channel.Channel | None = None
         # Tasks sent and not answered: the callback run as each reply arrives
         # (no future, no extra loop iteration: the owner's hot path).
         self._pending: dict[bytes, ReplyCallback] = {}
         # Streaming tasks sent and not answered: the callback run per item.
         self._items: dict[bytes, ItemCallback] = {}
-        self._wakeup = asyncio.Event()
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._token = auth.token() if token is None else token
+        self._task = asyncio.get_running_loop().create_task(self._connect(host, port))
 
     @property
     def broken(self) -> bool:
@@ -91,14 +88,18 @@ class PushStream:
         self._pending[task[0]] = on_reply
         if on_item is not None:
             self._items[task[0]] = on_item
-        self._outbox.append(task)
-        self._wakeup.set()
+        if self._channel is not None:
+            self._channel.send(task)
+        else:
+            self._early.append(task)
 
     def send(self, item: Control) -> None:
         """Sends a control item (a cancel request) that gets no reply."""
         if self._broken is None:
-            self._outbox.append(item)
-            self._wakeup.set()
+            if self._channel is not None:
+                self._channel.send(item)
+            else:
+                self._early.append(item)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -106,76 +107,61 @@ class PushStream:
             await self._task
         except BaseException:
             pass
+        if self._channel is not None:
+            self._channel.close()
+        self._fail(StreamBroken("the stream was closed"))
 
-    async def _run(self) -> None:
+    async def _connect(self, host: str, port: int) -> None:
         try:
-            async with self._channel.request(
-                PUSH_ROUTE, grpclib.const.Cardinality.STREAM_STREAM, TaskBatch, TaskBatch
-            ) as stream:
-                await stream.send_request()
-                receiver = asyncio.ensure_future(self._receive(stream))
-                # Its error is also ours (_fail); when we are cancelled first
-                # (abandon) nobody else looks at it.
-                receiver.add_done_callback(_retrieve)
-                try:
-                    while True:
-                        await self._wakeup.wait()
-                        self._wakeup.clear()
-                        if receiver.done():
-                            receiver.result()
-                            raise StreamBroken("the worker closed the stream")
-                        batch, self._outbox = self._outbox, []
-                        if batch:
-                            payload = pickle.dumps(batch, protocol=5)
-                            await stream.send_message(TaskBatch(payload=payload))
-                finally:
-                    receiver.cancel()
+            channel = await task_channel.connect(
+                host, port, self._receive, self._lost, self._token, ssl=tls.client_context()
+            )
         except asyncio.CancelledError:
             self._fail(StreamBroken("the stream was closed"))
             raise
-        except rpc.CONNECTION_ERRORS as e:  # StreamBroken is a ConnectionError
+        except OSError as e:
             self._fail(e)
-        except BaseException as e:
-            logger.exception("task stream to %s failed", self._name)
-            self._fail(e)
+            return
+        if self._broken is not None:  # abandoned meanwhile
+            channel.abort()
+            return
+        self._channel = channel
+        early, self._early = self._early, []
+        if early:
+            channel.send_all(early)
 
-    async def _receive(self, stream: object) -> None:
-        try:
-            while True:
-                message = await stream.recv_message()  # type: ignore[attr-defined]
-                if message is None:
-                    raise StreamBroken("the worker ended the stream")
-                replies: list[WireReply | GeneratorItem] = pickle.loads(message.payload)
-                for reply in replies:
-                    if type(reply) is GeneratorItem:
-                        on_item = self._items.get(reply.task_id)
-                        if on_item is not None:
-                            try:
-                                on_item(reply)
-                            except Exception:
-                                logger.exception("handling an item from %s failed", self._name)
-                        continue
-                    assert type(reply) is tuple
-                    self._items.pop(reply[0], None)
-                    on_reply = self._pending.pop(reply[0], None)
-                    if on_reply is None:
-                        continue
+    def _lost(self, error: BaseException | None) -> None:
+        self._fail(error or StreamBroken("the worker ended the stream"))
+
+    def _receive(self, replies: list[WireReply | GeneratorItem]) -> None:
+        for reply in replies:
+            if type(reply) is GeneratorItem:
+                on_item = self._items.get(reply.task_id)
+                if on_item is not None:
                     try:
-                        on_reply(reply, None)
+                        on_item(reply)
                     except Exception:
-                        logger.exception("handling a reply from %s failed", self._name)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self._fail(e)
-            self._wakeup.set()
-            raise
+                        logger.exception("handling an item from %s failed", self._name)
+                continue
+            if type(reply) is not tuple or not reply or type(reply[0]) is not bytes:
+                logger.error("a malformed reply from %s: %r", self._name, type(reply))
+                continue
+            self._items.pop(reply[0], None)
+            on_reply = self._pending.pop(reply[0], None)
+            if on_reply is None:
+                continue
+            try:
+                on_reply(reply, None)
+            except Exception:
+                logger.exception("handling a reply from %s failed", self._name)
 
     def abandon(self, reason: str) -> None:
         """Gives the stream up (its worker's node died): pending pushes fail now,
         rather than when a connection to an unreachable machine times out."""
         self._fail(StreamBroken(reason))
         self._task.cancel()
+        if self._channel is not None:
+            self._channel.abort()
 
     async def wait_broken(self) -> None:
         """Returns when the stream has broken (the worker died or closed it)."""
@@ -187,11 +173,7 @@ class PushStream:
             self._broken_event.set()
         pending, self._pending = self._pending, {}
         self._items = {}
+        self._early = []
         loop = asyncio.get_running_loop()
         for on_reply in pending.values():
             loop.call_soon(on_reply, None, StreamBroken(f"{type(error).__name__}: {error}"))
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -33,15 +33,18 @@ KIND_ACTOR_CALL = 2
 WireTask = tuple[
     bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes, int
 ]
-#: (task_id, ok, returns or [error], application_error, nested): ``nested``
+#: (task_id, ok, returns or [error], application_error, nested, ran): ``nested``
 #: lists, per return, the (object id, owner) of each ref inside it; ``None``
 #: means the worker handed the task back unstarted (run it elsewhere).
+#: ``ran``: (start, end, pid) of the run, unix microseconds, when it ran (the
+#: owner records them as the attempt's RUNNING and end events), else None.
 WireReply = tuple[
     bytes,
     bool,
     list[SerializedObject],
     bool,
     list[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
+    tuple[int, int, int] | None,
 ]
 
 

@@ -58,7 +58,6 @@ class ActorClient:
         self._worker = worker
         self.actors = ActorSubmitter(
             gcs=lambda: worker.gcs,
-            channels=worker.channels,
             on_reply=self._on_actor_reply,
             on_failure=worker.tasks.fail_task,
             on_idle=self._on_actor_idle,

@@ -290,7 +290,7 @@ class ActorExecutor:
 
     def _died_reply(self, task: WireTask) -> WireReply:
         error = exceptions.ActorDiedError(self.exiting)
-        return (task[0], False, [serialization.serialize_error(error)], True, [])
+        return (task[0], False, [serialization.serialize_error(error)], True, [], None)
 
 
 def _recording_end(events: TaskEvents, task: WireTask, reply: Reply) -> Reply:

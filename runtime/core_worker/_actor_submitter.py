@@ -72,7 +72,6 @@ class ActorSubmitter:
         self,
         *,
         gcs: Callable[[], GcsStub],
-        channels: rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_failure: Callable[[TaskSpec, SerializedObject], None],
         on_idle: Callable[[bytes], None],
@@ -82,7 +81,6 @@ class ActorSubmitter:
         self._on_pushed = on_pushed
         self._on_item = on_item
         self._gcs = gcs
-        self._channels = channels
         self._on_reply = on_reply
         self._on_failure = on_failure
         self._on_idle = on_idle
@@ -260,7 +258,7 @@ class ActorSubmitter:
         address = (info.address.host, info.address.port)
         stream = self._streams.get(address)
         if stream is None or stream.broken:
-            stream = PushStream(self._channels.get(*address), q.name)
+            stream = PushStream(info.address.host, info.address.push_port, q.name)
             self._streams[address] = stream
             self._stream_nodes[address] = info.address.node_id
         q.stream = stream

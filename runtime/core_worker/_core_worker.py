@@ -72,6 +72,7 @@ from ._store_client import StoreClient
 from ._submitter import TaskSubmitter
 from ._task_events import TaskEvents
 from ._task_manager import TaskManager
+from ._task_server import TaskServer
 from ._user_metrics import UserMetrics
 
 #: How often a retiring worker checks whether it may exit.
@@ -124,6 +125,7 @@ class CoreWorker:
         self._gcs: GcsClient | None = None
         self._raylet: RayletStub | None = None
         self._server: Any = None
+        self.task_server: TaskServer | None = None  # a worker's task port
         self._started: asyncio.Future[None] | None = None
         # The shared tables.
         self.store = MemoryStore()
@@ -153,7 +155,6 @@ class CoreWorker:
             raylet_at=lambda host, port: RayletStub(self.channels.get(host, port)),
             node_id=lambda: self.node_id,
             node_address=self.cluster.node_address,
-            channels=self.channels,
             on_reply=self.tasks.on_task_reply,
             on_worker_failure=self.tasks.on_worker_failure,
             on_new_key=self.tasks.on_new_scheduling_key,
@@ -237,9 +238,15 @@ class CoreWorker:
         self.namespace = await self.exports.adopt_job(self.job_id) or self.namespace
         self.executor = TaskExecutor(self)
         self.executor.start()
+        self.task_server = TaskServer(self)
+        await self.task_server.start()
         reply = await raylet.register_worker(
             RegisterWorkerRequest(
-                worker_id=self.worker_id, job_id=self.job_id, port=self.port, pid=os.getpid()
+                worker_id=self.worker_id,
+                job_id=self.job_id,
+                port=self.port,
+                pid=os.getpid(),
+                push_port=self.task_server.port,
             )
         )
         self.node_id = reply.node_id
@@ -269,6 +276,8 @@ class CoreWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.user_metrics.flush(), 2.0)
         await self.background.close()
+        if self.task_server is not None:
+            await self.task_server.stop()
         if self._server is not None:
             await rpc.stop_server(self._server)
         self.channels.close()

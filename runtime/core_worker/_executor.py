@@ -131,12 +131,12 @@ class TaskExecutor:
         if item[6] == KIND_ACTOR_CALL:
             if self.actor is None:
                 error = exceptions.RaySystemError("this worker hosts no actor")
-                reply((item[0], False, [serialization.serialize_error(error)], False, []))
+                reply((item[0], False, [serialization.serialize_error(error)], False, [], None))
             else:
                 self.actor.submit(item, reply)
             return
         if self.waiting or self.retiring:
-            reply((item[0], False, [], False, None))
+            reply((item[0], False, [], False, None, None))
             return
         self._queue.put_nowait((item, reply))
 
@@ -162,7 +162,7 @@ class TaskExecutor:
         """
         while not self._queue.empty():
             task, reply = self._queue.get_nowait()
-            reply((task[0], False, [], False, None))
+            reply((task[0], False, [], False, None, None))
 
     def is_canceled(self, task_id: bytes) -> bool:
         """Whether the task running here by that id was asked to stop."""
@@ -205,7 +205,7 @@ class TaskExecutor:
             except Exception as e:  # the runtime's own failure, not the task's
                 logger.exception("executing task %s failed", task[2])
                 error = serialization.serialize_error(exceptions.RaySystemError(repr(e)))
-                result = (task_id, False, [error], False, [])
+                result = (task_id, False, [error], False, [], None)
             finally:
                 self._running = None
                 self._running_async = None
@@ -316,7 +316,7 @@ class TaskExecutor:
                 f"the constructor of actor {options.get('class_name', '?')} raised "
                 f"(pid={os.getpid()}):\n{tb.rstrip()}"
             )
-            return (task[0], False, [serialization.serialize_error(error)], True, [])
+            return (task[0], False, [serialization.serialize_error(error)], True, [], None)
         finally:
             current_task_id.reset(token)
             current_task_name.reset(name_token)
@@ -324,7 +324,7 @@ class TaskExecutor:
         self.assigned = options.get("resources") or {}
         _set_omp_threads(self.assigned)
         await self._worker.actor_client.on_actor_created(actor, options)
-        return (task[0], True, [], False, [])
+        return (task[0], True, [], False, [], None)
 
 
 # OMP_NUM_THREADS as the worker started: the user's, if they set one.

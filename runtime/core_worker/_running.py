@@ -116,7 +116,7 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     if pins:
         # Held until the result's owner has taken the refs over (ReleasePins).
         worker.post(worker.ownership.pin, task_id, pins)
-    return (task_id, True, returns, False, nested)
+    return (task_id, True, returns, False, nested, None)
 
 
 def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
@@ -130,12 +130,12 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
         # every hop (the message shows each hop's traceback).
         cause, cause_cls = error.cause, error.cause_cls
     err = exceptions.TaskError(name, tb, cause, cause_cls, os.getpid(), _HOST)
-    return (task_id, False, [serialization.serialize_error(err)], True, [])
+    return (task_id, False, [serialization.serialize_error(err)], True, [], None)
 
 
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     error = exceptions.TaskCancelledError(f"{name}() was cancelled")
-    return (task_id, False, [serialization.serialize_error(error)], False, [])
+    return (task_id, False, [serialization.serialize_error(error)], False, [], None)
 
 
 def interrupt_thread(thread_id: int, error: type[BaseException] | None = KeyboardInterrupt) -> None:

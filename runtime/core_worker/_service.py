@@ -1,23 +1,16 @@
-"""The CoreWorker service: task pushes in, object requests answered.
+"""The CoreWorker service: object requests answered, borrowers, cancellation.
 
-``PushTasks`` is served on the raw grpclib stream rather than the generated
-async-generator form: receiving tasks and sending replies run concurrently
-on one stream, and replies that finish while a send is under way are
-batched into the next message.
+Task pushes do not come here: they take the worker's task port
+(``_task_server.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import pickle
 from typing import TYPE_CHECKING
 
 import grpclib.const
-import grpclib.server
 
 from .._private.ids import OBJECT_ID_SIZE
-from .._private.push_stream import PUSH_ROUTE
-from .._private.task_wire import WireReply, WireTask
 from ..exceptions import ObjectLostError
 from ..protocol.rt import (
     AddBorrowerRequest,
@@ -31,7 +24,6 @@ from ..protocol.rt import (
     ReconstructReply,
     ReconstructRequest,
     ReferenceTableReply,
-    TaskBatch,
     WaitForRefRemovedRequest,
 )
 
@@ -42,51 +34,6 @@ if TYPE_CHECKING:
 class CoreWorkerService(CoreWorkerBase):
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        mapping = super().__mapping__()
-        mapping[PUSH_ROUTE] = grpclib.const.Handler(
-            self._push_tasks,
-            grpclib.const.Cardinality.STREAM_STREAM,
-            TaskBatch,
-            TaskBatch,
-        )
-        return mapping
-
-    async def _push_tasks(self, stream: grpclib.server.Stream[TaskBatch, TaskBatch]) -> None:
-        executor = self._worker.executor
-        if executor is None:
-            raise grpclib.GRPCError(grpclib.const.Status.FAILED_PRECONDITION, "not a worker")
-        replies: list[WireReply] = []
-        ready = asyncio.Event()
-
-        def send(result: WireReply) -> None:
-            replies.append(result)
-            ready.set()
-
-        def reply(result: WireReply) -> None:
-            # Refs borrowed while running the task are registered with their
-            # owners before the submitter hears that the task is done.
-            self._worker.ownership.after_registrations(lambda: send(result))
-
-        async def send_replies() -> None:
-            nonlocal replies
-            while True:
-                await ready.wait()
-                ready.clear()
-                batch, replies = replies, []
-                if batch:
-                    await stream.send_message(TaskBatch(payload=pickle.dumps(batch, protocol=5)))
-
-        sender = asyncio.ensure_future(send_replies())
-        try:
-            async for message in stream:
-                tasks: list[WireTask] = pickle.loads(message.payload)
-                for task in tasks:
-                    executor.enqueue(task, reply)
-            # The owner closed its side: it wants no more replies.
-        finally:
-            sender.cancel()
 
     async def add_borrower(self, message: AddBorrowerRequest) -> Empty:
         borrower = message.borrower

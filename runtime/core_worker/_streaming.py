@@ -83,7 +83,7 @@ def _item(worker: CoreWorker, task: WireTask, index: int, value: Any) -> Generat
 
 def _end(worker: CoreWorker, task: WireTask, count: int) -> WireReply:
     obj, _ = worker.objects.serialize_value(count, return_id(task[0], 0), task[8])
-    return (task[0], True, [obj], False, [[]])
+    return (task[0], True, [obj], False, [[]], None)
 
 
 def _not_iterable(task: WireTask, value: Any) -> WireReply:

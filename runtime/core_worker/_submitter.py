@@ -90,7 +90,6 @@ class TaskSubmitter:
         raylet_at: Callable[[str, int], RayletStub],
         node_id: Callable[[], bytes] = lambda: b"",
         node_address: Callable[[bytes], tuple[str, int] | None] = lambda _: None,
-        channels: rpc.ChannelPool,
         on_reply: Callable[[TaskSpec, WireReply, PushStream], None],
         on_worker_failure: Callable[[TaskSpec, BaseException], None],
         on_new_key: Callable[[TaskSpec], None],
@@ -109,7 +108,6 @@ class TaskSubmitter:
         self._raylet_at = raylet_at
         self._node_id = node_id
         self._node_address = node_address
-        self._channels = channels
         self._on_reply = on_reply
         self._on_worker_failure = on_worker_failure
         self._on_new_key = on_new_key
@@ -352,8 +350,9 @@ class TaskSubmitter:
         address = (reply.worker.host, reply.worker.port)
         stream = self._streams.get(address)
         if stream is None or stream.broken:
-            channel = self._channels.get(*address)
-            stream = self._streams[address] = PushStream(channel, f"{address[0]}:{address[1]}")
+            name = f"{address[0]}:{address[1]}"
+            stream = PushStream(reply.worker.host, reply.worker.push_port, name)
+            self._streams[address] = stream
             self._stream_nodes[address] = reply.worker.node_id
         lease = Lease(
             reply.lease_id, reply.worker.worker_id, stream, raylet, gpu_ids=tuple(reply.gpu_ids)

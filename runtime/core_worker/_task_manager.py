@@ -240,7 +240,7 @@ class TaskManager:
 
     # -- completion ----------------------------------------------------------------------
     def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
-        _, ok, returns, application_error, _ = reply
+        ok, returns, application_error = reply[1], reply[2], reply[3]
         if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
             return
         if not ok:

@@ -154,7 +154,7 @@ class ActorManager:
         address = info.address
         if info.state is ActorState.ALIVE and address is not None:
             # Its worker lived on: watch it through a new stream.
-            stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
+            stream = PushStream(address.host, address.push_port, info.class_name)
             await self._supervise(record, stream)
             return
         # It was being placed when the gcs went: the worker it had leased, if
@@ -348,7 +348,7 @@ class ActorManager:
         self._persist(record)  # a restarted gcs can give the worker back
         address = reply.worker
         assert address is not None
-        stream = PushStream(self._channels.get(address.host, address.port), info.class_name)
+        stream = PushStream(address.host, address.push_port, info.class_name)
         try:
             task = pickle.loads(record.creation_task)
             task[7]["num_restarts"] = info.num_restarts  # a fresh copy: ours to change

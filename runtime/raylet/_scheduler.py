@@ -56,6 +56,7 @@ class Worker:
     job_id: int
     state: WorkerState = WorkerState.STARTING
     port: int = 0
+    push_port: int = 0  # its task channel
     pid: int = 0
     lease_id: bytes | None = None
     idle_since: float = 0.0
@@ -219,12 +220,15 @@ class LeaseScheduler:
         )
         return [self._start(job_id, env) for _ in range(max(0, count - have))]
 
-    def worker_registered(self, worker_id: bytes, port: int, pid: int, now: float) -> list[Action]:
+    def worker_registered(
+        self, worker_id: bytes, port: int, pid: int, now: float, push_port: int = 0
+    ) -> list[Action]:
         worker = self.workers.get(worker_id)
         if worker is None or worker.state is not WorkerState.STARTING:
             return [KillWorker(worker_id)]
         worker.state = WorkerState.IDLE
         worker.port = port
+        worker.push_port = push_port
         worker.pid = pid
         worker.idle_since = now
         return self.schedule()

@@ -277,9 +277,15 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
             self.metrics_port,
         )
 
-    def _address(self, port: int, worker_id: bytes) -> Address:
+    def _address(self, port: int, worker_id: bytes, push_port: int = 0) -> Address:
         """Where a core worker of this node (driver or worker) listens."""
-        return Address(host=self.host, port=port, worker_id=worker_id, node_id=self.node_id)
+        return Address(
+            host=self.host,
+            port=port,
+            worker_id=worker_id,
+            node_id=self.node_id,
+            push_port=push_port,
+        )
 
     # -- carrying out the scheduler's actions ---------------------------------
     def _apply(self, actions: Iterable[Action]) -> None:
@@ -292,7 +298,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
                 reply = LeaseReply(
                     status=LeaseStatus.GRANTED,
                     lease_id=action.lease_id,
-                    worker=self._address(worker.port, worker.worker_id),
+                    worker=self._address(worker.port, worker.worker_id, worker.push_port),
                     worker_pid=worker.pid,
                     gpu_ids=list(action.gpu_ids),
                 )
@@ -480,7 +486,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
             handle.cancel()
         self._apply(
             self.scheduler.worker_registered(
-                message.worker_id, message.port, message.pid, time.monotonic()
+                message.worker_id, message.port, message.pid, time.monotonic(), message.push_port
             )
         )
         return RegisterWorkerReply(node_id=self.node_id, store_socket=self.store_socket)
@@ -512,7 +518,7 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         rows = list(self._driver_info.values())
         rows += [
             WorkerInfo(
-                address=self._address(w.port, w.worker_id),
+                address=self._address(w.port, w.worker_id, w.push_port),
                 pid=w.pid,
                 job_id=w.job_id,
                 label=self.reports.labels.get(w.pid, ""),

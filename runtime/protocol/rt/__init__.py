@@ -97,7 +97,6 @@ __all__ = (
     "StoreStats",
     "StrategyKind",
     "SubscribeRequest",
-    "TaskBatch",
     "TransferHeader",
     "TransferRequest",
     "UnregisterNodeRequest",
@@ -109,7 +108,7 @@ __all__ = (
     "WorkerLabelRequest",
 )
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -262,6 +261,12 @@ class LeaseStatus(betterproto2.Enum):
 
 
 class ObjectStatus(betterproto2.Enum):
+    """
+    Task pushes and their replies do not ride this service: they take the task
+    channel (runtime/_private/task_channel.py, a documented frame layout) on
+    the worker's task port (Address.push_port).
+    """
+
     UNSPECIFIED = 0
 
     READY = 1
@@ -639,6 +644,11 @@ class Address(betterproto2.Message):
     worker_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
 
     node_id: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+
+    push_port: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    a worker's task channel port (0: a driver, which runs no tasks)
+    """
 
 
 default_message_pool.register_message("rt", "Address", Address)
@@ -1743,6 +1753,11 @@ class RegisterWorkerRequest(betterproto2.Message):
 
     pid: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
 
+    push_port: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
+    """
+    its task channel port
+    """
+
 
 default_message_pool.register_message("rt", "RegisterWorkerRequest", RegisterWorkerRequest)
 
@@ -2030,21 +2045,6 @@ default_message_pool.register_message("rt", "SubscribeRequest", SubscribeRequest
 
 
 @dataclass(eq=False, repr=False)
-class TaskBatch(betterproto2.Message):
-    """
-    Task pushes and their replies ride one long-lived bidirectional stream per
-    owner and worker. The envelope is thin on purpose: a batch of task specs
-    (or of results) travels as one opaque pickled payload, which costs about a
-    microsecond where encoding the same fields as protobuf costs tens.
-    """
-
-    payload: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
-
-
-default_message_pool.register_message("rt", "TaskBatch", TaskBatch)
-
-
-@dataclass(eq=False, repr=False)
 class TransferHeader(betterproto2.Message):
     found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -2174,26 +2174,6 @@ default_message_pool.register_message("rt", "WorkerLabelRequest", WorkerLabelReq
 
 
 class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
-    async def push_tasks(
-        self,
-        messages: "AsyncIterable[TaskBatch] | Iterable[TaskBatch]",
-        *,
-        timeout: "float | None" = None,
-        deadline: "Deadline | None" = None,
-        metadata: "MetadataLike | None" = None,
-    ) -> "AsyncIterator[TaskBatch]":
-
-        async for response in self._stream_stream(
-            "/rt.CoreWorker/PushTasks",
-            messages,
-            TaskBatch,
-            TaskBatch,
-            timeout=timeout,
-            deadline=deadline,
-            metadata=metadata,
-        ):
-            yield response
-
     async def get_object(
         self,
         message: "GetObjectRequest",
@@ -3153,11 +3133,6 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
 
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
-    async def push_tasks(self, messages: "AsyncIterator[TaskBatch]") -> "AsyncIterator[TaskBatch]":
-
-        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-        yield TaskBatch()
-
     async def get_object(self, message: "GetObjectRequest") -> "GetObjectReply":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -3185,14 +3160,6 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def cancel_task(self, message: "CancelTaskRequest") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-
-    async def __rpc_push_tasks(self, stream: "grpclib.server.Stream[TaskBatch, TaskBatch]") -> None:
-        request = stream.__aiter__()
-        await self._call_rpc_handler_server_stream(
-            self.push_tasks,
-            stream,
-            request,
-        )
 
     async def __rpc_get_object(
         self, stream: "grpclib.server.Stream[GetObjectRequest, GetObjectReply]"
@@ -3250,12 +3217,6 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
-            "/rt.CoreWorker/PushTasks": grpclib.const.Handler(
-                self.__rpc_push_tasks,
-                grpclib.const.Cardinality.STREAM_STREAM,
-                TaskBatch,
-                TaskBatch,
-            ),
             "/rt.CoreWorker/GetObject": grpclib.const.Handler(
                 self.__rpc_get_object,
                 grpclib.const.Cardinality.UNARY_UNARY,
