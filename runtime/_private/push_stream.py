@@ -42,8 +42,16 @@ class PushStream:
     """Invariant: a task is in ``_pending`` from its push until its reply or
     the stream's failure, whichever comes first; each runs its callback once."""
 
-    def __init__(self, host: str, port: int, name: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        token: str | None = None,
+        peer: tuple[bytes, bytes] = (b"", b""),
+    ) -> None:
         self._name = name
+        self.peer = peer  # the worker's (worker id, node id), for task events
         # Items pushed before the connection is up wait here, then leave as one batch.
         self._early: list[WireTask | Control] = []
         self._channel: task_channel.Channel | None = None

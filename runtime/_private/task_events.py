@@ -14,8 +14,11 @@ type, resources; an actor call's actor; a failure's error). A row is
 slot per state of :data:`STATES`, in that order: when the attempt entered it,
 in integer microseconds since the epoch, 0 if it did not (or the reporter
 did not see it). The tasks of one function share one info, sent once per batch. The owner of a
-task reports its definition and its way to a worker; the worker that runs it
-reports RUNNING and the end. The gcs merges both by ``(task_id, attempt)``.
+task reports its definition, its way to a worker and, from the reply, when
+the worker ran it (RUNNING and the end, with an info naming the worker: node,
+worker id, pid): one row per finished attempt. A worker reports only the
+attempts still running when it sends a batch (RUNNING; where it runs is the
+reporter). The gcs merges rows by ``(task_id, attempt)``.
 
 This module is shared by core workers (writing rows) and the gcs (checking
 and merging them), and by the state API (filters).
@@ -67,6 +70,7 @@ INFO_FIELDS: dict[str, type | tuple[type, ...]] = {
     "parent_task_id": str,
     "node_id": str,
     "worker_id": str,
+    "worker_pid": int,
     "required_resources": dict,
     "placement_group_id": str,
     "error_type": str,
@@ -171,8 +175,10 @@ def _check_info(info: Any) -> str:
         kind = INFO_FIELDS.get(key)
         if kind is None:
             return f"unknown info field {key!r}"
-        if not isinstance(value, kind):
+        if not isinstance(value, kind) or (kind is int and type(value) is not int):
             return f"info field {key!r} has the wrong type"
+        if type(value) is int and not 0 <= value < 1 << 31:
+            return f"info field {key!r} is out of range"
         limit = MAX_MESSAGE if key == "error_message" else MAX_TEXT
         if isinstance(value, str) and len(value) > limit:
             info[key] = value[:limit]

@@ -14,8 +14,8 @@ Three kinds, chosen from the class when the actor is created:
 
 Concurrency groups (``concurrency_groups={"io": 2}`` on the class, a
 method's ``concurrency_group``, or a call's) limit calls per group: a group
-is a thread pool of its size (sync and threaded actors; a sync class with
-groups is threaded) or a semaphore (async actors). The default group ("")
+is a lane (``_lane.py``) of that many threads (sync and threaded actors; a
+sync class with groups is threaded) or a semaphore (async actors). The default group ("")
 keeps ``max_concurrency``.
 
 Calls from one caller arrive in submission order (one ordered stream per
@@ -30,16 +30,14 @@ restart) and exits its own graceful way, so atexit handlers run.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import enum
 import inspect
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import serialization
-from .._private import task_events as te
 from .._private.task_wire import WireReply, WireTask
+from ._lane import Lane
 from ._running import (
     ActorExitRequest,
     Reply,
@@ -56,7 +54,6 @@ from ._streaming import GeneratorRun, run_async_stream, run_sync_stream
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
-    from ._task_events import TaskEvents
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
@@ -75,18 +72,17 @@ def is_async_class(cls: type) -> bool:
 
 
 class _Group:
-    """A concurrency group: a pool of its size (sync, threaded) or a semaphore (async)."""
+    """A concurrency group: a lane of its size (sync, threaded) or a semaphore (async)."""
 
     def __init__(self, name: str, size: int, kind: ActorKind) -> None:
         self.name = name
         self.size = size
         threads = size if kind is ActorKind.THREADED else 1
-        # An async actor's default pool runs only its sync constructor.
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # An async actor's default lane runs only its sync constructor.
+        self.lane: Lane | None = None
         if kind is not ActorKind.ASYNC or not name:
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                threads, thread_name_prefix=f"runtime-actor{'-' + name if name else ''}"
-            )
+            loop = asyncio.get_running_loop()
+            self.lane = Lane(loop, f"runtime-actor{'-' + name if name else ''}", threads)
         self.slots = asyncio.Semaphore(size)
 
 
@@ -106,14 +102,14 @@ class ActorExecutor:
         self._groups = {"": _Group("", max_concurrency, kind)}
         for group, size in (groups or {}).items():
             self._groups[group] = _Group(group, size, kind)
-        default_pool = self._groups[""].pool
-        assert default_pool is not None
-        self._pool = default_pool
+        default_lane = self._groups[""].lane
+        assert default_lane is not None
+        self._lane = default_lane
         # Each method's own group ("" for the default), learnt on first call.
         self._method_groups: dict[str, str] = {}
-        # Calls not finished yet: an asyncio task (async actor) or the
-        # thread pool's future (sync and threaded actors).
-        self._calls: dict[bytes, asyncio.Task[Any] | concurrent.futures.Future[WireReply]] = {}
+        # Calls not finished yet: an asyncio task (async actor) or None (a
+        # sync or threaded actor's, on a lane).
+        self._calls: dict[bytes, asyncio.Task[Any] | None] = {}
         # Calls asked to stop (for is_canceled()); a subset of ``_calls``' keys.
         self._cancelled: set[bytes] = set()
         self.instance: Any = None
@@ -135,26 +131,23 @@ class ActorExecutor:
             threaded = concurrency > 1 or groups
             kind = ActorKind.THREADED if threaded else ActorKind.SYNC
         executor = cls(worker, kind, concurrency, actor_cls.__name__, groups)
-        loop = asyncio.get_running_loop()
         init = getattr(actor_cls, "__init__", None)
         if inspect.iscoroutinefunction(init):
             args, kwargs = load_args(worker, task)
             instance: Any = object.__new__(actor_cls)
             await init(instance, *args, **kwargs)
         else:
-            ctx = contextvars.copy_context()
-            instance = await loop.run_in_executor(
-                executor._pool, ctx.run, _construct, worker, actor_cls, task
-            )
+            instance = await executor._lane.run(_construct, worker, actor_cls, task)
         executor.instance = instance
         return executor
 
     async def close(self) -> None:
         for call in list(self._calls.values()):
-            call.cancel()
+            if call is not None:
+                call.cancel()
         for group in self._groups.values():
-            if group.pool is not None:
-                group.pool.shutdown(wait=False, cancel_futures=True)
+            if group.lane is not None:
+                group.lane.close()
 
     def submit(self, task: WireTask, reply: Reply) -> None:
         task_id, extra = task[0], task[7]
@@ -163,9 +156,6 @@ class ActorExecutor:
         if self.exiting:
             reply(self._died_reply(task))
             return
-        events = self._worker.task_events
-        if events.enabled:
-            reply = _recording_end(events, task, reply)
         method = _BUILTIN_METHODS.get(method_name) or getattr(self.instance, method_name, None)
         if method is None:
             missing = AttributeError(f"actor {self.name} has no method {method_name!r}")
@@ -181,13 +171,11 @@ class ActorExecutor:
             self._calls[task_id] = call
             call.add_done_callback(lambda c: self._finish_async(task, c, reply))
             return
-        assert group.pool is not None
-        ctx = contextvars.copy_context()
-        future = group.pool.submit(ctx.run, self._run_sync, method, task)
-        self._calls[task_id] = future
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._finish_sync, task, f, reply)
+        assert group.lane is not None
+        self._calls[task_id] = None
+        group.lane.submit(
+            lambda: self._run_sync(method, task),
+            lambda result, error: self._finish_sync(task, result, error, reply),
         )
 
     def cancel(self, task_id: bytes) -> bool:
@@ -196,18 +184,22 @@ class ActorExecutor:
         A queued call is dropped; a running coroutine sees CancelledError; a
         running sync method cannot be interrupted and finishes.
         """
-        call = self._calls.get(task_id)
-        if call is None:
+        if task_id not in self._calls:
             return False
         self._cancelled.add(task_id)
-        call.cancel()
+        call = self._calls[task_id]
+        if call is not None:
+            call.cancel()
         return True
 
     def is_canceled(self, task_id: bytes) -> bool:
         return task_id in self._cancelled
 
     def _run_sync(self, method: Any, task: WireTask) -> WireReply:
-        self._worker.task_events.record(task[0], task[9], te.RUNNING)
+        if task[0] in self._cancelled:  # while it was queued: it does not run
+            return cancelled_reply(task[0], task[2])
+        events = self._worker.task_events
+        start = events.started(task[0], task[9])
         token = current_task_id.set(task[0])
         name_token = current_task_name.set(task[2])
         thread_state.in_sync_task = True
@@ -215,24 +207,28 @@ class ActorExecutor:
             self._worker.recovery.localize_blocking(task[4])  # arguments other nodes hold
             run = self._stream_of(task)
             if run is not None:
-                return run_sync_stream(self._worker, method, task, run)
-            return run_sync(self._worker, method, task)
+                result = run_sync_stream(self._worker, method, task, run)
+            else:
+                result = run_sync(self._worker, method, task)
         finally:
+            events.forget(task[0], task[9])
             thread_state.in_sync_task = False
             current_task_id.reset(token)
             current_task_name.reset(name_token)
+        return events.stamp(result, start)
 
     def _finish_sync(
-        self, task: WireTask, future: concurrent.futures.Future[WireReply], reply: Reply
+        self, task: WireTask, result: WireReply | None, error: BaseException | None, reply: Reply
     ) -> None:
         self._calls.pop(task[0], None)
         self._cancelled.discard(task[0])
-        if future.cancelled():
-            reply(cancelled_reply(task[0], task[2]))
-        elif isinstance(future.exception(), ActorExitRequest):
+        if isinstance(error, ActorExitRequest):
             self._exit(task, reply)
+        elif error is not None or result is None:
+            failure = exceptions.RaySystemError(repr(error))
+            reply(error_reply(task[0], task[2], failure))
         else:
-            reply(future.result())
+            reply(result)
 
     def _stream_of(self, task: WireTask) -> GeneratorRun | None:
         executor = self._worker.executor
@@ -250,21 +246,24 @@ class ActorExecutor:
 
     async def _run_async(self, method: Any, task: WireTask, group: _Group) -> WireReply:
         async with group.slots:
-            self._worker.task_events.record(task[0], task[9], te.RUNNING)
+            events = self._worker.task_events
+            start = events.started(task[0], task[9])
             token = current_task_id.set(task[0])
             name_token = current_task_name.set(task[2])
             try:
                 await self._worker.recovery.localize(task[4])
                 run = self._stream_of(task)
                 if run is not None:  # a generator method: on the loop, sync or async
-                    return await run_async_stream(self._worker, method, task, run)
-                if inspect.iscoroutinefunction(method):
-                    return await run_async(self._worker, method, task)
-                # A sync method of an async actor: on the loop, as in Ray.
-                return run_sync(self._worker, method, task)
+                    result = await run_async_stream(self._worker, method, task, run)
+                elif inspect.iscoroutinefunction(method):
+                    result = await run_async(self._worker, method, task)
+                else:  # a sync method of an async actor: on the loop, as in Ray
+                    result = run_sync(self._worker, method, task)
             finally:
+                events.forget(task[0], task[9])
                 current_task_id.reset(token)
                 current_task_name.reset(name_token)
+            return events.stamp(result, start)
 
     def _finish_async(self, task: WireTask, call: asyncio.Task[WireReply], reply: Reply) -> None:
         self._calls.pop(task[0], None)
@@ -291,16 +290,6 @@ class ActorExecutor:
     def _died_reply(self, task: WireTask) -> WireReply:
         error = exceptions.ActorDiedError(self.exiting)
         return (task[0], False, [serialization.serialize_error(error)], True, [], None)
-
-
-def _recording_end(events: TaskEvents, task: WireTask, reply: Reply) -> Reply:
-    """``reply``, recording first how the call ended (its task event)."""
-
-    def send(result: WireReply) -> None:
-        events.record(task[0], task[9], te.FINISHED if result[1] else te.FAILED)
-        reply(result)
-
-    return send
 
 
 def _terminate() -> None:

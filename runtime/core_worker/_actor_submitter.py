@@ -258,7 +258,8 @@ class ActorSubmitter:
         address = (info.address.host, info.address.port)
         stream = self._streams.get(address)
         if stream is None or stream.broken:
-            stream = PushStream(info.address.host, info.address.push_port, q.name)
+            peer = (info.address.worker_id, info.address.node_id)
+            stream = PushStream(info.address.host, info.address.push_port, q.name, peer=peer)
             self._streams[address] = stream
             self._stream_nodes[address] = info.address.node_id
         q.stream = stream

@@ -13,8 +13,6 @@ on, actor calls go to its :class:`ActorExecutor`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import inspect
 import logging
 import os
@@ -44,6 +42,7 @@ from .._private.task_wire import (
 )
 from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor
+from ._lane import Lane
 from ._running import (
     Reply,
     cancelled_reply,
@@ -67,7 +66,7 @@ class TaskExecutor:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
         self._queue: asyncio.Queue[tuple[WireTask, Reply]] = asyncio.Queue()
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="runtime-task")
+        self._lane = Lane(asyncio.get_running_loop(), "runtime-task")
         self._functions: dict[bytes, Any] = {}
         self._runner: asyncio.Task[None] | None = None
         self._cancelled: set[bytes] = set()
@@ -107,7 +106,7 @@ class TaskExecutor:
                 pass
         if self.actor is not None:
             await self.actor.close()
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._lane.close()
 
     def enqueue(
         self, item: WireTask | CancelRequest | ReleasePins | GeneratorAck, reply: Reply
@@ -199,7 +198,12 @@ class TaskExecutor:
                 continue
             self._running = task_id
             events = self._worker.task_events
-            events.record(task_id, task[9], te.RUNNING)
+            # An actor's creation is recorded here (its owner, the gcs, records
+            # nothing); a task's run is stamped on its reply for its owner.
+            creation = task[6] == KIND_ACTOR_CREATION
+            if creation:
+                events.record(task_id, task[9], te.RUNNING)
+            start = events.started(task_id, task[9])
             try:
                 result = await self._execute(task)
             except Exception as e:  # the runtime's own failure, not the task's
@@ -210,13 +214,17 @@ class TaskExecutor:
                 self._running = None
                 self._running_async = None
                 self._running_thread = None
+                events.forget(task_id, task[9])
             if task_id in self._cancelled:
                 # Cancelled while running: the result is the cancellation, even
                 # if the task caught it and returned (as in Ray).
                 self._cancelled.discard(task_id)
                 if result[1]:
                     result = cancelled_reply(task_id, task[2])
-            events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
+            if creation:
+                events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
+            else:
+                result = events.stamp(result, start)
             reply(result)
             max_calls = task[7][0] if task[6] == KIND_TASK and task[7] else None
             if max_calls:
@@ -237,8 +245,7 @@ class TaskExecutor:
         if cached is not None:
             return cached
         data = await self._worker.exports.fetch(function_id)
-        loop = asyncio.get_running_loop()
-        fn = await loop.run_in_executor(self._thread, pickle.loads, data)
+        fn = await self._lane.run(pickle.loads, data)
         self._functions[function_id] = fn
         return fn
 
@@ -269,9 +276,7 @@ class TaskExecutor:
                     if self._runner is not None and self._runner.cancelling():
                         raise
                     return cancelled_reply(task_id, name)
-            loop = asyncio.get_running_loop()
-            ctx = contextvars.copy_context()
-            return await loop.run_in_executor(self._thread, ctx.run, self._execute_sync, fn, task)
+            return await self._lane.run(self._execute_sync, fn, task)
         finally:
             current_task_id.reset(token)
             current_task_name.reset(name_token)

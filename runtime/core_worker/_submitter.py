@@ -351,7 +351,8 @@ class TaskSubmitter:
         stream = self._streams.get(address)
         if stream is None or stream.broken:
             name = f"{address[0]}:{address[1]}"
-            stream = PushStream(reply.worker.host, reply.worker.push_port, name)
+            peer = (reply.worker.worker_id, reply.worker.node_id)
+            stream = PushStream(reply.worker.host, reply.worker.push_port, name, peer=peer)
             self._streams[address] = stream
             self._stream_nodes[address] = reply.worker.node_id
         lease = Lease(

@@ -1,15 +1,19 @@
 """Task events: this process's task state changes, sent to the gcs in batches.
 
 The owner of a task records its definition and its way to a worker
-(PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER) and how it
-ended (FINISHED, FAILED, with the error); the worker that runs it records
-RUNNING and when it stopped. The row layout is ``_private/task_events.py``'s.
+(PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER), then,
+from the reply, when the worker ran it (RUNNING, the end) and how it ended
+(FINISHED, FAILED, with the error): one row per attempt reaches the gcs. The
+worker that runs a task only stamps its reply with (start, end, pid), and
+reports the attempts still running when a batch leaves (a long task shows as
+RUNNING while it runs), and actor creations (whose owner, the gcs, records
+nothing). The row layout is ``_private/task_events.py``'s.
 
-Recording is an append under an uncontended lock (executor threads record
-too); the merging into rows and the JSON happen once per period, off the
-path of the task. Invariant: at most ``task_events_max_buffer_size`` events
-wait between batches; more are dropped and counted, and the count travels
-with the next batch.
+Invariants: rows are recorded on the loop only (executor threads only add to
+and remove from ``_running``, one dict operation each); the merging into JSON
+happens once per period, off the path of the task; at most
+``task_events_max_buffer_size`` attempts wait between batches; more are
+dropped and counted, and the count travels with the next batch.
 """
 
 from __future__ import annotations
@@ -18,14 +22,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import rpc
 from .._private import task_events as te
-from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
 from ..protocol.rt import AddTaskEventsRequest
 
 if TYPE_CHECKING:
@@ -50,8 +53,14 @@ class TaskEvents:
         self._max = config.task_events_max_buffer_size
         # Rows are merged as events come: one per attempt between batches.
         self._rows: dict[tuple[bytes, int], Row] = {}
-        self._lock = threading.Lock()
         self._dropped = 0
+        # Attempts running here (a worker's), with their start, and those of
+        # them already reported as running.
+        self._running: dict[tuple[bytes, int], int] = {}
+        self._reported: set[tuple[bytes, int]] = set()
+        self._pid = os.getpid()
+        # Who ran an attempt, by (worker id, node id, pid): one shared info each.
+        self._ran_by: dict[tuple[bytes, bytes, int], dict[str, Any]] = {}
         self._flusher: asyncio.Task[None] | None = None
         # The definitions' info, shared by the tasks of one function (the hot
         # path builds no dict for them), and actor calls' info by actor.
@@ -64,23 +73,76 @@ class TaskEvents:
     ) -> None:
         if not self.enabled:
             return
-        now = time.time_ns() // 1000
+        row = self._row(task_id, attempt)
+        if row is None:
+            return
         slot = te.STATE_ORDER[state]
+        if not row[2][slot]:  # the earliest report of a state wins
+            row[2][slot] = time.time_ns() // 1000
+        if info:
+            row[3].append(info)
+
+    def _row(self, task_id: bytes, attempt: int) -> Row | None:
         key = (task_id, attempt)
-        with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                if len(self._rows) >= self._max:
-                    self._dropped += 1
-                    return
-                times = [0] * te.NUM_STATES
-                times[slot] = now
-                self._rows[key] = [task_id, attempt, times, [info] if info else []]
-                return
-            if not row[2][slot]:
-                row[2][slot] = now
-            if info:
-                row[3].append(info)
+        row = self._rows.get(key)
+        if row is None:
+            if len(self._rows) >= self._max:
+                self._dropped += 1
+                return None
+            row = self._rows[key] = [task_id, attempt, [0] * te.NUM_STATES, []]
+        return row
+
+    # -- the worker's side (the loop or an executor thread) -----------------------------
+    def started(self, task_id: bytes, attempt: int) -> int:
+        """A task starts running here: its start (unix us), kept until :meth:`forget`."""
+        now = time.time_ns() // 1000
+        if self.enabled:
+            self._running[(task_id, attempt)] = now
+        return now
+
+    def forget(self, task_id: bytes, attempt: int) -> None:
+        """The task stopped running here."""
+        if self._running:
+            self._running.pop((task_id, attempt), None)
+
+    def stamp(self, reply: WireReply, start: int) -> WireReply:
+        """The reply, saying when the task ran here (its owner records it)."""
+        if not self.enabled:
+            return reply
+        return (
+            reply[0],
+            reply[1],
+            reply[2],
+            reply[3],
+            reply[4],
+            (start, time.time_ns() // 1000, self._pid),
+        )
+
+    # -- the owner's side ----------------------------------------------------------------
+    def ran(self, spec: TaskSpec, reply: WireReply, peer: tuple[bytes, bytes]) -> None:
+        """A reply came: when and where the attempt ran, from its stamp."""
+        stamp = reply[5]
+        if not self.enabled or stamp is None:
+            return
+        row = self._row(spec.task_id, spec.attempt)
+        if row is None:
+            return
+        start, end, pid = stamp
+        times = row[2]
+        if not times[te.RUNNING_SLOT]:
+            times[te.RUNNING_SLOT] = start
+        times[te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT] = end
+        key = (peer[0], peer[1], pid)
+        info = self._ran_by.get(key)
+        if info is None:
+            if len(self._ran_by) > 10_000:
+                self._ran_by.clear()
+            info = self._ran_by[key] = {
+                "node_id": peer[1].hex(),
+                "worker_id": peer[0].hex(),
+                "worker_pid": pid,
+            }
+        row[3].append(info)
 
     def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
@@ -148,9 +210,17 @@ class TaskEvents:
 
     async def flush(self) -> None:
         """Sends what was recorded since the last batch (a lost gcs loses it)."""
-        with self._lock:
-            rows, self._rows = self._rows, {}
-            dropped, self._dropped = self._dropped, 0
+        rows, self._rows = self._rows, {}
+        dropped, self._dropped = self._dropped, 0
+        if self._running or self._reported:
+            running = list(self._running.items())
+            self._reported &= {key for key, _ in running}
+            for key, start in running:
+                if key not in self._reported and key not in rows:
+                    self._reported.add(key)
+                    times = [0] * te.NUM_STATES
+                    times[te.RUNNING_SLOT] = start
+                    rows[key] = [key[0], key[1], times, []]
         if not rows and not dropped:
             return
         worker = self._worker

@@ -136,9 +136,13 @@ class TaskEventStore:
                         known[slot] = when
                 record.parts.extend(parts)
             if times[te.RUNNING_SLOT]:
-                # The reporter ran it: where it ran is the reporter.
-                record.parts.append(ran_here)
-                record.worker_pid = pid
+                for part in parts:
+                    if "worker_pid" in part:  # the owner says which worker ran it
+                        record.worker_pid = part["worker_pid"]
+                        break
+                else:  # the reporter ran it: where it ran is the reporter
+                    record.parts.append(ran_here)
+                    record.worker_pid = pid
 
     def records(self, job_id: int = 0, newest_first: bool = False) -> Iterator[TaskRecord]:
         """The kept attempts, in the order they were first recorded (per job)."""

@@ -55,7 +55,7 @@ from ..protocol.rt import (
 )
 from . import _spillback as spillback
 from ._bundle_rpc import BundleHandlers
-from ._cluster_view import ClusterView, Placement
+from ._cluster_view import ClusterView, Decision, Placement
 from ._gcs_watch import GcsWatch
 from ._log_rpc import LogHandlers, own_log_names
 from ._metrics import MetricsHandlers, UserMetricTable
@@ -399,12 +399,13 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         if bad:
             return LeaseReply(status=LeaseStatus.FAILED, error=f"invalid lease request: {bad}")
         fixed = res.to_fixed(message.resources)
-        decision = self.view.decide(
-            fixed,
-            message.strategy,
-            spilled=message.spilled,
-            local_available=self.scheduler.uncommitted(),
-        )
+        decision = self._decide(fixed, message)
+        if decision.placement is Placement.FAIL:
+            # It may name a node that joined since this view was last told
+            # (one that joined while the gcs restarted): look once more.
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                await self._refresh_nodes()
+            decision = self._decide(fixed, message)
         if decision.placement in (Placement.SPILL, Placement.FAIL):
             return spillback.redirect_reply(decision)
         req = PendingRequest(
@@ -555,6 +556,14 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         return Empty()
 
     # -- background loops -----------------------------------------------------
+    def _decide(self, fixed: res.Fixed, message: LeaseRequest) -> Decision:
+        return self.view.decide(
+            fixed,
+            message.strategy,
+            spilled=message.spilled,
+            local_available=self.scheduler.uncommitted(),
+        )
+
     async def _refresh_nodes(self) -> None:
         """The cluster view takes every node as the gcs knows it now."""
         for node in (await self._require_gcs().get_all_nodes(Empty())).nodes:
