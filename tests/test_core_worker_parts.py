@@ -124,7 +124,7 @@ async def test_a_reply_stores_the_result_and_finishes_the_task(worker: CoreWorke
     entry = worker.refs.get(arg.binary())
     assert entry is not None and entry.submitted == 1
 
-    worker.tasks.on_task_reply(spec, (spec.task_id, True, [_value(49)], False, [[]]), None)  # type: ignore[arg-type]
+    worker.tasks.on_task_reply(spec, (spec.task_id, True, [_value(49)], False, [[]], None), None)  # type: ignore[arg-type]
 
     assert spec.state is TaskState.FINISHED
     assert spec.task_id not in worker.tasks.pending
@@ -138,7 +138,7 @@ async def test_an_application_error_is_retried_only_as_allowed(worker: CoreWorke
     ref = ObjectRef(spec.return_ids[0], worker.address, worker, counted=True)
     worker.tasks.register(spec, [])
     failure = exceptions.TaskError("f", "tb", ValueError("bad"), ValueError, 1, "h")
-    reply = (spec.task_id, False, [_error(failure)], True, [])
+    reply = (spec.task_id, False, [_error(failure)], True, [], None)
 
     worker.tasks.on_task_reply(spec, reply, None)  # type: ignore[arg-type]
     assert worker.submitter.submitted == [spec]  # type: ignore[attr-defined]
@@ -154,7 +154,7 @@ async def test_an_error_not_listed_is_not_retried(worker: CoreWorker) -> None:
     spec = _spec(worker, max_retries=3, retry_exceptions=(KeyError,))
     worker.tasks.register(spec, [])
     failure = exceptions.TaskError("f", "tb", ValueError("bad"), ValueError, 1, "h")
-    worker.tasks.on_task_reply(spec, (spec.task_id, False, [_error(failure)], True, []), None)  # type: ignore[arg-type]
+    worker.tasks.on_task_reply(spec, (spec.task_id, False, [_error(failure)], True, [], None), None)  # type: ignore[arg-type]
     assert worker.submitter.submitted == []  # type: ignore[attr-defined]
     assert spec.state is TaskState.FINISHED
 

@@ -339,7 +339,7 @@ class ActorClient:
         self.actors.ready(queue)
 
     def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
-        self._worker.task_events.ran(spec, reply, stream.peer)
+        self._worker.task_events.ran(spec, reply, stream)
         if not reply[1]:
             self._worker.tasks.fail_task(spec, reply[2][0])
             return

@@ -44,6 +44,17 @@ class MemoryStore:
         else:
             self._callbacks.setdefault(object_id, []).append(callback)
 
+    def drop_callback(self, object_id: bytes, callback: Callable[[], None]) -> None:
+        """Withdraws a callback not called yet (its waiter gave up or is done)."""
+        callbacks = self._callbacks.get(object_id)
+        if callbacks is not None:
+            try:
+                callbacks.remove(callback)
+            except ValueError:
+                pass
+            if not callbacks:
+                del self._callbacks[object_id]
+
     def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
         """A future resolved when the object is put (at once if it is here)."""
         loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -177,7 +177,11 @@ class ObjectReader:
         if None in ready and not lend_cpu and all(r._owner[2] == worker.worker_id for r in refs):
             # Owned objects, nothing to lend: wait for them directly, with no
             # coroutine on the loop (a sync get loop's hot path).
-            self._wait_owned(refs, timeout)
+            if self._wait_owned(refs, timeout):
+                missing = sum(1 for r in refs if r._id not in worker.store)
+                raise exceptions.GetTimeoutError(
+                    f"get() timed out after {timeout}s: {missing} of {len(refs)} objects not ready"
+                )
             ready = [worker.store.get_nowait(r._id) for r in refs]
         objs: list[SerializedObject]
         run_blocking = worker.bridge.run_blocking
@@ -212,21 +216,38 @@ class ObjectReader:
                 self._worker.objects.error_read(ref)
                 self._worker.objects.deserialize(obj)  # raises it
 
-    def _wait_owned(self, refs: Sequence[Reference], timeout: float | None) -> None:
-        """Blocks this (non-loop) thread until owned objects are ready, or raises."""
+    def _wait_owned(
+        self, refs: Sequence[Reference], timeout: float | None, needed: int | None = None
+    ) -> int:
+        """Blocks this (non-loop) thread until ``needed`` (default: all) of these
+        owned objects are ready, or one is an error when all are needed; returns
+        how many are still missing (more than 0 only on timeout). A memory-store
+        callback per object and one event: no future, no coroutine."""
         store = self._worker.store
         done = threading.Event()
-        left = [len(refs)]
+        needed = len(refs) if needed is None else needed
+        fail_fast = needed == len(refs)
+        left = [needed]
+        callbacks: list[tuple[bytes, Callable[[], None]]] = []
 
         def one_ready(object_id: bytes) -> None:
             left[0] -= 1
-            obj = store.get_nowait(object_id)
-            if left[0] == 0 or (obj is not None and serialization.is_error(obj)):
-                done.set()  # all here, or one failed: get fails fast
+            if left[0] <= 0:
+                done.set()
+            elif fail_fast:
+                obj = store.get_nowait(object_id)
+                if obj is not None and serialization.is_error(obj):
+                    done.set()  # one failed: get fails fast
 
         def register() -> None:
             for ref in refs:
-                store.on_ready(ref._id, functools.partial(one_ready, ref._id))
+                callback = functools.partial(one_ready, ref._id)
+                callbacks.append((ref._id, callback))
+                store.on_ready(ref._id, callback)
+
+        def unregister() -> None:
+            for object_id, callback in callbacks:
+                store.drop_callback(object_id, callback)
 
         self._worker.post(register)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -236,10 +257,9 @@ class ObjectReader:
             if wait_s <= 0:
                 break
             done.wait(min(wait_s, WAIT_SLICE_S))
-        if not done.is_set():
-            raise exceptions.GetTimeoutError(
-                f"get() timed out after {timeout}s: {left[0]} of {len(refs)} objects not ready"
-            )
+        if left[0] > 0:
+            self._worker.post(unregister)  # those not called yet would pile up
+        return max(left[0], 0) if not done.is_set() else 0
 
     async def get_async(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
         worker = self._worker
@@ -284,7 +304,13 @@ class ObjectReader:
         # Fast path on the caller's thread (dict reads): enough refs are ready.
         objects = worker.store
         ready = [r for r in refs if r._id in objects]
-        if len(ready) >= num_returns:
+        me = worker.worker_id
+        # Owned objects and no CPU to lend: wait with a callback each, no futures.
+        owned_only = not thread_state.in_sync_task and all(r._owner[2] == me for r in refs)
+        if len(ready) < num_returns and owned_only:
+            self._wait_owned(refs, timeout, num_returns)
+            ready = [r for r in refs if r._id in objects]
+        if len(ready) >= num_returns or owned_only:
             chosen = {r._id for r in ready[:num_returns]}
             result = ready[:num_returns], [r for r in refs if r._id not in chosen]
         else:

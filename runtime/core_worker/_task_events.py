@@ -32,6 +32,7 @@ from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
 from ..protocol.rt import AddTaskEventsRequest
 
 if TYPE_CHECKING:
+    from .._private.push_stream import PushStream
     from ._core_worker import CoreWorker
     from ._task_spec import TaskSpec
 
@@ -119,11 +120,12 @@ class TaskEvents:
         )
 
     # -- the owner's side ----------------------------------------------------------------
-    def ran(self, spec: TaskSpec, reply: WireReply, peer: tuple[bytes, bytes]) -> None:
-        """A reply came: when and where the attempt ran, from its stamp."""
+    def ran(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
+        """A reply came on ``stream``: when and where the attempt ran, from its stamp."""
         stamp = reply[5]
         if not self.enabled or stamp is None:
             return
+        peer = stream.peer
         row = self._row(spec.task_id, spec.attempt)
         if row is None:
             return

@@ -241,7 +241,7 @@ class TaskManager:
     # -- completion ----------------------------------------------------------------------
     def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         ok, returns, application_error = reply[1], reply[2], reply[3]
-        self._worker.task_events.ran(spec, reply, stream.peer)
+        self._worker.task_events.ran(spec, reply, stream)
         if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
             return
         if not ok:
