@@ -2,12 +2,16 @@
 
 Touched only from the core worker's loop, except :meth:`get_nowait`, a
 single dict read that other threads may do (atomic under the GIL) for the
-fast path of ``get`` on a ready object.
+fast path of ``get`` on a ready object, and :meth:`on_ready` and
+:meth:`drop_callback`, which a thread blocking in ``get`` or ``wait`` calls
+itself (no hand-off to the loop): ``_lock`` makes their check-then-register
+atomic with :meth:`put`'s store-then-take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 from .._private.serialization import SerializedObject
@@ -19,6 +23,7 @@ class MemoryStore:
         # Invariant: no id is in both ``_objects`` and ``_waiters`` (or ``_callbacks``).
         self._waiters: dict[bytes, list[asyncio.Future[SerializedObject]]] = {}
         self._callbacks: dict[bytes, list[Callable[[], None]]] = {}
+        self._lock = threading.Lock()  # guards _callbacks, and _objects' writes by put
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -27,33 +32,39 @@ class MemoryStore:
         return object_id in self._objects
 
     def put(self, object_id: bytes, obj: SerializedObject) -> None:
-        self._objects[object_id] = obj
+        with self._lock:
+            self._objects[object_id] = obj
+            callbacks = self._callbacks.pop(object_id, ()) if self._callbacks else ()
         for fut in self._waiters.pop(object_id, ()):
             if not fut.done():
                 fut.set_result(obj)
-        for callback in self._callbacks.pop(object_id, ()):
+        for callback in callbacks:
             callback()
 
     def get_nowait(self, object_id: bytes) -> SerializedObject | None:
         return self._objects.get(object_id)
 
     def on_ready(self, object_id: bytes, callback: Callable[[], None]) -> None:
-        """Calls ``callback()`` once the object is here (now, if it is)."""
-        if object_id in self._objects:
+        """Calls ``callback()`` once the object is here (now, if it is): on the
+        thread that puts it, or on this one. Any thread."""
+        with self._lock:
+            here = object_id in self._objects
+            if not here:
+                self._callbacks.setdefault(object_id, []).append(callback)
+        if here:
             callback()
-        else:
-            self._callbacks.setdefault(object_id, []).append(callback)
 
     def drop_callback(self, object_id: bytes, callback: Callable[[], None]) -> None:
-        """Withdraws a callback not called yet (its waiter gave up or is done)."""
-        callbacks = self._callbacks.get(object_id)
-        if callbacks is not None:
-            try:
-                callbacks.remove(callback)
-            except ValueError:
-                pass
-            if not callbacks:
-                del self._callbacks[object_id]
+        """Withdraws a callback not called yet (its waiter gave up or is done). Any thread."""
+        with self._lock:
+            callbacks = self._callbacks.get(object_id)
+            if callbacks is not None:
+                try:
+                    callbacks.remove(callback)
+                except ValueError:
+                    pass
+                if not callbacks:
+                    del self._callbacks[object_id]
 
     def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
         """A future resolved when the object is put (at once if it is here)."""

@@ -225,13 +225,15 @@ class ObjectReader:
         callback per object and one event: no future, no coroutine."""
         store = self._worker.store
         done = threading.Event()
+        lock = threading.Lock()  # callbacks run on the loop, or here
         needed = len(refs) if needed is None else needed
         fail_fast = needed == len(refs)
         left = [needed]
         callbacks: list[tuple[bytes, Callable[[], None]]] = []
 
         def one_ready(object_id: bytes) -> None:
-            left[0] -= 1
+            with lock:
+                left[0] -= 1
             if left[0] <= 0:
                 done.set()
             elif fail_fast:
@@ -239,17 +241,12 @@ class ObjectReader:
                 if obj is not None and serialization.is_error(obj):
                     done.set()  # one failed: get fails fast
 
-        def register() -> None:
-            for ref in refs:
-                callback = functools.partial(one_ready, ref._id)
-                callbacks.append((ref._id, callback))
-                store.on_ready(ref._id, callback)
-
-        def unregister() -> None:
-            for object_id, callback in callbacks:
-                store.drop_callback(object_id, callback)
-
-        self._worker.post(register)
+        # Registered from this thread: the store's lock makes it safe, and the
+        # loop is not woken for it (a sync get's hot path).
+        for ref in refs:
+            callback = functools.partial(one_ready, ref._id)
+            callbacks.append((ref._id, callback))
+            store.on_ready(ref._id, callback)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done.is_set():
             # In slices, so that a cancelled task's interrupt gets in.
@@ -257,8 +254,9 @@ class ObjectReader:
             if wait_s <= 0:
                 break
             done.wait(min(wait_s, WAIT_SLICE_S))
-        if left[0] > 0:
-            self._worker.post(unregister)  # those not called yet would pile up
+        if left[0] > 0:  # those not called yet would pile up
+            for object_id, registered in callbacks:
+                store.drop_callback(object_id, registered)
         return max(left[0], 0) if not done.is_set() else 0
 
     async def get_async(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
