@@ -44,10 +44,22 @@ class Probe:
         assert worker.task_server is not None
         return worker.task_server.port
 
+    def local_name(self) -> str:
+        return tc.local_name(runtime.api._context.current().worker_id)
 
-def _refusal(port: int, first: bytes) -> tuple[int, str]:
+
+def _connect(where: int | str) -> socket.socket:
+    if isinstance(where, str):  # the worker's abstract Unix socket
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(30)
+        conn.connect(where)
+        return conn
+    return socket.create_connection(("127.0.0.1", where), timeout=30)
+
+
+def _refusal(where: int | str, first: bytes) -> tuple[int, str]:
     """What the task port answers to ``first``: a refusal, then end of stream."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+    with _connect(where) as conn:
         conn.sendall(first)
         data = b""
         while True:
@@ -76,9 +88,11 @@ def test_a_workers_task_port_refuses_strangers_and_junk() -> None:
             (tc.HEADER.pack(1 << 20, tc.HELLO), "exceeds"),  # a hello too large to read
             (b"\x00\x00\x00\x01\x63x", "unknown frame kind"),
         ]
+        local = runtime.get(probe.local_name.remote())
         for first, why in cases:
-            kind, reason = _refusal(port, first)
-            assert kind == tc.REFUSED and why in reason, reason
+            for where in (port, local):
+                kind, reason = _refusal(where, first)
+                assert kind == tc.REFUSED and why in reason, reason
         # The right token is heard, and the actor still answers.
         token = cluster.head.token.encode()
         with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:

@@ -49,6 +49,7 @@ class PushStream:
         name: str,
         token: str | None = None,
         peer: tuple[bytes, bytes] = (b"", b""),
+        local: bool = False,
     ) -> None:
         self._name = name
         self.peer = peer  # the worker's (worker id, node id), for task events
@@ -63,6 +64,8 @@ class PushStream:
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
         self._token = auth.token() if token is None else token
+        # On the worker's own node: its abstract Unix socket, if it answers.
+        self._local = task_channel.local_name(peer[0]) if local and peer[0] else None
         self._task = asyncio.get_running_loop().create_task(self._connect(host, port))
 
     @property
@@ -122,7 +125,13 @@ class PushStream:
     async def _connect(self, host: str, port: int) -> None:
         try:
             channel = await task_channel.connect(
-                host, port, self._receive, self._lost, self._token, ssl=tls.client_context()
+                host,
+                port,
+                self._receive,
+                self._lost,
+                self._token,
+                ssl=tls.client_context(),
+                local=self._local,
             )
         except asyncio.CancelledError:
             self._fail(StreamBroken("the stream was closed"))

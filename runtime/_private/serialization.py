@@ -39,6 +39,27 @@ METADATA_IN_STORE = 3
 # Values of these exact types pickle identically with the stdlib pickler,
 # which is several times faster than cloudpickle's for small values.
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
+_CONTAINERS = frozenset({list, tuple, dict})
+
+
+def _is_plain(value: Any, budget: list[int]) -> bool:
+    """Whether ``value`` holds only plain scalars in lists, tuples and dicts
+    (at most ``budget`` items in all): then the standard pickler gives the same
+    bytes as cloudpickle's, at a fraction of its cost (no class by value, no
+    ref, no out-of-band buffer can be inside)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind not in _CONTAINERS:
+        return False
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        return False
+    if kind is dict:
+        return all(type(k) is str for k in value) and all(
+            _is_plain(v, budget) for v in value.values()
+        )
+    return all(_is_plain(v, budget) for v in value)
 
 
 #: Node ids are this long; an IN_STORE marker's data ends with one.
@@ -95,7 +116,7 @@ def note_ref(ref: Any) -> None:
 
 def pickle_value(value: Any) -> Pickled:
     """Pickles ``value``, keeping large buffers out of band and noting its refs."""
-    if type(value) in _PLAIN_TYPES:
+    if type(value) in _PLAIN_TYPES or _is_plain(value, [64]):
         return Pickled(pickle.dumps(value, protocol=5), [], [])
     outer = _context.refs
     refs: list[Any] = []

@@ -34,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import pickle
+import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -256,21 +258,52 @@ class Channel(asyncio.Protocol):
             self._on_lost(error)
 
 
+def local_name(worker_id: bytes) -> str:
+    """The abstract Unix socket a worker also serves its task channel on: an
+    owner on the same node connects there (cheaper than loopback TCP). Abstract
+    (Linux): no file, gone with the process; the hello's token still guards it."""
+    return f"\0runtime-tasks-{worker_id.hex()}"
+
+
 async def connect(
-    host: str, port: int, on_items: OnItems, on_lost: OnLost, token: str, ssl: Any = None
+    host: str,
+    port: int,
+    on_items: OnItems,
+    on_lost: OnLost,
+    token: str,
+    ssl: Any = None,
+    local: str | None = None,
 ) -> Channel:
-    """A client's channel to a worker's task port (the hello already queued)."""
+    """A client's channel to a worker's task port (the hello already queued):
+    through ``local`` (its abstract Unix socket) when given and it answers,
+    else TCP."""
     loop = asyncio.get_running_loop()
-    _, channel = await loop.create_connection(
-        lambda: Channel(on_items, on_lost, hello=token), host, port, ssl=ssl
-    )
+
+    def factory() -> Channel:
+        return Channel(on_items, on_lost, hello=token)
+
+    if local is not None and ssl is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, local)
+        except OSError:
+            sock.close()  # not served there (another machine, an old worker): TCP
+        else:
+            _, channel = await loop.create_unix_connection(factory, sock=sock)
+            return channel
+    _, channel = await loop.create_connection(factory, host, port, ssl=ssl)
     return channel
 
 
+Accept = Callable[[], tuple[OnItems, OnLost, Callable[[Channel], None]]]
+
+
 async def serve(
-    sock: Any, accept: Callable[[], tuple[OnItems, OnLost, Callable[[Channel], None]]], ssl: Any
-) -> asyncio.AbstractServer:
-    """Serves the task channel on a bound listening socket.
+    sock: Any, accept: Accept, ssl: Any, local: str | None = None
+) -> list[asyncio.AbstractServer]:
+    """Serves the task channel on a bound listening socket (and on the abstract
+    Unix socket ``local``, without TLS, if given and the system has them).
 
     ``accept`` is called per connection and returns its item and loss
     callbacks and a function given the channel (to send replies on).
@@ -283,4 +316,15 @@ async def serve(
         bind(channel)
         return channel
 
-    return await loop.create_server(factory, sock=sock, ssl=ssl)
+    servers: list[asyncio.AbstractServer] = [await loop.create_server(factory, sock=sock, ssl=ssl)]
+    if local is not None and ssl is None and sys.platform == "linux":
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            unix.bind(local)
+            unix.listen(128)
+            unix.setblocking(False)
+        except OSError:
+            unix.close()  # TCP serves alone
+        else:
+            servers.append(await loop.create_unix_server(factory, sock=unix))
+    return servers

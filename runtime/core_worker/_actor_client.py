@@ -63,6 +63,7 @@ class ActorClient:
             on_idle=self._on_actor_idle,
             on_item=worker.generators.on_item,
             on_pushed=worker.task_events.actor_call_pushed,
+            node_id=lambda: worker.node_id,
         )
         # A handle's reference held while this process has calls to it pending,
         # by the handle's key (a process's calls keep the actor alive).

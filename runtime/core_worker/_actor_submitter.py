@@ -77,8 +77,10 @@ class ActorSubmitter:
         on_idle: Callable[[bytes], None],
         on_item: Callable[[TaskSpec, PushStream, GeneratorItem], None] = lambda *_: None,
         on_pushed: Callable[[TaskSpec, bytes], None] = lambda *_: None,
+        node_id: Callable[[], bytes] = lambda: b"",
     ) -> None:
         self._on_pushed = on_pushed
+        self._node_id = node_id
         self._on_item = on_item
         self._gcs = gcs
         self._on_reply = on_reply
@@ -259,7 +261,10 @@ class ActorSubmitter:
         stream = self._streams.get(address)
         if stream is None or stream.broken:
             peer = (info.address.worker_id, info.address.node_id)
-            stream = PushStream(info.address.host, info.address.push_port, q.name, peer=peer)
+            local = info.address.node_id == self._node_id()
+            stream = PushStream(
+                info.address.host, info.address.push_port, q.name, peer=peer, local=local
+            )
             self._streams[address] = stream
             self._stream_nodes[address] = info.address.node_id
         q.stream = stream

@@ -352,7 +352,10 @@ class TaskSubmitter:
         if stream is None or stream.broken:
             name = f"{address[0]}:{address[1]}"
             peer = (reply.worker.worker_id, reply.worker.node_id)
-            stream = PushStream(reply.worker.host, reply.worker.push_port, name, peer=peer)
+            local = reply.worker.node_id == self._node_id()
+            stream = PushStream(
+                reply.worker.host, reply.worker.push_port, name, peer=peer, local=local
+            )
             self._streams[address] = stream
             self._stream_nodes[address] = reply.worker.node_id
         lease = Lease(

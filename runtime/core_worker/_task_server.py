@@ -27,15 +27,18 @@ class TaskServer:
         self._worker = worker
         self._sock = rpc.bind_socket(worker.host)
         self.port: int = self._sock.getsockname()[1]
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._channels: set[task_channel.Channel] = set()
 
     async def start(self) -> None:
-        self._server = await task_channel.serve(self._sock, self._accept, tls.server_context())
+        local = task_channel.local_name(self._worker.worker_id)
+        self._servers = await task_channel.serve(
+            self._sock, self._accept, tls.server_context(), local
+        )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for channel in list(self._channels):
             channel.close()
         self._channels.clear()
