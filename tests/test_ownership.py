@@ -96,6 +96,31 @@ def test_refs_in_returned_containers(cluster):
     wait_until(lambda: store_objects() == 0, what="the worker-owned object to be freed")
 
 
+@runtime.remote
+class Maker:
+    def make(self, n):
+        return [runtime.put(i) for i in range(n)]
+
+    def owned(self):
+        w = worker()
+        return len(w.refs), w.ownership.stats()["borrower_polls"]
+
+
+def test_a_borrower_of_many_refs_costs_its_owner_a_few_polls(cluster):
+    maker = Maker.remote()
+    baseline, _ = runtime.get(maker.owned.remote())
+    boxes = [runtime.get(maker.make.remote(5000)) for _ in range(4)]
+    owned, polls = runtime.get(maker.owned.remote())
+    assert owned >= baseline + 20_000
+    assert 1 <= polls <= 2  # for 20,000 borrowed refs: not one call each
+    assert runtime.get(boxes[0][1234]) == 1234
+    del boxes[:2]  # the owner frees those, while the rest stay borrowed
+    wait_until(lambda: runtime.get(maker.owned.remote())[0] <= baseline + 10_000, timeout=30)
+    assert runtime.get(boxes[-1][4999]) == 4999
+    del boxes
+    wait_until(lambda: runtime.get(maker.owned.remote()) == (baseline, 0), timeout=30)
+
+
 def test_refs_inside_put_objects(cluster):
     inner = runtime.put(np.full(MB // 8, 4, dtype=np.int64))
     outer = runtime.put({"inner": inner})

@@ -4,9 +4,12 @@ The rules that keep an object alive exactly while someone can use it:
 
 1. **Borrowers register.** A process that gets a ref to an object owned
    elsewhere (by unpickling it) registers with the owner (``AddBorrower``).
-   The owner then asks it to say when it lets go (``WaitForRefRemoved``, a
-   long poll answered when the borrower's count reaches zero, or failing
-   when the borrower dies).
+   The owner then asks it to say when it lets go (``WaitForRefsRemoved``, a
+   long poll over all the objects it borrows from us, answered with those
+   whose count reached zero, or failing when the borrower dies). At most
+   ``POLLS_PER_BORROWER`` polls per borrower are in flight, whatever the
+   number of objects: a borrower of 10,000 refs costs one call, not 10,000
+   concurrent streams.
 2. **Senders hold until receivers registered.** A ref sent to another
    process stays held by the sender until the receiver has registered:
    - refs nested in task arguments: the submitter holds them until the reply,
@@ -38,7 +41,7 @@ from ..protocol.rt import (
     CoreWorkerStub,
     ReferenceRow,
     ReferenceTableReply,
-    WaitForRefRemovedRequest,
+    WaitForRefsRemovedRequest,
 )
 from ._reference import OwnerAddress, Reference
 
@@ -46,6 +49,12 @@ if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
+
+#: Long polls in flight per borrower: one may hold refs kept for long while
+#: another carries refs that came since (so they are not held up behind it).
+POLLS_PER_BORROWER = 2
+#: How long a borrower holds a poll that nothing answers, seconds.
+POLL_S = 10.0
 
 
 class Ownership:
@@ -56,6 +65,10 @@ class Ownership:
         self._registrations: set[asyncio.Future[None]] = set()
         self._to_register: dict[OwnerAddress, list[bytes]] = {}
         self._removal_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Owner side: per borrower, the borrowed objects no poll carries yet,
+        # and the polls in flight (at most POLLS_PER_BORROWER).
+        self._unpolled: dict[OwnerAddress, set[bytes]] = {}
+        self._polls: dict[OwnerAddress, int] = {}
         # Owner side: refs held by the values that contain them.
         self.contained: dict[bytes, list[Reference]] = {}
         # Executing side: refs in results, held until the result's owner has them.
@@ -119,34 +132,82 @@ class Ownership:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait_ref_removed(self, object_id: bytes) -> None:
-        """Serves an owner's long poll: returns once we hold no ref to the object."""
-        if object_id not in self._worker.refs:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._removal_waiters.setdefault(object_id, []).append(fut)
-        await fut
+    async def wait_refs_removed(self, object_ids: list[bytes], timeout: float) -> list[bytes]:
+        """Serves an owner's long poll: the objects we hold no ref to, once there
+        is one (at once if there is one now), or none after ``timeout``."""
+        refs = self._worker.refs
+        gone = [o for o in object_ids if o not in refs]
+        if gone or not object_ids:
+            return gone
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters = self._removal_waiters
+        for object_id in object_ids:
+            waiters.setdefault(object_id, []).append(fut)
+        timer = loop.call_later(max(0.0, timeout), _settle, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            for object_id in object_ids:
+                pending = waiters.get(object_id)
+                if pending is not None:
+                    with contextlib.suppress(ValueError):
+                        pending.remove(fut)
+                    if not pending:
+                        del waiters[object_id]
+        return [o for o in object_ids if o not in refs]
 
     # -- owner side -------------------------------------------------------------------
-    def add_borrower(self, object_id: bytes, borrower: OwnerAddress) -> None:
+    def add_borrowers(self, object_ids: list[bytes], borrower: OwnerAddress) -> None:
         refs = self._worker.refs
-        if object_id not in refs:
-            logger.warning("a borrower registered for %s, which is already freed", object_id.hex())
-            return
-        if refs.add_borrower(object_id, borrower):
-            self._tasks.spawn(self._watch(object_id, borrower))
+        added = []
+        for object_id in object_ids:
+            if object_id not in refs:
+                logger.warning(
+                    "a borrower registered for %s, which is already freed", object_id.hex()
+                )
+            elif refs.add_borrower(object_id, borrower):
+                added.append(object_id)
+        if added:
+            self._unpolled.setdefault(borrower, set()).update(added)
+            self._maybe_poll(borrower)
 
-    async def _watch(self, object_id: bytes, borrower: OwnerAddress) -> None:
+    def _maybe_poll(self, borrower: OwnerAddress) -> None:
+        in_flight = self._polls.get(borrower, 0)
+        if in_flight >= POLLS_PER_BORROWER or not self._unpolled.get(borrower):
+            return
+        object_ids = self._unpolled.pop(borrower)
+        self._polls[borrower] = in_flight + 1
+        self._tasks.spawn(self._poll(borrower, object_ids))
+
+    async def _poll(self, borrower: OwnerAddress, object_ids: set[bytes]) -> None:
         host, port, _ = borrower
         worker = self._worker
-        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-            # Returns when the borrower lets go; fails when it dies: the same to us.
-            await CoreWorkerStub(worker.channels.get(host, port)).wait_for_ref_removed(
-                WaitForRefRemovedRequest(object_id=object_id)
+        request = WaitForRefsRemovedRequest(object_ids=list(object_ids), timeout=POLL_S)
+        try:
+            reply = await CoreWorkerStub(worker.channels.get(host, port)).wait_for_refs_removed(
+                request, timeout=POLL_S + 30.0
             )
-        dropped = worker.refs.remove_borrower(object_id, borrower)
-        if dropped is not None:
-            worker.objects.free_owned([object_id])
+            removed = [o for o in reply.removed if o in object_ids]
+        except rpc.CONNECTION_ERRORS:  # a deadline passed too (TimeoutError is an OSError)
+            removed = list(object_ids)  # it died (or is unreachable): it lets go of all
+        finally:
+            self._polls[borrower] -= 1
+        freed = []
+        for object_id in removed:
+            object_ids.discard(object_id)
+            if worker.refs.remove_borrower(object_id, borrower) is not None:
+                freed.append(object_id)
+        if freed:
+            worker.objects.free_owned(freed)
+        # What it still holds is asked about again, with what came meanwhile.
+        if object_ids:
+            self._unpolled.setdefault(borrower, set()).update(object_ids)
+        if not self._polls[borrower] and not self._unpolled.get(borrower):
+            del self._polls[borrower]
+            self._unpolled.pop(borrower, None)
+        self._maybe_poll(borrower)
 
     def contain(self, outer_id: bytes, refs: list[Reference]) -> None:
         if refs:
@@ -202,4 +263,10 @@ class Ownership:
             "pinned": sum(len(v) for v in self._pins.values()),
             "registrations": len(self._registrations),
             "removal_waiters": sum(len(v) for v in self._removal_waiters.values()),
+            "borrower_polls": sum(self._polls.values()),
         }
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -24,7 +24,8 @@ from ..protocol.rt import (
     ReconstructReply,
     ReconstructRequest,
     ReferenceTableReply,
-    WaitForRefRemovedRequest,
+    WaitForRefsRemovedReply,
+    WaitForRefsRemovedRequest,
 )
 
 if TYPE_CHECKING:
@@ -39,13 +40,20 @@ class CoreWorkerService(CoreWorkerBase):
         borrower = message.borrower
         if borrower is not None:
             address = (borrower.host, borrower.port, borrower.worker_id)
-            for object_id in message.object_ids:
-                self._worker.ownership.add_borrower(object_id, address)
+            self._worker.ownership.add_borrowers(list(message.object_ids), address)
         return Empty()
 
-    async def wait_for_ref_removed(self, message: WaitForRefRemovedRequest) -> Empty:
-        await self._worker.ownership.wait_ref_removed(message.object_id)
-        return Empty()
+    async def wait_for_refs_removed(
+        self, message: WaitForRefsRemovedRequest
+    ) -> WaitForRefsRemovedReply:
+        if not 0 <= message.timeout <= 3600:
+            raise grpclib.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, "timeout must be 0..3600 s"
+            )
+        removed = await self._worker.ownership.wait_refs_removed(
+            list(message.object_ids), message.timeout
+        )
+        return WaitForRefsRemovedReply(removed=removed)
 
     async def ask_exit(self, message: Empty) -> ExitReply:
         reason = self._worker.exit_blocker()

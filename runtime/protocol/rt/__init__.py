@@ -101,7 +101,8 @@ __all__ = (
     "TransferRequest",
     "UnregisterNodeRequest",
     "WaitActorRequest",
-    "WaitForRefRemovedRequest",
+    "WaitForRefsRemovedReply",
+    "WaitForRefsRemovedRequest",
     "WorkerBlockedRequest",
     "WorkerFailures",
     "WorkerInfo",
@@ -2105,17 +2106,28 @@ default_message_pool.register_message("rt", "WaitActorRequest", WaitActorRequest
 
 
 @dataclass(eq=False, repr=False)
-class WaitForRefRemovedRequest(betterproto2.Message):
+class WaitForRefsRemovedReply(betterproto2.Message):
+    removed: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+
+default_message_pool.register_message("rt", "WaitForRefsRemovedReply", WaitForRefsRemovedReply)
+
+
+@dataclass(eq=False, repr=False)
+class WaitForRefsRemovedRequest(betterproto2.Message):
     """
-    Sent by the owner to a borrower: answered once the borrower holds no ref
-    to the object (at once if it holds none now). A failed call means the
-    borrower died, which lets go just as well.
+    Sent by the owner to a borrower, a long poll over many objects: answered
+    with those the borrower holds no ref to once there is at least one (at once
+    if there is one now), or with none after `timeout` seconds (the owner asks
+    again). A failed call means the borrower died, which lets go just as well.
     """
 
-    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+    object_ids: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+    timeout: "float" = betterproto2.field(2, betterproto2.TYPE_FLOAT)
 
 
-default_message_pool.register_message("rt", "WaitForRefRemovedRequest", WaitForRefRemovedRequest)
+default_message_pool.register_message("rt", "WaitForRefsRemovedRequest", WaitForRefsRemovedRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -2210,19 +2222,19 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
-    async def wait_for_ref_removed(
+    async def wait_for_refs_removed(
         self,
-        message: "WaitForRefRemovedRequest",
+        message: "WaitForRefsRemovedRequest",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
-    ) -> "Empty":
+    ) -> "WaitForRefsRemovedReply":
 
         return await self._unary_unary(
-            "/rt.CoreWorker/WaitForRefRemoved",
+            "/rt.CoreWorker/WaitForRefsRemoved",
             message,
-            Empty,
+            WaitForRefsRemovedReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -3141,7 +3153,9 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def wait_for_ref_removed(self, message: "WaitForRefRemovedRequest") -> "Empty":
+    async def wait_for_refs_removed(
+        self, message: "WaitForRefsRemovedRequest"
+    ) -> "WaitForRefsRemovedReply":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -3177,12 +3191,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         response = await self.add_borrower(request)
         await stream.send_message(response)
 
-    async def __rpc_wait_for_ref_removed(
-        self, stream: "grpclib.server.Stream[WaitForRefRemovedRequest, Empty]"
+    async def __rpc_wait_for_refs_removed(
+        self, stream: "grpclib.server.Stream[WaitForRefsRemovedRequest, WaitForRefsRemovedReply]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
-        response = await self.wait_for_ref_removed(request)
+        response = await self.wait_for_refs_removed(request)
         await stream.send_message(response)
 
     async def __rpc_get_reference_table(
@@ -3229,11 +3243,11 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 AddBorrowerRequest,
                 Empty,
             ),
-            "/rt.CoreWorker/WaitForRefRemoved": grpclib.const.Handler(
-                self.__rpc_wait_for_ref_removed,
+            "/rt.CoreWorker/WaitForRefsRemoved": grpclib.const.Handler(
+                self.__rpc_wait_for_refs_removed,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                WaitForRefRemovedRequest,
-                Empty,
+                WaitForRefsRemovedRequest,
+                WaitForRefsRemovedReply,
             ),
             "/rt.CoreWorker/GetReferenceTable": grpclib.const.Handler(
                 self.__rpc_get_reference_table,
