@@ -98,6 +98,10 @@ def main() -> None:
             ray_text = f.read()
     else:
         ray_text = run_ray(ray_python(args.ray_venv))
+        saved = os.path.join(args.ray_venv, "last_ray_microbenchmark.txt")
+        with open(saved, "w") as f:
+            f.write(ray_text)
+        print(f"Ray's output is in {saved} (--skip-ray reuses it)", flush=True)
     ray_rows = parse(ray_text)
     ours = run_ours(args.duration)
     shared = [name for name in ray_rows if name in ours]
