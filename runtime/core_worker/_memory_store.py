@@ -11,10 +11,25 @@ atomic with :meth:`put`'s store-then-take.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from .._private.serialization import SerializedObject
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def discard_from(table: dict[K, list[V]], key: K, item: V) -> None:
+    """Removes ``item`` from ``table[key]`` if there, and the key once its list is empty."""
+    items = table.get(key)
+    if items is not None:
+        with contextlib.suppress(ValueError):
+            items.remove(item)
+        if not items:
+            del table[key]
 
 
 class MemoryStore:
@@ -57,14 +72,7 @@ class MemoryStore:
     def drop_callback(self, object_id: bytes, callback: Callable[[], None]) -> None:
         """Withdraws a callback not called yet (its waiter gave up or is done). Any thread."""
         with self._lock:
-            callbacks = self._callbacks.get(object_id)
-            if callbacks is not None:
-                try:
-                    callbacks.remove(callback)
-                except ValueError:
-                    pass
-                if not callbacks:
-                    del self._callbacks[object_id]
+            discard_from(self._callbacks, object_id, callback)
 
     def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
         """A future resolved when the object is put (at once if it is here)."""
@@ -79,16 +87,8 @@ class MemoryStore:
         return fut
 
     def _forget_waiter(self, object_id: bytes, fut: asyncio.Future[SerializedObject]) -> None:
-        if not fut.cancelled():
-            return
-        waiters = self._waiters.get(object_id)
-        if waiters is not None:
-            try:
-                waiters.remove(fut)
-            except ValueError:
-                pass
-            if not waiters:
-                del self._waiters[object_id]
+        if fut.cancelled():
+            discard_from(self._waiters, object_id, fut)
 
     def delete(self, object_id: bytes) -> None:
         self._objects.pop(object_id, None)

@@ -43,6 +43,7 @@ from ..protocol.rt import (
     ReferenceTableReply,
     WaitForRefsRemovedRequest,
 )
+from ._memory_store import discard_from
 from ._reference import OwnerAddress, Reference
 
 if TYPE_CHECKING:
@@ -150,12 +151,7 @@ class Ownership:
         finally:
             timer.cancel()
             for object_id in object_ids:
-                pending = waiters.get(object_id)
-                if pending is not None:
-                    with contextlib.suppress(ValueError):
-                        pending.remove(fut)
-                    if not pending:
-                        del waiters[object_id]
+                discard_from(waiters, object_id, fut)
         return [o for o in object_ids if o not in refs]
 
     # -- owner side -------------------------------------------------------------------
