@@ -79,8 +79,14 @@ def wait_until(
 
 
 def assert_no_orphans(session_dir: str) -> None:
+    """No process of the session lives on, and no socket outlives them."""
     wait_until(
         lambda: not runtime_pids(session_dir), what=f"the processes of {session_dir} to exit"
+    )
+    sockets = os.path.join(session_dir, "sockets")
+    wait_until(
+        lambda: not os.path.isdir(sockets) or not os.listdir(sockets),
+        what=f"the sockets of {session_dir} to be removed",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +39,11 @@ class HeadProcesses:
             self.dashboard.stop()
         self.raylet.stop()
         self.gcs.stop()
+        # Nothing listens on them any more (a raylet killed outright left its own).
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.session.sockets):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.session.sockets, name))
 
 
 def default_object_store_memory() -> int:

@@ -163,11 +163,22 @@ def report_ready(fd: int | None, info: Mapping[str, Any]) -> None:
         f.write(json.dumps(dict(info)) + "\n")
 
 
+#: Files this process made that must not outlive it (a raylet's store
+#: socket): removed by an abrupt exit too.
+_own_files: list[str] = []
+
+
+def remove_at_exit(path: str) -> None:
+    """``path`` is removed even when this process ends at once (its tie closed)."""
+    _own_files.append(path)
+
+
 def exit_with_parent(loop: asyncio.AbstractEventLoop, fd: int | None, code: int = 0) -> None:
     """Ends this process at once when the parent's end of the tie closes.
 
     Exiting at once is right: this process's own children are tied to it
-    the same way and follow it.
+    the same way and follow it. Only the files registered with
+    :func:`remove_at_exit` are removed first.
     """
     if fd is None:
         return
@@ -178,6 +189,9 @@ def exit_with_parent(loop: asyncio.AbstractEventLoop, fd: int | None, code: int 
         except OSError:
             data = b""
         if not data:
+            for path in _own_files:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             os._exit(code)
 
     loop.add_reader(fd, on_readable)

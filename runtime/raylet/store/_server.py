@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ..._private import process
 from ..._private.framing import FrameDecoder, FrameError, frame
 from ..._private.tasks import TaskSet
 from ...protocol.rt import (
@@ -74,6 +75,7 @@ class StoreServer:
             os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(self.path)
+        process.remove_at_exit(self.path)
         os.chmod(self.path, 0o600)  # only this user's processes may connect
         sock.listen(512)
         sock.setblocking(False)
