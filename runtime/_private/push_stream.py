@@ -99,18 +99,18 @@ class PushStream:
         self._pending[task[0]] = on_reply
         if on_item is not None:
             self._items[task[0]] = on_item
-        if self._channel is not None:
-            self._channel.send(task)
-        else:
-            self._early.append(task)
+        self._send(task)
 
     def send(self, item: Control) -> None:
         """Sends a control item (a cancel request) that gets no reply."""
         if self._broken is None:
-            if self._channel is not None:
-                self._channel.send(item)
-            else:
-                self._early.append(item)
+            self._send(item)
+
+    def _send(self, item: WireTask | Control) -> None:
+        if self._channel is not None:
+            self._channel.send(item)
+        else:
+            self._early.append(item)
 
     async def close(self) -> None:
         self._task.cancel()

@@ -134,12 +134,13 @@ class Channel(asyncio.Protocol):
     def send(self, item: Any) -> None:
         """Queues an item; it leaves with the others queued in this loop iteration."""
         self._outbox.append(item)
-        if not self._flush_scheduled and not self._paused:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        self._schedule_flush()
 
     def send_all(self, items: list[Any]) -> None:
         self._outbox.extend(items)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._paused:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -173,9 +174,8 @@ class Channel(asyncio.Protocol):
             self._hello_timer = self._loop.call_later(
                 HELLO_TIMEOUT_S, self._refuse, "no hello in time"
             )
-        if self._outbox and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._outbox:
+            self._schedule_flush()
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -218,9 +218,8 @@ class Channel(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._outbox and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._outbox:
+            self._schedule_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
