@@ -40,7 +40,7 @@ def test_default_stays_local_while_it_fits() -> None:
 
 def test_default_spills_to_the_least_busy_node_with_room_and_debits_it() -> None:
     v = view(node(A, 1), node(B, 2), node(C, 4))
-    v.update_resources(ResourceView(node_id=B, resources_available={"CPU": 1}))
+    v.update_resources(ResourceView(node_id=B, resources=res.encode_sets({"CPU": 1}, {})))
     first = v.decide(cpu(1), None, spilled=False, local_available=cpu(0))
     assert first.placement is Placement.SPILL and first.node is not None
     assert first.node.node_id == C

@@ -15,7 +15,14 @@ from conftest import cluster_of, wait_until
 
 import runtime
 from runtime import exceptions
-from runtime.protocol.rt import Bundle, BundlesRequest, PrepareBundlesRequest, RayletStub
+from runtime.protocol.rt import (
+    Bundle,
+    BundlesBatch,
+    BundlesRequest,
+    PrepareBundlesBatch,
+    PrepareBundlesRequest,
+    RayletStub,
+)
 from runtime.testing import Cluster
 from runtime.util.placement_group import (
     get_current_placement_group,
@@ -273,12 +280,17 @@ def test_a_failed_prepare_is_rolled_back() -> None:
         prepared = asyncio.run(
             on_other(
                 "prepare_bundles",
-                PrepareBundlesRequest(
-                    placement_group_id=squatter, bundles=[Bundle(index=0, resources={"CPU": 2})]
+                PrepareBundlesBatch(
+                    groups=[
+                        PrepareBundlesRequest(
+                            placement_group_id=squatter,
+                            bundles=[Bundle(index=0, resources={"CPU": 2})],
+                        )
+                    ]
                 ),
             )
         )
-        assert prepared.ok
+        assert prepared.results[0].ok
         pg = placement_group([{"CPU": 2}, {"CPU": 2}], strategy="STRICT_SPREAD")
         assert not pg.wait(1.0)
 
@@ -286,7 +298,11 @@ def test_a_failed_prepare_is_rolled_back() -> None:
             return float(_node_stats(head)["CPU"])
 
         wait_until(lambda: head_free() == 2.0, what="the head's prepared bundle to be returned")
-        asyncio.run(on_other("return_bundles", BundlesRequest(placement_group_id=squatter)))
+        asyncio.run(
+            on_other(
+                "return_bundles", BundlesBatch(groups=[BundlesRequest(placement_group_id=squatter)])
+            )
+        )
         assert pg.wait(30)  # the next try finds room on both
         assert head_free() == 0.0
 

@@ -15,6 +15,7 @@ import pytest
 from conftest import cluster_of
 
 import runtime
+from runtime._private import resources as res
 from runtime._private import rpc
 from runtime.protocol.rt import (
     ActorInfo,
@@ -24,6 +25,7 @@ from runtime.protocol.rt import (
     GcsStub,
     LeaseRequest,
     LeaseStatus,
+    PrepareBundlesBatch,
     PrepareBundlesRequest,
     RayletStub,
     ReportResourcesRequest,
@@ -82,11 +84,14 @@ def test_bad_resource_amounts_are_refused_and_change_nothing(one_node: Cluster) 
                 LeaseRequest(job_id=1, resources={"CPU": amount}, task_name="evil")
             )
             assert lease.status is LeaseStatus.FAILED and "invalid" in lease.error
-            prepared = await raylet.prepare_bundles(
-                PrepareBundlesRequest(
-                    placement_group_id=bytes(16), bundles=[Bundle(resources={"CPU": amount})]
-                )
+            batch = PrepareBundlesBatch(
+                groups=[
+                    PrepareBundlesRequest(
+                        placement_group_id=bytes(16), bundles=[Bundle(resources={"CPU": amount})]
+                    )
+                ]
             )
+            (prepared,) = (await raylet.prepare_bundles(batch)).results
             assert not prepared.ok and "invalid" in prepared.error
             created = await gcs.create_actor(
                 CreateActorRequest(
@@ -97,8 +102,15 @@ def test_bad_resource_amounts_are_refused_and_change_nothing(one_node: Cluster) 
             with pytest.raises(rpc.GRPCError):
                 await gcs.report_resources(
                     ReportResourcesRequest(
-                        node_id=before.node_id, resources_total={"CPU": abs(amount) * 1e20}
+                        node_id=before.node_id,
+                        resources=res.encode_sets({}, {"CPU": abs(amount) * 1e20}),
                     )
+                )
+        # Resources that are not the JSON object they should be are refused too.
+        for raw in (b"", b"[1]", b'{"available": {"CPU": "1"}}', b'{"total": {"CPU": true}}'):
+            with pytest.raises(rpc.GRPCError):
+                await gcs.report_resources(
+                    ReportResourcesRequest(node_id=before.node_id, resources=raw)
                 )
         # A lease for an owner that is no worker of the cluster is refused too.
         stranger = await raylet.request_worker_lease(
@@ -162,7 +174,7 @@ def test_junk_on_every_port_leaves_the_cluster_working(one_node: Cluster) -> Non
     async def send_wrong(gcs: GcsStub, raylet: RayletStub) -> None:
         calls = [
             raylet.return_worker(Empty()),  # type: ignore[arg-type]
-            raylet.prepare_bundles(PrepareBundlesRequest(placement_group_id=b"x")),
+            raylet.prepare_bundles(PrepareBundlesRequest(placement_group_id=b"x")),  # type: ignore[arg-type]
             gcs.kill_actor(Empty()),  # type: ignore[arg-type]
             gcs.wait_placement_group(Empty()),  # type: ignore[arg-type]
         ]

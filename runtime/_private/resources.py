@@ -6,8 +6,9 @@ adding and subtracting fractional amounts (``num_cpus=0.1``) never drifts.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 UNIT = 10_000
 
@@ -17,6 +18,11 @@ Fixed = dict[str, int]
 
 def to_fixed(resources: Mapping[str, float]) -> Fixed:
     return {name: round(amount * UNIT) for name, amount in resources.items() if amount}
+
+
+def fixed_of(resources: Mapping[str, float], names: Iterable[str]) -> Fixed:
+    """``to_fixed`` of only ``names`` (those present and not zero)."""
+    return {name: round(resources[name] * UNIT) for name in names if resources.get(name)}
 
 
 def to_float(resources: Mapping[str, int]) -> dict[str, float]:
@@ -60,3 +66,30 @@ def invalid(resources: Mapping[str, float], *, allow_negative: bool = False) -> 
         if amount < 0 and not allow_negative:
             return f"resource {name!r} has a negative amount: {amount!r}"
     return ""
+
+
+def encode_sets(available: Mapping[str, float], total: Mapping[str, float]) -> bytes:
+    """A node's free and total resources as reports and views carry them: one
+    JSON object (see ``ReportResourcesRequest`` in proto/gcs.proto for why)."""
+    sets = {"available": dict(available), "total": dict(total)}
+    return json.dumps(sets, separators=(",", ":")).encode()
+
+
+def decode_sets(raw: bytes) -> tuple[dict[str, float], dict[str, float]]:
+    """``(available, total)`` from ``encode_sets``'s form; ValueError saying
+    what is wrong with one that is not (amounts are checked by ``invalid``)."""
+    try:
+        sets = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"resources are not a JSON object: {e}") from None
+    if not isinstance(sets, dict):
+        raise ValueError("resources are not a JSON object")
+    found: list[dict[str, float]] = []
+    for key in ("available", "total"):
+        part = sets.get(key, {})
+        if not isinstance(part, dict) or not all(
+            type(amount) in (int, float) for amount in part.values()
+        ):
+            raise ValueError(f"resources[{key!r}] must map names to numbers")
+        found.append({name: float(amount) for name, amount in part.items()})
+    return found[0], found[1]

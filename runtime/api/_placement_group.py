@@ -24,7 +24,6 @@ from ..core_worker import check_blocking_allowed
 from ..protocol.rt import (
     Bundle,
     CreatePlacementGroupReply,
-    CreatePlacementGroupRequest,
     Empty,
     PlacementGroupInfo,
     PlacementGroupRequest,
@@ -171,9 +170,7 @@ def placement_group(
 
     async def create() -> None:
         try:
-            reply = await worker.gcs.create_placement_group(
-                CreatePlacementGroupRequest(placement_group=info)
-            )
+            reply = await worker.gcs.create_placement_group(info)
         except BaseException as e:
             registered.set_exception(e)
             raise

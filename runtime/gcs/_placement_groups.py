@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -34,9 +35,11 @@ from typing import Any
 
 from .._private import placement, rpc
 from .._private import resources as res
+from .._private.batching import Batcher
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     Bundle,
+    BundlesBatch,
     BundlesRequest,
     Channel,
     CreatePlacementGroupReply,
@@ -44,6 +47,8 @@ from ..protocol.rt import (
     PlacementGroupInfo,
     PlacementGroupReply,
     PlacementGroupState,
+    PrepareBundlesBatch,
+    PrepareBundlesReply,
     PrepareBundlesRequest,
     PubMessage,
     RayletStub,
@@ -106,6 +111,11 @@ class PlacementGroupManager:
         self._retry_delay = _RETRY_FIRST_S
         self._tasks = TaskSet()
         self._placer: asyncio.Task[None] | None = None
+        # Groups with a placing attempt in flight (their prepares sent).
+        self._placing: set[bytes] = set()
+        # Per node: what is asked of it at once goes in one call.
+        self._prepares: dict[bytes, Batcher[PrepareBundlesRequest, PrepareBundlesReply]] = {}
+        self._returns: dict[bytes, Batcher[BundlesRequest, None]] = {}
 
     def start(self) -> None:
         self._placer = self._tasks.spawn(self._place_forever())
@@ -198,8 +208,10 @@ class PlacementGroupManager:
         if info.name and self._names.get((info.namespace, info.name)) == pg_id:
             del self._names[(info.namespace, info.name)]
         self._persist(record)
-        # Every raylet: requests waiting for the group fail, later ones too.
-        self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=info))
+        # Every raylet: requests waiting for the group fail, later ones too
+        # (its id and state say it all; the bundles would only cost encoding).
+        removed = PlacementGroupInfo(placement_group_id=pg_id, state=info.state)
+        self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=removed))
         record.wake_waiters()
         logger.info("placement group %s removed", _label(info))
         self._removed.append(pg_id)
@@ -262,6 +274,9 @@ class PlacementGroupManager:
 
     def node_died(self, node_id: bytes) -> None:
         """Bundles on a dead node are placed again (elsewhere, by the strategy)."""
+        # (A call in flight to it fails on its own.)
+        self._prepares.pop(node_id, None)
+        self._returns.pop(node_id, None)
         for record in self.groups.values():
             info = record.info
             lost = [b for b in info.bundles if b.node_id == node_id]
@@ -295,11 +310,21 @@ class PlacementGroupManager:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # In the order they came; one that must wait does not hold back
-            # the others (a small group may fit where a big one does not).
+            # In the order they came, each decided on the view its elders
+            # left (debited as they are decided), their prepares in flight
+            # together; one that must wait does not hold back the others (a
+            # small group may fit where a big one does not).
             for record in self._waiting():
-                if not record.removed:
-                    await self._place(record)
+                pg_id = record.info.placement_group_id
+                if not record.removed and pg_id not in self._placing:
+                    self._placing.add(pg_id)
+                    self._tasks.spawn(self._attempt(record))
+
+    async def _attempt(self, record: GroupRecord) -> None:
+        try:
+            await self._place(record)
+        finally:
+            self._placing.discard(record.info.placement_group_id)
 
     async def _place(self, record: GroupRecord) -> bool:
         """One attempt at the group's unplaced bundles; False if it must wait."""
@@ -321,8 +346,11 @@ class PlacementGroupManager:
             by_node.setdefault(node_id, []).append(index)
         nodes = {n.node_id: n for n in live}
         bundles = {b.index: b for b in info.bundles}
-        # Each node's view as it stands; a report replaces it (see ``_debit``).
+        # Each node's view as it stands, debited now so that the groups decided
+        # next see it taken; a report replaces it (see ``_debit``).
         views = {node_id: nodes[node_id].resources_available for node_id in by_node}
+        for node_id, indexes in by_node.items():
+            _debit(nodes[node_id], [bundles[i] for i in indexes])
         # One node: nothing to agree on; it prepares and commits in one call.
         single = len(by_node) == 1
         results = await asyncio.gather(
@@ -334,6 +362,9 @@ class PlacementGroupManager:
         prepared = [n for n, ok in zip(by_node, results, strict=True) if ok]
         if record.removed or len(prepared) < len(by_node):
             # All or nothing: give back what was set aside, try again later.
+            for node_id, indexes in by_node.items():
+                if nodes[node_id].resources_available is views[node_id]:
+                    _debit(nodes[node_id], [bundles[i] for i in indexes], credit=True)
             for node_id in prepared:
                 indexes = [] if record.removed else by_node[node_id]
                 self._tasks.spawn(self._return(node_id, info.placement_group_id, indexes))
@@ -344,8 +375,6 @@ class PlacementGroupManager:
         for node_id, indexes in by_node.items():
             for index in indexes:
                 bundles[index].node_id = node_id
-            if nodes[node_id].resources_available is views[node_id]:
-                _debit(nodes[node_id], [bundles[i] for i in indexes])
         self._persist(record)  # prepared: a restarted gcs knows where
         committed = (
             [True]
@@ -379,12 +408,20 @@ class PlacementGroupManager:
 
     def _outcome(self, info: PlacementGroupInfo) -> Outcome:
         """Where the group's unplaced bundles would go now, or why they cannot."""
+        # Only the names the bundles ask for (and those placing ranks nodes by)
+        # matter: a node's full view also holds every group's bundles (4 names
+        # per resource each), which would make every placement cost O(groups).
+        names = {"CPU", "GPU"}.union(*(b.resources for b in info.bundles))
         return place(
             {b.index: res.to_fixed(b.resources) for b in info.bundles},
             {b.index: b.node_id for b in info.bundles if b.node_id},
             info.strategy,
             [
-                NodeRoom(n.node_id, res.to_fixed(n.resources_available), _own_total(n))
+                NodeRoom(
+                    n.node_id,
+                    res.fixed_of(n.resources_available, names),
+                    res.fixed_of(n.resources_total, names),
+                )
                 for n in self._nodes()
                 if n.alive
             ],
@@ -397,12 +434,21 @@ class PlacementGroupManager:
     async def _prepare(
         self, node: NodeInfo, info: PlacementGroupInfo, bundles: list[Bundle], *, commit: bool
     ) -> bool:
-        stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+        batcher = self._prepares.get(node.node_id)
+        if batcher is None:
+            stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+
+            async def send(groups: list[PrepareBundlesRequest]) -> list[PrepareBundlesReply]:
+                batch = PrepareBundlesBatch(groups=groups)
+                reply = await asyncio.wait_for(stub.prepare_bundles(batch), _RPC_TIMEOUT_S)
+                return reply.results
+
+            batcher = self._prepares[node.node_id] = Batcher(send)
         request = PrepareBundlesRequest(
             placement_group_id=info.placement_group_id, bundles=bundles, commit=commit
         )
         try:
-            reply = await asyncio.wait_for(stub.prepare_bundles(request), _RPC_TIMEOUT_S)
+            reply = await batcher.call(request)
         except rpc.CONNECTION_ERRORS as e:
             logger.info("preparing bundles on node %s failed: %s", node.node_id.hex()[:8], e)
             return False
@@ -422,14 +468,18 @@ class PlacementGroupManager:
         node = next((n for n in self._nodes() if n.node_id == node_id and n.alive), None)
         if node is None:
             return  # a dead node holds nothing
-        stub = RayletStub(self._channels.get(node.host, node.raylet_port))
-        try:
-            await asyncio.wait_for(
-                stub.return_bundles(BundlesRequest(placement_group_id=pg_id, indexes=indexes)),
-                _RPC_TIMEOUT_S,
-            )
-        except rpc.CONNECTION_ERRORS:
-            pass
+        batcher = self._returns.get(node_id)
+        if batcher is None:
+            stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+
+            async def send(groups: list[BundlesRequest]) -> list[None]:
+                batch = BundlesBatch(groups=groups)
+                await asyncio.wait_for(stub.return_bundles(batch), _RPC_TIMEOUT_S)
+                return [None] * len(groups)
+
+            batcher = self._returns[node_id] = Batcher(send)
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await batcher.call(BundlesRequest(placement_group_id=pg_id, indexes=indexes))
 
 
 def _invalid(info: PlacementGroupInfo) -> str:
@@ -449,20 +499,14 @@ def _invalid(info: PlacementGroupInfo) -> str:
     return ""
 
 
-def _own_total(node: NodeInfo) -> res.Fixed:
-    """A node's resources of its own (what groups' bundles could take), without
-    the group resources its committed bundles added."""
-    return res.to_fixed(
-        {k: v for k, v in node.resources_total.items() if not placement.is_group_resource(k)}
-    )
-
-
-def _debit(node: NodeInfo, bundles: list[Bundle]) -> None:
+def _debit(node: NodeInfo, bundles: list[Bundle], *, credit: bool = False) -> None:
     """The gcs's view of the node, until its next report: the bundles' share
-    taken (only when no report came since the prepare: one that did counts them)."""
+    taken as they are decided (given back if their prepare failed; a report
+    since counts what the node really holds)."""
+    sign = 1.0 if credit else -1.0
     for bundle in bundles:
         for name, amount in bundle.resources.items():
-            node.resources_available[name] = node.resources_available.get(name, 0.0) - amount
+            node.resources_available[name] = node.resources_available.get(name, 0.0) + sign * amount
 
 
 def _label(info: PlacementGroupInfo) -> str:

@@ -11,15 +11,16 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from ..protocol.rt import Channel, LogBatch, PubMessage
+from ..protocol.rt import Channel, LogBatch, PubMessage, ResourceBatch
 
 MAX_BUFFERED = 10_000
 
 
 class Subscriber:
-    def __init__(self, channels: set[Channel], log_job_id: int) -> None:
+    def __init__(self, channels: set[Channel], log_job_id: int, node_id: bytes = b"") -> None:
         self.channels = channels
         self.log_job_id = log_job_id
+        self.node_id = node_id  # a raylet's: its own resource views are not sent back
         self._buffer: deque[PubMessage] = deque()
         self._event = asyncio.Event()
         self.dropped = 0
@@ -49,8 +50,10 @@ class PubSub:
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
 
-    def subscribe(self, channels: set[Channel], log_job_id: int) -> Subscriber:
-        sub = Subscriber(channels, log_job_id)
+    def subscribe(
+        self, channels: set[Channel], log_job_id: int, node_id: bytes = b""
+    ) -> Subscriber:
+        sub = Subscriber(channels, log_job_id, node_id)
         self._subscribers.add(sub)
         return sub
 
@@ -67,4 +70,16 @@ class PubSub:
             error = message.error if message.channel is Channel.ERRORS else None
             if error is not None and error.job_id not in (0, sub.log_job_id):
                 continue
+            batch = message.resources if message.channel is Channel.RESOURCES else None
+            if batch is not None and sub.node_id:
+                # A raylet knows its own resources; with many groups' bundles
+                # they are long, and every one of a single node's batches.
+                views = [v for v in batch.views if v.node_id != sub.node_id]
+                if not views:
+                    continue
+                if len(views) < len(batch.views):
+                    sub.offer(
+                        PubMessage(channel=message.channel, resources=ResourceBatch(views=views))
+                    )
+                    continue
             sub.offer(message)

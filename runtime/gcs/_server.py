@@ -27,7 +27,8 @@ from ..protocol.rt import (
     CreateActorReply,
     CreateActorRequest,
     CreatePlacementGroupReply,
-    CreatePlacementGroupRequest,
+    CreatePlacementGroupsReply,
+    CreatePlacementGroupsRequest,
     Empty,
     ErrorEvent,
     GcsBase,
@@ -98,22 +99,24 @@ class GcsService(GcsBase):
         )
         self.pubsub = PubSub()
         self.channels = rpc.ChannelPool()
+        durable = self.tables.storage.durable
         self.actors = ActorManager(
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),
             job_running=self._job_running,
             report_error=self._report_error,
-            save=self.tables.save_actor,
+            save=self.tables.save_actor if durable else None,
         )
         self.placement_groups = PlacementGroupManager(
             channels=self.channels,
             nodes=lambda: list(self.tables.nodes.values()),
             publish=self.pubsub.publish,
             group_removed=self.actors.group_removed,
-            save=self.tables.save_group,
+            save=self.tables.save_group if durable else None,
         )
-        # Nodes that reported resources since the last RESOURCES batch.
-        self._changed_resources: set[bytes] = set()
+        # Nodes that reported resources since the last RESOURCES batch: their
+        # last report's resources (JSON, as sent).
+        self._changed_resources: dict[bytes, bytes] = {}
         self._resources_flush_scheduled = False
         self._resource_period = config.resource_report_period_s
         self.health = HealthChecker(
@@ -201,21 +204,24 @@ class GcsService(GcsBase):
 
     async def report_resources(self, message: ReportResourcesRequest) -> Empty:
         node = self.tables.nodes.get(message.node_id)
-        bad = res.invalid(message.resources_available, allow_negative=True) or res.invalid(
-            message.resources_total
-        )
+        try:
+            available, total = res.decode_sets(message.resources)
+        except ValueError as e:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"invalid resource report: {e}") from None
+        bad = res.invalid(available, allow_negative=True) or res.invalid(total)
         if bad:
             raise GRPCError(Status.INVALID_ARGUMENT, f"invalid resource report: {bad}")
         if node is not None and node.alive:
-            node.resources_available = dict(message.resources_available)
-            if message.resources_total:
-                node.resources_total = dict(message.resources_total)
+            node.resources_available = available
+            if total:
+                node.resources_total = total
             node.object_store_used = message.object_store_used
             node.pending = list(message.pending)
             if message.metrics_port and message.metrics_port != node.metrics_port:
                 node.metrics_port = message.metrics_port
                 self.discovery.update(list(self.tables.nodes.values()))
-            self._changed_resources.add(message.node_id)
+            # Passed on as the node wrote them (a checked report: no re-encoding).
+            self._changed_resources[message.node_id] = message.resources
             self.placement_groups.resources_changed()
             if not self._resources_flush_scheduled:
                 self._resources_flush_scheduled = True
@@ -227,16 +233,11 @@ class GcsService(GcsBase):
     def _publish_resources(self) -> None:
         """One batch per period for every subscriber, however many nodes report."""
         self._resources_flush_scheduled = False
-        changed, self._changed_resources = self._changed_resources, set()
-        nodes = [self.tables.nodes.get(node_id) for node_id in changed]
+        changed, self._changed_resources = self._changed_resources, {}
         views = [
-            ResourceView(
-                node_id=node.node_id,
-                resources_available=node.resources_available,
-                resources_total=node.resources_total,
-            )
-            for node in nodes
-            if node is not None and node.alive
+            ResourceView(node_id=node_id, resources=raw)
+            for node_id, raw in changed.items()
+            if (node := self.tables.nodes.get(node_id)) is not None and node.alive
         ]
         if views:
             self.pubsub.publish(
@@ -307,16 +308,26 @@ class GcsService(GcsBase):
         return ListActorsReply(actors=[r.info for r in self.actors.actors.values()])
 
     # -- placement groups ---------------------------------------------------------
-    async def create_placement_group(
-        self, message: CreatePlacementGroupRequest
-    ) -> CreatePlacementGroupReply:
-        info = message.placement_group
-        if info is None or not info.bundles:
-            return CreatePlacementGroupReply(ok=False, error="a placement group needs bundles")
-        reply = self.placement_groups.create(info)
-        if reply.ok:
-            await self.placement_groups.saved(info.placement_group_id)
-        return reply
+    async def create_placement_groups(
+        self, message: CreatePlacementGroupsRequest
+    ) -> CreatePlacementGroupsReply:
+        results = []
+        for info in message.placement_groups:
+            if not info.bundles:
+                results.append(
+                    CreatePlacementGroupReply(ok=False, error="a placement group needs bundles")
+                )
+                continue
+            results.append(self.placement_groups.create(info))
+        # Acknowledged once stored (each group as it stands, in one wait).
+        await asyncio.gather(
+            *(
+                self.placement_groups.saved(info.placement_group_id)
+                for info, reply in zip(message.placement_groups, results, strict=True)
+                if reply.ok
+            )
+        )
+        return CreatePlacementGroupsReply(results=results)
 
     async def remove_placement_group(self, message: PlacementGroupRequest) -> Empty:
         await self.placement_groups.remove(message.placement_group_id)
@@ -405,7 +416,7 @@ class GcsService(GcsBase):
         timer = self._awaiting_drivers.pop(message.owns_job, None)
         if timer is not None:
             timer.cancel()  # its driver is back
-        sub = self.pubsub.subscribe(set(message.channels), message.job_id)
+        sub = self.pubsub.subscribe(set(message.channels), message.job_id, message.owns_node)
         try:
             async for item in sub.messages():
                 yield item

@@ -39,6 +39,9 @@ class Storage(abc.ABC):
     """Durable maps of bytes to bytes, one per table of :data:`TABLES`."""
 
     kind = ""
+    #: Whether what it holds outlives the gcs (a memory one's does not, so
+    #: the gcs need not encode its actors and groups for it).
+    durable = True
 
     async def open(self) -> None:  # noqa: B027 -- nothing to open by default
         pass
@@ -66,6 +69,7 @@ def _check(table: str) -> None:
 
 class MemoryStorage(Storage):
     kind = "memory"
+    durable = False
 
     def __init__(self) -> None:
         self._tables: dict[str, dict[bytes, bytes]] = {t: {} for t in TABLES}

@@ -12,7 +12,14 @@ from abc import abstractmethod
 from collections.abc import Iterable
 
 from .._private import resources as res
-from ..protocol.rt import BundlesRequest, Empty, PrepareBundlesReply, PrepareBundlesRequest
+from ..protocol.rt import (
+    BundlesBatch,
+    BundlesRequest,
+    Empty,
+    PrepareBundlesBatch,
+    PrepareBundlesBatchReply,
+    PrepareBundlesReply,
+)
 from ._cluster_view import ClusterView
 from ._reports import GcsReports
 from ._scheduler import Action, LeaseScheduler
@@ -30,30 +37,43 @@ class BundleHandlers:
     @abstractmethod
     def _reconsider(self) -> None: ...
 
-    async def prepare_bundles(self, message: PrepareBundlesRequest) -> PrepareBundlesReply:
-        pg = message.placement_group_id.hex()
-        bad = next(filter(None, (res.invalid(b.resources) for b in message.bundles)), "")
-        if bad:
-            return PrepareBundlesReply(ok=False, error=f"invalid bundle: {bad}")
-        bundles = [(b.index, res.to_fixed(b.resources)) for b in message.bundles]
-        error = self.scheduler.prepare_bundles(pg, bundles)
-        if not error and message.commit:
-            self._totals_changed(self.scheduler.commit_bundles(pg, [i for i, _ in bundles]))
+    async def prepare_bundles(self, message: PrepareBundlesBatch) -> PrepareBundlesBatchReply:
+        """Each group's prepare on its own (one failing does not fail the others)."""
+        actions: list[Action] = []
+        committed = False
+        replies = []
+        for group in message.groups:
+            pg = group.placement_group_id.hex()
+            bad = next(filter(None, (res.invalid(b.resources) for b in group.bundles)), "")
+            if bad:
+                replies.append(PrepareBundlesReply(ok=False, error=f"invalid bundle: {bad}"))
+                continue
+            bundles = [(b.index, res.to_fixed(b.resources)) for b in group.bundles]
+            error = self.scheduler.prepare_bundles(pg, bundles)
+            if not error and group.commit:
+                actions += self.scheduler.commit_bundles(pg, [i for i, _ in bundles])
+                committed = True
+            replies.append(PrepareBundlesReply(ok=not error, error=error))
+        if committed:
+            self._totals_changed(actions)
         self.reports.resources_changed()
-        return PrepareBundlesReply(ok=not error, error=error)
+        return PrepareBundlesBatchReply(results=replies)
 
     async def commit_bundles(self, message: BundlesRequest) -> Empty:
         pg = message.placement_group_id.hex()
         self._totals_changed(self.scheduler.commit_bundles(pg, list(message.indexes)))
         return Empty()
 
-    async def return_bundles(self, message: BundlesRequest) -> Empty:
-        """Given indexes: a rollback; none: the group was removed."""
-        pg = message.placement_group_id.hex()
-        if message.indexes:
-            self._totals_changed(self.scheduler.return_bundles(pg, list(message.indexes)))
-        else:
-            self._totals_changed(self.scheduler.group_removed(pg))
+    async def return_bundles(self, message: BundlesBatch) -> Empty:
+        """Per group: given indexes, a rollback; none, the group was removed."""
+        actions: list[Action] = []
+        for group in message.groups:
+            pg = group.placement_group_id.hex()
+            if group.indexes:
+                actions += self.scheduler.return_bundles(pg, list(group.indexes))
+            else:
+                actions += self.scheduler.group_removed(pg)
+        self._totals_changed(actions)
         return Empty()
 
     def _totals_changed(self, actions: list[Action]) -> None:

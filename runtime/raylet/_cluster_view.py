@@ -15,11 +15,14 @@ node's next report corrects the figure.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 
 from .._private import resources as res
 from .._private.resources import Fixed
 from ..protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
+
+logger = logging.getLogger(__name__)
 
 
 class Placement(enum.Enum):
@@ -89,9 +92,14 @@ class ClusterView:
         bundles add and remove resources)."""
         node = self.nodes.get(view.node_id)
         if node is not None and node.alive:
-            node.available = res.to_fixed(view.resources_available)
-            if view.resources_total:
-                node.total = res.to_fixed(view.resources_total)
+            try:
+                available, total = res.decode_sets(view.resources)
+            except ValueError as e:  # the gcs checked it: not expected
+                logger.warning("ignoring node %s's resources: %s", view.node_id.hex()[:8], e)
+                return
+            node.available = res.to_fixed(available)
+            if total:
+                node.total = res.to_fixed(total)
 
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]

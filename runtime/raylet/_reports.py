@@ -52,8 +52,7 @@ def resource_report(
         demand.infeasible = demand.infeasible or req.infeasible
     return ReportResourcesRequest(
         node_id=node_id,
-        resources_available=res.to_float(available),
-        resources_total=res.to_float(total),
+        resources=res.encode_sets(res.to_float(available), res.to_float(total)),
         object_store_used=store_used,
         pending=list(shapes.values()),
         metrics_port=metrics_port,

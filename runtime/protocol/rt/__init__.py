@@ -14,6 +14,7 @@ __all__ = (
     "AddTaskEventsRequest",
     "Address",
     "Bundle",
+    "BundlesBatch",
     "BundlesRequest",
     "CancelLeaseRequest",
     "CancelTaskRequest",
@@ -25,7 +26,8 @@ __all__ = (
     "CreateActorReply",
     "CreateActorRequest",
     "CreatePlacementGroupReply",
-    "CreatePlacementGroupRequest",
+    "CreatePlacementGroupsReply",
+    "CreatePlacementGroupsRequest",
     "Empty",
     "ErrorEvent",
     "ExitReply",
@@ -68,6 +70,8 @@ __all__ = (
     "PlacementGroupRequest",
     "PlacementGroupState",
     "PlacementStrategy",
+    "PrepareBundlesBatch",
+    "PrepareBundlesBatchReply",
     "PrepareBundlesReply",
     "PrepareBundlesRequest",
     "PubMessage",
@@ -707,6 +711,14 @@ default_message_pool.register_message("rt", "Bundle", Bundle)
 
 
 @dataclass(eq=False, repr=False)
+class BundlesBatch(betterproto2.Message):
+    groups: "list[BundlesRequest]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "BundlesBatch", BundlesBatch)
+
+
+@dataclass(eq=False, repr=False)
 class BundlesRequest(betterproto2.Message):
     placement_group_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
@@ -833,18 +845,32 @@ default_message_pool.register_message("rt", "CreatePlacementGroupReply", CreateP
 
 
 @dataclass(eq=False, repr=False)
-class CreatePlacementGroupRequest(betterproto2.Message):
-    """
-    -- placement groups ----------------------------------------------------------
-    """
-
-    placement_group: "PlacementGroupInfo | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
+class CreatePlacementGroupsReply(betterproto2.Message):
+    results: "list[CreatePlacementGroupReply]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
 
 default_message_pool.register_message(
-    "rt", "CreatePlacementGroupRequest", CreatePlacementGroupRequest
+    "rt", "CreatePlacementGroupsReply", CreatePlacementGroupsReply
+)
+
+
+@dataclass(eq=False, repr=False)
+class CreatePlacementGroupsRequest(betterproto2.Message):
+    """
+    -- placement groups ----------------------------------------------------------
+
+    Groups created together (a client batches the creations it makes at once).
+    """
+
+    placement_groups: "list[PlacementGroupInfo]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "rt", "CreatePlacementGroupsRequest", CreatePlacementGroupsRequest
 )
 
 
@@ -1532,6 +1558,31 @@ default_message_pool.register_message("rt", "PlacementGroupRequest", PlacementGr
 
 
 @dataclass(eq=False, repr=False)
+class PrepareBundlesBatch(betterproto2.Message):
+    """
+    Several groups' prepares (or returns) in one call, each done on its own;
+    the gcs batches what it asks of one node at once.
+    """
+
+    groups: "list[PrepareBundlesRequest]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("rt", "PrepareBundlesBatch", PrepareBundlesBatch)
+
+
+@dataclass(eq=False, repr=False)
+class PrepareBundlesBatchReply(betterproto2.Message):
+    results: "list[PrepareBundlesReply]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("rt", "PrepareBundlesBatchReply", PrepareBundlesBatchReply)
+
+
+@dataclass(eq=False, repr=False)
 class PrepareBundlesReply(betterproto2.Message):
     ok: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -1780,13 +1831,16 @@ default_message_pool.register_message("rt", "ReportMetricsRequest", ReportMetric
 
 @dataclass(eq=False, repr=False)
 class ReportResourcesRequest(betterproto2.Message):
-    node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+    """
+    A node's free and total resources travel as one JSON object,
+    {"available": {name: amount}, "total": {name: amount}} (the total changes as
+    placement groups come and go): with groups' bundles these maps run to
+    hundreds of names, and a JSON codec reads and writes them some thirty times
+    faster than protobuf map entries are here. runtime/_private/resources.py
+    (encode_sets, decode_sets) is the one place that writes and checks them.
+    """
 
-    resources_available: "dict[str, float]" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
-    )
+    node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
     object_store_used: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
     """
@@ -1800,18 +1854,14 @@ class ReportResourcesRequest(betterproto2.Message):
     lease requests waiting at the raylet
     """
 
-    resources_total: "dict[str, float]" = betterproto2.field(
-        5,
-        betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
-    )
-    """
-    changes as placement groups come and go
-    """
-
     metrics_port: "int" = betterproto2.field(6, betterproto2.TYPE_INT32)
     """
     the raylet's Prometheus endpoint, once it serves
+    """
+
+    resources: "bytes" = betterproto2.field(7, betterproto2.TYPE_BYTES)
+    """
+    JSON, as above
     """
 
 
@@ -1858,17 +1908,10 @@ default_message_pool.register_message("rt", "ResourceDemand", ResourceDemand)
 class ResourceView(betterproto2.Message):
     node_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
 
-    resources_available: "dict[str, float]" = betterproto2.field(
-        2,
-        betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
-    )
-
-    resources_total: "dict[str, float]" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MAP,
-        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_DOUBLE),
-    )
+    resources: "bytes" = betterproto2.field(4, betterproto2.TYPE_BYTES)
+    """
+    the node's last report's, as it sent them (JSON, as above)
+    """
 
 
 default_message_pool.register_message("rt", "ResourceView", ResourceView)
@@ -2615,19 +2658,19 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
-    async def create_placement_group(
+    async def create_placement_groups(
         self,
-        message: "CreatePlacementGroupRequest",
+        message: "CreatePlacementGroupsRequest",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
-    ) -> "CreatePlacementGroupReply":
+    ) -> "CreatePlacementGroupsReply":
 
         return await self._unary_unary(
-            "/rt.Gcs/CreatePlacementGroup",
+            "/rt.Gcs/CreatePlacementGroups",
             message,
-            CreatePlacementGroupReply,
+            CreatePlacementGroupsReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -3033,17 +3076,17 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
 
     async def prepare_bundles(
         self,
-        message: "PrepareBundlesRequest",
+        message: "PrepareBundlesBatch",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
-    ) -> "PrepareBundlesReply":
+    ) -> "PrepareBundlesBatchReply":
 
         return await self._unary_unary(
             "/rt.Raylet/PrepareBundles",
             message,
-            PrepareBundlesReply,
+            PrepareBundlesBatchReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -3069,7 +3112,7 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
 
     async def return_bundles(
         self,
-        message: "BundlesRequest",
+        message: "BundlesBatch",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
@@ -3342,9 +3385,9 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def create_placement_group(
-        self, message: "CreatePlacementGroupRequest"
-    ) -> "CreatePlacementGroupReply":
+    async def create_placement_groups(
+        self, message: "CreatePlacementGroupsRequest"
+    ) -> "CreatePlacementGroupsReply":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -3508,13 +3551,13 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_actors(request)
         await stream.send_message(response)
 
-    async def __rpc_create_placement_group(
+    async def __rpc_create_placement_groups(
         self,
-        stream: "grpclib.server.Stream[CreatePlacementGroupRequest, CreatePlacementGroupReply]",
+        stream: "grpclib.server.Stream[CreatePlacementGroupsRequest, CreatePlacementGroupsReply]",
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
-        response = await self.create_placement_group(request)
+        response = await self.create_placement_groups(request)
         await stream.send_message(response)
 
     async def __rpc_remove_placement_group(
@@ -3675,11 +3718,11 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 Empty,
                 ListActorsReply,
             ),
-            "/rt.Gcs/CreatePlacementGroup": grpclib.const.Handler(
-                self.__rpc_create_placement_group,
+            "/rt.Gcs/CreatePlacementGroups": grpclib.const.Handler(
+                self.__rpc_create_placement_groups,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                CreatePlacementGroupRequest,
-                CreatePlacementGroupReply,
+                CreatePlacementGroupsRequest,
+                CreatePlacementGroupsReply,
             ),
             "/rt.Gcs/RemovePlacementGroup": grpclib.const.Handler(
                 self.__rpc_remove_placement_group,
@@ -3785,7 +3828,7 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def prepare_bundles(self, message: "PrepareBundlesRequest") -> "PrepareBundlesReply":
+    async def prepare_bundles(self, message: "PrepareBundlesBatch") -> "PrepareBundlesBatchReply":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -3793,7 +3836,7 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def return_bundles(self, message: "BundlesRequest") -> "Empty":
+    async def return_bundles(self, message: "BundlesBatch") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -3913,7 +3956,7 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_prepare_bundles(
-        self, stream: "grpclib.server.Stream[PrepareBundlesRequest, PrepareBundlesReply]"
+        self, stream: "grpclib.server.Stream[PrepareBundlesBatch, PrepareBundlesBatchReply]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -3929,7 +3972,7 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         await stream.send_message(response)
 
     async def __rpc_return_bundles(
-        self, stream: "grpclib.server.Stream[BundlesRequest, Empty]"
+        self, stream: "grpclib.server.Stream[BundlesBatch, Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -4042,8 +4085,8 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
             "/rt.Raylet/PrepareBundles": grpclib.const.Handler(
                 self.__rpc_prepare_bundles,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                PrepareBundlesRequest,
-                PrepareBundlesReply,
+                PrepareBundlesBatch,
+                PrepareBundlesBatchReply,
             ),
             "/rt.Raylet/CommitBundles": grpclib.const.Handler(
                 self.__rpc_commit_bundles,
@@ -4054,7 +4097,7 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
             "/rt.Raylet/ReturnBundles": grpclib.const.Handler(
                 self.__rpc_return_bundles,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                BundlesRequest,
+                BundlesBatch,
                 Empty,
             ),
             "/rt.Raylet/ListLogs": grpclib.const.Handler(
