@@ -99,3 +99,24 @@ def test_max_batch_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         Batcher(send, max_batch=0)
+
+
+def test_a_lingering_batcher_gathers_calls_made_one_after_another() -> None:
+    async def run() -> list[list[int]]:
+        sent: list[list[int]] = []
+
+        async def send(items: list[int]) -> list[int]:
+            sent.append(items)
+            return items
+
+        batcher: Batcher[int, int] = Batcher(send, linger_s=0.05)
+        calls = []
+        for i in range(3):  # each a loop iteration apart
+            calls.append(asyncio.ensure_future(batcher.call(i)))
+            await asyncio.sleep(0)
+        assert await asyncio.gather(*calls) == [0, 1, 2]
+        return sent
+
+    assert asyncio.run(asyncio.wait_for(run(), 10)) == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="duration"):
+        Batcher(lambda items: asyncio.sleep(0, items), linger_s=-1)

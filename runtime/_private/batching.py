@@ -1,8 +1,9 @@
 """Calls coalesced into batches: one round trip carries many requests.
 
-A :class:`Batcher` turns single calls into batched ones with no timer: the
-calls made in one loop iteration go out together, and while a batch is in
-flight the calls that arrive meanwhile wait for the next one. An idle caller
+A :class:`Batcher` turns single calls into batched ones: the calls made in
+one loop iteration go out together, and while a batch is in flight the
+calls that arrive meanwhile wait for the next one. (A batcher may also
+linger a little before each batch, for calls no one awaits made one by one.) An idle caller
 pays nothing (its call leaves on the next iteration); a busy one pays one
 round trip per batch rather than per call (creating a hundred placement
 groups, or the gcs preparing their bundles on a node).
@@ -28,11 +29,21 @@ class Batcher(Generic[T, R]):
     """Sends calls through ``send`` (one request per call, one result each, in
     order) in batches of at most ``max_batch``."""
 
-    def __init__(self, send: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        send: Callable[[list[T]], Awaitable[list[R]]],
+        max_batch: int = MAX_BATCH,
+        linger_s: float = 0.0,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if not linger_s >= 0:
+            raise ValueError(f"linger_s must be a duration, got {linger_s!r}")
         self._send = send
         self._max = max_batch
+        # How long a batch waits for company before it leaves: for calls
+        # nobody waits on the answer of, made one after another.
+        self._linger_s = linger_s
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -46,6 +57,8 @@ class Batcher(Generic[T, R]):
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._linger_s:
+                    await asyncio.sleep(self._linger_s)
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
                 try:
                     results = await self._send([request for request, _ in batch])

@@ -29,7 +29,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 _RPC_TIMEOUT_S = 10.0
 #: How long a wait or removal of an unknown group waits for it to be created.
 _REGISTRATION_WAIT_S = 10.0
+#: How long a node's returns gather before they are sent.
+_RETURN_LINGER_S = 0.005
 #: Removed groups kept for ``placement_group_table`` (the oldest go first).
 _REMOVED_KEPT = 10_000
 #: Retry delays after a prepare failed (the view was stale): doubling, capped.
@@ -91,7 +93,7 @@ class PlacementGroupManager:
         *,
         channels: rpc.ChannelPool,
         nodes: Callable[[], list[NodeInfo]],
-        publish: Callable[[PubMessage], None],
+        publish: Callable[[PubMessage, Collection[bytes]], None],
         group_removed: Callable[[bytes], Awaitable[None]],
         save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
@@ -210,10 +212,12 @@ class PlacementGroupManager:
         self._persist(record)
         # Every raylet: requests waiting for the group fail, later ones too
         # (its id and state say it all; the bundles would only cost encoding).
+        # Those holding its bundles learn it from their return, below.
         removed = PlacementGroupInfo(placement_group_id=pg_id, state=info.state)
-        self._publish(PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=removed))
+        message = PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=removed)
+        self._publish(message, holders)
         record.wake_waiters()
-        logger.info("placement group %s removed", _label(info))
+        logger.debug("placement group %s removed", _label(info))
         self._removed.append(pg_id)
         while len(self._removed) > _REMOVED_KEPT:
             self.groups.pop(self._removed.popleft(), None)
@@ -233,7 +237,10 @@ class PlacementGroupManager:
                 await asyncio.wait_for(waiter, None if timeout_s < 0 else timeout_s)
             except TimeoutError:
                 pass
-        return PlacementGroupReply(found=True, placement_group=record.info)
+        # Its state is the answer (the bundles would only cost encoding).
+        info = record.info
+        state = PlacementGroupInfo(placement_group_id=info.placement_group_id, state=info.state)
+        return PlacementGroupReply(found=True, placement_group=state)
 
     async def _registered(self, pg_id: bytes) -> GroupRecord | None:
         """A group not known yet may be on its way: an unnamed group's creator
@@ -477,7 +484,9 @@ class PlacementGroupManager:
                 await asyncio.wait_for(stub.return_bundles(batch), _RPC_TIMEOUT_S)
                 return [None] * len(groups)
 
-            batcher = self._returns[node_id] = Batcher(send)
+            # Removals come one by one (each caller waits for its own); their
+            # returns, which no one waits for, may as well travel together.
+            batcher = self._returns[node_id] = Batcher(send, linger_s=_RETURN_LINGER_S)
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await batcher.call(BundlesRequest(placement_group_id=pg_id, indexes=indexes))
 

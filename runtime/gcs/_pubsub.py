@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from ..protocol.rt import Channel, LogBatch, PubMessage, ResourceBatch
 
@@ -60,9 +60,13 @@ class PubSub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
 
-    def publish(self, message: PubMessage) -> None:
+    def publish(self, message: PubMessage, skip_nodes: Collection[bytes] = ()) -> None:
+        """To every subscriber of the channel but the raylets of ``skip_nodes``
+        (told another way)."""
         for sub in self._subscribers:
             if message.channel not in sub.channels:
+                continue
+            if sub.node_id and sub.node_id in skip_nodes:
                 continue
             logs = message.logs if message.channel is Channel.LOGS else None
             if logs is not None and logs.job_id != sub.log_job_id:

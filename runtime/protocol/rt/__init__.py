@@ -1532,6 +1532,9 @@ class PlacementGroupReply(betterproto2.Message):
     placement_group: "PlacementGroupInfo | None" = betterproto2.field(
         2, betterproto2.TYPE_MESSAGE, optional=True
     )
+    """
+    a wait's: only its id and state
+    """
 
 
 default_message_pool.register_message("rt", "PlacementGroupReply", PlacementGroupReply)
