@@ -11,18 +11,43 @@ from runtime._private import task_events as te
 from runtime.gcs._task_events import TaskEventStore
 
 
-def _batch(rows: list[list[object]], infos: list[object] | None = None) -> bytes:
-    return json.dumps({"infos": infos or [], "rows": rows}).encode()
+def _batch(groups: list[list[object]], infos: list[object] | None = None) -> bytes:
+    return json.dumps({"infos": infos or [], "groups": groups}).encode()
 
 
 def test_a_batch_round_trips_with_shared_infos() -> None:
     info = {"name": "f", "type": "NORMAL_TASK", "required_resources": {"CPU": 1.0}}
+    other = {"actor_id": "cc" * 16}
     times = [10, 20, 0, 0, 0, 0]
-    data = te.encode_batch([("aa" * 8, 0, times, [info]), ("bb" * 8, 1, times, [info])])
-    assert len(json.loads(data)["infos"]) == 1  # sent once, named twice
+    data = te.encode_batch(
+        [
+            (b"\xaa" * 8, 0, times, [info]),
+            (b"\xbb" * 8, 1, times, [info, other]),
+            (b"\xdd" * 4, 2, times, [info]),  # another size: a group of its own
+            (b"\xee" * 8, 3, times, [info]),
+        ]
+    )
+    sent = json.loads(data)
+    assert len(sent["infos"]) == 2 and len(sent["groups"]) == 3  # each info sent once
     rows = te.decode(data)
-    assert [(r[0], r[1], r[2]) for r in rows] == [("aa" * 8, 0, times), ("bb" * 8, 1, times)]
+    assert sorted((r[0], r[1], r[2], len(r[3])) for r in rows) == [
+        ("aa" * 8, 0, times, 1),
+        ("bb" * 8, 1, times, 2),
+        ("dd" * 4, 2, times, 1),
+        ("ee" * 8, 3, times, 1),
+    ]
     assert rows[0][3][0] is rows[1][3][0]
+    grouped = [r for r in rows if r[3] == [info]]
+    assert grouped[0][3] is not grouped[1][3]  # each row's list is its own
+
+
+GOOD = [[], 1, "aa", [0], [0] * 6]
+
+
+def _with(index: int, value: object) -> list[object]:
+    group: list[object] = list(GOOD)
+    group[index] = value
+    return group
 
 
 @pytest.mark.parametrize(
@@ -30,12 +55,16 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     [
         (b"not json", "not JSON"),
         (b"[]", "infos"),
-        (_batch([["zz", 0, [0] * 6, []]]), "hex id"),
-        (_batch([["aa", -1, [0] * 6, []]]), "attempt"),
-        (_batch([["aa", 0, [0] * 5, []]]), "array of 6"),
-        (_batch([["aa", 0, [0, 0, 0, 0, 0, 1.5], []]]), "microseconds"),
-        (_batch([["aa", 0, [0, 0, 0, 0, 0, 10**17], []]]), "microseconds"),
-        (_batch([["aa", 0, [0] * 6, [3]]]), "out of range"),
+        (_batch([[1, 2]]), "not \\[info indexes"),
+        (_batch([_with(2, "zz")]), "hex id"),
+        (_batch([_with(2, "aabb")]), "hex id"),
+        (_batch([_with(1, 0)]), "id size"),
+        (_batch([_with(3, [-1])]), "attempts"),
+        (_batch([_with(3, [True])]), "attempts"),
+        (_batch([_with(4, [0] * 5)]), "6 per attempt"),
+        (_batch([_with(4, [0, 0, 0, 0, 0, 1.5])]), "microseconds"),
+        (_batch([_with(4, [0, 0, 0, 0, 0, 10**17])]), "microseconds"),
+        (_batch([_with(0, [3])]), "out of range"),
         (_batch([], [{"colour": "red"}]), "unknown info field"),
         (_batch([], [{"name": 7}]), "wrong type"),
         (_batch([], [{"required_resources": {"CPU": -1}}]), "finite amounts"),
@@ -44,6 +73,10 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
 def test_bad_batches_are_refused(batch: bytes, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         te.decode(batch)
+
+
+def test_a_good_group_decodes() -> None:
+    assert te.decode(_batch([GOOD])) == [("aa", 0, [0] * 6, [])]
 
 
 def test_the_store_is_bounded_per_job_and_in_jobs() -> None:

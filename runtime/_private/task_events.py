@@ -7,13 +7,17 @@ travels as one JSON document, not as a message per task: a few thousand rows
 cost a few milliseconds to encode this way, a protobuf message per row ten
 times that (see docs/architecture.md).
 
-Batch layout: ``{"infos": [info, ...], "rows": [row, ...]}``. An ``info`` is an
-object whose keys are among :data:`INFO_FIELDS` (a task's definition: name,
-type, resources; an actor call's actor; a failure's error). A row is
-``[task_id_hex, attempt, times, [info index, ...]]`` where ``times`` has one
-slot per state of :data:`STATES`, in that order: when the attempt entered it,
-in integer microseconds since the epoch, 0 if it did not (or the reporter
-did not see it). The tasks of one function share one info, sent once per batch. The owner of a
+Batch layout: ``{"infos": [info, ...], "groups": [group, ...]}``. An ``info``
+is an object whose keys are among :data:`INFO_FIELDS` (a task's definition:
+name, type, resources; an actor call's actor; a failure's error). A group
+holds the rows that name the same infos, by columns (a row's cost is then a
+few list appends, not a JSON array of its own): ``[[info index, ...], id
+size, ids, attempts, times]`` where ``ids`` is the rows' task ids (``id
+size`` bytes each) concatenated, in hex; ``attempts`` has one int per row;
+``times`` has, per row, one slot per state of :data:`STATES` in that order:
+when the attempt entered it, in integer microseconds since the epoch, 0 if
+it did not (or the reporter did not see it). The tasks of one function share
+one info, sent once per batch. The owner of a
 task reports its definition, its way to a worker and, from the reply, when
 the worker ran it (RUNNING and the end, with an info naming the worker: node,
 worker id, pid): one row per finished attempt. A worker reports only the
@@ -29,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Ray's task states, in the order an attempt moves through them.
@@ -77,7 +81,7 @@ INFO_FIELDS: dict[str, type | tuple[type, ...]] = {
     "error_message": str,
 }
 
-_HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
+_HEX = re.compile(r"[0-9a-f]*")
 #: Unix microseconds beyond any real clock (year 2286).
 MAX_TIME_US = 10**16
 
@@ -102,12 +106,23 @@ def encode(rows: Iterable[Any]) -> bytes:
     return json.dumps(list(rows), separators=(",", ":")).encode()
 
 
-def encode_batch(rows: Iterable[tuple[str, int, list[int], list[dict[str, Any]]]]) -> bytes:
-    """A reporter's batch: each distinct info object is written once."""
+def encode_batch(rows: Iterable[Sequence[Any]]) -> bytes:
+    """A reporter's batch of ``(task id bytes, attempt, times, infos)`` rows (see the
+    module for the layout): each distinct info object is written once."""
+    groups: dict[tuple[int, ...], tuple[list[dict[str, Any]], list[bytes], list[int], list[int]]]
+    groups = {}
+    for task_id, attempt, times, parts in rows:
+        key = (len(task_id), *map(id, parts))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (parts, [], [], [])
+        group[1].append(task_id)
+        group[2].append(attempt)
+        group[3].extend(times)
     infos: list[dict[str, Any]] = []
     index: dict[int, int] = {}
     out = []
-    for task_hex, attempt, times, parts in rows:
+    for parts, ids, attempts, times in groups.values():
         refs = []
         for info in parts:
             i = index.get(id(info))
@@ -115,8 +130,8 @@ def encode_batch(rows: Iterable[tuple[str, int, list[int], list[dict[str, Any]]]
                 i = index[id(info)] = len(infos)
                 infos.append(info)
             refs.append(i)
-        out.append([task_hex, attempt, times, refs])
-    return json.dumps({"infos": infos, "rows": out}, separators=(",", ":")).encode()
+        out.append([refs, len(ids[0]), b"".join(ids).hex(), attempts, times])
+    return json.dumps({"infos": infos, "groups": out}, separators=(",", ":")).encode()
 
 
 #: A checked row: (task id hex, attempt, times per state, the infos it names).
@@ -129,43 +144,57 @@ def decode(data: bytes) -> list[Row]:
         batch = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"task events are not JSON: {e}") from None
-    if type(batch) is not dict or set(batch) != {"infos", "rows"}:
-        raise ValueError('task events must be {"infos": [...], "rows": [...]}')
-    infos, rows = batch["infos"], batch["rows"]
-    if type(infos) is not list or type(rows) is not list:
-        raise ValueError("infos and rows must be arrays")
+    if type(batch) is not dict or set(batch) != {"infos", "groups"}:
+        raise ValueError('task events must be {"infos": [...], "groups": [...]}')
+    infos, groups = batch["infos"], batch["groups"]
+    if type(infos) is not list or type(groups) is not list:
+        raise ValueError("infos and groups must be arrays")
     for i, info in enumerate(infos):
         problem = _check_info(info)
         if problem:
             raise ValueError(f"task event info {i}: {problem}")
-    out = []
-    for i, row in enumerate(rows):
-        problem = _check_row(row, len(infos))
+    out: list[Row] = []
+    for i, group in enumerate(groups):
+        problem = _check_group(group, len(infos))
         if problem:
-            raise ValueError(f"task event row {i}: {problem}")
-        out.append((row[0], row[1], row[2], [infos[k] for k in row[3]]))
+            raise ValueError(f"task event group {i}: {problem}")
+        refs, size, ids, attempts, times = group
+        named = [infos[k] for k in refs]
+        width = 2 * size
+        for row, attempt in enumerate(attempts):
+            start = row * NUM_STATES
+            task_hex = ids[row * width : (row + 1) * width]
+            # Its own list of the shared infos: the gcs's record extends it.
+            out.append((task_hex, attempt, times[start : start + NUM_STATES], list(named)))
     return out
 
 
-def _check_row(row: Any, infos: int) -> str:
-    if type(row) is not list or len(row) != 4:
-        return "not [task_id, attempt, times, info indexes]"
-    task_id, attempt, times, refs = row
-    if type(task_id) is not str or not _HEX_ID.fullmatch(task_id):
-        return "task_id is not a hex id"
-    if type(attempt) is not int or not 0 <= attempt < 1 << 31:
-        return "attempt is not a non-negative int"
-    if type(times) is not list or len(times) != NUM_STATES:
-        return f"times is not an array of {NUM_STATES}"
-    for when in times:
-        if type(when) is not int or not 0 <= when < MAX_TIME_US:
-            return "a time is not microseconds since the epoch"
+def _check_group(group: Any, infos: int) -> str:
+    if type(group) is not list or len(group) != 5:
+        return "not [info indexes, id size, ids, attempts, times]"
+    refs, size, ids, attempts, times = group
     if type(refs) is not list or len(refs) > 8:
         return "info indexes is not a short array"
-    for k in refs:
-        if type(k) is not int or not 0 <= k < infos:
-            return "an info index is out of range"
+    if not all(type(k) is int and 0 <= k < infos for k in refs):
+        return "an info index is out of range"
+    if type(size) is not int or not 1 <= size <= 32:
+        return "id size is not 1..32"
+    if type(attempts) is not list or not _ints_in(attempts, 1 << 31):
+        return "attempts are not non-negative ints"
+    if type(ids) is not str or len(ids) != 2 * size * len(attempts) or not _HEX.fullmatch(ids):
+        return "ids are not one hex id per attempt"
+    if type(times) is not list or len(times) != NUM_STATES * len(attempts):
+        return f"times are not {NUM_STATES} per attempt"
+    if not _ints_in(times, MAX_TIME_US):
+        return "a time is not microseconds since the epoch"
     return ""
+
+
+def _ints_in(values: list[Any], limit: int) -> bool:
+    """Whether every value is an int in ``[0, limit)`` (checked in C, not per item)."""
+    return not values or (
+        set(map(type, values)) == {int} and min(values) >= 0 and max(values) < limit
+    )
 
 
 def _check_info(info: Any) -> str:

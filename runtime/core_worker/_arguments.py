@@ -26,6 +26,8 @@ def serialize_args(
     worker: CoreWorker, name: str, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> tuple[SerializedObject, list[Reference], list[Reference]]:
     """The pickled ``(args, kwargs)``, the top-level refs and the nested refs."""
+    if not args and not kwargs:
+        return _NO_ARGS, [], []
     arg_refs: list[Reference] = []
 
     def slot(value: Any) -> Any:
@@ -46,6 +48,10 @@ def serialize_args(
         plain_kwargs = {k: slot(_maybe_put(worker, v, limit)) for k, v in plain_kwargs.items()}
         pickled = serialization.pickle_value((plain_args, plain_kwargs))
     return pickled.inline(), arg_refs, pickled.refs
+
+
+#: A call without arguments (many are): pickled once.
+_NO_ARGS = serialization.pickle_value(([], {})).inline()
 
 
 def _maybe_put(worker: CoreWorker, value: Any, limit: int) -> Any:

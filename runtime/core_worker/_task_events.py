@@ -231,7 +231,7 @@ class TaskEvents:
             worker_id=worker.worker_id,
             node_id=worker.node_id,
             pid=os.getpid(),
-            rows=te.encode_batch((t.hex(), a, s, i) for t, a, s, i in rows.values()),
+            rows=te.encode_batch(rows.values()),
             dropped=dropped,
         )
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
