@@ -177,6 +177,7 @@ def test_actors_and_their_calls(ctx: Any) -> None:
     crash = next(t for t in calls if t.name == "Counter.crash")
     assert crash.actor_id == named[0].actor_id
     assert crash.error_type == "TASK_EXECUTION_EXCEPTION"
+    assert crash.placement_group_id is None  # the actor is in no group
     creations = state.list_tasks(filters=[("type", "=", "ACTOR_CREATION_TASK")])
     assert {t.name for t in creations} >= {"Counter.__init__", "Waiting.__init__"}
     del waiting

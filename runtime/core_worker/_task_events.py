@@ -65,7 +65,7 @@ class TaskEvents:
         self._flusher: asyncio.Task[None] | None = None
         # The definitions' info, shared by the tasks of one function (the hot
         # path builds no dict for them), and actor calls' info by actor.
-        self._definitions: dict[tuple[bytes, int, bytes | None], dict[str, Any]] = {}
+        self._definitions: dict[tuple[bytes, str, int, bytes | None], dict[str, Any]] = {}
         self._actors: dict[bytes, dict[str, Any]] = {}
 
     # -- recording (any thread) ---------------------------------------------------------
@@ -150,8 +150,10 @@ class TaskEvents:
         """The owner registers a task (or retries it): its definition and first state."""
         if not self.enabled:
             return
-        shared = spec.extra is None  # the common case: one CPU, no group
-        key = (spec.function_id, spec.kind, spec.parent_id)
+        # Shared by the tasks of one definition: plain tasks (one CPU, no
+        # group) and an actor's calls of one method.
+        shared = spec.extra is None or spec.kind == KIND_ACTOR_CALL
+        key = (spec.function_id, spec.name, spec.kind, spec.parent_id)
         info = self._definitions.get(key) if shared else None
         if info is None:
             info = self._definition(spec)
@@ -173,6 +175,8 @@ class TaskEvents:
         if spec.kind == KIND_ACTOR_CREATION:
             info["actor_id"] = spec.extra["actor_id"].hex()
             placement = spec.extra.get("placement")
+        elif spec.kind == KIND_ACTOR_CALL:
+            placement = None  # (its extra is the method: the actor's group is its creation's)
         else:
             placement = spec.extra[3] if spec.extra and len(spec.extra) > 3 else None
         if placement:
