@@ -119,6 +119,105 @@ def test_nested_tasks_three_deep_on_one_cpu():
         assert_no_orphans(ctx.session_dir)
 
 
+@runtime.remote(num_cpus=0)
+class Box:
+    def __init__(self):
+        self.refs = None
+
+    def put(self, refs):
+        self.refs = refs
+
+    def take(self):
+        return self.refs
+
+
+@runtime.remote
+def sibling(box, folder, k):
+    """The first (k <= 0) marks that it runs, waits (touching no object) until
+    told to go, then (k == 0) waits for the first of the refs in ``box``; the
+    others return at once."""
+    if k > 0:
+        return k + 1
+    open(os.path.join(folder, "started"), "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(folder, "go")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if k < 0:
+        return 0
+    refs = runtime.get(box.take.remote())
+    return runtime.get(refs[0], timeout=30) + 1
+
+
+def test_a_task_waiting_for_one_queued_behind_it_on_its_worker(tmp_path):
+    """A task that waits hands back the tasks queued behind it on its worker,
+    even those already on its thread's queue, so one of them can be what it
+    waits for (the tasks of one function are pushed behind one another to
+    the only CPU's worker; it already ran the function, so they, and the
+    first, go to its thread's queue at once)."""
+    ctx = runtime.init(num_cpus=1)
+    try:
+        box = Box.remote()
+        assert runtime.get(sibling.remote(box, str(tmp_path), 1), timeout=30) == 2  # loaded
+        first = sibling.remote(box, str(tmp_path), 0)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, "the first task did not start"
+            time.sleep(0.005)
+        # More than the lease requests an owner keeps in flight: the rest go
+        # to the worker it has, behind the first.
+        behind = [sibling.remote(box, str(tmp_path), k) for k in range(1, 21)]
+        runtime.get(box.put.remote(behind))
+        # Pushed behind the first one (it holds the only CPU's lease).
+        while sum(t.state == "SUBMITTED_TO_WORKER" for t in _tasks_named("sibling")) < 2:
+            assert time.monotonic() < deadline, "no task was pushed behind the first"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        assert runtime.get(first, timeout=60) == 3
+        assert runtime.get(behind, timeout=60) == list(range(2, 22))
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_tasks_on_a_workers_thread_queue_can_be_cancelled(tmp_path):
+    """The task running on the thread and one queued behind it there."""
+    from runtime.exceptions import TaskCancelledError
+
+    ctx = runtime.init(num_cpus=1)
+    try:
+        box = Box.remote()
+        assert runtime.get(sibling.remote(box, str(tmp_path), 1), timeout=30) == 2  # loaded
+        first = sibling.remote(box, str(tmp_path), -1)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline, "the first task did not start"
+            time.sleep(0.005)
+        behind = [sibling.remote(box, str(tmp_path), k) for k in range(1, 21)]
+        while sum(t.state == "SUBMITTED_TO_WORKER" for t in _tasks_named("sibling")) < 2:
+            assert time.monotonic() < deadline, "no task was pushed behind the first"
+            time.sleep(0.05)
+        runtime.cancel(behind[0])
+        runtime.cancel(first)
+        with pytest.raises(TaskCancelledError):
+            runtime.get(first, timeout=30)
+        with pytest.raises(TaskCancelledError):
+            runtime.get(behind[0], timeout=30)
+        assert runtime.get(behind[1:], timeout=60) == list(range(3, 22))
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def _tasks_named(name):
+    from runtime.util import state
+
+    return state.list_tasks(filters=[("name", "=", name)])
+
+
 def test_infeasible_task_warns_and_waits(cluster, caplog):
     caplog.set_level(logging.WARNING, logger="runtime")
     ref = add.options(num_cpus=64).remote(1, 1)

@@ -6,13 +6,26 @@ loop keeps serving RPCs (object requests, new pushes) meanwhile; an
 ``async def`` function runs on the loop itself. Arguments are unpickled and
 results pickled on the thread that runs the function.
 
+A plain sync task (its function loaded, its arguments here, no stream, no
+``max_calls``) is handed to the thread as soon as it is dequeued, so that
+tasks queued together run back to back on the thread without a round trip
+through the loop each; the loop replies as their results come back. Until
+the thread starts one, ``release_queued`` can still take it back.
+
 An actor creation task turns the worker into that actor's host: from then
 on, actor calls go to its :class:`ActorExecutor`.
+
+Invariants: tasks start in the order they arrive; a task of any other kind
+starts only once no task is ahead on the thread; an ahead task is QUEUED
+until its thread starts it (then STARTED) or ``release_queued`` hands it
+back (then RELEASED), the change made under ``_ahead_lock``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import enum
 import inspect
 import logging
 import os
@@ -20,6 +33,7 @@ import pickle
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -62,6 +76,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class AheadState(enum.Enum):
+    QUEUED = "QUEUED"  # on the thread's queue
+    STARTED = "STARTED"  # its thread took it
+    RELEASED = "RELEASED"  # handed back before it started
+
+
+@dataclass(eq=False)
+class _Ahead:
+    task: WireTask
+    reply: Reply
+    fn: Callable[..., Any]
+    state: AheadState = AheadState.QUEUED
+    start: int = 0
+
+
 class TaskExecutor:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
@@ -89,10 +118,16 @@ class TaskExecutor:
         self.devices = VisibleDevices()
         # Streaming tasks (and actor calls) not finished yet, by task id.
         self.streams: dict[bytes, GeneratorRun] = {}
+        # Plain sync tasks handed to the thread, in order, until their results
+        # come back (see the module); set while there is none.
+        self._ahead: collections.deque[_Ahead] = collections.deque()
+        self._ahead_lock = threading.Lock()
+        self._none_ahead = asyncio.Event()
+        self._none_ahead.set()
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or not self._queue.empty()
+        return self._running is not None or not self._queue.empty() or bool(self._ahead)
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run())
@@ -162,6 +197,12 @@ class TaskExecutor:
         while not self._queue.empty():
             task, reply = self._queue.get_nowait()
             reply((task[0], False, [], False, None, None))
+        with self._ahead_lock:
+            taken = [e for e in self._ahead if e.state is AheadState.QUEUED]
+            for entry in taken:
+                entry.state = AheadState.RELEASED
+        for entry in taken:  # (they leave _ahead when the thread skips them)
+            entry.reply((entry.task[0], False, [], False, None, None))
 
     def is_canceled(self, task_id: bytes) -> bool:
         """Whether the task running here by that id was asked to stop."""
@@ -196,6 +237,12 @@ class TaskExecutor:
                 self._cancelled.discard(task_id)
                 reply(cancelled_reply(task_id, task[2]))
                 continue
+            fn = self._plain_sync(task)
+            if fn is not None:
+                self._run_ahead(task, reply, fn)
+                continue
+            if self._ahead:
+                await self._none_ahead.wait()  # in order: those ahead first
             self._running = task_id
             events = self._worker.task_events
             # An actor's creation is recorded here (its owner, the gcs, records
@@ -232,6 +279,65 @@ class TaskExecutor:
                 if calls >= max_calls:
                     self._retire(task[2], max_calls)
                     return
+
+    # -- plain sync tasks, run ahead -------------------------------------------------
+    def _plain_sync(self, task: WireTask) -> Callable[..., Any] | None:
+        """The task's function if the task may run ahead (see the module)."""
+        if task[6] != KIND_TASK or task[5] < 0 or (task[7] and task[7][0]):
+            return None
+        fn = self._functions.get(task[1])
+        if fn is None or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            return None
+        if self._worker.recovery.remote_markers(task[4]):
+            return None  # its arguments are pulled first, on the loop
+        return fn
+
+    def _run_ahead(self, task: WireTask, reply: Reply, fn: Callable[..., Any]) -> None:
+        entry = _Ahead(task, reply, fn)
+        self._ahead.append(entry)
+        self._none_ahead.clear()
+        self._lane.submit(lambda: self._start_ahead(entry), lambda r, e: self._ahead_done(r, e))
+
+    def _start_ahead(self, entry: _Ahead) -> WireReply | None:
+        """On the thread: runs the task unless it was handed back."""
+        with self._ahead_lock:
+            if entry.state is AheadState.RELEASED:
+                return None
+            entry.state = AheadState.STARTED
+        task = entry.task
+        task_id = task[0]
+        self._running = task_id
+        entry.start = self._worker.task_events.started(task_id, task[9])
+        # (This call's own context: the lane runs each in a copy.)
+        current_task_id.set(task_id)
+        current_task_name.set(task[2])
+        self.devices.set(gpu_ids_of(task))
+        self.placement = placement_of(task)
+        self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
+        _set_omp_threads(self.assigned)
+        try:
+            return self._execute_sync(entry.fn, task)
+        finally:
+            self._running = None
+            self._worker.task_events.forget(task_id, task[9])
+
+    def _ahead_done(self, result: WireReply | None, error: BaseException | None) -> None:
+        """On the loop, in order: the head task's result goes to its owner."""
+        entry = self._ahead.popleft()
+        if not self._ahead:
+            self._none_ahead.set()
+        if entry.state is AheadState.RELEASED:
+            return  # answered when it was handed back
+        task_id = entry.task[0]
+        if error is not None or result is None:
+            logger.error("executing task %s failed", entry.task[2], exc_info=error)
+            failure = exceptions.RaySystemError(repr(error))
+            result = (task_id, False, [serialization.serialize_error(failure)], False, [], None)
+        if task_id in self._cancelled:
+            self._cancelled.discard(task_id)
+            if result[1]:
+                result = cancelled_reply(task_id, entry.task[2])
+        entry.reply(self._worker.task_events.stamp(result, entry.start))
 
     def _retire(self, name: str, max_calls: int) -> None:
         logger.info("%s() ran max_calls=%d times here: this worker exits", name, max_calls)
@@ -336,11 +442,22 @@ class TaskExecutor:
 _USER_OMP = os.environ.get("OMP_NUM_THREADS")
 
 
+#: The last resources sized and their thread count (most tasks of a worker
+#: ask for the same ones: their names are parsed once).
+_omp_last: tuple[dict[str, float], str] | None = None
+
+
 def _set_omp_threads(resources: dict[str, float]) -> None:
     """As in Ray: native thread pools sized to the task's CPUs (at least one),
     unless the user set OMP_NUM_THREADS themselves."""
+    global _omp_last
     if _USER_OMP is not None:
         return
-    threads = str(max(1, int(placement.base_amounts(resources).get("CPU", 1))))
+    last = _omp_last
+    if last is not None and (last[0] is resources or last[0] == resources):
+        threads = last[1]
+    else:
+        threads = str(max(1, int(placement.base_amounts(resources).get("CPU", 1))))
+        _omp_last = (resources, threads)
     if os.environ.get("OMP_NUM_THREADS") != threads:
         os.environ["OMP_NUM_THREADS"] = threads
