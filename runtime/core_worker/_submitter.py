@@ -78,6 +78,9 @@ class KeyQueue:
     # The raylet each waiting request is at now (spillbacks move it), and that
     # raylet's node ("" for this node's own).
     request_at: dict[bytes, tuple[RayletStub, bytes]] = field(default_factory=dict)
+    # Set while the queue is empty and requests wait: they are withdrawn when
+    # it fires (work often comes back at once: a loop of batches).
+    withdrawal: asyncio.TimerHandle | None = None
 
 
 class TaskSubmitter:
@@ -175,6 +178,9 @@ class TaskSubmitter:
         if self._closed:
             return
         if kq.queue:
+            if kq.withdrawal is not None:
+                kq.withdrawal.cancel()
+                kq.withdrawal = None
             # Requests for leases beyond what the live ones can take.
             want = min(len(kq.queue), self._config.max_pending_lease_requests)
             while len(kq.requests) - len(kq.withdrawn) < want:
@@ -183,11 +189,10 @@ class TaskSubmitter:
                     self._request_lease(kq, request_id, kq.queue[0].name)
                 )
             return
-        for request_id in kq.requests:
-            if request_id not in kq.withdrawn:
-                # Nothing left to run on the lease it would bring.
-                kq.withdrawn.add(request_id)
-                self._background.spawn(self._withdraw(kq, request_id))
+        if kq.withdrawal is None and len(kq.requests) > len(kq.withdrawn):
+            kq.withdrawal = asyncio.get_running_loop().call_later(
+                self._config.lease_linger_s, self._withdraw_idle, kq
+            )
         for lease in kq.leases:
             if lease.in_flight == 0 and lease.linger is None:
                 lease.linger = asyncio.get_running_loop().call_later(
@@ -367,6 +372,17 @@ class TaskSubmitter:
             return
         self._pump(kq)
 
+    def _withdraw_idle(self, kq: KeyQueue) -> None:
+        """The queue stayed empty: its requests would bring leases with nothing
+        to run (one granted meanwhile lingers, then goes back)."""
+        kq.withdrawal = None
+        if kq.queue or self._closed:
+            return
+        for request_id in kq.requests:
+            if request_id not in kq.withdrawn:
+                kq.withdrawn.add(request_id)
+                self._background.spawn(self._withdraw(kq, request_id))
+
     async def _withdraw(self, kq: KeyQueue, request_id: bytes) -> None:
         raylet = kq.request_at.get(request_id, (self._raylet(), b""))[0]
         try:
@@ -391,6 +407,8 @@ class TaskSubmitter:
         self._closed = True
         returns = []
         for kq in self._keys.values():
+            if kq.withdrawal is not None:
+                kq.withdrawal.cancel()
             for task in list(kq.requests.values()):
                 task.cancel()
             for lease in list(kq.leases):
