@@ -97,8 +97,7 @@ class PlacementGroup:
             reply = await worker.gcs.wait_placement_group(
                 PlacementGroupRequest(placement_group_id=pg_id, timeout_s=-1)
             )
-            info = reply.placement_group
-            if info is None or info.state is not PlacementGroupState.CREATED:
+            if not reply.found or reply.state is not PlacementGroupState.CREATED:
                 raise exceptions.TaskPlacementGroupRemoved(
                     f"placement group {pg_id.hex()} was removed before it was ready"
                 )
@@ -115,8 +114,7 @@ class PlacementGroup:
             placement_group_id=self.id.binary(), timeout_s=float(timeout_seconds)
         )
         reply = worker.bridge.run_blocking(worker.gcs.wait_placement_group(request))
-        info = reply.placement_group
-        return info is not None and info.state is PlacementGroupState.CREATED
+        return reply.found and reply.state is PlacementGroupState.CREATED
 
     @property
     def is_empty(self) -> bool:

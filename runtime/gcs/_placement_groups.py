@@ -2,17 +2,21 @@
 
 A group moves through ``PENDING -> CREATED (-> RESCHEDULING -> CREATED)* ->
 REMOVED``. One placing coroutine takes the groups that wait, in the order
-they came, and for each: chooses nodes (``_bundle_policy``), asks each chosen
-raylet to *prepare* its bundles (set the resources aside), and *commits* them
-all only when every prepare succeeded; on any failure it returns what was
-prepared and tries again when resources change. So a group is reserved
-wholly or not at all, and nothing stays reserved for a group that failed.
+they came, and starts an attempt for each (at most one per group at a time):
+it chooses nodes (``_bundle_policy``) on the gcs's view, debited at once so
+that the next group's choice counts this one, asks each chosen raylet to
+*prepare* its bundles (set the resources aside), and *commits* them all only
+when every prepare succeeded; on any failure it returns what was prepared,
+credits the view back, and tries again when resources change. So a group is
+reserved wholly or not at all, and nothing stays reserved for a group that
+failed. The prepares (and returns) bound for one node at once share a call.
 
 Invariants:
 - a bundle's ``node_id`` is set iff its node holds it (prepared or committed;
   one whose commit failed is returned and placed again);
 - ``state is CREATED`` iff every bundle has a live node and is committed;
-- a group is in ``_unplaced`` iff it is PENDING or RESCHEDULING;
+- a group is in ``_unplaced`` iff it is PENDING or RESCHEDULING, and in
+  ``_placing`` iff an attempt for it is in flight;
 - a REMOVED group holds nothing on any node: its bundles are returned, and
   every raylet refuses leases and prepares for it from then on.
 
@@ -237,10 +241,8 @@ class PlacementGroupManager:
                 await asyncio.wait_for(waiter, None if timeout_s < 0 else timeout_s)
             except TimeoutError:
                 pass
-        # Its state is the answer (the bundles would only cost encoding).
-        info = record.info
-        state = PlacementGroupInfo(placement_group_id=info.placement_group_id, state=info.state)
-        return PlacementGroupReply(found=True, placement_group=state)
+        # Its state is the answer (its info would only cost encoding).
+        return PlacementGroupReply(found=True, state=record.info.state)
 
     async def _registered(self, pg_id: bytes) -> GroupRecord | None:
         """A group not known yet may be on its way: an unnamed group's creator
@@ -267,7 +269,7 @@ class PlacementGroupManager:
         record = self.groups.get(pg_id)
         if record is None:
             return PlacementGroupReply(found=False)
-        return PlacementGroupReply(found=True, placement_group=record.info)
+        return PlacementGroupReply(found=True, placement_group=record.info, state=record.info.state)
 
     def state_of(self, pg_id: bytes) -> PlacementGroupState | None:
         record = self.groups.get(pg_id)
