@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextvars
-import hmac
 import json
 import math
 import os
@@ -219,7 +218,7 @@ def _guard(app: Callable[..., Any]) -> Callable[..., Any]:
         wanted = auth.token()
         if wanted:
             given = str(environ.get("HTTP_AUTHORIZATION", "")).encode()
-            if not hmac.compare_digest(given, f"Bearer {wanted}".encode()):
+            if not auth.token_matches(given, f"Bearer {wanted}"):
                 start_response(
                     "401 Unauthorized",
                     [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")],

@@ -32,7 +32,6 @@ next batch.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import pickle
 import socket
 import struct
@@ -235,7 +234,7 @@ class Channel(asyncio.Protocol):
         if given is None:
             self._refuse("not a task channel client")
             return
-        if wanted and not hmac.compare_digest(given, wanted.encode("ascii")):
+        if not auth.token_matches(given, wanted):
             self._refuse(f"unauthenticated: {auth.HOW_TO}")
             return
         self._authenticated = True

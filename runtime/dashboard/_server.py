@@ -9,7 +9,6 @@ or the login form) and gets an HttpOnly cookie; scripts send
 
 from __future__ import annotations
 
-import hmac
 import importlib.resources
 import json
 import logging
@@ -45,7 +44,7 @@ def _authorized(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         given = header[len("Bearer ") :]
-    return hmac.compare_digest(given.encode(), wanted.encode())
+    return auth.token_matches(given, wanted)
 
 
 @web.middleware
@@ -62,7 +61,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _login(token: str) -> web.StreamResponse:
     wanted = auth.token()
-    if wanted and not hmac.compare_digest(token.encode(), wanted.encode()):
+    if not auth.token_matches(token, wanted):
         return web.Response(text=LOGIN_PAGE, content_type="text/html", status=401)
     response = web.HTTPSeeOther("/")
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
