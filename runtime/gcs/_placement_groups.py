@@ -31,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._private import placement, rpc
 from .._private import resources as res
@@ -60,6 +61,9 @@ from ..protocol.rt import (
 from ._bundle_policy import NodeRoom, Outcome, place
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: How long one prepare or commit may take before the node counts as failed.
 _RPC_TIMEOUT_S = 10.0
@@ -443,16 +447,7 @@ class PlacementGroupManager:
     async def _prepare(
         self, node: NodeInfo, info: PlacementGroupInfo, bundles: list[Bundle], *, commit: bool
     ) -> bool:
-        batcher = self._prepares.get(node.node_id)
-        if batcher is None:
-            stub = RayletStub(self._channels.get(node.host, node.raylet_port))
-
-            async def send(groups: list[PrepareBundlesRequest]) -> list[PrepareBundlesReply]:
-                batch = PrepareBundlesBatch(groups=groups)
-                reply = await asyncio.wait_for(stub.prepare_bundles(batch), _RPC_TIMEOUT_S)
-                return reply.results
-
-            batcher = self._prepares[node.node_id] = Batcher(send)
+        batcher = self._batcher(self._prepares, node, _send_prepares)
         request = PrepareBundlesRequest(
             placement_group_id=info.placement_group_id, bundles=bundles, commit=commit
         )
@@ -477,20 +472,39 @@ class PlacementGroupManager:
         node = next((n for n in self._nodes() if n.node_id == node_id and n.alive), None)
         if node is None:
             return  # a dead node holds nothing
-        batcher = self._returns.get(node_id)
-        if batcher is None:
-            stub = RayletStub(self._channels.get(node.host, node.raylet_port))
-
-            async def send(groups: list[BundlesRequest]) -> list[None]:
-                batch = BundlesBatch(groups=groups)
-                await asyncio.wait_for(stub.return_bundles(batch), _RPC_TIMEOUT_S)
-                return [None] * len(groups)
-
-            # Removals come one by one (each caller waits for its own); their
-            # returns, which no one waits for, may as well travel together.
-            batcher = self._returns[node_id] = Batcher(send, linger_s=_RETURN_LINGER_S)
+        # Removals come one by one (each caller waits for its own); their
+        # returns, which no one waits for, may as well travel together.
+        batcher = self._batcher(self._returns, node, _send_returns, _RETURN_LINGER_S)
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await batcher.call(BundlesRequest(placement_group_id=pg_id, indexes=indexes))
+
+    def _batcher(
+        self,
+        table: dict[bytes, Batcher[T, R]],
+        node: NodeInfo,
+        send: Callable[[RayletStub, list[T]], Awaitable[list[R]]],
+        linger_s: float = 0.0,
+    ) -> Batcher[T, R]:
+        """The node's batcher of one kind of call (made on first use)."""
+        batcher = table.get(node.node_id)
+        if batcher is None:
+            stub = RayletStub(self._channels.get(node.host, node.raylet_port))
+            batcher = table[node.node_id] = Batcher(
+                functools.partial(send, stub), linger_s=linger_s
+            )
+        return batcher
+
+
+async def _send_prepares(
+    stub: RayletStub, groups: list[PrepareBundlesRequest]
+) -> list[PrepareBundlesReply]:
+    batch = PrepareBundlesBatch(groups=groups)
+    return (await asyncio.wait_for(stub.prepare_bundles(batch), _RPC_TIMEOUT_S)).results
+
+
+async def _send_returns(stub: RayletStub, groups: list[BundlesRequest]) -> list[None]:
+    await asyncio.wait_for(stub.return_bundles(BundlesBatch(groups=groups)), _RPC_TIMEOUT_S)
+    return [None] * len(groups)
 
 
 def _invalid(info: PlacementGroupInfo) -> str:
