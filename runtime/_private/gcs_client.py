@@ -64,19 +64,18 @@ class GcsClient(GcsStub):
     def __init__(self, channel: Any, reconnect_s: float = 0.0) -> None:
         super().__init__(channel)
         self.reconnect_s = reconnect_s
-        self._group_creations: Batcher[PlacementGroupInfo, CreatePlacementGroupReply] | None = None
+        self._group_creations = Batcher(self._create_groups)
 
     async def create_placement_group(self, info: PlacementGroupInfo) -> CreatePlacementGroupReply:
         """One group's creation, sent with the others made at the same time (a
         loop creating a hundred groups makes a few calls, not a hundred)."""
-        if self._group_creations is None:
-
-            async def send(infos: list[PlacementGroupInfo]) -> list[CreatePlacementGroupReply]:
-                request = CreatePlacementGroupsRequest(placement_groups=infos)
-                return (await self.create_placement_groups(request)).results
-
-            self._group_creations = Batcher(send)
         return await self._group_creations.call(info)
+
+    async def _create_groups(
+        self, infos: list[PlacementGroupInfo]
+    ) -> list[CreatePlacementGroupReply]:
+        request = CreatePlacementGroupsRequest(placement_groups=infos)
+        return (await self.create_placement_groups(request)).results
 
     async def _unary_unary(
         self, route: str, request: Any, response_type: type[Message], **kwargs: Any
