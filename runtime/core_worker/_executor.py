@@ -253,21 +253,14 @@ class TaskExecutor:
             start = events.started(task_id, task[9])
             try:
                 result = await self._execute(task)
-            except Exception as e:  # the runtime's own failure, not the task's
-                logger.exception("executing task %s failed", task[2])
-                error = serialization.serialize_error(exceptions.RaySystemError(repr(e)))
-                result = (task_id, False, [error], False, [], None)
+            except Exception as e:
+                result = _system_error(task, e)
             finally:
                 self._running = None
                 self._running_async = None
                 self._running_thread = None
                 events.forget(task_id, task[9])
-            if task_id in self._cancelled:
-                # Cancelled while running: the result is the cancellation, even
-                # if the task caught it and returned (as in Ray).
-                self._cancelled.discard(task_id)
-                if result[1]:
-                    result = cancelled_reply(task_id, task[2])
+            result = self._unless_cancelled(task, result)
             if creation:
                 events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
             else:
@@ -328,16 +321,19 @@ class TaskExecutor:
             self._none_ahead.set()
         if entry.state is AheadState.RELEASED:
             return  # answered when it was handed back
-        task_id = entry.task[0]
         if error is not None or result is None:
-            logger.error("executing task %s failed", entry.task[2], exc_info=error)
-            failure = exceptions.RaySystemError(repr(error))
-            result = (task_id, False, [serialization.serialize_error(failure)], False, [], None)
-        if task_id in self._cancelled:
-            self._cancelled.discard(task_id)
-            if result[1]:
-                result = cancelled_reply(task_id, entry.task[2])
+            result = _system_error(entry.task, error)
+        result = self._unless_cancelled(entry.task, result)
         entry.reply(self._worker.task_events.stamp(result, entry.start))
+
+    def _unless_cancelled(self, task: WireTask, result: WireReply) -> WireReply:
+        """The result, or the cancellation if the task was cancelled while it ran
+        (even if it caught the interrupt and returned, as in Ray)."""
+        if task[0] in self._cancelled:
+            self._cancelled.discard(task[0])
+            if result[1]:
+                return cancelled_reply(task[0], task[2])
+        return result
 
     def _retire(self, name: str, max_calls: int) -> None:
         logger.info("%s() ran max_calls=%d times here: this worker exits", name, max_calls)
@@ -436,6 +432,14 @@ class TaskExecutor:
         _set_omp_threads(self.assigned)
         await self._worker.actor_client.on_actor_created(actor, options)
         return (task[0], True, [], False, [], None)
+
+
+def _system_error(task: WireTask, error: BaseException | None) -> WireReply:
+    """The reply to a task that the runtime itself failed to run (not the
+    task's own failure, which its reply carries as a TaskError)."""
+    logger.error("executing task %s failed", task[2], exc_info=error)
+    failure = serialization.serialize_error(exceptions.RaySystemError(repr(error)))
+    return (task[0], False, [failure], False, [], None)
 
 
 # OMP_NUM_THREADS as the worker started: the user's, if they set one.
