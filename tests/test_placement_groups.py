@@ -109,6 +109,30 @@ def test_strict_spread_waits_for_a_node_and_is_placed_when_one_joins(
         assert len(set(bundle_nodes(pg))) == 3
 
 
+@runtime.remote(num_cpus=0)
+def remove_in_a_task(pg: Any) -> None:
+    remove_placement_group(pg)
+
+
+def test_a_drivers_waits_follow_its_groups_removed_elsewhere() -> None:
+    """The gcs tells a driver its groups' states, and its waits answer from
+    them: a group removed by a task is not reported placed afterwards."""
+    with cluster_of(head_node_args={"num_cpus": 2}) as cluster:
+        runtime.init(address=cluster.address)
+        pg = placement_group([{"CPU": 1}])
+        assert pg.wait(30)
+        assert runtime.get(pg.ready(), timeout=30) == pg
+        runtime.get(remove_in_a_task.remote(pg), timeout=30)
+        wait_until(lambda: not pg.wait(0), what="the driver to hear of the removal")
+        with pytest.raises(exceptions.TaskPlacementGroupRemoved):
+            runtime.get(pg.ready(), timeout=30)
+        # One removed here is not reported placed either.
+        other = placement_group([{"CPU": 1}])
+        assert other.wait(30)
+        remove_placement_group(other)
+        assert not other.wait(0)
+
+
 def test_reserved_resources_serve_only_the_group() -> None:
     with cluster_of(head_node_args={"num_cpus": 2}) as cluster:
         runtime.init(address=cluster.address)

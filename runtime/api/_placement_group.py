@@ -94,6 +94,8 @@ class PlacementGroup:
         pg_id = self.id.binary()
 
         async def placed() -> PlacementGroup:
+            if _heard_placed(worker, pg_id):
+                return self
             reply = await worker.gcs.wait_placement_group(
                 PlacementGroupRequest(placement_group_id=pg_id, timeout_s=-1)
             )
@@ -110,6 +112,8 @@ class PlacementGroup:
         _number("timeout_seconds", timeout_seconds)
         check_blocking_allowed("PlacementGroup.wait", "await pg.ready()", _context.runtime_loop())
         worker = _context.current_or_init()
+        if _heard_placed(worker, self.id.binary()):
+            return True
         request = PlacementGroupRequest(
             placement_group_id=self.id.binary(), timeout_s=float(timeout_seconds)
         )
@@ -204,6 +208,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
         )
     worker = _context.current_or_init()
     request = PlacementGroupRequest(placement_group_id=placement_group.id.binary())
+    worker.post(worker.cluster.removing, request.placement_group_id)
     if _on_runtime_loop():
         worker.post(_spawn, worker, worker.gcs.remove_placement_group(request))
         return
@@ -265,6 +270,12 @@ def _on_runtime_loop() -> bool:
         return asyncio.get_running_loop() is _context.runtime_loop()
     except RuntimeError:
         return False
+
+
+def _heard_placed(worker: Any, pg_id: bytes) -> bool:
+    """Whether the gcs told this driver the group is placed (its job's groups'
+    states reach it as they change; a worker asks instead)."""
+    return worker.cluster.group_states.get(pg_id) is PlacementGroupState.CREATED
 
 
 def _info(pg_id: PlacementGroupID) -> PlacementGroupInfo | None:

@@ -1,8 +1,10 @@
 """What a core worker follows of the cluster: its nodes, and its workers' output.
 
-A driver subscribes to the gcs's JOBS, NODES and (unless told not to) LOGS
-channels: its job lives while that stream does, worker output is printed
-with its ``(pid=N)`` prefix, and node deaths reach the submitters. A worker
+A driver subscribes to the gcs's JOBS, NODES, ERRORS, GROUP_STATES and (unless
+told not to) LOGS channels: its job lives while that stream does, worker
+output is printed with its ``(pid=N)`` prefix, node deaths reach the
+submitters, and its placement groups' states are kept (a wait for a group
+heard placed answers without a call). A worker
 subscribes to NODES only. The nodes table also answers where a node's
 raylet is (for leases and locality); a miss looks the nodes up for next time.
 """
@@ -23,6 +25,8 @@ from ..protocol.rt import (
     GetAllNodesReply,
     LogBatch,
     NodeInfo,
+    PlacementGroupInfo,
+    PlacementGroupState,
     SubscribeRequest,
 )
 from ._states import State, WorkerMode
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
 logger = logging.getLogger("runtime")
+
+_GROUP_STATES_KEPT = 100_000
 
 
 class ClusterWatch:
@@ -42,12 +48,19 @@ class ClusterWatch:
         self._refreshing = False
         # The error channel's messages printed already (each is printed once).
         self._errors_seen: set[tuple[str, str]] = set()
+        # A driver's placement groups' states as the gcs last announced them
+        # (read by waits, from user threads: a dict read). Invariants: a group
+        # removed here is REMOVED from the call on, whatever older announcement
+        # arrives, until the gcs's REMOVED (the last it sends of a group) drops
+        # it; a group heard REMOVED is absent (its waits ask the gcs); emptied
+        # when announcements may have been missed (a resubscription, a drop).
+        self.group_states: dict[bytes, PlacementGroupState] = {}
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
         worker = self._worker
         if driver:
-            channels = [Channel.JOBS, Channel.NODES, Channel.ERRORS]
+            channels = [Channel.JOBS, Channel.NODES, Channel.ERRORS, Channel.GROUP_STATES]
             if worker.log_to_driver:
                 channels.append(Channel.LOGS)
             job = worker.job_id
@@ -64,7 +77,11 @@ class ClusterWatch:
         while True:
             try:
                 async for message in worker.gcs.subscribe(request):
-                    if message.channel is Channel.LOGS and message.logs is not None:
+                    if message.dropped:
+                        self.group_states.clear()
+                    if message.channel is Channel.GROUP_STATES:
+                        self._on_group(message.placement_group)
+                    elif message.channel is Channel.LOGS and message.logs is not None:
                         self._print_logs(message.logs)
                     elif message.channel is Channel.NODES and message.node is not None:
                         self.on_node(message.node)
@@ -73,6 +90,7 @@ class ClusterWatch:
                 cause: BaseException = ConnectionError("the gcs ended the subscription")
             except rpc.CONNECTION_ERRORS as e:
                 cause = e
+            self.group_states.clear()  # changes may be missed until resubscribed
             if worker.state is not State.RUNNING:
                 return
             if worker.gcs.reconnect_s > 0:
@@ -95,6 +113,27 @@ class ClusterWatch:
                 self._worker.on_raylet_lost(ConnectionError("the gcs marked this node dead"))
             self._worker.submitter.node_died(node.node_id)
             self._worker.actor_client.actors.node_died(node.node_id)
+
+    def _on_group(self, group: PlacementGroupInfo | None) -> None:
+        if group is None:
+            return
+        pg_id = group.placement_group_id
+        if group.state is PlacementGroupState.REMOVED:
+            self.group_states.pop(pg_id, None)
+        elif self.group_states.get(pg_id) is not PlacementGroupState.REMOVED:
+            self.group_states[pg_id] = group.state
+
+    def removing(self, pg_id: bytes) -> None:
+        """This driver removes the group: no announcement older than its
+        removal's makes it placed again here."""
+        if self._worker.mode is not WorkerMode.DRIVER:
+            return  # (a worker hears no announcements)
+        if len(self.group_states) >= _GROUP_STATES_KEPT:
+            # Groups removed twice, or never created, are announced no
+            # removal: their marks go here (an announcement in flight for
+            # another may make it look placed until its removal's arrives).
+            self.group_states.clear()
+        self.group_states[pg_id] = PlacementGroupState.REMOVED
 
     def report_error(self, kind: str, message: str) -> None:
         """Tells this job's driver, through the gcs (Ray's error channel)."""

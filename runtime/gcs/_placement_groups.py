@@ -168,6 +168,13 @@ class PlacementGroupManager:
         self._wake.set()
         logger.info("recovered %d placement group(s)", len(infos))
 
+    def _announce(self, info: PlacementGroupInfo) -> None:
+        """Tells the group's job's driver its new state (its waits read it)."""
+        state = PlacementGroupInfo(
+            placement_group_id=info.placement_group_id, state=info.state, job_id=info.job_id
+        )
+        self._publish(PubMessage(channel=Channel.GROUP_STATES, placement_group=state), ())
+
     # -- requests -----------------------------------------------------------------
     def create(self, info: PlacementGroupInfo) -> CreatePlacementGroupReply:
         if info.placement_group_id in self.groups:
@@ -224,6 +231,7 @@ class PlacementGroupManager:
         removed = PlacementGroupInfo(placement_group_id=pg_id, state=info.state)
         message = PubMessage(channel=Channel.PLACEMENT_GROUPS, placement_group=removed)
         self._publish(message, holders)
+        self._announce(info)
         record.wake_waiters()
         logger.debug("placement group %s removed", _label(info))
         self._removed.append(pg_id)
@@ -299,6 +307,7 @@ class PlacementGroupManager:
                 bundle.node_id = b""
             if info.state is PlacementGroupState.CREATED:
                 info.state = PlacementGroupState.RESCHEDULING
+                self._announce(info)
             self._unplaced[info.placement_group_id] = None
             self._persist(record)
             logger.warning(
@@ -414,6 +423,7 @@ class PlacementGroupManager:
             info.pending_reason = ""
             self._persist(record)
             self._retry_delay = _RETRY_FIRST_S
+            self._announce(info)
             record.wake_waiters()
         else:
             self._wake.set()

@@ -17,9 +17,9 @@ MAX_BUFFERED = 10_000
 
 
 class Subscriber:
-    def __init__(self, channels: set[Channel], log_job_id: int, node_id: bytes = b"") -> None:
+    def __init__(self, channels: set[Channel], job_id: int, node_id: bytes = b"") -> None:
         self.channels = channels
-        self.log_job_id = log_job_id
+        self.job_id = job_id  # a driver's: its job's logs, errors and group states
         self.node_id = node_id  # a raylet's: its own resource views are not sent back
         self._buffer: deque[PubMessage] = deque()
         self._event = asyncio.Event()
@@ -41,6 +41,7 @@ class Subscriber:
                 yield PubMessage(
                     channel=Channel.LOGS,
                     logs=LogBatch(lines=[f"[gcs: {lost} messages dropped for a slow subscriber]"]),
+                    dropped=lost,
                 )
             while self._buffer:
                 yield self._buffer.popleft()
@@ -50,10 +51,8 @@ class PubSub:
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
 
-    def subscribe(
-        self, channels: set[Channel], log_job_id: int, node_id: bytes = b""
-    ) -> Subscriber:
-        sub = Subscriber(channels, log_job_id, node_id)
+    def subscribe(self, channels: set[Channel], job_id: int, node_id: bytes = b"") -> Subscriber:
+        sub = Subscriber(channels, job_id, node_id)
         self._subscribers.add(sub)
         return sub
 
@@ -69,10 +68,13 @@ class PubSub:
             if sub.node_id and sub.node_id in skip_nodes:
                 continue
             logs = message.logs if message.channel is Channel.LOGS else None
-            if logs is not None and logs.job_id != sub.log_job_id:
+            if logs is not None and logs.job_id != sub.job_id:
                 continue
             error = message.error if message.channel is Channel.ERRORS else None
-            if error is not None and error.job_id not in (0, sub.log_job_id):
+            if error is not None and error.job_id not in (0, sub.job_id):
+                continue
+            group = message.placement_group if message.channel is Channel.GROUP_STATES else None
+            if group is not None and group.job_id != sub.job_id:
                 continue
             batch = message.resources if message.channel is Channel.RESOURCES else None
             if batch is not None and sub.node_id:

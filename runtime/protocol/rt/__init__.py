@@ -197,6 +197,12 @@ class Channel(betterproto2.Enum):
     ErrorEvents, for the job's driver to print
     """
 
+    GROUP_STATES = 8
+    """
+    A job's placement groups' states (id, state, job), to its driver: a wait
+    for a group it has heard is placed needs no call.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -208,6 +214,7 @@ class Channel(betterproto2.Enum):
             5: "CHANNEL_WORKERS",
             6: "CHANNEL_PLACEMENT_GROUPS",
             7: "CHANNEL_ERRORS",
+            8: "CHANNEL_GROUP_STATES",
         }
 
     @classmethod
@@ -221,6 +228,7 @@ class Channel(betterproto2.Enum):
             "CHANNEL_WORKERS": 5,
             "CHANNEL_PLACEMENT_GROUPS": 6,
             "CHANNEL_ERRORS": 7,
+            "CHANNEL_GROUP_STATES": 8,
         }
 
 
@@ -1650,6 +1658,12 @@ class PubMessage(betterproto2.Message):
 
     error: "ErrorEvent | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True)
 
+    dropped: "int" = betterproto2.field(9, betterproto2.TYPE_UINT32)
+    """
+    Set on the notice that this subscriber lost that many messages (too slow):
+    what it keeps from earlier ones may be stale.
+    """
+
 
 default_message_pool.register_message("rt", "PubMessage", PubMessage)
 
@@ -2081,7 +2095,7 @@ class SubscribeRequest(betterproto2.Message):
 
     job_id: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
     """
-    logs: only this job's lines; 0 for none
+    this job's logs, errors and group states only; 0 for none
     """
 
     owns_job: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
