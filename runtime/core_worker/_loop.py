@@ -18,6 +18,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
+from threading import get_ident
 from typing import Any, TypeVar
 
 from .. import exceptions
@@ -49,7 +50,7 @@ class LoopBridge:
 
     def post(self, fn: Callable[..., None], *args: Any) -> None:
         """Runs ``fn(*args)`` on the loop, after everything posted before it."""
-        if self.on_loop_thread():
+        if get_ident() == self._loop_thread:  # (on_loop_thread, inline: the hot path)
             fn(*args)
             return
         self._posted.append((fn, args))
