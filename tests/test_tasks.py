@@ -247,9 +247,15 @@ def test_runtime_context_in_task(cluster):
         ctx = runtime.get_runtime_context()
         return ctx.job_id, ctx.get_task_id(), ctx.mode
 
-    job_id, task_id, mode = runtime.get(where.remote())
+    ref = where.remote()
+    job_id, task_id, mode = runtime.get(ref)
     assert job_id == runtime.get_runtime_context().job_id
     assert task_id and mode == "worker"
+    # The ref names its task, as Ray's does.
+    assert isinstance(ref.task_id(), runtime.TaskID)
+    assert ref.task_id().hex() == task_id
+    assert ref.task_id() == runtime.TaskID(bytes.fromhex(task_id))
+    assert ref.task_id() != runtime.put(1).task_id()
 
 
 def test_closures_and_lambdas_travel(cluster):

@@ -21,11 +21,11 @@ from ._context import runtime_loop
 from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
+from ._ids import PlacementGroupID, TaskID
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._placement_group import (
     PlacementGroup,
-    PlacementGroupID,
     get_current_placement_group,
     get_placement_group,
     placement_group,
@@ -48,6 +48,7 @@ __all__ = [
     "PlacementGroupSchedulingStrategy",
     "RemoteFunction",
     "RuntimeContext",
+    "TaskID",
     "available_resources",
     "available_resources_async",
     "cancel",

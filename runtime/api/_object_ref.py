@@ -24,8 +24,10 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._private import serialization
+from .._private.ids import task_of
 from ..core_worker import OwnerAddress, Reference, await_future, in_asyncio
 from . import _context
+from ._ids import TaskID
 
 if TYPE_CHECKING:
     from ..core_worker import CoreWorker
@@ -55,6 +57,10 @@ class ObjectRef(Reference, Generic[T]):
     def __reduce__(self) -> tuple[Any, ...]:
         serialization.note_ref(self)
         return (_rebuild, (self._id, self._owner))
+
+    def task_id(self) -> TaskID:
+        """The id of the task that makes this object (a ``put``'s: its own)."""
+        return TaskID(task_of(self._id))
 
     # -- waiting ----------------------------------------------------------
     def future(self) -> concurrent.futures.Future[Any]:

@@ -31,6 +31,7 @@ from ..protocol.rt import (
     PlacementStrategy,
 )
 from . import _context
+from ._ids import PlacementGroupID
 
 logger = logging.getLogger("runtime")
 
@@ -40,30 +41,6 @@ STRATEGIES = {
     "STRICT_PACK": PlacementStrategy.STRICT_PACK,
     "STRICT_SPREAD": PlacementStrategy.STRICT_SPREAD,
 }
-
-
-class PlacementGroupID:
-    """A placement group's id (``hex()``, ``binary()``), as Ray's."""
-
-    __slots__ = ("_id",)
-
-    def __init__(self, raw: bytes) -> None:
-        self._id = raw
-
-    def binary(self) -> bytes:
-        return self._id
-
-    def hex(self) -> str:
-        return self._id.hex()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PlacementGroupID) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __repr__(self) -> str:
-        return f"PlacementGroupID({self.hex()})"
 
 
 class PlacementGroup:
