@@ -17,12 +17,18 @@ Invariants:
 - ``state is ALIVE`` iff the actor's worker ran the constructor and its
   stream to the gcs is open;
 - a name maps to at most one actor that is not DEAD in its namespace; a
-  dead actor's name is free again.
+  dead actor's name is free again;
+- ``_in_group[pg]`` holds the ids of the actors of group ``pg`` that are not
+  DEAD (a group's removal kills them without looking at every actor);
+- at most ``_DEAD_KEPT`` dead actors are kept (for the state API, and for a
+  handle's calls to say why), the oldest deaths forgotten first, here and in
+  the storage; a dead actor's creation task is dropped (it never runs again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 from collections.abc import Callable, Coroutine
@@ -61,6 +67,9 @@ _MAX_HOPS = 16
 #: reaches the gcs (a task that makes an actor and returns its handle).
 _REGISTRATION_WAIT_S = 10.0
 
+#: Dead actors remembered (Ray keeps a bounded number too); older ones are forgotten.
+_DEAD_KEPT = 10_000
+
 #: What ends a lease request besides a reply: its raylet died (or was declared
 #: dead: ``node_died`` cancels the call).
 _LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *rpc.CONNECTION_ERRORS)
@@ -92,14 +101,18 @@ class ActorManager:
         job_running: Callable[[int], bool],
         report_error: Callable[[int, str, str], None] = lambda *_: None,
         save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
+        forget: Callable[[bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._report_error = report_error
         self._save = save
+        self._forget = forget
         self._channels = channels
         self._nodes = nodes
         self._job_running = job_running
         self.actors: dict[bytes, ActorRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
+        self._in_group: dict[bytes, set[bytes]] = {}
+        self._dead: collections.deque[bytes] = collections.deque()  # oldest death first
         # WaitActor calls for actors not registered yet, by actor id.
         self._registering: dict[bytes, list[asyncio.Future[None]]] = {}
         self._tasks = TaskSet()
@@ -143,7 +156,9 @@ class ActorManager:
             record = ActorRecord(info, entry.creation_task, lease=lease)
             self.actors[info.actor_id] = record
             if record.dead:
+                self._dead.append(info.actor_id)
                 continue
+            self._join_group(record)
             if info.name:
                 self._names[(info.namespace, info.name)] = info.actor_id
             record.supervisor = self._tasks.spawn(self._resume(record))
@@ -185,6 +200,7 @@ class ActorManager:
         info.state = ActorState.PENDING_CREATION
         record = ActorRecord(info, request.creation_task)
         self.actors[info.actor_id] = record
+        self._join_group(record)
         record.supervisor = self._tasks.spawn(self._supervise(record))
         for waiter in self._registering.pop(info.actor_id, []):
             if not waiter.done():
@@ -264,13 +280,8 @@ class ActorManager:
     async def group_removed(self, pg_id: bytes) -> None:
         """As in Ray, removing a placement group kills the actors in it, for good."""
         cause = "its placement group was removed"
-        await asyncio.gather(
-            *(
-                self.kill(record.info.actor_id, True, cause)
-                for record in list(self.actors.values())
-                if record.info.placement_group_id == pg_id and not record.dead
-            )
-        )
+        members = self._in_group.pop(pg_id, set())
+        await asyncio.gather(*(self.kill(actor_id, True, cause) for actor_id in members))
 
     def job_finished(self, job_id: int) -> None:
         """The raylets kill a finished job's workers; pending actors die here."""
@@ -492,7 +503,24 @@ class ActorManager:
         if info.name and self._names.get((info.namespace, info.name)) == info.actor_id:
             del self._names[(info.namespace, info.name)]
         logger.info("actor %s is dead: %s", info.class_name, info.death_cause.splitlines()[0])
+        record.creation_task = b""
+        members = self._in_group.get(info.placement_group_id)
+        if members is not None:
+            members.discard(info.actor_id)
+            if not members:
+                del self._in_group[info.placement_group_id]
         self._set_state(record, ActorState.DEAD)
+        self._dead.append(info.actor_id)
+        while len(self._dead) > _DEAD_KEPT:
+            forgotten = self._dead.popleft()
+            self.actors.pop(forgotten, None)
+            if self._forget is not None:
+                self._tasks.spawn(self._forget(forgotten))
+
+    def _join_group(self, record: ActorRecord) -> None:
+        pg_id = record.info.placement_group_id
+        if pg_id:
+            self._in_group.setdefault(pg_id, set()).add(record.info.actor_id)
 
 
 def _error_text(data: bytes) -> str:

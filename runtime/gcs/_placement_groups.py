@@ -71,7 +71,8 @@ _RPC_TIMEOUT_S = 10.0
 _REGISTRATION_WAIT_S = 10.0
 #: How long a node's returns gather before they are sent.
 _RETURN_LINGER_S = 0.005
-#: Removed groups kept for ``placement_group_table`` (the oldest go first).
+#: Removed groups kept for ``placement_group_table`` (the oldest go first, from
+#: the storage too).
 _REMOVED_KEPT = 10_000
 #: Retry delays after a prepare failed (the view was stale): doubling, capped.
 _RETRY_FIRST_S = 0.05
@@ -104,8 +105,10 @@ class PlacementGroupManager:
         publish: Callable[[PubMessage, Collection[bytes]], None],
         group_removed: Callable[[bytes], Awaitable[None]],
         save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
+        forget: Callable[[bytes], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._save = save
+        self._forget = forget
         self._channels = channels
         self._nodes = nodes
         self._publish = publish
@@ -236,7 +239,10 @@ class PlacementGroupManager:
         logger.debug("placement group %s removed", _label(info))
         self._removed.append(pg_id)
         while len(self._removed) > _REMOVED_KEPT:
-            self.groups.pop(self._removed.popleft(), None)
+            forgotten = self._removed.popleft()
+            self.groups.pop(forgotten, None)
+            if self._forget is not None:
+                self._tasks.spawn(self._forget(forgotten))
         for node_id in holders:  # (which ends the leases of its tasks)
             self._tasks.spawn(self._return(node_id, pg_id, []))
         # Answered once its actors are dead for good, with the cause.

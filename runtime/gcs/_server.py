@@ -106,6 +106,7 @@ class GcsService(GcsBase):
             job_running=self._job_running,
             report_error=self._report_error,
             save=self.tables.save_actor if durable else None,
+            forget=self.tables.forget_actor if durable else None,
         )
         self.placement_groups = PlacementGroupManager(
             channels=self.channels,
@@ -113,6 +114,7 @@ class GcsService(GcsBase):
             publish=self.pubsub.publish,
             group_removed=self.actors.group_removed,
             save=self.tables.save_group if durable else None,
+            forget=self.tables.forget_group if durable else None,
         )
         # Nodes that reported resources since the last RESOURCES batch: their
         # last report's resources (JSON, as sent).

@@ -100,8 +100,14 @@ class GcsTables:
     async def save_actor(self, actor_id: bytes, entry: bytes) -> None:
         await self.storage.put("actors", actor_id, entry)
 
+    async def forget_actor(self, actor_id: bytes) -> None:
+        await self.storage.delete("actors", actor_id)
+
     async def save_group(self, pg_id: bytes, info: bytes) -> None:
         await self.storage.put("placement_groups", pg_id, info)
+
+    async def forget_group(self, pg_id: bytes) -> None:
+        await self.storage.delete("placement_groups", pg_id)
 
     async def save_kv(self, namespace: str, key: bytes) -> None:
         value = self.kv.get((namespace, key))

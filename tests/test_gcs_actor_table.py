@@ -1,0 +1,76 @@
+"""The gcs's actor table on its own (no processes): which dead actors it keeps,
+and which actors a group's removal finds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from runtime._private import rpc
+from runtime.gcs import _actors
+from runtime.gcs._actors import ActorManager, ActorRecord
+from runtime.gcs._storage import MemoryStorage
+from runtime.protocol.rt import ActorInfo, ActorState
+
+
+def _manager(storage: MemoryStorage) -> ActorManager:
+    async def save(actor_id: bytes, entry: bytes) -> None:
+        await storage.put("actors", actor_id, entry)
+
+    async def forget(actor_id: bytes) -> None:
+        await storage.delete("actors", actor_id)
+
+    return ActorManager(
+        channels=rpc.ChannelPool(),
+        nodes=list,
+        job_running=lambda _job: True,
+        save=save,
+        forget=forget,
+    )
+
+
+def _alive(manager: ActorManager, index: int, group: bytes = b"") -> ActorRecord:
+    info = ActorInfo(
+        actor_id=bytes([index]) * 16,
+        class_name="A",
+        state=ActorState.ALIVE,
+        placement_group_id=group,
+    )
+    record = ActorRecord(info, creation_task=b"task")
+    manager.actors[info.actor_id] = record
+    manager._join_group(record)
+    return record
+
+
+async def test_the_oldest_dead_actors_are_forgotten_here_and_in_the_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_actors, "_DEAD_KEPT", 2)
+    storage = MemoryStorage()
+    manager = _manager(storage)
+    records = [_alive(manager, i) for i in range(4)]
+    for record in records:
+        manager._set_dead(record, "gone")
+        assert record.creation_task == b""  # it never runs again
+    kept = [r.info.actor_id for r in records[2:]]
+    assert list(manager.actors) == kept
+    deadline = time.monotonic() + 5
+    while sorted(await storage.load("actors")) != kept:  # the writes land in order
+        assert time.monotonic() < deadline, await storage.load("actors")
+        await asyncio.sleep(0)
+    await manager.close()
+
+
+async def test_a_groups_removal_finds_its_live_actors_only() -> None:
+    manager = _manager(MemoryStorage())
+    group, other = b"g" * 16, b"o" * 16
+    inside = [_alive(manager, i, group) for i in range(3)]
+    _alive(manager, 9, other)
+    manager._set_dead(inside[0], "gone")
+    assert manager._in_group == {
+        group: {inside[1].info.actor_id, inside[2].info.actor_id},
+        other: {bytes([9]) * 16},
+    }
+    await manager.close()
