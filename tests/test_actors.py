@@ -221,6 +221,25 @@ def test_named_actor_and_get_actor(cluster):
         runtime.get_actor("missing")
 
 
+def test_list_named_actors(cluster):
+    namespace = runtime.get_runtime_context().namespace
+    here = Counter.options(name="listed").remote(0)
+    there = Counter.options(name="faraway", namespace="elsewhere").remote(0)
+    unnamed = Counter.remote(0)
+    runtime.get([here.incr.remote(), there.incr.remote(), unnamed.incr.remote()])
+    assert runtime.util.list_named_actors() == ["listed"]
+    everywhere = runtime.util.list_named_actors(all_namespaces=True)
+    assert sorted(everywhere, key=lambda a: a["name"]) == [
+        {"name": "faraway", "namespace": "elsewhere"},
+        {"name": "listed", "namespace": namespace},
+    ]
+    assert asyncio.run(runtime.util.list_named_actors_async()) == ["listed"]
+    runtime.kill(here)
+    wait_until(lambda: runtime.util.list_named_actors() == [], what="a dead actor to be unlisted")
+    with pytest.raises(TypeError, match="all_namespaces must be a bool"):
+        runtime.util.list_named_actors(all_namespaces="yes")
+
+
 def test_get_if_exists_is_race_free(cluster):
     @runtime.remote
     def make():

@@ -186,10 +186,23 @@ def parent_and_child() -> tuple[str | None, str | None]:
     return (own.id.hex() if own is not None else None), runtime.get(child_group.remote())
 
 
+@runtime.remote(num_cpus=0)
+def group_context() -> tuple[str | None, bool]:
+    ctx = runtime.get_runtime_context()
+    return ctx.get_placement_group_id(), ctx.should_capture_child_tasks_in_placement_group()
+
+
 def test_capture_child_tasks(three_nodes: Cluster) -> None:
     pg = placement_group([{"CPU": 1}])
     assert pg.wait(30)
     assert get_current_placement_group() is None  # a driver is in no group
+    assert runtime.get_runtime_context().get_placement_group_id() is None
+    capturing = group_context.options(**in_bundle(pg, placement_group_capture_child_tasks=True))
+    assert runtime.get(capturing.remote(), timeout=30) == (pg.id.hex(), True)
+    assert runtime.get(group_context.options(**in_bundle(pg)).remote(), timeout=30) == (
+        pg.id.hex(),
+        False,
+    )
     captured = parent_and_child.options(**in_bundle(pg, placement_group_capture_child_tasks=True))
     assert runtime.get(captured.remote(), timeout=30) == (pg.id.hex(), pg.id.hex())
     # Without capture the child runs outside the group; the older options work too.

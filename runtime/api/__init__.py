@@ -8,7 +8,15 @@ below it imports it.
 
 from . import _metrics as metrics_api
 from . import _state_api as state_api
-from ._actor import ActorClass, ActorHandle, get_actor, get_actor_async, kill
+from ._actor import (
+    ActorClass,
+    ActorHandle,
+    get_actor,
+    get_actor_async,
+    kill,
+    list_named_actors,
+    list_named_actors_async,
+)
 from ._cluster_info import (
     available_resources,
     available_resources_async,
@@ -67,6 +75,8 @@ __all__ = [
     "init_async",
     "is_initialized",
     "kill",
+    "list_named_actors",
+    "list_named_actors_async",
     "memory_async",
     "memory_summary",
     "memory_tables",

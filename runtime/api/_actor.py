@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import cloudpickle
 
 from ..core_worker import check_blocking_allowed
+from ..protocol.rt import ActorInfo, ActorState, Empty
 from . import _context, _options, _runtime_env, _scheduling, _signature
 from ._actor_handle import ActorHandle, MethodMeta, handle_from_record
 
@@ -209,3 +210,41 @@ async def get_actor_async(name: str, namespace: str | None = None) -> Any:
     worker = _context.current_or_init()
     info = await worker.bridge.on_own_loop(worker.actor_client.get_actor(name, namespace))
     return handle_from_record(info)
+
+
+def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str, str]]:
+    """The names of the live named actors of this job's namespace, or with
+    ``all_namespaces`` every namespace's as ``{"name", "namespace"}`` dicts
+    (Ray's ``ray.util.list_named_actors``)."""
+    _check_all_namespaces(all_namespaces)
+    check_blocking_allowed(
+        "util.list_named_actors",
+        "await runtime.util.list_named_actors_async()",
+        _context.runtime_loop(),
+    )
+    worker = _context.current_or_init()
+    reply = worker.bridge.run_blocking(worker.gcs.list_actors(Empty()))
+    return _named(reply.actors, worker.namespace, all_namespaces)
+
+
+async def list_named_actors_async(
+    all_namespaces: bool = False,
+) -> list[str] | list[dict[str, str]]:
+    _check_all_namespaces(all_namespaces)
+    worker = _context.current_or_init()
+    reply = await worker.bridge.on_own_loop(worker.gcs.list_actors(Empty()))
+    return _named(reply.actors, worker.namespace, all_namespaces)
+
+
+def _check_all_namespaces(all_namespaces: Any) -> None:
+    if not isinstance(all_namespaces, bool):
+        raise TypeError(f"all_namespaces must be a bool, got {type(all_namespaces).__name__}")
+
+
+def _named(
+    actors: list[ActorInfo], namespace: str, all_namespaces: bool
+) -> list[str] | list[dict[str, str]]:
+    live = [a for a in actors if a.name and a.state is not ActorState.DEAD]
+    if all_namespaces:
+        return [{"name": a.name, "namespace": a.namespace} for a in live]
+    return [a.name for a in live if a.namespace == namespace]

@@ -47,6 +47,19 @@ class RuntimeContext:
         hosted = _hosted()
         return None if hosted is None else hosted.get("name", "")
 
+    def get_placement_group_id(self) -> str | None:
+        """The id of the placement group the calling task or actor runs in
+        (None in a driver, or outside a group)."""
+        worker = _context.current_or_none()
+        placement = _context.current_placement(worker) if worker is not None else None
+        return placement[0] if placement is not None else None
+
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        """Whether tasks and actors this one submits join its placement group."""
+        worker = _context.current_or_none()
+        placement = _context.current_placement(worker) if worker is not None else None
+        return placement is not None and placement[2]
+
     @property
     def current_actor(self) -> Any:
         """A handle to the actor this runs in (it does not keep the actor alive)."""

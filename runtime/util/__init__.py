@@ -1,9 +1,15 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
-``ActorPool`` here, placement groups (also in ``placement_group``), scheduling
-strategies in ``scheduling_strategies``, ``queue.Queue`` and
-``multiprocessing.Pool`` in their modules."""
+``ActorPool`` and ``list_named_actors`` here, placement groups (also in
+``placement_group``), scheduling strategies in ``scheduling_strategies``,
+``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
 
-from ..api import memory_async, memory_summary, memory_tables
+from ..api import (
+    list_named_actors,
+    list_named_actors_async,
+    memory_async,
+    memory_summary,
+    memory_tables,
+)
 from . import state
 from .actor_pool import ActorPool
 from .placement_group import (
@@ -23,6 +29,8 @@ __all__ = [
     "get_placement_group",
     "list_actors",
     "list_actors_async",
+    "list_named_actors",
+    "list_named_actors_async",
     "memory_async",
     "memory_summary",
     "memory_tables",
