@@ -222,24 +222,36 @@ class ObjectReader:
         """Blocks this (non-loop) thread until ``needed`` (default: all) of these
         owned objects are ready, or one is an error when all are needed; returns
         how many are still missing (more than 0 only on timeout). A memory-store
-        callback per object and one event: no future, no coroutine."""
+        callback per object and one raw lock as the gate (an ``Event`` is a
+        ``Condition`` in Python: about 10 us more per wait on each side): no
+        future, no coroutine."""
         store = self._worker.store
-        done = threading.Event()
         lock = threading.Lock()  # callbacks run on the loop, or here
+        # Held until the wait is over; released once, by whoever ends it.
+        gate = threading.Lock()
+        gate.acquire()
+        opened = [False]
         needed = len(refs) if needed is None else needed
         fail_fast = needed == len(refs)
         left = [needed]
         callbacks: list[tuple[bytes, Callable[[], None]]] = []
 
+        def open_gate() -> None:
+            with lock:
+                if opened[0]:
+                    return
+                opened[0] = True
+            gate.release()
+
         def one_ready(object_id: bytes) -> None:
             with lock:
                 left[0] -= 1
             if left[0] <= 0:
-                done.set()
+                open_gate()
             elif fail_fast:
                 obj = store.get_nowait(object_id)
                 if obj is not None and serialization.is_error(obj):
-                    done.set()  # one failed: get fails fast
+                    open_gate()  # one failed: get fails fast
 
         # Registered from this thread: the store's lock makes it safe, and the
         # loop is not woken for it (a sync get's hot path).
@@ -248,16 +260,16 @@ class ObjectReader:
             callbacks.append((ref._id, callback))
             store.on_ready(ref._id, callback)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.is_set():
+        while not opened[0]:
             # In slices, so that a cancelled task's interrupt gets in.
             wait_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             if wait_s <= 0:
                 break
-            done.wait(min(wait_s, WAIT_SLICE_S))
+            gate.acquire(timeout=min(wait_s, WAIT_SLICE_S))
         if left[0] > 0:  # those not called yet would pile up
             for object_id, registered in callbacks:
                 store.drop_callback(object_id, registered)
-        return max(left[0], 0) if not done.is_set() else 0
+        return max(left[0], 0) if not opened[0] else 0
 
     async def get_async(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
         worker = self._worker
