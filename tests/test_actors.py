@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import process_running, wait_until
+from conftest import cluster_of, process_running, wait_until
 
 import runtime
 from runtime.exceptions import (
@@ -238,6 +238,25 @@ def test_list_named_actors(cluster):
     wait_until(lambda: runtime.util.list_named_actors() == [], what="a dead actor to be unlisted")
     with pytest.raises(TypeError, match="all_namespaces must be a bool"):
         runtime.util.list_named_actors(all_namespaces="yes")
+
+
+def test_the_gcs_forgets_the_oldest_dead_actors():
+    config = {"maximum_gcs_destroyed_actor_cached_count": 1}
+    with cluster_of(head_node_args={"num_cpus": 1}, system_config=config) as cluster:
+        runtime.init(address=cluster.address)
+        first, second = Counter.remote(0), Counter.remote(0)
+        runtime.get([first.incr.remote(), second.incr.remote()], timeout=30)
+        runtime.kill(first)
+        wait_until(
+            lambda: sorted(a["state"] for a in runtime.util.list_actors()) == ["ALIVE", "DEAD"],
+            what="the first death kept",
+        )
+        runtime.kill(second)
+        wait_until(
+            lambda: [a["state"] for a in runtime.util.list_actors()] == ["DEAD"],
+            what="only the last death kept",
+        )
+        assert runtime.util.list_actors()[0]["actor_id"] == second._actor_id.hex()
 
 
 def test_get_if_exists_is_race_free(cluster):

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from runtime._private import rpc
-from runtime.gcs import _actors
 from runtime.gcs._actors import ActorManager, ActorRecord
 from runtime.gcs._storage import MemoryStorage
 from runtime.protocol.rt import ActorInfo, ActorState
 
 
-def _manager(storage: MemoryStorage) -> ActorManager:
+def _manager(storage: MemoryStorage, dead_kept: int = 10) -> ActorManager:
     async def save(actor_id: bytes, entry: bytes) -> None:
         await storage.put("actors", actor_id, entry)
 
@@ -28,6 +25,7 @@ def _manager(storage: MemoryStorage) -> ActorManager:
         job_running=lambda _job: True,
         save=save,
         forget=forget,
+        dead_kept=dead_kept,
     )
 
 
@@ -44,12 +42,9 @@ def _alive(manager: ActorManager, index: int, group: bytes = b"") -> ActorRecord
     return record
 
 
-async def test_the_oldest_dead_actors_are_forgotten_here_and_in_the_storage(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_actors, "_DEAD_KEPT", 2)
+async def test_the_oldest_dead_actors_are_forgotten_here_and_in_the_storage() -> None:
     storage = MemoryStorage()
-    manager = _manager(storage)
+    manager = _manager(storage, dead_kept=2)
     records = [_alive(manager, i) for i in range(4)]
     for record in records:
         manager._set_dead(record, "gone")

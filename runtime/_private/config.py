@@ -77,6 +77,10 @@ class Config:
     task_events_max_buffer_size: int = 100_000
     #: Task attempts the gcs keeps per job, at most (the oldest are dropped).
     task_events_max_num_task_in_gcs: int = 100_000
+    #: Dead actors the gcs remembers (for the state API and for calls to say
+    #: why); the oldest deaths are forgotten first. Ray's name; a smaller
+    #: default than Ray's, as each record costs a few KB of Python objects.
+    maximum_gcs_destroyed_actor_cached_count: int = 10_000
     #: Where the gcs's and raylets' Prometheus endpoints listen (loopback unless
     #: told otherwise), and the port of the gcs's (0: any free one).
     metrics_export_host: str = "127.0.0.1"

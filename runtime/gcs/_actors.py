@@ -20,7 +20,7 @@ Invariants:
   dead actor's name is free again;
 - ``_in_group[pg]`` holds the ids of the actors of group ``pg`` that are not
   DEAD (a group's removal kills them without looking at every actor);
-- at most ``_DEAD_KEPT`` dead actors are kept (for the state API, and for a
+- at most ``dead_kept`` dead actors are kept (for the state API, and for a
   handle's calls to say why), the oldest deaths forgotten first, here and in
   the storage; a dead actor's creation task is dropped (it never runs again).
 """
@@ -67,9 +67,6 @@ _MAX_HOPS = 16
 #: reaches the gcs (a task that makes an actor and returns its handle).
 _REGISTRATION_WAIT_S = 10.0
 
-#: Dead actors remembered (Ray keeps a bounded number too); older ones are forgotten.
-_DEAD_KEPT = 10_000
-
 #: What ends a lease request besides a reply: its raylet died (or was declared
 #: dead: ``node_died`` cancels the call).
 _LEASE_FAILURES: tuple[type[BaseException], ...] = (asyncio.CancelledError, *rpc.CONNECTION_ERRORS)
@@ -102,8 +99,10 @@ class ActorManager:
         report_error: Callable[[int, str, str], None] = lambda *_: None,
         save: Callable[[bytes, bytes], Coroutine[Any, Any, None]] | None = None,
         forget: Callable[[bytes], Coroutine[Any, Any, None]] | None = None,
+        dead_kept: int = 10_000,
     ) -> None:
         self._report_error = report_error
+        self._dead_kept = dead_kept
         self._save = save
         self._forget = forget
         self._channels = channels
@@ -511,7 +510,7 @@ class ActorManager:
                 del self._in_group[info.placement_group_id]
         self._set_state(record, ActorState.DEAD)
         self._dead.append(info.actor_id)
-        while len(self._dead) > _DEAD_KEPT:
+        while len(self._dead) > self._dead_kept:
             forgotten = self._dead.popleft()
             self.actors.pop(forgotten, None)
             if self._forget is not None:

@@ -107,6 +107,7 @@ class GcsService(GcsBase):
             report_error=self._report_error,
             save=self.tables.save_actor if durable else None,
             forget=self.tables.forget_actor if durable else None,
+            dead_kept=config.maximum_gcs_destroyed_actor_cached_count,
         )
         self.placement_groups = PlacementGroupManager(
             channels=self.channels,
