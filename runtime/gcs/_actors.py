@@ -497,6 +497,7 @@ class ActorManager:
 
     def _set_dead(self, record: ActorRecord, cause: str) -> None:
         info = record.info
+        died_now = not record.dead  # (counted once among the dead)
         info.death_cause = info.death_cause or cause
         info.address = None
         if info.name and self._names.get((info.namespace, info.name)) == info.actor_id:
@@ -509,7 +510,8 @@ class ActorManager:
             if not members:
                 del self._in_group[info.placement_group_id]
         self._set_state(record, ActorState.DEAD)
-        self._dead.append(info.actor_id)
+        if died_now:
+            self._dead.append(info.actor_id)
         while len(self._dead) > self._dead_kept:
             forgotten = self._dead.popleft()
             self.actors.pop(forgotten, None)
