@@ -85,6 +85,12 @@ def log_failure(what: str, task: asyncio.Task[Any]) -> None:
         logger.error("%s: %s", what, task.exception())
 
 
+def placement_here() -> Placement | None:
+    """``current_placement`` of this process's worker, if it has one."""
+    worker = current_or_none()
+    return current_placement(worker) if worker is not None else None
+
+
 def current_placement(worker: CoreWorker) -> Placement | None:
     """The placement group of the task or actor running on this thread, if any."""
     executor = worker.executor

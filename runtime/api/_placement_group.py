@@ -227,8 +227,7 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 def get_current_placement_group() -> PlacementGroup | None:
     """The group the calling task or actor runs in; None in a driver or outside one."""
-    worker = _context.current_or_none()
-    current = _context.current_placement(worker) if worker is not None else None
+    current = _context.placement_here()
     if current is None:
         return None
     return PlacementGroup(PlacementGroupID(bytes.fromhex(current[0])))

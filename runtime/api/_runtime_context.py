@@ -50,14 +50,12 @@ class RuntimeContext:
     def get_placement_group_id(self) -> str | None:
         """The id of the placement group the calling task or actor runs in
         (None in a driver, or outside a group)."""
-        worker = _context.current_or_none()
-        placement = _context.current_placement(worker) if worker is not None else None
+        placement = _context.placement_here()
         return placement[0] if placement is not None else None
 
     def should_capture_child_tasks_in_placement_group(self) -> bool:
         """Whether tasks and actors this one submits join its placement group."""
-        worker = _context.current_or_none()
-        placement = _context.current_placement(worker) if worker is not None else None
+        placement = _context.placement_here()
         return placement is not None and placement[2]
 
     @property
