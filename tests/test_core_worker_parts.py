@@ -13,6 +13,7 @@ import gc
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from runtime import exceptions
 from runtime._private import serialization
@@ -191,6 +192,39 @@ async def test_a_dead_node_reaches_the_submitter(worker: CoreWorker) -> None:
     worker.cluster.on_node(NodeInfo(node_id=b"n" * 16, alive=False, host="10.0.0.2"))
     assert worker.submitter.dead_nodes == [b"n" * 16]  # type: ignore[attr-defined]
     assert worker.cluster.node_address(b"n" * 16) is None
+
+
+async def test_a_wait_for_some_keeps_the_order_and_leaves_no_callbacks(
+    worker: CoreWorker,
+) -> None:
+    specs = [_spec(worker) for _ in range(4)]
+    refs = [ObjectRef(s.return_ids[0], worker.address, worker, counted=True) for s in specs]
+    for spec in specs:
+        worker.tasks.register(spec, [])
+
+    def finish(spec: TaskSpec) -> None:
+        reply = (spec.task_id, True, [_value(1)], False, [[]], None)
+        worker.tasks.on_task_reply(spec, reply, None)  # type: ignore[arg-type]
+
+    finish(specs[2])
+    finish(specs[0])
+    wait = worker.reader.wait
+    assert wait(refs, 1, 0, False) == ([refs[0]], refs[1:])
+    assert wait(refs, 2, 0, False) == ([refs[0], refs[2]], [refs[1], refs[3]])
+    assert wait(refs, 3, 0, False) == ([refs[0], refs[2]], [refs[1], refs[3]])
+
+    # Not enough ready: the waiting thread registers a callback per missing
+    # object, and withdraws those not called when it is done.
+    callbacks = worker.store._callbacks
+    waiting = asyncio.ensure_future(asyncio.to_thread(wait, refs, 3, 10.0, False))
+    await asyncio.to_thread(
+        wait_until, lambda: specs[3].return_ids[0] in callbacks, what="the callbacks"
+    )
+    finish(specs[3])
+    assert await waiting == ([refs[0], refs[2], refs[3]], [refs[1]])
+    assert not callbacks  # refs[1]'s is withdrawn
+    assert await asyncio.to_thread(wait, [refs[1]], 1, 0.01, False) == ([], [refs[1]])
+    assert not callbacks
 
 
 async def test_posts_from_other_threads_run_in_order_on_the_loop(worker: CoreWorker) -> None:

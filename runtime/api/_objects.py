@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast, overload
 
@@ -20,17 +21,24 @@ T = TypeVar("T")
 
 _GET_ALT = "await ref` or `await runtime.get_async(refs)"
 _WAIT_ALT = "await runtime.wait_async(refs)"
+# The checks of long lists run per type, not per item, when all are plain refs
+# (``single client wait 1k refs`` checks a list of up to 1,000 refs per call).
+_REF_TYPES = frozenset({ObjectRef})
+_WAIT_TYPES = frozenset({ObjectRef, ObjectRefGenerator})
+_ID = operator.attrgetter("_id")
 
 
 def _refs_arg(object_refs: Any, call: str) -> tuple[list[ObjectRef], bool]:
     if isinstance(object_refs, ObjectRef):
         return [object_refs], True
     if isinstance(object_refs, list | tuple):
-        for i, ref in enumerate(object_refs):
-            if not isinstance(ref, ObjectRef):
-                raise TypeError(
-                    f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
-                )
+        if not _REF_TYPES.issuperset(map(type, object_refs)):
+            for i, ref in enumerate(object_refs):
+                if not isinstance(ref, ObjectRef):
+                    raise TypeError(
+                        f"{call}(): item {i} of the list is a {type(ref).__name__}, "
+                        "not an ObjectRef"
+                    )
         return list(object_refs), False
     raise TypeError(
         f"{call}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}"
@@ -112,25 +120,32 @@ def _is_cancellation(error: BaseException) -> bool:
     )
 
 
-def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> list[Any]:
-    """The refs (and ObjectRefGenerators, ready when their next item is) to wait for."""
+def _wait_args(
+    object_refs: Any, num_returns: Any, timeout: Any, call: str
+) -> tuple[list[Any], bool]:
+    """The refs (and ObjectRefGenerators, ready when their next item is) to
+    wait for, and whether there are generators among them."""
     if isinstance(object_refs, ObjectRef | ObjectRefGenerator):
         raise TypeError(f"{call}() takes a list of ObjectRefs, not a single one")
     if not isinstance(object_refs, list | tuple):
         raise TypeError(f"{call}() takes a list of ObjectRefs, got {type(object_refs).__name__}")
     refs = list(object_refs)
-    for i, ref in enumerate(refs):
-        if not isinstance(ref, ObjectRef | ObjectRefGenerator):
-            raise TypeError(
-                f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
-            )
-    if len({_identity(r) for r in refs}) != len(refs):
+    kinds = set(map(type, refs))
+    if not _WAIT_TYPES.issuperset(kinds):
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, ObjectRef | ObjectRefGenerator):
+                raise TypeError(
+                    f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
+                )
+    plain = kinds <= _REF_TYPES
+    distinct = set(map(_ID, refs)) if plain else {_identity(r) for r in refs}
+    if len(distinct) != len(refs):
         raise ValueError(f"{call}(): the list of ObjectRefs has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int):
         raise TypeError(f"{call}(): num_returns must be an int")
     _check_timeout(timeout, call)
     if not refs:
-        return refs  # as in Ray: nothing to wait for, ([], []) whatever num_returns says
+        return refs, False  # as in Ray: nothing to wait for, ([], []) whatever num_returns says
     if num_returns < 1:
         raise ValueError(f"{call}(): num_returns must be at least 1, got {num_returns}")
     if num_returns > len(refs):
@@ -138,7 +153,7 @@ def _wait_args(object_refs: Any, num_returns: Any, timeout: Any, call: str) -> l
             f"{call}(): num_returns={num_returns} is more than the {len(refs)} "
             f"ObjectRef{'s' if len(refs) != 1 else ''} given"
         )
-    return refs
+    return refs, not plain and any(isinstance(r, ObjectRefGenerator) for r in refs)
 
 
 def wait(
@@ -149,12 +164,12 @@ def wait(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Splits refs into (ready, not ready) once ``num_returns`` are ready or time is up."""
-    refs = _wait_args(object_refs, num_returns, timeout, "wait")
+    refs, generators = _wait_args(object_refs, num_returns, timeout, "wait")
     if not refs:
         return [], []
     check_blocking_allowed("wait", _WAIT_ALT, _context.runtime_loop())
     worker = _context.current_or_init()
-    if any(isinstance(r, ObjectRefGenerator) for r in refs):
+    if generators:
         return worker.bridge.run_blocking(wait_ready(worker, refs, num_returns, timeout))
     result = worker.reader.wait(refs, num_returns, timeout, fetch_local=bool(fetch_local))
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
@@ -168,11 +183,11 @@ async def wait_async(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """``wait`` for asyncio code."""
-    refs = _wait_args(object_refs, num_returns, timeout, "wait_async")
+    refs, generators = _wait_args(object_refs, num_returns, timeout, "wait_async")
     if not refs:
         return [], []
     worker = _context.current_or_init()
-    if any(isinstance(r, ObjectRefGenerator) for r in refs):
+    if generators:
         return await worker.bridge.on_own_loop(wait_ready(worker, refs, num_returns, timeout))
     result = await worker.reader.wait_async(
         refs, num_returns, timeout, fetch_local=bool(fetch_local)

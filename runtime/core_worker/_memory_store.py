@@ -1,9 +1,9 @@
 """The in-process store: small objects this worker owns or has fetched.
 
-Touched only from the core worker's loop, except :meth:`get_nowait`, a
-single dict read that other threads may do (atomic under the GIL) for the
-fast path of ``get`` on a ready object, and :meth:`on_ready` and
-:meth:`drop_callback`, which a thread blocking in ``get`` or ``wait`` calls
+Touched only from the core worker's loop, except :meth:`get_nowait` and
+:meth:`present`, dict reads that other threads may do (atomic under the GIL)
+for the fast paths of ``get`` and ``wait`` on ready objects, and :meth:`on_ready` and
+:meth:`drop_callbacks`, which a thread blocking in ``get`` or ``wait`` calls
 itself (no hand-off to the loop): ``_lock`` makes their check-then-register
 atomic with :meth:`put`'s store-then-take.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from .._private.serialization import SerializedObject
@@ -37,7 +37,7 @@ class MemoryStore:
         self._objects: dict[bytes, SerializedObject] = {}
         # Invariant: no id is in both ``_objects`` and ``_waiters`` (or ``_callbacks``).
         self._waiters: dict[bytes, list[asyncio.Future[SerializedObject]]] = {}
-        self._callbacks: dict[bytes, list[Callable[[], None]]] = {}
+        self._callbacks: dict[bytes, list[Callable[[bytes], None]]] = {}
         self._lock = threading.Lock()  # guards _callbacks, and _objects' writes by put
 
     def __len__(self) -> int:
@@ -54,25 +54,41 @@ class MemoryStore:
             if not fut.done():
                 fut.set_result(obj)
         for callback in callbacks:
-            callback()
+            callback(object_id)
 
     def get_nowait(self, object_id: bytes) -> SerializedObject | None:
         return self._objects.get(object_id)
 
-    def on_ready(self, object_id: bytes, callback: Callable[[], None]) -> None:
-        """Calls ``callback()`` once the object is here (now, if it is): on the
-        thread that puts it, or on this one. Any thread."""
-        with self._lock:
-            here = object_id in self._objects
-            if not here:
-                self._callbacks.setdefault(object_id, []).append(callback)
-        if here:
-            callback()
+    def present(self, object_ids: Iterable[bytes]) -> list[bool]:
+        """Whether each object is here, in order (one C-level pass: ``wait``
+        checks up to thousands of ids per call)."""
+        return list(map(self._objects.__contains__, object_ids))
 
-    def drop_callback(self, object_id: bytes, callback: Callable[[], None]) -> None:
-        """Withdraws a callback not called yet (its waiter gave up or is done). Any thread."""
+    def on_ready(
+        self, object_ids: Sequence[bytes], callback: Callable[[bytes], None]
+    ) -> list[bytes]:
+        """Calls ``callback(id)`` for each object not here yet once it is (on
+        the thread that puts it); returns the ids already here, for which it
+        is not called. Any thread; one lock for the whole list."""
+        objects = self._objects
+        callbacks = self._callbacks
+        here = []
         with self._lock:
-            discard_from(self._callbacks, object_id, callback)
+            for object_id in object_ids:
+                if object_id in objects:
+                    here.append(object_id)
+                else:
+                    callbacks.setdefault(object_id, []).append(callback)
+        return here
+
+    def drop_callbacks(
+        self, object_ids: Sequence[bytes], callback: Callable[[bytes], None]
+    ) -> None:
+        """Withdraws ``callback`` where not called yet (its waiter gave up or is
+        done). Any thread."""
+        with self._lock:
+            for object_id in object_ids:
+                discard_from(self._callbacks, object_id, callback)
 
     def wait_for(self, object_id: bytes) -> asyncio.Future[SerializedObject]:
         """A future resolved when the object is put (at once if it is here)."""

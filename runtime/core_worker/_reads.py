@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
+import itertools
+import operator
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import exceptions
 from .._private import rpc, serialization
@@ -234,7 +235,6 @@ class ObjectReader:
         needed = len(refs) if needed is None else needed
         fail_fast = needed == len(refs)
         left = [needed]
-        callbacks: list[tuple[bytes, Callable[[], None]]] = []
 
         def open_gate() -> None:
             with lock:
@@ -255,10 +255,13 @@ class ObjectReader:
 
         # Registered from this thread: the store's lock makes it safe, and the
         # loop is not woken for it (a sync get's hot path).
-        for ref in refs:
-            callback = functools.partial(one_ready, ref._id)
-            callbacks.append((ref._id, callback))
-            store.on_ready(ref._id, callback)
+        ids = list(map(_ID, refs))
+        here = store.on_ready(ids, one_ready)
+        if here:
+            with lock:
+                left[0] -= len(here)
+            if left[0] <= 0 or (fail_fast and any(_is_error(store.get_nowait(i)) for i in here)):
+                open_gate()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not opened[0]:
             # In slices, so that a cancelled task's interrupt gets in.
@@ -266,9 +269,10 @@ class ObjectReader:
             if wait_s <= 0:
                 break
             gate.acquire(timeout=min(wait_s, WAIT_SLICE_S))
-        if left[0] > 0:  # those not called yet would pile up
-            for object_id, registered in callbacks:
-                store.drop_callback(object_id, registered)
+        if left[0] > 0 or needed < len(ids):
+            # Callbacks not called yet would pile up (a timeout, a failure, or
+            # a wait for only some).
+            store.drop_callbacks(ids, one_ready)
         return max(left[0], 0) if not opened[0] else 0
 
     async def get_async(self, refs: Sequence[Reference], timeout: float | None) -> list[Any]:
@@ -312,19 +316,22 @@ class ObjectReader:
         worker = self._worker
         deadline = None if timeout is None else time.monotonic() + timeout
         # Fast path on the caller's thread (dict reads): enough refs are ready.
+        # Per-ref work is C-level passes (map, compress): this runs once per
+        # call on lists of thousands.
         objects = worker.store
-        ready = [r for r in refs if r._id in objects]
-        me = worker.worker_id
-        # Owned objects and no CPU to lend: wait with a callback each, no futures.
-        owned_only = not thread_state.in_sync_task and all(r._owner[2] == me for r in refs)
-        if len(ready) < num_returns and owned_only:
-            self._wait_owned(refs, timeout, num_returns)
-            ready = [r for r in refs if r._id in objects]
-        if len(ready) >= num_returns or owned_only:
-            chosen = {r._id for r in ready[:num_returns]}
-            result = ready[:num_returns], [r for r in refs if r._id not in chosen]
-        else:
-            result = worker.bridge.run_blocking(self._wait(refs, num_returns, timeout))
+        ids = list(map(_ID, refs))
+        here = objects.present(ids)
+        result: tuple[list[Reference], list[Reference]] | None = None
+        if here.count(True) < num_returns:
+            me = worker.worker_id
+            # Owned objects and no CPU to lend: wait with a callback each, no futures.
+            if not thread_state.in_sync_task and all(r._owner[2] == me for r in refs):
+                self._wait_owned(refs, timeout, num_returns)
+                here = objects.present(ids)
+            else:
+                result = worker.bridge.run_blocking(self._wait(refs, num_returns, timeout))
+        if result is None:
+            result = _split(refs, here, num_returns)
         if fetch_local and worker.recovery.remote_markers(
             [objects.get_nowait(r._id) for r in result[0]]
         ):
@@ -432,6 +439,29 @@ class ObjectReader:
 
         loop.call_soon_threadsafe(start)
         return future
+
+
+_ID = operator.attrgetter("_id")
+
+
+def _is_error(obj: SerializedObject | None) -> bool:
+    return obj is not None and serialization.is_error(obj)
+
+
+def _split(
+    refs: Sequence[Reference], here: list[bool], num_returns: int
+) -> tuple[list[Reference], list[Reference]]:
+    """``wait``'s answer: the first ``num_returns`` refs that are here (fewer if
+    fewer are), then all the others, each list in the given order."""
+    if here.count(True) > num_returns:
+        # Where the num_returns-th ready ref is: the running count reaches it.
+        counts = cast(list[int], list(itertools.accumulate(here)))
+        cut = counts.index(num_returns) + 1
+        here = here[:cut] + [False] * (len(here) - cut)
+    return (
+        list(itertools.compress(refs, here)),
+        list(itertools.compress(refs, map(operator.not_, here))),
+    )
 
 
 def _all_or_first_error(
