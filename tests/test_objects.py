@@ -112,3 +112,31 @@ def test_dropped_refs_are_freed(cluster):
     from conftest import wait_until
 
     wait_until(lambda: len(worker.store) <= baseline, what="freed objects to leave the store")
+
+
+def test_a_list_of_thousands_of_borrowed_refs_reads_and_frees(cluster):
+    """Read with the collector paused (a large pickle), counted without a post
+    object per ref, and released in full when dropped."""
+    import gc
+
+    from conftest import wait_until
+
+    @runtime.remote
+    def make(n):
+        return [runtime.put(i) for i in range(n)]
+
+    worker = runtime.api._context.current()
+    baseline = len(worker.refs)
+    outer = make.remote(5000)
+    assert gc.isenabled()
+    refs = runtime.get(outer)
+    assert gc.isenabled()
+    assert runtime.get(refs[4999]) == 4999
+    gc.disable()  # the user's choice is kept
+    try:
+        assert len(runtime.get(outer)) == 5000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    del refs, outer
+    wait_until(lambda: len(worker.refs) <= baseline, what="the borrowed refs to be released")

@@ -32,13 +32,24 @@ T = TypeVar("T")
 WAIT_SLICE_S = 0.1
 
 
+def _no_handler(item: Any) -> None:
+    raise RuntimeError("no handler for the refs' counts is set")
+
+
 class LoopBridge:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._posted: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        # Items: (fn, args) for post, a ref for post_ref_added, an object id
+        # (bytes) for post_ref_dropped. One queue keeps them all in order: a
+        # ref's count is added before any later post can use it, and dropped
+        # after (its drop can not overtake its add: the queue holds the ref).
+        self._posted: deque[Any] = deque()
         # Invariant: True while a drain is scheduled and has not started yet.
         self._drain_scheduled = False
+        # Set by the object client: what a ref's count added or dropped does.
+        self.on_ref_added: Callable[[Any], None] = _no_handler
+        self.on_ref_dropped: Callable[[bytes], None] = _no_handler
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attaches to ``loop``; must run on the loop's thread."""
@@ -55,24 +66,58 @@ class LoopBridge:
             return
         self._posted.append((fn, args))
         if not self._drain_scheduled:
-            self._drain_scheduled = True
-            loop = self.loop
-            if loop is None or loop.is_closed():
-                return
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self.drain)
+            self._schedule_drain()
+
+    def post_ref_added(self, ref: Any) -> None:
+        """``post(on_ref_added, ref)`` that allocates nothing: a list of
+        10,000 refs unpickled would otherwise queue 30,000 new objects, for the
+        cyclic collector to find alive and promote."""
+        if get_ident() == self._loop_thread:
+            self.on_ref_added(ref)
+            return
+        self._posted.append(ref)
+        if not self._drain_scheduled:
+            self._schedule_drain()
+
+    def post_ref_dropped(self, object_id: bytes) -> None:
+        """``post(on_ref_dropped, object_id)`` that allocates nothing."""
+        if get_ident() == self._loop_thread:
+            self.on_ref_dropped(object_id)
+            return
+        self._posted.append(object_id)
+        if not self._drain_scheduled:
+            self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        self._drain_scheduled = True
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """Runs what was posted (on the loop, or at teardown)."""
         # Reset first: an item appended after this point schedules a new drain.
         self._drain_scheduled = False
         posted = self._posted
+        added = self.on_ref_added
+        dropped = self.on_ref_dropped
         while posted:
-            fn, args = posted.popleft()
+            item = posted.popleft()
             try:
-                fn(*args)
+                kind = type(item)
+                if kind is tuple:
+                    item[0](*item[1])
+                elif kind is bytes:
+                    dropped(item)
+                else:
+                    added(item)
             except Exception:
-                logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+                what = item[0] if type(item) is tuple else item
+                logger.exception("posted call %s failed", getattr(what, "__name__", what))
+            # The ref goes here (its drop, if it was the last, is queued now).
+            item = None
 
     def run_blocking(self, coro: Coroutine[Any, Any, T]) -> T:
         """Runs ``coro`` on the loop and blocks this (other) thread for its result."""

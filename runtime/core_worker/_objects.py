@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import exceptions
 from .._private import serialization
 from .._private.serialization import SerializedObject
-from ._reference import OwnerAddress, Reference
+from ._reference import Reference
 from ._states import State
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ logger = logging.getLogger("runtime")
 class ObjectClient:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
+        worker.bridge.on_ref_added = self._add_local
+        worker.bridge.on_ref_dropped = self.drop_local
         # Where each owned object was made, for `runtime memory`.
         self.call_sites: dict[bytes, str] = {}
         # Owned objects holding an error that someone has read (any thread adds).
@@ -53,18 +55,19 @@ class ObjectClient:
         self.on_free: dict[bytes, Callable[[], None]] = {}
 
     # -- local counts (any thread) ---------------------------------------------------
-    def add_local_ref(self, object_id: bytes, owner: OwnerAddress) -> None:
-        self._worker.post(self._add_local, object_id, owner)
+    def add_local_ref(self, ref: Reference) -> None:
+        self._worker.bridge.post_ref_added(ref)
 
-    def _add_local(self, object_id: bytes, owner: OwnerAddress) -> None:
+    def _add_local(self, ref: Reference) -> None:
         worker = self._worker
+        object_id, owner = ref._id, ref._owner
         if worker.refs.add_local(object_id, owned=owner[2] == worker.worker_id):
             worker.ownership.borrowed(object_id, owner)
 
     def remove_local_ref(self, object_id: bytes) -> None:
         if self._worker.state is State.STOPPED:
             return
-        self._worker.post(self.drop_local, object_id)
+        self._worker.bridge.post_ref_dropped(object_id)
 
     def drop_local(self, object_id: bytes) -> None:
         """On the loop: one local count less; the object goes if none is left."""

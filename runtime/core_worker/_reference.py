@@ -38,7 +38,7 @@ class Reference:
         self._owner = owner
         self._worker = worker
         if not counted:
-            worker.objects.add_local_ref(object_id, owner)
+            worker.objects.add_local_ref(self)
 
     def binary(self) -> bytes:
         return self._id

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import pickle
 import socket
 import threading
 import weakref
@@ -30,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import exceptions
-from .._private import layout
+from .._private import layout, serialization
 from .._private.framing import FrameDecoder, frame
 from ..protocol.rt import ObjectLocation, StoreOp, StoreReply, StoreRequest, StoreStats
 
@@ -207,7 +206,7 @@ class StoreClient:
         root = memoryview(anchor).cast("B").toreadonly()
         del anchor  # from here on, only views derived from it keep it alive
         inband, buffers = layout.read(root)
-        return pickle.loads(inband, buffers=buffers)
+        return serialization.loads(inband, buffers)
 
     def release_later(self, object_id: bytes) -> None:
         """Queues a release; runs in finalizers, on any thread, at any time."""
