@@ -21,10 +21,10 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     times = [10, 20, 0, 0, 0, 0]
     data = te.encode_batch(
         [
-            (b"\xaa" * 8, 0, times, [info]),
-            (b"\xbb" * 8, 1, times, [info, other]),
-            (b"\xdd" * 4, 2, times, [info]),  # another size: a group of its own
-            (b"\xee" * 8, 3, times, [info]),
+            te.flat_row(b"\xaa" * 8, 0, times, [info]),
+            te.flat_row(b"\xbb" * 8, 1, times, [info, other]),
+            te.flat_row(b"\xdd" * 4, 2, times, [info]),  # another size: a group of its own
+            te.flat_row(b"\xee" * 8, 3, times, [info]),
         ]
     )
     sent = json.loads(data)

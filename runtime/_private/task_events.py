@@ -106,19 +106,33 @@ def encode(rows: Iterable[Any]) -> bytes:
     return json.dumps(list(rows), separators=(",", ":")).encode()
 
 
-def encode_batch(rows: Iterable[Sequence[Any]]) -> bytes:
-    """A reporter's batch of ``(task id bytes, attempt, times, infos)`` rows (see the
-    module for the layout): each distinct info object is written once."""
-    groups: dict[tuple[int, ...], tuple[list[dict[str, Any]], list[bytes], list[int], list[int]]]
+#: A reporter's row while it waits for its batch, one flat list (the fewest
+#: objects for the cyclic collector to track: a reporter holds one per
+#: attempt for up to a second): ``[task id bytes, attempt, <a time per state,
+#: unix us, 0 when not reached>, <infos...>]``.
+TIMES = 2
+INFOS = TIMES + NUM_STATES
+
+
+def flat_row(task_id: bytes, attempt: int, times: Sequence[int], infos: Sequence[Any]) -> list[Any]:
+    return [task_id, attempt, *times, *infos]
+
+
+def encode_batch(rows: Iterable[list[Any]]) -> bytes:
+    """A reporter's batch of flat rows (:func:`flat_row`; see the module for the
+    layout sent): each distinct info object is written once."""
+    groups: dict[tuple[int, ...], tuple[list[Any], list[bytes], list[int], list[int]]]
     groups = {}
-    for task_id, attempt, times, parts in rows:
+    for row in rows:
+        task_id = row[0]
+        parts = row[INFOS:]
         key = (len(task_id), *map(id, parts))
         group = groups.get(key)
         if group is None:
             group = groups[key] = (parts, [], [], [])
         group[1].append(task_id)
-        group[2].append(attempt)
-        group[3].extend(times)
+        group[2].append(row[1])
+        group[3].extend(row[TIMES:INFOS])
     infos: list[dict[str, Any]] = []
     index: dict[int, int] = {}
     out = []

@@ -40,9 +40,12 @@ logger = logging.getLogger(__name__)
 
 _TYPES = {KIND_ACTOR_CALL: te.ACTOR_TASK, KIND_ACTOR_CREATION: te.ACTOR_CREATION_TASK}
 
-#: An attempt's row while it waits for the next batch: [task id, attempt, [unix us
-#: per state], [info, ...]] (``_private/task_events.py``; the infos are shared objects).
+#: An attempt's row while it waits for the next batch: one flat list, [task id,
+#: attempt, <unix us per state>, <info, ...>] (``_private/task_events.py``'s
+#: ``flat_row``; the infos are shared objects).
 Row = list[Any]
+_T = te.TIMES
+_NO_TIMES = (0,) * te.NUM_STATES
 
 
 class TaskEvents:
@@ -77,11 +80,11 @@ class TaskEvents:
         row = self._row(task_id, attempt)
         if row is None:
             return
-        slot = te.STATE_ORDER[state]
-        if not row[2][slot]:  # the earliest report of a state wins
-            row[2][slot] = time.time_ns() // 1000
+        slot = _T + te.STATE_ORDER[state]
+        if not row[slot]:  # the earliest report of a state wins
+            row[slot] = time.time_ns() // 1000
         if info:
-            row[3].append(info)
+            row.append(info)
 
     def _row(self, task_id: bytes, attempt: int) -> Row | None:
         key = (task_id, attempt)
@@ -90,7 +93,7 @@ class TaskEvents:
             if len(self._rows) >= self._max:
                 self._dropped += 1
                 return None
-            row = self._rows[key] = [task_id, attempt, [0] * te.NUM_STATES, []]
+            row = self._rows[key] = [task_id, attempt, *_NO_TIMES]
         return row
 
     # -- the worker's side (the loop or an executor thread) -----------------------------
@@ -130,10 +133,9 @@ class TaskEvents:
         if row is None:
             return
         start, end, pid = stamp
-        times = row[2]
-        if not times[te.RUNNING_SLOT]:
-            times[te.RUNNING_SLOT] = start
-        times[te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT] = end
+        if not row[_T + te.RUNNING_SLOT]:
+            row[_T + te.RUNNING_SLOT] = start
+        row[_T + (te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT)] = end
         key = (peer[0], peer[1], pid)
         info = self._ran_by.get(key)
         if info is None:
@@ -144,7 +146,7 @@ class TaskEvents:
                 "worker_id": peer[0].hex(),
                 "worker_pid": pid,
             }
-        row[3].append(info)
+        row.append(info)
 
     def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
@@ -224,9 +226,8 @@ class TaskEvents:
             for key, start in running:
                 if key not in self._reported and key not in rows:
                     self._reported.add(key)
-                    times = [0] * te.NUM_STATES
-                    times[te.RUNNING_SLOT] = start
-                    rows[key] = [key[0], key[1], times, []]
+                    row = rows[key] = [key[0], key[1], *_NO_TIMES]
+                    row[_T + te.RUNNING_SLOT] = start
         if not rows and not dropped:
             return
         worker = self._worker
