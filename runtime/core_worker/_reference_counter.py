@@ -18,10 +18,14 @@ the caller frees the value (owned) or forgets its cached copy (borrowed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Set
+from dataclasses import dataclass
+from typing import cast
 
 #: (host, port, worker_id) of a core worker.
 Address = tuple[str, int, bytes]
+
+_NO_BORROWERS: frozenset[Address] = frozenset()
 
 
 @dataclass(slots=True)
@@ -29,7 +33,9 @@ class RefCount:
     owned: bool
     local: int = 0
     submitted: int = 0
-    borrowers: set[Address] = field(default_factory=set)
+    # A set from the first borrower on; until then the shared empty frozenset
+    # (most objects are never borrowed, and every call's result has an entry).
+    borrowers: Set[Address] = _NO_BORROWERS
 
     def unused(self) -> bool:
         return self.local <= 0 and self.submitted <= 0 and not self.borrowers
@@ -104,14 +110,18 @@ class ReferenceCounter:
         ref = self._refs.get(object_id)
         if ref is None or not ref.owned or borrower in ref.borrowers:
             return False
-        ref.borrowers.add(borrower)
+        if ref.borrowers:
+            cast(set[Address], ref.borrowers).add(borrower)
+        else:
+            ref.borrowers = {borrower}
         return True
 
     def remove_borrower(self, object_id: bytes, borrower: Address) -> RefCount | None:
         ref = self._refs.get(object_id)
         if ref is None:
             return None
-        ref.borrowers.discard(borrower)
+        if borrower in ref.borrowers:
+            cast(set[Address], ref.borrowers).discard(borrower)
         return self._maybe_drop(object_id, ref)
 
     def _maybe_drop(self, object_id: bytes, ref: RefCount) -> RefCount | None:
