@@ -59,6 +59,22 @@ def test_thousand_tasks(cluster):
     assert runtime.get(refs) == [i + 1 for i in range(1000)]
 
 
+def test_workers_run_with_the_collector_tuned_and_the_driver_as_it_was(cluster):
+    """The runtime's own processes raise the collector's first threshold and
+    freeze their imports; a driver is the user's process: left alone."""
+    import gc
+
+    from runtime._private.daemon import GC_THRESHOLD
+
+    @runtime.remote
+    def collector() -> tuple[int, int]:
+        return gc.get_threshold()[0], gc.get_freeze_count()
+
+    threshold, frozen = runtime.get(collector.remote())
+    assert threshold >= GC_THRESHOLD and frozen > 0
+    assert gc.get_threshold()[0] < GC_THRESHOLD
+
+
 def test_num_returns(cluster):
     refs = three.remote()
     assert isinstance(refs, list) and len(refs) == 3

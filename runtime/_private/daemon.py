@@ -7,6 +7,7 @@ of a tied parent ends it at once (see ``_process``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -23,8 +24,26 @@ def configure_logging(role: str) -> None:
     )
 
 
+#: The cyclic collector's first threshold in the runtime's own processes.
+#: Python's default (hundreds of allocations) suits small programs; a core
+#: worker keeps thousands of calls in flight, and every collection that runs
+#: meanwhile finds them alive and promotes them, which brings on full
+#: collections. Measured (``n:n actor calls async``): 25k -> 28-35k calls per
+#: second with this threshold and the imports frozen.
+GC_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Freezes what is imported so far (modules are never garbage: full
+    collections need not walk them again) and raises the first threshold."""
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(max(GC_THRESHOLD, gc.get_threshold()[0]), second, third)
+
+
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Runs ``main(stop)`` on a uvloop loop; ``stop`` is set by SIGTERM/SIGINT."""
+    tune_collector()
 
     async def wrapper() -> None:
         stop = asyncio.Event()
