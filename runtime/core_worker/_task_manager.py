@@ -355,9 +355,14 @@ class TaskManager:
             worker.actor_client.count_finished_call(spec.actor_key)
         for object_id, ref in worker.refs.remove_submitted([r._id for r in spec.arg_refs]):
             worker.objects.dropped(object_id, ref.owned)
-        spec.arg_refs = []
-        spec.nested = []
-        spec.resolved = []
+        # (New empty lists only where there is something to let go of: most
+        # calls have none, and each list is one more object to collect.)
+        if spec.arg_refs:
+            spec.arg_refs = []
+        if spec.nested:
+            spec.nested = []
+        if spec.resolved:
+            spec.resolved = []
 
 
 def _cancelled(spec: TaskSpec) -> SerializedObject:
