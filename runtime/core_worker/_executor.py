@@ -7,7 +7,8 @@ loop keeps serving RPCs (object requests, new pushes) meanwhile; an
 results pickled on the thread that runs the function.
 
 A plain sync task (its function loaded, its arguments here, no stream, no
-``max_calls``) is handed to the thread as soon as it is dequeued, so that
+``max_calls``) is handed to the thread as soon as it is dequeued (as it
+arrives, when nothing is queued before it), so that
 tasks queued together run back to back on the thread without a round trip
 through the loop each; the loop replies as their results come back. Until
 the thread starts one, ``release_queued`` can still take it back.
@@ -124,6 +125,10 @@ class TaskExecutor:
         self._ahead_lock = threading.Lock()
         self._none_ahead = asyncio.Event()
         self._none_ahead.set()
+        # Invariant: True exactly while _run waits for the queue (it then
+        # handles nothing, and anything queued wakes it before the check in
+        # enqueue sees an empty queue).
+        self._idle = False
 
     @property
     def busy(self) -> bool:
@@ -172,6 +177,13 @@ class TaskExecutor:
         if self.waiting or self.retiring:
             reply((item[0], False, [], False, None, None))
             return
+        if self._idle and self._queue.empty() and item[0] not in self._cancelled:
+            # Nothing is queued or being dequeued: a plain sync task goes to
+            # the thread now, as _run would (no loop iteration in between).
+            fn = self._plain_sync(item)
+            if fn is not None:
+                self._run_ahead(item, reply, fn)
+                return
         self._queue.put_nowait((item, reply))
 
     def _stream_started(self, task: WireTask, reply: Reply) -> Reply:
@@ -231,7 +243,9 @@ class TaskExecutor:
 
     async def _run(self) -> None:
         while True:
+            self._idle = True
             task, reply = await self._queue.get()
+            self._idle = False
             task_id = task[0]
             if task_id in self._cancelled:
                 self._cancelled.discard(task_id)
