@@ -4,6 +4,7 @@ bounded store, and the state API's filters."""
 from __future__ import annotations
 
 import json
+from array import array
 
 import pytest
 
@@ -19,26 +20,43 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     info = {"name": "f", "type": "NORMAL_TASK", "required_resources": {"CPU": 1.0}}
     other = {"actor_id": "cc" * 16}
     times = [10, 20, 0, 0, 0, 0]
-    data = te.encode_batch(
-        [
-            te.flat_row(b"\xaa" * 8, 0, times, [info]),
-            te.flat_row(b"\xbb" * 8, 1, times, [info, other]),
-            te.flat_row(b"\xdd" * 4, 2, times, [info]),  # another size: a group of its own
-            te.flat_row(b"\xee" * 8, 3, times, [info]),
-        ]
-    )
+    rows = te.RowBuffer(limit=4)
+    for task_id, attempt, infos in [
+        (b"\xaa" * 8, 0, [info]),
+        (b"\xbb" * 8, 1, [info, other]),
+        (b"\xdd" * 4, 2, [info]),  # another size: a group of its own
+        (b"\xee" * 8, 3, [info]),
+    ]:
+        i = rows.row(task_id, attempt)
+        rows.times[i * te.NUM_STATES : (i + 1) * te.NUM_STATES] = array("q", times)
+        for one in infos:
+            rows.add_info(i, one)
+    assert rows.row(b"\xaa" * 8, 0) == 0  # the same attempt, the same row
+    assert rows.row(b"\xff" * 8, 0) == -1 and rows.dropped == 1  # past the limit
+    data = rows.encode()
     sent = json.loads(data)
     assert len(sent["infos"]) == 2 and len(sent["groups"]) == 3  # each info sent once
-    rows = te.decode(data)
-    assert sorted((r[0], r[1], r[2], len(r[3])) for r in rows) == [
+    decoded = te.decode(data)
+    assert sorted((r[0], r[1], r[2], len(r[3])) for r in decoded) == [
         ("aa" * 8, 0, times, 1),
         ("bb" * 8, 1, times, 2),
         ("dd" * 4, 2, times, 1),
         ("ee" * 8, 3, times, 1),
     ]
-    assert rows[0][3][0] is rows[1][3][0]
-    grouped = [r for r in rows if r[3] == [info]]
+    assert decoded[0][3][0] is decoded[1][3][0]
+    grouped = [r for r in decoded if r[3] == [info]]
     assert grouped[0][3] is not grouped[1][3]  # each row's list is its own
+    both = next(r for r in decoded if r[0] == "bb" * 8)
+    assert both[3] == [info, other]  # in the order they were added
+
+
+def test_a_row_keeps_at_most_its_share_of_infos() -> None:
+    rows = te.RowBuffer(limit=1)
+    infos = [{"name": str(k)} for k in range(te.MAX_ROW_INFOS + 3)]
+    for info in infos:
+        rows.add_info(rows.row(b"\x01" * 8, 0), info)
+    (row,) = te.decode(rows.encode())
+    assert row[3] == infos[: te.MAX_ROW_INFOS]
 
 
 GOOD = [[], 1, "aa", [0], [0] * 6]

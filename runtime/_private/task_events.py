@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Ray's task states, in the order an attempt moves through them.
@@ -106,46 +107,105 @@ def encode(rows: Iterable[Any]) -> bytes:
     return json.dumps(list(rows), separators=(",", ":")).encode()
 
 
-#: A reporter's row while it waits for its batch, one flat list (the fewest
-#: objects for the cyclic collector to track: a reporter holds one per
-#: attempt for up to a second): ``[task id bytes, attempt, <a time per state,
-#: unix us, 0 when not reached>, <infos...>]``.
-TIMES = 2
-INFOS = TIMES + NUM_STATES
+#: Bits per info index in a row's packed infos, and how many infos a row keeps.
+_INFO_BITS = 24
+_INFO_MASK = (1 << _INFO_BITS) - 1
+MAX_ROW_INFOS = 8
+_FULL = 1 << (_INFO_BITS * (MAX_ROW_INFOS - 1))
+_NO_TIMES = array("q", bytes(8 * NUM_STATES))
 
 
-def flat_row(task_id: bytes, attempt: int, times: Sequence[int], infos: Sequence[Any]) -> list[Any]:
-    return [task_id, attempt, *times, *infos]
+class RowBuffer:
+    """A reporter's rows between two batches, kept as columns.
+
+    Nothing per row is an object the cyclic collector tracks: a driver holds
+    a row per call for up to a second, and as Python lists they cost a
+    quarter of an actor call's time in collections. Row ``i``'s times are
+    ``times[i * NUM_STATES : (i + 1) * NUM_STATES]`` (unix us, 0: not
+    reached); its infos are ``codes[i]``, indexes into ``infos`` packed into
+    one int, the oldest in the highest bits (at most :data:`MAX_ROW_INFOS`).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.ids: list[bytes] = []
+        self.attempts = array("q")
+        self.times = array("q")
+        self.codes: list[int] = []
+        self.infos: list[dict[str, Any]] = []  # each distinct one once, by identity
+        self.dropped = 0
+        self._info_at: dict[int, int] = {}
+        self._first: dict[bytes, int] = {}  # attempt 0's row, by task id
+        self._later: dict[tuple[bytes, int], int] = {}  # retries' rows
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, task_id: bytes, attempt: int) -> int | None:
+        return self._first.get(task_id) if attempt == 0 else self._later.get((task_id, attempt))
+
+    def row(self, task_id: bytes, attempt: int) -> int:
+        """The attempt's row, made if new; -1 when the buffer is full (counted)."""
+        i = self.find(task_id, attempt)
+        if i is None:
+            i = len(self.ids)
+            if i >= self.limit:
+                self.dropped += 1
+                return -1
+            if attempt == 0:
+                self._first[task_id] = i
+            else:
+                self._later[(task_id, attempt)] = i
+            self.ids.append(task_id)
+            self.attempts.append(attempt)
+            self.times.extend(_NO_TIMES)
+            self.codes.append(0)
+        return i
+
+    def add_info(self, i: int, info: dict[str, Any]) -> None:
+        code = self.codes[i]
+        if code >= _FULL:
+            return
+        k = self._info_at.get(id(info))
+        if k is None:  # (kept in infos: its id is not reused before the batch leaves)
+            k = self._info_at[id(info)] = len(self.infos)
+            self.infos.append(info)
+        self.codes[i] = code << _INFO_BITS | (k + 1)
+
+    def encode(self) -> bytes:
+        """The batch (see the module for the layout); each info written once."""
+        ids, codes = self.ids, self.codes
+        if len(set(codes)) == 1 and len(set(map(len, ids))) == 1:
+            # One group (the usual batch: calls of one kind, all finished): the
+            # columns as they are, with no Python work per row.
+            group = [_indexes(codes[0]), len(ids[0]), b"".join(ids).hex()]
+            out = [[*group, self.attempts.tolist(), self.times.tolist()]]
+            return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(ids)):
+            key = (len(ids[i]), codes[i])
+            rows = groups.get(key)
+            if rows is None:
+                rows = groups[key] = []
+            rows.append(i)
+        times, attempts = self.times.tolist(), self.attempts.tolist()
+        out = []
+        for (size, code), rows in groups.items():
+            group_times: list[int] = []
+            for i in rows:
+                group_times.extend(times[i * NUM_STATES : (i + 1) * NUM_STATES])
+            group_ids = b"".join([ids[i] for i in rows]).hex()
+            out.append([_indexes(code), size, group_ids, [attempts[i] for i in rows], group_times])
+        return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
 
 
-def encode_batch(rows: Iterable[list[Any]]) -> bytes:
-    """A reporter's batch of flat rows (:func:`flat_row`; see the module for the
-    layout sent): each distinct info object is written once."""
-    groups: dict[tuple[int, ...], tuple[list[Any], list[bytes], list[int], list[int]]]
-    groups = {}
-    for row in rows:
-        task_id = row[0]
-        parts = row[INFOS:]
-        key = (len(task_id), *map(id, parts))
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = (parts, [], [], [])
-        group[1].append(task_id)
-        group[2].append(row[1])
-        group[3].extend(row[TIMES:INFOS])
-    infos: list[dict[str, Any]] = []
-    index: dict[int, int] = {}
+def _indexes(code: int) -> list[int]:
     out = []
-    for parts, ids, attempts, times in groups.values():
-        refs = []
-        for info in parts:
-            i = index.get(id(info))
-            if i is None:
-                i = index[id(info)] = len(infos)
-                infos.append(info)
-            refs.append(i)
-        out.append([refs, len(ids[0]), b"".join(ids).hex(), attempts, times])
-    return json.dumps({"infos": infos, "groups": out}, separators=(",", ":")).encode()
+    while code:
+        out.append((code & _INFO_MASK) - 1)
+        code >>= _INFO_BITS
+    out.reverse()
+    return out
 
 
 #: A checked row: (task id hex, attempt, times per state, the infos it names).

@@ -10,10 +10,11 @@ RUNNING while it runs), and actor creations (whose owner, the gcs, records
 nothing). The row layout is ``_private/task_events.py``'s.
 
 Invariants: rows are recorded on the loop only (executor threads only add to
-and remove from ``_running``, one dict operation each); the merging into JSON
-happens once per period, off the path of the task; at most
-``task_events_max_buffer_size`` attempts wait between batches; more are
-dropped and counted, and the count travels with the next batch.
+and remove from ``_running``, one dict operation each), in a
+``te.RowBuffer`` (columns: no object per row for the cyclic collector); the
+encoding into JSON happens once per period, off the path of the task; at
+most ``task_events_max_buffer_size`` attempts wait between batches; more
+are dropped and counted, and the count travels with the next batch.
 """
 
 from __future__ import annotations
@@ -40,12 +41,7 @@ logger = logging.getLogger(__name__)
 
 _TYPES = {KIND_ACTOR_CALL: te.ACTOR_TASK, KIND_ACTOR_CREATION: te.ACTOR_CREATION_TASK}
 
-#: An attempt's row while it waits for the next batch: one flat list, [task id,
-#: attempt, <unix us per state>, <info, ...>] (``_private/task_events.py``'s
-#: ``flat_row``; the infos are shared objects).
-Row = list[Any]
-_T = te.TIMES
-_NO_TIMES = (0,) * te.NUM_STATES
+_N = te.NUM_STATES
 
 
 class TaskEvents:
@@ -56,8 +52,7 @@ class TaskEvents:
         self._interval = config.task_events_report_interval_s
         self._max = config.task_events_max_buffer_size
         # Rows are merged as events come: one per attempt between batches.
-        self._rows: dict[tuple[bytes, int], Row] = {}
-        self._dropped = 0
+        self._rows = te.RowBuffer(self._max)
         # Attempts running here (a worker's), with their start, and those of
         # them already reported as running.
         self._running: dict[tuple[bytes, int], int] = {}
@@ -77,24 +72,15 @@ class TaskEvents:
     ) -> None:
         if not self.enabled:
             return
-        row = self._row(task_id, attempt)
-        if row is None:
+        rows = self._rows
+        i = rows.row(task_id, attempt)
+        if i < 0:
             return
-        slot = _T + te.STATE_ORDER[state]
-        if not row[slot]:  # the earliest report of a state wins
-            row[slot] = time.time_ns() // 1000
+        slot = i * _N + te.STATE_ORDER[state]
+        if not rows.times[slot]:  # the earliest report of a state wins
+            rows.times[slot] = time.time_ns() // 1000
         if info:
-            row.append(info)
-
-    def _row(self, task_id: bytes, attempt: int) -> Row | None:
-        key = (task_id, attempt)
-        row = self._rows.get(key)
-        if row is None:
-            if len(self._rows) >= self._max:
-                self._dropped += 1
-                return None
-            row = self._rows[key] = [task_id, attempt, *_NO_TIMES]
-        return row
+            rows.add_info(i, info)
 
     # -- the worker's side (the loop or an executor thread) -----------------------------
     def started(self, task_id: bytes, attempt: int) -> int:
@@ -129,13 +115,15 @@ class TaskEvents:
         if not self.enabled or stamp is None:
             return
         peer = stream.peer
-        row = self._row(spec.task_id, spec.attempt)
-        if row is None:
+        rows = self._rows
+        i = rows.row(spec.task_id, spec.attempt)
+        if i < 0:
             return
         start, end, pid = stamp
-        if not row[_T + te.RUNNING_SLOT]:
-            row[_T + te.RUNNING_SLOT] = start
-        row[_T + (te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT)] = end
+        times, base = rows.times, i * _N
+        if not times[base + te.RUNNING_SLOT]:
+            times[base + te.RUNNING_SLOT] = start
+        times[base + (te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT)] = end
         key = (peer[0], peer[1], pid)
         info = self._ran_by.get(key)
         if info is None:
@@ -146,7 +134,7 @@ class TaskEvents:
                 "worker_id": peer[0].hex(),
                 "worker_pid": pid,
             }
-        row.append(info)
+        rows.add_info(i, info)
 
     def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
@@ -218,17 +206,17 @@ class TaskEvents:
 
     async def flush(self) -> None:
         """Sends what was recorded since the last batch (a lost gcs loses it)."""
-        rows, self._rows = self._rows, {}
-        dropped, self._dropped = self._dropped, 0
+        rows, self._rows = self._rows, te.RowBuffer(self._max)
         if self._running or self._reported:
             running = list(self._running.items())
             self._reported &= {key for key, _ in running}
             for key, start in running:
-                if key not in self._reported and key not in rows:
+                if key not in self._reported and rows.find(*key) is None:
                     self._reported.add(key)
-                    row = rows[key] = [key[0], key[1], *_NO_TIMES]
-                    row[_T + te.RUNNING_SLOT] = start
-        if not rows and not dropped:
+                    i = rows.row(*key)
+                    if i >= 0:
+                        rows.times[i * _N + te.RUNNING_SLOT] = start
+        if not rows and not rows.dropped:
             return
         worker = self._worker
         request = AddTaskEventsRequest(
@@ -236,8 +224,8 @@ class TaskEvents:
             worker_id=worker.worker_id,
             node_id=worker.node_id,
             pid=os.getpid(),
-            rows=te.encode_batch(rows.values()),
-            dropped=dropped,
+            rows=rows.encode(),
+            dropped=rows.dropped,
         )
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await asyncio.wait_for(worker.gcs.add_task_events(request), 5.0)
