@@ -40,8 +40,8 @@ class LoopBridge:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        # Items: (fn, args) for post, a ref for post_ref_added, an object id
-        # (bytes) for post_ref_dropped. One queue keeps them all in order: a
+        # Items: (fn, args) for post; for post_count, a ref (its count added)
+        # or an object id (bytes: a count dropped). One queue keeps them all in order: a
         # ref's count is added before any later post can use it, and dropped
         # after (its drop can not overtake its add: the queue holds the ref).
         self._posted: deque[Any] = deque()
@@ -68,23 +68,15 @@ class LoopBridge:
         if not self._drain_scheduled:
             self._schedule_drain()
 
-    def post_ref_added(self, ref: Any) -> None:
-        """``post(on_ref_added, ref)`` that allocates nothing: a list of
-        10,000 refs unpickled would otherwise queue 30,000 new objects, for the
-        cyclic collector to find alive and promote."""
+    def post_count(self, item: Any) -> None:
+        """A ref's count: added (``item`` is the ref) or dropped (``item`` is its
+        object id, bytes). ``post(on_ref_added or on_ref_dropped, item)`` that
+        allocates nothing: a list of 10,000 refs unpickled would otherwise queue
+        30,000 new objects, for the cyclic collector to find alive and promote."""
         if get_ident() == self._loop_thread:
-            self.on_ref_added(ref)
+            (self.on_ref_dropped if type(item) is bytes else self.on_ref_added)(item)
             return
-        self._posted.append(ref)
-        if not self._drain_scheduled:
-            self._schedule_drain()
-
-    def post_ref_dropped(self, object_id: bytes) -> None:
-        """``post(on_ref_dropped, object_id)`` that allocates nothing."""
-        if get_ident() == self._loop_thread:
-            self.on_ref_dropped(object_id)
-            return
-        self._posted.append(object_id)
+        self._posted.append(item)
         if not self._drain_scheduled:
             self._schedule_drain()
 

@@ -56,7 +56,7 @@ class ObjectClient:
 
     # -- local counts (any thread) ---------------------------------------------------
     def add_local_ref(self, ref: Reference) -> None:
-        self._worker.bridge.post_ref_added(ref)
+        self._worker.bridge.post_count(ref)
 
     def _add_local(self, ref: Reference) -> None:
         worker = self._worker
@@ -67,7 +67,7 @@ class ObjectClient:
     def remove_local_ref(self, object_id: bytes) -> None:
         if self._worker.state is State.STOPPED:
             return
-        self._worker.bridge.post_ref_dropped(object_id)
+        self._worker.bridge.post_count(object_id)
 
     def drop_local(self, object_id: bytes) -> None:
         """On the loop: one local count less; the object goes if none is left."""
