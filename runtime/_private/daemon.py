@@ -37,8 +37,8 @@ def tune_collector() -> None:
     """Freezes what is imported so far (modules are never garbage: full
     collections need not walk them again) and raises the first threshold."""
     gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(max(GC_THRESHOLD, gc.get_threshold()[0]), second, third)
+    first, second, third = gc.get_threshold()
+    gc.set_threshold(max(GC_THRESHOLD, first), second, third)
 
 
 def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

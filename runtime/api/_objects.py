@@ -153,7 +153,7 @@ def _wait_args(
             f"{call}(): num_returns={num_returns} is more than the {len(refs)} "
             f"ObjectRef{'s' if len(refs) != 1 else ''} given"
         )
-    return refs, not plain and any(isinstance(r, ObjectRefGenerator) for r in refs)
+    return refs, any(issubclass(kind, ObjectRefGenerator) for kind in kinds)
 
 
 def wait(
