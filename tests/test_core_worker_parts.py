@@ -274,3 +274,48 @@ def test_a_remote_oserror_is_caught_as_one_with_its_errno() -> None:
     assert isinstance(raised, FileNotFoundError) and isinstance(raised, exceptions.TaskError)
     assert (raised.errno, raised.strerror, raised.filename) == (2, "No such file", "/nowhere")
     assert "read()" in str(raised)
+
+
+def test_large_pickles_read_with_the_collector_paused_leave_it_as_found() -> None:
+    """Reads on several threads at once: the collector is off while any reads
+    a large pickle, back on after the last, and left off if it was off."""
+    import gc
+    import threading
+
+    big = serialization.pickle_value(list(range(200_000))).inline()
+    assert len(big.data) >= serialization.GC_PAUSE_BYTES
+    seen_enabled = _SEEN
+    seen_enabled.clear()
+
+    class Probe:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (_collector_state, ())
+
+    probe = serialization.pickle_value([Probe(), list(range(200_000))]).inline()
+
+    def read() -> None:
+        for _ in range(5):
+            assert len(serialization.deserialize(big)) == 200_000
+            serialization.deserialize(probe)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert gc.isenabled() and seen_enabled and not any(seen_enabled)
+    gc.disable()
+    try:
+        read()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+_SEEN: list[bool] = []  # what a probe unpickled during a large read saw
+
+
+def _collector_state() -> None:
+    import gc
+
+    _SEEN.append(gc.isenabled())
