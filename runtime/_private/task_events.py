@@ -174,13 +174,17 @@ class RowBuffer:
 
     def encode(self) -> bytes:
         """The batch (see the module for the layout); each info written once."""
+        out = self._groups()
+        return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
+
+    def _groups(self) -> list[list[Any]]:
         ids, codes = self.ids, self.codes
         if len(set(codes)) == 1 and len(set(map(len, ids))) == 1:
             # One group (the usual batch: calls of one kind, all finished): the
             # columns as they are, with no Python work per row.
-            group = [_indexes(codes[0]), len(ids[0]), b"".join(ids).hex()]
-            out = [[*group, self.attempts.tolist(), self.times.tolist()]]
-            return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
+            group_ids = b"".join(ids).hex()
+            return [[_indexes(codes[0]), len(ids[0]), group_ids, self.attempts.tolist(),
+                     self.times.tolist()]]  # fmt: skip
         groups: dict[tuple[int, int], list[int]] = {}
         for i in range(len(ids)):
             key = (len(ids[i]), codes[i])
@@ -196,7 +200,7 @@ class RowBuffer:
                 group_times.extend(times[i * NUM_STATES : (i + 1) * NUM_STATES])
             group_ids = b"".join([ids[i] for i in rows]).hex()
             out.append([_indexes(code), size, group_ids, [attempts[i] for i in rows], group_times])
-        return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
+        return out
 
 
 def _indexes(code: int) -> list[int]:

@@ -106,7 +106,7 @@ class LoopBridge:
                 else:
                     added(item)
             except Exception:
-                what = item[0] if type(item) is tuple else item
+                what = item[0] if kind is tuple else item
                 logger.exception("posted call %s failed", getattr(what, "__name__", what))
             # The ref goes here (its drop, if it was the last, is queued now).
             item = None
