@@ -3,6 +3,7 @@ prefixes; ``runtime logs`` with --tail and --follow."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import pytest
 from conftest import ROOT, assert_no_orphans, cluster_of, run_cli, run_driver, wait_until
 
 import runtime
+from runtime._private import worker_logs
+from runtime.protocol.rt import LogBatch
+from runtime.raylet._worker_output import read_output
 from runtime.util import state
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,6 +122,77 @@ def test_driver_prints_task_output_under_its_name() -> None:
     assert any(line.startswith("(greet pid=") and line.endswith(") hi there") for line in lines)
     assert any(line.startswith("(Host pid=") and "from the actor" in line for line in lines)
     assert "RT-TASK" not in done.stdout + done.stderr
+
+
+async def test_worker_output_publishes_whole_lines_under_their_task(tmp_path: Any) -> None:
+    """The raylet's reader of a worker's pipe, fed by hand: lines end at "\\n"
+    only, markers name the task and are filed but never published, an endless
+    line goes out in pieces, the last line without a newline at the end; what
+    the pipe holds unread is counted until it is read."""
+    r, w = os.pipe()
+    got: list[tuple[list[str], str]] = []
+    published = asyncio.Event()
+
+    def publish(batch: LogBatch) -> None:
+        got.append((batch.lines, batch.prefix))
+        published.set()
+
+    async def until(n: int) -> None:
+        while len(got) < n:
+            published.clear()
+            await asyncio.wait_for(published.wait(), 5)
+
+    log = tmp_path / "worker.out"
+    batch = lambda lines, task: LogBatch(lines=lines, prefix=task)  # noqa: E731
+    output = await read_output(r, str(log), batch, publish)
+    os.write(w, b"before\n" + worker_logs.marker_line(b"\x01" * 16, "f").encode())
+    os.write(w, b"page\x0cbreak \x1e kept\r\nhalf")
+    assert output.unread() > 0  # not read yet: the loop has not run
+    await until(2)
+    assert output.unread() == 0
+    assert got == [(["before"], ""), (["page\x0cbreak \x1e kept"], "f")]
+    # More than a pipe holds: written from a thread while the loop reads.
+    await asyncio.to_thread(os.write, w, b" done\n" + b"x" * (70 * 1024))
+    os.close(w)
+    await asyncio.wait_for(output.closed, 5)
+    assert got[2] == (["half done"], "f")
+    assert "".join(line for lines, _ in got[3:] for line in lines) == "x" * (70 * 1024)
+    assert output.unread() == 0
+    text = log.read_text()
+    assert text.startswith("before\n" + worker_logs.MARKER) and text.endswith("x" * 100)
+
+
+LINES = 5000
+
+
+def test_every_line_printed_before_shutdown_reaches_the_driver() -> None:
+    """A driver that stops right after its last call still prints all its
+    workers' output, from this node's workers and from another node's."""
+    with cluster_of(head_node_args={"num_cpus": 1}) as c:
+        c.add_node(num_cpus=1, resources={"far": 1})
+        code = (
+            "import sys, runtime\n"
+            f"runtime.init(address={c.address!r})\n"
+            "@runtime.remote\n"
+            "def near():\n"
+            f"    for i in range({LINES}):\n"
+            "        print(f'near {i}')\n"
+            "        print(f'near-err {i}', file=sys.stderr)\n"
+            "@runtime.remote(resources={'far': 1})\n"
+            "class Far:\n"
+            "    def speak(self):\n"
+            f"        for i in range({LINES}):\n"
+            "            print(f'far {i}')\n"
+            "far = Far.remote()\n"
+            "runtime.get([near.remote(), far.speak.remote()])\n"
+            "runtime.shutdown()\n"
+        )
+        done = run_driver(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out, err = done.stdout.splitlines(), done.stderr.splitlines()
+    for text, lines in (("near", out), ("near-err", err), ("far", out)):
+        seen = {line.rpartition(") ")[2] for line in lines if line.startswith("(")}
+        assert {f"{text} {i}" for i in range(LINES)} <= seen, text
 
 
 def test_logs_of_an_actor_on_another_node_and_follow() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -22,11 +23,13 @@ from ..protocol.rt import (
     Channel,
     Empty,
     ErrorEvent,
+    FlushLogsRequest,
     GetAllNodesReply,
     LogBatch,
     NodeInfo,
     PlacementGroupInfo,
     PlacementGroupState,
+    RayletStub,
     SubscribeRequest,
 )
 from ._states import State, WorkerMode
@@ -55,6 +58,9 @@ class ClusterWatch:
         # it; a group heard REMOVED is absent (its waits ask the gcs); emptied
         # when announcements may have been missed (a resubscription, a drop).
         self.group_states: dict[bytes, PlacementGroupState] = {}
+        # A stopping driver's log flushes, by id, until their marker comes back.
+        self._flushes: dict[int, asyncio.Future[None]] = {}
+        self._flush_ids = itertools.count(1)
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
@@ -169,7 +175,36 @@ class ClusterWatch:
             log = logger.warning if event.type == "INFEASIBLE" else logger.error
             log("%s: %s", event.type, event.message)
 
+    async def drain_logs(self) -> None:
+        """A driver about to stop: returns once every line its job's workers
+        printed so far has been printed here. Each live node's raylet reads and
+        publishes what they wrote; then a marker this driver sends through the
+        gcs comes back on the subscription after those lines."""
+        worker = self._worker
+        if not worker.log_to_driver:
+            return
+        raylets = {worker.raylet_address} | {
+            (node.host, node.raylet_port) for node in self.nodes.values() if node.alive
+        }
+        request = FlushLogsRequest(job_id=worker.job_id)
+        await asyncio.gather(
+            *(RayletStub(worker.channels.get(*at)).flush_logs(request) for at in raylets),
+            return_exceptions=True,  # a node that can not answer holds nothing back
+        )
+        flush_id = next(self._flush_ids)
+        came_back = self._flushes[flush_id] = asyncio.get_running_loop().create_future()
+        try:
+            await worker.gcs.publish_logs(LogBatch(job_id=worker.job_id, flush_id=flush_id))
+            await came_back
+        finally:
+            del self._flushes[flush_id]
+
     def _print_logs(self, batch: LogBatch) -> None:
+        if batch.flush_id:  # a flush's marker: nothing to print
+            came_back = self._flushes.get(batch.flush_id)
+            if came_back is not None and not came_back.done():
+                came_back.set_result(None)
+            return
         prefix = batch.prefix or f"pid={batch.pid}"
         if batch.host and batch.host != self._worker.host:
             prefix += f", ip={batch.host}"

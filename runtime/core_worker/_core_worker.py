@@ -261,6 +261,10 @@ class CoreWorker:
         if self.state is State.STOPPED:
             return
         self.state = State.STOPPED
+        if self.mode is WorkerMode.DRIVER and self._gcs is not None:
+            # What its workers printed last is shown before they are told to go.
+            with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
+                await asyncio.wait_for(self.cluster.drain_logs(), 2.0)
         await self.submitter.close()
         await self.actor_client.close()
         await self.ownership.close()

@@ -1,4 +1,5 @@
-"""The node's log files, served to ``runtime logs``, the state API and the dashboard.
+"""The node's log files, served to ``runtime logs``, the state API and the
+dashboard; and a stopping driver's flush of its workers' output.
 
 A mixin of :class:`~._server.Raylet`. It serves only the files it knows:
 the logs of the workers its pool started and its components' own logs (the
@@ -19,7 +20,15 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._private import worker_logs
-from ..protocol.rt import Empty, GetLogRequest, ListLogsReply, LogChunk, LogFile
+from ..protocol.rt import (
+    Empty,
+    FlushLogsRequest,
+    GetLogRequest,
+    ListLogsReply,
+    LogChunk,
+    LogFile,
+)
+from ._reports import GcsReports
 from ._worker_pool import WorkerPool
 
 #: Lines per streamed chunk, and how often a followed file is looked at.
@@ -40,6 +49,7 @@ def own_log_names() -> list[str]:
 
 class LogHandlers:
     _pool: WorkerPool | None
+    reports: GcsReports
     session_dir: str
     is_head: bool
     # The raylet's own log and, on the head, the gcs's (set by the raylet).
@@ -53,6 +63,16 @@ class LogHandlers:
         if self._pool is not None:
             files.update(self._pool.log_files)
         return files
+
+    async def flush_logs(self, message: FlushLogsRequest) -> Empty:
+        """A driver about to stop: what its workers here printed so far is read
+        and published before the reply (it then closes its flush via the gcs)."""
+        if message.job_id <= 0:
+            raise GRPCError(Status.INVALID_ARGUMENT, "flush_logs needs a job id")
+        if self._pool is not None:
+            await self._pool.drain_output(message.job_id)
+        await self.reports.flush_logs()
+        return Empty()
 
     async def list_logs(self, message: Empty) -> ListLogsReply:
         out = []

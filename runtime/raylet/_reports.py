@@ -79,6 +79,11 @@ class GcsReports:
         # with the same prefix (task name or actor label) share a batch.
         self._log_buffer: dict[tuple[int, bool], list[LogBatch]] = {}
         self._logs_ready = asyncio.Event()
+        # Batches logged, and of those the ones sent (or given up on), in order;
+        # flushes wait on the condition for the second to reach the first.
+        self._logged = 0
+        self._published = 0
+        self._logs_sent = asyncio.Condition()
         self._resources_dirty = asyncio.Event()
         # Invariant: non-empty iff a _send_worker_deaths is scheduled.
         self._dead_workers: list[bytes] = []
@@ -98,7 +103,14 @@ class GcsReports:
             pending[-1].lines.extend(batch.lines)
         else:
             pending.append(batch)
+        self._logged += 1
         self._logs_ready.set()
+
+    async def flush_logs(self) -> None:
+        """Returns once every line logged before the call has been published."""
+        target = self._logged
+        async with self._logs_sent:
+            await self._logs_sent.wait_for(lambda: self._published >= target)
 
     async def _flush_logs(self) -> None:
         """Sends buffered output; lines that arrive during a send go in the next batch."""
@@ -107,12 +119,16 @@ class GcsReports:
             await self._logs_ready.wait()
             self._logs_ready.clear()
             streams, self._log_buffer = list(self._log_buffer.values()), {}
+            logged = self._logged
             batches = [batch for stream in streams for batch in stream]
             for batch in batches:
                 try:
                     await self._gcs.publish_logs(batch)
                 except rpc.CONNECTION_ERRORS:
                     logger.warning("could not publish %d log lines", len(batch.lines))
+            async with self._logs_sent:
+                self._published = logged
+                self._logs_sent.notify_all()
 
     # -- deaths ------------------------------------------------------------------------
     def worker_died(self, worker_id: bytes) -> None:

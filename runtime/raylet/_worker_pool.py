@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -20,18 +21,28 @@ from .._private import process, worker_logs
 from .._private.tasks import TaskSet
 from ..protocol.rt import LogBatch
 from ._runtime_env import Setup
+from ._worker_output import WorkerOutput, read_output
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerProcess:
     def __init__(
-        self, worker_id: bytes, job_id: int, proc: asyncio.subprocess.Process, tie_fd: int
+        self,
+        worker_id: bytes,
+        job_id: int,
+        proc: asyncio.subprocess.Process,
+        tie_fd: int,
+        pipes: tuple[int, int],
     ):
         self.worker_id = worker_id
         self.job_id = job_id
         self.proc = proc
         self.tie_fd = tie_fd
+        # The read ends of its stdout and stderr, until their readers take them.
+        self.pipes = pipes
+        # Their readers, once reading (``_watch``).
+        self.outputs: list[WorkerOutput] = []
 
     @property
     def pid(self) -> int:
@@ -75,6 +86,8 @@ class WorkerPool:
         ``env_vars`` over the node's environment; the worker reads the whole
         environment from ``RUNTIME_WORKER_RUNTIME_ENV``."""
         tie_r, tie_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         argv = [
             sys.executable,
             "-P",  # see process.spawn: the current folder must not shadow the package
@@ -88,20 +101,22 @@ class WorkerPool:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=out_w,
+                stderr=err_w,
                 pass_fds=[tie_r],
                 env=self._worker_env(runtime_env, setup),
                 cwd=setup.cwd if setup is not None else None,
             )
         except OSError:
-            os.close(tie_w)
+            for fd in (tie_w, out_r, err_r):
+                os.close(fd)
             logger.exception("could not start a worker")
             self._on_exit(worker_id, None)
             return
         finally:
-            os.close(tie_r)
-        worker = WorkerProcess(worker_id, job_id, proc, tie_w)
+            for fd in (tie_r, out_w, err_w):
+                os.close(fd)
+        worker = WorkerProcess(worker_id, job_id, proc, tie_w, (out_r, err_r))
         self.processes[worker_id] = worker
         self.started += 1
         self._tasks.spawn(self._watch(worker))
@@ -129,59 +144,43 @@ class WorkerPool:
             self.kill(worker.worker_id)
         await self._tasks.close()
 
+    async def drain_output(self, job_id: int, timeout_s: float = 1.0) -> None:
+        """Returns once every line the job's workers wrote so far is read and
+        published (or ``timeout_s`` passed: a worker may print without end)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        outputs = [o for w in self.processes.values() if w.job_id == job_id for o in w.outputs]
+        # A pipe's fill is the kernel's: nothing to wait on but polls (short:
+        # the readers run between them).
+        while any(output.unread() for output in outputs) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
     async def _watch(self, worker: WorkerProcess) -> None:
-        assert worker.proc.stdout is not None and worker.proc.stderr is not None
-        out = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=False)
-        err = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=True)
-        for name in (out, err):
-            self.log_files[name] = (worker.worker_id, worker.pid, worker.job_id)
+        """Reads the worker's output until it ends, then tells of its exit."""
         try:
-            await asyncio.gather(
-                self._pump(worker, worker.proc.stdout, os.path.join(self._log_dir, out), False),
-                self._pump(worker, worker.proc.stderr, os.path.join(self._log_dir, err), True),
-            )
+            for fd, err in zip(worker.pipes, (False, True), strict=True):
+                name = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=err)
+                self.log_files[name] = (worker.worker_id, worker.pid, worker.job_id)
+                batch = functools.partial(self._batch, worker, err)
+                path = os.path.join(self._log_dir, name)
+                worker.outputs.append(await read_output(fd, path, batch, self._publish_logs))
+            await asyncio.gather(*(output.closed for output in worker.outputs))
             code = await worker.proc.wait()
         finally:
+            for output in worker.outputs:
+                output.close()
+            for fd in worker.pipes[len(worker.outputs) :]:  # not taken by a reader
+                os.close(fd)
             os.close(worker.tie_fd)
             self.processes.pop(worker.worker_id, None)
         self._on_exit(worker.worker_id, code)
 
-    async def _pump(
-        self, worker: WorkerProcess, stream: asyncio.StreamReader, path: str, is_err: bool
-    ) -> None:
-        """Copies a worker's output to its log file and on towards the driver."""
-        # Appends of a few lines to a local file: cheaper than a thread hop.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        prefix = ""
-        with open(fd, "ab", buffering=0) as log:  # noqa: ASYNC230
-            while True:
-                chunk = await _read_lines(stream)
-                if not chunk:
-                    return
-                log.write(chunk)
-                text = chunk.decode("utf-8", errors="replace")
-                marker = worker_logs.parse_marker(text)
-                if marker is not None:  # the task printing now: its lines' prefix
-                    name = marker[1]
-                    prefix = f"{name} pid={worker.pid}" if name else ""
-                    continue
-                self._publish_logs(
-                    LogBatch(
-                        job_id=worker.job_id,
-                        pid=worker.pid,
-                        host=self._host,
-                        is_err=is_err,
-                        lines=text.splitlines(),
-                        prefix=prefix,
-                    )
-                )
-
-
-async def _read_lines(stream: asyncio.StreamReader) -> bytes:
-    """The next line (a very long one in pieces), or b"" at the end."""
-    try:
-        return await stream.readuntil(b"\n")
-    except asyncio.IncompleteReadError as e:
-        return e.partial
-    except asyncio.LimitOverrunError as e:
-        return await stream.read(e.consumed)
+    def _batch(self, worker: WorkerProcess, is_err: bool, lines: list[str], task: str) -> LogBatch:
+        return LogBatch(
+            job_id=worker.job_id,
+            pid=worker.pid,
+            host=self._host,
+            is_err=is_err,
+            lines=lines,
+            prefix=f"{task} pid={worker.pid}" if task else "",
+        )

@@ -31,6 +31,7 @@ __all__ = (
     "Empty",
     "ErrorEvent",
     "ExitReply",
+    "FlushLogsRequest",
     "FreeObjectsRequest",
     "GcsBase",
     "GcsStub",
@@ -931,6 +932,19 @@ default_message_pool.register_message("rt", "ExitReply", ExitReply)
 
 
 @dataclass(eq=False, repr=False)
+class FlushLogsRequest(betterproto2.Message):
+    """
+    A driver about to stop: every line its job's workers on this node wrote
+    so far is read and published to the gcs before the reply.
+    """
+
+    job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+
+default_message_pool.register_message("rt", "FlushLogsRequest", FlushLogsRequest)
+
+
+@dataclass(eq=False, repr=False)
 class FreeObjectsRequest(betterproto2.Message):
     """
     An owner frees objects held in node_id's store (a primary copy, and the
@@ -1323,6 +1337,12 @@ class LogBatch(betterproto2.Message):
     lines: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
 
     prefix: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+
+    flush_id: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    Set (with no lines) by a driver on the batch that closes its flush at stop:
+    the lines published before it reach it first (see FlushLogs).
+    """
 
 
 default_message_pool.register_message("rt", "LogBatch", LogBatch)
@@ -3210,6 +3230,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def flush_logs(
+        self,
+        message: "FlushLogsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.Raylet/FlushLogs",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def get_object(self, message: "GetObjectRequest") -> "GetObjectReply":
@@ -3877,6 +3915,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def flush_logs(self, message: "FlushLogsRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -4026,6 +4068,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.report_metrics(request)
         await stream.send_message(response)
 
+    async def __rpc_flush_logs(
+        self, stream: "grpclib.server.Stream[FlushLogsRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.flush_logs(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -4140,6 +4190,12 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_report_metrics,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ReportMetricsRequest,
+                Empty,
+            ),
+            "/rt.Raylet/FlushLogs": grpclib.const.Handler(
+                self.__rpc_flush_logs,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                FlushLogsRequest,
                 Empty,
             ),
         }

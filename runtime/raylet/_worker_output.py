@@ -1,0 +1,119 @@
+"""A worker's stdout or stderr, as the raylet reads it.
+
+Each stream is a pipe the raylet makes itself and reads with a protocol (not
+asyncio's subprocess readers), so that a driver about to stop can be told
+when everything its workers wrote has been read: the transport hands each
+read straight to ``data_received``, which copies whole lines to the log file
+and publishes them at once, so a pipe holding no unread bytes (``FIONREAD``)
+has nothing left in flight here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import struct
+import termios
+from collections.abc import Callable
+
+from .._private import worker_logs
+from ..protocol.rt import LogBatch
+
+#: A line longer than this is published in pieces of this size (as the
+#: stream readers before this did), so one endless line can not grow a buffer.
+_MAX_LINE = 64 * 1024
+
+
+class WorkerOutput(asyncio.Protocol):
+    """One output stream of one worker. Invariant: ``_partial`` holds no
+    newline (the start of a line still being written), under ``_MAX_LINE``."""
+
+    def __init__(
+        self,
+        *,
+        fd: int,
+        log_path: str,
+        make_batch: Callable[[list[str], str], LogBatch],
+        publish: Callable[[LogBatch], None],
+    ) -> None:
+        self.fd = fd
+        self._log = open(  # noqa: SIM115 (closed with the pipe)
+            os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0
+        )
+        self._make_batch = make_batch
+        self._publish = publish
+        self._partial = b""
+        # The name of the task printing now ("" for none), from its marker.
+        self._task_name = ""
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffered = self._partial + data if self._partial else data
+        end = buffered.rfind(b"\n") + 1
+        if len(buffered) - end >= _MAX_LINE:  # an endless line: published in pieces
+            end = len(buffered)
+        self._partial = buffered[end:]
+        if end:
+            self._lines(buffered[:end])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial:  # the last line, with no newline after it
+            self._lines(self._partial)
+            self._partial = b""
+        self._log.close()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _lines(self, chunk: bytes) -> None:
+        """Whole lines (a piece, for one too long): kept in the log file, then
+        published in runs of one task's lines (markers name it, unshown)."""
+        self._log.write(chunk)
+        run: list[str] = []
+        text = chunk.decode("utf-8", errors="replace")
+        # Lines end at "\n" only (``splitlines`` would also cut at the marker's
+        # record separator, and at the form feeds users print).
+        for line in text.removesuffix("\n").split("\n"):
+            line = line.removesuffix("\r")
+            marker = worker_logs.parse_marker(line)
+            if marker is None:
+                run.append(line)
+                continue
+            if run:
+                self._publish(self._make_batch(run, self._task_name))
+                run = []
+            self._task_name = marker[1]
+        if run:
+            self._publish(self._make_batch(run, self._task_name))
+
+    def unread(self) -> int:
+        """Bytes written to the pipe and not read yet (0 once it is closed)."""
+        if self.closed.done():
+            return 0
+        try:
+            raw = fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", raw)[0])
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def read_output(
+    read_fd: int,
+    log_path: str,
+    make_batch: Callable[[list[str], str], LogBatch],
+    publish: Callable[[LogBatch], None],
+) -> WorkerOutput:
+    """Starts reading ``read_fd`` (a pipe's read end, taken over) into ``log_path``."""
+    loop = asyncio.get_running_loop()
+    output = WorkerOutput(fd=read_fd, log_path=log_path, make_batch=make_batch, publish=publish)
+    pipe = open(read_fd, "rb", buffering=0)  # noqa: ASYNC230, SIM115 (wraps an fd: no I/O)
+    await loop.connect_read_pipe(lambda: output, pipe)
+    return output
