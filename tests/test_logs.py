@@ -127,29 +127,18 @@ def test_driver_prints_task_output_under_its_name() -> None:
 async def test_worker_output_publishes_whole_lines_under_their_task(tmp_path: Any) -> None:
     """The raylet's reader of a worker's pipe, fed by hand: lines end at "\\n"
     only, markers name the task and are filed but never published, an endless
-    line goes out in pieces, the last line without a newline at the end; what
-    the pipe holds unread is counted until it is read."""
+    line goes out in pieces, the last line without a newline at the end; a
+    drain returns once what the pipe held is published."""
     r, w = os.pipe()
     got: list[tuple[list[str], str]] = []
-    published = asyncio.Event()
-
-    def publish(batch: LogBatch) -> None:
-        got.append((batch.lines, batch.prefix))
-        published.set()
-
-    async def until(n: int) -> None:
-        while len(got) < n:
-            published.clear()
-            await asyncio.wait_for(published.wait(), 5)
-
     log = tmp_path / "worker.out"
     batch = lambda lines, task: LogBatch(lines=lines, prefix=task)  # noqa: E731
-    output = await read_output(r, str(log), batch, publish)
+    output = await read_output(r, str(log), batch, lambda b: got.append((b.lines, b.prefix)))
     os.write(w, b"before\n" + worker_logs.marker_line(b"\x01" * 16, "f").encode())
     os.write(w, b"page\x0cbreak \x1e kept\r\nhalf")
     assert output.unread() > 0  # not read yet: the loop has not run
-    await until(2)
-    assert output.unread() == 0
+    await asyncio.wait_for(output.drained(), 5)  # read, filed and published
+    assert output.unread() == 0 and output.received > 0
     assert got == [(["before"], ""), (["page\x0cbreak \x1e kept"], "f")]
     # More than a pipe holds: written from a thread while the loop reads.
     await asyncio.to_thread(os.write, w, b" done\n" + b"x" * (70 * 1024))

@@ -61,6 +61,7 @@ class ClusterWatch:
         # A stopping driver's log flushes, by id, until their marker comes back.
         self._flushes: dict[int, asyncio.Future[None]] = {}
         self._flush_ids = itertools.count(1)
+        self._batches_printed = 0  # (a drain's sign of progress)
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
@@ -85,6 +86,7 @@ class ClusterWatch:
                 async for message in worker.gcs.subscribe(request):
                     if message.dropped:
                         self.group_states.clear()
+                        self._end_flushes()  # their markers may be what was dropped
                     if message.channel is Channel.GROUP_STATES:
                         self._on_group(message.placement_group)
                     elif message.channel is Channel.LOGS and message.logs is not None:
@@ -175,14 +177,31 @@ class ClusterWatch:
             log = logger.warning if event.type == "INFEASIBLE" else logger.error
             log("%s: %s", event.type, event.message)
 
-    async def drain_logs(self) -> None:
+    async def drain_logs(self, idle_s: float = 2.0) -> None:
         """A driver about to stop: returns once every line its job's workers
-        printed so far has been printed here. Each live node's raylet reads and
-        publishes what they wrote; then a marker this driver sends through the
-        gcs comes back on the subscription after those lines."""
-        worker = self._worker
-        if not worker.log_to_driver:
+        printed so far has been printed here, or once nothing of it has come
+        for ``idle_s`` (a flood of output takes as long as it takes; a lost
+        node or gcs does not hold the stop up longer than that)."""
+        if not self._worker.log_to_driver:
             return
+        flush = asyncio.ensure_future(self._flush_logs())
+        try:
+            while True:
+                printed = self._batches_printed
+                done, _ = await asyncio.wait({flush}, timeout=idle_s)
+                if done:
+                    return flush.result()
+                if self._batches_printed == printed:
+                    logger.debug("the workers' last output did not come in %.1f s", idle_s)
+                    return
+        finally:
+            flush.cancel()
+
+    async def _flush_logs(self) -> None:
+        """Each live node's raylet reads and publishes what this job's workers
+        wrote; then a marker this driver sends through the gcs comes back on
+        the subscription after those lines."""
+        worker = self._worker
         raylets = {worker.raylet_address} | {
             (node.host, node.raylet_port) for node in self.nodes.values() if node.alive
         }
@@ -199,12 +218,18 @@ class ClusterWatch:
         finally:
             del self._flushes[flush_id]
 
+    def _end_flushes(self) -> None:
+        for came_back in self._flushes.values():
+            if not came_back.done():
+                came_back.set_result(None)
+
     def _print_logs(self, batch: LogBatch) -> None:
         if batch.flush_id:  # a flush's marker: nothing to print
             came_back = self._flushes.get(batch.flush_id)
             if came_back is not None and not came_back.done():
                 came_back.set_result(None)
             return
+        self._batches_printed += 1
         prefix = batch.prefix or f"pid={batch.pid}"
         if batch.host and batch.host != self._worker.host:
             prefix += f", ip={batch.host}"

@@ -263,8 +263,8 @@ class CoreWorker:
         self.state = State.STOPPED
         if self.mode is WorkerMode.DRIVER and self._gcs is not None:
             # What its workers printed last is shown before they are told to go.
-            with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
-                await asyncio.wait_for(self.cluster.drain_logs(), 2.0)
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                await self.cluster.drain_logs()
         await self.submitter.close()
         await self.actor_client.close()
         await self.ownership.close()

@@ -26,8 +26,10 @@ _MAX_LINE = 64 * 1024
 
 
 class WorkerOutput(asyncio.Protocol):
-    """One output stream of one worker. Invariant: ``_partial`` holds no
-    newline (the start of a line still being written), under ``_MAX_LINE``."""
+    """One output stream of one worker. Invariants: ``_partial`` holds no
+    newline (the start of a line still being written), under ``_MAX_LINE``;
+    every byte counted in ``received`` is filed and its whole lines published;
+    ``_drains`` holds only targets above ``received`` while the pipe is open."""
 
     def __init__(
         self,
@@ -44,6 +46,9 @@ class WorkerOutput(asyncio.Protocol):
         self._make_batch = make_batch
         self._publish = publish
         self._partial = b""
+        self.received = 0
+        # Waiters for ``received`` to reach a count: (count, future).
+        self._drains: list[tuple[int, asyncio.Future[None]]] = []
         # The name of the task printing now ("" for none), from its marker.
         self._task_name = ""
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -60,6 +65,9 @@ class WorkerOutput(asyncio.Protocol):
         self._partial = buffered[end:]
         if end:
             self._lines(buffered[:end])
+        self.received += len(data)
+        if self._drains:
+            self._wake(self.received)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._partial:  # the last line, with no newline after it
@@ -68,6 +76,7 @@ class WorkerOutput(asyncio.Protocol):
         self._log.close()
         if not self.closed.done():
             self.closed.set_result(None)
+        self._wake(None)
 
     def _lines(self, chunk: bytes) -> None:
         """Whole lines (a piece, for one too long): kept in the log file, then
@@ -89,6 +98,28 @@ class WorkerOutput(asyncio.Protocol):
             self._task_name = marker[1]
         if run:
             self._publish(self._make_batch(run, self._task_name))
+
+    async def drained(self) -> None:
+        """Returns once everything the pipe holds now has been read, filed and
+        its whole lines published (at once if it holds nothing, or is closed).
+        What is written after the call is not waited for: an endless printer
+        can not hold it up."""
+        target = self.received + self.unread()
+        if target > self.received:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drains.append((target, waiter))
+            await waiter
+
+    def _wake(self, received: int | None) -> None:
+        """Ends the drains whose count ``received`` reached (all of them: None)."""
+        still = []
+        for target, waiter in self._drains:
+            if received is None or target <= received:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((target, waiter))
+        self._drains = still
 
     def unread(self) -> int:
         """Bytes written to the pipe and not read yet (0 once it is closed)."""

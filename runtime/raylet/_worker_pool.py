@@ -144,16 +144,11 @@ class WorkerPool:
             self.kill(worker.worker_id)
         await self._tasks.close()
 
-    async def drain_output(self, job_id: int, timeout_s: float = 1.0) -> None:
+    async def drain_output(self, job_id: int) -> None:
         """Returns once every line the job's workers wrote so far is read and
-        published (or ``timeout_s`` passed: a worker may print without end)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        published (not what they write after the call)."""
         outputs = [o for w in self.processes.values() if w.job_id == job_id for o in w.outputs]
-        # A pipe's fill is the kernel's: nothing to wait on but polls (short:
-        # the readers run between them).
-        while any(output.unread() for output in outputs) and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.001)
+        await asyncio.gather(*(output.drained() for output in outputs))
 
     async def _watch(self, worker: WorkerProcess) -> None:
         """Reads the worker's output until it ends, then tells of its exit."""
