@@ -3,9 +3,9 @@
 Each stream is a pipe the raylet makes itself and reads with a protocol (not
 asyncio's subprocess readers), so that a driver about to stop can be told
 when everything its workers wrote has been read: the transport hands each
-read straight to ``data_received``, which copies whole lines to the log file
-and publishes them at once, so a pipe holding no unread bytes (``FIONREAD``)
-has nothing left in flight here.
+read straight to ``data_received``, which files whole lines and publishes
+them at once and counts the bytes; a drain asks the pipe how many bytes it
+holds unread (``FIONREAD``) and waits for the count to pass them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from .._private import worker_logs
 from ..protocol.rt import LogBatch
 
-#: A line longer than this is published in pieces of this size (as the
-#: stream readers before this did), so one endless line can not grow a buffer.
+#: A line longer than this is published in pieces, so that one endless line
+#: can not grow a buffer without bound.
 _MAX_LINE = 64 * 1024
 
 
@@ -142,9 +142,18 @@ async def read_output(
     make_batch: Callable[[list[str], str], LogBatch],
     publish: Callable[[LogBatch], None],
 ) -> WorkerOutput:
-    """Starts reading ``read_fd`` (a pipe's read end, taken over) into ``log_path``."""
-    loop = asyncio.get_running_loop()
-    output = WorkerOutput(fd=read_fd, log_path=log_path, make_batch=make_batch, publish=publish)
+    """Starts reading ``read_fd`` (a pipe's read end, taken over: closed by the
+    reader, or here if it can not start) into ``log_path``."""
     pipe = open(read_fd, "rb", buffering=0)  # noqa: ASYNC230, SIM115 (wraps an fd: no I/O)
-    await loop.connect_read_pipe(lambda: output, pipe)
+    try:
+        output = WorkerOutput(fd=read_fd, log_path=log_path, make_batch=make_batch, publish=publish)
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        await asyncio.get_running_loop().connect_read_pipe(lambda: output, pipe)
+    except BaseException:
+        pipe.close()
+        output.connection_lost(None)  # closes its log file
+        raise
     return output

@@ -152,19 +152,21 @@ class WorkerPool:
 
     async def _watch(self, worker: WorkerProcess) -> None:
         """Reads the worker's output until it ends, then tells of its exit."""
+        taken = 0  # the pipes handed to a reader (which closes them, even if it fails)
         try:
             for fd, err in zip(worker.pipes, (False, True), strict=True):
                 name = worker_logs.worker_log_name(worker.worker_id, worker.pid, err=err)
                 self.log_files[name] = (worker.worker_id, worker.pid, worker.job_id)
                 batch = functools.partial(self._batch, worker, err)
                 path = os.path.join(self._log_dir, name)
+                taken += 1
                 worker.outputs.append(await read_output(fd, path, batch, self._publish_logs))
             await asyncio.gather(*(output.closed for output in worker.outputs))
             code = await worker.proc.wait()
         finally:
             for output in worker.outputs:
                 output.close()
-            for fd in worker.pipes[len(worker.outputs) :]:  # not taken by a reader
+            for fd in worker.pipes[taken:]:
                 os.close(fd)
             os.close(worker.tie_fd)
             self.processes.pop(worker.worker_id, None)
