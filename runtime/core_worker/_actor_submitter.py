@@ -112,7 +112,11 @@ class ActorSubmitter:
         if q.state is QueueState.DEAD:
             self._fail(spec, q)
             return
-        bisect.insort(q.waiting, spec, key=lambda s: s.task_id)
+        waiting = q.waiting
+        if not waiting or waiting[-1].task_id < spec.task_id:
+            waiting.append(spec)  # the usual case: calls are submitted in order
+        else:
+            bisect.insort(waiting, spec, key=_task_id_of)
         self._flush(q)
 
     def ready(self, q: ActorQueue) -> None:
@@ -204,7 +208,7 @@ class ActorSubmitter:
                 if spec.retries_left > 0:
                     spec.retries_left -= 1
                 spec.state = TaskState.QUEUED
-                bisect.insort(q.waiting, spec, key=lambda s: s.task_id)
+                bisect.insort(q.waiting, spec, key=_task_id_of)
             elif q.state is QueueState.DEAD:
                 self._fail(spec, q)
             else:
@@ -275,3 +279,7 @@ class ActorSubmitter:
         await self._tasks.close()
         for stream in self._streams.values():
             await stream.close()
+
+
+def _task_id_of(spec: TaskSpec) -> bytes:
+    return spec.task_id
