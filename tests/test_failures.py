@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 
 import pytest
 
@@ -75,6 +76,45 @@ def test_failed_dependency_fails_the_dependent(cluster):
 
     with pytest.raises(ValueError, match="the remote message"):
         runtime.get(use.remote(raises_value_error.remote()))
+
+
+def test_arguments_already_here_pass_at_once_in_order_and_a_failed_one_fails(cluster):
+    """Ref arguments found ready at submission are resolved with no wait; a
+    call so resolved still runs after an earlier call of the same caller that
+    waits for its own; a ref that has already failed fails the task or call."""
+
+    @runtime.remote
+    def use(x):
+        return x
+
+    @runtime.remote
+    def later(x):
+        time.sleep(0.3)  # the work: the call after it must not overtake it
+        return x
+
+    @runtime.remote
+    class Log:
+        def __init__(self):
+            self.seen = []
+
+        def add(self, x):
+            self.seen.append(x)
+            return x
+
+        def read(self):
+            return self.seen
+
+    failed = raises_value_error.remote()
+    runtime.wait([failed])  # failed by now: the submissions below find it here
+    ready = runtime.put(5)
+    log = Log.remote()
+    assert runtime.get([use.remote(ready), log.add.remote(ready)]) == [5, 5]
+    log.add.remote(later.remote(1))
+    log.add.remote(ready)
+    assert runtime.get(log.read.remote()) == [5, 1, 5]
+    for ref in (use.remote(failed), log.add.remote(failed)):
+        with pytest.raises(ValueError, match="the remote message"):
+            runtime.get(ref)
 
 
 def test_worker_exit_is_retried(cluster, counter_file):

@@ -320,11 +320,14 @@ class ActorClient:
             self._held.setdefault(key, handle_ref)
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
         if spec.arg_refs:
-            self.actors.submit(queue, spec)
-            self._worker.background.spawn(self._resolve_actor_call(queue, spec))
-        else:
-            spec.state = TaskState.QUEUED
-            self.actors.submit(queue, spec)
+            objs = self._worker.reader.arguments_here(spec.arg_refs)
+            if objs is None:  # some to wait for, or one failed: in its turn
+                self.actors.submit(queue, spec)
+                self._worker.background.spawn(self._resolve_actor_call(queue, spec))
+                return
+            spec.resolved = objs
+        spec.state = TaskState.QUEUED
+        self.actors.submit(queue, spec)
 
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
         objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)

@@ -95,6 +95,16 @@ class ObjectReader:
             worker.store.put(ref._id, obj)
         return obj
 
+    def arguments_here(self, refs: Sequence[Reference]) -> list[SerializedObject] | None:
+        """A task's ref arguments' serialized values when every one is here now
+        and none is an error (the task needs no wait to resolve them); else None.
+        What ``get_serialized(refs, None, fetch_local=False)`` would return."""
+        get = self._worker.store.get_nowait
+        objs = [get(r._id) for r in refs]
+        if None in objs or serialization.first_error(objs) is not None:
+            return None
+        return objs  # type: ignore[return-value]
+
     async def get_serialized(
         self,
         refs: Sequence[Reference],

@@ -123,11 +123,22 @@ class TaskManager:
         self.register(spec, nested)
         exports = self._worker.exports
         exports.ensure(spec.function_id, function_data)
-        if not spec.arg_refs and exports.done(spec.function_id):
+        if exports.done(spec.function_id) and self._resolved_now(spec):
             spec.state = TaskState.QUEUED
             self._to_submitter(spec)
         else:
             spec.resolver = self._worker.background.spawn(self._submit_when_ready(spec))
+
+    def _resolved_now(self, spec: TaskSpec) -> bool:
+        """True if the task's ref arguments are all here (or it has none): they
+        are its resolved arguments, with no coroutine to wait for them."""
+        if not spec.arg_refs:
+            return True
+        objs = self._worker.reader.arguments_here(spec.arg_refs)
+        if objs is None:
+            return False
+        spec.resolved = objs
+        return True
 
     async def _submit_when_ready(self, spec: TaskSpec) -> None:
         if await self.prepare(spec):
