@@ -177,22 +177,25 @@ class ClusterWatch:
             log = logger.warning if event.type == "INFEASIBLE" else logger.error
             log("%s: %s", event.type, event.message)
 
-    async def drain_logs(self, idle_s: float = 2.0) -> None:
+    async def drain_logs(self, idle_s: float = 2.0, most_s: float = 5.0) -> None:
         """A driver about to stop: returns once every line its job's workers
         printed so far has been printed here, or once nothing of it has come
-        for ``idle_s`` (a flood of output takes as long as it takes; a lost
-        node or gcs does not hold the stop up longer than that)."""
+        for ``idle_s`` (a lost node or gcs), or after ``most_s`` in all (a
+        flood: the rest of the stop has to fit in the caller's bound too)."""
         if not self._worker.log_to_driver:
             return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + most_s
         flush = asyncio.ensure_future(self._flush_logs())
         try:
             while True:
                 printed = self._batches_printed
-                done, _ = await asyncio.wait({flush}, timeout=idle_s)
+                wait_s = min(idle_s, end - loop.time())
+                done, _ = await asyncio.wait({flush}, timeout=max(wait_s, 0.0))
                 if done:
                     return flush.result()
-                if self._batches_printed == printed:
-                    logger.debug("the workers' last output did not come in %.1f s", idle_s)
+                if self._batches_printed == printed or loop.time() >= end:
+                    logger.debug("stopping without the workers' last output")
                     return
         finally:
             flush.cancel()
