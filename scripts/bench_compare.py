@@ -58,10 +58,11 @@ def run_ray(python: str) -> str:
     if done.returncode != 0:
         # Its last rows (Ray Client's) start a client server, which can time
         # out on a loaded machine: the rows printed before still compare.
-        if not parse(text):
+        rows = parse(text)
+        if not rows:
             raise SystemExit(f"ray microbenchmark failed:\n{done.stderr[-3000:]}")
         last = done.stderr.strip().splitlines()[-1:] or ["?"]
-        print(f"ray microbenchmark failed after {len(parse(text))} rows ({last[0]}); "
+        print(f"ray microbenchmark failed after {len(rows)} rows ({last[0]}); "
               "comparing those", flush=True)  # fmt: skip
     return text
 
