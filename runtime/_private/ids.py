@@ -59,5 +59,16 @@ def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + _INDEX.pack(index + 1)
 
 
+_FIRST_RETURN = _INDEX.pack(1)
+
+
+def return_ids_of(task_id: bytes, count: int) -> tuple[bytes, ...]:
+    """The ids of a task's ``count`` return objects (a tuple: once the cyclic
+    collector has seen it, it is not tracked any more)."""
+    if count == 1:
+        return (task_id + _FIRST_RETURN,)
+    return tuple([task_id + _INDEX.pack(i + 1) for i in range(count)])
+
+
 def task_of(object_id: bytes) -> bytes:
     return object_id[:TASK_ID_SIZE]

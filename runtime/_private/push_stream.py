@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from . import auth, task_channel, tls
 from .task_wire import (
@@ -30,8 +31,10 @@ class StreamBroken(ConnectionError):
     """The stream to the worker broke; its pending tasks' fate is unknown."""
 
 
-#: Called with the reply, or with the error that ended the stream (then reply is None).
-ReplyCallback = Callable[[WireReply | None, BaseException | None], None]
+#: Called with the task's context (what the pusher passed), the stream, and the
+#: reply, or the error that ended the stream (then reply is None). One callback
+#: serves many tasks (a lease's, an actor's): a push makes no closure.
+ReplyCallback = Callable[[Any, "PushStream", WireReply | None, BaseException | None], None]
 #: Called with each item a streaming task reports, before its reply.
 ItemCallback = Callable[[GeneratorItem], None]
 #: What the owner sends besides tasks; none gets a reply.
@@ -39,8 +42,9 @@ Control = CancelRequest | ReleasePins | GeneratorAck
 
 
 class PushStream:
-    """Invariant: a task is in ``_pending`` from its push until its reply or
-    the stream's failure, whichever comes first; each runs its callback once."""
+    """Invariant: a task is in ``_pending`` (its callback and context) from its
+    push until its reply or the stream's failure, whichever comes first; each
+    runs its callback once."""
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class PushStream:
         # Tasks sent and not answered: the callback run as each reply arrives
         # (no future, no extra loop iteration: the owner's hot path).
         self._pending: dict[bytes, ReplyCallback] = {}
+        self._contexts: dict[bytes, Any] = {}  # (two dicts: no tuple per task)
         # Streaming tasks sent and not answered: the callback run per item.
         self._items: dict[bytes, ItemCallback] = {}
         self._broken: BaseException | None = None
@@ -76,7 +81,9 @@ class PushStream:
         """Sends a task; the future holds its reply (or the stream's error)."""
         fut: asyncio.Future[WireReply] = asyncio.get_running_loop().create_future()
 
-        def settle(reply: WireReply | None, error: BaseException | None) -> None:
+        def settle(
+            _: Any, __: PushStream, reply: WireReply | None, error: BaseException | None
+        ) -> None:
             if fut.done():
                 return
             if reply is None:
@@ -84,19 +91,25 @@ class PushStream:
             else:
                 fut.set_result(reply)
 
-        self.push_with(task, settle)
+        self.push_with(task, settle, None)
         return fut
 
     def push_with(
-        self, task: WireTask, on_reply: ReplyCallback, on_item: ItemCallback | None = None
+        self,
+        task: WireTask,
+        on_reply: ReplyCallback,
+        context: Any,
+        on_item: ItemCallback | None = None,
     ) -> None:
-        """Sends a task; ``on_reply`` runs on the loop with its reply (or error),
-        ``on_item`` with each item of a streaming task before that."""
+        """Sends a task; ``on_reply(context, self, reply, error)`` runs on the
+        loop with its reply (or error), ``on_item`` with each item of a
+        streaming task before that."""
         if self._broken is not None:
             error = StreamBroken(str(self._broken))
-            asyncio.get_running_loop().call_soon(on_reply, None, error)
+            asyncio.get_running_loop().call_soon(on_reply, context, self, None, error)
             return
         self._pending[task[0]] = on_reply
+        self._contexts[task[0]] = context
         if on_item is not None:
             self._items[task[0]] = on_item
         self._send(task)
@@ -163,12 +176,14 @@ class PushStream:
             if type(reply) is not tuple or not reply or type(reply[0]) is not bytes:
                 logger.error("a malformed reply from %s: %r", self._name, type(reply))
                 continue
-            self._items.pop(reply[0], None)
-            on_reply = self._pending.pop(reply[0], None)
+            task_id = reply[0]
+            if self._items:
+                self._items.pop(task_id, None)
+            on_reply = self._pending.pop(task_id, None)
             if on_reply is None:
                 continue
             try:
-                on_reply(reply, None)
+                on_reply(self._contexts.pop(task_id), self, reply, None)
             except Exception:
                 logger.exception("handling a reply from %s failed", self._name)
 
@@ -189,8 +204,10 @@ class PushStream:
             self._broken = error
             self._broken_event.set()
         pending, self._pending = self._pending, {}
+        contexts, self._contexts = self._contexts, {}
         self._items = {}
         self._early = []
         loop = asyncio.get_running_loop()
-        for on_reply in pending.values():
-            loop.call_soon(on_reply, None, StreamBroken(f"{type(error).__name__}: {error}"))
+        for task_id, on_reply in pending.items():
+            broken = StreamBroken(f"{type(error).__name__}: {error}")
+            loop.call_soon(on_reply, contexts[task_id], self, None, broken)

@@ -14,6 +14,7 @@ tasks) speak it, so it lives in the plumbing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .serialization import SerializedObject
@@ -31,7 +32,7 @@ KIND_ACTOR_CALL = 2
 #: ``owner_id``: the worker id of the task's owner (its results' owner);
 #: ``attempt``: 0, then one more for each retry (what its task events name).
 WireTask = tuple[
-    bytes, bytes, str, SerializedObject, list[SerializedObject], int, int, Any, bytes, int
+    bytes, bytes, str, SerializedObject, Sequence[SerializedObject], int, int, Any, bytes, int
 ]
 #: (task_id, ok, returns or [error], application_error, nested, ran): ``nested``
 #: lists, per return, the (object id, owner) of each ref inside it; ``None``

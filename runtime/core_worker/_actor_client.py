@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import rpc, serialization
-from .._private.ids import random_id, return_id
+from .._private.ids import random_id, return_id, return_ids_of
 from .._private.push_stream import PushStream
 from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, Placement, WireReply
 from ..protocol.rt import (
@@ -183,7 +183,7 @@ class ActorClient:
         spec: TaskSpec,
         info: ActorInfo,
         get_if_exists: bool,
-        nested: list[Reference],
+        nested: Sequence[Reference],
         class_data: bytes,
         registered: concurrent.futures.Future[CreateActorReply],
     ) -> None:
@@ -279,7 +279,7 @@ class ActorClient:
         task_id = self._worker.ids.task_id()
         # A streaming call (num_returns < 0) returns its item count; items come apart.
         count = 1 if num_returns < 0 else num_returns
-        return_ids = [return_id(task_id, i) for i in range(count)]
+        return_ids = return_ids_of(task_id, count)
         spec = TaskSpec(
             task_id=task_id,
             function_id=b"",
@@ -311,7 +311,7 @@ class ActorClient:
         self,
         class_name: str,
         spec: TaskSpec,
-        nested: list[Reference],
+        nested: Sequence[Reference],
         handle_ref: Reference | None,
     ) -> None:
         self._worker.tasks.register(spec, nested)  # nested: held until the reply

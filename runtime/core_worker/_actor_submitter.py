@@ -20,7 +20,7 @@ import enum
 import functools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +59,11 @@ class ActorQueue:
     restarts_seen: int = 0
     death_cause: str = ""
     # Refs nested in the constructor's arguments, held until it ran.
-    creation_refs: list[Any] = field(default_factory=list)
+    creation_refs: Sequence[Any] = ()
     # Set once the gcs has the actor (or its creation failed).
     known: asyncio.Event = field(default_factory=asyncio.Event)
+    # Its calls' reply callback (context: the call), made once per queue.
+    on_done: Any = None
 
     def idle(self) -> bool:
         return not self.waiting and not self.in_flight and not self.lost
@@ -98,6 +100,7 @@ class ActorSubmitter:
         if q is None:
             state = QueueState.REGISTERING if registering else QueueState.RESOLVING
             q = self._queues[key] = ActorQueue(key, actor_id, name, state)
+            q.on_done = functools.partial(self._on_done, q)
             if state is QueueState.RESOLVING:
                 q.known.set()
                 self._tasks.spawn(self._resolve(q, 0))
@@ -133,7 +136,7 @@ class ActorSubmitter:
         self._tasks.spawn(self._resolve(q, 0))
 
     def mark_dead(self, q: ActorQueue, cause: str) -> None:
-        q.creation_refs = []
+        q.creation_refs = ()
         q.known.set()
         q.state = QueueState.DEAD
         q.death_cause = cause
@@ -186,9 +189,7 @@ class ActorSubmitter:
             on_item = (
                 functools.partial(self._on_item, spec, stream) if spec.num_returns < 0 else None
             )
-            stream.push_with(
-                spec.wire(), functools.partial(self._on_done, q, spec, stream), on_item
-            )
+            stream.push_with(spec.wire(), q.on_done, spec, on_item)
 
     def _on_done(
         self,
@@ -260,7 +261,7 @@ class ActorSubmitter:
             )
             self._on_failure(spec, serialization.serialize_error(error))
         q.restarts_seen = info.num_restarts
-        q.creation_refs = []
+        q.creation_refs = ()
         address = (info.address.host, info.address.port)
         stream = self._streams.get(address)
         if stream is None or stream.broken:

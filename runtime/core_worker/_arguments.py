@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 def serialize_args(
     worker: CoreWorker, name: str, args: Sequence[Any], kwargs: dict[str, Any]
-) -> tuple[SerializedObject, list[Reference], list[Reference]]:
-    """The pickled ``(args, kwargs)``, the top-level refs and the nested refs."""
+) -> tuple[SerializedObject, Sequence[Reference], Sequence[Reference]]:
+    """The pickled ``(args, kwargs)``, the top-level refs and the nested refs
+    (an empty tuple for none: no list per call)."""
     if not args and not kwargs:
-        return _NO_ARGS, [], []
+        return _NO_ARGS, (), ()
     arg_refs: list[Reference] = []
 
     def slot(value: Any) -> Any:
@@ -47,7 +48,7 @@ def serialize_args(
         plain_args = [slot(_maybe_put(worker, a, limit)) for a in plain_args]
         plain_kwargs = {k: slot(_maybe_put(worker, v, limit)) for k, v in plain_kwargs.items()}
         pickled = serialization.pickle_value((plain_args, plain_kwargs))
-    return pickled.inline(), arg_refs, pickled.refs
+    return pickled.inline(), arg_refs or (), pickled.refs or ()
 
 
 #: A call without arguments (many are): pickled once.

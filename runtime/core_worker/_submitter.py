@@ -59,6 +59,8 @@ class Lease:
     # push nothing more to it until one of its tasks finishes.
     stalled: bool = False
     gpu_ids: tuple[int, ...] = ()  # its worker's visible GPUs
+    # Its tasks' reply callback (context: the task), made once per lease.
+    on_done: Any = None
 
 
 @dataclass(eq=False)
@@ -214,15 +216,16 @@ class TaskSubmitter:
         on_item = None
         if spec.num_returns < 0:  # a streaming generator: items come before the reply
             on_item = functools.partial(self._on_item, spec, stream)
-        stream.push_with(
-            wire, lambda reply, error: self._on_done(kq, lease, spec, reply, error), on_item
-        )
+        if lease.on_done is None:
+            lease.on_done = functools.partial(self._on_done, kq, lease)
+        stream.push_with(wire, lease.on_done, spec, on_item)
 
     def _on_done(
         self,
         kq: KeyQueue,
         lease: Lease,
         spec: TaskSpec,
+        stream: PushStream,
         reply: WireReply | None,
         error: BaseException | None,
     ) -> None:

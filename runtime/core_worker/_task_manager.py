@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import exceptions
 from .._private import rpc, serialization
 from .._private import task_events as te
-from .._private.ids import return_id, task_of
+from .._private.ids import return_ids_of, task_of
 from .._private.push_stream import PushStream
 from .._private.serialization import SerializedObject
 from .._private.task_wire import (
@@ -80,7 +80,7 @@ class TaskManager:
         task_id = worker.ids.task_id()
         # A streaming task (num_returns < 0) returns its item count; items come apart.
         count = 1 if num_returns < 0 else num_returns
-        return_ids = [return_id(task_id, i) for i in range(count)]
+        return_ids = return_ids_of(task_id, count)
         spec = TaskSpec(
             task_id=task_id,
             function_id=function_id,
@@ -103,7 +103,7 @@ class TaskManager:
         worker.post(self._submit_on_loop, spec, nested, function_data)
         return out
 
-    def register(self, spec: TaskSpec, nested: list[Reference]) -> None:
+    def register(self, spec: TaskSpec, nested: Sequence[Reference]) -> None:
         """On the loop: the task is pending; its results and arguments are counted."""
         worker = self._worker
         self.pending[spec.task_id] = spec
@@ -111,14 +111,15 @@ class TaskManager:
         for object_id in spec.return_ids:
             worker.refs.add_owned(object_id, 1)
             call_sites[object_id] = f"{spec.name}() result"
-        worker.refs.add_submitted([r._id for r in spec.arg_refs])
+        if spec.arg_refs:
+            worker.refs.add_submitted([r._id for r in spec.arg_refs])
         spec.nested = nested  # held until the reply: the worker registers by then
         if spec.num_returns < 0:
             worker.generators.track(spec)
         worker.task_events.submitted(spec)
 
     def _submit_on_loop(
-        self, spec: TaskSpec, nested: list[Reference], function_data: bytes
+        self, spec: TaskSpec, nested: Sequence[Reference], function_data: bytes
     ) -> None:
         self.register(spec, nested)
         exports = self._worker.exports
@@ -364,16 +365,12 @@ class TaskManager:
             rebuilt.set_result(None)
         if spec.kind == KIND_ACTOR_CALL:
             worker.actor_client.count_finished_call(spec.actor_key)
-        for object_id, ref in worker.refs.remove_submitted([r._id for r in spec.arg_refs]):
-            worker.objects.dropped(object_id, ref.owned)
-        # (New empty lists only where there is something to let go of: most
-        # calls have none, and each list is one more object to collect.)
         if spec.arg_refs:
-            spec.arg_refs = []
-        if spec.nested:
-            spec.nested = []
-        if spec.resolved:
-            spec.resolved = []
+            for object_id, ref in worker.refs.remove_submitted([r._id for r in spec.arg_refs]):
+                worker.objects.dropped(object_id, ref.owned)
+            spec.arg_refs = ()
+        spec.nested = ()
+        spec.resolved = ()
 
 
 def _cancelled(spec: TaskSpec) -> SerializedObject:

@@ -7,7 +7,8 @@ What travels to the executing worker is its :meth:`TaskSpec.wire` tuple
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._private.serialization import SerializedObject
@@ -45,21 +46,23 @@ class TaskSpec:
     function_id: bytes
     name: str
     args_data: SerializedObject
-    arg_refs: list[Reference]
+    arg_refs: Sequence[Reference]
     num_returns: int
     resources: dict[str, float]
     max_retries: int
     retry_exceptions: bool | tuple[type[BaseException], ...]
-    return_ids: list[bytes]
+    return_ids: Sequence[bytes]
     retries_left: int = 0
-    resolved: list[SerializedObject] = field(default_factory=list)
+    # (Empty sequences are the shared empty tuple: an in-flight call's objects
+    # are what the cyclic collector walks; most calls have no ref arguments.)
+    resolved: Sequence[SerializedObject] = ()
     kind: int = KIND_TASK
     extra: Any = None
     state: TaskState = TaskState.RESOLVING
     cancelled: bool = False
     actor_key: bytes = b""  # for an actor call: the handle's key
     # Refs nested in the arguments, held until the reply (ownership rule 2).
-    nested: list[Reference] = field(default_factory=list)
+    nested: Sequence[Reference] = ()
     owner_id: bytes = b""
     # The environment its worker needs (canonical JSON; "" for none): workers
     # of different environments are never shared.
