@@ -71,6 +71,11 @@ class SerializedObject(NamedTuple):
     metadata: int
     data: bytes
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickled by tuple.__new__, in C: a NamedTuple's own __new__ is a
+        # Python function, a frame per object in every reply and argument.
+        return (tuple.__new__, (SerializedObject, (self.metadata, self.data)))
+
 
 def in_store(object_id: bytes, node_id: bytes) -> SerializedObject:
     """The marker of an object held in ``node_id``'s store."""

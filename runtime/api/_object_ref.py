@@ -52,7 +52,12 @@ class ObjectRef(Reference, Generic[T]):
         """``counted``: the creator already added this ref's local count."""
         self._waiter: asyncio.Future[Any] | None = None
         self._blocking = False
-        super().__init__(object_id, owner, worker, counted=counted)
+        # Reference.__init__, inlined (a frame less per ref made).
+        self._id = object_id
+        self._owner = owner
+        self._worker = worker
+        if not counted:
+            worker.objects.add_local_ref(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         serialization.note_ref(self)

@@ -33,7 +33,8 @@ class Reference:
         *,
         counted: bool = False,
     ) -> None:
-        """``counted``: the creator already added this ref's local count."""
+        """``counted``: the creator already added this ref's local count.
+        (``ObjectRef.__init__`` repeats these lines rather than call them.)"""
         self._id = object_id
         self._owner = owner
         self._worker = worker

@@ -70,13 +70,19 @@ class TaskEvents:
     def record(
         self, task_id: bytes, attempt: int, state: str, info: dict[str, Any] | None = None
     ) -> None:
+        self.record_slot(task_id, attempt, te.STATE_ORDER[state], info)
+
+    def record_slot(
+        self, task_id: bytes, attempt: int, state: int, info: dict[str, Any] | None = None
+    ) -> None:
+        """:meth:`record` by the state's index in ``te.STATES`` (the hot paths')."""
         if not self.enabled:
             return
         rows = self._rows
         i = rows.row(task_id, attempt)
         if i < 0:
             return
-        slot = i * _N + te.STATE_ORDER[state]
+        slot = i * _N + state
         if not rows.times[slot]:  # the earliest report of a state wins
             rows.times[slot] = time.time_ns() // 1000
         if info:
@@ -136,7 +142,7 @@ class TaskEvents:
             }
         rows.add_info(i, info)
 
-    def submitted(self, spec: TaskSpec, state: str = te.PENDING_ARGS_AVAIL) -> None:
+    def submitted(self, spec: TaskSpec, state: int = te.PENDING_ARGS_AVAIL_SLOT) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
         if not self.enabled:
             return
@@ -151,7 +157,7 @@ class TaskEvents:
                 if len(self._definitions) > 10_000:
                     self._definitions.clear()
                 self._definitions[key] = info
-        self.record(spec.task_id, spec.attempt, state, info)
+        self.record_slot(spec.task_id, spec.attempt, state, info)
 
     def _definition(self, spec: TaskSpec) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -178,11 +184,11 @@ class TaskEvents:
         if not self.enabled:
             return
         info = {"error_type": error_type(error), "error_message": str(error)[: te.MAX_MESSAGE]}
-        self.record(spec.task_id, spec.attempt, te.FAILED, info)
+        self.record_slot(spec.task_id, spec.attempt, te.FAILED_SLOT, info)
 
     def pushed(self, spec: TaskSpec, worker_id: bytes) -> None:
         """Sent to a worker (which tells where it runs when it starts it)."""
-        self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER)
+        self.record_slot(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER_SLOT)
 
     def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
         if not self.enabled:
@@ -192,7 +198,7 @@ class TaskEvents:
             if len(self._actors) > 10_000:
                 self._actors.clear()
             info = self._actors[actor_id] = {"actor_id": actor_id.hex()}
-        self.record(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER, info)
+        self.record_slot(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER_SLOT, info)
 
     # -- sending (the loop) -----------------------------------------------------------
     def start(self) -> None:

@@ -54,6 +54,8 @@ class TaskManager:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
         self.pending: dict[bytes, TaskSpec] = {}
+        # "name() result", the call site of a task's results, made once per name.
+        self._result_sites: dict[str, str] = {}
 
     # -- submission (any thread) -------------------------------------------------------
     def submit_task(
@@ -108,9 +110,14 @@ class TaskManager:
         worker = self._worker
         self.pending[spec.task_id] = spec
         call_sites = worker.objects.call_sites
+        site = self._result_sites.get(spec.name)
+        if site is None:
+            if len(self._result_sites) > 10_000:  # names made per call
+                self._result_sites.clear()
+            site = self._result_sites[spec.name] = f"{spec.name}() result"
         for object_id in spec.return_ids:
             worker.refs.add_owned(object_id, 1)
-            call_sites[object_id] = f"{spec.name}() result"
+            call_sites[object_id] = site
         if spec.arg_refs:
             worker.refs.add_submitted([r._id for r in spec.arg_refs])
         spec.nested = nested  # held until the reply: the worker registers by then
@@ -146,7 +153,9 @@ class TaskManager:
             self._to_submitter(spec)
 
     def _to_submitter(self, spec: TaskSpec) -> None:
-        self._worker.task_events.record(spec.task_id, spec.attempt, te.PENDING_NODE_ASSIGNMENT)
+        self._worker.task_events.record_slot(
+            spec.task_id, spec.attempt, te.PENDING_NODE_ASSIGNMENT_SLOT
+        )
         self._worker.submitter.submit(spec)
 
     def _retry(self, spec: TaskSpec, error: BaseException | None) -> None:
@@ -154,7 +163,7 @@ class TaskManager:
         events = self._worker.task_events
         events.failed(spec, error)
         spec.attempt += 1
-        events.submitted(spec, te.PENDING_NODE_ASSIGNMENT)
+        events.submitted(spec, te.PENDING_NODE_ASSIGNMENT_SLOT)
         self._worker.submitter.submit(spec)
 
     async def prepare(self, spec: TaskSpec) -> bool:
@@ -274,12 +283,12 @@ class TaskManager:
         returns, nested = reply[2], reply[4] or []
         if spec.num_returns < 0:  # a streaming generator's return: its item count
             worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
-        in_store = [
-            oid
-            for oid, obj in zip(spec.return_ids, returns, strict=False)
-            if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
-        ]
-        if spec.kind == KIND_TASK:
+        if spec.kind == KIND_TASK:  # (an actor call is not re-run: no lineage)
+            in_store = [
+                oid
+                for oid, obj in zip(spec.return_ids, returns, strict=False)
+                if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
+            ]
             worker.lineage.record(spec, in_store)
         for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
             if object_id not in worker.refs:
@@ -355,8 +364,9 @@ class TaskManager:
         worker = self._worker
         if not failed:
             # An actor's creation is done here once the gcs has it: it runs later.
-            state = te.PENDING_NODE_ASSIGNMENT if spec.kind == KIND_ACTOR_CREATION else te.FINISHED
-            worker.task_events.record(spec.task_id, spec.attempt, state)
+            creation = spec.kind == KIND_ACTOR_CREATION
+            state = te.PENDING_NODE_ASSIGNMENT_SLOT if creation else te.FINISHED_SLOT
+            worker.task_events.record_slot(spec.task_id, spec.attempt, state)
         spec.state = TaskState.FINISHED
         spec.resolver = None
         self.pending.pop(spec.task_id, None)
