@@ -12,8 +12,18 @@ from runtime._private import task_events as te
 from runtime.gcs._task_events import TaskEventStore
 
 
-def _batch(groups: list[list[object]], infos: list[object] | None = None) -> bytes:
-    return json.dumps({"infos": infos or [], "groups": groups}).encode()
+def _batch(
+    groups: list[list[object]],
+    infos: list[object] | None = None,
+    *,
+    ids: bytes = b"",
+    attempts: list[int] | None = None,
+    times: list[int] | None = None,
+) -> te.Batch:
+    head = json.dumps({"infos": infos or [], "groups": groups}).encode()
+    return te.Batch(
+        head, ids, array("q", attempts or []).tobytes(), array("q", times or []).tobytes()
+    )
 
 
 def test_a_batch_round_trips_with_shared_infos() -> None:
@@ -34,8 +44,9 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     assert rows.row(b"\xaa" * 8, 0) == 0  # the same attempt, the same row
     assert rows.row(b"\xff" * 8, 0) == -1 and rows.dropped == 1  # past the limit
     data = rows.encode()
-    sent = json.loads(data)
+    sent = json.loads(data.rows)
     assert len(sent["infos"]) == 2 and len(sent["groups"]) == 3  # each info sent once
+    assert len(data.ids) == 3 * 8 + 4 and len(data.times) == 4 * 8 * te.NUM_STATES
     decoded = te.decode(data)
     assert sorted((r[0], r[1], r[2], len(r[3])) for r in decoded) == [
         ("aa" * 8, 0, times, 1),
@@ -59,42 +70,45 @@ def test_a_row_keeps_at_most_its_share_of_infos() -> None:
     assert row[3] == infos[: te.MAX_ROW_INFOS]
 
 
-GOOD = [[], 1, "aa", [0], [0] * 6]
+GOOD = [[], 1, 1]
 
 
-def _with(index: int, value: object) -> list[object]:
-    group: list[object] = list(GOOD)
-    group[index] = value
-    return group
+def _good(**columns: object) -> te.Batch:
+    """One row of one group, with a column replaced."""
+    values: dict[str, object] = {"ids": b"\xaa", "attempts": [0], "times": [0] * 6}
+    values.update(columns)
+    return _batch([GOOD], **values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     "batch, says",
     [
-        (b"not json", "not JSON"),
-        (b"[]", "infos"),
+        (te.Batch(b"not json", b"", b"", b""), "not JSON"),
+        (te.Batch(b"[]", b"", b"", b""), "infos"),
         (_batch([[1, 2]]), "not \\[info indexes"),
-        (_batch([_with(2, "zz")]), "hex id"),
-        (_batch([_with(2, "aabb")]), "hex id"),
-        (_batch([_with(1, 0)]), "id size"),
-        (_batch([_with(3, [-1])]), "attempts"),
-        (_batch([_with(3, [True])]), "attempts"),
-        (_batch([_with(4, [0] * 5)]), "6 per attempt"),
-        (_batch([_with(4, [0, 0, 0, 0, 0, 1.5])]), "microseconds"),
-        (_batch([_with(4, [0, 0, 0, 0, 0, 10**17])]), "microseconds"),
-        (_batch([_with(0, [3])]), "out of range"),
+        (_batch([[[], 1, -1]]), "count"),
+        (_batch([[[], 0, 1]]), "id size"),
+        (_batch([[[3], 1, 1]]), "out of range"),
+        (_good(ids=b"\xaa\xbb"), "one id of its group's size"),
+        (_good(ids=b""), "one id of its group's size"),
+        (_good(attempts=[-1]), "attempts are not"),
+        (_good(attempts=[0, 0]), "one int64 per row"),
+        (_good(times=[0] * 5), "6 int64s per row"),
+        (_good(times=[0, 0, 0, 0, 0, -1]), "microseconds"),
+        (_good(times=[0, 0, 0, 0, 0, 10**17]), "microseconds"),
         (_batch([], [{"colour": "red"}]), "unknown info field"),
         (_batch([], [{"name": 7}]), "wrong type"),
         (_batch([], [{"required_resources": {"CPU": -1}}]), "finite amounts"),
     ],
 )
-def test_bad_batches_are_refused(batch: bytes, says: str) -> None:
+def test_bad_batches_are_refused(batch: te.Batch, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         te.decode(batch)
 
 
 def test_a_good_group_decodes() -> None:
-    assert te.decode(_batch([GOOD])) == [("aa", 0, [0] * 6, [])]
+    assert te.decode(_good()) == [("aa", 0, [0] * 6, [])]
+    assert te.decode(te.RowBuffer(limit=1).encode()) == []  # an empty batch (drops only)
 
 
 def test_the_store_is_bounded_per_job_and_in_jobs() -> None:

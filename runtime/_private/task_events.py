@@ -3,21 +3,22 @@
 A core worker gathers, per task attempt, the times at which the attempt
 entered each state (Ray's names, :data:`STATES`) and a few facts about it,
 and sends them to the gcs about once a second (``AddTaskEvents``). A batch
-travels as one JSON document, not as a message per task: a few thousand rows
-cost a few milliseconds to encode this way, a protobuf message per row ten
-times that (see docs/architecture.md).
+travels as one message with a short JSON document and three raw columns, not
+as a message per task: a few thousand rows cost well under a millisecond to
+encode this way, a protobuf message per row a hundred times that (see
+docs/architecture.md).
 
-Batch layout: ``{"infos": [info, ...], "groups": [group, ...]}``. An ``info``
-is an object whose keys are among :data:`INFO_FIELDS` (a task's definition:
-name, type, resources; an actor call's actor; a failure's error). A group
-holds the rows that name the same infos, by columns (a row's cost is then a
-few list appends, not a JSON array of its own): ``[[info index, ...], id
-size, ids, attempts, times]`` where ``ids`` is the rows' task ids (``id
-size`` bytes each) concatenated, in hex; ``attempts`` has one int per row;
-``times`` has, per row, one slot per state of :data:`STATES` in that order:
-when the attempt entered it, in integer microseconds since the epoch, 0 if
-it did not (or the reporter did not see it). The tasks of one function share
-one info, sent once per batch. The owner of a
+Batch layout (:class:`Batch`, the request's fields): ``rows`` is the JSON
+``{"infos": [info, ...], "groups": [[[info index, ...], id size, count],
+...]}``. An ``info`` is an object whose keys are among :data:`INFO_FIELDS` (a
+task's definition: name, type, resources; an actor call's actor; a failure's
+error). A group is ``count`` rows that name the same infos and whose task ids
+are ``id size`` bytes long. The rows' columns follow, group after group, as
+raw little-endian arrays: ``ids``, the task ids concatenated; ``attempts``,
+an int64 per row; ``times``, an int64 per row and state of :data:`STATES`, in
+that order: when the attempt entered it, in integer microseconds since the
+epoch, 0 if it did not (or the reporter did not see it). The tasks of one
+function share one info, sent once per batch. The owner of a
 task reports its definition, its way to a worker and, from the reply, when
 the worker ran it (RUNNING and the end, with an info naming the worker: node,
 worker id, pid): one row per finished attempt. A worker reports only the
@@ -32,10 +33,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import sys
 from array import array
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 # Ray's task states, in the order an attempt moves through them.
 PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"
@@ -85,7 +86,6 @@ INFO_FIELDS: dict[str, type | tuple[type, ...]] = {
     "error_message": str,
 }
 
-_HEX = re.compile(r"[0-9a-f]*")
 #: Unix microseconds beyond any real clock (year 2286).
 MAX_TIME_US = 10**16
 
@@ -176,35 +176,69 @@ class RowBuffer:
             self.infos.append(info)
         self.codes[i] = code << _INFO_BITS | (k + 1)
 
-    def encode(self) -> bytes:
+    def encode(self) -> Batch:
         """The batch (see the module for the layout); each info written once."""
-        out = self._groups()
-        return json.dumps({"infos": self.infos, "groups": out}, separators=(",", ":")).encode()
-
-    def _groups(self) -> list[list[Any]]:
         ids, codes = self.ids, self.codes
+        if not ids:
+            return Batch(_json({"infos": [], "groups": []}), b"", b"", b"")
         if len(set(codes)) == 1 and len(set(map(len, ids))) == 1:
             # One group (the usual batch: calls of one kind, all finished): the
             # columns as they are, with no Python work per row.
-            group_ids = b"".join(ids).hex()
-            return [[_indexes(codes[0]), len(ids[0]), group_ids, self.attempts.tolist(),
-                     self.times.tolist()]]  # fmt: skip
-        groups: dict[tuple[int, int], list[int]] = {}
+            groups = [[_indexes(codes[0]), len(ids[0]), len(ids)]]
+            return Batch(
+                _json({"infos": self.infos, "groups": groups}),
+                b"".join(ids),
+                _le_bytes(self.attempts),
+                _le_bytes(self.times),
+            )
+        by_group: dict[tuple[int, int], list[int]] = {}
         for i in range(len(ids)):
             key = (len(ids[i]), codes[i])
-            rows = groups.get(key)
+            rows = by_group.get(key)
             if rows is None:
-                rows = groups[key] = []
+                rows = by_group[key] = []
             rows.append(i)
-        times, attempts = self.times.tolist(), self.attempts.tolist()
-        out = []
-        for (size, code), rows in groups.items():
-            group_times: list[int] = []
-            for i in rows:
-                group_times.extend(times[i * NUM_STATES : (i + 1) * NUM_STATES])
-            group_ids = b"".join([ids[i] for i in rows]).hex()
-            out.append([_indexes(code), size, group_ids, [attempts[i] for i in rows], group_times])
-        return out
+        order = [i for rows in by_group.values() for i in rows]
+        times = array("q")
+        for i in order:
+            times.extend(self.times[i * NUM_STATES : (i + 1) * NUM_STATES])
+        attempts = self.attempts
+        groups = [[_indexes(code), size, len(rows)] for (size, code), rows in by_group.items()]
+        return Batch(
+            _json({"infos": self.infos, "groups": groups}),
+            b"".join([ids[i] for i in order]),
+            _le_bytes(array("q", [attempts[i] for i in order])),
+            _le_bytes(times),
+        )
+
+
+class Batch(NamedTuple):
+    """A batch as it travels (the ``AddTaskEvents`` request's fields)."""
+
+    rows: bytes  # JSON: the infos and the groups
+    ids: bytes
+    attempts: bytes
+    times: bytes
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _le_bytes(values: array[int]) -> bytes:
+    """An int64 array's bytes, little-endian on any machine."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array("q", values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _from_le(data: bytes) -> array[int]:
+    values = array("q", data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
 
 
 def _indexes(code: int) -> list[int]:
@@ -220,63 +254,78 @@ def _indexes(code: int) -> list[int]:
 Row = tuple[str, int, list[int], list[dict[str, Any]]]
 
 
-def decode(data: bytes) -> list[Row]:
+def decode(batch: Batch) -> list[Row]:
     """The rows of a batch, checked; ValueError names the first bad part."""
     try:
-        batch = json.loads(data)
+        head = json.loads(batch.rows)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"task events are not JSON: {e}") from None
-    if type(batch) is not dict or set(batch) != {"infos", "groups"}:
+    if type(head) is not dict or set(head) != {"infos", "groups"}:
         raise ValueError('task events must be {"infos": [...], "groups": [...]}')
-    infos, groups = batch["infos"], batch["groups"]
+    infos, groups = head["infos"], head["groups"]
     if type(infos) is not list or type(groups) is not list:
         raise ValueError("infos and groups must be arrays")
     for i, info in enumerate(infos):
         problem = _check_info(info)
         if problem:
             raise ValueError(f"task event info {i}: {problem}")
-    out: list[Row] = []
     for i, group in enumerate(groups):
         problem = _check_group(group, len(infos))
         if problem:
             raise ValueError(f"task event group {i}: {problem}")
-        refs, size, ids, attempts, times = group
+    rows = sum(group[2] for group in groups)
+    if len(batch.ids) != sum(group[1] * group[2] for group in groups):
+        raise ValueError("ids are not one id of its group's size per row")
+    if len(batch.attempts) != 8 * rows:
+        raise ValueError("attempts are not one int64 per row")
+    if len(batch.times) != 8 * NUM_STATES * rows:
+        raise ValueError(f"times are not {NUM_STATES} int64s per row")
+    attempts, times = _from_le(batch.attempts), _from_le(batch.times)
+    if not _ints_in(attempts, 1 << 31):
+        raise ValueError("attempts are not non-negative ints")
+    if not _ints_in(times, MAX_TIME_US):
+        raise ValueError("a time is not microseconds since the epoch")
+    # Whole columns converted at once (in C), then sliced per row.
+    ids_hex, attempt_list, time_list = batch.ids.hex(), attempts.tolist(), times.tolist()
+    out: list[Row] = []
+    first = offset = 0
+    for refs, size, count in groups:
         named = [infos[k] for k in refs]
         width = 2 * size
-        for row, attempt in enumerate(attempts):
+        for row in range(first, first + count):
             start = row * NUM_STATES
-            task_hex = ids[row * width : (row + 1) * width]
             # Its own list of the shared infos: the gcs's record extends it.
-            out.append((task_hex, attempt, times[start : start + NUM_STATES], list(named)))
+            out.append(
+                (
+                    ids_hex[offset : offset + width],
+                    attempt_list[row],
+                    time_list[start : start + NUM_STATES],
+                    list(named),
+                )
+            )
+            offset += width
+        first += count
     return out
 
 
 def _check_group(group: Any, infos: int) -> str:
-    if type(group) is not list or len(group) != 5:
-        return "not [info indexes, id size, ids, attempts, times]"
-    refs, size, ids, attempts, times = group
+    if type(group) is not list or len(group) != 3:
+        return "not [info indexes, id size, count]"
+    refs, size, count = group
     if type(refs) is not list or len(refs) > 8:
         return "info indexes is not a short array"
     if not all(type(k) is int and 0 <= k < infos for k in refs):
         return "an info index is out of range"
     if type(size) is not int or not 1 <= size <= 32:
         return "id size is not 1..32"
-    if type(attempts) is not list or not _ints_in(attempts, 1 << 31):
-        return "attempts are not non-negative ints"
-    if type(ids) is not str or len(ids) != 2 * size * len(attempts) or not _HEX.fullmatch(ids):
-        return "ids are not one hex id per attempt"
-    if type(times) is not list or len(times) != NUM_STATES * len(attempts):
-        return f"times are not {NUM_STATES} per attempt"
-    if not _ints_in(times, MAX_TIME_US):
-        return "a time is not microseconds since the epoch"
+    if type(count) is not int or not 0 <= count < 1 << 31:
+        return "count is not a non-negative int"
     return ""
 
 
-def _ints_in(values: list[Any], limit: int) -> bool:
-    """Whether every value is an int in ``[0, limit)`` (checked in C, not per item)."""
-    return not values or (
-        set(map(type, values)) == {int} and min(values) >= 0 and max(values) < limit
-    )
+def _ints_in(values: array[int], limit: int) -> bool:
+    """Whether every value is in ``[0, limit)`` (checked in C, not per item)."""
+    return not values or (min(values) >= 0 and max(values) < limit)
 
 
 def _check_info(info: Any) -> str:

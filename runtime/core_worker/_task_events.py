@@ -225,13 +225,17 @@ class TaskEvents:
         if not rows and not rows.dropped:
             return
         worker = self._worker
+        batch = rows.encode()
         request = AddTaskEventsRequest(
             job_id=worker.job_id,
             worker_id=worker.worker_id,
             node_id=worker.node_id,
             pid=os.getpid(),
-            rows=rows.encode(),
+            rows=batch.rows,
             dropped=rows.dropped,
+            ids=batch.ids,
+            attempts=batch.attempts,
+            times=batch.times,
         )
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await asyncio.wait_for(worker.gcs.add_task_events(request), 5.0)

@@ -352,7 +352,7 @@ class GcsService(GcsBase):
     # -- observability -----------------------------------------------------------
     async def add_task_events(self, message: AddTaskEventsRequest) -> Empty:
         try:
-            rows = te.decode(message.rows)
+            rows = te.decode(te.Batch(message.rows, message.ids, message.attempts, message.times))
         except ValueError as e:
             raise GRPCError(Status.INVALID_ARGUMENT, str(e)) from None
         self.task_events.add(

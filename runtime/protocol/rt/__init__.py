@@ -674,7 +674,9 @@ class AddTaskEventsRequest(betterproto2.Message):
     -- observability -----------------------------------------------------------
 
     A core worker's task events since its last batch (about once a second).
-    ``rows`` is JSON; its layout is written in runtime/_private/task_events.py.
+    ``rows`` is JSON (the infos and the groups of rows); the rows' columns are
+    raw little-endian arrays, in group order. The layout is written in
+    runtime/_private/task_events.py.
     """
 
     job_id: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
@@ -690,6 +692,21 @@ class AddTaskEventsRequest(betterproto2.Message):
     dropped: "int" = betterproto2.field(6, betterproto2.TYPE_INT64)
     """
     rows the reporter dropped since its last batch (buffer full)
+    """
+
+    ids: "bytes" = betterproto2.field(7, betterproto2.TYPE_BYTES)
+    """
+    the rows' task ids, concatenated
+    """
+
+    attempts: "bytes" = betterproto2.field(8, betterproto2.TYPE_BYTES)
+    """
+    int64 per row
+    """
+
+    times: "bytes" = betterproto2.field(9, betterproto2.TYPE_BYTES)
+    """
+    int64 per row and state: unix microseconds, 0 if not reached
     """
 
 
