@@ -53,6 +53,7 @@ class TaskEvents:
         self._max = config.task_events_max_buffer_size
         # Rows are merged as events come: one per attempt between batches.
         self._rows = te.RowBuffer(self._max)
+        self._batch = 0  # the open batch's number (TaskSpec.event_batch)
         # Attempts running here (a worker's), with their start, and those of
         # them already reported as running.
         self._running: dict[tuple[bytes, int], int] = {}
@@ -66,27 +67,35 @@ class TaskEvents:
         self._definitions: dict[tuple[bytes, str, int, bytes | None], dict[str, Any]] = {}
         self._actors: dict[bytes, dict[str, Any]] = {}
 
-    # -- recording (any thread) ---------------------------------------------------------
+    # -- recording (the loop) -------------------------------------------------------------
     def record(
         self, task_id: bytes, attempt: int, state: str, info: dict[str, Any] | None = None
     ) -> None:
-        self.record_slot(task_id, attempt, te.STATE_ORDER[state], info)
+        if self.enabled:
+            self._record_at(self._rows.row(task_id, attempt), te.STATE_ORDER[state], info)
 
-    def record_slot(
-        self, task_id: bytes, attempt: int, state: int, info: dict[str, Any] | None = None
-    ) -> None:
-        """:meth:`record` by the state's index in ``te.STATES`` (the hot paths')."""
-        if not self.enabled:
-            return
-        rows = self._rows
-        i = rows.row(task_id, attempt)
+    def _record_at(self, i: int, state: int, info: dict[str, Any] | None) -> None:
         if i < 0:
             return
+        rows = self._rows
         slot = i * _N + state
         if not rows.times[slot]:  # the earliest report of a state wins
             rows.times[slot] = time.time_ns() // 1000
         if info:
             rows.add_info(i, info)
+
+    def _row_of(self, spec: TaskSpec) -> int:
+        """The task's attempt's row in the open batch (-1: the batch is full)."""
+        if spec.event_batch == self._batch:
+            return spec.event_row
+        i = spec.event_row = self._rows.row(spec.task_id, spec.attempt)
+        spec.event_batch = self._batch
+        return i
+
+    def record_task(self, spec: TaskSpec, state: int, info: dict[str, Any] | None = None) -> None:
+        """The owner's record of a state of its task's current attempt."""
+        if self.enabled:
+            self._record_at(self._row_of(spec), state, info)
 
     # -- the worker's side (the loop or an executor thread) -----------------------------
     def started(self, task_id: bytes, attempt: int) -> int:
@@ -122,7 +131,7 @@ class TaskEvents:
             return
         peer = stream.peer
         rows = self._rows
-        i = rows.row(spec.task_id, spec.attempt)
+        i = self._row_of(spec)
         if i < 0:
             return
         start, end, pid = stamp
@@ -157,7 +166,8 @@ class TaskEvents:
                 if len(self._definitions) > 10_000:
                     self._definitions.clear()
                 self._definitions[key] = info
-        self.record_slot(spec.task_id, spec.attempt, state, info)
+        spec.event_batch = -1  # (a retry: a new attempt, a new row)
+        self.record_task(spec, state, info)
 
     def _definition(self, spec: TaskSpec) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -184,11 +194,11 @@ class TaskEvents:
         if not self.enabled:
             return
         info = {"error_type": error_type(error), "error_message": str(error)[: te.MAX_MESSAGE]}
-        self.record_slot(spec.task_id, spec.attempt, te.FAILED_SLOT, info)
+        self.record_task(spec, te.FAILED_SLOT, info)
 
     def pushed(self, spec: TaskSpec, worker_id: bytes) -> None:
         """Sent to a worker (which tells where it runs when it starts it)."""
-        self.record_slot(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER_SLOT)
+        self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT)
 
     def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
         if not self.enabled:
@@ -198,7 +208,7 @@ class TaskEvents:
             if len(self._actors) > 10_000:
                 self._actors.clear()
             info = self._actors[actor_id] = {"actor_id": actor_id.hex()}
-        self.record_slot(spec.task_id, spec.attempt, te.SUBMITTED_TO_WORKER_SLOT, info)
+        self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT, info)
 
     # -- sending (the loop) -----------------------------------------------------------
     def start(self) -> None:
@@ -213,6 +223,7 @@ class TaskEvents:
     async def flush(self) -> None:
         """Sends what was recorded since the last batch (a lost gcs loses it)."""
         rows, self._rows = self._rows, te.RowBuffer(self._max)
+        self._batch += 1
         if self._running or self._reported:
             running = list(self._running.items())
             self._reported &= {key for key, _ in running}

@@ -153,9 +153,7 @@ class TaskManager:
             self._to_submitter(spec)
 
     def _to_submitter(self, spec: TaskSpec) -> None:
-        self._worker.task_events.record_slot(
-            spec.task_id, spec.attempt, te.PENDING_NODE_ASSIGNMENT_SLOT
-        )
+        self._worker.task_events.record_task(spec, te.PENDING_NODE_ASSIGNMENT_SLOT)
         self._worker.submitter.submit(spec)
 
     def _retry(self, spec: TaskSpec, error: BaseException | None) -> None:
@@ -366,7 +364,7 @@ class TaskManager:
             # An actor's creation is done here once the gcs has it: it runs later.
             creation = spec.kind == KIND_ACTOR_CREATION
             state = te.PENDING_NODE_ASSIGNMENT_SLOT if creation else te.FINISHED_SLOT
-            worker.task_events.record_slot(spec.task_id, spec.attempt, state)
+            worker.task_events.record_task(spec, state)
         spec.state = TaskState.FINISHED
         spec.resolver = None
         self.pending.pop(spec.task_id, None)

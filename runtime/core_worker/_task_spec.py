@@ -77,6 +77,11 @@ class TaskSpec:
     parent_id: bytes | None = None
     # 0, then one more per retry (task events are per attempt).
     attempt: int = 0
+    # Its row in the owner's task events batch numbered ``event_batch`` (a
+    # cache: valid while that batch is the open one; each new attempt looks
+    # its row up again, in ``TaskEvents.submitted``).
+    event_batch: int = -1
+    event_row: int = -1
 
     @property
     def scheduling_key(self) -> SchedulingKey:
