@@ -280,13 +280,14 @@ def decode(batch: Batch) -> list[Row]:
         raise ValueError("attempts are not one int64 per row")
     if len(batch.times) != 8 * NUM_STATES * rows:
         raise ValueError(f"times are not {NUM_STATES} int64s per row")
-    attempts, times = _from_le(batch.attempts), _from_le(batch.times)
-    if not _ints_in(attempts, 1 << 31):
+    # Whole columns converted at once (in C), then checked and sliced per row.
+    attempt_list = _from_le(batch.attempts).tolist()
+    time_list = _from_le(batch.times).tolist()
+    if not _ints_in(attempt_list, 1 << 31):
         raise ValueError("attempts are not non-negative ints")
-    if not _ints_in(times, MAX_TIME_US):
+    if not _ints_in(time_list, MAX_TIME_US):
         raise ValueError("a time is not microseconds since the epoch")
-    # Whole columns converted at once (in C), then sliced per row.
-    ids_hex, attempt_list, time_list = batch.ids.hex(), attempts.tolist(), times.tolist()
+    ids_hex = batch.ids.hex()
     out: list[Row] = []
     first = offset = 0
     for refs, size, count in groups:
@@ -323,7 +324,7 @@ def _check_group(group: Any, infos: int) -> str:
     return ""
 
 
-def _ints_in(values: array[int], limit: int) -> bool:
+def _ints_in(values: list[int], limit: int) -> bool:
     """Whether every value is in ``[0, limit)`` (checked in C, not per item)."""
     return not values or (min(values) >= 0 and max(values) < limit)
 
