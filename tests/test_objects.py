@@ -140,3 +140,22 @@ def test_a_list_of_thousands_of_borrowed_refs_reads_and_frees(cluster):
         gc.enable()
     del refs, outer
     wait_until(lambda: len(worker.refs) <= baseline, what="the borrowed refs to be released")
+
+
+@runtime.remote
+def plain_result(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_small_plain_results_travel_inline_and_large_ones_go_to_the_store(cluster):
+    from runtime._private import serialization
+    from runtime.api import _context
+
+    worker = _context.current()
+    limit = worker.config.max_inline_object_size
+    for size, in_store in ((10, False), (limit - 64, False), (limit + 1, True), (3 << 20, True)):
+        ref = plain_result.remote(size)
+        assert runtime.get(ref) == b"x" * size
+        held = worker.store.get_nowait(ref.binary())
+        assert held is not None
+        assert (held.metadata == serialization.METADATA_IN_STORE) is in_store, size

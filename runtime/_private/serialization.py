@@ -120,6 +120,17 @@ def note_ref(ref: Any) -> None:
         refs.append(ref)
 
 
+def small_scalar(value: Any, limit: int) -> SerializedObject | None:
+    """A plain scalar's inline object when it is under ``limit`` bytes in all
+    (a small result's path: no Pickled, no layout plan), else None."""
+    if type(value) not in _PLAIN_TYPES:
+        return None
+    data = pickle.dumps(value, protocol=5)
+    if layout.HEADER.size + len(data) >= limit:
+        return None
+    return SerializedObject(METADATA_VALUE, data)
+
+
 def pickle_value(value: Any) -> Pickled:
     """Pickles ``value``, keeping large buffers out of band and noting its refs."""
     if type(value) in _PLAIN_TYPES or _is_plain(value, [64]):

@@ -35,8 +35,9 @@ WireTask = tuple[
     bytes, bytes, str, SerializedObject, Sequence[SerializedObject], int, int, Any, bytes, int
 ]
 #: (task_id, ok, returns or [error], application_error, nested, ran): ``nested``
-#: lists, per return, the (object id, owner) of each ref inside it; ``None``
-#: means the worker handed the task back unstarted (run it elsewhere).
+#: lists, per return, the (object id, owner) of each ref inside it (empty when
+#: no return holds one); ``None`` means the worker handed the task back
+#: unstarted (run it elsewhere).
 #: ``ran``: (start, end, pid) of the run, unix microseconds, when it ran (the
 #: owner records them as the attempt's RUNNING and end events), else None.
 WireReply = tuple[
@@ -44,7 +45,7 @@ WireReply = tuple[
     bool,
     list[SerializedObject],
     bool,
-    list[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
+    Sequence[list[tuple[bytes, tuple[str, int, bytes]]]] | None,
     tuple[int, int, int] | None,
 ]
 

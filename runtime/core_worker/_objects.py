@@ -159,6 +159,9 @@ class ObjectClient:
     def serialize_value(
         self, value: Any, object_id: bytes, owner: bytes = b""
     ) -> tuple[SerializedObject, list[Reference]]:
+        small = serialization.small_scalar(value, self._worker.config.max_inline_object_size)
+        if small is not None:
+            return small, []
         pickled = serialization.pickle_value(value)
         return self.store_or_inline(object_id, pickled, owner), pickled.refs
 

@@ -116,7 +116,8 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     if pins:
         # Held until the result's owner has taken the refs over (ReleasePins).
         worker.post(worker.ownership.pin, task_id, pins)
-    return (task_id, True, returns, False, nested, None)
+    # (An empty tuple when no result holds a ref: the usual reply carries no lists.)
+    return (task_id, True, returns, False, nested if pins else (), None)
 
 
 def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
