@@ -434,3 +434,32 @@ def test_no_orphan_actor_processes():
     assert_no_orphans(ctx.session_dir)
     for pid in pids:
         wait_until(lambda p=pid: not process_running(p), what=f"actor {pid} to exit")
+
+
+@runtime.remote
+class TaskAware:
+    async def inside_a_task(self) -> bool:
+        # Its first step may run eagerly (Python 3.12+): still inside its own
+        # task, so asyncio.timeout and current_task work from the first line.
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)  # (its second step runs in the task too)
+        return asyncio.current_task() is not None
+
+    async def in_its_task_at_once(self) -> bool:
+        return asyncio.current_task() is not None
+
+    async def fails_at_once(self) -> None:
+        raise KeyError("at once")
+
+    async def exits_at_once(self) -> None:
+        runtime.actor.exit_actor()
+
+
+def test_async_methods_that_finish_in_their_first_step(cluster):
+    actor = TaskAware.remote()
+    assert runtime.get([actor.inside_a_task.remote() for _ in range(50)]) == [True] * 50
+    assert runtime.get([actor.in_its_task_at_once.remote() for _ in range(50)]) == [True] * 50
+    with pytest.raises(KeyError, match="at once"):
+        runtime.get(actor.fails_at_once.remote())
+    with pytest.raises(runtime.exceptions.ActorDiedError):
+        runtime.get(actor.exits_at_once.remote())
