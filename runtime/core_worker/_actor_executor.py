@@ -10,7 +10,8 @@ Three kinds, chosen from the class when the actor is created:
   in arrival order; its sync methods run on the loop too, as in Ray, so the
   actor's state is only ever touched by one thread (a blocking runtime call
   there raises, naming its ``await`` form). An ``async def __init__`` is
-  awaited before the first call.
+  awaited before the first call. On Python 3.12+ a call's first step runs
+  eagerly, as it arrives (in its own task).
 
 Concurrency groups (``concurrency_groups={"io": 2}`` on the class, a
 method's ``concurrency_group``, or a call's) limit calls per group: a group
