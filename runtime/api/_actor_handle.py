@@ -64,8 +64,9 @@ class ActorHandle(Generic[C]):
         # A ref to the actor's handle object: while any lives, in any process,
         # the actor does (None: not counted, as a detached actor's).
         self._ref = ref
-        # Per method: the check of its calls' arguments (made on first use).
-        self._checks: dict[str, _signature.CallCheck | None] = {}
+        # Per method: the check of its calls' arguments and its calls' default
+        # name, "Class.method" (made on first use).
+        self._checks: dict[str, tuple[_signature.CallCheck | None, str]] = {}
 
     @property
     def _actor_id(self) -> bytes:
@@ -117,10 +118,11 @@ class ActorHandle(Generic[C]):
         self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
     ) -> Any:
         try:
-            check = self._checks[method]
+            check, call_name = self._checks[method]
         except KeyError:
-            what = f"{self._class_name}.{method}()"
-            check = self._checks[method] = _signature.call_check(meta.signature, what)
+            call_name = f"{self._class_name}.{method}"
+            check = _signature.call_check(meta.signature, f"{call_name}()")
+            self._checks[method] = (check, call_name)
         if check is not None:
             check(args, kwargs)
         worker = _context.current()
@@ -135,7 +137,7 @@ class ActorHandle(Generic[C]):
             args,
             kwargs,
             num_returns=num_returns,
-            name=options.get("name") or f"{self._class_name}.{method}",
+            name=options.get("name") or call_name,
             max_task_retries=self._max_task_retries,
             max_pending_calls=self._max_pending_calls,
             handle_ref=self._ref,
@@ -168,6 +170,9 @@ def _rebuild_handle(
 
 
 class ActorMethod:
+    # One is made per ``handle.method`` access, so per call: no __dict__.
+    __slots__ = ("_handle", "_meta", "_name", "_options")
+
     def __init__(
         self,
         handle: ActorHandle,
@@ -178,7 +183,7 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         self._meta = meta
-        self._options = options or {}
+        self._options = options if options is not None else _NO_OPTIONS
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -217,6 +222,10 @@ class ActorMethod:
                 f"(its groups: {known})"
             )
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+
+
+#: A method's options when none were given (read only: ``options()`` makes a new dict).
+_NO_OPTIONS: dict[str, Any] = {}
 
 
 def handle_from_record(info: ActorInfo) -> ActorHandle:

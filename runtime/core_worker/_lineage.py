@@ -65,6 +65,8 @@ class Lineage:
         return self._entries.get(task_of(object_id))
 
     def result_freed(self, object_id: bytes) -> None:
+        if not self._entries:  # (most owners: no task of theirs left results in a store)
+            return
         entry = self._entries.get(task_of(object_id))
         if entry is None:
             return

@@ -50,9 +50,10 @@ class MemoryStore:
         with self._lock:
             self._objects[object_id] = obj
             callbacks = self._callbacks.pop(object_id, ()) if self._callbacks else ()
-        for fut in self._waiters.pop(object_id, ()):
-            if not fut.done():
-                fut.set_result(obj)
+        if self._waiters:
+            for fut in self._waiters.pop(object_id, ()):
+                if not fut.done():
+                    fut.set_result(obj)
         for callback in callbacks:
             callback(object_id)
 

@@ -214,7 +214,7 @@ class ObjectClient:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
         worker = self._worker
         for object_id in object_ids:
-            hook = self.on_free.pop(object_id, None)
+            hook = self.on_free.pop(object_id, None) if self.on_free else None
             if hook is not None:
                 hook()
             worker.ownership.release_contained(object_id)

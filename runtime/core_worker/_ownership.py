@@ -210,7 +210,8 @@ class Ownership:
             self.contained[outer_id] = refs
 
     def release_contained(self, outer_id: bytes) -> None:
-        self.contained.pop(outer_id, None)
+        if self.contained:
+            self.contained.pop(outer_id, None)
 
     # -- executing side -----------------------------------------------------------------
     def pin(self, task_id: bytes, refs: list[Reference]) -> None:

@@ -37,9 +37,6 @@ class RefCount:
     # (most objects are never borrowed, and every call's result has an entry).
     borrowers: Set[Address] = _NO_BORROWERS
 
-    def unused(self) -> bool:
-        return self.local <= 0 and self.submitted <= 0 and not self.borrowers
-
 
 class ReferenceCounter:
     def __init__(self) -> None:
@@ -125,7 +122,8 @@ class ReferenceCounter:
         return self._maybe_drop(object_id, ref)
 
     def _maybe_drop(self, object_id: bytes, ref: RefCount) -> RefCount | None:
-        if ref.unused():
+        # Unused: no count holds it (checked once per ref dropped, so inline).
+        if ref.local <= 0 and ref.submitted <= 0 and not ref.borrowers:
             del self._refs[object_id]
             return ref
         return None

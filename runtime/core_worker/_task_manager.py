@@ -368,9 +368,10 @@ class TaskManager:
         spec.state = TaskState.FINISHED
         spec.resolver = None
         self.pending.pop(spec.task_id, None)
-        rebuilt = worker.recovery.reconstructions.pop(spec.task_id, None)
-        if rebuilt is not None and not rebuilt.done():
-            rebuilt.set_result(None)
+        if worker.recovery.reconstructions:
+            rebuilt = worker.recovery.reconstructions.pop(spec.task_id, None)
+            if rebuilt is not None and not rebuilt.done():
+                rebuilt.set_result(None)
         if spec.kind == KIND_ACTOR_CALL:
             worker.actor_client.count_finished_call(spec.actor_key)
         if spec.arg_refs:
