@@ -126,7 +126,7 @@ def small_scalar(value: Any, limit: int) -> SerializedObject | None:
     if type(value) not in _PLAIN_TYPES:
         return None
     data = pickle.dumps(value, protocol=5)
-    if layout.HEADER.size + len(data) >= limit:
+    if layout.plan(len(data), ())[0] >= limit:  # (Pickled.size, with no buffers)
         return None
     return SerializedObject(METADATA_VALUE, data)
 

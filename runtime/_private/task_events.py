@@ -179,8 +179,6 @@ class RowBuffer:
     def encode(self) -> Batch:
         """The batch (see the module for the layout); each info written once."""
         ids, codes = self.ids, self.codes
-        if not ids:
-            return Batch(_json({"infos": [], "groups": []}), b"", b"", b"")
         if len(set(codes)) == 1 and len(set(map(len, ids))) == 1:
             # One group (the usual batch: calls of one kind, all finished): the
             # columns as they are, with no Python work per row.

@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
 
+#: Python 3.12+ can start a task eagerly (``eager_start``).
+_EAGER = sys.version_info >= (3, 12)
+
+
 def _start(coro: Coroutine[Any, Any, WireReply]) -> asyncio.Task[WireReply]:
     """A call's task, its first step run at once where Python can (3.12+: an
     eager task, with itself as the current task): a method that finishes
@@ -70,9 +74,6 @@ def _start(coro: Coroutine[Any, Any, WireReply]) -> asyncio.Task[WireReply]:
     if _EAGER:
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
     return loop.create_task(coro)
-
-
-_EAGER = sys.version_info >= (3, 12)
 
 
 class ActorKind(enum.Enum):
