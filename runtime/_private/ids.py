@@ -59,7 +59,7 @@ def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + _INDEX.pack(index + 1)
 
 
-_FIRST_RETURN = _INDEX.pack(1)
+_FIRST_RETURN = _INDEX.pack(1)  # return_id(task_id, 0)'s suffix
 
 
 def return_ids_of(task_id: bytes, count: int) -> tuple[bytes, ...]:
@@ -67,7 +67,7 @@ def return_ids_of(task_id: bytes, count: int) -> tuple[bytes, ...]:
     collector has seen it, it is not tracked any more)."""
     if count == 1:
         return (task_id + _FIRST_RETURN,)
-    return tuple([task_id + _INDEX.pack(i + 1) for i in range(count)])
+    return tuple([return_id(task_id, i) for i in range(count)])
 
 
 def task_of(object_id: bytes) -> bytes:

@@ -123,8 +123,9 @@ def note_ref(ref: Any) -> None:
 def small_scalar(value: Any, limit: int) -> SerializedObject | None:
     """A plain scalar's inline object when it is under ``limit`` bytes in all
     (a small result's path: no Pickled, no layout plan), else None."""
-    if type(value) not in _PLAIN_TYPES:
-        return None
+    kind = type(value)
+    if kind not in _PLAIN_TYPES or (kind in (str, bytes) and len(value) >= limit):
+        return None  # (a long one is not pickled here only to be pickled again)
     data = pickle.dumps(value, protocol=5)
     if layout.plan(len(data), ())[0] >= limit:  # (Pickled.size, with no buffers)
         return None
