@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import socket
 from typing import Any
@@ -35,6 +36,39 @@ def test_bad_frames_are_refused() -> None:
         tc.Decoder(max_frame=10).feed(tc.HEADER.pack(11, tc.BATCH) + b"x" * 11)
     with pytest.raises(tc.ChannelError, match="unknown frame kind"):
         tc.Decoder().feed(tc.HEADER.pack(0, 99))
+
+
+def test_a_burst_leaves_in_batches_of_flush_at_in_order() -> None:
+    """Items queued in one loop iteration leave in batches of ``FLUSH_AT`` as
+    they are queued (the peer starts on the first while more are made), the
+    rest at the end of the iteration; the peer gets them all, in order."""
+    count = 2 * tc.FLUSH_AT + 5
+
+    async def main() -> list[list[Any]]:
+        loop = asyncio.get_running_loop()
+        batches: list[list[Any]] = []
+        done = asyncio.Event()
+
+        def on_items(items: list[Any]) -> None:
+            batches.append(items)
+            if sum(map(len, batches)) == count:
+                done.set()
+
+        left, right = socket.socketpair()
+        _, sender = await loop.create_connection(lambda: tc.Channel(print, print), sock=left)
+        receiver_transport, _ = await loop.create_connection(
+            lambda: tc.Channel(on_items, print), sock=right
+        )
+        for i in range(count):
+            sender.send(i)
+        await asyncio.wait_for(done.wait(), 30)
+        sender.close()
+        receiver_transport.close()
+        return batches
+
+    batches = asyncio.run(main())
+    assert [len(b) for b in batches] == [tc.FLUSH_AT, tc.FLUSH_AT, 5]
+    assert [i for b in batches for i in b] == list(range(count))
 
 
 @runtime.remote

@@ -24,9 +24,9 @@ Invariants: the server reads nothing but a ``HELLO`` of at most
 ``MAX_HELLO`` bytes until the token checks out (in constant time), and
 closes a connection that has not said it within ``HELLO_TIMEOUT_S``; a frame
 longer than ``MAX_FRAME``, or of an unknown kind, ends the connection.
-Items sent during one loop iteration leave as one batch; while the peer
-reads slower than we write (the transport paused us) they wait and join the
-next batch.
+Items sent during one loop iteration leave as one batch, or as batches of
+``FLUSH_AT`` while more are queued; while the peer reads slower than we
+write (the transport paused us) they wait and join the next batch.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ MAGIC = b"rt-tasks/1 "
 MAX_HELLO = 4096
 MAX_FRAME = 1 << 31
 HELLO_TIMEOUT_S = 10.0
+#: A batch leaves once this many items are queued, not only at the end of the
+#: loop's iteration: a burst of 1,000 calls (or replies) reaches the peer in
+#: pieces it works on while the rest are made, instead of all at the end.
+FLUSH_AT = 64
 
 #: Called with each batch of items that arrives.
 OnItems = Callable[[list[Any]], None]
@@ -131,9 +135,14 @@ class Channel(asyncio.Protocol):
 
     # -- sending ------------------------------------------------------------------------
     def send(self, item: Any) -> None:
-        """Queues an item; it leaves with the others queued in this loop iteration."""
-        self._outbox.append(item)
-        self._schedule_flush()
+        """Queues an item; it leaves with the others queued in this loop
+        iteration, or at once with them when they make ``FLUSH_AT``."""
+        outbox = self._outbox
+        outbox.append(item)
+        if len(outbox) >= FLUSH_AT:
+            self._flush()
+        else:
+            self._schedule_flush()
 
     def send_all(self, items: list[Any]) -> None:
         self._outbox.extend(items)
