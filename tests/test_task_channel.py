@@ -54,10 +54,13 @@ def test_a_burst_leaves_in_batches_of_flush_at_in_order() -> None:
             if sum(map(len, batches)) == count:
                 done.set()
 
+        def ignore(_: Any) -> None:
+            pass
+
         left, right = socket.socketpair()
-        _, sender = await loop.create_connection(lambda: tc.Channel(print, print), sock=left)
+        _, sender = await loop.create_connection(lambda: tc.Channel(ignore, ignore), sock=left)
         receiver_transport, _ = await loop.create_connection(
-            lambda: tc.Channel(on_items, print), sock=right
+            lambda: tc.Channel(on_items, ignore), sock=right
         )
         for i in range(count):
             sender.send(i)
