@@ -183,6 +183,47 @@ def test_actors_and_their_calls(ctx: Any) -> None:
     del waiting
 
 
+@runtime.remote
+class Gated:
+    def wait(self, path: str) -> int:
+        import time
+
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return 1
+
+
+@runtime.remote
+class Adder:
+    async def add(self) -> int:
+        return 1
+
+
+WHOLE = ["PENDING_ARGS_AVAIL", "SUBMITTED_TO_WORKER", "RUNNING", "FINISHED"]
+
+
+def test_an_actor_calls_row_is_whole(ctx: Any, tmp_path: Any) -> None:
+    """An actor's worker reports each call it ran with its owner's times: one
+    row with every state, where it ran and the actor, whether the call ended
+    between two of the owner's batches (an async actor's here) or its owner
+    and its worker reported it first as pending and running (a sync one's,
+    waiting on a gate)."""
+    gate = tmp_path / "gate"
+    adder, gated = Adder.remote(), Gated.remote()
+    assert runtime.get(adder.add.remote()) == 1
+    waiting = gated.wait.remote(str(gate))
+    _wait_state("Gated.wait", "RUNNING")
+    gate.touch()
+    assert runtime.get(waiting) == 1
+    for name, actor in (("Adder.add", adder), ("Gated.wait", gated)):
+        _wait_state(name, "FINISHED")
+        (row,) = state.list_tasks(filters=[("name", "=", name)], detail=True)
+        assert [e["state"] for e in row.events] == WHOLE, name
+        assert row.type == "ACTOR_TASK" and row.actor_id == actor._actor_id.hex()
+        assert row.worker_pid and row.node_id == ctx.address_info["node_id"] and row.worker_id
+        assert row.start_time_ms <= row.end_time_ms
+
+
 def test_other_resources_and_bad_input(ctx: Any) -> None:
     ref = runtime.put(b"x" * 10)
     nodes = state.list_nodes()
