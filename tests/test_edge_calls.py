@@ -166,6 +166,19 @@ def test_nodes_advertise_memory_and_schedule_against_it(cluster):
 
 
 @runtime.remote
+def node_ip() -> str:
+    return runtime.util.get_node_ip_address()
+
+
+def test_node_ip_address_is_the_nodes_in_the_driver_and_in_tasks(cluster):
+    node = runtime.nodes()[0]["NodeManagerAddress"]
+    assert runtime.util.get_node_ip_address() == node
+    assert runtime.get(node_ip.remote()) == node
+    with pytest.raises(ValueError, match="host:port"):
+        runtime.util.get_node_ip_address("no-port")
+
+
+@runtime.remote
 def calls_boom():
     return runtime.get(boom.remote())
 

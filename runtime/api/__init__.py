@@ -22,6 +22,7 @@ from ._cluster_info import (
     available_resources_async,
     cluster_resources,
     cluster_resources_async,
+    get_node_ip_address,
     nodes,
     nodes_async,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "get_async",
     "get_current_placement_group",
     "get_gpu_ids",
+    "get_node_ip_address",
     "get_placement_group",
     "get_runtime_context",
     "init",

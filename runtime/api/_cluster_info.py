@@ -1,7 +1,10 @@
-"""The cluster's nodes and resources: ``nodes()``, ``cluster_resources()``, ..."""
+"""The cluster's nodes and resources: ``nodes()``, ``cluster_resources()``, ...,
+and ``get_node_ip_address()`` (Ray's ``ray.util`` name)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 from ..core_worker import check_blocking_allowed
@@ -63,3 +66,21 @@ async def cluster_resources_async() -> dict[str, float]:
 
 async def available_resources_async() -> dict[str, float]:
     return _sum(await nodes_async(), "AvailableResources")
+
+
+def get_node_ip_address(address: str = "8.8.8.8:53") -> str:
+    """The IP address of the node this process runs on: the one the runtime
+    uses when it runs here (a local cluster's is the loopback), else the
+    address this machine would reach ``address`` (``host:port``) from, as in
+    Ray. No packet is sent: a UDP socket is only connected, which picks the
+    route."""
+    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"get_node_ip_address(): address must be 'host:port', got {address!r}")
+    worker = _context.current_or_none()
+    if worker is not None:
+        return str(worker.address[0])
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, int(port)))
+        return str(s.getsockname()[0])
+    return "127.0.0.1"  # no route (an offline machine): the loopback

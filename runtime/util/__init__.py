@@ -1,9 +1,10 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
-``ActorPool`` and ``list_named_actors`` here, placement groups (also in
+``ActorPool``, ``list_named_actors`` and ``get_node_ip_address`` here, placement groups (also in
 ``placement_group``), scheduling strategies in ``scheduling_strategies``,
 ``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
 
 from ..api import (
+    get_node_ip_address,
     list_named_actors,
     list_named_actors_async,
     memory_async,
@@ -26,6 +27,7 @@ __all__ = [
     "ActorPool",
     "PlacementGroup",
     "get_current_placement_group",
+    "get_node_ip_address",
     "get_placement_group",
     "list_actors",
     "list_actors_async",
