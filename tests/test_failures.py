@@ -63,6 +63,18 @@ def test_task_error_is_an_instance_of_the_cause(cluster):
     assert "_executor.py" not in str(err)
 
 
+def test_a_function_sent_by_value_names_its_file_and_line(cluster):
+    # Local, so pickled by value (cloudpickle alone would name "<dynamic-code>").
+    def local_failure():
+        raise KeyError("from a local function")
+
+    with pytest.raises(KeyError) as info:
+        runtime.get(runtime.remote(local_failure).remote())
+    message = str(info.value)
+    assert f'File "{__file__}"' in message and "<dynamic-code>" not in message
+    assert 'raise KeyError("from a local function")' in message  # the source line
+
+
 def test_custom_exception_keeps_its_fields(cluster):
     with pytest.raises(CustomError) as info:
         runtime.get(raises_custom.remote())

@@ -22,8 +22,11 @@ so it is never freed while someone else may still use it.
 from __future__ import annotations
 
 import gc
+import io
 import pickle
 import threading
+import types
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -61,6 +64,31 @@ def _is_plain(value: Any, budget: list[int]) -> bool:
             _is_plain(v, budget) for v in value.values()
         )
     return all(_is_plain(v, budget) for v in value)
+
+
+_reduce_code = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _code_with_its_file(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with its file name kept:
+    cloudpickle writes ``<dynamic-code>`` instead (for payloads that do not
+    depend on where a function was defined), and a remote traceback would
+    then name no file and show no line, where Ray's name the user's."""
+    make, args = _reduce_code(code)
+    return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap(
+        {types.CodeType: _code_with_its_file}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def dumps(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
+    """``cloudpickle.dumps(value, protocol=5)``, with code keeping its file names."""
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return out.getvalue()
 
 
 #: Node ids are this long; an IN_STORE marker's data ends with one.
@@ -141,7 +169,7 @@ def pickle_value(value: Any) -> Pickled:
     buffers: list[pickle.PickleBuffer] = []
     _context.refs = refs
     try:
-        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        inband = dumps(value, buffers.append)
     finally:
         _context.refs = outer
     return Pickled(inband, [b.raw() for b in buffers], refs)
@@ -150,7 +178,7 @@ def pickle_value(value: Any) -> Pickled:
 def serialize_error(error: BaseException) -> SerializedObject:
     """Pickles an error to be raised at ``get``; never fails."""
     try:
-        return SerializedObject(METADATA_ERROR, cloudpickle.dumps(error, protocol=5))
+        return SerializedObject(METADATA_ERROR, dumps(error))
     except Exception:
         pass
     if isinstance(error, exceptions.TaskError):
@@ -164,12 +192,12 @@ def serialize_error(error: BaseException) -> SerializedObject:
                 error.pid,
                 error.host,
             )
-            return SerializedObject(METADATA_ERROR, cloudpickle.dumps(stripped, protocol=5))
+            return SerializedObject(METADATA_ERROR, dumps(stripped))
         except Exception:
             stripped = exceptions.TaskError(
                 error.function_name, error.traceback_str, None, None, error.pid, error.host
             )
-            return SerializedObject(METADATA_ERROR, cloudpickle.dumps(stripped, protocol=5))
+            return SerializedObject(METADATA_ERROR, dumps(stripped))
     return SerializedObject(
         METADATA_ERROR,
         pickle.dumps(exceptions.RaySystemError(f"{type(error).__name__}: {error}")),

@@ -7,8 +7,7 @@ import inspect
 import pickle
 from typing import Any, Generic, TypeVar
 
-import cloudpickle
-
+from .._private import serialization
 from ..core_worker import check_blocking_allowed
 from ..protocol.rt import ActorInfo, ActorState, Empty
 from . import _context, _options, _runtime_env, _scheduling, _signature
@@ -128,7 +127,7 @@ class ActorClass(Generic[C]):
         pickled = self._pickled
         if pickled is None:
             try:
-                data = cloudpickle.dumps(self._cls, protocol=5)
+                data = serialization.dumps(self._cls)
             except Exception as e:
                 raise TypeError(f"actor class {self._name} could not be serialized: {e}") from e
             pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)

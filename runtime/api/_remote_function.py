@@ -8,8 +8,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, cast
 
-import cloudpickle
-
+from .._private import serialization
 from . import _context, _options, _runtime_env, _scheduling, _signature
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
@@ -77,7 +76,7 @@ class RemoteFunction(Generic[P, Out]):
 
     def _pickle(self, function: Any) -> tuple[bytes, bytes]:
         try:
-            data = cloudpickle.dumps(function, protocol=5)
+            data = serialization.dumps(function)
         except Exception as e:
             raise TypeError(f"remote function {self._name}() could not be serialized: {e}") from e
         return hashlib.sha256(data).digest()[:16], data

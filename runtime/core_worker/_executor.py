@@ -32,7 +32,6 @@ import logging
 import os
 import pickle
 import threading
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,6 +63,7 @@ from ._running import (
     current_task_id,
     current_task_name,
     error_reply,
+    format_remote_error,
     interrupt_thread,
     run_async,
     run_sync,
@@ -431,8 +431,7 @@ class TaskExecutor:
             actor = await ActorExecutor.create(self._worker, cls, task, options)
         except Exception as e:
             # Told as text: the gcs, which reads it, may not import the user's classes.
-            frames = e.__traceback__.tb_next if e.__traceback__ is not None else None
-            tb = "".join(traceback.format_exception(type(e), e, frames))
+            tb = format_remote_error(e)
             error = exceptions.ActorDiedError(
                 f"the constructor of actor {options.get('class_name', '?')} raised "
                 f"(pid={os.getpid()}):\n{tb.rstrip()}"

@@ -120,10 +120,22 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     return (task_id, True, returns, False, nested if pins else (), None)
 
 
+#: The runtime package's directory: its frames lead into a task's own.
+_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def format_remote_error(error: BaseException) -> str:
+    """The error with its traceback from the first frame of user code on (all
+    of it when it has none: a failure in the runtime itself), as Ray shows a
+    task's or an actor constructor's: the executor's frames say nothing."""
+    first = frames = error.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        frames = frames.tb_next
+    return "".join(traceback.format_exception(type(error), error, frames or first))
+
+
 def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "") -> WireReply:
-    # Skip the executor's own frame: the traceback starts in user code.
-    frames = error.__traceback__.tb_next if error.__traceback__ is not None else None
-    tb = note + "".join(traceback.format_exception(type(error), error, frames))
+    tb = note + format_remote_error(error)
     cause: BaseException | None = error
     cause_cls: type = type(error)
     if isinstance(error, exceptions.TaskError):
