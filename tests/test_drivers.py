@@ -208,3 +208,40 @@ running = block.options(max_retries=3).remote()
 def test_get_actor_of_a_missing_name(cluster):
     with pytest.raises(ValueError, match="no actor named 'missing'"):
         runtime.get_actor("missing")
+
+
+def test_shutdown_with_work_in_flight_is_quiet(tmp_path):
+    # What its own teardown ends (a running task, one whose ref was dropped, an
+    # actor call, a generator) is no worker death and no unhandled error to report.
+    marker = tmp_path / "started"
+    code = (
+        "import os, time, runtime\n"
+        "@runtime.remote\n"
+        "def hang(path=None):\n"
+        "    if path: open(path, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "@runtime.remote\n"
+        "class Slow:\n"
+        "    def call(self): time.sleep(60)\n"
+        "@runtime.remote\n"
+        "def items():\n"
+        "    yield 1\n"
+        "    time.sleep(60)\n"
+        "    yield 2\n"
+        "context = runtime.init(num_cpus=4)\n"
+        f"held = hang.remote({str(marker)!r})\n"
+        "hang.remote()\n"
+        "actor = Slow.remote(); call = actor.call.remote()\n"
+        "gen = items.remote(); next(gen)\n"
+        "deadline = time.monotonic() + 30\n"
+        f"while not os.path.exists({str(marker)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "runtime.shutdown()\n"
+        "print(context.session_dir)\n"
+    )
+    out = run_driver(code)
+    assert out.returncode == 0, out.stderr
+    assert marker.exists()
+    for noise in ("WORKER_DIED", "ACTOR_DIED", "Unhandled error", "Traceback"):
+        assert noise not in out.stderr, out.stderr
+    assert_no_orphans(out.stdout.strip())

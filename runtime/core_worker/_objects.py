@@ -195,8 +195,8 @@ class ObjectClient:
 
     def report_unhandled(self, object_id: bytes, obj: SerializedObject) -> None:
         """An error nobody read is gone: say so once, as Ray's "Unhandled error"."""
-        if self._worker.config.ignore_unhandled_errors:
-            return
+        if self._worker.config.ignore_unhandled_errors or self._worker.state is State.STOPPED:
+            return  # (while this process shuts down: what its teardown failed)
         try:
             error: BaseException = serialization.error_of(obj)
         except Exception as e:  # its class does not import here

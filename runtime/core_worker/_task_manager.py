@@ -320,6 +320,13 @@ class TaskManager:
             unschedulable = type(error)(f"{spec.name}() cannot be scheduled: {error}")
             self.fail_task(spec, serialization.serialize_error(unschedulable))
             return
+        if self._worker.state is State.STOPPED:
+            # This process's own shutdown ended the worker: no retry, nothing to report.
+            stopped = exceptions.WorkerCrashedError(
+                f"{spec.name}() was still running when the runtime shut down"
+            )
+            self.fail_task(spec, serialization.serialize_error(stopped))
+            return
         if spec.retries_left != 0 and self._worker.state is State.RUNNING:
             if spec.retries_left > 0:
                 spec.retries_left -= 1
