@@ -124,10 +124,18 @@ def test_task_taking_two_cpus_runs_alone(cluster):
         assert start >= end - 0.01
 
 
-def test_nested_tasks_three_deep_on_one_cpu():
+@runtime.remote
+def waits_for_a_child() -> int:
+    # No timeout: on one CPU this only returns if wait lends the CPU, as get does.
+    ready, _ = runtime.wait([depth.remote(1)])
+    return runtime.get(ready[0])
+
+
+def test_nested_get_and_wait_lend_the_cpu_on_one_cpu():
     ctx = runtime.init(num_cpus=1)
     try:
         assert runtime.get(depth.remote(3), timeout=60) > 0
+        assert runtime.get(waits_for_a_child.remote(), timeout=60) > 0
     finally:
         runtime.shutdown()
         from conftest import assert_no_orphans

@@ -20,7 +20,7 @@ import itertools
 import operator
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import exceptions
@@ -131,9 +131,38 @@ class ObjectReader:
                 await worker.recovery.localize_until(objs, deadline)
             return objs  # type: ignore[return-value]
         await worker.wait_started()
-        # A task that waits (sync on its thread: lend_cpu; async: in its context)
-        # hands back the tasks queued behind it, and those that arrive meanwhile.
-        executor = worker.executor
+        async with self._task_blocked(lend_cpu):
+            futures = [self._object_future(refs[i]) for i in missing]
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                gate = _all_or_first_error(futures)
+                await asyncio.wait([gate], timeout=timeout)
+                for i, fut in zip(missing, futures, strict=True):
+                    if fut.done():
+                        objs[i] = fut.result()
+                if serialization.first_error(objs) is not None:
+                    return objs  # type: ignore[return-value]
+                if not gate.done():
+                    left = sum(1 for fut in futures if not fut.done())
+                    raise exceptions.GetTimeoutError(
+                        f"get() timed out: {left} of {len(refs)} objects were not ready"
+                    )
+            finally:
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
+        if fetch_local:
+            await worker.recovery.localize_until(objs, deadline)
+        return objs  # type: ignore[return-value]
+
+    @contextlib.asynccontextmanager
+    async def _task_blocked(self, lend_cpu: bool) -> AsyncIterator[None]:
+        """A task of this worker waits for objects (a sync one on its thread:
+        ``lend_cpu``; an async one: in its context): it hands back the tasks
+        queued behind it, and those that arrive meanwhile; a sync one lends its
+        CPU to the node while it waits (Ray's blocked worker), for ``get`` and
+        ``wait`` alike, so that what it waits for can run."""
+        executor = self._worker.executor
         task_waits = executor is not None and (lend_cpu or current_task_id.get() is not None)
         if task_waits:
             assert executor is not None
@@ -141,33 +170,14 @@ class ObjectReader:
             executor.release_queued()
         if lend_cpu:
             await self._notify_blocked(True)
-        futures = [self._object_future(refs[i]) for i in missing]
         try:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            gate = _all_or_first_error(futures)
-            await asyncio.wait([gate], timeout=timeout)
-            for i, fut in zip(missing, futures, strict=True):
-                if fut.done():
-                    objs[i] = fut.result()
-            if serialization.first_error(objs) is not None:
-                return objs  # type: ignore[return-value]
-            if not gate.done():
-                left = sum(1 for fut in futures if not fut.done())
-                raise exceptions.GetTimeoutError(
-                    f"get() timed out: {left} of {len(refs)} objects were not ready"
-                )
+            yield
         finally:
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
             if task_waits:
                 assert executor is not None
                 executor.waiting -= 1
             if lend_cpu:
                 await self._notify_blocked(False)
-        if fetch_local:
-            await worker.recovery.localize_until(objs, deadline)
-        return objs  # type: ignore[return-value]
 
     async def _notify_blocked(self, blocked: bool) -> None:
         worker = self._worker
@@ -339,7 +349,10 @@ class ObjectReader:
                 self._wait_owned(refs, timeout, num_returns)
                 here = objects.present(ids)
             else:
-                result = worker.bridge.run_blocking(self._wait(refs, num_returns, timeout))
+                lend_cpu = thread_state.in_sync_task
+                result = worker.bridge.run_blocking(
+                    self._wait(refs, num_returns, timeout, lend_cpu)
+                )
         if result is None:
             result = _split(refs, here, num_returns)
         if fetch_local and worker.recovery.remote_markers(
@@ -356,29 +369,34 @@ class ObjectReader:
             await self._worker.recovery.localize_until(objs, deadline)
 
     async def _wait(
-        self, refs: Sequence[Reference], num_returns: int, timeout: float | None
+        self,
+        refs: Sequence[Reference],
+        num_returns: int,
+        timeout: float | None,
+        lend_cpu: bool = False,
     ) -> tuple[list[Reference], list[Reference]]:
         store = self._worker.store
         ready = {r._id for r in refs if store.get_nowait(r._id) is not None}
-        if len(ready) < num_returns:
+        if len(ready) < num_returns and timeout != 0:
             await self._worker.wait_started()
-            futures = {self._object_future(r): r._id for r in refs if r._id not in ready}
             deadline = None if timeout is None else time.monotonic() + timeout
-            pending = set(futures)
-            try:
-                while len(ready) < num_returns and pending:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    done, pending = await asyncio.wait(
-                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if not done:
-                        break
-                    ready.update(futures[f] for f in done)
-            finally:
-                for fut in pending:
-                    fut.cancel()
+            async with self._task_blocked(lend_cpu):
+                futures = {self._object_future(r): r._id for r in refs if r._id not in ready}
+                pending = set(futures)
+                try:
+                    while len(ready) < num_returns and pending:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            break
+                        done, pending = await asyncio.wait(
+                            pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if not done:
+                            break
+                        ready.update(futures[f] for f in done)
+                finally:
+                    for fut in pending:
+                        fut.cancel()
         ready_refs: list[Reference] = []
         not_ready: list[Reference] = []
         for ref in refs:
