@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -131,11 +132,25 @@ def waits_for_a_child() -> int:
     return runtime.get(ready[0])
 
 
+@runtime.remote
+def counts(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+@runtime.remote
+def consumes_a_generator() -> list[int]:
+    items = counts.remote(3)
+    ready, _ = runtime.wait([items])  # ready once its next item is
+    assert ready == [items]
+    return [runtime.get(ref) for ref in items]
+
+
 def test_nested_get_and_wait_lend_the_cpu_on_one_cpu():
     ctx = runtime.init(num_cpus=1)
     try:
         assert runtime.get(depth.remote(3), timeout=60) > 0
         assert runtime.get(waits_for_a_child.remote(), timeout=60) > 0
+        assert runtime.get(consumes_a_generator.remote(), timeout=60) == [0, 1, 2]
     finally:
         runtime.shutdown()
         from conftest import assert_no_orphans

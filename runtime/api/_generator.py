@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._private.ids import task_of
-from ..core_worker import check_blocking_allowed
+from ..core_worker import check_blocking_allowed, thread_state
 from ._object_ref import ObjectRef
 
 if TYPE_CHECKING:
@@ -23,10 +23,18 @@ if TYPE_CHECKING:
 
 
 async def wait_ready(
-    worker: CoreWorker, items: list[Any], num_returns: int, timeout: float | None
+    worker: CoreWorker,
+    items: list[Any],
+    num_returns: int,
+    timeout: float | None,
+    lend_cpu: bool = False,
 ) -> tuple[list[Any], list[Any]]:
     """On the core worker's loop: ``wait`` over refs and generators (a generator
-    is ready when its next item is, or it has ended)."""
+    is ready when its next item is, or it has ended). ``lend_cpu``: the caller
+    is a sync task, which lends its CPU while it waits."""
+    if lend_cpu and timeout != 0 and _ready_now(worker, items) < num_returns:
+        async with worker.reader.task_blocked(True):
+            return await wait_ready(worker, items, num_returns, timeout)
 
     async def ready(item: Any) -> None:
         if isinstance(item, ObjectRefGenerator):
@@ -54,6 +62,16 @@ async def wait_ready(
     return chosen, [item for item in items if id(item) not in ids]
 
 
+def _ready_now(worker: CoreWorker, items: list[Any]) -> int:
+    generators, store = worker.generators, worker.store
+    return sum(
+        generators.ready(item._task_id)
+        if isinstance(item, ObjectRefGenerator)
+        else store.get_nowait(item._id) is not None
+        for item in items
+    )
+
+
 Y = TypeVar("Y")
 
 
@@ -77,7 +95,8 @@ class ObjectRefGenerator(Iterator[ObjectRef[Y]], AsyncIterator[ObjectRef[Y]]):
     def __next__(self) -> ObjectRef[Y]:
         check_blocking_allowed("ObjectRefGenerator.__next__", "await anext(gen)", self._worker.loop)
         worker = self._worker
-        object_id = worker.bridge.run_blocking(worker.generators.next_item(self._task_id))
+        lend_cpu = thread_state.in_sync_task  # (this thread's: read here)
+        object_id = worker.bridge.run_blocking(worker.generators.next_item(self._task_id, lend_cpu))
         if object_id is None:
             raise StopIteration
         return self._ref(object_id)

@@ -12,7 +12,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast, overload
 
-from ..core_worker import CoreWorker, check_blocking_allowed
+from ..core_worker import CoreWorker, check_blocking_allowed, thread_state
 from . import _context
 from ._generator import ObjectRefGenerator, wait_ready
 from ._object_ref import ObjectRef
@@ -170,7 +170,8 @@ def wait(
     check_blocking_allowed("wait", _WAIT_ALT, _context.runtime_loop())
     worker = _context.current_or_init()
     if generators:
-        return worker.bridge.run_blocking(wait_ready(worker, refs, num_returns, timeout))
+        lend_cpu = thread_state.in_sync_task
+        return worker.bridge.run_blocking(wait_ready(worker, refs, num_returns, timeout, lend_cpu))
     result = worker.reader.wait(refs, num_returns, timeout, fetch_local=bool(fetch_local))
     return cast(tuple[list[ObjectRef], list[ObjectRef]], result)
 

@@ -140,9 +140,13 @@ class Generators:
         state = self.streams.get(task_id)
         return state is None or state.over
 
-    async def next_item(self, task_id: bytes) -> bytes | None:
+    async def next_item(self, task_id: bytes, lend_cpu: bool = False) -> bytes | None:
         """On the loop: the id of the next item (its count now the caller's), or
-        None at the end."""
+        None at the end. ``lend_cpu``: the caller is a sync task, which lends
+        its CPU while it waits (the generator may need it to make the item)."""
+        if lend_cpu and not self.ready(task_id):
+            async with self._worker.reader.task_blocked(True):
+                return await self.next_item(task_id)
         state = self.streams.get(task_id)
         while state is not None and state.consumed >= state.received and not state.over:
             waiter = asyncio.get_running_loop().create_future()

@@ -131,7 +131,7 @@ class ObjectReader:
                 await worker.recovery.localize_until(objs, deadline)
             return objs  # type: ignore[return-value]
         await worker.wait_started()
-        async with self._task_blocked(lend_cpu):
+        async with self.task_blocked(lend_cpu):
             futures = [self._object_future(refs[i]) for i in missing]
             try:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -156,12 +156,13 @@ class ObjectReader:
         return objs  # type: ignore[return-value]
 
     @contextlib.asynccontextmanager
-    async def _task_blocked(self, lend_cpu: bool) -> AsyncIterator[None]:
+    async def task_blocked(self, lend_cpu: bool) -> AsyncIterator[None]:
         """A task of this worker waits for objects (a sync one on its thread:
         ``lend_cpu``; an async one: in its context): it hands back the tasks
         queued behind it, and those that arrive meanwhile; a sync one lends its
-        CPU to the node while it waits (Ray's blocked worker), for ``get`` and
-        ``wait`` alike, so that what it waits for can run."""
+        CPU to the node while it waits (Ray's blocked worker), for ``get``,
+        ``wait`` and a generator's next item alike, so that what it waits for
+        can run."""
         executor = self._worker.executor
         task_waits = executor is not None and (lend_cpu or current_task_id.get() is not None)
         if task_waits:
@@ -380,7 +381,7 @@ class ObjectReader:
         if len(ready) < num_returns and timeout != 0:
             await self._worker.wait_started()
             deadline = None if timeout is None else time.monotonic() + timeout
-            async with self._task_blocked(lend_cpu):
+            async with self.task_blocked(lend_cpu):
                 futures = {self._object_future(r): r._id for r in refs if r._id not in ready}
                 pending = set(futures)
                 try:
