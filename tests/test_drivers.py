@@ -3,6 +3,7 @@ discovery of a running cluster, drivers started from any folder."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -245,3 +246,29 @@ def test_shutdown_with_work_in_flight_is_quiet(tmp_path):
     for noise in ("WORKER_DIED", "ACTOR_DIED", "Unhandled error", "Traceback"):
         assert noise not in out.stderr, out.stderr
     assert_no_orphans(out.stdout.strip())
+
+
+def test_init_takes_rays_logging_and_temp_dir_arguments(tmp_path):
+    with pytest.raises(ValueError, match="local_mode"):
+        runtime.init(local_mode=True)
+    with pytest.raises(ValueError, match="logging_level"):
+        runtime.init(logging_level="LOUD")
+    assert not runtime.is_initialized()
+    logger = logging.getLogger("runtime")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    root = tmp_path / "sessions"
+    ctx = runtime.init(
+        num_cpus=1, logging_level="DEBUG", logging_format="%(message)s", _temp_dir=str(root)
+    )
+    try:
+        assert ctx.session_dir is not None and ctx.session_dir.startswith(str(root))
+        # As Ray's logger: its level, one handler of its own, not printed twice.
+        added = [h for h in logger.handlers if h not in saved[2]]
+        assert logger.level == logging.DEBUG and not logger.propagate and len(added) == 1
+    finally:
+        runtime.shutdown()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        for handler in [h for h in logger.handlers if h not in saved[2]]:
+            logger.removeHandler(handler)
+        assert_no_orphans(ctx.session_dir)

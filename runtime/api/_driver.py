@@ -30,7 +30,7 @@ from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import KvGetRequest, NodeInfo
-from . import _context, _runtime_env
+from . import _context, _init_options, _runtime_env
 from ._init_context import InitContext
 from ._object_ref import ObjectRef
 
@@ -237,12 +237,19 @@ def init(
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
+    logging_level: int | str | None = None,
+    logging_format: str | None = None,
+    configure_logging: bool = True,
+    local_mode: bool = False,
     _system_config: dict[str, Any] | None = None,
+    _temp_dir: str | None = None,
 ) -> InitContext:
     """Starts a local cluster (no ``address``) or joins one, and connects.
 
     ``runtime_env``: the job's environment, the default of its tasks and actors
-    (see ``_private/runtime_env.py``).
+    (see ``_private/runtime_env.py``). ``logging_level`` / ``logging_format``
+    set up the ``runtime`` logger as Ray's ``ray`` one (left to the program
+    when neither is given); ``_temp_dir``: where session folders go.
 
     The runtime runs on a loop of its own, on a daemon thread, even when this
     thread runs an event loop (a notebook kernel, a framework's start-up
@@ -252,6 +259,15 @@ def init(
     global _driver
     if _context.current_or_none() is not None:
         return _repeated_init("init", ignore_reinit_error)
+    _system_config = _init_options.apply(
+        "init()",
+        logging_level,
+        logging_format,
+        configure_logging,
+        local_mode,
+        _temp_dir,
+        _system_config,
+    )
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )
@@ -310,7 +326,12 @@ async def init_async(
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
+    logging_level: int | str | None = None,
+    logging_format: str | None = None,
+    configure_logging: bool = True,
+    local_mode: bool = False,
     _system_config: dict[str, Any] | None = None,
+    _temp_dir: str | None = None,
 ) -> InitContext:
     """``init`` for asyncio programs: attaches to the running loop, fully started.
 
@@ -332,9 +353,23 @@ async def init_async(
             log_to_driver=log_to_driver,
             include_dashboard=include_dashboard,
             runtime_env=runtime_env,
+            logging_level=logging_level,
+            logging_format=logging_format,
+            configure_logging=configure_logging,
+            local_mode=local_mode,
             _system_config=_system_config,
+            _temp_dir=_temp_dir,
         )
         return await _off_this_loop(start)
+    _system_config = _init_options.apply(
+        "init_async()",
+        logging_level,
+        logging_format,
+        configure_logging,
+        local_mode,
+        _temp_dir,
+        _system_config,
+    )
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
     )

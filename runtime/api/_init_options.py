@@ -1,0 +1,72 @@
+"""``init()``'s arguments that Ray programs pass besides the cluster's shape:
+logging (``logging_level``, ``logging_format``, ``configure_logging``), the
+session root (``_temp_dir``) and ``local_mode``, refused with its reason."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+#: Ray's default format for its logger.
+DEFAULT_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
+
+
+def apply(
+    where: str,
+    logging_level: int | str | None,
+    logging_format: str | None,
+    configure_logging: bool,
+    local_mode: bool,
+    temp_dir: str | None,
+    system_config: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """Checks these arguments and sets the ``runtime`` logger up if asked (as
+    Ray sets up its ``ray`` logger); returns the configuration overrides, with
+    ``_temp_dir`` as the root of session folders."""
+    if local_mode:
+        raise ValueError(
+            f"{where}: local_mode=True is not supported (Ray deprecates it too): it ran "
+            "tasks inside the driver; a local cluster starts in well under a second, "
+            "so call it without local_mode"
+        )
+    if logging_format is not None and not isinstance(logging_format, str):
+        raise TypeError(f"{where}: logging_format must be a str, got {logging_format!r}")
+    level = _level(where, logging_level)
+    if configure_logging and (level is not None or logging_format is not None):
+        _configure(level if level is not None else logging.INFO, logging_format or DEFAULT_FORMAT)
+    if temp_dir is None:
+        return None if system_config is None else dict(system_config)
+    if not isinstance(temp_dir, str) or not temp_dir:
+        raise TypeError(f"{where}: _temp_dir must be a folder's path, got {temp_dir!r}")
+    return {**(system_config or {}), "session_root": temp_dir}
+
+
+def _level(where: str, value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        number = logging.getLevelName(value.upper())
+        if isinstance(number, int):
+            return number
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(
+        f"{where}: logging_level must be a level such as logging.INFO or 'DEBUG', got {value!r}"
+    )
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """The handler init() adds (one, however often it runs)."""
+
+
+def _configure(level: int, fmt: str) -> None:
+    logger = logging.getLogger("runtime")
+    logger.setLevel(level)
+    handler = next((h for h in logger.handlers if isinstance(h, _Handler)), None)
+    if handler is None:
+        handler = _Handler(sys.stderr)
+        logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(fmt))
+    logger.propagate = False  # (as Ray's: not printed twice by the root's handlers)
