@@ -141,10 +141,37 @@ def test_wait_edges(cluster):
         runtime.wait(refs, num_returns=5)
 
 
-def test_byte_sizes_as_integral_floats():
-    ctx = runtime.init(num_cpus=1, object_store_memory=200e6)
+@runtime.remote
+def assigned() -> dict:
+    return runtime.get_runtime_context().get_assigned_resources()
+
+
+@runtime.remote
+class Assigned:
+    def get(self) -> dict:
+        return runtime.get_runtime_context().get_assigned_resources()
+
+
+def test_byte_sizes_as_integral_floats_and_accelerator_types():
+    ctx = runtime.init(
+        num_cpus=1, object_store_memory=200e6, resources={"accelerator_type:T4": 1}
+    )
     try:
         assert runtime.cluster_resources()["object_store_memory"] == pytest.approx(200e6)
+        # As in Ray: a share of the node's "accelerator_type:<type>" resource.
+        share = {"accelerator_type:T4": 0.001}
+        assert runtime.get(assigned.options(accelerator_type="T4").remote()) == {
+            "CPU": 1.0,
+            **share,
+        }
+        actor = Assigned.options(accelerator_type="T4").remote()
+        assert runtime.get(actor.get.remote()) == share
+        elsewhere = assigned.options(accelerator_type="A100").remote()
+        assert runtime.wait([elsewhere], timeout=0.5) == ([], [elsewhere])
+        with pytest.raises(TypeError, match="accelerator_type"):
+            assigned.options(accelerator_type=4)
+        with pytest.raises(ValueError, match="accelerator_type"):
+            Assigned.options(accelerator_type="")
     finally:
         runtime.shutdown()
     with pytest.raises(TypeError, match="whole number of bytes"):

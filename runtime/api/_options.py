@@ -80,6 +80,18 @@ def _resources(name: str, value: Any) -> None:
         _number()(f"{name}[{key!r}]", amount)
 
 
+#: An ``accelerator_type`` option asks for a node that has this resource, as
+#: in Ray (a node started with ``resources={"accelerator_type:A100": 1}``).
+ACCELERATOR_PREFIX = "accelerator_type:"
+_ACCELERATOR_SHARE = 0.001
+
+
+def _accelerator_type(name: str, value: Any) -> None:
+    _string(name, value)
+    if value is not None and (not value or ":" in value):
+        raise ValueError(f"option {name!r} must name an accelerator type, got {value!r}")
+
+
 def _retry_exceptions(name: str, value: Any) -> None:
     if isinstance(value, bool):
         return
@@ -123,6 +135,7 @@ _PLACEMENT_OPTIONS: dict[str, _Check] = {
 TASK_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
     "num_gpus": _gpus,
+    "accelerator_type": _accelerator_type,
     "resources": _resources,
     "memory": _number(),
     "num_returns": _num_returns,
@@ -163,6 +176,7 @@ def _concurrency_groups(name: str, value: Any) -> None:
 ACTOR_OPTIONS: dict[str, _Check] = {
     "num_cpus": _number(),
     "num_gpus": _gpus,
+    "accelerator_type": _accelerator_type,
     "resources": _resources,
     "memory": _number(),
     "name": _string,
@@ -197,7 +211,8 @@ def validate(options: Mapping[str, Any], known: Mapping[str, _Check], what: str)
 
 
 def task_resources(options: Mapping[str, Any], default_cpus: float) -> dict[str, float]:
-    """The resources a task asks for: CPU (1 unless told), GPU, memory, custom."""
+    """The resources a task asks for: CPU (1 unless told), GPU, memory, custom,
+    and a share of its accelerator type's, if it names one."""
     cpus = options.get("num_cpus")
     resources: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
     if options.get("num_gpus"):
@@ -206,6 +221,8 @@ def task_resources(options: Mapping[str, Any], default_cpus: float) -> dict[str,
         resources["memory"] = float(options["memory"])
     for key, amount in (options.get("resources") or {}).items():
         resources[key] = float(amount)
+    if options.get("accelerator_type"):
+        resources[ACCELERATOR_PREFIX + options["accelerator_type"]] = _ACCELERATOR_SHARE
     return {k: v for k, v in resources.items() if v}
 
 
