@@ -153,9 +153,7 @@ class Assigned:
 
 
 def test_byte_sizes_as_integral_floats_and_accelerator_types():
-    ctx = runtime.init(
-        num_cpus=1, object_store_memory=200e6, resources={"accelerator_type:T4": 1}
-    )
+    ctx = runtime.init(num_cpus=1, object_store_memory=200e6, resources={"accelerator_type:T4": 1})
     try:
         assert runtime.cluster_resources()["object_store_memory"] == pytest.approx(200e6)
         # As in Ray: a share of the node's "accelerator_type:<type>" resource.
