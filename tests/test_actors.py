@@ -311,6 +311,38 @@ def test_restart_retries_calls_in_flight(cluster, tmp_path):
     assert row["num_restarts"] == 1
 
 
+@runtime.remote(max_restarts=1)
+class Retried:
+    def __init__(self):
+        self.calls = 0
+
+    @runtime.method(max_task_retries=1)
+    def exit_once(self, marker):
+        self.calls += 1
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return self.calls
+
+
+def test_a_methods_own_max_task_retries(cluster, tmp_path):
+    # The method's retries, where the actor's are none: retried on the restart.
+    actor = Retried.remote()
+    assert runtime.get(actor.exit_once.remote(str(tmp_path / "a")), timeout=60) == 1
+    # A call's own, over the method's: not retried, lost with the actor.
+    call = actor.exit_once.options(max_task_retries=0).remote(str(tmp_path / "b"))
+    with pytest.raises(ActorDiedError):
+        runtime.get(call, timeout=60)
+    for bad, kind in (
+        ({"max_task_retries": "x"}, TypeError),
+        ({"num_returns": "dynamic"}, ValueError),
+    ):
+        with pytest.raises(kind, match=next(iter(bad))):
+            runtime.method(**bad)
+        with pytest.raises(kind, match=next(iter(bad))):
+            actor.exit_once.options(**bad)
+
+
 def test_restarts_run_out(cluster):
     counter = Counter.options(max_restarts=2, max_task_retries=-1).remote()
     with pytest.raises(ActorDiedError, match="restarted 2 time"):

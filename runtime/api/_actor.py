@@ -28,6 +28,7 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
             is_async=inspect.iscoroutinefunction(member),
             signature=_signature.spec_of(member, drop_first=not static),
             concurrency_group=options.get("concurrency_group"),
+            max_task_retries=options.get("max_task_retries"),
         )
     return table
 

@@ -27,6 +27,7 @@ class MethodMeta:
     # The method's parameters (without ``self``), to check calls against.
     signature: _signature.SignatureSpec | None = None
     concurrency_group: str | None = None
+    max_task_retries: int | None = None  # None: the actor's
 
 
 #: Methods every actor has, as in Ray: ``__ray_ready__`` (True once
@@ -138,7 +139,9 @@ class ActorHandle(Generic[C]):
             kwargs,
             num_returns=num_returns,
             name=options.get("name") or call_name,
-            max_task_retries=self._max_task_retries,
+            max_task_retries=_first_set(
+                options.get("max_task_retries"), meta.max_task_retries, self._max_task_retries
+            ),
             max_pending_calls=self._max_pending_calls,
             handle_ref=self._ref,
             concurrency_group=options.get("concurrency_group"),
@@ -196,24 +199,7 @@ class ActorMethod:
         return self._handle._call(self._name, self._meta, self._options, args, kwargs)
 
     def options(self, **options: Any) -> ActorMethod:
-        unknown = set(options) - {
-            "num_returns",
-            "name",
-            "concurrency_group",
-            "_generator_backpressure_num_objects",
-        }
-        if unknown:
-            raise ValueError(f"invalid option(s) for an actor method: {', '.join(sorted(unknown))}")
-        if "num_returns" in options:
-            _options.TASK_OPTIONS["num_returns"]("num_returns", options["num_returns"])
-            if options["num_returns"] == "dynamic":
-                raise ValueError(
-                    "num_returns='dynamic' is for remote functions; use 'streaming' for "
-                    "an actor method"
-                )
-        if "_generator_backpressure_num_objects" in options:
-            name = "_generator_backpressure_num_objects"
-            _options.TASK_OPTIONS[name](name, options[name])
+        _options.validate(options, _options.METHOD_CALL_OPTIONS, "an actor method's call")
         group = options.get("concurrency_group")
         if group is not None and group not in self._handle._groups:
             known = ", ".join(repr(g) for g in self._handle._groups) or "none"
@@ -222,6 +208,10 @@ class ActorMethod:
                 f"(its groups: {known})"
             )
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+
+
+def _first_set(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
 
 
 #: A method's options when none were given (read only: ``options()`` makes a new dict).

@@ -83,9 +83,7 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def method(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Options for one actor method, such as ``@runtime.method(num_returns=2)``."""
-    unknown = set(options) - {"num_returns", "concurrency_group", "max_task_retries"}
-    if unknown:
-        raise ValueError(f"invalid option(s) for @runtime.method: {', '.join(sorted(unknown))}")
+    _options.validate(options, _options.METHOD_OPTIONS, "@runtime.method")
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.__runtime_method_options__ = options  # type: ignore[attr-defined]

@@ -194,6 +194,36 @@ ACTOR_OPTIONS: dict[str, _Check] = {
 }
 
 
+def _method_num_returns(name: str, value: Any) -> None:
+    if value == "streaming":
+        return
+    if isinstance(value, str):
+        raise ValueError(
+            f"option {name!r} must be an int >= 0 or 'streaming' for an actor method "
+            f"('dynamic' is for remote functions), got {value!r}"
+        )
+    _integer(0)(name, value)
+
+
+def _group_name(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"option {name!r} must name a concurrency group (a str), got {value!r}")
+
+
+#: ``@runtime.method(...)``'s options; a call's ``.options(...)`` takes these and
+#: ``name`` and the generators' backpressure.
+METHOD_OPTIONS: dict[str, _Check] = {
+    "num_returns": _method_num_returns,
+    "concurrency_group": _group_name,
+    "max_task_retries": _integer(-1),
+}
+METHOD_CALL_OPTIONS: dict[str, _Check] = {
+    **METHOD_OPTIONS,
+    "name": _string,
+    "_generator_backpressure_num_objects": _integer(0),
+}
+
+
 def check_actor_options(options: Mapping[str, Any]) -> None:
     """Checks that hold between actor options."""
     if options.get("get_if_exists") and not options.get("name"):
