@@ -198,11 +198,57 @@ class ObjectFreedError(ObjectLostError):
     """The object was freed by its owner."""
 
 
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object is lost and its task may not run again to rebuild it (it
+    allowed no retries)."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    """The object is lost and its task used up its retries rebuilding it."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    """The object is lost and its lineage was dropped (``max_lineage_bytes``)."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Ray's, for an object that could not be fetched in time; not raised here
+    (a ``get`` past its timeout raises :class:`GetTimeoutError`), kept so that
+    Ray code catching it runs."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """Ray's, for a reference counting bug; not raised here, kept so that Ray
+    code catching it runs."""
+
+
 class ActorDiedError(RayError):
     """The actor died; the message says why."""
 
 
 RayActorError = ActorDiedError
+
+
+class ActorUnavailableError(RayError):
+    """Ray's, for an actor that is restarting or unreachable for a while; not
+    raised here (calls wait for a restarting actor), kept so that Ray code
+    catching it runs."""
+
+
+class AsyncioActorExit(RayError):
+    """Ray's, raised inside an async actor by ``exit_actor()``; here that ends
+    the actor the same way with ``ActorExitRequest``; kept so that Ray code
+    catching it runs."""
+
+
+class OutOfMemoryError(RayError):
+    """Ray's, for a task killed by its node's memory monitor; not raised here
+    (there is no memory monitor), kept so that Ray code catching it runs."""
+
+
+class OutOfDiskError(RayError):
+    """Ray's, for a node whose disk is full; not raised here (spilling fails
+    with :class:`ObjectStoreFullError`), kept so that Ray code catching it runs."""
 
 
 class ObjectStoreFullError(RayError):
@@ -234,21 +280,30 @@ class BlockingCallOnLoopError(RayError, RuntimeError):
 __all__ = [
     "ActorDiedError",
     "ActorPlacementGroupRemoved",
+    "ActorUnavailableError",
     "ActorUnschedulableError",
+    "AsyncioActorExit",
     "BlockingCallOnLoopError",
     "GcsLostError",
     "GetTimeoutError",
     "LocalRayletDiedError",
     "NodeDiedError",
+    "ObjectFetchTimedOutError",
     "ObjectFreedError",
     "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectReconstructionFailedLineageEvictedError",
+    "ObjectReconstructionFailedMaxAttemptsExceededError",
     "ObjectStoreFullError",
+    "OutOfDiskError",
+    "OutOfMemoryError",
     "OwnerDiedError",
     "PendingCallsLimitExceededError",
     "RayActorError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
+    "ReferenceCountingAssertionError",
     "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "TaskCancelledError",

@@ -108,3 +108,34 @@ def test_init_argument_checks():
     with pytest.raises(TypeError):
         runtime.init(bogus=1)  # type: ignore[call-arg]
     assert not runtime.is_initialized()
+
+
+def test_rays_exception_names_and_classes():
+    # Ray code that catches any of Ray's errors by name runs (an except clause
+    # naming a missing one would fail as soon as anything is raised).
+    e = runtime.exceptions
+    lost = (
+        "OwnerDiedError",
+        "ObjectFreedError",
+        "ObjectReconstructionFailedError",
+        "ObjectReconstructionFailedMaxAttemptsExceededError",
+        "ObjectReconstructionFailedLineageEvictedError",
+        "ObjectFetchTimedOutError",
+        "ReferenceCountingAssertionError",
+    )
+    assert all(issubclass(getattr(e, name), e.ObjectLostError) for name in lost)
+    others = (
+        "ActorUnavailableError",
+        "AsyncioActorExit",
+        "OutOfMemoryError",
+        "OutOfDiskError",
+        "RayActorError",
+        "RayTaskError",
+        "TaskCancelledError",
+        "WorkerCrashedError",
+        "RuntimeEnvSetupError",
+        "ObjectStoreFullError",
+    )
+    assert all(issubclass(getattr(e, name), e.RayError) for name in others)
+    assert issubclass(e.GetTimeoutError, TimeoutError)
+    assert set(lost + others) <= set(e.__all__)

@@ -10,7 +10,11 @@ from conftest import assert_no_orphans, wait_until
 
 import runtime
 from runtime._private.framing import frame
-from runtime.exceptions import ObjectLostError
+from runtime.exceptions import (
+    ObjectLostError,
+    ObjectReconstructionFailedError,
+    ObjectReconstructionFailedLineageEvictedError,
+)
 from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
 
 MB = 1 << 20
@@ -110,7 +114,7 @@ def test_no_retries_means_no_rebuild(cluster):
     ref = make.options(max_retries=0).remote(1)
     runtime.wait([ref])
     lose(ref)
-    with pytest.raises(ObjectLostError, match="not reconstructable"):
+    with pytest.raises(ObjectReconstructionFailedError, match="not reconstructable"):
         runtime.get(ref)
 
 
@@ -122,7 +126,7 @@ def test_lineage_cap(tmp_path):
         worker = runtime.api._context.current()
         assert worker.lineage.total_bytes <= 2000
         lose(refs[0], refs[-1])
-        with pytest.raises(ObjectLostError, match="max_lineage_bytes"):
+        with pytest.raises(ObjectReconstructionFailedLineageEvictedError, match="max_lineage"):
             runtime.get(refs[0])
         assert int(runtime.get(refs[-1])[0]) == 9  # recent lineage is kept
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .. import exceptions
 from .._private.ids import task_of
 from .._private.serialization import METADATA_IN_STORE, SerializedObject, store_location
 from ._task_spec import TaskSpec
@@ -83,6 +84,14 @@ class Lineage:
         if object_id.endswith(b"\x00\x00\x00\x00"):
             return "it was made by put(), which cannot be re-run"
         return "it is not reconstructable (no lineage: its task allowed no retries)"
+
+    def why_not_error(self, object_id: bytes) -> type[exceptions.ObjectLostError]:
+        """The error class Ray raises for what :meth:`why_not` says."""
+        if task_of(object_id) in self._evicted:
+            return exceptions.ObjectReconstructionFailedLineageEvictedError
+        if object_id.endswith(b"\x00\x00\x00\x00"):
+            return exceptions.ObjectLostError  # (put's)
+        return exceptions.ObjectReconstructionFailedError
 
     def _maybe_drop(self, entry: LineageEntry) -> None:
         if not entry.live and entry.dependents <= 0:

@@ -180,10 +180,11 @@ class ObjectRecovery:
             return
         entry = w.lineage.entry_for(object_id)
         if entry is None or object_id not in w.refs:
-            raise exceptions.ObjectLostError(object_id.hex(), w.lineage.why_not(object_id))
+            kind = w.lineage.why_not_error(object_id)
+            raise kind(object_id.hex(), w.lineage.why_not(object_id))
         spec = entry.spec
         if spec.retries_left == 0:
-            raise exceptions.ObjectLostError(
+            raise exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
                 object_id.hex(),
                 f"it is lost and {spec.name}() has no retries left to rebuild it "
                 f"(max_retries={spec.max_retries})",
