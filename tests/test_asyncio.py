@@ -65,6 +65,13 @@ async def test_gather_and_wait_for(attached):
     assert await asyncio.wait_for(square.remote(3), timeout=10) == 9
 
 
+async def test_as_future_is_rays(attached):
+    future = square.remote(4).as_future()
+    assert isinstance(future, asyncio.Future) and await future == 16
+    done, _ = await asyncio.wait([square.remote(5).as_future()], timeout=30)
+    assert [f.result() for f in done] == [25]
+
+
 async def test_wait_for_timeout_leaves_ref_usable(attached):
     ref = slow.remote(5, 0.5)
     with pytest.raises(TimeoutError):

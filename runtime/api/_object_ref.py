@@ -72,6 +72,21 @@ class ObjectRef(Reference, Generic[T]):
         """A ``concurrent.futures.Future`` resolved with the object's value."""
         return self._worker.reader.concurrent_future(self)
 
+    def as_future(self) -> asyncio.Future[T]:
+        """Ray's: an asyncio future of the object's value, on the running loop
+        (the ref itself is one too: ``await ref`` and ``asyncio.wait([ref])`` work)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "ObjectRef.as_future() needs a running event loop; use ref.future() "
+                "(a concurrent.futures.Future) outside one"
+            ) from None
+        return loop.create_task(self._as_value())
+
+    async def _as_value(self) -> T:
+        return await self
+
     def __await__(self) -> Generator[Any, None, T]:
         if not in_asyncio():  # trio (or anyio on trio)
             return await_future(self.future()).__await__()
