@@ -223,7 +223,16 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
 
 
 class ActorDiedError(RayError):
-    """The actor died; the message says why."""
+    """The actor died; the message says why. ``intended``: this is the result
+    of the very call that ended it (``exit_actor()``, ``__ray_terminate__``),
+    which its caller asked for: not reported when nobody reads it."""
+
+    def __init__(self, message: str = "", intended: bool = False) -> None:
+        super().__init__(message)
+        self.intended = intended
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.intended))
 
 
 RayActorError = ActorDiedError

@@ -3,6 +3,7 @@ their actors along, detached actors stay."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -149,8 +150,11 @@ def test_an_actor_exits_from_inside(cluster, tmp_path, kind, options, method):
     actor = cls.options(max_restarts=2, **options).remote(marker)
     assert runtime.get(actor.__ray_ready__.remote()) is True
     pid = runtime.get(actor.pid.remote())
-    with pytest.raises(runtime.exceptions.ActorDiedError, match="exited intentionally"):
-        runtime.get(getattr(actor, method).remote())
+    ending = getattr(actor, method).remote()
+    behind = actor.pid.remote()  # sent before the actor ended: does not run either
+    for ref in (ending, behind):
+        with pytest.raises(runtime.exceptions.ActorDiedError, match="exited intentionally"):
+            runtime.get(ref)
     with pytest.raises(runtime.exceptions.ActorDiedError, match="exited intentionally"):
         runtime.get(actor.pid.remote())  # not restarted
     gone(pid)
@@ -192,3 +196,25 @@ def test_the_runtime_context_of_an_actor(cluster):
     ctx = runtime.get_runtime_context()
     assert ctx.get_actor_id() is None and ctx.get_actor_name() is None
     assert "describe" in dir(actor) and "pid" in dir(actor)
+
+
+def test_the_call_that_ends_an_actor_is_not_an_unhandled_error(cluster):
+    reports: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reports.append(record.getMessage())
+
+    catch = Catch()
+    logging.getLogger("runtime").addHandler(catch)
+    try:
+        actor = Leaver.remote(os.devnull)
+        assert runtime.get(actor.__ray_ready__.remote()) is True
+        ending = actor.__ray_terminate__.remote()  # asked for: never read
+        after = actor.pid.remote()  # a real error, never read
+        ending_id, after_id = ending.hex(), after.hex()
+        del ending, after
+        wait_until(lambda: any(after_id in r for r in reports), 30, "the later call's report")
+        assert not any(ending_id in r for r in reports)
+    finally:
+        logging.getLogger("runtime").removeHandler(catch)

@@ -135,6 +135,10 @@ class ActorExecutor:
         self.instance: Any = None
         # Why the actor is ending by its own will ("" while it is not).
         self.exiting = ""
+        # Written by the call that ends the actor, on the thread it ran on (a
+        # lane's, or the loop), before its result reaches the loop: calls that
+        # start after it (queued on the lane meanwhile) do not run. One str write.
+        self._ended = ""
 
     @classmethod
     async def create(
@@ -223,6 +227,8 @@ class ActorExecutor:
     def _run_sync(self, method: Any, task: WireTask) -> WireReply:
         if task[0] in self._cancelled:  # while it was queued: it does not run
             return cancelled_reply(task[0], task[2])
+        if self._ended:  # a call before it ended the actor
+            return self._died_reply(task)
         events = self._worker.task_events
         start = events.started(task[0], task[9])
         token = current_task_id.set(task[0])
@@ -235,6 +241,9 @@ class ActorExecutor:
                 result = run_sync_stream(self._worker, method, task, run)
             else:
                 result = run_sync(self._worker, method, task)
+        except ActorExitRequest:
+            self._ended = self._exit_message(task)
+            raise
         finally:
             events.forget(task[0], task[9])
             thread_state.in_sync_task = False
@@ -276,6 +285,8 @@ class ActorExecutor:
         slots = group.slots
         await slots.acquire()
         try:
+            if self._ended:  # a call before it ended the actor
+                return self._died_reply(task)
             worker = self._worker
             events = worker.task_events
             start = events.started(task[0], task[9])
@@ -291,6 +302,9 @@ class ActorExecutor:
                     result = await run_async(worker, method, task)
                 else:  # a sync method of an async actor: on the loop, as in Ray
                     result = run_sync(worker, method, task)
+            except ActorExitRequest:
+                self._ended = self._exit_message(task)
+                raise
             finally:
                 events.forget(task[0], task[9])
                 current_task_id.reset(token)
@@ -322,14 +336,17 @@ class ActorExecutor:
     def _exit(self, task: WireTask, reply: Reply) -> None:
         """The call ``task`` asked the actor to end: it is the last to run."""
         if not self.exiting:
-            method = task[7]
-            how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
-            self.exiting = f"the actor exited intentionally ({how} in {self.name}.{method})"
+            self.exiting = self._ended or self._exit_message(task)
             self._worker.background.spawn(self._worker.actor_client.exit_actor(self.exiting))
-        reply(self._died_reply(task))
+        reply(self._died_reply(task, intended=True))
 
-    def _died_reply(self, task: WireTask) -> WireReply:
-        error = exceptions.ActorDiedError(self.exiting)
+    def _exit_message(self, task: WireTask) -> str:
+        method = task[7] if type(task[7]) is str else task[7][0]
+        how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
+        return f"the actor exited intentionally ({how} in {self.name}.{method})"
+
+    def _died_reply(self, task: WireTask, intended: bool = False) -> WireReply:
+        error = exceptions.ActorDiedError(self.exiting or self._ended, intended)
         return (task[0], False, [serialization.serialize_error(error)], True, [], None)
 
 

@@ -201,8 +201,8 @@ class ObjectClient:
             error: BaseException = serialization.error_of(obj)
         except Exception as e:  # its class does not import here
             error = exceptions.RaySystemError(f"an error that could not be read here: {e!r}")
-        if isinstance(error, exceptions.TaskCancelledError):
-            return  # asked for
+        if isinstance(error, exceptions.TaskCancelledError) or getattr(error, "intended", False):
+            return  # asked for (a cancellation, the call that ended its actor)
         logger.error(
             "Unhandled error (suppress with RUNTIME_IGNORE_UNHANDLED_ERRORS=1), object %s: %s",
             object_id.hex(),
