@@ -367,6 +367,41 @@ def test_cancel_async_actor_call(cluster):
     assert runtime.get(actor.saw_cancelled.remote()) is True
 
 
+@runtime.remote
+class Gated:
+    def hold(self, path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return "held"
+
+    def quick(self):
+        return "quick"
+
+
+def test_cancel_of_a_queued_sync_call_answers_at_once(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    actor = Gated.remote()
+    held = actor.hold.remote(str(gate))
+    queued = actor.quick.remote()
+    # Cancelled once the actor's worker has it (not in its caller's queue).
+    wait_until(
+        lambda: any(
+            t.state == "SUBMITTED_TO_WORKER"
+            for t in runtime.util.state.list_tasks(filters=[("name", "=", "Gated.quick")])
+        ),
+        30,
+        "the call to reach the actor",
+    )
+    runtime.cancel(queued)
+    # Answered while the call ahead of it still runs (it never will run).
+    with pytest.raises(TaskCancelledError):
+        runtime.get(queued, timeout=30)
+    assert runtime.wait([held], timeout=0)[0] == []
+    gate.touch()
+    assert runtime.get(held, timeout=30) == "held"
+    assert runtime.get(actor.quick.remote(), timeout=30) == "quick"
+
+
 def test_cancel_queued_task():
     ctx = runtime.init(num_cpus=1)
     try:

@@ -132,6 +132,10 @@ class ActorExecutor:
         self._calls: dict[bytes, asyncio.Task[Any] | None] = {}
         # Calls asked to stop (for is_canceled()); a subset of ``_calls``' keys.
         self._cancelled: set[bytes] = set()
+        # Sync calls queued on a lane and not started yet, with their reply.
+        # Invariant: an entry is popped once, by its lane when the call starts
+        # or by ``cancel``, and only the popper answers the call.
+        self._queued: dict[bytes, tuple[WireTask, Reply]] = {}
         self.instance: Any = None
         # Why the actor is ending by its own will ("" while it is not).
         self.exiting = ""
@@ -202,6 +206,7 @@ class ActorExecutor:
             return
         assert group.lane is not None
         self._calls[task_id] = None
+        self._queued[task_id] = (task, reply)
         group.lane.submit(
             lambda: self._run_sync(method, task),
             lambda result, error: self._finish_sync(task, result, error, reply),
@@ -210,12 +215,18 @@ class ActorExecutor:
     def cancel(self, task_id: bytes) -> bool:
         """Cancels a call of this actor; False if it has none by that id.
 
-        A queued call is dropped; a running coroutine sees CancelledError; a
-        running sync method cannot be interrupted and finishes.
+        A queued call is dropped, and answered at once; a running coroutine
+        sees CancelledError; a running sync method cannot be interrupted and
+        finishes (``is_canceled()`` tells it).
         """
         if task_id not in self._calls:
             return False
         self._cancelled.add(task_id)
+        queued = self._queued.pop(task_id, None)
+        if queued is not None:  # not started on its lane (which now skips it)
+            task, reply = queued
+            reply(cancelled_reply(task_id, task[2]))
+            return True
         call = self._calls[task_id]
         if call is not None:
             call.cancel()
@@ -224,9 +235,10 @@ class ActorExecutor:
     def is_canceled(self, task_id: bytes) -> bool:
         return task_id in self._cancelled
 
-    def _run_sync(self, method: Any, task: WireTask) -> WireReply:
-        if task[0] in self._cancelled:  # while it was queued: it does not run
-            return cancelled_reply(task[0], task[2])
+    def _run_sync(self, method: Any, task: WireTask) -> WireReply | None:
+        # Claimed here or by ``cancel``, whichever comes first (one atomic pop).
+        if self._queued.pop(task[0], None) is None:
+            return None  # cancelled while it was queued, and answered then
         if self._ended:  # a call before it ended the actor
             return self._died_reply(task)
         events = self._worker.task_events
@@ -256,6 +268,8 @@ class ActorExecutor:
     ) -> None:
         self._calls.pop(task[0], None)
         self._cancelled.discard(task[0])
+        if result is None and error is None:
+            return  # cancelled while it was queued: answered then
         if isinstance(error, ActorExitRequest):
             self._exit(task, reply)
         elif error is not None or result is None:
