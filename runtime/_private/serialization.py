@@ -75,7 +75,10 @@ def _code_with_its_file(code: types.CodeType) -> Any:
     depend on where a function was defined), and a remote traceback would
     then name no file and show no line, where Ray's name the user's."""
     make, args = _reduce_code(code)
-    return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    # (str items only: comparing the code's bytes to a str warns under ``python -b``.)
+    return make, tuple(
+        code.co_filename if type(a) is str and a == "<dynamic-code>" else a for a in args
+    )
 
 
 class _Pickler(cloudpickle.Pickler):
