@@ -74,24 +74,21 @@ class Lineage:
         entry.live.discard(object_id)
         self._maybe_drop(entry)
 
-    def why_not(self, object_id: bytes) -> str:
-        """Why a lost object cannot be made again."""
+    def lost_error(self, object_id: bytes) -> exceptions.ObjectLostError:
+        """Why a lost object cannot be made again, as the error Ray raises for it."""
         if task_of(object_id) in self._evicted:
-            return (
+            return exceptions.ObjectReconstructionFailedLineageEvictedError(
+                object_id.hex(),
                 "it is not reconstructable: its lineage was dropped to stay within "
-                f"max_lineage_bytes={self.max_bytes}"
+                f"max_lineage_bytes={self.max_bytes}",
             )
         if object_id.endswith(b"\x00\x00\x00\x00"):
-            return "it was made by put(), which cannot be re-run"
-        return "it is not reconstructable (no lineage: its task allowed no retries)"
-
-    def why_not_error(self, object_id: bytes) -> type[exceptions.ObjectLostError]:
-        """The error class Ray raises for what :meth:`why_not` says."""
-        if task_of(object_id) in self._evicted:
-            return exceptions.ObjectReconstructionFailedLineageEvictedError
-        if object_id.endswith(b"\x00\x00\x00\x00"):
-            return exceptions.ObjectLostError  # (put's)
-        return exceptions.ObjectReconstructionFailedError
+            return exceptions.ObjectLostError(
+                object_id.hex(), "it was made by put(), which cannot be re-run"
+            )
+        return exceptions.ObjectReconstructionFailedError(
+            object_id.hex(), "it is not reconstructable (no lineage: its task allowed no retries)"
+        )
 
     def _maybe_drop(self, entry: LineageEntry) -> None:
         if not entry.live and entry.dependents <= 0:

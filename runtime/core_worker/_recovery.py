@@ -180,8 +180,7 @@ class ObjectRecovery:
             return
         entry = w.lineage.entry_for(object_id)
         if entry is None or object_id not in w.refs:
-            kind = w.lineage.why_not_error(object_id)
-            raise kind(object_id.hex(), w.lineage.why_not(object_id))
+            raise w.lineage.lost_error(object_id)
         spec = entry.spec
         if spec.retries_left == 0:
             raise exceptions.ObjectReconstructionFailedMaxAttemptsExceededError(
