@@ -343,6 +343,61 @@ def test_a_methods_own_max_task_retries(cluster, tmp_path):
             actor.exit_once.options(**bad)
 
 
+@runtime.remote
+class Flaky:
+    def __init__(self):
+        self.calls = 0
+
+    @runtime.method(max_task_retries=2, retry_exceptions=True)
+    def fails_first(self, times):
+        self.calls += 1
+        if self.calls <= times:
+            raise ValueError(f"call {self.calls} fails")
+        return self.calls
+
+    @runtime.method(max_task_retries=2, retry_exceptions=[KeyError])
+    def raises(self, kind):
+        self.calls += 1
+        raise kind("raised")
+
+    @runtime.method(max_task_retries=2)
+    def plain(self):
+        self.calls += 1
+        raise ValueError("not retried: retry_exceptions is off")
+
+    def count(self):
+        return self.calls
+
+
+def test_a_methods_retry_exceptions(cluster):
+    actor = Flaky.remote()
+    # As in Ray: an exception is retried only where retry_exceptions says so.
+    assert runtime.get(actor.fails_first.remote(2), timeout=30) == 3
+    with pytest.raises(ValueError, match="not retried"):
+        runtime.get(actor.plain.remote(), timeout=30)
+    assert runtime.get(actor.count.remote()) == 4
+    with pytest.raises(ValueError, match="call 5 fails"):  # a call's own option wins
+        runtime.get(actor.fails_first.options(retry_exceptions=False).remote(10), timeout=30)
+    with pytest.raises(ValueError, match="call 8 fails"):  # retries run out
+        runtime.get(actor.fails_first.remote(10), timeout=30)
+    with pytest.raises(ValueError):  # not one of the listed exceptions
+        runtime.get(actor.raises.remote(ValueError), timeout=30)
+    with pytest.raises(KeyError):  # listed: retried, twice
+        runtime.get(actor.raises.remote(KeyError), timeout=30)
+    assert runtime.get(actor.count.remote()) == 8 + 1 + 3
+    # Calls made after a retried one still run, in order, on the same actor.
+    counter = Counter.remote()
+    first = actor.fails_first.remote(100)
+    later = [counter.incr.remote() for _ in range(3)]
+    with pytest.raises(ValueError):
+        runtime.get(first, timeout=30)
+    assert runtime.get(later) == [1, 2, 3]
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        runtime.method(retry_exceptions=[1])
+    with pytest.raises(TypeError, match="retry_exceptions"):
+        actor.plain.options(retry_exceptions="yes")
+
+
 def test_restarts_run_out(cluster):
     counter = Counter.options(max_restarts=2, max_task_retries=-1).remote()
     with pytest.raises(ActorDiedError, match="restarted 2 time"):

@@ -322,6 +322,61 @@ def test_cli_and_timeline(ctx: Any) -> None:
     assert len(runtime.timeline()) == len(trace)
 
 
+@runtime.remote(max_concurrency=4)
+class Holder:
+    def hold(self, path: str) -> int:
+        import time
+
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return 1
+
+    @runtime.method(enable_task_events=True)
+    def shown(self) -> int:
+        return 2
+
+
+def _names() -> set[str]:
+    return {t.name for t in state.list_tasks(limit=0)}
+
+
+def test_a_tasks_or_actors_events_can_be_turned_off(ctx: Any, tmp_path: Any) -> None:
+    gate = str(tmp_path / "gate")
+    holder = Holder.remote()
+    # Two calls running in one worker: its report of the running one shows,
+    # the other, with its events off, is reported by neither that worker nor its owner.
+    quiet = holder.hold.options(name="quiet_hold", enable_task_events=False).remote(gate)
+    loud = holder.hold.options(name="loud_hold").remote(gate)
+    assert runtime.get(one.options(name="quiet_one", enable_task_events=False).remote()) == 1
+    _wait_state("loud_hold", "RUNNING")
+    open(gate, "w").close()
+    assert runtime.get([quiet, loud]) == [1, 1]
+    _wait_state("loud_hold", "FINISHED")
+    names = _names()
+    # (A worker's report of a running task with events off would be a row of no name.)
+    assert names == {"Holder.__init__", "loud_hold"}, names
+
+    # An actor's option is its calls' default (and its creation's); a method's
+    # own option wins.
+    Quiet = Holder.options(name="quiet_holder", enable_task_events=False)
+    silent = Quiet.remote()
+    assert runtime.get([silent.hold.remote(gate), silent.shown.remote()]) == [1, 2]
+    _wait_state("Holder.shown", "FINISHED")
+    # (The first actor's calls had names of their own.)
+    assert sorted(n for n in _names() if n.startswith("Holder.")) == [
+        "Holder.__init__",
+        "Holder.shown",
+    ]
+    rows = state.list_tasks(filters=[("name", "=", "Holder.__init__")], limit=0)
+    assert len(rows) == 1  # the first actor's creation only
+    with pytest.raises(TypeError, match="enable_task_events"):
+        one.options(enable_task_events="no")
+    with pytest.raises(TypeError, match="enable_task_events"):
+        Holder.options(enable_task_events=1)
+    with pytest.raises(TypeError, match="enable_task_events"):
+        runtime.method(enable_task_events=None)
+
+
 def test_events_can_be_turned_off() -> None:
     runtime.init(num_cpus=1, _system_config={**FAST_EVENTS, "enable_task_events": False})
     try:

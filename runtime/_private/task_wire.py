@@ -25,14 +25,16 @@ KIND_ACTOR_CREATION = 1
 KIND_ACTOR_CALL = 2
 
 #: (task_id, function_id, name, args_data, resolved_args, num_returns, kind, extra,
-#: owner_id, attempt). ``extra``: the method name for an actor call; for an actor
+#: owner_id, attempt, events). ``extra``: the method name for an actor call; for an actor
 #: creation a dict (actor_id, class_name, max_concurrency, resources, and
 #: gpu_ids when it has GPUs, placement in a group); for a task see
 #: :func:`task_extra`.
 #: ``owner_id``: the worker id of the task's owner (its results' owner);
-#: ``attempt``: 0, then one more for each retry (what its task events name).
+#: ``attempt``: 0, then one more for each retry (what its task events name);
+#: ``events``: False when the task's events are off (``enable_task_events``): the
+#: worker then reports nothing of it and does not stamp its reply.
 WireTask = tuple[
-    bytes, bytes, str, SerializedObject, Sequence[SerializedObject], int, int, Any, bytes, int
+    bytes, bytes, str, SerializedObject, Sequence[SerializedObject], int, int, Any, bytes, int, bool
 ]
 #: (task_id, ok, returns or [error], application_error, nested, ran): ``nested``
 #: lists, per return, the (object id, owner) of each ref inside it (empty when

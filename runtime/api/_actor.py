@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import pickle
@@ -29,8 +30,21 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
             signature=_signature.spec_of(member, drop_first=not static),
             concurrency_group=options.get("concurrency_group"),
             max_task_retries=options.get("max_task_retries"),
+            retry_exceptions=_options.retry_policy(options.get("retry_exceptions", False)),
+            enable_task_events=options.get("enable_task_events"),
         )
     return table
+
+
+def _with_events_off(methods: dict[str, MethodMeta]) -> dict[str, MethodMeta]:
+    """An actor made with ``enable_task_events=False``: its methods' calls record
+    none, except those whose ``@method`` turns them on."""
+    return {
+        name: meta
+        if meta.enable_task_events is not None
+        else dataclasses.replace(meta, enable_task_events=False)
+        for name, meta in methods.items()
+    }
 
 
 def _check_groups(class_name: str, methods: dict[str, MethodMeta], groups: tuple[str, ...]) -> None:
@@ -145,7 +159,10 @@ class ActorClass(Generic[C]):
         max_pending_calls = options.get("max_pending_calls", -1)
         groups = tuple(options.get("concurrency_groups") or {})
         _check_groups(self._name, self._methods, groups)
-        handle_state = (self._name, self._methods, max_task_retries, max_pending_calls, groups)
+        methods = self._methods
+        if options.get("enable_task_events") is False:
+            methods = _with_events_off(methods)
+        handle_state = (self._name, methods, max_task_retries, max_pending_calls, groups)
         resources, strategy, placement = _scheduling.resolve(
             options,
             _options.task_resources(options, 0.0),

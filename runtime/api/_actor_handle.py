@@ -28,6 +28,9 @@ class MethodMeta:
     signature: _signature.SignatureSpec | None = None
     concurrency_group: str | None = None
     max_task_retries: int | None = None  # None: the actor's
+    # Application errors retried within max_task_retries (a list: these only).
+    retry_exceptions: bool | tuple[type[BaseException], ...] = False
+    enable_task_events: bool | None = None  # None: the actor's (on unless it says)
 
 
 #: Methods every actor has, as in Ray: ``__ray_ready__`` (True once
@@ -145,6 +148,12 @@ class ActorHandle(Generic[C]):
             max_pending_calls=self._max_pending_calls,
             handle_ref=self._ref,
             concurrency_group=options.get("concurrency_group"),
+            retry_exceptions=(
+                _options.retry_policy(options["retry_exceptions"])
+                if "retry_exceptions" in options
+                else meta.retry_exceptions
+            ),
+            events=options.get("enable_task_events", meta.enable_task_events) is not False,
         )
         if streaming:
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)

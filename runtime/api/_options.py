@@ -102,6 +102,16 @@ def _retry_exceptions(name: str, value: Any) -> None:
     raise TypeError(f"option {name!r} must be a bool or a list of exception classes, got {value!r}")
 
 
+def retry_policy(value: Any) -> bool | tuple[type[BaseException], ...]:
+    """A checked ``retry_exceptions`` as the task spec keeps it."""
+    return tuple(value) if isinstance(value, list | tuple) else bool(value)
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"option {name!r} must be a bool, got {type(value).__name__}")
+
+
 def _scheduling_strategy(name: str, value: Any) -> None:
     _scheduling.check(name, value)
 
@@ -146,6 +156,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,
     "runtime_env": _runtime_env,
+    "enable_task_events": _bool,
     **_PLACEMENT_OPTIONS,
 }
 
@@ -155,11 +166,6 @@ def _lifetime(name: str, value: Any) -> None:
         raise ValueError(
             f"option {name!r} must be None, 'detached' or 'non_detached', got {value!r}"
         )
-
-
-def _bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"option {name!r} must be a bool, got {type(value).__name__}")
 
 
 def _concurrency_groups(name: str, value: Any) -> None:
@@ -190,6 +196,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
     "runtime_env": _runtime_env,
+    "enable_task_events": _bool,  # the default of its calls (and its creation's)
     **_PLACEMENT_OPTIONS,
 }
 
@@ -216,6 +223,9 @@ METHOD_OPTIONS: dict[str, _Check] = {
     "num_returns": _method_num_returns,
     "concurrency_group": _group_name,
     "max_task_retries": _integer(-1),
+    # As in Ray: application errors are retried within max_task_retries only if told.
+    "retry_exceptions": _retry_exceptions,
+    "enable_task_events": _bool,
 }
 METHOD_CALL_OPTIONS: dict[str, _Check] = {
     **METHOD_OPTIONS,

@@ -96,7 +96,6 @@ class RemoteFunction(Generic[P, Out]):
             streaming = num_returns == "streaming"
             wire_returns = _options.streaming_returns(options) if streaming else num_returns
         max_retries = options.get("max_retries")
-        retry = options.get("retry_exceptions", False)
         # As in Ray: unlimited (0), but 1 for GPU tasks unless told (to free
         # what a library holds).
         max_calls = options.get("max_calls")
@@ -117,11 +116,12 @@ class RemoteFunction(Generic[P, Out]):
             num_returns=wire_returns,
             resources=resources,
             max_retries=worker.config.default_max_retries if max_retries is None else max_retries,
-            retry_exceptions=tuple(retry) if isinstance(retry, list | tuple) else bool(retry),
+            retry_exceptions=_options.retry_policy(options.get("retry_exceptions", False)),
             strategy=strategy,
             max_calls=max_calls,
             placement=placement,
             runtime_env=_runtime_env.resolve(options, worker),
+            events=options.get("enable_task_events", True),
         )
         if num_returns == "streaming":
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)

@@ -146,6 +146,7 @@ class ActorClient:
                 "handle_state": handle_state,
                 "placement": placement,
             },
+            events=options.get("enable_task_events", True),
         )
         registered: concurrent.futures.Future[CreateActorReply] = concurrent.futures.Future()
         get_if_exists = bool(options.get("get_if_exists"))
@@ -256,6 +257,8 @@ class ActorClient:
         max_pending_calls: int,
         handle_ref: Reference | None = None,
         concurrency_group: str | None = None,
+        retry_exceptions: bool | tuple[type[BaseException], ...] = False,
+        events: bool = True,
     ) -> list[Reference]:
         """Submits a call from any thread (``key``: the handle's, ``handle_ref``:
         the reference it holds, kept while calls are pending); returns its refs."""
@@ -289,13 +292,14 @@ class ActorClient:
             num_returns=num_returns,
             resources={},
             max_retries=max_task_retries,
-            retry_exceptions=False,
+            retry_exceptions=retry_exceptions,
             return_ids=return_ids,
             retries_left=max_task_retries,
             kind=KIND_ACTOR_CALL,
             extra=method if concurrency_group is None else (method, concurrency_group),
             actor_key=key,
             owner_id=self._worker.worker_id,
+            events=events,
         )
         worker = self._worker
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
@@ -329,6 +333,13 @@ class ActorClient:
         spec.state = TaskState.QUEUED
         self.actors.submit(queue, spec)
 
+    def resubmit(self, spec: TaskSpec) -> None:
+        """A call's next attempt (its exception is retried): back in its queue,
+        ahead of the calls made after it that have not left yet."""
+        key = spec.actor_key
+        spec.state = TaskState.QUEUED
+        self.actors.submit(self.actors.queue(key, self.actor_id_of(key), ""), spec)
+
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
         objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
         error = serialization.first_error(objs)
@@ -345,7 +356,8 @@ class ActorClient:
     def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         self._worker.task_events.ran(spec, reply, stream)
         if not reply[1]:
-            self._worker.tasks.fail_task(spec, reply[2][0])
+            if not self._worker.tasks.retried(spec, reply):
+                self._worker.tasks.fail_task(spec, reply[2][0])
             return
         self._worker.tasks.store_returns(spec, reply, stream)
         self._worker.tasks.finish_task(spec)

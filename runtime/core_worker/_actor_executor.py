@@ -242,7 +242,7 @@ class ActorExecutor:
         if self._ended:  # a call before it ended the actor
             return self._died_reply(task)
         events = self._worker.task_events
-        start = events.started(task[0], task[9])
+        start = events.started(task)
         token = current_task_id.set(task[0])
         name_token = current_task_name.set(task[2])
         thread_state.in_sync_task = True
@@ -257,7 +257,7 @@ class ActorExecutor:
             self._ended = self._exit_message(task)
             raise
         finally:
-            events.forget(task[0], task[9])
+            events.forget(task)
             thread_state.in_sync_task = False
             current_task_id.reset(token)
             current_task_name.reset(name_token)
@@ -303,7 +303,7 @@ class ActorExecutor:
                 return self._died_reply(task)
             worker = self._worker
             events = worker.task_events
-            start = events.started(task[0], task[9])
+            start = events.started(task)
             token = current_task_id.set(task[0])
             name_token = current_task_name.set(task[2])
             try:
@@ -320,7 +320,7 @@ class ActorExecutor:
                 self._ended = self._exit_message(task)
                 raise
             finally:
-                events.forget(task[0], task[9])
+                events.forget(task)
                 current_task_id.reset(token)
                 current_task_name.reset(name_token)
             return events.stamp(result, start)

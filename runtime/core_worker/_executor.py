@@ -262,9 +262,9 @@ class TaskExecutor:
             # An actor's creation is recorded here (its owner, the gcs, records
             # nothing); a task's run is stamped on its reply for its owner.
             creation = task[6] == KIND_ACTOR_CREATION
-            if creation:
+            if creation and task[10]:
                 events.record(task_id, task[9], te.RUNNING)
-            start = events.started(task_id, task[9])
+            start = events.started(task)
             try:
                 result = await self._execute(task)
             except Exception as e:
@@ -273,9 +273,9 @@ class TaskExecutor:
                 self._running = None
                 self._running_async = None
                 self._running_thread = None
-                events.forget(task_id, task[9])
+                events.forget(task)
             result = self._unless_cancelled(task, result)
-            if creation:
+            if creation and task[10]:
                 events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
             else:
                 result = events.stamp(result, start)
@@ -314,7 +314,7 @@ class TaskExecutor:
         task = entry.task
         task_id = task[0]
         self._running = task_id
-        entry.start = self._worker.task_events.started(task_id, task[9])
+        entry.start = self._worker.task_events.started(task)
         # (This call's own context: the lane runs each in a copy.)
         current_task_id.set(task_id)
         current_task_name.set(task[2])
@@ -326,7 +326,7 @@ class TaskExecutor:
             return self._execute_sync(entry.fn, task)
         finally:
             self._running = None
-            self._worker.task_events.forget(task_id, task[9])
+            self._worker.task_events.forget(task)
 
     def _ahead_done(self, result: WireReply | None, error: BaseException | None) -> None:
         """On the loop, in order: the head task's result goes to its owner."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import exceptions
 from .._private import rpc
 from .._private import task_events as te
-from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply
+from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply, WireTask
 from ..protocol.rt import AddTaskEventsRequest
 
 if TYPE_CHECKING:
@@ -85,7 +85,10 @@ class TaskEvents:
             rows.add_info(i, info)
 
     def _row_of(self, spec: TaskSpec) -> int:
-        """The task's attempt's row in the open batch (-1: the batch is full)."""
+        """The task's attempt's row in the open batch (-1: the batch is full, or
+        the task's events are off)."""
+        if not spec.events:
+            return -1
         if spec.event_batch == self._batch:
             return spec.event_row
         i = spec.event_row = self._rows.row(spec.task_id, spec.attempt)
@@ -98,21 +101,24 @@ class TaskEvents:
             self._record_at(self._row_of(spec), state, info)
 
     # -- the worker's side (the loop or an executor thread) -----------------------------
-    def started(self, task_id: bytes, attempt: int) -> int:
-        """A task starts running here: its start (unix us), kept until :meth:`forget`."""
+    def started(self, task: WireTask) -> int:
+        """A task starts running here: its start (unix us), kept until :meth:`forget`;
+        0 if its events are off (nothing is reported of it)."""
+        if not self.enabled or not task[10]:
+            return 0
         now = time.time_ns() // 1000
-        if self.enabled:
-            self._running[(task_id, attempt)] = now
+        self._running[(task[0], task[9])] = now
         return now
 
-    def forget(self, task_id: bytes, attempt: int) -> None:
+    def forget(self, task: WireTask) -> None:
         """The task stopped running here."""
         if self._running:
-            self._running.pop((task_id, attempt), None)
+            self._running.pop((task[0], task[9]), None)
 
     def stamp(self, reply: WireReply, start: int) -> WireReply:
-        """The reply, saying when the task ran here (its owner records it)."""
-        if not self.enabled:
+        """The reply, saying when the task ran here (its owner records it);
+        ``start``: what :meth:`started` gave (0: not stamped)."""
+        if not start:
             return reply
         return (
             reply[0],
@@ -153,7 +159,7 @@ class TaskEvents:
 
     def submitted(self, spec: TaskSpec, state: int = te.PENDING_ARGS_AVAIL_SLOT) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
-        if not self.enabled:
+        if not self.enabled or not spec.events:
             return
         # Shared by the tasks of one definition: plain tasks (one CPU, no
         # group) and an actor's calls of one method.
@@ -191,7 +197,7 @@ class TaskEvents:
 
     def failed(self, spec: TaskSpec, error: BaseException | None) -> None:
         """The attempt failed (the owner's word): with the error's type and message."""
-        if not self.enabled:
+        if not self.enabled or not spec.events:
             return
         info = {"error_type": error_type(error), "error_message": str(error)[: te.MAX_MESSAGE]}
         self.record_task(spec, te.FAILED_SLOT, info)
@@ -201,7 +207,7 @@ class TaskEvents:
         self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT)
 
     def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
-        if not self.enabled:
+        if not self.enabled or not spec.events:
             return
         info = self._actors.get(actor_id)
         if info is None:

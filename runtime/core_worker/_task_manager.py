@@ -74,6 +74,7 @@ class TaskManager:
         max_calls: int = 0,
         placement: Placement | None = None,
         runtime_env: str = "",
+        events: bool = True,
     ) -> list[Reference]:
         """Submits a task from any thread; raises at once on bad arguments."""
         worker = self._worker
@@ -100,6 +101,7 @@ class TaskManager:
             parent_id=current_task_id.get(),
             extra=task_extra(resources, max_calls, placement),
             runtime_env=runtime_env,
+            events=events,
         )
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)
@@ -162,7 +164,23 @@ class TaskManager:
         events.failed(spec, error)
         spec.attempt += 1
         events.submitted(spec, te.PENDING_NODE_ASSIGNMENT_SLOT)
-        self._worker.submitter.submit(spec)
+        if spec.kind == KIND_ACTOR_CALL:
+            self._worker.actor_client.resubmit(spec)
+        else:
+            self._worker.submitter.submit(spec)
+
+    def retried(self, spec: TaskSpec, reply: WireReply) -> bool:
+        """True if the attempt raised an exception that its ``retry_exceptions``
+        allows retrying, with retries left: the next attempt is on its way."""
+        if not reply[3] or spec.retries_left == 0 or spec.cancelled:
+            return False
+        if not _should_retry(spec, reply[2][0]):
+            return False
+        if spec.retries_left > 0:
+            spec.retries_left -= 1
+        logger.info("retrying %s() after an exception", spec.name)
+        self._retry(spec, self._error(reply[2][0]))
+        return True
 
     async def prepare(self, spec: TaskSpec) -> bool:
         """Waits for the definition's export and the ref arguments; False if failed."""
@@ -259,18 +277,13 @@ class TaskManager:
 
     # -- completion ----------------------------------------------------------------------
     def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
-        ok, returns, application_error = reply[1], reply[2], reply[3]
+        ok, returns = reply[1], reply[2]
         self._worker.task_events.ran(spec, reply, stream)
         if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
             return
         if not ok:
-            if application_error and spec.retries_left != 0 and _should_retry(spec, returns[0]):
-                if spec.retries_left > 0:
-                    spec.retries_left -= 1
-                logger.info("retrying %s() after an exception", spec.name)
-                self._retry(spec, self._error(returns[0]))
-                return
-            self.fail_task(spec, returns[0])
+            if not self.retried(spec, reply):
+                self.fail_task(spec, returns[0])
             return
         self.store_returns(spec, reply, stream)
         self.finish_task(spec)

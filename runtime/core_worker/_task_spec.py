@@ -82,6 +82,8 @@ class TaskSpec:
     # its row up again, in ``TaskEvents.submitted``).
     event_batch: int = -1
     event_row: int = -1
+    # False: no task events for it, here or where it runs (``enable_task_events``).
+    events: bool = True
 
     @property
     def scheduling_key(self) -> SchedulingKey:
@@ -103,4 +105,5 @@ class TaskSpec:
             self.extra,
             self.owner_id,
             self.attempt,
+            self.events,
         )
