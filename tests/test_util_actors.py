@@ -1,4 +1,5 @@
-"""Ray's actor utilities: ActorPool, Queue and the multiprocessing Pool."""
+"""Ray's utilities: ActorPool, Queue, the multiprocessing Pool, as_completed and
+map_unordered."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import os
 import pytest
 
 import runtime
-from runtime.util import ActorPool
+from runtime.util import (
+    ActorPool,
+    as_completed,
+    as_completed_async,
+    map_unordered,
+    map_unordered_async,
+)
 from runtime.util.multiprocessing import Pool
 from runtime.util.queue import Empty, Full, Queue
 
@@ -59,6 +66,67 @@ def test_actor_pool_async_forms(cluster):
         return ordered, sorted(unordered)
 
     assert asyncio.run(main()) == ([0, 2, 4, 6, 8], [0, 2, 4, 6, 8])
+
+
+@runtime.remote(num_cpus=0)
+def when_there(path: str, value: int) -> int:
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+
+@runtime.remote(num_cpus=0)
+def squared(x: int) -> int:
+    return x * x
+
+
+def test_as_completed_yields_what_is_ready_first(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    open(tmp_path / "open", "w").close()
+    refs = [when_there.remote(str(gate), 1), when_there.remote(str(tmp_path / "open"), 2)]
+    results = as_completed(refs, chunk_size=1)
+    assert next(results) == 2  # the second is ready; the first waits for its gate
+    gate.touch()
+    assert list(results) == [1]
+    assert sorted(as_completed([squared.remote(i) for i in range(25)])) == [
+        i * i for i in range(25)
+    ]
+    got = list(as_completed(refs, yield_obj_refs=True, timeout=30))
+    assert sorted(runtime.get(got)) == [1, 2] and all(isinstance(r, runtime.ObjectRef) for r in got)
+    for bad, kind in (({"chunk_size": 0}, ValueError), ({"num_returns": 3}, TypeError)):
+        with pytest.raises(kind):
+            as_completed(refs, **bad)
+
+
+def test_map_unordered_keeps_its_backpressure(cluster):
+    taken = []
+
+    def items():
+        for i in range(7):
+            taken.append(i)
+            yield i
+
+    results = map_unordered(squared, items(), backpressure_size=2, chunk_size=1)
+    first = next(results)
+    assert len(taken) == 2  # two in flight, then one result before the third
+    assert sorted([first, *results]) == [i * i for i in range(7)]
+    assert sorted(map_unordered(squared, range(5), backpressure_size=None)) == [0, 1, 4, 9, 16]
+    for bad in ({"backpressure_size": 0}, {"chunk_size": -1}):
+        with pytest.raises(ValueError):
+            map_unordered(squared, range(3), **bad)
+    with pytest.raises(TypeError, match="remote function"):
+        map_unordered(lambda x: x, range(3))
+
+    async def main() -> tuple[list[int], list[int]]:
+        done = [x async for x in as_completed_async([squared.remote(i) for i in range(4)])]
+        mapped = [x async for x in map_unordered_async(squared, range(4), backpressure_size=2)]
+        return sorted(done), sorted(mapped)
+
+    assert asyncio.run(main()) == ([0, 1, 4, 9], [0, 1, 4, 9])
+    with pytest.raises(ValueError):  # at the call, not at the first await
+        as_completed_async([], chunk_size=0)
 
 
 @runtime.remote

@@ -1,5 +1,6 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
-``ActorPool``, ``list_named_actors`` and ``get_node_ip_address`` here, placement groups (also in
+``ActorPool``, ``as_completed``, ``map_unordered``, ``list_named_actors`` and
+``get_node_ip_address`` here, placement groups (also in
 ``placement_group``), scheduling strategies in ``scheduling_strategies``,
 ``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
 
@@ -13,6 +14,7 @@ from ..api import (
 )
 from . import state
 from .actor_pool import ActorPool
+from .helpers import as_completed, as_completed_async, map_unordered, map_unordered_async
 from .placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -26,6 +28,8 @@ from .state import list_actors, list_actors_async
 __all__ = [
     "ActorPool",
     "PlacementGroup",
+    "as_completed",
+    "as_completed_async",
     "get_current_placement_group",
     "get_node_ip_address",
     "get_placement_group",
@@ -33,6 +37,8 @@ __all__ = [
     "list_actors_async",
     "list_named_actors",
     "list_named_actors_async",
+    "map_unordered",
+    "map_unordered_async",
     "memory_async",
     "memory_summary",
     "memory_tables",
