@@ -7,7 +7,10 @@ so ``import runtime as ray`` code keeps working.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
+
+import cloudpickle
 
 
 class RayError(Exception):
@@ -24,7 +27,8 @@ class TaskError(RayError):
     ``get`` raises an instance that is also an instance of the original
     exception's class, so ``except ValueError`` catches a remote
     ``ValueError``. ``cause`` is the original exception when it could be
-    pickled, else ``None``.
+    pickled and rebuilt where it is read, else ``None`` (the message then says
+    why; the class is still the cause's when that can be imported there).
     """
 
     def __init__(
@@ -57,13 +61,17 @@ class TaskError(RayError):
         return self._message()
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # The cause and its class are pickled apart: one that cannot be rebuilt
+        # where the error is read (an __init__ that takes other arguments than
+        # its ``args``, a class that is not importable there) loses itself, not
+        # the error and its traceback.
         return (
             _rebuild_task_error,
             (
                 self.function_name,
                 self.traceback_str,
-                self.cause,
-                self.cause_cls,
+                _pickled_cause(self.cause),
+                _pickled(self.cause_cls),
                 self.pid,
                 self.host,
             ),
@@ -134,8 +142,69 @@ def _derived_class(cls: type) -> type | None:
     return derived
 
 
-def _rebuild_task_error(*args: Any) -> TaskError:
-    return TaskError(*args)
+def _pickled(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return cloudpickle.dumps(value)
+    except Exception:
+        return None  # not picklable: the traceback says what it was
+
+
+def _pickled_cause(cause: BaseException | None) -> bytes | None:
+    """The cause, pickled; one whose ``__init__`` cannot take back its ``args``
+    (``MyError(a, b)`` calling ``super().__init__(f"{a}-{b}")``) is pickled as
+    its class, args and attributes, and rebuilt without calling ``__init__``."""
+    data = _pickled(cause)
+    if data is None or cause is None:
+        return data
+    try:
+        pickle.loads(data)
+        return data
+    except Exception:
+        pass
+    try:
+        return cloudpickle.dumps(_CauseState(type(cause), cause.args, dict(vars(cause))))
+    except Exception:
+        return data  # the reader says why it cannot rebuild it
+
+
+class _CauseState:
+    def __init__(self, cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> None:
+        self.cls, self.args, self.state = cls, args, state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cause, (self.cls, self.args, self.state))
+
+
+def _rebuild_cause(cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error: BaseException = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _rebuild_task_error(
+    function_name: str,
+    traceback_str: str,
+    cause: bytes | None,
+    cause_cls: bytes | None,
+    pid: int,
+    host: str,
+) -> TaskError:
+    notes = []
+    rebuilt = []
+    for what, data in (("exception", cause), ("exception's class", cause_cls)):
+        value = None
+        if data is not None:
+            try:
+                value = pickle.loads(data)
+            except Exception as e:
+                notes.append(f"(the {what} could not be rebuilt here: {type(e).__name__}: {e})")
+        rebuilt.append(value)
+    if notes:  # first: the message's summary is the traceback's last line
+        traceback_str = f"{notes[0]}\n{traceback_str}"
+    return TaskError(function_name, traceback_str, rebuilt[0], rebuilt[1], pid, host)
 
 
 RayTaskError = TaskError

@@ -81,6 +81,41 @@ def test_custom_exception_keeps_its_fields(cluster):
     assert info.value.code == 42
 
 
+class PairError(Exception):
+    def __init__(self, a, b):  # its args are one message: pickle cannot call this back
+        super().__init__(f"pair {a}-{b}")
+        self.a = a
+
+
+@runtime.remote
+def raises_pair():
+    raise PairError(1, 2)
+
+
+@runtime.remote
+def raises_from_its_own_module():
+    import only_here  # on the worker's path only (its working_dir)
+
+    raise only_here.LocalError("from a module the driver cannot import")
+
+
+def test_an_exception_that_pickle_cannot_rebuild_still_arrives(cluster, tmp_path):
+    # An __init__ that does not take back its args: rebuilt without calling it.
+    with pytest.raises(PairError, match="pair 1-2") as info:
+        runtime.get(raises_pair.remote())
+    assert isinstance(info.value, TaskError) and info.value.a == 1
+    assert isinstance(info.value.cause, PairError) and "raise PairError" in str(info.value)
+    # A class the driver cannot import: the error and its traceback, saying so.
+    (tmp_path / "only_here.py").write_text("class LocalError(Exception):\n    pass\n")
+    env = {"working_dir": str(tmp_path)}
+    with pytest.raises(TaskError) as info:
+        runtime.get(raises_from_its_own_module.options(runtime_env=env).remote(), timeout=60)
+    text = str(info.value)
+    assert "only_here.LocalError: from a module the driver cannot import" in text
+    assert "could not be rebuilt here" in text and "only_here" in text
+    assert info.value.cause is None
+
+
 def test_failed_dependency_fails_the_dependent(cluster):
     @runtime.remote
     def use(x):
