@@ -182,7 +182,13 @@ class Introspective:
             ctx.get_actor_name(),
             ctx.was_current_actor_reconstructed,
             type(me).__name__,
+            ctx.get_task_name(),
+            ctx.get_task_function_name(),
         )
+
+    async def names(self):
+        ctx = runtime.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_task_function_name()
 
     def pid(self) -> int:
         return os.getpid()
@@ -193,9 +199,14 @@ class Introspective:
 
 def test_the_runtime_context_of_an_actor(cluster):
     actor = Introspective.options(name="intro", max_restarts=1).remote()
-    actor_id, name, restarted, handle_type = runtime.get(actor.describe.remote())
+    actor_id, name, restarted, handle_type, task, fn = runtime.get(actor.describe.remote())
     assert actor_id == actor._actor_id.hex() and name == "intro" and not restarted
     assert handle_type == "ActorHandle"
+    assert (task, fn) == ("Introspective.describe", f"{__name__}.Introspective.describe")
+    assert runtime.get(actor.names.options(name="n").remote()) == (
+        "n",
+        f"{__name__}.Introspective.names",
+    )
     with pytest.raises(runtime.exceptions.ActorDiedError):
         runtime.get(actor.crash.remote())
     assert runtime.get(actor.describe.remote())[2]  # the restarted incarnation

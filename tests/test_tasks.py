@@ -286,10 +286,21 @@ def test_runtime_context_in_task(cluster):
         ctx = runtime.get_runtime_context()
         return ctx.job_id, ctx.get_task_id(), ctx.mode
 
+    @runtime.remote
+    def names():
+        ctx = runtime.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_task_function_name()
+
     ref = where.remote()
     job_id, task_id, mode = runtime.get(ref)
     assert job_id == runtime.get_runtime_context().job_id
     assert task_id and mode == "worker"
+    # Ray's names: the task's own (its name option wins) and its function's.
+    here = "test_runtime_context_in_task.<locals>.names"
+    assert runtime.get(names.remote()) == (here, f"{__name__}.{here}")
+    assert runtime.get(names.options(name="renamed").remote()) == ("renamed", f"{__name__}.{here}")
+    ctx = runtime.get_runtime_context()
+    assert ctx.get_task_name() is None and ctx.get_task_function_name() is None
     # The ref names its task, as Ray's does.
     assert isinstance(ref.task_id(), runtime.TaskID)
     assert ref.task_id().hex() == task_id

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .._private import runtime_env as renv
-from ..core_worker import ActorExitRequest, current_task_id
+from ..core_worker import ActorExitRequest, current_task, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _context
 from ._actor_handle import handle_from_state
@@ -46,6 +46,21 @@ class RuntimeContext:
         """The name of the actor this runs in ("" if unnamed; None outside an actor)."""
         hosted = _hosted()
         return None if hosted is None else hosted.get("name", "")
+
+    def get_task_name(self) -> str | None:
+        """The running task's name: its ``name`` option, else ``function`` or
+        ``Class.method`` (None in a driver)."""
+        task = current_task.get()
+        return None if task is None else task[2]
+
+    def get_task_function_name(self) -> str | None:
+        """The running task's function: ``module.function`` or
+        ``module.Class.method`` (None in a driver)."""
+        task = current_task.get()
+        worker = _context.current_or_none()
+        if task is None or worker is None or worker.executor is None:
+            return None
+        return worker.executor.function_name(task)
 
     def get_placement_group_id(self) -> str | None:
         """The id of the placement group the calling task or actor runs in

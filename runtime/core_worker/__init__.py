@@ -13,7 +13,7 @@ from ._foreign import await_future, in_asyncio
 from ._loop import check_blocking_allowed
 from ._output import install as mark_task_output
 from ._reference import OwnerAddress, Reference, RefFactory
-from ._running import ActorExitRequest, current_task_id, thread_state
+from ._running import ActorExitRequest, current_task, current_task_id, thread_state
 from ._states import WorkerMode
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "WorkerMode",
     "await_future",
     "check_blocking_allowed",
+    "current_task",
     "current_task_id",
     "in_asyncio",
     "mark_task_output",

@@ -45,8 +45,8 @@ from ._running import (
     ActorExitRequest,
     Reply,
     cancelled_reply,
+    current_task,
     current_task_id,
-    current_task_name,
     error_reply,
     load_args,
     run_async,
@@ -244,7 +244,7 @@ class ActorExecutor:
         events = self._worker.task_events
         start = events.started(task)
         token = current_task_id.set(task[0])
-        name_token = current_task_name.set(task[2])
+        name_token = current_task.set(task)
         thread_state.in_sync_task = True
         try:
             self._worker.recovery.localize_blocking(task[4])  # arguments other nodes hold
@@ -260,7 +260,7 @@ class ActorExecutor:
             events.forget(task)
             thread_state.in_sync_task = False
             current_task_id.reset(token)
-            current_task_name.reset(name_token)
+            current_task.reset(name_token)
         return events.stamp(result, start)
 
     def _finish_sync(
@@ -305,7 +305,7 @@ class ActorExecutor:
             events = worker.task_events
             start = events.started(task)
             token = current_task_id.set(task[0])
-            name_token = current_task_name.set(task[2])
+            name_token = current_task.set(task)
             try:
                 if task[4] and worker.recovery.remote_markers(task[4]):
                     await worker.recovery.localize(task[4])  # arguments other nodes hold
@@ -322,7 +322,7 @@ class ActorExecutor:
             finally:
                 events.forget(task)
                 current_task_id.reset(token)
-                current_task_name.reset(name_token)
+                current_task.reset(name_token)
             return events.stamp(result, start)
         finally:
             slots.release()

@@ -60,8 +60,8 @@ from ._lane import Lane
 from ._running import (
     Reply,
     cancelled_reply,
+    current_task,
     current_task_id,
-    current_task_name,
     error_reply,
     format_remote_error,
     interrupt_thread,
@@ -317,7 +317,7 @@ class TaskExecutor:
         entry.start = self._worker.task_events.started(task)
         # (This call's own context: the lane runs each in a copy.)
         current_task_id.set(task_id)
-        current_task_name.set(task[2])
+        current_task.set(task)
         self.devices.set(gpu_ids_of(task))
         self.placement = placement_of(task)
         self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
@@ -380,7 +380,7 @@ class TaskExecutor:
         if task[6] == KIND_ACTOR_CREATION:
             return await self._create_actor(fn, task)
         token = current_task_id.set(task_id)
-        name_token = current_task_name.set(name)
+        name_token = current_task.set(task)
         self.assigned = task[7][1] if task[7] else DEFAULT_TASK_RESOURCES
         _set_omp_threads(self.assigned)
         try:
@@ -395,7 +395,20 @@ class TaskExecutor:
             return await self._lane.run(self._execute_sync, fn, task)
         finally:
             current_task_id.reset(token)
-            current_task_name.reset(name_token)
+            current_task.reset(name_token)
+
+    def function_name(self, task: WireTask) -> str | None:
+        """Ray's task function name: ``module.function``, ``module.Class.method``."""
+        if task[6] == KIND_TASK:
+            fn = self._functions.get(task[1])
+            return None if fn is None else _qualified(fn)
+        actor = self.actor.instance if self.actor is not None else None
+        if actor is None:
+            return None
+        method = "__init__" if task[6] == KIND_ACTOR_CREATION else task[7]
+        if isinstance(method, tuple):  # (method, concurrency group)
+            method = method[0]
+        return f"{_qualified(type(actor))}.{method}"
 
     def _execute_sync(self, fn: Callable[..., Any], task: WireTask) -> WireReply:
         self._running_thread = threading.get_ident()
@@ -426,7 +439,7 @@ class TaskExecutor:
     async def _create_actor(self, cls: type, task: WireTask) -> WireReply:
         options = task[7]
         token = current_task_id.set(task[0])
-        name_token = current_task_name.set(task[2])
+        name_token = current_task.set(task)
         try:
             actor = await ActorExecutor.create(self._worker, cls, task, options)
         except Exception as e:
@@ -439,12 +452,16 @@ class TaskExecutor:
             return (task[0], False, [serialization.serialize_error(error)], True, [], None)
         finally:
             current_task_id.reset(token)
-            current_task_name.reset(name_token)
+            current_task.reset(name_token)
         self.actor = actor
         self.assigned = options.get("resources") or {}
         _set_omp_threads(self.assigned)
         await self._worker.actor_client.on_actor_created(actor, options)
         return (task[0], True, [], False, [], None)
+
+
+def _qualified(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', fn)}"
 
 
 def _system_error(task: WireTask, error: BaseException | None) -> WireReply:

@@ -12,7 +12,7 @@ import threading
 from typing import Any, TextIO
 
 from .._private import worker_logs
-from ._running import current_task_id, current_task_name
+from ._running import current_task, current_task_id
 
 
 class MarkedStream:
@@ -27,7 +27,7 @@ class MarkedStream:
         if task_id != self._last and text:
             with self._lock:
                 self._last = task_id
-                marker = worker_logs.marker_line(task_id, current_task_name.get())
+                marker = worker_logs.marker_line(task_id, _task_name())
                 self._stream.write(marker if self._line_start else "\n" + marker)
         if text:
             self._line_start = text.endswith("\n")
@@ -47,3 +47,8 @@ def install() -> None:
         sys.stdout = MarkedStream(sys.stdout)
     if not isinstance(sys.stderr, MarkedStream):
         sys.stderr = MarkedStream(sys.stderr)
+
+
+def _task_name() -> str:
+    task = current_task.get()
+    return "" if task is None else task[2]

@@ -36,9 +36,10 @@ Reply = Callable[[Any], None]
 current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "runtime_current_task_id", default=None
 )
-#: The name of the task running in this context (for its output's marker).
-current_task_name: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "runtime_current_task_name", default=""
+#: The task running in this context, as it came (its name marks its output;
+#: ``get_runtime_context`` reads its names).
+current_task: contextvars.ContextVar[WireTask | None] = contextvars.ContextVar(
+    "runtime_current_task", default=None
 )
 
 _HOST = socket.gethostname()
