@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 
 import pytest
 from conftest import process_running, wait_until
@@ -125,6 +126,12 @@ class LeaverBase:
     def leave(self) -> None:
         runtime.actor.exit_actor()
 
+    def quit(self) -> None:
+        sys.exit(0)  # as in Ray: a success code ends the actor as exit_actor() does
+
+    def crash(self, code: int) -> None:
+        sys.exit(code)  # any other: a crash
+
 
 Leaver = runtime.remote(num_cpus=0)(LeaverBase)
 
@@ -133,6 +140,12 @@ Leaver = runtime.remote(num_cpus=0)(LeaverBase)
 class AsyncLeaver(LeaverBase):
     async def leave_async(self) -> None:
         runtime.actor.exit_actor()
+
+    async def quit_async(self) -> None:
+        sys.exit()
+
+    async def crash_async(self, code: int) -> None:
+        sys.exit(code)
 
 
 @pytest.mark.parametrize(
@@ -143,6 +156,9 @@ class AsyncLeaver(LeaverBase):
         ("async", {}, "leave_async"),
         ("async, sync method", {}, "leave"),
         ("terminate", {}, "__ray_terminate__"),
+        ("sync", {}, "quit"),
+        ("threaded", {"max_concurrency": 4}, "quit"),
+        ("async", {}, "quit_async"),
     ],
 )
 def test_an_actor_exits_from_inside(cluster, tmp_path, kind, options, method):
@@ -165,6 +181,18 @@ def test_an_actor_exits_from_inside(cluster, tmp_path, kind, options, method):
         runtime.get(actor.pid.remote())  # not restarted
     gone(pid)
     assert os.path.exists(marker)  # atexit handlers ran
+
+
+@pytest.mark.parametrize("kind, method", [("sync", "crash"), ("async", "crash_async")])
+def test_sys_exit_with_a_failure_code_is_a_crash(cluster, tmp_path, kind, method):
+    cls = AsyncLeaver if kind == "async" else Leaver
+    actor = cls.options(max_restarts=1).remote(str(tmp_path / "marker"))
+    pid = runtime.get(actor.pid.remote())
+    with pytest.raises(runtime.exceptions.ActorDiedError) as info:
+        runtime.get(getattr(actor, method).remote(3))
+    assert "intentionally" not in str(info.value)
+    gone(pid)
+    assert runtime.get(actor.pid.remote(), timeout=60) != pid  # restarted
 
 
 def test_exit_actor_outside_an_actor():

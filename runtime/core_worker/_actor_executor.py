@@ -23,9 +23,10 @@ Calls from one caller arrive in submission order (one ordered stream per
 caller), so starting calls in arrival order keeps each caller's order.
 
 An actor ends itself with ``exit_actor()`` in a method (or a
-``__ray_terminate__`` call, queued like any other): that call fails with
-ActorDiedError, later ones at once, and the worker tells the gcs (no
-restart) and exits its own graceful way, so atexit handlers run.
+``__ray_terminate__`` call, queued like any other, or ``sys.exit(0)``): that
+call fails with ActorDiedError, later ones at once, and the worker tells the
+gcs (no restart) and exits its own graceful way, so atexit handlers run.
+``sys.exit(n)`` with another code is a crash, as in Ray.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import os
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -256,6 +258,8 @@ class ActorExecutor:
         except ActorExitRequest:
             self._ended = self._exit_message(task)
             raise
+        except SystemExit as e:
+            raise self._system_exit(task, e) from None
         finally:
             events.forget(task)
             thread_state.in_sync_task = False
@@ -319,6 +323,8 @@ class ActorExecutor:
             except ActorExitRequest:
                 self._ended = self._exit_message(task)
                 raise
+            except SystemExit as e:  # (on the loop it would stop the loop)
+                raise self._system_exit(task, e) from None
             finally:
                 events.forget(task)
                 current_task_id.reset(token)
@@ -354,10 +360,27 @@ class ActorExecutor:
             self._worker.background.spawn(self._worker.actor_client.exit_actor(self.exiting))
         reply(self._died_reply(task, intended=True))
 
-    def _exit_message(self, task: WireTask) -> str:
+    def _exit_message(self, task: WireTask, how: str = "") -> str:
         method = task[7] if type(task[7]) is str else task[7][0]
-        how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
+        if not how:
+            how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
         return f"the actor exited intentionally ({how} in {self.name}.{method})"
+
+    def _system_exit(self, task: WireTask, error: SystemExit) -> ActorExitRequest:
+        """``sys.exit()`` in a method, as in Ray: a success code (0 or none) ends
+        the actor as ``exit_actor()`` does; any other is a crash (the process
+        exits with it, and the actor restarts if it may)."""
+        if error.code is None or error.code == 0:
+            self._ended = self._exit_message(task, f"sys.exit({error.code or ''})")
+            return ActorExitRequest()
+        method = task[7] if type(task[7]) is str else task[7][0]
+        print(
+            f"{self.name}.{method} raised SystemExit({error.code!r}): the actor's process exits",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(error.code if isinstance(error.code, int) else 1)
 
     def _died_reply(self, task: WireTask, intended: bool = False) -> WireReply:
         error = exceptions.ActorDiedError(self.exiting or self._ended, intended)
