@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import actor, exceptions, util
+from . import actor, exceptions, job_config, runtime_context, util
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
@@ -72,12 +72,14 @@ __all__ = [
     "init",
     "init_async",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",
     "nodes_async",
     "put",
     "remote",
+    "runtime_context",
     "shutdown",
     "shutdown_async",
     "timeline",

@@ -272,3 +272,60 @@ def test_init_takes_rays_logging_and_temp_dir_arguments(tmp_path):
         for handler in [h for h in logger.handlers if h not in saved[2]]:
             logger.removeHandler(handler)
         assert_no_orphans(ctx.session_dir)
+
+
+@runtime.remote
+def env_and_actor() -> tuple[str | None, bool]:
+    @runtime.remote(num_cpus=0)
+    class Inner:
+        pass
+
+    inner = Inner.options(name="made_in_a_task").remote()
+    runtime.get(inner.__ray_ready__.remote())
+    return os.environ.get("FROM_JOB_CONFIG"), True
+
+
+def test_init_takes_a_job_config():
+    from runtime.job_config import JobConfig
+    from runtime.util import state
+
+    for bad, kind in (
+        ({"default_actor_lifetime": "forever"}, ValueError),
+        ({"code_search_path": ["/java"]}, ValueError),
+        ({"metadata": {"a": 1}}, TypeError),
+        ({"ray_namespace": 3}, TypeError),
+    ):
+        with pytest.raises(kind):
+            JobConfig(**bad)
+    with pytest.raises(TypeError, match="job_config"):
+        runtime.init(job_config={"runtime_env": {}})
+    with pytest.raises(ValueError, match="dashboard_port"):
+        runtime.init(dashboard_port=70000)
+    assert not runtime.is_initialized()
+    config = JobConfig(
+        runtime_env={"env_vars": {"FROM_JOB_CONFIG": "yes"}},
+        metadata={"team": "search"},
+        ray_namespace="from_job_config",
+        default_actor_lifetime="detached",
+    )
+    config.set_metadata("run", "7")
+    ctx = runtime.init(num_cpus=1, job_config=config)
+    try:
+        assert runtime.get_runtime_context().namespace == "from_job_config"
+        assert runtime.get(env_and_actor.remote()) == ("yes", True)
+
+        @runtime.remote(num_cpus=0)
+        class Outer:
+            pass
+
+        kept = Outer.options(name="made_in_the_driver").remote()
+        runtime.get(kept.__ray_ready__.remote())
+        # The job's default lifetime, in the driver and in its tasks: detached.
+        actors = {a.name: a for a in state.list_actors() if a.name}
+        assert actors["made_in_the_driver"].is_detached
+        assert actors["made_in_a_task"].is_detached
+        jobs = state.list_jobs()
+        assert jobs[-1].metadata == {"team": "search", "run": "7"}
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)

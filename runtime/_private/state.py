@@ -51,7 +51,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "jobs": (
         "job_id", "submission_id", "type", "status", "entrypoint", "namespace",
-        "start_time", "end_time", "driver_info",
+        "start_time", "end_time", "driver_info", "metadata",
     ),
     "workers": ("worker_id", "is_alive", "worker_type", "node_id", "ip", "port", "pid", "job_id"),
     "objects": (
@@ -147,6 +147,7 @@ class StateReader:
                 "type": "DRIVER",
                 "status": "SUCCEEDED" if j.finished else "RUNNING",
                 "entrypoint": j.entrypoint,
+                "metadata": dict(j.metadata),
                 "namespace": j.namespace,
                 "start_time": int(j.start_time * 1000),
                 "end_time": int(j.end_time * 1000) if j.end_time else None,

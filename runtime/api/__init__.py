@@ -31,6 +31,7 @@ from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
 from ._ids import PlacementGroupID, TaskID
+from ._job_config import JobConfig
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._placement_group import (
@@ -49,6 +50,7 @@ from ._state import memory_async, memory_summary, memory_tables
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "JobConfig",
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
     "ObjectRefGenerator",

@@ -154,6 +154,8 @@ class ActorClass(Generic[C]):
         if self._check is not None:
             self._check(args, kwargs)
         worker = _context.current_or_init()
+        if options.get("lifetime") is None and worker.default_actor_lifetime == "detached":
+            options = {**options, "lifetime": "detached"}  # the job's JobConfig says so
         class_id, data = self._definition()
         max_task_retries = options.get("max_task_retries", 0)
         max_pending_calls = options.get("max_pending_calls", -1)

@@ -32,6 +32,7 @@ from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
 from ..protocol.rt import KvGetRequest, NodeInfo
 from . import _context, _init_options, _runtime_env
 from ._init_context import InitContext
+from ._job_config import JobConfig, job_settings
 from ._object_ref import ObjectRef
 
 T = TypeVar("T")
@@ -241,6 +242,9 @@ def init(
     logging_format: str | None = None,
     configure_logging: bool = True,
     local_mode: bool = False,
+    job_config: JobConfig | None = None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
     _system_config: dict[str, Any] | None = None,
     _temp_dir: str | None = None,
 ) -> InitContext:
@@ -261,12 +265,17 @@ def init(
         return _repeated_init("init", ignore_reinit_error)
     _system_config = _init_options.apply(
         "init()",
-        logging_level,
-        logging_format,
-        configure_logging,
-        local_mode,
-        _temp_dir,
-        _system_config,
+        logging_level=logging_level,
+        logging_format=logging_format,
+        configure_logging=configure_logging,
+        local_mode=local_mode,
+        temp_dir=_temp_dir,
+        system_config=_system_config,
+        dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+    )
+    namespace, runtime_env, job_metadata, lifetime = job_settings(
+        "init()", job_config, namespace, runtime_env
     )
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
@@ -290,6 +299,7 @@ def init(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
         worker.runtime_env = renv.to_wire(job_env)
+        worker.job_metadata, worker.default_actor_lifetime = job_metadata, lifetime
         loop_thread = _LoopThread()
         loop_thread.run(_bind_and_start(worker))
         _runtime_env.upload(worker, job_packages)
@@ -330,6 +340,9 @@ async def init_async(
     logging_format: str | None = None,
     configure_logging: bool = True,
     local_mode: bool = False,
+    job_config: JobConfig | None = None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
     _system_config: dict[str, Any] | None = None,
     _temp_dir: str | None = None,
 ) -> InitContext:
@@ -357,18 +370,26 @@ async def init_async(
             logging_format=logging_format,
             configure_logging=configure_logging,
             local_mode=local_mode,
+            job_config=job_config,
+            dashboard_host=dashboard_host,
+            dashboard_port=dashboard_port,
             _system_config=_system_config,
             _temp_dir=_temp_dir,
         )
         return await _off_this_loop(start)
     _system_config = _init_options.apply(
         "init_async()",
-        logging_level,
-        logging_format,
-        configure_logging,
-        local_mode,
-        _temp_dir,
-        _system_config,
+        logging_level=logging_level,
+        logging_format=logging_format,
+        configure_logging=configure_logging,
+        local_mode=local_mode,
+        temp_dir=_temp_dir,
+        system_config=_system_config,
+        dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+    )
+    namespace, runtime_env, job_metadata, lifetime = job_settings(
+        "init_async()", job_config, namespace, runtime_env
     )
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, object_store_memory
@@ -399,6 +420,7 @@ async def init_async(
             config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
         )
         worker.runtime_env = renv.to_wire(job_env)
+        worker.job_metadata, worker.default_actor_lifetime = job_metadata, lifetime
         worker.bind(loop)
         await worker.start()
         _runtime_env.upload(worker, job_packages)

@@ -1,6 +1,7 @@
 """``init()``'s arguments that Ray programs pass besides the cluster's shape:
 logging (``logging_level``, ``logging_format``, ``configure_logging``), the
-session root (``_temp_dir``) and ``local_mode``, refused with its reason."""
+session root (``_temp_dir``), the dashboard's address (``dashboard_host``,
+``dashboard_port``) and ``local_mode``, refused with its reason."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ DEFAULT_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(messag
 
 def apply(
     where: str,
+    *,
     logging_level: int | str | None,
     logging_format: str | None,
     configure_logging: bool,
     local_mode: bool,
     temp_dir: str | None,
     system_config: Mapping[str, Any] | None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
 ) -> dict[str, Any] | None:
     """Checks these arguments and sets the ``runtime`` logger up if asked (as
     Ray sets up its ``ray`` logger); returns the configuration overrides, with
-    ``_temp_dir`` as the root of session folders."""
+    ``_temp_dir`` as the root of session folders and the dashboard's address."""
     if local_mode:
         raise ValueError(
             f"{where}: local_mode=True is not supported (Ray deprecates it too): it ran "
@@ -36,11 +40,26 @@ def apply(
     level = _level(where, logging_level)
     if configure_logging and (level is not None or logging_format is not None):
         _configure(level if level is not None else logging.INFO, logging_format or DEFAULT_FORMAT)
-    if temp_dir is None:
-        return None if system_config is None else dict(system_config)
-    if not isinstance(temp_dir, str) or not temp_dir:
-        raise TypeError(f"{where}: _temp_dir must be a folder's path, got {temp_dir!r}")
-    return {**(system_config or {}), "session_root": temp_dir}
+    overrides = dict(system_config or {})
+    if dashboard_host is not None:
+        if not isinstance(dashboard_host, str) or not dashboard_host:
+            raise TypeError(f"{where}: dashboard_host must be a host, got {dashboard_host!r}")
+        overrides["dashboard_host"] = dashboard_host
+    if dashboard_port is not None:
+        if (
+            isinstance(dashboard_port, bool)
+            or not isinstance(dashboard_port, int)
+            or not 0 <= dashboard_port <= 65535
+        ):
+            raise ValueError(
+                f"{where}: dashboard_port must be a port number, got {dashboard_port!r}"
+            )
+        overrides["dashboard_port"] = dashboard_port
+    if temp_dir is not None:
+        if not isinstance(temp_dir, str) or not temp_dir:
+            raise TypeError(f"{where}: _temp_dir must be a folder's path, got {temp_dir!r}")
+        overrides["session_root"] = temp_dir
+    return overrides if overrides or system_config is not None else None
 
 
 def _level(where: str, value: int | str | None) -> int | None:

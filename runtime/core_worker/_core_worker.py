@@ -107,6 +107,9 @@ class CoreWorker:
         self.worker_id = worker_id or make_worker_id(b"D", node_id, random_id(8))
         self.node_id = node_id
         self.namespace = namespace
+        # The job's (a driver's JobConfig; a worker learns the lifetime from the job record).
+        self.job_metadata: dict[str, str] = {}
+        self.default_actor_lifetime = "non_detached"
         # This process's runtime environment (canonical JSON; "" for none): a
         # driver's is its job's; a worker's, the one it was started with.
         self.runtime_env = (
@@ -219,6 +222,7 @@ class CoreWorker:
                 namespace=self.namespace,
                 driver_pid=os.getpid(),
                 entrypoint=" ".join(sys.argv),
+                metadata=self.job_metadata,
             )
         )
         self.job_id = reply.job_id

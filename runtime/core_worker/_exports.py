@@ -63,8 +63,13 @@ class Exports:
 
     # -- the job record ------------------------------------------------------------
     async def publish_job(self, job_id: int, namespace: str) -> None:
-        """The driver's: its import path and namespace, for its workers."""
-        record = {"sys_path": _importable_paths(), "namespace": namespace}
+        """The driver's: its import path, namespace and actors' default lifetime,
+        for its workers."""
+        record = {
+            "sys_path": _importable_paths(),
+            "namespace": namespace,
+            "default_actor_lifetime": self._worker.default_actor_lifetime,
+        }
         await self._worker.gcs.kv_put(
             KvPutRequest(
                 namespace=JOB_NAMESPACE,
@@ -75,7 +80,8 @@ class Exports:
         )
 
     async def adopt_job(self, job_id: int) -> str:
-        """A worker's: imports what the job's driver can; returns the job's namespace."""
+        """A worker's: imports what the job's driver can, takes its actors'
+        default lifetime; returns the job's namespace."""
         reply = await self._worker.gcs.kv_get(
             KvGetRequest(namespace=JOB_NAMESPACE, key=str(job_id).encode())
         )
@@ -87,6 +93,8 @@ class Exports:
         # Its runtime environment's folders stay first (working_dir, py_modules).
         own = [p for p in os.environ.get("RUNTIME_WORKER_PATHS", "").split(os.pathsep) if p]
         sys.path[:] = own + [p for p in sys.path if p not in own]
+        if job.get("default_actor_lifetime") == "detached":
+            self._worker.default_actor_lifetime = "detached"
         namespace: str = job.get("namespace", "")
         return namespace
 

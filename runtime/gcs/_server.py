@@ -71,6 +71,9 @@ from ._task_events import TaskEventStore
 
 logger = logging.getLogger(__name__)
 
+#: A job's metadata (``JobConfig(metadata=...)``): keys and values together, at most.
+MAX_JOB_METADATA = 64 * 1024
+
 
 class GcsService(GcsBase):
     def __init__(
@@ -250,8 +253,18 @@ class GcsService(GcsBase):
     # -- jobs -----------------------------------------------------------------
     async def add_job(self, message: AddJobRequest) -> AddJobReply:
         host = message.driver.host if message.driver is not None else ""
+        size = sum(len(k) + len(v) for k, v in message.metadata.items())
+        if size > MAX_JOB_METADATA:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"a job's metadata is at most {MAX_JOB_METADATA} characters, got {size}",
+            )
         record = self.tables.add_job(
-            message.namespace, message.driver_pid, host, message.entrypoint[: te.MAX_MESSAGE]
+            message.namespace,
+            message.driver_pid,
+            host,
+            message.entrypoint[: te.MAX_MESSAGE],
+            dict(message.metadata),
         )
         await self.tables.save_job(record)
         logger.info("job %d started by pid %d", record.job_id, record.driver_pid)

@@ -31,6 +31,7 @@ class JobRecord:
     entrypoint: str = ""
     start_time: float = field(default_factory=time.time)
     end_time: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def info(self) -> JobInfo:
         """The record as the wire (and the storage) carries it."""
@@ -43,6 +44,7 @@ class JobRecord:
             start_time=self.start_time,
             end_time=self.end_time,
             entrypoint=self.entrypoint,
+            metadata=dict(self.metadata),
         )
 
 
@@ -59,10 +61,20 @@ class GcsTables:
     recovered_groups: list[PlacementGroupInfo] = field(default_factory=list)
 
     def add_job(
-        self, namespace: str, driver_pid: int, driver_host: str, entrypoint: str = ""
+        self,
+        namespace: str,
+        driver_pid: int,
+        driver_host: str,
+        entrypoint: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> JobRecord:
         record = JobRecord(
-            self.next_job_id, namespace, driver_pid, driver_host, entrypoint=entrypoint
+            self.next_job_id,
+            namespace,
+            driver_pid,
+            driver_host,
+            entrypoint=entrypoint,
+            metadata=dict(metadata or {}),
         )
         self.jobs[record.job_id] = record
         self.next_job_id += 1
@@ -132,6 +144,7 @@ class GcsTables:
                 job.entrypoint,
                 job.start_time,
                 job.end_time,
+                dict(job.metadata),
             )
         for raw_key, value in (await storage.load("kv")).items():
             tables.kv[_split_kv_key(raw_key)] = value

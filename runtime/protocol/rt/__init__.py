@@ -641,6 +641,15 @@ class AddJobRequest(betterproto2.Message):
     the driver's command line, for the state API
     """
 
+    metadata: "dict[str, str]" = betterproto2.field(
+        5,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    JobConfig(metadata=...), for the state API
+    """
+
 
 default_message_pool.register_message("rt", "AddJobRequest", AddJobRequest)
 
@@ -1084,6 +1093,12 @@ class JobInfo(betterproto2.Message):
     """
     the driver's command line
     """
+
+    metadata: "dict[str, str]" = betterproto2.field(
+        9,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
 
 
 default_message_pool.register_message("rt", "JobInfo", JobInfo)
