@@ -61,10 +61,43 @@ def test_unpicklable_argument_names_it_and_submits_nothing(cluster):
     before = worker.submitter.stats()
     with pytest.raises(TypeError, match=r"argument 1 .*lock"):
         anything.remote(1, lock)
-    with pytest.raises(TypeError, match=r"keyword argument 'x'"):
+    with pytest.raises(TypeError, match=r"keyword argument 'x'.*inspect_serializability"):
         anything.remote(x=lock)
     assert worker.submitter.stats() == before
     assert runtime.get(f.remote(5)) == 5
+
+    def uses_the_lock() -> int:
+        with lock:
+            return 1
+
+    with pytest.raises(TypeError, match="inspect_serializability"):
+        runtime.remote(uses_the_lock).remote()
+
+
+def test_inspect_serializability_finds_the_part(capsys):
+    from runtime.util import inspect_serializability
+
+    lock = threading.Lock()
+
+    def uses_the_lock() -> int:
+        with lock:
+            return 1
+
+    class Holder:
+        def __init__(self) -> None:
+            self.fine = [1, 2]
+            self.nested = {"inner": [1, lock]}
+
+    ok, failures = inspect_serializability(uses_the_lock, name="uses_the_lock")
+    assert not ok and [(f.name, f.obj) for f in failures] == [("uses_the_lock.lock", lock)]
+    ok, failures = inspect_serializability(Holder(), name="holder")
+    assert not ok and [f.name for f in failures] == ["holder.nested['inner'][1]"]
+    assert "holder.nested['inner'][1]" in capsys.readouterr().out
+    assert inspect_serializability({"a": [1, 2]}) == (True, set())
+    ok, failures = inspect_serializability(Holder(), depth=0)  # not looked into
+    assert not ok and [f.name for f in failures] == ["Holder"]
+    with pytest.raises(ValueError, match="depth"):
+        inspect_serializability(1, depth=-1)
 
 
 def test_get_argument_checks(cluster):

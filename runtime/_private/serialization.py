@@ -178,6 +178,10 @@ def pickle_value(value: Any) -> Pickled:
     return Pickled(inband, [b.raw() for b in buffers], refs)
 
 
+#: Said by errors of values that do not pickle.
+INSPECT_HINT = "runtime.util.inspect_serializability() shows which part does not pickle"
+
+
 def serialize_error(error: BaseException) -> SerializedObject:
     """Pickles an error to be raised at ``get``; never fails."""
     try:

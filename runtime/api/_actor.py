@@ -144,7 +144,10 @@ class ActorClass(Generic[C]):
             try:
                 data = serialization.dumps(self._cls)
             except Exception as e:
-                raise TypeError(f"actor class {self._name} could not be serialized: {e}") from e
+                raise TypeError(
+                    f"actor class {self._name} could not be serialized: {e} "
+                    f"({serialization.INSPECT_HINT})"
+                ) from e
             pickled = self._pickled = (hashlib.sha256(data).digest()[:16], data)
         return pickled
 

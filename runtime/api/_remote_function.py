@@ -78,7 +78,10 @@ class RemoteFunction(Generic[P, Out]):
         try:
             data = serialization.dumps(function)
         except Exception as e:
-            raise TypeError(f"remote function {self._name}() could not be serialized: {e}") from e
+            raise TypeError(
+                f"remote function {self._name}() could not be serialized: {e} "
+                f"({serialization.INSPECT_HINT})"
+            ) from e
         return hashlib.sha256(data).digest()[:16], data
 
     def _submit(

@@ -77,6 +77,7 @@ def _argument_error(
             serialization.pickle_value(value)
         except Exception as e:
             return TypeError(
-                f"{name}(): could not serialize {label} of type {type(value).__name__}: {e}"
+                f"{name}(): could not serialize {label} of type {type(value).__name__}: {e} "
+                f"({serialization.INSPECT_HINT})"
             )
     return TypeError(f"{name}(): could not serialize the arguments: {error}")

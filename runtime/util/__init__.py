@@ -1,6 +1,6 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
-``ActorPool``, ``as_completed``, ``map_unordered``, ``list_named_actors`` and
-``get_node_ip_address`` here, placement groups (also in
+``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability``,
+``list_named_actors`` and ``get_node_ip_address`` here, placement groups (also in
 ``placement_group``), scheduling strategies in ``scheduling_strategies``,
 ``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
 
@@ -14,6 +14,7 @@ from ..api import (
 )
 from . import state
 from .actor_pool import ActorPool
+from .check_serialize import inspect_serializability
 from .helpers import as_completed, as_completed_async, map_unordered, map_unordered_async
 from .placement_group import (
     PlacementGroup,
@@ -33,6 +34,7 @@ __all__ = [
     "get_current_placement_group",
     "get_node_ip_address",
     "get_placement_group",
+    "inspect_serializability",
     "list_actors",
     "list_actors_async",
     "list_named_actors",
