@@ -368,6 +368,9 @@ class Flaky:
     def count(self):
         return self.calls
 
+    def leave(self):
+        runtime.actor.exit_actor()
+
 
 def test_a_methods_retry_exceptions(cluster):
     actor = Flaky.remote()
@@ -392,6 +395,19 @@ def test_a_methods_retry_exceptions(cluster):
     with pytest.raises(ValueError):
         runtime.get(first, timeout=30)
     assert runtime.get(later) == [1, 2, 3]
+    # The actor's end is no exception of the method's: not retried.
+    ending = actor.leave.remote()
+    behind = actor.fails_first.options(max_task_retries=-1).remote(0)
+    for ref in (ending, behind):
+        with pytest.raises(ActorDiedError, match="exited intentionally"):
+            runtime.get(ref, timeout=30)
+
+    def attempts():
+        rows = runtime.util.state.list_tasks(filters=[("task_id", "=", behind.task_id().hex())])
+        return sorted((row.attempt_number, row.state) for row in rows)
+
+    wait_until(lambda: attempts() and attempts()[-1][1] == "FAILED", what="the call's rows")
+    assert attempts() == [(0, "FAILED")]
     with pytest.raises(TypeError, match="retry_exceptions"):
         runtime.method(retry_exceptions=[1])
     with pytest.raises(TypeError, match="retry_exceptions"):

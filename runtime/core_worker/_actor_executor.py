@@ -383,8 +383,9 @@ class ActorExecutor:
         os._exit(error.code if isinstance(error.code, int) else 1)
 
     def _died_reply(self, task: WireTask, intended: bool = False) -> WireReply:
+        # Not an application error: no retry_exceptions retries it.
         error = exceptions.ActorDiedError(self.exiting or self._ended, intended)
-        return (task[0], False, [serialization.serialize_error(error)], True, [], None)
+        return (task[0], False, [serialization.serialize_error(error)], False, [], None)
 
 
 def _terminate() -> None:
