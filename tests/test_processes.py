@@ -73,6 +73,51 @@ def test_no_orphans_after_driver_sigkill(session_root):
         proc.wait()
 
 
+def test_ctrl_c_in_a_terminal_interrupts_the_driver_only(session_root, tmp_path):
+    # A terminal's Ctrl-C signals its whole foreground process group: the
+    # driver's get() is interrupted; the cluster it started lives on.
+    started = tmp_path / "started"
+    code = (
+        "import os, sys, time, runtime\n"
+        "@runtime.remote\n"
+        "def long(path):\n"
+        "    open(path, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "@runtime.remote\n"
+        "def quick(): return 2\n"
+        "ctx = runtime.init(num_cpus=2)\n"
+        "print(ctx.session_dir, flush=True)\n"
+        "ref = long.remote(sys.argv[1])\n"
+        "try:\n"
+        "    runtime.get(ref)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "print('after', runtime.get(quick.remote(), timeout=30), flush=True)\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(started)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout is not None
+        session_dir = proc.stdout.readline().strip()
+        wait_until(started.exists, 30, "the task to start")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert out.split() == ["interrupted", "after", "2"], err
+        assert proc.returncode == 0 and "WORKER_DIED" not in err, err
+        assert_no_orphans(session_dir)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_standing_cluster_joined_by_two_drivers(session_root):
     env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
     started = cli("start", "--head", "--port", "0", "--num-cpus", "2", env=env)

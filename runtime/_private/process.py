@@ -74,7 +74,10 @@ def spawn(
     """Starts ``python -m module args`` and waits until it reports ready.
 
     Its stdout and stderr go to ``log_path``. A tied child dies with this
-    process; an untied one starts its own session (a standing cluster).
+    process (its end of a pipe closes); an untied one outlives it (a standing
+    cluster). Either way it starts a session of its own, as do the workers it
+    starts in turn: a terminal's Ctrl-C (SIGINT to its foreground process group)
+    interrupts the driver, not the cluster it started.
     """
     ready_r, ready_w = os.pipe()
     pass_fds = [ready_w]
@@ -97,7 +100,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             pass_fds=pass_fds,
             env=full_env,
-            start_new_session=not tie_to_parent,
+            start_new_session=True,
         )
     os.close(ready_w)
     if tie_r is not None:
