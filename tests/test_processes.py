@@ -118,6 +118,39 @@ def test_ctrl_c_in_a_terminal_interrupts_the_driver_only(session_root, tmp_path)
         proc.wait()
 
 
+def test_a_forked_child_neither_hangs_nor_stops_its_parents_cluster(session_root):
+    code = (
+        "import os, sys, runtime\n"
+        "@runtime.remote\n"
+        "def f(): return os.getpid()\n"
+        "ctx = runtime.init(num_cpus=1)\n"
+        "print(ctx.session_dir, flush=True)\n"
+        "runtime.get(f.remote())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        runtime.get(f.remote())\n"
+        "    except runtime.exceptions.RuntimeNotInitializedError as e:\n"
+        "        print('child refused:', 'forked' in str(e), flush=True)\n"
+        "    own = runtime.init(num_cpus=1)\n"
+        "    print('child cluster:', own.session_dir != ctx.session_dir, flush=True)\n"
+        "    print(own.session_dir, flush=True)\n"
+        "    runtime.get(f.remote())\n"
+        "    sys.exit(0)  # atexit: stops the child's cluster, not the parent's\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent after:', runtime.get(f.remote(), timeout=30) > 0, flush=True)\n"
+    )
+    env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
+    done = run_driver(code, env=env)
+    lines = done.stdout.split("\n")
+    assert done.returncode == 0, done.stderr
+    assert lines[1:3] == ["child refused: True", "child cluster: True"], done.stdout
+    assert lines[4] == "parent after: True", done.stdout
+    for session_dir in (lines[0], lines[3]):
+        assert session_dir.startswith(session_root)
+        assert_no_orphans(session_dir)
+
+
 def test_standing_cluster_joined_by_two_drivers(session_root):
     env = {**os.environ, "RUNTIME_SESSION_ROOT": session_root}
     started = cli("start", "--head", "--port", "0", "--num-cpus", "2", env=env)

@@ -33,6 +33,12 @@ class HeadProcesses:
     def dashboard_url(self) -> str | None:
         return None if self.dashboard is None else str(self.dashboard.info["url"])
 
+    def release_ties(self) -> None:
+        """In a process forked from the one that started them (see ``release_tie``)."""
+        for child in (self.dashboard, self.raylet, self.gcs):
+            if child is not None:
+                child.release_tie()
+
     def stop(self) -> None:
         # The dashboard, then the raylet (its workers follow it), then the gcs.
         if self.dashboard is not None:

@@ -45,6 +45,14 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def release_tie(self) -> None:
+        """In a forked copy of the parent: lets go of this copy of the tie, so
+        that the child still lives exactly as long as the parent."""
+        if self._tie_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._tie_fd)
+            self._tie_fd = None
+
     def stop(self, timeout: float = 3.0) -> None:
         """Asks the child to exit (closes its tie, sends SIGTERM), then kills it."""
         if self._tie_fd is not None:

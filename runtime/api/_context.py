@@ -23,12 +23,25 @@ logger = logging.getLogger("runtime")
 _current: CoreWorker | None = None
 # The session folder of the cluster this driver started (None: joined one, or a worker).
 _session_dir: str | None = None
+# In a process forked from one whose runtime was up: that process's pid. Its core
+# worker's threads and connections did not come along; until init() runs here
+# the API refuses, rather than hang on them or start a cluster per forked child.
+_forked_from: int | None = None
 
 
 def set_current(worker: CoreWorker | None, session_dir: str | None = None) -> None:
-    global _current, _session_dir
+    global _current, _session_dir, _forked_from
     _current = worker
     _session_dir = session_dir
+    if worker is not None:
+        _forked_from = None
+
+
+def forget_after_fork(parent_pid: int) -> None:
+    """In a forked child: the parent's runtime is not this process's."""
+    global _current, _session_dir, _forked_from
+    if _current is not None:
+        _current, _session_dir, _forked_from = None, None, parent_pid
 
 
 def current_or_none() -> CoreWorker | None:
@@ -51,7 +64,7 @@ def current_or_init() -> CoreWorker:
     """The current core worker; as in Ray, the first ``put``, ``get``, ``wait``
     or ``.remote()`` without ``init()`` starts a local cluster."""
     worker = _current
-    if worker is None and _auto_init is not None:
+    if worker is None and _auto_init is not None and _forked_from is None:
         with _auto_init_lock:
             if _current is None:
                 _auto_init()
@@ -67,6 +80,12 @@ def runtime_loop() -> asyncio.AbstractEventLoop | None:
 
 def current() -> CoreWorker:
     worker = _current
+    if worker is None and _forked_from is not None:
+        raise RuntimeNotInitializedError(
+            f"this process was forked from process {_forked_from} after its runtime.init(); "
+            "the runtime does not carry over a fork: call runtime.init() here, or start "
+            "processes with the 'spawn' (or 'forkserver') method"
+        )
     if worker is None:
         raise RuntimeNotInitializedError(
             "the runtime is not initialized: call runtime.init() "

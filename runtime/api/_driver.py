@@ -546,5 +546,17 @@ def _auto_init() -> None:
     init()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child keeps none of its parent's runtime: not its cluster (it lets
+    go of its copies of the ties, so the cluster lives as long as the parent; its
+    exit stops nothing) nor its connections (the API refuses until init() here)."""
+    global _driver
+    driver, _driver = _driver, None
+    if driver is not None and driver.head is not None:
+        driver.head.release_ties()
+    _context.forget_after_fork(os.getppid())
+
+
 _context.set_auto_init(_auto_init)
 atexit.register(shutdown)
+os.register_at_fork(after_in_child=_after_fork_in_child)
