@@ -128,16 +128,11 @@ def byte_size(name: str, value: Any) -> int:
     return value
 
 
-def _start_processes(
-    address: str | None,
-    config: Config,
-    num_cpus: float | None,
-    num_gpus: float | None,
-    resources: dict[str, float] | None,
-    object_store_memory: int | None,
-    include_dashboard: bool = False,
-) -> tuple[cluster.HeadProcesses | None, tuple[str, int]]:
+def _start_processes(prep: _Prepared) -> tuple[cluster.HeadProcesses | None, tuple[str, int]]:
     tls.check()  # a half TLS configuration is refused here, not at the first call
+    address, config = prep.address, prep.config
+    num_cpus, num_gpus, resources = prep.num_cpus, prep.num_gpus, prep.resources
+    object_store_memory = prep.store_bytes
     # Discovery as in Ray: the address given, then RUNTIME_ADDRESS (or
     # RAY_ADDRESS), then a standing cluster on this machine, then a new one.
     if address is None and config.address:
@@ -168,7 +163,7 @@ def _start_processes(
             resources=cluster.default_resources(num_cpus, num_gpus, resources, host),
             standing=False,
             object_store_memory=object_store_memory,
-            include_dashboard=include_dashboard,
+            include_dashboard=prep.include_dashboard,
         )
         logger.info("Started a local cluster; its session is %s", head.session.path)
         if head.dashboard_url:
@@ -204,25 +199,89 @@ def _local_node(nodes: list[NodeInfo], gcs_address: tuple[str, int]) -> NodeInfo
 
 
 def _make_worker(
-    config: Config,
+    prep: _Prepared,
     gcs_address: tuple[str, int],
     raylet: tuple[str, int],
     node_id: bytes,
     store_socket: str,
-    namespace: str | None,
-    log_to_driver: bool,
 ) -> CoreWorker:
-    return CoreWorker(
+    worker = CoreWorker(
         node_id=node_id,
         store_socket=store_socket,
         mode=WorkerMode.DRIVER,
-        config=config,
+        config=prep.config,
         host=raylet[0],
         gcs_address=gcs_address,
         raylet_address=raylet,
-        namespace=namespace or "",
-        log_to_driver=log_to_driver,
+        namespace=prep.namespace or "",
+        log_to_driver=prep.log_to_driver,
         make_ref=ObjectRef,
+    )
+    worker.runtime_env = renv.to_wire(prep.job_env)
+    worker.job_metadata, worker.default_actor_lifetime = prep.job_metadata, prep.lifetime
+    return worker
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """``init()``'s arguments, checked, and what they make."""
+
+    config: Config
+    address: str | None
+    namespace: str | None
+    num_cpus: float | None
+    num_gpus: float | None
+    resources: dict[str, float] | None
+    store_bytes: int | None
+    include_dashboard: bool
+    log_to_driver: bool
+    job_env: Any
+    job_packages: Any
+    job_metadata: dict[str, str]
+    lifetime: str
+
+
+def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
+    """Checks ``init()``'s (or ``init_async()``'s) arguments, named as in its
+    signature, and sets up logging as they ask; raises before anything starts."""
+    system_config = _init_options.apply(
+        where,
+        logging_level=args["logging_level"],
+        logging_format=args["logging_format"],
+        configure_logging=args["configure_logging"],
+        local_mode=args["local_mode"],
+        temp_dir=args["_temp_dir"],
+        system_config=args["_system_config"],
+        dashboard_host=args["dashboard_host"],
+        dashboard_port=args["dashboard_port"],
+    )
+    namespace, runtime_env, job_metadata, lifetime = job_settings(
+        where, args["job_config"], args["namespace"], args["runtime_env"]
+    )
+    address, num_cpus, num_gpus, resources = (
+        args["address"],
+        args["num_cpus"],
+        args["num_gpus"],
+        args["resources"],
+    )
+    store_bytes = _check_init_args(
+        address, num_cpus, num_gpus, resources, namespace, args["object_store_memory"]
+    )
+    job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, where))
+    return _Prepared(
+        config=Config.load(system_config),
+        address=address,
+        namespace=namespace,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        store_bytes=store_bytes,
+        include_dashboard=bool(args["include_dashboard"]),
+        log_to_driver=args["log_to_driver"],
+        job_env=job_env,
+        job_packages=job_packages,
+        job_metadata=job_metadata,
+        lifetime=lifetime,
     )
 
 
@@ -261,30 +320,11 @@ def init(
     ``await runtime.init_async()`` attaches to the running loop instead.
     """
     global _driver
+    args = dict(locals())  # (first: nothing else is local yet)
     if _context.current_or_none() is not None:
         return _repeated_init("init", ignore_reinit_error)
-    _system_config = _init_options.apply(
-        "init()",
-        logging_level=logging_level,
-        logging_format=logging_format,
-        configure_logging=configure_logging,
-        local_mode=local_mode,
-        temp_dir=_temp_dir,
-        system_config=_system_config,
-        dashboard_host=dashboard_host,
-        dashboard_port=dashboard_port,
-    )
-    namespace, runtime_env, job_metadata, lifetime = job_settings(
-        "init()", job_config, namespace, runtime_env
-    )
-    store_bytes = _check_init_args(
-        address, num_cpus, num_gpus, resources, namespace, object_store_memory
-    )
-    job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, "init()"))
-    config = Config.load(_system_config)
-    head, gcs_address = _start_processes(
-        address, config, num_cpus, num_gpus, resources, store_bytes, bool(include_dashboard)
-    )
+    prep = _prepare("init()", args)
+    head, gcs_address = _start_processes(prep)
     try:
         if head is not None:
             raylet, node_id = head.raylet_address, bytes.fromhex(head.raylet.info["node_id"])
@@ -295,14 +335,10 @@ def init(
                 node = pool.submit(asyncio.run, _find_raylet(gcs_address)).result()
             raylet, node_id = (node.host, node.raylet_port), node.node_id
             store_socket = node.store_socket
-        worker = _make_worker(
-            config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
-        )
-        worker.runtime_env = renv.to_wire(job_env)
-        worker.job_metadata, worker.default_actor_lifetime = job_metadata, lifetime
+        worker = _make_worker(prep, gcs_address, raylet, node_id, store_socket)
         loop_thread = _LoopThread()
         loop_thread.run(_bind_and_start(worker))
-        _runtime_env.upload(worker, job_packages)
+        _runtime_env.upload(worker, prep.job_packages)
         dashboard = loop_thread.run(_dashboard_url(worker))
     except BaseException:
         if head is not None:
@@ -352,62 +388,14 @@ async def init_async(
     started off this loop, as a sync ``init()`` does.
     """
     global _driver
+    args = dict(locals())  # (first: nothing else is local yet)
     if _context.current_or_none() is not None:
         return _repeated_init("init_async", ignore_reinit_error)
     if not in_asyncio():
-        start = functools.partial(
-            init,
-            address,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=resources,
-            object_store_memory=object_store_memory,
-            namespace=namespace,
-            log_to_driver=log_to_driver,
-            include_dashboard=include_dashboard,
-            runtime_env=runtime_env,
-            logging_level=logging_level,
-            logging_format=logging_format,
-            configure_logging=configure_logging,
-            local_mode=local_mode,
-            job_config=job_config,
-            dashboard_host=dashboard_host,
-            dashboard_port=dashboard_port,
-            _system_config=_system_config,
-            _temp_dir=_temp_dir,
-        )
-        return await _off_this_loop(start)
-    _system_config = _init_options.apply(
-        "init_async()",
-        logging_level=logging_level,
-        logging_format=logging_format,
-        configure_logging=configure_logging,
-        local_mode=local_mode,
-        temp_dir=_temp_dir,
-        system_config=_system_config,
-        dashboard_host=dashboard_host,
-        dashboard_port=dashboard_port,
-    )
-    namespace, runtime_env, job_metadata, lifetime = job_settings(
-        "init_async()", job_config, namespace, runtime_env
-    )
-    store_bytes = _check_init_args(
-        address, num_cpus, num_gpus, resources, namespace, object_store_memory
-    )
-    job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, "init_async()"))
-    config = Config.load(_system_config)
+        return await _off_this_loop(functools.partial(init, **args))
+    prep = _prepare("init_async()", args)
     loop = asyncio.get_running_loop()
-    head, gcs_address = await loop.run_in_executor(
-        None,
-        _start_processes,
-        address,
-        config,
-        num_cpus,
-        num_gpus,
-        resources,
-        store_bytes,
-        bool(include_dashboard),
-    )
+    head, gcs_address = await loop.run_in_executor(None, _start_processes, prep)
     try:
         if head is not None:
             raylet, node_id = head.raylet_address, bytes.fromhex(head.raylet.info["node_id"])
@@ -416,14 +404,10 @@ async def init_async(
             node = await _find_raylet(gcs_address)
             raylet, node_id = (node.host, node.raylet_port), node.node_id
             store_socket = node.store_socket
-        worker = _make_worker(
-            config, gcs_address, raylet, node_id, store_socket, namespace, log_to_driver
-        )
-        worker.runtime_env = renv.to_wire(job_env)
-        worker.job_metadata, worker.default_actor_lifetime = job_metadata, lifetime
+        worker = _make_worker(prep, gcs_address, raylet, node_id, store_socket)
         worker.bind(loop)
         await worker.start()
-        _runtime_env.upload(worker, job_packages)
+        _runtime_env.upload(worker, prep.job_packages)
         dashboard = await _dashboard_url(worker)
     except BaseException:
         if head is not None:
