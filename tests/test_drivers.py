@@ -329,3 +329,27 @@ def test_init_takes_a_job_config():
     finally:
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)
+
+
+def test_a_handle_kept_across_shutdown_fails_at_once():
+    @runtime.remote(num_cpus=0)
+    class Kept:
+        def ping(self) -> int:
+            return 1
+
+    first = runtime.init(num_cpus=1)
+    try:
+        kept = Kept.remote()
+        assert runtime.get(kept.ping.remote()) == 1
+    finally:
+        runtime.shutdown()
+    second = runtime.init(num_cpus=1)
+    try:
+        # Another cluster: no 10 s wait for its gcs to learn of the actor.
+        with pytest.raises(runtime.exceptions.ActorDiedError, match="comes from the cluster"):
+            kept.ping.remote()
+        assert runtime.get(Kept.remote().ping.remote()) == 1
+    finally:
+        runtime.shutdown()
+        for ctx in (first, second):
+            assert_no_orphans(ctx.session_dir)

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from .._private import serialization
 from ..core_worker import OwnerAddress, Reference
+from ..exceptions import ActorDiedError
 from ..protocol.rt import ActorInfo
 from . import _context, _options, _signature
 from ._generator import ObjectRefGenerator
@@ -71,6 +72,11 @@ class ActorHandle(Generic[C]):
         # Per method: the check of its calls' arguments and its calls' default
         # name, "Class.method" (made on first use).
         self._checks: dict[str, tuple[_signature.CallCheck | None, str]] = {}
+        # The cluster it was made in, by its gcs's port (a host may be spelt two
+        # ways): a handle kept across shutdown() and init() of another cluster
+        # names no actor there (a local cluster's gcs takes a free port each time).
+        worker = _context.current_or_none()
+        self._cluster = None if worker is None else worker.gcs_address
 
     @property
     def _actor_id(self) -> bytes:
@@ -130,6 +136,12 @@ class ActorHandle(Generic[C]):
         if check is not None:
             check(args, kwargs)
         worker = _context.current()
+        if self._cluster is not None and worker.gcs_address[1] != self._cluster[1]:
+            host, port = self._cluster
+            raise ActorDiedError(
+                f"actor {self._class_name}'s handle comes from the cluster at {host}:{port} "
+                "(before runtime.shutdown()); its actor is not in this one"
+            )
         num_returns = options.get("num_returns", meta.num_returns)
         streaming = num_returns == "streaming"
         if streaming:
