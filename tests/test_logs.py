@@ -110,10 +110,17 @@ def test_driver_prints_task_output_under_its_name() -> None:
         "class Host:\n"
         "    def speak(self):\n"
         "        print('from the actor')\n"
+        "@runtime.remote(num_cpus=0)\n"
+        "class Shard(Host.__ray_actor_class__):\n"
+        "    def __init__(self, index):\n"
+        "        self.index = index\n"
+        "    def __repr__(self):\n"
+        "        return f'Shard[{self.index}]'\n"
         "runtime.init(num_cpus=1)\n"
         "runtime.get(greet.remote())\n"
         "h = Host.remote()\n"
         "runtime.get(h.speak.remote())\n"
+        "runtime.get(Shard.remote(3).speak.remote())\n"
         "runtime.shutdown()\n"
     )
     done = run_driver(code)
@@ -121,6 +128,8 @@ def test_driver_prints_task_output_under_its_name() -> None:
     lines = done.stdout.splitlines()
     assert any(line.startswith("(greet pid=") and line.endswith(") hi there") for line in lines)
     assert any(line.startswith("(Host pid=") and "from the actor" in line for line in lines)
+    # As in Ray: an actor whose class defines __repr__ is named by it.
+    assert any(line.startswith("(Shard[3] pid=") and "from the actor" in line for line in lines)
     assert "RT-TASK" not in done.stdout + done.stderr
 
 

@@ -78,6 +78,9 @@ from .store import ObjectStore, StoreServer, store_socket_path
 
 logger = logging.getLogger(__name__)
 
+#: The longest label a worker's output lines carry (an actor's class or __repr__, its pid).
+MAX_WORKER_LABEL = 256
+
 
 class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase):
     def __init__(
@@ -579,8 +582,9 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
 
     async def set_worker_label(self, message: WorkerLabelRequest) -> Empty:
         worker = self.scheduler.workers.get(message.worker_id)
-        if worker is not None:
-            self.reports.labels[worker.pid] = message.label
+        if worker is not None:  # (one line, bounded: it prefixes every line the worker writes)
+            label = message.label.replace("\n", " ")[:MAX_WORKER_LABEL]
+            self.reports.labels[worker.pid] = label
         return Empty()
 
     async def _reap(self) -> None:
