@@ -29,6 +29,10 @@ class Limits:
 def test_class_attributes_static_and_class_methods(cluster):
     assert Limits.LIMIT == 3 and Limits.double(4) == 8 and Limits.limit() == 3
     assert runtime.get(Limits.remote().inside.remote()) == (3, 4, 3)
+    # A method through the class is the plain function; calls go through a handle.
+    assert Limits.inside.__name__ == "inside"
+    with pytest.raises(TypeError, match=r"create an actor first .* a\.inside\.remote\(\)"):
+        Limits.inside.remote()
 
 
 def test_inherit_from_the_plain_class_not_the_actor_class(cluster):

@@ -72,6 +72,26 @@ def _constructor_check(cls: type) -> _signature.CallCheck | None:
     return _signature.call_check(_signature.spec_of(cls), f"{cls.__name__}.__init__()")
 
 
+class _ClassMethodView:
+    """``Cls.method`` on an actor class: the plain function (callable as it is),
+    whose ``.remote`` says that calls go through an actor's handle."""
+
+    def __init__(self, fn: Any, class_name: str, name: str) -> None:
+        self._fn, self._class_name, self._name = fn, class_name, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in ("remote", "options", "bind"):
+            raise TypeError(
+                f"{self._class_name}.{self._name} is a method of actor class "
+                f"{self._class_name}: create an actor first (a = {self._class_name}.remote()), "
+                f"then call a.{self._name}.remote()"
+            )
+        return getattr(self._fn, attr)
+
+
 C = TypeVar("C")
 
 
@@ -116,7 +136,12 @@ class ActorClass(Generic[C]):
         cls = self.__dict__.get("_cls")
         if cls is None or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
-        return getattr(cls, name)
+        value = getattr(cls, name)
+        if name in self.__dict__.get("_methods", {}) and inspect.isfunction(
+            inspect.getattr_static(cls, name, None)
+        ):
+            return _ClassMethodView(value, self._name, name)
+        return value
 
     @property
     def __ray_actor_class__(self) -> type:
