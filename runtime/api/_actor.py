@@ -78,6 +78,8 @@ class _ClassMethodView:
 
     def __init__(self, fn: Any, class_name: str, name: str) -> None:
         self._fn, self._class_name, self._name = fn, class_name, name
+        self.__wrapped__ = fn  # (inspect.signature and help() see the function)
+        self.__doc__ = getattr(fn, "__doc__", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
