@@ -246,6 +246,10 @@ class ActorSubmitter:
         except rpc.CONNECTION_ERRORS as e:
             self.mark_dead(q, f"the gcs is unreachable ({e})")
             return
+        except Exception as e:  # not left waiting: its calls would hang
+            logger.exception("asking the gcs where actor %s is failed", q.name)
+            self.mark_dead(q, f"asking the gcs where it is failed ({e!r})")
+            return
         info = reply.actor
         if not reply.found or info is None:
             self.mark_dead(q, "the gcs does not know this actor")

@@ -331,6 +331,10 @@ class ActorManager:
             if record.lease is not None:
                 await self._return_lease(record, disconnect=True)
             raise
+        except Exception as e:  # a bug: said, not left RESTARTING with callers waiting
+            logger.exception("supervising actor %s failed", info.class_name)
+            if not record.dead:
+                self._set_dead(record, f"the gcs failed to supervise it ({e!r})")
 
     def _tell_death(self, info: ActorInfo, what_next: str) -> None:
         cause = (info.death_cause or f"its worker process (pid={info.pid}) died").splitlines()
