@@ -73,6 +73,13 @@ def task_extra(
     return (max_calls, resources)
 
 
+def method_of(task: WireTask) -> str:
+    """The method an actor call names (its ``extra``: the name, or the name and
+    its concurrency group)."""
+    extra = task[7]
+    return extra if type(extra) is str else extra[0]
+
+
 def with_gpu_ids(task: WireTask, gpu_ids: tuple[int, ...]) -> WireTask:
     """The task as pushed to a worker whose lease holds these GPU ids."""
     extra = task[7]

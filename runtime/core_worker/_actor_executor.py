@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import serialization
-from .._private.task_wire import WireReply, WireTask
+from .._private.task_wire import WireReply, WireTask, method_of
 from ._lane import Lane
 from ._running import (
     ActorExitRequest,
@@ -255,11 +255,8 @@ class ActorExecutor:
                 result = run_sync_stream(self._worker, method, task, run)
             else:
                 result = run_sync(self._worker, method, task)
-        except ActorExitRequest:
-            self._ended = self._exit_message(task)
-            raise
-        except SystemExit as e:
-            raise self._system_exit(task, e) from None
+        except (ActorExitRequest, SystemExit) as e:
+            raise self._ending(task, e) from None
         finally:
             events.forget(task)
             thread_state.in_sync_task = False
@@ -320,11 +317,8 @@ class ActorExecutor:
                     result = await run_async(worker, method, task)
                 else:  # a sync method of an async actor: on the loop, as in Ray
                     result = run_sync(worker, method, task)
-            except ActorExitRequest:
-                self._ended = self._exit_message(task)
-                raise
-            except SystemExit as e:  # (on the loop it would stop the loop)
-                raise self._system_exit(task, e) from None
+            except (ActorExitRequest, SystemExit) as e:  # (SystemExit would stop the loop)
+                raise self._ending(task, e) from None
             finally:
                 events.forget(task)
                 current_task_id.reset(token)
@@ -361,19 +355,23 @@ class ActorExecutor:
         reply(self._died_reply(task, intended=True))
 
     def _exit_message(self, task: WireTask, how: str = "") -> str:
-        method = task[7] if type(task[7]) is str else task[7][0]
+        method = method_of(task)
         if not how:
             how = "__ray_terminate__" if method == "__ray_terminate__" else "exit_actor()"
         return f"the actor exited intentionally ({how} in {self.name}.{method})"
 
-    def _system_exit(self, task: WireTask, error: SystemExit) -> ActorExitRequest:
-        """``sys.exit()`` in a method, as in Ray: a success code (0 or none) ends
-        the actor as ``exit_actor()`` does; any other is a crash (the process
-        exits with it, and the actor restarts if it may)."""
+    def _ending(self, task: WireTask, error: ActorExitRequest | SystemExit) -> ActorExitRequest:
+        """The call ends the actor (on its own thread: calls that start after it
+        do not run). ``sys.exit()``, as in Ray: a success code (0 or none) ends it
+        as ``exit_actor()`` does; any other is a crash (the process exits with
+        it, and the actor restarts if it may)."""
+        if isinstance(error, ActorExitRequest):
+            self._ended = self._exit_message(task)
+            return error
         if error.code is None or error.code == 0:
             self._ended = self._exit_message(task, f"sys.exit({error.code or ''})")
             return ActorExitRequest()
-        method = task[7] if type(task[7]) is str else task[7][0]
+        method = method_of(task)
         print(
             f"{self.name}.{method} raised SystemExit({error.code!r}): the actor's process exits",
             file=sys.stderr,

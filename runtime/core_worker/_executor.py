@@ -52,6 +52,7 @@ from .._private.task_wire import (
     WireTask,
     backpressure_of,
     gpu_ids_of,
+    method_of,
     placement_of,
 )
 from ._accelerators import VisibleDevices
@@ -405,9 +406,7 @@ class TaskExecutor:
         actor = self.actor.instance if self.actor is not None else None
         if actor is None:
             return None
-        method = "__init__" if task[6] == KIND_ACTOR_CREATION else task[7]
-        if isinstance(method, tuple):  # (method, concurrency group)
-            method = method[0]
+        method = "__init__" if task[6] == KIND_ACTOR_CREATION else method_of(task)
         return f"{_qualified(type(actor))}.{method}"
 
     def _execute_sync(self, fn: Callable[..., Any], task: WireTask) -> WireReply:
