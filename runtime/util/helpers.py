@@ -32,12 +32,27 @@ def as_completed(
     return _as_completed(list(refs), chunk_size, yield_obj_refs, wait_options)
 
 
+def _chunk(
+    refs: list[api.ObjectRef], chunk: int, yield_refs: bool, wait_options: dict[str, Any]
+) -> tuple[list[Any], list[api.ObjectRef]]:
+    """The next chunk's values (or refs), and the refs not ready yet."""
+    ready, rest = api.wait(refs, num_returns=min(chunk, len(refs)), **wait_options)
+    return (ready if yield_refs else api.get(ready)), rest
+
+
+async def _chunk_async(
+    refs: list[api.ObjectRef], chunk: int, yield_refs: bool, wait_options: dict[str, Any]
+) -> tuple[list[Any], list[api.ObjectRef]]:
+    ready, rest = await api.wait_async(refs, num_returns=min(chunk, len(refs)), **wait_options)
+    return (ready if yield_refs else await api.get_async(ready)), rest
+
+
 def _as_completed(
     refs: list[api.ObjectRef], chunk: int, yield_refs: bool, wait_options: dict[str, Any]
 ) -> Iterator[Any]:
     while refs:
-        ready, refs = api.wait(refs, num_returns=min(chunk, len(refs)), **wait_options)
-        yield from ready if yield_refs else api.get(ready)
+        values, refs = _chunk(refs, chunk, yield_refs, wait_options)
+        yield from values
 
 
 def map_unordered(
@@ -67,8 +82,8 @@ def _map_unordered(
     for item in items:
         refs.append(fn.remote(item))
         if limit is not None and len(refs) >= limit:
-            ready, refs = api.wait(refs, num_returns=min(chunk, len(refs)), **wait_options)
-            yield from ready if yield_refs else api.get(ready)
+            values, refs = _chunk(refs, chunk, yield_refs, wait_options)
+            yield from values
     yield from _as_completed(refs, chunk, yield_refs, wait_options)
 
 
@@ -85,13 +100,11 @@ def as_completed_async(
 
 
 async def _as_completed_async(
-    pending: list[api.ObjectRef], chunk_size: int, yield_obj_refs: bool, wait_options: Any
+    refs: list[api.ObjectRef], chunk: int, yield_refs: bool, wait_options: dict[str, Any]
 ) -> AsyncIterator[Any]:
-    while pending:
-        ready, pending = await api.wait_async(
-            pending, num_returns=min(chunk_size, len(pending)), **wait_options
-        )
-        for value in ready if yield_obj_refs else await api.get_async(ready):
+    while refs:
+        values, refs = await _chunk_async(refs, chunk, yield_refs, wait_options)
+        for value in values:
             yield value
 
 
@@ -114,21 +127,19 @@ def map_unordered_async(
 async def _map_unordered_async(
     fn: Any,
     items: Iterable[Any],
-    backpressure_size: int | None,
-    chunk_size: int,
-    yield_obj_refs: bool,
+    limit: int | None,
+    chunk: int,
+    yield_refs: bool,
     wait_options: dict[str, Any],
 ) -> AsyncIterator[Any]:
     refs: list[api.ObjectRef] = []
     for item in items:
         refs.append(fn.remote(item))
-        if backpressure_size is not None and len(refs) >= backpressure_size:
-            ready, refs = await api.wait_async(
-                refs, num_returns=min(chunk_size, len(refs)), **wait_options
-            )
-            for value in ready if yield_obj_refs else await api.get_async(ready):
+        if limit is not None and len(refs) >= limit:
+            values, refs = await _chunk_async(refs, chunk, yield_refs, wait_options)
+            for value in values:
                 yield value
-    async for value in _as_completed_async(refs, chunk_size, yield_obj_refs, wait_options):
+    async for value in _as_completed_async(refs, chunk, yield_refs, wait_options):
         yield value
 
 
