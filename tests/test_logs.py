@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -191,6 +192,43 @@ def test_every_line_printed_before_shutdown_reaches_the_driver() -> None:
     for text, lines in (("near", out), ("near-err", err), ("far", out)):
         seen = {line.rpartition(") ")[2] for line in lines if line.startswith("(")}
         assert {f"{text} {i}" for i in range(LINES)} <= seen, text
+
+
+def test_lines_of_a_node_missing_from_the_drivers_view_are_flushed_too() -> None:
+    """The flush asks the gcs which nodes to flush, not only the driver's own
+    view of them (emptied here, as when its first look-up failed). The far
+    raylet is stopped while the actor prints, so its lines wait unread in the
+    pipe when the driver stops; the flush waits for them."""
+    with cluster_of(head_node_args={"num_cpus": 1}) as c:
+        far = c.add_node(num_cpus=1, resources={"far": 1})
+        code = (
+            "import asyncio, os, signal, threading, runtime\n"
+            "from runtime.api import _context\n"
+            f"runtime.init(address={c.address!r})\n"
+            "@runtime.remote(resources={'far': 1})\n"
+            "class Far:\n"
+            "    def ready(self):\n"
+            "        pass\n"
+            "    def speak(self):\n"
+            f"        for i in range({LINES}):\n"
+            "            print(f'far {i}')\n"
+            "far = Far.remote()\n"
+            "runtime.get(far.ready.remote())\n"
+            "async def forget():\n"
+            "    _context.current().cluster.nodes.clear()\n"
+            "asyncio.run_coroutine_threadsafe(forget(), _context.runtime_loop()).result(30)\n"
+            f"os.kill({far.pid}, signal.SIGSTOP)\n"
+            "runtime.get(far.speak.remote())\n"
+            f"threading.Timer(0.5, os.kill, ({far.pid}, signal.SIGCONT)).start()\n"
+            "runtime.shutdown()\n"
+        )
+        try:
+            done = run_driver(code)
+        finally:
+            os.kill(far.pid, signal.SIGCONT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = {line.rpartition(") ")[2] for line in done.stdout.splitlines()}
+    assert {f"far {i}" for i in range(LINES)} <= seen
 
 
 def test_logs_of_an_actor_on_another_node_and_follow() -> None:

@@ -205,14 +205,24 @@ class ClusterWatch:
         wrote; then a marker this driver sends through the gcs comes back on
         the subscription after those lines."""
         worker = self._worker
-        raylets = {worker.raylet_address} | {
-            (node.host, node.raylet_port) for node in self.nodes.values() if node.alive
-        }
+        # The gcs's list, not only this driver's view: a node missing from the
+        # view (a failed first look-up) would have its last lines cut off.
+        try:
+            nodes = (await worker.gcs.get_all_nodes(Empty())).nodes
+        except rpc.CONNECTION_ERRORS as e:
+            logger.debug("flushing logs with this driver's view of the nodes: %s", e)
+            nodes = list(self.nodes.values())
+        raylets = list(
+            {worker.raylet_address} | {(n.host, n.raylet_port) for n in nodes if n.alive}
+        )
         request = FlushLogsRequest(job_id=worker.job_id)
-        await asyncio.gather(
+        answers = await asyncio.gather(
             *(RayletStub(worker.channels.get(*at)).flush_logs(request) for at in raylets),
             return_exceptions=True,  # a node that can not answer holds nothing back
         )
+        for at, answer in zip(raylets, answers, strict=True):
+            if isinstance(answer, BaseException):
+                logger.debug("the raylet at %s:%d did not flush its logs: %r", *at, answer)
         flush_id = next(self._flush_ids)
         came_back = self._flushes[flush_id] = asyncio.get_running_loop().create_future()
         try:
