@@ -284,6 +284,34 @@ def test_max_calls_retires_the_worker(cluster):
         pid_of_worker.options(max_calls=-1)
 
 
+@runtime.remote(max_calls=1)
+def retire_after_one():
+    import os
+
+    return os.getpid()
+
+
+@runtime.remote(max_retries=0)
+def no_retries():
+    import os
+
+    return os.getpid()
+
+
+def test_a_retiring_worker_costs_the_next_tasks_nothing(cluster):
+    """Ray's worker_exiting: the task after one that ran its max_calls is not
+    pushed to the exiting worker (where it would die with it, a crash with no
+    retries left), nor is that worker leased again."""
+    for _ in range(4):
+        first = runtime.get(retire_after_one.remote())
+        assert runtime.get(no_retries.remote(), timeout=30) != first
+    # Pipelined on the same lease, behind the retiring one: handed back, run elsewhere.
+    refs = [retire_after_one.remote() if i % 2 else no_retries.remote() for i in range(12)]
+    pids = runtime.get(refs, timeout=60)
+    retired = [pid for i, pid in enumerate(pids) if i % 2]
+    assert len(set(retired)) == len(retired)
+
+
 @runtime.remote
 def where_am_i():
     import os

@@ -110,6 +110,19 @@ def test_disconnect_kills_the_worker():
     assert s.workers[grant.worker.worker_id].state is WorkerState.DEAD
 
 
+def test_an_exiting_worker_is_neither_leased_again_nor_killed():
+    """Returned as exiting (it ran a function's max_calls): it lets go of what
+    it owns and exits by itself; the next request starts a fresh worker."""
+    s = make(cpus=1)
+    grant = next(a for a in register_all(s, s.request(request(1))) if isinstance(a, Grant))
+    actions = s.return_lease(grant.lease_id, False, 0.0, exiting=True)
+    assert not any(isinstance(a, KillWorker) for a in actions)
+    assert s.workers[grant.worker.worker_id].state is WorkerState.RETIRING
+    assert [type(a) for a in s.request(request(2))] == [StartWorker]
+    s.worker_died(grant.worker.worker_id)
+    s.validate()
+
+
 def test_job_finished_cancels_and_kills():
     s = make(cpus=1)
     register_all(s, s.request(request(1, job=7)))

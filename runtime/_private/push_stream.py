@@ -22,6 +22,7 @@ from .task_wire import (
     ReleasePins,
     WireReply,
     WireTask,
+    WorkerExiting,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class PushStream:
         self._items: dict[bytes, ItemCallback] = {}
         self._broken: BaseException | None = None
         self._broken_event = asyncio.Event()
+        # The worker said it exits (it ran a function's max_calls): set before
+        # the reply of the task that made it so is handled.
+        self.exiting = False
         self._token = auth.token() if token is None else token
         # On the worker's own node: its abstract Unix socket, if it answers.
         self._local = task_channel.local_name(peer[0]) if local and peer[0] else None
@@ -163,7 +167,7 @@ class PushStream:
     def _lost(self, error: BaseException | None) -> None:
         self._fail(error or StreamBroken("the worker ended the stream"))
 
-    def _receive(self, replies: list[WireReply | GeneratorItem]) -> None:
+    def _receive(self, replies: list[WireReply | GeneratorItem | WorkerExiting]) -> None:
         for reply in replies:
             if type(reply) is GeneratorItem:
                 on_item = self._items.get(reply.task_id)
@@ -172,6 +176,9 @@ class PushStream:
                         on_item(reply)
                     except Exception:
                         logger.exception("handling an item from %s failed", self._name)
+                continue
+            if type(reply) is WorkerExiting:
+                self.exiting = True
                 continue
             if type(reply) is not tuple or not reply or type(reply[0]) is not bytes:
                 logger.error("a malformed reply from %s: %r", self._name, type(reply))

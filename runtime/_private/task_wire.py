@@ -147,6 +147,23 @@ class GeneratorItem:
         return (GeneratorItem, (self.task_id, self.index, self.obj, self.nested))
 
 
+class WorkerExiting:
+    """Worker to owner, on the task stream, ahead of the reply that ends the
+    task which ran a function's ``max_calls``: the worker exits once that
+    reply is out. Its owner pushes it nothing more and gives its lease back as
+    exiting; a task it had pushed there that gets no answer never started
+    there (the worker starts nothing once it retires): it runs elsewhere."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WorkerExiting, ())
+
+
+#: The one instance a worker sends.
+WORKER_EXITING = WorkerExiting()
+
+
 class GeneratorAck:
     """Owner to worker: the caller has consumed ``consumed`` items of a
     streaming task (what backpressure waits for)."""

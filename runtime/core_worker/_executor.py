@@ -44,6 +44,7 @@ from .._private.task_wire import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
     KIND_TASK,
+    WORKER_EXITING,
     CancelRequest,
     GeneratorAck,
     Placement,
@@ -176,6 +177,8 @@ class TaskExecutor:
                 self.actor.submit(item, reply)
             return
         if self.waiting or self.retiring:
+            if self.retiring:
+                reply(WORKER_EXITING)
             reply((item[0], False, [], False, None, None))
             return
         if self._idle and self._queue.empty() and item[0] not in self._cancelled:
@@ -280,13 +283,15 @@ class TaskExecutor:
                 events.record(task_id, task[9], te.FINISHED if result[1] else te.FAILED)
             else:
                 result = events.stamp(result, start)
-            reply(result)
             max_calls = task[7][0] if task[6] == KIND_TASK and task[7] else None
             if max_calls:
                 calls = self._calls[task[1]] = self._calls.get(task[1], 0) + 1
                 if calls >= max_calls:
+                    reply(WORKER_EXITING)  # ahead of the reply: its owner pushes no more
+                    reply(result)
                     self._retire(task[2], max_calls)
                     return
+            reply(result)
 
     # -- plain sync tasks, run ahead -------------------------------------------------
     def _plain_sync(self, task: WireTask) -> Callable[..., Any] | None:

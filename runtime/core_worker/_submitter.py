@@ -231,18 +231,21 @@ class TaskSubmitter:
     ) -> None:
         lease.in_flight -= 1
         self._pushed.pop(spec.task_id, None)
-        if reply is None:
+        if reply is None and not stream.exiting:
             if lease in kq.leases:
                 self._return_lease(kq, lease, True)
             self._on_worker_failure(spec, error or ConnectionError("no reply"))
-        elif reply[4] is None:
-            # Handed back unstarted: its worker waits on a running task.
+        elif reply is None or reply[4] is None:
+            # Handed back unstarted (its worker waits on a running task, or
+            # it exits), or pushed to an exiting worker that never read it.
             lease.stalled = True
             spec.state = TaskState.QUEUED
             kq.queue.appendleft(spec)
         else:
             lease.stalled = False
             self._on_reply(spec, reply, lease.stream)
+        if stream.exiting and lease in kq.leases:
+            self._return_lease(kq, lease, False, exiting=True)
         self._pump(kq)
 
     def node_died(self, node_id: bytes) -> None:
@@ -279,14 +282,16 @@ class TaskSubmitter:
         else:
             lease.stream.send(CancelRequest(spec.task_id, recursive))
 
-    def _return_lease(self, kq: KeyQueue, lease: Lease, disconnect: bool) -> None:
+    def _return_lease(
+        self, kq: KeyQueue, lease: Lease, disconnect: bool, exiting: bool = False
+    ) -> None:
         if lease.linger is not None:
             lease.linger.cancel()
             lease.linger = None
         if lease not in kq.leases:
             return
         kq.leases.remove(lease)
-        self._background.spawn(self._send_return(lease, disconnect))
+        self._background.spawn(self._send_return(lease, disconnect, exiting))
 
     # -- I/O ------------------------------------------------------------------
     async def _request_lease(self, kq: KeyQueue, request_id: bytes, name: str) -> None:
@@ -397,10 +402,12 @@ class TaskSubmitter:
         while kq.queue:
             self._on_worker_failure(kq.queue.popleft(), error)
 
-    async def _send_return(self, lease: Lease, disconnect: bool) -> None:
+    async def _send_return(self, lease: Lease, disconnect: bool, exiting: bool = False) -> None:
         try:
             await lease.raylet.return_worker(
-                ReturnWorkerRequest(lease_id=lease.lease_id, disconnect=disconnect)
+                ReturnWorkerRequest(
+                    lease_id=lease.lease_id, disconnect=disconnect, worker_exiting=exiting
+                )
             )
         except rpc.CONNECTION_ERRORS:
             pass

@@ -47,6 +47,7 @@ class WorkerState(enum.Enum):
     IDLE = "IDLE"  # registered, holds no lease
     LEASED = "LEASED"  # holds exactly one lease
     EXITING = "EXITING"  # idle too long; asked whether it may stop
+    RETIRING = "RETIRING"  # ran a function's max_calls: never leased again, exits itself
     DEAD = "DEAD"
 
 
@@ -242,7 +243,9 @@ class LeaseScheduler:
         worker.state = WorkerState.DEAD
         return self.schedule()
 
-    def return_lease(self, lease_id: bytes, disconnect: bool, now: float) -> list[Action]:
+    def return_lease(
+        self, lease_id: bytes, disconnect: bool, now: float, exiting: bool = False
+    ) -> list[Action]:
         lease = self.leases.get(lease_id)
         if lease is None:
             return []
@@ -250,7 +253,9 @@ class LeaseScheduler:
         worker = self.workers.get(lease.worker_id)
         actions: list[Action] = []
         if worker is not None:
-            if disconnect or worker.job_id in self.finished_jobs:
+            if exiting and not disconnect:
+                worker.state = WorkerState.RETIRING
+            elif disconnect or worker.job_id in self.finished_jobs:
                 worker.state = WorkerState.DEAD
                 actions.append(KillWorker(worker.worker_id))
             else:
@@ -314,7 +319,7 @@ class LeaseScheduler:
     def reap_idle(self, now: float) -> list[Action]:
         """Kills workers idle too long, beyond the soft limit of live workers."""
         live = [w for w in self.workers.values() if w.state is not WorkerState.DEAD]
-        exiting = sum(1 for w in live if w.state is WorkerState.EXITING)
+        exiting = sum(1 for w in live if w.state in (WorkerState.EXITING, WorkerState.RETIRING))
         excess = len(live) - exiting - self.soft_worker_limit
         if excess <= 0:
             return []

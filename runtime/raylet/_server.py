@@ -479,7 +479,9 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
 
     async def return_worker(self, message: ReturnWorkerRequest) -> Empty:
         self._apply(
-            self.scheduler.return_lease(message.lease_id, message.disconnect, time.monotonic())
+            self.scheduler.return_lease(
+                message.lease_id, message.disconnect, time.monotonic(), message.worker_exiting
+            )
         )
         self.reports.resources_changed()
         return Empty()

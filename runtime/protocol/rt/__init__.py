@@ -2002,6 +2002,12 @@ class ReturnWorkerRequest(betterproto2.Message):
     the owner saw the worker fail: do not reuse it
     """
 
+    worker_exiting: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    The worker ran a function's max_calls and exits by itself: never lease
+    it again (and do not kill it: it first lets go of what it owns).
+    """
+
 
 default_message_pool.register_message("rt", "ReturnWorkerRequest", ReturnWorkerRequest)
 
