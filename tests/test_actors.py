@@ -88,6 +88,9 @@ class AsyncActor:
         time.sleep(0.01)
         return threading.current_thread().name
 
+    async def loop_thread(self):
+        return threading.current_thread().name
+
     def get_inside(self):
         return runtime.get(runtime.put(1))
 
@@ -191,7 +194,7 @@ def test_sync_method_of_async_actor_runs_on_its_loop(cluster):
     """As in Ray: the actor's state is only touched by its loop's thread. A
     blocking runtime call there would stall every coroutine: it raises."""
     actor = AsyncActor.remote()
-    assert runtime.get(actor.blocking.remote()) == "MainThread"
+    assert runtime.get(actor.blocking.remote()) == runtime.get(actor.loop_thread.remote())
     with pytest.raises(runtime.exceptions.BlockingCallOnLoopError, match="await"):
         runtime.get(actor.get_inside.remote())
 

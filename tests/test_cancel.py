@@ -117,3 +117,86 @@ def test_cancel_checks_its_arguments(cluster):
 def test_is_canceled_outside_a_task(cluster):
     with pytest.raises(RuntimeError, match="inside a task"):
         runtime.get_runtime_context().is_canceled()
+
+
+@runtime.remote
+def sleeper(board_name, label):
+    """Sleeps; notes that it started once it is inside the sleep (seen from
+    a helper thread: the task's thread is in ``nap``, which only sleeps)."""
+    import sys
+    import threading
+    import time
+
+    task_thread = threading.get_ident()
+
+    def nap():
+        time.sleep(600)
+
+    def tell_once_asleep():
+        while sys._current_frames()[task_thread].f_code.co_name != "nap":
+            time.sleep(0.01)
+        runtime.get_actor(board_name).note.remote(f"{label} started")
+
+    threading.Thread(target=tell_once_asleep, daemon=True).start()
+    try:
+        nap()
+    except KeyboardInterrupt:
+        runtime.get(runtime.get_actor(board_name).note.remote(f"{label} interrupted"))
+        raise
+
+
+@runtime.remote
+def sleeping_parent(board_name):
+    return runtime.get(sleeper.remote(board_name, "child"))
+
+
+def _cpus_back(total: float, timeout: float = 30.0) -> None:
+    from conftest import wait_until
+
+    wait_until(
+        lambda: runtime.available_resources().get("CPU") == total,
+        timeout=timeout,
+        what="every CPU back",
+    )
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["task", "child"])
+def test_cancel_interrupts_a_blocking_call(cluster, nested):
+    """As in Ray, the KeyboardInterrupt reaches a task inside a blocking call
+    (``time.sleep`` here): its worker runs it on its main thread, where a
+    signal lands at once. (Raised between bytecodes, it waited for the sleep.)"""
+    name = f"b-sleep-{nested}"
+    board = _board(name)
+    ref = sleeping_parent.remote(name) if nested else sleeper.remote(name, "child")
+    _wait_for_note(board, "child started")
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    _wait_for_note(board, "child interrupted")
+    _cpus_back(2.0)
+
+
+@runtime.remote
+def with_alarm():
+    import signal
+    import time
+
+    def on_alarm(signum, frame):
+        raise TimeoutError("alarm")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(1)
+    try:
+        time.sleep(60)
+    except TimeoutError as e:
+        return str(e)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return "slept"
+
+
+def test_a_task_may_use_signals(cluster):
+    """A task runs on its worker's main thread, as in Ray: its code may set
+    signal handlers (a timeout by ``signal.alarm``, here)."""
+    assert runtime.get(with_alarm.remote(), timeout=30) == "alarm"

@@ -47,6 +47,9 @@ class AsyncGroups:
     def open(self) -> None:
         self.release.set()
 
+    async def loop_thread(self) -> str:
+        return threading.current_thread().name
+
 
 def test_async_groups_limit_separately(cluster):
     actor = AsyncGroups.remote()
@@ -62,9 +65,9 @@ def test_async_groups_limit_separately(cluster):
     wait_until(settled, what="each group to fill up to its size")
     _, peak, thread = runtime.get(actor.state.remote())
     assert peak == {"io": 2, "compute": 1, "": 5}
-    assert thread == threading.main_thread().name
     actor.open.remote()
     runtime.get(refs)
+    assert thread == runtime.get(actor.loop_thread.remote())
     _, peak, _ = runtime.get(actor.state.remote())
     assert peak == {"io": 2, "compute": 1, "": 5}  # never more than each group's size
 

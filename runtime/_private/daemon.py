@@ -1,7 +1,9 @@
 """The common frame of the runtime's own processes (gcs, raylet, worker).
 
 Each runs one uvloop loop. SIGTERM and SIGINT stop it gracefully; the death
-of a tied parent ends it at once (see ``_process``).
+of a tied parent ends it at once (see ``_process``). A worker runs its loop
+on a thread of its own, its main thread being where sync tasks run (as in
+Ray: signals reach them there).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 
 import uvloop
@@ -53,3 +57,58 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     uvloop.run(wrapper())
+
+
+def run_beside(
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    on_main: Callable[[], None],
+    end_main: Callable[[], None],
+) -> bool:
+    """Runs ``main(stop)`` on a uvloop loop in a thread of its own while the
+    calling (main) thread runs ``on_main()``; once ``main`` ends, ``end_main()``
+    (from the loop's thread) makes ``on_main`` return. Returns whether
+    ``main`` ended without an error.
+
+    SIGTERM and SIGINT set ``stop``: their handlers run on the main thread
+    only when it next runs bytecode (it may be deep in a task's C call), so
+    the loop learns of them from the signal wakeup fd, written at once.
+    """
+    tune_collector()
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    for sig in stopping:
+        signal.signal(sig, lambda signum, frame: None)
+    ended_well = False
+
+    async def wrapper() -> None:
+        stop = asyncio.Event()
+
+        def on_signals() -> None:
+            try:
+                data = os.read(read_fd, 512)
+            except BlockingIOError:
+                return
+            if stopping & set(data):
+                stop.set()
+
+        asyncio.get_running_loop().add_reader(read_fd, on_signals)
+        await main(stop)
+
+    def loop_thread() -> None:
+        nonlocal ended_well
+        try:
+            uvloop.run(wrapper())
+            ended_well = True
+        except BaseException:
+            logging.getLogger("runtime").exception("the loop ended with an error")
+        finally:
+            end_main()
+
+    thread = threading.Thread(target=loop_thread, name="runtime-loop")
+    thread.start()
+    on_main()
+    thread.join()
+    return ended_well

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import sys
 
 from .._private import daemon, process
 from .._private.config import Config
-from ..core_worker import CoreWorker, WorkerMode, mark_task_output
+from ..core_worker import (
+    CoreWorker,
+    LaneHost,
+    WorkerMode,
+    install_interrupts,
+    mark_task_output,
+)
 from . import _context
 from ._object_ref import ObjectRef
 
 logger = logging.getLogger("runtime.worker")
+
+#: How long a stopped worker waits for its main thread to return, when that
+#: thread was between two calls (a task that started just then gets that long).
+END_WAIT_S = 2.0
 
 
 def main() -> None:
@@ -34,6 +47,10 @@ def main() -> None:
     gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    # Sync tasks run on this (main) thread, the loop on another.
+    host = LaneHost()
+    install_interrupts()
+
     async def serve(stop: asyncio.Event) -> None:
         process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
         worker = CoreWorker(
@@ -46,6 +63,7 @@ def main() -> None:
             job_id=args.job_id,
             worker_id=bytes.fromhex(args.worker_id),
             node_id=bytes.fromhex(args.node_id),
+            lane_host=host,
         )
         _context.set_current(worker, args.session_dir)
         mark_task_output()
@@ -53,7 +71,22 @@ def main() -> None:
         await stop.wait()
         await worker.stop()
 
-    daemon.run(serve)
+    def end_main() -> None:
+        host.stop()
+        if host.busy or not host.done.wait(END_WAIT_S):
+            # A task still runs on the main thread (it ignored its interrupt, or
+            # sits in a C call): the worker is done all the same.
+            _flush_and_exit(0)
+
+    if not daemon.run_beside(serve, host.serve, end_main):
+        _flush_and_exit(1)
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

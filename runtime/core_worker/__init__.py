@@ -5,11 +5,14 @@ modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 :class:`RefFactory` it is given, and ``current_task_id`` (the task running
 in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
 ``exit_actor()`` raises), ``mark_task_output`` (a worker's stdout and stderr
-mark each task's output).
+mark each task's output), and a worker process's main thread: ``LaneHost``
+(it runs the sync tasks) and ``install_interrupts`` (cancelling reaches them).
 """
 
 from ._core_worker import CoreWorker
 from ._foreign import await_future, in_asyncio
+from ._interrupt import install as install_interrupts
+from ._lane import LaneHost
 from ._loop import check_blocking_allowed
 from ._output import install as mark_task_output
 from ._reference import OwnerAddress, Reference, RefFactory
@@ -19,6 +22,7 @@ from ._states import WorkerMode
 __all__ = [
     "ActorExitRequest",
     "CoreWorker",
+    "LaneHost",
     "OwnerAddress",
     "RefFactory",
     "Reference",
@@ -28,6 +32,7 @@ __all__ = [
     "current_task",
     "current_task_id",
     "in_asyncio",
+    "install_interrupts",
     "mark_task_output",
     "thread_state",
 ]

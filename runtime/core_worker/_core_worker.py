@@ -57,6 +57,7 @@ from ._cluster_watch import ClusterWatch
 from ._executor import TaskExecutor
 from ._exports import Exports
 from ._generators import Generators
+from ._lane import LaneHost
 from ._lineage import Lineage
 from ._loop import LoopBridge
 from ._memory_store import MemoryStore
@@ -95,8 +96,10 @@ class CoreWorker:
         namespace: str = "",
         log_to_driver: bool = True,
         store_socket: str = "",
+        lane_host: LaneHost | None = None,
     ) -> None:
-        """``make_ref`` makes the refs handed to user code (the API layer's ObjectRef)."""
+        """``make_ref`` makes the refs handed to user code (the API layer's ObjectRef);
+        ``lane_host``: the thread a worker runs its sync tasks on (its main thread)."""
         self.mode = mode
         self.config = config
         self.host = host
@@ -116,6 +119,7 @@ class CoreWorker:
             os.environ.get("RUNTIME_WORKER_RUNTIME_ENV", "") if (mode is WorkerMode.WORKER) else ""
         )
         self.log_to_driver = log_to_driver
+        self.lane_host = lane_host
         self.state = State.NEW
         self.ids = IdGenerator()
         self.bridge = LoopBridge()

@@ -56,6 +56,7 @@ from .._private.task_wire import (
     method_of,
     placement_of,
 )
+from . import _interrupt
 from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor
 from ._lane import Lane
@@ -66,7 +67,6 @@ from ._running import (
     current_task_id,
     error_reply,
     format_remote_error,
-    interrupt_thread,
     run_async,
     run_sync,
     thread_state,
@@ -98,7 +98,7 @@ class TaskExecutor:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
         self._queue: asyncio.Queue[tuple[WireTask, Reply]] = asyncio.Queue()
-        self._lane = Lane(asyncio.get_running_loop(), "runtime-task")
+        self._lane = Lane(asyncio.get_running_loop(), "runtime-task", host=worker.lane_host)
         self._functions: dict[bytes, Any] = {}
         self._runner: asyncio.Task[None] | None = None
         self._cancelled: set[bytes] = set()
@@ -240,10 +240,9 @@ class TaskExecutor:
                 self._running_async.cancel()
             elif self._running_thread is not None:
                 thread = self._running_thread
-                interrupt_thread(thread)
-                if self._running_thread != thread or self._running != task_id:
-                    # The task ended meanwhile: take the interrupt back.
-                    interrupt_thread(thread, None)
+                _interrupt.interrupt(
+                    thread, lambda: self._running_thread == thread and self._running == task_id
+                )
 
     async def _run(self) -> None:
         while True:
@@ -432,7 +431,7 @@ class TaskExecutor:
             thread_state.in_sync_task = False
             self._running_thread = None
             # An interrupt aimed at the task that is only now arriving is dropped.
-            interrupt_thread(threading.get_ident(), None)
+            _interrupt.withdraw()
 
     async def _execute_async(self, fn: Callable[..., Awaitable[Any]], task: WireTask) -> WireReply:
         run = self.streams.get(task[0]) if task[5] < 0 else None

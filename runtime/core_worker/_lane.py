@@ -33,20 +33,76 @@ _STOP = object()
 logger = logging.getLogger(__name__)
 
 
+class LaneHost:
+    """A thread the process already has (a worker's main thread) that serves
+    the lanes handed to it, one at a time, until told to stop. Sync tasks run
+    there as in Ray: a signal reaches them (``ray.cancel`` interrupts a
+    ``time.sleep``), and their code may install signal handlers."""
+
+    def __init__(self) -> None:
+        self._lanes: queue.SimpleQueue[Lane | None] = queue.SimpleQueue()
+        self._serving: Lane | None = None
+        self._stopping = False
+        self.busy = False  # it runs a call now (read by the loop thread at exit)
+        self.done = threading.Event()  # ``serve`` returned
+
+    def hand(self, lane: Lane) -> None:
+        self._lanes.put(lane)
+
+    def stop(self) -> None:
+        """The serving thread returns after the call it runs now, if any (the
+        lane it serves is closed, if its owner has not closed it yet)."""
+        self._stopping = True
+        self._lanes.put(None)
+        serving = self._serving
+        if serving is not None:
+            serving.close()
+
+    def serve(self) -> None:
+        """Serves lanes on the calling thread until ``stop``."""
+        while True:
+            try:
+                lane = self._lanes.get()
+            except BaseException:  # a stray interrupt meant for a call that ended
+                continue
+            if lane is None:
+                self.done.set()
+                return
+            self._serving = lane
+            if self._stopping:
+                lane.close()
+            lane.work(self)
+            self._serving = None
+
+
 class Lane:
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, threads: int = 1) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        threads: int = 1,
+        host: LaneHost | None = None,
+    ) -> None:
+        """``threads`` threads of its own, or (with ``host``) that host's thread."""
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._results: list[tuple[Done, Any, BaseException | None]] = []
         self._lock = threading.Lock()
         self._wake_pending = False
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(threads)
-        ]
+        self._threads = (
+            []
+            if host is not None
+            else [
+                threading.Thread(target=self.work, name=f"{name}-{i}", daemon=True)
+                for i in range(threads)
+            ]
+        )
+        self._stops = 1 if host is not None else threads
         for thread in self._threads:
             thread.start()
+        if host is not None:
+            host.hand(self)
 
     def submit(self, fn: Callable[[], Any], done: Done) -> None:
         """Runs ``fn()`` on a lane thread (in the caller's context), then
@@ -69,13 +125,14 @@ class Lane:
         return future
 
     def close(self) -> None:
-        """Stops the threads once the calls queued before this are done; later
-        results are not delivered."""
+        """Stops the threads once the call each runs now is done; calls still
+        queued are not run, and no result is delivered any more."""
         self._closed = True
-        for _ in self._threads:
+        for _ in range(self._stops):
             self._queue.put(_STOP)
 
-    def _work(self) -> None:
+    def work(self, host: LaneHost | None = None) -> None:
+        """A serving thread's loop: calls, in order, until the lane closes."""
         while True:
             try:
                 item = self._queue.get()
@@ -83,11 +140,17 @@ class Lane:
                 continue
             if item is _STOP:
                 return
+            if self._closed:
+                continue  # nobody waits for it any more
             ctx, fn, done = item
+            if host is not None:
+                host.busy = True
             try:
                 result, error = ctx.run(fn), None
             except BaseException as e:  # handed to done, as a future would
                 result, error = None, e
+            if host is not None:
+                host.busy = False
             self._hand_back(done, result, error)
 
     def _hand_back(self, done: Done, result: Any, error: BaseException | None) -> None:

@@ -121,7 +121,7 @@ class LoopBridge:
         try:
             while True:
                 # In slices: a thread parked in one long wait never sees the
-                # KeyboardInterrupt that cancels its task (see interrupt_thread).
+                # KeyboardInterrupt that cancels its task (see _interrupt).
                 try:
                     return cf.result(WAIT_SLICE_S)
                 except TimeoutError:

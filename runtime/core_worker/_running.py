@@ -10,7 +10,6 @@ id; refs nested in results stay pinned here until the owner took them over.
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import os
 import socket
 import threading
@@ -150,19 +149,6 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     error = exceptions.TaskCancelledError(f"{name}() was cancelled")
     return (task_id, False, [serialization.serialize_error(error)], False, [], None)
-
-
-def interrupt_thread(thread_id: int, error: type[BaseException] | None = KeyboardInterrupt) -> None:
-    """Raises ``error`` in a thread at its next bytecode, as Ray does to cancel a
-    running sync task; ``None`` withdraws an interrupt not delivered yet.
-
-    Known limit: an interrupt sent just as the task ends may land in the code
-    that runs right after it; both sides withdraw it, which narrows that
-    window to a few bytecodes without closing it.
-    """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(error) if error is not None else None
-    )
 
 
 def _len_of(value: Any) -> str:
