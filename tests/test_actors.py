@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 
@@ -197,6 +198,49 @@ def test_sync_method_of_async_actor_runs_on_its_loop(cluster):
     assert runtime.get(actor.blocking.remote()) == runtime.get(actor.loop_thread.remote())
     with pytest.raises(runtime.exceptions.BlockingCallOnLoopError, match="await"):
         runtime.get(actor.get_inside.remote())
+
+
+@runtime.remote
+class WithSignals:
+    """A sync actor runs on its worker's main thread, as in Ray: its code may
+    set signal handlers (in the constructor, and in a method)."""
+
+    def __init__(self):
+        import signal
+
+        self.seen = []
+        signal.signal(signal.SIGUSR2, lambda signum, frame: self.seen.append(signum))
+
+    def alarm_after_sleep(self):
+        import signal
+
+        def on_alarm(signum, frame):
+            raise TimeoutError("alarm")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(1)
+        try:
+            time.sleep(60)
+        except TimeoutError as e:
+            return str(e)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        return "slept"
+
+    def poke(self):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0)  # (the handler runs at the next bytecode)
+        return list(self.seen)
+
+
+def test_sync_actor_code_may_use_signals(cluster):
+    actor = WithSignals.remote()
+    assert runtime.get(actor.alarm_after_sleep.remote(), timeout=30) == "alarm"
+    assert runtime.get(actor.poke.remote(), timeout=30) == [signal.SIGUSR2]
 
 
 def test_threaded_actor_runs_calls_in_parallel(cluster):

@@ -9,6 +9,7 @@ Ray: signals reach them there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -79,12 +80,22 @@ def run_beside(
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     stopping = {signal.SIGTERM, signal.SIGINT}
-    for sig in stopping:
-        signal.signal(sig, lambda signum, frame: None)
     ended_well = False
+    stop_soon: list[Callable[[], object]] = []  # set once the loop runs
+
+    def on_main_thread(signum: int, frame: object) -> None:
+        # Also on the main thread (later), should user code have taken the
+        # wakeup fd for a loop of its own.
+        for stop_now in stop_soon:
+            with contextlib.suppress(RuntimeError):  # the loop has ended
+                stop_now()
+
+    for sig in stopping:
+        signal.signal(sig, on_main_thread)
 
     async def wrapper() -> None:
         stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
         def on_signals() -> None:
             try:
@@ -94,7 +105,8 @@ def run_beside(
             if stopping & set(data):
                 stop.set()
 
-        asyncio.get_running_loop().add_reader(read_fd, on_signals)
+        loop.add_reader(read_fd, on_signals)
+        stop_soon.append(lambda: loop.call_soon_threadsafe(stop.set))
         await main(stop)
 
     def loop_thread() -> None:

@@ -94,13 +94,14 @@ def is_async_class(cls: type) -> bool:
 class _Group:
     """A concurrency group: a lane of its size (sync, threaded) or a semaphore (async)."""
 
-    def __init__(self, name: str, size: int, kind: ActorKind) -> None:
+    def __init__(self, name: str, size: int, kind: ActorKind, lane: Lane | None = None) -> None:
+        """``lane``: the one to share (a sync actor's: its worker's main thread)."""
         self.name = name
         self.size = size
         threads = size if kind is ActorKind.THREADED else 1
         # An async actor's default lane runs only its sync constructor.
-        self.lane: Lane | None = None
-        if kind is not ActorKind.ASYNC or not name:
+        self.lane: Lane | None = lane
+        if lane is None and (kind is not ActorKind.ASYNC or not name):
             loop = asyncio.get_running_loop()
             self.lane = Lane(loop, f"runtime-actor{'-' + name if name else ''}", threads)
         self.slots = asyncio.Semaphore(size)
@@ -119,7 +120,10 @@ class ActorExecutor:
         self.kind = kind
         self.name = name
         self.max_concurrency = max_concurrency
-        self._groups = {"": _Group("", max_concurrency, kind)}
+        # A sync actor's calls run where its worker runs sync tasks (the main
+        # thread, as in Ray: signals reach them), on that same lane.
+        shared = worker.executor.lane if worker.executor and kind is ActorKind.SYNC else None
+        self._groups = {"": _Group("", max_concurrency, kind, shared)}
         for group, size in (groups or {}).items():
             self._groups[group] = _Group(group, size, kind)
         default_lane = self._groups[""].lane

@@ -98,7 +98,8 @@ class TaskExecutor:
     def __init__(self, worker: CoreWorker) -> None:
         self._worker = worker
         self._queue: asyncio.Queue[tuple[WireTask, Reply]] = asyncio.Queue()
-        self._lane = Lane(asyncio.get_running_loop(), "runtime-task", host=worker.lane_host)
+        # Sync tasks' lane (a worker's main thread; a sync actor's calls too).
+        self.lane = Lane(asyncio.get_running_loop(), "runtime-task", host=worker.lane_host)
         self._functions: dict[bytes, Any] = {}
         self._runner: asyncio.Task[None] | None = None
         self._cancelled: set[bytes] = set()
@@ -148,7 +149,7 @@ class TaskExecutor:
                 pass
         if self.actor is not None:
             await self.actor.close()
-        self._lane.close()
+        self.lane.close()
 
     def enqueue(
         self, item: WireTask | CancelRequest | ReleasePins | GeneratorAck, reply: Reply
@@ -308,7 +309,7 @@ class TaskExecutor:
         entry = _Ahead(task, reply, fn)
         self._ahead.append(entry)
         self._none_ahead.clear()
-        self._lane.submit(lambda: self._start_ahead(entry), lambda r, e: self._ahead_done(r, e))
+        self.lane.submit(lambda: self._start_ahead(entry), lambda r, e: self._ahead_done(r, e))
 
     def _start_ahead(self, entry: _Ahead) -> WireReply | None:
         """On the thread: runs the task unless it was handed back."""
@@ -366,7 +367,7 @@ class TaskExecutor:
         if cached is not None:
             return cached
         data = await self._worker.exports.fetch(function_id)
-        fn = await self._lane.run(pickle.loads, data)
+        fn = await self.lane.run(pickle.loads, data)
         self._functions[function_id] = fn
         return fn
 
@@ -397,7 +398,7 @@ class TaskExecutor:
                     if self._runner is not None and self._runner.cancelling():
                         raise
                     return cancelled_reply(task_id, name)
-            return await self._lane.run(self._execute_sync, fn, task)
+            return await self.lane.run(self._execute_sync, fn, task)
         finally:
             current_task_id.reset(token)
             current_task.reset(name_token)
