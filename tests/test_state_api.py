@@ -202,6 +202,30 @@ class Adder:
 WHOLE = ["PENDING_ARGS_AVAIL", "SUBMITTED_TO_WORKER", "RUNNING", "FINISHED"]
 
 
+@runtime.remote(num_cpus=0)
+class Shard:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"Shard[{self.index}]"
+
+
+@runtime.remote(num_cpus=0)
+class AsyncShard(Shard.__ray_actor_class__):  # type: ignore[name-defined,misc]
+    async def ping(self) -> None:
+        pass
+
+
+def test_an_actors_own_repr_is_its_repr_name(ctx: Any) -> None:
+    """Ray's ``repr_name``: the actor's ``__repr__`` when its class defines
+    one (sync or async), else empty."""
+    actors = [Shard.remote(1), AsyncShard.remote(2), Counter.remote()]
+    runtime.get([a.__ray_ready__.remote() for a in actors])
+    names = {a.class_name: a.repr_name for a in state.list_actors()}
+    assert names == {"Shard": "Shard[1]", "AsyncShard": "Shard[2]", "Counter": ""}
+
+
 def test_an_actor_calls_row_is_whole(ctx: Any, tmp_path: Any) -> None:
     """An actor's worker reports each call it ran with its owner's times: one
     row with every state, where it ran and the actor, whether the call ended

@@ -259,7 +259,7 @@ def actor_row(info: ActorInfo) -> dict[str, Any]:
         "ray_namespace": info.namespace,
         "is_detached": info.detached,
         "placement_group_id": info.placement_group_id.hex() or None,
-        "repr_name": "",
+        "repr_name": info.repr_name,
         "num_restarts": info.num_restarts,
         "max_restarts": info.max_restarts,
         "required_resources": dict(info.resources),

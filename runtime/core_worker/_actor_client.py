@@ -419,26 +419,12 @@ class ActorClient:
         self._worker.actor_id = options.get("actor_id")
         self.hosted = options
         if self._worker.mode is WorkerMode.WORKER:
-            name = _own_repr(actor.instance) or options.get("class_name", actor.name)
+            name = actor.repr_name or options.get("class_name", actor.name)
             label = f"{name} pid={os.getpid()}"
             with contextlib.suppress(*rpc.CONNECTION_ERRORS):
                 await self._worker.raylet.set_worker_label(
                     WorkerLabelRequest(worker_id=self._worker.worker_id, label=label)
                 )
-
-
-#: At most this much of an actor's ``__repr__`` names its output lines.
-MAX_LABEL = 200
-
-
-def _own_repr(instance: Any) -> str:
-    """``repr(instance)`` if its class defines ``__repr__`` ("" if not, or if it fails)."""
-    if type(instance).__repr__ is object.__repr__:
-        return ""
-    try:
-        return repr(instance)[:MAX_LABEL]
-    except Exception:
-        return ""
 
 
 def on_a_loop_thread() -> bool:

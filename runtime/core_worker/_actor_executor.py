@@ -143,6 +143,7 @@ class ActorExecutor:
         # or by ``cancel``, and only the popper answers the call.
         self._queued: dict[bytes, tuple[WireTask, Reply]] = {}
         self.instance: Any = None
+        self.repr_name = ""  # its own __repr__, if its class defines one
         # Why the actor is ending by its own will ("" while it is not).
         self.exiting = ""
         # Written by the call that ends the actor, on the thread it ran on (a
@@ -170,8 +171,11 @@ class ActorExecutor:
             args, kwargs = load_args(worker, task)
             instance: Any = object.__new__(actor_cls)
             await init(instance, *args, **kwargs)
+            executor.repr_name = own_repr(instance)  # (its code runs on the loop)
         else:
-            instance = await executor._lane.run(_construct, worker, actor_cls, task)
+            instance, executor.repr_name = await executor._lane.run(
+                _construct, worker, actor_cls, task
+            )
         executor.instance = instance
         return executor
 
@@ -402,6 +406,24 @@ def _ready() -> bool:
 _BUILTIN_METHODS: dict[str, Any] = {"__ray_terminate__": _terminate, "__ray_ready__": _ready}
 
 
-def _construct(worker: CoreWorker, actor_cls: type, task: WireTask) -> Any:
+def _construct(worker: CoreWorker, actor_cls: type, task: WireTask) -> tuple[Any, str]:
+    """On the actor's thread: the instance, and its own ``__repr__``."""
     args, kwargs = load_args(worker, task)
-    return actor_cls(*args, **kwargs)
+    instance = actor_cls(*args, **kwargs)
+    return instance, own_repr(instance)
+
+
+#: At most this much of an actor's ``__repr__`` names it (its output lines, its
+#: row in the state API).
+MAX_REPR = 200
+
+
+def own_repr(instance: Any) -> str:
+    """``repr(instance)`` if its class defines ``__repr__`` ("" if not, or if it
+    fails): Ray's ``repr_name``."""
+    if type(instance).__repr__ is object.__repr__:
+        return ""
+    try:
+        return repr(instance)[:MAX_REPR]
+    except Exception:
+        return ""

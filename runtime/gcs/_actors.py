@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 #: Spillbacks and retries one actor placement follows.
 _MAX_HOPS = 16
 
+#: The most of an actor's ``__repr__`` kept (its worker sends at most 200 characters).
+MAX_REPR_BYTES = 1024
+
 #: How long ``WaitActor`` waits for an actor it does not know to be registered:
 #: a handle can reach another process before its creator's CreateActor
 #: reaches the gcs (a task that makes an actor and returns its handle).
@@ -381,6 +384,9 @@ class ActorManager:
         info.address = address
         info.node_id = address.node_id
         info.pid = reply.worker_pid
+        # Its own __repr__, if it has one (bounded: the worker's word only).
+        repr_name = returns[0].data[:MAX_REPR_BYTES] if returns else b""
+        info.repr_name = repr_name.decode(errors="replace")
         self._set_state(record, ActorState.ALIVE)
         return stream
 

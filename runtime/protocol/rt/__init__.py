@@ -571,6 +571,11 @@ class ActorInfo(betterproto2.Message):
     its worker's environment (canonical JSON)
     """
 
+    repr_name: "str" = betterproto2.field(20, betterproto2.TYPE_STRING)
+    """
+    its own __repr__, if its class defines one
+    """
+
 
 default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
 
