@@ -140,6 +140,11 @@ def test_init_argument_checks():
         runtime.init(address="127.0.0.1:1", num_cpus=2)
     with pytest.raises(TypeError):
         runtime.init(bogus=1)  # type: ignore[call-arg]
+    # A Ray Client or dashboard URL says what it is (it was looked up as a host name).
+    with pytest.raises(ValueError, match="Ray Client"):
+        runtime.init(address="ray://127.0.0.1:10001")
+    with pytest.raises(ValueError, match="web address"):
+        runtime.init(address="http://127.0.0.1:8265")
     assert not runtime.is_initialized()
 
 

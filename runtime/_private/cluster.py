@@ -325,6 +325,17 @@ def token_for(gcs_address: tuple[str, int], config: Config) -> str:
 
 
 def parse_address(address: str) -> tuple[str, int]:
+    scheme, found, _ = address.partition("://")
+    if found:
+        why = {
+            "ray": "Ray Client's, which this runtime does not have",
+            "http": "a web address (the dashboard's?)",
+            "https": "a web address (the dashboard's?)",
+        }.get(scheme.lower(), f"a {scheme}:// URL")
+        raise ValueError(
+            f"address {address!r} is {why}: give the gcs's HOST:PORT (as "
+            "'runtime start --head' prints it), or 'auto' for this machine's cluster"
+        )
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"address {address!r} is not of the form HOST:PORT")
