@@ -159,3 +159,42 @@ def test_small_plain_results_travel_inline_and_large_ones_go_to_the_store(cluste
         held = worker.store.get_nowait(ref.binary())
         assert held is not None
         assert (held.metadata == serialization.METADATA_IN_STORE) is in_store, size
+
+
+class Guarded:
+    """Does not pickle on its own (it holds a lock)."""
+
+    def __init__(self, value):
+        import threading
+
+        self.value = value
+        self.lock = threading.Lock()
+
+
+@runtime.remote
+def value_of(guarded):
+    return guarded.value + 1
+
+
+def test_register_serializer(cluster):
+    """Ray's custom serializers: this process pickles the class by them; the
+    deserializer travels with each instance (a worker registers nothing)."""
+    from runtime.util import deregister_serializer, register_serializer
+
+    with pytest.raises(TypeError, match="lock"):
+        runtime.put(Guarded(1))
+    register_serializer(
+        Guarded, serializer=lambda g: {"value": g.value}, deserializer=lambda d: Guarded(d["value"])
+    )
+    try:
+        back = runtime.get(runtime.put(Guarded(41)))
+        assert type(back) is Guarded and back.value == 41
+        assert runtime.get(value_of.remote(Guarded(41))) == 42
+    finally:
+        deregister_serializer(Guarded)
+    with pytest.raises(TypeError, match="lock"):
+        runtime.put(Guarded(1))
+    with pytest.raises(TypeError, match="callable"):
+        register_serializer(Guarded, serializer=1, deserializer=lambda d: d)
+    with pytest.raises(TypeError, match="class"):
+        register_serializer(Guarded(1), serializer=str, deserializer=str)

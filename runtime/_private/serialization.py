@@ -81,10 +81,24 @@ def _code_with_its_file(code: types.CodeType) -> Any:
     )
 
 
+#: Reducers registered by the user for their types (``register_serializer``):
+#: this process's own, consulted before cloudpickle's.
+_user_reducers: dict[type, Callable[[Any], Any]] = {}
+
+
 class _Pickler(cloudpickle.Pickler):
     dispatch_table = ChainMap(
-        {types.CodeType: _code_with_its_file}, cloudpickle.Pickler.dispatch_table
+        _user_reducers, {types.CodeType: _code_with_its_file}, cloudpickle.Pickler.dispatch_table
     )
+
+
+def register_reducer(cls: type, reducer: Callable[[Any], Any]) -> None:
+    """Pickles instances of ``cls`` (exactly) by ``reducer``, in this process."""
+    _user_reducers[cls] = reducer
+
+
+def unregister_reducer(cls: type) -> None:
+    _user_reducers.pop(cls, None)
 
 
 def dumps(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:

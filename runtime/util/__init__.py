@@ -1,6 +1,7 @@
 """Views of the cluster's state for users and tests, and Ray's utilities:
 ``ActorPool``, ``as_completed``, ``map_unordered``, ``inspect_serializability``,
-``list_named_actors`` and ``get_node_ip_address`` here, placement groups (also in
+``list_named_actors``, ``get_node_ip_address`` and ``register_serializer`` here
+(also in ``serialization``), placement groups (also in
 ``placement_group``), scheduling strategies in ``scheduling_strategies``,
 ``queue.Queue`` and ``multiprocessing.Pool`` in their modules."""
 
@@ -24,6 +25,7 @@ from .placement_group import (
     placement_group_table,
     remove_placement_group,
 )
+from .serialization import deregister_serializer, register_serializer
 from .state import list_actors, list_actors_async
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "PlacementGroup",
     "as_completed",
     "as_completed_async",
+    "deregister_serializer",
     "get_current_placement_group",
     "get_node_ip_address",
     "get_placement_group",
@@ -46,6 +49,7 @@ __all__ = [
     "memory_tables",
     "placement_group",
     "placement_group_table",
+    "register_serializer",
     "remove_placement_group",
     "state",
 ]
