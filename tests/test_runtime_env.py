@@ -244,3 +244,40 @@ def test_py_modules_takes_a_wheel(cluster: runtime.RuntimeContext, tmp_path: Any
         archive.writestr("wheeled-1.0.dist-info/METADATA", "Name: wheeled\nVersion: 1.0\n")
     env = {"py_modules": [str(wheel)]}
     assert runtime.get(from_wheel.options(runtime_env=env).remote(), timeout=60) == "42"
+
+
+def _mark_hooked() -> None:
+    os.environ["A"] = "hooked"
+
+
+def _failing_hook() -> None:
+    raise ValueError("the hook's own error")
+
+
+def test_worker_process_setup_hook(tmp_path: Any) -> None:
+    """Ray's worker_process_setup_hook: a function (pickled by the caller) or a
+    'module.function' path, run by each worker of the environment before its
+    first task, a task's or an actor's; a failing one fails what waits for a
+    worker of its environment, with the hook's traceback."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "my_hooks.py").write_text("import os\ndef setup():\n    os.environ['B'] = 'by path'\n")
+    runtime.init(num_cpus=2, runtime_env={"worker_process_setup_hook": _mark_hooked})
+    try:
+        assert runtime.get(seen.remote())[:2] == ("hooked", None)
+        assert runtime.get(Holder.remote().seen.remote()) == ("hooked", None)
+        by_path = seen.options(
+            runtime_env={
+                "py_modules": [str(hooks)],
+                "worker_process_setup_hook": "hooks.my_hooks.setup",
+            }
+        )
+        assert runtime.get(by_path.remote(), timeout=60)[1] == "by path"
+        failing = seen.options(runtime_env={"worker_process_setup_hook": _failing_hook})
+        with pytest.raises(runtime.exceptions.RuntimeEnvSetupError, match="the hook's own error"):
+            runtime.get(failing.remote(), timeout=60)
+        with pytest.raises(TypeError, match="worker_process_setup_hook"):
+            seen.options(runtime_env={"worker_process_setup_hook": 3})
+        assert runtime.get(seen.remote())[:2] == ("hooked", None)  # the job goes on
+    finally:
+        runtime.shutdown()

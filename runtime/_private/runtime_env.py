@@ -9,8 +9,9 @@ one by one. The result travels as canonical JSON (sorted keys), which is also
 the key that keeps workers of different environments apart.
 
 Built: ``env_vars``, ``config``, ``working_dir``, ``py_modules``,
-``excludes`` and ``pip``; local folders become package URIs (``packaging``)
-and a requirements file its lines before the environment travels.
+``excludes``, ``pip`` and ``worker_process_setup_hook``; local folders become
+package URIs (``packaging``), a requirements file its lines, and a setup hook
+that is a function the URI of its pickle before the environment travels.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +33,10 @@ FIELDS = {
     "py_modules": "a list of local packages, folders or wheels made importable",
     "pip": "a list of requirements, or a requirements file",
     "excludes": "a list of patterns left out of working_dir",
+    "worker_process_setup_hook": (
+        "a function (or the 'module.function' path of one) each worker of the "
+        "environment calls before its first task"
+    ),
 }
 #: Recognised, not built yet.
 NOT_YET: frozenset[str] = frozenset()
@@ -44,7 +50,6 @@ UNSUPPORTED = frozenset(
         "java_jars",
         "nsight",
         "mpi",
-        "worker_process_setup_hook",
     }
 )
 _CONFIG = {"setup_timeout_seconds", "eager_install"}
@@ -82,6 +87,8 @@ def check(value: Any, where: str) -> dict[str, Any]:
             env[name] = _path(field, where, name)
         elif name == "pip":
             env[name] = _pip(field, where)
+        elif name == "worker_process_setup_hook":
+            env[name] = _setup_hook(field, where)
         else:  # py_modules, excludes
             if not isinstance(field, list | tuple):
                 raise TypeError(f"{where}: runtime_env[{name!r}] must be a list of str")
@@ -103,6 +110,29 @@ def _pip(value: Any, where: str) -> list[str] | str:
         if not isinstance(item, str) or not item.strip() or item.strip().startswith("-"):
             raise ValueError(f"{where}: runtime_env['pip'] has an invalid requirement {item!r}")
     return [item.strip() for item in value]
+
+
+#: How a setup hook that is a function travels: its pickle, in the packages'
+#: key-value namespace under this prefix and its digest (``is_hook_uri``).
+HOOK_URI_PREFIX = "gcs://_setup_hook_"
+_HOOK_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+
+
+def _setup_hook(value: Any, where: str) -> Any:
+    """A function (made a package URI by the caller's side before it travels),
+    or a dotted path to one."""
+    if callable(value):
+        return value
+    if isinstance(value, str) and (_HOOK_PATH.match(value) or is_hook_uri(value)):
+        return value
+    raise TypeError(
+        f"{where}: runtime_env['worker_process_setup_hook'] must be a function or a "
+        f"'module.function' path, got {value!r}"
+    )
+
+
+def is_hook_uri(value: str) -> bool:
+    return value.startswith(HOOK_URI_PREFIX) and len(value) == len(HOOK_URI_PREFIX) + 64
 
 
 def requirements(path: str) -> list[str]:

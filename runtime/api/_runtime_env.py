@@ -2,18 +2,20 @@
 
 A task's or actor's ``runtime_env`` is merged over its caller's; local folders
 it names (``working_dir``, ``py_modules``) are packed on the calling thread
-(once per folder and process) and their packages put in the gcs's key-value
+(once per folder and process), a setup hook that is a function pickled, and
+these packages put in the gcs's key-value
 store from the runtime's loop, posted before the submission itself so they
 are on their way first (a node that fetches one before it lands waits for it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from .._private import packaging
+from .._private import packaging, serialization
 from .._private import runtime_env as renv
 from ..core_worker import CoreWorker
 from ..protocol.rt import KvPutRequest
@@ -46,6 +48,12 @@ def localize(env: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, by
         out["py_modules"] = [package(p, keep_top=True) for p in env["py_modules"]]
     if isinstance(env.get("pip"), str):
         out["pip"] = renv.requirements(env["pip"])  # the file's lines travel
+    hook = env.get("worker_process_setup_hook")
+    if callable(hook):  # its pickle travels as a package (a path travels as it is)
+        data = serialization.dumps(hook)
+        uri = renv.HOOK_URI_PREFIX + hashlib.sha256(data).hexdigest()
+        packages.append((uri, data))
+        out["worker_process_setup_hook"] = uri
     out.pop("excludes", None)  # applied: the package is what travels
     return out, packages
 

@@ -52,6 +52,7 @@ from ..protocol.rt import (
     RegisterDriverRequest,
     RegisterWorkerRequest,
 )
+from . import _setup_hook
 from ._actor_client import ActorClient
 from ._cluster_watch import ClusterWatch
 from ._executor import TaskExecutor
@@ -248,6 +249,7 @@ class CoreWorker:
         self.executor.start()
         self.task_server = TaskServer(self)
         await self.task_server.start()
+        setup_error = await _setup_hook.run(self)
         reply = await raylet.register_worker(
             RegisterWorkerRequest(
                 worker_id=self.worker_id,
@@ -255,8 +257,11 @@ class CoreWorker:
                 port=self.port,
                 pid=os.getpid(),
                 push_port=self.task_server.port,
+                setup_error=setup_error,
             )
         )
+        if setup_error:
+            raise exceptions.RuntimeEnvSetupError(setup_error)  # (the raylet ends it)
         self.node_id = reply.node_id
         self.store_socket = reply.store_socket
         self.cluster.start(driver=False)

@@ -490,6 +490,12 @@ class Raylet(BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase)
         handle = self._register_deadlines.pop(message.worker_id, None)
         if handle is not None:
             handle.cancel()
+        if message.setup_error:
+            logger.warning("a worker's setup hook failed: %s", message.setup_error[:2000])
+            self._apply(self.scheduler.env_failed(message.worker_id, message.setup_error[:20000]))
+            assert self._pool is not None
+            self._pool.kill(message.worker_id)
+            return RegisterWorkerReply(node_id=self.node_id)
         self._apply(
             self.scheduler.worker_registered(
                 message.worker_id, message.port, message.pid, time.monotonic(), message.push_port

@@ -1891,6 +1891,12 @@ class RegisterWorkerRequest(betterproto2.Message):
     its task channel port
     """
 
+    setup_error: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    Its environment's worker_process_setup_hook failed (why): it is not to be
+    leased, and the requests waiting for a worker of that environment fail.
+    """
+
 
 default_message_pool.register_message("rt", "RegisterWorkerRequest", RegisterWorkerRequest)
 
