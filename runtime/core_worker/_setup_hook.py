@@ -7,6 +7,9 @@ caller pickled into the gcs's key-value store (under a URI of its digest,
 put just before the first task of its environment: a worker that looks for
 it first waits for it). Its failure is the environment's: the raylet is told,
 and the tasks waiting for a worker of it fail with ``RuntimeEnvSetupError``.
+It must finish in half the raylet's wait for a worker to register (30 s by
+default); it runs before the worker is registered, so its code must not use
+the runtime's API (such a call would wait for the worker it sets up).
 """
 
 from __future__ import annotations
@@ -46,7 +49,16 @@ async def run(worker: CoreWorker) -> str:
             name = getattr(fn, "__qualname__", hook)
         else:
             fn = await lane.run(_import, hook)
-        await lane.run(fn)
+        # Bounded below the raylet's wait for the worker to register (which
+        # would restart it, hook and all).
+        limit = worker.config.worker_register_timeout_s / 2
+        try:
+            await asyncio.wait_for(lane.run(fn), limit)
+        except TimeoutError:
+            return (
+                f"the worker_process_setup_hook {name} did not finish in {limit:g} s (one "
+                "that calls the runtime's API waits for the worker it sets up)"
+            )
     except Exception as e:
         return f"the worker_process_setup_hook {name} failed (pid={os.getpid()}):\n" + (
             format_remote_error(e)
