@@ -116,6 +116,26 @@ def run_cli(
     )
 
 
+def sleep_until_alarm() -> str:
+    """Sleeps until a SIGALRM its own handler turns into an error ("alarm"),
+    or 60 s ("slept"): what code on a worker's main thread can do."""
+    import signal
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeoutError("alarm")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(1)
+    try:
+        time.sleep(60)
+    except TimeoutError as e:
+        return str(e)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return "slept"
+
+
 def run_driver(
     code: str, timeout: float = 60.0, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:

@@ -212,21 +212,9 @@ class WithSignals:
         signal.signal(signal.SIGUSR2, lambda signum, frame: self.seen.append(signum))
 
     def alarm_after_sleep(self):
-        import signal
+        from conftest import sleep_until_alarm
 
-        def on_alarm(signum, frame):
-            raise TimeoutError("alarm")
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(1)
-        try:
-            time.sleep(60)
-        except TimeoutError as e:
-            return str(e)
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-        return "slept"
+        return sleep_until_alarm()
 
     def poke(self):
         import os

@@ -178,22 +178,9 @@ def test_cancel_interrupts_a_blocking_call(cluster, nested):
 
 @runtime.remote
 def with_alarm():
-    import signal
-    import time
+    from conftest import sleep_until_alarm
 
-    def on_alarm(signum, frame):
-        raise TimeoutError("alarm")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(1)
-    try:
-        time.sleep(60)
-    except TimeoutError as e:
-        return str(e)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    return "slept"
+    return sleep_until_alarm()
 
 
 def test_a_task_may_use_signals(cluster):

@@ -61,10 +61,7 @@ class LaneHost:
     def serve(self) -> None:
         """Serves lanes on the calling thread until ``stop``."""
         while True:
-            try:
-                lane = self._lanes.get()
-            except BaseException:  # a stray interrupt meant for a call that ended
-                continue
+            lane = _take(self._lanes)
             if lane is None:
                 self.done.set()
                 return
@@ -134,10 +131,7 @@ class Lane:
     def work(self, host: LaneHost | None = None) -> None:
         """A serving thread's loop: calls, in order, until the lane closes."""
         while True:
-            try:
-                item = self._queue.get()
-            except BaseException:  # a stray interrupt meant for a call that ended
-                continue
+            item = _take(self._queue)
             if item is _STOP:
                 return
             if self._closed:
@@ -173,3 +167,12 @@ class Lane:
                 done(result, error)
             except Exception:
                 logger.exception("handing a result back failed")
+
+
+def _take(source: queue.SimpleQueue[T]) -> T:
+    """The next item; a stray interrupt (meant for a call that ended) is let go."""
+    while True:
+        try:
+            return source.get()
+        except BaseException:
+            continue
