@@ -190,6 +190,24 @@ def test_nodes_advertise_memory_and_schedule_against_it(cluster):
     assert node["Resources"]["memory"] == total["memory"]
 
 
+@runtime.remote(num_cpus=2)
+class TakesEveryCpu:
+    def ready(self) -> bool:
+        return True
+
+
+def test_available_resources_leave_out_what_is_all_in_use(cluster):
+    """As Ray documents: a resource none of which is free now is not in the dict."""
+    from conftest import wait_until
+
+    hog = TakesEveryCpu.remote()
+    runtime.get(hog.ready.remote())
+    wait_until(lambda: "CPU" not in runtime.available_resources(), what="CPU to leave")
+    assert runtime.cluster_resources()["CPU"] == 2
+    runtime.kill(hog)
+    wait_until(lambda: runtime.available_resources().get("CPU") == 2, what="CPU back")
+
+
 @runtime.remote
 def node_ip() -> str:
     return runtime.util.get_node_ip_address()

@@ -44,12 +44,15 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def _sum(nodes_list: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """The live nodes' amounts of each resource; one none has any of now is
+    left out (as Ray documents for ``available_resources``: "CPU" is absent
+    while every CPU is in use)."""
     total: dict[str, float] = {}
     for node in nodes_list:
         if node["Alive"]:
             for name, amount in node[key].items():
                 total[name] = total.get(name, 0.0) + amount
-    return total
+    return {name: amount for name, amount in total.items() if amount > 0}
 
 
 def cluster_resources() -> dict[str, float]:
