@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("runtime")
 
 _GROUP_STATES_KEPT = 100_000
+_GROUPS_REMOVED_KEPT = 10_000
 
 
 class ClusterWatch:
@@ -58,6 +59,10 @@ class ClusterWatch:
         # it; a group heard REMOVED is absent (its waits ask the gcs); emptied
         # when announcements may have been missed (a resubscription, a drop).
         self.group_states: dict[bytes, PlacementGroupState] = {}
+        # A driver's groups known removed (by it, or heard REMOVED), the latest
+        # _GROUPS_REMOVED_KEPT, in order: a removal is for good, so a task whose
+        # worker died under one failed for that (see TaskManager).
+        self.removed_groups: dict[bytes, None] = {}
         # A stopping driver's log flushes, by id, until their marker comes back.
         self._flushes: dict[int, asyncio.Future[None]] = {}
         self._flush_ids = itertools.count(1)
@@ -128,6 +133,7 @@ class ClusterWatch:
         pg_id = group.placement_group_id
         if group.state is PlacementGroupState.REMOVED:
             self.group_states.pop(pg_id, None)
+            self._removed(pg_id)
         elif self.group_states.get(pg_id) is not PlacementGroupState.REMOVED:
             self.group_states[pg_id] = group.state
 
@@ -142,6 +148,12 @@ class ClusterWatch:
             # another may make it look placed until its removal's arrives).
             self.group_states.clear()
         self.group_states[pg_id] = PlacementGroupState.REMOVED
+        self._removed(pg_id)
+
+    def _removed(self, pg_id: bytes) -> None:
+        self.removed_groups[pg_id] = None
+        if len(self.removed_groups) > _GROUPS_REMOVED_KEPT:
+            del self.removed_groups[next(iter(self.removed_groups))]
 
     def report_error(self, kind: str, message: str) -> None:
         """Tells this job's driver, through the gcs (Ray's error channel)."""

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
-from .._private import rpc, serialization
+from .._private import placement, rpc, serialization
 from .._private import task_events as te
 from .._private.ids import return_ids_of, task_of
 from .._private.push_stream import PushStream
@@ -333,6 +333,13 @@ class TaskManager:
             unschedulable = type(error)(f"{spec.name}() cannot be scheduled: {error}")
             self.fail_task(spec, serialization.serialize_error(unschedulable))
             return
+        if self._group_removed(spec):
+            # Its group's removal ended the worker (as Ray kills what runs in one).
+            removed = exceptions.TaskPlacementGroupRemoved(
+                f"{spec.name}() was running in a placement group that was removed"
+            )
+            self.fail_task(spec, serialization.serialize_error(removed))
+            return
         if self._worker.state is State.STOPPED:
             # This process's own shutdown ended the worker: no retry, nothing to report.
             stopped = exceptions.WorkerCrashedError(
@@ -354,6 +361,13 @@ class TaskManager:
         )
         self._worker.cluster.report_worker_death(str(crashed))
         self.fail_task(spec, serialization.serialize_error(crashed))
+
+    def _group_removed(self, spec: TaskSpec) -> bool:
+        """Whether the task ran in a placement group this driver knows removed."""
+        removed = self._worker.cluster.removed_groups
+        return bool(removed) and any(
+            bytes.fromhex(group) in removed for group in placement.groups_in(spec.resources)
+        )
 
     def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
         if spec.num_returns < 0:
