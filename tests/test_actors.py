@@ -225,10 +225,21 @@ class WithSignals:
         return list(self.seen)
 
 
+@runtime.remote
+class AsyncWithSignals:
+    def __init__(self):
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # (a main thread's call only)
+
+    async def ready(self):
+        return True
+
+
 def test_sync_actor_code_may_use_signals(cluster):
     actor = WithSignals.remote()
     assert runtime.get(actor.alarm_after_sleep.remote(), timeout=30) == "alarm"
     assert runtime.get(actor.poke.remote(), timeout=30) == [signal.SIGUSR2]
+    # An async actor's sync constructor runs there too.
+    assert runtime.get(AsyncWithSignals.remote().ready.remote(), timeout=30) is True
 
 
 def test_threaded_actor_runs_calls_in_parallel(cluster):

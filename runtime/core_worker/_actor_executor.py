@@ -120,9 +120,11 @@ class ActorExecutor:
         self.kind = kind
         self.name = name
         self.max_concurrency = max_concurrency
-        # A sync actor's calls run where its worker runs sync tasks (the main
-        # thread, as in Ray: signals reach them), on that same lane.
-        shared = worker.executor.lane if worker.executor and kind is ActorKind.SYNC else None
+        # A sync actor's calls (an async actor's sync constructor) run where its
+        # worker runs sync tasks (the main thread, as in Ray: signals reach
+        # them), on that same lane.
+        on_main = kind is not ActorKind.THREADED and worker.executor is not None
+        shared = worker.executor.lane if on_main and worker.executor else None
         self._groups = {"": _Group("", max_concurrency, kind, shared)}
         for group, size in (groups or {}).items():
             self._groups[group] = _Group(group, size, kind)
