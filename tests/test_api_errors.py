@@ -107,6 +107,11 @@ def test_get_argument_checks(cluster):
         runtime.get([runtime.put(1), 2])
     with pytest.raises(ValueError, match="timeout"):
         runtime.get(runtime.put(1), timeout=-1)
+    # A remote function or method passed uncalled says what was meant.
+    with pytest.raises(TypeError, match=r"call \.remote\(\.\.\.\) on it"):
+        runtime.get(f)
+    with pytest.raises(TypeError, match=r"the \.remote method itself"):
+        runtime.wait([f.remote])
 
 
 def test_wait_argument_checks(cluster):

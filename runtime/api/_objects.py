@@ -37,12 +37,22 @@ def _refs_arg(object_refs: Any, call: str) -> tuple[list[ObjectRef], bool]:
                 if not isinstance(ref, ObjectRef):
                     raise TypeError(
                         f"{call}(): item {i} of the list is a {type(ref).__name__}, "
-                        "not an ObjectRef"
+                        f"not an ObjectRef{_hint(ref)}"
                     )
         return list(object_refs), False
     raise TypeError(
-        f"{call}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}"
+        f"{call}() takes an ObjectRef or a list of ObjectRefs, got "
+        f"{type(object_refs).__name__}{_hint(object_refs)}"
     )
+
+
+def _hint(value: Any) -> str:
+    """What was likely meant, for a remote function or method passed uncalled."""
+    if getattr(value, "__name__", None) == "remote" and callable(value):
+        return " (the .remote method itself: call it, .remote(...), to get a ref)"
+    if callable(getattr(value, "remote", None)):
+        return " (call .remote(...) on it to get a ref)"
+    return ""
 
 
 def _check_timeout(timeout: Any, call: str) -> None:
@@ -128,14 +138,18 @@ def _wait_args(
     if isinstance(object_refs, ObjectRef | ObjectRefGenerator):
         raise TypeError(f"{call}() takes a list of ObjectRefs, not a single one")
     if not isinstance(object_refs, list | tuple):
-        raise TypeError(f"{call}() takes a list of ObjectRefs, got {type(object_refs).__name__}")
+        raise TypeError(
+            f"{call}() takes a list of ObjectRefs, got "
+            f"{type(object_refs).__name__}{_hint(object_refs)}"
+        )
     refs = list(object_refs)
     kinds = set(map(type, refs))
     if not _WAIT_TYPES.issuperset(kinds):
         for i, ref in enumerate(refs):
             if not isinstance(ref, ObjectRef | ObjectRefGenerator):
                 raise TypeError(
-                    f"{call}(): item {i} of the list is a {type(ref).__name__}, not an ObjectRef"
+                    f"{call}(): item {i} of the list is a {type(ref).__name__}, "
+                    f"not an ObjectRef{_hint(ref)}"
                 )
     plain = kinds <= _REF_TYPES
     distinct = set(map(_ID, refs)) if plain else {_identity(r) for r in refs}
