@@ -461,9 +461,10 @@ class TaskExecutor:
         self.assigned = options.get("resources") or {}
         _set_omp_threads(self.assigned)
         await self._worker.actor_client.on_actor_created(actor, options)
-        # Its own __repr__ goes to the gcs with the reply (Ray's repr_name).
-        named = [serialization.SerializedObject(0, actor.repr_name.encode())]
-        return (task[0], True, named if actor.repr_name else [], False, [], None)
+        # Its own __repr__, as text, goes to the gcs with the reply (Ray's repr_name).
+        name = actor.repr_name.encode()
+        named = [serialization.SerializedObject(0, name)] if name else []
+        return (task[0], True, named, False, [], None)
 
 
 def _qualified(fn: Any) -> str:
