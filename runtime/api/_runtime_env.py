@@ -10,9 +10,11 @@ are on their way first (a node that fetches one before it lands waits for it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._private import packaging, serialization
@@ -22,6 +24,8 @@ from ..protocol.rt import KvPutRequest
 
 #: Packed folders of this process: (real path, excludes, keep_top) -> (uri, bytes).
 _packed: dict[tuple[str, tuple[str, ...], bool], tuple[str, bytes]] = {}
+#: Setup hooks that are functions, pickled: function -> (uri, bytes).
+_packed_hooks: weakref.WeakKeyDictionary[Any, tuple[str, bytes]] = weakref.WeakKeyDictionary()
 #: Packages put already, by (gcs address, uri).
 _uploaded: set[tuple[tuple[str, int], str]] = set()
 
@@ -50,12 +54,26 @@ def localize(env: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, by
         out["pip"] = renv.requirements(env["pip"])  # the file's lines travel
     hook = env.get("worker_process_setup_hook")
     if callable(hook):  # its pickle travels as a package (a path travels as it is)
-        data = serialization.dumps(hook)
-        uri = renv.HOOK_URI_PREFIX + hashlib.sha256(data).hexdigest()
-        packages.append((uri, data))
-        out["worker_process_setup_hook"] = uri
+        packed_hook = _hook_package(hook)
+        packages.append(packed_hook)
+        out["worker_process_setup_hook"] = packed_hook[0]
     out.pop("excludes", None)  # applied: the package is what travels
     return out, packages
+
+
+def _hook_package(hook: Callable[[], Any]) -> tuple[str, bytes]:
+    """A setup hook's (uri, pickle), pickled once per function while it lives
+    (an environment given per task is localized at each submission)."""
+    try:
+        cached = _packed_hooks.get(hook)
+    except TypeError:  # (a callable that takes no weak reference)
+        cached = None
+    if cached is None:
+        data = serialization.dumps(hook)
+        cached = (renv.HOOK_URI_PREFIX + hashlib.sha256(data).hexdigest(), data)
+        with contextlib.suppress(TypeError):
+            _packed_hooks[hook] = cached
+    return cached
 
 
 def upload(worker: CoreWorker, packages: list[tuple[str, bytes]]) -> None:

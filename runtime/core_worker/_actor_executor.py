@@ -123,8 +123,8 @@ class ActorExecutor:
         # A sync actor's calls (an async actor's sync constructor) run where its
         # worker runs sync tasks (the main thread, as in Ray: signals reach
         # them), on that same lane.
-        on_main = kind is not ActorKind.THREADED and worker.executor is not None
-        shared = worker.executor.lane if on_main and worker.executor else None
+        tasks = worker.executor
+        shared = tasks.lane if tasks is not None and kind is not ActorKind.THREADED else None
         self._groups = {"": _Group("", max_concurrency, kind, shared)}
         for group, size in (groups or {}).items():
             self._groups[group] = _Group(group, size, kind)
