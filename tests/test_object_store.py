@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, assert_no_orphans, run_driver, wait_until
 
 import runtime
+from runtime._private import memcopy
 from runtime._private.framing import frame
 from runtime.exceptions import ObjectStoreFullError
 from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
@@ -60,6 +61,29 @@ def test_zero_copy_gets(cluster):
     assert np.shares_memory(first, second)
     assert not first.flags.writeable
     assert np.array_equal(first, data)
+
+
+@pytest.mark.parametrize(
+    "nbytes", [memcopy.PARALLEL_MIN_BYTES + 4097, 3 * memcopy.PARALLEL_MIN_BYTES]
+)
+def test_a_large_copy_in_chunks_is_exact(nbytes):
+    assert memcopy.threads_for(nbytes) == min(memcopy.MAX_THREADS, os.cpu_count() or 1)
+    src = np.random.default_rng(0).integers(0, 256, nbytes, dtype=np.uint8)
+    dest = np.zeros(nbytes + 2, dtype=np.uint8)  # a byte either side stays untouched
+    memcopy.copy(memoryview(dest)[1:-1], memoryview(src).toreadonly())
+    assert np.array_equal(dest[1:-1], src) and dest[0] == 0 and dest[-1] == 0
+
+
+def test_a_copy_between_unequal_buffers_is_refused():
+    with pytest.raises(ValueError, match="copy of 3 bytes into a buffer of 2"):
+        memcopy.copy(memoryview(bytearray(2)), memoryview(b"abc"))
+
+
+def test_a_put_of_several_large_buffers_reads_back_whole(cluster):
+    rng = np.random.default_rng(1)
+    value = {k: rng.random(n) for k, n in (("a", 3 * MB + 1), ("b", 5), ("c", 2 * MB + 7))}
+    got = runtime.get(runtime.put(value))
+    assert all(np.array_equal(got[k], value[k]) for k in value)
 
 
 def test_zero_copy_inside_a_task(cluster):

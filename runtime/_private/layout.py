@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from . import memcopy
+
 MAGIC = b"RTO1"
 HEADER = struct.Struct("<4sIQ")
 ENTRY = struct.Struct("<QQ")
@@ -42,7 +44,7 @@ def write(dest: memoryview, inband: bytes, buffers: Sequence[memoryview]) -> Non
         pos += ENTRY.size
     dest[pos : pos + len(inband)] = inband
     for offset, length, buf in zip(offsets, lens, buffers, strict=True):
-        dest[offset : offset + length] = buf
+        memcopy.copy(dest[offset : offset + length], buf)
 
 
 def encode(inband: bytes, buffers: Sequence[memoryview]) -> bytes:
