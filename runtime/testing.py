@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._private import cluster, process
+from ._private import labels as labels_module
 from ._private.config import Config
 from .protocol.rt import NodeInfo
 
@@ -87,13 +88,15 @@ class Cluster:
             resources=self._resources(args, host),
             standing=False,
             object_store_memory=args.get("object_store_memory"),
+            labels=labels_module.check_node_labels(args.get("labels"), "head_node_args labels"),
         )
         self.head_node = Node(self.head.raylet, head=True)
         self.nodes.append(self.head_node)
 
     @staticmethod
     def _resources(args: Mapping[str, Any], host: str) -> dict[str, float]:
-        unknown = set(args) - {"num_cpus", "num_gpus", "resources", "object_store_memory"}
+        known = {"num_cpus", "num_gpus", "resources", "object_store_memory", "labels"}
+        unknown = set(args) - known
         if unknown:
             raise ValueError(f"unknown node argument(s): {', '.join(sorted(unknown))}")
         return cluster.default_resources(
@@ -114,6 +117,7 @@ class Cluster:
         num_gpus: float | None = None,
         resources: Mapping[str, float] | None = None,
         object_store_memory: int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> Node:
         """Starts one more node (a raylet) that joins the cluster; returns once
         the gcs knows it."""
@@ -135,6 +139,7 @@ class Cluster:
             head=False,
             token=self.head.token,
             log_name=f"raylet-{self._count}",
+            labels=labels_module.check_node_labels(labels),
         )
         node = Node(process, head=False)
         self.nodes.append(node)

@@ -54,6 +54,13 @@ def test_start_with_a_bad_storage_says_so_and_leaves_nothing(tmp_path):
     assert not root.exists() or not list(root.iterdir())
 
 
+def test_start_with_bad_labels_says_so_and_leaves_nothing(tmp_path):
+    root = tmp_path / "sessions"
+    out = run("start", "--head", "--labels", "zone=a,ray.io/x=y", RUNTIME_SESSION_ROOT=str(root))
+    assert out.returncode == 2 and "--labels" in out.stderr and "reserved" in out.stderr
+    assert not root.exists() or not list(root.iterdir())
+
+
 def test_a_standing_cluster_keeps_its_gcs_tables_in_sqlite(tmp_path):
     root, store = tmp_path / "sessions", tmp_path / "gcs"
     env = {"RUNTIME_SESSION_ROOT": str(root), "RUNTIME_DASHBOARD_PORT": "0"}

@@ -105,6 +105,7 @@ def start_raylet(
     head: bool,
     token: str,
     log_name: str = "raylet",
+    labels: dict[str, str] | None = None,
 ) -> process.ChildProcess:
     """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
     args = [
@@ -121,6 +122,8 @@ def start_raylet(
     ]
     if head:
         args.append("--head")
+    if labels:
+        args += ["--labels", json.dumps(labels)]
     raylet = process.spawn(
         "runtime.raylet",
         args,
@@ -144,6 +147,7 @@ def start_head(
     token: str | None = None,
     include_dashboard: bool = False,
     storage: str = "",
+    labels: dict[str, str] | None = None,
 ) -> HeadProcesses:
     """Starts a gcs and a raylet; ``standing``: they outlive this process.
     ``token``: the cluster's secret (None: a new one, unless authentication is
@@ -193,6 +197,7 @@ def start_head(
             standing=standing,
             head=True,
             token=token,
+            labels=labels,
         )
     except BaseException:
         gcs.stop()
@@ -248,6 +253,7 @@ def start_worker_node(
     gcs_address: tuple[str, int],
     resources: dict[str, float],
     object_store_memory: int | None = None,
+    labels: dict[str, str] | None = None,
 ) -> tuple[Session, process.ChildProcess]:
     """Starts a standing raylet on this machine that joins the cluster at ``gcs_address``."""
     token = token_for(gcs_address, config)
@@ -264,6 +270,7 @@ def start_worker_node(
         standing=True,
         head=False,
         token=token,
+        labels=labels,
     )
     session.write_cluster_info(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": True, "head": False}

@@ -30,6 +30,7 @@ async def nodes_async() -> list[dict[str, Any]]:
             "Resources": dict(n.resources_total),
             "AvailableResources": dict(n.resources_available),
             "SessionDir": n.session_dir,
+            "Labels": dict(n.labels),
         }
         for n in reply.nodes
     ]

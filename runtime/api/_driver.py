@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from .._private import auth, cluster, tls
+from .._private import labels as node_labels
 from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
@@ -164,6 +165,7 @@ def _start_processes(prep: _Prepared) -> tuple[cluster.HeadProcesses | None, tup
             standing=False,
             object_store_memory=object_store_memory,
             include_dashboard=prep.include_dashboard,
+            labels=prep.labels,
         )
         logger.info("Started a local cluster; its session is %s", head.session.path)
         if head.dashboard_url:
@@ -232,6 +234,7 @@ class _Prepared:
     num_cpus: float | None
     num_gpus: float | None
     resources: dict[str, float] | None
+    labels: dict[str, str]
     store_bytes: int | None
     include_dashboard: bool
     log_to_driver: bool
@@ -267,6 +270,11 @@ def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
     store_bytes = _check_init_args(
         address, num_cpus, num_gpus, resources, namespace, args["object_store_memory"]
     )
+    labels = node_labels.check_node_labels(args["labels"], f"{where}: labels")
+    if labels and address not in (None, "local"):
+        raise ValueError(
+            f"{where}: labels are given to a node this driver starts, not with address"
+        )
     job_env, job_packages = _runtime_env.localize(renv.check(runtime_env, where))
     return _Prepared(
         config=Config.load(system_config),
@@ -275,6 +283,7 @@ def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         resources=resources,
+        labels=labels,
         store_bytes=store_bytes,
         include_dashboard=bool(args["include_dashboard"]),
         log_to_driver=args["log_to_driver"],
@@ -291,6 +300,7 @@ def init(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     object_store_memory: float | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,
@@ -366,6 +376,7 @@ async def init_async(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
     object_store_memory: float | None = None,
     namespace: str | None = None,
     log_to_driver: bool = True,

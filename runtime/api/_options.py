@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._private import labels as node_labels
 from .._private import placement, runtime_env, task_wire
 from .._private.resources import MAX_AMOUNT
 from . import _scheduling
@@ -116,6 +117,11 @@ def _scheduling_strategy(name: str, value: Any) -> None:
     _scheduling.check(name, value)
 
 
+def _label_selector(name: str, value: Any) -> None:
+    if value is not None:
+        node_labels.check_selector(value, f"option {name!r}")
+
+
 def _num_returns(name: str, value: Any) -> None:
     if value in ("streaming", "dynamic"):
         return
@@ -155,6 +161,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "retry_exceptions": _retry_exceptions,
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,
+    "label_selector": _label_selector,
     "runtime_env": _runtime_env,
     "enable_task_events": _bool,
     **_PLACEMENT_OPTIONS,
@@ -195,6 +202,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "concurrency_groups": _concurrency_groups,
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
+    "label_selector": _label_selector,
     "runtime_env": _runtime_env,
     "enable_task_events": _bool,  # the default of its calls (and its creation's)
     **_PLACEMENT_OPTIONS,

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from .._private import runtime_env as renv
 from ..core_worker import ActorExitRequest, current_task, current_task_id
 from ..exceptions import RuntimeNotInitializedError
-from . import _context
+from . import _cluster_info, _context
 from ._actor_handle import handle_from_state
 
 
@@ -29,6 +29,15 @@ class RuntimeContext:
 
     def get_node_id(self) -> str:
         return self.node_id
+
+    def get_node_labels(self) -> dict[str, str]:
+        """This node's labels (``ray.io/node-id``, and those it was started with)."""
+        worker = _context.current()
+        known = worker.cluster.nodes.get(worker.node_id)
+        if known is not None:
+            return dict(known.labels)
+        here = [n for n in _cluster_info.nodes() if n["NodeID"] == self.node_id]
+        return dict(here[0]["Labels"]) if here else {}
 
     def get_worker_id(self) -> str:
         return self.worker_id

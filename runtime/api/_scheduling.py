@@ -133,6 +133,7 @@ def resolve(
     group of the calling task, which its children join when it captures them
     and they name no strategy of their own."""
     strategy = options.get("scheduling_strategy")
+    selector = options.get("label_selector")
     legacy = options.get("placement_group", "default")
     if strategy is None and legacy != "default":
         strategy = PlacementGroupSchedulingStrategy(
@@ -140,6 +141,17 @@ def resolve(
             options.get("placement_group_bundle_index", -1),
             options.get("placement_group_capture_child_tasks"),
         )
+    if selector and (
+        isinstance(strategy, PlacementGroupSchedulingStrategy) or legacy not in (None, "default")
+    ):
+        raise ValueError(
+            f"{what}: label_selector does not combine with a placement group (its bundles "
+            "decide where it runs)"
+        )
+    if selector:
+        message = to_message(strategy) or SchedulingStrategy(kind=StrategyKind.DEFAULT)
+        message.label_selector = dict(selector)
+        return resources, message, None
     if strategy is None and current is not None and current[2]:
         pg_hex = current[0]
         return placement.task_resources(resources, pg_hex, -1), None, (pg_hex, -1, True)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .._private import auth, cluster, placement, process, rpc, tls
+from .._private import labels as node_labels
 from .._private.config import Config
 from .._private.session import Session
 from .._private.version import __version__
@@ -61,8 +62,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if not isinstance(resources, dict):
         print("runtime start: --resources must be a JSON object", file=sys.stderr)
         return 2
+    try:
+        labels = node_labels.parse_labels(args.labels)
+    except (TypeError, ValueError) as e:
+        print(f"runtime start: --labels: {e}", file=sys.stderr)
+        return 2
     if args.address:
-        return _join(config, args, resources)
+        return _join(config, args, resources, labels)
     port = config.gcs_port if args.port is None else args.port
     if port and not _port_free(args.host, port):
         print(
@@ -92,6 +98,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         token=token,
         include_dashboard=args.include_dashboard,
         storage=storage,
+        labels=labels,
     )
     address = f"{head.gcs_address[0]}:{head.gcs_address[1]}"
     print(f"Started a runtime cluster; its gcs listens on {address}.")
@@ -135,7 +142,9 @@ def _standing_token() -> tuple[str, str]:
     return token, path
 
 
-def _join(config: Config, args: argparse.Namespace, resources: dict[str, Any]) -> int:
+def _join(
+    config: Config, args: argparse.Namespace, resources: dict[str, Any], labels: dict[str, str]
+) -> int:
     try:
         gcs_address = cluster.parse_address(args.address)
     except ValueError as e:
@@ -149,6 +158,7 @@ def _join(config: Config, args: argparse.Namespace, resources: dict[str, Any]) -
             gcs_address=gcs_address,
             resources=cluster.default_resources(args.num_cpus, args.num_gpus, resources, host),
             object_store_memory=args.object_store_memory,
+            labels=labels,
         )
     except (OSError, RuntimeError, TimeoutError) as e:
         print(f"runtime start: could not join {args.address}: {e}", file=sys.stderr)
@@ -341,6 +351,9 @@ def parser() -> argparse.ArgumentParser:
         "--num-gpus", type=float, default=None, help="GPUs this node offers (default: none)"
     )
     start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
+    start.add_argument(
+        "--labels", default="", help="this node's labels, for label selectors: 'k=v,k2=v2'"
+    )
     start.add_argument(
         "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"
     )

@@ -89,7 +89,14 @@ class TaskSpec:
     def scheduling_key(self) -> SchedulingKey:
         strategy = self.strategy
         where = (
-            () if strategy is None else (int(strategy.kind), strategy.node_id, bool(strategy.soft))
+            ()
+            if strategy is None
+            else (
+                int(strategy.kind),
+                strategy.node_id,
+                bool(strategy.soft),
+                tuple(sorted(strategy.label_selector.items())),
+            )
         )
         return tuple(sorted(self.resources.items())), (*where, self.runtime_env)
 

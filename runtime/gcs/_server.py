@@ -14,6 +14,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._private import gcs_client, metrics, rpc, state
+from .._private import labels as node_labels
 from .._private import resources as res
 from .._private import task_events as te
 from .._private.config import Config
@@ -173,7 +174,9 @@ class GcsService(GcsBase):
         node = message.node
         if node is None or len(node.node_id) != 16:
             raise GRPCError(Status.INVALID_ARGUMENT, "a node needs a 16-byte id")
-        bad = res.invalid(node.resources_total)
+        bad = res.invalid(node.resources_total) or node_labels.wire_error(
+            node.labels, selector=False
+        )
         if bad:
             raise GRPCError(Status.INVALID_ARGUMENT, f"invalid node: {bad}")
         node.alive = True

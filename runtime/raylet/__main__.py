@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--resources", required=True, help="JSON: name -> amount")
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--object-store-memory", type=int, required=True)
+    parser.add_argument("--labels", default="{}", help="JSON: the node's labels")
     parser.add_argument("--head", action="store_true", help="the head node (started with the gcs)")
     parser.add_argument(process.READY_FD_FLAG, dest="ready_fd", type=int)
     parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
@@ -40,6 +41,7 @@ def main() -> None:
             session_dir=args.session_dir,
             object_store_memory=args.object_store_memory,
             is_head=args.head,
+            labels=json.loads(args.labels),
         )
         await raylet.start(args.port)
         process.report_ready(

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .._private import labels as node_labels
 from .._private import resources as res
 from .._private.resources import Fixed
 from ..protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
@@ -48,6 +49,7 @@ class NodeView:
     available: Fixed
     alive: bool = True
     transfer_port: int = 0  # the object manager's port
+    labels: dict[str, str] = field(default_factory=dict)
 
     def utilization(self) -> float:
         """The busiest resource's used fraction (0: idle), CPU and GPU only."""
@@ -63,6 +65,8 @@ class ClusterView:
     def __init__(self, local_id: bytes) -> None:
         self.local_id = local_id
         self.nodes: dict[bytes, NodeView] = {}
+        # The label selector of the request being decided (set by ``decide``).
+        self._selector: dict[str, str] = {}
         self._spread_next = 0
 
     # -- updates ----------------------------------------------------------------
@@ -79,6 +83,7 @@ class ClusterView:
                 res.to_fixed(info.resources_total),
                 res.to_fixed(info.resources_available),
                 transfer_port=info.object_manager_port,
+                labels=dict(info.labels),
             )
             return True
         changed = node.alive != info.alive
@@ -104,6 +109,13 @@ class ClusterView:
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]
 
+    def local_matches(self, strategy: SchedulingStrategy | None) -> bool:
+        """Whether this node meets the strategy's label selector (if any)."""
+        if strategy is None or not strategy.label_selector:
+            return True
+        local = self.nodes.get(self.local_id)
+        return local is not None and node_labels.matches(local.labels, strategy.label_selector)
+
     # -- the decision -------------------------------------------------------------
     def decide(
         self,
@@ -114,6 +126,7 @@ class ClusterView:
         local_available: Fixed,
     ) -> Decision:
         kind = strategy.kind if strategy is not None else StrategyKind.DEFAULT
+        self._selector = strategy.label_selector if strategy is not None else {}
         if kind is StrategyKind.NODE_AFFINITY:
             assert strategy is not None
             return self._affinity(request, strategy, spilled, local_available)
@@ -123,13 +136,20 @@ class ClusterView:
 
     def _local_feasible(self, request: Fixed) -> bool:
         local = self.nodes.get(self.local_id)
-        return local is not None and res.fits(local.total, request)
+        return local is not None and self._eligible(local) and res.fits(local.total, request)
+
+    def _eligible(self, node: NodeView) -> bool:
+        """The node meets the label selector of the request being decided."""
+        return not self._selector or node_labels.matches(node.labels, self._selector)
+
+    def _candidates(self) -> list[NodeView]:
+        return [n for n in self.alive() if self._eligible(n)]
 
     def _default(self, request: Fixed, spilled: bool, local_available: Fixed) -> Decision:
         local_feasible = self._local_feasible(request)
         if local_feasible and (spilled or res.fits(local_available, request)):
             return Decision(Placement.LOCAL)
-        others = [n for n in self.alive() if n.node_id != self.local_id]
+        others = [n for n in self._candidates() if n.node_id != self.local_id]
         with_room = [n for n in others if res.fits(n.available, request)]
         if with_room:
             return self._spill(min(with_room, key=NodeView.utilization), request)
@@ -144,7 +164,7 @@ class ClusterView:
         if spilled and self._local_feasible(request):
             return Decision(Placement.LOCAL)
         feasible = sorted(
-            (n for n in self.alive() if res.fits(n.total, request)), key=lambda n: n.node_id
+            (n for n in self._candidates() if res.fits(n.total, request)), key=lambda n: n.node_id
         )
         if not feasible:
             return Decision(Placement.INFEASIBLE)
@@ -168,6 +188,8 @@ class ClusterView:
             why = f"node {strategy.node_id.hex()} is dead"
         elif not res.fits(target.total, request):
             why = f"node {strategy.node_id.hex()} does not have the resources it needs"
+        elif not self._eligible(target):
+            why = f"node {strategy.node_id.hex()} does not match its label_selector"
         if not why:
             assert target is not None
             if target.node_id == self.local_id:

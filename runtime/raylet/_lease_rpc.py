@@ -19,6 +19,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterable
 
+from .._private import labels as node_labels
 from .._private import placement, rpc, runtime_env
 from .._private import resources as res
 from .._private.config import Config
@@ -66,7 +67,14 @@ class LeaseHandlers:
     def _require_gcs(self) -> GcsClient: ...
 
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
-        bad = res.invalid(message.resources) or runtime_env.invalid_wire(message.runtime_env)
+        bad = (
+            res.invalid(message.resources)
+            or runtime_env.invalid_wire(message.runtime_env)
+            or (
+                message.strategy is not None
+                and node_labels.wire_error(message.strategy.label_selector, selector=True)
+            )
+        )
         if not bad and not self._owner_known(message.owner_id):
             # A node that just joined may hear of a request before it has heard
             # of the owner's node: look the nodes up once before refusing.
@@ -96,6 +104,7 @@ class LeaseHandlers:
             strategy=message.strategy,
             spilled=message.spilled,
             env=message.runtime_env,
+            elsewhere=not self.view.local_matches(message.strategy),
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
@@ -103,7 +112,16 @@ class LeaseHandlers:
             self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
         self.reports.resources_changed()  # a new demand, granted or not
-        if decision.placement is Placement.INFEASIBLE and not placement.groups_in(fixed):
+        selector = message.strategy.label_selector if message.strategy is not None else {}
+        if decision.placement is Placement.INFEASIBLE and selector:
+            logger.warning(
+                "lease for %s needs a node whose labels match %s, and %s; it waits for a "
+                "node that does",
+                message.task_name,
+                selector,
+                res.describe(message.resources),
+            )
+        elif decision.placement is Placement.INFEASIBLE and not placement.groups_in(fixed):
             # (One for a placement group waits for the group to be placed.)
             logger.warning(
                 "lease for %s needs %s, more than any node of the cluster has; it waits "

@@ -114,6 +114,8 @@ class LeaseRequest:
     strategy: Any = None
     spilled: bool = False
     env: str = ""  # the runtime environment its worker needs
+    # Its label selector excludes this node: only another node may take it.
+    elsewhere: bool = False
 
 
 # -- actions ------------------------------------------------------------------
@@ -194,7 +196,7 @@ class LeaseScheduler:
             return [Cancel(req.request_id)]
         if self.removed_groups and placement.groups_in(req.resources) & self.removed_groups.keys():
             return [Cancel(req.request_id, group_removed=True)]
-        req.infeasible = not res.fits(self.total, req.resources)
+        req.infeasible = req.elsewhere or not res.fits(self.total, req.resources)
         self.queue.append(req)
         return self.schedule()
 
@@ -442,7 +444,7 @@ class LeaseScheduler:
 
     def _totals_changed(self) -> list[Action]:
         for req in self.queue:
-            req.infeasible = not res.fits(self.total, req.resources)
+            req.infeasible = req.elsewhere or not res.fits(self.total, req.resources)
         return self.schedule()
 
     # -- the scheduling pass ------------------------------------------------------

@@ -19,6 +19,7 @@ from grpclib.exceptions import GRPCError
 
 from .. import exceptions
 from .._private import cluster, metrics, rpc, runtime_env
+from .._private import labels as node_labels
 from .._private import resources as res
 from .._private.config import Config
 from .._private.gcs_client import GcsClient
@@ -86,6 +87,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         session_dir: str,
         object_store_memory: int,
         is_head: bool = False,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.is_head = is_head
@@ -94,6 +96,8 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         self.port = 0
         self.node_id = os.urandom(16)
         self.view = ClusterView(self.node_id)
+        # Its own labels first: a node's id is its own to say.
+        self.labels = {**(labels or {}), node_labels.NODE_ID_KEY: self.node_id.hex()}
         self.gcs_address = (gcs_host, gcs_port)
         # Every node advertises its memory and its store's size, as in Ray.
         resources = {
@@ -251,6 +255,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             object_manager_port=self.object_manager_port,
             is_head=self.is_head,
             start_time=self.start_time,
+            labels=self.labels,
         )
 
     def _worker_argv(self, worker_id: bytes, job_id: int) -> list[str]:

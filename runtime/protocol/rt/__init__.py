@@ -1504,6 +1504,15 @@ class NodeInfo(betterproto2.Message):
     its raylet's Prometheus endpoint (0: not up yet)
     """
 
+    labels: "dict[str, str]" = betterproto2.field(
+        17,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    its labels (ray.io/node-id, and those it was given)
+    """
+
 
 default_message_pool.register_message("rt", "NodeInfo", NodeInfo)
 
@@ -2037,6 +2046,15 @@ class SchedulingStrategy(betterproto2.Message):
     soft: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
     """
     node affinity: may run elsewhere if that node cannot
+    """
+
+    label_selector: "dict[str, str]" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    Only nodes whose labels match (any kind): key -> "v", "!v", "in(a,b)", "!in(a,b)".
     """
 
 

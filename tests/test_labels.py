@@ -1,0 +1,137 @@
+"""Node labels and label selectors: which node a task or an actor may run on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import cluster_of
+
+import runtime
+from runtime._private import labels
+from runtime.testing import Cluster
+from runtime.util.placement_group import placement_group
+from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ({"zone": "a"}, True),
+        ({"zone": "b"}, False),
+        ({"zone": "!b"}, True),
+        ({"zone": "!a"}, False),
+        ({"zone": "in(b, a)"}, True),
+        ({"zone": "in(b,c)"}, False),
+        ({"zone": "!in(b, c)"}, True),
+        ({"zone": "!in(a)"}, False),
+        ({"gpu": "h100"}, False),  # absent: no value equals it
+        ({"gpu": "!h100"}, True),  # absent: not that value
+        ({"zone": "a", "kind": "spot"}, True),
+        ({"zone": "a", "kind": "!spot"}, False),
+    ],
+)
+def test_a_selector_matches_as_in_ray(selector: dict[str, str], expected: bool) -> None:
+    assert labels.matches({"zone": "a", "kind": "spot"}, selector) is expected
+
+
+def test_labels_and_selectors_are_checked() -> None:
+    assert labels.parse_labels(" zone=a, kind=spot ,") == {"zone": "a", "kind": "spot"}
+    with pytest.raises(ValueError, match="not key=value"):
+        labels.parse_labels("zone")
+    with pytest.raises(ValueError, match="reserved"):
+        labels.check_node_labels({"ray.io/zone": "a"})
+    with pytest.raises(ValueError, match="label key '-x'"):
+        labels.check_node_labels({"-x": "a"})
+    with pytest.raises(TypeError, match="must be a str"):
+        labels.check_node_labels({"zone": 1})
+    for bad in ("in()", "in(a,", "!!a", "a b", "in(a, b!c)"):
+        with pytest.raises(ValueError, match="is not a condition"):
+            labels.check_selector({"zone": bad})
+    with pytest.raises(TypeError, match="dict"):
+        labels.check_selector(["zone"])
+    assert labels.wire_error({"zone": "in(a"}, selector=True)
+    assert not labels.wire_error({"ray.io/node-id": "ab12"}, selector=False)
+
+
+def test_init_refuses_bad_labels_before_starting_anything() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        runtime.init(num_cpus=1, labels={"ray.io/node-id": "mine"})
+    assert not runtime.is_initialized()
+
+
+@pytest.fixture
+def zones() -> Iterator[tuple[Cluster, str, str]]:
+    """A head in zone a, a node in zone b with an accelerator label; a driver."""
+    with cluster_of(head_node_args={"num_cpus": 1, "labels": {"zone": "a"}}) as cluster:
+        node = cluster.add_node(num_cpus=1, labels={"zone": "b", "accel": "h100"})
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        assert cluster.head_node is not None
+        yield cluster, cluster.head_node.node_id, node.node_id
+
+
+@runtime.remote(num_cpus=0)
+def where() -> str:
+    return runtime.get_runtime_context().get_node_id()
+
+
+@runtime.remote(num_cpus=0)
+class Placed:
+    def where(self) -> tuple[str, dict[str, str]]:
+        context = runtime.get_runtime_context()
+        return context.get_node_id(), context.get_node_labels()
+
+
+def test_nodes_report_their_labels(zones: tuple[Cluster, str, str]) -> None:
+    _, head, other = zones
+    found = {n["NodeID"]: n["Labels"] for n in runtime.nodes()}
+    assert found[head] == {"zone": "a", "ray.io/node-id": head}
+    assert found[other] == {"zone": "b", "accel": "h100", "ray.io/node-id": other}
+    assert runtime.get_runtime_context().get_node_labels() == found[head]
+
+
+def test_tasks_run_where_their_selector_says(zones: tuple[Cluster, str, str]) -> None:
+    _, head, other = zones
+    cases = [
+        ({"zone": "b"}, other),
+        ({"zone": "!b"}, head),
+        ({"zone": "in(c, b)"}, other),
+        ({"accel": "!in(h100)"}, head),
+        ({"ray.io/node-id": other}, other),
+        ({"ray.io/node-id": head}, head),
+    ]
+    for selector, node in cases:
+        ran = runtime.get([where.options(label_selector=selector).remote() for _ in range(4)])
+        assert set(ran) == {node}, selector
+
+
+def test_an_actor_is_placed_where_its_selector_says(zones: tuple[Cluster, str, str]) -> None:
+    _, _, other = zones
+    actor = Placed.options(label_selector={"accel": "h100"}).remote()
+    node, node_labels = runtime.get(actor.where.remote())
+    assert node == other and node_labels["zone"] == "b"
+
+
+def test_a_task_no_node_matches_waits_for_one_that_does(
+    zones: tuple[Cluster, str, str],
+) -> None:
+    cluster, _, _ = zones
+    pending = where.options(label_selector={"zone": "c"}).remote()
+    ready, _ = runtime.wait([pending], timeout=1.0)
+    assert not ready  # no node of zone c: it waits, as in Ray
+    joined = cluster.add_node(num_cpus=1, labels={"zone": "c"})
+    assert runtime.get(pending, timeout=60) == joined.node_id
+
+
+def test_bad_selectors_fail_at_the_call(zones: tuple[Cluster, str, str]) -> None:
+    with pytest.raises(ValueError, match="is not a condition"):
+        where.options(label_selector={"zone": "in()"})
+    with pytest.raises(TypeError, match="dict"):
+        Placed.options(label_selector="zone=a")
+    group = placement_group([{"CPU": 1}])
+    strategy = PlacementGroupSchedulingStrategy(group)
+    with pytest.raises(ValueError, match="does not combine with a placement group"):
+        where.options(label_selector={"zone": "a"}, scheduling_strategy=strategy).remote()
