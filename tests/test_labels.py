@@ -10,7 +10,7 @@ from conftest import cluster_of
 import runtime
 from runtime._private import labels
 from runtime.testing import Cluster
-from runtime.util.placement_group import placement_group
+from runtime.util.placement_group import placement_group, placement_group_table
 from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,3 +135,18 @@ def test_bad_selectors_fail_at_the_call(zones: tuple[Cluster, str, str]) -> None
     strategy = PlacementGroupSchedulingStrategy(group)
     with pytest.raises(ValueError, match="does not combine with a placement group"):
         where.options(label_selector={"zone": "a"}, scheduling_strategy=strategy).remote()
+
+
+def test_a_group_s_bundles_go_where_their_selectors_say(zones: tuple[Cluster, str, str]) -> None:
+    _, head, other = zones
+    group = placement_group(
+        [{"CPU": 1}, {"CPU": 1}], strategy="SPREAD", bundle_label_selector=[{"zone": "b"}, {}]
+    )
+    assert group.wait(timeout_seconds=30)
+    assert placement_group_table(group)["bundles_to_node_id"] == {0: other, 1: head}
+    in_bundle = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+    assert runtime.get(where.options(scheduling_strategy=in_bundle).remote()) == other
+    with pytest.raises(ValueError, match="one label selector per bundle"):
+        placement_group([{"CPU": 1}], bundle_label_selector=[{}, {}])
+    with pytest.raises(ValueError, match=r"bundle_label_selector\[0\]"):
+        placement_group([{"CPU": 1}], bundle_label_selector=[{"zone": "in()"}])

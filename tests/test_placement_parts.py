@@ -35,6 +35,41 @@ def bundles(*sizes: float) -> dict[int, dict[str, int]]:
 # -- the policy --------------------------------------------------------------------------
 
 
+def zoned(*free: float) -> list[NodeRoom]:
+    """Nodes A, B, C in zones a, b, c."""
+    out = rooms(*free)
+    for node, zone in zip(out, "abc", strict=False):
+        node.labels = {"zone": zone}
+    return out
+
+
+def test_bundles_go_only_to_nodes_their_selectors_match() -> None:
+    out = place(
+        bundles(1, 1, 1),
+        {},
+        PlacementStrategy.PACK,
+        zoned(4, 4, 4),
+        {0: {"zone": "c"}, 1: {"zone": "in(b, c)"}},
+    )
+    assert out.placed and out.assignment == {0: C, 1: C, 2: C}  # packed where 0 must go
+    out = place(bundles(1, 1), {}, PlacementStrategy.SPREAD, zoned(4, 4, 4), {1: {"zone": "!a"}})
+    assert out.placed and out.assignment[1] != A and out.assignment[0] != out.assignment[1]
+
+
+def test_a_bundle_no_node_matches_is_infeasible_and_says_which() -> None:
+    out = place(bundles(1, 1), {}, PlacementStrategy.PACK, zoned(4, 4), {1: {"zone": "c"}})
+    assert out.infeasible and "bundle 1's label selector" in out.reason
+    # One node for all, but the selectors name two: STRICT_PACK cannot.
+    out = place(
+        bundles(1, 1),
+        {},
+        PlacementStrategy.STRICT_PACK,
+        zoned(4, 4),
+        {0: {"zone": "a"}, 1: {"zone": "b"}},
+    )
+    assert out.infeasible and "STRICT_PACK" in out.reason
+
+
 def test_pack_puts_everything_on_one_node_when_one_fits() -> None:
     out = place(bundles(1, 1), {}, PlacementStrategy.PACK, rooms(4, 2, 3))
     assert out.placed and len(set(out.assignment.values())) == 1

@@ -18,6 +18,7 @@ import numbers
 from typing import Any
 
 from .. import exceptions
+from .._private import labels as node_labels
 from .._private import placement
 from .._private.ids import random_id
 from ..core_worker import check_blocking_allowed
@@ -119,11 +120,15 @@ def placement_group(
     strategy: str = "PACK",
     name: str = "",
     lifetime: str | None = None,
+    bundle_label_selector: list[dict[str, str]] | None = None,
 ) -> PlacementGroup:
     """Reserves ``bundles`` across the cluster by ``strategy`` (PACK, SPREAD,
     STRICT_PACK or STRICT_SPREAD); returns at once. A group with no
-    ``lifetime`` ends with the job; ``lifetime="detached"`` outlives it."""
+    ``lifetime`` ends with the job; ``lifetime="detached"`` outlives it.
+    ``bundle_label_selector``: one label selector per bundle, which only a node
+    whose labels match may hold (as a task's ``label_selector``)."""
     specs = _check_bundles(bundles)
+    selectors = _check_selectors(bundle_label_selector, len(specs))
     if strategy not in STRATEGIES:
         raise ValueError(
             f"invalid placement group strategy {strategy!r}; valid ones are "
@@ -141,7 +146,9 @@ def placement_group(
         name=name,
         namespace=worker.namespace,
         strategy=STRATEGIES[strategy],
-        bundles=[Bundle(index=i, resources=b) for i, b in enumerate(specs)],
+        bundles=[
+            Bundle(index=i, resources=b, label_selector=selectors[i]) for i, b in enumerate(specs)
+        ],
         job_id=worker.job_id,
         detached=lifetime == "detached",
     )
@@ -291,6 +298,20 @@ def _number(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_selectors(selectors: Any, count: int) -> list[dict[str, str]]:
+    if selectors is None:
+        return [{} for _ in range(count)]
+    if not isinstance(selectors, list | tuple) or len(selectors) != count:
+        raise ValueError(
+            f"bundle_label_selector must be a list of one label selector per bundle "
+            f"({count}), got {selectors!r}"
+        )
+    return [
+        node_labels.check_selector(s, f"bundle_label_selector[{i}]")
+        for i, s in enumerate(selectors)
+    ]
 
 
 def _check_bundles(bundles: Any) -> list[dict[str, float]]:

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .._private import labels as node_labels
 from .._private import placement, rpc
 from .._private import resources as res
 from .._private.batching import Batcher
@@ -450,10 +451,12 @@ class PlacementGroupManager:
                     n.node_id,
                     res.fixed_of(n.resources_available, names),
                     res.fixed_of(n.resources_total, names),
+                    dict(n.labels),
                 )
                 for n in self._nodes()
                 if n.alive
             ],
+            {b.index: dict(b.label_selector) for b in info.bundles if b.label_selector},
         )
 
     def _retry_later(self) -> None:
@@ -537,6 +540,9 @@ def _invalid(info: PlacementGroupInfo) -> str:
         amounts = bundle.resources.values()
         if not any(amounts) or any(placement.is_group_resource(k) for k in bundle.resources):
             return f"bundle {bundle.index} holds no resources it could reserve"
+        bad = node_labels.wire_error(bundle.label_selector, selector=True)
+        if bad:
+            return f"bundle {bundle.index}'s label selector: {bad}"
     return ""
 
 

@@ -746,6 +746,15 @@ class Bundle(betterproto2.Message):
     empty while not placed
     """
 
+    label_selector: "dict[str, str]" = betterproto2.field(
+        4,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    only nodes whose labels match (as a task's)
+    """
+
 
 default_message_pool.register_message("rt", "Bundle", Bundle)
 
