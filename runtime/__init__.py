@@ -13,6 +13,7 @@ from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
     ActorHandle,
+    LoggingConfig,
     ObjectRef,
     ObjectRefGenerator,
     RemoteFunction,
@@ -51,6 +52,7 @@ timeline_async = _state_api.timeline_async
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "LoggingConfig",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",

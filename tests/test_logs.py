@@ -4,6 +4,7 @@ prefixes; ``runtime logs`` with --tail and --follow."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -297,3 +298,63 @@ def test_error_channel_prints_each_death_once_at_the_driver() -> None:
     assert len(died) == 1 and "die()" in died[0], done.stderr
     actor = [line for line in done.stderr.splitlines() if "ACTOR_DIED" in line]
     assert len(actor) == 1 and "actor A" in actor[0] and "restarting" in actor[0], done.stderr
+
+
+def test_logging_config_is_checked_where_it_is_made() -> None:
+    with pytest.raises(ValueError, match="encoding must be one of TEXT, JSON"):
+        runtime.LoggingConfig(encoding="XML")
+    with pytest.raises(ValueError, match="unknown log_level"):
+        runtime.LoggingConfig(log_level="LOUD")
+    with pytest.raises(ValueError, match="unknown standard attribute"):
+        runtime.LoggingConfig(additional_log_standard_attrs=["nope"])
+    with pytest.raises(TypeError, match=r"must be a runtime\.LoggingConfig"):
+        runtime.init(num_cpus=1, logging_config={"encoding": "JSON"})  # type: ignore[arg-type]
+    assert not runtime.is_initialized()
+    config = runtime.LoggingConfig(encoding="JSON", log_level="debug")
+    assert runtime.LoggingConfig.from_dict(config.to_dict()) == runtime.LoggingConfig(
+        encoding="JSON", log_level="DEBUG"
+    )
+
+
+STRUCTURED = """
+import json, logging, runtime
+runtime.init(num_cpus=1, logging_config=runtime.LoggingConfig(
+    encoding="JSON", log_level="INFO", additional_log_standard_attrs=["name"]))
+
+@runtime.remote
+def task():
+    logging.getLogger("in.task").info("from a task")
+    logging.getLogger("in.task").debug("below the level")
+
+@runtime.remote
+class Actor:
+    def method(self):
+        logging.getLogger("in.actor").warning("from an actor")
+
+logging.getLogger("in.driver").info("from the driver", extra={"request": "r1"})
+runtime.get(task.remote())
+actor = Actor.options(name="logger").remote()
+runtime.get(actor.method.remote())
+runtime.shutdown()
+"""
+
+
+def test_a_jobs_logging_config_structures_every_process_lines() -> None:
+    done = run_driver(STRUCTURED)
+    assert done.returncode == 0, done.stderr
+    rows = {}
+    for line in (done.stdout + done.stderr).splitlines():
+        start = line.find("{")
+        if start >= 0 and '"message"' in line:
+            row = json.loads(line[start:])
+            rows[row["message"]] = row
+    assert "below the level" not in rows
+    driver, task, actor = rows["from the driver"], rows["from a task"], rows["from an actor"]
+    assert driver["name"] == "in.driver" and driver["request"] == "r1"
+    assert driver["job_id"] == task["job_id"] == actor["job_id"]
+    assert "task_id" not in driver and driver["levelname"] == "INFO"
+    assert task["task_name"] == "task" and task["task_func_name"] == "__main__.task"
+    assert task["name"] == "in.task" and task["node_id"] == driver["node_id"]
+    assert actor["actor_name"] == "logger" and actor["task_name"] == "Actor.method"
+    assert actor["levelname"] == "WARNING" and len(actor["actor_id"]) == 32
+    assert isinstance(task["timestamp_ns"], int) and task["worker_id"] != driver["worker_id"]

@@ -31,6 +31,7 @@ from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
 from ._ids import PlacementGroupID, TaskID
+from ._init_options import LoggingConfig
 from ._job_config import JobConfig
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
@@ -51,6 +52,7 @@ __all__ = [
     "ActorClass",
     "ActorHandle",
     "JobConfig",
+    "LoggingConfig",
     "NodeAffinitySchedulingStrategy",
     "ObjectRef",
     "ObjectRefGenerator",

@@ -25,14 +25,15 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from .._private import auth, cluster, tls
+from .._private import auth, cluster, job_logging, tls
 from .._private import labels as node_labels
 from .._private import runtime_env as renv
 from .._private.config import Config
-from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio
+from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio, logging_context
 from ..protocol.rt import KvGetRequest, NodeInfo
 from . import _context, _init_options, _runtime_env
 from ._init_context import InitContext
+from ._init_options import LoggingConfig
 from ._job_config import JobConfig, job_settings
 from ._object_ref import ObjectRef
 
@@ -221,6 +222,9 @@ def _make_worker(
     )
     worker.runtime_env = renv.to_wire(prep.job_env)
     worker.job_metadata, worker.default_actor_lifetime = prep.job_metadata, prep.lifetime
+    if prep.job_logging is not None:
+        worker.job_logging = prep.job_logging
+        job_logging.configure(prep.job_logging, lambda: logging_context(worker))
     return worker
 
 
@@ -242,6 +246,7 @@ class _Prepared:
     job_packages: Any
     job_metadata: dict[str, str]
     lifetime: str
+    job_logging: dict[str, Any] | None
 
 
 def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
@@ -291,6 +296,7 @@ def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
         job_packages=job_packages,
         job_metadata=job_metadata,
         lifetime=lifetime,
+        job_logging=_init_options.logging_config(where, args["logging_config"]),
     )
 
 
@@ -309,6 +315,7 @@ def init(
     runtime_env: dict[str, Any] | None = None,
     logging_level: int | str | None = None,
     logging_format: str | None = None,
+    logging_config: LoggingConfig | None = None,
     configure_logging: bool = True,
     local_mode: bool = False,
     job_config: JobConfig | None = None,
@@ -385,6 +392,7 @@ async def init_async(
     runtime_env: dict[str, Any] | None = None,
     logging_level: int | str | None = None,
     logging_format: str | None = None,
+    logging_config: LoggingConfig | None = None,
     configure_logging: bool = True,
     local_mode: bool = False,
     job_config: JobConfig | None = None,

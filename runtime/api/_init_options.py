@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .._private import job_logging
 
 #: Ray's default format for its logger.
 DEFAULT_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
@@ -89,3 +92,40 @@ def _configure(level: int, fmt: str) -> None:
         logger.addHandler(handler)
     handler.setFormatter(logging.Formatter(fmt))
     logger.propagate = False  # (as Ray's: not printed twice by the root's handlers)
+
+
+@dataclass
+class LoggingConfig:
+    """Ray's ``LoggingConfig``: how the job's driver and every worker of the job set
+    up their root logger (``init(logging_config=...)``). ``encoding``: "TEXT" or
+    "JSON"; ``log_level``: the root logger's level; ``additional_log_standard_attrs``:
+    LogRecord attributes to add to each line (``name``, ``funcName``, ...). Each
+    line also carries the runtime's context: ``job_id``, ``worker_id``, ``node_id``,
+    and in a task or actor its ``task_id``, ``task_name``, ``task_func_name``,
+    ``actor_id`` and ``actor_name``."""
+
+    encoding: str = "TEXT"
+    log_level: str = "INFO"
+    additional_log_standard_attrs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        job_logging.check(self.encoding, self.log_level, self.additional_log_standard_attrs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return job_logging.check(self.encoding, self.log_level, self.additional_log_standard_attrs)
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> LoggingConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in known})
+
+
+def logging_config(where: str, value: Any) -> dict[str, Any] | None:
+    """``init(logging_config=...)`` as the job's record carries it (None: not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, LoggingConfig):
+        raise TypeError(
+            f"{where}: logging_config must be a runtime.LoggingConfig, got {type(value).__name__}"
+        )
+    return value.to_dict()

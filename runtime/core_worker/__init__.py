@@ -16,7 +16,13 @@ from ._lane import LaneHost
 from ._loop import check_blocking_allowed
 from ._output import install as mark_task_output
 from ._reference import OwnerAddress, Reference, RefFactory
-from ._running import ActorExitRequest, current_task, current_task_id, thread_state
+from ._running import (
+    ActorExitRequest,
+    current_task,
+    current_task_id,
+    logging_context,
+    thread_state,
+)
 from ._states import WorkerMode
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "current_task_id",
     "in_asyncio",
     "install_interrupts",
+    "logging_context",
     "mark_task_output",
     "thread_state",
 ]

@@ -114,6 +114,8 @@ class CoreWorker:
         # The job's (a driver's JobConfig; a worker learns the lifetime from the job record).
         self.job_metadata: dict[str, str] = {}
         self.default_actor_lifetime = "non_detached"
+        # The job's LoggingConfig (a dict, from ``job_logging.check``), if it has one.
+        self.job_logging: dict[str, Any] | None = None
         # This process's runtime environment (canonical JSON; "" for none): a
         # driver's is its job's; a worker's, the one it was started with.
         self.runtime_env = (

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
+from .._private import job_logging
 from ..protocol.rt import KvGetRequest, KvPutRequest
+from ._running import logging_context
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -69,6 +72,7 @@ class Exports:
             "sys_path": _importable_paths(),
             "namespace": namespace,
             "default_actor_lifetime": self._worker.default_actor_lifetime,
+            "logging_config": self._worker.job_logging,
         }
         await self._worker.gcs.kv_put(
             KvPutRequest(
@@ -93,10 +97,27 @@ class Exports:
         # Its runtime environment's folders stay first (working_dir, py_modules).
         own = [p for p in os.environ.get("RUNTIME_WORKER_PATHS", "").split(os.pathsep) if p]
         sys.path[:] = own + [p for p in sys.path if p not in own]
+        if isinstance(job.get("logging_config"), dict):
+            self._apply_logging(job["logging_config"])
         if job.get("default_actor_lifetime") == "detached":
             self._worker.default_actor_lifetime = "detached"
         namespace: str = job.get("namespace", "")
         return namespace
+
+    def _apply_logging(self, sent: dict[str, Any]) -> None:
+        """The job's LoggingConfig, set up in this worker (before its first task)."""
+        try:
+            config = job_logging.check(
+                sent.get("encoding"),
+                sent.get("log_level"),
+                sent.get("additional_log_standard_attrs", []),
+            )
+        except (TypeError, ValueError) as e:  # (the driver checked it: not expected)
+            logging.getLogger(__name__).warning("the job's logging_config is ignored: %s", e)
+            return
+        self._worker.job_logging = config
+        job_logging.drop_default_handlers()
+        job_logging.configure(config, lambda: logging_context(self._worker))
 
 
 def _importable_paths() -> list[str]:

@@ -166,3 +166,25 @@ def load_args(worker: CoreWorker, task: WireTask) -> tuple[list[Any], dict[str, 
         args = [values[a.index] if type(a) is ArgSlot else a for a in args]
         kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
     return list(args), kwargs
+
+
+def logging_context(worker: CoreWorker) -> dict[str, str]:
+    """What a job's LoggingConfig adds to each log record, here and now."""
+    out = {
+        "job_id": f"{worker.job_id:08x}",
+        "worker_id": worker.worker_id.hex(),
+        "node_id": worker.node_id.hex(),
+    }
+    hosted = worker.actor_client.hosted
+    if hosted is not None:
+        out["actor_id"] = hosted["actor_id"].hex()
+        out["actor_name"] = hosted.get("name", "")
+    task_id = current_task_id.get()
+    if task_id is not None:
+        out["task_id"] = task_id.hex()
+    task = current_task.get()
+    if task is not None:
+        out["task_name"] = task[2]
+        if worker.executor is not None:
+            out["task_func_name"] = worker.executor.function_name(task) or ""
+    return out
