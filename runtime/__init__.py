@@ -12,13 +12,21 @@ from . import actor, exceptions, job_config, runtime_context, util
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
+    ActorClassID,
     ActorHandle,
+    ActorID,
+    FunctionID,
+    JobID,
     LoggingConfig,
+    NodeID,
     ObjectRef,
     ObjectRefGenerator,
+    PlacementGroupID,
     RemoteFunction,
     RuntimeContext,
     TaskID,
+    UniqueID,
+    WorkerID,
     available_resources,
     available_resources_async,
     cancel,
@@ -48,16 +56,27 @@ from .api import state_api as _state_api
 
 timeline = _state_api.timeline
 timeline_async = _state_api.timeline_async
+#: Ray's older name of ``ObjectRef``.
+ObjectID = ObjectRef
 
 __all__ = [
     "ActorClass",
+    "ActorClassID",
     "ActorHandle",
+    "ActorID",
+    "FunctionID",
+    "JobID",
     "LoggingConfig",
+    "NodeID",
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
+    "PlacementGroupID",
     "RemoteFunction",
     "RuntimeContext",
     "TaskID",
+    "UniqueID",
+    "WorkerID",
     "actor",
     "available_resources",
     "available_resources_async",

@@ -182,3 +182,16 @@ def test_rays_exception_names_and_classes():
     assert all(issubclass(getattr(e, name), e.RayError) for name in others)
     assert issubclass(e.GetTimeoutError, TimeoutError)
     assert set(lost + others) <= set(e.__all__)
+
+
+def test_rays_id_classes_round_trip_and_refuse_bad_input() -> None:
+    for kind, size in ((runtime.NodeID, 16), (runtime.ActorID, 16), (runtime.JobID, 4)):
+        made = kind.from_random()
+        assert kind.from_hex(made.hex()) == made == kind.from_binary(made.binary())
+        assert kind.size() == size and kind.nil().is_nil() and not made.is_nil()
+        assert made != runtime.UniqueID(b"\0" * 16) and hash(made) == hash(kind(made.binary()))
+    with pytest.raises(ValueError, match="is not hex"):
+        runtime.NodeID.from_hex("zz")
+    with pytest.raises(ValueError, match="JobID takes 4 bytes"):
+        runtime.JobID(b"12345")
+    assert runtime.ObjectID is runtime.ObjectRef

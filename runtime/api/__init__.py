@@ -30,7 +30,17 @@ from ._context import runtime_loop
 from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
-from ._ids import PlacementGroupID, TaskID
+from ._ids import (
+    ActorClassID,
+    ActorID,
+    FunctionID,
+    JobID,
+    NodeID,
+    PlacementGroupID,
+    TaskID,
+    UniqueID,
+    WorkerID,
+)
 from ._init_options import LoggingConfig
 from ._job_config import JobConfig
 from ._object_ref import ObjectRef
@@ -50,10 +60,15 @@ from ._state import memory_async, memory_summary, memory_tables
 
 __all__ = [
     "ActorClass",
+    "ActorClassID",
     "ActorHandle",
+    "ActorID",
+    "FunctionID",
     "JobConfig",
+    "JobID",
     "LoggingConfig",
     "NodeAffinitySchedulingStrategy",
+    "NodeID",
     "ObjectRef",
     "ObjectRefGenerator",
     "PlacementGroup",
@@ -62,6 +77,8 @@ __all__ = [
     "RemoteFunction",
     "RuntimeContext",
     "TaskID",
+    "UniqueID",
+    "WorkerID",
     "available_resources",
     "available_resources_async",
     "cancel",

@@ -1,15 +1,52 @@
-"""Ray's id objects (``hex()``, ``binary()``) for the ids the API hands out."""
+"""Ray's id objects (``hex()``, ``binary()``, ``from_hex()``, ``nil()``) for the
+ids the API hands out, and the others Ray's top level names."""
 
 from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+IdT = TypeVar("IdT", bound="BaseID")
 
 
 class BaseID:
     """An id: equal to another of its kind with the same bytes, hashable."""
 
     __slots__ = ("_id",)
+    #: How many bytes an id of this kind has.
+    SIZE = 16
 
     def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes) or len(raw) != self.SIZE:
+            raise ValueError(f"{type(self).__name__} takes {self.SIZE} bytes, got {raw!r:.80}")
         self._id = raw
+
+    @classmethod
+    def size(cls) -> int:
+        return cls.SIZE
+
+    @classmethod
+    def from_binary(cls: type[IdT], raw: bytes) -> IdT:
+        return cls(raw)
+
+    @classmethod
+    def from_hex(cls: type[IdT], text: str) -> IdT:
+        try:
+            raw = bytes.fromhex(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{cls.__name__}.from_hex: {text!r:.80} is not hex") from None
+        return cls(raw)
+
+    @classmethod
+    def nil(cls: type[IdT]) -> IdT:
+        return cls(b"\xff" * cls.SIZE)
+
+    @classmethod
+    def from_random(cls: type[IdT]) -> IdT:
+        return cls(os.urandom(cls.SIZE))
+
+    def is_nil(self) -> bool:
+        return self._id == b"\xff" * self.SIZE
 
     def binary(self) -> bytes:
         return self._id
@@ -36,5 +73,48 @@ class TaskID(BaseID):
 
 class PlacementGroupID(BaseID):
     """A placement group's id."""
+
+    __slots__ = ()
+
+
+class JobID(BaseID):
+    """A job's id (its ``hex()`` is what ``get_runtime_context().get_job_id()`` says)."""
+
+    __slots__ = ()
+    SIZE = 4
+
+
+class NodeID(BaseID):
+    """A node's id (``runtime.nodes()``'s ``NodeID`` is its hex)."""
+
+    __slots__ = ()
+
+
+class ActorID(BaseID):
+    """An actor's id (``get_runtime_context().get_actor_id()`` is its hex)."""
+
+    __slots__ = ()
+
+
+class WorkerID(BaseID):
+    """A worker's or driver's id."""
+
+    __slots__ = ()
+
+
+class UniqueID(BaseID):
+    """Any other 16-byte id."""
+
+    __slots__ = ()
+
+
+class FunctionID(BaseID):
+    """A remote function's or actor class's definition id."""
+
+    __slots__ = ()
+
+
+class ActorClassID(BaseID):
+    """An actor class's id."""
 
     __slots__ = ()
