@@ -96,3 +96,31 @@ def test_node_affinity_hard_and_soft() -> None:
     too_big = SchedulingStrategy(kind=StrategyKind.NODE_AFFINITY, node_id=A)
     d = v.decide(cpu(8), too_big, spilled=False, local_available=cpu(2))
     assert d.placement is Placement.FAIL and "resources" in d.error
+
+
+def test_a_label_selector_narrows_every_kind_to_matching_nodes() -> None:
+    v = ClusterView(A, {"zone": "a"})
+    in_b = SchedulingStrategy(kind=StrategyKind.DEFAULT, label_selector={"zone": "b"})
+    # Before the gcs has told the view of this node, its own labels decide.
+    assert v.local_matches(SchedulingStrategy(label_selector={"zone": "in(a, c)"}))
+    assert not v.local_matches(in_b)
+    for n, zone in ((node(A, 2), "a"), (node(B, 2), "b"), (node(C, 2), "c")):
+        n.labels = {"zone": zone}
+        v.update_node(n)
+    d = v.decide(cpu(1), in_b, spilled=False, local_available=cpu(2))
+    assert d.placement is Placement.SPILL and d.node is not None and d.node.node_id == B
+    spread = SchedulingStrategy(kind=StrategyKind.SPREAD, label_selector={"zone": "!b"})
+    went = set()
+    for _ in range(4):
+        d = v.decide(cpu(0.1), spread, spilled=False, local_available=cpu(2))
+        went.add(A if d.placement is Placement.LOCAL else d.node.node_id if d.node else None)
+    assert went == {A, C}
+    pinned = SchedulingStrategy(
+        kind=StrategyKind.NODE_AFFINITY, node_id=B, label_selector={"zone": "a"}
+    )
+    failed = v.decide(cpu(1), pinned, spilled=False, local_available=cpu(2))
+    assert failed.placement is Placement.FAIL and "label_selector" in failed.error
+    nowhere = SchedulingStrategy(label_selector={"zone": "d"})
+    assert v.decide(cpu(1), nowhere, spilled=False, local_available=cpu(2)).placement is (
+        Placement.INFEASIBLE
+    )

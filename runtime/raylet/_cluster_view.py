@@ -62,8 +62,10 @@ class NodeView:
 
 
 class ClusterView:
-    def __init__(self, local_id: bytes) -> None:
+    def __init__(self, local_id: bytes, local_labels: dict[str, str] | None = None) -> None:
         self.local_id = local_id
+        # This node's labels, known before the gcs tells the view of this node.
+        self.local_labels = dict(local_labels or {})
         self.nodes: dict[bytes, NodeView] = {}
         # The label selector of the request being decided (set by ``decide``).
         self._selector: dict[str, str] = {}
@@ -113,8 +115,7 @@ class ClusterView:
         """Whether this node meets the strategy's label selector (if any)."""
         if strategy is None or not strategy.label_selector:
             return True
-        local = self.nodes.get(self.local_id)
-        return local is not None and node_labels.matches(local.labels, strategy.label_selector)
+        return node_labels.matches(self.local_labels, strategy.label_selector)
 
     # -- the decision -------------------------------------------------------------
     def decide(

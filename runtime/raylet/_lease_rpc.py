@@ -67,13 +67,11 @@ class LeaseHandlers:
     def _require_gcs(self) -> GcsClient: ...
 
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
+        selector = message.strategy.label_selector if message.strategy is not None else {}
         bad = (
             res.invalid(message.resources)
             or runtime_env.invalid_wire(message.runtime_env)
-            or (
-                message.strategy is not None
-                and node_labels.wire_error(message.strategy.label_selector, selector=True)
-            )
+            or node_labels.wire_error(selector, selector=True)
         )
         if not bad and not self._owner_known(message.owner_id):
             # A node that just joined may hear of a request before it has heard
@@ -112,7 +110,6 @@ class LeaseHandlers:
             self._by_owner_id[message.request_id] = req.request_id
         self._apply(self.scheduler.request(req))
         self.reports.resources_changed()  # a new demand, granted or not
-        selector = message.strategy.label_selector if message.strategy is not None else {}
         if decision.placement is Placement.INFEASIBLE and selector:
             logger.warning(
                 "lease for %s needs a node whose labels match %s, and %s; it waits for a "
