@@ -115,6 +115,20 @@ def test_an_actor_is_placed_where_its_selector_says(zones: tuple[Cluster, str, s
     assert node == other and node_labels["zone"] == "b"
 
 
+@runtime.remote(num_cpus=0)
+class AsyncPlaced:
+    async def labels(self) -> dict[str, str]:
+        return runtime.get_runtime_context().get_node_labels()  # (on the loop: no lookup)
+
+
+def test_an_async_actor_reads_its_node_labels_on_its_loop(
+    zones: tuple[Cluster, str, str],
+) -> None:
+    _, _, other = zones
+    actor = AsyncPlaced.options(label_selector={"zone": "b"}).remote()
+    assert runtime.get(actor.labels.remote())["ray.io/node-id"] == other
+
+
 def test_a_task_no_node_matches_waits_for_one_that_does(
     zones: tuple[Cluster, str, str],
 ) -> None:

@@ -33,6 +33,8 @@ class RuntimeContext:
     def get_node_labels(self) -> dict[str, str]:
         """This node's labels (``ray.io/node-id``, and those it was started with)."""
         worker = _context.current()
+        if worker.node_labels:
+            return dict(worker.node_labels)
         known = worker.cluster.nodes.get(worker.node_id)
         if known is not None:
             return dict(known.labels)

@@ -114,6 +114,8 @@ class CoreWorker:
         # The job's (a driver's JobConfig; a worker learns the lifetime from the job record).
         self.job_metadata: dict[str, str] = {}
         self.default_actor_lifetime = "non_detached"
+        # A worker's node's labels (told at registration; a driver looks them up).
+        self.node_labels: dict[str, str] = {}
         # The job's LoggingConfig (a dict, from ``job_logging.check``), if it has one.
         self.job_logging: dict[str, Any] | None = None
         # This process's runtime environment (canonical JSON; "" for none): a
@@ -266,6 +268,7 @@ class CoreWorker:
             raise exceptions.RuntimeEnvSetupError(setup_error)  # (the raylet ends it)
         self.node_id = reply.node_id
         self.store_socket = reply.store_socket
+        self.node_labels = dict(reply.node_labels)
         self.cluster.start(driver=False)
 
     async def wait_started(self) -> None:

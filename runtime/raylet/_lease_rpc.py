@@ -53,6 +53,7 @@ class LeaseHandlers:
     reports: GcsReports
     view: ClusterView
     store_socket: str
+    labels: dict[str, str]
     _request_ids: itertools.count[int]
     _waiting: dict[int, asyncio.Future[LeaseReply]]
     _by_owner_id: dict[bytes, int]
@@ -179,7 +180,9 @@ class LeaseHandlers:
                 message.worker_id, message.port, message.pid, time.monotonic(), message.push_port
             )
         )
-        return RegisterWorkerReply(node_id=self.node_id, store_socket=self.store_socket)
+        return RegisterWorkerReply(
+            node_id=self.node_id, store_socket=self.store_socket, node_labels=self.labels
+        )
 
     async def notify_worker_blocked(self, message: WorkerBlockedRequest) -> Empty:
         self._apply(self.scheduler.set_blocked(message.worker_id, message.blocked))

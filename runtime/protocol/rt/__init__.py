@@ -1890,6 +1890,15 @@ class RegisterWorkerReply(betterproto2.Message):
 
     store_socket: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
+    node_labels: "dict[str, str]" = betterproto2.field(
+        3,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+    """
+    its node's labels
+    """
+
 
 default_message_pool.register_message("rt", "RegisterWorkerReply", RegisterWorkerReply)
 
