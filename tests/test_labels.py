@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import cluster_of
@@ -39,6 +40,13 @@ def test_a_selector_matches_as_in_ray(selector: dict[str, str], expected: bool) 
 
 def test_labels_and_selectors_are_checked() -> None:
     assert labels.parse_labels(" zone=a, kind=spot ,") == {"zone": "a", "kind": "spot"}
+    assert labels.parse_labels('{"zone": "a"}') == {"zone": "a"}
+    with pytest.raises(ValueError, match="not a JSON object"):
+        labels.parse_labels('{"zone": ')
+    assert labels.defaults(b"\1" * 16, {"CPU": 1, "accelerator_type:A100": 1}) == {
+        "ray.io/node-id": "01" * 16,
+        "ray.io/accelerator-type": "A100",
+    }
     with pytest.raises(ValueError, match="not key=value"):
         labels.parse_labels("zone")
     with pytest.raises(ValueError, match="reserved"):
@@ -54,6 +62,17 @@ def test_labels_and_selectors_are_checked() -> None:
         labels.check_selector(["zone"])
     assert labels.wire_error({"zone": "in(a"}, selector=True)
     assert not labels.wire_error({"ray.io/node-id": "ab12"}, selector=False)
+
+
+def test_a_labels_file_is_read_and_checked(tmp_path: Any) -> None:
+    good = tmp_path / "labels.yaml"
+    good.write_text("zone: a\nkind: spot\n")
+    assert labels.read_labels_file(str(good)) == {"zone": "a", "kind": "spot"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zone: [a, b]\n")
+    with pytest.raises(TypeError, match="must be a str"):
+        labels.read_labels_file(str(bad))
+    assert labels.read_labels_file("") == {}
 
 
 def test_init_refuses_bad_labels_before_starting_anything() -> None:
@@ -88,8 +107,13 @@ class Placed:
 def test_nodes_report_their_labels(zones: tuple[Cluster, str, str]) -> None:
     _, head, other = zones
     found = {n["NodeID"]: n["Labels"] for n in runtime.nodes()}
-    assert found[head] == {"zone": "a", "ray.io/node-id": head}
-    assert found[other] == {"zone": "b", "accel": "h100", "ray.io/node-id": other}
+    assert found[head] == {"zone": "a", "ray.io/node-id": head, "ray.io/accelerator-type": ""}
+    assert found[other] == {
+        "zone": "b",
+        "accel": "h100",
+        "ray.io/node-id": other,
+        "ray.io/accelerator-type": "",
+    }
     assert runtime.get_runtime_context().get_node_labels() == found[head]
 
 

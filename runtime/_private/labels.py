@@ -1,7 +1,9 @@
 """Node labels and label selectors, as in Ray (its beta label scheduling).
 
-A node has string labels: ``ray.io/node-id`` (its id, hex) and those it was
-started with (``init(labels=...)``, ``runtime start --labels k=v,...``).
+A node has string labels: ``ray.io/node-id`` (its id, hex),
+``ray.io/accelerator-type`` (from an ``accelerator_type:<type>`` resource; ""
+on a node without one) and those it was started with (``init(labels=...)``,
+``runtime start --labels k=v,...`` or a JSON object, ``--labels-file`` YAML).
 Keys and values follow Kubernetes' label syntax; keys under ``ray.io/`` are
 the runtime's own.
 
@@ -14,12 +16,16 @@ which must hold on the node it runs on:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 RESERVED_PREFIX = "ray.io/"
 NODE_ID_KEY = "ray.io/node-id"
+ACCELERATOR_KEY = "ray.io/accelerator-type"
+#: The resource that names a node's accelerator type (``accelerator_type`` option).
+ACCELERATOR_RESOURCE = "accelerator_type:"
 
 _NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
 _NAME_RE = re.compile(_NAME)
@@ -65,8 +71,21 @@ def check_node_labels(labels: Any, what: str = "labels") -> dict[str, str]:
     return out
 
 
+def defaults(node_id: bytes, resources: Mapping[str, float]) -> dict[str, str]:
+    """The labels every node has."""
+    kinds = sorted(
+        k[len(ACCELERATOR_RESOURCE) :] for k in resources if k.startswith(ACCELERATOR_RESOURCE)
+    )
+    return {NODE_ID_KEY: node_id.hex(), ACCELERATOR_KEY: kinds[0] if kinds else ""}
+
+
 def parse_labels(text: str) -> dict[str, str]:
-    """``"k=v,k2=v2"`` (the command line's form), checked."""
+    """``"k=v,k2=v2"`` or a JSON object (the command line's forms), checked."""
+    if text.strip().startswith("{"):
+        try:
+            return check_node_labels(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"labels: not a JSON object: {e}") from None
     labels: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = pair.partition("=")
@@ -74,6 +93,20 @@ def parse_labels(text: str) -> dict[str, str]:
             raise ValueError(f"labels: {pair!r} is not key=value")
         labels[key.strip()] = value.strip()
     return check_node_labels(labels)
+
+
+def read_labels_file(path: str) -> dict[str, str]:
+    """A YAML mapping of labels in the file at ``path`` ({} for no path), checked."""
+    if not path:
+        return {}
+    import yaml  # (only the command line reads such files)
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not YAML: {e}") from None
+    return check_node_labels(loaded or {}, f"labels in {path}")
 
 
 def check_selector(selector: Any, what: str = "label_selector") -> dict[str, str]:

@@ -63,8 +63,11 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print("runtime start: --resources must be a JSON object", file=sys.stderr)
         return 2
     try:
-        labels = node_labels.parse_labels(args.labels)
-    except (TypeError, ValueError) as e:
+        labels = {
+            **node_labels.read_labels_file(args.labels_file),
+            **node_labels.parse_labels(args.labels),
+        }
+    except (OSError, TypeError, ValueError) as e:
         print(f"runtime start: --labels: {e}", file=sys.stderr)
         return 2
     if args.address:
@@ -352,7 +355,12 @@ def parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--resources", default=None, help="custom resources as JSON: '{\"x\": 2}'")
     start.add_argument(
-        "--labels", default="", help="this node's labels, for label selectors: 'k=v,k2=v2'"
+        "--labels",
+        default="",
+        help="this node's labels, for label selectors: 'k=v,k2=v2' or a JSON object",
+    )
+    start.add_argument(
+        "--labels-file", default="", help="a YAML file of this node's labels (key: value)"
     )
     start.add_argument(
         "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"

@@ -95,8 +95,8 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         self.host = host
         self.port = 0
         self.node_id = os.urandom(16)
-        # Its own labels first: a node's id is its own to say.
-        self.labels = {**(labels or {}), node_labels.NODE_ID_KEY: self.node_id.hex()}
+        # Its own labels last: they are the runtime's to say.
+        self.labels = {**(labels or {}), **node_labels.defaults(self.node_id, resources)}
         self.view = ClusterView(self.node_id, self.labels)
         self.gcs_address = (gcs_host, gcs_port)
         # Every node advertises its memory and its store's size, as in Ray.
