@@ -11,6 +11,7 @@ from conftest import cluster_of
 import runtime
 from runtime._private import labels
 from runtime.testing import Cluster
+from runtime.util import state
 from runtime.util.placement_group import placement_group, placement_group_table
 from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -115,6 +116,8 @@ def test_nodes_report_their_labels(zones: tuple[Cluster, str, str]) -> None:
         "ray.io/accelerator-type": "",
     }
     assert runtime.get_runtime_context().get_node_labels() == found[head]
+    rows = {row["node_id"]: row["labels"] for row in state.list_nodes()}
+    assert rows == found
 
 
 def test_tasks_run_where_their_selector_says(zones: tuple[Cluster, str, str]) -> None:

@@ -47,7 +47,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "nodes": (
         "node_id", "node_ip", "is_head_node", "state", "node_name", "resources_total",
         "resources_available", "object_store_used_bytes", "object_store_memory_bytes",
-        "raylet_port", "start_time_ms", "session_dir", "pid",
+        "raylet_port", "start_time_ms", "session_dir", "pid", "labels",
     ),
     "jobs": (
         "job_id", "submission_id", "type", "status", "entrypoint", "namespace",
@@ -282,6 +282,7 @@ def node_row(n: NodeInfo) -> dict[str, Any]:
         "start_time_ms": int(n.start_time * 1000),
         "session_dir": n.session_dir,
         "pid": n.pid,
+        "labels": dict(n.labels),
     }
 
 
