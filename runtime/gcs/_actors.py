@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import exceptions
+from .._private import labels as node_labels
 from .._private import rpc
 from .._private.push_stream import PushStream
 from .._private.task_wire import with_gpu_ids
@@ -466,6 +467,10 @@ class ActorManager:
         asked spills back if its view knows better)."""
         alive = [n for n in self._nodes() if n.alive and (n.host, n.raylet_port) != avoid]
         strategy = info.strategy
+        if strategy is not None and strategy.label_selector:
+            # Only nodes its selector matches (none: the first raylet asked keeps it waiting).
+            selector = strategy.label_selector
+            alive = [n for n in alive if node_labels.matches(n.labels, selector)] or alive
         if strategy is not None and strategy.kind is StrategyKind.NODE_AFFINITY:
             for node in alive:
                 if node.node_id == strategy.node_id:
