@@ -53,3 +53,19 @@ def test_inherit_from_the_plain_class_not_the_actor_class(cluster):
 def test_dir_lists_the_methods(cluster):
     names = dir(Limits.remote())
     assert {"inside", "double", "limit"} <= set(names)
+
+
+@runtime.remote
+class Holds:
+    def resources(self) -> dict[str, float]:
+        return runtime.get_runtime_context().get_assigned_resources()
+
+
+def test_an_actor_may_ask_for_object_store_memory_as_in_ray(cluster):
+    held = Holds.options(object_store_memory=1 << 20, memory=1 << 20).remote()
+    assert runtime.get(held.resources.remote()) == {
+        "object_store_memory": float(1 << 20),
+        "memory": float(1 << 20),
+    }
+    with pytest.raises(ValueError, match="invalid option 'object_store_memory'"):
+        runtime.remote(num_cpus=0)(lambda: 1).options(object_store_memory=1)

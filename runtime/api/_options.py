@@ -192,6 +192,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "accelerator_type": _accelerator_type,
     "resources": _resources,
     "memory": _number(),
+    "object_store_memory": _number(),  # (actors only, as in Ray)
     "name": _string,
     "namespace": _string,
     "lifetime": _lifetime,
@@ -265,8 +266,9 @@ def task_resources(options: Mapping[str, Any], default_cpus: float) -> dict[str,
     resources: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
     if options.get("num_gpus"):
         resources["GPU"] = float(options["num_gpus"])
-    if options.get("memory"):
-        resources["memory"] = float(options["memory"])
+    for name in ("memory", "object_store_memory"):  # (bytes, as the nodes advertise them)
+        if options.get(name):
+            resources[name] = float(options[name])
     for key, amount in (options.get("resources") or {}).items():
         resources[key] = float(amount)
     if options.get("accelerator_type"):
