@@ -48,6 +48,8 @@ def test_labels_and_selectors_are_checked() -> None:
         "ray.io/node-id": "01" * 16,
         "ray.io/accelerator-type": "A100",
     }
+    no_label = labels.defaults(b"\1" * 16, {"accelerator_type:NVIDIA A100": 1})
+    assert no_label["ray.io/accelerator-type"] == ""
     with pytest.raises(ValueError, match="not key=value"):
         labels.parse_labels("zone")
     with pytest.raises(ValueError, match="reserved"):

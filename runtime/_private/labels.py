@@ -72,9 +72,12 @@ def check_node_labels(labels: Any, what: str = "labels") -> dict[str, str]:
 
 
 def defaults(node_id: bytes, resources: Mapping[str, float]) -> dict[str, str]:
-    """The labels every node has."""
+    """The labels every node has (an accelerator type a label cannot hold is left out)."""
     kinds = sorted(
-        k[len(ACCELERATOR_RESOURCE) :] for k in resources if k.startswith(ACCELERATOR_RESOURCE)
+        kind
+        for k in resources
+        if k.startswith(ACCELERATOR_RESOURCE)
+        and _NAME_RE.fullmatch(kind := k[len(ACCELERATOR_RESOURCE) :])
     )
     return {NODE_ID_KEY: node_id.hex(), ACCELERATOR_KEY: kinds[0] if kinds else ""}
 
