@@ -260,6 +260,31 @@ def test_removal_kills_actors_fails_tasks_and_frees_everything(
     )
 
 
+@runtime.remote(num_cpus=0)
+def submit_into(pg: Any, mark: str) -> str:
+    """A task outside the group that submits one into it and waits for it."""
+    inner = sleeper.options(max_retries=0, **in_bundle(pg, 0)).remote(mark)
+    try:
+        runtime.get(inner, timeout=60)
+    except Exception as e:
+        return type(e).__name__
+    return "finished"
+
+
+def test_a_worker_owner_learns_its_tasks_group_was_removed(
+    three_nodes: Cluster, tmp_path: Any
+) -> None:
+    """Workers hear no group announcements: the owner asks the gcs when the
+    task's worker dies, rather than spend a retry (or, with none, call it a crash)."""
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(30)
+    mark = tmp_path / "started"
+    outcome = submit_into.remote(pg, str(mark))
+    wait_until(mark.exists, what="the task in the group to start")
+    remove_placement_group(pg)
+    assert runtime.get(outcome, timeout=60) == "TaskPlacementGroupRemoved"
+
+
 def test_a_dead_nodes_bundles_are_rescheduled_and_actors_restart(three_nodes: Cluster) -> None:
     pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
     assert pg.wait(30)

@@ -28,6 +28,7 @@ from ..protocol.rt import (
     LogBatch,
     NodeInfo,
     PlacementGroupInfo,
+    PlacementGroupRequest,
     PlacementGroupState,
     RayletStub,
     SubscribeRequest,
@@ -149,6 +150,24 @@ class ClusterWatch:
             self.group_states.clear()
         self.group_states[pg_id] = PlacementGroupState.REMOVED
         self._removed(pg_id)
+
+    async def any_removed(self, pg_ids: list[bytes]) -> bool:
+        """Whether the gcs says one of these groups is removed (and notes it):
+        for owners that hear no announcements, and for one that may not have
+        arrived yet. A gcs that does not answer in 2 s answers no."""
+        for pg_id in pg_ids:
+            request = PlacementGroupRequest(placement_group_id=pg_id)
+            try:
+                # Bounded: a gcs that restarts would hold the task's retry.
+                reply = await asyncio.wait_for(self._worker.gcs.get_placement_group(request), 2.0)
+            except TimeoutError:
+                return False
+            except rpc.CONNECTION_ERRORS:
+                return False
+            if reply.found and reply.state is PlacementGroupState.REMOVED:
+                self._removed(pg_id)
+                return True
+        return False
 
     def _removed(self, pg_id: bytes) -> None:
         self.removed_groups[pg_id] = None

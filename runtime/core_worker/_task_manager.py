@@ -317,7 +317,9 @@ class TaskManager:
             task_id = spec.task_id
             worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
 
-    def on_worker_failure(self, spec: TaskSpec, error: BaseException) -> None:
+    def on_worker_failure(
+        self, spec: TaskSpec, error: BaseException, *, group_checked: bool = False
+    ) -> None:
         if spec.state is TaskState.FINISHED:
             return  # failed already: a lost gcs or raylet fails every pending task
         if spec.cancelled:
@@ -340,6 +342,13 @@ class TaskManager:
             )
             self.fail_task(spec, serialization.serialize_error(removed))
             return
+        groups = placement.groups_in(spec.resources)
+        if groups and not group_checked and self._worker.state is State.RUNNING:
+            # Its group may be removed without this process having heard
+            # (a worker hears no announcements): ask before spending a retry.
+            check = self._after_group_check(spec, error, [bytes.fromhex(g) for g in groups])
+            self._worker.background.spawn(check)
+            return
         if self._worker.state is State.STOPPED:
             # This process's own shutdown ended the worker: no retry, nothing to report.
             stopped = exceptions.WorkerCrashedError(
@@ -361,6 +370,12 @@ class TaskManager:
         )
         self._worker.cluster.report_worker_death(str(crashed))
         self.fail_task(spec, serialization.serialize_error(crashed))
+
+    async def _after_group_check(
+        self, spec: TaskSpec, error: BaseException, groups: list[bytes]
+    ) -> None:
+        await self._worker.cluster.any_removed(groups)
+        self.on_worker_failure(spec, error, group_checked=True)
 
     def _group_removed(self, spec: TaskSpec) -> bool:
         """Whether the task ran in a placement group this driver knows removed."""
