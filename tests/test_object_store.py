@@ -74,6 +74,25 @@ def test_a_large_copy_in_chunks_is_exact(nbytes):
     assert np.array_equal(dest[1:-1], src) and dest[0] == 0 and dest[-1] == 0
 
 
+FORK_AFTER_COPY = """
+import os, numpy as np
+from runtime._private import memcopy
+a = np.arange(4 << 20, dtype=np.int64)
+memcopy.copy(memoryview(np.empty_like(a)).cast("B"), memoryview(a).cast("B"))
+pid = os.fork()
+if pid == 0:  # the parent's copying threads are not here
+    c = np.empty_like(a)
+    memcopy.copy(memoryview(c).cast("B"), memoryview(a).cast("B"))
+    os._exit(0 if (c == a).all() else 3)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_child_copies_with_threads_of_its_own():
+    done = run_driver(FORK_AFTER_COPY, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
+
+
 def test_a_copy_between_unequal_buffers_is_refused():
     with pytest.raises(ValueError, match="copy of 3 bytes into a buffer of 2"):
         memcopy.copy(memoryview(bytearray(2)), memoryview(b"abc"))

@@ -63,6 +63,15 @@ def _helpers() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it makes its own pool."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def threads_for(nbytes: int) -> int:
     """How many threads copy a buffer of ``nbytes`` (1: the caller alone)."""
     if nbytes < PARALLEL_MIN_BYTES:
