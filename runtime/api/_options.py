@@ -83,7 +83,7 @@ def _resources(name: str, value: Any) -> None:
 
 #: An ``accelerator_type`` option asks for a node that has this resource, as
 #: in Ray (a node started with ``resources={"accelerator_type:A100": 1}``).
-ACCELERATOR_PREFIX = "accelerator_type:"
+ACCELERATOR_PREFIX = node_labels.ACCELERATOR_RESOURCE
 _ACCELERATOR_SHARE = 0.001
 
 
