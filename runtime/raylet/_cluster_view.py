@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .._private import labels as node_labels
@@ -24,6 +25,9 @@ from .._private.resources import Fixed
 from ..protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
 
 logger = logging.getLogger(__name__)
+
+#: A request's label selector ({}: any node).
+Selector = Mapping[str, str]
 
 
 class Placement(enum.Enum):
@@ -67,8 +71,6 @@ class ClusterView:
         # This node's labels, known before the gcs tells the view of this node.
         self.local_labels = dict(local_labels or {})
         self.nodes: dict[bytes, NodeView] = {}
-        # The label selector of the request being decided (set by ``decide``).
-        self._selector: dict[str, str] = {}
         self._spread_next = 0
 
     # -- updates ----------------------------------------------------------------
@@ -127,30 +129,28 @@ class ClusterView:
         local_available: Fixed,
     ) -> Decision:
         kind = strategy.kind if strategy is not None else StrategyKind.DEFAULT
-        self._selector = strategy.label_selector if strategy is not None else {}
+        selector: Selector = strategy.label_selector if strategy is not None else {}
         if kind is StrategyKind.NODE_AFFINITY:
             assert strategy is not None
-            return self._affinity(request, strategy, spilled, local_available)
+            return self._affinity(request, strategy, spilled, local_available, selector)
         if kind is StrategyKind.SPREAD:
-            return self._spread(request, spilled)
-        return self._default(request, spilled, local_available)
+            return self._spread(request, spilled, selector)
+        return self._default(request, spilled, local_available, selector)
 
-    def _local_feasible(self, request: Fixed) -> bool:
+    def _local_feasible(self, request: Fixed, selector: Selector) -> bool:
         local = self.nodes.get(self.local_id)
-        return local is not None and self._eligible(local) and res.fits(local.total, request)
+        return local is not None and _eligible(local, selector) and res.fits(local.total, request)
 
-    def _eligible(self, node: NodeView) -> bool:
-        """The node meets the label selector of the request being decided."""
-        return not self._selector or node_labels.matches(node.labels, self._selector)
+    def _candidates(self, selector: Selector) -> list[NodeView]:
+        return [n for n in self.alive() if _eligible(n, selector)]
 
-    def _candidates(self) -> list[NodeView]:
-        return [n for n in self.alive() if self._eligible(n)]
-
-    def _default(self, request: Fixed, spilled: bool, local_available: Fixed) -> Decision:
-        local_feasible = self._local_feasible(request)
+    def _default(
+        self, request: Fixed, spilled: bool, local_available: Fixed, selector: Selector
+    ) -> Decision:
+        local_feasible = self._local_feasible(request, selector)
         if local_feasible and (spilled or res.fits(local_available, request)):
             return Decision(Placement.LOCAL)
-        others = [n for n in self._candidates() if n.node_id != self.local_id]
+        others = [n for n in self._candidates(selector) if n.node_id != self.local_id]
         with_room = [n for n in others if res.fits(n.available, request)]
         if with_room:
             return self._spill(min(with_room, key=NodeView.utilization), request)
@@ -161,11 +161,12 @@ class ClusterView:
             return self._spill(min(feasible, key=NodeView.utilization), request)
         return Decision(Placement.INFEASIBLE)
 
-    def _spread(self, request: Fixed, spilled: bool) -> Decision:
-        if spilled and self._local_feasible(request):
+    def _spread(self, request: Fixed, spilled: bool, selector: Selector) -> Decision:
+        if spilled and self._local_feasible(request, selector):
             return Decision(Placement.LOCAL)
         feasible = sorted(
-            (n for n in self._candidates() if res.fits(n.total, request)), key=lambda n: n.node_id
+            (n for n in self._candidates(selector) if res.fits(n.total, request)),
+            key=lambda n: n.node_id,
         )
         if not feasible:
             return Decision(Placement.INFEASIBLE)
@@ -179,7 +180,12 @@ class ClusterView:
         return self._spill(chosen, request)
 
     def _affinity(
-        self, request: Fixed, strategy: SchedulingStrategy, spilled: bool, local_available: Fixed
+        self,
+        request: Fixed,
+        strategy: SchedulingStrategy,
+        spilled: bool,
+        local_available: Fixed,
+        selector: Selector,
     ) -> Decision:
         target = self.nodes.get(strategy.node_id)
         why = ""
@@ -189,7 +195,7 @@ class ClusterView:
             why = f"node {strategy.node_id.hex()} is dead"
         elif not res.fits(target.total, request):
             why = f"node {strategy.node_id.hex()} does not have the resources it needs"
-        elif not self._eligible(target):
+        elif not _eligible(target, selector):
             why = f"node {strategy.node_id.hex()} does not match its label_selector"
         if not why:
             assert target is not None
@@ -197,7 +203,7 @@ class ClusterView:
                 return Decision(Placement.LOCAL)
             return self._spill(target, request)
         if strategy.soft:
-            return self._default(request, spilled, local_available)
+            return self._default(request, spilled, local_available, selector)
         return Decision(Placement.FAIL, error=f"it must run on a node that cannot: {why}")
 
     def _spill(self, node: NodeView, request: Fixed) -> Decision:
@@ -205,3 +211,8 @@ class ClusterView:
         assert node.node_id != self.local_id
         res.subtract(node.available, request)
         return Decision(Placement.SPILL, node)
+
+
+def _eligible(node: NodeView, selector: Selector) -> bool:
+    """The node meets the label selector ({} is met by every node)."""
+    return not selector or node_labels.matches(node.labels, selector)
