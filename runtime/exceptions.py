@@ -291,7 +291,11 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
     code catching it runs."""
 
 
-class ActorDiedError(RayError):
+class RayActorError(RayError):
+    """Base of the errors of a call whose actor could not run it (as in Ray)."""
+
+
+class ActorDiedError(RayActorError):
     """The actor died; the message says why. ``intended``: this is the result
     of the very call that ended it (``exit_actor()``, ``__ray_terminate__``),
     which its caller asked for: not reported when nobody reads it."""
@@ -304,10 +308,7 @@ class ActorDiedError(RayError):
         return (type(self), (str(self), self.intended))
 
 
-RayActorError = ActorDiedError
-
-
-class ActorUnavailableError(RayError):
+class ActorUnavailableError(RayActorError):
     """Ray's, for an actor that is restarting or unreachable for a while; not
     raised here (calls wait for a restarting actor), kept so that Ray code
     catching it runs."""
@@ -333,6 +334,11 @@ class ObjectStoreFullError(RayError):
     """The object store has no room for the object, even after spilling."""
 
 
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor was created with a name its namespace already holds for a
+    live actor (a ValueError, as in Ray; ``get_if_exists=True`` returns it)."""
+
+
 class PendingCallsLimitExceededError(RayError):
     """An actor's ``max_pending_calls`` limit was reached."""
 
@@ -347,6 +353,12 @@ class LocalRayletDiedError(RaySystemError, ConnectionError):
     process cannot run tasks or move objects any more, and says so, naming it."""
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An API call's argument has the wrong type where Ray raises ValueError
+    for it (``get(1)``, ``kill(ref)``): both ``except TypeError`` and Ray's
+    ``except ValueError`` catch it."""
+
+
 class RuntimeNotInitializedError(RayError, RuntimeError):
     """An API call was made before ``runtime.init()``."""
 
@@ -356,10 +368,12 @@ class BlockingCallOnLoopError(RayError, RuntimeError):
 
 
 __all__ = [
+    "ActorAlreadyExistsError",
     "ActorDiedError",
     "ActorPlacementGroupRemoved",
     "ActorUnavailableError",
     "ActorUnschedulableError",
+    "ArgumentTypeError",
     "AsyncioActorExit",
     "BlockingCallOnLoopError",
     "GcsLostError",

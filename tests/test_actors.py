@@ -263,8 +263,8 @@ def test_named_actor_and_get_actor(cluster):
     handle = runtime.get_actor("counter")
     assert handle == runtime.get_actor("counter") and original is not None
     assert runtime.get(handle.incr.remote()) == 6
-    with pytest.raises(ValueError, match="already exists"):
-        Counter.options(name="counter").remote()
+    with pytest.raises(runtime.exceptions.ActorAlreadyExistsError, match="already exists"):
+        Counter.options(name="counter").remote()  # (a ValueError too, as in Ray)
     with pytest.raises(ValueError, match="no actor named"):
         runtime.get_actor("missing")
 

@@ -42,6 +42,12 @@ def test_wrong_option_types():
         f.options(retry_exceptions=[1])
     with pytest.raises(ValueError, match="num_cpus"):
         f.options(resources={"CPU": 1})
+    # Amounts are counted in 1/10000, as in Ray: a finer one would count as none.
+    with pytest.raises(ValueError, match="below the smallest amount"):
+        f.options(num_cpus=0.00001)
+    with pytest.raises(ValueError, match="below the smallest amount"):
+        f.options(resources={"custom": 1e-5})
+    f.options(num_cpus=0.0001, resources={"custom": 0})
 
 
 def test_decorator_with_positional_arguments():
@@ -102,6 +108,8 @@ def test_inspect_serializability_finds_the_part(capsys):
 
 def test_get_argument_checks(cluster):
     with pytest.raises(TypeError, match="ObjectRef"):
+        runtime.get(1)
+    with pytest.raises(ValueError, match="ObjectRef"):  # Ray's type for it
         runtime.get(1)
     with pytest.raises(TypeError, match="item 1"):
         runtime.get([runtime.put(1), 2])
@@ -180,6 +188,10 @@ def test_rays_exception_names_and_classes():
         "ObjectStoreFullError",
     )
     assert all(issubclass(getattr(e, name), e.RayError) for name in others)
+    # As in Ray, catching RayActorError catches every error of an actor's call.
+    assert issubclass(e.ActorDiedError, e.RayActorError)
+    assert issubclass(e.ActorUnavailableError, e.RayActorError)
+    assert issubclass(e.ActorAlreadyExistsError, ValueError)
     assert issubclass(e.GetTimeoutError, TimeoutError)
     assert set(lost + others) <= set(e.__all__)
 

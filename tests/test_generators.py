@@ -64,6 +64,15 @@ def test_dynamic_and_fixed_num_returns(cluster):
     dynamic = runtime.get(count.options(num_returns="dynamic").remote(3))
     assert [runtime.get(r) for r in dynamic] == [0, 1, 2]
     assert runtime.get(count.options(num_returns=2).remote(2)) == [0, 1]
+    # A fixed count of 1 is a generator's one item, as in Ray; another number
+    # of items than declared fails the task, saying so.
+    assert runtime.get(count.options(num_returns=1).remote(1)) == 0
+    with pytest.raises(ValueError, match="num_returns=2 but its generator yielded more"):
+        runtime.get(count.options(num_returns=2).remote(3)[0])
+    with pytest.raises(ValueError, match=r"num_returns=2 but its generator yielded 1 value"):
+        runtime.get(count.options(num_returns=2).remote(1)[1])
+    with pytest.raises(ValueError, match="after 2"):  # the generator's own error
+        runtime.get(fails_after.options(num_returns=3).remote(2)[0])
     with pytest.raises(ValueError, match="streaming"):
         count.options(num_returns="lots")
 

@@ -152,6 +152,8 @@ def test_bad_input_is_refused_at_the_call_site(three_nodes: Cluster) -> None:
     for bundles in ([], [{}], [{"CPU": 0}], [{"CPU": -1}], [{"CPU": float("nan")}], [1]):
         with pytest.raises(ValueError):
             placement_group(bundles)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="below the smallest amount"):
+        placement_group([{"CPU": 1e-5}])
     with pytest.raises(ValueError, match="strategy"):
         placement_group([{"CPU": 1}], strategy="TIGHT")
     with pytest.raises(ValueError, match="lifetime"):

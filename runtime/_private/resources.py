@@ -16,6 +16,14 @@ UNIT = 10_000
 Fixed = dict[str, int]
 
 
+def finer_than_unit(amount: float) -> str:
+    """Why a requested amount above 0 cannot be counted (it is less than one
+    unit: it would count as nothing), or ""."""
+    if 0 < amount < 1 / UNIT:
+        return f"{amount!r} is below the smallest amount, 0.0001 (amounts are counted in 1/10000)"
+    return ""
+
+
 def to_fixed(resources: Mapping[str, float]) -> Fixed:
     return {name: round(amount * UNIT) for name, amount in resources.items() if amount}
 

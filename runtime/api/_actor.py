@@ -8,6 +8,7 @@ import inspect
 import pickle
 from typing import Any, Generic, TypeVar
 
+from .. import exceptions
 from .._private import serialization
 from ..core_worker import check_blocking_allowed
 from ..protocol.rt import ActorInfo, ActorState, Empty
@@ -236,7 +237,8 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     allows), as if its process had died.
     """
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
+        kind = type(actor).__name__
+        raise exceptions.ArgumentTypeError(f"kill() takes an actor handle, got {kind}")
     worker = _context.current()
     worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
 

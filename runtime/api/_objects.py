@@ -12,6 +12,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast, overload
 
+from .. import exceptions
 from ..core_worker import CoreWorker, check_blocking_allowed, thread_state
 from . import _context
 from ._generator import ObjectRefGenerator, wait_ready
@@ -40,7 +41,7 @@ def _refs_arg(object_refs: Any, call: str) -> tuple[list[ObjectRef], bool]:
                         f"not an ObjectRef{_hint(ref)}"
                     )
         return list(object_refs), False
-    raise TypeError(
+    raise exceptions.ArgumentTypeError(
         f"{call}() takes an ObjectRef or a list of ObjectRefs, got "
         f"{type(object_refs).__name__}{_hint(object_refs)}"
     )

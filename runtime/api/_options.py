@@ -14,7 +14,7 @@ from typing import Any
 
 from .._private import labels as node_labels
 from .._private import placement, runtime_env, task_wire
-from .._private.resources import MAX_AMOUNT
+from .._private.resources import MAX_AMOUNT, finer_than_unit
 from . import _scheduling
 
 _Check = Callable[[str, Any], None]
@@ -30,6 +30,9 @@ def _number(minimum: float = 0.0) -> _Check:
                 f"option {name!r} must be a finite number from {minimum:g} to {MAX_AMOUNT:g}, "
                 f"got {value!r}"
             )
+        finer = finer_than_unit(amount)
+        if finer:
+            raise ValueError(f"option {name!r}: {finer}")
 
     return check
 

@@ -21,6 +21,7 @@ from .. import exceptions
 from .._private import labels as node_labels
 from .._private import placement
 from .._private.ids import random_id
+from .._private.resources import finer_than_unit
 from ..core_worker import check_blocking_allowed
 from ..protocol.rt import (
     Bundle,
@@ -298,6 +299,9 @@ def _number(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    finer = finer_than_unit(float(value))
+    if finer:
+        raise ValueError(f"{name}: {finer}")
 
 
 def _check_selectors(selectors: Any, count: int) -> list[dict[str, str]]:

@@ -157,7 +157,8 @@ class ActorClient:
         if info.name and not on_a_loop_thread():
             reply = registered.result()
             if not reply.ok:
-                raise ValueError(reply.error)
+                taken = reply.name_taken
+                raise (exceptions.ActorAlreadyExistsError if taken else ValueError)(reply.error)
             if reply.existed:
                 owned = False
         if not owned:

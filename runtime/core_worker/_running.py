@@ -14,7 +14,8 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -83,8 +84,12 @@ async def run_async(
 
 def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     task_id, name, num_returns = task[0], task[2], task[5]
-    values: list[Any] | None
-    if num_returns == 1:
+    values: Iterable[Any] | None
+    if type(result) is GeneratorType:
+        # Ray's generator with a fixed num_returns: its items are the returns,
+        # each stored as it comes (so they need not all be in memory at once).
+        values = _yielded(result, num_returns, name)
+    elif num_returns == 1:
         values = [result]
     elif num_returns == 0:
         values = []
@@ -102,17 +107,20 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     returns: list[SerializedObject] = []
     nested: list[list[tuple[bytes, tuple[str, int, bytes]]]] = []
     pins: list[Any] = []
-    for index, value in enumerate(values):
-        try:
-            # A large result goes into this node's store under the return's id.
-            obj, refs = worker.objects.serialize_value(
-                value, return_id(task_id, index), owner=task[8]
-            )
-        except Exception as e:
-            return error_reply(task_id, name, e, "could not serialize the result: ")
-        returns.append(obj)
-        nested.append([(r.binary(), r.owner_address) for r in refs])
-        pins.extend(refs)
+    try:
+        for index, value in enumerate(values):
+            try:
+                # A large result goes into this node's store under the return's id.
+                obj, refs = worker.objects.serialize_value(
+                    value, return_id(task_id, index), owner=task[8]
+                )
+            except Exception as e:
+                return error_reply(task_id, name, e, "could not serialize the result: ")
+            returns.append(obj)
+            nested.append([(r.binary(), r.owner_address) for r in refs])
+            pins.extend(refs)
+    except Exception as e:  # raised by a generator's own code, or its count was wrong
+        return error_reply(task_id, name, e)
     if pins:
         # Held until the result's owner has taken the refs over (ReleasePins).
         worker.post(worker.ownership.pin, task_id, pins)
@@ -149,6 +157,26 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     error = exceptions.TaskCancelledError(f"{name}() was cancelled")
     return (task_id, False, [serialization.serialize_error(error)], False, [], None)
+
+
+def _yielded(items: Generator[Any, None, None], count: int, name: str) -> Iterator[Any]:
+    """A generator's items as a task's ``count`` returns; ValueError if it
+    yields another number of them (as Ray's documentation says)."""
+    seen = 0
+    for item in items:
+        seen += 1
+        if seen > count:
+            items.close()
+            raise ValueError(
+                f"{name}() was declared with num_returns={count} but its generator "
+                "yielded more values"
+            )
+        yield item
+    if seen < count:
+        raise ValueError(
+            f"{name}() was declared with num_returns={count} but its generator "
+            f"yielded {seen} value(s)"
+        )
 
 
 def _len_of(value: Any) -> str:

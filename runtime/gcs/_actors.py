@@ -196,6 +196,7 @@ class ActorManager:
                     return CreateActorReply(ok=True, actor=existing.info, existed=True)
                 return CreateActorReply(
                     ok=False,
+                    name_taken=True,
                     error=f"an actor named {info.name!r} already exists in namespace "
                     f"{info.namespace!r}",
                 )

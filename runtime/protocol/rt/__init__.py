@@ -853,6 +853,11 @@ class CreateActorReply(betterproto2.Message):
 
     existed: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
 
+    name_taken: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
+    """
+    not ok because a live actor holds the name
+    """
+
 
 default_message_pool.register_message("rt", "CreateActorReply", CreateActorReply)
 
