@@ -306,6 +306,19 @@ def test_runtime_context_in_task(cluster):
     assert ref.task_id().hex() == task_id
     assert ref.task_id() == runtime.TaskID(bytes.fromhex(task_id))
     assert ref.task_id() != runtime.put(1).task_id()
+    # Ray's older properties and get(): id objects, not hex.
+    assert ctx.job_id == runtime.JobID.from_hex(ctx.get_job_id())
+    assert ctx.node_id == runtime.NodeID.from_hex(ctx.get_node_id())
+    assert ctx.task_id is None and ctx.actor_id is None
+    assert ctx.get() == {"job_id": ctx.job_id, "node_id": ctx.node_id, "namespace": ctx.namespace}
+
+    @runtime.remote
+    def summary():
+        return runtime.get_runtime_context().get()
+
+    inside = runtime.get(summary.remote())
+    assert inside["task_id"] == runtime.TaskID.from_hex(inside["task_id"].hex())
+    assert inside["actor_id"] is None and inside["job_id"] == ctx.job_id
 
 
 def test_closures_and_lambdas_travel(cluster):

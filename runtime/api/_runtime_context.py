@@ -10,14 +10,19 @@ from ..core_worker import ActorExitRequest, current_task, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _cluster_info, _context
 from ._actor_handle import handle_from_state
+from ._ids import ActorID, JobID, NodeID, TaskID
 
 
 @dataclass(frozen=True)
 class RuntimeContext:
-    """What a driver or task can learn about where it runs."""
+    """What a driver or task can learn about where it runs.
 
-    job_id: int
-    node_id: str
+    Ray's ``get_*`` methods give ids as hex strings; its older properties
+    (``job_id``, ``node_id``, ``task_id``, ``actor_id``) and ``get()`` give
+    id objects."""
+
+    job: int
+    node: str
     worker_id: str
     namespace: str
     gcs_address: str
@@ -25,10 +30,41 @@ class RuntimeContext:
     mode: str
 
     def get_job_id(self) -> str:
-        return f"{self.job_id:08x}"
+        return f"{self.job:08x}"
 
     def get_node_id(self) -> str:
-        return self.node_id
+        return self.node
+
+    @property
+    def job_id(self) -> JobID:
+        return JobID(self.job.to_bytes(JobID.SIZE, "big"))
+
+    @property
+    def node_id(self) -> NodeID:
+        return NodeID(bytes.fromhex(self.node))
+
+    @property
+    def task_id(self) -> TaskID | None:
+        task_id = current_task_id.get()
+        return None if task_id is None else TaskID(task_id)
+
+    @property
+    def actor_id(self) -> ActorID | None:
+        hosted = _hosted()
+        return None if hosted is None else ActorID(hosted["actor_id"])
+
+    def get(self) -> dict[str, Any]:
+        """Ray's older summary: the job's and node's ids and the namespace, and
+        in a task or actor its task's and actor's ids."""
+        summary: dict[str, Any] = {
+            "job_id": self.job_id,
+            "node_id": self.node_id,
+            "namespace": self.namespace,
+        }
+        if self.mode == "worker":
+            summary["task_id"] = self.task_id
+            summary["actor_id"] = self.actor_id
+        return summary
 
     def get_node_labels(self) -> dict[str, str]:
         """This node's labels (``ray.io/node-id``, and those it was started with)."""
@@ -38,7 +74,7 @@ class RuntimeContext:
         known = worker.cluster.nodes.get(worker.node_id)
         if known is not None:
             return dict(known.labels)
-        here = [n for n in _cluster_info.nodes() if n["NodeID"] == self.node_id]
+        here = [n for n in _cluster_info.nodes() if n["NodeID"] == self.node]
         return dict(here[0]["Labels"]) if here else {}
 
     def get_worker_id(self) -> str:
@@ -160,8 +196,8 @@ def get_runtime_context() -> RuntimeContext:
             "the runtime is not initialized: call runtime.init() first"
         )
     return RuntimeContext(
-        job_id=worker.job_id,
-        node_id=worker.node_id.hex(),
+        job=worker.job_id,
+        node=worker.node_id.hex(),
         worker_id=worker.worker_id.hex(),
         namespace=worker.namespace,
         gcs_address=f"{worker.gcs_address[0]}:{worker.gcs_address[1]}",
