@@ -154,12 +154,23 @@ async def test_a_transfer_cut_short_aborts_the_copy(nodes: tuple[Node, Node]) ->
 
 
 @pytest.mark.timeout(30)
-async def test_no_room_here_is_not_a_lost_object(nodes: tuple[Node, Node]) -> None:
+async def test_no_room_here_is_disk_or_store_full_never_a_lost_object(
+    nodes: tuple[Node, Node],
+) -> None:
     from runtime.raylet.store._store import StoreFullError
 
     a, b = nodes
-    object_id = os.urandom(16)
-    await a.put(object_id, os.urandom(16 << 20))  # twice the puller's whole store
-    with pytest.raises(StoreFullError, match="cannot fit"):
-        await b.manager.pull(object_id, A, b"")
-    assert b.store.store.objects == {}
+    data = os.urandom(16 << 20)  # twice the puller's whole store
+    kept, refused = os.urandom(16), os.urandom(16)
+    await a.put(kept, data)
+    await a.put(refused, data)
+    # Kept on disk, outside the store (Ray's fallback allocation).
+    assert await b.manager.pull(kept, A, b"") == ""
+    assert await b.read(kept) == data
+    assert b.store.store.fallback_bytes >= len(data) and b.store.store.used == 0
+    # With no disk for it either, the pull says the store is full (the
+    # caller's ObjectStoreFullError), not that the object is lost.
+    b.store.spill_dir = os.path.join(b.store.spill_dir, "gone")
+    with pytest.raises(StoreFullError, match="no room on disk"):
+        await b.manager.pull(refused, A, b"")
+    assert refused not in b.store.store.objects

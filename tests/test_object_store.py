@@ -15,7 +15,6 @@ from conftest import ROOT, assert_no_orphans, run_driver, wait_until
 import runtime
 from runtime._private import memcopy
 from runtime._private.framing import frame
-from runtime.exceptions import ObjectStoreFullError
 from runtime.protocol.rt import StoreOp, StoreReply, StoreRequest
 
 MB = 1 << 20
@@ -213,17 +212,27 @@ def test_restore_after_spill_inside_tasks(small_store):
     assert sums == [i * (20 * MB // 8) for i in range(20)]
 
 
-def test_put_that_can_never_fit(small_store):
-    with pytest.raises(ObjectStoreFullError, match=r"\d+ bytes"):
-        runtime.put(np.zeros(300 * MB // 8))
+def test_an_object_larger_than_the_store_is_kept_on_disk(small_store):
+    # Ray's fallback allocation: a file on disk, outside the store's capacity,
+    # read as any object is (zero-copy, in tasks too), freed when dropped.
+    ref = runtime.put(np.arange(300 * MB // 8, dtype=np.int64))
+    assert stats().fallback_bytes >= 300 * MB and stats().used <= 200 * MB
+    assert int(runtime.get(ref)[-1]) == 300 * MB // 8 - 1
+    assert runtime.get(array_sum.remote(ref)) == sum(range(300 * MB // 8))
+    big = make_array.remote(250 * MB // 8, 3)  # a task's result too
+    assert runtime.get(array_sum.remote(big)) == 3 * (250 * MB // 8)
+    del ref, big
+    wait_until(lambda: stats().fallback_bytes == 0, timeout=30)
     assert runtime.get(runtime.put(1)) == 1
 
 
-def test_put_fails_when_nothing_can_be_spilled(small_store):
+def test_a_put_while_every_byte_is_being_read_is_kept_on_disk(small_store):
     held = [runtime.get(runtime.put(np.zeros(60 * MB // 8))) for _ in range(3)]  # read: pinned
-    with pytest.raises(ObjectStoreFullError, match="could be spilled"):
-        runtime.put(np.zeros(60 * MB // 8))
-    del held
+    ref = runtime.put(np.ones(60 * MB // 8))
+    assert stats().fallback_bytes >= 60 * MB
+    assert float(runtime.get(ref).sum()) == 60 * MB // 8
+    del held, ref
+    wait_until(lambda: stats().fallback_bytes == 0, timeout=30)
 
 
 def test_several_workers_read_one_object(cluster):
@@ -284,7 +293,9 @@ def test_protocol_errors_get_error_replies(cluster):
         "exists" in _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[pending], size=8)).error
     )
     too_big = _call(sock, StoreRequest(op=StoreOp.CREATE, object_ids=[b"b" * 20], size=1 << 50))
+    # Not even on disk: refused, saying both.
     assert too_big.store_full and "cannot fit" in too_big.error
+    assert "no room on disk" in too_big.error
     reply = _call(sock, StoreRequest(op=StoreOp.GET, object_ids=[b"n" * 20]))
     assert not reply.error and not reply.objects[0].found
     sock.close()

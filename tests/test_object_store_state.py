@@ -134,6 +134,26 @@ def test_fallback_restore_lives_only_while_read(store):
     store.validate()
 
 
+def test_a_fallback_creation_lives_until_deleted(store, tmp_path):
+    import os
+
+    fd = os.open(tmp_path, os.O_TMPFILE | os.O_RDWR, 0o600)
+    os.ftruncate(fd, 20 * MB)
+    obj = store.create(1, b"big", 20 * MB, fallback=store.pool.adopt(fd, 20 * MB))
+    store.seal(1, b"big")
+    assert store.used == 0 and store.fallback_bytes == 20 * MB
+    store.pin(2, obj)
+    store.release(2, b"big")
+    # Unlike a restored copy, it is the only one: kept while unread, never spilled.
+    assert obj.state is ObjectState.SEALED and store.fallback_bytes == 20 * MB
+    assert store.spill_candidates(MB) == []
+    store.validate()
+    store.delete(b"big")
+    assert store.fallback_bytes == 0 and b"big" not in store.objects
+    assert store.pool.pooled_bytes == 0  # destroyed, not pooled
+    store.validate()
+
+
 def test_full_when_nothing_can_be_spilled(store):
     store.create(1, b"a", 6 * MB)  # unsealed: cannot be spilled
     with pytest.raises(StoreFullError, match="only 0 could be spilled"):

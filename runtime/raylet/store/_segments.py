@@ -84,6 +84,10 @@ class SegmentPool:
             raise
         return Segment(next(self._ids), fd, round_up(size))
 
+    def adopt(self, fd: int, size: int) -> Segment:
+        """A segment of a file made elsewhere (a fallback allocation on disk)."""
+        return Segment(next(self._ids), fd, round_up(size))
+
     def give_back(self, segment: Segment) -> None:
         bisect.insort(self._free, (segment.size, segment.segment_id, segment))
         self.pooled_bytes += segment.size

@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from ..._private import process
 from ..._private.framing import FrameDecoder, FrameError, frame
@@ -37,12 +36,11 @@ from ...protocol.rt import (
     StoreStats,
 )
 from ._access import same_user
+from ._disk import read_spilled, reserved_file, write_spill_file
+from ._segments import Segment, round_up
 from ._store import ObjectState, ObjectStore, SpillFile, StoredObject, StoreError, StoreFullError
 
 logger = logging.getLogger(__name__)
-
-#: Spill files are written in chunks of this size, and objects read back so.
-IO_CHUNK = 8 << 20
 
 
 class StoreServer:
@@ -261,8 +259,25 @@ class StoreServer:
     ) -> StoredObject:
         if object_id in self.store.objects:
             raise StoreError(f"object {object_id.hex()} already exists")
-        await self._make_room(size)
+        try:
+            await self._make_room(size)
+        except StoreFullError as full:
+            segment = await self._fallback_segment(object_id, size, full)
+            return self.store.create(client_id, object_id, size, owner, segment)
         return self.store.create(client_id, object_id, size, owner)
+
+    async def _fallback_segment(self, object_id: bytes, size: int, full: StoreFullError) -> Segment:
+        """Ray's fallback allocation: memory for an object no spilling can make
+        room for, in a file on disk (its pages written back under pressure).
+        Its blocks are reserved now, so that writing it later cannot fail."""
+        path = os.path.join(self.spill_dir, f"fallback-{os.getpid()}-{object_id.hex()}")
+        loop = asyncio.get_running_loop()
+        try:
+            fd = await loop.run_in_executor(self._io, reserved_file, path, round_up(size))
+        except OSError as e:
+            raise StoreFullError(f"{full}; and no room on disk for it either: {e}") from e
+        logger.info("%s: %s (%d bytes) is kept on disk instead", full, object_id.hex(), size)
+        return self.store.pool.adopt(fd, size)
 
     def delete(self, object_ids: list[bytes]) -> None:
         for object_id in object_ids:
@@ -343,7 +358,7 @@ class StoreServer:
         jobs = [(obj, obj.segment.mapping(), obj.size) for obj in victims if obj.segment]
         loop = asyncio.get_running_loop()
         try:
-            fd, offsets = await loop.run_in_executor(self._io, _write_spill_file, path, jobs)
+            fd, offsets = await loop.run_in_executor(self._io, write_spill_file, path, jobs)
         except OSError as e:
             logger.error("spilling %d objects to %s failed: %s", len(victims), path, e)
             for obj in victims:
@@ -382,7 +397,7 @@ class StoreServer:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(
-                    self._io, _read_spilled, file, offset, obj.size, segment.mapping()
+                    self._io, read_spilled, file, offset, obj.size, segment.mapping()
                 )
             except OSError as e:
                 self.store.restore_failed(obj)
@@ -396,56 +411,6 @@ class StoreServer:
         for file in self.store.dead_spill_files():
             with contextlib.suppress(OSError):
                 os.close(file.fd)
-
-
-def _open_unlinked(path: str) -> int:
-    """A new file in ``path``'s folder with no name on disk: nothing of it can
-    outlive this process (a SIGKILL included)."""
-    folder = os.path.dirname(path)
-    if hasattr(os, "O_TMPFILE"):
-        try:
-            return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
-        except OSError:
-            pass  # a file system without unnamed files: make one and unlink it
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.unlink(path)
-    return fd
-
-
-def _write_spill_file(path: str, jobs: list[tuple[Any, Any, int]]) -> tuple[int, list[int]]:
-    fd = _open_unlinked(path)
-    offsets = []
-    position = 0
-    try:
-        for _, mapping, size in jobs:
-            offsets.append(position)
-            view = memoryview(mapping)
-            try:
-                for start in range(0, size, IO_CHUNK):
-                    chunk = view[start : min(size, start + IO_CHUNK)]
-                    written = 0
-                    while written < len(chunk):
-                        written += os.pwrite(fd, chunk[written:], position + start + written)
-            finally:
-                view.release()
-            position += size
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, offsets
-
-
-def _read_spilled(file: SpillFile, offset: int, size: int, mapping: Any) -> None:
-    view = memoryview(mapping)
-    try:
-        done = 0
-        while done < size:
-            n = os.preadv(file.fd, [view[done : min(size, done + IO_CHUNK)]], offset + done)
-            if not n:
-                raise OSError(f"spill file {file.path} is truncated")
-            done += n
-    finally:
-        view.release()
 
 
 _OPS = frozenset(op for op in StoreOp if op is not StoreOp.UNSPECIFIED)

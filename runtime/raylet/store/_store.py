@@ -14,10 +14,13 @@ room (least recently used first); their segments are then freed. A spilled
 object is restored into memory when it is read again. Secondary copies
 (pulled from another node, which keeps the primary) are evicted instead.
 
-Fallback: when a spilled object is read while every byte of the store is
-being read, it is restored into a segment outside the capacity (Ray's
-fallback allocation), counted in ``fallback_bytes`` rather than ``used``,
-and freed as soon as its last reader lets go (it stays on disk).
+Fallback (Ray's fallback allocation): memory outside the capacity, counted
+in ``fallback_bytes`` rather than ``used``. An object created when no
+spilling can make room for it (it is larger than the store, or the store is
+full of objects being read) gets a segment backed by a file on disk; it is
+never spilled and lives until it is deleted. A spilled object read while
+every byte of the store is being read is restored into a segment of its own,
+freed as soon as its last reader lets go (it stays on disk).
 """
 
 from __future__ import annotations
@@ -206,18 +209,29 @@ class ObjectStore:
         return obj is not None and not obj.deleted and obj.state is not ObjectState.CREATED
 
     def create(
-        self, client_id: int, object_id: bytes, size: int, owner: bytes = b""
+        self,
+        client_id: int,
+        object_id: bytes,
+        size: int,
+        owner: bytes = b"",
+        fallback: Segment | None = None,
     ) -> StoredObject:
-        """Allocates an object; the caller made room first (``room_for``)."""
+        """Allocates an object; the caller made room first (``room_for``), or
+        gives the ``fallback`` segment it made outside the capacity."""
         if object_id in self.objects:
             raise StoreError(f"object {object_id.hex()} already exists")
         if size < 0:
             raise StoreError(f"invalid size {size}")
-        if self.used + round_up(size) > self.capacity:
-            raise StoreFullError(f"no room for {size} bytes ({self.used}/{self.capacity} used)")
-        segment = self.pool.take(size) or self.pool.new(size)
-        self.used += segment.size
+        if fallback is not None:
+            segment = fallback
+            self.fallback_bytes += segment.size
+        else:
+            if self.used + round_up(size) > self.capacity:
+                raise StoreFullError(f"no room for {size} bytes ({self.used}/{self.capacity} used)")
+            segment = self.pool.take(size) or self.pool.new(size)
+            self.used += segment.size
         obj = StoredObject(object_id, size, ObjectState.CREATED, client_id, segment, owner=owner)
+        obj.fallback = fallback is not None
         self.objects[object_id] = obj
         return obj
 
@@ -228,7 +242,8 @@ class ObjectStore:
         if obj.creator != client_id:
             raise StoreError(f"object {object_id.hex()} was created by another client")
         obj.state = ObjectState.SEALED
-        self._lru[object_id] = None
+        if not obj.fallback:  # (already on disk: spilling it would free no memory)
+            self._lru[object_id] = None
 
     def abort(self, client_id: int, object_id: bytes) -> None:
         obj = self._get(object_id)
@@ -331,8 +346,8 @@ class ObjectStore:
             return
         if obj.deleted:
             self._remove(obj)
-        elif obj.fallback and obj.segment is not None:
-            # Its memory is outside the capacity: given back at once.
+        elif obj.fallback and obj.segment is not None and obj.spill is not None:
+            # A restored copy outside the capacity: given back at once.
             self._free_segment(obj)
             obj.state = ObjectState.SPILLED
 
