@@ -110,6 +110,8 @@ def test_driver_prints_task_output_under_its_name() -> None:
         "    print('hi there')\n"
         "@runtime.remote\n"
         "class Host:\n"
+        "    def __init__(self):\n"
+        "        print('from the constructor')\n"
         "    def speak(self):\n"
         "        print('from the actor')\n"
         "@runtime.remote(num_cpus=0)\n"
@@ -130,6 +132,8 @@ def test_driver_prints_task_output_under_its_name() -> None:
     lines = done.stdout.splitlines()
     assert any(line.startswith("(greet pid=") and line.endswith(") hi there") for line in lines)
     assert any(line.startswith("(Host pid=") and "from the actor" in line for line in lines)
+    # The constructor's lines too (not "Host.__init__"), as in Ray.
+    assert any(line.startswith("(Host pid=") and "from the constructor" in line for line in lines)
     # As in Ray: an actor whose class defines __repr__ is named by it.
     assert any(line.startswith("(Shard[3] pid=") and "from the actor" in line for line in lines)
     assert "RT-TASK" not in done.stdout + done.stderr

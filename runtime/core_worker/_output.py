@@ -12,6 +12,7 @@ import threading
 from typing import Any, TextIO
 
 from .._private import worker_logs
+from .._private.task_wire import KIND_ACTOR_CREATION
 from ._running import current_task, current_task_id
 
 
@@ -51,4 +52,8 @@ def install() -> None:
 
 def _task_name() -> str:
     task = current_task.get()
-    return "" if task is None else task[2]
+    if task is None:
+        return ""
+    if task[6] == KIND_ACTOR_CREATION:  # its constructor's lines show its class, as Ray's
+        return str(task[7].get("class_name") or task[2])
+    return task[2]
