@@ -362,3 +362,22 @@ def test_a_jobs_logging_config_structures_every_process_lines() -> None:
     assert actor["actor_name"] == "logger" and actor["task_name"] == "Actor.method"
     assert actor["levelname"] == "WARNING" and len(actor["actor_id"]) == 32
     assert isinstance(task["timestamp_ns"], int) and task["worker_id"] != driver["worker_id"]
+
+
+def test_a_tasks_own_logging_setup_takes_effect() -> None:
+    # As in Ray (and a plain process), the worker leaves the root logger to the
+    # user: basicConfig() in a task configures it, and its INFO lines arrive.
+    code = (
+        "import logging, runtime\n"
+        "@runtime.remote\n"
+        "def chatty():\n"
+        "    logging.basicConfig(level=logging.INFO, format='CFG %(levelname)s %(message)s')\n"
+        "    logging.getLogger('app').info('an info line')\n"
+        "runtime.init(num_cpus=1)\n"
+        "runtime.get(chatty.remote())\n"
+        "runtime.shutdown()\n"
+    )
+    done = run_driver(code)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    assert "CFG INFO an info line" in out, out

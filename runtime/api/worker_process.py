@@ -45,7 +45,15 @@ def main() -> None:
     parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
     gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The runtime's own messages get a handler of their own: the root logger is
+    # left as a plain Python process has it, the user's to set up (a task's
+    # logging.basicConfig() takes effect, as in Ray).
+    own = logging.StreamHandler()
+    own.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    runtime_logger = logging.getLogger("runtime")
+    runtime_logger.addHandler(own)
+    runtime_logger.setLevel(logging.WARNING)
+    runtime_logger.propagate = False
 
     # Sync tasks run on this (main) thread, the loop on another.
     host = LaneHost()
