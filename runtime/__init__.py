@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import actor, exceptions, job_config, runtime_context, util
+from . import actor, exceptions, job_config, runtime_context, runtime_env, util
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
@@ -101,6 +101,7 @@ __all__ = [
     "put",
     "remote",
     "runtime_context",
+    "runtime_env",
     "shutdown",
     "shutdown_async",
     "timeline",

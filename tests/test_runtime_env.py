@@ -161,6 +161,20 @@ def test_bad_runtime_envs_are_refused_at_the_call_site(cluster: runtime.RuntimeC
         seen.options(runtime_env=["A"])
 
 
+def test_rays_runtime_env_classes(cluster: runtime.RuntimeContext) -> None:
+    from runtime.runtime_env import RuntimeEnv, RuntimeEnvConfig
+
+    env = RuntimeEnv(env_vars={"B": "typed"}, config=RuntimeEnvConfig(setup_timeout_seconds=30))
+    assert env.env_vars() == {"B": "typed"} and not env.has_working_dir()
+    assert RuntimeEnv.deserialize(env.serialize()) == env
+    assert runtime.get(seen.options(runtime_env=env).remote())[1] == "typed"
+    # Checked where written, as a dict given to options() is.
+    with pytest.raises(ValueError, match="unknown runtime_env field 'envvars'"):
+        RuntimeEnv(envvars={})
+    with pytest.raises(ValueError, match="setup_timeout_seconds"):
+        RuntimeEnvConfig(setup_timeout_seconds=0)
+
+
 def test_init_refuses_a_bad_runtime_env_before_starting_anything() -> None:
     with pytest.raises(ValueError, match="unknown runtime_env field"):
         runtime.init(num_cpus=1, runtime_env={"nope": 1})
