@@ -54,8 +54,8 @@ from ._placement_group import (
     remove_placement_group,
 )
 from ._remote_function import RemoteFunction
-from ._runtime_env_spec import RuntimeEnv, RuntimeEnvConfig
 from ._runtime_context import RuntimeContext, exit_actor, get_gpu_ids, get_runtime_context
+from ._runtime_env_spec import RuntimeEnv, RuntimeEnvConfig
 from ._scheduling import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from ._state import memory_async, memory_summary, memory_tables
 
