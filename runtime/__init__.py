@@ -15,6 +15,7 @@ from .api import (
     ActorClassID,
     ActorHandle,
     ActorID,
+    DynamicObjectRefGenerator,
     FunctionID,
     JobID,
     LoggingConfig,
@@ -58,12 +59,21 @@ timeline = _state_api.timeline
 timeline_async = _state_api.timeline_async
 #: Ray's older name of ``ObjectRef``.
 ObjectID = ObjectRef
+#: Ray's process modes, for code that compares against them: a driver's, a
+#: worker's (this runtime has no local mode).
+SCRIPT_MODE = 0
+WORKER_MODE = 1
+LOCAL_MODE = 2
 
 __all__ = [
+    "LOCAL_MODE",
+    "SCRIPT_MODE",
+    "WORKER_MODE",
     "ActorClass",
     "ActorClassID",
     "ActorHandle",
     "ActorID",
+    "DynamicObjectRefGenerator",
     "FunctionID",
     "JobID",
     "LoggingConfig",

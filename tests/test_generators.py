@@ -62,6 +62,7 @@ def test_an_error_mid_stream(cluster):
 
 def test_dynamic_and_fixed_num_returns(cluster):
     dynamic = runtime.get(count.options(num_returns="dynamic").remote(3))
+    assert isinstance(dynamic, runtime.DynamicObjectRefGenerator)  # Ray's name for it
     assert [runtime.get(r) for r in dynamic] == [0, 1, 2]
     assert runtime.get(count.options(num_returns=2).remote(2)) == [0, 1]
     # A fixed count of 1 is a generator's one item, as in Ray; another number

@@ -53,7 +53,7 @@ from ._placement_group import (
     placement_group_table,
     remove_placement_group,
 )
-from ._remote_function import RemoteFunction
+from ._remote_function import DynamicObjectRefGenerator, RemoteFunction
 from ._runtime_context import RuntimeContext, exit_actor, get_gpu_ids, get_runtime_context
 from ._runtime_env_spec import RuntimeEnv, RuntimeEnvConfig
 from ._scheduling import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
@@ -64,6 +64,7 @@ __all__ = [
     "ActorClassID",
     "ActorHandle",
     "ActorID",
+    "DynamicObjectRefGenerator",
     "FunctionID",
     "JobConfig",
     "JobID",
