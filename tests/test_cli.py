@@ -61,6 +61,15 @@ def test_start_with_bad_labels_says_so_and_leaves_nothing(tmp_path):
     assert not root.exists() or not list(root.iterdir())
 
 
+def test_start_with_an_unusable_spilling_directory_says_so(tmp_path):
+    root, blocker = tmp_path / "sessions", tmp_path / "a-file"
+    blocker.write_text("")
+    bad = str(blocker / "spill")  # under a file: cannot be made
+    out = run("start", "--head", "--object-spilling-directory", bad, RUNTIME_SESSION_ROOT=str(root))
+    assert out.returncode == 2 and "object_spilling_directory" in out.stderr, out.stderr
+    assert not root.exists() or not list(root.iterdir())
+
+
 def test_a_standing_cluster_keeps_its_gcs_tables_in_sqlite(tmp_path):
     root, store = tmp_path / "sessions", tmp_path / "gcs"
     env = {"RUNTIME_SESSION_ROOT": str(root), "RUNTIME_DASHBOARD_PORT": "0"}

@@ -332,3 +332,31 @@ def test_client_killed_mid_create_leaks_nothing(cluster):
         proc.kill()
         proc.wait()
     assert runtime.get(runtime.put(np.ones(MB)))[0] == 1
+
+
+def test_object_spilling_directory_is_where_spill_files_go(tmp_path) -> None:
+    from conftest import runtime_pids
+
+    with pytest.raises(TypeError, match="object_spilling_directory"):
+        runtime.init(object_spilling_directory=3)  # refused before anything starts
+    folder = tmp_path / "spill-here"  # made by init, as Ray's argument is
+    ctx = runtime.init(
+        num_cpus=1, object_store_memory=100 * MB, object_spilling_directory=str(folder)
+    )
+    try:
+        refs = [runtime.put(np.full(20 * MB // 8, i, dtype=np.int64)) for i in range(8)]
+        assert stats().num_spilled > 0
+        # The files have no name; the processes holding them show where they are.
+        held = []
+        for pid in runtime_pids(ctx.session_dir):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    pass
+        assert any(path.startswith(str(folder)) for path in held), held
+        assert [int(runtime.get(r)[0]) for r in refs] == list(range(8))
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+    assert os.listdir(folder) == []  # nothing left behind

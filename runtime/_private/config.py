@@ -49,6 +49,10 @@ class Config:
     max_inline_object_size: int = 100 * 1024
     #: The store spills to disk down to this fraction of its capacity.
     object_spilling_threshold: float = 0.8
+    #: Where a node's store writes spilled objects and fallback allocations
+    #: (empty: the session's ``spill/``). Its files have no name on disk, so
+    #: nothing of them outlives the node, wherever they are.
+    object_spilling_directory: str = ""
     #: Lineage kept by one owner to rebuild lost objects, at most (bytes).
     max_lineage_bytes: int = 1024 * 1024 * 1024
     #: Seconds between resource reports from a raylet to the gcs at most.
@@ -163,3 +167,18 @@ def _integral(value: float) -> int:
     if not value.is_integer():
         raise ValueError(f"{value} is not a whole number")
     return int(value)
+
+
+def spill_folder(where: str, path: Any) -> str:
+    """``object_spilling_directory``, checked and made (so that a node does not
+    fail to start over it): its absolute path."""
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"{where}: object_spilling_directory must be a folder's path, got {path!r}")
+    folder = os.path.abspath(path)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{where}: object_spilling_directory {folder!r}: {e}") from e
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: object_spilling_directory {folder!r} is not writable")
+    return folder

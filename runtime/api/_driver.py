@@ -262,6 +262,7 @@ def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
         system_config=args["_system_config"],
         dashboard_host=args["dashboard_host"],
         dashboard_port=args["dashboard_port"],
+        spilling_directory=args["object_spilling_directory"],
     )
     namespace, runtime_env, job_metadata, lifetime = job_settings(
         where, args["job_config"], args["namespace"], args["runtime_env"]
@@ -321,6 +322,7 @@ def init(
     job_config: JobConfig | None = None,
     dashboard_host: str | None = None,
     dashboard_port: int | None = None,
+    object_spilling_directory: str | None = None,
     _system_config: dict[str, Any] | None = None,
     _temp_dir: str | None = None,
 ) -> InitContext:
@@ -398,6 +400,7 @@ async def init_async(
     job_config: JobConfig | None = None,
     dashboard_host: str | None = None,
     dashboard_port: int | None = None,
+    object_spilling_directory: str | None = None,
     _system_config: dict[str, Any] | None = None,
     _temp_dir: str | None = None,
 ) -> InitContext:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._private import job_logging
+from .._private.config import spill_folder
 
 #: Ray's default format for its logger.
 DEFAULT_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
@@ -28,6 +29,7 @@ def apply(
     system_config: Mapping[str, Any] | None,
     dashboard_host: str | None = None,
     dashboard_port: int | None = None,
+    spilling_directory: str | None = None,
 ) -> dict[str, Any] | None:
     """Checks these arguments and sets the ``runtime`` logger up if asked (as
     Ray sets up its ``ray`` logger); returns the configuration overrides, with
@@ -62,6 +64,8 @@ def apply(
         if not isinstance(temp_dir, str) or not temp_dir:
             raise TypeError(f"{where}: _temp_dir must be a folder's path, got {temp_dir!r}")
         overrides["session_root"] = temp_dir
+    if spilling_directory is not None:
+        overrides["object_spilling_directory"] = spill_folder(where, spilling_directory)
     return overrides if overrides or system_config is not None else None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._private import auth, cluster, placement, process, rpc, tls
 from .._private import labels as node_labels
-from .._private.config import Config
+from .._private.config import Config, spill_folder
 from .._private.session import Session
 from .._private.version import __version__
 from ..gcs import open_storage
@@ -53,6 +53,13 @@ def _cmd_start(args: argparse.Namespace) -> int:
         overrides["dashboard_host"] = args.dashboard_host
     if args.dashboard_port is not None:
         overrides["dashboard_port"] = args.dashboard_port
+    if args.object_spilling_directory:
+        try:
+            folder = spill_folder("runtime start", args.object_spilling_directory)
+        except (TypeError, ValueError) as e:
+            print(e, file=sys.stderr)
+            return 2
+        overrides["object_spilling_directory"] = folder
     config = Config.load(overrides)
     try:
         resources = json.loads(args.resources) if args.resources else {}
@@ -364,6 +371,11 @@ def parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--object-store-memory", type=int, default=None, help="the object store's capacity in bytes"
+    )
+    start.add_argument(
+        "--object-spilling-directory",
+        default=None,
+        help="where this node's store spills objects (default: the session's spill/ folder)",
     )
     start.add_argument(
         "--tls-cert", default=None, help="serve TLS with this PEM certificate (RUNTIME_TLS_CERT)"

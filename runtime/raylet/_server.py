@@ -156,7 +156,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         self.object_store = StoreServer(
             ObjectStore(object_store_memory, config.object_spilling_threshold),
             self.store_socket,
-            os.path.join(session_dir, "spill"),
+            config.object_spilling_directory or os.path.join(session_dir, "spill"),
             config.store_frame_timeout_s,
         )
         self._setups: dict[bytes, Setup] = {}  # workers' prepared environments
