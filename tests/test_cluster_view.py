@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from runtime._private import resources as res
-from runtime.protocol.rt import NodeInfo, ResourceView, SchedulingStrategy, StrategyKind
+from runtime.protocol.rt import (
+    LabelSelector,
+    NodeInfo,
+    ResourceView,
+    SchedulingStrategy,
+    StrategyKind,
+)
 from runtime.raylet._cluster_view import ClusterView, Placement
 
 A, B, C = b"a" * 16, b"b" * 16, b"c" * 16
@@ -102,8 +108,8 @@ def test_a_label_selector_narrows_every_kind_to_matching_nodes() -> None:
     v = ClusterView(A, {"zone": "a"})
     in_b = SchedulingStrategy(kind=StrategyKind.DEFAULT, label_selector={"zone": "b"})
     # Before the gcs has told the view of this node, its own labels decide.
-    assert v.local_matches(SchedulingStrategy(label_selector={"zone": "in(a, c)"}))
-    assert not v.local_matches(in_b)
+    assert v.local_matches(cpu(1), SchedulingStrategy(label_selector={"zone": "in(a, c)"}))
+    assert not v.local_matches(cpu(1), in_b)
     for n, zone in ((node(A, 2), "a"), (node(B, 2), "b"), (node(C, 2), "c")):
         n.labels = {"zone": zone}
         v.update_node(n)
@@ -123,4 +129,25 @@ def test_a_label_selector_narrows_every_kind_to_matching_nodes() -> None:
     nowhere = SchedulingStrategy(label_selector={"zone": "d"})
     assert v.decide(cpu(1), nowhere, spilled=False, local_available=cpu(2)).placement is (
         Placement.INFEASIBLE
+    )
+
+
+def test_a_fallback_selector_is_used_only_when_no_able_node_matches() -> None:
+    v = ClusterView(A, {"zone": "a"})
+    for n, zone in ((node(A, 2), "a"), (node(B, 2), "b"), (node(C, 8), "c")):
+        n.labels = {"zone": zone}
+        v.update_node(n)
+    fallbacks = [LabelSelector(conditions={"zone": "x"}), LabelSelector(conditions={"zone": "b"})]
+    strategy = SchedulingStrategy(label_selector={"zone": "d"}, fallback=fallbacks)
+    d = v.decide(cpu(1), strategy, spilled=False, local_available=cpu(2))
+    assert d.placement is Placement.SPILL and d.node is not None and d.node.node_id == B
+    assert not v.local_matches(cpu(1), strategy)
+    # Its own selector while a node that could hold it matches; a fallback
+    # only counts nodes big enough (zone b has 2 CPUs, not 4).
+    own = SchedulingStrategy(label_selector={"zone": "c"}, fallback=fallbacks)
+    d = v.decide(cpu(4), own, spilled=False, local_available=cpu(2))
+    assert d.placement is Placement.SPILL and d.node is not None and d.node.node_id == C
+    big = SchedulingStrategy(label_selector={"zone": "a"}, fallback=fallbacks)
+    assert v.decide(cpu(4), big, spilled=False, local_available=cpu(2)).placement is (
+        Placement.INFEASIBLE  # nothing able matches: it waits, by its own selector
     )

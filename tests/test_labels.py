@@ -169,6 +169,31 @@ def test_a_task_no_node_matches_waits_for_one_that_does(
     assert runtime.get(pending, timeout=60) == joined.node_id
 
 
+def test_a_fallback_strategy_is_used_when_no_node_matches(
+    zones: tuple[Cluster, str, str],
+) -> None:
+    # Ray's fallback_strategy: the first selector some node able to hold the
+    # request matches; the selector itself when one does.
+    _, head, other = zones
+    prefer_c = {"label_selector": {"zone": "c"}}
+    then_b = [{"label_selector": {"zone": "x"}}, {"label_selector": {"zone": "b"}}]
+    runs = where.options(**prefer_c, fallback_strategy=then_b)
+    assert set(runtime.get([runs.remote() for _ in range(4)])) == {other}
+    own = where.options(label_selector={"zone": "a"}, fallback_strategy=then_b)
+    assert runtime.get(own.remote()) == head
+    # An empty selector: anywhere (Ray's way to make a selector a preference).
+    anywhere = where.options(**prefer_c, fallback_strategy=[{"label_selector": {}}])
+    assert runtime.get(anywhere.remote()) in (head, other)
+    actor = Placed.options(**prefer_c, fallback_strategy=then_b).remote()
+    assert runtime.get(actor.where.remote())[0] == other
+    with pytest.raises(ValueError, match="only 'label_selector'"):
+        where.options(fallback_strategy=[{"num_cpus": 1}])
+    with pytest.raises(TypeError, match="list"):
+        where.options(fallback_strategy={"label_selector": {}})
+    with pytest.raises(ValueError, match="is not a condition"):
+        Placed.options(fallback_strategy=[{"label_selector": {"zone": "in()"}}])
+
+
 def test_bad_selectors_fail_at_the_call(zones: tuple[Cluster, str, str]) -> None:
     with pytest.raises(ValueError, match="is not a condition"):
         where.options(label_selector={"zone": "in()"})
@@ -176,7 +201,7 @@ def test_bad_selectors_fail_at_the_call(zones: tuple[Cluster, str, str]) -> None
         Placed.options(label_selector="zone=a")
     group = placement_group([{"CPU": 1}])
     strategy = PlacementGroupSchedulingStrategy(group)
-    with pytest.raises(ValueError, match="does not combine with a placement group"):
+    with pytest.raises(ValueError, match="do not combine with a placement group"):
         where.options(label_selector={"zone": "a"}, scheduling_strategy=strategy).remote()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 RESERVED_PREFIX = "ray.io/"
@@ -141,6 +141,44 @@ def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
         if (labels.get(key) in values) == bool(negated):
             return False
     return True
+
+
+def choose_selector(
+    primary: Mapping[str, str],
+    fallbacks: Sequence[Mapping[str, str]],
+    able: Iterable[Mapping[str, str]],
+) -> Mapping[str, str]:
+    """Ray's ``fallback_strategy``: ``primary`` if one of the nodes ``able`` to
+    hold the request (their labels) matches it, else the first fallback one of
+    them matches; ``primary`` when none does (the request waits for a node)."""
+    if not fallbacks:
+        return primary
+    candidates = list(able)
+    for selector in (primary, *fallbacks):
+        if any(matches(labels, selector) for labels in candidates):
+            return selector
+    return primary
+
+
+def check_fallback(value: Any, what: str = "fallback_strategy") -> list[dict[str, str]]:
+    """A ``fallback_strategy``, checked: a list of ``{"label_selector": {...}}``
+    (the one option Ray's accepts there); returns the selectors in order."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{what} must be a list of dicts, got {type(value).__name__}")
+    if len(value) > MAX_ENTRIES:
+        raise ValueError(f"{what}: at most {MAX_ENTRIES} fallbacks")
+    selectors = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or not entry:
+            raise TypeError(f"{what}[{i}] must be a non-empty dict, got {entry!r}")
+        unknown = set(entry) - {"label_selector"}
+        if unknown:
+            raise ValueError(
+                f"{what}[{i}]: unsupported option(s) {sorted(unknown)}; only 'label_selector' "
+                "is (as in Ray)"
+            )
+        selectors.append(check_selector(entry["label_selector"], f"{what}[{i}]['label_selector']"))
+    return selectors
 
 
 #: The most labels a node, or conditions a selector, may have on the wire.

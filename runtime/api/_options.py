@@ -125,6 +125,11 @@ def _label_selector(name: str, value: Any) -> None:
         node_labels.check_selector(value, f"option {name!r}")
 
 
+def _fallback_strategy(name: str, value: Any) -> None:
+    if value is not None:
+        node_labels.check_fallback(value, f"option {name!r}")
+
+
 def _num_returns(name: str, value: Any) -> None:
     if value in ("streaming", "dynamic"):
         return
@@ -165,6 +170,7 @@ TASK_OPTIONS: dict[str, _Check] = {
     "name": _string,
     "scheduling_strategy": _scheduling_strategy,
     "label_selector": _label_selector,
+    "fallback_strategy": _fallback_strategy,
     "runtime_env": _runtime_env,
     "enable_task_events": _bool,
     **_PLACEMENT_OPTIONS,
@@ -207,6 +213,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,
     "label_selector": _label_selector,
+    "fallback_strategy": _fallback_strategy,
     "runtime_env": _runtime_env,
     "enable_task_events": _bool,  # the default of its calls (and its creation's)
     **_PLACEMENT_OPTIONS,

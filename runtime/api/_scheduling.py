@@ -19,7 +19,7 @@ from typing import Any
 from .._private import placement
 from .._private.resources import UNIT
 from .._private.task_wire import Placement
-from ..protocol.rt import SchedulingStrategy, StrategyKind
+from ..protocol.rt import LabelSelector, SchedulingStrategy, StrategyKind
 from ._placement_group import PlacementGroup
 
 
@@ -134,6 +134,7 @@ def resolve(
     and they name no strategy of their own."""
     strategy = options.get("scheduling_strategy")
     selector = options.get("label_selector")
+    fallback = options.get("fallback_strategy")
     legacy = options.get("placement_group", "default")
     if strategy is None and legacy != "default":
         strategy = PlacementGroupSchedulingStrategy(
@@ -141,16 +142,19 @@ def resolve(
             options.get("placement_group_bundle_index", -1),
             options.get("placement_group_capture_child_tasks"),
         )
-    if selector and (
+    if (selector or fallback) and (
         isinstance(strategy, PlacementGroupSchedulingStrategy) or legacy not in (None, "default")
     ):
         raise ValueError(
-            f"{what}: label_selector does not combine with a placement group (its bundles "
-            "decide where it runs)"
+            f"{what}: label_selector and fallback_strategy do not combine with a placement "
+            "group (its bundles decide where it runs)"
         )
-    if selector:
+    if selector or fallback:
         message = to_message(strategy) or SchedulingStrategy(kind=StrategyKind.DEFAULT)
-        message.label_selector = dict(selector)
+        message.label_selector = dict(selector or {})
+        message.fallback = [
+            LabelSelector(conditions=dict(entry["label_selector"])) for entry in fallback or ()
+        ]
         return resources, message, None
     if strategy is None and current is not None and current[2]:
         pg_hex = current[0]

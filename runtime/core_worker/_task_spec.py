@@ -96,6 +96,7 @@ class TaskSpec:
                 strategy.node_id,
                 bool(strategy.soft),
                 tuple(sorted(strategy.label_selector.items())),
+                tuple(tuple(sorted(f.conditions.items())) for f in strategy.fallback),
             )
         )
         return tuple(sorted(self.resources.items())), (*where, self.runtime_env)

@@ -467,19 +467,25 @@ class ActorManager:
         """Where to ask first: the affinity node, else one with room (the raylet
         asked spills back if its view knows better)."""
         alive = [n for n in self._nodes() if n.alive and (n.host, n.raylet_port) != avoid]
+        wanted = info.resources.items()
+
+        def fits(have: dict[str, float]) -> bool:
+            return all(have.get(k, 0.0) >= v for k, v in wanted)
+
         strategy = info.strategy
-        if strategy is not None and strategy.label_selector:
-            # Only nodes its selector matches (none: the first raylet asked keeps it waiting).
-            selector = strategy.label_selector
+        if strategy is not None and (strategy.label_selector or strategy.fallback):
+            # Only nodes its selector (or the fallback in use) matches (none: the
+            # first raylet asked keeps it waiting).
+            selector = node_labels.choose_selector(
+                strategy.label_selector,
+                [f.conditions for f in strategy.fallback],
+                (n.labels for n in alive if fits(n.resources_total)),
+            )
             alive = [n for n in alive if node_labels.matches(n.labels, selector)] or alive
         if strategy is not None and strategy.kind is StrategyKind.NODE_AFFINITY:
             for node in alive:
                 if node.node_id == strategy.node_id:
                     return node
-        wanted = info.resources.items()
-
-        def fits(have: dict[str, float]) -> bool:
-            return all(have.get(k, 0.0) >= v for k, v in wanted)
 
         with_room = [n for n in alive if fits(n.resources_available)]
         if with_room:

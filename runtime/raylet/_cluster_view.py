@@ -113,11 +113,22 @@ class ClusterView:
     def alive(self) -> list[NodeView]:
         return [n for n in self.nodes.values() if n.alive]
 
-    def local_matches(self, strategy: SchedulingStrategy | None) -> bool:
+    def local_matches(self, request: Fixed, strategy: SchedulingStrategy | None) -> bool:
         """Whether this node meets the strategy's label selector (if any)."""
-        if strategy is None or not strategy.label_selector:
+        if strategy is None or not (strategy.label_selector or strategy.fallback):
             return True
-        return node_labels.matches(self.local_labels, strategy.label_selector)
+        return node_labels.matches(self.local_labels, self.selector_of(request, strategy))
+
+    def selector_of(self, request: Fixed, strategy: SchedulingStrategy | None) -> Selector:
+        """The label selector a request is placed by: its own, or the first of
+        its fallbacks a node that could hold it matches (Ray's fallback_strategy)."""
+        if strategy is None:
+            return {}
+        if not strategy.fallback:
+            return strategy.label_selector
+        able = (n.labels for n in self.alive() if res.fits(n.total, request))
+        fallbacks = [f.conditions for f in strategy.fallback]
+        return node_labels.choose_selector(strategy.label_selector, fallbacks, able)
 
     # -- the decision -------------------------------------------------------------
     def decide(
@@ -129,7 +140,7 @@ class ClusterView:
         local_available: Fixed,
     ) -> Decision:
         kind = strategy.kind if strategy is not None else StrategyKind.DEFAULT
-        selector: Selector = strategy.label_selector if strategy is not None else {}
+        selector = self.selector_of(request, strategy)
         if kind is StrategyKind.NODE_AFFINITY:
             assert strategy is not None
             return self._affinity(request, strategy, spilled, local_available, selector)

@@ -34,6 +34,7 @@ from ..protocol.rt import (
     RegisterWorkerReply,
     RegisterWorkerRequest,
     ReturnWorkerRequest,
+    SchedulingStrategy,
     WorkerBlockedRequest,
 )
 from . import _spillback as spillback
@@ -68,11 +69,13 @@ class LeaseHandlers:
     def _require_gcs(self) -> GcsClient: ...
 
     async def request_worker_lease(self, message: LeaseRequest) -> LeaseReply:
-        selector = message.strategy.label_selector if message.strategy is not None else {}
+        strategy = message.strategy
+        selector = strategy.label_selector if strategy is not None else {}
         bad = (
             res.invalid(message.resources)
             or runtime_env.invalid_wire(message.runtime_env)
             or node_labels.wire_error(selector, selector=True)
+            or _fallback_error(strategy)
         )
         if not bad and not self._owner_known(message.owner_id):
             # A node that just joined may hear of a request before it has heard
@@ -103,7 +106,7 @@ class LeaseHandlers:
             strategy=message.strategy,
             spilled=message.spilled,
             env=message.runtime_env,
-            elsewhere=not self.view.local_matches(message.strategy),
+            elsewhere=not self.view.local_matches(fixed, message.strategy),
         )
         fut: asyncio.Future[LeaseReply] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
@@ -209,3 +212,16 @@ class LeaseHandlers:
         if not owner or prefix != self.node_id[:NODE_PREFIX]:
             return not owner or any(n.node_id[:NODE_PREFIX] == prefix for n in self.view.alive())
         return self.scheduler.live_worker(owner) or owner in self._drivers.values()
+
+
+def _fallback_error(strategy: SchedulingStrategy | None) -> str:
+    """Why a request's fallback selectors are malformed ("" if they are not)."""
+    if strategy is None or not strategy.fallback:
+        return ""
+    if len(strategy.fallback) > node_labels.MAX_ENTRIES:
+        return f"more than {node_labels.MAX_ENTRIES} fallback selectors"
+    for fallback in strategy.fallback:
+        bad = node_labels.wire_error(fallback.conditions, selector=True)
+        if bad:
+            return f"a fallback selector: {bad}"
+    return ""

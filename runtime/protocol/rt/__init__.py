@@ -48,6 +48,7 @@ __all__ = (
     "KvGetRequest",
     "KvPutReply",
     "KvPutRequest",
+    "LabelSelector",
     "LeaseReply",
     "LeaseRequest",
     "LeaseStatus",
@@ -1191,6 +1192,18 @@ default_message_pool.register_message("rt", "KvPutRequest", KvPutRequest)
 
 
 @dataclass(eq=False, repr=False)
+class LabelSelector(betterproto2.Message):
+    conditions: "dict[str, str]" = betterproto2.field(
+        1,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+
+
+default_message_pool.register_message("rt", "LabelSelector", LabelSelector)
+
+
+@dataclass(eq=False, repr=False)
 class LeaseReply(betterproto2.Message):
     status: "LeaseStatus" = betterproto2.field(
         1, betterproto2.TYPE_ENUM, default_factory=lambda: LeaseStatus(0)
@@ -2078,6 +2091,14 @@ class SchedulingStrategy(betterproto2.Message):
     )
     """
     Only nodes whose labels match (any kind): key -> "v", "!v", "in(a,b)", "!in(a,b)".
+    """
+
+    fallback: "list[LabelSelector]" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Ray's fallback_strategy: when no node that could hold the request matches
+    label_selector, the first of these that one matches is used instead.
     """
 
 
