@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import pytest
@@ -56,6 +58,38 @@ def test_wait(cluster):
         runtime.wait(fast, num_returns=4)
     with pytest.raises(ValueError, match="at least 1"):
         runtime.wait(fast, num_returns=0)
+
+
+@runtime.remote
+def fails():
+    raise ValueError("failed")
+
+
+@runtime.remote
+class Gate:
+    def __init__(self):
+        self.opened = asyncio.Event()
+
+    async def open(self):
+        self.opened.set()
+
+    async def passed(self):
+        await self.opened.wait()
+
+
+def test_wait_for_all_counts_a_failed_object_as_ready_and_waits_for_the_rest(cluster):
+    # As in Ray: an error is a ready object like any other; wait for all of
+    # them does not return at the first error (get does: it raises it).
+    gate = Gate.remote()
+    failed, held = fails.remote(), gate.passed.remote()
+    runtime.wait([failed])
+    opener = threading.Timer(0.3, lambda: gate.open.remote())
+    opener.start()
+    try:
+        ready, rest = runtime.wait([failed, held], num_returns=2, timeout=30)
+    finally:
+        opener.join()
+    assert ready == [failed, held] and rest == []
 
 
 def test_wait_returns_at_most_num_returns(cluster):

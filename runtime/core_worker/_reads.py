@@ -241,9 +241,10 @@ class ObjectReader:
     def _wait_owned(
         self, refs: Sequence[Reference], timeout: float | None, needed: int | None = None
     ) -> int:
-        """Blocks this (non-loop) thread until ``needed`` (default: all) of these
-        owned objects are ready, or one is an error when all are needed; returns
-        how many are still missing (more than 0 only on timeout). A memory-store
+        """Blocks this (non-loop) thread until ``needed`` of these owned objects
+        are ready; with ``needed`` None (a get's wait: all of them), also as soon
+        as one is an error, for a get fails at the first. Returns how many are
+        still missing (more than 0 only on timeout). A memory-store
         callback per object and one raw lock as the gate (an ``Event`` is a
         ``Condition`` in Python: about 10 us more per wait on each side): no
         future, no coroutine."""
@@ -253,8 +254,8 @@ class ObjectReader:
         gate = threading.Lock()
         gate.acquire()
         opened = [False]
+        fail_fast = needed is None  # (a wait counts errors as ready, as any object)
         needed = len(refs) if needed is None else needed
-        fail_fast = needed == len(refs)
         left = [needed]
 
         def open_gate() -> None:
