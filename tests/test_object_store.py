@@ -339,6 +339,9 @@ def test_object_spilling_directory_is_where_spill_files_go(tmp_path) -> None:
 
     with pytest.raises(TypeError, match="object_spilling_directory"):
         runtime.init(object_spilling_directory=3)  # refused before anything starts
+    with pytest.raises(ValueError, match="runtime start"):
+        runtime.init(address="127.0.0.1:1", object_spilling_directory=str(tmp_path / "no"))
+    assert not (tmp_path / "no").exists()
     folder = tmp_path / "spill-here"  # made by init, as Ray's argument is
     ctx = runtime.init(
         num_cpus=1, object_store_memory=100 * MB, object_spilling_directory=str(folder)

@@ -252,6 +252,11 @@ class _Prepared:
 def _prepare(where: str, args: dict[str, Any]) -> _Prepared:
     """Checks ``init()``'s (or ``init_async()``'s) arguments, named as in its
     signature, and sets up logging as they ask; raises before anything starts."""
+    if args["object_spilling_directory"] is not None and args["address"] not in (None, "local"):
+        raise ValueError(
+            f"{where}: object_spilling_directory is given to the node this driver starts, "
+            "not when joining a cluster (address=...): give it to `runtime start`"
+        )
     system_config = _init_options.apply(
         where,
         logging_level=args["logging_level"],
