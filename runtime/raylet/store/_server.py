@@ -37,7 +37,7 @@ from ...protocol.rt import (
 )
 from ._access import same_user
 from ._disk import read_spilled, reserved_file, write_spill_file
-from ._segments import Segment, round_up
+from ._segments import Segment, destroy, round_up
 from ._store import ObjectState, ObjectStore, SpillFile, StoredObject, StoreError, StoreFullError
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,11 @@ class StoreServer:
             await self._make_room(size)
         except StoreFullError as full:
             segment = await self._fallback_segment(object_id, size, full)
-            return self.store.create(client_id, object_id, size, owner, segment)
+            try:  # (another create of this id may have come first, meanwhile)
+                return self.store.create(client_id, object_id, size, owner, segment)
+            except StoreError:
+                destroy(segment)
+                raise
         return self.store.create(client_id, object_id, size, owner)
 
     async def _fallback_segment(self, object_id: bytes, size: int, full: StoreFullError) -> Segment:
