@@ -1,5 +1,5 @@
-"""``runtime.actor``: Ray's ``ray.actor`` names (``exit_actor``, the actor types)."""
+"""``runtime.actor``: Ray's ``ray.actor`` names (``exit_actor``, ``method``, the actor types)."""
 
-from .api import ActorClass, ActorHandle, exit_actor
+from .api import ActorClass, ActorHandle, ActorMethod, exit_actor, method
 
-__all__ = ["ActorClass", "ActorHandle", "exit_actor"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

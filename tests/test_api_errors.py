@@ -196,6 +196,39 @@ def test_rays_exception_names_and_classes():
     assert set(lost + others) <= set(e.__all__)
 
 
+def test_rays_module_paths_resolve_after_import_runtime_alone():
+    # Ray's docs write ray.util.scheduling_strategies.X and ray.actor.ActorMethod
+    # with only ``import ray``; the same lines run with ``import runtime as ray``.
+    import runtime.remote_function
+
+    u = runtime.util
+    assert u.scheduling_strategies.NodeAffinitySchedulingStrategy is (
+        runtime.api.NodeAffinitySchedulingStrategy
+    )
+    assert callable(u.placement_group)  # the function, as in Ray, not the module
+    assert u.accelerators.NVIDIA_TESLA_V100 == "V100"
+    assert runtime.actor.ActorMethod is runtime.api.ActorMethod
+    assert runtime.actor.method is runtime.method
+
+    @runtime.remote
+    def f() -> None: ...
+
+    assert isinstance(f, runtime.remote_function.RemoteFunction)
+
+
+def test_log_once_logs_each_key_once(monkeypatch):
+    from runtime.util import debug
+
+    monkeypatch.setattr(debug, "_logged", set())
+    monkeypatch.setattr(debug, "_disabled", False)
+    assert runtime.util.log_once("k") and not runtime.util.log_once("k")
+    assert runtime.util.log_once("other")
+    debug.reset_log_once("k")
+    assert runtime.util.log_once("k")
+    runtime.util.disable_log_once_globally()
+    assert not runtime.util.log_once("new")
+
+
 def test_rays_id_classes_round_trip_and_refuse_bad_input() -> None:
     for kind, size in ((runtime.NodeID, 16), (runtime.ActorID, 16), (runtime.JobID, 4)):
         made = kind.from_random()

@@ -17,6 +17,7 @@ from ._actor import (
     list_named_actors,
     list_named_actors_async,
 )
+from ._actor_handle import ActorMethod
 from ._cluster_info import (
     available_resources,
     available_resources_async,
@@ -64,6 +65,7 @@ __all__ = [
     "ActorClassID",
     "ActorHandle",
     "ActorID",
+    "ActorMethod",
     "DynamicObjectRefGenerator",
     "FunctionID",
     "JobConfig",
