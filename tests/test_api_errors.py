@@ -239,4 +239,9 @@ def test_rays_id_classes_round_trip_and_refuse_bad_input() -> None:
         runtime.NodeID.from_hex("zz")
     with pytest.raises(ValueError, match="JobID takes 4 bytes"):
         runtime.JobID(b"12345")
+    # Ray's job ids are little-endian: job 1's hex is 01000000.
+    assert runtime.JobID.from_int(1).hex() == "01000000"
+    assert runtime.JobID.from_hex("02000000").int() == 2
+    with pytest.raises(ValueError, match="from_int"):
+        runtime.JobID.from_int(-1)
     assert runtime.ObjectID is runtime.ObjectRef

@@ -165,7 +165,7 @@ def test_standing_cluster_joined_by_two_drivers(session_root):
             "ctx = runtime.init(address='auto')\n"
             "@runtime.remote\n"
             "def f(x): return x * 2\n"
-            "job = int(runtime.get_runtime_context().get_job_id(), 16)\n"
+            "job = runtime.get_runtime_context().job_id.int()\n"
             "print(job, sum(runtime.get([f.remote(i) for i in range(10)])))\n"
             "runtime.shutdown()\n"
         )

@@ -19,6 +19,20 @@ OBJECT_ID_SIZE = TASK_ID_SIZE + 4
 _INDEX = struct.Struct(">I")
 
 
+#: Bytes of a job id; its wire form is the job's number, its text (as Ray's) the
+#: hex of these bytes, little-endian: job 1 is "01000000".
+JOB_ID_SIZE = 4
+
+
+def job_bytes(job_id: int) -> bytes:
+    return job_id.to_bytes(JOB_ID_SIZE, "little")
+
+
+def job_hex(job_id: int) -> str:
+    """A job's id as users see it (``get_job_id()``, the state API, metrics' labels)."""
+    return job_id.to_bytes(JOB_ID_SIZE, "little").hex()
+
+
 def random_id(size: int = 16) -> bytes:
     return os.urandom(size)
 

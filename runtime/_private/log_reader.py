@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol.rt import Empty, GetLogRequest, NodeInfo, RayletStub
 from . import rpc
+from .ids import job_hex
 from .state import TIMEOUT_S, StateReader
 
 _UNREACHABLE: tuple[type[BaseException], ...] = (*rpc.CONNECTION_ERRORS, TimeoutError)
@@ -58,7 +59,7 @@ async def list_logs(
                 "mtime": f.mtime,
                 "worker_id": f.worker_id.hex() or None,
                 "pid": f.pid or None,
-                "job_id": f"{f.job_id:08x}" if f.job_id else None,
+                "job_id": job_hex(f.job_id) if f.job_id else None,
             }
             for f in reply.files
         ]

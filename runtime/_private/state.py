@@ -27,6 +27,7 @@ from ..protocol.rt import (
 )
 from . import memory, rpc
 from . import task_events as te
+from .ids import job_hex
 
 TIMEOUT_S = 10.0
 T = TypeVar("T")
@@ -75,10 +76,6 @@ ID_COLUMNS = {
     "objects": "object_id",
     "placement_groups": "placement_group_id",
 }
-
-
-def job_hex(job_id: int) -> str:
-    return f"{job_id:08x}"
 
 
 async def _bounded(call: Awaitable[T]) -> T:

@@ -78,10 +78,20 @@ class PlacementGroupID(BaseID):
 
 
 class JobID(BaseID):
-    """A job's id (its ``hex()`` is what ``get_runtime_context().get_job_id()`` says)."""
+    """A job's id (its ``hex()`` is what ``get_runtime_context().get_job_id()`` says):
+    the job's number in 4 bytes, little-endian as Ray's (job 1 is ``01000000``)."""
 
     __slots__ = ()
     SIZE = 4
+
+    @classmethod
+    def from_int(cls, value: int) -> JobID:
+        if not isinstance(value, int) or not 0 <= value < 1 << (8 * cls.SIZE):
+            raise ValueError(f"JobID.from_int takes an int in [0, 2**32), got {value!r:.80}")
+        return cls(value.to_bytes(cls.SIZE, "little"))
+
+    def int(self) -> int:
+        return int.from_bytes(self._id, "little")
 
 
 class NodeID(BaseID):

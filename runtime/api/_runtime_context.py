@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .._private import runtime_env as renv
+from .._private.ids import job_bytes, job_hex
 from ..core_worker import ActorExitRequest, current_task, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _cluster_info, _context
@@ -30,14 +31,14 @@ class RuntimeContext:
     mode: str
 
     def get_job_id(self) -> str:
-        return f"{self.job:08x}"
+        return job_hex(self.job)
 
     def get_node_id(self) -> str:
         return self.node
 
     @property
     def job_id(self) -> JobID:
-        return JobID(self.job.to_bytes(JobID.SIZE, "big"))
+        return JobID(job_bytes(self.job))
 
     @property
     def node_id(self) -> NodeID:

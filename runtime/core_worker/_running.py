@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
 from .._private import serialization
-from .._private.ids import return_id
+from .._private.ids import job_hex, return_id
 from .._private.serialization import SerializedObject
 from .._private.task_wire import WireReply, WireTask
 from ._task_spec import ArgSlot
@@ -199,7 +199,7 @@ def load_args(worker: CoreWorker, task: WireTask) -> tuple[list[Any], dict[str, 
 def logging_context(worker: CoreWorker) -> dict[str, str]:
     """What a job's LoggingConfig adds to each log record, here and now."""
     out = {
-        "job_id": f"{worker.job_id:08x}",
+        "job_id": job_hex(worker.job_id),
         "worker_id": worker.worker_id.hex(),
         "node_id": worker.node_id.hex(),
     }

@@ -15,6 +15,7 @@ import os
 from collections import Counter
 
 from .._private import metrics
+from .._private.ids import job_hex
 from ..protocol.rt import NodeInfo, PlacementGroupState
 from ._actors import ActorManager
 from ._placement_groups import PlacementGroupManager
@@ -40,7 +41,7 @@ def families(
     for record in task_events.records():
         name = record.field("name", "")
         retry = "1" if record.attempt else "0"
-        counts[(name, record.state, retry, f"{record.job_id:08x}")] += 1
+        counts[(name, record.state, retry, job_hex(record.job_id))] += 1
     for key, n in sorted(counts.items()):
         tasks.add(key, n)
     dropped = metrics.Family(
@@ -55,7 +56,7 @@ def families(
     for actor in actors.actors.values():
         info = actor.info
         state = info.state.name.removeprefix("ACTOR_STATE_") if info.state else "UNKNOWN"
-        actor_counts[(info.class_name, state, f"{info.job_id:08x}")] += 1
+        actor_counts[(info.class_name, state, job_hex(info.job_id))] += 1
     for actor_key, n in sorted(actor_counts.items()):
         actor_family.add(actor_key, n)
 

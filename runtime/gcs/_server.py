@@ -18,6 +18,7 @@ from .._private import labels as node_labels
 from .._private import resources as res
 from .._private import task_events as te
 from .._private.config import Config
+from .._private.ids import job_hex
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ActorReply,
@@ -393,13 +394,13 @@ class GcsService(GcsBase):
         for record in records:
             row = None
             if filters:  # they may name any column: the full row is what they see
-                row = record.row(f"{record.job_id:08x}", True)
+                row = record.row(job_hex(record.job_id), True)
                 if not te.matches(row, filters):
                     continue
             total += 1
             # Rows past the limit are counted, not built (the dashboard polls).
             if message.summary or limit is None or len(rows) < limit:
-                row = row or record.row(f"{record.job_id:08x}", message.detail)
+                row = row or record.row(job_hex(record.job_id), message.detail)
                 rows.append(row if message.detail else te.basic(row))
         if message.summary:
             data = json.dumps(state.summarize_tasks(rows)).encode()
