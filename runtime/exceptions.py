@@ -88,9 +88,14 @@ class TaskError(RayError):
         try:
             err: TaskError = BaseException.__new__(derived)
         except TypeError:
-            # A builtin with its own __new__ (OSError and its kind) must make it.
+            # A builtin with its own __new__ (OSError and its kind) must make it;
+            # an exception group's takes its message and its exceptions.
             try:
-                err = cls.__new__(derived)
+                if isinstance(self.cause, BaseExceptionGroup):
+                    group: Any = cls
+                    err = group.__new__(derived, self.cause.message, self.cause.exceptions)
+                else:
+                    err = cls.__new__(derived)
             except Exception:
                 return self
         TaskError.__init__(

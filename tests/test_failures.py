@@ -81,6 +81,62 @@ def test_custom_exception_keeps_its_fields(cluster):
     assert info.value.code == 42
 
 
+class Abort(BaseException):
+    """Not an Exception: ``except Exception`` in the runtime would let it through."""
+
+
+@runtime.remote(max_retries=0)
+def raises_base(how):
+    if how == "group":
+        raise ExceptionGroup("several", [ValueError("a"), KeyError("b")])
+    raise Abort("stop")
+
+
+@runtime.remote(max_retries=0)
+async def raises_base_async():
+    raise Abort("stop, async")
+
+
+@runtime.remote(max_retries=0)
+def yields_then_raises_base():
+    yield 1
+    raise Abort("stop, streaming")
+
+
+@runtime.remote
+class Aborting:
+    def sync_call(self):
+        raise Abort("stop, in a sync method")
+
+    def ok(self):
+        return "still serving"
+
+
+def test_a_base_exception_fails_the_task_and_the_worker_serves_on(cluster):
+    # Once, it ended the loop's task that serves the worker: every call hung.
+    for _ in range(2):
+        with pytest.raises(Abort, match="stop") as info:
+            runtime.get(raises_base.remote("base"), timeout=60)
+        assert isinstance(info.value, TaskError)
+    with pytest.raises(Abort, match="stop, async"):
+        runtime.get(raises_base_async.remote(), timeout=60)
+    gen = yields_then_raises_base.remote()
+    assert runtime.get(next(gen), timeout=60) == 1
+    with pytest.raises(Abort, match="stop, streaming"):
+        runtime.get(next(gen), timeout=60)
+    actor = Aborting.remote()
+    with pytest.raises(Abort, match="in a sync method"):
+        runtime.get(actor.sync_call.remote(), timeout=60)
+    assert runtime.get(actor.ok.remote(), timeout=60) == "still serving"
+    # An exception group arrives as one, so except* sorts it as in Ray.
+    try:
+        runtime.get(raises_base.remote("group"), timeout=60)
+    except* ValueError as values:
+        assert [str(e) for e in values.exceptions] == ["a"]
+    except* KeyError as keys:
+        assert len(keys.exceptions) == 1
+
+
 class PairError(Exception):
     def __init__(self, a, b):  # its args are one message: pickle cannot call this back
         super().__init__(f"pair {a}-{b}")

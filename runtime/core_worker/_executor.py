@@ -271,7 +271,9 @@ class TaskExecutor:
             start = events.started(task)
             try:
                 result = await self._execute(task)
-            except Exception as e:
+            except (SystemExit, asyncio.CancelledError):
+                raise  # the worker exits, or stops serving
+            except BaseException as e:  # never ends the serving task: calls would hang
                 result = _system_error(task, e)
             finally:
                 self._running = None

@@ -9,6 +9,7 @@ id; refs nested in results stay pinned here until the owner took them over.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import os
 import socket
@@ -59,6 +60,14 @@ class _ThreadState(threading.local):
 
 thread_state = _ThreadState()
 
+#: Raised by a task's code, these end its actor or its worker (SystemExit: the
+#: process exits, as in Ray) rather than fail the task. Any other exception,
+#: a BaseException of the user's included, is the task's failure: uncaught, it
+#: would end the loop's task that serves this worker, and every call would hang.
+ENDS_WORKER = (ActorExitRequest, SystemExit)
+#: On the loop, a CancelledError is the task's cancellation, not its failure.
+ENDS_ASYNC = (ActorExitRequest, SystemExit, asyncio.CancelledError)
+
 
 def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> WireReply:
     try:
@@ -66,7 +75,9 @@ def run_sync(worker: CoreWorker, fn: Callable[..., Any], task: WireTask) -> Wire
         result = fn(*args, **kwargs)
     except KeyboardInterrupt:  # how a running sync task is cancelled, as in Ray
         return cancelled_reply(task[0], task[2])
-    except Exception as e:
+    except ENDS_WORKER:
+        raise
+    except BaseException as e:
         return error_reply(task[0], task[2], e)
     return result_reply(worker, task, result)
 
@@ -77,7 +88,9 @@ async def run_async(
     try:
         args, kwargs = load_args(worker, task)
         result = await fn(*args, **kwargs)
-    except Exception as e:
+    except ENDS_ASYNC:
+        raise
+    except BaseException as e:
         return error_reply(task[0], task[2], e)
     return result_reply(worker, task, result)
 
@@ -119,7 +132,9 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
             returns.append(obj)
             nested.append([(r.binary(), r.owner_address) for r in refs])
             pins.extend(refs)
-    except Exception as e:  # raised by a generator's own code, or its count was wrong
+    except ENDS_WORKER:
+        raise
+    except BaseException as e:  # raised by a generator's own code, or its count was wrong
         return error_reply(task_id, name, e)
     if pins:
         # Held until the result's owner has taken the refs over (ReleasePins).

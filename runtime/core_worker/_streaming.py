@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._private.ids import return_id
 from .._private.task_wire import GeneratorItem, WireReply, WireTask
 from ._loop import WAIT_SLICE_S
-from ._running import Reply, cancelled_reply, error_reply, load_args
+from ._running import ENDS_ASYNC, ENDS_WORKER, Reply, cancelled_reply, error_reply, load_args
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -102,7 +102,9 @@ def _start(worker: CoreWorker, fn: Any, task: WireTask) -> tuple[Any, WireReply 
         return fn(*args, **kwargs), None
     except KeyboardInterrupt:
         return None, cancelled_reply(task[0], task[2])
-    except Exception as e:
+    except ENDS_WORKER:
+        raise
+    except BaseException as e:
         return None, error_reply(task[0], task[2], e)
 
 
@@ -130,7 +132,9 @@ def run_sync_stream(worker: CoreWorker, fn: Any, task: WireTask, run: GeneratorR
     except KeyboardInterrupt:  # how a running sync task is cancelled
         _close(items)
         return cancelled_reply(task[0], task[2])
-    except Exception as e:
+    except ENDS_WORKER:
+        raise
+    except BaseException as e:
         return error_reply(task[0], task[2], e)
 
 
@@ -166,8 +170,10 @@ async def run_async_stream(
             run.reply(_item(worker, task, count, value))
             count += 1
             await run.wait_room(count)
-        raise asyncio.CancelledError  # a BaseException: not caught below
-    except Exception as e:
+        raise asyncio.CancelledError  # not caught below
+    except ENDS_ASYNC:
+        raise
+    except BaseException as e:
         return error_reply(task[0], task[2], e)
     finally:
         if agen is not None and hasattr(agen, "aclose"):
