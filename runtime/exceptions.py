@@ -348,6 +348,37 @@ class PendingCallsLimitExceededError(RayError):
     """An actor's ``max_pending_calls`` limit was reached."""
 
 
+#: Ray's name for it.
+PendingCallsLimitExceeded = PendingCallsLimitExceededError
+
+
+class AuthenticationError(RayError, ConnectionError):
+    """The cluster refused this process: it lacks the cluster's token (a
+    ConnectionError too, as any failure to reach the cluster)."""
+
+
+class ActorHandleNotFoundError(ValueError, RayError):
+    """An actor handle's actor is unknown here (Ray's name, for except clauses)."""
+
+
+class RpcError(RayError):
+    """A call between the runtime's processes failed (Ray's name, for except clauses)."""
+
+
+class UserCodeException(RayError):
+    """The user's code failed where no task error carries it (Ray's name)."""
+
+
+class UnserializableException(RayError):
+    """An error whose class could not be rebuilt here (Ray's name; ours arrive
+    as a TaskError with the cause's text and traceback instead)."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """A streaming generator has no more items (Ray's name; iteration ends with
+    StopIteration / StopAsyncIteration, as Python's)."""
+
+
 class GcsLostError(RaySystemError, ConnectionError):
     """The cluster's control service (the gcs) is gone: the cluster has ended,
     and calls that need it fail with this, naming it."""
@@ -375,11 +406,13 @@ class BlockingCallOnLoopError(RayError, RuntimeError):
 __all__ = [
     "ActorAlreadyExistsError",
     "ActorDiedError",
+    "ActorHandleNotFoundError",
     "ActorPlacementGroupRemoved",
     "ActorUnavailableError",
     "ActorUnschedulableError",
     "ArgumentTypeError",
     "AsyncioActorExit",
+    "AuthenticationError",
     "BlockingCallOnLoopError",
     "GcsLostError",
     "GetTimeoutError",
@@ -391,21 +424,26 @@ __all__ = [
     "ObjectReconstructionFailedError",
     "ObjectReconstructionFailedLineageEvictedError",
     "ObjectReconstructionFailedMaxAttemptsExceededError",
+    "ObjectRefStreamEndOfStreamError",
     "ObjectStoreFullError",
     "OutOfDiskError",
     "OutOfMemoryError",
     "OwnerDiedError",
+    "PendingCallsLimitExceeded",
     "PendingCallsLimitExceededError",
     "RayActorError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
     "ReferenceCountingAssertionError",
+    "RpcError",
     "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
     "TaskCancelledError",
     "TaskError",
     "TaskPlacementGroupRemoved",
     "TaskUnschedulableError",
+    "UnserializableException",
+    "UserCodeException",
     "WorkerCrashedError",
 ]

@@ -172,6 +172,36 @@ def test_actor_option_errors():
         Counter.options(get_if_exists=True)
     with pytest.raises(ValueError, match="max_concurrency"):
         Counter.options(max_concurrency=0)
+    # As in Ray: no empty name or namespace (None means none, or the job's).
+    with pytest.raises(ValueError, match="name cannot be empty"):
+        Counter.options(name="")
+    with pytest.raises(ValueError, match="not a valid namespace"):
+        Counter.options(name="x", namespace="")
+    with pytest.raises(ValueError, match="non-empty"):
+        runtime.get_actor("")
+    with pytest.raises(TypeError, match="got int"):
+        runtime.get_actor(3)  # type: ignore[arg-type]
+
+
+@runtime.remote
+class Callable_:
+    def __call__(self, x):
+        return x + 1
+
+    def __len__(self):
+        return 3
+
+    def __deepcopy__(self, memo):  # the handle's own protocol: never remote
+        raise AssertionError("not called")
+
+
+def test_special_methods_are_remote_methods(cluster):
+    # As in Ray: handle.__call__.remote() calls the actor's __call__.
+    actor = Callable_.remote()
+    assert runtime.get([actor.__call__.remote(1), actor.__len__.remote()]) == [2, 3]
+    import copy
+
+    assert copy.deepcopy(actor) == actor
 
 
 def test_async_actor_runs_a_thousand_coroutines_at_once(cluster):

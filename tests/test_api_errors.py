@@ -186,6 +186,13 @@ def test_rays_exception_names_and_classes():
         "WorkerCrashedError",
         "RuntimeEnvSetupError",
         "ObjectStoreFullError",
+        "AuthenticationError",
+        "PendingCallsLimitExceeded",
+        "ActorHandleNotFoundError",
+        "RpcError",
+        "UserCodeException",
+        "UnserializableException",
+        "ObjectRefStreamEndOfStreamError",
     )
     assert all(issubclass(getattr(e, name), e.RayError) for name in others)
     # As in Ray, catching RayActorError catches every error of an actor's call.

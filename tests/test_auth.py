@@ -107,6 +107,7 @@ def test_drivers_of_this_machine_find_the_token_and_the_files_are_private() -> N
         wrong = run_driver(code, env={**env, auth.TOKEN_ENV: "0" * 64})
         assert wrong.returncode != 0
         assert "unauthenticated" in wrong.stderr and "RUNTIME_AUTH_TOKEN" in wrong.stderr
+        assert "runtime.exceptions.AuthenticationError" in wrong.stderr  # Ray's type
 
 
 def test_authentication_can_be_disabled_with_a_warning() -> None:

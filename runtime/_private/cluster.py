@@ -9,8 +9,10 @@ import logging
 import os
 from dataclasses import dataclass
 
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .. import exceptions
 from ..protocol.rt import Empty, GcsStub, NodeInfo, PlacementGroupInfo
 from . import auth, process, rpc
 from .config import Config
@@ -296,6 +298,8 @@ async def cluster_state(
         groups = await asyncio.wait_for(stub.list_placement_groups(Empty()), timeout)
     except rpc.CONNECTION_ERRORS as e:
         where = f"the gcs at {gcs_address[0]}:{gcs_address[1]}"
+        if isinstance(e, GRPCError) and e.status is Status.UNAUTHENTICATED:
+            raise exceptions.AuthenticationError(f"{where} refused the call: {e.message}") from e
         if isinstance(e, GRPCError):
             raise ConnectionError(f"{where} refused the call: {e.message}") from e
         raise ConnectionError(f"could not reach {where}: {e}") from e

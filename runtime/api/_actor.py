@@ -15,11 +15,23 @@ from ..protocol.rt import ActorInfo, ActorState, Empty
 from . import _context, _options, _runtime_env, _scheduling, _signature
 from ._actor_handle import ActorHandle, MethodMeta, handle_from_record
 
+#: Special methods that are Python's protocol with the handle itself (made,
+#: copied, pickled, its attributes): never remote calls. Any other special
+#: method the class defines is one, as in Ray (``handle.__call__.remote()``).
+_NOT_REMOTE = frozenset(
+    {
+        "__init__", "__new__", "__del__", "__init_subclass__", "__class_getitem__",
+        "__getattr__", "__getattribute__", "__setattr__", "__delattr__", "__dir__",
+        "__copy__", "__deepcopy__", "__getstate__", "__setstate__", "__reduce__",
+        "__reduce_ex__", "__getnewargs__", "__getnewargs_ex__", "__subclasshook__",
+    }
+)  # fmt: skip
+
 
 def method_table(cls: type) -> dict[str, MethodMeta]:
     table = {}
     for name, member in inspect.getmembers(cls, _is_method):
-        if name.startswith("__") and name.endswith("__"):
+        if name in _NOT_REMOTE:
             continue
         options = getattr(member, "__runtime_method_options__", {})
         raw = inspect.getattr_static(cls, name, None)
@@ -243,10 +255,17 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
 
 
+def _check_lookup(what: str, name: Any, namespace: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{what}() takes the actor's name, a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what}() takes the actor's name, a non-empty str")
+    _options.check_namespace(f"{what}(): namespace", namespace)
+
+
 def get_actor(name: str, namespace: str | None = None) -> Any:
     """The handle of the named actor; ValueError if there is none."""
-    if not isinstance(name, str) or not name:
-        raise TypeError("get_actor() takes the actor's name, a non-empty str")
+    _check_lookup("get_actor", name, namespace)
     check_blocking_allowed(
         "get_actor", "await runtime.get_actor_async(name)", _context.runtime_loop()
     )
@@ -256,8 +275,7 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
 
 
 async def get_actor_async(name: str, namespace: str | None = None) -> Any:
-    if not isinstance(name, str) or not name:
-        raise TypeError("get_actor_async() takes the actor's name, a non-empty str")
+    _check_lookup("get_actor_async", name, namespace)
     worker = _context.current_or_init()
     info = await worker.bridge.on_own_loop(worker.actor_client.get_actor(name, namespace))
     return handle_from_record(info)

@@ -83,12 +83,13 @@ class ActorHandle(Generic[C]):
         return _context.current().actor_client.actor_id_of(self._key)
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") and name.endswith("__"):
-            builtin = _BUILTIN_METHODS.get(name)
-            if builtin is None:
-                raise AttributeError(name)
-            return ActorMethod(self, name, builtin)
         meta = self.__dict__.get("_methods", {}).get(name)
+        if name.startswith("__") and name.endswith("__"):
+            # (Python's own lookups of special names land here too: no message.)
+            meta = meta or _BUILTIN_METHODS.get(name)
+            if meta is None:
+                raise AttributeError(name)
+            return ActorMethod(self, name, meta)
         if meta is None:
             raise AttributeError(f"actor {self.__dict__.get('_class_name')} has no method {name!r}")
         return ActorMethod(self, name, meta)

@@ -31,7 +31,7 @@ from .._private import runtime_env as renv
 from .._private.config import Config
 from ..core_worker import CoreWorker, WorkerMode, await_future, in_asyncio, logging_context
 from ..protocol.rt import KvGetRequest, NodeInfo
-from . import _context, _init_options, _runtime_env
+from . import _context, _init_options, _options, _runtime_env
 from ._init_context import InitContext
 from ._init_options import LoggingConfig
 from ._job_config import JobConfig, job_settings
@@ -98,8 +98,7 @@ def _check_init_args(
             )
         for key, amount in resources.items():
             _amount(f"resources[{key!r}]", amount)
-    if namespace is not None and not isinstance(namespace, str):
-        raise TypeError("init(): namespace must be a str")
+    _options.check_namespace("init(): namespace", namespace)
     if address is not None and not isinstance(address, str):
         raise TypeError("init(): address must be a str such as 'auto' or 'HOST:PORT'")
     if address not in (None, "local") and (

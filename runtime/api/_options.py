@@ -62,6 +62,20 @@ def _string(name: str, value: Any) -> None:
         raise TypeError(f"option {name!r} must be a str, got {type(value).__name__}")
 
 
+def check_namespace(name: str, value: Any) -> None:
+    """None (this job's namespace) or a namespace's name; "" names none (as in Ray)."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+    if value == "":
+        raise ValueError(f'{name}: "" is not a valid namespace; pass None for the default one')
+
+
+def _actor_name(name: str, value: Any) -> None:
+    _string(name, value)
+    if value == "":
+        raise ValueError(f"option {name!r}: an actor's name cannot be empty; pass None for none")
+
+
 def _resources(name: str, value: Any) -> None:
     if value is None:
         return
@@ -202,8 +216,8 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "resources": _resources,
     "memory": _number(),
     "object_store_memory": _number(),  # (actors only, as in Ray)
-    "name": _string,
-    "namespace": _string,
+    "name": _actor_name,
+    "namespace": lambda name, value: check_namespace(f"option {name!r}", value),
     "lifetime": _lifetime,
     "get_if_exists": _bool,
     "max_restarts": _integer(-1),
