@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -285,6 +286,27 @@ def test_constructor_failure(cluster):
     # From the user's constructor on, as Ray's: the executor's frames say nothing.
     assert "Traceback" in str(info.value) and "core_worker" not in str(info.value)
     assert f'File "{__file__}"' in str(info.value)
+    # A BaseException of the user's is told as any error; an exit, as the
+    # process's death before the constructor returned.
+    with pytest.raises(ActorDiedError, match=r"Traceback(.|\n)*AbortingInit_: stop"):
+        runtime.get(AbortingInit.remote(False).ping.remote(), timeout=30)
+    with pytest.raises(ActorDiedError, match="died before its constructor returned"):
+        runtime.get(AbortingInit.remote(True).ping.remote(), timeout=30)
+
+
+class AbortingInit_(BaseException):
+    pass
+
+
+@runtime.remote
+class AbortingInit:
+    def __init__(self, exit_process):
+        if exit_process:
+            sys.exit(1)
+        raise AbortingInit_("stop")
+
+    def ping(self):
+        return "never"
 
 
 def test_named_actor_and_get_actor(cluster):

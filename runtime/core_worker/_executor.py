@@ -61,6 +61,7 @@ from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor
 from ._lane import Lane
 from ._running import (
+    ENDS_ASYNC,
     Reply,
     cancelled_reply,
     current_task,
@@ -448,7 +449,9 @@ class TaskExecutor:
         name_token = current_task.set(task)
         try:
             actor = await ActorExecutor.create(self._worker, cls, task, options)
-        except Exception as e:
+        except ENDS_ASYNC:
+            raise
+        except BaseException as e:  # (a BaseException of the user's too: see ENDS_WORKER)
             # Told as text: the gcs, which reads it, may not import the user's classes.
             tb = format_remote_error(e)
             error = exceptions.ActorDiedError(

@@ -317,7 +317,7 @@ class ActorManager:
                 unasked = not record.stop_restarts
                 if record.stop_restarts or not self._restartable(record):
                     cause = info.death_cause or (
-                        f"the actor's worker process (pid={info.pid}) died"
+                        f"the actor's {_process_died(info)}"
                         + (
                             f" and it was restarted {info.num_restarts} time(s) already"
                             if info.max_restarts
@@ -342,7 +342,7 @@ class ActorManager:
                 self._set_dead(record, f"the gcs failed to supervise it ({e!r})")
 
     def _tell_death(self, info: ActorInfo, what_next: str) -> None:
-        cause = (info.death_cause or f"its worker process (pid={info.pid}) died").splitlines()
+        cause = (info.death_cause or f"its {_process_died(info)}").splitlines()
         self._report_error(
             info.job_id,
             "ACTOR_DIED",
@@ -376,6 +376,7 @@ class ActorManager:
             result = await stream.push(task)
         except ConnectionError:
             # The worker died while constructing: a restart, if any remain.
+            info.pid = 0  # (the last incarnation's is not this one's)
             return stream
         ok, returns = result[1], result[2]
         if not ok:
@@ -554,3 +555,9 @@ def _error_text(data: bytes) -> str:
     if isinstance(error, exceptions.ActorDiedError):
         return str(error)
     return f"the constructor failed: {error}"
+
+
+def _process_died(info: ActorInfo) -> str:
+    if not info.pid:  # it never came up: its constructor did not return
+        return "worker process died before its constructor returned"
+    return f"worker process (pid={info.pid}) died"
