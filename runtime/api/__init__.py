@@ -28,6 +28,16 @@ from ._cluster_info import (
     nodes_async,
 )
 from ._context import runtime_loop
+from ._dag import (
+    ClassMethodNode,
+    ClassNode,
+    DAGInputData,
+    DAGNode,
+    FunctionNode,
+    InputAttributeNode,
+    InputNode,
+    MultiOutputNode,
+)
 from ._decorators import method, remote
 from ._driver import init, init_async, is_initialized, shutdown, shutdown_async
 from ._generator import ObjectRefGenerator
@@ -66,11 +76,19 @@ __all__ = [
     "ActorHandle",
     "ActorID",
     "ActorMethod",
+    "ClassMethodNode",
+    "ClassNode",
+    "DAGInputData",
+    "DAGNode",
     "DynamicObjectRefGenerator",
     "FunctionID",
+    "FunctionNode",
+    "InputAttributeNode",
+    "InputNode",
     "JobConfig",
     "JobID",
     "LoggingConfig",
+    "MultiOutputNode",
     "NodeAffinitySchedulingStrategy",
     "NodeID",
     "ObjectRef",

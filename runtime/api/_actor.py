@@ -12,7 +12,7 @@ from .. import exceptions
 from .._private import serialization
 from ..core_worker import check_blocking_allowed
 from ..protocol.rt import ActorInfo, ActorState, Empty
-from . import _context, _options, _runtime_env, _scheduling, _signature
+from . import _context, _dag, _options, _runtime_env, _scheduling, _signature
 from ._actor_handle import ActorHandle, MethodMeta, handle_from_record
 
 #: Special methods that are Python's protocol with the handle itself (made,
@@ -178,6 +178,10 @@ class ActorClass(Generic[C]):
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[C]:
         return self._create(self._options, args, kwargs)
 
+    def bind(self, *args: Any, **kwargs: Any) -> _dag.ClassNode:
+        """A node of a DAG that creates this actor (Ray's DAG API; see ``runtime.dag``)."""
+        return _dag.ClassNode(self, args, kwargs, {})
+
     def _definition(self) -> tuple[bytes, bytes]:
         pickled = self._pickled
         if pickled is None:
@@ -237,6 +241,9 @@ class _ActorClassOptions(Generic[C]):
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[C]:
         return self._actor_class._create(self._options, args, kwargs)
+
+    def bind(self, *args: Any, **kwargs: Any) -> _dag.ClassNode:
+        return _dag.ClassNode(self._actor_class, args, kwargs, self._options)
 
 
 # -- killing and finding actors ------------------------------------------------------

@@ -16,7 +16,7 @@ from .._private import serialization
 from ..core_worker import OwnerAddress, Reference
 from ..exceptions import ActorDiedError
 from ..protocol.rt import ActorInfo
-from . import _context, _options, _signature
+from . import _context, _dag, _options, _signature
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 
@@ -219,6 +219,10 @@ class ActorMethod:
         """An ``ObjectRef`` (a list for ``num_returns=N``, an ``ObjectRefGenerator``
         for a generator method); typed ``Any``: annotate what you keep."""
         return self._handle._call(self._name, self._meta, self._options, args, kwargs)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A node of a DAG that calls this method (Ray's DAG API; see ``runtime.dag``)."""
+        return _dag.ClassMethodNode(self._handle, self._name, args, kwargs, dict(self._options))
 
     def options(self, **options: Any) -> ActorMethod:
         _options.validate(options, _options.METHOD_CALL_OPTIONS, "an actor method's call")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from .._private import serialization
-from . import _context, _options, _runtime_env, _scheduling, _signature
+from . import _context, _dag, _options, _runtime_env, _scheduling, _signature
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._objects import put
@@ -60,6 +60,10 @@ class RemoteFunction(Generic[P, Out]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> Out:
         return cast(Out, self._submit(self._options, args, kwargs))
+
+    def bind(self, *args: Any, **kwargs: Any) -> _dag.FunctionNode:
+        """A node of a DAG that calls this function (Ray's DAG API; see ``runtime.dag``)."""
+        return _dag.FunctionNode(self, args, kwargs, {})
 
     def _definition(self) -> tuple[bytes, bytes]:
         pickled = self._pickled
@@ -138,6 +142,9 @@ class _BoundOptions(Generic[P, Out]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> Out:
         return cast(Out, self._function._submit(self._options, args, kwargs))
+
+    def bind(self, *args: Any, **kwargs: Any) -> _dag.FunctionNode:
+        return _dag.FunctionNode(self._function, args, kwargs, self._options)
 
 
 def _returns(refs: list[ObjectRef], num_returns: int) -> ObjectRef | list[ObjectRef] | None:
