@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 ENV_PREFIX = "RUNTIME_"
+#: Set for a submitted job's entrypoint: its submission (id, runtime_env,
+#: metadata) as JSON, which the driver's ``init()`` takes as its job's.
+JOB_SUBMISSION_ENV = "RUNTIME_JOB_SUBMISSION"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

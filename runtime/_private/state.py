@@ -78,6 +78,10 @@ ID_COLUMNS = {
 }
 
 
+#: The key of a submitted job's id in its driver's job metadata (Ray's).
+SUBMISSION_ID_KEY = "job_submission_id"
+
+
 async def _bounded(call: Awaitable[T]) -> T:
     return await asyncio.wait_for(call, TIMEOUT_S)
 
@@ -140,8 +144,8 @@ class StateReader:
         return [
             {
                 "job_id": job_hex(j.job_id),
-                "submission_id": None,
-                "type": "DRIVER",
+                "submission_id": j.metadata.get(SUBMISSION_ID_KEY),
+                "type": "SUBMISSION" if SUBMISSION_ID_KEY in j.metadata else "DRIVER",
                 "status": "SUCCEEDED" if j.finished else "RUNNING",
                 "entrypoint": j.entrypoint,
                 "metadata": dict(j.metadata),

@@ -10,8 +10,13 @@ are refused: there are no other languages here.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
+
+from .._private.config import JOB_SUBMISSION_ENV
+from .._private.state import SUBMISSION_ID_KEY
 
 LIFETIMES = ("detached", "non_detached")
 
@@ -90,14 +95,35 @@ def job_settings(
     runtime_env: dict[str, Any] | None,
 ) -> tuple[str | None, dict[str, Any] | None, dict[str, str], str]:
     """``init()``'s namespace, environment, job metadata and actors' default
-    lifetime, from its arguments and its ``job_config``."""
+    lifetime, from its arguments and its ``job_config``, and, in a submitted
+    job's entrypoint, from its submission (below both)."""
+    submitted = _submission()
+    if runtime_env is None and submitted.get("runtime_env"):
+        runtime_env = submitted["runtime_env"]
+    metadata = {**submitted.get("metadata", {})}
+    if submitted.get("submission_id"):
+        metadata[SUBMISSION_ID_KEY] = submitted["submission_id"]
     if job_config is None:
-        return namespace, runtime_env, {}, "non_detached"
+        return namespace, runtime_env, metadata, "non_detached"
     if not isinstance(job_config, JobConfig):
         raise TypeError(f"{where}: job_config must be a JobConfig, got {job_config!r}")
     return (
         namespace if namespace is not None else job_config.ray_namespace,
         runtime_env if runtime_env is not None else job_config.runtime_env,
-        dict(job_config.metadata),
+        {**metadata, **job_config.metadata},
         job_config.default_actor_lifetime,
     )
+
+
+def _submission() -> dict[str, Any]:
+    """What the dashboard that started this process as a submitted job said of it."""
+    raw = os.environ.get(JOB_SUBMISSION_ENV)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"{JOB_SUBMISSION_ENV} is not a JSON object: {raw[:80]!r}")
+    return value

@@ -18,7 +18,7 @@ from .._private.session import Session
 from .._private.version import __version__
 from ..gcs import open_storage
 from ..protocol.rt import PlacementGroupInfo, PlacementGroupState
-from . import _state
+from . import _job, _state
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -424,6 +424,7 @@ def parser() -> argparse.ArgumentParser:
     memory.set_defaults(func=_cmd_memory)
 
     _state.add_commands(sub)
+    _job.add_commands(sub)
 
     bench = sub.add_parser("microbenchmark", help="measure task and object throughput")
     bench.add_argument("--filter", default="", help="run only rows whose name contains this")

@@ -9,17 +9,20 @@ or the login form) and gets an HttpOnly cookie; scripts send
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from .._private import auth, log_reader, rpc, state, tls
+from .._private import auth, log_reader, rpc, state, tls, version
 from .._private import task_events as te
+from ._jobs import MAX_LOG_BYTES, BadRequest, JobManager
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,8 @@ COOKIE = "runtime_dashboard_token"
 #: Task rows the page asks for at most (the newest attempts), and the timeline's window.
 MAX_TASK_ROWS = 1000
 TIMELINE_WINDOW_MS = 60_000
+#: How often a job's log is read for new output while it is followed.
+TAIL_POLL_S = 0.2
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -81,6 +86,7 @@ class Dashboard:
         self.gcs_address = gcs_address
         self.session_dir = session_dir
         self.reader: state.StateReader | None = None
+        self.jobs: JobManager | None = None
         self.started = time.time()
 
     def app(self) -> web.Application:
@@ -103,12 +109,27 @@ class Dashboard:
         get("/api/timeline", self._timeline)
         get("/api/logs", self._logs)
         get("/api/log", self._log)
+        # Ray's job submission API (``runtime.job_submission``); the page's own
+        # list of drivers is /api/jobs, without the slash.
+        get("/api/version", self._version)
+        app.router.add_post("/api/jobs/", self._submit_job)
+        get("/api/jobs/", self._list_submissions)
+        get("/api/jobs/{id}", self._job_info)
+        app.router.add_post("/api/jobs/{id}/stop", self._stop_job)
+        app.router.add_delete("/api/jobs/{id}", self._delete_job)
+        get("/api/jobs/{id}/logs", self._job_logs)
+        get("/api/jobs/{id}/logs/tail", self._tail_job_logs)
         return app
 
     async def _open(self, app: web.Application) -> None:
         self.reader = state.StateReader(self.gcs_address)
+        logs = os.path.join(self.session_dir, "logs") if self.session_dir else ""
+        self.jobs = JobManager(self.reader.gcs, self.gcs_address, logs or os.getcwd())
+        await self.jobs.load()
 
     async def _close(self, app: web.Application) -> None:
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.reader is not None:
             await self.reader.__aexit__()
 
@@ -201,6 +222,98 @@ class Dashboard:
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=404)
         return web.json_response({"node_id": target.node_id, "name": target.name, "lines": lines})
+
+    # -- submitted jobs -------------------------------------------------------------
+    def _jobs(self) -> JobManager:
+        assert self.jobs is not None
+        return self.jobs
+
+    async def _version(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"version": version.__version__})
+
+    async def _submit_job(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        try:
+            submission_id = await self._jobs().submit(body)
+        except BadRequest as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"submission_id": submission_id, "job_id": submission_id})
+
+    async def _with_drivers(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each job's driver (its job id), once its ``init()`` connected."""
+        drivers = {
+            row["submission_id"]: row for row in await self._state().jobs() if row["submission_id"]
+        }
+        for row in rows:
+            driver = drivers.get(row["submission_id"])
+            if driver is not None:
+                row["job_id"], row["driver_info"] = driver["job_id"], driver["driver_info"]
+        return rows
+
+    async def _list_submissions(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(await self._with_drivers(self._jobs().all()))
+
+    def _known(self, request: web.Request) -> str:
+        submission_id = request.match_info["id"]
+        if self._jobs().get(submission_id) is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": f"no job with submission_id {submission_id!r}"}),
+                content_type="application/json",
+            )
+        return submission_id
+
+    async def _job_info(self, request: web.Request) -> web.StreamResponse:
+        row = self._jobs().get(self._known(request))
+        assert row is not None
+        return web.json_response((await self._with_drivers([row]))[0])
+
+    async def _stop_job(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"stopped": await self._jobs().stop(self._known(request))})
+
+    async def _delete_job(self, request: web.Request) -> web.StreamResponse:
+        try:
+            deleted = await self._jobs().delete(self._known(request))
+        except BadRequest as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"deleted": deleted})
+
+    async def _job_logs(self, request: web.Request) -> web.StreamResponse:
+        path = self._jobs().log_path(self._known(request))
+        return web.json_response({"logs": _read_end(path, 0)[0].decode(errors="replace")})
+
+    async def _tail_job_logs(self, request: web.Request) -> web.StreamResponse:
+        submission_id = self._known(request)
+        path = self._jobs().log_path(submission_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        offset = 0
+        while True:
+            running = self._jobs().is_running(submission_id)
+            data, offset = _read_end(path, offset)
+            if data:
+                await response.write(data)
+            elif not running:
+                break  # (read once more after it ended: nothing is lost)
+            else:
+                await asyncio.sleep(TAIL_POLL_S)
+        await response.write_eof()
+        return response
+
+
+def _read_end(path: str, offset: int) -> tuple[bytes, int]:
+    """The file's bytes from ``offset`` (its last MAX_LOG_BYTES at most), and where they end."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(offset, size - MAX_LOG_BYTES)
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return b"", offset
+    return data, start + len(data)
 
 
 def _int(text: str | None, default: int, limit: int) -> int:
