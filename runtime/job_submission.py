@@ -81,7 +81,9 @@ class JobSubmissionClient:
     ``address``: the dashboard's URL (``http://host:8265``); by default
     ``RAY_API_SERVER_ADDRESS`` or ``RUNTIME_DASHBOARD_ADDRESS``, else the local
     one. The token is ``RUNTIME_AUTH_TOKEN`` or this machine's token file (as a
-    driver finds it). Fails at once (ConnectionError) if the dashboard does not
+    driver finds it). ``metadata`` is added to every job's; ``headers`` and
+    ``cookies`` go with every request; ``verify``: check the dashboard's TLS
+    certificate (or a CA file's path). Fails at once (ConnectionError) if the dashboard does not
     answer, or refuses the token.
     """
 
@@ -89,9 +91,17 @@ class JobSubmissionClient:
         self,
         address: str | None = None,
         *,
+        create_cluster_if_needed: bool = False,
+        cookies: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         verify: bool | str = True,
     ) -> None:
+        if create_cluster_if_needed:
+            raise ValueError(
+                "JobSubmissionClient: create_cluster_if_needed is not supported; start the "
+                "cluster with `runtime start --head` (its dashboard takes the jobs)"
+            )
         if address is None:
             address = next((os.environ[e] for e in ADDRESS_ENVS if os.environ.get(e)), None)
         address = address or DEFAULT_ADDRESS
@@ -104,6 +114,10 @@ class JobSubmissionClient:
             raise ValueError(f"JobSubmissionClient: {address!r} is not an http(s) address")
         self.address = address.rstrip("/")
         self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if cookies:
+            self._headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        #: Every submission's metadata, under its own (Ray's ``metadata`` argument).
+        self._metadata = dict(metadata or {})
         token = auth.token() or auth.find_token([])
         if token and "Authorization" not in self._headers:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -133,7 +147,7 @@ class JobSubmissionClient:
         optional = {
             "submission_id": submission_id,
             "runtime_env": runtime_env,
-            "metadata": metadata,
+            "metadata": {**self._metadata, **(metadata or {})} or None,
             "entrypoint_num_cpus": entrypoint_num_cpus,
             "entrypoint_num_gpus": entrypoint_num_gpus,
             "entrypoint_memory": entrypoint_memory,

@@ -119,6 +119,11 @@ def test_a_failing_job_and_bad_submissions_say_why(head: Any) -> None:
     with pytest.raises(ValueError, match="not an http"):
         JobSubmissionClient("ftp://127.0.0.1:1")
     assert [j.submission_id for j in client.list_jobs()] == ["fails"]
+    # The state API lists it too, though no driver of it ever connected.
+    rows = [row for row in runtime.util.state.list_jobs() if row.submission_id]
+    assert [(row.submission_id, row.status, row.job_id) for row in rows] == [
+        ("fails", "FAILED", None)
+    ]
 
 
 def _job_pid(tmp_path: Any) -> int:

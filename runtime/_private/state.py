@@ -20,6 +20,7 @@ from ..protocol.rt import (
     ActorState,
     Empty,
     GcsStub,
+    KvGetRequest,
     ListTasksRequest,
     NodeInfo,
     PlacementGroupInfo,
@@ -80,6 +81,27 @@ ID_COLUMNS = {
 
 #: The key of a submitted job's id in its driver's job metadata (Ray's).
 SUBMISSION_ID_KEY = "job_submission_id"
+#: Where the dashboard keeps submitted jobs' records (one key per submission id)
+#: and their list (a key no submission id can be: those are printable).
+JOB_KV_NAMESPACE = "job_submission"
+JOB_INDEX_KEY = b"\x00index"
+
+
+def _unconnected(record: dict[str, Any]) -> dict[str, Any]:
+    """A submitted job's row while it has no driver (its runner failed, or its
+    entrypoint never connected)."""
+    return {
+        "job_id": None,
+        "submission_id": record["submission_id"],
+        "type": "SUBMISSION",
+        "status": record["status"],
+        "entrypoint": record["entrypoint"],
+        "metadata": record["metadata"],
+        "namespace": None,
+        "start_time": record["start_time"],
+        "end_time": record["end_time"],
+        "driver_info": None,
+    }
 
 
 async def _bounded(call: Awaitable[T]) -> T:
@@ -140,8 +162,11 @@ class StateReader:
         return list((await _bounded(self.gcs.get_all_nodes(Empty()))).nodes)
 
     async def jobs(self) -> list[dict[str, Any]]:
+        """Every driver's job, and every submitted one (see :meth:`submissions`):
+        a submitted job's status is its submission's; one whose driver never
+        connected (it failed first, or runs no driver) is listed too."""
         reply = await _bounded(self.gcs.list_jobs(Empty()))
-        return [
+        rows = [
             {
                 "job_id": job_hex(j.job_id),
                 "submission_id": j.metadata.get(SUBMISSION_ID_KEY),
@@ -160,6 +185,28 @@ class StateReader:
             }
             for j in reply.jobs
         ]
+        submitted = {record["submission_id"]: record for record in await self.submissions()}
+        for row in rows:
+            record = submitted.pop(row["submission_id"] or "", None)
+            if record is not None:
+                row["status"], row["entrypoint"] = record["status"], record["entrypoint"]
+        rows.extend(_unconnected(record) for record in submitted.values())
+        return rows
+
+    async def submissions(self) -> list[dict[str, Any]]:
+        """The submitted jobs' records the dashboard keeps in the gcs's key-value store."""
+        index = await self._kv(JOB_INDEX_KEY)
+        records = []
+        for submission_id in json.loads(index) if index else []:
+            raw = await self._kv(submission_id.encode())
+            if raw is not None:
+                records.append(json.loads(raw))
+        return records
+
+    async def _kv(self, key: bytes) -> bytes | None:
+        request = KvGetRequest(namespace=JOB_KV_NAMESPACE, key=key)
+        reply = await _bounded(self.gcs.kv_get(request))
+        return bytes(reply.value) if reply.found and reply.value != b"null" else None
 
     async def workers(self) -> list[dict[str, Any]]:
         rows = []

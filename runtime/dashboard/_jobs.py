@@ -35,14 +35,13 @@ from .. import job_submission as js
 from .._private import auth
 from .._private import runtime_env as renv
 from .._private.config import JOB_SUBMISSION_ENV
+from .._private.state import JOB_INDEX_KEY as INDEX_KEY
+from .._private.state import JOB_KV_NAMESPACE as KV_NAMESPACE
 from .._private.tasks import TaskSet
 from ..protocol.rt import GcsStub, KvGetRequest, KvPutRequest
 
 logger = logging.getLogger(__name__)
 
-KV_NAMESPACE = "job_submission"
-#: The list of submission ids (a key no submission id can be: ids are printable).
-INDEX_KEY = b"\x00index"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 #: The most of a job's output one ``logs`` answer carries (its end).
 MAX_LOG_BYTES = 8 * 1024 * 1024

@@ -282,7 +282,8 @@ class Dashboard:
 
     async def _job_logs(self, request: web.Request) -> web.StreamResponse:
         path = self._jobs().log_path(self._known(request))
-        return web.json_response({"logs": _read_end(path, 0)[0].decode(errors="replace")})
+        data, _ = await asyncio.to_thread(_read_end, path, 0)  # (up to MAX_LOG_BYTES: off the loop)
+        return web.json_response({"logs": data.decode(errors="replace")})
 
     async def _tail_job_logs(self, request: web.Request) -> web.StreamResponse:
         submission_id = self._known(request)
@@ -292,7 +293,7 @@ class Dashboard:
         offset = 0
         while True:
             running = self._jobs().is_running(submission_id)
-            data, offset = _read_end(path, offset)
+            data, offset = await asyncio.to_thread(_read_end, path, offset)
             if data:
                 await response.write(data)
             elif not running:
