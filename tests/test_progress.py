@@ -58,3 +58,47 @@ async def test_track_async_on_the_runtimes_loop() -> None:
             next(track(refs, file=out))
     finally:
         await runtime.shutdown_async()
+
+
+TQDM_RAY_DRIVER = """
+import runtime
+from runtime.experimental.tqdm_ray import tqdm
+
+runtime.init(num_cpus=2)
+
+@runtime.remote
+def count(n):
+    for _ in tqdm(range(n), desc="counting", flush_interval_s=0):
+        pass
+    print("a line among the bars")
+    return n
+
+@runtime.remote
+class Worker:
+    def run(self):
+        with tqdm(total=3, desc="by hand") as bar:
+            bar.update(2)
+            bar.update(1)
+        return bar.n
+
+print(runtime.get(count.remote(5)), runtime.get(Worker.remote().run.remote()))
+for _ in tqdm(range(2), desc="in the driver"):  # a plain bar here
+    pass
+runtime.shutdown()
+"""
+
+
+def test_tqdm_ray_bars_of_tasks_are_drawn_by_the_driver() -> None:
+    from conftest import run_driver
+
+    from runtime._private.progress_lines import MAGIC
+
+    done = run_driver(TQDM_RAY_DRIVER)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "5 3" in done.stdout
+    assert "a line among the bars" in done.stdout + done.stderr
+    # The workers' state lines became bars: none is printed as a line.
+    assert MAGIC not in done.stdout and MAGIC not in done.stderr
+    assert "counting (count pid=" in done.stderr and "5/5" in done.stderr
+    assert "by hand (Worker" in done.stderr and "3/3" in done.stderr
+    assert "in the driver" in done.stderr and "2/2" in done.stderr

@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from .._private import placement, rpc
+from .._private import placement, progress_lines, rpc
 from ..protocol.rt import (
     Channel,
     Empty,
@@ -68,6 +68,7 @@ class ClusterWatch:
         self._flushes: dict[int, asyncio.Future[None]] = {}
         self._flush_ids = itertools.count(1)
         self._batches_printed = 0  # (a drain's sign of progress)
+        self._bars = progress_lines.BarManager()  # tasks' progress bars (tqdm_ray)
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
@@ -278,9 +279,16 @@ class ClusterWatch:
         if batch.host and batch.host != self._worker.host:
             prefix += f", ip={batch.host}"
         out = sys.stderr if batch.is_err else sys.stdout
+        lines = []
+        for line in batch.lines:
+            bar = progress_lines.parse(line)
+            if bar is None:
+                lines.append(f"({prefix}) {line}\n")
+            else:
+                self._bars.update(f"{batch.host}:{batch.pid}", prefix, bar)
         try:
-            out.write("".join(f"({prefix}) {line}\n" for line in batch.lines))
-            out.flush()
+            if lines:
+                self._bars.write("".join(lines), out)
         except (OSError, ValueError):
             pass
 
