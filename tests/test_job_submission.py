@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_no_orphans, process_running, run_cli, wait_until
 
 import runtime
-from runtime._private import auth
+from runtime._private import auth, process
 from runtime.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -162,6 +162,19 @@ def test_a_killed_dashboard_takes_its_jobs_with_it(head: Any, tmp_path: Any) -> 
     os.kill(dashboards[0], signal.SIGKILL)
     wait_until(lambda: not process_running(pid), what="the job's child to end")
     wait_until(lambda: not _runners(head.session_dir), what="the job's runner to end")
+    # A new dashboard of the cluster lists it, ended with the one that ran it.
+    gcs = runtime.get_runtime_context().gcs_address
+    log = os.path.join(head.session_dir, "logs", "dashboard-again.log")
+    args = ["--gcs-address", gcs, "--port", "0", "--session-dir", head.session_dir]
+    env = auth.env(auth.token())
+    again = process.spawn(
+        "runtime.dashboard", args, env=env, log_path=log, tie_to_parent=True, timeout=60
+    )
+    try:
+        (job,) = JobSubmissionClient(again.info["url"]).list_jobs()
+        assert job.status is JobStatus.FAILED and "dashboard running it ended" in job.message
+    finally:
+        again.stop()
 
 
 def _runners(session_dir: str) -> list[int]:
