@@ -92,6 +92,13 @@ def test_wait_for_all_counts_a_failed_object_as_ready_and_waits_for_the_rest(clu
     assert ready == [failed, held] and rest == []
 
 
+def test_put_objects_are_ready_once_put_returns(cluster):
+    # As in Ray: a wait that does not wait at all finds them (small and large).
+    refs = [runtime.put(i) for i in range(100)] + [runtime.put(b"x" * 300_000)]
+    ready, not_ready = runtime.wait(refs, num_returns=len(refs), timeout=0)
+    assert len(ready) == len(refs) and not not_ready
+
+
 def test_wait_returns_at_most_num_returns(cluster):
     refs = [runtime.put(i) for i in range(5)]
     ready, not_ready = runtime.wait(refs, num_returns=2)

@@ -57,6 +57,12 @@ class MemoryStore:
         for callback in callbacks:
             callback(object_id)
 
+    def put_new(self, object_id: bytes, obj: SerializedObject) -> None:
+        """Stores, from any thread, an object whose id no one has seen yet (a
+        put's, before its ref is handed out): no waiter or callback can be due."""
+        with self._lock:
+            self._objects[object_id] = obj
+
     def get_nowait(self, object_id: bytes) -> SerializedObject | None:
         return self._objects.get(object_id)
 

@@ -104,6 +104,9 @@ class ObjectClient:
                 f"put() could not serialize a value of type {type(value).__name__}: {e}"
             ) from e
         obj = self.store_or_inline(object_id, pickled)
+        # Ready once put returns, as in Ray (a wait(timeout=0) right after sees
+        # it); the loop then does the bookkeeping (and runs any callback due).
+        worker.store.put_new(object_id, obj)
         ref = worker.make_ref(object_id, worker.address, worker, counted=True)
         worker.post(self._put_on_loop, object_id, obj, pickled.refs, _user_call_site("put"))
         return ref
