@@ -27,7 +27,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ._private import auth, tls
+from ._private import auth, packaging, tls
+from ._private import runtime_env as renv
 
 #: Where the client looks when given no address (Ray's variable, then ours).
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RUNTIME_DASHBOARD_ADDRESS")
@@ -140,9 +141,12 @@ class JobSubmissionClient:
         """Starts ``entrypoint`` on the head node; its submission id.
 
         ``runtime_env`` becomes the job's (its driver's ``init()`` default):
-        ``env_vars`` are also set for the entrypoint itself, and a
-        ``working_dir`` (a folder on the head node) is where it runs.
+        ``env_vars`` are also set for the entrypoint itself; local folders it
+        names (``working_dir``, ``py_modules``) are packed here and uploaded,
+        and the entrypoint runs in the ``working_dir``'s copy.
         """
+        if runtime_env is not None:
+            runtime_env = self._upload_folders(renv.check(runtime_env, "submit_job()"))
         body: dict[str, Any] = {"entrypoint": entrypoint}
         optional = {
             "submission_id": submission_id,
@@ -199,11 +203,42 @@ class JobSubmissionClient:
         """Forgets an ended job and its output; a running one must be stopped first."""
         return bool(self._request("DELETE", f"/api/jobs/{_quoted(job_id)}")["deleted"])
 
+    def _upload_folders(self, env: dict[str, Any]) -> dict[str, Any]:
+        """``env`` with its local folders (``working_dir``, ``py_modules``) packed and
+        uploaded to the dashboard, as the URIs the cluster fetches them by."""
+        excludes = tuple(env.pop("excludes", None) or ())
+
+        def upload(path: str, keep_top: bool) -> str:
+            if packaging.is_uri(path):
+                return path
+            if not os.path.exists(path):
+                raise ValueError(f"submit_job(): runtime_env names {path!r}, which is not here")
+            uri, data = packaging.pack(path, () if keep_top else excludes, keep_top=keep_top)
+            quoted = urllib.parse.quote(uri, safe="")
+            self._request("PUT", f"/api/packages/{quoted}", data, "application/octet-stream")
+            return uri
+
+        if env.get("working_dir"):
+            env["working_dir"] = upload(env["working_dir"], False)
+        if env.get("py_modules"):
+            env["py_modules"] = [upload(path, True) for path in env["py_modules"]]
+        return env
+
     # -- HTTP -------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+    def _request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> Any:
+        if isinstance(body, bytes):
+            data: bytes | None = body
+        else:
+            data = None if body is None else json.dumps(body).encode()
+        headers = (
+            self._headers
+            if content_type is None
+            else {**self._headers, "Content-Type": content_type}
+        )
         request = urllib.request.Request(
-            self.address + path, data=data, method=method, headers=self._headers
+            self.address + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(

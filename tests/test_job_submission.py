@@ -83,6 +83,9 @@ def test_a_job_runs_as_a_driver_of_the_cluster(head: Any, tmp_path: Any) -> None
     assert len(submitted) == 1 and submitted[0].type == "SUBMISSION"
     assert submitted[0].job_id == info.job_id
     assert [j.submission_id for j in client.list_jobs()] == [submission_id]
+    # The job ran in an uploaded copy of its working_dir, removed once it ended.
+    copies = os.path.join(head.session_dir, "runtime_resources", "jobs")
+    assert not os.path.exists(copies) or os.listdir(copies) == []
     # Its output, followed: everything, then the end.
 
     async def tail() -> str:
@@ -103,13 +106,20 @@ def test_a_failing_job_and_bad_submissions_say_why(head: Any) -> None:
         ({"entrypoint": "true", "submission_id": "fails"}, "already exists"),
         ({"entrypoint": "true", "submission_id": "a b"}, "submission_id must be"),
         ({"entrypoint": "true", "runtime_env": {"conda": "x"}}, "not supported"),
-        ({"entrypoint": "true", "runtime_env": {"working_dir": "/no/such"}}, "not a folder"),
+        ({"entrypoint": "true", "runtime_env": {"working_dir": "/no/such"}}, "not here"),
         ({"entrypoint": "true", "entrypoint_num_cpus": 1}, "reserves nothing"),
         ({"entrypoint": "true", "metadata": {"k": 1}}, "metadata must be"),
     ]
     for fields, message in refusals:
-        with pytest.raises(RuntimeError, match=message):
+        with pytest.raises((RuntimeError, ValueError), match=message):
             client.submit_job(**fields)
+    # An upload is checked against its URI (its content's hash); a URI never
+    # uploaded is refused.
+    uri = "gcs://_runtime_env_" + "0" * 32 + ".zip"
+    with pytest.raises(RuntimeError, match="is not the package URI"):
+        client._request("PUT", "/api/packages/" + uri.replace("/", "%2F"), b"not it")
+    with pytest.raises(RuntimeError, match="was not uploaded"):
+        client.submit_job(entrypoint="true", runtime_env={"working_dir": uri})
     with pytest.raises(RuntimeError, match="404: no job with submission_id 'nope'"):
         client.get_job_info("nope")
     with pytest.raises(ConnectionError, match="refused"):

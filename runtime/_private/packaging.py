@@ -92,6 +92,11 @@ def _uri(data: bytes, kind: str) -> str:
     return f"gcs://_runtime_env_{hashlib.sha256(data).hexdigest()[:32]}.{kind}"
 
 
+def matches(uri: str, data: bytes) -> bool:
+    """Whether ``data`` is the package ``uri`` names (its URI is its content's hash)."""
+    return is_uri(uri) and uri == _uri(data, uri.rsplit(".", 1)[1])
+
+
 def unpack(uri: str, data: bytes, dest: str) -> None:
     """Unpacks a package into ``dest`` (made whole or not at all): a zip is
     extracted; a wheel, being a zip of importable files, too."""

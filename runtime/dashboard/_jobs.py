@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import job_submission as js
-from .._private import auth
+from .._private import auth, packaging
 from .._private import runtime_env as renv
 from .._private.config import JOB_SUBMISSION_ENV
 from .._private.state import JOB_INDEX_KEY as INDEX_KEY
@@ -80,10 +81,12 @@ class JobRecord:
 
 
 class JobManager:
-    def __init__(self, gcs: GcsStub, gcs_address: tuple[str, int], logs_dir: str) -> None:
+    def __init__(self, gcs: GcsStub, gcs_address: tuple[str, int], session_dir: str) -> None:
         self._gcs = gcs
         self._gcs_address = gcs_address
-        self._logs_dir = logs_dir
+        self._logs_dir = os.path.join(session_dir, "logs")
+        # Uploaded working_dirs, unpacked for their jobs (removed when each ends).
+        self._folders_dir = os.path.join(session_dir, "runtime_resources", "jobs")
         self._jobs: dict[str, JobRecord] = {}
         self._runs: dict[str, asyncio.subprocess.Process] = {}
         self._ties: dict[str, int] = {}
@@ -93,7 +96,9 @@ class JobManager:
 
     # -- the records ------------------------------------------------------------------
     async def load(self) -> None:
-        """Reads the records an earlier dashboard of this cluster left."""
+        """Reads the records an earlier dashboard of this cluster left (and
+        removes the folders it unpacked: their jobs ended with it)."""
+        await asyncio.to_thread(shutil.rmtree, self._folders_dir, True)
         ids = await self._kv_get(INDEX_KEY)
         for submission_id in json.loads(ids) if ids else []:
             raw = await self._kv_get(submission_id.encode())
@@ -121,12 +126,16 @@ class JobManager:
     # -- requests -----------------------------------------------------------------
     async def submit(self, body: Any) -> str:
         record, cwd = self._parse(body)
+        if cwd is not None and packaging.is_uri(cwd):
+            cwd = await self._unpack(cwd, record.submission_id)
         self._jobs[record.submission_id] = record
         await self._save(record, new=True)
         try:
             await self._start(record, cwd)
         except OSError as e:
             self._end(record, js.JobStatus.FAILED, f"its runner could not start: {e}")
+            folder = os.path.join(self._folders_dir, record.submission_id)
+            await asyncio.to_thread(shutil.rmtree, folder, True)
         await self._save(record)
         return record.submission_id
 
@@ -201,7 +210,7 @@ class JobManager:
         except (TypeError, ValueError) as e:
             raise BadRequest(str(e)) from None
         cwd = env.get("working_dir")
-        if cwd is not None and not os.path.isdir(cwd):
+        if cwd is not None and not packaging.is_uri(cwd) and not os.path.isdir(cwd):
             raise BadRequest(
                 f"runtime_env working_dir {cwd!r} is not a folder on the head node, "
                 "where the job runs"
@@ -267,9 +276,21 @@ class JobManager:
         record.start_time = int(time.time() * 1000)
         self._follows[record.submission_id] = self._tasks.spawn(self._follow(record, run))
 
+    async def _unpack(self, uri: str, submission_id: str) -> str:
+        """An uploaded working_dir, unpacked for this job: where it runs."""
+        data = await self._kv_get(uri.encode(), packaging.KV_NAMESPACE)
+        if data is None:
+            raise BadRequest(f"working_dir {uri} was not uploaded (PUT /api/packages/...)")
+        dest = os.path.join(self._folders_dir, submission_id)
+        await asyncio.to_thread(os.makedirs, self._folders_dir, 0o700, True)
+        await asyncio.to_thread(packaging.unpack, uri, data, dest)
+        return dest
+
     async def _follow(self, record: JobRecord, run: asyncio.subprocess.Process) -> None:
         code = await run.wait()
         submission_id = record.submission_id
+        folder = os.path.join(self._folders_dir, submission_id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
         self._runs.pop(submission_id, None)
         self._follows.pop(submission_id, None)
         with contextlib.suppress(OSError):
@@ -305,8 +326,8 @@ class JobManager:
         request = KvPutRequest(namespace=KV_NAMESPACE, key=key, value=value, overwrite=True)
         await self._gcs.kv_put(request)
 
-    async def _kv_get(self, key: bytes) -> bytes | None:
-        reply = await self._gcs.kv_get(KvGetRequest(namespace=KV_NAMESPACE, key=key))
+    async def _kv_get(self, key: bytes, namespace: str = KV_NAMESPACE) -> bytes | None:
+        reply = await self._gcs.kv_get(KvGetRequest(namespace=namespace, key=key))
         if not reply.found or reply.value == b"null":
             return None
         return bytes(reply.value)

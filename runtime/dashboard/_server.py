@@ -20,8 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .._private import auth, log_reader, rpc, state, tls, version
+from .._private import auth, log_reader, packaging, rpc, state, tls, version
 from .._private import task_events as te
+from ..protocol.rt import KvPutRequest
 from ._jobs import MAX_LOG_BYTES, BadRequest, JobManager
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ COOKIE = "runtime_dashboard_token"
 #: Task rows the page asks for at most (the newest attempts), and the timeline's window.
 MAX_TASK_ROWS = 1000
 TIMELINE_WINDOW_MS = 60_000
+MAX_UPLOAD_BYTES = packaging.MAX_PACKAGE_BYTES + 1024 * 1024
 #: How often a job's log is read for new output while it is followed.
 TAIL_POLL_S = 0.2
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
@@ -90,7 +92,8 @@ class Dashboard:
         self.started = time.time()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_guard])
+        # (A package a job submission uploads may be this big; JSON bodies are small.)
+        app = web.Application(middlewares=[_guard], client_max_size=MAX_UPLOAD_BYTES)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
         get = app.router.add_get
@@ -119,12 +122,13 @@ class Dashboard:
         app.router.add_delete("/api/jobs/{id}", self._delete_job)
         get("/api/jobs/{id}/logs", self._job_logs)
         get("/api/jobs/{id}/logs/tail", self._tail_job_logs)
+        app.router.add_put("/api/packages/{uri:.+}", self._put_package)
         return app
 
     async def _open(self, app: web.Application) -> None:
         self.reader = state.StateReader(self.gcs_address)
-        logs = os.path.join(self.session_dir, "logs") if self.session_dir else ""
-        self.jobs = JobManager(self.reader.gcs, self.gcs_address, logs or os.getcwd())
+        session = self.session_dir or os.getcwd()
+        self.jobs = JobManager(self.reader.gcs, self.gcs_address, session)
         await self.jobs.load()
 
     async def _close(self, app: web.Application) -> None:
@@ -279,6 +283,17 @@ class Dashboard:
         except BadRequest as e:
             return web.json_response({"error": str(e)}, status=400)
         return web.json_response({"deleted": deleted})
+
+    async def _put_package(self, request: web.Request) -> web.StreamResponse:
+        uri = request.match_info["uri"]
+        data = await request.read()
+        if not packaging.matches(uri, data):
+            error = f"{uri!r:.100} is not the package URI of what was sent (its hash)"
+            return web.json_response({"error": error}, status=400)
+        await self._state().gcs.kv_put(
+            KvPutRequest(namespace=packaging.KV_NAMESPACE, key=uri.encode(), value=data)
+        )
+        return web.json_response({"uri": uri})
 
     async def _job_logs(self, request: web.Request) -> web.StreamResponse:
         path = self._jobs().log_path(self._known(request))
