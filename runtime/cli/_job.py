@@ -138,7 +138,9 @@ def add_commands(sub: Any) -> None:
     submit = command("submit", _cmd_submit, "run a command on the cluster as a job", False)
     submit.add_argument("--submission-id", default=None, help="the job's id (default: a new one)")
     submit.add_argument("--runtime-env-json", default=None, help="the job's runtime_env, as JSON")
-    submit.add_argument("--working-dir", default=None, help="where it runs (on the head node)")
+    submit.add_argument(
+        "--working-dir", default=None, help="a local folder: uploaded, the job runs in it"
+    )
     submit.add_argument("--metadata-json", default=None, help="the job's metadata, as JSON")
     submit.add_argument("--no-wait", action="store_true", help="do not follow its output")
     submit.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- the command to run")
