@@ -97,6 +97,9 @@ def test_put_objects_are_ready_once_put_returns(cluster):
     refs = [runtime.put(i) for i in range(100)] + [runtime.put(b"x" * 300_000)]
     ready, not_ready = runtime.wait(refs, num_returns=len(refs), timeout=0)
     assert len(ready) == len(refs) and not not_ready
+    # Ray's ref protocol: where it was made, its id's size.
+    assert refs[0].call_site().startswith("put at test_objects.py:")
+    assert not refs[0].is_nil() and runtime.ObjectRef.size() == len(refs[0].binary())
 
 
 def test_wait_returns_at_most_num_returns(cluster):

@@ -24,7 +24,7 @@ from contextvars import Context
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._private import serialization
-from .._private.ids import task_of
+from .._private.ids import OBJECT_ID_SIZE, task_of
 from ..core_worker import OwnerAddress, Reference, await_future, in_asyncio
 from . import _context
 from ._ids import TaskID
@@ -66,6 +66,19 @@ class ObjectRef(Reference, Generic[T]):
     def task_id(self) -> TaskID:
         """The id of the task that makes this object (a ``put``'s: its own)."""
         return TaskID(task_of(self._id))
+
+    def call_site(self) -> str:
+        """Where this process made the object (``put at file.py:12``), if it did; else ""."""
+        return self._worker.objects.call_sites.get(self._id, "")
+
+    def is_nil(self) -> bool:
+        """False: a ref names an object (Ray's id protocol)."""
+        return False
+
+    @classmethod
+    def size(cls) -> int:
+        """Bytes in an object's id (``binary()``)."""
+        return OBJECT_ID_SIZE
 
     # -- waiting ----------------------------------------------------------
     def future(self) -> concurrent.futures.Future[Any]:

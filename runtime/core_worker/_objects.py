@@ -107,8 +107,9 @@ class ObjectClient:
         # Ready once put returns, as in Ray (a wait(timeout=0) right after sees
         # it); the loop then does the bookkeeping (and runs any callback due).
         worker.store.put_new(object_id, obj)
+        self.call_sites[object_id] = _user_call_site("put")  # (a dict's set: any thread)
         ref = worker.make_ref(object_id, worker.address, worker, counted=True)
-        worker.post(self._put_on_loop, object_id, obj, pickled.refs, _user_call_site("put"))
+        worker.post(self._put_on_loop, object_id, obj, pickled.refs)
         return ref
 
     def promise(self, fill: Callable[[], Awaitable[Any]], what: str) -> Reference:
@@ -140,10 +141,9 @@ class ObjectClient:
         self._worker.background.spawn(settle())
 
     def _put_on_loop(
-        self, object_id: bytes, obj: SerializedObject, nested: list[Reference], site: str
+        self, object_id: bytes, obj: SerializedObject, nested: list[Reference]
     ) -> None:
         worker = self._worker
-        self.call_sites[object_id] = site
         worker.refs.add_owned(object_id, 1)
         worker.store.put(object_id, obj)
         worker.ownership.contain(object_id, nested)
