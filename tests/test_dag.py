@@ -80,6 +80,20 @@ def test_actor_nodes_make_an_actor_per_execution_and_live_handles_bind(cluster):
     assert runtime.get(live.add.options(name="named").bind(0).execute(), timeout=60) == 106
 
 
+def test_calls_bound_on_a_class_node_run_in_the_order_bound(cluster):
+    # As in Ray: a.add.bind(2) then a.add.bind(4): running the second runs the
+    # first before it, on the same actor.
+    from runtime.dag.input_node import InputNode as InputNodeByRaysPath
+
+    assert InputNodeByRaysPath is InputNode
+    first = Adder.bind(10)
+    first.add.bind(2)
+    second = Adder.bind(10)
+    second.add.bind(6)
+    dag = combine.bind(first.add.bind(4), second.add.bind(0))
+    assert runtime.get(dag.execute(), timeout=60) == (10 + 2 + 4) + (10 + 6)
+
+
 def test_options_on_nodes(cluster):
     node = double.options(num_cpus=0).bind(2)
     assert node.get_options() == {"num_cpus": 0}

@@ -11,10 +11,13 @@ goes to the calls that use it as its ref, so each runs as soon as its inputs
 are ready, as a chain of ``.remote()`` calls does; a node nested in a list,
 tuple or dict argument passes as its ref inside it, which the call reads with
 ``get`` (as any nested ref, in Ray too). A class node makes a new actor at each
-execution, as in Ray.
+execution, as in Ray. Method calls bound on one class node are chained in
+the order they were bound, as in Ray: running one runs those bound before it
+first (so ``a.inc.bind(2); a.get.bind()`` counts the increment).
 
-Invariants: a node is immutable once made (``options()`` makes a new one), so
-the graph has no cycles; a graph has at most one ``InputNode``.
+Invariants: a node's call and arguments never change once made
+(``options()`` makes a new node), so the graph has no cycles; a graph has at
+most one ``InputNode``.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class ClassNode(DAGNode):
         if actor_class._check is not None:
             actor_class._check(args, kwargs)
         self._target = actor_class.options(**options) if options else actor_class
+        # The method call bound on it last: the next one bound runs after it.
+        self._last_call: ClassMethodNode | None = None
 
     def options(self, **options: Any) -> ClassNode:
         merged = {**self._bound_options, **options}
@@ -154,7 +159,12 @@ class _UnboundMethod:
         return _UnboundMethod(self._parent, self._name, {**self._options, **options})
 
     def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
-        return ClassMethodNode(self._parent, self._name, args, kwargs, self._options)
+        parent = self._parent
+        node = ClassMethodNode(
+            parent, self._name, args, kwargs, self._options, after=parent._last_call
+        )
+        parent._last_call = node
+        return node
 
 
 class ClassMethodNode(DAGNode):
@@ -168,15 +178,17 @@ class ClassMethodNode(DAGNode):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         options: dict[str, Any],
+        after: ClassMethodNode | None = None,
     ) -> None:
         super().__init__(args, kwargs, options)
         self._parent = parent  # a ClassNode, or an ActorHandle
         self._method = method
+        self._after = after  # the call bound on the same class node before this one
 
     def options(self, **options: Any) -> ClassMethodNode:
         merged = {**self._bound_options, **options}
         return ClassMethodNode(
-            self._parent, self._method, self._bound_args, self._bound_kwargs, merged
+            self._parent, self._method, self._bound_args, self._bound_kwargs, merged, self._after
         )
 
     def get_method_name(self) -> str:
@@ -186,6 +198,8 @@ class ClassMethodNode(DAGNode):
         found = super()._children()
         if isinstance(self._parent, ClassNode):
             found.append(self._parent)
+        if self._after is not None:
+            found.append(self._after)
         return found
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], results: dict[int, Any]) -> Any:

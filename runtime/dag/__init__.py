@@ -10,7 +10,7 @@ Built on the public API: ``execute()`` makes the same ``.remote()`` calls a
 program would (see ``api/_dag.py``).
 """
 
-from .api import (
+from ..api import (
     ClassMethodNode,
     ClassNode,
     DAGInputData,
