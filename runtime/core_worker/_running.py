@@ -170,7 +170,14 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
 
 
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
-    error = exceptions.TaskCancelledError(f"{name}() was cancelled")
+    """A task cancelled on its worker: as in Ray, its error is a TaskError whose
+    cause is a TaskCancelledError (``except RayTaskError`` and ``except
+    TaskCancelledError`` both catch it). One cancelled before it reached a
+    worker fails with a plain TaskCancelledError, also as in Ray."""
+    cause = exceptions.TaskCancelledError(f"{name}() was cancelled")
+    error = exceptions.TaskError(
+        name, f"TaskCancelledError: {cause}", cause, None, os.getpid(), _HOST
+    )
     return (task_id, False, [serialization.serialize_error(error)], False, [], None)
 
 
