@@ -64,16 +64,30 @@ def test_dynamic_and_fixed_num_returns(cluster):
     dynamic = runtime.get(count.options(num_returns="dynamic").remote(3))
     assert isinstance(dynamic, runtime.DynamicObjectRefGenerator)  # Ray's name for it
     assert [runtime.get(r) for r in dynamic] == [0, 1, 2]
+    # As in Ray, a dynamic generator's error is its last ref's.
+    *made, failed = runtime.get(fails_after.options(num_returns="dynamic").remote(2))
+    assert runtime.get(made) == [0, 1]
+    with pytest.raises(ValueError, match="after 2"):
+        runtime.get(failed)
     assert runtime.get(count.options(num_returns=2).remote(2)) == [0, 1]
-    # A fixed count of 1 is a generator's one item, as in Ray; another number
-    # of items than declared fails the task, saying so.
+    # A fixed count of 1 is a generator's one item, as in Ray. As in Ray too,
+    # each return it made is its value, the others hold its error (or, if it
+    # stopped early, a ValueError saying so); what comes after the last return
+    # is logged, not the task's failure.
     assert runtime.get(count.options(num_returns=1).remote(1)) == 0
-    with pytest.raises(ValueError, match="num_returns=2 but its generator yielded more"):
-        runtime.get(count.options(num_returns=2).remote(3)[0])
+    assert runtime.get(count.options(num_returns=2).remote(3)) == [0, 1]
+    early = count.options(num_returns=2).remote(1)
+    assert runtime.get(early[0]) == 0
     with pytest.raises(ValueError, match=r"num_returns=2 but its generator yielded 1 value"):
-        runtime.get(count.options(num_returns=2).remote(1)[1])
-    with pytest.raises(ValueError, match="after 2"):  # the generator's own error
-        runtime.get(fails_after.options(num_returns=3).remote(2)[0])
+        runtime.get(early[1])
+    partial = fails_after.options(num_returns=4).remote(2)
+    assert runtime.get(partial[:2]) == [0, 1]
+    for ref in partial[2:]:
+        with pytest.raises(ValueError, match="after 2"):  # the generator's own error
+            runtime.get(ref)
+    assert runtime.get(fails_after.options(num_returns=2).remote(2)) == [0, 1]
+    with pytest.raises(ValueError, match="after 0"):  # it made nothing: the task failed
+        runtime.get(fails_after.options(num_returns=2).remote(0)[0])
     with pytest.raises(ValueError, match="streaming"):
         count.options(num_returns="lots")
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from .._private import serialization
+from ..core_worker import failure_object
 from . import _context, _dag, _options, _runtime_env, _scheduling, _signature
 from ._generator import ObjectRefGenerator
 from ._object_ref import ObjectRef
@@ -177,4 +178,11 @@ class DynamicCall:
         self.function = function
 
     def __call__(self, *args: Any, **kwargs: Any) -> DynamicObjectRefGenerator:
-        return DynamicObjectRefGenerator([put(item) for item in self.function(*args, **kwargs)])
+        refs: list[ObjectRef] = []
+        try:
+            for item in self.function(*args, **kwargs):
+                refs.append(put(item))  # noqa: PERF401 (each kept as it comes, error or not)
+        except Exception as e:  # as in Ray: its last ref holds the error
+            worker = _context.current()
+            refs.append(cast(ObjectRef, worker.objects.put_serialized(failure_object(e), "error")))
+        return DynamicObjectRefGenerator(refs)

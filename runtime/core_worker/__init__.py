@@ -4,7 +4,8 @@ What the API layer uses: :class:`CoreWorker` (the composition root), its
 modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 :class:`RefFactory` it is given, and ``current_task_id`` (the task running
 in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
-``exit_actor()`` raises), ``mark_task_output`` (a worker's stdout and stderr
+``exit_actor()`` raises), ``failure_object`` (an error as an object that
+raises it at ``get``), ``mark_task_output`` (a worker's stdout and stderr
 mark each task's output), and a worker process's main thread: ``LaneHost``
 (it runs the sync tasks) and ``install_interrupts`` (cancelling reaches them).
 """
@@ -20,6 +21,7 @@ from ._running import (
     ActorExitRequest,
     current_task,
     current_task_id,
+    failure_object,
     logging_context,
     thread_state,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "check_blocking_allowed",
     "current_task",
     "current_task_id",
+    "failure_object",
     "in_asyncio",
     "install_interrupts",
     "logging_context",

@@ -112,6 +112,17 @@ class ObjectClient:
         worker.post(self._put_on_loop, object_id, obj, pickled.refs)
         return ref
 
+    def put_serialized(self, obj: SerializedObject, what: str) -> Reference:
+        """Stores an object already serialized (an error object, for one); as ``put``."""
+        self._worker.check_cluster()
+        worker = self._worker
+        object_id = worker.ids.put_id()
+        worker.store.put_new(object_id, obj)
+        self.call_sites[object_id] = what
+        ref = worker.make_ref(object_id, worker.address, worker, counted=True)
+        worker.post(self._put_on_loop, object_id, obj, [])
+        return ref
+
     def promise(self, fill: Callable[[], Awaitable[Any]], what: str) -> Reference:
         """A new owned object (from any thread) whose value is what ``fill()``
         returns once it does (run on the loop); what it raises is the error

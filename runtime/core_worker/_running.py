@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import socket
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ current_task_id: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
 current_task: contextvars.ContextVar[WireTask | None] = contextvars.ContextVar(
     "runtime_current_task", default=None
 )
+
+logger = logging.getLogger(__name__)
 
 _HOST = socket.gethostname()
 
@@ -99,10 +102,8 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
     task_id, name, num_returns = task[0], task[2], task[5]
     values: Iterable[Any] | None
     if type(result) is GeneratorType:
-        # Ray's generator with a fixed num_returns: its items are the returns,
-        # each stored as it comes (so they need not all be in memory at once).
-        values = _yielded(result, num_returns, name)
-    elif num_returns == 1:
+        return _generator_reply(worker, task, result)
+    if num_returns == 1:
         values = [result]
     elif num_returns == 0:
         values = []
@@ -134,7 +135,7 @@ def result_reply(worker: CoreWorker, task: WireTask, result: Any) -> WireReply:
             pins.extend(refs)
     except ENDS_WORKER:
         raise
-    except BaseException as e:  # raised by a generator's own code, or its count was wrong
+    except BaseException as e:  # raised by iterating the result
         return error_reply(task_id, name, e)
     if pins:
         # Held until the result's owner has taken the refs over (ReleasePins).
@@ -169,6 +170,13 @@ def error_reply(task_id: bytes, name: str, error: BaseException, note: str = "")
     return (task_id, False, [serialization.serialize_error(err)], True, [], None)
 
 
+def failure_object(error: BaseException) -> SerializedObject:
+    """``error`` as an object that raises it at ``get`` (a TaskError of the task
+    running here, with its traceback), as a failed task's returns hold it."""
+    task = current_task.get()
+    return error_reply(b"", task[2] if task is not None else "task", error)[2][0]
+
+
 def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     """A task cancelled on its worker: as in Ray, its error is a TaskError whose
     cause is a TaskCancelledError (``except RayTaskError`` and ``except
@@ -181,24 +189,63 @@ def cancelled_reply(task_id: bytes, name: str) -> WireReply:
     return (task_id, False, [serialization.serialize_error(error)], False, [], None)
 
 
-def _yielded(items: Generator[Any, None, None], count: int, name: str) -> Iterator[Any]:
-    """A generator's items as a task's ``count`` returns; ValueError if it
-    yields another number of them (as Ray's documentation says)."""
-    seen = 0
-    for item in items:
-        seen += 1
-        if seen > count:
-            items.close()
-            raise ValueError(
-                f"{name}() was declared with num_returns={count} but its generator "
-                "yielded more values"
-            )
-        yield item
-    if seen < count:
-        raise ValueError(
+def _generator_reply(
+    worker: CoreWorker, task: WireTask, items: Generator[Any, None, None]
+) -> WireReply:
+    """Ray's generator with a fixed ``num_returns``: item i is return i, each
+    stored as it comes (they need not all be in memory at once). As in Ray,
+    the returns it did not make hold its error (what it raised, or a
+    ValueError when it stopped early), and what comes after the last return
+    (another item, or an exception) is logged, not made the task's failure."""
+    task_id, name, count = task[0], task[2], task[5]
+    returns: list[SerializedObject] = []
+    nested: list[list[tuple[bytes, tuple[str, int, bytes]]]] = []
+    pins: list[Any] = []
+    failure: WireReply | None = None
+    try:
+        for item in items:
+            if len(returns) == count:
+                items.close()
+                logger.error(
+                    "%s() was declared with num_returns=%d but its generator yielded more "
+                    "values: those after the first %d are dropped", name, count, count,
+                )  # fmt: skip
+                break
+            try:
+                obj, refs = worker.objects.serialize_value(
+                    item, return_id(task_id, len(returns)), owner=task[8]
+                )
+            except Exception as e:
+                failure = error_reply(task_id, name, e, "could not serialize the result: ")
+                break
+            returns.append(obj)
+            nested.append([(r.binary(), r.owner_address) for r in refs])
+            pins.extend(refs)
+    except ENDS_WORKER:
+        raise
+    except BaseException as e:
+        if len(returns) < count:
+            failure = error_reply(task_id, name, e)
+        else:
+            logger.error(
+                "%s() raised after its %d returns were made: %s",
+                name, count, format_remote_error(e).rstrip(),
+            )  # fmt: skip
+    if failure is None and len(returns) < count:
+        stopped = ValueError(
             f"{name}() was declared with num_returns={count} but its generator "
-            f"yielded {seen} value(s)"
+            f"yielded {len(returns)} value(s)"
         )
+        failure = error_reply(task_id, name, stopped)
+    if failure is not None:
+        if not returns:
+            return failure  # it made nothing: the task failed
+        missing = count - len(returns)
+        returns.extend([failure[2][0]] * missing)
+        nested.extend([] for _ in range(missing))
+    if pins:
+        worker.post(worker.ownership.pin, task_id, pins)
+    return (task_id, True, returns, False, nested if pins else (), None)
 
 
 def _len_of(value: Any) -> str:
