@@ -319,6 +319,13 @@ def test_named_actor_and_get_actor(cluster):
         Counter.options(name="counter").remote()  # (a ValueError too, as in Ray)
     with pytest.raises(ValueError, match="no actor named"):
         runtime.get_actor("missing")
+    # Ray's get_or_create: the live one (its arguments ignored), or a new one.
+    again = Counter.options(name="counter").get_or_create(100)
+    assert runtime.get(again.incr.remote()) == 7  # the same actor: its count goes on
+    fresh = Counter.options(name="other").get_or_create(100)
+    assert runtime.get(fresh.incr.remote()) == 101
+    with pytest.raises(ValueError, match="needs a name"):
+        Counter.options(max_restarts=1).get_or_create()
 
 
 def test_list_named_actors(cluster):

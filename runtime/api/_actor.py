@@ -245,6 +245,13 @@ class _ActorClassOptions(Generic[C]):
     def bind(self, *args: Any, **kwargs: Any) -> _dag.ClassNode:
         return _dag.ClassNode(self._actor_class, args, kwargs, self._options)
 
+    def get_or_create(self, *args: Any, **kwargs: Any) -> ActorHandle[C]:
+        """The named actor if it lives, else a new one made with these arguments
+        (Ray's ``options(name=...).get_or_create(...)``: ``get_if_exists=True``)."""
+        if not self._options.get("name"):
+            raise ValueError("get_or_create() needs a name: Cls.options(name=...).get_or_create()")
+        return self._actor_class._create({**self._options, "get_if_exists": True}, args, kwargs)
+
 
 # -- killing and finding actors ------------------------------------------------------
 
