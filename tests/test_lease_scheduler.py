@@ -133,6 +133,22 @@ def test_job_finished_cancels_and_kills():
     assert s.request(request(3, job=7)) == [Cancel(3)]
 
 
+def test_a_detached_actors_request_outlives_its_job():
+    # A driver that creates a detached actor and exits at once: the actor's
+    # lease may still be queued, or not yet asked for, when its job finishes.
+    s = make(cpus=1)
+    register_all(s, s.request(request(1, job=7)))
+    queued = request(2, job=7)
+    queued.detached = True
+    s.request(queued)
+    actions = s.job_finished(7)
+    assert Cancel(2) not in actions and queued in s.queue
+    late = request(3, job=7)
+    late.detached = True
+    assert Cancel(3) not in s.request(late)
+    s.validate()
+
+
 def test_idle_workers_beyond_the_soft_limit_are_reaped():
     s = make(cpus=1)
     for w in [a for a in s.prestart(1, 3) if isinstance(a, StartWorker)]:

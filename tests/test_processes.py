@@ -311,6 +311,21 @@ def test_detached_named_actor_across_drivers(session_root):
         )
         assert second.returncode == 0, second.stderr
         assert second.stdout.split("\n")[:2] == ["[1, 2]", "temp is gone"]
+        # A driver that creates a detached actor and exits at once: the actor's
+        # worker may not be leased yet when the job ends; the actor stays.
+        quick = run_driver(
+            define + "Store.options(name='quick', lifetime='detached').remote()\n", env=env
+        )
+        assert quick.returncode == 0, quick.stderr
+        third = run_driver(
+            define
+            + "s = runtime.get_actor('quick')\n"
+            + "print(runtime.get(s.add.remote(3), timeout=60))\n"
+            + "runtime.kill(s)\n",
+            env=env,
+        )
+        assert third.returncode == 0, third.stderr
+        assert third.stdout.strip() == "[3]"
     finally:
         cli("stop", env=env)
     assert_no_orphans(session_root)

@@ -192,8 +192,8 @@ class LeaseScheduler:
 
     # -- events ---------------------------------------------------------------
     def request(self, req: LeaseRequest) -> list[Action]:
-        if req.job_id in self.finished_jobs:
-            return [Cancel(req.request_id)]
+        if req.job_id in self.finished_jobs and not req.detached:
+            return [Cancel(req.request_id)]  # (a detached actor outlives its job)
         if self.removed_groups and placement.groups_in(req.resources) & self.removed_groups.keys():
             return [Cancel(req.request_id, group_removed=True)]
         req.infeasible = req.elsewhere or not res.fits(self.total, req.resources)
@@ -306,7 +306,7 @@ class LeaseScheduler:
     def job_finished(self, job_id: int) -> list[Action]:
         self.finished_jobs.add(job_id)
         actions: list[Action] = []
-        for req in [r for r in self.queue if r.job_id == job_id]:
+        for req in [r for r in self.queue if r.job_id == job_id and not r.detached]:
             self.queue.remove(req)
             actions.append(Cancel(req.request_id))
         for worker in self.workers.values():
