@@ -321,7 +321,7 @@ def test_named_actor_and_get_actor(cluster):
         runtime.get_actor("missing")
     # Ray's get_or_create: the live one (its arguments ignored), or a new one.
     again = Counter.options(name="counter").get_or_create(100)
-    assert runtime.get(again.incr.remote()) == 7  # the same actor: its count goes on
+    assert again == handle and runtime.get(again.incr.remote()) == 7  # the same actor
     fresh = Counter.options(name="other").get_or_create(100)
     assert runtime.get(fresh.incr.remote()) == 101
     with pytest.raises(ValueError, match="needs a name"):

@@ -159,8 +159,10 @@ class ActorClient:
             if not reply.ok:
                 taken = reply.name_taken
                 raise (exceptions.ActorAlreadyExistsError if taken else ValueError)(reply.error)
-            if reply.existed:
-                owned = False
+            if reply.existed and reply.actor is not None:
+                # The live actor's own id: its handle is the one get_actor gives
+                # (equal to it, and its calls share one queue with them).
+                return reply.actor.actor_id, None
         if not owned:
             return key, None
         worker = self._worker
