@@ -130,6 +130,8 @@ class JobManager:
             cwd = await self._unpack(cwd, record.submission_id)
         self._jobs[record.submission_id] = record
         await self._save(record, new=True)
+        # (A dashboard started with no session folder has no logs folder yet.)
+        await asyncio.to_thread(os.makedirs, self._logs_dir, 0o700, True)
         try:
             await self._start(record, cwd)
         except OSError as e:
