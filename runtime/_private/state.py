@@ -165,8 +165,19 @@ class StateReader:
         """Every driver's job, and every submitted one (see :meth:`submissions`):
         a submitted job's status is its submission's; one whose driver never
         connected (it failed first, or runs no driver) is listed too."""
+        rows = await self.drivers()
+        submitted = {record["submission_id"]: record for record in await self.submissions()}
+        for row in rows:
+            record = submitted.pop(row["submission_id"] or "", None)
+            if record is not None:
+                row["status"], row["entrypoint"] = record["status"], record["entrypoint"]
+        rows.extend(_unconnected(record) for record in submitted.values())
+        return rows
+
+    async def drivers(self) -> list[dict[str, Any]]:
+        """The jobs whose drivers connected, as the gcs lists them."""
         reply = await _bounded(self.gcs.list_jobs(Empty()))
-        rows = [
+        return [
             {
                 "job_id": job_hex(j.job_id),
                 "submission_id": j.metadata.get(SUBMISSION_ID_KEY),
@@ -185,13 +196,6 @@ class StateReader:
             }
             for j in reply.jobs
         ]
-        submitted = {record["submission_id"]: record for record in await self.submissions()}
-        for row in rows:
-            record = submitted.pop(row["submission_id"] or "", None)
-            if record is not None:
-                row["status"], row["entrypoint"] = record["status"], record["entrypoint"]
-        rows.extend(_unconnected(record) for record in submitted.values())
-        return rows
 
     async def submissions(self) -> list[dict[str, Any]]:
         """The submitted jobs' records the dashboard keeps in the gcs's key-value store."""

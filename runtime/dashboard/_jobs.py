@@ -38,8 +38,9 @@ from .._private import runtime_env as renv
 from .._private.config import JOB_SUBMISSION_ENV
 from .._private.state import JOB_INDEX_KEY as INDEX_KEY
 from .._private.state import JOB_KV_NAMESPACE as KV_NAMESPACE
+from .._private.state import StateReader
 from .._private.tasks import TaskSet
-from ..protocol.rt import GcsStub, KvGetRequest, KvPutRequest
+from ..protocol.rt import KvGetRequest, KvPutRequest
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ class JobRecord:
 
 
 class JobManager:
-    def __init__(self, gcs: GcsStub, gcs_address: tuple[str, int], session_dir: str) -> None:
-        self._gcs = gcs
+    def __init__(self, reader: StateReader, gcs_address: tuple[str, int], session_dir: str) -> None:
+        self._reader = reader
+        self._gcs = reader.gcs
         self._gcs_address = gcs_address
         self._logs_dir = os.path.join(session_dir, "logs")
         # Uploaded working_dirs, unpacked for their jobs (removed when each ends).
@@ -99,16 +101,12 @@ class JobManager:
         """Reads the records an earlier dashboard of this cluster left (and
         removes the folders it unpacked: their jobs ended with it)."""
         await asyncio.to_thread(shutil.rmtree, self._folders_dir, True)
-        ids = await self._kv_get(INDEX_KEY)
-        for submission_id in json.loads(ids) if ids else []:
-            raw = await self._kv_get(submission_id.encode())
-            if raw is None:
-                continue
-            record = JobRecord(**json.loads(raw))
+        for row in await self._reader.submissions():
+            record = JobRecord(**row)
             if not js.JobStatus(record.status).is_terminal():
                 self._end(record, js.JobStatus.FAILED, "the dashboard running it ended")
                 await self._save(record)
-            self._jobs[submission_id] = record
+            self._jobs[record.submission_id] = record
 
     def get(self, submission_id: str) -> dict[str, Any] | None:
         record = self._jobs.get(submission_id)

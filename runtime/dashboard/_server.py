@@ -128,7 +128,7 @@ class Dashboard:
     async def _open(self, app: web.Application) -> None:
         self.reader = state.StateReader(self.gcs_address)
         session = self.session_dir or os.getcwd()
-        self.jobs = JobManager(self.reader.gcs, self.gcs_address, session)
+        self.jobs = JobManager(self.reader, self.gcs_address, session)
         await self.jobs.load()
 
     async def _close(self, app: web.Application) -> None:
@@ -249,7 +249,9 @@ class Dashboard:
     async def _with_drivers(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each job's driver (its job id), once its ``init()`` connected."""
         drivers = {
-            row["submission_id"]: row for row in await self._state().jobs() if row["submission_id"]
+            row["submission_id"]: row
+            for row in await self._state().drivers()
+            if row["submission_id"]
         }
         for row in rows:
             driver = drivers.get(row["submission_id"])
