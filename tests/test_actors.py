@@ -16,7 +16,6 @@ import runtime
 from runtime.exceptions import (
     ActorDiedError,
     PendingCallsLimitExceededError,
-    TaskCancelledError,
     TaskError,
 )
 
@@ -75,16 +74,6 @@ class AsyncActor:
 
     async def is_initialized(self):
         return self.initialized
-
-    async def wait_forever(self):
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.saw_cancel = True
-            raise
-
-    async def saw_cancelled(self):
-        return getattr(self, "saw_cancel", False)
 
     def blocking(self):
         time.sleep(0.01)
@@ -531,95 +520,6 @@ def test_death_without_retries(cluster):
         runtime.get(counter.exit.remote(), timeout=30)
     with pytest.raises(ActorDiedError):
         runtime.get(counter.incr.remote(), timeout=30)
-
-
-def test_cancel_async_actor_call(cluster):
-    actor = AsyncActor.remote()
-    ref = actor.wait_forever.remote()
-    runtime.get(actor.sleep.remote(0.05))  # the long call is running now
-    runtime.cancel(ref)
-    with pytest.raises(TaskCancelledError):
-        runtime.get(ref, timeout=30)
-    assert runtime.get(actor.saw_cancelled.remote()) is True
-
-
-@runtime.remote
-class Gated:
-    def hold(self, path):
-        while not os.path.exists(path):
-            time.sleep(0.01)
-        return "held"
-
-    def quick(self):
-        return "quick"
-
-
-def test_cancel_of_a_queued_sync_call_answers_at_once(cluster, tmp_path):
-    gate = tmp_path / "gate"
-    actor = Gated.remote()
-    held = actor.hold.remote(str(gate))
-    queued = actor.quick.remote()
-    # Cancelled once the actor's worker has it (not in its caller's queue).
-    wait_until(
-        lambda: any(
-            t.state == "SUBMITTED_TO_WORKER"
-            for t in runtime.util.state.list_tasks(filters=[("name", "=", "Gated.quick")])
-        ),
-        30,
-        "the call to reach the actor",
-    )
-    runtime.cancel(queued)
-    # Answered while the call ahead of it still runs (it never will run).
-    with pytest.raises(TaskCancelledError):
-        runtime.get(queued, timeout=30)
-    assert runtime.wait([held], timeout=0)[0] == []
-    gate.touch()
-    assert runtime.get(held, timeout=30) == "held"
-    assert runtime.get(actor.quick.remote(), timeout=30) == "quick"
-
-
-def test_cancel_queued_task():
-    ctx = runtime.init(num_cpus=1)
-    try:
-
-        @runtime.remote
-        def slow():
-            time.sleep(1.0)
-            return "done"
-
-        running = slow.remote()
-        queued = slow.remote()
-        runtime.cancel(queued)
-        with pytest.raises(TaskCancelledError):
-            runtime.get(queued, timeout=30)
-        assert runtime.get(running, timeout=30) == "done"
-    finally:
-        runtime.shutdown()
-        from conftest import assert_no_orphans
-
-        assert_no_orphans(ctx.session_dir)
-
-
-def test_cancel_running_task(cluster):
-    @runtime.remote
-    def spin():
-        while True:
-            time.sleep(0.01)
-
-    @runtime.remote
-    def block():
-        time.sleep(3600)
-
-    ref = spin.remote()
-    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
-    runtime.cancel(ref)
-    with pytest.raises(TaskCancelledError):
-        runtime.get(ref, timeout=30)
-    forced = block.remote()
-    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
-    runtime.cancel(forced, force=True)
-    with pytest.raises(TaskCancelledError):
-        runtime.get(forced, timeout=30)
 
 
 def test_max_pending_calls(cluster):

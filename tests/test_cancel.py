@@ -4,8 +4,11 @@ ref, KeyboardInterrupt in a running sync task, ``is_canceled()``."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import pytest
+from conftest import wait_until
 
 import runtime
 from runtime.exceptions import TaskCancelledError
@@ -190,3 +193,112 @@ def test_a_task_may_use_signals(cluster):
     """A task runs on its worker's main thread, as in Ray: its code may set
     signal handlers (a timeout by ``signal.alarm``, here)."""
     assert runtime.get(with_alarm.remote(), timeout=30) == "alarm"
+
+
+@runtime.remote
+class Cancellable:
+    def __init__(self):
+        self._running = asyncio.Event()
+
+    async def wait_forever(self):
+        self._running.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.saw_cancel = True
+            raise
+
+    async def started(self):
+        await self._running.wait()
+
+    async def saw_cancelled(self):
+        return getattr(self, "saw_cancel", False)
+
+
+def test_cancel_async_actor_call(cluster):
+    actor = Cancellable.remote()
+    ref = actor.wait_forever.remote()
+    runtime.get(actor.started.remote(), timeout=30)  # the long call is running now
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    assert runtime.get(actor.saw_cancelled.remote()) is True
+
+
+@runtime.remote
+class Gated:
+    def hold(self, path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return "held"
+
+    def quick(self):
+        return "quick"
+
+
+def test_cancel_of_a_queued_sync_call_answers_at_once(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    actor = Gated.remote()
+    held = actor.hold.remote(str(gate))
+    queued = actor.quick.remote()
+    # Cancelled once the actor's worker has it (not in its caller's queue).
+    wait_until(
+        lambda: any(
+            t.state == "SUBMITTED_TO_WORKER"
+            for t in runtime.util.state.list_tasks(filters=[("name", "=", "Gated.quick")])
+        ),
+        30,
+        "the call to reach the actor",
+    )
+    runtime.cancel(queued)
+    # Answered while the call ahead of it still runs (it never will run).
+    with pytest.raises(TaskCancelledError):
+        runtime.get(queued, timeout=30)
+    assert runtime.wait([held], timeout=0)[0] == []
+    gate.touch()
+    assert runtime.get(held, timeout=30) == "held"
+    assert runtime.get(actor.quick.remote(), timeout=30) == "quick"
+
+
+def test_cancel_queued_task():
+    ctx = runtime.init(num_cpus=1)
+    try:
+
+        @runtime.remote
+        def slow():
+            time.sleep(1.0)
+            return "done"
+
+        running = slow.remote()
+        queued = slow.remote()
+        runtime.cancel(queued)
+        with pytest.raises(TaskCancelledError):
+            runtime.get(queued, timeout=30)
+        assert runtime.get(running, timeout=30) == "done"
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_cancel_running_task(cluster):
+    @runtime.remote
+    def spin():
+        while True:
+            time.sleep(0.01)
+
+    @runtime.remote
+    def block():
+        time.sleep(3600)
+
+    ref = spin.remote()
+    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
+    runtime.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(ref, timeout=30)
+    forced = block.remote()
+    wait_until(lambda: runtime.available_resources().get("CPU", 0) < 2, what="the task to start")
+    runtime.cancel(forced, force=True)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(forced, timeout=30)
