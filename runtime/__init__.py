@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import actor, exceptions, job_config, runtime_context, runtime_env, util
+from . import actor, cloudpickle, exceptions, job_config, runtime_context, runtime_env, util
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
@@ -91,6 +91,7 @@ __all__ = [
     "available_resources",
     "available_resources_async",
     "cancel",
+    "cloudpickle",
     "cluster_resources",
     "cluster_resources_async",
     "exceptions",

@@ -296,6 +296,12 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
     code catching it runs."""
 
 
+class OufOfBandObjectRefSerializationException(RayError):
+    """A ref was pickled outside the runtime's own serialization while
+    ``allow_out_of_band_object_ref_serialization`` is off (Ray's name, its
+    spelling kept)."""
+
+
 class RayActorError(RayError):
     """Base of the errors of a call whose actor could not run it (as in Ray)."""
 
@@ -426,6 +432,7 @@ __all__ = [
     "ObjectReconstructionFailedMaxAttemptsExceededError",
     "ObjectRefStreamEndOfStreamError",
     "ObjectStoreFullError",
+    "OufOfBandObjectRefSerializationException",
     "OutOfDiskError",
     "OutOfMemoryError",
     "OwnerDiedError",

@@ -242,3 +242,55 @@ def test_register_serializer(cluster):
         register_serializer(Guarded, serializer=1, deserializer=lambda d: d)
     with pytest.raises(TypeError, match="class"):
         register_serializer(Guarded(1), serializer=str, deserializer=str)
+
+
+def _settled(worker):
+    """Every ref drop posted so far has been counted (the loop runs them in order)."""
+    from conftest import wait_until
+
+    marker = runtime.put("marker")
+    marker_id = marker.binary()
+    del marker
+    wait_until(lambda: marker_id not in worker.store, what="a dropped put to be freed")
+
+
+def test_a_ref_pickled_by_user_code_pins_its_object(cluster):
+    """As Ray's ``ray.cloudpickle``: nothing tells when such a pickle is read,
+    so the object stays for the pickling process's lifetime (plain pickle too)."""
+    import copy
+    import pickle
+
+    worker = runtime.api._context.current()
+    ref = runtime.put({"hello": "world"})
+    by_cloudpickle = runtime.cloudpickle.dumps(ref)
+    other = runtime.put([1, 2])
+    by_pickle = pickle.dumps(other)
+    assert copy.deepcopy([ref])[0] is ref  # (no pickling: no pin of its own)
+    del ref, other
+    _settled(worker)
+    assert runtime.get(runtime.cloudpickle.loads(by_cloudpickle), timeout=30) == {"hello": "world"}
+    assert runtime.get(pickle.loads(by_pickle), timeout=30) == [1, 2]
+
+    @runtime.remote
+    def read(data):
+        return runtime.get(runtime.cloudpickle.loads(data))
+
+    assert runtime.get(read.remote(by_cloudpickle), timeout=30) == {"hello": "world"}
+
+
+def test_out_of_band_pickling_may_be_refused():
+    from runtime.exceptions import OufOfBandObjectRefSerializationException
+
+    runtime.init(num_cpus=1, _system_config={"allow_out_of_band_object_ref_serialization": False})
+    try:
+        ref = runtime.put(1)
+        with pytest.raises(OufOfBandObjectRefSerializationException, match=ref.hex()):
+            runtime.cloudpickle.dumps(ref)
+
+        @runtime.remote
+        def inner(refs):
+            return runtime.get(refs[0])
+
+        assert runtime.get(inner.remote([ref]), timeout=30) == 1  # in band: allowed
+    finally:
+        runtime.shutdown()

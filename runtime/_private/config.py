@@ -68,6 +68,10 @@ class Config:
     health_check_failure_threshold: int = 5
     #: The first put/get/wait/.remote() without init() starts a local cluster.
     auto_init: bool = True
+    #: A ref pickled outside the runtime's own serialization (``cloudpickle.dumps(ref)``)
+    #: pins its object for as long as the pickling process lives; False: it raises
+    #: ``OufOfBandObjectRefSerializationException`` instead (Ray's name).
+    allow_out_of_band_object_ref_serialization: bool = True
     #: Errors of tasks nobody read are not reported when their refs are freed.
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.

@@ -158,11 +158,15 @@ class _Context(threading.local):
 _context = _Context()
 
 
-def note_ref(ref: Any) -> None:
-    """Called by ``ObjectRef.__reduce__``: records a ref pickled inside a value."""
+def note_ref(ref: Any) -> bool:
+    """Called by ``ObjectRef.__reduce__``: records a ref pickled inside a value
+    the runtime serializes; False when the pickling is someone else's (out of
+    band: user code calling a pickler itself)."""
     refs = _context.refs
-    if refs is not None:
-        refs.append(ref)
+    if refs is None:
+        return False
+    refs.append(ref)
+    return True
 
 
 def small_scalar(value: Any, limit: int) -> SerializedObject | None:

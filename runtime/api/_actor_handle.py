@@ -112,7 +112,8 @@ class ActorHandle(Generic[C]):
         ref = self._ref
         counted = None
         if ref is not None:
-            serialization.note_ref(ref)  # passed on: borrowed where it lands
+            if not serialization.note_ref(ref):  # passed on: borrowed where it lands
+                worker.objects.pin_out_of_band(ref)  # (or pickled by user code)
             counted = (ref.binary(), ref.owner_address)
         state = (
             worker.actor_client.actor_id_of(self._key),

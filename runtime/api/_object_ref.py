@@ -60,8 +60,15 @@ class ObjectRef(Reference, Generic[T]):
             worker.objects.add_local_ref(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        serialization.note_ref(self)
+        if not serialization.note_ref(self):
+            self._worker.objects.pin_out_of_band(self)
         return (_rebuild, (self._id, self._owner))
+
+    def __copy__(self) -> ObjectRef[T]:
+        return self  # (a name: copying it pickles nothing)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ObjectRef[T]:
+        return self
 
     def task_id(self) -> TaskID:
         """The id of the task that makes this object (a ``put``'s: its own)."""

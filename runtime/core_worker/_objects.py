@@ -53,6 +53,9 @@ class ObjectClient:
         # Owned objects that stand for something else (an actor's handle
         # object): what to do when they are freed.
         self.on_free: dict[bytes, Callable[[], None]] = {}
+        # Refs pickled out of band (by user code): kept, so their objects
+        # live as long as this process (any thread adds; never removed).
+        self._pinned: dict[bytes, Reference] = {}
 
     # -- local counts (any thread) ---------------------------------------------------
     def add_local_ref(self, ref: Reference) -> None:
@@ -68,6 +71,22 @@ class ObjectClient:
         if self._worker.state is State.STOPPED:
             return
         self._worker.bridge.post_count(object_id)
+
+    def pin_out_of_band(self, ref: Reference) -> None:
+        """``ref`` was pickled by code other than the runtime's: its object is
+        kept for as long as this process lives (as Ray's ``ray.cloudpickle``
+        does), since nothing tells when the pickle is read, if ever."""
+        if ref._id in self._pinned:
+            return
+        if not self._worker.config.allow_out_of_band_object_ref_serialization:
+            raise exceptions.OufOfBandObjectRefSerializationException(
+                f"ObjectRef {ref.hex()} was pickled outside the runtime's serialization "
+                "(allow_out_of_band_object_ref_serialization is off). Pass refs in task "
+                "arguments, results or put() values instead, or set "
+                "RUNTIME_ALLOW_OUT_OF_BAND_OBJECT_REF_SERIALIZATION=1 to pin the object "
+                "for this process's lifetime"
+            )
+        self._pinned[ref._id] = ref
 
     def drop_local(self, object_id: bytes) -> None:
         """On the loop: one local count less; the object goes if none is left."""
