@@ -116,6 +116,8 @@ def test_node_affinity(cluster2: tuple[Cluster, str]) -> None:
     cluster, node_id = cluster2
     hard = NodeAffinitySchedulingStrategy(node_id, soft=False)
     assert runtime.get(node_of.options(scheduling_strategy=hard).remote()) == node_id
+    by_object = NodeAffinitySchedulingStrategy(runtime.NodeID.from_hex(node_id), soft=False)
+    assert by_object == hard  # (Ray's ``get_runtime_context().node_id`` is one)
     head = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
     assert runtime.get(node_of.options(scheduling_strategy=head).remote()) == head_id(cluster)
     missing = "ab" * 16

@@ -20,13 +20,14 @@ from .._private import placement
 from .._private.resources import UNIT
 from .._private.task_wire import Placement
 from ..protocol.rt import LabelSelector, SchedulingStrategy, StrategyKind
+from ._ids import NodeID
 from ._placement_group import PlacementGroup
 
 
 @dataclass(frozen=True)
 class NodeAffinitySchedulingStrategy:
     """Run on the node ``node_id`` (hex, as ``runtime.nodes()`` and
-    ``get_runtime_context().get_node_id()`` give it).
+    ``get_runtime_context().get_node_id()`` give it, or a ``NodeID``).
 
     If that node is dead or cannot fit the task: with ``soft=False`` the task
     fails with ``TaskUnschedulableError`` (an actor with
@@ -37,9 +38,11 @@ class NodeAffinitySchedulingStrategy:
     soft: bool
 
     def __post_init__(self) -> None:
+        if isinstance(self.node_id, NodeID):  # (Ray takes the id object too)
+            object.__setattr__(self, "node_id", self.node_id.hex())
         if not isinstance(self.node_id, str):
             raise TypeError(
-                "NodeAffinitySchedulingStrategy: node_id must be a hex str, got "
+                "NodeAffinitySchedulingStrategy: node_id must be a hex str or a NodeID, got "
                 f"{type(self.node_id).__name__}"
             )
         try:
