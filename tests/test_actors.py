@@ -16,6 +16,7 @@ import runtime
 from runtime.exceptions import (
     ActorDiedError,
     PendingCallsLimitExceededError,
+    TaskCancelledError,
     TaskError,
 )
 
@@ -204,6 +205,46 @@ def test_async_actor_max_concurrency(cluster):
     actor = AsyncActor.options(max_concurrency=3).remote()
     runtime.get([actor.sleep.remote(0.05) for _ in range(20)])
     assert runtime.get(actor.get_peak.remote()) == 3
+
+
+@runtime.remote
+class Pairs:
+    """Ray's documented max_concurrency example: calls meet in pairs."""
+
+    def __init__(self):
+        self.event = asyncio.Event()
+        self.count = 0
+
+    async def meet(self):
+        self.count += 1
+        if self.count == 2:
+            self.event.set()
+        else:
+            await self.event.wait()
+            self.event.clear()
+            self.count = 0
+        return "met"
+
+    async def hold(self, seconds):
+        await asyncio.sleep(seconds)
+        return "held"
+
+
+def test_calls_waiting_for_a_slot_run_after_the_coroutines_a_call_woke(cluster):
+    """A call let in by one that ends waits behind the coroutine that call
+    woke (as in Ray, where each arriving call queues on the loop): here the
+    woken one resets the count before the next pair starts (it hung)."""
+    actor = Pairs.options(max_concurrency=2).remote()
+    assert runtime.get([actor.meet.remote() for _ in range(8)], timeout=30) == ["met"] * 8
+    # A call cancelled while it waits for a slot gives up its place.
+    busy = [actor.hold.remote(0.5) for _ in range(2)]
+    waiting = actor.hold.remote(0)
+    after = actor.hold.remote(0)
+    runtime.cancel(waiting)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(waiting, timeout=30)
+    assert runtime.get([*busy, after], timeout=30) == ["held"] * 3
+    assert runtime.get([actor.meet.remote() for _ in range(4)], timeout=30) == ["met"] * 4
 
 
 def test_async_init_is_awaited_first(cluster):

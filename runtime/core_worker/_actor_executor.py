@@ -32,7 +32,9 @@ gcs (no restart) and exits its own graceful way, so atexit handlers run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
+import functools
 import inspect
 import os
 import sys
@@ -104,7 +106,61 @@ class _Group:
         if lane is None and (kind is not ActorKind.ASYNC or not name):
             loop = asyncio.get_running_loop()
             self.lane = Lane(loop, f"runtime-actor{'-' + name if name else ''}", threads)
-        self.slots = asyncio.Semaphore(size)
+        self.gate = Gate(size)
+
+
+class Gate:
+    """At most ``size`` async calls of a group run at once; the rest wait in
+    arrival order, each handed the slot of a call that ends (a semaphore
+    whose waiters queue when their calls arrive, not when they first run).
+
+    Invariant: ``free > 0`` only while no live waiter is queued. A waiter's
+    future is resolved when it is handed a slot, cancelled when its call is
+    (and then skipped by :meth:`release`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def admit(self) -> asyncio.Future[None] | None:
+        """None: a slot is taken now; else the future that hands one over."""
+        if self.free > 0:
+            self.free -= 1
+            return None
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(handed)
+        return handed
+
+    def release(self) -> None:
+        while self.waiting:
+            handed = self.waiting.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self.free += 1
+
+
+class _Ticket:
+    """One call's place at its gate; given back once, however the call ends
+    (a call cancelled before its first step never runs its own ``finally``)."""
+
+    __slots__ = ("gate", "given_back", "handed")
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.handed = gate.admit()
+        self.given_back = False
+
+    def give_back(self) -> None:
+        if self.given_back:
+            return
+        self.given_back = True
+        handed = self.handed
+        if handed is None or (handed.done() and not handed.cancelled()):
+            self.gate.release()  # a slot it held (or was handed and will not use)
+        else:
+            handed.cancel()  # still waiting: the gate skips it
 
 
 class ActorExecutor:
@@ -140,6 +196,11 @@ class ActorExecutor:
         self._calls: dict[bytes, asyncio.Task[Any] | None] = {}
         # Calls asked to stop (for is_canceled()); a subset of ``_calls``' keys.
         self._cancelled: set[bytes] = set()
+        # Async calls that arrived in the batch being read, admitted (or queued
+        # at their group's gate) but not started: all of a batch are admitted
+        # before any runs, so that a call a batch's earlier call frees a slot for
+        # waits behind coroutines that call woke (as calls arriving one by one do).
+        self._arrived: list[tuple[WireTask, Coroutine[Any, Any, WireReply], _Ticket, Reply]] = []
         # Sync calls queued on a lane and not started yet, with their reply.
         # Invariant: an entry is popped once, by its lane when the call starts
         # or by ``cancel``, and only the popper answers the call.
@@ -208,13 +269,10 @@ class ActorExecutor:
             return
         if self.kind is ActorKind.ASYNC:
             is_coroutine = self._is_coroutine(method_name, method)
-            run = self._run_async(method, is_coroutine, task, group)
-            call = _start(run)
-            if call.done():  # it finished in its first step, run eagerly
-                self._finish_async(task, call, reply)
-                return
-            self._calls[task_id] = call
-            call.add_done_callback(lambda c: self._finish_async(task, c, reply))
+            ticket = _Ticket(group.gate)
+            run = self._run_async(method, is_coroutine, task, ticket)
+            self._calls[task_id] = None  # (known to cancel() before it starts)
+            self._arrived.append((task, run, ticket, reply))
             return
         assert group.lane is not None
         self._calls[task_id] = None
@@ -223,6 +281,29 @@ class ActorExecutor:
             lambda: self._run_sync(method, task),
             lambda result, error: self._finish_sync(task, result, error, reply),
         )
+
+    def start_arrived(self) -> None:
+        """Starts the async calls of the batch just read, in arrival order."""
+        arrived, self._arrived = self._arrived, []
+        for task, run, ticket, reply in arrived:
+            if task[0] in self._cancelled:  # cancelled in the same batch: never runs
+                run.close()
+                ticket.give_back()
+                self._calls.pop(task[0], None)
+                self._cancelled.discard(task[0])
+                reply(cancelled_reply(task[0], task[2]))
+                continue
+            call = _start(run)
+            if call.done():  # it finished in its first step, run eagerly
+                self._finish_async(task, call, ticket, reply)
+                continue
+            self._calls[task[0]] = call
+            call.add_done_callback(functools.partial(self._finished_later, task, ticket, reply))
+
+    def _finished_later(
+        self, task: WireTask, ticket: _Ticket, reply: Reply, call: asyncio.Task[WireReply]
+    ) -> None:
+        self._finish_async(task, call, ticket, reply)
 
     def cancel(self, task_id: bytes) -> bool:
         """Cancels a call of this actor; False if it has none by that id.
@@ -304,12 +385,21 @@ class ActorExecutor:
         return group
 
     async def _run_async(
-        self, method: Any, is_coroutine: bool, task: WireTask, group: _Group
+        self,
+        method: Any,
+        is_coroutine: bool,
+        task: WireTask,
+        ticket: _Ticket,
     ) -> WireReply:
-        # acquire/release rather than ``async with``: two coroutines less per call.
-        slots = group.slots
-        await slots.acquire()
         try:
+            handed = ticket.handed
+            if handed is not None:  # no slot was free when it arrived
+                if handed.done():
+                    # Handed one before this first step: wait behind what the
+                    # loop was told to run before then (as a woken waiter does).
+                    await asyncio.sleep(0)
+                else:
+                    await handed
             if self._ended:  # a call before it ended the actor
                 return self._died_reply(task)
             worker = self._worker
@@ -335,7 +425,7 @@ class ActorExecutor:
                 current_task.reset(name_token)
             return events.stamp(result, start)
         finally:
-            slots.release()
+            ticket.give_back()
 
     def _is_coroutine(self, method_name: str, method: Any) -> bool:
         """Whether a method is ``async def`` (learnt on its first call)."""
@@ -344,7 +434,10 @@ class ActorExecutor:
             known = self._coroutines[method_name] = inspect.iscoroutinefunction(method)
         return known
 
-    def _finish_async(self, task: WireTask, call: asyncio.Task[WireReply], reply: Reply) -> None:
+    def _finish_async(
+        self, task: WireTask, call: asyncio.Task[WireReply], ticket: _Ticket, reply: Reply
+    ) -> None:
+        ticket.give_back()  # (a no-op unless it was cancelled before its first step)
         self._calls.pop(task[0], None)
         cancelled = task[0] in self._cancelled
         self._cancelled.discard(task[0])

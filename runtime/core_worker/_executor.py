@@ -58,7 +58,7 @@ from .._private.task_wire import (
 )
 from . import _interrupt
 from ._accelerators import VisibleDevices
-from ._actor_executor import ActorExecutor
+from ._actor_executor import ActorExecutor, ActorKind
 from ._lane import Lane
 from ._running import (
     ENDS_ASYNC,
@@ -191,6 +191,12 @@ class TaskExecutor:
                 self._run_ahead(item, reply, fn)
                 return
         self._queue.put_nowait((item, reply))
+
+    def end_batch(self) -> None:
+        """The items of one read are all enqueued: an async actor's calls start."""
+        actor = self.actor
+        if actor is not None and actor.kind is ActorKind.ASYNC:
+            actor.start_arrived()
 
     def _stream_started(self, task: WireTask, reply: Reply) -> Reply:
         """A streaming task arrives: its items go out through ``reply`` too,

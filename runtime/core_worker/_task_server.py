@@ -79,6 +79,7 @@ class TaskServer:
                                 None,
                             )
                         )
+            executor.end_batch()
 
         def on_lost(error: BaseException | None) -> None:
             if holder:
