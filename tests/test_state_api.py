@@ -261,6 +261,13 @@ def test_other_resources_and_bad_input(ctx: Any) -> None:
     assert workers[0].pid == os.getpid()
     objects = state.list_objects(filters=[("object_id", "=", ref.hex())])
     assert objects[0].reference_type == "LOCAL_REFERENCE"
+    assert [row.pid for row in state.get_objects(ref.hex())] == [os.getpid()]
+    assert state.get_objects("ab" * 20) == []
+    summary = state.summarize_objects()["cluster"]
+    by_site = next(v for k, v in summary["summary"].items() if "test_state_api.py" in k)
+    assert by_site["total_objects"] >= 1 and by_site["total_num_workers"] == 1
+    assert by_site["ref_type_counts"]["LOCAL_REFERENCE"] >= 1
+    assert summary["total_objects"] >= 1 and summary["summary_by"] == "callsite"
     assert state.list_placement_groups() == []
 
     with pytest.raises(ValueError, match="its columns are"):

@@ -382,6 +382,48 @@ def summarize_tasks(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def summarize_objects(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Ray's ``summarize_objects()`` shape: the referenced objects grouped by
+    where they were made (``call_site``), with sizes and how they are held."""
+    summary: dict[str, dict[str, Any]] = {}
+    holders: dict[str, tuple[set[Any], set[Any]]] = {}
+    total_mb = 0.0
+    for row in rows:
+        key = row["call_site"] or "(unknown)"
+        entry = summary.get(key)
+        if entry is None:
+            entry = summary[key] = {
+                "total_objects": 0,
+                "total_size_mb": 0.0,
+                "total_num_workers": 0,
+                "total_num_nodes": 0,
+                "ref_type_counts": {},
+            }
+            holders[key] = (set(), set())
+        entry["total_objects"] += 1
+        if row["object_size"] >= 0:  # (-1: not known here)
+            size_mb = row["object_size"] / 1024**2
+            entry["total_size_mb"] += size_mb
+            total_mb += size_mb
+        kinds = entry["ref_type_counts"]
+        kinds[row["reference_type"]] = kinds.get(row["reference_type"], 0) + 1
+        workers, nodes = holders[key]
+        workers.add((row["ip"], row["pid"]))
+        nodes.add(row["ip"])
+    for key, (workers, nodes) in holders.items():
+        summary[key]["total_num_workers"] = len(workers)
+        summary[key]["total_num_nodes"] = len(nodes)
+    return {
+        "cluster": {
+            "summary": summary,
+            "total_objects": len(rows),
+            "total_size_mb": total_mb,
+            "callsite_enabled": True,
+            "summary_by": "callsite",
+        }
+    }
+
+
 def summarize_actors(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     summary: dict[str, dict[str, Any]] = {}
     for row in rows:

@@ -178,6 +178,28 @@ async def summarize_actors_async(address: str | None = None) -> dict[str, Any]:
     return state.summarize_actors(rows)
 
 
+async def summarize_objects_async(address: str | None = None) -> dict[str, Any]:
+    rows = await list_async("objects", None, 0, False, address)
+    return state.summarize_objects(rows)
+
+
+def summarize_objects(address: str | None = None) -> dict[str, Any]:
+    """Referenced objects grouped by where they were made, as Ray's ``summarize_objects()``."""
+    return _blocking("summarize_objects", lambda: summarize_objects_async(address))
+
+
+async def get_objects_async(id: str, address: str | None = None) -> list[StateRow]:
+    if not isinstance(id, str) or not id:
+        raise TypeError(f"the id must be a non-empty hex string, got {id!r}")
+    return await list_async("objects", [("object_id", "=", id)], 0, True, address)
+
+
+def get_objects(id: str, address: str | None = None) -> list[StateRow]:
+    """Every row of the object with this id (hex): one per process holding a
+    reference to it, as Ray's ``get_objects()``."""
+    return _blocking("get_objects", lambda: get_objects_async(id, address))
+
+
 def summarize_tasks(address: str | None = None) -> dict[str, Any]:
     """Tasks counted by function and state, as Ray's ``summarize_tasks()``."""
     return _blocking("summarize_tasks", lambda: summarize_tasks_async(address))

@@ -5,7 +5,8 @@
 ``filters=[("state", "=", "RUNNING")]``, ``limit`` (100 by default) and
 ``detail``; ``get_task``, ``get_actor``, ``get_node``, ``get_job``,
 ``get_worker`` and ``get_placement_group`` give one row (or None);
-``summarize_tasks()`` and ``summarize_actors()`` count by name and state;
+``summarize_tasks()`` and ``summarize_actors()`` count by name and state,
+``summarize_objects()`` by call site; ``get_objects(id)`` gives an object's rows;
 ``list_logs()`` and ``get_log()`` read the nodes' log files (by name, actor,
 task or pid).
 Every function has an ``*_async`` form. ``address``: the gcs (``HOST:PORT``
@@ -48,6 +49,10 @@ get_log_async = _api.get_log_async
 
 summarize_tasks = _api.summarize_tasks
 summarize_actors = _api.summarize_actors
+summarize_objects = _api.summarize_objects
+summarize_objects_async = _api.summarize_objects_async
+get_objects = _api.get_objects
+get_objects_async = _api.get_objects_async
 summarize_tasks_async = _api.summarize_tasks_async
 summarize_actors_async = _api.summarize_actors_async
 
@@ -60,6 +65,8 @@ __all__ = [
     "get_log",
     "get_log_async",
     "get_node",
+    "get_objects",
+    "get_objects_async",
     "get_placement_group",
     "get_task",
     "get_worker",
@@ -82,6 +89,8 @@ __all__ = [
     "list_workers_async",
     "summarize_actors",
     "summarize_actors_async",
+    "summarize_objects",
+    "summarize_objects_async",
     "summarize_tasks",
     "summarize_tasks_async",
 ]
