@@ -50,6 +50,34 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 
+class JobType(enum.StrEnum):
+    SUBMISSION = "SUBMISSION"  # submitted through this API
+    DRIVER = "DRIVER"  # a driver script that called init() itself
+
+
+class JobErrorType(enum.StrEnum):
+    """Why a job failed (Ray's names; the supervisor ones never occur here:
+    a job's entrypoint runs under the dashboard's runner, not an actor)."""
+
+    RUNTIME_ENV_SETUP_FAILURE = "RUNTIME_ENV_SETUP_FAILURE"
+    JOB_SUPERVISOR_ACTOR_START_TIMEOUT = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
+    JOB_SUPERVISOR_ACTOR_START_FAILURE = "JOB_SUPERVISOR_ACTOR_START_FAILURE"
+    JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE = "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE"
+    JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE = "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE"
+    JOB_SUPERVISOR_ACTOR_DIED = "JOB_SUPERVISOR_ACTOR_DIED"
+    JOB_ENTRYPOINT_COMMAND_START_ERROR = "JOB_ENTRYPOINT_COMMAND_START_ERROR"
+    JOB_ENTRYPOINT_COMMAND_ERROR = "JOB_ENTRYPOINT_COMMAND_ERROR"
+
+
+@dataclasses.dataclass
+class DriverInfo:
+    """The driver process of a job, once its ``init()`` connected."""
+
+    id: str  # its job id
+    node_ip_address: str
+    pid: str
+
+
 @dataclasses.dataclass
 class JobDetails:
     """What the dashboard knows of one submitted job (Ray's fields)."""
@@ -57,23 +85,34 @@ class JobDetails:
     submission_id: str
     entrypoint: str
     status: JobStatus
-    type: str = "SUBMISSION"
+    type: JobType = JobType.SUBMISSION
     job_id: str | None = None  # the driver's job id, once it connected
     message: str = ""
-    error_type: str | None = None
+    error_type: JobErrorType | str | None = None
     start_time: int | None = None  # unix ms
     end_time: int | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     runtime_env: dict[str, Any] = dataclasses.field(default_factory=dict)
     driver_exit_code: int | None = None
-    driver_info: dict[str, Any] | None = None
+    driver_info: DriverInfo | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobDetails:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["status"] = JobStatus(values["status"])
+        values["type"] = JobType(values.get("type", JobType.SUBMISSION))
+        if values.get("error_type") in JobErrorType.__members__:
+            values["error_type"] = JobErrorType(values["error_type"])
+        driver = values.get("driver_info")
+        if isinstance(driver, Mapping):
+            fields = {f.name for f in dataclasses.fields(DriverInfo)}
+            values["driver_info"] = DriverInfo(**{k: str(driver.get(k, "")) for k in fields})
         return cls(**values)
+
+
+#: Ray's name of a job's record (its ``JobDetails`` adds the type and ids).
+JobInfo = JobDetails
 
 
 class JobSubmissionClient:
@@ -281,4 +320,12 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     return tls.client_context() or ssl.create_default_context()
 
 
-__all__ = ["JobDetails", "JobStatus", "JobSubmissionClient"]
+__all__ = [
+    "DriverInfo",
+    "JobDetails",
+    "JobErrorType",
+    "JobInfo",
+    "JobStatus",
+    "JobSubmissionClient",
+    "JobType",
+]

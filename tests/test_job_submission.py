@@ -16,7 +16,7 @@ from conftest import assert_no_orphans, process_running, run_cli, wait_until
 
 import runtime
 from runtime._private import auth, process
-from runtime.job_submission import JobStatus, JobSubmissionClient
+from runtime.job_submission import JobErrorType, JobStatus, JobSubmissionClient, JobType
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,6 +78,8 @@ def test_a_job_runs_as_a_driver_of_the_cluster(head: Any, tmp_path: Any) -> None
     assert info.driver_exit_code == 0 and info.metadata == {"owner": "test"}
     # Its driver is a job of the cluster, named by its submission.
     assert info.job_id not in (None, runtime.get_runtime_context().get_job_id())
+    assert info.type is JobType.SUBMISSION and info.driver_info is not None
+    assert info.driver_info.id == info.job_id and info.driver_info.pid.isdigit()
     jobs = runtime.util.state.list_jobs()
     submitted = [j for j in jobs if j.submission_id == submission_id]
     assert len(submitted) == 1 and submitted[0].type == "SUBMISSION"
@@ -100,6 +102,7 @@ def test_a_failing_job_and_bad_submissions_say_why(head: Any) -> None:
     failing = client.submit_job(entrypoint="echo about to fail; exit 3", submission_id="fails")
     info = _ended(client, failing)
     assert info.status is JobStatus.FAILED and info.driver_exit_code == 3
+    assert info.error_type is JobErrorType.JOB_ENTRYPOINT_COMMAND_ERROR
     assert "exited with 3" in info.message and "about to fail" in client.get_job_logs(failing)
     refusals = [
         ({"entrypoint": " "}, "entrypoint must be a non-empty"),

@@ -134,6 +134,7 @@ class JobManager:
             await self._start(record, cwd)
         except OSError as e:
             self._end(record, js.JobStatus.FAILED, f"its runner could not start: {e}")
+            record.error_type = js.JobErrorType.JOB_ENTRYPOINT_COMMAND_START_ERROR.value
             folder = os.path.join(self._folders_dir, record.submission_id)
             await asyncio.to_thread(shutil.rmtree, folder, True)
         await self._save(record)
@@ -303,7 +304,7 @@ class JobManager:
             self._end(record, js.JobStatus.SUCCEEDED, "the entrypoint exited with 0")
         else:
             self._end(record, js.JobStatus.FAILED, f"the entrypoint exited with {code}")
-            record.error_type = "JOB_ENTRYPOINT_COMMAND_ERROR"
+            record.error_type = js.JobErrorType.JOB_ENTRYPOINT_COMMAND_ERROR.value
         if submission_id in self._jobs:  # (not deleted meanwhile)
             await self._save(record)
 
