@@ -211,7 +211,15 @@ class ActorClass(Generic[C]):
         methods = self._methods
         if options.get("enable_task_events") is False:
             methods = _with_events_off(methods)
-        handle_state = (self._name, methods, max_task_retries, max_pending_calls, groups)
+        out_of_order = _out_of_order(self._cls, self._name, options)
+        handle_state = (
+            self._name,
+            methods,
+            max_task_retries,
+            max_pending_calls,
+            groups,
+            out_of_order,
+        )
         resources, strategy, placement = _scheduling.resolve(
             options,
             _options.task_resources(options, 0.0),
@@ -232,6 +240,30 @@ class ActorClass(Generic[C]):
             runtime_env=_runtime_env.resolve(options, worker),
         )
         return ActorHandle(key, *handle_state, ref=ref)
+
+
+def _out_of_order(cls: type, name: str, options: dict[str, Any]) -> bool:
+    """Whether calls leave each caller as soon as their arguments are ready
+    (Ray's ``allow_out_of_order_execution``): by default, for the actors that
+    run calls concurrently anyway (async, or ``max_concurrency > 1``), which
+    may not be told otherwise."""
+    concurrent = (
+        "async"
+        if any(
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+            for _, m in inspect.getmembers(cls, inspect.isfunction)
+        )
+        else "threaded"
+        if options.get("max_concurrency", 1) > 1
+        else ""
+    )
+    allowed = options.get("allow_out_of_order_execution")
+    if allowed is False and concurrent:
+        raise ValueError(
+            f"actor {name} is {concurrent}: its calls cannot run in submission order; "
+            "leave allow_out_of_order_execution unset (or True)"
+        )
+    return bool(concurrent) if allowed is None else allowed
 
 
 class _ActorClassOptions(Generic[C]):

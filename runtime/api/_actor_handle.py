@@ -57,6 +57,7 @@ class ActorHandle(Generic[C]):
         max_task_retries: int,
         max_pending_calls: int,
         groups: tuple[str, ...] = (),
+        out_of_order: bool = False,
         *,
         ref: Reference | None,
     ) -> None:
@@ -66,6 +67,9 @@ class ActorHandle(Generic[C]):
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls
         self._groups = groups  # the actor's concurrency groups
+        # Calls leave as soon as their arguments are ready, not in submission
+        # order (``allow_out_of_order_execution``).
+        self._out_of_order = out_of_order
         # A ref to the actor's handle object: while any lives, in any process,
         # the actor does (None: not counted, as a detached actor's).
         self._ref = ref
@@ -122,6 +126,7 @@ class ActorHandle(Generic[C]):
             self._max_task_retries,
             self._max_pending_calls,
             self._groups,
+            self._out_of_order,
             counted,
         )
         return (_rebuild_handle, state)
@@ -168,6 +173,7 @@ class ActorHandle(Generic[C]):
                 else meta.retry_exceptions
             ),
             events=options.get("enable_task_events", meta.enable_task_events) is not False,
+            out_of_order=self._out_of_order,
         )
         if streaming:
             return ObjectRefGenerator(cast(ObjectRef, refs[0]), worker)
@@ -185,13 +191,21 @@ def _rebuild_handle(
     max_task_retries: int,
     max_pending_calls: int,
     groups: tuple[str, ...] = (),
+    out_of_order: bool = False,
     counted: tuple[bytes, OwnerAddress] | None = None,
 ) -> ActorHandle:
     ref = None
     if counted is not None:
         ref = Reference(counted[0], counted[1], _context.current())
     return ActorHandle(
-        actor_id, class_name, methods, max_task_retries, max_pending_calls, groups, ref=ref
+        actor_id,
+        class_name,
+        methods,
+        max_task_retries,
+        max_pending_calls,
+        groups,
+        out_of_order,
+        ref=ref,
     )
 
 

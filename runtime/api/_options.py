@@ -223,6 +223,7 @@ ACTOR_OPTIONS: dict[str, _Check] = {
     "max_restarts": _integer(-1),
     "max_task_retries": _integer(-1),
     "max_concurrency": _integer(1),
+    "allow_out_of_order_execution": _bool,
     "concurrency_groups": _concurrency_groups,
     "max_pending_calls": _integer(-1),
     "scheduling_strategy": _scheduling_strategy,

@@ -262,6 +262,7 @@ class ActorClient:
         concurrency_group: str | None = None,
         retry_exceptions: bool | tuple[type[BaseException], ...] = False,
         events: bool = True,
+        out_of_order: bool = False,
     ) -> list[Reference]:
         """Submits a call from any thread (``key``: the handle's, ``handle_ref``:
         the reference it holds, kept while calls are pending); returns its refs."""
@@ -306,7 +307,9 @@ class ActorClient:
         )
         worker = self._worker
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
-        worker.post(self._submit_actor_call_on_loop, class_name, spec, nested, handle_ref)
+        worker.post(
+            self._submit_actor_call_on_loop, class_name, spec, nested, handle_ref, out_of_order
+        )
         return out
 
     def count_finished_call(self, key: bytes) -> None:
@@ -320,12 +323,15 @@ class ActorClient:
         spec: TaskSpec,
         nested: Sequence[Reference],
         handle_ref: Reference | None,
+        out_of_order: bool = False,
     ) -> None:
         self._worker.tasks.register(spec, nested)  # nested: held until the reply
         key = spec.actor_key
         if handle_ref is not None:
             self._held.setdefault(key, handle_ref)
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
+        if out_of_order:
+            queue.out_of_order = True
         if spec.arg_refs:
             objs = self._worker.reader.arguments_here(spec.arg_refs)
             if objs is None:  # some to wait for, or one failed: in its turn

@@ -3,7 +3,10 @@
 Per actor, this process keeps one :class:`ActorQueue`: calls in submission
 order. A call leaves the queue only when it is at the head and its ref
 arguments are resolved, so a call waiting for an argument holds back the
-calls after it: one caller's calls run in the order they were made. Calls go
+calls after it: one caller's calls run in the order they were made. An
+actor that runs calls concurrently anyway (async, threaded, or told
+``allow_out_of_order_execution``) has each call leave once its own arguments
+are resolved, as in Ray. Calls go
 over one long-lived stream to the actor's worker, never through a scheduler.
 
 The actor's address comes from the gcs (``WaitActor``). When the stream
@@ -64,6 +67,9 @@ class ActorQueue:
     known: asyncio.Event = field(default_factory=asyncio.Event)
     # Its calls' reply callback (context: the call), made once per queue.
     on_done: Any = None
+    # Calls leave as their arguments resolve, not in submission order (the
+    # actor's ``allow_out_of_order_execution``; any handle's call says so).
+    out_of_order: bool = False
 
     def idle(self) -> bool:
         return not self.waiting and not self.in_flight and not self.lost
@@ -180,16 +186,25 @@ class ActorSubmitter:
     def _flush(self, q: ActorQueue) -> None:
         if q.state is not QueueState.CONNECTED or q.stream is None:
             return
-        while q.waiting and q.waiting[0].state is TaskState.QUEUED:
-            spec = q.waiting.popleft()
-            spec.state = TaskState.PUSHED
-            q.in_flight[spec.task_id] = spec
-            self._on_pushed(spec, q.actor_id)
-            stream = q.stream
-            on_item = (
-                functools.partial(self._on_item, spec, stream) if spec.num_returns < 0 else None
-            )
-            stream.push_with(spec.wire(), q.on_done, spec, on_item)
+        waiting = q.waiting
+        while waiting and waiting[0].state is TaskState.QUEUED:
+            self._push(q, waiting.popleft())
+        if q.out_of_order and waiting:  # the head waits for arguments; the rest need not
+            q.waiting = deque()
+            for spec in waiting:
+                if spec.state is TaskState.QUEUED:
+                    self._push(q, spec)
+                else:
+                    q.waiting.append(spec)
+
+    def _push(self, q: ActorQueue, spec: TaskSpec) -> None:
+        stream = q.stream
+        assert stream is not None
+        spec.state = TaskState.PUSHED
+        q.in_flight[spec.task_id] = spec
+        self._on_pushed(spec, q.actor_id)
+        on_item = functools.partial(self._on_item, spec, stream) if spec.num_returns < 0 else None
+        stream.push_with(spec.wire(), q.on_done, spec, on_item)
 
     def _on_done(
         self,
