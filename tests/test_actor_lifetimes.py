@@ -263,3 +263,82 @@ def test_the_call_that_ends_an_actor_is_not_an_unhandled_error(cluster):
         assert not any(ending_id in r for r in reports)
     finally:
         logging.getLogger("runtime").removeHandler(catch)
+
+
+class _Cleaned:
+    """Writes its tag to ``folder`` in ``__ray_shutdown__`` (Ray's cleanup hook)."""
+
+    def __init__(self, folder: str, tag: str, hang: bool = False) -> None:
+        self.folder, self.tag, self.hang = folder, tag, hang
+
+    def __ray_shutdown__(self) -> None:
+        if self.hang:
+            import time
+
+            time.sleep(3600)
+        if self.tag == "raises":
+            raise RuntimeError("cleanup failed")
+        with open(os.path.join(self.folder, self.tag), "w") as f:
+            f.write(str(os.getpid()))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def leave(self) -> None:
+        runtime.actor.exit_actor()
+
+
+Cleaned = runtime.remote(num_cpus=0)(_Cleaned)
+
+
+@runtime.remote(num_cpus=0)
+class AsyncCleaned(_Cleaned):
+    async def ping(self) -> int:
+        return os.getpid()
+
+
+def test_ray_shutdown_runs_when_an_actor_ends_gracefully(cluster, tmp_path):
+    """As in Ray: out of scope (sync or async actor), ``__ray_terminate__`` and
+    ``exit_actor()`` run it; ``kill`` does not. A hook that raises is logged
+    and the actor still ends."""
+    folder = str(tmp_path)
+
+    def ended(actor, how) -> int:
+        pid = runtime.get(actor.pid.remote())
+        how(actor)
+        return pid
+
+    pids = {}
+    a = Cleaned.remote(folder, "out_of_scope")
+    pids["out_of_scope"] = runtime.get(a.pid.remote())
+    del a
+    b = AsyncCleaned.remote(folder, "async_out_of_scope")
+    pids["async_out_of_scope"] = runtime.get(b.pid.remote())
+    del b
+    c = Cleaned.remote(folder, "terminate")
+    pids["terminate"] = ended(c, lambda h: h.__ray_terminate__.remote())
+    d = Cleaned.remote(folder, "exit_actor")
+    pids["exit_actor"] = ended(d, lambda h: runtime.wait([h.leave.remote()], timeout=30))
+    e = Cleaned.remote(folder, "killed")
+    pids["killed"] = ended(e, runtime.kill)
+    f = Cleaned.remote(folder, "raises")
+    pids["raises"] = runtime.get(f.pid.remote())
+    del f
+    for pid in pids.values():
+        wait_until(lambda pid=pid: not process_running(pid), 60, "the actor to end")
+    assert sorted(os.listdir(folder)) == sorted(
+        ["out_of_scope", "async_out_of_scope", "terminate", "exit_actor"]
+    )
+    dead = {a["pid"]: a for a in runtime.util.list_actors() if a["state"] == "DEAD"}
+    assert "out of scope" in dead[pids["out_of_scope"]]["death_cause"]
+
+
+def test_a_hung_ray_shutdown_is_cut_short():
+    runtime.init(num_cpus=1, _system_config={"actor_graceful_shutdown_timeout_s": 0.5})
+    try:
+        actor = Cleaned.remote("/nonexistent", "hangs", hang=True)
+        pid = runtime.get(actor.pid.remote())
+        del actor
+        wait_until(lambda: not process_running(pid), 60, "the actor to end")
+    finally:
+        runtime.shutdown()

@@ -72,6 +72,9 @@ class Config:
     #: pins its object for as long as the pickling process lives; False: it raises
     #: ``OufOfBandObjectRefSerializationException`` instead (Ray's name).
     allow_out_of_band_object_ref_serialization: bool = True
+    #: How long an actor that ends gracefully (out of scope, ``exit_actor()``,
+    #: ``__ray_terminate__``) gives its ``__ray_shutdown__`` (Ray's, in ms there).
+    actor_graceful_shutdown_timeout_s: float = 30.0
     #: Errors of tasks nobody read are not reported when their refs are freed.
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.

@@ -24,6 +24,7 @@ import itertools
 import os
 import pickle
 import signal
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -176,11 +177,49 @@ class ActorClient:
         self._worker.objects.on_free[handle_object] = lambda: self._out_of_scope(key)
 
     def _out_of_scope(self, key: bytes) -> None:
-        """No handle to an actor owned here is left anywhere, and no call is pending."""
-        if self._worker.state is State.RUNNING:
-            self._worker.background.spawn(
-                self._kill_actor(key, True, "all handles to it went out of scope")
+        """No handle to an actor owned here is left anywhere, and no call is
+        pending: it ends gracefully once reachable (its ``__ray_shutdown__``
+        runs, as in Ray), else (not placed yet, or unreachable) the gcs ends it."""
+        if self._worker.state is not State.RUNNING:
+            return
+        cause = "all handles to it went out of scope"
+        queue = self.actors.existing(key)
+        if queue is None or not self.actors.connected(queue):
+            self._worker.background.spawn(self._kill_actor(key, True, cause))
+            return
+        self._worker.background.spawn(self._end_gracefully(key, queue, cause))
+
+    async def _end_gracefully(self, key: bytes, queue: ActorQueue, cause: str) -> None:
+        # The gcs first: the death's cause is ours (not the terminate call's),
+        # and no restart follows.
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            await self._worker.gcs.kill_actor(
+                KillActorRequest(
+                    actor_id=queue.actor_id, no_restart=True, cause=cause, exiting=True
+                )
             )
+        (ending,) = self.submit_actor_call(
+            key,
+            queue.name,
+            "__ray_terminate__",
+            (),
+            {},
+            num_returns=1,
+            name=f"{queue.name}.__ray_terminate__",
+            max_task_retries=0,
+            max_pending_calls=-1,
+            events=False,
+        )
+        # Its answer (the actor's intended death, or that it had died already)
+        # is nobody's error to report. An actor that does not answer in time
+        # (its cleanup hung) is ended by the gcs.
+        grace = self._worker.config.actor_graceful_shutdown_timeout_s + GRACE_MARGIN_S
+        try:
+            await self._worker.reader.get_serialized([ending], time.monotonic() + grace)
+        except exceptions.GetTimeoutError:
+            await self._kill_actor(key, True, cause)
+        finally:
+            self._worker.objects.errors_read.add(ending._id)
 
     def _create_actor_on_loop(
         self,
@@ -401,6 +440,9 @@ class ActorClient:
                 await self._worker.gcs.kill_actor(
                     KillActorRequest(actor_id=actor_id, no_restart=True, cause=cause, exiting=True)
                 )
+        executor = self._worker.executor
+        if executor is not None and executor.actor is not None:
+            await executor.actor.shutdown_hook()
         # Now rather than at interpreter exit: once this process's connections
         # close, its raylet may stop it before it gets that far.
         await asyncio.get_running_loop().run_in_executor(None, atexit._run_exitfuncs)
@@ -434,6 +476,11 @@ class ActorClient:
                 await self._worker.raylet.set_worker_label(
                     WorkerLabelRequest(worker_id=self._worker.worker_id, label=label)
                 )
+
+
+#: What an actor ending gracefully gets beyond its ``__ray_shutdown__``'s time
+#: (its atexit handlers, its exit) before the gcs ends it.
+GRACE_MARGIN_S = 10.0
 
 
 def on_a_loop_thread() -> bool:

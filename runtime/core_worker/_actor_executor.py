@@ -36,6 +36,7 @@ import collections
 import enum
 import functools
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Coroutine
@@ -61,6 +62,8 @@ from ._streaming import GeneratorRun, run_async_stream, run_sync_stream
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
@@ -449,6 +452,29 @@ class ActorExecutor:
             reply(error_reply(task[0], task[2], exceptions.RaySystemError(repr(call.exception()))))
         else:
             reply(call.result())
+
+    async def shutdown_hook(self) -> None:
+        """The actor's ``__ray_shutdown__``, if its class has one, as it ends
+        gracefully (Ray's cleanup hook; not on ``kill`` or a crash): on the
+        thread that ran its constructor (awaited on the loop if ``async def``),
+        for at most ``actor_graceful_shutdown_timeout_s``; its errors are logged."""
+        hook = getattr(self.instance, "__ray_shutdown__", None)
+        if not callable(hook):
+            return
+        timeout = self._worker.config.actor_graceful_shutdown_timeout_s
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await asyncio.wait_for(hook(), timeout)
+            else:
+                await asyncio.wait_for(self._lane.run(hook), timeout)
+        except TimeoutError:
+            logger.error(
+                "%s.__ray_shutdown__ did not return within %s s; the actor exits anyway",
+                self.name,
+                timeout,
+            )
+        except Exception:
+            logger.exception("%s.__ray_shutdown__ raised; the actor exits anyway", self.name)
 
     def _exit(self, task: WireTask, reply: Reply) -> None:
         """The call ``task`` asked the actor to end: it is the last to run."""

@@ -112,6 +112,12 @@ class ActorSubmitter:
                 self._tasks.spawn(self._resolve(q, 0))
         return q
 
+    def existing(self, key: bytes) -> ActorQueue | None:
+        return self._queues.get(key)
+
+    def connected(self, q: ActorQueue) -> bool:
+        return q.state is QueueState.CONNECTED and q.stream is not None
+
     def pending(self, key: bytes) -> int:
         q = self._queues.get(key)
         return 0 if q is None else len(q.waiting) + len(q.in_flight)

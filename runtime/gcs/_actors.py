@@ -249,6 +249,8 @@ class ActorManager:
         record = self.actors.get(actor_id)
         if record is None or record.dead:
             return
+        if exiting and record.stop_restarts and record.info.death_cause:
+            return  # ending already, for a cause said first (its owner's, out of scope)
         if no_restart:
             record.stop_restarts = True
             record.info.death_cause = cause
