@@ -8,6 +8,7 @@ so ``import runtime as ray`` code keeps working.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -147,11 +148,18 @@ def _derived_class(cls: type) -> type | None:
     return derived
 
 
+#: How a task error pickles its cause and the cause's class: cloudpickle, until
+#: the runtime's serialization sets its own pickler here (which uses the
+#: serializers ``register_serializer`` gave this process; this layer cannot
+#: import it).
+cause_pickler: Callable[[Any], bytes] = cloudpickle.dumps
+
+
 def _pickled(value: Any) -> bytes | None:
     if value is None:
         return None
     try:
-        return cloudpickle.dumps(value)
+        return cause_pickler(value)
     except Exception:
         return None  # not picklable: the traceback says what it was
 
@@ -169,7 +177,7 @@ def _pickled_cause(cause: BaseException | None) -> bytes | None:
     except Exception:
         pass
     try:
-        return cloudpickle.dumps(_CauseState(type(cause), cause.args, dict(vars(cause))))
+        return cause_pickler(_CauseState(type(cause), cause.args, dict(vars(cause))))
     except Exception:
         return data  # the reader says why it cannot rebuild it
 

@@ -244,6 +244,47 @@ def test_register_serializer(cluster):
         register_serializer(Guarded(1), serializer=str, deserializer=str)
 
 
+class GuardedError(Exception):
+    """An exception that does not pickle on its own (it holds a lock)."""
+
+    def __init__(self, message, data):
+        import threading
+
+        super().__init__(message, data)
+        self.message, self.data = message, data
+        self.lock = threading.Lock()
+
+
+def _error_state(error):
+    return {"message": error.message, "data": str(error.data)}
+
+
+def _error_back(state):
+    return GuardedError(state["message"], state["data"])
+
+
+@runtime.remote
+def raise_guarded(register):
+    if register:
+        runtime.util.register_serializer(
+            GuardedError, serializer=_error_state, deserializer=_error_back
+        )
+    raise GuardedError("went wrong", {"complex": "data"})
+
+
+def test_a_registered_serializer_carries_a_tasks_exception(cluster):
+    """Ray's documented custom exception serializers: the cause arrives whole
+    (it arrived as None); without one, the cause is rebuilt from its state."""
+    with pytest.raises(runtime.exceptions.RayTaskError) as caught:
+        runtime.get(raise_guarded.remote(True), timeout=30)
+    cause = caught.value.cause
+    assert type(cause) is GuardedError and cause.message == "went wrong"
+    assert cause.data == "{'complex': 'data'}" and isinstance(caught.value, GuardedError)
+    with pytest.raises(GuardedError) as unregistered:
+        runtime.get(raise_guarded.remote(False), timeout=30)
+    assert type(unregistered.value.cause) is GuardedError
+
+
 def _settled(worker):
     """Every ref drop posted so far has been counted (the loop runs them in order)."""
     from conftest import wait_until

@@ -108,6 +108,9 @@ def dumps(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | No
         return out.getvalue()
 
 
+# A task error's cause pickles as values do (with this process's registered serializers).
+exceptions.cause_pickler = dumps
+
 #: Node ids are this long; an IN_STORE marker's data ends with one.
 NODE_ID_SIZE = 16
 
