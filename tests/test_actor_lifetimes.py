@@ -334,7 +334,8 @@ def test_ray_shutdown_runs_when_an_actor_ends_gracefully(cluster, tmp_path):
 
 
 def test_a_hung_ray_shutdown_is_cut_short():
-    runtime.init(num_cpus=1, _system_config={"actor_graceful_shutdown_timeout_s": 0.5})
+    # (Ray's name, in ms: taken as this runtime's setting in seconds)
+    runtime.init(num_cpus=1, _system_config={"actor_graceful_shutdown_timeout_ms": 500})
     try:
         actor = Cleaned.remote("/nonexistent", "hangs", hang=True)
         pid = runtime.get(actor.pid.remote())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -334,18 +335,26 @@ def test_client_killed_mid_create_leaks_nothing(cluster):
     assert runtime.get(runtime.put(np.ones(MB)))[0] == 1
 
 
-def test_object_spilling_directory_is_where_spill_files_go(tmp_path) -> None:
+@pytest.mark.parametrize("given_as", ["argument", "ray_system_config"])
+def test_object_spilling_directory_is_where_spill_files_go(tmp_path, given_as) -> None:
     from conftest import runtime_pids
 
     with pytest.raises(TypeError, match="object_spilling_directory"):
         runtime.init(object_spilling_directory=3)  # refused before anything starts
     with pytest.raises(ValueError, match="runtime start"):
         runtime.init(address="127.0.0.1:1", object_spilling_directory=str(tmp_path / "no"))
+    with pytest.raises(ValueError, match="only filesystem"):
+        runtime.init(
+            _system_config={"object_spilling_config": '{"type": "smart_open", "params": {}}'}
+        )
     assert not (tmp_path / "no").exists()
     folder = tmp_path / "spill-here"  # made by init, as Ray's argument is
-    ctx = runtime.init(
-        num_cpus=1, object_store_memory=100 * MB, object_spilling_directory=str(folder)
-    )
+    if given_as == "argument":
+        where: dict = {"object_spilling_directory": str(folder)}
+    else:  # Ray's documented older form
+        spilling = {"type": "filesystem", "params": {"directory_path": str(folder)}}
+        where = {"_system_config": {"object_spilling_config": json.dumps(spilling)}}
+    ctx = runtime.init(num_cpus=1, object_store_memory=100 * MB, **where)
     try:
         refs = [runtime.put(np.full(20 * MB // 8, i, dtype=np.int64)) for i in range(8)]
         assert stats().num_spilled > 0

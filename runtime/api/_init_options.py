@@ -5,6 +5,7 @@ session root (``_temp_dir``), the dashboard's address (``dashboard_host``,
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -12,10 +13,56 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._private import job_logging
-from .._private.config import spill_folder
+from .._private.config import Config, spill_folder
 
 #: Ray's default format for its logger.
 DEFAULT_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
+
+
+def _from_ray_names(where: str, system_config: dict[str, Any]) -> dict[str, Any]:
+    """Ray's ``_system_config`` names its documentation shows, as this runtime's:
+    ``object_spilling_config`` (a filesystem folder) and any ``<name>_ms`` whose
+    ``<name>_s`` is a setting here (in seconds). Other names go on as given
+    (an unknown one is refused by name when the configuration loads)."""
+    known = {f.name for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for key, value in system_config.items():
+        seconds = key[: -len("_ms")] + "_s" if key.endswith("_ms") else ""
+        if seconds in known and key not in known:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{where}: _system_config[{key!r}] must be a number of ms")
+            out[seconds] = value / 1000
+        elif key == "object_spilling_config":
+            out["object_spilling_directory"] = spill_folder(where, _spilling_path(where, value))
+        else:
+            out[key] = value
+    return out
+
+
+def _spilling_path(where: str, value: Any) -> str:
+    """The folder of Ray's ``object_spilling_config`` (JSON, or its dict)."""
+    try:
+        config = json.loads(value) if isinstance(value, str | bytes) else value
+        kind = config["type"]
+        path = config["params"]["directory_path"] if kind == "filesystem" else None
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(
+            f"{where}: object_spilling_config must be JSON like "
+            '{"type": "filesystem", "params": {"directory_path": "/folder"}}: '
+            f"{e!r}"
+        ) from None
+    if kind != "filesystem":
+        raise ValueError(
+            f"{where}: object_spilling_config type {kind!r} is not supported here "
+            "(only filesystem: objects spill to a local folder)"
+        )
+    if isinstance(path, list) and len(path) == 1:
+        path = path[0]
+    if not isinstance(path, str):
+        raise ValueError(
+            f"{where}: object_spilling_config directory_path must be one folder, got {path!r}"
+        )
+    return path
 
 
 def apply(
@@ -45,7 +92,7 @@ def apply(
     level = _level(where, logging_level)
     if configure_logging and (level is not None or logging_format is not None):
         _configure(level if level is not None else logging.INFO, logging_format or DEFAULT_FORMAT)
-    overrides = dict(system_config or {})
+    overrides = _from_ray_names(where, dict(system_config or {}))
     if dashboard_host is not None:
         if not isinstance(dashboard_host, str) or not dashboard_host:
             raise TypeError(f"{where}: dashboard_host must be a host, got {dashboard_host!r}")
