@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 
 import pytest
@@ -351,3 +352,17 @@ def test_assigned_resources_and_omp_threads(cluster):
     assert runtime.get(where_am_i.options(num_cpus=0.5).remote()) == ({"CPU": 0.5}, "1")
     assert runtime.get(Placed.options(memory=1e6).remote().resources.remote()) == {"memory": 1e6}
     assert runtime.get_runtime_context().get_assigned_resources() == {}
+
+
+@runtime.remote
+def session_seen():
+    ctx = runtime.get_runtime_context()
+    return ctx.get_session_name(), ctx.get_temp_dir(), ctx.get_resource_ids()
+
+
+def test_session_name_and_temp_dir_are_the_clusters_everywhere(cluster):
+    ctx = runtime.get_runtime_context()
+    name, temp = ctx.get_session_name(), ctx.get_temp_dir()
+    assert name.startswith("session_") and os.path.join(temp, name) == cluster.session_dir
+    assert runtime.get(session_seen.remote()) == (name, temp, {"GPU": []})
+    assert ctx.current_placement_group_id is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -11,7 +12,7 @@ from ..core_worker import ActorExitRequest, current_task, current_task_id
 from ..exceptions import RuntimeNotInitializedError
 from . import _cluster_info, _context
 from ._actor_handle import handle_from_state
-from ._ids import ActorID, JobID, NodeID, TaskID
+from ._ids import ActorID, JobID, NodeID, PlacementGroupID, TaskID
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,29 @@ class RuntimeContext:
         (None in a driver, or outside a group)."""
         placement = _context.placement_here()
         return placement[0] if placement is not None else None
+
+    @property
+    def current_placement_group_id(self) -> PlacementGroupID | None:
+        """Ray's older form of :meth:`get_placement_group_id` (an id object)."""
+        group = self.get_placement_group_id()
+        return None if group is None else PlacementGroupID.from_hex(group)
+
+    def get_session_name(self) -> str:
+        """The cluster's session (``session_<time>_<pid>``): the same in every
+        process of the cluster."""
+        if not self.session_dir:
+            raise RuntimeError("this process's cluster has no session folder here")
+        return os.path.basename(os.path.normpath(self.session_dir))
+
+    def get_temp_dir(self) -> str:
+        """The folder this node's sessions live in (``_temp_dir``)."""
+        if not self.session_dir:
+            raise RuntimeError("this process's cluster has no session folder here")
+        return os.path.dirname(os.path.normpath(self.session_dir))
+
+    def get_resource_ids(self) -> dict[str, list[str]]:
+        """Ray's older name of :meth:`get_accelerator_ids`."""
+        return self.get_accelerator_ids()
 
     def should_capture_child_tasks_in_placement_group(self) -> bool:
         """Whether tasks and actors this one submits join its placement group."""
