@@ -10,6 +10,7 @@ iteration ends. Dropping the generator frees the items it did not hand out.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -111,6 +112,25 @@ class ObjectRefGenerator(Iterator[ObjectRef[Y]], AsyncIterator[ObjectRef[Y]]):
             raise StopAsyncIteration
         return self._ref(object_id)
 
+    # Ray's generator interface, in name: a stream takes no values back.
+    def send(self, value: Any) -> ObjectRef[Y]:
+        raise NotImplementedError("`gen.send` is not supported: iterate with next(gen)")
+
+    def throw(self, *args: Any) -> ObjectRef[Y]:
+        raise NotImplementedError("`gen.throw` is not supported: cancel its task instead")
+
+    def close(self) -> None:
+        raise NotImplementedError("`gen.close` is not supported: drop the generator instead")
+
+    async def asend(self, value: Any) -> ObjectRef[Y]:
+        raise NotImplementedError("`gen.asend` is not supported: iterate with anext(gen)")
+
+    async def athrow(self, *args: Any) -> ObjectRef[Y]:
+        raise NotImplementedError("`gen.athrow` is not supported: cancel its task instead")
+
+    async def aclose(self) -> None:
+        raise NotImplementedError("`gen.aclose` is not supported: drop the generator instead")
+
     def _ref(self, object_id: bytes) -> ObjectRef[Y]:
         self._waiter = None  # readiness is about the next item now
         worker = self._worker
@@ -188,3 +208,8 @@ class ObjectRefGenerator(Iterator[ObjectRef[Y]], AsyncIterator[ObjectRef[Y]]):
             worker.post(worker.generators.drop, self._task_id)
         except Exception:  # interpreter shutdown
             pass
+
+
+# As Ray's: a generator and an async generator by interface.
+collections.abc.Generator.register(ObjectRefGenerator)
+collections.abc.AsyncGenerator.register(ObjectRefGenerator)
