@@ -181,8 +181,10 @@ class ObjectRefGenerator(Iterator[ObjectRef[Y]], AsyncIterator[ObjectRef[Y]]):
         return self._completed
 
     def next_ready(self) -> bool:
-        """Whether ``next()`` would return (or stop) without waiting."""
-        return self._worker.generators.ready(self._task_id)
+        """Whether ``next()`` would return an item without waiting (False once
+        it would stop: see :meth:`is_finished`), as in Ray."""
+        generators = self._worker.generators
+        return generators.ready(self._task_id) and not generators.finished(self._task_id)
 
     def is_finished(self) -> bool:
         """Whether every item was handed out and the task has ended."""
