@@ -246,9 +246,13 @@ def test_application_errors_are_not_retried_by_default(cluster, counter_file):
         runtime.get(fail_times.remote(counter_file, 1, "raise"))
 
 
-def test_retry_exceptions(cluster, counter_file):
+def test_retry_exceptions(cluster, counter_file, caplog):
     ref = fail_times.options(retry_exceptions=True, max_retries=3).remote(counter_file, 2, "raise")
     assert runtime.get(ref) == 2
+    # Each retry is said, as Ray says it (the retries left, and the error).
+    said = [r.getMessage() for r in caplog.records if "will be retried" in r.getMessage()]
+    assert len(said) == 2 and "There are 3 retries remaining" in said[0], said
+    assert "attempt 0" in said[0] and "There are 2 retries remaining" in said[1]
 
 
 def test_retry_exceptions_list(cluster, counter_file):

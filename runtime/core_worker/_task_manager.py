@@ -178,8 +178,19 @@ class TaskManager:
             return False
         if spec.retries_left > 0:
             spec.retries_left -= 1
-        logger.info("retrying %s() after an exception", spec.name)
-        self._retry(spec, self._error(reply[2][0]))
+        try:
+            error: BaseException | None = serialization.error_of(reply[2][0])
+        except Exception:
+            error = None
+        # Said as Ray says it: a retry hides the failure from get(), not from the user.
+        logger.warning(
+            "Task %s failed. There are %s retries remaining, so the task will be retried. "
+            "Error: %s",
+            spec.name,
+            "infinite" if spec.retries_left < 0 else spec.retries_left + 1,
+            error,
+        )
+        self._retry(spec, error if self._worker.task_events.enabled else None)
         return True
 
     async def prepare(self, spec: TaskSpec) -> bool:
