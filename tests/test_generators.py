@@ -44,6 +44,7 @@ def test_sync_and_async_generator_tasks(cluster):
         next(gen)
     assert runtime.get(gen.completed()) == 2 and gen.is_finished()
     assert not gen.next_ready()  # (as in Ray: next() would stop, not return)
+    assert runtime.get(gen) is gen  # (as in Ray: a generator is its own value)
 
     async def consume():
         return [await ref async for ref in count_async.remote(3)] + [

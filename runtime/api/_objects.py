@@ -81,7 +81,11 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     Raises the task's error (a :class:`~runtime.exceptions.TaskError` that is
     also an instance of the user's exception class) and
     :class:`~runtime.exceptions.GetTimeoutError` after ``timeout`` seconds.
+    An ``ObjectRefGenerator`` is its own value, as in Ray (``get`` of a
+    ``num_returns="dynamic"`` task's ref gives a generator too).
     """
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs
     refs, single = _refs_arg(object_refs, "get")
     _check_timeout(timeout, "get")
     check_blocking_allowed("get", _GET_ALT, _context.runtime_loop())
@@ -109,6 +113,8 @@ async def get_async(
     ``cancel_remote=True`` it also cancels the tasks that make the refs (and
     the tasks they submitted): an opt-in, for this await only.
     """
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs  # (as get())
     refs, single = _refs_arg(object_refs, "get_async")
     _check_timeout(timeout, "get_async")
     if not isinstance(cancel_remote, bool):
