@@ -20,6 +20,16 @@ ENV_PREFIX = "RUNTIME_"
 JOB_SUBMISSION_ENV = "RUNTIME_JOB_SUBMISSION"
 
 
+#: Settings whose Ray environment variable (``RAY_<NAME>``) is read when the
+#: runtime's own is not set.
+_RAY_ENV_NAMES = (
+    "dedup_logs",
+    "dedup_logs_agg_window_s",
+    "dedup_logs_allow_regex",
+    "dedup_logs_skip_regex",
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     #: The cluster ``init(address="auto")`` joins (``HOST:PORT``); empty: look it up.
@@ -75,6 +85,15 @@ class Config:
     #: How long an actor that ends gracefully (out of scope, ``exit_actor()``,
     #: ``__ray_terminate__``) gives its ``__ray_shutdown__`` (Ray's, in ms there).
     actor_graceful_shutdown_timeout_s: float = 30.0
+    #: The driver prints a line its workers repeat across processes once per
+    #: window, with a count (Ray's RAY_DEDUP_LOGS and the settings after it,
+    #: whose RAY_ environment variables are read too).
+    dedup_logs: bool = True
+    dedup_logs_agg_window_s: float = 5.0
+    #: Lines this regex matches are never held back; lines the skip regex
+    #: matches are never printed.
+    dedup_logs_allow_regex: str = ""
+    dedup_logs_skip_regex: str = ""
     #: Errors of tasks nobody read are not reported when their refs are freed.
     ignore_unhandled_errors: bool = False
     #: Objects move between nodes in chunks of this many bytes.
@@ -125,6 +144,10 @@ class Config:
                 values[name] = _parse(name, field.type, raw)
         if "address" not in values and os.environ.get("RAY_ADDRESS"):
             values["address"] = os.environ["RAY_ADDRESS"]  # Ray programs set this one
+        for name in _RAY_ENV_NAMES:  # and these (RAY_DEDUP_LOGS=0 before importing)
+            raw = os.environ.get("RAY_" + name.upper())
+            if name not in values and raw is not None:
+                values[name] = _parse(name, fields[name].type, raw)
         for name, value in (overrides or {}).items():
             if name not in fields:
                 raise ValueError(f"unknown configuration option {name!r}")

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from .._private import placement, progress_lines, rpc
+from .._private.log_dedup import LogDedup
 from ..protocol.rt import (
     Channel,
     Empty,
@@ -69,6 +72,19 @@ class ClusterWatch:
         self._flush_ids = itertools.count(1)
         self._batches_printed = 0  # (a drain's sign of progress)
         self._bars = progress_lines.BarManager()  # tasks' progress bars (tqdm_ray)
+        # Workers' lines deduplicated across processes, stdout's and stderr's
+        # apart (None: printed as they come); a timer prints held-back summaries.
+        config = worker.config
+        self._dedup: dict[bool, LogDedup] | None = None
+        if config.dedup_logs:
+            made = functools.partial(
+                LogDedup,
+                config.dedup_logs_agg_window_s,
+                config.dedup_logs_allow_regex,
+                config.dedup_logs_skip_regex,
+            )
+            self._dedup = {False: made(), True: made()}
+        self._dedup_timer: asyncio.TimerHandle | None = None
 
     def start(self, driver: bool) -> None:
         """Starts following the gcs (on the loop, once the worker is connected)."""
@@ -278,19 +294,54 @@ class ClusterWatch:
         prefix = batch.prefix or f"pid={batch.pid}"
         if batch.host and batch.host != self._worker.host:
             prefix += f", ip={batch.host}"
-        out = sys.stderr if batch.is_err else sys.stdout
         lines = []
         for line in batch.lines:
             bar = progress_lines.parse(line)
             if bar is None:
-                lines.append(f"({prefix}) {line}\n")
+                lines.append(line)
             else:
                 self._bars.update(f"{batch.host}:{batch.pid}", prefix, bar)
+        if self._dedup is None:
+            self._write([(prefix, line) for line in lines], batch.is_err)
+            return
+        self._write(
+            self._dedup[batch.is_err].feed((batch.host, batch.pid), prefix, lines), batch.is_err
+        )
+        self._time_dedup()
+
+    def _write(self, lines: list[tuple[str, str]], is_err: bool) -> None:
+        if not lines:
+            return
         try:
-            if lines:
-                self._bars.write("".join(lines), out)
+            text = "".join(f"({label}) {line}\n" for label, line in lines)
+            self._bars.write(text, sys.stderr if is_err else sys.stdout)
         except (OSError, ValueError):
             pass
+
+    def _time_dedup(self) -> None:
+        """Prints the held-back summaries as their windows end (not only when
+        the next line comes: a notebook's cell may print nothing after)."""
+        if self._dedup is None or self._dedup_timer is not None:
+            return
+        due = [d for d in (dedup.next_due() for dedup in self._dedup.values()) if d is not None]
+        if due:
+            delay = max(0.0, min(due) - time.monotonic())
+            self._dedup_timer = asyncio.get_running_loop().call_later(delay, self._print_due)
+
+    def _print_due(self) -> None:
+        self._dedup_timer = None
+        assert self._dedup is not None
+        for is_err, dedup in self._dedup.items():
+            self._write(dedup.due(), is_err)
+        self._time_dedup()
+
+    def flush_dedup(self) -> None:
+        """The driver stops: every summary still held back is printed."""
+        if self._dedup_timer is not None:
+            self._dedup_timer.cancel()
+            self._dedup_timer = None
+        for is_err, dedup in (self._dedup or {}).items():
+            self._write(dedup.flush(), is_err)
 
     # -- the nodes -------------------------------------------------------------------
     def node_address(self, node_id: bytes) -> tuple[str, int] | None:

@@ -283,6 +283,7 @@ class CoreWorker:
             # What its workers printed last is shown before they are told to go.
             with contextlib.suppress(*rpc.CONNECTION_ERRORS):
                 await self.cluster.drain_logs()
+            self.cluster.flush_dedup()
         await self.submitter.close()
         await self.actor_client.close()
         await self.ownership.close()
