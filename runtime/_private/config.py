@@ -23,6 +23,7 @@ JOB_SUBMISSION_ENV = "RUNTIME_JOB_SUBMISSION"
 #: Settings whose Ray environment variable (``RAY_<NAME>``) is read when the
 #: runtime's own is not set.
 _RAY_ENV_NAMES = (
+    "ignore_unhandled_errors",
     "dedup_logs",
     "dedup_logs_agg_window_s",
     "dedup_logs_allow_regex",
