@@ -89,3 +89,25 @@ def test_in_order_is_refused_for_concurrent_actors(cluster):
         Counter.options(max_concurrency=4, allow_out_of_order_execution=False).remote()
     with pytest.raises(TypeError):
         Counter.options(allow_out_of_order_execution="yes")
+
+
+def test_a_call_waiting_for_its_argument_can_be_cancelled_or_die_with_its_actor(cluster, tmp_path):
+    from runtime.exceptions import ActorDiedError, TaskCancelledError
+
+    gate = tmp_path / "gate"
+    counter = AsyncCounter.remote()
+    waiting = counter.add.remote(after_gate.remote(str(gate), 1))
+    runtime.cancel(waiting)
+    with pytest.raises(TaskCancelledError):
+        runtime.get(waiting, timeout=30)
+    assert runtime.get(counter.add.remote(5), timeout=30) == 5
+    # Many calls waiting on arguments at once, each leaving as its own is ready.
+    values = [runtime.put(1) for _ in range(200)]
+    delayed = [after_gate.remote(str(gate), 1) for _ in range(200)]
+    calls = [counter.add.remote(v) for pair in zip(values, delayed, strict=True) for v in pair]
+    gate.touch()
+    assert sorted(runtime.get(calls, timeout=60))[-1] == 405
+    stuck = counter.add.remote(after_gate.remote(str(tmp_path / "never"), 1))
+    runtime.kill(counter)
+    with pytest.raises(ActorDiedError):
+        runtime.get(stuck, timeout=30)

@@ -374,7 +374,10 @@ class ActorClient:
         if spec.arg_refs:
             objs = self._worker.reader.arguments_here(spec.arg_refs)
             if objs is None:  # some to wait for, or one failed: in its turn
-                self.actors.submit(queue, spec)
+                if queue.out_of_order:
+                    self.actors.resolving(queue, spec)
+                else:
+                    self.actors.submit(queue, spec)
                 self._worker.background.spawn(self._resolve_actor_call(queue, spec))
                 return
             spec.resolved = objs
@@ -391,6 +394,11 @@ class ActorClient:
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
         objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
         error = serialization.first_error(objs)
+        if queue.out_of_order:
+            if error is None:
+                spec.resolved = objs
+            self.actors.resolved(queue, spec, error)
+            return
         if error is not None:
             if spec in queue.waiting:
                 queue.waiting.remove(spec)

@@ -70,9 +70,12 @@ class ActorQueue:
     # Calls leave as their arguments resolve, not in submission order (the
     # actor's ``allow_out_of_order_execution``; any handle's call says so).
     out_of_order: bool = False
+    # An out-of-order queue's calls still resolving their arguments, kept out
+    # of ``waiting`` (which then holds only calls ready to leave) until they are.
+    resolving: dict[bytes, TaskSpec] = field(default_factory=dict)
 
     def idle(self) -> bool:
-        return not self.waiting and not self.in_flight and not self.lost
+        return not self.waiting and not self.in_flight and not self.lost and not self.resolving
 
 
 class ActorSubmitter:
@@ -120,7 +123,7 @@ class ActorSubmitter:
 
     def pending(self, key: bytes) -> int:
         q = self._queues.get(key)
-        return 0 if q is None else len(q.waiting) + len(q.in_flight)
+        return 0 if q is None else len(q.waiting) + len(q.in_flight) + len(q.resolving)
 
     # -- events -----------------------------------------------------------------
     def submit(self, q: ActorQueue, spec: TaskSpec) -> None:
@@ -138,6 +141,27 @@ class ActorSubmitter:
         """A waiting call's arguments are resolved."""
         self._flush(q)
 
+    def resolving(self, q: ActorQueue, spec: TaskSpec) -> None:
+        """An out-of-order queue's call waits for its arguments (outside ``waiting``)."""
+        if q.state is QueueState.DEAD:
+            self._fail(spec, q)
+            return
+        q.resolving[spec.task_id] = spec
+
+    def resolved(self, q: ActorQueue, spec: TaskSpec, error: SerializedObject | None) -> None:
+        """An out-of-order queue's call has its arguments (or one failed): it
+        joins the calls ready to leave (or fails). Nothing if it was cancelled,
+        or failed with its actor, meanwhile."""
+        if q.resolving.pop(spec.task_id, None) is None:
+            return
+        if error is not None:
+            self._on_failure(spec, error)
+            if q.idle():
+                self._on_idle(q.key)
+            return
+        spec.state = TaskState.QUEUED
+        self.submit(q, spec)
+
     async def wait_registered(self, q: ActorQueue) -> None:
         await q.known.wait()
 
@@ -154,6 +178,9 @@ class ActorSubmitter:
         q.death_cause = cause
         lost, q.lost = q.lost, []
         for spec in lost:
+            self._fail(spec, q)
+        resolving, q.resolving = q.resolving, {}
+        for spec in resolving.values():
             self._fail(spec, q)
         while q.waiting:
             self._fail(q.waiting.popleft(), q)
@@ -181,6 +208,14 @@ class ActorSubmitter:
                 self._on_failure(spec, serialization.serialize_error(error))
                 self._flush(q)
                 return True
+        resolving = q.resolving.pop(task_id, None)
+        if resolving is not None:  # still waiting for its arguments
+            resolving.cancelled = True
+            error = exceptions.TaskCancelledError(f"{resolving.name}() was cancelled")
+            self._on_failure(resolving, serialization.serialize_error(error))
+            if q.idle():
+                self._on_idle(q.key)
+            return True
         running = q.in_flight.get(task_id)
         if running is None or q.stream is None:
             return False
@@ -192,16 +227,10 @@ class ActorSubmitter:
     def _flush(self, q: ActorQueue) -> None:
         if q.state is not QueueState.CONNECTED or q.stream is None:
             return
+        # (An out-of-order queue's ``waiting`` holds only calls ready to leave.)
         waiting = q.waiting
         while waiting and waiting[0].state is TaskState.QUEUED:
             self._push(q, waiting.popleft())
-        if q.out_of_order and waiting:  # the head waits for arguments; the rest need not
-            q.waiting = deque()
-            for spec in waiting:
-                if spec.state is TaskState.QUEUED:
-                    self._push(q, spec)
-                else:
-                    q.waiting.append(spec)
 
     def _push(self, q: ActorQueue, spec: TaskSpec) -> None:
         stream = q.stream
