@@ -126,15 +126,16 @@ class RuntimeContext:
     def get_session_name(self) -> str:
         """The cluster's session (``session_<time>_<pid>``): the same in every
         process of the cluster."""
-        if not self.session_dir:
-            raise RuntimeError("this process's cluster has no session folder here")
-        return os.path.basename(os.path.normpath(self.session_dir))
+        return os.path.basename(self._session_path())
 
     def get_temp_dir(self) -> str:
         """The folder this node's sessions live in (``_temp_dir``)."""
+        return os.path.dirname(self._session_path())
+
+    def _session_path(self) -> str:
         if not self.session_dir:
             raise RuntimeError("this process's cluster has no session folder here")
-        return os.path.dirname(os.path.normpath(self.session_dir))
+        return os.path.normpath(self.session_dir)
 
     def get_resource_ids(self) -> dict[str, list[str]]:
         """Ray's older name of :meth:`get_accelerator_ids`."""

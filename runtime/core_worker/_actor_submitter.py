@@ -204,15 +204,13 @@ class ActorSubmitter:
             if spec.task_id == task_id:
                 q.waiting.remove(spec)
                 spec.cancelled = True
-                error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
-                self._on_failure(spec, serialization.serialize_error(error))
+                self._on_failure(spec, _cancelled(spec))
                 self._flush(q)
                 return True
         resolving = q.resolving.pop(task_id, None)
         if resolving is not None:  # still waiting for its arguments
             resolving.cancelled = True
-            error = exceptions.TaskCancelledError(f"{resolving.name}() was cancelled")
-            self._on_failure(resolving, serialization.serialize_error(error))
+            self._on_failure(resolving, _cancelled(resolving))
             if q.idle():
                 self._on_idle(q.key)
             return True
@@ -225,7 +223,7 @@ class ActorSubmitter:
 
     # -- the synchronous core -----------------------------------------------------
     def _flush(self, q: ActorQueue) -> None:
-        if q.state is not QueueState.CONNECTED or q.stream is None:
+        if not self.connected(q):
             return
         # (An out-of-order queue's ``waiting`` holds only calls ready to leave.)
         waiting = q.waiting
@@ -253,8 +251,7 @@ class ActorSubmitter:
         if reply is None:
             self._on_stream_broken(q)
             if spec.cancelled:
-                error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
-                self._on_failure(spec, serialization.serialize_error(error))
+                self._on_failure(spec, _cancelled(spec))
             elif spec.retries_left != 0 and q.state is not QueueState.DEAD:
                 if spec.retries_left > 0:
                     spec.retries_left -= 1
@@ -338,3 +335,9 @@ class ActorSubmitter:
 
 def _task_id_of(spec: TaskSpec) -> bytes:
     return spec.task_id
+
+
+def _cancelled(spec: TaskSpec) -> SerializedObject:
+    """The answer of a call cancelled before its actor ran it."""
+    error = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
+    return serialization.serialize_error(error)
