@@ -78,6 +78,20 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def live_gcs(cluster: Cluster) -> list[int]:
+    """The cluster's gcs processes running (its supervisor records each one it starts)."""
+    assert cluster.head is not None
+    with open(os.path.join(cluster.head.session.path, "pids")) as f:
+        pids = [int(line.split()[0]) for line in f if line.split()[1:] == ["gcs"]]
+    return [pid for pid in pids if process_running(pid)]
+
+
+def gcs_pid(cluster: Cluster) -> int:
+    """The cluster's running gcs process."""
+    wait_until(lambda: bool(live_gcs(cluster)), 60, "a gcs process to run")
+    return live_gcs(cluster)[-1]
+
+
 def assert_no_orphans(session_dir: str) -> None:
     """No process of the session lives on, and no socket outlives them."""
     wait_until(

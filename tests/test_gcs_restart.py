@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import cluster_of, process_running, wait_until
+from conftest import cluster_of, gcs_pid, live_gcs, wait_until
 
 import runtime
 from runtime.testing import Cluster
@@ -42,19 +42,6 @@ def square(x: int) -> int:
 @runtime.remote(num_cpus=0)
 def node_id() -> str:
     return runtime.get_runtime_context().get_node_id()
-
-
-def _live_gcs(cluster: Cluster) -> list[int]:
-    """The gcs processes running (the supervisor records each one it starts)."""
-    assert cluster.head is not None
-    with open(os.path.join(cluster.head.session.path, "pids")) as f:
-        pids = [int(line.split()[0]) for line in f if line.split()[1:] == ["gcs"]]
-    return [pid for pid in pids if process_running(pid)]
-
-
-def _gcs_pid(cluster: Cluster) -> int:
-    wait_until(lambda: bool(_live_gcs(cluster)), 60, "a gcs process to run")
-    return _live_gcs(cluster)[-1]
 
 
 class Workload:
@@ -117,13 +104,13 @@ def test_a_cluster_rides_through_five_gcs_kills(durable_cluster: Cluster) -> Non
     with Workload(worker) as load:
         load.wait_rounds(3)
         for _ in range(5):
-            old = _gcs_pid(cluster)
+            old = gcs_pid(cluster)
             os.kill(old, signal.SIGKILL)
             # An actor created while the gcs is down is created once it is back.
             fresh = Counter.remote()
             assert runtime.get(fresh.incr.remote(), timeout=60) == 1
             made_during_outages.append(fresh)
-            wait_until(lambda old=old: _live_gcs(cluster)[-1:] not in ([], [old]), 60, "a new gcs")
+            wait_until(lambda old=old: live_gcs(cluster)[-1:] not in ([], [old]), 60, "a new gcs")
             load.wait_rounds(2)  # tasks and calls went on through it
     assert not load.errors, load.errors
     # The detached named actor made before the kills is found, state intact.
@@ -132,7 +119,7 @@ def test_a_cluster_rides_through_five_gcs_kills(durable_cluster: Cluster) -> Non
     # A node joins the restarted gcs and runs work; another starts while the
     # gcs is down, and joins once it is back.
     joined = cluster.add_node(num_cpus=1)
-    os.kill(_gcs_pid(cluster), signal.SIGKILL)
+    os.kill(gcs_pid(cluster), signal.SIGKILL)
     late = cluster.add_node(num_cpus=1)  # returns once the new gcs knows it
     cluster.wait_for_nodes()
     for node in (joined, late):
@@ -145,7 +132,7 @@ def test_a_gcs_on_memory_storage_is_not_restarted(tmp_path: Any) -> None:
     with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         runtime.init(address=cluster.address)
         assert runtime.get(square.remote(3)) == 9
-        pid = _gcs_pid(cluster)
+        pid = gcs_pid(cluster)
         os.kill(pid, signal.SIGKILL)
         lost = (runtime.exceptions.GcsLostError, runtime.exceptions.LocalRayletDiedError)
         with pytest.raises(lost):

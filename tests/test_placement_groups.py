@@ -7,11 +7,12 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import cluster_of, wait_until
+from conftest import cluster_of, gcs_pid, wait_until
 
 import runtime
 from runtime import exceptions
@@ -420,3 +421,39 @@ async def test_await_ready_on_the_runtimes_loop() -> None:
             remove_placement_group(pg)
         finally:
             await runtime.shutdown_async()
+
+
+def test_removal_returns_before_the_gcs_answers_and_later_calls_see_it() -> None:
+    """As Ray documents it, removing is asynchronous: it returns while the gcs
+    cannot answer. What this process does next comes after the removal: its
+    waits and reads see the group removed, its name is free again, and its
+    calls to an actor of the group find the actor dead."""
+    with cluster_of(head_node_args={"num_cpus": 2}) as cluster:
+        runtime.init(address=cluster.address)
+        pg = placement_group([{"CPU": 1}], name="reused")
+        assert pg.wait(30)
+        actor = Member.options(**in_bundle(pg, 0)).remote()
+        assert runtime.get(actor.group.remote(), timeout=30) == pg.id.hex()
+        gcs = gcs_pid(cluster)
+        os.kill(gcs, signal.SIGSTOP)
+        try:
+            removal = threading.Thread(target=remove_placement_group, args=(pg,))
+            removal.start()
+            removal.join(30)  # (a removal that waited for the gcs would still wait)
+            assert not removal.is_alive()
+        finally:
+            os.kill(gcs, signal.SIGCONT)
+        with pytest.raises(exceptions.ActorDiedError, match="placement group was removed"):
+            runtime.get(actor.group.remote(), timeout=30)
+        assert not pg.wait(0)
+        assert placement_group_table(pg)["state"] == "REMOVED"
+        again = placement_group([{"CPU": 1}], name="reused")
+        assert again.wait(30)
+        assert get_placement_group("reused") == again
+        # Removals sent just before the driver goes are not lost.
+        kept = placement_group([{"CPU": 1}], lifetime="detached")
+        assert kept.wait(30)
+        remove_placement_group(kept)
+        runtime.shutdown()
+        runtime.init(address=cluster.address)
+        assert placement_group_table(kept)["state"] == "REMOVED"

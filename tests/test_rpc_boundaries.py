@@ -28,6 +28,7 @@ from runtime.protocol.rt import (
     PrepareBundlesBatch,
     PrepareBundlesRequest,
     RayletStub,
+    RemovePlacementGroupsRequest,
     ReportResourcesRequest,
 )
 from runtime.testing import Cluster
@@ -177,6 +178,7 @@ def test_junk_on_every_port_leaves_the_cluster_working(one_node: Cluster) -> Non
             raylet.prepare_bundles(PrepareBundlesRequest(placement_group_id=b"x")),  # type: ignore[arg-type]
             gcs.kill_actor(Empty()),  # type: ignore[arg-type]
             gcs.wait_placement_group(Empty()),  # type: ignore[arg-type]
+            gcs.remove_placement_groups(RemovePlacementGroupsRequest(placement_group_ids=[b"x"])),
         ]
         for call in calls:
             try:

@@ -19,6 +19,7 @@ job twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any, TypeVar
@@ -33,7 +34,11 @@ from ..protocol.rt import (
     Empty,
     GcsStub,
     KvGetRequest,
+    ListPlacementGroupsReply,
     PlacementGroupInfo,
+    PlacementGroupReply,
+    PlacementGroupRequest,
+    RemovePlacementGroupsRequest,
 )
 from .batching import Batcher
 
@@ -65,6 +70,11 @@ class GcsClient(GcsStub):
         super().__init__(channel)
         self.reconnect_s = reconnect_s
         self._group_creations = Batcher(self._create_groups)
+        self._group_removals: Batcher[bytes, None] = Batcher(self._remove_groups)
+        # This process's group removals not answered yet. Removing returns at
+        # once (as Ray documents it); what the process asks of groups next, and
+        # its actor calls, wait for these, so that they see the removals.
+        self.removals: set[asyncio.Future[None]] = set()
 
     async def create_placement_group(self, info: PlacementGroupInfo) -> CreatePlacementGroupReply:
         """One group's creation, sent with the others made at the same time (a
@@ -74,8 +84,50 @@ class GcsClient(GcsStub):
     async def _create_groups(
         self, infos: list[PlacementGroupInfo]
     ) -> list[CreatePlacementGroupReply]:
+        await self.removals_landed()  # (a name a removed group held is free)
         request = CreatePlacementGroupsRequest(placement_groups=infos)
         return (await self.create_placement_groups(request)).results
+
+    def remove_placement_group_soon(self, pg_id: bytes) -> None:
+        """Sends the group's removal with the others made meanwhile, and returns
+        (on the loop). No caller waits for it: a failure is logged."""
+        removal = asyncio.ensure_future(self._group_removals.call(pg_id))
+        self.removals.add(removal)
+        removal.add_done_callback(functools.partial(self._removal_done, pg_id))
+
+    def _removal_done(self, pg_id: bytes, removal: asyncio.Future[None]) -> None:
+        self.removals.discard(removal)
+        if not removal.cancelled() and removal.exception() is not None:
+            logger.error(
+                "placement group %s could not be removed: %s", pg_id.hex(), removal.exception()
+            )
+
+    async def removals_landed(self) -> None:
+        """Returns once the gcs has answered every removal sent before."""
+        if self.removals:
+            await asyncio.wait(list(self.removals))
+
+    async def _remove_groups(self, pg_ids: list[bytes]) -> list[None]:
+        await self.remove_placement_groups(RemovePlacementGroupsRequest(placement_group_ids=pg_ids))
+        return [None] * len(pg_ids)
+
+    async def wait_placement_group(
+        self, message: PlacementGroupRequest, **kwargs: Any
+    ) -> PlacementGroupReply:
+        await self.removals_landed()
+        return await super().wait_placement_group(message, **kwargs)
+
+    async def get_placement_group(
+        self, message: PlacementGroupRequest, **kwargs: Any
+    ) -> PlacementGroupReply:
+        await self.removals_landed()
+        return await super().get_placement_group(message, **kwargs)
+
+    async def list_placement_groups(
+        self, message: Empty | None = None, **kwargs: Any
+    ) -> ListPlacementGroupsReply:
+        await self.removals_landed()
+        return await super().list_placement_groups(message, **kwargs)
 
     async def _unary_unary(
         self, route: str, request: Any, response_type: type[Message], **kwargs: Any

@@ -186,18 +186,22 @@ def placement_group(
 
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
-    """Removes the group: its actors and tasks are killed, its resources freed."""
+    """Removes the group, asynchronously (as in Ray): its actors and tasks are
+    killed, its resources freed. This process's later reads of groups, new
+    groups and actor calls come after the removal."""
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(
             f"remove_placement_group() takes a PlacementGroup, got {type(placement_group).__name__}"
         )
     worker = _context.current_or_init()
-    request = PlacementGroupRequest(placement_group_id=placement_group.id.binary())
-    worker.post(worker.cluster.removing, request.placement_group_id)
-    if _on_runtime_loop():
-        worker.post(_spawn, worker, worker.gcs.remove_placement_group(request))
-        return
-    worker.bridge.run_blocking(worker.gcs.remove_placement_group(request))
+    pg_id = placement_group.id.binary()
+    # Marked from this thread (one dict store): its next wait must not answer
+    # from the announcement that the group was placed.
+    worker.cluster.group_states[pg_id] = PlacementGroupState.REMOVED
+    worker.post(worker.cluster.removing, pg_id)
+    # As Ray documents it, asynchronous: this process's later reads of groups,
+    # creations and actor calls wait for the gcs's answer; nothing else does.
+    worker.post(worker.gcs.remove_placement_group_soon, pg_id)
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:

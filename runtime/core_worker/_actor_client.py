@@ -371,8 +371,12 @@ class ActorClient:
         queue = self.actors.queue(key, self.actor_id_of(key), class_name)
         if out_of_order:
             queue.out_of_order = True
-        if spec.arg_refs:
-            objs = self._worker.reader.arguments_here(spec.arg_refs)
+        # A call made after this process removed a placement group waits for
+        # the removal's answer (the group's actors are dead by then), as its
+        # arguments: removing returns before the gcs answers.
+        removing = self._worker.gcs.removals
+        if spec.arg_refs or removing:
+            objs = None if removing else self._worker.reader.arguments_here(spec.arg_refs)
             if objs is None:  # some to wait for, or one failed: in its turn
                 if queue.out_of_order:
                     self.actors.resolving(queue, spec)
@@ -392,6 +396,7 @@ class ActorClient:
         self.actors.submit(self.actors.queue(key, self.actor_id_of(key), ""), spec)
 
     async def _resolve_actor_call(self, queue: ActorQueue, spec: TaskSpec) -> None:
+        await self._worker.gcs.removals_landed()
         objs = await self._worker.reader.get_serialized(spec.arg_refs, None, fetch_local=False)
         error = serialization.first_error(objs)
         if queue.out_of_order:

@@ -57,7 +57,8 @@ class ClusterWatch:
         # The error channel's messages printed already (each is printed once).
         self._errors_seen: set[tuple[str, str]] = set()
         # A driver's placement groups' states as the gcs last announced them
-        # (read by waits, from user threads: a dict read). Invariants: a group
+        # (read by waits, from user threads: a dict read; a removal marks its
+        # group from the user's thread: one dict store). Invariants: a group
         # removed here is REMOVED from the call on, whatever older announcement
         # arrives, until the gcs's REMOVED (the last it sends of a group) drops
         # it; a group heard REMOVED is absent (its waits ask the gcs); emptied

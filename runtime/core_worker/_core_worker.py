@@ -79,6 +79,8 @@ from ._user_metrics import UserMetrics
 
 #: How often a retiring worker checks whether it may exit.
 RETIRE_POLL_S = 0.05
+#: How long a stopping core worker waits for its placement group removals' answers.
+REMOVALS_WAIT_S = 2.0
 
 
 class CoreWorker:
@@ -287,6 +289,11 @@ class CoreWorker:
         await self.submitter.close()
         await self.actor_client.close()
         await self.ownership.close()
+        if self._gcs is not None:
+            # Its placement groups' removals are out before it goes (a detached
+            # group's would be lost).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gcs.removals_landed(), REMOVALS_WAIT_S)
         if self.mode is WorkerMode.DRIVER and self._gcs is not None and self.job_id:
             with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
                 await asyncio.wait_for(

@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: A placement group id's length.
+ID_BYTES = 16
 #: How long one prepare or commit may take before the node counts as failed.
 _RPC_TIMEOUT_S = 10.0
 #: How long a wait or removal of an unknown group waits for it to be created.
@@ -266,7 +268,7 @@ class PlacementGroupManager:
     async def _registered(self, pg_id: bytes) -> GroupRecord | None:
         """A group not known yet may be on its way: an unnamed group's creator
         does not wait for CreatePlacementGroup's answer. Waits for it a little."""
-        if len(pg_id) != 16:
+        if len(pg_id) != ID_BYTES:
             return None  # not an id: nothing will come
         arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._registering.setdefault(pg_id, []).append(arrived)
@@ -529,8 +531,8 @@ async def _send_returns(stub: RayletStub, groups: list[BundlesRequest]) -> list[
 def _invalid(info: PlacementGroupInfo) -> str:
     """Why the group cannot be made as sent, or "" (the API checks first; this
     guards the service against any other client)."""
-    if len(info.placement_group_id) != 16:
-        return "a placement group id has 16 bytes"
+    if len(info.placement_group_id) != ID_BYTES:
+        return f"a placement group id has {ID_BYTES} bytes"
     if sorted(b.index for b in info.bundles) != list(range(len(info.bundles))):
         return "bundle indexes must be 0..n-1"
     for bundle in info.bundles:

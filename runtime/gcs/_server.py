@@ -54,6 +54,7 @@ from ..protocol.rt import (
     PlacementGroupState,
     PubMessage,
     RegisterNodeRequest,
+    RemovePlacementGroupsRequest,
     ReportResourcesRequest,
     ResourceBatch,
     ResourceView,
@@ -63,6 +64,7 @@ from ..protocol.rt import (
     WorkerFailures,
 )
 from . import _metrics as gcs_metrics
+from . import _placement_groups as pg_ids
 from ._actors import ActorManager
 from ._health import HealthChecker
 from ._metrics import ServiceDiscovery
@@ -349,8 +351,12 @@ class GcsService(GcsBase):
         )
         return CreatePlacementGroupsReply(results=results)
 
-    async def remove_placement_group(self, message: PlacementGroupRequest) -> Empty:
-        await self.placement_groups.remove(message.placement_group_id)
+    async def remove_placement_groups(self, message: RemovePlacementGroupsRequest) -> Empty:
+        ids = message.placement_group_ids
+        bad = next((i for i in ids if len(i) != pg_ids.ID_BYTES), None)
+        if bad is not None:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"not a placement group id: {bad.hex()!r}")
+        await asyncio.gather(*(self.placement_groups.remove(pg_id) for pg_id in ids))
         return Empty()
 
     async def wait_placement_group(self, message: PlacementGroupRequest) -> PlacementGroupReply:

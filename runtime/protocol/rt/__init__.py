@@ -89,6 +89,7 @@ __all__ = (
     "RegisterNodeRequest",
     "RegisterWorkerReply",
     "RegisterWorkerRequest",
+    "RemovePlacementGroupsRequest",
     "ReportMetricsRequest",
     "ReportResourcesRequest",
     "ResourceBatch",
@@ -1947,6 +1948,22 @@ default_message_pool.register_message("rt", "RegisterWorkerRequest", RegisterWor
 
 
 @dataclass(eq=False, repr=False)
+class RemovePlacementGroupsRequest(betterproto2.Message):
+    """
+    Groups removed together (a client batches the removals it makes at once).
+    """
+
+    placement_group_ids: "list[bytes]" = betterproto2.field(
+        1, betterproto2.TYPE_BYTES, repeated=True
+    )
+
+
+default_message_pool.register_message(
+    "rt", "RemovePlacementGroupsRequest", RemovePlacementGroupsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
 class ReportMetricsRequest(betterproto2.Message):
     """
     A core worker's user-defined metrics (runtime.util.metrics), as JSON; the
@@ -2831,17 +2848,20 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
-    async def remove_placement_group(
+    async def remove_placement_groups(
         self,
-        message: "PlacementGroupRequest",
+        message: "RemovePlacementGroupsRequest",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
     ) -> "Empty":
+        """
+        Answers once every group is REMOVED and its actors are dead.
+        """
 
         return await self._unary_unary(
-            "/rt.Gcs/RemovePlacementGroup",
+            "/rt.Gcs/RemovePlacementGroups",
             message,
             Empty,
             timeout=timeout,
@@ -3564,7 +3584,10 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def remove_placement_group(self, message: "PlacementGroupRequest") -> "Empty":
+    async def remove_placement_groups(self, message: "RemovePlacementGroupsRequest") -> "Empty":
+        """
+        Answers once every group is REMOVED and its actors are dead.
+        """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -3733,12 +3756,12 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         response = await self.create_placement_groups(request)
         await stream.send_message(response)
 
-    async def __rpc_remove_placement_group(
-        self, stream: "grpclib.server.Stream[PlacementGroupRequest, Empty]"
+    async def __rpc_remove_placement_groups(
+        self, stream: "grpclib.server.Stream[RemovePlacementGroupsRequest, Empty]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
-        response = await self.remove_placement_group(request)
+        response = await self.remove_placement_groups(request)
         await stream.send_message(response)
 
     async def __rpc_wait_placement_group(
@@ -3897,10 +3920,10 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 CreatePlacementGroupsRequest,
                 CreatePlacementGroupsReply,
             ),
-            "/rt.Gcs/RemovePlacementGroup": grpclib.const.Handler(
-                self.__rpc_remove_placement_group,
+            "/rt.Gcs/RemovePlacementGroups": grpclib.const.Handler(
+                self.__rpc_remove_placement_groups,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                PlacementGroupRequest,
+                RemovePlacementGroupsRequest,
                 Empty,
             ),
             "/rt.Gcs/WaitPlacementGroup": grpclib.const.Handler(
