@@ -8,7 +8,16 @@
 
 from __future__ import annotations
 
-from . import actor, cloudpickle, exceptions, job_config, runtime_context, runtime_env, util
+from . import (
+    actor,
+    cloudpickle,
+    exceptions,
+    experimental,
+    job_config,
+    runtime_context,
+    runtime_env,
+    util,
+)
 from ._private.version import __version__ as __version__
 from .api import (
     ActorClass,
@@ -95,6 +104,7 @@ __all__ = [
     "cluster_resources",
     "cluster_resources_async",
     "exceptions",
+    "experimental",
     "get",
     "get_actor",
     "get_actor_async",

@@ -92,7 +92,15 @@ async def test_a_gcs_killed_and_started_again_finds_what_it_acknowledged(
     import signal
 
     from runtime._private import auth, rpc
-    from runtime.protocol.rt import AddJobRequest, Empty, GcsStub, KvGetRequest, KvPutRequest
+    from runtime.protocol.rt import (
+        AddJobRequest,
+        Empty,
+        GcsStub,
+        KvDelRequest,
+        KvGetRequest,
+        KvKeysRequest,
+        KvPutRequest,
+    )
 
     storage = "sqlite" if backend == "sqlite" else request.getfixturevalue("redis_server")
     token = auth.new_token()
@@ -102,6 +110,10 @@ async def test_a_gcs_killed_and_started_again_finds_what_it_acknowledged(
         gcs = GcsStub(channels.get("127.0.0.1", int(first.info["port"])))
         put = KvPutRequest(namespace="fn", key=b"f", value=b"\x80code", overwrite=False)
         assert (await gcs.kv_put(put)).added
+        for key in (b"gone/1", b"gone/2"):
+            await gcs.kv_put(KvPutRequest(namespace="fn", key=key, value=b"x"))
+        gone = await gcs.kv_del(KvDelRequest(namespace="fn", key=b"gone/", by_prefix=True))
+        assert gone.deleted == 2
         job = await gcs.add_job(AddJobRequest(namespace="ns", driver_pid=123))
         os.kill(first.pid, signal.SIGKILL)  # no goodbye: only what was acknowledged stays
         first.stop()
@@ -111,6 +123,8 @@ async def test_a_gcs_killed_and_started_again_finds_what_it_acknowledged(
             gcs = GcsStub(channels.get("127.0.0.1", int(second.info["port"])))
             got = await gcs.kv_get(KvGetRequest(namespace="fn", key=b"f"))
             assert got.found and got.value == b"\x80code"
+            keys = await gcs.kv_keys(KvKeysRequest(namespace="fn"))
+            assert keys.keys == [b"f"]  # (the deleted keys stayed deleted)
             jobs = (await gcs.list_jobs(Empty())).jobs
             assert [(j.job_id, j.namespace, j.driver_pid) for j in jobs] == [
                 (job.job_id, "ns", 123)

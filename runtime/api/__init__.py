@@ -6,6 +6,7 @@ are private. This layer may import the core worker and the plumbing; nothing
 below it imports it.
 """
 
+from . import _internal_kv as internal_kv_api
 from . import _metrics as metrics_api
 from . import _state_api as state_api
 from ._actor import (
@@ -120,6 +121,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "init_async",
+    "internal_kv_api",
     "is_initialized",
     "kill",
     "list_named_actors",

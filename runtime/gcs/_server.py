@@ -39,8 +39,12 @@ from ..protocol.rt import (
     JobEvent,
     JobRequest,
     KillActorRequest,
+    KvDelReply,
+    KvDelRequest,
     KvGetReply,
     KvGetRequest,
+    KvKeysReply,
+    KvKeysRequest,
     KvPutReply,
     KvPutRequest,
     ListActorsReply,
@@ -300,6 +304,14 @@ class GcsService(GcsBase):
     async def kv_get(self, message: KvGetRequest) -> KvGetReply:
         value = self.tables.kv_get(message.namespace, message.key)
         return KvGetReply(found=value is not None, value=value or b"")
+
+    async def kv_del(self, message: KvDelRequest) -> KvDelReply:
+        deleted = self.tables.kv_del(message.namespace, message.key, message.by_prefix)
+        await self.tables.forget_kv(message.namespace, deleted)
+        return KvDelReply(deleted=len(deleted))
+
+    async def kv_keys(self, message: KvKeysRequest) -> KvKeysReply:
+        return KvKeysReply(keys=self.tables.kv_keys(message.namespace, message.prefix))
 
     # -- actors -----------------------------------------------------------------
     async def create_actor(self, message: CreateActorRequest) -> CreateActorReply:

@@ -100,6 +100,16 @@ class GcsTables:
     def kv_get(self, namespace: str, key: bytes) -> bytes | None:
         return self.kv.get((namespace, key))
 
+    def kv_keys(self, namespace: str, prefix: bytes) -> list[bytes]:
+        """The namespace's keys that start with ``prefix`` (a scan: for listings)."""
+        return [k for ns, k in self.kv if ns == namespace and k.startswith(prefix)]
+
+    def kv_del(self, namespace: str, key: bytes, by_prefix: bool) -> list[bytes]:
+        """Deletes the key (or every key it starts); the keys deleted."""
+        keys = self.kv_keys(namespace, key) if by_prefix else [key]
+        deleted = [k for k in keys if self.kv.pop((namespace, k), None) is not None]
+        return deleted
+
     # -- durability ---------------------------------------------------------------------
     async def save_node(self, node: NodeInfo) -> None:
         await self.storage.put("nodes", node.node_id, bytes(node))
@@ -125,6 +135,10 @@ class GcsTables:
         value = self.kv.get((namespace, key))
         if value is not None:
             await self.storage.put("kv", _kv_key(namespace, key), value)
+
+    async def forget_kv(self, namespace: str, keys: list[bytes]) -> None:
+        for key in keys:
+            await self.storage.delete("kv", _kv_key(namespace, key))
 
     @classmethod
     async def recover(cls, storage: Storage) -> GcsTables:

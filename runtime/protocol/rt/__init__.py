@@ -44,8 +44,12 @@ __all__ = (
     "JobInfo",
     "JobRequest",
     "KillActorRequest",
+    "KvDelReply",
+    "KvDelRequest",
     "KvGetReply",
     "KvGetRequest",
+    "KvKeysReply",
+    "KvKeysRequest",
     "KvPutReply",
     "KvPutRequest",
     "LabelSelector",
@@ -1151,6 +1155,29 @@ default_message_pool.register_message("rt", "KillActorRequest", KillActorRequest
 
 
 @dataclass(eq=False, repr=False)
+class KvDelReply(betterproto2.Message):
+    deleted: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+
+default_message_pool.register_message("rt", "KvDelReply", KvDelReply)
+
+
+@dataclass(eq=False, repr=False)
+class KvDelRequest(betterproto2.Message):
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    key: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+    by_prefix: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    every key that starts with ``key``
+    """
+
+
+default_message_pool.register_message("rt", "KvDelRequest", KvDelRequest)
+
+
+@dataclass(eq=False, repr=False)
 class KvGetReply(betterproto2.Message):
     found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -1168,6 +1195,24 @@ class KvGetRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "KvGetRequest", KvGetRequest)
+
+
+@dataclass(eq=False, repr=False)
+class KvKeysReply(betterproto2.Message):
+    keys: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+
+default_message_pool.register_message("rt", "KvKeysReply", KvKeysReply)
+
+
+@dataclass(eq=False, repr=False)
+class KvKeysRequest(betterproto2.Message):
+    namespace: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    prefix: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
+
+
+default_message_pool.register_message("rt", "KvKeysRequest", KvKeysRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -2682,6 +2727,42 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def kv_del(
+        self,
+        message: "KvDelRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "KvDelReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/KvDel",
+            message,
+            KvDelReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def kv_keys(
+        self,
+        message: "KvKeysRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "KvKeysReply":
+
+        return await self._unary_unary(
+            "/rt.Gcs/KvKeys",
+            message,
+            KvKeysReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def publish_logs(
         self,
         message: "LogBatch",
@@ -3545,6 +3626,14 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def kv_del(self, message: "KvDelRequest") -> "KvDelReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def kv_keys(self, message: "KvKeysRequest") -> "KvKeysReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def publish_logs(self, message: "LogBatch") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -3680,6 +3769,20 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.kv_get(request)
+        await stream.send_message(response)
+
+    async def __rpc_kv_del(self, stream: "grpclib.server.Stream[KvDelRequest, KvDelReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.kv_del(request)
+        await stream.send_message(response)
+
+    async def __rpc_kv_keys(
+        self, stream: "grpclib.server.Stream[KvKeysRequest, KvKeysReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.kv_keys(request)
         await stream.send_message(response)
 
     async def __rpc_publish_logs(self, stream: "grpclib.server.Stream[LogBatch, Empty]") -> None:
@@ -3865,6 +3968,18 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 KvGetRequest,
                 KvGetReply,
+            ),
+            "/rt.Gcs/KvDel": grpclib.const.Handler(
+                self.__rpc_kv_del,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                KvDelRequest,
+                KvDelReply,
+            ),
+            "/rt.Gcs/KvKeys": grpclib.const.Handler(
+                self.__rpc_kv_keys,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                KvKeysRequest,
+                KvKeysReply,
             ),
             "/rt.Gcs/PublishLogs": grpclib.const.Handler(
                 self.__rpc_publish_logs,
