@@ -102,6 +102,17 @@ def copy(dest: memoryview, src: memoryview) -> None:
         _release_buffer(ctypes.byref(d))
 
 
+def address(buffer: memoryview) -> int:
+    """Where ``buffer``'s bytes start in memory."""
+    view = _PyBuffer()
+    if _get_buffer(buffer, ctypes.byref(view), _PyBUF_SIMPLE) != 0:
+        raise BufferError("not a contiguous buffer")
+    try:
+        return view.buf or 0
+    finally:
+        _release_buffer(ctypes.byref(view))
+
+
 def _copy_chunks(dest: int, src: int, n: int, threads: int) -> None:
     step = -(-n // threads) // 4096 * 4096 or n  # whole pages per chunk
     starts = list(range(0, n, step))

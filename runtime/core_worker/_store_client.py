@@ -170,7 +170,8 @@ class StoreClient:
         self, object_id: bytes, inband: bytes, buffers: Sequence[memoryview], owner: bytes
     ) -> None:
         """Creates, writes and seals an object: one copy, into shared memory."""
-        size, _ = layout.plan(len(inband), [b.nbytes for b in buffers])
+        lens = [b.nbytes for b in buffers]
+        size, offsets = layout.plan(len(inband), lens, layout.phases(buffers))
         if self._releases:
             self.flush_releases()  # values freed just now make room for this one
         reply, fds = self._call(StoreOp.CREATE, [object_id], size, owner)
@@ -180,7 +181,7 @@ class StoreClient:
             mapping = self._mapping(reply.objects[0], fds, populate=True)
             view = memoryview(mapping)
             try:
-                layout.write(view[:size], inband, buffers)
+                layout.write(view[:size], inband, buffers, offsets)
             finally:
                 view.release()
         except BaseException:
