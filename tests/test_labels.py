@@ -13,7 +13,14 @@ from runtime._private import labels
 from runtime.testing import Cluster
 from runtime.util import state
 from runtime.util.placement_group import placement_group, placement_group_table
-from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from runtime.util.scheduling_strategies import (
+    DoesNotExist,
+    Exists,
+    In,
+    NodeLabelSchedulingStrategy,
+    NotIn,
+    PlacementGroupSchedulingStrategy,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,6 +40,10 @@ pytestmark = pytest.mark.timeout(120)
         ({"gpu": "!h100"}, True),  # absent: not that value
         ({"zone": "a", "kind": "spot"}, True),
         ({"zone": "a", "kind": "!spot"}, False),
+        ({"kind": "exists()"}, True),
+        ({"gpu": "exists()"}, False),
+        ({"gpu": "!exists()"}, True),
+        ({"kind": "!exists()"}, False),
     ],
 )
 def test_a_selector_matches_as_in_ray(selector: dict[str, str], expected: bool) -> None:
@@ -192,6 +203,38 @@ def test_a_fallback_strategy_is_used_when_no_node_matches(
         where.options(fallback_strategy={"label_selector": {}})
     with pytest.raises(ValueError, match="is not a condition"):
         Placed.options(fallback_strategy=[{"label_selector": {"zone": "in()"}}])
+
+
+def test_ray_s_node_label_strategy(zones: tuple[Cluster, str, str]) -> None:
+    """Ray's NodeLabelSchedulingStrategy: hard conditions must hold; soft ones
+    are preferred when a node meeting them can hold the request."""
+    _, head, other = zones
+    cases = [
+        (NodeLabelSchedulingStrategy({"zone": In("b", "c")}), {other}),
+        (NodeLabelSchedulingStrategy({"zone": NotIn("b")}), {head}),
+        (NodeLabelSchedulingStrategy({"accel": Exists()}), {other}),
+        (NodeLabelSchedulingStrategy({"accel": DoesNotExist()}), {head}),
+        (NodeLabelSchedulingStrategy({}, soft={"accel": Exists()}), {other}),
+        (NodeLabelSchedulingStrategy({"zone": In("a")}, soft={"accel": Exists()}), {head}),
+        (NodeLabelSchedulingStrategy({}, soft={"zone": In("c")}), {head, other}),
+    ]
+    for strategy, nodes in cases:
+        ran = runtime.get([where.options(scheduling_strategy=strategy).remote() for _ in range(4)])
+        assert set(ran) <= nodes, strategy
+    actor = Placed.options(scheduling_strategy=cases[2][0]).remote()
+    assert runtime.get(actor.where.remote())[0] == other
+    with pytest.raises(ValueError, match="cannot both be empty"):
+        NodeLabelSchedulingStrategy({})
+    with pytest.raises(ValueError, match="must be In"):
+        NodeLabelSchedulingStrategy({"zone": "a"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="at least one value"):
+        In()
+    with pytest.raises(ValueError, match="must be a map"):
+        NodeLabelSchedulingStrategy([("zone", In("a"))])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="label key"):
+        NodeLabelSchedulingStrategy({"-bad": Exists()})
+    with pytest.raises(ValueError, match="not both"):
+        where.options(scheduling_strategy=cases[0][0], label_selector={"zone": "a"}).remote()
 
 
 def test_bad_selectors_fail_at_the_call(zones: tuple[Cluster, str, str]) -> None:

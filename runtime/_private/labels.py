@@ -11,7 +11,10 @@ A task's or actor's ``label_selector`` is a dict of key to condition, all of
 which must hold on the node it runs on:
 
 - ``"v"``: the node's label is ``v``;  ``"!v"``: it is not (or is absent);
-- ``"in(a, b)"``: it is one of these;  ``"!in(a, b)"``: it is none of them.
+- ``"in(a, b)"``: it is one of these;  ``"!in(a, b)"``: it is none of them;
+- ``"exists()"``: the node has the label;  ``"!exists()"``: it has not (what
+  Ray's ``NodeLabelSchedulingStrategy`` says with ``Exists()`` and
+  ``DoesNotExist()``; Ray's selectors have no word for it).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ ACCELERATOR_RESOURCE = "accelerator_type:"
 _NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
 _NAME_RE = re.compile(_NAME)
 _PREFIX_RE = re.compile(rf"{_NAME}(?:\.{_NAME})*")
-_SELECTOR_RE = re.compile(rf"(!?)(?:in\(\s*({_NAME}(?:\s*,\s*{_NAME})*)\s*\)|({_NAME}))")
+_SELECTOR_RE = re.compile(
+    rf"(!?)(?:in\(\s*({_NAME}(?:\s*,\s*{_NAME})*)\s*\)|(exists\(\))|({_NAME}))"
+)
 
 SYNTAX = (
     "63 characters at most, starting and ending with a letter or digit, with letters, "
@@ -125,7 +130,7 @@ def check_selector(selector: Any, what: str = "label_selector") -> dict[str, str
         if not _SELECTOR_RE.fullmatch(condition):
             raise ValueError(
                 f"{what}: {condition!r} (on {key!r}) is not a condition: give 'value', "
-                "'!value', 'in(a, b)' or '!in(a, b)', each value " + SYNTAX
+                "'!value', 'in(a, b)', '!in(a, b)', 'exists()' or '!exists()', each value " + SYNTAX
             )
     return dict(selector)
 
@@ -136,9 +141,13 @@ def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
         found = _SELECTOR_RE.fullmatch(condition)
         if found is None:
             return False  # (checked at the call: only a peer's bad message gets here)
-        negated, listed, single = found.groups()
-        values = [v.strip() for v in listed.split(",")] if listed else [single]
-        if (labels.get(key) in values) == bool(negated):
+        negated, listed, exists, single = found.groups()
+        if exists:
+            held = key in labels
+        else:
+            values = [v.strip() for v in listed.split(",")] if listed else [single]
+            held = labels.get(key) in values
+        if held == bool(negated):
             return False
     return True
 

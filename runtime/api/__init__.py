@@ -55,6 +55,7 @@ from ._ids import (
 )
 from ._init_options import LoggingConfig
 from ._job_config import JobConfig
+from ._label_strategy import DoesNotExist, Exists, In, NodeLabelSchedulingStrategy, NotIn
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._placement_group import (
@@ -81,9 +82,12 @@ __all__ = [
     "ClassNode",
     "DAGInputData",
     "DAGNode",
+    "DoesNotExist",
     "DynamicObjectRefGenerator",
+    "Exists",
     "FunctionID",
     "FunctionNode",
+    "In",
     "InputAttributeNode",
     "InputNode",
     "JobConfig",
@@ -92,6 +96,8 @@ __all__ = [
     "MultiOutputNode",
     "NodeAffinitySchedulingStrategy",
     "NodeID",
+    "NodeLabelSchedulingStrategy",
+    "NotIn",
     "ObjectRef",
     "ObjectRefGenerator",
     "PlacementGroup",

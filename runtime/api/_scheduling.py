@@ -3,8 +3,9 @@
 Pass one as the ``scheduling_strategy`` option of a task or an actor:
 ``"DEFAULT"`` (this node first, else a node with room), ``"SPREAD"``
 (round-robin over the nodes that fit), a
-:class:`NodeAffinitySchedulingStrategy` naming a node, or a
-:class:`PlacementGroupSchedulingStrategy` naming a placement group (and a
+:class:`NodeAffinitySchedulingStrategy` naming a node, a
+``NodeLabelSchedulingStrategy`` (``_label_strategy.py``) by the nodes' labels,
+or a :class:`PlacementGroupSchedulingStrategy` naming a placement group (and a
 bundle). A task in a group asks for the group's resources instead of the
 node's (see ``_private.placement``), so the ordinary scheduling finds the
 bundle's node and nothing outside the group can use what it reserved.
@@ -21,6 +22,7 @@ from .._private.resources import UNIT
 from .._private.task_wire import Placement
 from ..protocol.rt import LabelSelector, SchedulingStrategy, StrategyKind
 from ._ids import NodeID
+from ._label_strategy import NodeLabelSchedulingStrategy
 from ._placement_group import PlacementGroup
 
 
@@ -103,11 +105,16 @@ def check(name: str, value: Any) -> None:
     """Validates a ``scheduling_strategy`` option."""
     if value is None or value in ("DEFAULT", "SPREAD"):
         return
-    if isinstance(value, NodeAffinitySchedulingStrategy | PlacementGroupSchedulingStrategy):
+    if isinstance(
+        value,
+        NodeAffinitySchedulingStrategy
+        | PlacementGroupSchedulingStrategy
+        | NodeLabelSchedulingStrategy,
+    ):
         return
     raise ValueError(
-        f"option {name!r} must be 'DEFAULT', 'SPREAD', a NodeAffinitySchedulingStrategy or a "
-        f"PlacementGroupSchedulingStrategy, got {value!r}"
+        f"option {name!r} must be 'DEFAULT', 'SPREAD', a NodeAffinitySchedulingStrategy, a "
+        f"NodeLabelSchedulingStrategy or a PlacementGroupSchedulingStrategy, got {value!r}"
     )
 
 
@@ -145,6 +152,15 @@ def resolve(
             options.get("placement_group_bundle_index", -1),
             options.get("placement_group_capture_child_tasks"),
         )
+    if isinstance(strategy, NodeLabelSchedulingStrategy):
+        if selector or fallback:
+            raise ValueError(
+                f"{what}: a NodeLabelSchedulingStrategy says which nodes by their labels "
+                "already: give it, or label_selector and fallback_strategy, not both"
+            )
+        selector, fallback_selectors = strategy.selectors()
+        fallback = [{"label_selector": s} for s in fallback_selectors]
+        strategy = None
     if (selector or fallback) and (
         isinstance(strategy, PlacementGroupSchedulingStrategy) or legacy not in (None, "default")
     ):
