@@ -68,10 +68,10 @@ from ..protocol.rt import (
     WorkerFailures,
 )
 from . import _metrics as gcs_metrics
-from . import _placement_groups as pg_ids
 from ._actors import ActorManager
 from ._health import HealthChecker
 from ._metrics import ServiceDiscovery
+from ._placement_groups import ID_BYTES as PLACEMENT_GROUP_ID_BYTES
 from ._placement_groups import PlacementGroupManager
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
@@ -365,7 +365,7 @@ class GcsService(GcsBase):
 
     async def remove_placement_groups(self, message: RemovePlacementGroupsRequest) -> Empty:
         ids = message.placement_group_ids
-        bad = next((i for i in ids if len(i) != pg_ids.ID_BYTES), None)
+        bad = next((i for i in ids if len(i) != PLACEMENT_GROUP_ID_BYTES), None)
         if bad is not None:
             raise GRPCError(Status.INVALID_ARGUMENT, f"not a placement group id: {bad.hex()!r}")
         await asyncio.gather(*(self.placement_groups.remove(pg_id) for pg_id in ids))

@@ -107,8 +107,7 @@ class GcsTables:
     def kv_del(self, namespace: str, key: bytes, by_prefix: bool) -> list[bytes]:
         """Deletes the key (or every key it starts); the keys deleted."""
         keys = self.kv_keys(namespace, key) if by_prefix else [key]
-        deleted = [k for k in keys if self.kv.pop((namespace, k), None) is not None]
-        return deleted
+        return [k for k in keys if self.kv.pop((namespace, k), None) is not None]
 
     # -- durability ---------------------------------------------------------------------
     async def save_node(self, node: NodeInfo) -> None:
