@@ -105,7 +105,7 @@ def _selector(expressions: Any, what: str) -> dict[str, str]:
         )
     conditions = {}
     for key, operator in expressions.items():
-        if not isinstance(operator, In | NotIn | Exists | DoesNotExist):
+        if not isinstance(operator, Operator):
             raise ValueError(
                 f"The {what} parameter's value for {key!r} must be In(...), NotIn(...), "
                 f"Exists() or DoesNotExist(), got {operator!r}"
