@@ -415,13 +415,13 @@ class ActorClient:
         self.actors.ready(queue)
 
     def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
-        self._worker.task_events.ran(spec, reply, stream)
+        ended = self._worker.task_events.ran(spec, reply, stream)
         if not reply[1]:
             if not self._worker.tasks.retried(spec, reply):
                 self._worker.tasks.fail_task(spec, reply[2][0])
             return
         self._worker.tasks.store_returns(spec, reply, stream)
-        self._worker.tasks.finish_task(spec)
+        self._worker.tasks.finish_task(spec, ended=ended)
 
     def _on_actor_idle(self, key: bytes) -> None:
         """No call of this process to the actor is pending: its handle's

@@ -115,3 +115,7 @@ class MemoryStore:
 
     def delete(self, object_id: bytes) -> None:
         self._objects.pop(object_id, None)
+
+    def take(self, object_id: bytes) -> SerializedObject | None:
+        """Deletes the object, returning it (None if it was not here)."""
+        return self._objects.pop(object_id, None)

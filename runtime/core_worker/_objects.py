@@ -246,22 +246,27 @@ class ObjectClient:
     def free_owned(self, object_ids: list[bytes]) -> None:
         """Owned objects nobody uses any more: out of memory, and out of the store."""
         worker = self._worker
+        ownership, lineage, store = worker.ownership, worker.lineage, worker.store
         for object_id in object_ids:
-            hook = self.on_free.pop(object_id, None) if self.on_free else None
-            if hook is not None:
-                hook()
-            worker.ownership.release_contained(object_id)
-            worker.lineage.result_freed(object_id)
+            if self.on_free:
+                hook = self.on_free.pop(object_id, None)
+                if hook is not None:
+                    hook()
+            if ownership.contained:
+                ownership.release_contained(object_id)
+            lineage.result_freed(object_id)
             self.call_sites.pop(object_id, None)
-            obj = worker.store.get_nowait(object_id)
-            if obj is not None and serialization.is_error(obj):
+            obj = store.take(object_id)
+            if obj is None:
+                continue
+            metadata = obj.metadata
+            if metadata == serialization.METADATA_ERROR:
                 if object_id not in self.errors_read:
                     self.report_unhandled(object_id, obj)
                 self.errors_read.discard(object_id)
-            if obj is not None and obj.metadata == serialization.METADATA_IN_STORE:
+            elif metadata == serialization.METADATA_IN_STORE:
                 node_id = serialization.store_location(obj)[1]
                 self._store_deletes.setdefault(node_id, []).append(object_id)
-            worker.store.delete(object_id)
         if self._store_deletes and not self._delete_scheduled:
             self._delete_scheduled = True
             assert worker.loop is not None

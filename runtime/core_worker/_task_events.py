@@ -130,16 +130,18 @@ class TaskEvents:
         )
 
     # -- the owner's side ----------------------------------------------------------------
-    def ran(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
-        """A reply came on ``stream``: when and where the attempt ran, from its stamp."""
+    def ran(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> bool:
+        """A reply came on ``stream``: when and where the attempt ran, from its
+        stamp. True if that recorded the attempt's end (the owner's own record
+        of it would only repeat it)."""
         stamp = reply[5]
         if not self.enabled or stamp is None:
-            return
+            return False
         peer = stream.peer
         rows = self._rows
-        i = self._row_of(spec)
+        i = spec.event_row if spec.event_batch == self._batch else self._row_of(spec)
         if i < 0:
-            return
+            return False
         start, end, pid = stamp
         times, base = rows.times, i * _N
         if not times[base + te.RUNNING_SLOT]:
@@ -156,6 +158,7 @@ class TaskEvents:
                 "worker_pid": pid,
             }
         rows.add_info(i, info)
+        return True
 
     def submitted(self, spec: TaskSpec, state: int = te.PENDING_ARGS_AVAIL_SLOT) -> None:
         """The owner registers a task (or retries it): its definition and first state."""
@@ -172,8 +175,17 @@ class TaskEvents:
                 if len(self._definitions) > 10_000:
                     self._definitions.clear()
                 self._definitions[key] = info
-        spec.event_batch = -1  # (a retry: a new attempt, a new row)
-        self.record_task(spec, state, info)
+        # A new attempt (or a retry): its row, made here (inlined: this and
+        # the next two records are three of an owner loop's calls per task).
+        rows = self._rows
+        i = spec.event_row = rows.row(spec.task_id, spec.attempt)
+        spec.event_batch = self._batch
+        if i < 0:
+            return
+        slot = i * _N + state
+        if not rows.times[slot]:
+            rows.times[slot] = time.time_ns() // 1000
+        rows.add_info(i, info)
 
     def _definition(self, spec: TaskSpec) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -214,7 +226,14 @@ class TaskEvents:
             if len(self._actors) > 10_000:
                 self._actors.clear()
             info = self._actors[actor_id] = {"actor_id": actor_id.hex()}
-        self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT, info)
+        i = spec.event_row if spec.event_batch == self._batch else self._row_of(spec)
+        if i < 0:
+            return
+        rows = self._rows
+        slot = i * _N + te.SUBMITTED_TO_WORKER_SLOT
+        if not rows.times[slot]:
+            rows.times[slot] = time.time_ns() // 1000
+        rows.add_info(i, info)
 
     # -- sending (the loop) -----------------------------------------------------------
     def start(self) -> None:

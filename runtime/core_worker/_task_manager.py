@@ -289,7 +289,7 @@ class TaskManager:
     # -- completion ----------------------------------------------------------------------
     def on_task_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         ok, returns = reply[1], reply[2]
-        self._worker.task_events.ran(spec, reply, stream)
+        ended = self._worker.task_events.ran(spec, reply, stream)
         if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
             return
         if not ok:
@@ -297,7 +297,7 @@ class TaskManager:
                 self.fail_task(spec, returns[0])
             return
         self.store_returns(spec, reply, stream)
-        self.finish_task(spec)
+        self.finish_task(spec, ended=ended)
 
     def store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         """Keeps a task's results, and takes over the refs nested in them."""
@@ -312,6 +312,12 @@ class TaskManager:
                 if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
             ]
             worker.lineage.record(spec, in_store)
+        if not any(nested):  # (most replies: results with no refs in them)
+            refs, put = worker.refs, worker.store.put
+            for object_id, obj in zip(spec.return_ids, returns, strict=False):
+                if object_id in refs:  # (else nobody wants this result any more)
+                    put(object_id, obj)
+            return
         for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
             if object_id not in worker.refs:
                 continue  # nobody wants this result any more
@@ -322,11 +328,10 @@ class TaskManager:
                 worker.ownership.contain(
                     object_id, [Reference(oid, owner, worker) for oid, owner in inner]
                 )
-        if any(nested):
-            # Rule 2: the worker held them for us until now; let it go once
-            # our own registrations (for refs we do not own) are done.
-            task_id = spec.task_id
-            worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
+        # Rule 2: the worker held them for us until now; let it go once our
+        # own registrations (for refs we do not own) are done.
+        task_id = spec.task_id
+        worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
 
     def on_worker_failure(
         self, spec: TaskSpec, error: BaseException, *, group_checked: bool = False
@@ -417,10 +422,11 @@ class TaskManager:
         except Exception:
             return None
 
-    def finish_task(self, spec: TaskSpec, failed: bool = False) -> None:
-        """The task is done: it no longer holds its arguments."""
+    def finish_task(self, spec: TaskSpec, failed: bool = False, ended: bool = False) -> None:
+        """The task is done: it no longer holds its arguments. ``ended``: its
+        task events have its end already (from the reply's stamp)."""
         worker = self._worker
-        if not failed:
+        if not failed and not ended:
             # An actor's creation is done here once the gcs has it: it runs later.
             creation = spec.kind == KIND_ACTOR_CREATION
             state = te.PENDING_NODE_ASSIGNMENT_SLOT if creation else te.FINISHED_SLOT
