@@ -73,9 +73,9 @@ class ActorHandle(Generic[C]):
         # A ref to the actor's handle object: while any lives, in any process,
         # the actor does (None: not counted, as a detached actor's).
         self._ref = ref
-        # Per method: the check of its calls' arguments and its calls' default
-        # name, "Class.method" (made on first use).
-        self._checks: dict[str, tuple[_signature.CallCheck | None, str]] = {}
+        # Per method: the check of its calls' arguments, their default name
+        # ("Class.method") and options (made on first use).
+        self._plans: dict[str, _CallPlan] = {}
         # The cluster it was made in, by its gcs's port (a host may be spelt two
         # ways): a handle kept across shutdown() and init() of another cluster
         # names no actor there (a local cluster's gcs takes a free port each time).
@@ -134,14 +134,11 @@ class ActorHandle(Generic[C]):
     def _call(
         self, method: str, meta: MethodMeta, options: dict[str, Any], args: Any, kwargs: Any
     ) -> Any:
-        try:
-            check, call_name = self._checks[method]
-        except KeyError:
-            call_name = f"{self._class_name}.{method}"
-            check = _signature.call_check(meta.signature, f"{call_name}()")
-            self._checks[method] = (check, call_name)
-        if check is not None:
-            check(args, kwargs)
+        plan = self._plans.get(method)
+        if plan is None:
+            plan = self._plans[method] = self._plan(method, meta)
+        if plan.check is not None:
+            plan.check(args, kwargs)
         worker = _context.current()
         if self._cluster is not None and worker.gcs_address[1] != self._cluster[1]:
             host, port = self._cluster
@@ -149,30 +146,32 @@ class ActorHandle(Generic[C]):
                 f"actor {self._class_name}'s handle comes from the cluster at {host}:{port} "
                 "(before runtime.shutdown()); its actor is not in this one"
             )
-        num_returns = options.get("num_returns", meta.num_returns)
+        num_returns, name, retries = plan.num_returns, plan.name, plan.max_task_retries
+        retry_exceptions, events, group = plan.retry_exceptions, plan.events, None
+        if options:  # (a call's own options, over the method's and the actor's)
+            num_returns = options.get("num_returns", num_returns)
+            name = options.get("name") or name
+            retries = _first_set(options.get("max_task_retries"), retries)
+            group = options.get("concurrency_group")
+            if "retry_exceptions" in options:
+                retry_exceptions = _options.retry_policy(options["retry_exceptions"])
+            events = options.get("enable_task_events", events) is not False
         streaming = num_returns == "streaming"
-        if streaming:
-            num_returns = _options.streaming_returns(options)
+        count = _options.streaming_returns(options) if streaming else cast(int, num_returns)
         refs = worker.actor_client.submit_actor_call(
             self._key,
             self._class_name,
             method,
             args,
             kwargs,
-            num_returns=num_returns,
-            name=options.get("name") or call_name,
-            max_task_retries=_first_set(
-                options.get("max_task_retries"), meta.max_task_retries, self._max_task_retries
-            ),
+            num_returns=count,
+            name=name,
+            max_task_retries=retries,
             max_pending_calls=self._max_pending_calls,
             handle_ref=self._ref,
-            concurrency_group=options.get("concurrency_group"),
-            retry_exceptions=(
-                _options.retry_policy(options["retry_exceptions"])
-                if "retry_exceptions" in options
-                else meta.retry_exceptions
-            ),
-            events=options.get("enable_task_events", meta.enable_task_events) is not False,
+            concurrency_group=group,
+            retry_exceptions=retry_exceptions,
+            events=events,
             out_of_order=self._out_of_order,
         )
         if streaming:
@@ -182,6 +181,30 @@ class ActorHandle(Generic[C]):
         if num_returns == 0:
             return None
         return refs
+
+    def _plan(self, method: str, meta: MethodMeta) -> _CallPlan:
+        name = f"{self._class_name}.{method}"
+        return _CallPlan(
+            check=_signature.call_check(meta.signature, f"{name}()"),
+            name=name,
+            num_returns=meta.num_returns,
+            max_task_retries=_first_set(meta.max_task_retries, self._max_task_retries),
+            retry_exceptions=meta.retry_exceptions,
+            events=meta.enable_task_events is not False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _CallPlan:
+    """What a method's calls through one handle share when they give no options
+    of their own (made at the first call: the per-call path reads it)."""
+
+    check: _signature.CallCheck | None
+    name: str
+    num_returns: int | str
+    max_task_retries: int
+    retry_exceptions: bool | tuple[type[BaseException], ...]
+    events: bool
 
 
 def _rebuild_handle(
