@@ -70,6 +70,28 @@ def test_a_row_keeps_at_most_its_share_of_infos() -> None:
     assert row[3] == infos[: te.MAX_ROW_INFOS]
 
 
+def test_a_whole_row_is_the_row_its_states_make_one_by_one() -> None:
+    """``whole`` (an attempt's row made at once from its reply) encodes as the
+    same attempt recorded state by state does; an attempt that has a row
+    already is left to the caller (-2); past the limit it is counted (-1)."""
+    defined, actor, ran = {"name": "A.f"}, {"actor_id": "cc" * 16}, {"worker_pid": 7}
+    times = [10, 20, 30, 40, 50, 0]
+    by_state = te.RowBuffer(limit=2)
+    for task_id, infos in [(b"\xaa" * 8, [defined, actor, ran]), (b"\xbb" * 8, [defined, ran])]:
+        i = by_state.row(task_id, 0)
+        for slot, at in enumerate(times):
+            by_state.times[i * te.NUM_STATES + slot] = at
+        for info in infos:
+            by_state.add_info(i, info)
+    whole = te.RowBuffer(limit=2)
+    packed = te.ROW_TIMES.pack(*times)
+    for task_id, infos in [(b"\xaa" * 8, (defined, actor, ran)), (b"\xbb" * 8, (defined, ran))]:
+        assert whole.whole(task_id, 0, packed, infos, tuple(map(id, infos))) >= 0
+    assert te.decode(whole.encode()) == te.decode(by_state.encode())
+    assert whole.whole(b"\xaa" * 8, 0, packed, (ran,), (id(ran),)) == -2
+    assert whole.whole(b"\xcc" * 8, 0, packed, (ran,), (id(ran),)) == -1 and whole.dropped == 1
+
+
 GOOD = [[], 1, 1]
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
@@ -116,6 +117,8 @@ _INFO_MASK = (1 << _INFO_BITS) - 1
 MAX_ROW_INFOS = 8
 _FULL = 1 << (_INFO_BITS * (MAX_ROW_INFOS - 1))
 _NO_TIMES = array("q", bytes(8 * NUM_STATES))
+#: Packs a row's times for :meth:`RowBuffer.whole` (the times array's own layout).
+ROW_TIMES = struct.Struct(f"@{NUM_STATES}q")
 
 
 class RowBuffer:
@@ -140,6 +143,7 @@ class RowBuffer:
         self._info_at: dict[int, int] = {}
         self._first: dict[bytes, int] = {}  # attempt 0's row, by task id
         self._later: dict[tuple[bytes, int], int] = {}  # retries' rows
+        self._codes: dict[tuple[int, ...], int] = {}  # packed infos, by their ids (whole)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -165,6 +169,50 @@ class RowBuffer:
             self.times.extend(_NO_TIMES)
             self.codes.append(0)
         return i
+
+    def whole(
+        self,
+        task_id: bytes,
+        attempt: int,
+        times: bytes,
+        infos: tuple[dict[str, Any], ...],
+        key: tuple[int, ...],
+    ) -> int:
+        """A new row made at once: its times (:data:`NUM_STATES` native int64s,
+        :data:`ROW_TIMES`'s packing), its infos (oldest first) and ``key``, their
+        ids. -2 if the attempt has a row already (the caller merges into it),
+        -1 if the buffer is full (counted)."""
+        first, later = self._first, self._later
+        if (first.get(task_id) if attempt == 0 else later.get((task_id, attempt))) is not None:
+            return -2
+        i = len(self.ids)
+        if i >= self.limit:
+            self.dropped += 1
+            return -1
+        if attempt == 0:
+            first[task_id] = i
+        else:
+            later[(task_id, attempt)] = i
+        # The packed infos, by the infos' ids (the batch keeps the infos, so
+        # their ids are not reused before it leaves).
+        code = self._codes.get(key)
+        if code is None:
+            code = 0
+            for info in infos:
+                code = code << _INFO_BITS | (self._info_index(info) + 1)
+            self._codes[key] = code
+        self.ids.append(task_id)
+        self.attempts.append(attempt)
+        self.times.frombytes(times)
+        self.codes.append(code)
+        return i
+
+    def _info_index(self, info: dict[str, Any]) -> int:
+        k = self._info_at.get(id(info))
+        if k is None:  # (kept in infos: its id is not reused before the batch leaves)
+            k = self._info_at[id(info)] = len(self.infos)
+            self.infos.append(info)
+        return k
 
     def add_info(self, i: int, info: dict[str, Any]) -> None:
         code = self.codes[i]

@@ -7,14 +7,18 @@ from the reply, when the worker ran it (RUNNING, the end) and how it ended
 worker that runs a task only stamps its reply with (start, end, pid), and
 reports the attempts still running when a batch leaves (a long task shows as
 RUNNING while it runs), and actor creations (whose owner, the gcs, records
-nothing). The row layout is ``_private/task_events.py``'s.
+nothing). The row layout is ``_private/task_events.py``'s. An attempt's
+states before its reply wait on its spec (``DEFERRED_ROW``): the usual
+attempt's row is made whole from its reply, in one call.
 
 Invariants: rows are recorded on the loop only (executor threads only add to
 and remove from ``_running``, one dict operation each), in a
 ``te.RowBuffer`` (columns: no object per row for the cyclic collector); the
 encoding into JSON happens once per period, off the path of the task; at
 most ``task_events_max_buffer_size`` attempts wait between batches; more
-are dropped and counted, and the count travels with the next batch.
+are dropped and counted, and the count travels with the next batch. A
+spec whose ``event_row`` is ``DEFERRED_ROW`` in the open batch is pending
+(``TaskManager.pending``): ``flush`` makes its row before the batch leaves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .._private import rpc
 from .._private import task_events as te
 from .._private.task_wire import KIND_ACTOR_CALL, KIND_ACTOR_CREATION, WireReply, WireTask
 from ..protocol.rt import AddTaskEventsRequest
+from ._task_spec import DEFERRED_ROW
 
 if TYPE_CHECKING:
     from .._private.push_stream import PushStream
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 _TYPES = {KIND_ACTOR_CALL: te.ACTOR_TASK, KIND_ACTOR_CREATION: te.ACTOR_CREATION_TASK}
 
 _N = te.NUM_STATES
+_pack_times = te.ROW_TIMES.pack
 
 
 class TaskEvents:
@@ -85,14 +91,35 @@ class TaskEvents:
             rows.add_info(i, info)
 
     def _row_of(self, spec: TaskSpec) -> int:
-        """The task's attempt's row in the open batch (-1: the batch is full, or
-        the task's events are off)."""
+        """The task's attempt's row in the open batch, made if need be (-1: the
+        batch is full, or the task's events are off)."""
         if not spec.events:
             return -1
         if spec.event_batch == self._batch:
-            return spec.event_row
+            i = spec.event_row
+            return self._make_row(spec) if i == DEFERRED_ROW else i
         i = spec.event_row = self._rows.row(spec.task_id, spec.attempt)
         spec.event_batch = self._batch
+        return i
+
+    def _make_row(self, spec: TaskSpec) -> int:
+        """A deferred attempt's row, from what its spec kept (merged into the
+        attempt's row if something else made one)."""
+        rows = self._rows
+        i = spec.event_row = rows.row(spec.task_id, spec.attempt)
+        if i < 0:
+            return i
+        times, base = rows.times, i * _N
+        for slot, at in (
+            (te.PENDING_ARGS_AVAIL_SLOT, spec.event_first),
+            (te.PENDING_NODE_ASSIGNMENT_SLOT, spec.event_assigned),
+            (te.SUBMITTED_TO_WORKER_SLOT, spec.event_pushed),
+        ):
+            if at and not times[base + slot]:
+                times[base + slot] = at
+        rows.add_info(i, spec.event_info)
+        if spec.event_actor is not None:
+            rows.add_info(i, spec.event_actor)
         return i
 
     def record_task(self, spec: TaskSpec, state: int, info: dict[str, Any] | None = None) -> None:
@@ -137,16 +164,8 @@ class TaskEvents:
         stamp = reply[5]
         if not self.enabled or stamp is None:
             return False
-        peer = stream.peer
-        rows = self._rows
-        i = spec.event_row if spec.event_batch == self._batch else self._row_of(spec)
-        if i < 0:
-            return False
         start, end, pid = stamp
-        times, base = rows.times, i * _N
-        if not times[base + te.RUNNING_SLOT]:
-            times[base + te.RUNNING_SLOT] = start
-        times[base + (te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT)] = end
+        peer = stream.peer
         key = (peer[0], peer[1], pid)
         info = self._ran_by.get(key)
         if info is None:
@@ -157,6 +176,27 @@ class TaskEvents:
                 "worker_id": peer[0].hex(),
                 "worker_pid": pid,
             }
+        rows = self._rows
+        if spec.event_row == DEFERRED_ROW and spec.event_batch == self._batch and reply[1]:
+            # The usual attempt: its row made whole, at once.
+            defined, actor, pushed = spec.event_info, spec.event_actor, spec.event_pushed
+            i = rows.whole(
+                spec.task_id,
+                spec.attempt,
+                _pack_times(spec.event_first, spec.event_assigned, pushed, start, end, 0),
+                (defined, info) if actor is None else (defined, actor, info),
+                (id(defined), id(actor), id(info)),
+            )
+            if i != -2:
+                spec.event_row = i
+                return True
+        i = self._row_of(spec)
+        if i < 0:
+            return False
+        times, base = rows.times, i * _N
+        if not times[base + te.RUNNING_SLOT]:
+            times[base + te.RUNNING_SLOT] = start
+        times[base + (te.FINISHED_SLOT if reply[1] else te.FAILED_SLOT)] = end
         rows.add_info(i, info)
         return True
 
@@ -175,17 +215,28 @@ class TaskEvents:
                 if len(self._definitions) > 10_000:
                     self._definitions.clear()
                 self._definitions[key] = info
-        # A new attempt (or a retry): its row, made here (inlined: this and
-        # the next two records are three of an owner loop's calls per task).
-        rows = self._rows
-        i = spec.event_row = rows.row(spec.task_id, spec.attempt)
+        # A new attempt (or a retry): its states wait on its spec, and its row
+        # is made whole from its reply (in the usual case, one call instead of
+        # a row lookup and an info per state), or when anything else happens
+        # to it, or when the batch leaves (``flush``).
+        now = time.time_ns() // 1000
         spec.event_batch = self._batch
-        if i < 0:
+        spec.event_row = DEFERRED_ROW
+        if state == te.PENDING_ARGS_AVAIL_SLOT:
+            spec.event_first, spec.event_assigned = now, 0
+        else:  # (a retry: PENDING_NODE_ASSIGNMENT)
+            spec.event_first, spec.event_assigned = 0, now
+        spec.event_pushed = 0
+        spec.event_info = info
+        spec.event_actor = None
+
+    def assigning(self, spec: TaskSpec) -> None:
+        """The task is handed to the submitter: PENDING_NODE_ASSIGNMENT."""
+        if spec.event_row == DEFERRED_ROW and spec.event_batch == self._batch:
+            if not spec.event_assigned:
+                spec.event_assigned = time.time_ns() // 1000
             return
-        slot = i * _N + state
-        if not rows.times[slot]:
-            rows.times[slot] = time.time_ns() // 1000
-        rows.add_info(i, info)
+        self.record_task(spec, te.PENDING_NODE_ASSIGNMENT_SLOT)
 
     def _definition(self, spec: TaskSpec) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -216,6 +267,10 @@ class TaskEvents:
 
     def pushed(self, spec: TaskSpec, worker_id: bytes) -> None:
         """Sent to a worker (which tells where it runs when it starts it)."""
+        if spec.event_row == DEFERRED_ROW and spec.event_batch == self._batch:
+            if not spec.event_pushed:
+                spec.event_pushed = time.time_ns() // 1000
+            return
         self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT)
 
     def actor_call_pushed(self, spec: TaskSpec, actor_id: bytes) -> None:
@@ -226,14 +281,12 @@ class TaskEvents:
             if len(self._actors) > 10_000:
                 self._actors.clear()
             info = self._actors[actor_id] = {"actor_id": actor_id.hex()}
-        i = spec.event_row if spec.event_batch == self._batch else self._row_of(spec)
-        if i < 0:
+        if spec.event_row == DEFERRED_ROW and spec.event_batch == self._batch:
+            if not spec.event_pushed:
+                spec.event_pushed = time.time_ns() // 1000
+            spec.event_actor = info
             return
-        rows = self._rows
-        slot = i * _N + te.SUBMITTED_TO_WORKER_SLOT
-        if not rows.times[slot]:
-            rows.times[slot] = time.time_ns() // 1000
-        rows.add_info(i, info)
+        self.record_task(spec, te.SUBMITTED_TO_WORKER_SLOT, info)
 
     # -- sending (the loop) -----------------------------------------------------------
     def start(self) -> None:
@@ -247,6 +300,12 @@ class TaskEvents:
 
     async def flush(self) -> None:
         """Sends what was recorded since the last batch (a lost gcs loses it)."""
+        # The attempts still on their way: their rows, with their states so far
+        # (``list_tasks`` shows a long-pending task as pending).
+        open_batch = self._batch
+        for spec in self._worker.tasks.pending.values():
+            if spec.event_row == DEFERRED_ROW and spec.event_batch == open_batch:
+                self._make_row(spec)
         rows, self._rows = self._rows, te.RowBuffer(self._max)
         self._batch += 1
         if self._running or self._reported:

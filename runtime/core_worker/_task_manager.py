@@ -155,7 +155,7 @@ class TaskManager:
             self._to_submitter(spec)
 
     def _to_submitter(self, spec: TaskSpec) -> None:
-        self._worker.task_events.record_task(spec, te.PENDING_NODE_ASSIGNMENT_SLOT)
+        self._worker.task_events.assigning(spec)
         self._worker.submitter.submit(spec)
 
     def _retry(self, spec: TaskSpec, error: BaseException | None) -> None:

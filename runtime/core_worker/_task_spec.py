@@ -33,6 +33,10 @@ class ArgSlot:
 SchedulingKey = tuple[tuple[tuple[str, float], ...], tuple[Any, ...]]
 
 
+#: ``TaskSpec.event_row`` of an attempt whose task events row is not made yet.
+DEFERRED_ROW = -2
+
+
 class TaskState(enum.Enum):
     RESOLVING = "RESOLVING"  # waiting for its function export or ref arguments
     QUEUED = "QUEUED"  # waiting for a lease (or, for an actor call, its turn)
@@ -82,6 +86,16 @@ class TaskSpec:
     # its row up again, in ``TaskEvents.submitted``).
     event_batch: int = -1
     event_row: int = -1
+    # While ``event_row`` is ``DEFERRED_ROW``, the attempt's states on its way
+    # to a worker, kept here until its row is made (``TaskEvents.submitted``):
+    # when it entered PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT and
+    # SUBMITTED_TO_WORKER (unix us, 0: not yet), its definition's info and
+    # (an actor call's) its actor's.
+    event_first: int = 0
+    event_assigned: int = 0
+    event_pushed: int = 0
+    event_info: Any = None
+    event_actor: Any = None
     # False: no task events for it, here or where it runs (``enable_task_events``).
     events: bool = True
 
