@@ -56,6 +56,7 @@ from ._ids import (
 from ._init_options import LoggingConfig
 from ._job_config import JobConfig
 from ._label_strategy import DoesNotExist, Exists, In, NodeLabelSchedulingStrategy, NotIn
+from ._object_locations import get_object_locations
 from ._object_ref import ObjectRef
 from ._objects import cancel, get, get_async, put, wait, wait_async
 from ._placement_group import (
@@ -123,6 +124,7 @@ __all__ = [
     "get_current_placement_group",
     "get_gpu_ids",
     "get_node_ip_address",
+    "get_object_locations",
     "get_placement_group",
     "get_runtime_context",
     "init",

@@ -6,14 +6,16 @@ modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
 ``exit_actor()`` raises), ``failure_object`` (an error as an object that
 raises it at ``get``), ``mark_task_output`` (a worker's stdout and stderr
-mark each task's output), and a worker process's main thread: ``LaneHost``
-(it runs the sync tasks) and ``install_interrupts`` (cancelling reaches them).
+mark each task's output), ``object_locations`` (where objects are), and a
+worker process's main thread: ``LaneHost`` (it runs the sync tasks) and
+``install_interrupts`` (cancelling reaches them).
 """
 
 from ._core_worker import CoreWorker
 from ._foreign import await_future, in_asyncio
 from ._interrupt import install as install_interrupts
 from ._lane import LaneHost
+from ._locations import locations as object_locations
 from ._loop import check_blocking_allowed
 from ._output import install as mark_task_output
 from ._reference import OwnerAddress, Reference, RefFactory
@@ -44,5 +46,6 @@ __all__ = [
     "install_interrupts",
     "logging_context",
     "mark_task_output",
+    "object_locations",
     "thread_state",
 ]

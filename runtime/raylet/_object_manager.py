@@ -24,13 +24,19 @@ import logging
 import socket
 from collections import defaultdict
 
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
 from .._private import auth, rpc
 from .._private.framing import LENGTH, FrameError, frame
+from .._private.ids import OBJECT_ID_SIZE
 from .._private.tasks import TaskSet
 from ..protocol.rt import (
     ContainsObjectReply,
     ContainsObjectRequest,
     FreeObjectsRequest,
+    ObjectSizesReply,
+    ObjectSizesRequest,
     PullObjectReply,
     PullObjectRequest,
     RayletStub,
@@ -44,6 +50,8 @@ from .store import StoreError, StoreFullError, StoreServer
 logger = logging.getLogger(__name__)
 
 _MAX_HEADER = 4096
+#: Most objects one size lookup may name.
+MAX_SIZE_LOOKUP = 100_000
 
 
 class ObjectManager:
@@ -243,6 +251,18 @@ class ObjectManager:
             )
         except rpc.CONNECTION_ERRORS:
             return ContainsObjectReply(found=False)
+
+    def sizes(self, message: ObjectSizesRequest) -> ObjectSizesReply:
+        """The sizes of the named objects this node's store holds (-1: not here)."""
+        ids = message.object_ids
+        if len(ids) > MAX_SIZE_LOOKUP:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"at most {MAX_SIZE_LOOKUP} objects per lookup"
+            )
+        if any(len(object_id) != OBJECT_ID_SIZE for object_id in ids):
+            raise GRPCError(Status.INVALID_ARGUMENT, f"object ids are {OBJECT_ID_SIZE} bytes long")
+        size_of = self._store.store.size_of
+        return ObjectSizesReply(sizes=[size_of(object_id) for object_id in ids])
 
     # -- freeing copies ----------------------------------------------------------------
     def forward_deletes(self, object_ids: list[bytes]) -> None:

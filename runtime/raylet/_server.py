@@ -36,6 +36,8 @@ from ..protocol.rt import (
     ListWorkersReply,
     NodeInfo,
     NodeStatsReply,
+    ObjectSizesReply,
+    ObjectSizesRequest,
     PullObjectReply,
     PullObjectRequest,
     RayletBase,
@@ -453,6 +455,9 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
 
     async def contains_object(self, message: ContainsObjectRequest) -> ContainsObjectReply:
         return await self.object_manager.contains(message)
+
+    async def get_object_sizes(self, message: ObjectSizesRequest) -> ObjectSizesReply:
+        return self.object_manager.sizes(message)
 
     async def health_check(self, message: Empty) -> Empty:
         return Empty()

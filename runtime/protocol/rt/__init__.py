@@ -70,6 +70,8 @@ __all__ = (
     "NodeInfo",
     "NodeStatsReply",
     "ObjectLocation",
+    "ObjectSizesReply",
+    "ObjectSizesRequest",
     "ObjectStatus",
     "PlacementGroupInfo",
     "PlacementGroupReply",
@@ -1631,6 +1633,27 @@ class ObjectLocation(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ObjectLocation", ObjectLocation)
+
+
+@dataclass(eq=False, repr=False)
+class ObjectSizesReply(betterproto2.Message):
+    sizes: "list[int]" = betterproto2.field(1, betterproto2.TYPE_INT64, repeated=True)
+
+
+default_message_pool.register_message("rt", "ObjectSizesReply", ObjectSizesReply)
+
+
+@dataclass(eq=False, repr=False)
+class ObjectSizesRequest(betterproto2.Message):
+    """
+    The sizes of the objects this node's store holds, in the request's order
+    (-1: not here); a location lookup asks every node (get_object_locations).
+    """
+
+    object_ids: "list[bytes]" = betterproto2.field(1, betterproto2.TYPE_BYTES, repeated=True)
+
+
+default_message_pool.register_message("rt", "ObjectSizesRequest", ObjectSizesRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -3309,6 +3332,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_object_sizes(
+        self,
+        message: "ObjectSizesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ObjectSizesReply":
+
+        return await self._unary_unary(
+            "/rt.Raylet/GetObjectSizes",
+            message,
+            ObjectSizesReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def health_check(
         self,
         message: "Empty | None" = None,
@@ -4135,6 +4176,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def get_object_sizes(self, message: "ObjectSizesRequest") -> "ObjectSizesReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def health_check(self, message: "Empty") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -4262,6 +4307,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.contains_object(request)
+        await stream.send_message(response)
+
+    async def __rpc_get_object_sizes(
+        self, stream: "grpclib.server.Stream[ObjectSizesRequest, ObjectSizesReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_object_sizes(request)
         await stream.send_message(response)
 
     async def __rpc_health_check(self, stream: "grpclib.server.Stream[Empty, Empty]") -> None:
@@ -4398,6 +4451,12 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 ContainsObjectRequest,
                 ContainsObjectReply,
+            ),
+            "/rt.Raylet/GetObjectSizes": grpclib.const.Handler(
+                self.__rpc_get_object_sizes,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ObjectSizesRequest,
+                ObjectSizesReply,
             ),
             "/rt.Raylet/HealthCheck": grpclib.const.Handler(
                 self.__rpc_health_check,

@@ -208,6 +208,13 @@ class ObjectStore:
         obj = self.objects.get(object_id)
         return obj is not None and not obj.deleted and obj.state is not ObjectState.CREATED
 
+    def size_of(self, object_id: bytes) -> int:
+        """The object's size if the store holds it (in memory or spilled), else -1."""
+        obj = self.objects.get(object_id)
+        if obj is None or obj.deleted or obj.state is ObjectState.CREATED:
+            return -1
+        return obj.size
+
     def create(
         self,
         client_id: int,
