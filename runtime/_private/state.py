@@ -1,5 +1,5 @@
 """The state API's readers: the cluster's tasks, actors, objects, nodes, jobs,
-workers and placement groups as rows with Ray's column names.
+workers, placement groups and events as rows with Ray's column names.
 
 Each reader takes the gcs address and the cluster's token and asks the gcs
 (and, for workers and objects, each raylet and core worker) on the caller's
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -64,6 +65,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "placement_group_id", "name", "creator_job_id", "state", "is_detached", "strategy",
         "bundles", "ray_namespace",
     ),
+    "cluster_events": (
+        "event_id", "severity", "time", "source_type", "message", "custom_fields",
+    ),
 }  # fmt: skip
 
 RESOURCES = tuple(COLUMNS)
@@ -76,6 +80,7 @@ ID_COLUMNS = {
     "workers": "worker_id",
     "objects": "object_id",
     "placement_groups": "placement_group_id",
+    "cluster_events": "event_id",
 }
 
 
@@ -253,6 +258,21 @@ class StateReader:
             for row in table.rows
         ]
 
+    async def cluster_events(self) -> list[dict[str, Any]]:
+        reply = await _bounded(self.gcs.list_cluster_events(Empty()))
+        return [
+            {
+                "event_id": e.event_id,
+                "severity": e.severity,
+                # (Ray's form: local time, to the second)
+                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)),
+                "source_type": e.source_type,
+                "message": e.message,
+                "custom_fields": dict(e.custom_fields),
+            }
+            for e in reply.events
+        ]
+
     async def placement_groups(self) -> list[dict[str, Any]]:
         reply = await _bounded(self.gcs.list_placement_groups(Empty()))
         return [group_row(g) for g in reply.placement_groups]
@@ -272,6 +292,7 @@ class StateReader:
             "workers": self.workers,
             "objects": self.objects,
             "placement_groups": self.placement_groups,
+            "cluster_events": self.cluster_events,
         }
         rows = [r for r in await readers[resource]() if te.matches(r, filters)]
         total = len(rows)

@@ -78,7 +78,7 @@ async def list_async(
     address: str | None = None,
 ) -> list[StateRow]:
     """Rows of one resource (tasks, actors, objects, nodes, jobs, workers,
-    placement_groups), filtered by Ray's ``[(key, op, value)]`` predicates."""
+    placement_groups, cluster_events), filtered by Ray's ``[(key, op, value)]`` predicates."""
     checked = te.check_filters(filters)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative int, got {limit!r}")
@@ -136,6 +136,11 @@ list_nodes, list_nodes_async = _lister("nodes")
 list_jobs, list_jobs_async = _lister("jobs")
 list_workers, list_workers_async = _lister("workers")
 list_placement_groups, list_placement_groups_async = _lister("placement_groups")
+list_cluster_events, list_cluster_events_async = _lister("cluster_events")
+list_cluster_events.__doc__ = list_cluster_events_async.__doc__ = (
+    "The cluster's latest events, oldest first (Ray's columns): nodes joining and dying, "
+    "jobs starting and finishing, the errors core workers reported."
+)
 
 
 async def get_async(resource: str, id: str, address: str | None = None) -> StateRow | None:

@@ -26,6 +26,7 @@ _TABLE = {
     "workers": ("worker_id", "worker_type", "node_id", "ip", "pid", "job_id"),
     "objects": ("object_id", "object_size", "reference_type", "call_site", "type", "pid"),
     "placement_groups": ("placement_group_id", "name", "creator_job_id", "state", "strategy"),
+    "cluster_events": ("time", "severity", "source_type", "message"),
 }  # fmt: skip
 
 

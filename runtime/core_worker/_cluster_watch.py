@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._private import placement, progress_lines, rpc
+from .._private import task_events as te
 from .._private.log_dedup import LogDedup
 from ..protocol.rt import (
     Channel,
@@ -193,12 +194,14 @@ class ClusterWatch:
             del self.removed_groups[next(iter(self.removed_groups))]
 
     def report_error(self, kind: str, message: str) -> None:
-        """Tells this job's driver, through the gcs (Ray's error channel)."""
+        """Tells this job's driver, through the gcs (Ray's error channel), which
+        keeps it among the cluster's events."""
+        # (As the gcs keeps it: the copy it sends back is then the same message.)
+        message = message[: te.MAX_MESSAGE]
         event = ErrorEvent(job_id=self._worker.job_id, type=kind, message=message)
         if self._worker.mode is WorkerMode.DRIVER:
-            self._print_error(event)  # no round trip to say it here
-        else:
-            self._worker.background.spawn(self._publish(event))
+            self._print_error(event)  # at once (the gcs's copy is printed once only)
+        self._worker.background.spawn(self._publish(event))
 
     def report_worker_death(self, message: str) -> None:
         """``report_error`` for a worker that died under a task, once this node's

@@ -48,6 +48,7 @@ from ..protocol.rt import (
     KvPutReply,
     KvPutRequest,
     ListActorsReply,
+    ListClusterEventsReply,
     ListJobsReply,
     ListPlacementGroupsReply,
     ListTasksReply,
@@ -69,6 +70,7 @@ from ..protocol.rt import (
 )
 from . import _metrics as gcs_metrics
 from ._actors import ActorManager
+from ._cluster_events import ERROR_SEVERITY, ClusterEventLog, Severity, Source
 from ._health import HealthChecker
 from ._metrics import ServiceDiscovery
 from ._placement_groups import ID_BYTES as PLACEMENT_GROUP_ID_BYTES
@@ -76,6 +78,9 @@ from ._placement_groups import PlacementGroupManager
 from ._pubsub import PubSub
 from ._tables import GcsTables, JobState
 from ._task_events import TaskEventStore
+
+#: Why a node that stopped on purpose is dead (not an error).
+NODE_STOPPED = "it stopped"
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +104,7 @@ class GcsService(GcsBase):
         # Recovered running jobs, finished unless their driver subscribes again in time.
         self._awaiting_drivers: dict[int, asyncio.TimerHandle] = {}
         self.task_events = TaskEventStore(config.task_events_max_num_task_in_gcs)
+        self.events = ClusterEventLog()
         self.discovery = ServiceDiscovery(session_dir, config.metrics_export_host)
         self.metrics_server = metrics.MetricsServer(
             lambda: gcs_metrics.families(
@@ -191,6 +197,14 @@ class GcsService(GcsBase):
         logger.info(
             "node %s registered at %s:%d", node.node_id.hex()[:8], node.host, node.raylet_port
         )
+        self.events.add(
+            Source.GCS,
+            Severity.INFO,
+            f"Node {node.node_id.hex()} joined at {node.host}:{node.raylet_port} with "
+            + ", ".join(f"{k}: {v:g}" for k, v in sorted(node.resources_total.items())),
+            node_id=node.node_id.hex(),
+            ip=node.host,
+        )
         await self.tables.save_node(node)
         self.pubsub.publish(PubMessage(channel=Channel.NODES, node=node))
         self.placement_groups.resources_changed()
@@ -198,7 +212,7 @@ class GcsService(GcsBase):
         return Empty()
 
     async def unregister_node(self, message: UnregisterNodeRequest) -> Empty:
-        self._mark_node_dead(message.node_id, "it stopped")
+        self._mark_node_dead(message.node_id, NODE_STOPPED)
         return Empty()
 
     def _mark_node_dead(self, node_id: bytes, why: str) -> None:
@@ -209,6 +223,13 @@ class GcsService(GcsBase):
         node.resources_available = {}
         self._writes.spawn(self.tables.save_node(node))
         logger.warning("node %s at %s is dead: %s", node_id.hex()[:8], node.host, why)
+        self.events.add(
+            Source.GCS,
+            Severity.INFO if why == NODE_STOPPED else Severity.ERROR,
+            f"Node {node_id.hex()} at {node.host} is dead: {why}",
+            node_id=node_id.hex(),
+            ip=node.host,
+        )
         self.actors.node_died(node_id)
         self.placement_groups.node_died(node_id)
         self.actors.owners_died(lambda owner: owner.node_id == node_id)
@@ -278,6 +299,13 @@ class GcsService(GcsBase):
         )
         await self.tables.save_job(record)
         logger.info("job %d started by pid %d", record.job_id, record.driver_pid)
+        self.events.add(
+            Source.GCS,
+            Severity.INFO,
+            f"Job {job_hex(record.job_id)} started: its driver is pid {record.driver_pid}"
+            + (f" on {host}" if host else ""),
+            job_id=job_hex(record.job_id),
+        )
         return AddJobReply(job_id=record.job_id)
 
     async def mark_job_finished(self, message: JobRequest) -> Empty:
@@ -288,6 +316,9 @@ class GcsService(GcsBase):
         if self.tables.finish_job(job_id):
             self._writes.spawn(self.tables.save_job(self.tables.jobs[job_id]))
             logger.info("job %d finished", job_id)
+            self.events.add(
+                Source.GCS, Severity.INFO, f"Job {job_hex(job_id)} finished", job_id=job_hex(job_id)
+            )
             self.actors.job_finished(job_id)
             self.placement_groups.job_finished(job_id)
             self.pubsub.publish(
@@ -432,12 +463,25 @@ class GcsService(GcsBase):
 
     def _report_error(self, job_id: int, kind: str, message: str) -> None:
         event = ErrorEvent(job_id=job_id, type=kind, message=message, time=time.time())
+        self._error_event(event, Source.GCS)
         self.pubsub.publish(PubMessage(channel=Channel.ERRORS, error=event))
 
     async def publish_error(self, message: ErrorEvent) -> Empty:
         message.message = message.message[: te.MAX_MESSAGE]
+        message.type = message.type[: te.MAX_TEXT]
+        self._error_event(message, Source.CORE_WORKER)
         self.pubsub.publish(PubMessage(channel=Channel.ERRORS, error=message))
         return Empty()
+
+    def _error_event(self, error: ErrorEvent, source: Source) -> None:
+        fields = {"type": error.type}
+        if error.job_id:
+            fields["job_id"] = job_hex(error.job_id)
+        severity = ERROR_SEVERITY.get(error.type, Severity.ERROR)
+        self.events.add(source, severity, error.message, error.time or None, **fields)
+
+    async def list_cluster_events(self, message: Empty) -> ListClusterEventsReply:
+        return ListClusterEventsReply(events=self.events.events())
 
     # -- pubsub ---------------------------------------------------------------
     async def report_worker_failures(self, message: WorkerFailures) -> Empty:

@@ -19,6 +19,7 @@ __all__ = (
     "CancelLeaseRequest",
     "CancelTaskRequest",
     "Channel",
+    "ClusterEvent",
     "ContainsObjectReply",
     "ContainsObjectRequest",
     "CoreWorkerBase",
@@ -57,6 +58,7 @@ __all__ = (
     "LeaseRequest",
     "LeaseStatus",
     "ListActorsReply",
+    "ListClusterEventsReply",
     "ListJobsReply",
     "ListLogsReply",
     "ListPlacementGroupsReply",
@@ -823,6 +825,43 @@ default_message_pool.register_message("rt", "CancelTaskRequest", CancelTaskReque
 
 
 @dataclass(eq=False, repr=False)
+class ClusterEvent(betterproto2.Message):
+    """
+    An event of the cluster's life, as Ray's cluster events: a node joined or
+    died, a job started or finished, an error a core worker reported (a worker
+    or actor died, a task cannot be scheduled). The gcs keeps the latest.
+    """
+
+    event_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    source_type: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    GCS, CORE_WORKER
+    """
+
+    severity: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    INFO, WARNING, ERROR
+    """
+
+    message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    time: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
+    """
+    seconds since the epoch
+    """
+
+    custom_fields: "dict[str, str]" = betterproto2.field(
+        6,
+        betterproto2.TYPE_MAP,
+        map_meta=betterproto2.map_meta(betterproto2.TYPE_STRING, betterproto2.TYPE_STRING),
+    )
+
+
+default_message_pool.register_message("rt", "ClusterEvent", ClusterEvent)
+
+
+@dataclass(eq=False, repr=False)
 class ContainsObjectReply(betterproto2.Message):
     found: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
 
@@ -1342,6 +1381,14 @@ class ListActorsReply(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ListActorsReply", ListActorsReply)
+
+
+@dataclass(eq=False, repr=False)
+class ListClusterEventsReply(betterproto2.Message):
+    events: "list[ClusterEvent]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+
+default_message_pool.register_message("rt", "ListClusterEventsReply", ListClusterEventsReply)
 
 
 @dataclass(eq=False, repr=False)
@@ -3090,6 +3137,27 @@ class GcsStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def list_cluster_events(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListClusterEventsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Gcs/ListClusterEvents",
+            message,
+            ListClusterEventsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def publish_error(
         self,
         message: "ErrorEvent",
@@ -3748,6 +3816,10 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def list_cluster_events(self, message: "Empty") -> "ListClusterEventsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def publish_error(self, message: "ErrorEvent") -> "Empty":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -3954,6 +4026,14 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_jobs(request)
         await stream.send_message(response)
 
+    async def __rpc_list_cluster_events(
+        self, stream: "grpclib.server.Stream[Empty, ListClusterEventsReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_cluster_events(request)
+        await stream.send_message(response)
+
     async def __rpc_publish_error(self, stream: "grpclib.server.Stream[ErrorEvent, Empty]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -4117,6 +4197,12 @@ class GcsBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 ListJobsReply,
+            ),
+            "/rt.Gcs/ListClusterEvents": grpclib.const.Handler(
+                self.__rpc_list_cluster_events,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListClusterEventsReply,
             ),
             "/rt.Gcs/PublishError": grpclib.const.Handler(
                 self.__rpc_publish_error,
