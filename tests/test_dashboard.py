@@ -111,6 +111,8 @@ def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
 
         node_id = dashboard.address_info["node_id"]
         wait.until(lambda _: rows(f'#nodes-table tr[data-node-id="{node_id}"][data-state="ALIVE"]'))
+        events = '#events-table tr[data-severity="INFO"]'
+        wait.until(lambda _: any("joined" in r.text for r in rows(events)))
 
         browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="actors"]').click()
         wait.until(lambda _: rows('#actors-table tr[data-state="ALIVE"]'))

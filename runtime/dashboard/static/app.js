@@ -3,6 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 2000;
+const EVENT_ROWS = 50;
 let current = "cluster";
 let timer = null;
 
@@ -104,6 +105,11 @@ async function drawCluster() {
         `${bytes(n.object_store_used_bytes)} / ${bytes(n.object_store_memory_bytes)}`)),
       el("td", { class: "wrap" }, others));
   }));
+  // The cluster's latest events, newest first.
+  const events = (await getJSON("/api/cluster_events")).slice(-EVENT_ROWS).reverse();
+  fillTable("#events-table", events.map((e) => el("tr", { "data-severity": e.severity },
+    el("td", {}, e.time), el("td", {}, badge(e.severity)), el("td", {}, e.source_type),
+    el("td", { class: "wrap" }, e.message))));
 }
 
 async function drawJobs() {
