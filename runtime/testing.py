@@ -146,9 +146,10 @@ class Cluster:
         return node
 
     def remove_node(self, node: Node, allow_graceful: bool = True) -> None:
-        """Stops a node: gracefully (it unregisters), or by SIGKILL (a crash)."""
+        """Stops a node: gracefully (SIGTERM: it unregisters, its workers stop), or
+        by SIGKILL (a crash)."""
         if allow_graceful:
-            node.process.stop()
+            node.process.stop(graceful=True)
         else:
             node.kill()
         if node in self.nodes:

@@ -66,7 +66,8 @@ def test_nodes_jobs_and_errors_are_cluster_events() -> None:
             [n.node_id for n in cluster.nodes] + [stopped.node_id, crashed.node_id]
         )
         dead = {e.custom_fields["node_id"]: e for e in events if "is dead" in e.message}
-        assert stopped.node_id in dead and dead[crashed.node_id].severity == "ERROR"
+        assert dead[stopped.node_id].severity == "INFO", dead[stopped.node_id].message
+        assert dead[crashed.node_id].severity == "ERROR", dead[crashed.node_id].message
         started = {e.custom_fields.get("job_id") for e in events if "started" in e.message}
         assert {job, other_job} <= started
         errors = _events(severity="ERROR")

@@ -53,8 +53,17 @@ class ChildProcess:
                 os.close(self._tie_fd)
             self._tie_fd = None
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Asks the child to exit (closes its tie, sends SIGTERM), then kills it."""
+    def stop(self, timeout: float = 3.0, graceful: bool = False) -> None:
+        """Asks the child to exit (closes its tie, sends SIGTERM), then kills it.
+
+        ``graceful``: SIGTERM first, with the tie kept, so that the child runs
+        its own stop (a raylet unregisters its node) for up to ``timeout``;
+        closing the tie makes it exit at once."""
+        if graceful and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
         if self._tie_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._tie_fd)
