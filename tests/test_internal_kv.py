@@ -6,7 +6,10 @@ import pytest
 
 import runtime
 from runtime import exceptions
+from runtime.api import _context
+from runtime.api import internal_kv_api as kv_api
 from runtime.experimental import internal_kv as kv
+from runtime.protocol.rt import KvGetRequest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,3 +81,15 @@ def test_not_initialized() -> None:
     assert not kv._internal_kv_initialized()
     with pytest.raises(exceptions.RuntimeNotInitializedError):
         kv._internal_kv_get("k")
+
+
+def test_exists_does_not_fetch_the_value(cluster: runtime.RuntimeContext) -> None:
+    """``_internal_kv_exists`` asks the gcs whether the key has a value: a big
+    value stays where it is."""
+    kv._internal_kv_put("big", b"x" * 1_000_000)
+    assert kv._internal_kv_exists("big") and not kv._internal_kv_exists("small")
+    worker = _context.current()
+    request = KvGetRequest(namespace=kv_api.USER_NAMESPACE_PREFIX, key=b"big", found_only=True)
+    reply = worker.bridge.run_blocking(worker.gcs.kv_get(request))
+    assert reply.found and reply.value == b""
+    kv._internal_kv_del("big")

@@ -35,8 +35,9 @@ def _internal_kv_get(key: str | bytes, *, namespace: str | bytes | None = None) 
 
 
 def _internal_kv_exists(key: str | bytes, *, namespace: str | bytes | None = None) -> bool:
-    """Whether the key has a value."""
-    return _internal_kv_get(key, namespace=namespace) is not None
+    """Whether the key has a value (the value itself does not travel)."""
+    request = KvGetRequest(namespace=_namespace(namespace), key=_bytes("key", key), found_only=True)
+    return bool(_call("_internal_kv_exists", lambda gcs: gcs.kv_get(request)).found)
 
 
 def _internal_kv_put(

@@ -334,6 +334,8 @@ class GcsService(GcsBase):
 
     async def kv_get(self, message: KvGetRequest) -> KvGetReply:
         value = self.tables.kv_get(message.namespace, message.key)
+        if message.found_only:
+            return KvGetReply(found=value is not None)
         return KvGetReply(found=value is not None, value=value or b"")
 
     async def kv_del(self, message: KvDelRequest) -> KvDelReply:

@@ -1234,6 +1234,11 @@ class KvGetRequest(betterproto2.Message):
 
     key: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
 
+    found_only: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    whether the key has a value; the value is not sent
+    """
+
 
 default_message_pool.register_message("rt", "KvGetRequest", KvGetRequest)
 
