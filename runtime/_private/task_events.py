@@ -218,11 +218,7 @@ class RowBuffer:
         code = self.codes[i]
         if code >= _FULL:
             return
-        k = self._info_at.get(id(info))
-        if k is None:  # (kept in infos: its id is not reused before the batch leaves)
-            k = self._info_at[id(info)] = len(self.infos)
-            self.infos.append(info)
-        self.codes[i] = code << _INFO_BITS | (k + 1)
+        self.codes[i] = code << _INFO_BITS | (self._info_index(info) + 1)
 
     def encode(self) -> Batch:
         """The batch (see the module for the layout); each info written once."""

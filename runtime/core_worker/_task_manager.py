@@ -312,12 +312,6 @@ class TaskManager:
                 if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
             ]
             worker.lineage.record(spec, in_store)
-        if not any(nested):  # (most replies: results with no refs in them)
-            refs, put = worker.refs, worker.store.put
-            for object_id, obj in zip(spec.return_ids, returns, strict=False):
-                if object_id in refs:  # (else nobody wants this result any more)
-                    put(object_id, obj)
-            return
         for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
             if object_id not in worker.refs:
                 continue  # nobody wants this result any more
@@ -328,10 +322,11 @@ class TaskManager:
                 worker.ownership.contain(
                     object_id, [Reference(oid, owner, worker) for oid, owner in inner]
                 )
-        # Rule 2: the worker held them for us until now; let it go once our
-        # own registrations (for refs we do not own) are done.
-        task_id = spec.task_id
-        worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
+        if any(nested):
+            # Rule 2: the worker held them for us until now; let it go once
+            # our own registrations (for refs we do not own) are done.
+            task_id = spec.task_id
+            worker.ownership.after_registrations(lambda: stream.send(ReleasePins(task_id)))
 
     def on_worker_failure(
         self, spec: TaskSpec, error: BaseException, *, group_checked: bool = False

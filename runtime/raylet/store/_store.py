@@ -204,16 +204,20 @@ class ObjectStore:
             self.delete(object_id)
         return doomed
 
-    def contains(self, object_id: bytes) -> bool:
-        obj = self.objects.get(object_id)
-        return obj is not None and not obj.deleted and obj.state is not ObjectState.CREATED
-
-    def size_of(self, object_id: bytes) -> int:
-        """The object's size if the store holds it (in memory or spilled), else -1."""
+    def _held(self, object_id: bytes) -> StoredObject | None:
+        """The object if the store holds it (sealed, in memory or spilled)."""
         obj = self.objects.get(object_id)
         if obj is None or obj.deleted or obj.state is ObjectState.CREATED:
-            return -1
-        return obj.size
+            return None
+        return obj
+
+    def contains(self, object_id: bytes) -> bool:
+        return self._held(object_id) is not None
+
+    def size_of(self, object_id: bytes) -> int:
+        """The object's size if the store holds it, else -1."""
+        obj = self._held(object_id)
+        return -1 if obj is None else obj.size
 
     def create(
         self,
