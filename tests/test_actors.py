@@ -152,6 +152,22 @@ def test_direct_calls_are_type_errors(cluster):
         counter.nope.remote()
 
 
+def test_a_handle_has_its_own_actors_methods(cluster):
+    @runtime.remote
+    class Other:
+        def only_here(self):
+            return "other"
+
+    counter, other = Counter.remote(), Other.remote()
+    assert runtime.get(other.only_here.remote()) == "other"
+    with pytest.raises(AttributeError, match="only_here"):
+        counter.only_here.remote()
+    assert isinstance(counter, runtime.actor.ActorHandle)
+    assert type(counter).__name__ == "ActorHandle"
+    # A handle no variable holds still calls its actor (Ray's raises here).
+    assert runtime.get(Counter.remote(5).incr.remote()) == 6
+
+
 def test_actor_option_errors():
     with pytest.raises(ValueError, match="bogus"):
         Counter.options(bogus=1)

@@ -8,6 +8,7 @@ passes that ref on, so handles anywhere keep the actor alive.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -48,6 +49,12 @@ class ActorHandle(Generic[C]):
     Handles can be passed to tasks and other actors. Each process's calls
     through its handles run in the order that process made them.
     """
+
+    def __new__(
+        cls, key: bytes, class_name: str, methods: dict[str, MethodMeta], *_: Any, **__: Any
+    ) -> ActorHandle[C]:
+        # A handle is made as the class that has its methods' names (see _MethodAccess).
+        return super().__new__(_handle_class(frozenset(methods)) if cls is ActorHandle else cls)
 
     def __init__(
         self,
@@ -192,6 +199,38 @@ class ActorHandle(Generic[C]):
             retry_exceptions=meta.retry_exceptions,
             events=meta.enable_task_events is not False,
         )
+
+
+class _MethodAccess:
+    """``handle.method``, as an attribute of the handle's class: Python finds
+    it at once, where a name left to ``__getattr__`` first fails the usual
+    lookup (an AttributeError made and dropped: most of a call's cost to
+    reach its method). Not a data descriptor: the handle's own attributes
+    still come first."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, handle: ActorHandle[Any] | None, owner: type | None = None) -> Any:
+        if handle is None:
+            return self
+        return ActorMethod(handle, self._name, handle._methods[self._name])
+
+
+@functools.lru_cache(maxsize=1024)
+def _handle_class(names: frozenset[str]) -> type[ActorHandle[Any]]:
+    """The handle class for actors with these methods: ``ActorHandle`` with
+    a :class:`_MethodAccess` per name it does not define itself (those, and
+    special names, stay with ``__getattr__``, as before: the handle's own
+    come first)."""
+    access = {
+        name: _MethodAccess(name)
+        for name in names
+        if not (name.startswith("__") and name.endswith("__")) and not hasattr(ActorHandle, name)
+    }
+    return type("ActorHandle", (ActorHandle,), {"__slots__": (), **access})
 
 
 @dataclass(frozen=True, slots=True)
