@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from runtime._private.config import Config
 from runtime._private.serialization import SerializedObject
 from runtime.api import ObjectRef
 from runtime.core_worker import CoreWorker, WorkerMode
+from runtime.core_worker._loop import HAND_OVER_AT, LoopBridge
 from runtime.core_worker._task_spec import TaskSpec, TaskState
 from runtime.protocol.rt import NodeInfo
 
@@ -239,6 +241,27 @@ async def test_posts_from_other_threads_run_in_order_on_the_loop(worker: CoreWor
     await asyncio.to_thread(post_many)
     await asyncio.wait_for(done.wait(), 5)
     assert seen == list(range(100))
+
+
+def test_posts_to_a_closed_loop_wait_for_no_drain_and_run_at_teardown() -> None:
+    """A burst past ``HAND_OVER_AT`` hands the loop its turn only while a
+    drain is due; with the loop gone the items wait for teardown's drain."""
+    bridge = LoopBridge()
+    loop = asyncio.new_event_loop()
+    bridge.bind(loop)
+    loop.close()
+    seen: list[int] = []
+
+    def post_many() -> None:
+        for i in range(HAND_OVER_AT * 4):
+            bridge.post(seen.append, i)
+
+    poster = threading.Thread(target=post_many)
+    poster.start()
+    poster.join(30)
+    assert not poster.is_alive() and seen == []
+    bridge.drain()
+    assert seen == list(range(HAND_OVER_AT * 4))
 
 
 async def test_a_task_set_closes_with_tasks_finished_but_not_yet_discarded() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -31,6 +30,15 @@ T = TypeVar("T")
 #: Blocking waits on user threads wake this often to let an interrupt in.
 WAIT_SLICE_S = 0.1
 
+#: A thread that finds this many items queued behind a drain that has not
+#: started waits (at most ``HAND_OVER_WAIT_S``) for it to start. Without the
+#: wait the loop thread, woken by the burst's first post, gets the GIL only
+#: when the interpreter's switch interval (5 ms) takes it from the busy
+#: poster: a batch of actor calls reached the actor in 5 ms lumps, and the
+#: caller's ``get`` then waited for the actor to run most of them.
+HAND_OVER_AT = 64
+HAND_OVER_WAIT_S = 0.002
+
 
 def _no_handler(item: Any) -> None:
     raise RuntimeError("no handler for the refs' counts is set")
@@ -47,6 +55,9 @@ class LoopBridge:
         self._posted: deque[Any] = deque()
         # Invariant: True while a drain is scheduled and has not started yet.
         self._drain_scheduled = False
+        # Cleared while a drain is scheduled on a live loop and has not started.
+        self._drain_started = threading.Event()
+        self._drain_started.set()
         # Set by the object client: what a ref's count added or dropped does.
         self.on_ref_added: Callable[[Any], None] = _no_handler
         self.on_ref_dropped: Callable[[bytes], None] = _no_handler
@@ -64,9 +75,12 @@ class LoopBridge:
         if get_ident() == self._loop_thread:  # (on_loop_thread, inline: the hot path)
             fn(*args)
             return
-        self._posted.append((fn, args))
+        posted = self._posted
+        posted.append((fn, args))
         if not self._drain_scheduled:
             self._schedule_drain()
+        elif len(posted) >= HAND_OVER_AT:
+            self._drain_started.wait(HAND_OVER_WAIT_S)
 
     def post_count(self, item: Any) -> None:
         """A ref's count: added (``item`` is the ref) or dropped (``item`` is its
@@ -85,13 +99,17 @@ class LoopBridge:
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        self._drain_started.clear()
+        try:
             loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:  # the loop closed meanwhile: nothing to wait for
+            self._drain_started.set()
 
     def drain(self) -> None:
         """Runs what was posted (on the loop, or at teardown)."""
         # Reset first: an item appended after this point schedules a new drain.
         self._drain_scheduled = False
+        self._drain_started.set()
         posted = self._posted
         added = self.on_ref_added
         dropped = self.on_ref_dropped
