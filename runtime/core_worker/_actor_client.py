@@ -368,7 +368,9 @@ class ActorClient:
         key = spec.actor_key
         if handle_ref is not None:
             self._held.setdefault(key, handle_ref)
-        queue = self.actors.queue(key, self.actor_id_of(key), class_name)
+        queue = self.actors.existing(key) or self.actors.queue(
+            key, self.actor_id_of(key), class_name
+        )
         if out_of_order:
             queue.out_of_order = True
         # A call made after this process removed a placement group waits for

@@ -223,7 +223,7 @@ class ActorSubmitter:
 
     # -- the synchronous core -----------------------------------------------------
     def _flush(self, q: ActorQueue) -> None:
-        if not self.connected(q):
+        if q.state is not QueueState.CONNECTED or q.stream is None:  # (connected, inline)
             return
         # (An out-of-order queue's ``waiting`` holds only calls ready to leave.)
         waiting = q.waiting
@@ -263,8 +263,10 @@ class ActorSubmitter:
                 q.lost.append(spec)
         else:
             self._on_reply(spec, reply, stream)
-        self._flush(q)
-        if q.idle():
+        # (Checked here first: most replies leave calls in flight and none waiting.)
+        if q.waiting:
+            self._flush(q)
+        if not q.in_flight and q.idle():
             self._on_idle(q.key)
 
     def node_died(self, node_id: bytes) -> None:

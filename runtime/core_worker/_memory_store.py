@@ -21,6 +21,9 @@ from .._private.serialization import SerializedObject
 K = TypeVar("K")
 V = TypeVar("V")
 
+#: What ``on_ready`` calls with each object as it is put: its id and value.
+ReadyCallback = Callable[[bytes, SerializedObject], None]
+
 
 def discard_from(table: dict[K, list[V]], key: K, item: V) -> None:
     """Removes ``item`` from ``table[key]`` if there, and the key once its list is empty."""
@@ -37,7 +40,7 @@ class MemoryStore:
         self._objects: dict[bytes, SerializedObject] = {}
         # Invariant: no id is in both ``_objects`` and ``_waiters`` (or ``_callbacks``).
         self._waiters: dict[bytes, list[asyncio.Future[SerializedObject]]] = {}
-        self._callbacks: dict[bytes, list[Callable[[bytes], None]]] = {}
+        self._callbacks: dict[bytes, list[ReadyCallback]] = {}
         self._lock = threading.Lock()  # guards _callbacks, and _objects' writes by put
 
     def __len__(self) -> int:
@@ -55,7 +58,7 @@ class MemoryStore:
                 if not fut.done():
                     fut.set_result(obj)
         for callback in callbacks:
-            callback(object_id)
+            callback(object_id, obj)
 
     def put_new(self, object_id: bytes, obj: SerializedObject) -> None:
         """Stores, from any thread, an object whose id no one has seen yet (a
@@ -71,10 +74,8 @@ class MemoryStore:
         checks up to thousands of ids per call)."""
         return list(map(self._objects.__contains__, object_ids))
 
-    def on_ready(
-        self, object_ids: Sequence[bytes], callback: Callable[[bytes], None]
-    ) -> list[bytes]:
-        """Calls ``callback(id)`` for each object not here yet once it is (on
+    def on_ready(self, object_ids: Sequence[bytes], callback: ReadyCallback) -> list[bytes]:
+        """Calls ``callback(id, obj)`` for each object not here yet once it is (on
         the thread that puts it); returns the ids already here, for which it
         is not called. Any thread; one lock for the whole list."""
         objects = self._objects
@@ -88,9 +89,7 @@ class MemoryStore:
                     callbacks.setdefault(object_id, []).append(callback)
         return here
 
-    def drop_callbacks(
-        self, object_ids: Sequence[bytes], callback: Callable[[bytes], None]
-    ) -> None:
+    def drop_callbacks(self, object_ids: Sequence[bytes], callback: ReadyCallback) -> None:
         """Withdraws ``callback`` where not called yet (its waiter gave up or is
         done). Any thread."""
         with self._lock:

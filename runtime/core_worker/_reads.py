@@ -265,15 +265,13 @@ class ObjectReader:
                 opened[0] = True
             gate.release()
 
-        def one_ready(object_id: bytes) -> None:
+        def one_ready(object_id: bytes, obj: SerializedObject) -> None:
             with lock:
                 left[0] -= 1
             if left[0] <= 0:
                 open_gate()
-            elif fail_fast:
-                obj = store.get_nowait(object_id)
-                if obj is not None and serialization.is_error(obj):
-                    open_gate()  # one failed: get fails fast
+            elif fail_fast and obj.metadata == serialization.METADATA_ERROR:
+                open_gate()  # one failed: get fails fast
 
         # Registered from this thread: the store's lock makes it safe, and the
         # loop is not woken for it (a sync get's hot path).

@@ -302,7 +302,7 @@ class TaskManager:
     def store_returns(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         """Keeps a task's results, and takes over the refs nested in them."""
         worker = self._worker
-        returns, nested = reply[2], reply[4] or []
+        returns, nested = reply[2], reply[4]
         if spec.num_returns < 0:  # a streaming generator's return: its item count
             worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
         if spec.kind == KIND_TASK:  # (an actor call is not re-run: no lineage)
@@ -312,17 +312,18 @@ class TaskManager:
                 if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
             ]
             worker.lineage.record(spec, in_store)
+        refs, store = worker.refs, worker.store
+        # (``nested`` is empty, no list per result, unless a result holds a ref.)
         for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
-            if object_id not in worker.refs:
+            if object_id not in refs:
                 continue  # nobody wants this result any more
-            worker.store.put(object_id, obj)
-            inner = nested[index] if index < len(nested) else []
-            if inner:
+            store.put(object_id, obj)
+            if nested and index < len(nested) and nested[index]:
                 # Ownership rule 3: the result holds the refs it contains.
                 worker.ownership.contain(
-                    object_id, [Reference(oid, owner, worker) for oid, owner in inner]
+                    object_id, [Reference(oid, owner, worker) for oid, owner in nested[index]]
                 )
-        if any(nested):
+        if nested and any(nested):
             # Rule 2: the worker held them for us until now; let it go once
             # our own registrations (for refs we do not own) are done.
             task_id = spec.task_id
