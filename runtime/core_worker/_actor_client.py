@@ -326,24 +326,17 @@ class ActorClient:
         # A streaming call (num_returns < 0) returns its item count; items come apart.
         count = 1 if num_returns < 0 else num_returns
         return_ids = return_ids_of(task_id, count)
+        # (Its required fields positionally, the rest set after: see TaskSpec.)
         spec = TaskSpec(
-            task_id=task_id,
-            function_id=b"",
-            name=name,
-            args_data=args_data,
-            arg_refs=arg_refs,
-            num_returns=num_returns,
-            resources={},
-            max_retries=max_task_retries,
-            retry_exceptions=retry_exceptions,
-            return_ids=return_ids,
-            retries_left=max_task_retries,
-            kind=KIND_ACTOR_CALL,
-            extra=method if concurrency_group is None else (method, concurrency_group),
-            actor_key=key,
-            owner_id=self._worker.worker_id,
-            events=events,
-        )
+            task_id, b"", name, args_data, arg_refs, num_returns, {},
+            max_task_retries, retry_exceptions, return_ids,
+        )  # fmt: skip
+        spec.retries_left = max_task_retries
+        spec.kind = KIND_ACTOR_CALL
+        spec.extra = method if concurrency_group is None else (method, concurrency_group)
+        spec.actor_key = key
+        spec.owner_id = self._worker.worker_id
+        spec.events = events
         worker = self._worker
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(

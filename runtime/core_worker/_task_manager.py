@@ -84,25 +84,18 @@ class TaskManager:
         # A streaming task (num_returns < 0) returns its item count; items come apart.
         count = 1 if num_returns < 0 else num_returns
         return_ids = return_ids_of(task_id, count)
+        # (Its required fields positionally, the rest set after: see TaskSpec.)
         spec = TaskSpec(
-            task_id=task_id,
-            function_id=function_id,
-            name=name,
-            args_data=args_data,
-            arg_refs=arg_refs,
-            num_returns=num_returns,
-            resources=resources,
-            max_retries=max_retries,
-            retry_exceptions=retry_exceptions,
-            return_ids=return_ids,
-            retries_left=max_retries,
-            owner_id=worker.worker_id,
-            strategy=strategy,
-            parent_id=current_task_id.get(),
-            extra=task_extra(resources, max_calls, placement),
-            runtime_env=runtime_env,
-            events=events,
-        )
+            task_id, function_id, name, args_data, arg_refs, num_returns, resources,
+            max_retries, retry_exceptions, return_ids,
+        )  # fmt: skip
+        spec.retries_left = max_retries
+        spec.owner_id = worker.worker_id
+        spec.strategy = strategy
+        spec.parent_id = current_task_id.get()
+        spec.extra = task_extra(resources, max_calls, placement)
+        spec.runtime_env = runtime_env
+        spec.events = events
         out = [worker.make_ref(oid, worker.address, worker, counted=True) for oid in return_ids]
         worker.post(self._submit_on_loop, spec, nested, function_data)
         return out

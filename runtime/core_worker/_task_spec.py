@@ -46,6 +46,10 @@ class TaskState(enum.Enum):
 
 @dataclass(eq=False, slots=True)
 class TaskSpec:
+    """A pending task. The per-call paths make it from its ten required
+    fields, positionally, and set the others after: keywords cost 1.3 us
+    against 0.55 (the generated ``__init__`` matches each against 33 names)."""
+
     task_id: bytes
     function_id: bytes
     name: str
