@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -55,9 +56,9 @@ class LoopBridge:
         self._posted: deque[Any] = deque()
         # Invariant: True while a drain is scheduled and has not started yet.
         self._drain_scheduled = False
-        # Cleared while a drain is scheduled on a live loop and has not started.
-        self._drain_started = threading.Event()
-        self._drain_started.set()
+        # A poster waiting for the scheduled drain to start holds this lock
+        # here (acquired); the drain releases it as it starts.
+        self._drain_started: threading.Lock | None = None
         # Set by the object client: what a ref's count added or dropped does.
         self.on_ref_added: Callable[[Any], None] = _no_handler
         self.on_ref_dropped: Callable[[bytes], None] = _no_handler
@@ -80,7 +81,7 @@ class LoopBridge:
         if not self._drain_scheduled:
             self._schedule_drain()
         elif len(posted) >= HAND_OVER_AT:
-            self._drain_started.wait(HAND_OVER_WAIT_S)
+            self._hand_over()
 
     def post_count(self, item: Any) -> None:
         """A ref's count: added (``item`` is the ref) or dropped (``item`` is its
@@ -99,17 +100,29 @@ class LoopBridge:
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        self._drain_started.clear()
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self.drain)
-        except RuntimeError:  # the loop closed meanwhile: nothing to wait for
-            self._drain_started.set()
+
+    def _hand_over(self) -> None:
+        """Waits (at most ``HAND_OVER_WAIT_S``) for the scheduled drain to start."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return  # (no drain is coming: the items wait for teardown's)
+        started = threading.Lock()
+        started.acquire()
+        self._drain_started = started
+        if self._drain_scheduled:
+            started.acquire(timeout=HAND_OVER_WAIT_S)
+        self._drain_started = None
 
     def drain(self) -> None:
         """Runs what was posted (on the loop, or at teardown)."""
         # Reset first: an item appended after this point schedules a new drain.
         self._drain_scheduled = False
-        self._drain_started.set()
+        started = self._drain_started
+        if started is not None:
+            self._drain_started = None
+            started.release()
         posted = self._posted
         added = self.on_ref_added
         dropped = self.on_ref_dropped
