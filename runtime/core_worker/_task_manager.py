@@ -306,11 +306,12 @@ class TaskManager:
             ]
             worker.lineage.record(spec, in_store)
         refs, store = worker.refs, worker.store
-        # (``nested`` is empty, no list per result, unless a result holds a ref.)
-        for index, (object_id, obj) in enumerate(zip(spec.return_ids, returns, strict=False)):
+        # A reply that ran carries one value per return (result_reply), and
+        # ``nested`` is empty, no list per result, unless a result holds a ref.
+        for index, object_id in enumerate(spec.return_ids):
             if object_id not in refs:
                 continue  # nobody wants this result any more
-            store.put(object_id, obj)
+            store.put(object_id, returns[index])
             if nested and index < len(nested) and nested[index]:
                 # Ownership rule 3: the result holds the refs it contains.
                 worker.ownership.contain(
