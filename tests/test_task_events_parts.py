@@ -45,7 +45,8 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     assert rows.row(b"\xff" * 8, 0) == -1 and rows.dropped == 1  # past the limit
     data = rows.encode()
     sent = json.loads(data.rows)
-    assert len(sent["infos"]) == 2 and len(sent["groups"]) == 3  # each info sent once
+    assert len(sent["infos"]) == 2  # each info sent once
+    assert sorted(g[2] for g in sent["groups"]) == [1, 1, 2]  # two id sizes: regrouped
     assert len(data.ids) == 3 * 8 + 4 and len(data.times) == 4 * 8 * te.NUM_STATES
     decoded = te.decode(data)
     assert sorted((r[0], r[1], r[2], len(r[3])) for r in decoded) == [
@@ -59,6 +60,33 @@ def test_a_batch_round_trips_with_shared_infos() -> None:
     assert grouped[0][3] is not grouped[1][3]  # each row's list is its own
     both = next(r for r in decoded if r[0] == "bb" * 8)
     assert both[3] == [info, other]  # in the order they were added
+
+
+def test_rows_go_as_runs_and_many_short_runs_are_regrouped() -> None:
+    f, g = {"name": "f"}, {"name": "g"}
+
+    def encoded(pattern: list[dict[str, str]]) -> tuple[list[list[object]], list[te.Row]]:
+        rows = te.RowBuffer(limit=len(pattern))
+        for n, info in enumerate(pattern):
+            i = rows.row(n.to_bytes(8, "big"), 0)
+            rows.times[i * te.NUM_STATES] = n + 1
+            rows.add_info(i, info)
+        data = rows.encode()
+        return json.loads(data.rows)["groups"], te.decode(data)
+
+    def expected(pattern: list[dict[str, str]]) -> list[tuple[str, int, dict[str, str]]]:
+        return [(n.to_bytes(8, "big").hex(), n + 1, info) for n, info in enumerate(pattern)]
+
+    waves = [f] * 100 + [g] * 50 + [f] * 10
+    groups, decoded = encoded(waves)
+    assert [group[2] for group in groups] == [100, 50, 10]
+    assert [(r[0], r[2][0], r[3][0]) for r in decoded] == expected(waves)
+    mixed = [f, g] * te.MAX_RUNS
+    groups, decoded = encoded(mixed)
+    assert [group[2] for group in groups] == [te.MAX_RUNS, te.MAX_RUNS]
+    assert sorted((r[0], r[2][0], r[3][0]["name"]) for r in decoded) == sorted(
+        (i, t, info["name"]) for i, t, info in expected(mixed)
+    )
 
 
 def test_a_row_keeps_at_most_its_share_of_infos() -> None:

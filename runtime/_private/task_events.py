@@ -13,7 +13,8 @@ Batch layout (:class:`Batch`, the request's fields): ``rows`` is the JSON
 ...]}``. An ``info`` is an object whose keys are among :data:`INFO_FIELDS` (a
 task's definition: name, type, resources; an actor call's actor; a failure's
 error). A group is ``count`` rows that name the same infos and whose task ids
-are ``id size`` bytes long. The rows' columns follow, group after group, as
+are ``id size`` bytes long (two groups may name the same infos: an encoder
+may send runs of rows as they lie). The rows' columns follow, group after group, as
 raw little-endian arrays: ``ids``, the task ids concatenated; ``attempts``,
 an int64 per row; ``times``, an int64 per row and state of :data:`STATES`, in
 that order: when the attempt entered it, in integer microseconds since the
@@ -37,6 +38,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
+from itertools import groupby
 from typing import Any, NamedTuple
 
 # Ray's task states, in the order an attempt moves through them.
@@ -115,6 +117,8 @@ def encode(rows: Iterable[Any]) -> bytes:
 _INFO_BITS = 24
 _INFO_MASK = (1 << _INFO_BITS) - 1
 MAX_ROW_INFOS = 8
+#: A batch sends up to this many groups as its rows lie (runs), more regrouped.
+MAX_RUNS = 256
 _FULL = 1 << (_INFO_BITS * (MAX_ROW_INFOS - 1))
 _NO_TIMES = array("q", bytes(8 * NUM_STATES))
 #: Packs a row's times for :meth:`RowBuffer.whole` (the times array's own layout).
@@ -223,12 +227,19 @@ class RowBuffer:
     def encode(self) -> Batch:
         """The batch (see the module for the layout); each info written once."""
         ids, codes = self.ids, self.codes
-        if len(set(codes)) == 1 and len(set(map(len, ids))) == 1:
-            # One group (the usual batch: calls of one kind, all finished): the
-            # columns as they are, with no Python work per row.
-            groups = [[_indexes(codes[0]), len(ids[0]), len(ids)]]
+        # The groups: runs of rows alike, in row order. Rows come in waves
+        # (the calls finished by one reply batch, those still pending at the
+        # flush), so a batch is a few long runs, found and sent as they lie
+        # with no Python work per row; many short runs are regrouped instead.
+        runs: list[list[Any]] | None = None
+        if len(set(map(len, ids))) <= 1:  # (one id size: the usual)
+            size = len(ids[0]) if ids else 0
+            runs = [[code, size, len(list(rows))] for code, rows in groupby(codes)]
+        if runs is not None and len(runs) <= MAX_RUNS:
+            for run in runs:
+                run[0] = _indexes(run[0])
             return Batch(
-                _json({"infos": self.infos, "groups": groups}),
+                _json({"infos": self.infos, "groups": runs}),
                 b"".join(ids),
                 _le_bytes(self.attempts),
                 _le_bytes(self.times),
