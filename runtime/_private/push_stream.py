@@ -173,7 +173,9 @@ class PushStream:
 
     def _receive(self, replies: list[WireReply | GeneratorItem | WorkerExiting]) -> None:
         for reply in replies:
-            if type(reply) is GeneratorItem:
+            if type(reply) is tuple and reply and type(reply[0]) is bytes:
+                task_id = reply[0]  # a reply: the usual item
+            elif type(reply) is GeneratorItem:
                 on_item = self._items.get(reply.task_id)
                 if on_item is not None:
                     try:
@@ -181,13 +183,12 @@ class PushStream:
                     except Exception:
                         logger.exception("handling an item from %s failed", self._name)
                 continue
-            if type(reply) is WorkerExiting:
+            elif type(reply) is WorkerExiting:
                 self.exiting = True
                 continue
-            if type(reply) is not tuple or not reply or type(reply[0]) is not bytes:
+            else:
                 logger.error("a malformed reply from %s: %r", self._name, type(reply))
                 continue
-            task_id = reply[0]
             if self._items:
                 self._items.pop(task_id, None)
             on_reply = self._pending.pop(task_id, None)
