@@ -131,17 +131,8 @@ class ActorSubmitter:
             self._fail(spec, q)
             return
         waiting = q.waiting
-        if not waiting:
-            if (
-                q.state is QueueState.CONNECTED
-                and q.stream is not None
-                and spec.state is TaskState.QUEUED
-            ):
-                self._push(q, spec)  # the usual case: nothing ahead of it, it leaves now
-                return
-            waiting.append(spec)
-        elif waiting[-1].task_id < spec.task_id:
-            waiting.append(spec)  # calls are submitted in order
+        if not waiting or waiting[-1].task_id < spec.task_id:
+            waiting.append(spec)  # the usual case: calls are submitted in order
         else:
             bisect.insort(waiting, spec, key=_task_id_of)
         self._flush(q)
