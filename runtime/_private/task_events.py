@@ -231,19 +231,17 @@ class RowBuffer:
         # (the calls finished by one reply batch, those still pending at the
         # flush), so a batch is a few long runs, found and sent as they lie
         # with no Python work per row; many short runs are regrouped instead.
-        runs: list[list[Any]] | None = None
         if len(set(map(len, ids))) <= 1:  # (one id size: the usual)
             size = len(ids[0]) if ids else 0
-            runs = [[code, size, len(list(rows))] for code, rows in groupby(codes)]
-        if runs is not None and len(runs) <= MAX_RUNS:
-            for run in runs:
-                run[0] = _indexes(run[0])
-            return Batch(
-                _json({"infos": self.infos, "groups": runs}),
-                b"".join(ids),
-                _le_bytes(self.attempts),
-                _le_bytes(self.times),
-            )
+            runs = [(code, len(list(rows))) for code, rows in groupby(codes)]
+            if len(runs) <= MAX_RUNS:
+                groups = [[_indexes(code), size, n] for code, n in runs]
+                return Batch(
+                    _json({"infos": self.infos, "groups": groups}),
+                    b"".join(ids),
+                    _le_bytes(self.attempts),
+                    _le_bytes(self.times),
+                )
         by_group: dict[tuple[int, int], list[int]] = {}
         for i in range(len(ids)):
             key = (len(ids[i]), codes[i])
