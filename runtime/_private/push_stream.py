@@ -116,11 +116,7 @@ class PushStream:
         self._contexts[task[0]] = context
         if on_item is not None:
             self._items[task[0]] = on_item
-        channel = self._channel  # (``_send``, inline: every call's path)
-        if channel is not None:
-            channel.send(task)
-        else:
-            self._early.append(task)
+        self._send(task)
 
     def send(self, item: Control) -> None:
         """Sends a control item (a cancel request) that gets no reply."""

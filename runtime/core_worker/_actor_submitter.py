@@ -223,7 +223,7 @@ class ActorSubmitter:
 
     # -- the synchronous core -----------------------------------------------------
     def _flush(self, q: ActorQueue) -> None:
-        if q.state is not QueueState.CONNECTED or q.stream is None:  # (connected, inline)
+        if not self.connected(q):
             return
         # (An out-of-order queue's ``waiting`` holds only calls ready to leave.)
         waiting = q.waiting
