@@ -205,3 +205,36 @@ def test_a_store_client_that_leaves_a_frame_half_sent_is_dropped() -> None:
             client.sendall(b"\x00\x00\x01\x00" + b"x" * 10)  # 256 bytes promised, 10 sent
             assert client.recv(1) == b""  # hung up on, within the timeout
         assert runtime.get(runtime.put(b"y" * (1 << 20))) == b"y" * (1 << 20)
+
+
+def test_a_connection_closed_under_a_call_fails_it_as_a_connection_error(
+    one_node: Cluster,
+) -> None:
+    """A peer's death can close a channel's connection between the channel
+    finding it up and the call opening its stream, or after a reply arrived but
+    before it was read: the first is a connection error, the second a reply."""
+
+    async def run() -> None:
+        pool, _, raylet = _stubs(one_node)
+        try:
+            assert (await raylet.get_node_stats(Empty())).node is not None
+            assert one_node.head is not None
+            channel = pool.get(*one_node.head.raylet_address)
+            connection = channel._protocol.connection  # type: ignore[attr-defined]
+            connection.close()  # as the peer's reset does, before the channel hears of it
+            connection.flush()  # nowhere to write: the bytes are dropped
+            with pytest.raises(rpc.CONNECTION_ERRORS):
+                await raylet.get_node_stats(Empty())
+            # The channel hears of the close and opens a fresh connection.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                try:
+                    assert (await raylet.get_node_stats(Empty())).node is not None
+                    break
+                except rpc.CONNECTION_ERRORS:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.01)
+        finally:
+            pool.close()
+
+    asyncio.run(run())

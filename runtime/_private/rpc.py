@@ -14,6 +14,7 @@ from typing import Any
 
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.protocol import Connection, H2Protocol
 from grpclib.server import Server
 
 from . import auth, tls
@@ -37,6 +38,47 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class _ClosedSafeConnection(Connection):
+    """grpclib's connection, made safe to use once closed.
+
+    Closing a connection deletes its transport, and two paths still reached for
+    it with ``AttributeError``: a stream reading a reply that had arrived
+    acknowledges the bytes it reads (the flush), and a call that found the
+    connection up just before the peer reset it opens a stream on it (the
+    handshake raced the peer's death). A closed connection has nowhere to
+    write, so its flush drops the bytes, and a stream is refused with a
+    connection error, which callers already treat as a peer that is gone.
+    """
+
+    def flush(self) -> None:
+        if not self.is_closing():
+            super().flush()
+
+    def create_stream(self, *, stream_id: int | None = None, wrapper: Any = None) -> Any:
+        if self.is_closing():
+            raise ConnectionResetError("the connection to the peer closed as the call began")
+        return super().create_stream(stream_id=stream_id, wrapper=wrapper)
+
+
+class _Protocol(H2Protocol):
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # Same state, safer flush: the subclass adds no fields.
+        self.connection.__class__ = _ClosedSafeConnection
+
+
+class _Channel(Channel):
+    def _protocol_factory(self) -> H2Protocol:
+        base = super()._protocol_factory()
+        return _Protocol(base.handler, base.config, base.h2_config)
+
+
+class _Server(Server):
+    def _protocol_factory(self) -> H2Protocol:
+        base = super()._protocol_factory()
+        return _Protocol(base.handler, base.config, base.h2_config)
+
+
 class ChannelPool:
     """One grpclib channel per peer address; all used from one loop. Every call
     carries the cluster's token (``token``, else the process's)."""
@@ -49,7 +91,7 @@ class ChannelPool:
         key = (host, port)
         channel = self._channels.get(key)
         if channel is None:
-            channel = Channel(host, port, ssl=tls.client_context())
+            channel = _Channel(host, port, ssl=tls.client_context())
             auth.sign_channel(channel, auth.token() if self._token is None else self._token)
             self._channels[key] = channel
         return channel
@@ -86,7 +128,7 @@ def bind_socket(host: str, port: int = 0) -> Any:
 
 async def start_server_on(handlers: Sequence[Any], sock: Any) -> Server:
     """Serves ``handlers`` on ``sock``, refusing calls without the cluster's token."""
-    server = Server(list(handlers))
+    server = _Server(list(handlers))
     auth.protect_server(server)
     await server.start(sock=sock, ssl=tls.server_context())
     return server
