@@ -248,6 +248,10 @@ def test_rays_id_classes_round_trip_and_refuse_bad_input() -> None:
         runtime.JobID(b"12345")
     # Ray's job ids are little-endian: job 1's hex is 01000000.
     assert runtime.JobID.from_int(1).hex() == "01000000"
+    # A nil ref needs no runtime (a placeholder, as in Ray).
+    nil = runtime.ObjectRef.nil()
+    assert nil.is_nil() and nil == runtime.ObjectRef.nil() and nil.call_site() == ""
+    assert not runtime.ObjectRef.from_random().is_nil()
     assert runtime.JobID.from_hex("02000000").int() == 2
     with pytest.raises(ValueError, match="from_int"):
         runtime.JobID.from_int(-1)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import runtime
-from runtime.exceptions import GetTimeoutError
+from runtime.exceptions import GetTimeoutError, OwnerDiedError
 
 
 @runtime.remote
@@ -34,6 +34,31 @@ def test_object_ref_identity(cluster):
     assert ref == ref and hash(ref) == hash(ref)
     assert len(ref.hex()) == 40 and ref.binary() == bytes.fromhex(ref.hex())
     assert ref != runtime.put(1)
+
+
+def test_refs_made_from_ids_alone(cluster):
+    # Ray's id protocol: a ref from its bytes or hex reads the object when this
+    # process owns it (and holds it as any ref does); any other is ownerless.
+    ref = runtime.put(41)
+    again = runtime.ObjectRef.from_binary(ref.binary())
+    assert again == ref and runtime.ObjectRef.from_hex(ref.hex()) == ref
+    del ref
+    assert runtime.get(again) == 41
+    nil = runtime.ObjectRef.nil()
+    assert nil.is_nil() and not again.is_nil()
+
+    @runtime.remote
+    def echo(value):
+        return value
+
+    unknown = runtime.ObjectRef.from_random()
+    for made in (lambda: nil, lambda: unknown, lambda: echo.remote(unknown)):
+        with pytest.raises(OwnerDiedError, match="its owner is unknown"):
+            runtime.get(made(), timeout=60)
+    with pytest.raises(ValueError, match="takes 20 bytes"):
+        runtime.ObjectRef.from_binary(b"short")
+    with pytest.raises(ValueError, match="is not hex"):
+        runtime.ObjectRef.from_hex("zz")
 
 
 def test_get_timeout(cluster):

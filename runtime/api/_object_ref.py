@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import Callable, Generator
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._private import serialization
 from .._private.ids import OBJECT_ID_SIZE, task_of
-from ..core_worker import OwnerAddress, Reference, await_future, in_asyncio
+from ..core_worker import NO_OWNER, OwnerAddress, Reference, await_future, in_asyncio
 from . import _context
 from ._ids import TaskID
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T", covariant=True)
+
+#: The id of Ray's nil ref (``ObjectRef.nil()``): every byte 0xff.
+NIL_ID = b"\xff" * OBJECT_ID_SIZE
 
 
 class ObjectRef(Reference, Generic[T]):
@@ -60,7 +64,7 @@ class ObjectRef(Reference, Generic[T]):
             worker.objects.add_local_ref(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if not serialization.note_ref(self):
+        if not serialization.note_ref(self) and self._owner != NO_OWNER:
             self._worker.objects.pin_out_of_band(self)
         return (_rebuild, (self._id, self._owner))
 
@@ -76,11 +80,44 @@ class ObjectRef(Reference, Generic[T]):
 
     def call_site(self) -> str:
         """Where this process made the object (``put at file.py:12``), if it did; else ""."""
-        return self._worker.objects.call_sites.get(self._id, "")
+        worker = self._worker
+        return "" if worker is None else worker.objects.call_sites.get(self._id, "")
 
     def is_nil(self) -> bool:
-        """False: a ref names an object (Ray's id protocol)."""
-        return False
+        """True only for ``ObjectRef.nil()`` (Ray's id protocol)."""
+        return self._id == NIL_ID
+
+    # -- refs made from an id alone (Ray's id protocol) ---------------------------
+    @classmethod
+    def nil(cls) -> ObjectRef[Any]:
+        """The nil ref: names no object (a placeholder; ``is_nil()`` is True)."""
+        return _from_id(NIL_ID)
+
+    @classmethod
+    def from_random(cls) -> ObjectRef[Any]:
+        """A ref with a random id: names no object."""
+        return _from_id(os.urandom(OBJECT_ID_SIZE))
+
+    @classmethod
+    def from_binary(cls, raw: bytes) -> ObjectRef[Any]:
+        """The ref named by ``raw`` (``ref.binary()``). As in Ray, it reads the
+        object only if this process owns it; any other owner is unknown, and
+        ``get`` raises :class:`OwnerDiedError` (pass refs themselves, not ids)."""
+        if not isinstance(raw, bytes) or len(raw) != OBJECT_ID_SIZE:
+            raise ValueError(
+                f"ObjectRef.from_binary takes {OBJECT_ID_SIZE} bytes (a ref's binary()), "
+                f"got {raw!r:.80}"
+            )
+        return _from_id(raw)
+
+    @classmethod
+    def from_hex(cls, text: str) -> ObjectRef[Any]:
+        """The ref named by ``text`` (``ref.hex()``), as ``from_binary``."""
+        try:
+            raw = bytes.fromhex(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"ObjectRef.from_hex: {text!r:.80} is not hex") from None
+        return cls.from_binary(raw)
 
     @classmethod
     def size(cls) -> int:
@@ -90,7 +127,7 @@ class ObjectRef(Reference, Generic[T]):
     # -- waiting ----------------------------------------------------------
     def future(self) -> concurrent.futures.Future[Any]:
         """A ``concurrent.futures.Future`` resolved with the object's value."""
-        return self._worker.reader.concurrent_future(self)
+        return (self._worker or _context.current()).reader.concurrent_future(self)
 
     def as_future(self) -> asyncio.Future[T]:
         """Ray's: an asyncio future of the object's value, on the running loop
@@ -117,7 +154,9 @@ class ObjectRef(Reference, Generic[T]):
     def _current_waiter(self, create: bool) -> asyncio.Future[Any]:
         waiter = self._waiter
         if waiter is None or (create and waiter.cancelled()):
-            waiter = self._worker.reader.waiter(self, _running_loop_or_none())
+            # (A ref made by nil() before init has no worker: the current one.)
+            worker = self._worker or _context.current()
+            waiter = worker.reader.waiter(self, _running_loop_or_none())
             self._waiter = waiter
         return waiter
 
@@ -203,3 +242,17 @@ def _running_loop_or_none() -> asyncio.AbstractEventLoop | None:
 
 def _rebuild(object_id: bytes, owner: OwnerAddress) -> ObjectRef:
     return ObjectRef(object_id, owner, _context.current())
+
+
+def _from_id(object_id: bytes) -> ObjectRef[Any]:
+    """A ref made from an id alone: owned here if this process owns the object,
+    else of unknown owner. Counted as any ref (the id may be a live object's),
+    and with no runtime up, not counted at all (nothing to count with)."""
+    worker = _context.current_or_none()
+    if worker is None:
+        ref: ObjectRef[Any] = ObjectRef.__new__(ObjectRef)
+        ref._id, ref._owner, ref._worker = object_id, NO_OWNER, None  # type: ignore[assignment]
+        ref._waiter, ref._blocking = None, False
+        return ref
+    owner = worker.address if worker.refs.owns(object_id) else NO_OWNER
+    return ObjectRef(object_id, owner, worker)

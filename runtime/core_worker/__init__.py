@@ -18,7 +18,7 @@ from ._lane import LaneHost
 from ._locations import locations as object_locations
 from ._loop import check_blocking_allowed
 from ._output import install as mark_task_output
-from ._reference import OwnerAddress, Reference, RefFactory
+from ._reference import NO_OWNER, OwnerAddress, Reference, RefFactory
 from ._running import (
     ActorExitRequest,
     current_task,
@@ -30,6 +30,7 @@ from ._running import (
 from ._states import WorkerMode
 
 __all__ = [
+    "NO_OWNER",
     "ActorExitRequest",
     "CoreWorker",
     "LaneHost",

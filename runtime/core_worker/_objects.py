@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import exceptions
 from .._private import serialization
 from .._private.serialization import SerializedObject
-from ._reference import Reference
+from ._reference import NO_OWNER, Reference
 from ._states import State
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class ObjectClient:
         """``ref`` was pickled by code other than the runtime's: its object is
         kept for as long as this process lives (as Ray's ``ray.cloudpickle``
         does), since nothing tells when the pickle is read, if ever."""
-        if ref._id in self._pinned:
+        if ref._id in self._pinned or ref._owner == NO_OWNER:
             return
         if not self._worker.config.allow_out_of_band_object_ref_serialization:
             raise exceptions.OufOfBandObjectRefSerializationException(

@@ -44,7 +44,7 @@ from ..protocol.rt import (
     WaitForRefsRemovedRequest,
 )
 from ._memory_store import discard_from
-from ._reference import OwnerAddress, Reference
+from ._reference import NO_OWNER, OwnerAddress, Reference
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -89,6 +89,8 @@ class Ownership:
         Registrations are batched: one ``AddBorrower`` per owner per loop
         iteration (unpickling a list of 10,000 refs sends one message).
         """
+        if owner == NO_OWNER:
+            return  # (nobody to tell)
         batch = self._to_register.get(owner)
         if batch is None:
             batch = self._to_register[owner] = []

@@ -28,7 +28,7 @@ from .._private import rpc, serialization
 from .._private.serialization import SerializedObject
 from ..protocol.rt import CoreWorkerStub, GetObjectRequest, ObjectStatus, WorkerBlockedRequest
 from ._loop import WAIT_SLICE_S, LoopSafeFuture
-from ._reference import Reference
+from ._reference import NO_OWNER, Reference
 from ._running import current_task_id, thread_state
 from ._states import WorkerMode
 from ._store_client import LostInStore
@@ -66,34 +66,44 @@ class ObjectReader:
     async def fetch_from_owner(self, ref: Reference) -> SerializedObject:
         """Gets a borrowed object's value from its owner."""
         worker = self._worker
-        host, port, _ = ref._owner
-        stub = CoreWorkerStub(worker.channels.get(host, port))
         try:
-            while True:
-                try:
-                    reply = await stub.get_object(
-                        GetObjectRequest(object_id=ref._id, timeout=OWNER_POLL_S)
+            if ref._owner == NO_OWNER:
+                obj = serialization.serialize_error(
+                    exceptions.OwnerDiedError(
+                        ref.hex(),
+                        "its owner is unknown: a ref made from an id alone (ObjectRef."
+                        "from_binary, from_random or nil) names no object this process "
+                        "owns or was handed",
                     )
-                except rpc.CONNECTION_ERRORS as e:
-                    obj = serialization.serialize_error(
-                        exceptions.OwnerDiedError(
-                            ref.hex(), f"its owner at {host}:{port} is unreachable ({e})"
-                        )
-                    )
-                    break
-                if reply.status is ObjectStatus.READY:
-                    obj = SerializedObject(reply.metadata, reply.data)
-                    break
-                if reply.status is ObjectStatus.FREED:
-                    obj = serialization.serialize_error(
-                        exceptions.ObjectFreedError(ref.hex(), "its owner no longer has it")
-                    )
-                    break
+                )
+            else:
+                obj = await self._ask_owner(ref)
         finally:
             self._fetches.pop(ref._id, None)
         if ref._id in worker.refs:
             worker.store.put(ref._id, obj)
         return obj
+
+    async def _ask_owner(self, ref: Reference) -> SerializedObject:
+        host, port, _ = ref._owner
+        stub = CoreWorkerStub(self._worker.channels.get(host, port))
+        while True:
+            try:
+                reply = await stub.get_object(
+                    GetObjectRequest(object_id=ref._id, timeout=OWNER_POLL_S)
+                )
+            except rpc.CONNECTION_ERRORS as e:
+                return serialization.serialize_error(
+                    exceptions.OwnerDiedError(
+                        ref.hex(), f"its owner at {host}:{port} is unreachable ({e})"
+                    )
+                )
+            if reply.status is ObjectStatus.READY:
+                return SerializedObject(reply.metadata, reply.data)
+            if reply.status is ObjectStatus.FREED:
+                return serialization.serialize_error(
+                    exceptions.ObjectFreedError(ref.hex(), "its owner no longer has it")
+                )
 
     def arguments_here(self, refs: Sequence[Reference]) -> list[SerializedObject] | None:
         """A task's ref arguments' serialized values when every one is here now

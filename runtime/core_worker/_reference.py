@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 #: (host, port, worker_id) of the core worker that owns an object.
 OwnerAddress = tuple[str, int, bytes]
 
+#: The owner of a ref made from an id alone (``ObjectRef.from_binary``,
+#: ``from_random``, ``nil``) that this process does not own: nobody to ask.
+NO_OWNER: OwnerAddress = ("", 0, b"")
+
 
 class Reference:
     __slots__ = ("__weakref__", "_id", "_owner", "_worker")
