@@ -168,6 +168,24 @@ def test_a_handle_has_its_own_actors_methods(cluster):
     assert runtime.get(Counter.remote(5).incr.remote()) == 6
 
 
+def test_ray_call_runs_a_function_on_the_actor(cluster):
+    counter, waiter = Counter.remote(2), AsyncActor.remote()
+    assert runtime.get(counter.__ray_call__.remote(lambda self, by: self.incr(by), 3)) == 5
+    assert runtime.get(counter.get.remote()) == 5  # it ran on the actor's own state
+
+    async def peak_after(self, seconds):
+        await self.sleep(seconds)
+        return await self.get_peak()
+
+    # An async actor awaits a coroutine function's result, on its loop.
+    assert runtime.get(waiter.__ray_call__.remote(peak_after, 0.0)) == 1
+    assert runtime.get(waiter.__ray_call__.remote(lambda self: self.initialized)) is True
+    with pytest.raises(TypeError, match="takes a callable first"):
+        counter.__ray_call__.remote(3)
+    with pytest.raises(TypeError, match="got nothing"):
+        counter.__ray_call__.remote()
+
+
 def test_actor_option_errors():
     with pytest.raises(ValueError, match="bogus"):
         Counter.options(bogus=1)

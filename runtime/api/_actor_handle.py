@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -36,8 +37,13 @@ class MethodMeta:
 
 
 #: Methods every actor has, as in Ray: ``__ray_ready__`` (True once
-#: constructed) and ``__ray_terminate__`` (ends it after the calls before it).
-_BUILTIN_METHODS = {"__ray_ready__": MethodMeta(), "__ray_terminate__": MethodMeta()}
+#: constructed), ``__ray_terminate__`` (ends it after the calls before it) and
+#: ``__ray_call__`` (``fn(instance, *args, **kwargs)`` run in the actor).
+_BUILTIN_METHODS = {
+    "__ray_ready__": MethodMeta(),
+    "__ray_terminate__": MethodMeta(),
+    "__ray_call__": MethodMeta(),
+}
 
 
 C = TypeVar("C")
@@ -192,7 +198,11 @@ class ActorHandle(Generic[C]):
     def _plan(self, method: str, meta: MethodMeta) -> _CallPlan:
         name = f"{self._class_name}.{method}"
         return _CallPlan(
-            check=_signature.call_check(meta.signature, f"{name}()"),
+            check=(
+                _check_ray_call
+                if method == "__ray_call__"
+                else _signature.call_check(meta.signature, f"{name}()")
+            ),
             name=name,
             num_returns=meta.num_returns,
             max_task_retries=_first_set(meta.max_task_retries, self._max_task_retries),
@@ -233,12 +243,21 @@ def _handle_class(names: frozenset[str]) -> type[ActorHandle[Any]]:
     return type("ActorHandle", (ActorHandle,), {"__slots__": (), **access})
 
 
+def _check_ray_call(args: Any, kwargs: Any) -> None:
+    if not args or not callable(args[0]):
+        given = type(args[0]).__name__ if args else "nothing"
+        raise TypeError(
+            f"__ray_call__.remote(fn, *args, **kwargs) takes a callable first (it runs "
+            f"fn(actor, *args, **kwargs) in the actor), got {given}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _CallPlan:
     """What a method's calls through one handle share when they give no options
     of their own (made at the first call: the per-call path reads it)."""
 
-    check: _signature.CallCheck | None
+    check: Callable[[Any, Any], None] | None
     name: str
     num_returns: int | str
     max_task_retries: int

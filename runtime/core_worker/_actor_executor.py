@@ -260,7 +260,11 @@ class ActorExecutor:
         if self.exiting:
             reply(self._died_reply(task))
             return
-        method = _BUILTIN_METHODS.get(method_name) or getattr(self.instance, method_name, None)
+        method = _BUILTIN_METHODS.get(method_name)
+        if method is None:
+            method = getattr(self.instance, method_name, None)
+        elif method is _call_on:
+            method = self._call_on_async if self.kind is ActorKind.ASYNC else self._call_on
         if method is None:
             missing = AttributeError(f"actor {self.name} has no method {method_name!r}")
             reply(error_reply(task_id, task[2], missing))
@@ -430,6 +434,15 @@ class ActorExecutor:
         finally:
             ticket.give_back()
 
+    def _call_on(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``__ray_call__``: ``fn(instance, ...)`` in the actor, as a method is."""
+        return fn(self.instance, *args, **kwargs)
+
+    async def _call_on_async(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """An async actor's ``__ray_call__``, on its loop: a coroutine ``fn`` is awaited."""
+        result = fn(self.instance, *args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
     def _is_coroutine(self, method_name: str, method: Any) -> bool:
         """Whether a method is ``async def`` (learnt on its first call)."""
         known = self._coroutines.get(method_name)
@@ -519,12 +532,21 @@ def _terminate() -> None:
     raise ActorExitRequest
 
 
+def _call_on(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``__ray_call__``'s marker: :meth:`ActorExecutor._call_on` runs it."""
+    raise AssertionError("replaced by the executor's own")
+
+
 def _ready() -> bool:
     return True
 
 
 #: Methods every actor has, as in Ray.
-_BUILTIN_METHODS: dict[str, Any] = {"__ray_terminate__": _terminate, "__ray_ready__": _ready}
+_BUILTIN_METHODS: dict[str, Any] = {
+    "__ray_terminate__": _terminate,
+    "__ray_ready__": _ready,
+    "__ray_call__": _call_on,
+}
 
 
 def _construct(worker: CoreWorker, actor_cls: type, task: WireTask) -> tuple[Any, str]:
