@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import process_running, wait_until
+from conftest import process_running, run_driver, wait_until
 
 import runtime
 from runtime.exceptions import OwnerDiedError
@@ -55,6 +55,9 @@ class Keeper:
 
     def read(self):
         return [int(runtime.get(ref)[0]) for ref in self.kept]
+
+    def read_at(self, i):
+        return int(runtime.get(self.kept[i])[0])
 
     def drop(self):
         self.kept.clear()
@@ -164,6 +167,36 @@ def test_owner_death_raises_owner_died(cluster):
     del box
     with pytest.raises(OwnerDiedError):
         runtime.get(ref, timeout=10)
+
+
+def test_an_object_put_with_an_actor_as_owner_outlives_its_maker(cluster):
+    keeper = Keeper.options(name="keeper", namespace="adopt").remote()
+    code = (
+        "import numpy as np, runtime\n"
+        f"runtime.init(address={cluster.address!r})\n"
+        "k = runtime.get_actor('keeper', namespace='adopt')\n"
+        "small = runtime.put(np.full(4, 5), _owner=k)\n"
+        f"large = runtime.put(np.full({MB // 8}, 6), _owner=k)\n"
+        "assert int(runtime.get(large)[0]) == 6\n"
+        f"mine = runtime.put(np.full({MB // 8}, 7))\n"
+        "for ref in (small, large, mine):\n"
+        "    runtime.get(k.keep.remote([ref]))\n"
+        "print('kept')\n"
+    )
+    done = run_driver(code)
+    assert done.returncode == 0 and "kept" in done.stdout, done.stderr[-2000:]
+    # Its maker is gone: what the actor owns lives on, what the maker owned does not.
+    assert runtime.get(keeper.read_at.remote(0)) == 5
+    assert runtime.get(keeper.read_at.remote(1)) == 6
+    with pytest.raises(OwnerDiedError):
+        runtime.get(keeper.read_at.remote(2), timeout=60)
+    # The owner frees what it owns once nobody holds a ref.
+    assert runtime.get(keeper.drop.remote())
+    wait_until(lambda: store_objects() == 0, what="the actor's objects to be freed")
+    with pytest.raises(TypeError, match="actor handle"):
+        runtime.put(1, _owner="keeper")
+    with pytest.raises(ValueError, match="holds ObjectRefs"):
+        runtime.put([runtime.put(1)], _owner=keeper)
 
 
 def test_soak_returns_to_baseline(cluster):

@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 from conftest import cluster_of
+from grpclib.const import Status
 
 import runtime
 from runtime._private import resources as res
 from runtime._private import rpc
 from runtime.protocol.rt import (
     ActorInfo,
+    Address,
+    AdoptObjectRequest,
     Bundle,
+    CoreWorkerStub,
     CreateActorRequest,
     Empty,
     GcsStub,
@@ -238,3 +242,36 @@ def test_a_connection_closed_under_a_call_fails_it_as_a_connection_error(
             pool.close()
 
     asyncio.run(run())
+
+
+def test_an_object_handed_to_its_owner_must_be_a_puts(one_node: Cluster) -> None:
+    """``AdoptObject`` (``put(value, _owner=actor)``) takes only what such a put
+    sends, for an object the owner does not know yet."""
+    driver = runtime.api._context.current()
+    known = runtime.put(1)
+
+    async def run() -> None:
+        assert one_node.head is not None
+        pool = rpc.ChannelPool(one_node.head.token)
+        stub = CoreWorkerStub(pool.get(driver.host, driver.port))
+        me = Address(host="127.0.0.1", port=1, worker_id=b"w" * 16)
+        fresh = os.urandom(20)
+        refused = [
+            AdoptObjectRequest(object_id=b"short", metadata=0, data=b"", borrower=me),
+            AdoptObjectRequest(object_id=fresh, metadata=1, data=b"", borrower=me),
+            AdoptObjectRequest(object_id=fresh, metadata=3, data=b"not a marker", borrower=me),
+            AdoptObjectRequest(object_id=fresh, metadata=0, data=b""),
+            AdoptObjectRequest(object_id=fresh, metadata=0, data=b"x" * (1 << 20), borrower=me),
+            AdoptObjectRequest(object_id=known.binary(), metadata=0, data=b"", borrower=me),
+        ]
+        try:
+            for request in refused:
+                with pytest.raises(rpc.GRPCError) as caught:
+                    await stub.adopt_object(request)
+                assert caught.value.status is Status.INVALID_ARGUMENT, request
+        finally:
+            pool.close()
+        assert fresh not in driver.refs
+
+    asyncio.run(run())
+    assert runtime.get(known) == 1

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast, overload
 
 from .. import exceptions
-from ..core_worker import CoreWorker, check_blocking_allowed, thread_state
+from ..core_worker import CoreWorker, check_blocking_allowed, put_owned_by, thread_state
 from . import _context
+from ._actor_handle import ActorHandle
 from ._generator import ObjectRefGenerator, wait_ready
 from ._object_ref import ObjectRef
 
@@ -65,10 +66,27 @@ def _check_timeout(timeout: Any, call: str) -> None:
         raise ValueError(f"{call}(): timeout must be >= 0, got {timeout}")
 
 
-def put(value: T) -> ObjectRef[T]:
-    """Stores ``value`` in the object store; returns its ref (this process owns it)."""
-    ref = _context.current_or_init().objects.put(value)
+def put(value: T, *, _owner: ActorHandle[Any] | None = None) -> ObjectRef[T]:
+    """Stores ``value`` in the object store; returns its ref (this process owns it).
+
+    ``_owner`` (Ray's experimental option): the actor that owns the object
+    instead, so that it outlives this process while the actor lives; pass the
+    actor a ref to it before this process lets go of its own. Blocks until the
+    actor (once it is alive) has the object.
+    """
+    if _owner is None:
+        return cast(ObjectRef[T], _context.current_or_init().objects.put(value))
+    if not isinstance(_owner, ActorHandle):
+        raise exceptions.ArgumentTypeError(
+            f"put(_owner=...) takes an actor handle, got {type(_owner).__name__}"
+        )
+    check_blocking_allowed("put(_owner=...)", _PUT_OWNER_ALT, _context.runtime_loop())
+    worker = _context.current_or_init()
+    ref = put_owned_by(worker, value, _owner._key, _owner._class_name)
     return cast(ObjectRef[T], ref)
+
+
+_PUT_OWNER_ALT = "await asyncio.to_thread(runtime.put, value, _owner=actor)"
 
 
 @overload

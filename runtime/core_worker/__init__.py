@@ -6,11 +6,13 @@ modes, :class:`Reference` (the base of the public ``ObjectRef``) with the
 in this context), ``check_blocking_allowed``, and ``ActorExitRequest`` (what
 ``exit_actor()`` raises), ``failure_object`` (an error as an object that
 raises it at ``get``), ``mark_task_output`` (a worker's stdout and stderr
-mark each task's output), ``object_locations`` (where objects are), and a
+mark each task's output), ``object_locations`` (where objects are),
+``put_owned_by`` (``put(value, _owner=actor)``), and a
 worker process's main thread: ``LaneHost`` (it runs the sync tasks) and
 ``install_interrupts`` (cancelling reaches them).
 """
 
+from ._adoption import put_owned_by
 from ._core_worker import CoreWorker
 from ._foreign import await_future, in_asyncio
 from ._interrupt import install as install_interrupts
@@ -48,5 +50,6 @@ __all__ = [
     "logging_context",
     "mark_task_output",
     "object_locations",
+    "put_owned_by",
     "thread_state",
 ]

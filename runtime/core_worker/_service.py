@@ -14,6 +14,7 @@ from .._private.ids import OBJECT_ID_SIZE
 from ..exceptions import ObjectLostError
 from ..protocol.rt import (
     AddBorrowerRequest,
+    AdoptObjectRequest,
     CancelTaskRequest,
     CoreWorkerBase,
     Empty,
@@ -27,6 +28,7 @@ from ..protocol.rt import (
     WaitForRefsRemovedReply,
     WaitForRefsRemovedRequest,
 )
+from ._adoption import adopt
 
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
@@ -41,6 +43,13 @@ class CoreWorkerService(CoreWorkerBase):
         if borrower is not None:
             address = (borrower.host, borrower.port, borrower.worker_id)
             self._worker.ownership.add_borrowers(list(message.object_ids), address)
+        return Empty()
+
+    async def adopt_object(self, message: AdoptObjectRequest) -> Empty:
+        try:
+            adopt(self._worker, message)
+        except ValueError as e:
+            raise grpclib.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, str(e)) from None
         return Empty()
 
     async def wait_for_refs_removed(

@@ -13,6 +13,7 @@ __all__ = (
     "AddJobRequest",
     "AddTaskEventsRequest",
     "Address",
+    "AdoptObjectRequest",
     "Bundle",
     "BundlesBatch",
     "BundlesRequest",
@@ -735,6 +736,26 @@ class AddTaskEventsRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "AddTaskEventsRequest", AddTaskEventsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class AdoptObjectRequest(betterproto2.Message):
+    """
+    `put(value, _owner=actor)`: the maker hands a new object to the actor's
+    worker, which owns it from then on: it holds the value (or the store
+    marker) and counts the maker as the object's first borrower.
+    """
+
+    object_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    metadata: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    data: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+
+    borrower: "Address | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
+
+
+default_message_pool.register_message("rt", "AdoptObjectRequest", AdoptObjectRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -2557,6 +2578,24 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def adopt_object(
+        self,
+        message: "AdoptObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "Empty":
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/AdoptObject",
+            message,
+            Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
     async def wait_for_refs_removed(
         self,
         message: "WaitForRefsRemovedRequest",
@@ -3584,6 +3623,10 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def adopt_object(self, message: "AdoptObjectRequest") -> "Empty":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def wait_for_refs_removed(
         self, message: "WaitForRefsRemovedRequest"
     ) -> "WaitForRefsRemovedReply":
@@ -3620,6 +3663,14 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         request = await stream.recv_message()
         assert request is not None
         response = await self.add_borrower(request)
+        await stream.send_message(response)
+
+    async def __rpc_adopt_object(
+        self, stream: "grpclib.server.Stream[AdoptObjectRequest, Empty]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.adopt_object(request)
         await stream.send_message(response)
 
     async def __rpc_wait_for_refs_removed(
@@ -3672,6 +3723,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 self.__rpc_add_borrower,
                 grpclib.const.Cardinality.UNARY_UNARY,
                 AddBorrowerRequest,
+                Empty,
+            ),
+            "/rt.CoreWorker/AdoptObject": grpclib.const.Handler(
+                self.__rpc_adopt_object,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                AdoptObjectRequest,
                 Empty,
             ),
             "/rt.CoreWorker/WaitForRefsRemoved": grpclib.const.Handler(
