@@ -31,6 +31,7 @@ from ..protocol.rt import (
     CoreWorkerStub,
     WaitActorRequest,
 )
+from ._objects import pickle_for_put
 from ._reference import OwnerAddress, Reference
 
 if TYPE_CHECKING:
@@ -51,14 +52,7 @@ def put_owned_by(worker: CoreWorker, value: Any, actor_key: bytes, actor_name: s
     """From a thread that may block: ``value`` stored, owned by the actor that
     the handle with ``actor_key`` names."""
     worker.check_cluster()
-    if isinstance(value, Reference):
-        raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself")
-    try:
-        pickled = serialization.pickle_value(value)
-    except Exception as e:
-        raise TypeError(
-            f"put() could not serialize a value of type {type(value).__name__}: {e}"
-        ) from e
+    pickled = pickle_for_put(value)
     if pickled.refs:
         raise ValueError(
             "put(value, _owner=...) of a value that holds ObjectRefs is not supported: "

@@ -109,19 +109,9 @@ class ObjectClient:
     def put(self, value: Any) -> Reference:
         """Stores ``value`` (from any thread); this process owns the new object."""
         self._worker.check_cluster()
-        if isinstance(value, Reference):
-            raise TypeError(
-                "put() of an ObjectRef is not allowed: pass the ref itself, or put a "
-                "container that holds it"
-            )
+        pickled = pickle_for_put(value)
         worker = self._worker
         object_id = worker.ids.put_id()
-        try:
-            pickled = serialization.pickle_value(value)
-        except Exception as e:
-            raise TypeError(
-                f"put() could not serialize a value of type {type(value).__name__}: {e}"
-            ) from e
         obj = self.store_or_inline(object_id, pickled)
         # Ready once put returns, as in Ray (a wait(timeout=0) right after sees
         # it); the loop then does the bookkeeping (and runs any callback due).
@@ -315,3 +305,18 @@ def _user_call_site(what: str) -> str:
     if frame is None:
         return what
     return f"{what} at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+def pickle_for_put(value: Any) -> serialization.Pickled:
+    """``put``'s value pickled; a TypeError for a ref itself or what cannot be pickled."""
+    if isinstance(value, Reference):
+        raise TypeError(
+            "put() of an ObjectRef is not allowed: pass the ref itself, or put a "
+            "container that holds it"
+        )
+    try:
+        return serialization.pickle_value(value)
+    except Exception as e:
+        raise TypeError(
+            f"put() could not serialize a value of type {type(value).__name__}: {e}"
+        ) from e
