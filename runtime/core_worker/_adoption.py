@@ -10,9 +10,10 @@ object's first borrower, so the object lives while the maker's ref does, and
 after that while refs the actor (or anyone it reached) holds do. As Ray says,
 the maker must pass a ref to the actor before it lets go of its own.
 
-Invariant: the maker's ref exists only once the owner has the object (the
+Invariants: the maker's ref exists only once the owner has the object (the
 call returns after ``AdoptObject`` does), so no read can reach an owner that
-does not know it yet.
+does not know it yet; and the maker's count exists before ``AdoptObject`` is
+sent, so the owner's first poll of the maker cannot find the borrow ended.
 """
 
 from __future__ import annotations
@@ -62,8 +63,7 @@ def put_owned_by(worker: CoreWorker, value: Any, actor_key: bytes, actor_name: s
     object_id = worker.ids.put_id()
     obj = worker.objects.store_or_inline(object_id, pickled, owner[2])
     worker.bridge.run_blocking(_hand_over(worker, object_id, obj, owner, actor_name))
-    # Counted as a borrowed ref (its registration repeats the owner's own record).
-    return worker.make_ref(object_id, owner, worker)
+    return worker.make_ref(object_id, owner, worker, counted=True)  # (counted by _hand_over)
 
 
 async def _actor_address(worker: CoreWorker, key: bytes, name: str) -> OwnerAddress:
@@ -99,9 +99,15 @@ async def _hand_over(
     request = AdoptObjectRequest(
         object_id=object_id, metadata=obj.metadata, data=obj.data, borrower=me
     )
+    # The maker's count exists before the owner hears of the object: the
+    # owner's first poll of its new borrower must find the ref (a count made
+    # after it would read as the borrow already ended, and the object freed).
+    # No registration: the handing over is one.
+    worker.refs.add_local(object_id, owned=False)
     try:
         await CoreWorkerStub(worker.channels.get(host, port)).adopt_object(request)
     except rpc.CONNECTION_ERRORS as e:
+        worker.refs.remove_local(object_id)
         # Nobody owns the copy written in the actor's name: not left behind.
         if obj.metadata == serialization.METADATA_IN_STORE and worker.store_client is not None:
             with contextlib.suppress(exceptions.RayError, OSError):
