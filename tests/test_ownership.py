@@ -193,10 +193,18 @@ def test_an_object_put_with_an_actor_as_owner_outlives_its_maker(cluster):
     # The owner frees what it owns once nobody holds a ref.
     assert runtime.get(keeper.drop.remote())
     wait_until(lambda: store_objects() == 0, what="the actor's objects to be freed")
+    # It ends with its owner: the store drops the copy, and a read says why.
+    orphan = runtime.put(np.full(MB // 8, 8), _owner=keeper)
+    runtime.kill(keeper)
+    wait_until(lambda: store_objects() == 0, what="the dead owner's object to be dropped")
+    with pytest.raises(OwnerDiedError):
+        runtime.get(orphan, timeout=60)
     with pytest.raises(TypeError, match="actor handle"):
         runtime.put(1, _owner="keeper")
     with pytest.raises(ValueError, match="holds ObjectRefs"):
         runtime.put([runtime.put(1)], _owner=keeper)
+    with pytest.raises(runtime.exceptions.ActorDiedError):
+        runtime.put(1, _owner=keeper)  # (a dead actor owns nothing)
 
 
 def test_soak_returns_to_baseline(cluster):
