@@ -311,7 +311,16 @@ class OufOfBandObjectRefSerializationException(RayError):
 
 
 class RayActorError(RayError):
-    """Base of the errors of a call whose actor could not run it (as in Ray)."""
+    """Base of the errors of a call whose actor could not run it (as in Ray).
+
+    ``actor_id``: the actor's hex id where the caller knew it, else None."""
+
+    actor_id: str | None = None
+
+    @property
+    def error_msg(self) -> str:
+        """Ray's name for the message."""
+        return str(self)
 
 
 class ActorDiedError(RayActorError):
@@ -319,12 +328,15 @@ class ActorDiedError(RayActorError):
     of the very call that ended it (``exit_actor()``, ``__ray_terminate__``),
     which its caller asked for: not reported when nobody reads it."""
 
-    def __init__(self, message: str = "", intended: bool = False) -> None:
+    def __init__(
+        self, message: str = "", intended: bool = False, actor_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.intended = intended
+        self.actor_id = actor_id
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.intended))
+        return (type(self), (str(self), self.intended, self.actor_id))
 
 
 class ActorUnavailableError(RayActorError):

@@ -446,8 +446,11 @@ def test_kill_without_restart(cluster):
     counter = Counter.remote()
     runtime.get(counter.incr.remote())
     runtime.kill(counter)
-    with pytest.raises(ActorDiedError, match=r"runtime\.kill"):
+    with pytest.raises(ActorDiedError, match=r"runtime\.kill") as died:
         runtime.get(counter.incr.remote(), timeout=30)
+    # Ray's attributes: which actor, and the message.
+    assert died.value.actor_id == counter._actor_id.hex()
+    assert died.value.error_msg == str(died.value)
 
     def dead_rows():
         return [a for a in runtime.util.list_actors() if a["state"] == "DEAD"]

@@ -283,7 +283,9 @@ class ActorSubmitter:
 
     def _fail(self, spec: TaskSpec, q: ActorQueue) -> None:
         cause = q.death_cause or "its process died and no retries were left"
-        error = exceptions.ActorDiedError(f"actor {q.name} is dead: {cause}")
+        error = exceptions.ActorDiedError(
+            f"actor {q.name} is dead: {cause}", actor_id=q.actor_id.hex()
+        )
         self._on_failure(spec, serialization.serialize_error(error))
 
     # -- I/O ------------------------------------------------------------------------
@@ -310,7 +312,8 @@ class ActorSubmitter:
         for spec in lost:
             error = exceptions.ActorDiedError(
                 f"actor {q.name} died while running {spec.name}() and was restarted; the call "
-                f"is not retried (max_task_retries={spec.max_retries})"
+                f"is not retried (max_task_retries={spec.max_retries})",
+                actor_id=q.actor_id.hex(),
             )
             self._on_failure(spec, serialization.serialize_error(error))
         q.restarts_seen = info.num_restarts
