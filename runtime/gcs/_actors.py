@@ -392,7 +392,21 @@ class ActorManager:
         # Its own __repr__, if it has one (bounded: the worker's word only).
         repr_name = returns[0].data[:MAX_REPR_BYTES] if returns else b""
         info.repr_name = repr_name.decode(errors="replace")
-        self._set_state(record, ActorState.ALIVE)
+        # Durable before anyone is told it is alive: a gcs killed between the
+        # two came back finding the actor still being placed, gave its live
+        # worker back and placed it again, while its callers held a stream to
+        # the worker that was killed and waited for a restart that was not one.
+        if self._save is not None:
+            placing, info.state = info.state, ActorState.ALIVE
+            entry = self.entry(record)
+            info.state = placing  # (alive to callers once that is durable)
+            try:
+                await asyncio.shield(self._tasks.spawn(self._save(info.actor_id, entry)))
+            except Exception:  # (the storage failed: said there; not the actor's fault)
+                logger.exception("writing actor %s's record failed", info.class_name)
+            if record.dead:  # killed meanwhile: its stream tells the rest
+                return stream
+        self._set_state(record, ActorState.ALIVE, persist=False)
         return stream
 
     async def _lease(self, record: ActorRecord) -> tuple[LeaseReply | None, tuple[str, int] | None]:
@@ -512,9 +526,10 @@ class ActorManager:
         except rpc.CONNECTION_ERRORS:
             pass
 
-    def _set_state(self, record: ActorRecord, state: ActorState) -> None:
+    def _set_state(self, record: ActorRecord, state: ActorState, persist: bool = True) -> None:
         record.info.state = state
-        self._persist(record)
+        if persist:
+            self._persist(record)
         waiters, record.waiters = record.waiters, []
         for waiter in waiters:
             if not waiter.done():
