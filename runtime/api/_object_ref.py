@@ -22,7 +22,7 @@ import concurrent.futures
 import os
 from collections.abc import Callable, Generator
 from contextvars import Context
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .._private import serialization
 from .._private.ids import OBJECT_ID_SIZE, task_of
@@ -250,9 +250,6 @@ def _from_id(object_id: bytes) -> ObjectRef[Any]:
     and with no runtime up, not counted at all (nothing to count with)."""
     worker = _context.current_or_none()
     if worker is None:
-        ref: ObjectRef[Any] = ObjectRef.__new__(ObjectRef)
-        ref._id, ref._owner, ref._worker = object_id, NO_OWNER, None  # type: ignore[assignment]
-        ref._waiter, ref._blocking = None, False
-        return ref
+        return ObjectRef(object_id, NO_OWNER, cast(Any, None), counted=True)
     owner = worker.address if worker.refs.owns(object_id) else NO_OWNER
     return ObjectRef(object_id, owner, worker)
