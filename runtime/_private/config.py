@@ -47,6 +47,10 @@ class Config:
     worker_register_timeout_s: float = 60.0
     #: Idle workers beyond the node's CPU count are reaped after this long.
     idle_worker_timeout_s: float = 1.0
+    #: Workers with no runtime environment of their own are forked from a
+    #: template that has imported the worker's code (False: each starts a new
+    #: interpreter, as those with an environment do).
+    worker_template: bool = True
     #: At most this many workers start at once on a node (0: the CPU count).
     max_worker_startup_concurrency: int = 0
     #: A lease the owner has no more work for is kept this long for reuse.

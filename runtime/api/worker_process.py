@@ -3,6 +3,11 @@
 The worker's composition root: a core worker that makes the API layer's
 ``ObjectRef``s, set as the process's current one so that user code running
 here (tasks, actors) uses the same public API as a driver.
+
+With ``--template FD`` it is instead the raylet's worker template (see
+``_private.worker_template``): it has imported all of the above and forks
+workers, each of which returns here with its own arguments and goes on as a
+started worker would.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import logging
 import os
 import sys
 
-from .._private import daemon, process
+import setproctitle
+
+from .._private import daemon, process, worker_template
 from .._private.config import Config
 from ..core_worker import (
     CoreWorker,
@@ -27,6 +34,7 @@ from . import _context
 from ._object_ref import ObjectRef
 
 logger = logging.getLogger("runtime.worker")
+MODULE = "runtime.api.worker_process"
 
 #: How long a stopped worker waits for its main thread to return, when that
 #: thread was between two calls (a task that started just then gets that long).
@@ -34,7 +42,13 @@ END_WAIT_S = 2.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="runtime.api.worker_process")
+    if len(sys.argv) > 2 and sys.argv[1] == worker_template.TEMPLATE_FLAG:
+        argv = worker_template.serve(int(sys.argv[2]), process.PARENT_FD_FLAG)
+        # A forked worker: from here on, as if started with these arguments
+        # (``ps`` shows the command line it would have had).
+        sys.argv = [sys.argv[0], *argv]
+        setproctitle.setproctitle(" ".join([sys.executable, "-P", "-m", MODULE, *argv]))
+    parser = argparse.ArgumentParser(prog=MODULE)
     parser.add_argument("--host", required=True)
     parser.add_argument("--raylet-port", type=int, required=True)
     parser.add_argument("--gcs-address", required=True)

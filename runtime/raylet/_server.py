@@ -198,7 +198,9 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             host=self.host,
             publish_logs=self.reports.log,
             on_exit=self._on_worker_exit,
+            session_dir=self.session_dir if self.config.worker_template else None,
         )
+        await self._pool.open()  # the template imports while the node starts
         await self.object_store.start()
         await self.object_manager.start(self.host)
         sock = rpc.bind_socket(self.host, port)

@@ -2,6 +2,8 @@
 
 The pool does the I/O the scheduler asks for. Each worker is tied to the
 raylet (see ``_process``), so a raylet that dies takes its workers along.
+A worker with no runtime environment of its own is forked by the worker
+template (``_template``) when it is up; any other starts a new interpreter.
 A worker's stdout and stderr are read line by line: kept in the session's
 ``logs/`` and published to the gcs for the job's driver to print.
 """
@@ -16,14 +18,28 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from .._private import process, worker_logs
 from .._private.tasks import TaskSet
 from ..protocol.rt import LogBatch
 from ._runtime_env import Setup
+from ._template import TemplateUnavailable, WorkerTemplate
 from ._worker_output import WorkerOutput, read_output
 
 logger = logging.getLogger(__name__)
+
+
+class Child(Protocol):
+    """A worker's process, started (``asyncio.subprocess.Process``) or forked
+    by the template (``ForkedWorker``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int | None: ...
 
 
 class WorkerProcess:
@@ -31,7 +47,7 @@ class WorkerProcess:
         self,
         worker_id: bytes,
         job_id: int,
-        proc: asyncio.subprocess.Process,
+        proc: Child,
         tie_fd: int,
         pipes: tuple[int, int],
     ):
@@ -65,7 +81,10 @@ class WorkerPool:
         host: str,
         publish_logs: Callable[[LogBatch], None],
         on_exit: Callable[[bytes, int | None], None],
+        session_dir: str | None = None,
     ) -> None:
+        """``session_dir``: where the node's session is, for a worker template
+        (None: no template, every worker starts a new interpreter)."""
         self._argv = argv
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log_dir = log_dir
@@ -78,6 +97,12 @@ class WorkerPool:
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
+        self.template = WorkerTemplate(self._env, session_dir) if session_dir else None
+
+    async def open(self) -> None:
+        """Starts the worker template (if any); workers may be asked for at once."""
+        if self.template is not None:
+            await self.template.start()
 
     async def start(
         self, worker_id: bytes, job_id: int, runtime_env: str = "", setup: Setup | None = None
@@ -88,25 +113,32 @@ class WorkerPool:
         tie_r, tie_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        args = self._argv(worker_id, job_id)
         argv = [
             sys.executable,
             "-P",  # see process.spawn: the current folder must not shadow the package
             "-m",
             "runtime.api.worker_process",
-            *self._argv(worker_id, job_id),
+            *args,
             process.PARENT_FD_FLAG,
             str(tie_r),
         ]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-                pass_fds=[tie_r],
-                env=self._worker_env(runtime_env, setup),
-                cwd=setup.cwd if setup is not None else None,
-            )
+            proc: Child | None = None
+            template = self.template
+            if template is not None and template.up and not runtime_env and setup is None:
+                with contextlib.suppress(TemplateUnavailable):
+                    proc = await template.fork(args, (out_w, err_w, tie_r))
+            if proc is None:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=err_w,
+                    pass_fds=[tie_r],
+                    env=self._worker_env(runtime_env, setup),
+                    cwd=setup.cwd if setup is not None else None,
+                )
         except OSError:
             for fd in (tie_w, out_r, err_r):
                 os.close(fd)
@@ -135,7 +167,7 @@ class WorkerPool:
 
     def kill(self, worker_id: bytes) -> None:
         worker = self.processes.get(worker_id)
-        if worker is not None and worker.proc.returncode is None:
+        if worker is not None:
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.kill()
 
@@ -143,6 +175,8 @@ class WorkerPool:
         for worker in list(self.processes.values()):
             self.kill(worker.worker_id)
         await self._tasks.close()
+        if self.template is not None:
+            await self.template.close()
 
     async def drain_output(self, job_id: int) -> None:
         """Returns once every line the job's workers wrote so far is read and

@@ -1,0 +1,184 @@
+"""The worker template: a process that has imported the worker's code and forks
+workers from itself, so that a new worker skips the interpreter's start and the
+imports (about a third of a second of CPU each) and shares their memory with
+its siblings until written.
+
+The raylet starts one template (``python -m runtime.api.worker_process
+--template FD``) and talks to it over a socket pair, in frames of JSON
+(:mod:`framing`):
+
+- raylet -> template: ``{"argv": [...]}``, a worker's command-line arguments,
+  with three descriptors attached (``SCM_RIGHTS``): the write ends of its
+  stdout and stderr, and the read end of its tie to the raylet;
+- template -> raylet, one per request, in order: ``{"pid": N}`` with a pidfd
+  of the child attached (it names that process even once its pid is reused),
+  or ``{"error": "..."}``; and ``{"exited": N, "code": C}`` when a child ends
+  (``C`` as ``Popen.returncode``: negative for a signal).
+
+Invariants: the template runs one thread and no event loop, so a fork copies
+nothing half-done; a child leaves :func:`serve` with the worker's argv and
+none of the template's descriptors, signal handlers or random state. The
+template ends when the raylet's end of the socket closes (the raylet ended,
+however it ended); its children are tied to the raylet, not to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+from typing import Any, NoReturn
+
+from . import framing
+
+#: The flag that makes ``runtime.api.worker_process`` a template.
+TEMPLATE_FLAG = "--template"
+#: Descriptors a request carries: stdout, stderr, tie.
+REQUEST_FDS = 3
+#: Descriptors a ``pid`` reply carries: the child's pidfd.
+REPLY_FDS = 1
+_RECV_BYTES = 1 << 16
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return framing.frame(json.dumps(message, separators=(",", ":")).encode())
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """A frame's message; a ValueError for anything but a JSON object."""
+    message = json.loads(payload)
+    if not isinstance(message, dict):
+        raise ValueError("a template message is a JSON object")
+    return message
+
+
+def send_all(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    """Sends ``data`` with ``fds`` attached to its first byte (a blocking socket;
+    a signal may cut a send short, so the rest goes after)."""
+    sent = socket.send_fds(sock, [data], fds)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
+    """The template's loop. Returns only in a forked child: the worker's
+    command-line arguments (the tie's flag and descriptor appended)."""
+    sock = socket.socket(fileno=control_fd)
+    sock.setblocking(True)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    # The raylet's terminal signals are not for the template: its end is the
+    # socket's end (workers set their own handlers after the fork).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    decoder = framing.FrameDecoder()
+    fds: list[int] = []  # received, not yet taken by a request (in order)
+    child_argv: list[str] | None = None
+    try:
+        while child_argv is None:
+            for key, _ in selector.select():
+                if key.fileobj is sock:
+                    data, new_fds, _flags, _addr = socket.recv_fds(sock, _RECV_BYTES, 16)
+                    fds += new_fds
+                    if not data:
+                        return _exit_template()
+                    for payload in decoder.feed(data):
+                        child_argv = _handle(sock, payload, fds, parent_fd_flag)
+                        if child_argv is not None:
+                            break
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                    _reap(sock)
+                if child_argv is not None:
+                    break
+        return child_argv
+    finally:
+        # In the child: none of this is the worker's (its own descriptors stay).
+        selector.close()
+        signal.set_wakeup_fd(-1)
+        for fd in (wake_r, wake_w):
+            os.close(fd)
+        sock.close()
+        if child_argv is not None:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for fd in fds:
+                os.close(fd)
+
+
+def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> list[str] | None:
+    """Forks the worker a request asks for; returns its argv in the child."""
+    if len(fds) < REQUEST_FDS:
+        raise ValueError("a request came without its descriptors")
+    out_w, err_w, tie_r = fds[:REQUEST_FDS]
+    del fds[:REQUEST_FDS]
+    try:
+        argv = decode(payload).get("argv")
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv is a list of strings")
+        gc.freeze()  # what the template made so far is never collected in a child
+        pid = os.fork()
+    except (OSError, ValueError) as e:
+        for fd in (out_w, err_w, tie_r):
+            os.close(fd)
+        send_all(sock, encode({"error": f"{type(e).__name__}: {e}"}), [])
+        return None
+    if pid == 0:
+        _become_worker(out_w, err_w)
+        return [*argv, flag, str(tie_r)]
+    for fd in (out_w, err_w, tie_r):
+        os.close(fd)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:  # cannot be: the child is not reaped before this
+        send_all(sock, encode({"error": f"pidfd_open: {e}"}), [])
+        return None
+    try:
+        send_all(sock, encode({"pid": pid}), [pidfd])
+    finally:
+        os.close(pidfd)
+    return None
+
+
+def _become_worker(out_w: int, err_w: int) -> None:
+    """In the child: the standard streams a started worker would have."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd, target in ((out_w, 1), (err_w, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    random.seed()  # not the template's sequence, nor a sibling's
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(OSError):
+            send_all(sock, encode({"exited": pid, "code": code}), [])
+
+
+def _exit_template() -> NoReturn:
+    """The raylet is gone: so is the template (its children follow their ties)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)

@@ -1,0 +1,150 @@
+"""The worker template: workers forked from a process that has imported their
+code, each one a worker as a started one would be; a template that dies or
+is not wanted leaves workers starting on their own."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+
+from conftest import assert_no_orphans, process_running, runtime_pids, wait_until
+
+import runtime
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _pids(session_dir: str, needle: bytes) -> list[int]:
+    return [p for p in runtime_pids(session_dir) if needle in _cmdline(p)]
+
+
+def _template(session_dir: str) -> int:
+    wait_until(lambda: bool(_pids(session_dir, b"--template")), what="the worker template")
+    (pid,) = _pids(session_dir, b"--template")
+    return pid
+
+
+def _raylet(session_dir: str) -> int:
+    (pid,) = _pids(session_dir, b"runtime.raylet")
+    return pid
+
+
+@runtime.remote
+def whoami() -> dict[str, object]:
+    with open(f"/proc/{os.getpid()}/cmdline", "rb") as f:
+        cmdline = f.read()
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "random": random.random(),
+        "cmdline": cmdline,
+        "argv": sys.argv[1:],
+        "stdin": os.readlink("/proc/self/fd/0"),
+        "main": sys.modules["__main__"].__spec__.name,  # type: ignore[union-attr]
+    }
+
+
+@runtime.remote
+class Who:
+    def random(self) -> float:
+        return random.random()
+
+    def pid(self) -> tuple[int, int]:
+        return os.getpid(), os.getppid()
+
+
+def test_workers_are_forked_from_the_template(cluster: runtime.RuntimeContext) -> None:
+    assert cluster.session_dir is not None
+    template = _template(cluster.session_dir)
+    actors = [Who.remote() for _ in range(2)]
+    seen = runtime.get([a.pid.remote() for a in actors])
+    assert {ppid for _, ppid in seen} == {template}
+    assert len({pid for pid, _ in seen}) == 2
+    rows = runtime.get([whoami.remote() for _ in range(4)])
+    for row in rows:
+        assert row["ppid"] == template
+        # It looks, to ps and to itself, as a worker started on its own does.
+        assert b"runtime.api.worker_process --host" in row["cmdline"]  # type: ignore[operator]
+        assert b"--template" not in row["cmdline"]  # type: ignore[operator]
+        assert "--worker-id" in row["argv"] and "--parent-fd" in row["argv"]  # type: ignore[operator]
+        assert row["stdin"] == os.devnull
+        assert row["main"] == "runtime.api.worker_process"
+    # Each worker has a random sequence of its own, not the template's.
+    by_pid = {row["pid"]: row["random"] for row in rows}
+    by_pid[seen[0][0]] = runtime.get(actors[0].random.remote())
+    by_pid[seen[1][0]] = runtime.get(actors[1].random.remote())
+    assert len(set(by_pid.values())) == len(by_pid)
+
+
+def _pid_of(actor: object) -> int | None:
+    try:
+        return runtime.get(actor.pid.remote())[0]  # type: ignore[attr-defined,no-any-return]
+    except runtime.exceptions.RayActorError:
+        return None  # a call that met the death
+
+
+def test_a_killed_template_leaves_the_node_working() -> None:
+    ctx = runtime.init(num_cpus=2)
+    assert ctx.session_dir is not None
+    try:
+        template = _template(ctx.session_dir)
+        raylet = _raylet(ctx.session_dir)
+        forked = Who.options(max_restarts=1).remote()
+        pid, ppid = runtime.get(forked.pid.remote())
+        assert ppid == template
+        os.kill(template, signal.SIGKILL)
+        wait_until(lambda: not process_running(template), what="the template to die")
+        # Its workers live on; new ones start on their own (the raylet's children).
+        assert runtime.get(forked.pid.remote())[0] == pid
+        # (the first may take a worker forked before, idle since: ask for more)
+        fresh = runtime.get([a.pid.remote() for a in [Who.remote() for _ in range(3)]])
+        assert raylet in {ppid for _, ppid in fresh}
+        # A worker it had forked still tells the raylet of its death.
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: _pid_of(forked) not in (pid, None), what="a restart")
+        assert runtime.get(forked.pid.remote())[1] == raylet
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_the_template_ends_with_its_raylet() -> None:
+    ctx = runtime.init(num_cpus=1)
+    assert ctx.session_dir is not None
+    try:
+        template = _template(ctx.session_dir)
+        worker = runtime.get(whoami.remote())["pid"]
+        os.kill(_raylet(ctx.session_dir), signal.SIGKILL)
+        wait_until(lambda: not process_running(template), what="the template to end")
+        wait_until(lambda: not process_running(worker), what="its worker to end")  # type: ignore[arg-type]
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_workers_with_an_environment_or_no_template_start_on_their_own() -> None:
+    ctx = runtime.init(num_cpus=1, runtime_env={"env_vars": {"TEMPLATE_TEST": "1"}})
+    assert ctx.session_dir is not None
+    try:
+        row = runtime.get(whoami.remote())
+        assert row["ppid"] == _raylet(ctx.session_dir)
+        assert row["main"] == "runtime.api.worker_process"
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+    ctx = runtime.init(num_cpus=1, _system_config={"worker_template": False})
+    assert ctx.session_dir is not None
+    try:
+        assert runtime.get(whoami.remote())["ppid"] == _raylet(ctx.session_dir)
+        assert not _pids(ctx.session_dir, b"--template")
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
