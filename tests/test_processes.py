@@ -376,3 +376,27 @@ def test_cli_node_joins_a_standing_cluster(session_root):
         stopped = cli("stop", env=env)
     assert stopped.returncode == 0
     assert_no_orphans(session_root)
+
+
+def test_a_gcs_that_fails_to_start_takes_the_raylet_started_beside_it(session_root):
+    """init() starts the raylet beside the gcs (their imports overlap): a gcs
+    that cannot start says why, and the raylet waiting for its address ends."""
+    import socket
+
+    from runtime._private import cluster
+    from runtime._private.config import Config
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = Config.load({"session_root": session_root})
+        with pytest.raises(RuntimeError, match=r"runtime\.gcs exited"):
+            cluster.start_head(
+                config, host="127.0.0.1", port=port, resources={"CPU": 1.0}, standing=False
+            )
+    (session,) = [e for e in os.listdir(session_root) if e.startswith("session_2")]
+    with open(os.path.join(session_root, session, "pids")) as f:
+        raylets = [int(line.split()[0]) for line in f if line.split()[1:] == ["raylet"]]
+    assert len(raylets) == 1 and not process_running(raylets[0])
+    assert_no_orphans(os.path.join(session_root, session))

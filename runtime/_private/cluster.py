@@ -110,11 +110,48 @@ def start_raylet(
     labels: dict[str, str] | None = None,
 ) -> process.ChildProcess:
     """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
+    launched = launch_raylet(
+        config,
+        session,
+        host=host,
+        gcs_address=f"{gcs_address[0]}:{gcs_address[1]}",
+        resources=resources,
+        object_store_memory=object_store_memory,
+        standing=standing,
+        head=head,
+        token=token,
+        log_name=log_name,
+        labels=labels,
+    )
+    return launched.wait_ready(config.process_start_timeout_s)
+
+
+def launch_raylet(
+    config: Config,
+    session: Session,
+    *,
+    host: str,
+    gcs_address: str | int,
+    resources: dict[str, float],
+    object_store_memory: int | None,
+    standing: bool,
+    head: bool,
+    token: str,
+    log_name: str = "raylet",
+    labels: dict[str, str] | None = None,
+) -> process.Launched:
+    """Starts a raylet without waiting for it. ``gcs_address``: ``HOST:PORT``,
+    or a pipe's read end the address will come down (the raylet imports while
+    its gcs starts)."""
+    where = (
+        ["--gcs-address", gcs_address]
+        if isinstance(gcs_address, str)
+        else ["--gcs-address-fd", str(gcs_address)]
+    )
     args = [
         "--host",
         host,
-        "--gcs-address",
-        f"{gcs_address[0]}:{gcs_address[1]}",
+        *where,
         "--resources",
         json.dumps(resources),
         "--session-dir",
@@ -126,15 +163,15 @@ def start_raylet(
         args.append("--head")
     if labels:
         args += ["--labels", json.dumps(labels)]
-    raylet = process.spawn(
+    raylet = process.Launched(
         "runtime.raylet",
         args,
         env={**config.to_env(), **auth.env(token)},
         log_path=os.path.join(session.logs, f"{log_name}.log"),
         tie_to_parent=not standing,
-        timeout=config.process_start_timeout_s,
+        pass_fds=[] if isinstance(gcs_address, str) else [gcs_address],
     )
-    session.record_pid(raylet.pid, "raylet")
+    session.record_pid(raylet.popen.pid, "raylet")
     return raylet
 
 
@@ -178,22 +215,15 @@ def start_head(
         storage,
     ]
     supervised = storage != "memory"  # a gcs that dies is started again, on its storage
-    gcs = process.spawn(
-        "runtime.gcs",
-        [*args, "--supervise"] if supervised else args,
-        env={**config.to_env(), **auth.env(token)},
-        log_path=os.path.join(session.logs, "gcs.log"),
-        tie_to_parent=not standing,
-        timeout=config.process_start_timeout_s,
-    )
-    session.record_pid(gcs.pid, "gcs-supervisor" if supervised else "gcs")
-    gcs_address = (host, int(gcs.info["port"]))
+    # The raylet starts beside the gcs (their interpreters and imports overlap)
+    # and learns the gcs's address down a pipe once the gcs listens.
+    address_r, address_w = os.pipe()
     try:
-        raylet = start_raylet(
+        launched = launch_raylet(
             config,
             session,
             host=host,
-            gcs_address=gcs_address,
+            gcs_address=address_r,
             resources=resources,
             object_store_memory=object_store_memory,
             standing=standing,
@@ -202,6 +232,34 @@ def start_head(
             labels=labels,
         )
     except BaseException:
+        os.close(address_w)
+        raise
+    finally:
+        os.close(address_r)
+    try:
+        gcs = process.spawn(
+            "runtime.gcs",
+            [*args, "--supervise"] if supervised else args,
+            env={**config.to_env(), **auth.env(token)},
+            log_path=os.path.join(session.logs, "gcs.log"),
+            tie_to_parent=not standing,
+            timeout=config.process_start_timeout_s,
+        )
+    except BaseException:
+        os.close(address_w)
+        launched.kill()
+        raise
+    session.record_pid(gcs.pid, "gcs-supervisor" if supervised else "gcs")
+    gcs_address = (host, int(gcs.info["port"]))
+    try:
+        try:
+            with contextlib.suppress(BrokenPipeError):  # it ended: wait_ready says why
+                os.write(address_w, f"{gcs_address[0]}:{gcs_address[1]}\n".encode())
+        finally:
+            os.close(address_w)
+        raylet = launched.wait_ready(config.process_start_timeout_s)
+    except BaseException:
+        launched.kill()
         gcs.stop()
         raise
     raylet_address = (host, int(raylet.info["port"]))

@@ -96,44 +96,90 @@ def spawn(
     starts in turn: a terminal's Ctrl-C (SIGINT to its foreground process group)
     interrupts the driver, not the cluster it started.
     """
-    ready_r, ready_w = os.pipe()
-    pass_fds = [ready_w]
-    # -P: the current folder is not put on the child's path, so nothing in it
-    # (a folder named like the package) shadows the installed runtime.
-    argv = [sys.executable, "-P", "-m", module, *args, READY_FD_FLAG, str(ready_w)]
-    tie_r = tie_w = None
-    if tie_to_parent:
-        tie_r, tie_w = os.pipe()
-        pass_fds.append(tie_r)
-        argv += [PARENT_FD_FLAG, str(tie_r)]
-    full_env = dict(os.environ)
-    full_env.update(env)
-    full_env["PYTHONUNBUFFERED"] = "1"
-    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=pass_fds,
-            env=full_env,
-            start_new_session=True,
-        )
-    os.close(ready_w)
-    if tie_r is not None:
-        os.close(tie_r)
-    try:
-        info = _read_ready(ready_r, popen, timeout, module, log_path)
-    except BaseException:
-        if tie_w is not None:
-            os.close(tie_w)
+    launched = Launched(module, args, env=env, log_path=log_path, tie_to_parent=tie_to_parent)
+    return launched.wait_ready(timeout)
+
+
+class Launched:
+    """A child of :func:`spawn` started and not yet ready: what starts several
+    children side by side (each one's interpreter and imports overlap the
+    others') uses it; ``pass_fds``: more descriptors the child inherits."""
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: str,
+        tie_to_parent: bool,
+        pass_fds: Sequence[int] = (),
+    ) -> None:
+        self.module = module
+        self.log_path = log_path
+        ready_r, ready_w = os.pipe()
+        self._ready_r: int | None = ready_r
+        fds = [ready_w, *pass_fds]
+        # -P: the current folder is not put on the child's path, so nothing in it
+        # (a folder named like the package) shadows the installed runtime.
+        argv = [sys.executable, "-P", "-m", module, *args, READY_FD_FLAG, str(ready_w)]
+        tie_r = None
+        self._tie_w: int | None = None
+        if tie_to_parent:
+            tie_r, self._tie_w = os.pipe()
+            fds.append(tie_r)
+            argv += [PARENT_FD_FLAG, str(tie_r)]
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            with open(os.open(log_path, flags, 0o600), "ab") as log:
+                self.popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=fds,
+                    env=full_env,
+                    start_new_session=True,
+                )
+        except BaseException:
+            self._close_ready()
+            if self._tie_w is not None:
+                os.close(self._tie_w)
+            raise
+        finally:
+            os.close(ready_w)
+            if tie_r is not None:
+                os.close(tie_r)
+
+    def wait_ready(self, timeout: float) -> ChildProcess:
+        """Waits until it reports ready; kills it if it does not."""
+        assert self._ready_r is not None, "waited for once"
+        try:
+            info = _read_ready(self._ready_r, self.popen, timeout, self.module, self.log_path)
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            self._close_ready()
+        return ChildProcess(self.popen, self._tie_w, info)
+
+    def _close_ready(self) -> None:
+        if self._ready_r is not None:
+            os.close(self._ready_r)
+            self._ready_r = None
+
+    def kill(self) -> None:
+        """Ends it at once (it failed to start, or a sibling did)."""
+        self._close_ready()
+        if self._tie_w is not None:
+            os.close(self._tie_w)
+            self._tie_w = None
         with contextlib.suppress(ProcessLookupError):
-            popen.kill()
-        popen.wait()
-        raise
-    finally:
-        os.close(ready_r)
-    return ChildProcess(popen, tie_w, info)
+            self.popen.kill()
+        self.popen.wait()
 
 
 def _read_ready(

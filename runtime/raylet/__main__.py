@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 
 from .._private import daemon, process
 from .._private.config import Config
@@ -18,7 +19,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="runtime.raylet")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--gcs-address", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gcs-address")
+    # Started beside its gcs (its imports overlap the gcs's): the address
+    # comes down this pipe once the gcs listens (end-of-file: it failed).
+    where.add_argument("--gcs-address-fd", type=int)
     parser.add_argument("--resources", required=True, help="JSON: name -> amount")
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--object-store-memory", type=int, required=True)
@@ -28,7 +33,8 @@ def main() -> None:
     parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
     daemon.configure_logging("raylet")
-    gcs_host, gcs_port = args.gcs_address.rsplit(":", 1)
+    gcs_address = args.gcs_address or _read_address(args.gcs_address_fd)
+    gcs_host, gcs_port = gcs_address.rsplit(":", 1)
 
     async def serve(stop: asyncio.Event) -> None:
         process.exit_with_parent(asyncio.get_running_loop(), args.parent_fd)
@@ -61,6 +67,14 @@ def main() -> None:
         await raylet.stop()
 
     daemon.run(serve)
+
+
+def _read_address(fd: int) -> str:
+    with os.fdopen(fd, "rb") as pipe:
+        line = pipe.readline().decode().strip()
+    if not line:
+        raise SystemExit("the gcs this raylet was started beside did not start")
+    return line
 
 
 if __name__ == "__main__":
