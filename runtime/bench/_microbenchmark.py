@@ -290,8 +290,11 @@ def _rows(scale: float) -> list[tuple[str, Callable[[], Callable[[], Any]], floa
 # -- rows of our own -----------------------------------------------------------------------------
 
 
-def _cluster_rss_mb(session_dir: str | None) -> float:
-    """Resident memory of the driver and every process of its local cluster."""
+def _cluster_memory_mb(session_dir: str | None) -> float:
+    """Memory of the driver and every process of its local cluster: the sum of
+    their proportional set sizes (a page shared by n processes counts 1/n in
+    each: forked workers share the worker template's pages, and a sum of
+    resident sizes would count those once per worker)."""
     pids = [os.getpid()]
     if session_dir:
         for name in os.listdir("/proc"):
@@ -306,9 +309,9 @@ def _cluster_rss_mb(session_dir: str | None) -> float:
     total_kb = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/status") as f:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total_kb += int(line.split()[1])
         except OSError:
             continue
@@ -408,10 +411,10 @@ def main(args: argparse.Namespace) -> int:
         if want("init"):
             print(f"seconds from init() to the first task result (ours) {first:.3f}", flush=True)
             results.append({"name": "init to first result (s)", "mean": first, "std": 0.0})
-        if want("resident"):
-            rss = _cluster_rss_mb(ctx.session_dir)
-            print(f"resident memory of an idle local cluster, MB (ours) {rss:.1f}", flush=True)
-            results.append({"name": "idle cluster resident MB", "mean": rss, "std": 0.0})
+        if want("memory of an idle"):
+            pss = _cluster_memory_mb(ctx.session_dir)
+            print(f"memory of an idle local cluster (PSS), MB (ours) {pss:.1f}", flush=True)
+            results.append({"name": "idle cluster PSS MB", "mean": pss, "std": 0.0})
         for name, setup, multiplier in _rows(scale):
             if want(name):
                 results.append(timeit(name, setup(), timing, multiplier))
