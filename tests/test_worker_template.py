@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import sys
+from typing import Any
 
 from conftest import assert_no_orphans, process_running, runtime_pids, wait_until
 
@@ -130,16 +131,41 @@ def test_the_template_ends_with_its_raylet() -> None:
         assert_no_orphans(ctx.session_dir)
 
 
-def test_workers_with_an_environment_or_no_template_start_on_their_own() -> None:
-    ctx = runtime.init(num_cpus=1, runtime_env={"env_vars": {"TEMPLATE_TEST": "1"}})
+def test_workers_of_an_environment_are_forked_with_it(tmp_path: Any) -> None:
+    """env_vars, working_dir and py_modules take effect in a forked worker as
+    in a started one (OMP_NUM_THREADS, read by the worker's code at import,
+    is the environment's); what only a start reads is not forked."""
+    (tmp_path / "shipped_mod.py").write_text("VALUE = 'from the working_dir'\n")
+    env = {"env_vars": {"TEMPLATE_TEST": "1", "OMP_NUM_THREADS": "3"}, "working_dir": str(tmp_path)}
+    ctx = runtime.init(num_cpus=1, runtime_env=env)
     assert ctx.session_dir is not None
     try:
-        row = runtime.get(whoami.remote())
-        assert row["ppid"] == _raylet(ctx.session_dir)
-        assert row["main"] == "runtime.api.worker_process"
+        template = _template(ctx.session_dir)
+
+        @runtime.remote
+        def inside() -> tuple[int, str | None, str | None, str, str]:
+            import shipped_mod
+
+            return (
+                os.getppid(),
+                os.environ.get("TEMPLATE_TEST"),
+                os.environ.get("OMP_NUM_THREADS"),
+                shipped_mod.VALUE,
+                os.path.basename(os.getcwd()),
+            )
+
+        ppid, flag, omp, value, cwd = runtime.get(inside.remote())
+        assert ppid == template
+        assert (flag, omp, value) == ("1", "3", "from the working_dir")
+        assert cwd != os.path.basename(os.getcwd())  # the working_dir's copy
+        started = inside.options(runtime_env={"env_vars": {"PYTHONHASHSEED": "7"}})
+        assert runtime.get(started.remote())[0] == _raylet(ctx.session_dir)
     finally:
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)
+
+
+def test_no_template_when_turned_off() -> None:
     ctx = runtime.init(num_cpus=1, _system_config={"worker_template": False})
     assert ctx.session_dir is not None
     try:

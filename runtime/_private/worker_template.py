@@ -9,7 +9,11 @@ The raylet starts one template (``python -m runtime.api.worker_process
 
 - raylet -> template: ``{"argv": [...]}``, a worker's command-line arguments,
   with three descriptors attached (``SCM_RIGHTS``): the write ends of its
-  stdout and stderr, and the read end of its tie to the raylet;
+  stdout and stderr, and the read end of its tie to the raylet; for a worker
+  of a runtime environment also ``"env"`` (its whole environment), ``"cwd"``
+  and ``"paths"`` (first on its ``sys.path``), which the child takes on before
+  it runs the worker (only what takes effect after an interpreter's start:
+  the raylet decides what may be forked);
 - template -> raylet, one per request, in order: ``{"pid": N}`` with a pidfd
   of the child attached (it names that process even once its pid is reused),
   or ``{"error": "..."}``; and ``{"exited": N, "code": C}`` when a child ends
@@ -125,9 +129,17 @@ def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> l
     out_w, err_w, tie_r = fds[:REQUEST_FDS]
     del fds[:REQUEST_FDS]
     try:
-        argv = decode(payload).get("argv")
-        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-            raise ValueError("argv is a list of strings")
+        request = decode(payload)
+        argv = _strings(request.get("argv"), "argv")
+        paths = _strings(request.get("paths", []), "paths")
+        env = request.get("env")
+        if env is not None and not (
+            isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
+        ):
+            raise ValueError("env is an object of strings")
+        cwd = request.get("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise ValueError("cwd is a string")
         gc.freeze()  # what the template made so far is never collected in a child
         pid = os.fork()
     except (OSError, ValueError) as e:
@@ -137,6 +149,12 @@ def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> l
         return None
     if pid == 0:
         _become_worker(out_w, err_w)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.path[0:0] = paths
         return [*argv, flag, str(tie_r)]
     for fd in (out_w, err_w, tie_r):
         os.close(fd)
@@ -150,6 +168,12 @@ def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> l
     finally:
         os.close(pidfd)
     return None
+
+
+def _strings(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} is a list of strings")
+    return value
 
 
 def _become_worker(out_w: int, err_w: int) -> None:

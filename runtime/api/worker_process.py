@@ -29,6 +29,7 @@ from ..core_worker import (
     WorkerMode,
     install_interrupts,
     mark_task_output,
+    read_start_environment,
 )
 from . import _context
 from ._object_ref import ObjectRef
@@ -48,6 +49,7 @@ def main() -> None:
         # (``ps`` shows the command line it would have had).
         sys.argv = [sys.argv[0], *argv]
         setproctitle.setproctitle(" ".join([sys.executable, "-P", "-m", MODULE, *argv]))
+        read_start_environment()  # its own, set after the template's imports
     parser = argparse.ArgumentParser(prog=MODULE)
     parser.add_argument("--host", required=True)
     parser.add_argument("--raylet-port", type=int, required=True)

@@ -14,6 +14,7 @@ worker process's main thread: ``LaneHost`` (it runs the sync tasks) and
 
 from ._adoption import put_owned_by
 from ._core_worker import CoreWorker
+from ._executor import read_start_environment
 from ._foreign import await_future, in_asyncio
 from ._interrupt import install as install_interrupts
 from ._lane import LaneHost
@@ -51,5 +52,6 @@ __all__ = [
     "mark_task_output",
     "object_locations",
     "put_owned_by",
+    "read_start_environment",
     "thread_state",
 ]

@@ -17,6 +17,14 @@ ENV = "CUDA_VISIBLE_DEVICES"
 _STARTED_WITH = [d for d in os.environ.get(ENV, "").split(",") if d.strip()]
 
 
+def read_start_environment() -> None:
+    """Reads the devices again, from the environment as it is now: a worker
+    forked by the template imported this module before its own environment
+    was set."""
+    global _STARTED_WITH
+    _STARTED_WITH = [d for d in os.environ.get(ENV, "").split(",") if d.strip()]
+
+
 def device_names(ids: tuple[int, ...]) -> list[str]:
     """The device names of GPU ids, as ``CUDA_VISIBLE_DEVICES`` lists them."""
     return [_STARTED_WITH[i] if i < len(_STARTED_WITH) else str(i) for i in ids]

@@ -56,7 +56,7 @@ from .._private.task_wire import (
     method_of,
     placement_of,
 )
-from . import _interrupt
+from . import _accelerators, _interrupt
 from ._accelerators import VisibleDevices
 from ._actor_executor import ActorExecutor, ActorKind
 from ._lane import Lane
@@ -492,6 +492,16 @@ def _system_error(task: WireTask, error: BaseException | None) -> WireReply:
 
 # OMP_NUM_THREADS as the worker started: the user's, if they set one.
 _USER_OMP = os.environ.get("OMP_NUM_THREADS")
+
+
+def read_start_environment() -> None:
+    """What task code sees of the environment the worker started with, read
+    again: a worker forked by the template imported these modules before its
+    own environment was set."""
+    global _USER_OMP, _omp_last
+    _USER_OMP = os.environ.get("OMP_NUM_THREADS")
+    _omp_last = None
+    _accelerators.read_start_environment()
 
 
 #: The last resources sized and their thread count (most tasks of a worker

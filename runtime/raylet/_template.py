@@ -128,9 +128,24 @@ class WorkerTemplate:
         self._up = True
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
 
-    async def fork(self, argv: list[str], fds: tuple[int, int, int]) -> ForkedWorker:
+    async def fork(
+        self,
+        argv: list[str],
+        fds: tuple[int, int, int],
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        paths: tuple[str, ...] = (),
+    ) -> ForkedWorker:
         """A worker with ``argv``, its stdout, stderr and tie ``fds`` (the
-        caller keeps its copies). Raises TemplateUnavailable."""
+        caller keeps its copies) and, for a runtime environment's, its whole
+        ``env``, folder and ``paths``. Raises TemplateUnavailable."""
+        request: dict[str, object] = {"argv": argv}
+        if env is not None:
+            request["env"] = dict(env)
+        if cwd is not None:
+            request["cwd"] = cwd
+        if paths:
+            request["paths"] = list(paths)
         if not self._up or self._sock is None:
             raise TemplateUnavailable("the worker template is down")
         reply: asyncio.Future[ForkedWorker] = asyncio.get_running_loop().create_future()
@@ -139,7 +154,7 @@ class WorkerTemplate:
                 raise TemplateUnavailable("the worker template is down")
             self._pending.append(reply)
             try:
-                await self._send(wire.encode({"argv": argv}), list(fds))
+                await self._send(wire.encode(request), list(fds))
             except OSError as e:
                 self._lost(f"writing to it failed: {e}")
         return await reply

@@ -2,8 +2,9 @@
 
 The pool does the I/O the scheduler asks for. Each worker is tied to the
 raylet (see ``_process``), so a raylet that dies takes its workers along.
-A worker with no runtime environment of its own is forked by the worker
-template (``_template``) when it is up; any other starts a new interpreter.
+A worker is forked by the worker template (``_template``) when it is up and
+the worker's runtime environment allows (see ``forkable``); any other starts
+a new interpreter.
 A worker's stdout and stderr are read line by line: kept in the session's
 ``logs/`` and published to the gcs for the job's driver to print.
 """
@@ -71,6 +72,25 @@ RUNTIME_ENV_VAR = "RUNTIME_WORKER_RUNTIME_ENV"
 PATHS_VAR = "RUNTIME_WORKER_PATHS"
 
 
+#: Environment variables that take effect only as a process starts (the
+#: interpreter's, the dynamic loader's, the C allocator's): a worker whose
+#: environment sets one is not forked.
+AT_START_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_")
+
+
+def forkable(runtime_env: str) -> bool:
+    """Whether a worker of ``runtime_env`` (canonical JSON) may be forked by the
+    template: not one with packages to install (they may be other versions of
+    what the template imported), nor one setting what only a start reads."""
+    if not runtime_env:
+        return True
+    env = json.loads(runtime_env)
+    if env.get("pip"):
+        return False
+    names = env.get("env_vars") or {}
+    return not any(name.startswith(AT_START_PREFIXES) for name in names)
+
+
 class WorkerPool:
     def __init__(
         self,
@@ -126,9 +146,16 @@ class WorkerPool:
         try:
             proc: Child | None = None
             template = self.template
-            if template is not None and template.up and not runtime_env and setup is None:
+            if template is not None and template.up and forkable(runtime_env):
+                env = self._worker_env(runtime_env, setup) if runtime_env else None
                 with contextlib.suppress(TemplateUnavailable):
-                    proc = await template.fork(args, (out_w, err_w, tie_r))
+                    proc = await template.fork(
+                        args,
+                        (out_w, err_w, tie_r),
+                        env=env,
+                        cwd=setup.cwd if setup is not None else None,
+                        paths=setup.paths if setup is not None else (),
+                    )
             if proc is None:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
