@@ -400,3 +400,37 @@ def test_a_gcs_that_fails_to_start_takes_the_raylet_started_beside_it(session_ro
         raylets = [int(line.split()[0]) for line in f if line.split()[1:] == ["raylet"]]
     assert len(raylets) == 1 and not process_running(raylets[0])
     assert_no_orphans(os.path.join(session_root, session))
+
+
+@runtime.remote
+class _Forker:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def child_gets_sigterm(self) -> int:
+        """A child forked by a task (as a multiprocessing pool's are) that gets
+        SIGTERM (as a pool's terminate() sends): its exit code."""
+        child = os.fork()
+        if child == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os._exit(0)  # not reached: SIGTERM ends a plain process
+        _, status = os.waitpid(child, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def fork_pool(self) -> list[int]:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return pool.map(abs, range(-3, 0))
+
+
+def test_a_tasks_forked_children_have_signals_of_their_own(cluster):
+    """A child a task forks shares none of its worker's signal handling: a
+    SIGTERM ends the child (not the worker, whose loop once read the child's
+    signal from the wakeup pipe they shared, and stopped)."""
+    forker = _Forker.remote()
+    pid = runtime.get(forker.pid.remote())
+    for _ in range(3):
+        assert runtime.get(forker.child_gets_sigterm.remote()) == -signal.SIGTERM
+        assert runtime.get(forker.fork_pool.remote()) == [3, 2, 1]
+    assert runtime.get(forker.pid.remote()) == pid  # the same worker throughout

@@ -74,11 +74,13 @@ def run_beside(
     only when it next runs bytecode (it may be deep in a task's C call), so
     the loop learns of them from the signal wakeup fd, written at once.
     """
+    global _wakeup
     tune_collector()
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    _wakeup = (read_fd, write_fd)
     stopping = {signal.SIGTERM, signal.SIGINT}
     ended_well = False
     stop_soon: list[Callable[[], object]] = []  # set once the loop runs
@@ -124,3 +126,27 @@ def run_beside(
     on_main()
     thread.join()
     return ended_well
+
+
+#: The signal wakeup pipe of :func:`run_beside`, while this process has one.
+_wakeup: tuple[int, int] | None = None
+
+
+def _forget_signals_after_fork() -> None:
+    """In a process forked from a worker (a task's multiprocessing pool): its
+    signals are its own. Left as they were, a SIGTERM to the child (a pool's
+    terminate()) would be written into the wakeup pipe it shares with the
+    worker, and the worker's loop would stop; and the child would not end."""
+    global _wakeup
+    if _wakeup is None:
+        return
+    signal.set_wakeup_fd(-1)
+    for fd in _wakeup:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _wakeup = None
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+os.register_at_fork(after_in_child=_forget_signals_after_fork)
