@@ -93,7 +93,10 @@ def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
         while child_argv is None:
             for key, _ in selector.select():
                 if key.fileobj is sock:
-                    data, new_fds, _flags, _addr = socket.recv_fds(sock, _RECV_BYTES, 16)
+                    try:
+                        data, new_fds, _flags, _addr = socket.recv_fds(sock, _RECV_BYTES, 16)
+                    except ConnectionError:  # the raylet closed with our reports unread
+                        return _exit_template()
                     fds += new_fds
                     if not data:
                         return _exit_template()
