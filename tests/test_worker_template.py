@@ -4,6 +4,7 @@ is not wanted leaves workers starting on their own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -172,5 +173,24 @@ def test_no_template_when_turned_off() -> None:
         assert runtime.get(whoami.remote())["ppid"] == _raylet(ctx.session_dir)
         assert not _pids(ctx.session_dir, b"--template")
     finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def test_a_hung_template_is_replaced_by_workers_starting_on_their_own() -> None:
+    ctx = runtime.init(num_cpus=1, _system_config={"worker_template_timeout_s": 1.0})
+    assert ctx.session_dir is not None
+    template = _template(ctx.session_dir)
+    try:
+        runtime.get(whoami.remote())  # the prestarted worker, forked
+        os.kill(template, signal.SIGSTOP)
+        # New workers (the first actor may take the idle one): a fork is not
+        # answered; the template is killed and the worker starts on its own.
+        pids = runtime.get([a.pid.remote() for a in [Who.remote() for _ in range(2)]])
+        assert _raylet(ctx.session_dir) in {ppid for _, ppid in pids}
+        wait_until(lambda: not process_running(template), what="the hung template to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(template, signal.SIGCONT)
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)

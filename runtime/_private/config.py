@@ -51,6 +51,9 @@ class Config:
     #: template that has imported the worker's code (False: each starts a new
     #: interpreter, as those with an environment do).
     worker_template: bool = True
+    #: Seconds a fork may take before the template is taken for hung (it is
+    #: killed, and workers start on their own).
+    worker_template_timeout_s: float = 30.0
     #: At most this many workers start at once on a node (0: the CPU count).
     max_worker_startup_concurrency: int = 0
     #: A lease the owner has no more work for is kept this long for reuse.

@@ -199,6 +199,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             publish_logs=self.reports.log,
             on_exit=self._on_worker_exit,
             session_dir=self.session_dir if self.config.worker_template else None,
+            template_timeout=self.config.worker_template_timeout_s,
         )
         await self._pool.open()  # the template imports while the node starts
         await self.object_store.start()

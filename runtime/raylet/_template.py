@@ -81,8 +81,11 @@ class WorkerTemplate:
     answered, in the order sent (the template answers in that order); while
     ``_up``, every live forked worker is in ``_children``."""
 
-    def __init__(self, env: Mapping[str, str], session_dir: str) -> None:
+    def __init__(self, env: Mapping[str, str], session_dir: str, timeout: float) -> None:
+        """``timeout``: how long a fork may take before the template is taken
+        for hung (it answers in milliseconds once it has imported)."""
         self._env = dict(env)
+        self._timeout = timeout
         self._session_dir = session_dir
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
@@ -157,7 +160,13 @@ class WorkerTemplate:
                 await self._send(wire.encode(request), list(fds))
             except OSError as e:
                 self._lost(f"writing to it failed: {e}")
-        return await reply
+        try:
+            return await asyncio.wait_for(reply, self._timeout)
+        except TimeoutError:
+            self._lost(f"it did not answer in {self._timeout:g} s")
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+            raise TemplateUnavailable("the worker template did not answer") from None
 
     async def close(self) -> None:
         self._lost("the raylet is closing")

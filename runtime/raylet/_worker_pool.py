@@ -102,6 +102,7 @@ class WorkerPool:
         publish_logs: Callable[[LogBatch], None],
         on_exit: Callable[[bytes, int | None], None],
         session_dir: str | None = None,
+        template_timeout: float = 30.0,
     ) -> None:
         """``session_dir``: where the node's session is, for a worker template
         (None: no template, every worker starts a new interpreter)."""
@@ -117,7 +118,9 @@ class WorkerPool:
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
-        self.template = WorkerTemplate(self._env, session_dir) if session_dir else None
+        self.template = (
+            WorkerTemplate(self._env, session_dir, template_timeout) if session_dir else None
+        )
 
     async def open(self) -> None:
         """Starts the worker template (if any); workers may be asked for at once."""
