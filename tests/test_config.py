@@ -18,6 +18,12 @@ def test_errors_name_the_option(monkeypatch):
         Config.load({"bogus": 1})
     with pytest.raises(TypeError, match="lease_linger_s"):
         Config.load({"lease_linger_s": "fast"})
+    with pytest.raises(ValueError, match="'worker_template_timeout_s' must be 0 or more"):
+        Config.load({"worker_template_timeout_s": -1})
+    with pytest.raises(ValueError, match="'idle_worker_timeout_s' must be 0 or more"):
+        Config.load({"idle_worker_timeout_s": float("nan")})
+    with pytest.raises(ValueError, match="object_spilling_threshold"):
+        Config.load({"object_spilling_threshold": 1.5})
     monkeypatch.setenv("RUNTIME_MAX_PENDING_LEASE_REQUESTS", "many")
     with pytest.raises(ValueError, match="RUNTIME_MAX_PENDING_LEASE_REQUESTS"):
         Config.load()

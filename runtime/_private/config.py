@@ -9,6 +9,7 @@ driver's settings through their environment, so a whole cluster agrees.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -140,6 +141,23 @@ class Config:
     #: otherwise). A taken port falls back to a free one.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
+
+    def __post_init__(self) -> None:
+        # Every number here is a count, a size, a port, a fraction or seconds:
+        # a negative one (or NaN) is a mistake, said where it was made.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isnan(value) or value < 0:
+                raise ValueError(
+                    f"configuration option {field.name!r} must be 0 or more, got {value!r}"
+                )
+        if not 0 < self.object_spilling_threshold <= 1:
+            raise ValueError(
+                "configuration option 'object_spilling_threshold' must be above 0 and at "
+                f"most 1, got {self.object_spilling_threshold!r}"
+            )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Config:
