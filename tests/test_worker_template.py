@@ -28,9 +28,20 @@ def _pids(session_dir: str, needle: bytes) -> list[int]:
     return [p for p in runtime_pids(session_dir) if needle in _cmdline(p)]
 
 
+_TEMPLATE = b"\x00--template\x00"  # (a raylet's has --template-fd)
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
 def _template(session_dir: str) -> int:
-    wait_until(lambda: bool(_pids(session_dir, b"--template")), what="the worker template")
-    (pid,) = _pids(session_dir, b"--template")
+    """The template's pid (a child it has just forked shows its command line
+    until it sets its own)."""
+    wait_until(lambda: bool(_pids(session_dir, _TEMPLATE)), what="the worker template")
+    pids = _pids(session_dir, _TEMPLATE)
+    (pid,) = [p for p in pids if _ppid(p) not in pids]
     return pid
 
 
@@ -171,7 +182,7 @@ def test_no_template_when_turned_off() -> None:
     assert ctx.session_dir is not None
     try:
         assert runtime.get(whoami.remote())["ppid"] == _raylet(ctx.session_dir)
-        assert not _pids(ctx.session_dir, b"--template")
+        assert not _pids(ctx.session_dir, _TEMPLATE)
     finally:
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)

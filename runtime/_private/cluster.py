@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import subprocess
 from dataclasses import dataclass
 
 from grpclib.const import Status
@@ -14,7 +16,7 @@ from grpclib.exceptions import GRPCError
 
 from .. import exceptions
 from ..protocol.rt import Empty, GcsStub, NodeInfo, PlacementGroupInfo
-from . import auth, process, rpc
+from . import auth, process, rpc, worker_template
 from .config import Config
 from .session import Session
 
@@ -163,16 +165,60 @@ def launch_raylet(
         args.append("--head")
     if labels:
         args += ["--labels", json.dumps(labels)]
-    raylet = process.Launched(
-        "runtime.raylet",
-        args,
-        env={**config.to_env(), **auth.env(token)},
-        log_path=os.path.join(session.logs, f"{log_name}.log"),
-        tie_to_parent=not standing,
-        pass_fds=[] if isinstance(gcs_address, str) else [gcs_address],
-    )
+    env = {**config.to_env(), **auth.env(token)}
+    log_path = os.path.join(session.logs, f"{log_name}.log")
+    pass_fds = [] if isinstance(gcs_address, str) else [gcs_address]
+    # Its worker template starts beside it too: the template's imports overlap
+    # the raylet's, so a new job's first workers are forked that much sooner.
+    template = None
+    ends: tuple[socket.socket, socket.socket] | None = None
+    if config.worker_template:
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            template = _launch_template(ends[1].fileno(), session, env, log_path)
+        except OSError:
+            logger.exception("could not start a worker template; the raylet starts its own")
+        else:
+            args += ["--template-fd", str(ends[0].fileno())]
+            pass_fds.append(ends[0].fileno())
+    try:
+        raylet = process.Launched(
+            "runtime.raylet",
+            args,
+            env=env,
+            log_path=log_path,
+            tie_to_parent=not standing,
+            pass_fds=pass_fds,
+        )
+    except BaseException:
+        if template is not None:
+            template.kill()
+            template.wait()
+        raise
+    finally:
+        for end in ends or ():
+            end.close()  # the template ends when the raylet's end closes
+    if template is not None:
+        # Not in the session's pids (those must all live for the cluster to be
+        # found): it ends with its raylet, which `runtime stop` ends.
+        raylet.companions.append(template)
     session.record_pid(raylet.popen.pid, "raylet")
     return raylet
+
+
+def _launch_template(
+    fd: int, session: Session, env: dict[str, str], log_path: str
+) -> subprocess.Popen[bytes]:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+        return subprocess.Popen(
+            worker_template.command(fd, session.path),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=[fd],
+            env=process.child_env(env),
+            start_new_session=True,
+        )
 
 
 def start_head(

@@ -33,10 +33,19 @@ READY_FD_FLAG = "--ready-fd"
 class ChildProcess:
     """A child started by :func:`spawn`; :meth:`stop` ends it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], tie_fd: int | None, info: dict[str, Any]):
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        tie_fd: int | None,
+        info: dict[str, Any],
+        companions: Sequence[subprocess.Popen[bytes]] = (),
+    ):
         self.popen = popen
         self.info = info
         self._tie_fd = tie_fd
+        # Started beside it, ending when it ends (a raylet's worker template):
+        # waited for (reaped) by stop.
+        self.companions = list(companions)
 
     @property
     def pid(self) -> int:
@@ -77,6 +86,18 @@ class ChildProcess:
                 with contextlib.suppress(ProcessLookupError):
                     self.popen.kill()
                 self.popen.wait()
+        _end_companions(self.companions, timeout)
+
+
+def _end_companions(companions: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Waits for processes that end with their main one (killing any late)."""
+    for companion in companions:
+        try:
+            companion.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                companion.kill()
+            companion.wait()
 
 
 def spawn(
@@ -100,6 +121,11 @@ def spawn(
     return launched.wait_ready(timeout)
 
 
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a child started by this module runs in."""
+    return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+
+
 class Launched:
     """A child of :func:`spawn` started and not yet ready: what starts several
     children side by side (each one's interpreter and imports overlap the
@@ -117,6 +143,7 @@ class Launched:
     ) -> None:
         self.module = module
         self.log_path = log_path
+        self.companions: list[subprocess.Popen[bytes]] = []  # see ChildProcess
         ready_r, ready_w = os.pipe()
         self._ready_r: int | None = ready_r
         fds = [ready_w, *pass_fds]
@@ -129,9 +156,7 @@ class Launched:
             tie_r, self._tie_w = os.pipe()
             fds.append(tie_r)
             argv += [PARENT_FD_FLAG, str(tie_r)]
-        full_env = dict(os.environ)
-        full_env.update(env)
-        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env = child_env(env)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
             with open(os.open(log_path, flags, 0o600), "ab") as log:
@@ -164,7 +189,7 @@ class Launched:
             raise
         finally:
             self._close_ready()
-        return ChildProcess(self.popen, self._tie_w, info)
+        return ChildProcess(self.popen, self._tie_w, info, self.companions)
 
     def _close_ready(self) -> None:
         if self._ready_r is not None:
@@ -180,6 +205,7 @@ class Launched:
         with contextlib.suppress(ProcessLookupError):
             self.popen.kill()
         self.popen.wait()
+        _end_companions(self.companions, 3.0)
 
 
 def _read_ready(

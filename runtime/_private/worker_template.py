@@ -3,9 +3,10 @@ workers from itself, so that a new worker skips the interpreter's start and the
 imports (about a third of a second of CPU each) and shares their memory with
 its siblings until written.
 
-The raylet starts one template (``python -m runtime.api.worker_process
---template FD``) and talks to it over a socket pair, in frames of JSON
-(:mod:`framing`):
+One template serves each raylet (``python -m runtime.api.worker_process
+--template FD``), started beside it by whoever starts the raylet (so that its
+imports overlap the raylet's) or else by the raylet itself. They talk over a
+socket pair, in frames of JSON (:mod:`framing`):
 
 - raylet -> template: ``{"argv": [...]}``, a worker's command-line arguments,
   with three descriptors attached (``SCM_RIGHTS``): the write ends of its
@@ -14,6 +15,8 @@ The raylet starts one template (``python -m runtime.api.worker_process
   and ``"paths"`` (first on its ``sys.path``), which the child takes on before
   it runs the worker (only what takes effect after an interpreter's start:
   the raylet decides what may be forked);
+- template -> raylet, first: ``{"template": N}``, its own pid, with its pidfd
+  attached (the raylet kills a hung template through it);
 - template -> raylet, one per request, in order: ``{"pid": N}`` with a pidfd
   of the child attached (it names that process even once its pid is reused),
   or ``{"error": "..."}``; and ``{"exited": N, "code": C}`` when a child ends
@@ -29,6 +32,7 @@ however it ended); its children are tied to the raylet, not to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -48,6 +52,20 @@ REQUEST_FDS = 3
 #: Descriptors a ``pid`` reply carries: the child's pidfd.
 REPLY_FDS = 1
 _RECV_BYTES = 1 << 16
+
+
+def command(control_fd: int, session_dir: str) -> list[str]:
+    """The template's command line (``control_fd``: its end of the socket pair)."""
+    return [
+        sys.executable,
+        "-P",  # the current folder must not shadow the package (see process.spawn)
+        "-m",
+        "runtime.api.worker_process",
+        TEMPLATE_FLAG,
+        str(control_fd),
+        "--session-dir",
+        session_dir,
+    ]
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -70,11 +88,38 @@ def send_all(sock: socket.socket, data: bytes, fds: list[int]) -> None:
         sock.sendall(data[sent:])
 
 
-def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
-    """The template's loop. Returns only in a forked child: the worker's
-    command-line arguments (the tie's flag and descriptor appended)."""
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """What a forked child is to become: its command-line arguments (the tie's
+    flag and descriptor appended) and, to take on once its process title is
+    set (which needs the environment as the process started with it), its
+    environment, folder and first ``sys.path`` entries."""
+
+    argv: list[str]
+    env: dict[str, str] | None
+    cwd: str | None
+    paths: list[str]
+
+    def take_on(self) -> None:
+        if self.env is not None:
+            os.environ.clear()
+            os.environ.update(self.env)
+        if self.cwd is not None:
+            os.chdir(self.cwd)
+        sys.path[0:0] = self.paths
+
+
+def serve(control_fd: int, parent_fd_flag: str) -> Child:
+    """The template's loop. Returns only in a forked child: what it is to be."""
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(True)
+    own = os.pidfd_open(os.getpid())
+    try:
+        send_all(sock, encode({"template": os.getpid()}), [own])
+    except OSError:
+        return _exit_template()  # the raylet is gone already
+    finally:
+        os.close(own)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -88,9 +133,9 @@ def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
     selector.register(wake_r, selectors.EVENT_READ)
     decoder = framing.FrameDecoder()
     fds: list[int] = []  # received, not yet taken by a request (in order)
-    child_argv: list[str] | None = None
+    child: Child | None = None
     try:
-        while child_argv is None:
+        while child is None:
             for key, _ in selector.select():
                 if key.fileobj is sock:
                     try:
@@ -101,16 +146,16 @@ def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
                     if not data:
                         return _exit_template()
                     for payload in decoder.feed(data):
-                        child_argv = _handle(sock, payload, fds, parent_fd_flag)
-                        if child_argv is not None:
+                        child = _handle(sock, payload, fds, parent_fd_flag)
+                        if child is not None:
                             break
                 else:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
                     _reap(sock)
-                if child_argv is not None:
+                if child is not None:
                     break
-        return child_argv
+        return child
     finally:
         # In the child: none of this is the worker's (its own descriptors stay).
         selector.close()
@@ -118,15 +163,15 @@ def serve(control_fd: int, parent_fd_flag: str) -> list[str]:
         for fd in (wake_r, wake_w):
             os.close(fd)
         sock.close()
-        if child_argv is not None:
+        if child is not None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for fd in fds:
                 os.close(fd)
 
 
-def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> list[str] | None:
-    """Forks the worker a request asks for; returns its argv in the child."""
+def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> Child | None:
+    """Forks the worker a request asks for; returns what it is in the child."""
     if len(fds) < REQUEST_FDS:
         raise ValueError("a request came without its descriptors")
     out_w, err_w, tie_r = fds[:REQUEST_FDS]
@@ -152,13 +197,7 @@ def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> l
         return None
     if pid == 0:
         _become_worker(out_w, err_w)
-        if env is not None:
-            os.environ.clear()
-            os.environ.update(env)
-        if cwd is not None:
-            os.chdir(cwd)
-        sys.path[0:0] = paths
-        return [*argv, flag, str(tie_r)]
+        return Child([*argv, flag, str(tie_r)], env, cwd, paths)
     for fd in (out_w, err_w, tie_r):
         os.close(fd)
     try:

@@ -44,11 +44,12 @@ END_WAIT_S = 2.0
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == worker_template.TEMPLATE_FLAG:
-        argv = worker_template.serve(int(sys.argv[2]), process.PARENT_FD_FLAG)
+        child = worker_template.serve(int(sys.argv[2]), process.PARENT_FD_FLAG)
         # A forked worker: from here on, as if started with these arguments
         # (``ps`` shows the command line it would have had).
-        sys.argv = [sys.argv[0], *argv]
-        setproctitle.setproctitle(" ".join([sys.executable, "-P", "-m", MODULE, *argv]))
+        sys.argv = [sys.argv[0], *child.argv]
+        setproctitle.setproctitle(" ".join([sys.executable, "-P", "-m", MODULE, *child.argv]))
+        child.take_on()
         read_start_environment()  # its own, set after the template's imports
     parser = argparse.ArgumentParser(prog=MODULE)
     parser.add_argument("--host", required=True)

@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--object-store-memory", type=int, required=True)
     parser.add_argument("--labels", default="{}", help="JSON: the node's labels")
     parser.add_argument("--head", action="store_true", help="the head node (started with the gcs)")
+    parser.add_argument(
+        "--template-fd", type=int, help="this end of a worker template started beside it"
+    )
     parser.add_argument(process.READY_FD_FLAG, dest="ready_fd", type=int)
     parser.add_argument(process.PARENT_FD_FLAG, dest="parent_fd", type=int)
     args = parser.parse_args()
@@ -48,6 +51,7 @@ def main() -> None:
             object_store_memory=args.object_store_memory,
             is_head=args.head,
             labels=json.loads(args.labels),
+            template_fd=args.template_fd,
         )
         await raylet.start(args.port)
         process.report_ready(

@@ -90,8 +90,12 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         object_store_memory: int,
         is_head: bool = False,
         labels: dict[str, str] | None = None,
+        template_fd: int | None = None,
     ) -> None:
+        """``template_fd``: this end of the socket pair of a worker template
+        started beside the raylet (None: it starts one, if the config says so)."""
         self.config = config
+        self._template_fd = template_fd
         self.is_head = is_head
         self.start_time = time.time()
         self.host = host
@@ -198,8 +202,13 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             host=self.host,
             publish_logs=self.reports.log,
             on_exit=self._on_worker_exit,
-            session_dir=self.session_dir if self.config.worker_template else None,
+            session_dir=(
+                self.session_dir
+                if self.config.worker_template or self._template_fd is not None
+                else None
+            ),
             template_timeout=self.config.worker_template_timeout_s,
+            template_fd=self._template_fd,
         )
         await self._pool.open()  # the template imports while the node starts
         await self.object_store.start()

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections import deque
 from collections.abc import Mapping
 
@@ -81,19 +80,25 @@ class WorkerTemplate:
     answered, in the order sent (the template answers in that order); while
     ``_up``, every live forked worker is in ``_children``."""
 
-    def __init__(self, env: Mapping[str, str], session_dir: str, timeout: float) -> None:
+    def __init__(
+        self, env: Mapping[str, str], session_dir: str, timeout: float, fd: int | None = None
+    ) -> None:
         """``timeout``: how long a fork may take before the template is taken
-        for hung (it answers in milliseconds once it has imported)."""
+        for hung (it answers in milliseconds once it has imported). ``fd``:
+        the raylet's end of the socket pair of a template started beside it
+        (None: the raylet starts one)."""
         self._env = dict(env)
         self._timeout = timeout
         self._session_dir = session_dir
-        self._proc: asyncio.subprocess.Process | None = None
+        self._given_fd = fd
+        self._proc: asyncio.subprocess.Process | None = None  # one it started
+        self._pidfd: int | None = None  # the template's, from its hello
         self._sock: socket.socket | None = None
         self._up = False
         self._pending: deque[asyncio.Future[ForkedWorker]] = deque()
         self._children: dict[int, ForkedWorker] = {}
         self._decoder = framing.FrameDecoder()
-        self._fds: list[int] = []  # received pidfds not yet taken by a reply
+        self._fds: list[int] = []  # received pidfds not yet taken by a message
         self._send_lock = asyncio.Lock()
         self._writable: asyncio.Future[None] | None = None  # a send waiting for room
         self.forked = 0  # workers forked (a figure for tests and metrics)
@@ -103,29 +108,25 @@ class WorkerTemplate:
         return self._up
 
     async def start(self) -> None:
-        """Starts the template; it takes requests once it has imported (they
-        wait in the socket meanwhile)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-P",  # see process.spawn: the current folder must not shadow the package
-                "-m",
-                "runtime.api.worker_process",
-                wire.TEMPLATE_FLAG,
-                str(theirs.fileno()),
-                "--session-dir",
-                self._session_dir,
-                stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=[theirs.fileno()],
-                env=self._env,
-            )
-        except OSError:
-            logger.exception("could not start the worker template; workers start on their own")
-            ours.close()
-            return
-        finally:
-            theirs.close()
+        """Takes the template started beside the raylet, or starts one; it
+        takes requests once it has imported (they wait in the socket meanwhile)."""
+        if self._given_fd is not None:
+            ours = socket.socket(fileno=self._given_fd)
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *wire.command(theirs.fileno(), self._session_dir),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=[theirs.fileno()],
+                    env=self._env,
+                )
+            except OSError:
+                logger.exception("could not start the worker template; workers start on their own")
+                ours.close()
+                return
+            finally:
+                theirs.close()
         ours.setblocking(False)
         self._sock = ours
         self._up = True
@@ -164,20 +165,28 @@ class WorkerTemplate:
             return await asyncio.wait_for(reply, self._timeout)
         except TimeoutError:
             self._lost(f"it did not answer in {self._timeout:g} s")
-            if self._proc is not None and self._proc.returncode is None:
-                self._proc.kill()
+            self._kill()
             raise TemplateUnavailable("the worker template did not answer") from None
 
     async def close(self) -> None:
+        """It ends at the socket's end; one the raylet started is waited for."""
         self._lost("the raylet is closing")
-        if self._proc is None:
-            return
-        try:
-            await asyncio.wait_for(self._proc.wait(), CLOSE_WAIT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
+        if self._proc is not None:
+            try:
+                await asyncio.wait_for(self._proc.wait(), CLOSE_WAIT_S)
+            except TimeoutError:
+                self._kill()
+                await self._proc.wait()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            elif self._proc is not None and self._proc.returncode is None:
                 self._proc.kill()
-            await self._proc.wait()
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
         sock = self._sock
@@ -220,6 +229,11 @@ class WorkerTemplate:
             self._lost(f"it broke the protocol: {e}")
 
     def _on_message(self, message: dict[str, object]) -> None:
+        if "template" in message:  # its hello
+            if not self._fds or self._pidfd is not None:
+                raise ValueError("a hello without its pidfd, or a second one")
+            self._pidfd = self._fds.pop(0)
+            return
         if "exited" in message:
             child = self._children.pop(int(message["exited"]), None)  # type: ignore[call-overload]
             if child is not None:

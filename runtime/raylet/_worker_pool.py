@@ -103,9 +103,11 @@ class WorkerPool:
         on_exit: Callable[[bytes, int | None], None],
         session_dir: str | None = None,
         template_timeout: float = 30.0,
+        template_fd: int | None = None,
     ) -> None:
         """``session_dir``: where the node's session is, for a worker template
-        (None: no template, every worker starts a new interpreter)."""
+        (None: no template, every worker starts a new interpreter);
+        ``template_fd``: this end of a template started beside the raylet."""
         self._argv = argv
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log_dir = log_dir
@@ -119,7 +121,9 @@ class WorkerPool:
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
         self.template = (
-            WorkerTemplate(self._env, session_dir, template_timeout) if session_dir else None
+            WorkerTemplate(self._env, session_dir, template_timeout, template_fd)
+            if session_dir
+            else None
         )
 
     async def open(self) -> None:
@@ -150,12 +154,13 @@ class WorkerPool:
             proc: Child | None = None
             template = self.template
             if template is not None and template.up and forkable(runtime_env):
-                env = self._worker_env(runtime_env, setup) if runtime_env else None
+                # Its whole environment, always: the template may have been
+                # started by another process than this raylet.
                 with contextlib.suppress(TemplateUnavailable):
                     proc = await template.fork(
                         args,
                         (out_w, err_w, tie_r),
-                        env=env,
+                        env=self._worker_env(runtime_env, setup),
                         cwd=setup.cwd if setup is not None else None,
                         paths=setup.paths if setup is not None else (),
                     )
