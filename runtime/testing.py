@@ -125,11 +125,12 @@ class Cluster:
             raise RuntimeError("add_node() needs the head (initialize_head=True)")
         self._count += 1
         host = "127.0.0.1"
-        process = cluster.start_raylet(
+        gcs_host, gcs_port = self.head.gcs_address
+        process = cluster.launch_raylet(
             self.config,
             self.head.session,
             host=host,
-            gcs_address=self.head.gcs_address,
+            gcs_address=f"{gcs_host}:{gcs_port}",
             resources=self._resources(
                 {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": dict(resources or {})},
                 host,
@@ -140,7 +141,7 @@ class Cluster:
             token=self.head.token,
             log_name=f"raylet-{self._count}",
             labels=labels_module.check_node_labels(labels),
-        )
+        ).wait_ready(self.config.process_start_timeout_s)
         node = Node(process, head=False)
         self.nodes.append(node)
         return node

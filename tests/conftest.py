@@ -41,18 +41,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line (empty once it is gone, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def runtime_pids(marker: str) -> list[int]:
     """Pids of the runtime's processes whose command line mentions ``marker``."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and b"runtime." in cmdline and b"pytest" not in cmdline:
+        line = cmdline(int(name))
+        if marker.encode() in line and b"runtime." in line and b"pytest" not in line:
             pids.append(int(name))
     return pids
 

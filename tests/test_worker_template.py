@@ -11,21 +11,13 @@ import signal
 import sys
 from typing import Any
 
-from conftest import assert_no_orphans, process_running, runtime_pids, wait_until
+from conftest import assert_no_orphans, cmdline, process_running, runtime_pids, wait_until
 
 import runtime
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 def _pids(session_dir: str, needle: bytes) -> list[int]:
-    return [p for p in runtime_pids(session_dir) if needle in _cmdline(p)]
+    return [p for p in runtime_pids(session_dir) if needle in cmdline(p)]
 
 
 _TEMPLATE = b"\x00--template\x00"  # (a raylet's has --template-fd)

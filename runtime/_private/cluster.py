@@ -97,37 +97,6 @@ def default_resources(
     return total
 
 
-def start_raylet(
-    config: Config,
-    session: Session,
-    *,
-    host: str,
-    gcs_address: tuple[str, int],
-    resources: dict[str, float],
-    object_store_memory: int | None,
-    standing: bool,
-    head: bool,
-    token: str,
-    log_name: str = "raylet",
-    labels: dict[str, str] | None = None,
-) -> process.ChildProcess:
-    """Starts one node's raylet, which registers with the gcs at ``gcs_address``."""
-    launched = launch_raylet(
-        config,
-        session,
-        host=host,
-        gcs_address=f"{gcs_address[0]}:{gcs_address[1]}",
-        resources=resources,
-        object_store_memory=object_store_memory,
-        standing=standing,
-        head=head,
-        token=token,
-        log_name=log_name,
-        labels=labels,
-    )
-    return launched.wait_ready(config.process_start_timeout_s)
-
-
 def launch_raylet(
     config: Config,
     session: Session,
@@ -142,9 +111,9 @@ def launch_raylet(
     log_name: str = "raylet",
     labels: dict[str, str] | None = None,
 ) -> process.Launched:
-    """Starts a raylet without waiting for it. ``gcs_address``: ``HOST:PORT``,
-    or a pipe's read end the address will come down (the raylet imports while
-    its gcs starts)."""
+    """Starts one node's raylet, which registers with the gcs at ``gcs_address``
+    (``HOST:PORT``, or a pipe's read end the address will come down: the raylet
+    imports while its gcs starts); ``wait_ready`` waits until it serves."""
     where = (
         ["--gcs-address", gcs_address]
         if isinstance(gcs_address, str)
@@ -366,18 +335,18 @@ def start_worker_node(
     session = Session.create(config.session_root)
     if token:
         auth.write_token_file(os.path.join(session.path, auth.SESSION_FILE), token)
-    raylet = start_raylet(
+    raylet = launch_raylet(
         config,
         session,
         host=host,
-        gcs_address=gcs_address,
+        gcs_address=f"{gcs_address[0]}:{gcs_address[1]}",
         resources=resources,
         object_store_memory=object_store_memory,
         standing=True,
         head=False,
         token=token,
         labels=labels,
-    )
+    ).wait_ready(config.process_start_timeout_s)
     session.write_cluster_info(
         {"gcs_address": f"{gcs_address[0]}:{gcs_address[1]}", "standing": True, "head": False}
     )
