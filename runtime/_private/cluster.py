@@ -146,7 +146,7 @@ def launch_raylet(
         try:
             template = _launch_template(ends[1].fileno(), session, env, log_path)
         except OSError:
-            logger.exception("could not start a worker template; the raylet starts its own")
+            logger.exception("could not start a worker template; workers start on their own")
         else:
             args += ["--template-fd", str(ends[0].fileno())]
             pass_fds.append(ends[0].fileno())

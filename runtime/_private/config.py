@@ -48,9 +48,9 @@ class Config:
     worker_register_timeout_s: float = 60.0
     #: Idle workers beyond the node's CPU count are reaped after this long.
     idle_worker_timeout_s: float = 1.0
-    #: Workers with no runtime environment of their own are forked from a
-    #: template that has imported the worker's code (False: each starts a new
-    #: interpreter, as those with an environment do).
+    #: A worker template starts beside each raylet, and workers are forked from
+    #: it rather than started as new interpreters (those of an environment that
+    #: installs packages, or sets what only a process start reads, still are).
     worker_template: bool = True
     #: Seconds a fork may take before the template is taken for hung (it is
     #: killed, and workers start on their own).

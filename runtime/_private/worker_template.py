@@ -5,16 +5,16 @@ its siblings until written.
 
 One template serves each raylet (``python -m runtime.api.worker_process
 --template FD``), started beside it by whoever starts the raylet (so that its
-imports overlap the raylet's) or else by the raylet itself. They talk over a
-socket pair, in frames of JSON (:mod:`framing`):
+imports overlap the raylet's). They talk over a socket pair, in frames of
+JSON (:mod:`framing`):
 
-- raylet -> template: ``{"argv": [...]}``, a worker's command-line arguments,
-  with three descriptors attached (``SCM_RIGHTS``): the write ends of its
-  stdout and stderr, and the read end of its tie to the raylet; for a worker
-  of a runtime environment also ``"env"`` (its whole environment), ``"cwd"``
-  and ``"paths"`` (first on its ``sys.path``), which the child takes on before
-  it runs the worker (only what takes effect after an interpreter's start:
-  the raylet decides what may be forked);
+- raylet -> template: ``{"argv": [...], "env": {...}}``, a worker's
+  command-line arguments and whole environment, with three descriptors
+  attached (``SCM_RIGHTS``): the write ends of its stdout and stderr, and the
+  read end of its tie to the raylet; for a worker of a runtime environment
+  also ``"cwd"`` and ``"paths"`` (first on its ``sys.path``). The child takes
+  these on before it runs the worker (only what takes effect after an
+  interpreter's start: the raylet decides what may be forked);
 - template -> raylet, first: ``{"template": N}``, its own pid, with its pidfd
   attached (the raylet kills a hung template through it);
 - template -> raylet, one per request, in order: ``{"pid": N}`` with a pidfd

@@ -92,8 +92,8 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         labels: dict[str, str] | None = None,
         template_fd: int | None = None,
     ) -> None:
-        """``template_fd``: this end of the socket pair of a worker template
-        started beside the raylet (None: it starts one, if the config says so)."""
+        """``template_fd``: this end of the socket pair of the worker template
+        started beside the raylet (None: workers start as new interpreters)."""
         self.config = config
         self._template_fd = template_fd
         self.is_head = is_head
@@ -202,15 +202,10 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             host=self.host,
             publish_logs=self.reports.log,
             on_exit=self._on_worker_exit,
-            session_dir=(
-                self.session_dir
-                if self.config.worker_template or self._template_fd is not None
-                else None
-            ),
-            template_timeout=self.config.worker_template_timeout_s,
             template_fd=self._template_fd,
+            template_timeout=self.config.worker_template_timeout_s,
         )
-        await self._pool.open()  # the template imports while the node starts
+        self._pool.open()
         await self.object_store.start()
         await self.object_manager.start(self.host)
         sock = rpc.bind_socket(self.host, port)

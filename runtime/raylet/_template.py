@@ -1,5 +1,7 @@
 """The raylet's side of the worker template (see ``_private.worker_template``):
-starting it, asking it for workers, and following the workers it forked.
+asking it for workers, and following the workers it forked. Whoever starts the
+raylet starts its template beside it and hands the raylet its end of their
+socket pair; a raylet with none starts every worker as a new interpreter.
 
 A forked worker is the template's child, not the raylet's: the raylet holds a
 pidfd of it (to kill it, safe from pid reuse) and learns of its end from the
@@ -24,9 +26,6 @@ from .._private import worker_template as wire
 
 logger = logging.getLogger(__name__)
 
-#: How long a closing raylet waits for the template to exit before killing it.
-CLOSE_WAIT_S = 2.0
-
 
 class TemplateUnavailable(Exception):
     """The template is down (never up, ended, or closing) or refused a fork."""
@@ -43,10 +42,6 @@ class ForkedWorker:
         self.returncode: int | None = None
         self._ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._watching = False
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.done()
 
     def kill(self) -> None:
         if not self._ended.done():
@@ -78,59 +73,28 @@ class ForkedWorker:
 class WorkerTemplate:
     """Invariant: ``_pending`` holds one future per request sent and not yet
     answered, in the order sent (the template answers in that order); while
-    ``_up``, every live forked worker is in ``_children``."""
+    ``_up``, every live forked worker is in ``_children``. Made on the loop."""
 
-    def __init__(
-        self, env: Mapping[str, str], session_dir: str, timeout: float, fd: int | None = None
-    ) -> None:
-        """``timeout``: how long a fork may take before the template is taken
-        for hung (it answers in milliseconds once it has imported). ``fd``:
-        the raylet's end of the socket pair of a template started beside it
-        (None: the raylet starts one)."""
-        self._env = dict(env)
+    def __init__(self, fd: int, timeout: float) -> None:
+        """``fd``: the raylet's end of the socket pair; ``timeout``: how long a
+        fork may take before the template is taken for hung (it answers in
+        milliseconds once it has imported)."""
         self._timeout = timeout
-        self._session_dir = session_dir
-        self._given_fd = fd
-        self._proc: asyncio.subprocess.Process | None = None  # one it started
         self._pidfd: int | None = None  # the template's, from its hello
-        self._sock: socket.socket | None = None
-        self._up = False
         self._pending: deque[asyncio.Future[ForkedWorker]] = deque()
         self._children: dict[int, ForkedWorker] = {}
         self._decoder = framing.FrameDecoder()
         self._fds: list[int] = []  # received pidfds not yet taken by a message
         self._send_lock = asyncio.Lock()
         self._writable: asyncio.Future[None] | None = None  # a send waiting for room
-        self.forked = 0  # workers forked (a figure for tests and metrics)
+        self._sock = socket.socket(fileno=fd)
+        self._sock.setblocking(False)
+        self._up = True
+        asyncio.get_running_loop().add_reader(fd, self._on_readable)
 
     @property
     def up(self) -> bool:
         return self._up
-
-    async def start(self) -> None:
-        """Takes the template started beside the raylet, or starts one; it
-        takes requests once it has imported (they wait in the socket meanwhile)."""
-        if self._given_fd is not None:
-            ours = socket.socket(fileno=self._given_fd)
-        else:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *wire.command(theirs.fileno(), self._session_dir),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    pass_fds=[theirs.fileno()],
-                    env=self._env,
-                )
-            except OSError:
-                logger.exception("could not start the worker template; workers start on their own")
-                ours.close()
-                return
-            finally:
-                theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        self._up = True
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
 
     async def fork(
         self,
@@ -150,7 +114,7 @@ class WorkerTemplate:
             request["cwd"] = cwd
         if paths:
             request["paths"] = list(paths)
-        if not self._up or self._sock is None:
+        if not self._up:
             raise TemplateUnavailable("the worker template is down")
         reply: asyncio.Future[ForkedWorker] = asyncio.get_running_loop().create_future()
         async with self._send_lock:
@@ -168,29 +132,20 @@ class WorkerTemplate:
             self._kill()
             raise TemplateUnavailable("the worker template did not answer") from None
 
-    async def close(self) -> None:
-        """It ends at the socket's end; one the raylet started is waited for."""
+    def close(self) -> None:
+        """The template ends at the socket's end (its starter reaps it)."""
         self._lost("the raylet is closing")
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), CLOSE_WAIT_S)
-            except TimeoutError:
-                self._kill()
-                await self._proc.wait()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
 
     def _kill(self) -> None:
-        with contextlib.suppress(OSError):
-            if self._pidfd is not None:
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            elif self._proc is not None and self._proc.returncode is None:
-                self._proc.kill()
 
     async def _send(self, data: bytes, fds: list[int]) -> None:
         sock = self._sock
-        assert sock is not None
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
         while True:
@@ -210,7 +165,6 @@ class WorkerTemplate:
             await loop.sock_sendall(sock, data[sent:])
 
     def _on_readable(self) -> None:
-        assert self._sock is not None
         try:
             data, fds, _flags, _addr = socket.recv_fds(self._sock, 1 << 16, 16)
         except BlockingIOError:
@@ -225,8 +179,8 @@ class WorkerTemplate:
         try:
             for payload in self._decoder.feed(data):
                 self._on_message(wire.decode(payload))
-        except (ValueError, KeyError, TypeError) as e:
-            self._lost(f"it broke the protocol: {e}")
+        except (ValueError, KeyError, TypeError, IndexError) as e:  # IndexError: an unasked reply
+            self._lost(f"it broke the protocol: {e!r}")
 
     def _on_message(self, message: dict[str, object]) -> None:
         if "template" in message:  # its hello
@@ -247,7 +201,6 @@ class WorkerTemplate:
             pid = int(message["pid"])  # type: ignore[call-overload]
             child = ForkedWorker(pid, self._fds.pop(0))
             self._children[pid] = child
-            self.forked += 1
             if reply.done():  # its starter gave up (the raylet is closing)
                 child.kill()
             else:
@@ -263,14 +216,13 @@ class WorkerTemplate:
         self._up = False
         if why != "the raylet is closing":
             logger.warning("the worker template is gone (%s); workers start on their own", why)
-        if self._sock is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._sock.fileno())
-            if self._writable is not None:
-                loop.remove_writer(self._sock.fileno())
-                if not self._writable.done():
-                    self._writable.set_exception(ConnectionResetError(why))
-            self._sock.close()
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._sock.fileno())
+        if self._writable is not None:
+            loop.remove_writer(self._sock.fileno())
+            if not self._writable.done():
+                self._writable.set_exception(ConnectionResetError(why))
+        self._sock.close()
         while self._pending:
             reply = self._pending.popleft()
             if not reply.done():

@@ -101,13 +101,12 @@ class WorkerPool:
         host: str,
         publish_logs: Callable[[LogBatch], None],
         on_exit: Callable[[bytes, int | None], None],
-        session_dir: str | None = None,
-        template_timeout: float = 30.0,
         template_fd: int | None = None,
+        template_timeout: float = 30.0,
     ) -> None:
-        """``session_dir``: where the node's session is, for a worker template
-        (None: no template, every worker starts a new interpreter);
-        ``template_fd``: this end of a template started beside the raylet."""
+        """``template_fd``: the raylet's end of the socket pair of the worker
+        template started beside it (None: every worker starts a new
+        interpreter)."""
         self._argv = argv
         self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self._log_dir = log_dir
@@ -120,16 +119,14 @@ class WorkerPool:
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
         self._tasks = TaskSet()
-        self.template = (
-            WorkerTemplate(self._env, session_dir, template_timeout, template_fd)
-            if session_dir
-            else None
-        )
+        self._template_fd = template_fd
+        self._template_timeout = template_timeout
+        self.template: WorkerTemplate | None = None
 
-    async def open(self) -> None:
-        """Starts the worker template (if any); workers may be asked for at once."""
-        if self.template is not None:
-            await self.template.start()
+    def open(self) -> None:
+        """Takes the worker template (if any) on this loop."""
+        if self._template_fd is not None:
+            self.template = WorkerTemplate(self._template_fd, self._template_timeout)
 
     async def start(
         self, worker_id: bytes, job_id: int, runtime_env: str = "", setup: Setup | None = None
@@ -211,7 +208,7 @@ class WorkerPool:
             self.kill(worker.worker_id)
         await self._tasks.close()
         if self.template is not None:
-            await self.template.close()
+            self.template.close()
 
     async def drain_output(self, job_id: int) -> None:
         """Returns once every line the job's workers wrote so far is read and
