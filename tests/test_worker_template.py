@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -197,3 +198,36 @@ def test_a_hung_template_is_replaced_by_workers_starting_on_their_own() -> None:
             os.kill(template, signal.SIGCONT)
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)
+
+
+@runtime.remote(max_restarts=1)
+class Spawner:
+    def spawn(self, detached: bool) -> tuple[int, int]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=detached
+        )
+        return os.getpid(), child.pid
+
+    def pid(self) -> tuple[int, int]:
+        return os.getpid(), os.getppid()
+
+
+def test_what_a_worker_started_ends_with_it(cluster: runtime.RuntimeContext) -> None:
+    """A forked worker leads a process group of its own; when it ends (killed
+    here, or killed by the runtime), so does what its tasks started and did not
+    detach, as Ray kills a worker's child processes when it exits."""
+    spawner = Spawner.remote()
+    worker, child = runtime.get(spawner.spawn.remote(False))
+    _, detached = runtime.get(spawner.spawn.remote(True))
+    try:
+        assert os.getpgid(child) == worker
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: not process_running(child), what="the worker's child to end")
+        assert process_running(detached)  # a new session of its own: left alone
+        wait_until(lambda: _pid_of(spawner) not in (worker, None), what="a restart")
+        worker, child = runtime.get(spawner.spawn.remote(False))
+        runtime.kill(spawner)
+        wait_until(lambda: not process_running(child), what="the killed actor's child to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(detached, signal.SIGKILL)

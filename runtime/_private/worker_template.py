@@ -117,7 +117,7 @@ def serve(control_fd: int, parent_fd_flag: str) -> Child:
     try:
         send_all(sock, encode({"template": os.getpid()}), [own])
     except OSError:
-        return _exit_template()  # the raylet is gone already
+        return _exit_template(set())  # the raylet is gone already
     finally:
         os.close(own)
     wake_r, wake_w = os.pipe()
@@ -133,6 +133,7 @@ def serve(control_fd: int, parent_fd_flag: str) -> Child:
     selector.register(wake_r, selectors.EVENT_READ)
     decoder = framing.FrameDecoder()
     fds: list[int] = []  # received, not yet taken by a request (in order)
+    workers: set[int] = set()  # forked and not yet reaped
     child: Child | None = None
     try:
         while child is None:
@@ -141,18 +142,18 @@ def serve(control_fd: int, parent_fd_flag: str) -> Child:
                     try:
                         data, new_fds, _flags, _addr = socket.recv_fds(sock, _RECV_BYTES, 16)
                     except ConnectionError:  # the raylet closed with our reports unread
-                        return _exit_template()
+                        return _exit_template(workers)
                     fds += new_fds
                     if not data:
-                        return _exit_template()
+                        return _exit_template(workers)
                     for payload in decoder.feed(data):
-                        child = _handle(sock, payload, fds, parent_fd_flag)
+                        child = _handle(sock, payload, fds, parent_fd_flag, workers)
                         if child is not None:
                             break
                 else:
                     with contextlib.suppress(BlockingIOError):
                         os.read(wake_r, 512)
-                    _reap(sock)
+                    _reap(sock, workers)
                 if child is not None:
                     break
         return child
@@ -170,7 +171,9 @@ def serve(control_fd: int, parent_fd_flag: str) -> Child:
                 os.close(fd)
 
 
-def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> Child | None:
+def _handle(
+    sock: socket.socket, payload: bytes, fds: list[int], flag: str, workers: set[int]
+) -> Child | None:
     """Forks the worker a request asks for; returns what it is in the child."""
     if len(fds) < REQUEST_FDS:
         raise ValueError("a request came without its descriptors")
@@ -198,6 +201,7 @@ def _handle(sock: socket.socket, payload: bytes, fds: list[int], flag: str) -> C
     if pid == 0:
         _become_worker(out_w, err_w)
         return Child([*argv, flag, str(tie_r)], env, cwd, paths)
+    workers.add(pid)
     for fd in (out_w, err_w, tie_r):
         os.close(fd)
     try:
@@ -219,7 +223,9 @@ def _strings(value: object, what: str) -> list[str]:
 
 
 def _become_worker(out_w: int, err_w: int) -> None:
-    """In the child: the standard streams a started worker would have."""
+    """In the child: the standard streams a started worker would have, and a
+    process group of its own (what it starts ends with it: see ``_reap``)."""
+    os.setpgid(0, 0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -229,21 +235,39 @@ def _become_worker(out_w: int, err_w: int) -> None:
     random.seed()  # not the template's sequence, nor a sibling's
 
 
-def _reap(sock: socket.socket) -> None:
+def _reap(sock: socket.socket, workers: set[int]) -> None:
+    """Reaps the children that ended; a worker's process group (what its tasks
+    started and did not detach: a multiprocessing pool, a subprocess) is
+    killed first, as Ray kills a worker's children when it exits. First, while
+    the worker is unreaped: until then its group's id cannot be another's."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if ended is None:
             return
-        code = os.waitstatus_to_exitcode(status)
-        with contextlib.suppress(OSError):
-            send_all(sock, encode({"exited": pid, "code": code}), [])
+        pid = ended.si_pid
+        if pid in workers:
+            _kill_group(pid)
+        _, status = os.waitpid(pid, 0)
+        if pid in workers:
+            workers.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):
+                send_all(sock, encode({"exited": pid, "code": code}), [])
 
 
-def _exit_template() -> NoReturn:
-    """The raylet is gone: so is the template (its children follow their ties)."""
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _exit_template(workers: set[int]) -> NoReturn:
+    """The raylet is gone: so is the template, and its workers (which follow
+    their ties anyway) with their process groups."""
+    for pid in workers:
+        _kill_group(pid)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
