@@ -178,7 +178,7 @@ def launch_raylet(
 def _launch_template(
     fd: int, session: Session, env: dict[str, str], log_path: str
 ) -> subprocess.Popen[bytes]:
-    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+    with process.open_log(log_path) as log:
         return subprocess.Popen(
             worker_template.command(fd, session.path),
             stdin=subprocess.DEVNULL,

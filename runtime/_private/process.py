@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 PARENT_FD_FLAG = "--parent-fd"
 READY_FD_FLAG = "--ready-fd"
@@ -121,6 +121,13 @@ def spawn(
     return launched.wait_ready(timeout)
 
 
+def open_log(path: str, buffering: int = -1) -> BinaryIO:
+    """A log file to append to, readable by its user only (made if missing)."""
+    return open(
+        os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=buffering
+    )
+
+
 def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """The environment a child started by this module runs in."""
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -157,9 +164,8 @@ class Launched:
             fds.append(tie_r)
             argv += [PARENT_FD_FLAG, str(tie_r)]
         full_env = child_env(env)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            with open(os.open(log_path, flags, 0o600), "ab") as log:
+            with open_log(log_path) as log:
                 self.popen = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,

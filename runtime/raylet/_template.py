@@ -39,7 +39,6 @@ class ForkedWorker:
     def __init__(self, pid: int, pidfd: int) -> None:
         self.pid = pid
         self._pidfd = pidfd
-        self.returncode: int | None = None
         self._ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._watching = False
 
@@ -55,7 +54,6 @@ class ForkedWorker:
     def end(self, code: int | None) -> None:
         if self._ended.done():
             return
-        self.returncode = code
         self._ended.set_result(code)
         if self._watching:
             asyncio.get_running_loop().remove_reader(self._pidfd)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import os
 import struct
 import termios
 from collections.abc import Callable
 
-from .._private import worker_logs
+from .._private import process, worker_logs
 from ..protocol.rt import LogBatch
 
 #: A line longer than this is published in pieces, so that one endless line
@@ -40,9 +39,7 @@ class WorkerOutput(asyncio.Protocol):
         publish: Callable[[LogBatch], None],
     ) -> None:
         self.fd = fd
-        self._log = open(  # noqa: SIM115 (closed with the pipe)
-            os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0
-        )
+        self._log = process.open_log(log_path, buffering=0)  # closed with the pipe
         self._make_batch = make_batch
         self._publish = publish
         self._partial = b""
