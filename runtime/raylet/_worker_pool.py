@@ -149,6 +149,8 @@ class WorkerPool:
         ]
         try:
             proc: Child | None = None
+            env = self._worker_env(runtime_env, setup)
+            cwd = setup.cwd if setup is not None else None
             template = self.template
             if template is not None and template.up and forkable(runtime_env):
                 # Its whole environment, always: the template may have been
@@ -157,8 +159,8 @@ class WorkerPool:
                     proc = await template.fork(
                         args,
                         (out_w, err_w, tie_r),
-                        env=self._worker_env(runtime_env, setup),
-                        cwd=setup.cwd if setup is not None else None,
+                        env=env,
+                        cwd=cwd,
                         paths=setup.paths if setup is not None else (),
                     )
             if proc is None:
@@ -168,8 +170,8 @@ class WorkerPool:
                     stdout=out_w,
                     stderr=err_w,
                     pass_fds=[tie_r],
-                    env=self._worker_env(runtime_env, setup),
-                    cwd=setup.cwd if setup is not None else None,
+                    env=env,
+                    cwd=cwd,
                 )
         except OSError:
             for fd in (tie_w, out_r, err_r):
