@@ -12,6 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from conftest import assert_no_orphans, cmdline, process_running, runtime_pids, wait_until
 
 import runtime
@@ -163,8 +164,14 @@ def test_workers_of_an_environment_are_forked_with_it(tmp_path: Any) -> None:
         assert ppid == template
         assert (flag, omp, value) == ("1", "3", "from the working_dir")
         assert cwd != os.path.basename(os.getcwd())  # the working_dir's copy
-        started = inside.options(runtime_env={"env_vars": {"PYTHONHASHSEED": "7"}})
-        assert runtime.get(started.remote())[0] == _raylet(ctx.session_dir)
+
+        @runtime.remote(runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}})
+        def started() -> tuple[int, int]:
+            return os.getppid(), sys.flags.hash_randomization
+
+        # A new interpreter (it read the variable at its start), the
+        # template's child all the same.
+        assert runtime.get(started.remote()) == (template, 0)
     finally:
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)
@@ -216,7 +223,24 @@ def test_what_a_worker_started_ends_with_it(cluster: runtime.RuntimeContext) -> 
     """A forked worker leads a process group of its own; when it ends (killed
     here, or killed by the runtime), so does what its tasks started and did not
     detach, as Ray kills a worker's child processes when it exits."""
-    spawner = Spawner.remote()
+    _children_end_with_their_worker(Spawner.remote())
+
+
+@pytest.mark.parametrize("template", [True, False], ids=["by-the-template", "by-the-raylet"])
+def test_what_a_new_interpreter_started_ends_with_it(template: bool) -> None:
+    """So does a worker that runs a new interpreter (its environment is read
+    only at a start), whether the template or the raylet started it."""
+    ctx = runtime.init(num_cpus=1, _system_config={"worker_template": template})
+    assert ctx.session_dir is not None
+    try:
+        env = {"env_vars": {"PYTHONHASHSEED": "0"}}
+        _children_end_with_their_worker(Spawner.options(runtime_env=env).remote())
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
+
+
+def _children_end_with_their_worker(spawner: Any) -> None:
     worker, child = runtime.get(spawner.spawn.remote(False))
     _, detached = runtime.get(spawner.spawn.remote(True))
     try:

@@ -14,7 +14,11 @@ JSON (:mod:`framing`):
   read end of its tie to the raylet; for a worker of a runtime environment
   also ``"cwd"`` and ``"paths"`` (first on its ``sys.path``). The child takes
   these on before it runs the worker (only what takes effect after an
-  interpreter's start: the raylet decides what may be forked);
+  interpreter's start: the raylet decides what may be forked); with
+  ``"exec": true`` the child instead runs a new interpreter with them (a
+  worker whose environment only a start takes in), the template still its
+  parent, so that its end is reported and its process group ended as a
+  forked worker's;
 - template -> raylet, first: ``{"template": N}``, its own pid, with its pidfd
   attached (the raylet kills a hung template through it);
 - template -> raylet, one per request, in order: ``{"pid": N}`` with a pidfd
@@ -99,6 +103,24 @@ class Child:
     env: dict[str, str] | None
     cwd: str | None
     paths: list[str]
+    #: The read end of its tie to the raylet (in ``argv`` too).
+    tie_fd: int
+    #: A new interpreter, not this one: see ``exec_worker``.
+    exec: bool = False
+
+    def exec_worker(self, module: str) -> NoReturn:
+        """Replaces this process with a new interpreter running ``module`` as
+        the worker (its environment reaches it through ``env``: ``paths`` are
+        on its PYTHONPATH already)."""
+        os.set_inheritable(self.tie_fd, True)
+        if self.cwd is not None:
+            os.chdir(self.cwd)
+        argv = [sys.executable, "-P", "-m", module, *self.argv]
+        try:
+            os.execve(sys.executable, argv, self.env if self.env is not None else os.environ)
+        except OSError as e:  # the raylet sees the worker end with this on its stderr
+            print(f"could not start a worker: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
 
     def take_on(self) -> None:
         if self.env is not None:
@@ -191,6 +213,9 @@ def _handle(
         cwd = request.get("cwd")
         if cwd is not None and not isinstance(cwd, str):
             raise ValueError("cwd is a string")
+        new_interpreter = request.get("exec", False)
+        if not isinstance(new_interpreter, bool):
+            raise ValueError("exec is a boolean")
         gc.freeze()  # what the template made so far is never collected in a child
         pid = os.fork()
     except (OSError, ValueError) as e:
@@ -200,7 +225,7 @@ def _handle(
         return None
     if pid == 0:
         _become_worker(out_w, err_w)
-        return Child([*argv, flag, str(tie_r)], env, cwd, paths)
+        return Child([*argv, flag, str(tie_r)], env, cwd, paths, tie_r, new_interpreter)
     workers.add(pid)
     for fd in (out_w, err_w, tie_r):
         os.close(fd)

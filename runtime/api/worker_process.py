@@ -45,6 +45,8 @@ END_WAIT_S = 2.0
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == worker_template.TEMPLATE_FLAG:
         child = worker_template.serve(int(sys.argv[2]), process.PARENT_FD_FLAG)
+        if child.exec:
+            child.exec_worker(MODULE)
         # A forked worker: from here on, as if started with these arguments
         # (``ps`` shows the command line it would have had).
         sys.argv = [sys.argv[0], *child.argv]

@@ -3,11 +3,13 @@ asking it for workers, and following the workers it forked. Whoever starts the
 raylet starts its template beside it and hands the raylet its end of their
 socket pair; a raylet with none starts every worker as a new interpreter.
 
-A forked worker is the template's child, not the raylet's: the raylet holds a
+A worker the template forked (going on as the template, or running a new
+interpreter for a runtime environment only a start takes in) is the
+template's child, not the raylet's: the raylet holds a
 pidfd of it (to kill it, safe from pid reuse) and learns of its end from the
 template's report, or, should the template itself be gone, from the pidfd
 (its exit code then unknown). When the template is down or refuses, the pool
-starts workers as before (a new interpreter); nothing waits on it.
+starts workers itself (a new interpreter); nothing waits on it.
 """
 
 from __future__ import annotations
@@ -101,11 +103,16 @@ class WorkerTemplate:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         paths: tuple[str, ...] = (),
+        new_interpreter: bool = False,
     ) -> ForkedWorker:
         """A worker with ``argv``, its stdout, stderr and tie ``fds`` (the
         caller keeps its copies) and, for a runtime environment's, its whole
-        ``env``, folder and ``paths``. Raises TemplateUnavailable."""
+        ``env``, folder and ``paths``; ``new_interpreter``: the child runs a
+        new interpreter (from ``env``) rather than going on as the template.
+        Raises TemplateUnavailable."""
         request: dict[str, object] = {"argv": argv}
+        if new_interpreter:
+            request["exec"] = True
         if env is not None:
             request["env"] = dict(env)
         if cwd is not None:

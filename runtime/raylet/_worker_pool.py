@@ -3,8 +3,10 @@
 The pool does the I/O the scheduler asks for. Each worker is tied to the
 raylet (see ``_process``), so a raylet that dies takes its workers along.
 A worker is forked by the worker template (``_template``) when it is up and
-the worker's runtime environment allows (see ``forkable``); any other starts
-a new interpreter.
+the worker's runtime environment allows (see ``forkable``); any other runs a
+new interpreter, still the template's child while it is up. Either way a
+worker leads a process group of its own, killed once the worker has ended:
+what its tasks started and did not detach ends with it.
 A worker's stdout and stderr are read line by line: kept in the session's
 ``logs/`` and published to the gcs for the job's driver to print.
 """
@@ -17,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -30,10 +33,14 @@ from ._worker_output import WorkerOutput, read_output
 
 logger = logging.getLogger(__name__)
 
+#: How long an ended worker's output is read for before it is closed: a
+#: process the worker started and that left its group may hold the pipes.
+OUTPUT_GRACE_S = 2.0
+
 
 class Child(Protocol):
-    """A worker's process, started (``asyncio.subprocess.Process``) or forked
-    by the template (``ForkedWorker``)."""
+    """A worker's process: the template's child (``ForkedWorker``, forked or
+    a new interpreter) or, with no template, the pool's (``StartedWorker``)."""
 
     @property
     def pid(self) -> int: ...
@@ -41,6 +48,26 @@ class Child(Protocol):
     def kill(self) -> None: ...
 
     async def wait(self) -> int | None: ...
+
+
+class StartedWorker:
+    """A worker started by the pool itself (no template to ask): the leader of
+    a session of its own, whose process group is killed once it has ended
+    (the template does this for its children, before reaping them; here the
+    group's id is free for reuse only once the group is empty)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    async def wait(self) -> int | None:
+        code = await self._proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        return code
 
 
 class WorkerProcess:
@@ -152,7 +179,7 @@ class WorkerPool:
             env = self._worker_env(runtime_env, setup)
             cwd = setup.cwd if setup is not None else None
             template = self.template
-            if template is not None and template.up and forkable(runtime_env):
+            if template is not None and template.up:
                 # Its whole environment, always: the template may have been
                 # started by another process than this raylet.
                 with contextlib.suppress(TemplateUnavailable):
@@ -162,9 +189,10 @@ class WorkerPool:
                         env=env,
                         cwd=cwd,
                         paths=setup.paths if setup is not None else (),
+                        new_interpreter=not forkable(runtime_env),
                     )
             if proc is None:
-                proc = await asyncio.create_subprocess_exec(
+                started = await asyncio.create_subprocess_exec(
                     *argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out_w,
@@ -172,7 +200,9 @@ class WorkerPool:
                     pass_fds=[tie_r],
                     env=env,
                     cwd=cwd,
+                    start_new_session=True,  # its group: see StartedWorker
                 )
+                proc = StartedWorker(started)
         except OSError:
             for fd in (tie_w, out_r, err_r):
                 os.close(fd)
@@ -219,7 +249,8 @@ class WorkerPool:
         await asyncio.gather(*(output.drained() for output in outputs))
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        """Reads the worker's output until it ends, then tells of its exit."""
+        """Reads the worker's output until it ends (and its pipes close, or
+        ``OUTPUT_GRACE_S`` passes), then tells of its exit."""
         taken = 0  # the pipes handed to a reader (which closes them, even if it fails)
         try:
             for fd, err in zip(worker.pipes, (False, True), strict=True):
@@ -229,8 +260,8 @@ class WorkerPool:
                 path = os.path.join(self._log_dir, name)
                 taken += 1
                 worker.outputs.append(await read_output(fd, path, batch, self._publish_logs))
-            await asyncio.gather(*(output.closed for output in worker.outputs))
             code = await worker.proc.wait()
+            await asyncio.wait([output.closed for output in worker.outputs], timeout=OUTPUT_GRACE_S)
         finally:
             for output in worker.outputs:
                 output.close()
