@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,6 +102,35 @@ def test_dynamic_and_fixed_num_returns(cluster):
         count.options(num_returns="lots")
 
 
+def test_streaming_is_refused_at_the_call_site_for_what_does_not_yield():
+    """As in Ray: ``num_returns="streaming"`` (or ``"dynamic"``) on a function
+    or method that is not a generator is a ValueError where it is asked for,
+    not a task that fails when it runs (no cluster needed)."""
+
+    @runtime.remote
+    def plain() -> int:
+        return 1
+
+    for value in ("streaming", "dynamic"):
+        with pytest.raises(ValueError, match=f"num_returns='{value}' is for generator"):
+            plain.options(num_returns=value)
+    with pytest.raises(ValueError, match=r"plain\(\) is not one"):
+        runtime.remote(num_returns="streaming")(plain._function)
+    with pytest.raises(ValueError, match=r"Plain.m\(\) is not one"):
+
+        @runtime.remote
+        class Plain:
+            @runtime.method(num_returns="streaming")
+            def m(self) -> int:
+                return 1
+
+    class Yields:  # a callable object: whether it yields cannot be told
+        def __call__(self) -> Any:
+            yield 1
+
+    runtime.remote(num_returns="streaming")(Yields())
+
+
 @runtime.remote(num_cpus=0)
 class Streams:
     def sync_gen(self, n):
@@ -125,8 +155,11 @@ class AsyncStreams:
 @pytest.mark.parametrize("kind", ["sync", "threaded", "async", "async-sync"])
 def test_actor_generator_methods(cluster, kind):
     if kind == "sync":
-        gen = Streams.remote().sync_gen.remote(3)
+        streams = Streams.remote()
+        gen = streams.sync_gen.remote(3)
         values = [runtime.get(r)[0] for r in gen]
+        with pytest.raises(ValueError, match=r"Streams.pid\(\) is not one"):
+            streams.pid.options(num_returns="streaming")
     elif kind == "threaded":
         gen = Streams.options(max_concurrency=2).remote().sync_gen.remote(3)
         values = [runtime.get(r)[0] for r in gen]

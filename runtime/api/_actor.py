@@ -37,14 +37,17 @@ def method_table(cls: type) -> dict[str, MethodMeta]:
         raw = inspect.getattr_static(cls, name, None)
         # A static method takes no self; a class method comes bound to the class.
         static = isinstance(raw, staticmethod | classmethod)
+        generator = _is_generator(member)
+        _options.check_generator_returns(options, generator, f"{cls.__name__}.{name}()")
         table[name] = MethodMeta(
-            num_returns=options.get("num_returns", "streaming" if _is_generator(member) else 1),
+            num_returns=options.get("num_returns", "streaming" if generator else 1),
             is_async=inspect.iscoroutinefunction(member),
             signature=_signature.spec_of(member, drop_first=not static),
             concurrency_group=options.get("concurrency_group"),
             max_task_retries=options.get("max_task_retries"),
             retry_exceptions=_options.retry_policy(options.get("retry_exceptions", False)),
             enable_task_events=options.get("enable_task_events"),
+            is_generator=generator,
         )
     return table
 

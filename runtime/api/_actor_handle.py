@@ -34,6 +34,7 @@ class MethodMeta:
     # Application errors retried within max_task_retries (a list: these only).
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     enable_task_events: bool | None = None  # None: the actor's (on unless it says)
+    is_generator: bool = False  # (only a generator method may stream)
 
 
 #: Methods every actor has, as in Ray: ``__ray_ready__`` (True once
@@ -42,7 +43,7 @@ class MethodMeta:
 _BUILTIN_METHODS = {
     "__ray_ready__": MethodMeta(),
     "__ray_terminate__": MethodMeta(),
-    "__ray_call__": MethodMeta(),
+    "__ray_call__": MethodMeta(is_generator=True),  # (its function may be one)
 }
 
 
@@ -322,6 +323,9 @@ class ActorMethod:
 
     def options(self, **options: Any) -> ActorMethod:
         _options.validate(options, _options.METHOD_CALL_OPTIONS, "an actor method's call")
+        _options.check_generator_returns(
+            options, self._meta.is_generator, f"{self._handle._class_name}.{self._name}()"
+        )
         group = options.get("concurrency_group")
         if group is not None and group not in self._handle._groups:
             known = ", ".join(repr(g) for g in self._handle._groups) or "none"

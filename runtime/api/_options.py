@@ -163,6 +163,17 @@ def streaming_returns(options: Mapping[str, Any]) -> int:
     return task_wire.streaming_returns(options.get("_generator_backpressure_num_objects") or 0)
 
 
+def check_generator_returns(options: Mapping[str, Any], is_generator: bool, what: str) -> None:
+    """``num_returns="streaming"`` or ``"dynamic"`` is for a generator: refused
+    at the call site for anything else (as in Ray), not when the task runs."""
+    value = options.get("num_returns")
+    if value in ("streaming", "dynamic") and not is_generator:
+        raise ValueError(
+            f"num_returns={value!r} is for generator functions (ones that use 'yield'); "
+            f"{what} is not one"
+        )
+
+
 #: Ray's older way to name a placement group (a strategy is the current one).
 _PLACEMENT_OPTIONS: dict[str, _Check] = {
     "placement_group": _scheduling.check_placement_group,

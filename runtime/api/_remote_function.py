@@ -39,6 +39,9 @@ class RemoteFunction(Generic[P, Out]):
         self._generator = inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(
             function
         )
+        # (A callable object's generator-ness cannot be told: it is let through.)
+        self._yields = self._generator or not inspect.isroutine(function)
+        _options.check_generator_returns(self._options, self._yields, f"{self._name}()")
         self._check = _signature.call_check(_signature.spec_of(function), f"{self._name}()")
         functools.update_wrapper(self, function)
 
@@ -57,6 +60,7 @@ class RemoteFunction(Generic[P, Out]):
     def options(self, **options: Any) -> _BoundOptions[P, Out]:
         """The same function with some options overridden for one call."""
         _options.validate(options, _options.TASK_OPTIONS, "a remote function")
+        _options.check_generator_returns(options, self._yields, f"{self._name}()")
         return _BoundOptions(self, {**self._options, **options})
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> Out:
