@@ -5,6 +5,7 @@ and an actor's log; the test saves a screenshot."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -73,6 +74,11 @@ def test_the_api_needs_the_token(dashboard: Any) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert b'"ALIVE"' in reply.read()
+    envs = urllib.request.Request(
+        f"{url}/api/runtime_envs", headers={"Authorization": f"Bearer {auth.token()}"}
+    )
+    with urllib.request.urlopen(envs, timeout=10) as reply:
+        assert isinstance(json.loads(reply.read()), list)
 
 
 @pytest.mark.skipif(

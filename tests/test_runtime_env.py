@@ -11,6 +11,7 @@ import pytest
 from conftest import cluster_of
 
 import runtime
+from runtime.raylet._env_table import RuntimeEnvTable
 from runtime.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(120)
@@ -295,3 +296,24 @@ def test_worker_process_setup_hook(tmp_path: Any) -> None:
         assert runtime.get(seen.remote())[:2] == ("hooked", None)  # the job goes on
     finally:
         runtime.shutdown()
+
+
+def test_the_env_table_keeps_what_is_in_use_and_a_bounded_rest() -> None:
+    """What ``list_runtime_envs`` reads on a node: an environment in use is
+    kept; of the unused, the ones set up last; a setup that found everything
+    made keeps the row of the one that made it."""
+    table = RuntimeEnvTable(limit=2)
+    table.set_up("a", 0.5)
+    table.started(b"w1", "a")
+    table.set_up("b", 0.1, "it broke")
+    table.set_up("c", 0.2)
+    table.set_up("d", 0.3)  # three unused: b, the oldest, goes
+    assert [e.runtime_env for e in table.entries()] == ["a", "c", "d"]
+    table.set_up("a", 0.0)
+    table.started(b"w2", "a")
+    (a,) = [e for e in table.entries() if e.runtime_env == "a"]
+    assert (a.success, a.creation_time_ms, a.ref_cnt, a.error) == (True, 500.0, 2, "")
+    table.exited(b"w1")
+    table.exited(b"w2")
+    table.exited(b"unknown")
+    assert [(e.runtime_env, e.ref_cnt) for e in table.entries()] == [("d", 0), ("a", 0)]

@@ -359,6 +359,36 @@ def test_cli_and_timeline(ctx: Any) -> None:
     assert len(runtime.timeline()) == len(trace)
 
 
+@runtime.remote
+def env_var() -> str | None:
+    return os.environ.get("STATE_TEST")
+
+
+def test_runtime_envs(ctx: Any, tmp_path: Any) -> None:
+    """Each environment a node started workers in: whether its setup succeeded
+    (how long it took, or why it failed) and how many live workers use it."""
+    env = {"env_vars": {"STATE_TEST": "1"}}
+    assert runtime.get(env_var.options(runtime_env=env).remote()) == "1"
+    (tmp_path / "shipped.py").write_text("X = 1\n")
+    slow = {"working_dir": str(tmp_path), "config": {"setup_timeout_seconds": 0.0001}}
+    with pytest.raises(runtime.exceptions.RuntimeEnvSetupError):
+        runtime.get(env_var.options(runtime_env=slow).remote(), timeout=60)
+    node = runtime.get_runtime_context().get_node_id()
+    (ok,) = [r for r in state.list_runtime_envs() if r.success]
+    assert ok.runtime_env == env and ok.node_id == node and ok.error is None
+    assert ok.creation_time_ms >= 0 and ok.ref_cnt in (0, 1)  # its worker may be idle-reaped
+    (failed,) = state.list_runtime_envs(filters=[("success", "=", False)])
+    assert failed.runtime_env["working_dir"].startswith("gcs://")
+    assert "setup_timeout_seconds" in failed.error and failed.ref_cnt == 0
+
+    address = ctx.address_info["gcs_address"]
+    listed = run_cli("list", "runtime-envs", "--format", "json", "--address", address)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(r["success"] for r in json.loads(listed.stdout)) == [False, True]
+    got = run_cli("get", "runtime-envs", "x", "--address", address)
+    assert got.returncode == 1 and "runtime list runtime-envs" in got.stderr
+
+
 @runtime.remote(max_concurrency=4)
 class Holder:
     def hold(self, path: str) -> int:

@@ -68,6 +68,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "cluster_events": (
         "event_id", "severity", "time", "source_type", "message", "custom_fields",
     ),
+    "runtime_envs": (
+        "runtime_env", "success", "creation_time_ms", "node_id", "ref_cnt", "error",
+    ),
 }  # fmt: skip
 
 RESOURCES = tuple(COLUMNS)
@@ -217,12 +220,35 @@ class StateReader:
         reply = await _bounded(self.gcs.kv_get(request))
         return bytes(reply.value) if reply.found and reply.value != b"null" else None
 
+    def _raylets(self, nodes: list[NodeInfo]) -> list[tuple[NodeInfo, RayletStub]]:
+        return [
+            (node, RayletStub(self.channels.get(node.host, node.raylet_port)))
+            for node in nodes
+            if node.alive
+        ]
+
+    async def runtime_envs(self) -> list[dict[str, Any]]:
+        """Each node's runtime environments (a node that does not answer is left out)."""
+        rows = []
+        for node, raylet in self._raylets(await self.node_infos()):
+            with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
+                reply = await _bounded(raylet.list_runtime_envs(Empty()))
+                rows += [
+                    {
+                        "runtime_env": json.loads(e.runtime_env),
+                        "success": e.success,
+                        "creation_time_ms": e.creation_time_ms,
+                        "node_id": node.node_id.hex(),
+                        "ref_cnt": e.ref_cnt,
+                        "error": e.error or None,
+                    }
+                    for e in reply.runtime_envs
+                ]
+        return rows
+
     async def workers(self) -> list[dict[str, Any]]:
         rows = []
-        for node in await self.node_infos():
-            if not node.alive:
-                continue
-            raylet = RayletStub(self.channels.get(node.host, node.raylet_port))
+        for node, raylet in self._raylets(await self.node_infos()):
             with contextlib.suppress(TimeoutError, *rpc.CONNECTION_ERRORS):
                 reply = await _bounded(raylet.list_workers(Empty()))
                 for w in reply.workers:
@@ -293,6 +319,7 @@ class StateReader:
             "objects": self.objects,
             "placement_groups": self.placement_groups,
             "cluster_events": self.cluster_events,
+            "runtime_envs": self.runtime_envs,
         }
         rows = [r for r in await readers[resource]() if te.matches(r, filters)]
         total = len(rows)

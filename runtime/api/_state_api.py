@@ -78,7 +78,8 @@ async def list_async(
     address: str | None = None,
 ) -> list[StateRow]:
     """Rows of one resource (tasks, actors, objects, nodes, jobs, workers,
-    placement_groups, cluster_events), filtered by Ray's ``[(key, op, value)]`` predicates."""
+    placement_groups, cluster_events, runtime_envs), filtered by Ray's
+    ``[(key, op, value)]`` predicates."""
     checked = te.check_filters(filters)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a non-negative int, got {limit!r}")
@@ -137,6 +138,12 @@ list_jobs, list_jobs_async = _lister("jobs")
 list_workers, list_workers_async = _lister("workers")
 list_placement_groups, list_placement_groups_async = _lister("placement_groups")
 list_cluster_events, list_cluster_events_async = _lister("cluster_events")
+list_runtime_envs, list_runtime_envs_async = _lister("runtime_envs")
+list_runtime_envs.__doc__ = list_runtime_envs_async.__doc__ = (
+    "The runtime environments each node started workers in (Ray's columns: the "
+    "environment, whether its setup succeeded and how long it took, its node, the live "
+    "workers using it, why its setup failed)."
+)
 list_cluster_events.__doc__ = list_cluster_events_async.__doc__ = (
     "The cluster's latest events, oldest first (Ray's columns): nodes joining and dying, "
     "jobs starting and finishing, the errors core workers reported."

@@ -27,6 +27,7 @@ _TABLE = {
     "objects": ("object_id", "object_size", "reference_type", "call_site", "type", "pid"),
     "placement_groups": ("placement_group_id", "name", "creator_job_id", "state", "strategy"),
     "cluster_events": ("time", "severity", "source_type", "message"),
+    "runtime_envs": ("runtime_env", "success", "creation_time_ms", "node_id", "ref_cnt"),
 }  # fmt: skip
 
 
@@ -82,7 +83,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    column = state.ID_COLUMNS[args.resource]
+    column = state.ID_COLUMNS.get(args.resource)
+    if column is None:
+        hint = f"runtime list {args.resource.replace('_', '-')}"
+        return _fail("get", ValueError(f"{args.resource} have no id: use `{hint}`"))
     try:
         rows, _, _ = asyncio.run(_read(args, args.resource, [(column, "=", args.id)], 0, True))
     except ERRORS as e:

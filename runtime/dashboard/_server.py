@@ -108,6 +108,7 @@ class Dashboard:
         get("/api/placement_groups", self._list("placement_groups"))
         get("/api/workers", self._list("workers"))
         get("/api/cluster_events", self._list("cluster_events"))
+        get("/api/runtime_envs", self._list("runtime_envs"))
         get("/api/tasks", self._tasks)
         get("/api/summary", self._summary)
         get("/api/timeline", self._timeline)

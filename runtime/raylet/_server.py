@@ -33,6 +33,7 @@ from ..protocol.rt import (
     FreeObjectsRequest,
     LeaseReply,
     LeaseStatus,
+    ListRuntimeEnvsReply,
     ListWorkersReply,
     NodeInfo,
     NodeStatsReply,
@@ -51,6 +52,7 @@ from ..protocol.rt import (
 from . import _spillback as spillback
 from ._bundle_rpc import BundleHandlers
 from ._cluster_view import ClusterView
+from ._env_table import RuntimeEnvTable
 from ._gcs_watch import GcsWatch
 from ._lease_rpc import LeaseHandlers
 from ._log_rpc import LogHandlers, own_log_names
@@ -166,6 +168,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             config.store_frame_timeout_s,
         )
         self._setups: dict[bytes, Setup] = {}  # workers' prepared environments
+        self.env_table = RuntimeEnvTable()  # what list_runtime_envs shows
         self.runtime_envs = RuntimeEnvAgent(
             # One cache per node, even when raylets share a session folder (one
             # machine): each deletes what its own workers stopped using.
@@ -338,13 +341,18 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         """Sets up its runtime environment (if it has packages), then starts it."""
         assert self._pool is not None
         setup = None
-        if action.env and runtime_env.needs_setup(runtime_env.from_wire(action.env)):
-            try:
-                setup = await self.runtime_envs.prepare(action.env)
-            except exceptions.RuntimeEnvSetupError as e:
-                logger.warning("runtime environment setup failed: %s", e)
-                self._apply(self.scheduler.env_failed(action.worker_id, str(e)))
-                return
+        if action.env:
+            began = time.monotonic()
+            if runtime_env.needs_setup(runtime_env.from_wire(action.env)):
+                try:
+                    setup = await self.runtime_envs.prepare(action.env)
+                except exceptions.RuntimeEnvSetupError as e:
+                    logger.warning("runtime environment setup failed: %s", e)
+                    self.env_table.set_up(action.env, time.monotonic() - began, str(e))
+                    self._apply(self.scheduler.env_failed(action.worker_id, str(e)))
+                    return
+            self.env_table.set_up(action.env, time.monotonic() - began)
+            self.env_table.started(action.worker_id, action.env)
         loop = asyncio.get_running_loop()
         self._register_deadlines[action.worker_id] = loop.call_later(
             self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
@@ -388,6 +396,7 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         setup = self._setups.pop(worker_id, None)
         if setup is not None:
             self.runtime_envs.release(setup, time.monotonic())
+        self.env_table.exited(worker_id)
         # Leases this worker held as an owner end with it.
         self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
@@ -439,6 +448,9 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             if w.state in (WorkerState.IDLE, WorkerState.LEASED)
         ]
         return ListWorkersReply(workers=rows)
+
+    async def list_runtime_envs(self, message: Empty) -> ListRuntimeEnvsReply:
+        return ListRuntimeEnvsReply(runtime_envs=self.env_table.entries())
 
     async def get_node_stats(self, message: Empty) -> NodeStatsReply:
         workers = [w for w in self.scheduler.workers.values() if w.state is not WorkerState.DEAD]

@@ -1,9 +1,9 @@
 """Ray's state API (``ray.util.state``): what the cluster runs, as rows.
 
 ``list_tasks``, ``list_actors``, ``list_objects``, ``list_nodes``,
-``list_jobs``, ``list_workers``, ``list_placement_groups`` and
-``list_cluster_events`` (nodes joining and dying, jobs starting and ending,
-errors reported) take Ray's
+``list_jobs``, ``list_workers``, ``list_placement_groups``,
+``list_runtime_envs`` and ``list_cluster_events`` (nodes joining and dying,
+jobs starting and ending, errors reported) take Ray's
 ``filters=[("state", "=", "RUNNING")]``, ``limit`` (100 by default) and
 ``detail``; ``get_task``, ``get_actor``, ``get_node``, ``get_job``,
 ``get_worker`` and ``get_placement_group`` give one row (or None);
@@ -28,6 +28,7 @@ list_jobs = _api.list_jobs
 list_workers = _api.list_workers
 list_placement_groups = _api.list_placement_groups
 list_cluster_events = _api.list_cluster_events
+list_runtime_envs = _api.list_runtime_envs
 list_tasks_async = _api.list_tasks_async
 list_actors_async = _api.list_actors_async
 list_objects_async = _api.list_objects_async
@@ -36,6 +37,7 @@ list_jobs_async = _api.list_jobs_async
 list_workers_async = _api.list_workers_async
 list_placement_groups_async = _api.list_placement_groups_async
 list_cluster_events_async = _api.list_cluster_events_async
+list_runtime_envs_async = _api.list_runtime_envs_async
 
 get_task = _api.get_task
 get_actor = _api.get_actor
@@ -89,6 +91,8 @@ __all__ = [
     "list_objects_async",
     "list_placement_groups",
     "list_placement_groups_async",
+    "list_runtime_envs",
+    "list_runtime_envs_async",
     "list_tasks",
     "list_tasks_async",
     "list_workers",

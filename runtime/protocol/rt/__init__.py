@@ -63,6 +63,7 @@ __all__ = (
     "ListJobsReply",
     "ListLogsReply",
     "ListPlacementGroupsReply",
+    "ListRuntimeEnvsReply",
     "ListTasksReply",
     "ListTasksRequest",
     "ListWorkersReply",
@@ -105,6 +106,7 @@ __all__ = (
     "ResourceDemand",
     "ResourceView",
     "ReturnWorkerRequest",
+    "RuntimeEnvEntry",
     "SchedulingStrategy",
     "SegmentInfo",
     "StoreOp",
@@ -1444,6 +1446,16 @@ default_message_pool.register_message("rt", "ListPlacementGroupsReply", ListPlac
 
 
 @dataclass(eq=False, repr=False)
+class ListRuntimeEnvsReply(betterproto2.Message):
+    runtime_envs: "list[RuntimeEnvEntry]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("rt", "ListRuntimeEnvsReply", ListRuntimeEnvsReply)
+
+
+@dataclass(eq=False, repr=False)
 class ListTasksReply(betterproto2.Message):
     rows: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
     """
@@ -2224,6 +2236,31 @@ class ReturnWorkerRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "ReturnWorkerRequest", ReturnWorkerRequest)
+
+
+@dataclass(eq=False, repr=False)
+class RuntimeEnvEntry(betterproto2.Message):
+    """
+    -- runtime environments -------------------------------------------------------
+
+    A runtime environment this node started workers in (the state API's
+    list_runtime_envs): ``runtime_env`` its canonical JSON; ``creation_time_ms``
+    how long its last setup took; ``ref_cnt`` the live workers using it;
+    ``error`` why its last setup failed (empty when ``success``).
+    """
+
+    runtime_env: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    success: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+
+    creation_time_ms: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+
+    ref_cnt: "int" = betterproto2.field(4, betterproto2.TYPE_INT32)
+
+    error: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "RuntimeEnvEntry", RuntimeEnvEntry)
 
 
 @dataclass(eq=False, repr=False)
@@ -3613,6 +3650,27 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def list_runtime_envs(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListRuntimeEnvsReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.Raylet/ListRuntimeEnvs",
+            message,
+            ListRuntimeEnvsReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def get_object(self, message: "GetObjectRequest") -> "GetObjectReply":
@@ -4361,6 +4419,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def list_runtime_envs(self, message: "Empty") -> "ListRuntimeEnvsReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -4526,6 +4588,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.flush_logs(request)
         await stream.send_message(response)
 
+    async def __rpc_list_runtime_envs(
+        self, stream: "grpclib.server.Stream[Empty, ListRuntimeEnvsReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.list_runtime_envs(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -4653,5 +4723,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 FlushLogsRequest,
                 Empty,
+            ),
+            "/rt.Raylet/ListRuntimeEnvs": grpclib.const.Handler(
+                self.__rpc_list_runtime_envs,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                ListRuntimeEnvsReply,
             ),
         }
