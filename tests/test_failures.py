@@ -10,7 +10,7 @@ import time
 import pytest
 
 import runtime
-from runtime.exceptions import TaskError, WorkerCrashedError
+from runtime.exceptions import ActorDiedError, TaskError, WorkerCrashedError
 
 
 class CustomError(Exception):
@@ -229,8 +229,30 @@ def test_worker_sigkill_is_retried(cluster, counter_file):
 
 
 def test_worker_crash_without_retries(cluster, counter_file):
-    with pytest.raises(WorkerCrashedError, match="fail_times"):
+    """The error names how the worker's process ended, as its raylet saw it."""
+    with pytest.raises(WorkerCrashedError, match=r"fail_times(.|\n)*exited with code 1"):
         runtime.get(fail_times.options(max_retries=0).remote(counter_file, 5, "exit"), timeout=60)
+    with pytest.raises(WorkerCrashedError, match=r"\(pid=\d+\) was killed by SIGKILL"):
+        runtime.get(fail_times.options(max_retries=0).remote(counter_file, 9, "sigkill"))
+
+
+@runtime.remote(max_restarts=0)
+class Exits:
+    def pid(self):
+        return os.getpid()
+
+    def exit(self, code):
+        os._exit(code)
+
+
+def test_an_actors_death_names_how_its_process_ended(cluster):
+    actor = Exits.remote()
+    with pytest.raises(ActorDiedError, match=r"worker process \(pid=\d+\) exited with code 7"):
+        runtime.get(actor.exit.remote(7), timeout=60)
+    killed = Exits.remote()
+    os.kill(runtime.get(killed.pid.remote()), signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="was killed by SIGKILL"):
+        runtime.get(killed.pid.remote(), timeout=60)
 
 
 def test_worker_crash_exhausts_retries(cluster, counter_file):

@@ -34,6 +34,7 @@ from runtime.protocol.rt import (
     RayletStub,
     RemovePlacementGroupsRequest,
     ReportResourcesRequest,
+    WorkerExitRequest,
 )
 from runtime.testing import Cluster
 
@@ -150,6 +151,24 @@ def _send(address: Any, data: bytes, family: int = socket.AF_INET) -> None:
                 pass
     except OSError:
         pass  # the peer hung up on the junk: what it should do
+
+
+def test_a_workers_exit_is_asked_with_a_worker_id_and_a_bounded_wait(one_node: Cluster) -> None:
+    async def run() -> None:
+        pool, _, raylet = _stubs(one_node)
+        try:
+            for worker_id, wait in ((b"", 0.0), (b"W" * 16, -1.0), (b"W" * 16, math.nan),
+                                    (b"W" * 16, 60.0)):  # fmt: skip
+                request = WorkerExitRequest(worker_id=worker_id, wait_s=wait)
+                with pytest.raises(rpc.GRPCError) as caught:
+                    await raylet.get_worker_exit(request)
+                assert caught.value.status is Status.INVALID_ARGUMENT
+            unknown = await raylet.get_worker_exit(WorkerExitRequest(worker_id=b"W" * 16))
+            assert not unknown.known
+        finally:
+            pool.close()
+
+    asyncio.run(run())
 
 
 def test_junk_on_every_port_leaves_the_cluster_working(one_node: Cluster) -> None:

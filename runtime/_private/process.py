@@ -318,3 +318,20 @@ def is_runtime_process(pid: int) -> bool:
         or b"runtime.api.worker_process" in cmdline
         or b"runtime.dashboard" in cmdline
     )
+
+
+def describe_exit(code: int | None) -> str:
+    """How a process ended, as the end of a sentence about it ("... exited
+    with code 3"); ``code`` as ``Popen.returncode`` (negative for a signal),
+    None when unknown."""
+    if code is None:
+        return "ended"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGKILL:
+        name += " (as kill -9 or the kernel's out-of-memory killer sends it)"
+    return f"was killed by {name}"

@@ -31,6 +31,7 @@ from .._private.push_stream import PushStream
 from .._private.serialization import METADATA_IN_STORE, store_location
 from .._private.task_wire import CancelRequest, GeneratorItem, WireReply, with_gpu_ids
 from .._private.tasks import TaskSet
+from .._private.worker_exit import WorkerEnded, worker_ended
 from ..protocol.rt import (
     CancelLeaseRequest,
     LeaseRequest,
@@ -61,6 +62,8 @@ class Lease:
     gpu_ids: tuple[int, ...] = ()  # its worker's visible GPUs
     # Its tasks' reply callback (context: the task), made once per lease.
     on_done: Any = None
+    # How its worker ended, once asked (see ``_fail_explained``).
+    ended: asyncio.Task[WorkerEnded | None] | None = None
 
 
 @dataclass(eq=False)
@@ -234,7 +237,11 @@ class TaskSubmitter:
         if reply is None and not stream.exiting:
             if lease in kq.leases:
                 self._return_lease(kq, lease, True)
-            self._on_worker_failure(spec, error or ConnectionError("no reply"))
+            failure = error or ConnectionError("no reply")
+            if self._closed or spec.cancelled:
+                self._on_worker_failure(spec, failure)  # (nothing to explain)
+            else:
+                self._background.spawn(self._fail_explained(lease, spec, failure))
         elif reply is None or reply[4] is None:
             # Handed back unstarted (its worker waits on a running task, or
             # it exits), or pushed to an exiting worker that never read it.
@@ -390,6 +397,18 @@ class TaskSubmitter:
             if request_id not in kq.withdrawn:
                 kq.withdrawn.add(request_id)
                 self._background.spawn(self._withdraw(kq, request_id))
+
+    async def _fail_explained(self, lease: Lease, spec: TaskSpec, error: BaseException) -> None:
+        """A task whose worker's stream broke fails, or is retried, once the
+        raylet has said how the worker ended (asked once per lease)."""
+        if lease.ended is None:
+            lease.ended = self._background.spawn(worker_ended(lease.raylet, lease.worker_id))
+        try:
+            ended = await asyncio.shield(lease.ended)
+        except asyncio.CancelledError:  # this process stops: the task fails as is
+            self._on_worker_failure(spec, error)
+            raise
+        self._on_worker_failure(spec, ended or error)
 
     async def _withdraw(self, kq: KeyQueue, request_id: bytes) -> None:
         raylet = kq.request_at.get(request_id, (self._raylet(), b""))[0]

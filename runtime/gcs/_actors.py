@@ -37,7 +37,7 @@ from typing import Any
 
 from .. import exceptions
 from .._private import labels as node_labels
-from .._private import rpc
+from .._private import rpc, worker_exit
 from .._private.push_stream import PushStream
 from .._private.task_wire import with_gpu_ids
 from .._private.tasks import TaskSet
@@ -85,6 +85,7 @@ class ActorRecord:
     # The lease request in flight, and the node it waits at.
     leasing: tuple[bytes, asyncio.Future[LeaseReply]] | None = None
     stop_restarts: bool = False
+    worker_id: bytes = b""  # its current worker's (set as it is leased; not persisted)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     supervisor: asyncio.Task[None] | None = None
 
@@ -315,11 +316,12 @@ class ActorManager:
                 record.stream = None
                 await stream.close()
                 stream = None
+                how = await self._how_it_ended(record)
                 await self._return_lease(record, disconnect=True)
                 unasked = not record.stop_restarts
                 if record.stop_restarts or not self._restartable(record):
                     cause = info.death_cause or (
-                        f"the actor's {_process_died(info)}"
+                        f"the actor's {_process_died(info, how)}"
                         + (
                             f" and it was restarted {info.num_restarts} time(s) already"
                             if info.max_restarts
@@ -328,9 +330,9 @@ class ActorManager:
                     )
                     self._set_dead(record, cause)
                     if unasked and self._job_running(info.job_id):
-                        self._tell_death(info, "it will not be restarted")
+                        self._tell_death(info, "it will not be restarted", how)
                     return
-                self._tell_death(info, f"restarting it ({info.num_restarts + 1} so far)")
+                self._tell_death(info, f"restarting it ({info.num_restarts + 1} so far)", how)
                 info.num_restarts += 1
                 self._set_state(record, ActorState.RESTARTING)
                 logger.info("restarting actor %s (%d)", info.class_name, info.num_restarts)
@@ -343,8 +345,19 @@ class ActorManager:
             if not record.dead:
                 self._set_dead(record, f"the gcs failed to supervise it ({e!r})")
 
-    def _tell_death(self, info: ActorInfo, what_next: str) -> None:
-        cause = (info.death_cause or f"its {_process_died(info)}").splitlines()
+    async def _how_it_ended(self, record: ActorRecord) -> str | None:
+        """How the actor's worker process ended, as its raylet tells (None: it
+        cannot), unless the actor was ended on purpose (its cause says why)."""
+        address = record.info.address  # (a restarted gcs knows the worker from it)
+        worker_id = record.worker_id or (address.worker_id if address is not None else b"")
+        if record.lease is None or record.stop_restarts or not worker_id:
+            return None
+        raylet = RayletStub(self._channels.get(*record.lease[0]))
+        ended = await worker_exit.how_it_ended(raylet, worker_id)
+        return None if ended is None else ended[1]
+
+    def _tell_death(self, info: ActorInfo, what_next: str, how: str | None = None) -> None:
+        cause = (info.death_cause or f"its {_process_died(info, how)}").splitlines()
         self._report_error(
             info.job_id,
             "ACTOR_DIED",
@@ -369,6 +382,7 @@ class ActorManager:
         self._persist(record)  # a restarted gcs can give the worker back
         address = reply.worker
         assert address is not None
+        record.worker_id = address.worker_id
         stream = PushStream(address.host, address.push_port, info.class_name)
         try:
             task = pickle.loads(record.creation_task)
@@ -574,7 +588,9 @@ def _error_text(data: bytes) -> str:
     return f"the constructor failed: {error}"
 
 
-def _process_died(info: ActorInfo) -> str:
+def _process_died(info: ActorInfo, how: str | None = None) -> str:
+    """``how``: how the process ended ("was killed by SIGKILL"), if known."""
     if not info.pid:  # it never came up: its constructor did not return
-        return "worker process died before its constructor returned"
-    return f"worker process (pid={info.pid}) died"
+        told = f" (it {how})" if how else ""
+        return f"worker process died before its constructor returned{told}"
+    return f"worker process (pid={info.pid}) {how or 'died'}"

@@ -46,6 +46,8 @@ from ..protocol.rt import (
     RegisterNodeRequest,
     ReportResourcesRequest,
     UnregisterNodeRequest,
+    WorkerExitReply,
+    WorkerExitRequest,
     WorkerInfo,
     WorkerLabelRequest,
 )
@@ -77,6 +79,11 @@ logger = logging.getLogger(__name__)
 
 #: The longest label a worker's output lines carry (an actor's class or __repr__, its pid).
 MAX_WORKER_LABEL = 256
+
+
+#: A worker id's length, and the longest wait a GetWorkerExit may ask for.
+WORKER_ID_BYTES = 16
+MAX_EXIT_WAIT_S = 5.0
 
 
 class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandlers, RayletBase):
@@ -448,6 +455,21 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             if w.state in (WorkerState.IDLE, WorkerState.LEASED)
         ]
         return ListWorkersReply(workers=rows)
+
+    async def get_worker_exit(self, message: WorkerExitRequest) -> WorkerExitReply:
+        """How one of this node's workers ended (for the error naming its death)."""
+        if len(message.worker_id) != WORKER_ID_BYTES or not 0 <= message.wait_s <= MAX_EXIT_WAIT_S:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"a worker id is {WORKER_ID_BYTES} bytes, wait_s 0..{MAX_EXIT_WAIT_S:g}",
+            )
+        ended = None
+        if self._pool is not None:
+            ended = await self._pool.exit_status(message.worker_id, message.wait_s)
+        if ended is None:
+            return WorkerExitReply(known=False)
+        pid, code = ended
+        return WorkerExitReply(known=True, pid=pid, has_code=code is not None, code=code or 0)
 
     async def list_runtime_envs(self, message: Empty) -> ListRuntimeEnvsReply:
         return ListRuntimeEnvsReply(runtime_envs=self.env_table.entries())

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -32,6 +33,9 @@ from ._template import TemplateUnavailable, WorkerTemplate
 from ._worker_output import WorkerOutput, read_output
 
 logger = logging.getLogger(__name__)
+
+#: Ended workers whose exit is remembered (for the errors naming their deaths).
+ENDS_KEPT = 1000
 
 #: How long an ended worker's output is read for before it is closed: a
 #: process the worker started and that left its group may hold the pipes.
@@ -87,6 +91,8 @@ class WorkerProcess:
         self.pipes = pipes
         # Their readers, once reading (``_watch``).
         self.outputs: list[WorkerOutput] = []
+        # Its exit code (None: unknown), once its process has ended.
+        self.ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
 
     @property
     def pid(self) -> int:
@@ -145,6 +151,8 @@ class WorkerPool:
         self._publish_logs = publish_logs
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
+        # The latest ended workers: worker id -> (pid, exit code or None).
+        self._ends: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
         self._tasks = TaskSet()
         self._template_fd = template_fd
         self._template_timeout = template_timeout
@@ -242,6 +250,21 @@ class WorkerPool:
         if self.template is not None:
             self.template.close()
 
+    async def exit_status(self, worker_id: bytes, wait: float) -> tuple[int, int | None] | None:
+        """How a worker ended: its pid and exit code (None: unknown; negative:
+        the signal that killed it). A worker still running is waited for up to
+        ``wait`` seconds; None if it runs on, or this pool does not know it."""
+        ended = self._ends.get(worker_id)
+        if ended is not None:
+            return ended
+        worker = self.processes.get(worker_id)
+        if worker is None:
+            return None
+        try:
+            return worker.pid, await asyncio.wait_for(asyncio.shield(worker.ended), wait)
+        except TimeoutError:
+            return None
+
     async def drain_output(self, job_id: int) -> None:
         """Returns once every line the job's workers wrote so far is read and
         published (not what they write after the call)."""
@@ -261,6 +284,7 @@ class WorkerPool:
                 taken += 1
                 worker.outputs.append(await read_output(fd, path, batch, self._publish_logs))
             code = await worker.proc.wait()
+            self._remember_end(worker, code)
             await asyncio.wait([output.closed for output in worker.outputs], timeout=OUTPUT_GRACE_S)
         finally:
             for output in worker.outputs:
@@ -270,6 +294,12 @@ class WorkerPool:
             os.close(worker.tie_fd)
             self.processes.pop(worker.worker_id, None)
         self._on_exit(worker.worker_id, code)
+
+    def _remember_end(self, worker: WorkerProcess, code: int | None) -> None:
+        worker.ended.set_result(code)
+        self._ends[worker.worker_id] = (worker.pid, code)
+        if len(self._ends) > ENDS_KEPT:
+            self._ends.popitem(last=False)
 
     def _batch(self, worker: WorkerProcess, is_err: bool, lines: list[str], task: str) -> LogBatch:
         return LogBatch(

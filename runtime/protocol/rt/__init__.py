@@ -122,6 +122,8 @@ __all__ = (
     "WaitForRefsRemovedReply",
     "WaitForRefsRemovedRequest",
     "WorkerBlockedRequest",
+    "WorkerExitReply",
+    "WorkerExitRequest",
     "WorkerFailures",
     "WorkerInfo",
     "WorkerLabelRequest",
@@ -2534,6 +2536,43 @@ default_message_pool.register_message("rt", "WorkerBlockedRequest", WorkerBlocke
 
 
 @dataclass(eq=False, repr=False)
+class WorkerExitReply(betterproto2.Message):
+    known: "bool" = betterproto2.field(1, betterproto2.TYPE_BOOL)
+
+    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    has_code: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+    """
+    false: it ended, its code unknown (its template was gone)
+    """
+
+    code: "int" = betterproto2.field(4, betterproto2.TYPE_SINT32)
+
+
+default_message_pool.register_message("rt", "WorkerExitReply", WorkerExitReply)
+
+
+@dataclass(eq=False, repr=False)
+class WorkerExitRequest(betterproto2.Message):
+    """
+    -- workers' ends ----------------------------------------------------------------
+
+    How a worker of this node ended, for the error that names its death: its
+    pid and exit code (negative: the signal that killed it), once its process
+    has ended; ``wait_s`` (at most 5) how long to wait for that end when the
+    process still runs. ``known`` is false for a worker this node does not know
+    (or no longer remembers), or one still running after ``wait_s``.
+    """
+
+    worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    wait_s: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+
+
+default_message_pool.register_message("rt", "WorkerExitRequest", WorkerExitRequest)
+
+
+@dataclass(eq=False, repr=False)
 class WorkerFailures(betterproto2.Message):
     """
     Workers and drivers of one node that exited: every node's store drops the
@@ -3671,6 +3710,24 @@ class RayletStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def get_worker_exit(
+        self,
+        message: "WorkerExitRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "WorkerExitReply":
+
+        return await self._unary_unary(
+            "/rt.Raylet/GetWorkerExit",
+            message,
+            WorkerExitReply,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
     async def get_object(self, message: "GetObjectRequest") -> "GetObjectReply":
@@ -4423,6 +4480,10 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def get_worker_exit(self, message: "WorkerExitRequest") -> "WorkerExitReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_request_worker_lease(
         self, stream: "grpclib.server.Stream[LeaseRequest, LeaseReply]"
     ) -> None:
@@ -4596,6 +4657,14 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
         response = await self.list_runtime_envs(request)
         await stream.send_message(response)
 
+    async def __rpc_get_worker_exit(
+        self, stream: "grpclib.server.Stream[WorkerExitRequest, WorkerExitReply]"
+    ) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_worker_exit(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.Raylet/RequestWorkerLease": grpclib.const.Handler(
@@ -4729,5 +4798,11 @@ class RayletBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 Empty,
                 ListRuntimeEnvsReply,
+            ),
+            "/rt.Raylet/GetWorkerExit": grpclib.const.Handler(
+                self.__rpc_get_worker_exit,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                WorkerExitRequest,
+                WorkerExitReply,
             ),
         }
