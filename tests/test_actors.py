@@ -470,6 +470,24 @@ def test_kill_with_restart_resets_state(cluster):
     assert row["num_restarts"] == 1 and row["state"] == "ALIVE"
 
 
+def test_a_call_after_an_idle_actors_death_reaches_its_restart(cluster):
+    """Its worker died with no call in flight (killed from outside, as by the
+    out-of-memory killer): a call made afterwards never reached the dead
+    incarnation, so it runs on the restarted one, even with max_task_retries=0
+    (as in Ray)."""
+    counter = Counter.options(max_restarts=1).remote(100)
+    pid = runtime.get(counter.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted():
+        rows = [a for a in runtime.util.list_actors() if a["class_name"] == "Counter"]
+        return bool(rows) and rows[0]["num_restarts"] == 1 and rows[0]["state"] == "ALIVE"
+
+    wait_until(restarted, what="the actor's restart")
+    assert runtime.get(counter.incr.remote(), timeout=30) == 101
+    assert runtime.get(counter.pid.remote()) != pid
+
+
 def test_restart_retries_calls_in_flight(cluster, tmp_path):
     counter = Counter.options(max_restarts=1, max_task_retries=1).remote()
     assert runtime.get(counter.incr.remote()) == 1

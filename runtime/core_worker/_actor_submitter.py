@@ -225,6 +225,12 @@ class ActorSubmitter:
     def _flush(self, q: ActorQueue) -> None:
         if not self.connected(q):
             return
+        stream = q.stream
+        if stream is not None and stream.broken:
+            # Its incarnation died while nothing was in flight: these calls
+            # never reached it, so they wait for the next one (none is lost).
+            self._on_stream_broken(q)
+            return
         # (An out-of-order queue's ``waiting`` holds only calls ready to leave.)
         waiting = q.waiting
         while waiting and waiting[0].state is TaskState.QUEUED:
