@@ -8,6 +8,7 @@ import tempfile
 import time
 
 import pytest
+from conftest import assert_no_orphans, process_running, wait_until
 
 import runtime
 from runtime.exceptions import ActorDiedError, TaskError, WorkerCrashedError
@@ -222,6 +223,27 @@ def test_arguments_already_here_pass_at_once_in_order_and_a_failed_one_fails(clu
 
 def test_worker_exit_is_retried(cluster, counter_file):
     assert runtime.get(fail_times.remote(counter_file, 2, "exit"), timeout=60) == 2
+
+
+@runtime.remote(max_retries=0)
+def my_pid():
+    return os.getpid()
+
+
+def test_a_task_never_goes_to_a_lingering_lease_whose_worker_died():
+    """A lease lingers after its last task (here for a minute); if its worker
+    dies meanwhile, the next task of that shape goes to another worker and
+    spends no retry (it has none) on the dead one."""
+    ctx = runtime.init(num_cpus=1, _system_config={"lease_linger_s": 60.0})
+    assert ctx.session_dir is not None
+    try:
+        pid = runtime.get(my_pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not process_running(pid), what="the worker's end")
+        assert runtime.get(my_pid.remote(), timeout=60) != pid
+    finally:
+        runtime.shutdown()
+        assert_no_orphans(ctx.session_dir)
 
 
 def test_worker_sigkill_is_retried(cluster, counter_file):

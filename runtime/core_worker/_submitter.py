@@ -173,13 +173,22 @@ class TaskSubmitter:
         # requests may be granted (here, or on another node by spillback)
         # and run the tasks in parallel.
         reserve = self._config.max_pending_lease_requests
+        dead: list[Lease] | None = None
         for lease in kq.leases:
+            if lease.stream.broken:
+                # Its worker died with nothing in flight (as it lingered): no
+                # task goes there, so none spends a retry on a worker it never reached.
+                dead = [*(dead or ()), lease]
+                continue
             while (
                 kq.queue
                 and not lease.stalled
                 and (lease.in_flight == 0 or (lease.in_flight < limit and len(kq.queue) > reserve))
             ):
                 self._push(kq, lease, kq.queue.popleft())
+        for lease in dead or ():
+            if lease.in_flight == 0:
+                self._return_lease(kq, lease, True)
         if self._closed:
             return
         if kq.queue:
