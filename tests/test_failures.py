@@ -240,6 +240,9 @@ def test_a_task_never_goes_to_a_lingering_lease_whose_worker_died():
         pid = runtime.get(my_pid.remote())
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not process_running(pid), what="the worker's end")
+        # A round trip of another shape: this process's loop has turned over
+        # the dead worker's closed connection by its end.
+        assert runtime.get(my_pid.options(num_cpus=0).remote(), timeout=60) != pid
         assert runtime.get(my_pid.remote(), timeout=60) != pid
     finally:
         runtime.shutdown()

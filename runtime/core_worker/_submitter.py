@@ -175,9 +175,10 @@ class TaskSubmitter:
         reserve = self._config.max_pending_lease_requests
         dead: list[Lease] | None = None
         for lease in kq.leases:
-            if lease.stream.broken:
+            if lease.in_flight == 0 and lease.stream.broken:
                 # Its worker died with nothing in flight (as it lingered): no
-                # task goes there, so none spends a retry on a worker it never reached.
+                # task goes there, so none spends a retry on a worker it never
+                # reached. (With calls in flight, their failures return it.)
                 dead = [*(dead or ()), lease]
                 continue
             while (
@@ -187,8 +188,7 @@ class TaskSubmitter:
             ):
                 self._push(kq, lease, kq.queue.popleft())
         for lease in dead or ():
-            if lease.in_flight == 0:
-                self._return_lease(kq, lease, True)
+            self._return_lease(kq, lease, True)
         if self._closed:
             return
         if kq.queue:
