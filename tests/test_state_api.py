@@ -359,6 +359,39 @@ def test_cli_and_timeline(ctx: Any) -> None:
     assert len(runtime.timeline()) == len(trace)
 
 
+@runtime.remote(max_retries=0)
+def exits(code: int) -> None:
+    os._exit(code)
+
+
+@runtime.remote
+class Idle:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_ended_workers_and_how_they_ended(ctx: Any) -> None:
+    """Dead workers are listed too (``is_alive`` False), with Ray's exit type
+    and the exit their raylet saw."""
+    with pytest.raises(runtime.exceptions.WorkerCrashedError):
+        runtime.get(exits.remote(3))
+    idle = Idle.remote()
+    killed = runtime.get(idle.pid.remote())
+    runtime.kill(idle)
+
+    def dead() -> dict[int, Any]:
+        return {w.pid: w for w in state.list_workers(filters=[("is_alive", "=", False)])}
+
+    wait_until(lambda: killed in dead() and len(dead()) >= 2, what="both ends listed")
+    rows = dead()
+    crashed = next(w for w in rows.values() if w.exit_detail.endswith("exited with code 3"))
+    assert crashed.exit_type == "SYSTEM_ERROR" and crashed.worker_type == "WORKER"
+    assert rows[killed].exit_type == "INTENDED_SYSTEM_EXIT"
+    assert "the raylet ended it" in rows[killed].exit_detail
+    alive = state.list_workers(filters=[("is_alive", "=", True)])
+    assert alive and all(w.exit_type is None for w in alive)
+
+
 @runtime.remote
 def env_var() -> str | None:
     return os.environ.get("STATE_TEST")

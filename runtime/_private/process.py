@@ -320,10 +320,11 @@ def is_runtime_process(pid: int) -> bool:
     )
 
 
-def describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None, *, ours: bool = False) -> str:
     """How a process ended, as the end of a sentence about it ("... exited
     with code 3"); ``code`` as ``Popen.returncode`` (negative for a signal),
-    None when unknown."""
+    None when unknown; ``ours``: the runtime ended it, so a SIGKILL needs no
+    guess at who sent it."""
     if code is None:
         return "ended"
     if code >= 0:
@@ -332,6 +333,6 @@ def describe_exit(code: int | None) -> str:
         name = signal.Signals(-code).name
     except ValueError:
         name = f"signal {-code}"
-    if -code == signal.SIGKILL:
+    if -code == signal.SIGKILL and not ours:
         name += " (as kill -9 or the kernel's out-of-memory killer sends it)"
     return f"was killed by {name}"

@@ -56,7 +56,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "job_id", "submission_id", "type", "status", "entrypoint", "namespace",
         "start_time", "end_time", "driver_info", "metadata",
     ),
-    "workers": ("worker_id", "is_alive", "worker_type", "node_id", "ip", "port", "pid", "job_id"),
+    "workers": (
+        "worker_id", "is_alive", "worker_type", "node_id", "ip", "port", "pid", "job_id",
+        "exit_type", "exit_detail",
+    ),
     "objects": (
         "object_id", "object_size", "reference_type", "call_site", "type", "pid", "ip",
         "job_id",
@@ -263,8 +266,25 @@ class StateReader:
                             "port": address.port if address else 0,
                             "pid": w.pid,
                             "job_id": job_hex(w.job_id),
+                            "exit_type": None,
+                            "exit_detail": None,
                         }
                     )
+                rows += [
+                    {
+                        "worker_id": e.worker_id.hex(),
+                        "is_alive": False,
+                        "worker_type": "WORKER",
+                        "node_id": node.node_id.hex(),
+                        "ip": node.host,
+                        "port": 0,
+                        "pid": e.pid,
+                        "job_id": job_hex(e.job_id),
+                        "exit_type": e.exit_type,
+                        "exit_detail": e.exit_detail,
+                    }
+                    for e in reply.ended
+                ]
         return rows
 
     async def objects(self) -> list[dict[str, Any]]:

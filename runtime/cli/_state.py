@@ -23,7 +23,7 @@ _TABLE = {
                "num_restarts"),
     "nodes": ("node_id", "node_ip", "is_head_node", "state", "resources_total"),
     "jobs": ("job_id", "type", "status", "entrypoint", "start_time", "end_time"),
-    "workers": ("worker_id", "worker_type", "node_id", "ip", "pid", "job_id"),
+    "workers": ("worker_id", "is_alive", "worker_type", "node_id", "pid", "job_id", "exit_type"),
     "objects": ("object_id", "object_size", "reference_type", "call_site", "type", "pid"),
     "placement_groups": ("placement_group_id", "name", "creator_job_id", "state", "strategy"),
     "cluster_events": ("time", "severity", "source_type", "message"),

@@ -30,6 +30,7 @@ from ..protocol.rt import (
     ContainsObjectRequest,
     CoreWorkerStub,
     Empty,
+    EndedWorker,
     FreeObjectsRequest,
     LeaseReply,
     LeaseStatus,
@@ -379,6 +380,8 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             accepted = reply.accepted
         except rpc.CONNECTION_ERRORS:
             accepted = True  # gone or stuck: stop it
+        if accepted and self._pool is not None:
+            self._pool.told_to_exit(worker_id)
         self._apply(self.scheduler.exit_answered(worker_id, accepted, time.monotonic()))
 
     def _register_timed_out(self, worker_id: bytes) -> None:
@@ -442,7 +445,8 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         return Empty()
 
     async def list_workers(self, message: Empty) -> ListWorkersReply:
-        """This node's drivers and registered workers (for `runtime memory`)."""
+        """This node's drivers and registered workers (for `runtime memory`),
+        and the workers that ended (the state API's dead rows)."""
         rows = list(self._driver_info.values())
         rows += [
             WorkerInfo(
@@ -454,7 +458,18 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
             for w in self.scheduler.workers.values()
             if w.state in (WorkerState.IDLE, WorkerState.LEASED)
         ]
-        return ListWorkersReply(workers=rows)
+        ends = self._pool.ends.items() if self._pool is not None else ()
+        ended = [
+            EndedWorker(
+                worker_id=worker_id,
+                pid=end.pid,
+                job_id=end.job_id,
+                exit_type=end.exit_type(),
+                exit_detail=end.exit_detail(),
+            )
+            for worker_id, end in ends
+        ]
+        return ListWorkersReply(workers=rows, ended=ended)
 
     async def get_worker_exit(self, message: WorkerExitRequest) -> WorkerExitReply:
         """How one of this node's workers ended (for the error naming its death)."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 from collections import deque
@@ -43,6 +44,13 @@ class ForkedWorker:
         self._pidfd = pidfd
         self._ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._watching = False
+
+    def running(self) -> bool:
+        """Whether its process has not ended (its pidfd turns readable then)."""
+        if self._ended.done():
+            return False
+        readable, _, _ = select.select([self._pidfd], [], [], 0)
+        return not readable
 
     def kill(self) -> None:
         if not self._ended.done():

@@ -23,6 +23,7 @@ import signal
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from .._private import process, worker_logs
@@ -51,6 +52,8 @@ class Child(Protocol):
 
     def kill(self) -> None: ...
 
+    def running(self) -> bool: ...
+
     async def wait(self) -> int | None: ...
 
 
@@ -67,11 +70,38 @@ class StartedWorker:
     def kill(self) -> None:
         self._proc.kill()
 
+    def running(self) -> bool:
+        try:  # (its parent: it may look without reaping)
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
     async def wait(self) -> int | None:
         code = await self._proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         return code
+
+
+@dataclass(frozen=True)
+class WorkerEnd:
+    """How a worker ended: its pid, exit code (None: unknown; negative: the
+    signal), job, and whether the raylet ended it."""
+
+    pid: int
+    code: int | None
+    job_id: int
+    told: bool
+
+    def exit_type(self) -> str:
+        """Ray's exit type (the state API's ``exit_type``)."""
+        if self.told:
+            return "INTENDED_SYSTEM_EXIT"
+        return "INTENDED_USER_EXIT" if self.code == 0 else "SYSTEM_ERROR"
+
+    def exit_detail(self) -> str:
+        how = f"its process {process.describe_exit(self.code, ours=self.told)}"
+        return f"the raylet ended it; {how}" if self.told else how
 
 
 class WorkerProcess:
@@ -93,6 +123,7 @@ class WorkerProcess:
         self.outputs: list[WorkerOutput] = []
         # Its exit code (None: unknown), once its process has ended.
         self.ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.told_to_end = False  # the raylet killed it, or asked it to exit
 
     @property
     def pid(self) -> int:
@@ -151,8 +182,8 @@ class WorkerPool:
         self._publish_logs = publish_logs
         self._on_exit = on_exit
         self.processes: dict[bytes, WorkerProcess] = {}
-        # The latest ended workers: worker id -> (pid, exit code or None).
-        self._ends: OrderedDict[bytes, tuple[int, int | None]] = OrderedDict()
+        # The latest ended workers, oldest first.
+        self.ends: OrderedDict[bytes, WorkerEnd] = OrderedDict()
         self._tasks = TaskSet()
         self._template_fd = template_fd
         self._template_timeout = template_timeout
@@ -240,8 +271,16 @@ class WorkerPool:
     def kill(self, worker_id: bytes) -> None:
         worker = self.processes.get(worker_id)
         if worker is not None:
+            # (A worker that died on its own first is not the raylet's doing.)
+            worker.told_to_end = worker.told_to_end or worker.proc.running()
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.kill()
+
+    def told_to_exit(self, worker_id: bytes) -> None:
+        """The raylet asked the worker to exit (idle) and it agreed."""
+        worker = self.processes.get(worker_id)
+        if worker is not None:
+            worker.told_to_end = True
 
     async def close(self) -> None:
         for worker in list(self.processes.values()):
@@ -254,9 +293,9 @@ class WorkerPool:
         """How a worker ended: its pid and exit code (None: unknown; negative:
         the signal that killed it). A worker still running is waited for up to
         ``wait`` seconds; None if it runs on, or this pool does not know it."""
-        ended = self._ends.get(worker_id)
+        ended = self.ends.get(worker_id)
         if ended is not None:
-            return ended
+            return ended.pid, ended.code
         worker = self.processes.get(worker_id)
         if worker is None:
             return None
@@ -297,9 +336,10 @@ class WorkerPool:
 
     def _remember_end(self, worker: WorkerProcess, code: int | None) -> None:
         worker.ended.set_result(code)
-        self._ends[worker.worker_id] = (worker.pid, code)
-        if len(self._ends) > ENDS_KEPT:
-            self._ends.popitem(last=False)
+        end = WorkerEnd(worker.pid, code, worker.job_id, worker.told_to_end)
+        self.ends[worker.worker_id] = end
+        if len(self.ends) > ENDS_KEPT:
+            self.ends.popitem(last=False)
 
     def _batch(self, worker: WorkerProcess, is_err: bool, lines: list[str], task: str) -> LogBatch:
         return LogBatch(

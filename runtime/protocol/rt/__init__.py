@@ -31,6 +31,7 @@ __all__ = (
     "CreatePlacementGroupsReply",
     "CreatePlacementGroupsRequest",
     "Empty",
+    "EndedWorker",
     "ErrorEvent",
     "ExitReply",
     "FlushLogsRequest",
@@ -1009,6 +1010,28 @@ default_message_pool.register_message("rt", "Empty", Empty)
 
 
 @dataclass(eq=False, repr=False)
+class EndedWorker(betterproto2.Message):
+    """
+    A worker of this node that has ended (the latest 1,000), for the state API:
+    ``exit_type`` Ray's (SYSTEM_ERROR, INTENDED_SYSTEM_EXIT: the raylet ended
+    it, INTENDED_USER_EXIT: it exited with code 0 on its own).
+    """
+
+    worker_id: "bytes" = betterproto2.field(1, betterproto2.TYPE_BYTES)
+
+    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+
+    job_id: "int" = betterproto2.field(3, betterproto2.TYPE_INT32)
+
+    exit_type: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+
+    exit_detail: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("rt", "EndedWorker", EndedWorker)
+
+
+@dataclass(eq=False, repr=False)
 class ErrorEvent(betterproto2.Message):
     """
     What a job's driver prints once (Ray's error channel): a worker that died
@@ -1514,6 +1537,8 @@ default_message_pool.register_message("rt", "ListTasksRequest", ListTasksRequest
 @dataclass(eq=False, repr=False)
 class ListWorkersReply(betterproto2.Message):
     workers: "list[WorkerInfo]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    ended: "list[EndedWorker]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("rt", "ListWorkersReply", ListWorkersReply)
