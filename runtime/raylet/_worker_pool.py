@@ -336,7 +336,10 @@ class WorkerPool:
 
     def _remember_end(self, worker: WorkerProcess, code: int | None) -> None:
         worker.ended.set_result(code)
-        end = WorkerEnd(worker.pid, code, worker.job_id, worker.told_to_end)
+        # The raylet's doing only if the end is what it asked for (an exit
+        # with code 3 may overtake its kill: the process was ending already).
+        told = worker.told_to_end and code in (0, -signal.SIGKILL)
+        end = WorkerEnd(worker.pid, code, worker.job_id, told)
         self.ends[worker.worker_id] = end
         if len(self.ends) > ENDS_KEPT:
             self.ends.popitem(last=False)
