@@ -304,16 +304,13 @@ def test_the_env_table_keeps_what_is_in_use_and_a_bounded_rest() -> None:
     made keeps the row of the one that made it."""
     table = RuntimeEnvTable(limit=2)
     table.set_up("a", 0.5)
-    table.started(b"w1", "a")
-    table.set_up("b", 0.1, "it broke")
-    table.set_up("c", 0.2)
-    table.set_up("d", 0.3)  # three unused: b, the oldest, goes
-    assert [e.runtime_env for e in table.entries()] == ["a", "c", "d"]
-    table.set_up("a", 0.0)
-    table.started(b"w2", "a")
-    (a,) = [e for e in table.entries() if e.runtime_env == "a"]
+    in_use = {"a": 1}  # (live workers per environment: the scheduler's count)
+    table.set_up("b", 0.1, "it broke", in_use)
+    table.set_up("c", 0.2, "", in_use)
+    table.set_up("d", 0.3, "", in_use)  # three unused: b, the oldest, goes
+    assert [e.runtime_env for e in table.entries(in_use)] == ["a", "c", "d"]
+    table.set_up("a", 0.0, "", in_use)
+    in_use = {"a": 2}
+    (a,) = [e for e in table.entries(in_use) if e.runtime_env == "a"]
     assert (a.success, a.creation_time_ms, a.ref_cnt, a.error) == (True, 500.0, 2, "")
-    table.exited(b"w1")
-    table.exited(b"w2")
-    table.exited(b"unknown")
-    assert [(e.runtime_env, e.ref_cnt) for e in table.entries()] == [("d", 0), ("a", 0)]
+    assert [(e.runtime_env, e.ref_cnt) for e in table.entries({})] == [("d", 0), ("a", 0)]

@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from grpclib.const import Status
@@ -356,11 +357,11 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
                     setup = await self.runtime_envs.prepare(action.env)
                 except exceptions.RuntimeEnvSetupError as e:
                     logger.warning("runtime environment setup failed: %s", e)
-                    self.env_table.set_up(action.env, time.monotonic() - began, str(e))
+                    took = time.monotonic() - began
+                    self.env_table.set_up(action.env, took, str(e), self._env_users())
                     self._apply(self.scheduler.env_failed(action.worker_id, str(e)))
                     return
-            self.env_table.set_up(action.env, time.monotonic() - began)
-            self.env_table.started(action.worker_id, action.env)
+            self.env_table.set_up(action.env, time.monotonic() - began, "", self._env_users())
         loop = asyncio.get_running_loop()
         self._register_deadlines[action.worker_id] = loop.call_later(
             self.config.worker_register_timeout_s, self._register_timed_out, action.worker_id
@@ -406,7 +407,6 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         setup = self._setups.pop(worker_id, None)
         if setup is not None:
             self.runtime_envs.release(setup, time.monotonic())
-        self.env_table.exited(worker_id)
         # Leases this worker held as an owner end with it.
         self._apply(self.scheduler.owner_died(worker_id, time.monotonic()))
         if worker is not None and worker.state is not WorkerState.DEAD:
@@ -487,7 +487,11 @@ class Raylet(LeaseHandlers, BundleHandlers, GcsWatch, LogHandlers, MetricsHandle
         return WorkerExitReply(known=True, pid=pid, has_code=code is not None, code=code or 0)
 
     async def list_runtime_envs(self, message: Empty) -> ListRuntimeEnvsReply:
-        return ListRuntimeEnvsReply(runtime_envs=self.env_table.entries())
+        return ListRuntimeEnvsReply(runtime_envs=self.env_table.entries(self._env_users()))
+
+    def _env_users(self) -> Counter[str]:
+        """Live workers per runtime environment (canonical JSON)."""
+        return Counter(w.env for w in self.scheduler.workers.values() if w.env)
 
     async def get_node_stats(self, message: Empty) -> NodeStatsReply:
         workers = [w for w in self.scheduler.workers.values() if w.state is not WorkerState.DEAD]
