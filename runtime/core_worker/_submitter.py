@@ -179,7 +179,8 @@ class TaskSubmitter:
                 # Its worker died with nothing in flight (as it lingered): no
                 # task goes there, so none spends a retry on a worker it never
                 # reached. (With calls in flight, their failures return it.)
-                dead = [*(dead or ()), lease]
+                dead = dead or []
+                dead.append(lease)
                 continue
             while (
                 kq.queue
