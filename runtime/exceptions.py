@@ -293,6 +293,12 @@ class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
     """The object is lost and its lineage was dropped (``max_lineage_bytes``)."""
 
 
+class StreamingGeneratorReplayInconsistentError(RaySystemError, ObjectLostError):
+    """A streaming generator task run again to rebuild a lost item yielded
+    fewer items than its first run: the lost item cannot be made again (the
+    generator's output is not deterministic)."""
+
+
 class ObjectFetchTimedOutError(ObjectLostError):
     """Ray's, for an object that could not be fetched in time; not raised here
     (a ``get`` past its timeout raises :class:`GetTimeoutError`), kept so that
@@ -466,6 +472,7 @@ __all__ = [
     "RpcError",
     "RuntimeEnvSetupError",
     "RuntimeNotInitializedError",
+    "StreamingGeneratorReplayInconsistentError",
     "TaskCancelledError",
     "TaskError",
     "TaskPlacementGroupRemoved",

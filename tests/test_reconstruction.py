@@ -143,3 +143,66 @@ def test_lineage_is_dropped_with_its_objects(cluster):
     from conftest import wait_until
 
     wait_until(lambda: len(worker.lineage) == 0, what="the lineage to be dropped")
+
+
+@runtime.remote
+def stream(path: str, first_run: int, later_runs: int, fail_after: bool = False):
+    """Yields arrays 0, 1, ...: ``first_run`` of them on its first run,
+    ``later_runs`` on later ones (then raises, if ``fail_after``)."""
+    with open(path, "a") as f:
+        f.write("x")
+    with open(path) as f:
+        runs = len(f.read())
+    for i in range(first_run if runs == 1 else later_runs):
+        yield np.full(MB // 8, i, dtype=np.int64)
+    if fail_after:
+        raise ValueError("the end")
+
+
+def runs_of(path) -> int:
+    with open(path) as f:
+        return len(f.read())
+
+
+@pytest.mark.parametrize("backpressure", [0, 1])
+def test_lost_streamed_items_are_rebuilt_by_one_replay(cluster, tmp_path, backpressure):
+    # As in Ray: the generator runs again and the lost items come back; with
+    # backpressure, nobody reads the replay, and it does not wait for reads.
+    path = str(tmp_path / "runs")
+    options = {"_generator_backpressure_num_objects": backpressure} if backpressure else {}
+    items = list(stream.options(**options).remote(path, 3, 3))
+    runtime.wait(items, num_returns=3, fetch_local=False)
+    lose(items[0], items[2])
+    assert [int(a[0]) for a in runtime.get(items)] == [0, 1, 2]
+    assert runs_of(path) == 2
+    worker = runtime.api._context.current()
+    del items
+    wait_until(lambda: len(worker.lineage) == 0, what="the stream's lineage to be dropped")
+    assert worker.store_client is not None
+    wait_until(lambda: worker.store_client.stats().num_objects == 0, what="every copy to be freed")
+
+
+def test_items_before_a_generators_error_are_rebuilt(cluster, tmp_path):
+    path = str(tmp_path / "runs")
+    gen = stream.remote(path, 2, 2, fail_after=True)
+    first, second = next(gen), next(gen)
+    with pytest.raises(ValueError, match="the end"):
+        runtime.get(next(gen))
+    lose(first)
+    assert int(runtime.get(first)[0]) == 0 and int(runtime.get(second)[0]) == 1
+
+
+def test_a_replay_yielding_fewer_items_says_so(cluster, tmp_path):
+    from runtime.exceptions import StreamingGeneratorReplayInconsistentError
+
+    path = str(tmp_path / "runs")
+    items = list(stream.remote(path, 3, 2))
+    lose(items[2])
+    with pytest.raises(StreamingGeneratorReplayInconsistentError, match="yielded 2 items"):
+        runtime.get(items[2])
+    assert int(runtime.get(items[1])[0]) == 1
+    assert runs_of(path) == 2
+    worker = runtime.api._context.current()
+    del items
+    assert worker.store_client is not None
+    wait_until(lambda: worker.store_client.stats().num_objects == 0, what="every copy to be freed")

@@ -32,6 +32,7 @@ from runtime.protocol.rt import (
     PrepareBundlesBatch,
     PrepareBundlesRequest,
     RayletStub,
+    ReconstructRequest,
     RemovePlacementGroupsRequest,
     ReportResourcesRequest,
     WorkerExitRequest,
@@ -294,3 +295,22 @@ def test_an_object_handed_to_its_owner_must_be_a_puts(one_node: Cluster) -> None
 
     asyncio.run(run())
     assert runtime.get(known) == 1
+
+
+def test_a_rebuild_is_asked_for_a_whole_object_id(one_node: Cluster) -> None:
+    driver = runtime.api._context.current()
+
+    async def run() -> None:
+        assert one_node.head is not None
+        pool = rpc.ChannelPool(one_node.head.token)
+        stub = CoreWorkerStub(pool.get(driver.host, driver.port))
+        try:
+            with pytest.raises(rpc.GRPCError) as caught:
+                await stub.reconstruct(ReconstructRequest(object_id=b"short"))
+            assert caught.value.status is Status.INVALID_ARGUMENT
+            unknown = await stub.reconstruct(ReconstructRequest(object_id=os.urandom(20)))
+            assert not unknown.ok and unknown.error
+        finally:
+            pool.close()
+
+    asyncio.run(run())

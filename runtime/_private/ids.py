@@ -86,3 +86,8 @@ def return_ids_of(task_id: bytes, count: int) -> tuple[bytes, ...]:
 
 def task_of(object_id: bytes) -> bytes:
     return object_id[:TASK_ID_SIZE]
+
+
+def return_index(object_id: bytes) -> int:
+    """``index`` of ``return_id(task_id, index)`` (-1 for a put's id)."""
+    return int(_INDEX.unpack(object_id[TASK_ID_SIZE:])[0]) - 1

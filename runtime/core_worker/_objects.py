@@ -257,10 +257,20 @@ class ObjectClient:
             elif metadata == serialization.METADATA_IN_STORE:
                 node_id = serialization.store_location(obj)[1]
                 self._store_deletes.setdefault(node_id, []).append(object_id)
+        self._schedule_deletes()
+
+    def free_copy(self, object_id: bytes, marker: serialization.SerializedObject) -> None:
+        """Deletes the copy an IN_STORE marker names (one of an owned object's,
+        replaced by a newer copy elsewhere, or made for nobody)."""
+        node_id = serialization.store_location(marker)[1]
+        self._store_deletes.setdefault(node_id, []).append(object_id)
+        self._schedule_deletes()
+
+    def _schedule_deletes(self) -> None:
         if self._store_deletes and not self._delete_scheduled:
             self._delete_scheduled = True
-            assert worker.loop is not None
-            worker.loop.call_soon(self.flush_deletes)
+            assert self._worker.loop is not None
+            self._worker.loop.call_soon(self.flush_deletes)
 
     def flush_deletes(self) -> None:
         """This node's store directly; other nodes' through this node's raylet."""

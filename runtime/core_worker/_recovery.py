@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import exceptions
 from .._private import rpc, serialization
-from .._private.ids import task_of
+from .._private.ids import return_index, task_of
 from .._private.serialization import SerializedObject
 from ..protocol.rt import (
     ContainsObjectRequest,
@@ -34,6 +34,7 @@ from ..protocol.rt import (
     PullObjectRequest,
     ReconstructRequest,
 )
+from ._generators import Replay
 from ._reference import Reference
 from ._store_client import LostInStore
 from ._task_spec import TaskSpec, TaskState
@@ -51,6 +52,7 @@ class ObjectRecovery:
         self._w = worker
         # Tasks being run again to rebuild their results, by task id.
         self.reconstructions: dict[bytes, asyncio.Future[None]] = {}
+        self._replays: dict[bytes, Replay] = {}  # those of them that stream items
 
     # -- objects held by other nodes ----------------------------------------------------
     def remote_markers(self, objs: Sequence[SerializedObject | None]) -> list[SerializedObject]:
@@ -133,6 +135,14 @@ class ObjectRecovery:
         """
         w = self._w
         if w.objects.owned(ref):
+            current = w.store.get_nowait(ref._id)
+            if (
+                current is not None
+                and current.metadata == serialization.METADATA_IN_STORE
+                and await self.present(current)
+            ):  # rebuilt since this read began
+                await self.localize([current])
+                return current
             try:
                 await self.reconstruct(ref._id)
             except exceptions.ObjectLostError as e:
@@ -176,9 +186,21 @@ class ObjectRecovery:
         task_id = task_of(object_id)
         running = self.reconstructions.get(task_id)
         if running is not None:
+            replay = self._replays.get(task_id)
             await asyncio.shield(running)
+            if replay is not None:
+                self._check_replay(object_id, replay)
             return
         entry = w.lineage.entry_for(object_id)
+        if entry is None and object_id in w.refs:
+            streaming = w.tasks.pending.get(task_id)
+            if streaming is not None and streaming.num_returns < 0:
+                # An item of a stream still running: a retry (its first copy
+                # died with its node) reports it again, unless it did already.
+                current = w.store.get_nowait(object_id)
+                if current is None or not await self.present(current):
+                    await w.generators.reported_again(object_id)
+                return
         if entry is None or object_id not in w.refs:
             raise w.lineage.lost_error(object_id)
         spec = entry.spec
@@ -191,6 +213,9 @@ class ObjectRecovery:
         assert w.loop is not None
         done: asyncio.Future[None] = w.loop.create_future()
         self.reconstructions[task_id] = done
+        replay = None
+        if spec.num_returns < 0:  # a streaming task: its items come back as a replay
+            replay = self._replays[task_id] = w.generators.replay(task_id)
         # Arguments nobody refers to any more (``del a`` after ``g.remote(a)``),
         # held while this rebuild needs them: their lineage outlived them.
         held: list[bytes] = []
@@ -217,8 +242,27 @@ class ObjectRecovery:
                 del self.reconstructions[task_id]
             if not done.done():
                 done.set_result(None)
+            if replay is not None:
+                self._replays.pop(task_id, None)
+                w.generators.replays.pop(task_id, None)
             for arg_id in held:
                 w.objects.drop_local(arg_id)
+        if replay is not None:
+            self._check_replay(object_id, replay)
+
+    def _check_replay(self, object_id: bytes, replay: Replay) -> None:
+        """After a streaming task's replay: whether it made the lost item again."""
+        index = return_index(object_id) - 1  # (return 0 is the item count)
+        if index < replay.reported or object_id not in self._w.refs:
+            return
+        if replay.error is not None:  # it failed before the item: that is why it is lost
+            self._w.store.put(object_id, replay.error)
+            return
+        raise exceptions.StreamingGeneratorReplayInconsistentError(
+            object_id.hex(),
+            f"its streaming task was run again to rebuild item {index} and yielded "
+            f"{replay.reported} items: the generator's output is not deterministic",
+        )
 
     def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
         """A task failed because an argument was lost: rebuild it, then run again."""

@@ -72,6 +72,10 @@ class CoreWorkerService(CoreWorkerBase):
         return self._worker.ownership.table()
 
     async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
+        if len(message.object_id) != OBJECT_ID_SIZE:
+            raise grpclib.GRPCError(
+                grpclib.const.Status.INVALID_ARGUMENT, f"object_id must be {OBJECT_ID_SIZE} bytes"
+            )
         try:
             await self._worker.recovery.reconstruct(message.object_id)
         except ObjectLostError as e:

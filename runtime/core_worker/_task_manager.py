@@ -296,7 +296,9 @@ class TaskManager:
         """Keeps a task's results, and takes over the refs nested in them."""
         worker = self._worker
         returns, nested = reply[2], reply[4]
+        items: list[bytes] = []
         if spec.num_returns < 0:  # a streaming generator's return: its item count
+            items = worker.generators.items_in_store(spec.task_id)
             worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
         if spec.kind == KIND_TASK:  # (an actor call is not re-run: no lineage)
             in_store = [
@@ -304,6 +306,7 @@ class TaskManager:
                 for oid, obj in zip(spec.return_ids, returns, strict=False)
                 if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
             ]
+            in_store += [oid for oid in items if oid in worker.refs]
             worker.lineage.record(spec, in_store)
         refs, store = worker.refs, worker.store
         # A reply that ran carries one value per return (result_reply), and
@@ -392,7 +395,16 @@ class TaskManager:
 
     def fail_task(self, spec: TaskSpec, error: SerializedObject) -> None:
         if spec.num_returns < 0:
-            self._worker.generators.on_end(spec, None, error)
+            worker, generators = self._worker, self._worker.generators
+            replayed = spec.task_id in generators.replays
+            items = generators.items_in_store(spec.task_id)
+            generators.on_end(spec, None, error)
+            if replayed:  # told to the rebuild waiting on it; the first run's end stands
+                worker.task_events.failed(spec, self._error(error))
+                self.finish_task(spec, failed=True)
+                return
+            if spec.kind == KIND_TASK:  # the items before the error may be rebuilt
+                worker.lineage.record(spec, [oid for oid in items if oid in worker.refs])
         reported = False
         for object_id in spec.return_ids:
             if object_id in self._worker.refs:
