@@ -275,11 +275,20 @@ def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
         prefer_victim = NodeAffinitySchedulingStrategy(victim.node_id, soft=True)
         rebuildable = make_array.options(scheduling_strategy=prefer_victim).remote(5)
         once = make_array.options(scheduling_strategy=prefer_victim, max_retries=0).remote(5)
+
+        @runtime.remote(max_restarts=1, max_task_retries=1)
+        class Maker:
+            def make(self) -> np.ndarray:
+                return np.full(5 * 1024 * 1024 // 8, 9.0)
+
+        maker = Maker.options(scheduling_strategy=prefer_victim).remote()
+        made = maker.make.remote()
         # Ready (held by the victim's store), but never copied to the head.
-        runtime.wait([rebuildable, once], num_returns=2, fetch_local=False)
+        runtime.wait([rebuildable, once, made], num_returns=3, fetch_local=False)
         victim.kill()
         cluster.wait_for_dead(victim)
         assert float(runtime.get(rebuildable, timeout=60)[0]) == 7.0
+        assert float(runtime.get(made, timeout=60)[0]) == 9.0  # by the restarted actor
         with pytest.raises(exceptions.ObjectLostError):
             runtime.get(once, timeout=60)
 

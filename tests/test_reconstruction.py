@@ -206,3 +206,35 @@ def test_a_replay_yielding_fewer_items_says_so(cluster, tmp_path):
     del items
     assert worker.store_client is not None
     wait_until(lambda: worker.store_client.stats().num_objects == 0, what="every copy to be freed")
+
+
+@runtime.remote(max_restarts=1, max_task_retries=1)
+class Maker:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def make(self, value):
+        self.calls += 1
+        return np.full(MB // 8, value, dtype=np.int64)
+
+    def calls_made(self) -> int:
+        return self.calls
+
+
+def test_an_actor_calls_lost_result_is_rebuilt_by_its_actor(cluster):
+    # As in Ray: within max_task_retries, the actor runs the call again.
+    maker = Maker.remote()
+    ref = maker.make.remote(4)
+    once = maker.make.options(max_task_retries=0).remote(5)
+    runtime.wait([ref, once], num_returns=2, fetch_local=False)
+    lose(ref, once)
+    assert int(runtime.get(ref)[0]) == 4
+    assert runtime.get(maker.calls_made.remote()) == 3
+    with pytest.raises(ObjectReconstructionFailedError, match="allows no retries"):
+        runtime.get(once)
+    again = maker.make.remote(6)
+    runtime.wait([again], fetch_local=False)
+    runtime.kill(maker)  # no restart: nothing can run the call again
+    lose(again)
+    with pytest.raises(runtime.exceptions.ActorDiedError):
+        runtime.get(again)

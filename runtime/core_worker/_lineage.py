@@ -1,6 +1,7 @@
 """Lineage: how to make a lost object again (design, section 6).
 
-An owner keeps, for each finished task whose results live in a node's store,
+An owner keeps, for each finished task (or actor call, which the actor, restarted
+if it died, runs again) whose results live in a node's store,
 what it needs to run the task again: the spec and its resolved arguments.
 An entry lives while any of its results is alive, or while the entry of a
 task that consumed one of its results does (so lost arguments can be rebuilt
@@ -87,7 +88,9 @@ class Lineage:
                 object_id.hex(), "it was made by put(), which cannot be re-run"
             )
         return exceptions.ObjectReconstructionFailedError(
-            object_id.hex(), "it is not reconstructable (no lineage: its task allowed no retries)"
+            object_id.hex(),
+            "it is not reconstructable (no lineage: the task or actor call that made it "
+            "allows no retries)",
         )
 
     def _maybe_drop(self, entry: LineageEntry) -> None:

@@ -27,6 +27,7 @@ from .. import exceptions
 from .._private import rpc, serialization
 from .._private.ids import return_index, task_of
 from .._private.serialization import SerializedObject
+from .._private.task_wire import KIND_ACTOR_CALL
 from ..protocol.rt import (
     ContainsObjectRequest,
     CoreWorkerStub,
@@ -235,7 +236,10 @@ class ObjectRecovery:
             spec.state = TaskState.QUEUED
             spec.cancelled = False
             w.tasks.pending[task_id] = spec
-            w.submitter.submit(spec)
+            if spec.kind == KIND_ACTOR_CALL:  # to its actor (restarted, if it died)
+                w.actor_client.resubmit(spec)
+            else:
+                w.submitter.submit(spec)
             await asyncio.shield(done)
         finally:
             if self.reconstructions.get(task_id) is done:

@@ -31,7 +31,6 @@ from .._private.serialization import SerializedObject
 from .._private.task_wire import (
     KIND_ACTOR_CALL,
     KIND_ACTOR_CREATION,
-    KIND_TASK,
     Placement,
     ReleasePins,
     WireReply,
@@ -300,7 +299,8 @@ class TaskManager:
         if spec.num_returns < 0:  # a streaming generator's return: its item count
             items = worker.generators.items_in_store(spec.task_id)
             worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
-        if spec.kind == KIND_TASK:  # (an actor call is not re-run: no lineage)
+        if spec.max_retries != 0 and spec.kind != KIND_ACTOR_CREATION:
+            # Lineage: a task, or an actor call its restarted actor may run again.
             in_store = [
                 oid
                 for oid, obj in zip(spec.return_ids, returns, strict=False)
@@ -403,7 +403,7 @@ class TaskManager:
                 worker.task_events.failed(spec, self._error(error))
                 self.finish_task(spec, failed=True)
                 return
-            if spec.kind == KIND_TASK:  # the items before the error may be rebuilt
+            if spec.kind != KIND_ACTOR_CREATION:  # the items before the error may be rebuilt
                 worker.lineage.record(spec, [oid for oid in items if oid in worker.refs])
         reported = False
         for object_id in spec.return_ids:
@@ -436,11 +436,12 @@ class TaskManager:
         spec.state = TaskState.FINISHED
         spec.resolver = None
         self.pending.pop(spec.task_id, None)
+        rebuilt = None
         if worker.recovery.reconstructions:
             rebuilt = worker.recovery.reconstructions.pop(spec.task_id, None)
             if rebuilt is not None and not rebuilt.done():
                 rebuilt.set_result(None)
-        if spec.kind == KIND_ACTOR_CALL:
+        if spec.kind == KIND_ACTOR_CALL and rebuilt is None:  # (a rebuild was not counted)
             worker.actor_client.count_finished_call(spec.actor_key)
         if spec.arg_refs:
             for object_id, ref in worker.refs.remove_submitted([r._id for r in spec.arg_refs]):
