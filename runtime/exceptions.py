@@ -346,9 +346,16 @@ class ActorDiedError(RayActorError):
 
 
 class ActorUnavailableError(RayActorError):
-    """Ray's, for an actor that is restarting or unreachable for a while; not
-    raised here (calls wait for a restarting actor), kept so that Ray code
-    catching it runs."""
+    """The actor's process died with the call sent to it, and the actor was
+    restarted: the call may or may not have run, and is not retried
+    (``max_task_retries``). Calls made while it restarts wait for it."""
+
+    def __init__(self, message: str = "", actor_id: str | None = None) -> None:
+        super().__init__(message)
+        self.actor_id = actor_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.actor_id))
 
 
 class AsyncioActorExit(RayError):

@@ -15,6 +15,7 @@ from conftest import cluster_of, process_running, wait_until
 import runtime
 from runtime.exceptions import (
     ActorDiedError,
+    ActorUnavailableError,
     PendingCallsLimitExceededError,
     TaskCancelledError,
     TaskError,
@@ -499,6 +500,18 @@ def test_restart_retries_calls_in_flight(cluster, tmp_path):
     assert runtime.get(after, timeout=60) == 1
     row = next(a for a in runtime.util.list_actors() if a["class_name"] == "Counter")
     assert row["num_restarts"] == 1
+
+
+def test_a_call_lost_with_a_restarted_actor_is_unavailable(cluster, tmp_path):
+    # As in Ray: not retried (max_task_retries=0), it may or may not have run,
+    # and the actor is not dead.
+    counter = Counter.options(max_restarts=1).remote()
+    dies = counter.exit_once.remote(str(tmp_path / "marker"))
+    with pytest.raises(ActorUnavailableError, match="may or may not have run") as info:
+        runtime.get(dies, timeout=60)
+    assert not isinstance(info.value, ActorDiedError)
+    assert info.value.actor_id == counter._actor_id.hex()
+    assert runtime.get(counter.incr.remote(), timeout=60) == 1
 
 
 @runtime.remote(max_restarts=1)

@@ -316,9 +316,10 @@ class ActorSubmitter:
             return
         lost, q.lost = q.lost, []
         for spec in lost:
-            error = exceptions.ActorDiedError(
-                f"actor {q.name} died while running {spec.name}() and was restarted; the call "
-                f"is not retried (max_task_retries={spec.max_retries})",
+            error = exceptions.ActorUnavailableError(
+                f"actor {q.name}'s process died with {spec.name}() sent to it (it may or may "
+                f"not have run) and the actor was restarted; the call is not retried "
+                f"(max_task_retries={spec.max_retries})",
                 actor_id=q.actor_id.hex(),
             )
             self._on_failure(spec, serialization.serialize_error(error))
