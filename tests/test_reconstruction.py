@@ -238,3 +238,18 @@ def test_an_actor_calls_lost_result_is_rebuilt_by_its_actor(cluster):
     lose(again)
     with pytest.raises(runtime.exceptions.ActorDiedError):
         runtime.get(again)
+
+
+def test_a_call_whose_argument_was_lost_runs_after_rebuilding_it(cluster):
+    # No retry is spent (the call never ran), as in Ray: max_retries=0 is enough.
+    base = make.remote(5)
+    runtime.wait([base])
+    lose(base)
+    assert runtime.get(first.options(max_retries=0).remote(base)) == 5
+    maker = Maker.options(max_task_retries=0).remote()
+    lose(base)
+    assert int(runtime.get(plus_one_in(maker, base))[0]) == 6
+
+
+def plus_one_in(maker, array_ref):
+    return maker.__ray_call__.remote(lambda self, array: array + 1, array_ref)

@@ -412,6 +412,8 @@ class ActorClient:
     def _on_actor_reply(self, spec: TaskSpec, reply: WireReply, stream: PushStream) -> None:
         ended = self._worker.task_events.ran(spec, reply, stream)
         if not reply[1]:
+            if self._worker.recovery.lost_argument(spec, reply[2][0]):
+                return
             if not self._worker.tasks.retried(spec, reply):
                 self._worker.tasks.fail_task(spec, reply[2][0])
             return

@@ -153,18 +153,10 @@ class ObjectRecovery:
             )
             await self.localize([rebuilt])
             return rebuilt
-        host, port, _ = ref._owner
         try:
-            reply = await CoreWorkerStub(w.channels.get(host, port)).reconstruct(
-                ReconstructRequest(object_id=ref._id)
-            )
-        except rpc.CONNECTION_ERRORS as e:
-            error: exceptions.ObjectLostError = exceptions.OwnerDiedError(
-                ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
-            )
-            return self._settle_lost(ref._id, error)
-        if not reply.ok:
-            return self._settle_lost(ref._id, exceptions.ObjectLostError(ref.hex(), reply.error))
+            await self._rebuild_at_owner(ref)
+        except exceptions.ObjectLostError as e:
+            return self._settle_lost(ref._id, e)
         # Rebuilt, perhaps on another node: ask the owner where it is now.
         w.store.delete(ref._id)
         obj = await w.reader.fetch_from_owner(ref)
@@ -221,14 +213,22 @@ class ObjectRecovery:
         # held while this rebuild needs them: their lineage outlived them.
         held: list[bytes] = []
         try:
-            for arg in entry.resolved:
-                # Lost arguments first, recursively.
-                if arg.metadata == serialization.METADATA_IN_STORE and not await self.present(arg):
-                    arg_id = serialization.store_location(arg)[0]
+            for i, arg in enumerate(entry.resolved):
+                # Lost arguments first, recursively; each goes where it is now
+                # (rebuilt since, perhaps on another node).
+                if arg.metadata != serialization.METADATA_IN_STORE:
+                    continue
+                arg_id = serialization.store_location(arg)[0]
+                current = w.store.get_nowait(arg_id) or arg
+                if current.metadata == serialization.METADATA_IN_STORE and not await self.present(
+                    current
+                ):
                     if arg_id not in w.refs and w.lineage.entry_for(arg_id) is not None:
                         w.refs.add_owned(arg_id, 1)
                         held.append(arg_id)
                     await self.reconstruct(arg_id)
+                    current = w.store.get_nowait(arg_id) or current
+                entry.resolved[i] = current
             if spec.retries_left > 0:
                 spec.retries_left -= 1
             logger.warning("rebuilding a lost object by running %s() again", spec.name)
@@ -269,9 +269,12 @@ class ObjectRecovery:
         )
 
     def lost_argument(self, spec: TaskSpec, error: SerializedObject) -> bool:
-        """A task failed because an argument was lost: rebuild it, then run again."""
-        w = self._w
-        if not serialization.is_error(error) or spec.retries_left == 0:
+        """A task or actor call failed reading an argument lost from its store,
+        so it did not run: the argument is rebuilt (by its owner), then the call
+        is sent again with where the argument is now, spending none of its
+        retries; one whose argument cannot be rebuilt fails with why. True if
+        the call is taken care of here."""
+        if not serialization.is_error(error):
             return False
         try:
             err = serialization.error_of(error)
@@ -281,21 +284,72 @@ class ObjectRecovery:
         if not isinstance(cause, LostInStore):
             return False
         lost = bytes.fromhex(cause.object_id_hex)
-        if not w.refs.owns(lost) or w.lineage.entry_for(lost) is None:
+        if not any(_names(obj, lost) for obj in spec.resolved):
+            return False  # (not one of its arguments: what its code read, and reported)
+        # (A rebuild's own run has no refs left: its arguments are owned here.)
+        ref = next((r for r in spec.arg_refs if r._id == lost), None)
+        if ref is None and not self._w.refs.owns(lost):
             return False
-        if spec.retries_left > 0:
-            spec.retries_left -= 1
-
-        async def rebuild_then_retry() -> None:
-            try:
-                await self.reconstruct(lost)
-            except exceptions.ObjectLostError:
-                w.tasks.fail_task(spec, error)
-                return
-            w.submitter.submit(spec)
-
-        w.background.spawn(rebuild_then_retry())
+        self._w.background.spawn(self._rebuild_then_resend(spec, lost, ref))
         return True
+
+    async def _rebuild_then_resend(
+        self, spec: TaskSpec, lost: bytes, ref: Reference | None
+    ) -> None:
+        w = self._w
+        try:
+            if ref is None or w.objects.owned(ref):
+                await self._rebuild_owned(lost)
+                fresh = w.store.get_nowait(lost)
+            else:
+                await self._rebuild_at_owner(ref)
+                w.store.delete(lost)  # where it was: the read below asks the owner
+                fresh = (await w.reader.get_serialized([ref], None, fetch_local=False))[0]
+        except exceptions.ObjectLostError as e:
+            w.tasks.fail_task(spec, serialization.serialize_error(e))
+            return
+        if fresh is None or serialization.is_error(fresh):
+            lost_error = exceptions.ObjectLostError(lost.hex(), "it was freed while being rebuilt")
+            w.tasks.fail_task(spec, fresh or serialization.serialize_error(lost_error))
+            return
+        if spec.cancelled:
+            cancelled = exceptions.TaskCancelledError(f"{spec.name}() was cancelled")
+            w.tasks.fail_task(spec, serialization.serialize_error(cancelled))
+            return
+        spec.resolved = [fresh if _names(obj, lost) else obj for obj in spec.resolved]
+        w.tasks.retry(spec, None)
+
+    async def _rebuild_owned(self, object_id: bytes) -> None:
+        current = self._w.store.get_nowait(object_id)
+        if (
+            current is not None
+            and current.metadata == serialization.METADATA_IN_STORE
+            and await self.present(current)
+        ):
+            return  # rebuilt already (another reader asked first)
+        await self.reconstruct(object_id)
+
+    async def _rebuild_at_owner(self, ref: Reference) -> None:
+        """Asks a borrowed object's owner to rebuild it; raises why it cannot."""
+        host, port, _ = ref._owner
+        try:
+            reply = await CoreWorkerStub(self._w.channels.get(host, port)).reconstruct(
+                ReconstructRequest(object_id=ref._id)
+            )
+        except rpc.CONNECTION_ERRORS as e:
+            raise exceptions.OwnerDiedError(
+                ref.hex(), f"its owner at {host}:{port} died ({type(e).__name__})"
+            ) from None
+        if not reply.ok:
+            raise exceptions.ObjectLostError(ref.hex(), reply.error)
+
+
+def _names(obj: SerializedObject, object_id: bytes) -> bool:
+    """Whether ``obj`` is an IN_STORE marker of ``object_id``."""
+    return (
+        obj.metadata == serialization.METADATA_IN_STORE
+        and serialization.store_location(obj)[0] == object_id
+    )
 
 
 async def _until(deadline: float | None, work: Coroutine[Any, Any, T], what: str) -> T:

@@ -150,7 +150,7 @@ class TaskManager:
         self._worker.task_events.assigning(spec)
         self._worker.submitter.submit(spec)
 
-    def _retry(self, spec: TaskSpec, error: BaseException | None) -> None:
+    def retry(self, spec: TaskSpec, error: BaseException | None) -> None:
         """The attempt failed and another one starts (retries were counted)."""
         events = self._worker.task_events
         events.failed(spec, error)
@@ -182,7 +182,7 @@ class TaskManager:
             "infinite" if spec.retries_left < 0 else spec.retries_left + 1,
             error,
         )
-        self._retry(spec, error if self._worker.task_events.enabled else None)
+        self.retry(spec, error if self._worker.task_events.enabled else None)
         return True
 
     async def prepare(self, spec: TaskSpec) -> bool:
@@ -371,7 +371,7 @@ class TaskManager:
             self._worker.cluster.report_worker_death(
                 f"the worker running {spec.name}() died ({error}); retrying it"
             )
-            self._retry(spec, exceptions.WorkerCrashedError(f"the worker died: {error}"))
+            self.retry(spec, exceptions.WorkerCrashedError(f"the worker died: {error}"))
             return
         crashed = exceptions.WorkerCrashedError(
             f"the worker running {spec.name}() died and no retries are left "
