@@ -1,4 +1,4 @@
-"""A workload of chained tasks and actor calls while its processes are killed.
+"""A workload of chained tasks, actor calls and streams while its processes are killed.
 
 Workers killed at random (SIGKILL, every few tens of milliseconds), or whole
 nodes killed and replaced: every result must still come out right, retried
@@ -33,6 +33,12 @@ def produce(i: int, before: np.ndarray | None = None) -> np.ndarray:
     return np.full(200_000 if i % 3 == 0 else 10, i + base, dtype=np.int64)
 
 
+@runtime.remote(max_retries=-1)
+def stream(i: int):
+    for k in range(6):
+        yield np.full(150_000 if k % 2 == 0 else 10, i * 100 + k, dtype=np.int64)
+
+
 @runtime.remote(max_restarts=-1, max_task_retries=-1)
 class Doubler:
     def double(self, array: np.ndarray) -> int:
@@ -40,13 +46,17 @@ class Doubler:
 
 
 def workload() -> None:
-    """Two chained tasks per item, then an actor call on the second's result."""
+    """Two chained tasks per item, then an actor call on the second's result;
+    streaming generators, their items read at the end."""
     doublers = [Doubler.remote() for _ in range(2)]
     firsts = [produce.remote(i) for i in range(N)]
     seconds = [produce.remote(i, firsts[i]) for i in range(N)]
     calls = [doublers[i % 2].double.remote(seconds[i]) for i in range(N)]
+    streams = [list(stream.remote(i)) for i in range(N // 10)]
     assert runtime.get(calls, timeout=150) == [4 * i for i in range(N)]
     assert [int(a[0]) for a in runtime.get(firsts, timeout=60)] == list(range(N))
+    items = [[int(a[0]) for a in runtime.get(refs, timeout=60)] for refs in streams]
+    assert items == [[i * 100 + k for k in range(6)] for i in range(N // 10)]
 
 
 @contextmanager
