@@ -229,5 +229,8 @@ def test_pool_get_timeout_is_the_standard_one(cluster):
         result = pool.apply_async(time.sleep, (5,))
         with pytest.raises(stdlib_mp.TimeoutError):
             result.get(timeout=0.1)
+        # Ray's module names it (and JoinableQueue) too.
+        assert runtime.util.multiprocessing.TimeoutError is stdlib_mp.TimeoutError
+        assert runtime.util.multiprocessing.JoinableQueue is stdlib_mp.JoinableQueue
         with pytest.raises(ValueError, match="still running"):
             pool.join()

@@ -24,6 +24,12 @@ from typing import Any
 from .. import api
 from ..exceptions import GetTimeoutError
 
+# Ray's module names these too, so that its users import them from here.
+TimeoutError = multiprocessing.TimeoutError
+JoinableQueue = multiprocessing.JoinableQueue
+
+__all__ = ["AsyncResult", "JoinableQueue", "Pool", "TimeoutError"]
+
 
 class _Process:
     def __init__(self, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
