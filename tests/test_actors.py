@@ -510,6 +510,7 @@ def test_a_call_lost_with_a_restarted_actor_is_unavailable(cluster, tmp_path):
     with pytest.raises(ActorUnavailableError, match="may or may not have run") as info:
         runtime.get(dies, timeout=60)
     assert not isinstance(info.value, ActorDiedError)
+    assert "exited with code 1" in str(info.value)  # how the process ended
     assert info.value.actor_id == counter._actor_id.hex()
     assert runtime.get(counter.incr.remote(), timeout=60) == 1
 

@@ -316,9 +316,10 @@ class ActorSubmitter:
             return
         lost, q.lost = q.lost, []
         for spec in lost:
+            how = f": {info.last_death}" if info.last_death else ""
             error = exceptions.ActorUnavailableError(
-                f"actor {q.name}'s process died with {spec.name}() sent to it (it may or may "
-                f"not have run) and the actor was restarted; the call is not retried "
+                f"actor {q.name} was restarted after its process died with {spec.name}() sent "
+                f"to it{how}; the call may or may not have run, and is not retried "
                 f"(max_task_retries={spec.max_retries})",
                 actor_id=q.actor_id.hex(),
             )

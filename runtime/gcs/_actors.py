@@ -333,6 +333,7 @@ class ActorManager:
                         self._tell_death(info, "it will not be restarted", how)
                     return
                 self._tell_death(info, f"restarting it ({info.num_restarts + 1} so far)", how)
+                info.last_death = f"its {_process_died(info, how)}"
                 info.num_restarts += 1
                 self._set_state(record, ActorState.RESTARTING)
                 logger.info("restarting actor %s (%d)", info.class_name, info.num_restarts)

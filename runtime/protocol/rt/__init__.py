@@ -592,6 +592,11 @@ class ActorInfo(betterproto2.Message):
     its own __repr__, if its class defines one
     """
 
+    last_death: "str" = betterproto2.field(21, betterproto2.TYPE_STRING)
+    """
+    how its last incarnation's process ended (restarted)
+    """
+
 
 default_message_pool.register_message("rt", "ActorInfo", ActorInfo)
 
