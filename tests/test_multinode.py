@@ -286,16 +286,20 @@ def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
             return array * 2
 
         maker = Maker.options(scheduling_strategy=prefer_victim).remote()
+        mortal = Maker.options(scheduling_strategy=prefer_victim, max_restarts=0).remote()
         made = maker.make.remote()
         base = make_array.options(scheduling_strategy=prefer_victim).remote(5)
         derived = double.options(scheduling_strategy=prefer_victim).remote(base)
         del base  # only the lineage of ``derived`` keeps how to make it
         # Ready (held by the victim's store), but never copied to the head.
         runtime.wait([rebuildable, once, made, derived], num_returns=4, fetch_local=False)
+        runtime.get(mortal.__ray_ready__.remote())
         victim.kill()
         cluster.wait_for_dead(victim)
         assert float(runtime.get(rebuildable, timeout=60)[0]) == 7.0
         assert float(runtime.get(made, timeout=60)[0]) == 9.0  # by the restarted actor
+        with pytest.raises(exceptions.ActorDiedError, match="died with its node"):
+            runtime.get(mortal.make.remote(), timeout=60)
         # Its lost argument first, then itself, with the argument where it is now.
         assert float(runtime.get(derived, timeout=60)[0]) == 14.0
         with pytest.raises(exceptions.ObjectLostError):

@@ -355,7 +355,10 @@ class ActorManager:
             return None
         raylet = RayletStub(self._channels.get(*record.lease[0]))
         ended = await worker_exit.how_it_ended(raylet, worker_id)
-        return None if ended is None else ended[1]
+        if ended is None:
+            node_id = record.info.node_id
+            return None if self._alive(node_id) else f"died with its node {node_id.hex()[:12]}"
+        return ended[1]
 
     def _tell_death(self, info: ActorInfo, what_next: str, how: str | None = None) -> None:
         cause = (info.death_cause or f"its {_process_died(info, how)}").splitlines()
