@@ -42,6 +42,8 @@ def fail_times(path, times, how):
             os._exit(1)
         if how == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if how == "raylet":  # as a call into this node's dead raylet raises
+            raise runtime.exceptions.LocalRayletDiedError("this node's raylet is gone")
         raise RuntimeError(f"attempt {count}")
     return count
 
@@ -247,6 +249,14 @@ def test_a_task_never_goes_to_a_lingering_lease_whose_worker_died():
     finally:
         runtime.shutdown()
         assert_no_orphans(ctx.session_dir)
+
+
+def test_a_task_whose_raylet_died_under_it_is_retried_as_a_worker_death(cluster, counter_file):
+    # Not the task's own error: its worker dies with the node (test_multinode has
+    # the real thing; its timing rarely lets the error out before the worker goes).
+    assert runtime.get(fail_times.remote(counter_file, 1, "raylet"), timeout=60) == 1
+    with pytest.raises(WorkerCrashedError, match="raylet is gone"):
+        runtime.get(fail_times.options(max_retries=0).remote(counter_file, 5, "raylet"))
 
 
 def test_worker_sigkill_is_retried(cluster, counter_file):

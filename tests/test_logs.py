@@ -291,7 +291,7 @@ def test_error_channel_prints_each_death_once_at_the_driver() -> None:
         "runtime.get(a.pid.remote())\n"
         "try:\n"
         "    runtime.get(a.die.remote())\n"
-        "except runtime.exceptions.ActorDiedError:\n"
+        "except runtime.exceptions.ActorUnavailableError:\n"
         "    pass\n"
         "runtime.get(a.pid.remote())\n"
         "runtime.shutdown()\n"

@@ -344,6 +344,32 @@ def test_streamed_items_lost_with_their_node_come_back(tmp_path) -> None:
         assert len(runs.read_text()) == 3
 
 
+def test_a_task_whose_node_dies_under_it_is_retried(tmp_path) -> None:
+    # Its raylet gone, the task's put fails (LocalRayletDiedError) before its
+    # worker is gone too: a system failure, retried elsewhere, not its own error.
+    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
+        victim = cluster.add_node(num_cpus=1, resources={"victim": 1})
+        cluster.wait_for_nodes()
+        runtime.init(address=cluster.address)
+        marker = tmp_path / "attempts"
+
+        @runtime.remote(max_retries=1, resources={"victim": 0.001})
+        def doomed(raylet_pid: int, path: str) -> str:
+            import signal
+
+            if not os.path.exists(path):
+                open(path, "w").close()
+                os.kill(raylet_pid, signal.SIGKILL)
+                runtime.put(np.zeros(1 << 20))
+            return runtime.get_runtime_context().get_node_id()
+
+        ref = doomed.remote(victim.pid, str(marker))
+        wait_until(marker.exists, 60, "the first attempt")
+        cluster.wait_for_dead(victim)
+        replacement = cluster.add_node(num_cpus=1, resources={"victim": 1})
+        assert runtime.get(ref, timeout=60) == replacement.node_id
+
+
 def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
     import signal
 

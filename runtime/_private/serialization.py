@@ -296,6 +296,20 @@ def is_error(obj: SerializedObject) -> bool:
     return obj.metadata == METADATA_ERROR
 
 
+def node_died_under(obj: SerializedObject) -> BaseException | None:
+    """The error, if a task's error reply says the raylet of the node it ran on
+    died under it (its worker dies too): a system failure of the worker, to be
+    retried as one, not the task's own error."""
+    if not is_error(obj) or b"LocalRayletDiedError" not in obj.data:
+        return None
+    try:
+        error = error_of(obj)
+    except Exception:
+        return None
+    cause = getattr(error, "cause", error)
+    return cause if isinstance(cause, exceptions.LocalRayletDiedError) else None
+
+
 def first_error(objs: Sequence[SerializedObject | None]) -> SerializedObject | None:
     """The first error among objects read (in list order), if any."""
     for obj in objs:

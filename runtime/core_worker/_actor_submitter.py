@@ -255,18 +255,13 @@ class ActorSubmitter:
     ) -> None:
         q.in_flight.pop(spec.task_id, None)
         if reply is None:
-            self._on_stream_broken(q)
-            if spec.cancelled:
-                self._on_failure(spec, _cancelled(spec))
-            elif spec.retries_left != 0 and q.state is not QueueState.DEAD:
-                if spec.retries_left > 0:
-                    spec.retries_left -= 1
-                spec.state = TaskState.QUEUED
-                bisect.insort(q.waiting, spec, key=_task_id_of)
-            elif q.state is QueueState.DEAD:
-                self._fail(spec, q)
-            else:
-                q.lost.append(spec)
+            self._on_lost(q, spec)
+        elif (
+            not reply[1]
+            and spec.retries_left != 0
+            and serialization.node_died_under(reply[2][0]) is not None
+        ):
+            self._requeue(q, spec)  # its node died under the call: to the next incarnation
         else:
             self._on_reply(spec, reply, stream)
         # (Checked here first: most replies leave calls in flight and none waiting.)
@@ -274,6 +269,25 @@ class ActorSubmitter:
             self._flush(q)
         if not q.in_flight and q.idle():
             self._on_idle(q.key)
+
+    def _on_lost(self, q: ActorQueue, spec: TaskSpec) -> None:
+        """The call was in flight when its actor's stream broke."""
+        self._on_stream_broken(q)
+        if spec.cancelled:
+            self._on_failure(spec, _cancelled(spec))
+        elif spec.retries_left != 0 and q.state is not QueueState.DEAD:
+            self._requeue(q, spec)
+        elif q.state is QueueState.DEAD:
+            self._fail(spec, q)
+        else:
+            q.lost.append(spec)
+
+    def _requeue(self, q: ActorQueue, spec: TaskSpec) -> None:
+        """A retry of the call (counted), in its place among the waiting ones."""
+        if spec.retries_left > 0:
+            spec.retries_left -= 1
+        spec.state = TaskState.QUEUED
+        bisect.insort(q.waiting, spec, key=_task_id_of)
 
     def node_died(self, node_id: bytes) -> None:
         """Calls to actors on that node fail over (to the restarted actor, if any)."""

@@ -284,6 +284,9 @@ class TaskManager:
         ended = self._worker.task_events.ran(spec, reply, stream)
         if not ok and self._worker.recovery.lost_argument(spec, returns[0]):
             return
+        if not ok and (died := serialization.node_died_under(returns[0])) is not None:
+            self.on_worker_failure(spec, died)  # its node died: retried as a worker death
+            return
         if not ok:
             if not self.retried(spec, reply):
                 self.fail_task(spec, returns[0])
