@@ -120,3 +120,50 @@ def test_status_shows_placement_groups(cluster):
     assert "_group_" not in seen[0]
     remove_placement_group(placed)
     remove_placement_group(waiting)
+
+
+@runtime.remote
+def stuck_sleeping(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+@runtime.remote
+class Awaiting:
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def awaits_forever(self) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+def test_stack_shows_where_each_task_waits(cluster):
+    # A sync task's thread, an async actor's suspended coroutine, the driver's own.
+    stuck = stuck_sleeping.remote(60)
+    actor = Awaiting.remote()
+    actor_pid = runtime.get(actor.pid.remote())
+    waiting = actor.awaits_forever.remote()
+    seen: list[str] = []
+
+    def shows_both() -> bool:
+        out = run("stack", "--address", cluster["address"])
+        seen[:] = [out.stdout + out.stderr]
+        return (
+            out.returncode == 0
+            and "in stuck_sleeping" in out.stdout
+            and ("--- coroutine awaits_forever" in out.stdout)
+        )
+
+    wait_until(shows_both, what="the task and the coroutine to show")
+    assert f"=== driver pid={os.getpid()}" in seen[0]
+    one = run("stack", "--address", cluster["address"], "--pid", str(actor_pid))
+    assert one.returncode == 0 and one.stdout.count("===") == 2  # one process's header
+    assert "awaits_forever" in one.stdout and "stuck_sleeping" not in one.stdout
+    nobody = run("stack", "--address", cluster["address"], "--pid", "1")
+    assert nobody.returncode == 1 and "no answer from pid 1" in nobody.stderr
+    runtime.cancel(stuck, force=True)
+    runtime.kill(actor)
+    del waiting

@@ -316,6 +316,24 @@ def _cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from .._private import stacks
+
+    config = Config.load()
+    try:
+        address = cluster.resolve_address(args.address, config, standing_only=False)
+        found = asyncio.run(stacks.collect(address, cluster.token_for(address, config), args.pid))
+    except (ConnectionError, OSError, TimeoutError, ValueError) as e:
+        print(f"runtime stack: {e}", file=sys.stderr)
+        return 1
+    if not found:
+        which = f"pid {args.pid}" if args.pid is not None else "any driver or worker"
+        print(f"runtime stack: no answer from {which} of the cluster", file=sys.stderr)
+        return 1
+    print(stacks.render(found))
+    return 0
+
+
 def _port_free(host: str, port: int) -> bool:
     """Whether the gcs could listen on ``host:port`` now (checked before any
     session folder is made)."""
@@ -422,6 +440,15 @@ def parser() -> argparse.ArgumentParser:
         "--address", default="auto", help="HOST:PORT of the gcs (default: the newest local cluster)"
     )
     memory.set_defaults(func=_cmd_memory)
+
+    stack = sub.add_parser(
+        "stack", help="print what every driver and worker is doing: its threads' stacks"
+    )
+    stack.add_argument(
+        "--address", default="auto", help="HOST:PORT of the gcs (default: the newest local cluster)"
+    )
+    stack.add_argument("--pid", type=int, default=None, help="only this process")
+    stack.set_defaults(func=_cmd_stack)
 
     _state.add_commands(sub)
     _job.add_commands(sub)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import grpclib.const
 
+from .._private import stacks
 from .._private.ids import OBJECT_ID_SIZE
 from ..exceptions import ObjectLostError
 from ..protocol.rt import (
@@ -25,6 +26,7 @@ from ..protocol.rt import (
     ReconstructReply,
     ReconstructRequest,
     ReferenceTableReply,
+    StacksReply,
     WaitForRefsRemovedReply,
     WaitForRefsRemovedRequest,
 )
@@ -70,6 +72,9 @@ class CoreWorkerService(CoreWorkerBase):
 
     async def get_reference_table(self, message: Empty) -> ReferenceTableReply:
         return self._worker.ownership.table()
+
+    async def get_stacks(self, message: Empty) -> StacksReply:
+        return stacks.this_process()
 
     async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
         if len(message.object_id) != OBJECT_ID_SIZE:

@@ -110,12 +110,14 @@ __all__ = (
     "RuntimeEnvEntry",
     "SchedulingStrategy",
     "SegmentInfo",
+    "StacksReply",
     "StoreOp",
     "StoreReply",
     "StoreRequest",
     "StoreStats",
     "StrategyKind",
     "SubscribeRequest",
+    "ThreadStack",
     "TransferHeader",
     "TransferRequest",
     "UnregisterNodeRequest",
@@ -2353,6 +2355,20 @@ default_message_pool.register_message("rt", "SegmentInfo", SegmentInfo)
 
 
 @dataclass(eq=False, repr=False)
+class StacksReply(betterproto2.Message):
+    pid: "int" = betterproto2.field(1, betterproto2.TYPE_INT32)
+
+    threads: "list[ThreadStack]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    coroutines: "list[ThreadStack]" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+
+default_message_pool.register_message("rt", "StacksReply", StacksReply)
+
+
+@dataclass(eq=False, repr=False)
 class StoreReply(betterproto2.Message):
     seq: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
@@ -2468,6 +2484,36 @@ class SubscribeRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("rt", "SubscribeRequest", SubscribeRequest)
+
+
+@dataclass(eq=False, repr=False)
+class ThreadStack(betterproto2.Message):
+    """
+    What a process is doing now (`runtime stack`): each thread's stack, and each
+    coroutine of user code on the runtime's loop (async tasks and actor methods).
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    the thread's (MainThread: a driver's, or a worker's sync tasks),
+    """
+
+    ident: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    or the coroutine's asyncio task
+
+    the thread's ident (0 for a coroutine)
+    """
+
+    daemon: "bool" = betterproto2.field(3, betterproto2.TYPE_BOOL)
+
+    stack: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    formatted as a traceback: the innermost call last
+    """
+
+
+default_message_pool.register_message("rt", "ThreadStack", ThreadStack)
 
 
 @dataclass(eq=False, repr=False)
@@ -2793,6 +2839,27 @@ class CoreWorkerStub(betterproto2_grpclib.ServiceStub):
             "/rt.CoreWorker/CancelTask",
             message,
             Empty,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def get_stacks(
+        self,
+        message: "Empty | None" = None,
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "StacksReply":
+
+        if message is None:
+            message = Empty()
+
+        return await self._unary_unary(
+            "/rt.CoreWorker/GetStacks",
+            message,
+            StacksReply,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -3794,6 +3861,10 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def get_stacks(self, message: "Empty") -> "StacksReply":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_get_object(
         self, stream: "grpclib.server.Stream[GetObjectRequest, GetObjectReply]"
     ) -> None:
@@ -3856,6 +3927,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
         response = await self.cancel_task(request)
         await stream.send_message(response)
 
+    async def __rpc_get_stacks(self, stream: "grpclib.server.Stream[Empty, StacksReply]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.get_stacks(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/rt.CoreWorker/GetObject": grpclib.const.Handler(
@@ -3905,6 +3982,12 @@ class CoreWorkerBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CancelTaskRequest,
                 Empty,
+            ),
+            "/rt.CoreWorker/GetStacks": grpclib.const.Handler(
+                self.__rpc_get_stacks,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                Empty,
+                StacksReply,
             ),
         }
 

@@ -1,0 +1,160 @@
+"""``runtime stack``: what every driver and worker of a cluster is doing now.
+
+Each process answers ``GetStacks`` on its loop (:func:`this_process`): the
+stack of each of its threads, from ``sys._current_frames()`` (a task stuck in
+a blocking call shows where it waits; a busy one, where it is), and the stack
+of each coroutine of user code suspended on the runtime's loop (async tasks
+and async actors' methods: where each one awaits). :func:`collect` asks the
+gcs for the nodes, each raylet for its drivers and workers, and each of those
+for its stacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import sysconfig
+import threading
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from ..protocol.rt import (
+    CoreWorkerStub,
+    Empty,
+    GcsStub,
+    RayletStub,
+    StacksReply,
+    ThreadStack,
+    WorkerInfo,
+)
+from . import rpc
+
+TIMEOUT_S = 5.0
+
+#: Frames from these folders are not the user's: the runtime's, the standard
+#: library's and installed packages' (a coroutine with only such frames is not
+#: shown).
+_NOT_USERS = tuple(
+    {
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+        *(sysconfig.get_path(name) + os.sep for name in ("stdlib", "purelib", "platlib")),
+    }
+)
+
+
+def this_process() -> StacksReply:
+    """This process's threads and user coroutines, as stacks (on its loop)."""
+    by_ident = {t.ident: t for t in threading.enumerate()}
+    me = threading.get_ident()
+    threads = []
+    for ident, frame in sys._current_frames().items():
+        thread = by_ident.get(ident)
+        summary = traceback.extract_stack(frame)
+        if ident == me:  # the loop, answering this: its frames up to the request's
+            summary = _until_serving(summary)
+        threads.append(
+            ThreadStack(
+                name=thread.name if thread is not None else f"thread {ident}",
+                ident=ident,
+                daemon=bool(thread is not None and thread.daemon),
+                stack="".join(summary.format()),
+            )
+        )
+    threads.sort(key=lambda t: (t.name != "MainThread", t.name))
+    return StacksReply(pid=os.getpid(), threads=threads, coroutines=_user_coroutines())
+
+
+def _awaiting(coro: Any) -> list[FrameType]:
+    """A suspended coroutine's frames, from it down to what it awaits now (a
+    task's own stack shows only the outermost)."""
+    frames: list[FrameType] = []
+    while coro is not None and len(frames) < 200:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def _until_serving(summary: traceback.StackSummary) -> traceback.StackSummary:
+    for i, frame in enumerate(summary):
+        if f"{os.sep}grpclib{os.sep}" in frame.filename:
+            return traceback.StackSummary.from_list(summary[:i])
+    return summary
+
+
+def _user_coroutines() -> list[ThreadStack]:
+    out = []
+    with contextlib.suppress(RuntimeError):  # (no loop running here)
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            frames = _awaiting(task.get_coro())
+            users = [f for f in frames if not f.f_code.co_filename.startswith(_NOT_USERS)]
+            if task is current or not users:
+                continue
+            summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+            name = f"{users[0].f_code.co_name} ({task.get_name()})"
+            out.append(ThreadStack(name=name, stack="".join(summary.format())))
+    out.sort(key=lambda t: t.name)
+    return out
+
+
+@dataclass
+class ProcessStacks:
+    info: WorkerInfo
+    host: str
+    reply: StacksReply
+
+
+async def collect(
+    gcs_address: tuple[str, int], token: str | None = None, pid: int | None = None
+) -> list[ProcessStacks]:
+    """Every live driver's and worker's stacks (``pid``: that process's only);
+    a process that does not answer in time is left out."""
+    channels = rpc.ChannelPool(token)
+    try:
+        gcs = GcsStub(channels.get(*gcs_address))
+        nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes
+        found: list[tuple[WorkerInfo, str]] = []
+        for node in nodes:
+            if not node.alive:
+                continue
+            raylet = RayletStub(channels.get(node.host, node.raylet_port))
+            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+                reply = await asyncio.wait_for(raylet.list_workers(Empty()), TIMEOUT_S)
+                found += [(w, node.host) for w in reply.workers if pid in (None, w.pid)]
+
+        async def ask(info: WorkerInfo, host: str) -> ProcessStacks | None:
+            address = info.address
+            if address is None or not address.port:
+                return None
+            stub = CoreWorkerStub(channels.get(address.host, address.port))
+            try:
+                reply = await asyncio.wait_for(stub.get_stacks(Empty()), TIMEOUT_S)
+            except rpc.CONNECTION_ERRORS:  # (TimeoutError among them)
+                return None
+            return ProcessStacks(info, host, reply)
+
+        answers = await asyncio.gather(*(ask(info, host) for info, host in found))
+        return [a for a in answers if a is not None]
+    finally:
+        channels.close()
+
+
+def render(processes: list[ProcessStacks]) -> str:
+    out = []
+    for p in sorted(processes, key=lambda p: (not p.info.is_driver, p.info.pid)):
+        kind = "driver" if p.info.is_driver else "worker"
+        out.append(f"=== {kind} pid={p.info.pid} on {p.host} (job {p.info.job_id}) ===")
+        for thread in p.reply.threads:
+            daemon = " (daemon)" if thread.daemon else ""
+            out += [f"--- thread {thread.name}{daemon} ---", thread.stack.rstrip("\n")]
+        for coroutine in p.reply.coroutines:
+            out += [f"--- coroutine {coroutine.name} ---", coroutine.stack.rstrip("\n")]
+        out.append("")
+    return "\n".join(out)
