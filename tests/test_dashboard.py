@@ -79,6 +79,12 @@ def test_the_api_needs_the_token(dashboard: Any) -> None:
     )
     with urllib.request.urlopen(envs, timeout=10) as reply:
         assert isinstance(json.loads(reply.read()), list)
+    stacks = urllib.request.Request(
+        f"{url}/api/stacks?pid={os.getpid()}", headers={"Authorization": f"Bearer {auth.token()}"}
+    )
+    with urllib.request.urlopen(stacks, timeout=10) as reply:
+        text = json.loads(reply.read())["text"]
+    assert f"=== driver pid={os.getpid()}" in text and "test_the_api_needs_the_token" in text
 
 
 @pytest.mark.skipif(
@@ -155,6 +161,10 @@ def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
         assert shot.stat().st_size > 10_000
         if os.environ.get("RUNTIME_DASHBOARD_SCREENSHOT"):  # refreshes docs/dashboard.png
             shutil.copy(shot, os.path.join(ROOT, "docs", "dashboard.png"))
+
+        # A running task's stack: where its code is now.
+        rows('#tasks-table tr[data-name="wait_for"][data-state="RUNNING"] a.stack-link')[0].click()
+        wait.until(lambda _: "in wait_for" in browser.find_element(By.ID, "log-view").text)
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)

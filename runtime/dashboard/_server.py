@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .._private import auth, log_reader, packaging, rpc, state, tls, version
+from .._private import auth, log_reader, packaging, rpc, stacks, state, tls, version
 from .._private import task_events as te
 from ..protocol.rt import KvPutRequest
 from ._jobs import MAX_LOG_BYTES, BadRequest, JobManager
@@ -114,6 +114,7 @@ class Dashboard:
         get("/api/timeline", self._timeline)
         get("/api/logs", self._logs)
         get("/api/log", self._log)
+        get("/api/stacks", self._stacks)
         # Ray's job submission API (``runtime.job_submission``); the page's own
         # list of drivers is /api/jobs, without the slash.
         get("/api/version", self._version)
@@ -228,6 +229,15 @@ class Dashboard:
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=404)
         return web.json_response({"node_id": target.node_id, "name": target.name, "lines": lines})
+
+    async def _stacks(self, request: web.Request) -> web.StreamResponse:
+        """Where a process's threads and coroutines are now (``runtime stack``)."""
+        pid = _int(request.query.get("pid"), 0, 1 << 31) or None
+        found = await stacks.collect(self.gcs_address, pid=pid)
+        if not found:
+            which = f"process {pid}" if pid else "any process"
+            return web.json_response({"error": f"no answer from {which}"}, status=404)
+        return web.json_response({"text": stacks.render(found)})
 
     # -- submitted jobs -------------------------------------------------------------
     def _jobs(self) -> JobManager:

@@ -70,6 +70,10 @@ function logLink(query, text = "log") {
   return el("a", { onclick: () => openLog(query) }, text);
 }
 
+function stackLink(pid) {
+  return el("a", { class: "stack-link", onclick: () => openStack(pid) }, "stack");
+}
+
 // -- tabs ---------------------------------------------------------------------------------
 
 async function drawCluster() {
@@ -130,7 +134,9 @@ async function drawActors() {
     el("td", { class: "id" }, short(a.actor_id)), el("td", {}, a.class_name), el("td", {}, a.name),
     el("td", {}, badge(a.state)), el("td", { class: "id" }, short(a.node_id)), el("td", {}, a.pid || ""),
     el("td", {}, a.num_restarts), el("td", { class: "wrap" }, a.death_cause || ""),
-    el("td", {}, a.pid ? logLink({ actor_id: a.actor_id }) : ""))));
+    el("td", {}, ...(a.pid && a.state === "ALIVE"
+      ? [logLink({ actor_id: a.actor_id }), " ", stackLink(a.pid)]
+      : [a.pid ? logLink({ actor_id: a.actor_id }) : ""])))));
 }
 
 async function drawTasks() {
@@ -155,7 +161,9 @@ async function drawTasks() {
       el("td", {}, badge(t.state)), el("td", {}, t.type), el("td", { class: "id" }, short(t.node_id)),
       el("td", {}, t.worker_pid || ""), el("td", {}, took),
       el("td", { class: "wrap", title: t.error_message || "" }, t.error_type || ""),
-      el("td", {}, t.worker_pid ? logLink({ task_id: t.task_id }) : ""));
+      el("td", {}, ...(t.worker_pid && t.state === "RUNNING"
+        ? [logLink({ task_id: t.task_id }), " ", stackLink(t.worker_pid)]
+        : [t.worker_pid ? logLink({ task_id: t.task_id }) : ""])));
   }));
 }
 
@@ -233,6 +241,13 @@ async function openLog(query) {
   if (data.error) { $("#log-title").textContent = data.error; $("#log-view").textContent = ""; return; }
   $("#log-title").textContent = `${data.name} on node ${short(data.node_id)}`;
   $("#log-view").textContent = data.lines.join("\n");
+}
+
+async function openStack(pid) {
+  show("logs");
+  const data = await getJSON(`/api/stacks?pid=${pid}`).catch((e) => ({ error: String(e) }));
+  $("#log-title").textContent = data.error || `stacks of process ${pid}, now`;
+  $("#log-view").textContent = data.text || "";
 }
 
 const DRAW = {
