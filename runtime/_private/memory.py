@@ -47,20 +47,29 @@ async def collect(gcs_address: tuple[str, int], token: str | None = None) -> lis
     """Every worker's reference table (``token``: the cluster's, else the process's)."""
     channels = rpc.ChannelPool(token)
     try:
-        gcs = GcsStub(channels.get(*gcs_address))
-        nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes
-        workers: list[WorkerInfo] = []
-        for node in nodes:
-            if not node.alive:
-                continue
-            raylet = RayletStub(channels.get(node.host, node.raylet_port))
-            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-                reply = await asyncio.wait_for(raylet.list_workers(Empty()), TIMEOUT_S)
-                workers.extend(reply.workers)
-        tables = await asyncio.gather(*(_table(channels, w) for w in workers))
+        workers = await live_workers(channels, gcs_address)
+        tables = await asyncio.gather(*(_table(channels, w) for w, _ in workers))
         return [t for t in tables if t is not None]
     finally:
         channels.close()
+
+
+async def live_workers(
+    channels: rpc.ChannelPool, gcs_address: tuple[str, int]
+) -> list[tuple[WorkerInfo, str]]:
+    """Every live driver and worker, with its node's host: the gcs's nodes,
+    then each node's raylet (one that does not answer is left out)."""
+    gcs = GcsStub(channels.get(*gcs_address))
+    nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes
+    workers: list[tuple[WorkerInfo, str]] = []
+    for node in nodes:
+        if not node.alive:
+            continue
+        raylet = RayletStub(channels.get(node.host, node.raylet_port))
+        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
+            reply = await asyncio.wait_for(raylet.list_workers(Empty()), TIMEOUT_S)
+            workers += [(w, node.host) for w in reply.workers]
+    return workers
 
 
 async def _table(channels: rpc.ChannelPool, info: WorkerInfo) -> WorkerTable | None:

@@ -22,16 +22,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from ..protocol.rt import (
-    CoreWorkerStub,
-    Empty,
-    GcsStub,
-    RayletStub,
-    StacksReply,
-    ThreadStack,
-    WorkerInfo,
-)
-from . import rpc
+from ..protocol.rt import CoreWorkerStub, Empty, StacksReply, ThreadStack, WorkerInfo
+from . import memory, rpc
 
 TIMEOUT_S = 5.0
 
@@ -118,16 +110,11 @@ async def collect(
     a process that does not answer in time is left out."""
     channels = rpc.ChannelPool(token)
     try:
-        gcs = GcsStub(channels.get(*gcs_address))
-        nodes = (await asyncio.wait_for(gcs.get_all_nodes(Empty()), TIMEOUT_S)).nodes
-        found: list[tuple[WorkerInfo, str]] = []
-        for node in nodes:
-            if not node.alive:
-                continue
-            raylet = RayletStub(channels.get(node.host, node.raylet_port))
-            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-                reply = await asyncio.wait_for(raylet.list_workers(Empty()), TIMEOUT_S)
-                found += [(w, node.host) for w in reply.workers if pid in (None, w.pid)]
+        found = [
+            (w, host)
+            for w, host in await memory.live_workers(channels, gcs_address)
+            if pid in (None, w.pid)
+        ]
 
         async def ask(info: WorkerInfo, host: str) -> ProcessStacks | None:
             address = info.address
