@@ -253,3 +253,26 @@ def test_a_call_whose_argument_was_lost_runs_after_rebuilding_it(cluster):
 
 def plus_one_in(maker, array_ref):
     return maker.__ray_call__.remote(lambda self, array: array + 1, array_ref)
+
+
+@runtime.remote(max_restarts=1, max_task_retries=1)
+class Streamer:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def stream(self):
+        self.runs += 1
+        for i in range(3):
+            yield np.full(MB // 8, i, dtype=np.int64)
+
+    def runs_made(self) -> int:
+        return self.runs
+
+
+def test_an_actors_lost_streamed_item_is_rebuilt_by_a_replay(cluster):
+    streamer = Streamer.remote()
+    items = list(streamer.stream.remote())
+    runtime.wait(items, num_returns=3, fetch_local=False)
+    lose(items[1])
+    assert [int(a[0]) for a in runtime.get(items)] == [0, 1, 2]
+    assert runtime.get(streamer.runs_made.remote()) == 2
