@@ -232,7 +232,7 @@ class ObjectReader:
                     break
                 except LostInStore:
                     # Rebuilt from lineage, or the owner says why it cannot be.
-                    obj = run_blocking(worker.recovery.recover_until(ref, deadline))
+                    obj = run_blocking(worker.recovery.recover_until(ref, deadline, obj))
                 except BaseException:
                     if serialization.is_error(obj):
                         worker.objects.error_read(ref)
@@ -318,7 +318,7 @@ class ObjectReader:
                     values.append(worker.objects.deserialize(obj))
                     break
                 except LostInStore:
-                    obj = await on_own_loop(worker.recovery.recover_until(ref, deadline))
+                    obj = await on_own_loop(worker.recovery.recover_until(ref, deadline, obj))
         return values
 
     # -- wait --------------------------------------------------------------------
@@ -454,7 +454,7 @@ class ObjectReader:
             try:
                 return worker.objects.deserialize(obj)
             except LostInStore:
-                obj = await worker.recovery.recover(ref)
+                obj = await worker.recovery.recover(ref, obj)
 
     def concurrent_future(self, ref: Reference) -> concurrent.futures.Future[Any]:
         loop = self._worker.loop

@@ -127,7 +127,9 @@ class ObjectRecovery:
             )
 
     # -- lost objects: the reader's side ------------------------------------------------
-    async def recover(self, ref: Reference) -> SerializedObject:
+    async def recover(
+        self, ref: Reference, failed: SerializedObject | None = None
+    ) -> SerializedObject:
         """A get found ``ref``'s value gone from the store: rebuild it or explain.
 
         Returns what to deserialize next: the rebuilt object's marker (its
@@ -136,16 +138,8 @@ class ObjectRecovery:
         """
         w = self._w
         if w.objects.owned(ref):
-            current = w.store.get_nowait(ref._id)
-            if (
-                current is not None
-                and current.metadata == serialization.METADATA_IN_STORE
-                and await self.present(current)
-            ):  # rebuilt since this read began
-                await self.localize([current])
-                return current
             try:
-                await self.reconstruct(ref._id)
+                await self._rebuild_owned(ref._id, failed)
             except exceptions.ObjectLostError as e:
                 return self._settle_lost(ref._id, e)
             rebuilt = w.store.get_nowait(ref._id) or serialization.serialize_error(
@@ -163,8 +157,10 @@ class ObjectRecovery:
         await self.localize([obj])
         return obj
 
-    async def recover_until(self, ref: Reference, deadline: float | None) -> SerializedObject:
-        return await _until(deadline, self.recover(ref), "the object was recovered")
+    async def recover_until(
+        self, ref: Reference, deadline: float | None, failed: SerializedObject | None = None
+    ) -> SerializedObject:
+        return await _until(deadline, self.recover(ref, failed), "the object was recovered")
 
     def _settle_lost(self, object_id: bytes, error: exceptions.ObjectLostError) -> SerializedObject:
         obj = serialization.serialize_error(error)
@@ -299,7 +295,8 @@ class ObjectRecovery:
         w = self._w
         try:
             if ref is None or w.objects.owned(ref):
-                await self._rebuild_owned(lost)
+                stale = next(obj for obj in spec.resolved if _names(obj, lost))
+                await self._rebuild_owned(lost, stale)
                 fresh = w.store.get_nowait(lost)
             else:
                 await self._rebuild_at_owner(ref)
@@ -319,14 +316,18 @@ class ObjectRecovery:
         spec.resolved = [fresh if _names(obj, lost) else obj for obj in spec.resolved]
         w.tasks.retry(spec, None)
 
-    async def _rebuild_owned(self, object_id: bytes) -> None:
+    async def _rebuild_owned(self, object_id: bytes, failed: SerializedObject | None) -> None:
+        """Rebuilds an owned object whose copy ``failed`` to be read, unless it
+        has been already (another reader asked first): its current copy is
+        another, and present."""
         current = self._w.store.get_nowait(object_id)
         if (
             current is not None
+            and current != failed
             and current.metadata == serialization.METADATA_IN_STORE
             and await self.present(current)
         ):
-            return  # rebuilt already (another reader asked first)
+            return
         await self.reconstruct(object_id)
 
     async def _rebuild_at_owner(self, ref: Reference) -> None:
