@@ -187,7 +187,10 @@ class ObjectRecovery:
                 # An item of a stream still running: a retry (its first copy
                 # died with its node) reports it again, unless it did already.
                 current = w.store.get_nowait(object_id)
-                if current is None or not await self.present(current):
+                in_store = (
+                    current is not None and current.metadata == serialization.METADATA_IN_STORE
+                )
+                if current is None or (in_store and not await self.present(current)):
                     await w.generators.reported_again(object_id)
                 return
         if entry is None or object_id not in w.refs:
