@@ -173,8 +173,10 @@ def test_rays_exception_names_and_classes():
         "ObjectReconstructionFailedLineageEvictedError",
         "ObjectFetchTimedOutError",
         "ReferenceCountingAssertionError",
+        "StreamingGeneratorReplayInconsistentError",
     )
     assert all(issubclass(getattr(e, name), e.ObjectLostError) for name in lost)
+    assert issubclass(e.StreamingGeneratorReplayInconsistentError, e.RaySystemError)  # as Ray's
     others = (
         "ActorUnavailableError",
         "AsyncioActorExit",
