@@ -73,7 +73,7 @@ def test_locations_of_puts_results_copies_and_pending_objects(
     assert found[big]["node_ids"] == [head] and found[big]["object_size"] > ARRAY_BYTES
     assert found[remote_big]["node_ids"] == [other]
     assert found[remote_big]["object_size"] > ARRAY_BYTES
-    assert found[pending] == {"node_ids": [], "object_size": None}
+    assert found[pending] == {"node_ids": [], "object_size": None, "did_spill": False}
 
     # A copy pulled to the head counts; so does one read by a task elsewhere.
     runtime.get(remote_big)
@@ -144,3 +144,21 @@ def test_the_raylet_refuses_bad_lookups(two_nodes: tuple[Cluster, str, str]) -> 
         with pytest.raises(GRPCError, match=says) as caught:
             asyncio.run(ask(ids))
         assert caught.value.status is Status.INVALID_ARGUMENT
+
+
+def test_a_spilled_object_says_so(tmp_path) -> None:
+    # Ray's did_spill: 3 objects of 40 MB into a 100 MB store, the first one spilled.
+    ctx = runtime.init(num_cpus=1, object_store_memory=100 << 20)
+    try:
+        first = runtime.put(np.zeros(40 << 20, dtype=np.uint8))
+        later = [runtime.put(np.ones(40 << 20, dtype=np.uint8)) for _ in range(2)]
+        small = runtime.put(1)
+        found = get_object_locations([first, *later, small])
+        assert found[first]["did_spill"] is True
+        assert found[later[-1]]["did_spill"] is False and found[small]["did_spill"] is False
+        assert found[first]["object_size"] >= 40 << 20  # on disk, where it still counts
+    finally:
+        runtime.shutdown()
+        from conftest import assert_no_orphans
+
+        assert_no_orphans(ctx.session_dir)

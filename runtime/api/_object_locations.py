@@ -1,8 +1,9 @@
 """Where objects are, as Ray's ``ray.experimental.get_object_locations``.
 
-For each ref: ``{"node_ids": [...], "object_size": ...}``, the hex ids of the
-nodes that hold its object (a value small enough to live in its owner's
-process: the owner's node) and its size in bytes; a pending object has no
+For each ref: ``{"node_ids": [...], "object_size": ..., "did_spill": ...}``,
+the hex ids of the nodes that hold its object (a value small enough to live in
+its owner's process: the owner's node), its size in bytes, and whether a node
+holding it has written it to disk; a pending object has no
 node and a size of None. Refs whose owner cannot say (it died, or freed the
 object) are left out. The lookup asks the borrowed objects' owners and every
 node's raylet; it waits for no object to be ready.
@@ -38,7 +39,7 @@ def get_object_locations(
         return {}
     timeout = None if timeout_ms < 0 else timeout_ms / 1000
 
-    async def lookup() -> dict[bytes, tuple[list[bytes], int | None]]:
+    async def lookup() -> dict[bytes, tuple[list[bytes], int | None, bool]]:
         try:
             return await asyncio.wait_for(object_locations(worker, refs), timeout)
         except TimeoutError:
@@ -51,8 +52,12 @@ def get_object_locations(
     for ref in refs:
         location = found.get(ref._id)
         if location is not None:
-            nodes, size = location
-            out[ref] = {"node_ids": [node_id.hex() for node_id in nodes], "object_size": size}
+            nodes, size, spilled = location
+            out[ref] = {
+                "node_ids": [node_id.hex() for node_id in nodes],
+                "object_size": size,
+                "did_spill": spilled,
+            }
     return out
 
 

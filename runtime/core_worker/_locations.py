@@ -24,6 +24,7 @@ from ..protocol.rt import (
     Empty,
     GetObjectRequest,
     NodeInfo,
+    ObjectSizesReply,
     ObjectSizesRequest,
     ObjectStatus,
     RayletStub,
@@ -33,11 +34,12 @@ from ._reference import Reference
 if TYPE_CHECKING:
     from ._core_worker import CoreWorker
 
-#: An object's location: the ids of the nodes that hold it, and its size in
-#: bytes (None while it is pending, or when no node holds it any more).
-Location = tuple[list[bytes], int | None]
+#: An object's location: the ids of the nodes that hold it, its size in bytes
+#: (None while it is pending, or when no node holds it any more), and whether a
+#: node holding it has written it to disk (Ray's ``did_spill``).
+Location = tuple[list[bytes], int | None, bool]
 
-_PENDING: Location = ([], None)
+_PENDING: Location = ([], None, False)
 
 
 async def locations(worker: CoreWorker, refs: Sequence[Reference]) -> dict[bytes, Location]:
@@ -55,7 +57,7 @@ async def locations(worker: CoreWorker, refs: Sequence[Reference]) -> dict[bytes
         elif obj.metadata == serialization.METADATA_IN_STORE:
             in_store[ref._id] = serialization.store_location(obj)[1]
         else:  # kept by its owner's process
-            out[ref._id] = ([_owner_node(worker, ref, nodes)], len(obj.data))
+            out[ref._id] = ([_owner_node(worker, ref, nodes)], len(obj.data), False)
     if in_store:
         alive = [node for node in nodes if node.alive]
         out.update(await _store_locations(worker, list(in_store), alive))
@@ -100,22 +102,22 @@ def _owner_node(worker: CoreWorker, ref: Reference, nodes: list[NodeInfo]) -> by
 async def _store_locations(
     worker: CoreWorker, object_ids: list[bytes], nodes: list[NodeInfo]
 ) -> dict[bytes, Location]:
-    async def ask(host: str, port: int) -> list[int]:
+    async def ask(host: str, port: int) -> ObjectSizesReply:
         stub = RayletStub(worker.channels.get(host, port))
         try:
-            reply = await stub.get_object_sizes(ObjectSizesRequest(object_ids=object_ids))
+            return await stub.get_object_sizes(ObjectSizesRequest(object_ids=object_ids))
         except rpc.CONNECTION_ERRORS:
-            return []  # (a node going away holds nothing)
-        return list(reply.sizes)
+            return ObjectSizesReply()  # (a node going away holds nothing)
 
     answers = await asyncio.gather(*(ask(n.host, n.raylet_port) for n in nodes))
     out: dict[bytes, Location] = {}
     for i, object_id in enumerate(object_ids):
         holders = [
-            (node.node_id, sizes[i])
-            for node, sizes in zip(nodes, answers, strict=True)
-            if i < len(sizes) and sizes[i] >= 0
+            (node.node_id, reply.sizes[i], i < len(reply.spilled) and reply.spilled[i])
+            for node, reply in zip(nodes, answers, strict=True)
+            if i < len(reply.sizes) and reply.sizes[i] >= 0
         ]
-        size = max((s for _, s in holders), default=None)
-        out[object_id] = ([node_id for node_id, _ in holders], size)
+        size = max((s for _, s, _ in holders), default=None)
+        spilled = any(spilled for _, _, spilled in holders)
+        out[object_id] = ([node_id for node_id, _, _ in holders], size, spilled)
     return out

@@ -261,8 +261,11 @@ class ObjectManager:
             )
         if any(len(object_id) != OBJECT_ID_SIZE for object_id in ids):
             raise GRPCError(Status.INVALID_ARGUMENT, f"object ids are {OBJECT_ID_SIZE} bytes long")
-        size_of = self._store.store.size_of
-        return ObjectSizesReply(sizes=[size_of(object_id) for object_id in ids])
+        store = self._store.store
+        return ObjectSizesReply(
+            sizes=[store.size_of(object_id) for object_id in ids],
+            spilled=[store.was_spilled(object_id) for object_id in ids],
+        )
 
     # -- freeing copies ----------------------------------------------------------------
     def forward_deletes(self, object_ids: list[bytes]) -> None:

@@ -1758,6 +1758,11 @@ default_message_pool.register_message("rt", "ObjectLocation", ObjectLocation)
 class ObjectSizesReply(betterproto2.Message):
     sizes: "list[int]" = betterproto2.field(1, betterproto2.TYPE_INT64, repeated=True)
 
+    spilled: "list[bool]" = betterproto2.field(2, betterproto2.TYPE_BOOL, repeated=True)
+    """
+    written to this node's spill files (Ray's did_spill)
+    """
+
 
 default_message_pool.register_message("rt", "ObjectSizesReply", ObjectSizesReply)
 

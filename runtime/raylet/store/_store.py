@@ -219,6 +219,11 @@ class ObjectStore:
         obj = self._held(object_id)
         return -1 if obj is None else obj.size
 
+    def was_spilled(self, object_id: bytes) -> bool:
+        """Whether the store holds the object and has written it to disk."""
+        obj = self._held(object_id)
+        return obj is not None and obj.spill is not None
+
     def create(
         self,
         client_id: int,
