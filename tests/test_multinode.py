@@ -12,7 +12,7 @@ from conftest import assert_no_orphans, cluster_of, wait_until
 
 import runtime
 from runtime import exceptions
-from runtime.testing import Cluster
+from runtime.testing import Cluster, Node
 from runtime.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = pytest.mark.timeout(120)
@@ -306,68 +306,76 @@ def test_object_lost_with_its_node_is_rebuilt_or_reported() -> None:
             runtime.get(once, timeout=60)
 
 
-def test_streamed_items_lost_with_their_node_come_back(tmp_path) -> None:
-    # Items read before the node died: those of a stream still running come
-    # from its retry; once it has ended, from a replay of the generator.
-    with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
-        victim = cluster.add_node(num_cpus=1, resources={"w": 1})
-        cluster.wait_for_nodes()
-        runtime.init(address=cluster.address)
-        runs = tmp_path / "runs"
-
-        @runtime.remote(resources={"w": 1}, max_retries=3)
-        def stream(path: str):
-            import time
-
-            with open(path, "a") as f:
-                f.write("x")
-            with open(path) as f:
-                first = len(f.read()) == 1
-            for i in range(4):
-                while first and i == 2:  # the first run stalls until its node dies
-                    time.sleep(0.01)
-                yield np.full(1024 * 1024 // 8, i)
-
-        gen = stream.remote(str(runs))
-        early = [next(gen), next(gen)]  # held by the victim's store only
-        victim.kill()
-        cluster.wait_for_dead(victim)
-        second = cluster.add_node(num_cpus=1, resources={"w": 1})
-        assert int(runtime.get(early[0], timeout=60)[0]) == 0  # waits for the retry's
-        rest = list(gen)
-        runtime.wait(rest, num_returns=len(rest), fetch_local=False)
-        assert len(runs.read_text()) == 2
-        second.kill()  # now the stream has ended: its lost items need a replay
-        cluster.wait_for_dead(second)
-        cluster.add_node(num_cpus=1, resources={"w": 1})
-        assert [int(a[0]) for a in runtime.get(early + rest, timeout=60)] == [0, 1, 2, 3]
-        assert len(runs.read_text()) == 3
-
-
-def test_a_task_whose_node_dies_under_it_is_retried(tmp_path) -> None:
-    # Its raylet gone, the task's put fails (LocalRayletDiedError) before its
-    # worker is gone too: a system failure, retried elsewhere, not its own error.
+@pytest.fixture
+def with_victim() -> Iterator[tuple[Cluster, Node]]:
+    """A head with 1 CPU and a node with the custom resource ``victim``; a driver."""
     with cluster_of(head_node_args={"num_cpus": 1}) as cluster:
         victim = cluster.add_node(num_cpus=1, resources={"victim": 1})
         cluster.wait_for_nodes()
         runtime.init(address=cluster.address)
-        marker = tmp_path / "attempts"
+        yield cluster, victim
 
-        @runtime.remote(max_retries=1, resources={"victim": 0.001})
-        def doomed(raylet_pid: int, path: str) -> str:
-            import signal
 
-            if not os.path.exists(path):
-                open(path, "w").close()
-                os.kill(raylet_pid, signal.SIGKILL)
-                runtime.put(np.zeros(1 << 20))
-            return runtime.get_runtime_context().get_node_id()
+def test_streamed_items_lost_with_their_node_come_back(
+    with_victim: tuple[Cluster, Node], tmp_path
+) -> None:
+    # Items read before the node died: those of a stream still running come
+    # from its retry; once it has ended, from a replay of the generator.
+    cluster, victim = with_victim
+    runs = tmp_path / "runs"
 
-        ref = doomed.remote(victim.pid, str(marker))
-        wait_until(marker.exists, 60, "the first attempt")
-        cluster.wait_for_dead(victim)
-        replacement = cluster.add_node(num_cpus=1, resources={"victim": 1})
-        assert runtime.get(ref, timeout=60) == replacement.node_id
+    @runtime.remote(resources={"victim": 1}, max_retries=3)
+    def stream(path: str):
+        import time
+
+        with open(path, "a") as f:
+            f.write("x")
+        with open(path) as f:
+            first = len(f.read()) == 1
+        for i in range(4):
+            while first and i == 2:  # the first run stalls until its node dies
+                time.sleep(0.01)
+            yield np.full(1024 * 1024 // 8, i)
+
+    gen = stream.remote(str(runs))
+    early = [next(gen), next(gen)]  # held by the victim's store only
+    victim.kill()
+    cluster.wait_for_dead(victim)
+    second = cluster.add_node(num_cpus=1, resources={"victim": 1})
+    assert int(runtime.get(early[0], timeout=60)[0]) == 0  # waits for the retry's
+    rest = list(gen)
+    runtime.wait(rest, num_returns=len(rest), fetch_local=False)
+    assert len(runs.read_text()) == 2
+    second.kill()  # now the stream has ended: its lost items need a replay
+    cluster.wait_for_dead(second)
+    cluster.add_node(num_cpus=1, resources={"victim": 1})
+    assert [int(a[0]) for a in runtime.get(early + rest, timeout=60)] == [0, 1, 2, 3]
+    assert len(runs.read_text()) == 3
+
+
+def test_a_task_whose_node_dies_under_it_is_retried(
+    with_victim: tuple[Cluster, Node], tmp_path
+) -> None:
+    # Its raylet gone, the task's put fails (LocalRayletDiedError) before its
+    # worker is gone too: a system failure, retried elsewhere, not its own error.
+    cluster, victim = with_victim
+    marker = tmp_path / "attempts"
+
+    @runtime.remote(max_retries=1, resources={"victim": 0.001})
+    def doomed(raylet_pid: int, path: str) -> str:
+        import signal
+
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(raylet_pid, signal.SIGKILL)
+            runtime.put(np.zeros(1 << 20))
+        return runtime.get_runtime_context().get_node_id()
+
+    ref = doomed.remote(victim.pid, str(marker))
+    wait_until(marker.exists, 60, "the first attempt")
+    cluster.wait_for_dead(victim)
+    replacement = cluster.add_node(num_cpus=1, resources={"victim": 1})
+    assert runtime.get(ref, timeout=60) == replacement.node_id
 
 
 def test_health_checks_mark_a_hung_node_dead(tmp_path) -> None:
