@@ -95,6 +95,25 @@ def durable_cluster(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[C
         yield cluster
 
 
+def stuck(actors: list[Any], calls: list[Any], ready: list[Any]) -> str:
+    """What the gcs and this driver say of the actors whose calls did not answer."""
+    worker = runtime.api._context.current()
+    rows = {row["actor_id"]: row for row in runtime.util.state.list_actors()}
+    lines = []
+    for actor, call in zip(actors, calls, strict=True):
+        if call in ready:
+            continue
+        key = actor._actor_id
+        queue = worker.actor_client.actors.existing(key)
+        row = rows.get(key.hex(), {})
+        lines.append(
+            f"actor {key.hex()}: gcs {row.get('state')} restarts={row.get('num_restarts')} "
+            f"pid={row.get('pid')}; driver queue "
+            f"{None if queue is None else (queue.state, len(queue.in_flight), len(queue.lost))}"
+        )
+    return "calls that did not answer: " + "; ".join(lines)
+
+
 def test_a_cluster_rides_through_five_gcs_kills(durable_cluster: Cluster) -> None:
     cluster = durable_cluster
     keeper = Counter.options(name="keeper", lifetime="detached").remote()
@@ -115,7 +134,10 @@ def test_a_cluster_rides_through_five_gcs_kills(durable_cluster: Cluster) -> Non
     assert not load.errors, load.errors
     # The detached named actor made before the kills is found, state intact.
     assert runtime.get(runtime.get_actor("keeper").incr.remote()) == 2
-    assert runtime.get([a.incr.remote() for a in made_during_outages]) == [2] * 5
+    calls = [a.incr.remote() for a in made_during_outages]
+    ready, _ = runtime.wait(calls, num_returns=len(calls), timeout=60)
+    assert len(ready) == len(calls), stuck(made_during_outages, calls, ready)
+    assert runtime.get(calls) == [2] * 5
     # A node joins the restarted gcs and runs work; another starts while the
     # gcs is down, and joins once it is back.
     joined = cluster.add_node(num_cpus=1)

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -38,26 +39,47 @@ _NOT_USERS = tuple(
 )
 
 
-def this_process() -> StacksReply:
-    """This process's threads and user coroutines, as stacks (on its loop)."""
-    by_ident = {t.ident: t for t in threading.enumerate()}
+async def this_process() -> StacksReply:
+    """This process's threads and user coroutines, as stacks: taken on its loop
+    (no I/O), their source lines read on a thread (files, off the loop)."""
     me = threading.get_ident()
+    by_ident = {t.ident: t for t in threading.enumerate()}
     threads = []
     for ident, frame in sys._current_frames().items():
         thread = by_ident.get(ident)
-        summary = traceback.extract_stack(frame)
+        summary = _summary(traceback.walk_stack(frame), reverse=True)
         if ident == me:  # the loop, answering this: its frames up to the request's
             summary = _until_serving(summary)
-        threads.append(
-            ThreadStack(
-                name=thread.name if thread is not None else f"thread {ident}",
-                ident=ident,
-                daemon=bool(thread is not None and thread.daemon),
-                stack="".join(summary.format()),
-            )
+        name = thread.name if thread is not None else f"thread {ident}"
+        threads.append((name, ident, bool(thread is not None and thread.daemon), summary))
+    threads.sort(key=lambda t: (t[0] != "MainThread", t[0]))
+    coroutines = _user_coroutines()
+
+    def formatted() -> StacksReply:
+        return StacksReply(
+            pid=os.getpid(),
+            threads=[
+                ThreadStack(name=name, ident=ident, daemon=daemon, stack=_text(summary))
+                for name, ident, daemon, summary in threads
+            ],
+            coroutines=[ThreadStack(name=n, stack=_text(summary)) for n, summary in coroutines],
         )
-    threads.sort(key=lambda t: (t.name != "MainThread", t.name))
-    return StacksReply(pid=os.getpid(), threads=threads, coroutines=_user_coroutines())
+
+    return await asyncio.to_thread(formatted)
+
+
+def _summary(
+    frames: Iterator[tuple[FrameType, int]], reverse: bool = False
+) -> traceback.StackSummary:
+    """Where the frames are, without reading their source lines yet."""
+    summary = traceback.StackSummary.extract(frames, lookup_lines=False)
+    if reverse:  # (walk_stack goes from the innermost call out)
+        summary.reverse()
+    return summary
+
+
+def _text(summary: traceback.StackSummary) -> str:
+    return "".join(summary.format())
 
 
 def _awaiting(coro: Any) -> list[FrameType]:
@@ -80,7 +102,7 @@ def _until_serving(summary: traceback.StackSummary) -> traceback.StackSummary:
     return summary
 
 
-def _user_coroutines() -> list[ThreadStack]:
+def _user_coroutines() -> list[tuple[str, traceback.StackSummary]]:
     out = []
     with contextlib.suppress(RuntimeError):  # (no loop running here)
         current = asyncio.current_task()
@@ -89,10 +111,9 @@ def _user_coroutines() -> list[ThreadStack]:
             users = [f for f in frames if not f.f_code.co_filename.startswith(_NOT_USERS)]
             if task is current or not users:
                 continue
-            summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
             name = f"{users[0].f_code.co_name} ({task.get_name()})"
-            out.append(ThreadStack(name=name, stack="".join(summary.format())))
-    out.sort(key=lambda t: t.name)
+            out.append((name, _summary((f, f.f_lineno) for f in frames)))
+    out.sort(key=lambda c: c[0])
     return out
 
 

@@ -72,7 +72,6 @@ class StreamState:
 class Replay:
     """A streaming task run again to rebuild its lost items."""
 
-    task_id: bytes
     reported: int = 0  # items this run reported: 0 .. reported - 1
     error: SerializedObject | None = None  # how it failed, if it did
     pinned: bool = False  # some item held refs the worker pins for us
@@ -152,11 +151,6 @@ class Generators:
         worker.objects.free_copy(object_id, old)  # (gone already if its node died)
         return True
 
-    def items_in_store(self, task_id: bytes) -> list[bytes]:
-        """The items of a streaming task held in a node's store (for its lineage)."""
-        state = self.streams.get(task_id)
-        return [] if state is None else state.in_store
-
     async def reported_again(self, object_id: bytes) -> None:
         """On the loop: returns once a later attempt of the running stream has
         reported the item again (its copy was lost), or the task has ended."""
@@ -170,7 +164,7 @@ class Generators:
     # -- replays ------------------------------------------------------------------------
     def replay(self, task_id: bytes) -> Replay:
         """The task runs again to rebuild lost items: its reports go to a replay."""
-        replay = self.replays[task_id] = Replay(task_id)
+        replay = self.replays[task_id] = Replay()
         return replay
 
     def _on_replayed(
@@ -190,18 +184,23 @@ class Generators:
                 object_id, [Reference(oid, owner, worker) for oid, owner in item.nested]
             )
 
-    def on_end(self, spec: TaskSpec, total: int | None, error: SerializedObject | None) -> None:
+    def on_end(
+        self, spec: TaskSpec, total: int | None, error: SerializedObject | None
+    ) -> list[bytes]:
         """The task ended: with ``total`` items, or with ``error`` (then stored as
-        the next item)."""
+        the next item). Returns its items held in a store and still referenced
+        (its lineage keeps them rebuildable); none for a replay."""
         if self.replays:
             replay = self.replays.pop(spec.task_id, None)
             if replay is not None:
                 replay.error = error
                 self._release_pins(spec.task_id, replay.pinned, replay.stream)
-                return
+                return []
         state = self.streams.get(spec.task_id)
         if state is None:
-            return
+            return []
+        refs = self._worker.refs
+        kept = [object_id for object_id in state.in_store if object_id in refs]
         if error is not None:
             # The error is told as an item; the task's own return is not read.
             self._worker.objects.errors_read.add(return_id(spec.task_id, 0))
@@ -218,6 +217,7 @@ class Generators:
         _wake_lost(state, None)
         if state.dropped:
             del self.streams[spec.task_id]
+        return kept
 
     def _release_pins(self, task_id: bytes, pinned: bool, stream: PushStream | None) -> None:
         """The worker held the refs inside items for us; let it go once our own

@@ -74,7 +74,7 @@ class CoreWorkerService(CoreWorkerBase):
         return self._worker.ownership.table()
 
     async def get_stacks(self, message: Empty) -> StacksReply:
-        return stacks.this_process()
+        return await stacks.this_process()
 
     async def reconstruct(self, message: ReconstructRequest) -> ReconstructReply:
         if len(message.object_id) != OBJECT_ID_SIZE:

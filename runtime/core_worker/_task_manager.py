@@ -300,8 +300,7 @@ class TaskManager:
         returns, nested = reply[2], reply[4]
         items: list[bytes] = []
         if spec.num_returns < 0:  # a streaming generator's return: its item count
-            items = worker.generators.items_in_store(spec.task_id)
-            worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
+            items = worker.generators.on_end(spec, worker.objects.deserialize(returns[0]), None)
         if spec.max_retries != 0 and spec.kind != KIND_ACTOR_CREATION:
             # Lineage: a task, or an actor call its restarted actor may run again.
             in_store = [
@@ -309,8 +308,7 @@ class TaskManager:
                 for oid, obj in zip(spec.return_ids, returns, strict=False)
                 if obj.metadata == serialization.METADATA_IN_STORE and oid in worker.refs
             ]
-            in_store += [oid for oid in items if oid in worker.refs]
-            worker.lineage.record(spec, in_store)
+            worker.lineage.record(spec, in_store + items)
         refs, store = worker.refs, worker.store
         # A reply that ran carries one value per return (result_reply), and
         # ``nested`` is empty, no list per result, unless a result holds a ref.
@@ -400,14 +398,12 @@ class TaskManager:
         if spec.num_returns < 0:
             worker, generators = self._worker, self._worker.generators
             replayed = spec.task_id in generators.replays
-            items = generators.items_in_store(spec.task_id)
-            generators.on_end(spec, None, error)
+            items = generators.on_end(spec, None, error)
             if replayed:  # told to the rebuild waiting on it; the first run's end stands
                 worker.task_events.failed(spec, self._error(error))
                 self.finish_task(spec, failed=True)
                 return
-            if spec.kind != KIND_ACTOR_CREATION:  # the items before the error may be rebuilt
-                worker.lineage.record(spec, [oid for oid in items if oid in worker.refs])
+            worker.lineage.record(spec, items)  # the items before the error may be rebuilt
         reported = False
         for object_id in spec.return_ids:
             if object_id in self._worker.refs:
