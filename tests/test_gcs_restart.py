@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import cluster_of, gcs_pid, live_gcs, wait_until
+from conftest import cluster_of, gcs_pid, live_gcs, process_running, wait_until
 
 import runtime
 from runtime.testing import Cluster
@@ -61,7 +61,11 @@ class Workload:
                 assert runtime.get([square.remote(i) for i in range(8)], timeout=60) == [
                     i * i for i in range(8)
                 ]
-                count = runtime.get(self.actor.incr.remote(), timeout=60)
+                call = self.actor.incr.remote()
+                try:
+                    count = runtime.get(call, timeout=60)
+                except runtime.exceptions.GetTimeoutError as e:  # (it happened, rarely)
+                    raise AssertionError(stuck([self.actor], [call], [])) from e
                 self.expected_count += 1
                 assert count == self.expected_count, (count, self.expected_count)
                 self.rounds += 1
@@ -106,9 +110,10 @@ def stuck(actors: list[Any], calls: list[Any], ready: list[Any]) -> str:
         key = actor._actor_id
         queue = worker.actor_client.actors.existing(key)
         row = rows.get(key.hex(), {})
+        pid = row.get("pid") or 0
         lines.append(
             f"actor {key.hex()}: gcs {row.get('state')} restarts={row.get('num_restarts')} "
-            f"pid={row.get('pid')}; driver queue "
+            f"pid={pid} running={bool(pid) and process_running(pid)}; driver queue "
             f"{None if queue is None else (queue.state, len(queue.in_flight), len(queue.lost))}"
         )
     return "calls that did not answer: " + "; ".join(lines)
