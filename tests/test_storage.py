@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -61,6 +62,29 @@ async def test_redis(redis_server: str) -> None:
         assert await again.load("kv") == {b"n1": b"another table"}
     finally:
         await again.close()
+
+
+async def _writes_land_in_the_order_asked(spec: str, **where: Any) -> None:
+    storage = open_storage(spec, **where)
+    await storage.open()
+    try:
+        # Writes asked without waiting for each other (as the gcs persists a
+        # record at each change) land in the order asked: the last one wins.
+        writes = [asyncio.ensure_future(storage.put("actors", b"a", b"%d" % i)) for i in range(64)]
+        writes.append(asyncio.ensure_future(storage.delete("actors", b"gone")))
+        writes.append(asyncio.ensure_future(storage.put("actors", b"gone", b"back")))
+        await asyncio.gather(*writes)
+        assert await storage.load("actors") == {b"a": b"63", b"gone": b"back"}
+    finally:
+        await storage.close()
+
+
+async def test_sqlite_writes_land_in_the_order_asked(tmp_path: Any) -> None:
+    await _writes_land_in_the_order_asked("sqlite", session_dir=str(tmp_path))
+
+
+async def test_redis_writes_land_in_the_order_asked(redis_server: str) -> None:
+    await _writes_land_in_the_order_asked(redis_server)
 
 
 async def test_bad_specs_and_unreachable_servers() -> None:

@@ -16,8 +16,10 @@ Backends (chosen by a spec, see :func:`open_storage`):
   client), one hash per table under the cluster's namespace. How durable an
   acknowledged write is then is the server's to say (its AOF settings).
 
-Invariant: for each table, what ``load`` returns is the result of every
-``put`` and ``delete`` that returned before it, in order.
+Invariant: writes land in the order they were asked, whether or not each
+caller waited for the one before (the gcs persists a record at each change
+without waiting), and for each table what ``load`` returns is the result of
+every ``put`` and ``delete`` that returned before it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 import sqlite3
 import urllib.parse
@@ -168,6 +171,12 @@ class RedisStorage(Storage):
         self.url = url
         self.namespace = namespace
         self._client: Any = None
+        # Writes asked and not sent yet, in the order asked. One writer sends
+        # them, a batch at a time in one pipeline (one connection): the
+        # client's pool would otherwise send concurrent writes on connections
+        # of their own, and an older write of a key could land after a newer.
+        self._writes: list[_Write] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def describe(self) -> str:
         parts = urllib.parse.urlsplit(self.url)
@@ -185,6 +194,9 @@ class RedisStorage(Storage):
         self._client = client
 
     async def close(self) -> None:
+        if self._writer is not None:
+            # What was asked is sent first (bounded: the server may be gone).
+            await asyncio.wait({self._writer}, timeout=5.0)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -198,10 +210,52 @@ class RedisStorage(Storage):
         return {bytes(k): bytes(v) for k, v in raw.items()}
 
     async def put(self, table: str, key: bytes, value: bytes) -> None:
-        await self._client.hset(self._hash(table), key, value)
+        await self._write(self._hash(table), key, value)
 
     async def delete(self, table: str, key: bytes) -> None:
-        await self._client.hdel(self._hash(table), key)
+        await self._write(self._hash(table), key, None)
+
+    async def _write(self, name: str, key: bytes, value: bytes | None) -> None:
+        if self._client is None:
+            raise RuntimeError("the gcs storage is not open")
+        done = asyncio.get_running_loop().create_future()
+        self._writes.append(_Write(name, key, value, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._send_writes())
+        await done  # (a caller cancelled meanwhile: its write is still sent)
+
+    async def _send_writes(self) -> None:
+        """Sends the writes asked, in order, a pipeline at a time, until none is left."""
+        while self._writes:
+            batch, self._writes = self._writes, []
+            pipe = self._client.pipeline(transaction=False)
+            for write in batch:
+                if write.value is None:
+                    pipe.hdel(write.name, write.key)
+                else:
+                    pipe.hset(write.name, write.key, write.value)
+            error: BaseException | None = None
+            try:
+                await pipe.execute()
+            except Exception as e:  # each write's caller hears it
+                error = e
+            for write in batch:
+                if write.done.done():
+                    continue
+                if error is None:
+                    write.done.set_result(None)
+                else:
+                    write.done.set_exception(error)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Write:
+    """One write asked of :class:`RedisStorage` (``value`` None: a delete)."""
+
+    name: str
+    key: bytes
+    value: bytes | None
+    done: asyncio.Future[None]
 
 
 def open_storage(spec: str, *, session_dir: str = "", namespace: str = "default") -> Storage:
