@@ -9,7 +9,7 @@ import time
 from runtime._private import rpc
 from runtime.gcs._actors import ActorManager, ActorRecord
 from runtime.gcs._storage import MemoryStorage
-from runtime.protocol.rt import ActorInfo, ActorState
+from runtime.protocol.rt import ActorInfo, ActorState, Address
 
 
 def _manager(storage: MemoryStorage, dead_kept: int = 10) -> ActorManager:
@@ -69,4 +69,29 @@ async def test_a_groups_removal_finds_its_live_actors_only() -> None:
         group: {inside[1].info.actor_id, inside[2].info.actor_id},
         other: {bytes([9]) * 16},
     }
+    await manager.close()
+
+
+async def test_a_caller_that_lost_a_worker_hears_of_the_actor_on_another() -> None:
+    """A caller waits for the incarnation after the one it lost: a restart
+    counted, or the actor alive on another worker (a gcs that came back may
+    have placed it again without counting one); never forever."""
+    manager = _manager(MemoryStorage())
+    record = _alive(manager, 1)
+    actor_id = record.info.actor_id
+    record.info.address = Address(worker_id=b"w" * 16)
+    waiting = asyncio.ensure_future(manager.wait(actor_id, 1, lost_worker_id=b"w" * 16))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # still the worker it lost
+    record.info.address = Address(worker_id=b"x" * 16)
+    manager._set_state(record, ActorState.ALIVE, persist=False)
+    reply = await asyncio.wait_for(waiting, 5)
+    assert reply.found and reply.actor.num_restarts == 0
+    # Without a worker named, only a restart counted answers.
+    waiting = asyncio.ensure_future(manager.wait(actor_id, 1))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    record.info.num_restarts = 1
+    manager._set_state(record, ActorState.ALIVE, persist=False)
+    assert (await asyncio.wait_for(waiting, 5)).actor.num_restarts == 1
     await manager.close()

@@ -60,6 +60,7 @@ class ActorQueue:
     lost: list[TaskSpec] = field(default_factory=list)
     stream: PushStream | None = None
     restarts_seen: int = 0
+    worker_id: bytes = b""  # the worker of the incarnation ``stream`` reaches
     death_cause: str = ""
     # Refs nested in the constructor's arguments, held until it ran.
     creation_refs: Sequence[Any] = ()
@@ -311,9 +312,12 @@ class ActorSubmitter:
     # -- I/O ------------------------------------------------------------------------
     async def _resolve(self, q: ActorQueue, min_restarts: int) -> None:
         try:
-            reply = await self._gcs().wait_actor(
-                WaitActorRequest(actor_id=q.actor_id, min_restarts=min_restarts)
+            # (The worker lost is named only when a restart is waited for.)
+            gone = q.worker_id if min_restarts > q.restarts_seen else b""
+            request = WaitActorRequest(
+                actor_id=q.actor_id, min_restarts=min_restarts, lost_worker_id=gone
             )
+            reply = await self._gcs().wait_actor(request)
         except rpc.CONNECTION_ERRORS as e:
             self.mark_dead(q, f"the gcs is unreachable ({e})")
             return
@@ -339,6 +343,7 @@ class ActorSubmitter:
             )
             self._on_failure(spec, serialization.serialize_error(error))
         q.restarts_seen = info.num_restarts
+        q.worker_id = info.address.worker_id
         q.creation_refs = ()
         address = (info.address.host, info.address.port)
         stream = self._streams.get(address)

@@ -212,7 +212,11 @@ class ActorManager:
                 waiter.set_result(None)
         return CreateActorReply(ok=True, actor=info)
 
-    async def wait(self, actor_id: bytes, min_restarts: int) -> ActorReply:
+    async def wait(
+        self, actor_id: bytes, min_restarts: int, lost_worker_id: bytes = b""
+    ) -> ActorReply:
+        """The actor once it is dead, or alive after ``min_restarts`` restarts or
+        on a worker other than ``lost_worker_id`` (the one the caller lost)."""
         record = self.actors.get(actor_id)
         if record is None:
             registered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -228,14 +232,24 @@ class ActorManager:
                 if not waiters:
                     self._registering.pop(actor_id, None)
             record = self.actors[actor_id]
-        while not (
-            record.dead
-            or (record.info.state is ActorState.ALIVE and record.info.num_restarts >= min_restarts)
-        ):
+        while not (record.dead or self._answers(record, min_restarts, lost_worker_id)):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             record.waiters.append(waiter)
             await waiter
         return ActorReply(found=True, actor=record.info)
+
+    @staticmethod
+    def _answers(record: ActorRecord, min_restarts: int, lost_worker_id: bytes) -> bool:
+        info = record.info
+        if info.state is not ActorState.ALIVE:
+            return False
+        if info.num_restarts >= min_restarts:
+            return True
+        # Alive elsewhere without a restart counted (a gcs that came back
+        # placed it again): the caller's incarnation is gone all the same.
+        return bool(lost_worker_id) and (
+            info.address is None or info.address.worker_id != lost_worker_id
+        )
 
     def get_named(self, name: str, namespace: str) -> ActorReply:
         actor_id = self._names.get((namespace, name))

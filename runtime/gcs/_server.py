@@ -362,7 +362,9 @@ class GcsService(GcsBase):
         return reply
 
     async def wait_actor(self, message: WaitActorRequest) -> ActorReply:
-        return await self.actors.wait(message.actor_id, message.min_restarts)
+        return await self.actors.wait(
+            message.actor_id, message.min_restarts, message.lost_worker_id
+        )
 
     async def get_named_actor(self, message: GetNamedActorRequest) -> ActorReply:
         return self.actors.get_named(message.name, message.namespace)

@@ -2577,6 +2577,12 @@ class WaitActorRequest(betterproto2.Message):
 
     min_restarts: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
 
+    lost_worker_id: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    The worker of the incarnation the caller lost (empty: none): an actor
+    alive on another worker answers too, however its restarts were counted.
+    """
+
 
 default_message_pool.register_message("rt", "WaitActorRequest", WaitActorRequest)
 
