@@ -460,6 +460,56 @@ def test_kill_without_restart(cluster):
     assert "runtime.kill" in dead_rows()[0]["death_cause"]
 
 
+def test_a_killed_actors_name_is_free_when_kill_returns(cluster):
+    """As in Ray: ``kill`` returns once the gcs has it; the name is free at
+    once, here and in other processes, and a new actor may take it."""
+
+    @runtime.remote
+    def lookup(name):
+        try:
+            runtime.get_actor(name)
+        except ValueError:
+            return "gone"
+        return "found"
+
+    for i in range(3):
+        first = Counter.options(name="taken").remote(i)
+        assert runtime.get(first.incr.remote()) == i + 1
+        runtime.kill(first)
+        assert runtime.get(lookup.remote("taken")) == "gone"
+        with pytest.raises(ValueError, match="no actor named 'taken'"):
+            runtime.get_actor("taken")
+        second = Counter.options(name="taken").remote(10 * i)
+        assert runtime.get(second.incr.remote()) == 10 * i + 1
+        runtime.kill(second)
+
+
+def test_get_if_exists_after_the_last_handle_went(cluster):
+    """A named actor whose handles all went is ending: ``get_if_exists`` from
+    the process that dropped them makes a new one, never the dying one."""
+    for _ in range(3):
+        assert (
+            runtime.get(Counter.options(name="n", get_if_exists=True).remote().incr.remote()) == 1
+        )
+        assert (
+            runtime.get(Counter.options(name="n", get_if_exists=True).remote().incr.remote()) == 1
+        )
+
+
+async def test_kill_on_the_runtimes_own_loop_does_not_block():
+    """On the loop hosting the runtime, ``kill`` returns at once (it cannot
+    wait there), and this process's next lookup still sees it."""
+    await runtime.init_async(num_cpus=1)
+    try:
+        actor = Counter.options(name="on-loop").remote()
+        assert await actor.incr.remote() == 1
+        runtime.kill(actor)
+        with pytest.raises(ValueError, match="no actor named"):
+            await runtime.get_actor_async("on-loop")
+    finally:
+        await runtime.shutdown_async()
+
+
 def test_kill_with_restart_resets_state(cluster):
     counter = Counter.options(max_restarts=1).remote(100)
     assert runtime.get(counter.incr.remote()) == 101

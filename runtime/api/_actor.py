@@ -301,7 +301,14 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
         kind = type(actor).__name__
         raise exceptions.ArgumentTypeError(f"kill() takes an actor handle, got {kind}")
     worker = _context.current()
-    worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
+    if worker.bridge.on_loop_thread():
+        # (Not waited for on the runtime's loop: what this process does next,
+        # a name's lookup or reuse included, still sees it.)
+        worker.post(worker.actor_client.kill_actor, actor._key, no_restart)
+        return
+    # As in Ray, it returns once the gcs has it: another process no longer
+    # finds the actor by its name.
+    worker.bridge.run_blocking(worker.actor_client.kill_and_wait(actor._key, no_restart))
 
 
 def _check_lookup(what: str, name: Any, namespace: Any) -> None:

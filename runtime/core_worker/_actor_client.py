@@ -25,7 +25,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import exceptions
@@ -72,6 +72,9 @@ class ActorClient:
         self._actor_calls: dict[bytes, _ActorCalls] = {}
         # A handle's key -> the gcs's actor id (they differ for get_if_exists).
         self._actor_ids: dict[bytes, bytes] = {}
+        # Kills this process sent the gcs, not answered yet: a name lookup or a
+        # named creation from here waits for them (the names they free are free).
+        self._kills: set[asyncio.Task[None]] = set()
         # In a worker hosting an actor: its creation options (actor_id,
         # class_name, name, handle_state, num_restarts, ...).
         self.hosted: dict[str, Any] | None = None
@@ -185,19 +188,35 @@ class ActorClient:
         cause = "all handles to it went out of scope"
         queue = self.actors.existing(key)
         if queue is None or not self.actors.connected(queue):
-            self._worker.background.spawn(self._kill_actor(key, True, cause))
+            self._send_kill(self._kill_actor(key, True, cause))
             return
-        self._worker.background.spawn(self._end_gracefully(key, queue, cause))
-
-    async def _end_gracefully(self, key: bytes, queue: ActorQueue, cause: str) -> None:
         # The gcs first: the death's cause is ours (not the terminate call's),
         # and no restart follows.
+        request = KillActorRequest(
+            actor_id=queue.actor_id, no_restart=True, cause=cause, exiting=True
+        )
+        told = self._send_kill(self._tell_gcs(request))
+        self._worker.background.spawn(self._end_gracefully(key, queue, cause, told))
+
+    def _send_kill(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self._worker.background.spawn(coro)
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+        return task
+
+    async def _tell_gcs(self, request: KillActorRequest) -> None:
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-            await self._worker.gcs.kill_actor(
-                KillActorRequest(
-                    actor_id=queue.actor_id, no_restart=True, cause=cause, exiting=True
-                )
-            )
+            await self._worker.gcs.kill_actor(request)
+
+    async def kills_done(self) -> None:
+        """Returns once the gcs has the kills this process sent so far."""
+        if self._kills:
+            await asyncio.wait(set(self._kills))  # (not cancelled with the caller)
+
+    async def _end_gracefully(
+        self, key: bytes, queue: ActorQueue, cause: str, told: asyncio.Task[None]
+    ) -> None:
+        await asyncio.wait({told})
         (ending,) = self.submit_actor_call(
             key,
             queue.name,
@@ -266,6 +285,8 @@ class ActorClient:
                 return
             wire = pickle.dumps(spec.wire(), protocol=5)
             self._worker.tasks.finish_task(spec)
+            if info.name:
+                await self.kills_done()  # a name one of them frees is free
             reply = await self._worker.gcs.create_actor(
                 CreateActorRequest(actor=info, get_if_exists=get_if_exists, creation_task=wire)
             )
@@ -435,10 +456,17 @@ class ActorClient:
 
     def kill_actor(self, key: bytes, no_restart: bool) -> None:
         """On the loop: later calls from here see the kill at once; the gcs does it."""
+        self._start_kill(key, no_restart)
+
+    async def kill_and_wait(self, key: bytes, no_restart: bool) -> None:
+        """``kill_actor``, returning once the gcs has done it."""
+        await asyncio.wait({self._start_kill(key, no_restart)})
+
+    def _start_kill(self, key: bytes, no_restart: bool) -> asyncio.Task[None]:
         cause = "it was killed by runtime.kill()"
         queue = self.actors.queue(key, self.actor_id_of(key), "")
         self.actors.killed(queue, no_restart, cause)
-        self._worker.background.spawn(self._kill_actor(key, no_restart, cause))
+        return self._send_kill(self._kill_actor(key, no_restart, cause))
 
     async def exit_actor(self, cause: str) -> None:
         """This worker's actor ends by its own will: the gcs learns it is no
@@ -462,6 +490,7 @@ class ActorClient:
         """The named actor's record; ValueError if there is none."""
         await self._worker.wait_started()
         self._worker.check_cluster()
+        await self.kills_done()  # an actor killed from here is not found
         space = namespace or self._worker.namespace
         reply = await self._worker.gcs.get_named_actor(
             GetNamedActorRequest(name=name, namespace=space)

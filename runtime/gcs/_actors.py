@@ -269,6 +269,7 @@ class ActorManager:
         if no_restart:
             record.stop_restarts = True
             record.info.death_cause = cause
+            self._release_name(record)  # free at once, as in Ray: it ends for good
         if exiting:
             return  # its worker exits by itself; its end is seen as any other
         if record.lease is None:
@@ -572,8 +573,7 @@ class ActorManager:
         died_now = not record.dead  # (counted once among the dead)
         info.death_cause = info.death_cause or cause
         info.address = None
-        if info.name and self._names.get((info.namespace, info.name)) == info.actor_id:
-            del self._names[(info.namespace, info.name)]
+        self._release_name(record)
         logger.info("actor %s is dead: %s", info.class_name, info.death_cause.splitlines()[0])
         record.creation_task = b""
         members = self._in_group.get(info.placement_group_id)
@@ -589,6 +589,11 @@ class ActorManager:
             self.actors.pop(forgotten, None)
             if self._forget is not None:
                 self._tasks.spawn(self._forget(forgotten))
+
+    def _release_name(self, record: ActorRecord) -> None:
+        info = record.info
+        if info.name and self._names.get((info.namespace, info.name)) == info.actor_id:
+            del self._names[(info.namespace, info.name)]
 
     def _join_group(self, record: ActorRecord) -> None:
         pg_id = record.info.placement_group_id
