@@ -92,6 +92,7 @@ def test_the_api_needs_the_token(dashboard: Any) -> None:
     reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
 )
 def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -121,6 +122,17 @@ def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
         def rows(selector: str) -> list[Any]:
             return browser.find_elements(By.CSS_SELECTOR, selector)
 
+        def click_first(selector: str) -> bool:
+            # The tables are redrawn as they refresh: a row found may be gone
+            # by the click; then it is found again.
+            try:
+                found = rows(selector)
+                if found:
+                    found[0].click()
+                return bool(found)
+            except StaleElementReferenceException:
+                return False
+
         node_id = dashboard.address_info["node_id"]
         wait.until(lambda _: rows(f'#nodes-table tr[data-node-id="{node_id}"][data-state="ALIVE"]'))
         events = '#events-table tr[data-severity="INFO"]'
@@ -148,8 +160,7 @@ def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
             shutil.copy(tmp_path / "timeline.png", os.path.join(ROOT, "docs", "timeline.png"))
 
         browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="actors"]').click()
-        wait.until(lambda _: rows('#actors-table tr[data-state="ALIVE"] a'))
-        rows('#actors-table tr[data-state="ALIVE"] a')[0].click()
+        wait.until(lambda _: click_first('#actors-table tr[data-state="ALIVE"] a'))
         wait.until(lambda _: "hello, browser" in browser.find_element(By.ID, "log-view").text)
 
         browser.find_element(By.CSS_SELECTOR, '#tabs button[data-tab="tasks"]').click()
@@ -163,7 +174,8 @@ def test_the_page_in_headless_chromium(dashboard: Any, tmp_path: Any) -> None:
             shutil.copy(shot, os.path.join(ROOT, "docs", "dashboard.png"))
 
         # A running task's stack: where its code is now.
-        rows('#tasks-table tr[data-name="wait_for"][data-state="RUNNING"] a.stack-link')[0].click()
+        running_stack = '#tasks-table tr[data-name="wait_for"][data-state="RUNNING"] a.stack-link'
+        wait.until(lambda _: click_first(running_stack))
         wait.until(lambda _: "in wait_for" in browser.find_element(By.ID, "log-view").text)
     finally:
         browser.quit()
