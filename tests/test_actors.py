@@ -506,6 +506,14 @@ async def test_kill_on_the_runtimes_own_loop_does_not_block():
         runtime.kill(actor)
         with pytest.raises(ValueError, match="no actor named"):
             await runtime.get_actor_async("on-loop")
+        # Killed before its registration was answered (a named creation does
+        # not wait for it on the loop): neither waits for the other.
+        quick = Counter.options(name="quick").remote()
+        runtime.kill(quick)
+        with pytest.raises(ActorDiedError):
+            await asyncio.wait_for(quick.incr.remote(), 30)
+        again = Counter.options(name="quick").remote()
+        assert await asyncio.wait_for(again.incr.remote(), 30) == 1
     finally:
         await runtime.shutdown_async()
 

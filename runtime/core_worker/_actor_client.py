@@ -208,10 +208,13 @@ class ActorClient:
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._worker.gcs.kill_actor(request)
 
-    async def kills_done(self) -> None:
-        """Returns once the gcs has the kills this process sent so far."""
-        if self._kills:
-            await asyncio.wait(set(self._kills))  # (not cancelled with the caller)
+    async def kills_done(self, kills: set[asyncio.Task[None]] | None = None) -> None:
+        """Returns once the gcs has ``kills`` (default: those this process sent so
+        far). A creation waits only for those sent before it was asked: a kill of
+        the actor it creates waits for its registration."""
+        kills = set(self._kills) if kills is None else kills
+        if kills:
+            await asyncio.wait(kills)  # (not cancelled with the caller)
 
     async def _end_gracefully(
         self, key: bytes, queue: ActorQueue, cause: str, told: asyncio.Task[None]
@@ -255,7 +258,11 @@ class ActorClient:
         worker.tasks.register(spec, [])
         queue.creation_refs = nested  # held until the constructor ran
         worker.exports.ensure(spec.function_id, class_data)
-        worker.background.spawn(self._register_actor(spec, info, get_if_exists, queue, registered))
+        # (Only a named creation waits for kills: a name they free is free.)
+        kills = set(self._kills) if info.name else set()
+        worker.background.spawn(
+            self._register_actor(spec, info, get_if_exists, queue, registered, kills)
+        )
         if info.resources:
             what = f"actor {info.class_name}"
             worker.background.spawn(worker.cluster.warn_if_infeasible(what, dict(info.resources)))
@@ -267,6 +274,7 @@ class ActorClient:
         get_if_exists: bool,
         queue: ActorQueue,
         registered: concurrent.futures.Future[CreateActorReply],
+        kills_before: set[asyncio.Task[None]],
     ) -> None:
         reply = CreateActorReply(ok=False, error="the actor could not be created")
         try:
@@ -285,8 +293,7 @@ class ActorClient:
                 return
             wire = pickle.dumps(spec.wire(), protocol=5)
             self._worker.tasks.finish_task(spec)
-            if info.name:
-                await self.kills_done()  # a name one of them frees is free
+            await self.kills_done(kills_before)
             reply = await self._worker.gcs.create_actor(
                 CreateActorRequest(actor=info, get_if_exists=get_if_exists, creation_task=wire)
             )
@@ -488,9 +495,10 @@ class ActorClient:
 
     async def get_actor(self, name: str, namespace: str | None) -> ActorInfo:
         """The named actor's record; ValueError if there is none."""
+        kills = set(self._kills)  # (those asked before this lookup)
         await self._worker.wait_started()
         self._worker.check_cluster()
-        await self.kills_done()  # an actor killed from here is not found
+        await self.kills_done(kills)  # an actor killed from here is not found
         space = namespace or self._worker.namespace
         reply = await self._worker.gcs.get_named_actor(
             GetNamedActorRequest(name=name, namespace=space)
