@@ -9,7 +9,7 @@ import time
 from runtime._private import rpc
 from runtime.gcs._actors import ActorManager, ActorRecord
 from runtime.gcs._storage import MemoryStorage
-from runtime.protocol.rt import ActorInfo, ActorState, Address
+from runtime.protocol.rt import ActorInfo, ActorState, Address, NodeInfo
 
 
 def _manager(storage: MemoryStorage, dead_kept: int = 10) -> ActorManager:
@@ -94,4 +94,30 @@ async def test_a_caller_that_lost_a_worker_hears_of_the_actor_on_another() -> No
     record.info.num_restarts = 1
     manager._set_state(record, ActorState.ALIVE, persist=False)
     assert (await asyncio.wait_for(waiting, 5)).actor.num_restarts == 1
+    await manager.close()
+
+
+async def test_a_worker_whose_raylet_is_gone_died_with_its_node() -> None:
+    """Its raylet cannot say how the worker ended (it died too): the cause waits
+    to hear of the node's death, which comes a moment after the worker's."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node = NodeInfo(node_id=b"n" * 16, alive=True)
+    manager = ActorManager(channels=rpc.ChannelPool(), nodes=lambda: [node], job_running=bool)
+    record = _alive(manager, 1)
+    record.info.node_id = node.node_id
+    record.worker_id = b"w" * 16
+    record.lease = (("127.0.0.1", port), b"lease")
+    how = asyncio.ensure_future(manager._how_it_ended(record))
+    deadline = time.monotonic() + 5
+    while not manager._node_fates:  # it asked the raylet, and waits for the node
+        assert time.monotonic() < deadline and not how.done(), "it did not wait"
+        await asyncio.sleep(0.01)
+    node.alive = False
+    manager.node_died(node.node_id)
+    assert await asyncio.wait_for(how, 5) == f"died with its node {node.node_id.hex()[:12]}"
+    assert not manager._node_fates
     await manager.close()

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import exceptions
-from .._private import labels as node_labels
 from .._private import rpc, worker_exit
 from .._private.push_stream import PushStream
 from .._private.task_wire import with_gpu_ids
@@ -55,8 +54,8 @@ from ..protocol.rt import (
     NodeInfo,
     RayletStub,
     ReturnWorkerRequest,
-    StrategyKind,
 )
+from ._actor_nodes import constructor_error, first_node, process_died
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +69,10 @@ MAX_REPR_BYTES = 1024
 #: a handle can reach another process before its creator's CreateActor
 #: reaches the gcs (a task that makes an actor and returns its handle).
 _REGISTRATION_WAIT_S = 10.0
+
+#: How long the death of an actor's worker whose raylet cannot say how it
+#: ended waits to hear whether its node died (then its cause says so).
+_NODE_FATE_WAIT_S = 2.0
 
 #: What ends a lease request besides a reply: its raylet died (or was declared
 #: dead: ``node_died`` cancels the call).
@@ -119,6 +122,8 @@ class ActorManager:
         self._dead: collections.deque[bytes] = collections.deque()  # oldest death first
         # WaitActor calls for actors not registered yet, by actor id.
         self._registering: dict[bytes, list[asyncio.Future[None]]] = {}
+        # Waiting to hear whether a node died, by node id (see _how_it_ended).
+        self._node_fates: dict[bytes, list[asyncio.Future[None]]] = {}
         self._tasks = TaskSet()
 
     async def close(self) -> None:
@@ -283,6 +288,9 @@ class ActorManager:
     def node_died(self, node_id: bytes) -> None:
         """Actors on a dead node are restarted elsewhere (or die), even if their
         worker processes still run there (a hung raylet, a cut network)."""
+        for fate in self._node_fates.pop(node_id, []):
+            if not fate.done():
+                fate.set_result(None)
         for record in self.actors.values():
             if record.stream is not None and record.info.node_id == node_id:
                 record.stream.abandon(f"its node {node_id.hex()[:12]} died")
@@ -336,7 +344,7 @@ class ActorManager:
                 unasked = not record.stop_restarts
                 if record.stop_restarts or not self._restartable(record):
                     cause = info.death_cause or (
-                        f"the actor's {_process_died(info, how)}"
+                        f"the actor's {process_died(info, how)}"
                         + (
                             f" and it was restarted {info.num_restarts} time(s) already"
                             if info.max_restarts
@@ -348,7 +356,7 @@ class ActorManager:
                         self._tell_death(info, "it will not be restarted", how)
                     return
                 self._tell_death(info, f"restarting it ({info.num_restarts + 1} so far)", how)
-                info.last_death = f"its {_process_died(info, how)}"
+                info.last_death = f"its {process_died(info, how)}"
                 info.num_restarts += 1
                 self._set_state(record, ActorState.RESTARTING)
                 logger.info("restarting actor %s (%d)", info.class_name, info.num_restarts)
@@ -370,13 +378,30 @@ class ActorManager:
             return None
         raylet = RayletStub(self._channels.get(*record.lease[0]))
         ended = await worker_exit.how_it_ended(raylet, worker_id)
-        if ended is None:
-            node_id = record.info.node_id
-            return None if self._alive(node_id) else f"died with its node {node_id.hex()[:12]}"
-        return ended[1]
+        if ended is not None:
+            return ended[1]
+        # Its raylet cannot tell: most likely it died with the worker, and its
+        # subscription's end (which marks the node dead) is on its way.
+        node_id = record.info.node_id
+        if self._alive(node_id):
+            await self._node_fate(node_id, _NODE_FATE_WAIT_S)
+        return None if self._alive(node_id) else f"died with its node {node_id.hex()[:12]}"
+
+    async def _node_fate(self, node_id: bytes, timeout: float) -> None:
+        """Returns once the node is marked dead, or after ``timeout``."""
+        fate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fates = self._node_fates.setdefault(node_id, [])
+        fates.append(fate)
+        try:
+            await asyncio.wait({fate}, timeout=timeout)
+        finally:
+            if fate in fates:
+                fates.remove(fate)
+            if not fates and self._node_fates.get(node_id) is fates:
+                del self._node_fates[node_id]
 
     def _tell_death(self, info: ActorInfo, what_next: str, how: str | None = None) -> None:
-        cause = (info.death_cause or f"its {_process_died(info, how)}").splitlines()
+        cause = (info.death_cause or f"its {process_died(info, how)}").splitlines()
         self._report_error(
             info.job_id,
             "ACTOR_DIED",
@@ -417,7 +442,7 @@ class ActorManager:
         if not ok:
             await stream.close()
             await self._return_lease(record, disconnect=True)
-            self._set_dead(record, _error_text(returns[0].data))
+            self._set_dead(record, constructor_error(returns[0].data))
             return None
         info.address = address
         info.node_id = address.node_id
@@ -452,7 +477,7 @@ class ActorManager:
         spilled = False
         for _ in range(_MAX_HOPS):
             if target is None:
-                node = self._pick_node(info, avoid=avoid)
+                node = first_node(self._nodes(), info, avoid=avoid)
                 if node is None:
                     cause = f"could not lease a worker: {failure}" if failure else ""
                     self._set_dead(record, cause or "the cluster has no live node")
@@ -513,36 +538,6 @@ class ActorManager:
     def _alive(self, node_id: bytes) -> bool:
         return any(n.node_id == node_id and n.alive for n in self._nodes())
 
-    def _pick_node(self, info: ActorInfo, avoid: tuple[str, int] | None = None) -> NodeInfo | None:
-        """Where to ask first: the affinity node, else one with room (the raylet
-        asked spills back if its view knows better)."""
-        alive = [n for n in self._nodes() if n.alive and (n.host, n.raylet_port) != avoid]
-        wanted = info.resources.items()
-
-        def fits(have: dict[str, float]) -> bool:
-            return all(have.get(k, 0.0) >= v for k, v in wanted)
-
-        strategy = info.strategy
-        if strategy is not None and (strategy.label_selector or strategy.fallback):
-            # Only nodes its selector (or the fallback in use) matches (none: the
-            # first raylet asked keeps it waiting).
-            selector = node_labels.choose_selector(
-                strategy.label_selector,
-                [f.conditions for f in strategy.fallback],
-                (n.labels for n in alive if fits(n.resources_total)),
-            )
-            alive = [n for n in alive if node_labels.matches(n.labels, selector)] or alive
-        if strategy is not None and strategy.kind is StrategyKind.NODE_AFFINITY:
-            for node in alive:
-                if node.node_id == strategy.node_id:
-                    return node
-
-        with_room = [n for n in alive if fits(n.resources_available)]
-        if with_room:
-            return with_room[0]
-        candidates = [n for n in alive if fits(n.resources_total)] or alive
-        return candidates[0] if candidates else None
-
     async def _return_lease(self, record: ActorRecord, disconnect: bool) -> None:
         lease, record.lease = record.lease, None
         if lease is None:
@@ -599,21 +594,3 @@ class ActorManager:
         pg_id = record.info.placement_group_id
         if pg_id:
             self._in_group.setdefault(pg_id, set()).add(record.info.actor_id)
-
-
-def _error_text(data: bytes) -> str:
-    try:
-        error = pickle.loads(data)
-    except Exception as e:
-        return f"the constructor failed (its error could not be read: {e})"
-    if isinstance(error, exceptions.ActorDiedError):
-        return str(error)
-    return f"the constructor failed: {error}"
-
-
-def _process_died(info: ActorInfo, how: str | None = None) -> str:
-    """``how``: how the process ended ("was killed by SIGKILL"), if known."""
-    if not info.pid:  # it never came up: its constructor did not return
-        told = f" (it {how})" if how else ""
-        return f"worker process died before its constructor returned{told}"
-    return f"worker process (pid={info.pid}) {how or 'died'}"
