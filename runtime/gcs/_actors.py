@@ -212,9 +212,7 @@ class ActorManager:
         self.actors[info.actor_id] = record
         self._join_group(record)
         record.supervisor = self._tasks.spawn(self._supervise(record))
-        for waiter in self._registering.pop(info.actor_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        _wake_keyed(self._registering, info.actor_id)
         return CreateActorReply(ok=True, actor=info)
 
     async def wait(
@@ -224,18 +222,8 @@ class ActorManager:
         on a worker other than ``lost_worker_id`` (the one the caller lost)."""
         record = self.actors.get(actor_id)
         if record is None:
-            registered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._registering.setdefault(actor_id, []).append(registered)
-            try:
-                await asyncio.wait_for(registered, _REGISTRATION_WAIT_S)
-            except TimeoutError:
+            if not await _wait_keyed(self._registering, actor_id, _REGISTRATION_WAIT_S):
                 return ActorReply(found=False)
-            finally:
-                waiters = self._registering.get(actor_id, [])
-                if registered in waiters:
-                    waiters.remove(registered)
-                if not waiters:
-                    self._registering.pop(actor_id, None)
             record = self.actors[actor_id]
         while not (record.dead or self._answers(record, min_restarts, lost_worker_id)):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -288,9 +276,7 @@ class ActorManager:
     def node_died(self, node_id: bytes) -> None:
         """Actors on a dead node are restarted elsewhere (or die), even if their
         worker processes still run there (a hung raylet, a cut network)."""
-        for fate in self._node_fates.pop(node_id, []):
-            if not fate.done():
-                fate.set_result(None)
+        _wake_keyed(self._node_fates, node_id)
         for record in self.actors.values():
             if record.stream is not None and record.info.node_id == node_id:
                 record.stream.abandon(f"its node {node_id.hex()[:12]} died")
@@ -384,21 +370,8 @@ class ActorManager:
         # subscription's end (which marks the node dead) is on its way.
         node_id = record.info.node_id
         if self._alive(node_id):
-            await self._node_fate(node_id, _NODE_FATE_WAIT_S)
+            await _wait_keyed(self._node_fates, node_id, _NODE_FATE_WAIT_S)
         return None if self._alive(node_id) else f"died with its node {node_id.hex()[:12]}"
-
-    async def _node_fate(self, node_id: bytes, timeout: float) -> None:
-        """Returns once the node is marked dead, or after ``timeout``."""
-        fate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fates = self._node_fates.setdefault(node_id, [])
-        fates.append(fate)
-        try:
-            await asyncio.wait({fate}, timeout=timeout)
-        finally:
-            if fate in fates:
-                fates.remove(fate)
-            if not fates and self._node_fates.get(node_id) is fates:
-                del self._node_fates[node_id]
 
     def _tell_death(self, info: ActorInfo, what_next: str, how: str | None = None) -> None:
         cause = (info.death_cause or f"its {process_died(info, how)}").splitlines()
@@ -594,3 +567,26 @@ class ActorManager:
         pg_id = record.info.placement_group_id
         if pg_id:
             self._in_group.setdefault(pg_id, set()).add(record.info.actor_id)
+
+
+async def _wait_keyed(
+    waiters: dict[bytes, list[asyncio.Future[None]]], key: bytes, timeout: float
+) -> bool:
+    """Waits for ``_wake_keyed(waiters, key)``, at most ``timeout``; whether it came."""
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    listed = waiters.setdefault(key, [])
+    listed.append(woken)
+    try:
+        await asyncio.wait({woken}, timeout=timeout)
+    finally:
+        if woken in listed:
+            listed.remove(woken)
+        if not listed and waiters.get(key) is listed:
+            del waiters[key]
+    return woken.done()
+
+
+def _wake_keyed(waiters: dict[bytes, list[asyncio.Future[None]]], key: bytes) -> None:
+    for woken in waiters.pop(key, []):
+        if not woken.done():
+            woken.set_result(None)
