@@ -205,14 +205,15 @@ class ActorClient:
         return task
 
     async def _tell_gcs(self, request: KillActorRequest) -> None:
+        """Sends a kill to the gcs (one that is gone has no actor left to kill)."""
         with contextlib.suppress(*rpc.CONNECTION_ERRORS):
             await self._worker.gcs.kill_actor(request)
 
-    async def kills_done(self, kills: set[asyncio.Task[None]] | None = None) -> None:
-        """Returns once the gcs has ``kills`` (default: those this process sent so
-        far). A creation waits only for those sent before it was asked: a kill of
-        the actor it creates waits for its registration."""
-        kills = set(self._kills) if kills is None else kills
+    @staticmethod
+    async def _kills_done(kills: set[asyncio.Task[None]]) -> None:
+        """Returns once the gcs has ``kills`` (a snapshot of ``_kills``, taken
+        when the lookup or creation was asked: a kill of the actor a creation
+        makes waits for its registration)."""
         if kills:
             await asyncio.wait(kills)  # (not cancelled with the caller)
 
@@ -293,7 +294,7 @@ class ActorClient:
                 return
             wire = pickle.dumps(spec.wire(), protocol=5)
             self._worker.tasks.finish_task(spec)
-            await self.kills_done(kills_before)
+            await self._kills_done(kills_before)
             reply = await self._worker.gcs.create_actor(
                 CreateActorRequest(actor=info, get_if_exists=get_if_exists, creation_task=wire)
             )
@@ -456,10 +457,9 @@ class ActorClient:
     async def _kill_actor(self, key: bytes, no_restart: bool, cause: str) -> None:
         queue = self.actors.queue(key, self.actor_id_of(key), "")
         await self.actors.wait_registered(queue)
-        with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-            await self._worker.gcs.kill_actor(
-                KillActorRequest(actor_id=queue.actor_id, no_restart=no_restart, cause=cause)
-            )
+        await self._tell_gcs(
+            KillActorRequest(actor_id=queue.actor_id, no_restart=no_restart, cause=cause)
+        )
 
     def kill_actor(self, key: bytes, no_restart: bool) -> None:
         """On the loop: later calls from here see the kill at once; the gcs does it."""
@@ -481,10 +481,9 @@ class ActorClient:
         then the process exits its graceful way (SIGTERM)."""
         actor_id = self._worker.actor_id
         if actor_id is not None:
-            with contextlib.suppress(*rpc.CONNECTION_ERRORS):
-                await self._worker.gcs.kill_actor(
-                    KillActorRequest(actor_id=actor_id, no_restart=True, cause=cause, exiting=True)
-                )
+            await self._tell_gcs(
+                KillActorRequest(actor_id=actor_id, no_restart=True, cause=cause, exiting=True)
+            )
         executor = self._worker.executor
         if executor is not None and executor.actor is not None:
             await executor.actor.shutdown_hook()
@@ -498,7 +497,7 @@ class ActorClient:
         kills = set(self._kills)  # (those asked before this lookup)
         await self._worker.wait_started()
         self._worker.check_cluster()
-        await self.kills_done(kills)  # an actor killed from here is not found
+        await self._kills_done(kills)  # an actor killed from here is not found
         space = namespace or self._worker.namespace
         reply = await self._worker.gcs.get_named_actor(
             GetNamedActorRequest(name=name, namespace=space)
